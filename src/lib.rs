@@ -1,0 +1,1 @@
+//! vmm_rs: the bhyve VMM core as a library.
