@@ -1,1 +1,11 @@
-//! vmm_rs: the bhyve VMM core as a library.
+//! vmm_rs: the bhyve VMM core (`vmm.c`, `vioapic.c`, the interrupt-delivery
+//! part of `vlapic.c`) as a library with a C face.
+//!
+//! Crate map:
+//! - [`sync`]: lock facade (parking_lot, or loom under `cfg(loom)`).
+//! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
+
+pub mod sync;
+
+#[cfg(not(loom))]
+pub mod ffi;

@@ -1,0 +1,92 @@
+/*
+ * Minimal harness for the C tests: CHECK macros that report file:line and
+ * count failures, and a watchdog that fails the test loudly instead of
+ * letting a deadlock hang `make check`.
+ */
+#ifndef VMM_RS_TEST_UTIL_H
+#define VMM_RS_TEST_UTIL_H
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int t_failures;
+static int t_checks;
+
+#define CHECK(cond)                                                        \
+	do {                                                                   \
+		t_checks++;                                                        \
+		if (!(cond)) {                                                     \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,         \
+			    __LINE__, #cond);                                          \
+			t_failures++;                                                  \
+		}                                                                  \
+	} while (0)
+
+/* Checks that `call` returns -1 with errno `err`. */
+#define CHECK_ERR(call, err)                                               \
+	do {                                                                   \
+		errno = 0;                                                         \
+		int t_rc_ = (int)(call);                                           \
+		int t_errno_ = errno;                                              \
+		t_checks++;                                                        \
+		if (t_rc_ != -1 || t_errno_ != (err)) {                            \
+			fprintf(stderr, "%s:%d: %s: expected -1/%s, got %d/%s\n",      \
+			    __FILE__, __LINE__, #call, #err, t_rc_,                    \
+			    strerror(t_errno_));                                       \
+			t_failures++;                                                  \
+		}                                                                  \
+	} while (0)
+
+/* Checks that `call` returns 0. */
+#define CHECK_OK(call)                                                     \
+	do {                                                                   \
+		errno = 0;                                                         \
+		int t_rc_ = (int)(call);                                           \
+		t_checks++;                                                        \
+		if (t_rc_ != 0) {                                                  \
+			fprintf(stderr, "%s:%d: %s: expected 0, got %d (%s)\n",        \
+			    __FILE__, __LINE__, #call, t_rc_, strerror(errno));        \
+			t_failures++;                                                  \
+		}                                                                  \
+	} while (0)
+
+static const char *t_watchdog_what = "test";
+
+static void
+t_watchdog_fire(int sig)
+{
+	(void)sig;
+	static const char msg[] = "WATCHDOG: test did not finish in time "
+	                          "(deadlock or hang): ";
+	(void)!write(2, msg, sizeof(msg) - 1);
+	(void)!write(2, t_watchdog_what, strlen(t_watchdog_what));
+	(void)!write(2, "\n", 1);
+	_exit(3);
+}
+
+/* Fails the whole test with exit code 3 if it runs longer than `secs`. */
+static inline void
+watchdog_start(unsigned secs, const char *what)
+{
+	t_watchdog_what = what;
+	signal(SIGALRM, t_watchdog_fire);
+	alarm(secs);
+}
+
+/* Prints the summary and returns the process exit code. */
+static inline int
+test_finish(const char *name)
+{
+	if (t_checks == 0) {
+		fprintf(stderr, "%s: no checks ran\n", name);
+		return 1;
+	}
+	printf("%s: %d checks, %d failed\n", name, t_checks, t_failures);
+	return t_failures == 0 ? 0 : 1;
+}
+
+#endif
