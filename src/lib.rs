@@ -2,9 +2,11 @@
 //! part of `vlapic.c`) as a library with a C face.
 //!
 //! Crate map:
+//! - [`error`]: the core error type.
 //! - [`sync`]: lock facade (parking_lot, or loom under `cfg(loom)`).
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
 
+pub mod error;
 pub mod sync;
 
 #[cfg(not(loom))]
