@@ -7,4 +7,82 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ Largest number of vCPUs a VM can be configured with (bits in the set).
+ */
+#define CPUSET_BITS 256
+
+/*
+ Capabilities, FreeBSD 14 `enum vm_cap_type` (`VM_CAP_MAX` is the count).
+ */
+#define CAP_MAX 11
+
+/*
+ RFLAGS.IF: the guest accepts maskable interrupts.
+ */
+#define RFLAGS_IF (1 << 9)
+
+#define RAX 0
+
+#define RBX 1
+
+#define RCX 2
+
+#define RDX 3
+
+#define CR0 15
+
+#define CR3 16
+
+#define CR4 17
+
+#define RSP 19
+
+#define RIP 20
+
+#define RFLAGS 21
+
+/*
+ First segment register (ES); ES..TR are 22..=29.
+ */
+#define ES 22
+
+#define CS 23
+
+#define TR 29
+
+#define IDTR 30
+
+#define GDTR 31
+
+#define EFER 32
+
+/*
+ `VM_REG_LAST`: number of registers.
+ */
+#define LAST 49
+
+#define VECTOR 255
+
+#define DEL_ERRCODE 2048
+
+#define TYPE 1792
+
+#define HWINTR (0 << 8)
+
+#define NMI (2 << 8)
+
+#define HWEXCEPTION (3 << 8)
+
+#define SWINTR (4 << 8)
+
+#define RSVD 2147479552
+
+#define VALID (1 << 31)
+
+/*
+ FreeBSD's default number of vCPUs per VM (`VM_MAXCPU`).
+ */
+#define DEFAULT_MAXCPUS 16
+
 #endif  /* VMM_RS_H */

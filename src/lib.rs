@@ -4,10 +4,23 @@
 //! Crate map:
 //! - [`error`]: the core error type.
 //! - [`sync`]: lock facade (parking_lot, or loom under `cfg(loom)`).
+//! - [`cpuset`]: sets of vCPU ids.
+//! - [`vcpu`]: the vCPU state machine, notification and runblock.
+//! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
+//! - [`rendezvous`]: `vm_smp_rendezvous`.
+//! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
+//! - [`exit`], [`backend`]: VM exits and the VMRUN trait.
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
 
+pub mod backend;
+pub mod cpuset;
 pub mod error;
+pub mod exit;
+pub mod regs;
+pub mod rendezvous;
 pub mod sync;
+pub mod vcpu;
+pub mod vm;
 
 #[cfg(not(loom))]
 pub mod ffi;

@@ -1,0 +1,45 @@
+//! The hardware's VMRUN, as a trait: something that runs a vCPU's guest
+//! until it exits.
+
+use crate::exit::MmioAccess;
+use crate::vcpu::Vcpu;
+
+/// What the guest did that stopped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestExit {
+    /// Nothing in particular (the backend yielded).
+    Bogus,
+    /// Port I/O: `eax` is the value written for an `out`.
+    Inout { port: u16, bytes: u8, is_in: bool, eax: u32 },
+    /// An MMIO access.
+    Mmio(MmioAccess),
+    /// HLT, with the guest's interrupt flag at that point.
+    Hlt { intr_enabled: bool },
+    /// PAUSE.
+    Pause,
+    /// The backend saw [`Vcpu::kicked`] and left the guest.
+    Kicked,
+}
+
+/// Runs guest code. Called by the run loop with the vCPU RUNNING.
+///
+/// Contract: `run` returns within a bounded number of guest steps after
+/// `vcpu.kicked()` becomes true, and takes no VM, vioapic or vCPU lock
+/// while it runs guest code (only the leaf locks of the guest's own
+/// memory or registers).
+pub trait Backend: Send + Sync + core::fmt::Debug {
+    /// Runs `vcpu`'s guest from `rip` until an exit; returns the exit, the
+    /// RIP of the exiting instruction and its length.
+    fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32);
+}
+
+/// A backend whose guest does nothing: every VM_RUN returns
+/// VM_EXITCODE_BOGUS at once.
+#[derive(Debug, Default)]
+pub struct IdleBackend;
+
+impl Backend for IdleBackend {
+    fn run(&self, _vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
+        (GuestExit::Bogus, rip, 0)
+    }
+}

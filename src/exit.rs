@@ -1,0 +1,65 @@
+//! VM exits as the core reports them to the caller of `vm_run` (FreeBSD
+//! `struct vm_exit`, in Rust terms; `ffi` lays them out for C).
+
+/// How a VM was suspended (`enum vm_suspend_how`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuspendHow {
+    Reset = 1,
+    Poweroff = 2,
+    Halt = 3,
+    Triplefault = 4,
+}
+
+impl SuspendHow {
+    /// Decodes `how`; NONE (0) and unknown values are `None`.
+    pub fn from_raw(how: i32) -> Option<Self> {
+        match how {
+            1 => Some(SuspendHow::Reset),
+            2 => Some(SuspendHow::Poweroff),
+            3 => Some(SuspendHow::Halt),
+            4 => Some(SuspendHow::Triplefault),
+            _ => None,
+        }
+    }
+}
+
+/// A guest MMIO access that no in-library device claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioAccess {
+    pub gpa: u64,
+    /// Access size in bytes: 1, 2, 4 or 8.
+    pub size: u8,
+    pub write: bool,
+    /// Value written (for a write).
+    pub value: u64,
+}
+
+/// Why `vm_run` returned to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// Port I/O for userland to emulate. For `in`, userland sets RAX with
+    /// VM_SET_REGISTER before the next VM_RUN.
+    Inout { port: u16, bytes: u8, is_in: bool, eax: u32 },
+    /// MMIO outside the emulated devices (VM_EXITCODE_INST_EMUL).
+    Mmio(MmioAccess),
+    /// The guest executed PAUSE.
+    Pause,
+    /// Nothing to do; call VM_RUN again (VM_EXITCODE_BOGUS).
+    Bogus,
+    /// Another thread asked for this vCPU (VM_EXITCODE_REQIDLE).
+    ReqIdle,
+    /// The VM is suspended and every active vCPU has seen it.
+    Suspended(SuspendHow),
+    /// The vCPU is in the debug set (VM_SUSPEND_CPU).
+    Debug,
+}
+
+/// A complete exit: the reason plus where the guest stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmExit {
+    pub kind: ExitKind,
+    /// Guest RIP of the exiting instruction.
+    pub rip: u64,
+    /// Length of that instruction (RIP advances past it on resume).
+    pub inst_length: u32,
+}

@@ -1,0 +1,344 @@
+//! One virtual CPU: the state machine of FreeBSD `vmm.c` (IDLE, FROZEN,
+//! RUNNING, SLEEPING), `reqidle`, notification (kick) and `runblock`.
+//!
+//! # Lock order
+//!
+//! The vCPU mutex (`Vcpu::inner`) ranks below every VM-level lock and the
+//! vioapic locks, and above the vlapic lock: code holding it may take a
+//! vlapic lock, never the other way round. It is never held while waiting
+//! on *another* vCPU; the only waits under it are on this vCPU's own
+//! condition variable, which releases it.
+//!
+//! # Why the writer of an RTE cannot deadlock with lock-all
+//!
+//! [`Vcpu::block_run`] waits only while the target is RUNNING. A RUNNING
+//! vCPU leaves RUNNING in bounded time once kicked (the backend checks
+//! [`Vcpu::kicked`] between guest steps, and no lock a RUNNING vCPU needs is
+//! held by the waiter), so the wait ends. IDLE, FROZEN and SLEEPING vCPUs,
+//! including ones frozen by a lock-all in progress, are never waited on.
+
+use crate::error::{Error, Result};
+use crate::regs::VcpuRegs;
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Condvar, Mutex, MutexGuard};
+
+/// The state of a vCPU (FreeBSD `enum vcpu_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuState {
+    /// Nobody owns the vCPU.
+    Idle,
+    /// Owned by a thread (an ioctl, or the run loop between guest entries).
+    Frozen,
+    /// Executing guest code in the backend.
+    Running,
+    /// Halted in the run loop, waiting for an event.
+    Sleeping,
+}
+
+impl VcpuState {
+    /// The transitions `vcpu_set_state` allows; everything else is EBUSY.
+    fn may_become(self, new: VcpuState) -> bool {
+        use VcpuState::*;
+        matches!(
+            (self, new),
+            (Idle, Frozen)
+                | (Frozen, Idle)
+                | (Frozen, Running)
+                | (Running, Frozen)
+                | (Frozen, Sleeping)
+                | (Sleeping, Frozen)
+        )
+    }
+}
+
+/// Scheduling state of a vCPU, protected by `Vcpu::inner`.
+#[derive(Debug)]
+pub struct VcpuSched {
+    pub state: VcpuState,
+    /// Another thread wants this vCPU IDLE: the run loop returns
+    /// VM_EXITCODE_REQIDLE to its caller at the next guest entry.
+    pub reqidle: bool,
+    /// Number of threads keeping this vCPU out of RUNNING
+    /// ([`Vcpu::block_run`]). Entering RUNNING waits while it is non-zero.
+    pub runblock: u32,
+}
+
+/// A virtual CPU's scheduling core.
+#[derive(Debug)]
+pub struct Vcpu {
+    id: usize,
+    /// vCPU mutex. Protects: `VcpuSched` (state, reqidle, runblock).
+    /// Rank: below VM-level and vioapic locks, above the vlapic lock.
+    inner: Mutex<VcpuSched>,
+    /// Signalled on every state change, on runblock reaching zero and by
+    /// notifications of a SLEEPING vCPU.
+    cv: Condvar,
+    /// Set by a notification while RUNNING; the backend polls it between
+    /// guest steps and leaves RUNNING when it is set (the "IPI").
+    kick: AtomicBool,
+    /// Register mutex. Protects: the architectural state. Rank: leaf (no
+    /// lock is taken under it). Only the thread that holds the vCPU FROZEN
+    /// or RUNNING uses it, so it is never contended in practice.
+    pub regs: Mutex<VcpuRegs>,
+}
+
+impl Vcpu {
+    pub fn new(id: usize) -> Self {
+        Vcpu {
+            id,
+            inner: Mutex::new(VcpuSched {
+                state: VcpuState::Idle,
+                reqidle: false,
+                runblock: 0,
+            }),
+            cv: Condvar::new(),
+            kick: AtomicBool::new(false),
+            regs: Mutex::new(VcpuRegs::default()),
+        }
+    }
+
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    pub fn state(&self) -> VcpuState {
+        self.inner.lock().state
+    }
+
+    /// Locks the scheduling state (for loops that wait on it).
+    pub fn lock(&self) -> MutexGuard<'_, VcpuSched> {
+        self.inner.lock()
+    }
+
+    /// Waits on this vCPU's condition variable, releasing its mutex.
+    pub fn wait<'a>(&self, g: MutexGuard<'a, VcpuSched>) -> MutexGuard<'a, VcpuSched> {
+        self.cv.wait(g)
+    }
+
+    /// Waits with a deadline (the HLT sleep re-checks timers on wake-up).
+    pub fn wait_until<'a>(
+        &self,
+        g: MutexGuard<'a, VcpuSched>,
+        deadline: std::time::Instant,
+    ) -> MutexGuard<'a, VcpuSched> {
+        self.cv.wait_until(g, deadline)
+    }
+
+    /// `vcpu_set_state`. With `from_idle` (ioctl entry only) waits until the
+    /// vCPU is IDLE, asking it to become so (reqidle + notify).
+    pub fn set_state(&self, new: VcpuState, from_idle: bool) -> Result<()> {
+        let g = self.inner.lock();
+        self.set_state_locked(g, new, from_idle).map(drop)
+    }
+
+    /// `vcpu_set_state_locked`: the same with the mutex already held; returns
+    /// the guard so the caller can keep working under it.
+    pub fn set_state_locked<'a>(
+        &self,
+        mut g: MutexGuard<'a, VcpuSched>,
+        new: VcpuState,
+        from_idle: bool,
+    ) -> Result<MutexGuard<'a, VcpuSched>> {
+        if from_idle {
+            while g.state != VcpuState::Idle {
+                g.reqidle = true;
+                self.notify_locked(&g);
+                g = self.cv.wait(g);
+            }
+        }
+        if new == VcpuState::Running {
+            // A thread staging into this vCPU keeps it out of the guest.
+            while g.runblock != 0 {
+                g = self.cv.wait(g);
+            }
+        }
+        if !g.state.may_become(new) {
+            return Err(Error::Busy);
+        }
+        g.state = new;
+        match new {
+            VcpuState::Idle => g.reqidle = false,
+            VcpuState::Running => self.kick.store(false, Ordering::SeqCst),
+            _ => {}
+        }
+        // Waiters on the state (from_idle, block_run) re-check.
+        self.cv.notify_all();
+        Ok(g)
+    }
+
+    /// Tries IDLE -> FROZEN without waiting. `Ok(false)` when the vCPU is
+    /// busy; in that case reqidle is set and the vCPU notified, so a caller
+    /// that then waits on the state makes progress.
+    pub fn try_freeze_from_idle(&self) -> bool {
+        let mut g = self.inner.lock();
+        if g.state == VcpuState::Idle {
+            g.state = VcpuState::Frozen;
+            self.cv.notify_all();
+            true
+        } else {
+            g.reqidle = true;
+            self.notify_locked(&g);
+            false
+        }
+    }
+
+    /// `vcpu_notify_event`: kick a RUNNING vCPU out of the guest, wake a
+    /// SLEEPING one.
+    pub fn notify(&self) {
+        let g = self.inner.lock();
+        self.notify_locked(&g);
+    }
+
+    fn notify_locked(&self, g: &VcpuSched) {
+        match g.state {
+            VcpuState::Running => self.kick.store(true, Ordering::SeqCst),
+            VcpuState::Sleeping => self.cv.notify_all(),
+            _ => {}
+        }
+    }
+
+    /// Wakes every thread waiting on this vCPU's state (used when a
+    /// VM-wide condition changes that such waiters must look at, such as a
+    /// rendezvous being posted while a lock-all waits for this vCPU).
+    pub fn wake_waiters(&self) {
+        let _g = self.inner.lock();
+        self.cv.notify_all();
+    }
+
+    /// Whether the guest must leave RUNNING at its next safe point.
+    pub fn kicked(&self) -> bool {
+        self.kick.load(Ordering::SeqCst)
+    }
+
+    /// `vcpu_block_run`: keep the vCPU out of RUNNING. Kicks it if it is
+    /// RUNNING and waits only while it is RUNNING; never call it on the
+    /// vCPU the caller itself holds.
+    pub fn block_run(&self) {
+        let mut g = self.inner.lock();
+        g.runblock += 1;
+        while g.state == VcpuState::Running {
+            self.kick.store(true, Ordering::SeqCst);
+            g = self.cv.wait(g);
+        }
+    }
+
+    /// `vcpu_unblock_run`: undo one `block_run`; at zero the vCPU may run.
+    pub fn unblock_run(&self) {
+        let mut g = self.inner.lock();
+        debug_assert!(g.runblock > 0, "unblock_run without block_run");
+        g.runblock = g.runblock.saturating_sub(1);
+        if g.runblock == 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Clears reqidle and reports whether it was set (the run loop's
+    /// VM_EXITCODE_REQIDLE check).
+    pub fn take_reqidle(&self) -> bool {
+        let mut g = self.inner.lock();
+        std::mem::replace(&mut g.reqidle, false)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+    use std::thread;
+    use VcpuState::*;
+
+    #[test]
+    fn transitions_follow_the_state_machine() {
+        let all = [Idle, Frozen, Running, Sleeping];
+        for from in all {
+            for to in all {
+                let v = Vcpu::new(0);
+                // Walk to `from` through allowed transitions.
+                match from {
+                    Idle => {}
+                    Frozen => v.set_state(Frozen, false).unwrap(),
+                    Running | Sleeping => {
+                        v.set_state(Frozen, false).unwrap();
+                        v.set_state(from, false).unwrap();
+                    }
+                }
+                let r = v.set_state(to, false);
+                let ok = from.may_become(to);
+                assert_eq!(r.is_ok(), ok, "{from:?} -> {to:?}");
+                if !ok {
+                    assert_eq!(r, Err(Error::Busy));
+                    assert_eq!(v.state(), from, "failed transition keeps state");
+                }
+            }
+        }
+        // FROZEN -> FROZEN is refused explicitly.
+        let v = Vcpu::new(0);
+        v.set_state(Frozen, false).unwrap();
+        assert_eq!(v.set_state(Frozen, false), Err(Error::Busy));
+    }
+
+    #[test]
+    fn from_idle_waits_and_requests_idle() {
+        let v = Arc::new(Vcpu::new(0));
+        v.set_state(Frozen, false).unwrap();
+        v.set_state(Running, false).unwrap();
+        let v2 = v.clone();
+        let t = thread::spawn(move || v2.set_state(Frozen, true));
+        // The waiter sets reqidle and kicks the running vCPU.
+        loop {
+            let g = v.lock();
+            if g.reqidle && v.kicked() {
+                break;
+            }
+            drop(g);
+            thread::yield_now();
+        }
+        v.set_state(Frozen, false).unwrap();
+        v.set_state(Idle, false).unwrap();
+        assert_eq!(t.join().unwrap(), Ok(()));
+        assert_eq!(v.state(), Frozen);
+        assert!(!v.lock().reqidle || v.take_reqidle());
+    }
+
+    #[test]
+    fn runblock_keeps_vcpu_out_of_running() {
+        let v = Arc::new(Vcpu::new(0));
+        v.set_state(Frozen, false).unwrap();
+        v.block_run(); // FROZEN: returns at once.
+        let start = Arc::new(Barrier::new(2));
+        let (v2, s2) = (v.clone(), start.clone());
+        let t = thread::spawn(move || {
+            s2.wait();
+            v2.set_state(Running, false).unwrap();
+            v2.set_state(Frozen, false).unwrap();
+        });
+        start.wait();
+        // The runner cannot be RUNNING while we hold the block.
+        for _ in 0..1000 {
+            assert_ne!(v.state(), Running);
+            thread::yield_now();
+        }
+        v.unblock_run();
+        t.join().unwrap();
+        assert_eq!(v.state(), Frozen);
+    }
+
+    #[test]
+    fn block_run_kicks_and_waits_for_running_vcpu() {
+        let v = Arc::new(Vcpu::new(0));
+        v.set_state(Frozen, false).unwrap();
+        v.set_state(Running, false).unwrap();
+        let v2 = v.clone();
+        // The "guest" leaves RUNNING once kicked.
+        let guest = thread::spawn(move || {
+            while !v2.kicked() {
+                thread::yield_now();
+            }
+            v2.set_state(Frozen, false).unwrap();
+        });
+        v.block_run();
+        assert_eq!(v.state(), Frozen);
+        v.unblock_run();
+        guest.join().unwrap();
+    }
+}

@@ -1,0 +1,533 @@
+//! A virtual machine: its vCPUs, cpusets, suspend state, topology,
+//! rendezvous and the vCPU locking protocol of FreeBSD `vmm_dev.c`
+//! (lock one vCPU, lock all vCPUs).
+//!
+//! # Lock order (whole crate)
+//!
+//! 1. `Vm::lock_all_serial` (lock-all callers, one at a time), then the
+//!    vCPUs frozen by lock-all in ascending id order (a freeze is a wait
+//!    for IDLE, not a mutex, and services pending rendezvous).
+//! 2. `Vm::mem` (guest memory; exclusive only with every vCPU frozen, so a
+//!    vCPU never waits for it while RUNNING).
+//! 3. vioapic write lock, then the vioapic table mutex.
+//! 4. `Vm::cpus` (cpusets and suspend state) and the rendezvous mutex;
+//!    neither is held while taking another lock of this list.
+//! 5. A vCPU mutex (`Vcpu::inner`), then its vlapic, then its registers.
+//!
+//! No thread waits on another vCPU while holding a lock of ranks 3-5.
+
+use crate::backend::{Backend, IdleBackend};
+use crate::cpuset::{CpuSet, CPUSET_BITS};
+use crate::error::{Error, Result};
+use crate::exit::SuspendHow;
+use crate::rendezvous::{Post, Rendezvous, RendezvousFn};
+use crate::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use crate::sync::{Mutex, MutexGuard};
+use crate::vcpu::{Vcpu, VcpuState};
+
+/// FreeBSD's default number of vCPUs per VM (`VM_MAXCPU`).
+pub const DEFAULT_MAXCPUS: usize = 16;
+
+/// Which cpuset `VM_GET_CPUS` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuSetKind {
+    Active,
+    Suspended,
+    Debug,
+}
+
+/// The CPU topology reported to the guest (`VM_GET_TOPOLOGY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    pub sockets: u16,
+    pub cores: u16,
+    pub threads: u16,
+    pub maxcpus: u16,
+}
+
+/// VM-wide vCPU bookkeeping, protected by `Vm::cpus`.
+#[derive(Debug, Default)]
+pub struct CpuSets {
+    pub active: CpuSet,
+    /// vCPUs that have acknowledged a VM-wide suspend in their run loop.
+    pub suspended: CpuSet,
+    /// vCPUs held out of the guest by VM_SUSPEND_CPU.
+    pub debug: CpuSet,
+    pub topology: Option<Topology>,
+}
+
+/// A virtual machine.
+pub struct Vm {
+    name: String,
+    maxcpus: usize,
+    vcpus: Vec<Vcpu>,
+    /// Lock-all serialiser. Protects: nothing but the right to freeze every
+    /// vCPU. Rank 1 (taken first, held across the freezing waits).
+    lock_all_serial: Mutex<()>,
+    /// Cpuset mutex. Protects: active/suspended/debug sets and topology.
+    /// Rank 4 (leaf among VM-level locks).
+    cpus: Mutex<CpuSets>,
+    /// VM_SUSPEND state: 0, or the `SuspendHow` value.
+    suspend: AtomicI32,
+    destroyed: AtomicBool,
+    rendezvous: Rendezvous,
+    backend: Box<dyn Backend>,
+}
+
+impl core::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Vm")
+            .field("name", &self.name)
+            .field("maxcpus", &self.maxcpus)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Holds one vCPU FROZEN (an ioctl of the "lock one vCPU" class); returns
+/// it to IDLE when dropped.
+pub struct VcpuLock<'a> {
+    vm: &'a Vm,
+    id: usize,
+}
+
+impl VcpuLock<'_> {
+    pub fn id(&self) -> usize {
+        self.id
+    }
+    pub fn vcpu(&self) -> &Vcpu {
+        &self.vm.vcpus[self.id]
+    }
+}
+
+impl Drop for VcpuLock<'_> {
+    fn drop(&mut self) {
+        // FROZEN -> IDLE always succeeds for the owner.
+        let _ = self.vm.vcpus[self.id].set_state(VcpuState::Idle, false);
+    }
+}
+
+/// Holds every vCPU FROZEN (the "lock all vCPUs" class).
+pub struct LockAll<'a> {
+    vm: &'a Vm,
+    _serial: MutexGuard<'a, ()>,
+}
+
+impl Drop for LockAll<'_> {
+    fn drop(&mut self) {
+        for v in &self.vm.vcpus {
+            let _ = v.set_state(VcpuState::Idle, false);
+        }
+    }
+}
+
+impl Vm {
+    /// A VM with `maxcpus` vCPUs (1..=CPUSET_BITS) and the given backend.
+    pub fn new(name: &str, maxcpus: usize, backend: Box<dyn Backend>) -> Result<Vm> {
+        if maxcpus == 0 || maxcpus > CPUSET_BITS {
+            return Err(Error::Inval);
+        }
+        Ok(Vm {
+            name: name.to_owned(),
+            maxcpus,
+            vcpus: (0..maxcpus).map(Vcpu::new).collect(),
+            lock_all_serial: Mutex::new(()),
+            cpus: Mutex::new(CpuSets::default()),
+            suspend: AtomicI32::new(0),
+            destroyed: AtomicBool::new(false),
+            rendezvous: Rendezvous::default(),
+            backend,
+        })
+    }
+
+    /// A VM with the idle backend.
+    pub fn with_idle_backend(name: &str, maxcpus: usize) -> Result<Vm> {
+        Vm::new(name, maxcpus, Box::new(IdleBackend))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn maxcpus(&self) -> usize {
+        self.maxcpus
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// vCPU `id`; EINVAL when out of range.
+    pub fn vcpu(&self, id: usize) -> Result<&Vcpu> {
+        self.vcpus.get(id).ok_or(Error::Inval)
+    }
+
+    /// vCPU id from a C `int`; EINVAL when negative or out of range.
+    pub fn vcpu_id(&self, id: i32) -> Result<usize> {
+        usize::try_from(id)
+            .ok()
+            .filter(|i| *i < self.maxcpus)
+            .ok_or(Error::Inval)
+    }
+
+    pub fn vcpus(&self) -> &[Vcpu] {
+        &self.vcpus
+    }
+
+    pub fn is_destroyed(&self) -> bool {
+        self.destroyed.load(Ordering::SeqCst)
+    }
+
+    /// `Error::Destroyed` once the VM is destroyed.
+    pub fn check_alive(&self) -> Result<()> {
+        if self.is_destroyed() {
+            Err(Error::Destroyed)
+        } else {
+            Ok(())
+        }
+    }
+
+    // --- vCPU locking (vmm_dev.c) -------------------------------------
+
+    /// Lock one vCPU: wait until it is IDLE, then hold it FROZEN.
+    pub fn lock_one(&self, id: usize) -> Result<VcpuLock<'_>> {
+        self.check_alive()?;
+        self.vcpu(id)?.set_state(VcpuState::Frozen, true)?;
+        let lock = VcpuLock { vm: self, id };
+        self.check_alive()?;
+        Ok(lock)
+    }
+
+    /// Lock all vCPUs, in ascending order. While waiting for a vCPU, runs a
+    /// pending rendezvous on behalf of the vCPUs already frozen, so a
+    /// rendezvous initiator waiting for them cannot deadlock with us.
+    pub fn lock_all(&self) -> Result<LockAll<'_>> {
+        self.check_alive()?;
+        let serial = self.lock_all_serial.lock();
+        let mut frozen = CpuSet::new();
+        for v in &self.vcpus {
+            while !v.try_freeze_from_idle() {
+                if self.services_rendezvous_in_lock_all() && self.rendezvous.pending() {
+                    self.rendezvous.run_on_behalf(&frozen, &self.active_cpus());
+                    continue;
+                }
+                let g = v.lock();
+                if g.state != VcpuState::Idle && !self.rendezvous.pending() {
+                    drop(v.wait(g));
+                }
+            }
+            frozen.insert(v.id());
+        }
+        let all = LockAll { vm: self, _serial: serial };
+        self.check_alive()?;
+        Ok(all)
+    }
+
+    /// Whether lock-all runs pending rendezvous callbacks for the vCPUs it
+    /// froze (FreeBSD since D52968). The `legacy-rendezvous` feature turns
+    /// this off to reproduce the 2019 deadlock.
+    fn services_rendezvous_in_lock_all(&self) -> bool {
+        !cfg!(feature = "legacy-rendezvous")
+    }
+
+    // --- cpusets -------------------------------------------------------
+
+    pub fn cpus(&self) -> MutexGuard<'_, CpuSets> {
+        self.cpus.lock()
+    }
+
+    pub fn active_cpus(&self) -> CpuSet {
+        self.cpus.lock().active
+    }
+
+    pub fn cpuset(&self, which: CpuSetKind) -> CpuSet {
+        let c = self.cpus.lock();
+        match which {
+            CpuSetKind::Active => c.active,
+            CpuSetKind::Suspended => c.suspended,
+            CpuSetKind::Debug => c.debug,
+        }
+    }
+
+    /// VM_ACTIVATE_CPU (the caller holds the vCPU): EBUSY if already active.
+    pub fn activate_cpu(&self, id: usize) -> Result<()> {
+        let mut c = self.cpus.lock();
+        if c.active.contains(id) {
+            return Err(Error::Busy);
+        }
+        c.active.insert(id);
+        Ok(())
+    }
+
+    /// VM_SUSPEND_CPU: put one active vCPU (or every active one) in the
+    /// debug set and kick it out of the guest.
+    pub fn suspend_cpu(&self, id: Option<usize>) -> Result<()> {
+        let targets = {
+            let mut c = self.cpus.lock();
+            match id {
+                None => c.debug = c.active,
+                Some(i) => {
+                    if !c.active.contains(i) {
+                        return Err(Error::Inval);
+                    }
+                    c.debug.insert(i);
+                }
+            }
+            c.debug
+        };
+        for i in targets.iter() {
+            self.vcpus[i].notify();
+        }
+        Ok(())
+    }
+
+    /// VM_RESUME_CPU: take one vCPU (or all) out of the debug set.
+    pub fn resume_cpu(&self, id: Option<usize>) -> Result<()> {
+        let mut c = self.cpus.lock();
+        match id {
+            None => c.debug.clear(),
+            Some(i) => {
+                if !c.debug.contains(i) {
+                    return Err(Error::Inval);
+                }
+                c.debug.remove(i);
+            }
+        }
+        Ok(())
+    }
+
+    // --- suspend -------------------------------------------------------
+
+    /// VM_SUSPEND: EINVAL for NONE/unknown, EALREADY the second time.
+    pub fn suspend(&self, how: i32) -> Result<()> {
+        let how = SuspendHow::from_raw(how).ok_or(Error::Inval)?;
+        self.suspend
+            .compare_exchange(0, how as i32, Ordering::SeqCst, Ordering::SeqCst)
+            .map_err(|_| Error::Already)?;
+        for i in self.active_cpus().iter() {
+            self.vcpus[i].notify();
+        }
+        Ok(())
+    }
+
+    /// The pending VM-wide suspend, if any.
+    pub fn suspended_how(&self) -> Option<SuspendHow> {
+        SuspendHow::from_raw(self.suspend.load(Ordering::SeqCst))
+    }
+
+    // --- topology ------------------------------------------------------
+
+    pub fn topology(&self) -> Topology {
+        self.cpus.lock().topology.unwrap_or(Topology {
+            sockets: 1,
+            cores: 1,
+            threads: 1,
+            maxcpus: self.maxcpus as u16,
+        })
+    }
+
+    /// VM_SET_TOPOLOGY: EINVAL if sockets*cores*threads exceeds maxcpus
+    /// (the maxcpus argument is ignored, as in FreeBSD).
+    pub fn set_topology(&self, sockets: u16, cores: u16, threads: u16) -> Result<()> {
+        let n = u32::from(sockets) * u32::from(cores) * u32::from(threads);
+        if n as usize > self.maxcpus {
+            return Err(Error::Inval);
+        }
+        self.cpus.lock().topology = Some(Topology {
+            sockets,
+            cores,
+            threads,
+            maxcpus: self.maxcpus as u16,
+        });
+        Ok(())
+    }
+
+    // --- rendezvous ----------------------------------------------------
+
+    /// `vm_smp_rendezvous`: run `func` on every vCPU of `dest` (limited to
+    /// the active ones) and wait until all have. `vcpuid` is the calling
+    /// vCPU, if the caller is one (it runs its own callback).
+    pub fn smp_rendezvous(
+        &self,
+        vcpuid: Option<usize>,
+        dest: CpuSet,
+        func: RendezvousFn,
+    ) -> Result<()> {
+        loop {
+            self.check_alive()?;
+            match self.rendezvous.try_post(dest, func.clone()) {
+                Post::Posted => break,
+                Post::Busy => self.handle_rendezvous(vcpuid)?,
+            }
+        }
+        for i in dest.iter().filter(|i| *i < self.maxcpus) {
+            self.vcpus[i].notify();
+        }
+        // A lock-all waiting for some vCPU must look at the rendezvous.
+        for v in &self.vcpus {
+            v.wake_waiters();
+        }
+        self.handle_rendezvous(vcpuid)
+    }
+
+    /// `vm_handle_rendezvous`: do this vCPU's part and wait for the rest.
+    pub fn handle_rendezvous(&self, vcpuid: Option<usize>) -> Result<()> {
+        self.rendezvous
+            .handle(vcpuid, || self.active_cpus(), || self.is_destroyed())
+    }
+
+    pub fn rendezvous_pending(&self) -> bool {
+        self.rendezvous.pending()
+    }
+
+    // --- reinit / destroy ----------------------------------------------
+
+    /// VM_REINIT, with every vCPU frozen by `_all`: EBUSY unless every
+    /// active vCPU has acknowledged a suspend; then back to a new VM's
+    /// state (cpusets, suspend, registers, rendezvous). The caller resets
+    /// memory and interrupt controllers under the same lock-all.
+    pub fn reinit(&self, _all: &LockAll<'_>) -> Result<()> {
+        let mut c = self.cpus.lock();
+        if c.active != c.suspended {
+            return Err(Error::Busy);
+        }
+        c.active.clear();
+        c.suspended.clear();
+        c.debug.clear();
+        drop(c);
+        self.suspend.store(0, Ordering::SeqCst);
+        self.rendezvous.reset();
+        for v in &self.vcpus {
+            *v.regs.lock() = Default::default();
+        }
+        Ok(())
+    }
+
+    /// Marks the VM destroyed and wakes every thread waiting inside it, so
+    /// they return (with `Error::Destroyed` or `Error::Intr`).
+    pub fn mark_destroyed(&self) {
+        self.destroyed.store(true, Ordering::SeqCst);
+        for v in &self.vcpus {
+            v.notify();
+            v.wake_waiters();
+        }
+        self.rendezvous.wake_all();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::{mpsc, Arc};
+    use std::thread;
+    use std::time::Duration;
+
+    /// Runs `f` on a thread and fails the test if it does not finish in
+    /// `secs` (a deadlock must fail loudly, not hang the suite).
+    fn with_watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(secs))
+            .expect("watchdog: deadlock or hang")
+    }
+
+    #[test]
+    fn lock_one_and_lock_all() {
+        let vm = Vm::with_idle_backend("t", 4).unwrap();
+        {
+            let l = vm.lock_one(2).unwrap();
+            assert_eq!(l.vcpu().state(), VcpuState::Frozen);
+        }
+        assert_eq!(vm.vcpu(2).unwrap().state(), VcpuState::Idle);
+        {
+            let _all = vm.lock_all().unwrap();
+            assert!(vm.vcpus().iter().all(|v| v.state() == VcpuState::Frozen));
+        }
+        assert!(vm.vcpus().iter().all(|v| v.state() == VcpuState::Idle));
+        assert_eq!(vm.vcpu_id(4), Err(Error::Inval));
+        assert_eq!(vm.vcpu_id(-1), Err(Error::Inval));
+    }
+
+    #[test]
+    fn cpusets_suspend_and_topology() {
+        let vm = Vm::with_idle_backend("t", 4).unwrap();
+        vm.activate_cpu(0).unwrap();
+        assert_eq!(vm.activate_cpu(0), Err(Error::Busy));
+        assert_eq!(vm.suspend_cpu(Some(1)), Err(Error::Inval));
+        vm.suspend_cpu(Some(0)).unwrap();
+        assert!(vm.cpuset(CpuSetKind::Debug).contains(0));
+        assert_eq!(vm.resume_cpu(Some(1)), Err(Error::Inval));
+        vm.resume_cpu(None).unwrap();
+        assert!(vm.cpuset(CpuSetKind::Debug).is_empty());
+        assert_eq!(vm.suspend(0), Err(Error::Inval));
+        assert_eq!(vm.suspend(9), Err(Error::Inval));
+        vm.suspend(2).unwrap();
+        assert_eq!(vm.suspend(1), Err(Error::Already));
+        assert_eq!(vm.suspended_how(), Some(SuspendHow::Poweroff));
+        assert_eq!(vm.set_topology(2, 2, 2), Err(Error::Inval));
+        vm.set_topology(2, 2, 1).unwrap();
+        assert_eq!(vm.topology().cores, 2);
+    }
+
+    #[test]
+    fn reinit_needs_every_active_vcpu_suspended() {
+        let vm = Vm::with_idle_backend("t", 2).unwrap();
+        {
+            let all = vm.lock_all().unwrap();
+            assert!(vm.reinit(&all).is_ok(), "no active vCPU: succeeds");
+        }
+        vm.activate_cpu(0).unwrap();
+        {
+            let all = vm.lock_all().unwrap();
+            assert_eq!(vm.reinit(&all), Err(Error::Busy));
+        }
+        vm.cpus().suspended.insert(0);
+        vm.suspend(1).unwrap();
+        {
+            let all = vm.lock_all().unwrap();
+            vm.reinit(&all).unwrap();
+        }
+        assert!(vm.active_cpus().is_empty());
+        assert_eq!(vm.suspended_how(), None);
+    }
+
+    /// A rendezvous aimed at a vCPU frozen by lock-all is run on its behalf
+    /// by the lock-all, so the initiator (itself a vCPU that lock-all wants)
+    /// finishes: the OS-7622 shape, without a vioapic.
+    #[test]
+    fn lock_all_services_pending_rendezvous() {
+        if cfg!(feature = "legacy-rendezvous") {
+            return;
+        }
+        with_watchdog(20, || {
+            let vm = Arc::new(Vm::with_idle_backend("t", 2).unwrap());
+            vm.activate_cpu(0).unwrap();
+            vm.activate_cpu(1).unwrap();
+            // vCPU 1 is busy (its run loop holds it FROZEN).
+            vm.vcpu(1).unwrap().set_state(VcpuState::Frozen, true).unwrap();
+            let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+            // Lock-all freezes vCPU 0, then waits for vCPU 1.
+            let vm2 = vm.clone();
+            let locker = thread::spawn(move || {
+                let _all = vm2.lock_all().unwrap();
+            });
+            while vm.vcpu(0).unwrap().state() != VcpuState::Frozen {
+                thread::yield_now();
+            }
+            let ran2 = ran.clone();
+            vm.smp_rendezvous(
+                Some(1),
+                CpuSet::first_n(2),
+                Arc::new(move |id| ran2.lock().unwrap().push(id)),
+            )
+            .unwrap();
+            let mut ids = ran.lock().unwrap().clone();
+            ids.sort();
+            assert_eq!(ids, vec![0, 1]);
+            // vCPU 1 goes back to IDLE; lock-all completes.
+            vm.vcpu(1).unwrap().set_state(VcpuState::Idle, false).unwrap();
+            locker.join().unwrap();
+        });
+    }
+}
