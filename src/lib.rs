@@ -9,7 +9,7 @@
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
 //! - [`rendezvous`]: `vm_smp_rendezvous`.
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
-//! - [`exit`], [`backend`]: VM exits and the VMRUN trait.
+//! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
 
 pub mod backend;
@@ -18,6 +18,7 @@ pub mod error;
 pub mod exit;
 pub mod regs;
 pub mod rendezvous;
+pub mod run;
 pub mod sync;
 pub mod vcpu;
 pub mod vm;

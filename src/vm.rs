@@ -10,11 +10,13 @@
 //! 2. `Vm::mem` (guest memory; exclusive only with every vCPU frozen, so a
 //!    vCPU never waits for it while RUNNING).
 //! 3. vioapic write lock, then the vioapic table mutex.
-//! 4. `Vm::cpus` (cpusets and suspend state) and the rendezvous mutex;
-//!    neither is held while taking another lock of this list.
+//! 4. The rendezvous mutex (no other lock is taken while it is held, and
+//!    callbacks run without it).
 //! 5. A vCPU mutex (`Vcpu::inner`), then its vlapic, then its registers.
+//! 6. `Vm::cpus` (cpusets, topology): a leaf, taken under any of the
+//!    above and never held while taking another lock.
 //!
-//! No thread waits on another vCPU while holding a lock of ranks 3-5.
+//! No thread waits on another vCPU while holding a lock of ranks 2-6.
 
 use crate::backend::{Backend, IdleBackend};
 use crate::cpuset::{CpuSet, CPUSET_BITS};
@@ -65,7 +67,7 @@ pub struct Vm {
     /// vCPU. Rank 1 (taken first, held across the freezing waits).
     lock_all_serial: Mutex<()>,
     /// Cpuset mutex. Protects: active/suspended/debug sets and topology.
-    /// Rank 4 (leaf among VM-level locks).
+    /// Rank 6: a leaf, never held while taking another lock.
     cpus: Mutex<CpuSets>,
     /// VM_SUSPEND state: 0, or the `SuspendHow` value.
     suspend: AtomicI32,
