@@ -17,7 +17,8 @@ fn main() {
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml is readable");
     match cbindgen::Builder::new()
-        .with_crate(&crate_dir)
+        // Only the C face: core constants and types stay out of the header.
+        .with_src(crate_dir.join("src/ffi/mod.rs"))
         .with_config(config)
         .generate()
     {

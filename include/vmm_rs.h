@@ -8,81 +8,69 @@
 #include <stdint.h>
 
 /*
- Largest number of vCPUs a VM can be configured with (bits in the set).
+ Opaque vCPU handle (libvmmapi's `struct vcpu`).
  */
-#define CPUSET_BITS 256
+struct vcpu;
 
 /*
- Capabilities, FreeBSD 14 `enum vm_cap_type` (`VM_CAP_MAX` is the count).
+ Opaque VM handle (libvmmapi's `struct vmctx`).
  */
-#define CAP_MAX 11
+struct vmctx;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
 
 /*
- RFLAGS.IF: the guest accepts maskable interrupts.
+ Creates a VM named `name`. Returns 0, or -1 with errno: EEXIST if the
+ name is taken, EINVAL for an empty name or one longer than
+ VM_MAX_NAMELEN, EFAULT for NULL.
  */
-#define RFLAGS_IF (1 << 9)
-
-#define RAX 0
-
-#define RBX 1
-
-#define RCX 2
-
-#define RDX 3
-
-#define CR0 15
-
-#define CR3 16
-
-#define CR4 17
-
-#define RSP 19
-
-#define RIP 20
-
-#define RFLAGS 21
+int vm_create(const char *name);
 
 /*
- First segment register (ES); ES..TR are 22..=29.
+ Opens the VM named `name`. Returns a handle, or NULL with errno ENOENT
+ (no such VM) or EFAULT (NULL name). Close it with vm_close().
  */
-#define ES 22
-
-#define CS 23
-
-#define TR 29
-
-#define IDTR 30
-
-#define GDTR 31
-
-#define EFER 32
+struct vmctx *vm_open(const char *name);
 
 /*
- `VM_REG_LAST`: number of registers.
+ Closes a handle from vm_open(). The VM lives on.
  */
-#define LAST 49
-
-#define VECTOR 255
-
-#define DEL_ERRCODE 2048
-
-#define TYPE 1792
-
-#define HWINTR (0 << 8)
-
-#define NMI (2 << 8)
-
-#define HWEXCEPTION (3 << 8)
-
-#define SWINTR (4 << 8)
-
-#define RSVD 2147479552
-
-#define VALID (1 << 31)
+void vm_close(struct vmctx *ctx);
 
 /*
- FreeBSD's default number of vCPUs per VM (`VM_MAXCPU`).
+ Destroys the VM behind `ctx` and closes `ctx`. Its name is free again.
+ Other threads inside calls on the VM finish or fail with EBADF; other
+ handles to it stay valid to close and fail with EBADF otherwise.
  */
-#define DEFAULT_MAXCPUS 16
+void vm_destroy(struct vmctx *ctx);
+
+/*
+ Returns a handle for vCPU `vcpuid` of the VM, or NULL with errno EINVAL
+ (id out of range), EBADF (bad ctx) or EFAULT (NULL ctx).
+ */
+struct vcpu *vm_vcpu_open(struct vmctx *ctx, int vcpuid);
+
+/*
+ Closes a handle from vm_vcpu_open().
+ */
+void vm_vcpu_close(struct vcpu *vcpu);
+
+/*
+ The vCPU id of a vCPU handle, or -1 with errno for a bad handle.
+ */
+int vcpu_id(struct vcpu *vcpu);
+
+/*
+ vmm_rs extension: the number of vCPUs (maxcpus) VMs created from now on
+ get, 1..=256 (FreeBSD's hw.vmm.maxcpu; default 16, or the environment
+ variable VMM_RS_MAXCPU). Returns 0, or -1 with errno EINVAL.
+ */
+int vmm_rs_set_maxcpus(int maxcpus);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
 
 #endif  /* VMM_RS_H */

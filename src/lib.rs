@@ -9,6 +9,7 @@
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
 //! - [`rendezvous`]: `vm_smp_rendezvous`.
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
+//! - [`registry`]: the process-wide table of named VMs.
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
 
@@ -16,6 +17,7 @@ pub mod backend;
 pub mod cpuset;
 pub mod error;
 pub mod exit;
+pub mod registry;
 pub mod regs;
 pub mod rendezvous;
 pub mod run;

@@ -404,9 +404,9 @@ impl Vm {
         Ok(())
     }
 
-    /// Marks the VM destroyed and wakes every thread waiting inside it, so
-    /// they return (with `Error::Destroyed` or `Error::Intr`).
-    pub fn mark_destroyed(&self) {
+    /// Tears the VM down: marks it destroyed and wakes every thread waiting
+    /// inside it, so they return (with `Error::Destroyed` or `Error::Intr`).
+    pub fn destroy(&self) {
         self.destroyed.store(true, Ordering::SeqCst);
         for v in &self.vcpus {
             v.notify();

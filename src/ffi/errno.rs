@@ -1,0 +1,41 @@
+//! Core errors to errno, and the 0 / -1 return convention.
+
+use crate::error::{Error, Result};
+
+/// The errno for a core error.
+pub fn errno_of(e: Error) -> i32 {
+    match e {
+        Error::Inval => libc::EINVAL,
+        Error::Busy => libc::EBUSY,
+        Error::NoEnt => libc::ENOENT,
+        Error::Exist => libc::EEXIST,
+        Error::Already => libc::EALREADY,
+        Error::Fault => libc::EFAULT,
+        Error::TooBig => libc::E2BIG,
+        Error::Range => libc::ERANGE,
+        Error::NoMem => libc::ENOMEM,
+        Error::NoSpc => libc::ENOSPC,
+        Error::Destroyed => libc::EBADF,
+        Error::NoDev => libc::ENODEV,
+        Error::Intr => libc::EINTR,
+    }
+}
+
+pub fn set_errno(e: i32) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Maps a result to the ioctl convention: 0, or -1 with errno.
+pub fn to_rc(r: Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(errno_of(e)),
+    }
+}
+
+/// Sets errno and returns -1.
+pub fn fail(errno: i32) -> i32 {
+    set_errno(errno);
+    -1
+}

@@ -1,0 +1,108 @@
+//! libvmmapi: creating, opening, closing and destroying VMs, and vCPU
+//! handles.
+
+use std::ffi::{c_char, c_int};
+
+use super::cstr::str_arg;
+use super::errno::{fail, set_errno, to_rc, errno_of};
+use super::handle::{self, vcpu, vmctx};
+use super::panic::ffi_boundary;
+use crate::registry;
+
+/// Creates a VM named `name`. Returns 0, or -1 with errno: EEXIST if the
+/// name is taken, EINVAL for an empty name or one longer than
+/// VM_MAX_NAMELEN, EFAULT for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn vm_create(name: *const c_char) -> c_int {
+    ffi_boundary!({
+        // SAFETY: the caller passes a C string or NULL.
+        let r = unsafe { str_arg(name) }.and_then(registry::create);
+        to_rc(r.map(drop))
+    })
+}
+
+/// Opens the VM named `name`. Returns a handle, or NULL with errno ENOENT
+/// (no such VM) or EFAULT (NULL name). Close it with vm_close().
+#[no_mangle]
+pub unsafe extern "C" fn vm_open(name: *const c_char) -> *mut vmctx {
+    ffi_boundary!(std::ptr::null_mut(), {
+        // SAFETY: the caller passes a C string or NULL.
+        match unsafe { str_arg(name) }.and_then(registry::open) {
+            Ok(vm) => handle::new_ctx(vm),
+            Err(e) => {
+                set_errno(errno_of(e));
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Closes a handle from vm_open(). The VM lives on.
+#[no_mangle]
+pub extern "C" fn vm_close(ctx: *mut vmctx) {
+    ffi_boundary!((), {
+        if !ctx.is_null() {
+            let _ = handle::close(ctx as usize as u64);
+        }
+    })
+}
+
+/// Destroys the VM behind `ctx` and closes `ctx`. Its name is free again.
+/// Other threads inside calls on the VM finish or fail with EBADF; other
+/// handles to it stay valid to close and fail with EBADF otherwise.
+#[no_mangle]
+pub extern "C" fn vm_destroy(ctx: *mut vmctx) {
+    ffi_boundary!((), {
+        if let Ok(vm) = handle::ctx_vm(ctx) {
+            let _ = registry::destroy(&vm);
+            let _ = handle::close(ctx as usize as u64);
+        }
+    })
+}
+
+/// Returns a handle for vCPU `vcpuid` of the VM, or NULL with errno EINVAL
+/// (id out of range), EBADF (bad ctx) or EFAULT (NULL ctx).
+#[no_mangle]
+pub extern "C" fn vm_vcpu_open(ctx: *mut vmctx, vcpuid: c_int) -> *mut vcpu {
+    ffi_boundary!(std::ptr::null_mut(), {
+        match handle::ctx_vm(ctx).and_then(|vm| vm.vcpu_id(vcpuid).map(|id| (vm, id))) {
+            Ok((vm, id)) => handle::new_vcpu(vm, id),
+            Err(e) => {
+                set_errno(errno_of(e));
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Closes a handle from vm_vcpu_open().
+#[no_mangle]
+pub extern "C" fn vm_vcpu_close(vcpu: *mut vcpu) {
+    ffi_boundary!((), {
+        if !vcpu.is_null() {
+            let _ = handle::close(vcpu as usize as u64);
+        }
+    })
+}
+
+/// The vCPU id of a vCPU handle, or -1 with errno for a bad handle.
+#[no_mangle]
+pub extern "C" fn vcpu_id(vcpu: *mut vcpu) -> c_int {
+    ffi_boundary!({
+        match handle::vcpu_vm(vcpu) {
+            Ok((_, id)) => id as c_int,
+            Err(e) => fail(errno_of(e)),
+        }
+    })
+}
+
+/// vmm_rs extension: the number of vCPUs (maxcpus) VMs created from now on
+/// get, 1..=256 (FreeBSD's hw.vmm.maxcpu; default 16, or the environment
+/// variable VMM_RS_MAXCPU). Returns 0, or -1 with errno EINVAL.
+#[no_mangle]
+pub extern "C" fn vmm_rs_set_maxcpus(maxcpus: c_int) -> c_int {
+    ffi_boundary!({
+        let n = usize::try_from(maxcpus).unwrap_or(0);
+        to_rc(registry::set_default_maxcpus(n))
+    })
+}

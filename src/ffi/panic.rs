@@ -1,0 +1,24 @@
+//! The panic boundary: no panic unwinds into C.
+
+/// Runs an `extern "C"` body; a panic becomes `-1` with errno EIO (or the
+/// given value for functions that return something else).
+macro_rules! ffi_boundary {
+    ($body:block) => {
+        $crate::ffi::panic::catch(-1, || $body)
+    };
+    ($on_panic:expr, $body:block) => {
+        $crate::ffi::panic::catch($on_panic, || $body)
+    };
+}
+pub(crate) use ffi_boundary;
+
+/// Runs `f`, mapping a panic to `on_panic` with errno EIO.
+pub fn catch<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(_) => {
+            super::errno::set_errno(libc::EIO);
+            on_panic
+        }
+    }
+}

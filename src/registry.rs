@@ -1,0 +1,109 @@
+//! The process-wide registry of named VMs (what `/dev/vmm/<name>` is on
+//! FreeBSD): create, look up, destroy.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::{Arc, Mutex};
+use crate::vm::{Vm, DEFAULT_MAXCPUS};
+use crate::cpuset::CPUSET_BITS;
+
+/// Longest VM name (FreeBSD `VM_MAX_NAMELEN`).
+pub const MAX_NAMELEN: usize = 32;
+
+/// Registry mutex. Protects: the name -> VM map. Rank 0: taken with no
+/// other lock held, and only for the map update itself.
+static VMS: OnceLock<Mutex<HashMap<String, Arc<Vm>>>> = OnceLock::new();
+
+/// vCPUs per new VM (FreeBSD's hw.vmm.maxcpu tunable); 0 = not yet set.
+static MAXCPUS: AtomicUsize = AtomicUsize::new(0);
+
+fn vms() -> &'static Mutex<HashMap<String, Arc<Vm>>> {
+    VMS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The number of vCPUs new VMs get: set by [`set_default_maxcpus`], else
+/// the `VMM_RS_MAXCPU` environment variable, else FreeBSD's 16.
+pub fn default_maxcpus() -> usize {
+    match MAXCPUS.load(Ordering::Relaxed) {
+        0 => std::env::var("VMM_RS_MAXCPU")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|n| (1..=CPUSET_BITS).contains(n))
+            .unwrap_or(DEFAULT_MAXCPUS),
+        n => n,
+    }
+}
+
+/// Sets the vCPU count of VMs created from now on (1..=256).
+pub fn set_default_maxcpus(n: usize) -> Result<()> {
+    if !(1..=CPUSET_BITS).contains(&n) {
+        return Err(Error::Inval);
+    }
+    MAXCPUS.store(n, Ordering::Relaxed);
+    Ok(())
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAMELEN || name.contains('/') {
+        return Err(Error::Inval);
+    }
+    Ok(())
+}
+
+/// `vm_create`: EINVAL for a bad name, EEXIST if the name is taken.
+pub fn create(name: &str) -> Result<Arc<Vm>> {
+    check_name(name)?;
+    let mut map = vms().lock();
+    if map.contains_key(name) {
+        return Err(Error::Exist);
+    }
+    let vm = Arc::new(Vm::with_idle_backend(name, default_maxcpus())?);
+    map.insert(name.to_owned(), vm.clone());
+    Ok(vm)
+}
+
+/// `vm_open`: ENOENT if no VM has that name.
+pub fn open(name: &str) -> Result<Arc<Vm>> {
+    check_name(name).map_err(|_| Error::NoEnt)?;
+    vms().lock().get(name).cloned().ok_or(Error::NoEnt)
+}
+
+/// `vm_destroy`: frees the name and tears the VM down. Threads inside
+/// calls on it finish or fail; the memory of the `Vm` lives until the last
+/// handle is closed.
+pub fn destroy(vm: &Arc<Vm>) -> Result<()> {
+    {
+        let mut map = vms().lock();
+        match map.get(vm.name()) {
+            Some(v) if Arc::ptr_eq(v, vm) => {
+                map.remove(vm.name());
+            }
+            _ => return Err(Error::Destroyed),
+        }
+    }
+    vm.destroy();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_reusable_after_destroy() {
+        assert_eq!(create("").err(), Some(Error::Inval));
+        assert_eq!(create(&"x".repeat(MAX_NAMELEN + 1)).err(), Some(Error::Inval));
+        let vm = create("registry-test").unwrap();
+        assert_eq!(create("registry-test").err(), Some(Error::Exist));
+        assert!(Arc::ptr_eq(&open("registry-test").unwrap(), &vm));
+        destroy(&vm).unwrap();
+        assert!(vm.is_destroyed());
+        assert_eq!(open("registry-test").err(), Some(Error::NoEnt));
+        assert_eq!(destroy(&vm), Err(Error::Destroyed));
+        let again = create("registry-test").unwrap();
+        destroy(&again).unwrap();
+    }
+}

@@ -1,0 +1,135 @@
+//! The run loop of FreeBSD `vm_run`: before-entry checks, guest entry
+//! through the backend, and the exits handled inside the library.
+
+use crate::backend::GuestExit;
+use crate::error::{Error, Result};
+use crate::exit::{ExitKind, SuspendHow, VmExit};
+use crate::vcpu::VcpuState;
+use crate::vm::{VcpuLock, Vm};
+
+/// What the before-entry checks found.
+enum Pending {
+    Suspend(SuspendHow),
+    Debug,
+    Rendezvous,
+    ReqIdle,
+}
+
+impl Vm {
+    /// VM_RUN for the vCPU held by `lock`: runs the guest until an exit the
+    /// caller must see. EINVAL if the vCPU is not active or has already
+    /// acknowledged a suspend.
+    pub fn run(&self, lock: &VcpuLock<'_>) -> Result<VmExit> {
+        let id = lock.id();
+        let vcpu = lock.vcpu();
+        {
+            let c = self.cpus();
+            if !c.active.contains(id) || c.suspended.contains(id) {
+                return Err(Error::Inval);
+            }
+        }
+        loop {
+            self.check_alive()?;
+            // Enter RUNNING first (waiting out any runblock), then look at
+            // what other threads posted: a notification sent before we were
+            // RUNNING finds its condition here, one sent after kicks us.
+            vcpu.set_state(VcpuState::Running, false)?;
+            if let Some(p) = self.pending_for(id) {
+                vcpu.set_state(VcpuState::Frozen, false)?;
+                let rip = vcpu.regs.lock().nextrip;
+                let exit = |kind| VmExit { kind, rip, inst_length: 0 };
+                match p {
+                    Pending::Suspend(how) => {
+                        self.handle_suspend(id)?;
+                        return Ok(exit(ExitKind::Suspended(how)));
+                    }
+                    Pending::Debug => return Ok(exit(ExitKind::Debug)),
+                    Pending::Rendezvous => {
+                        self.handle_rendezvous(Some(id))?;
+                        continue;
+                    }
+                    Pending::ReqIdle => {
+                        vcpu.take_reqidle();
+                        return Ok(exit(ExitKind::ReqIdle));
+                    }
+                }
+            }
+            let rip = vcpu.regs.lock().nextrip;
+            let (gexit, rip, len) = self.backend().run(vcpu, rip);
+            vcpu.set_state(VcpuState::Frozen, false)?;
+            {
+                let mut r = vcpu.regs.lock();
+                r.set(crate::regs::reg::RIP as i32, rip)?;
+                r.nextrip = rip + u64::from(len);
+            }
+            let exit = |kind| Ok(VmExit { kind, rip, inst_length: len });
+            match gexit {
+                GuestExit::Kicked => continue,
+                GuestExit::Bogus => return exit(ExitKind::Bogus),
+                GuestExit::Pause => return exit(ExitKind::Pause),
+                GuestExit::Inout { port, bytes, is_in, eax } => {
+                    return exit(ExitKind::Inout { port, bytes, is_in, eax })
+                }
+                GuestExit::Mmio(a) => return exit(ExitKind::Mmio(a)),
+                GuestExit::Hlt { .. } => continue,
+            }
+        }
+    }
+
+    /// The before-entry checks, in FreeBSD's order.
+    fn pending_for(&self, id: usize) -> Option<Pending> {
+        if let Some(how) = self.suspended_how() {
+            return Some(Pending::Suspend(how));
+        }
+        if self.cpus().debug.contains(id) {
+            return Some(Pending::Debug);
+        }
+        if self.rendezvous_pending() {
+            return Some(Pending::Rendezvous);
+        }
+        if self.vcpu(id).ok()?.lock().reqidle {
+            return Some(Pending::ReqIdle);
+        }
+        None
+    }
+
+    /// `vm_handle_suspend`: join the suspended set and wait (SLEEPING) until
+    /// every active vCPU has, servicing rendezvous meanwhile; then wake the
+    /// others so they return too.
+    fn handle_suspend(&self, id: usize) -> Result<()> {
+        self.cpus().suspended.insert(id);
+        let vcpu = self.vcpu(id)?;
+        loop {
+            self.check_alive()?;
+            let all = {
+                let c = self.cpus();
+                c.active.is_subset(&c.suspended)
+            };
+            if all {
+                break;
+            }
+            if self.rendezvous_pending() {
+                self.handle_rendezvous(Some(id))?;
+                continue;
+            }
+            let g = vcpu.lock();
+            // Re-check under our mutex: the last vCPU to arrive notifies us
+            // under it, so the wake-up cannot be lost.
+            let all = {
+                let c = self.cpus();
+                c.active.is_subset(&c.suspended)
+            };
+            if all || self.rendezvous_pending() || self.is_destroyed() {
+                continue;
+            }
+            let g = vcpu.set_state_locked(g, VcpuState::Sleeping, false)?;
+            let g = vcpu.wait(g);
+            drop(vcpu.set_state_locked(g, VcpuState::Frozen, false)?);
+        }
+        let suspended = self.cpus().suspended;
+        for i in suspended.iter() {
+            self.vcpu(i)?.notify();
+        }
+        Ok(())
+    }
+}
