@@ -33,13 +33,14 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32);
 }
 
-/// A backend whose guest does nothing: every VM_RUN returns
-/// VM_EXITCODE_BOGUS at once.
+/// A backend whose guest sits in its idle loop (`sti; hlt`): VM_RUN
+/// sleeps until something needs the caller (reqidle, suspend, debug) and
+/// the guest wakes for interrupts only to halt again.
 #[derive(Debug, Default)]
 pub struct IdleBackend;
 
 impl Backend for IdleBackend {
     fn run(&self, _vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
-        (GuestExit::Bogus, rip, 0)
+        (GuestExit::Hlt { intr_enabled: true }, rip, 1)
     }
 }

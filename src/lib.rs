@@ -11,12 +11,14 @@
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
 //! - [`registry`]: the process-wide table of named VMs.
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
+//! - [`guest`]: guest programs (scripted or callbacks) for the simulated backend.
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
 
 pub mod backend;
 pub mod cpuset;
 pub mod error;
 pub mod exit;
+pub mod guest;
 pub mod registry;
 pub mod regs;
 pub mod rendezvous;

@@ -71,7 +71,7 @@ impl Vm {
                     return exit(ExitKind::Inout { port, bytes, is_in, eax })
                 }
                 GuestExit::Mmio(a) => return exit(ExitKind::Mmio(a)),
-                GuestExit::Hlt { .. } => continue,
+                GuestExit::Hlt { intr_enabled } => self.handle_hlt(id, intr_enabled)?,
             }
         }
     }
@@ -90,6 +90,62 @@ impl Vm {
         if self.vcpu(id).ok()?.lock().reqidle {
             return Some(Pending::ReqIdle);
         }
+        None
+    }
+
+    /// `vm_handle_hlt`: sleep (SLEEPING) until an interrupt is pending, the
+    /// vCPU is notified for a reason the run loop must look at, or the VM
+    /// suspends. When every active vCPU has halted with interrupts
+    /// disabled, nothing can wake them: suspend the VM (VM_SUSPEND_HALT).
+    fn handle_hlt(&self, id: usize, intr_enabled: bool) -> Result<()> {
+        let vcpu = self.vcpu(id)?;
+        if !intr_enabled {
+            let all_halted = {
+                let mut c = self.cpus();
+                c.halted.insert(id);
+                c.active.is_subset(&c.halted)
+            };
+            if all_halted {
+                let _ = self.suspend(SuspendHow::Halt as i32);
+            }
+        }
+        let mut g = vcpu.lock();
+        loop {
+            let wake = (intr_enabled && self.hlt_wakeup_pending(id))
+                || g.reqidle
+                || self.pending_for_sleeper(id)
+                || self.is_destroyed();
+            if wake {
+                break;
+            }
+            g = vcpu.set_state_locked(g, VcpuState::Sleeping, false)?;
+            g = match self.hlt_deadline(id) {
+                Some(deadline) => vcpu.wait_until(g, deadline),
+                None => vcpu.wait(g),
+            };
+            g = vcpu.set_state_locked(g, VcpuState::Frozen, false)?;
+        }
+        drop(g);
+        if !intr_enabled {
+            self.cpus().halted.remove(id);
+        }
+        Ok(())
+    }
+
+    /// VM-wide reasons a sleeping vCPU must return to the run loop.
+    fn pending_for_sleeper(&self, id: usize) -> bool {
+        self.suspended_how().is_some()
+            || self.rendezvous_pending()
+            || self.cpus().debug.contains(id)
+    }
+
+    /// Whether an interrupt is pending that ends a HLT.
+    fn hlt_wakeup_pending(&self, _id: usize) -> bool {
+        false
+    }
+
+    /// When a sleeping vCPU must wake up by itself (its APIC timer).
+    fn hlt_deadline(&self, _id: usize) -> Option<std::time::Instant> {
         None
     }
 

@@ -55,6 +55,8 @@ pub struct CpuSets {
     pub suspended: CpuSet,
     /// vCPUs held out of the guest by VM_SUSPEND_CPU.
     pub debug: CpuSet,
+    /// vCPUs halted with interrupts disabled (all of them = VM_SUSPEND_HALT).
+    pub halted: CpuSet,
     pub topology: Option<Topology>,
 }
 
@@ -395,6 +397,7 @@ impl Vm {
         c.active.clear();
         c.suspended.clear();
         c.debug.clear();
+        c.halted.clear();
         drop(c);
         self.suspend.store(0, Ordering::SeqCst);
         self.rendezvous.reset();

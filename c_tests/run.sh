@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every C test binary in $1, then once more each under valgrind
+# (memcheck; any error fails), compiles the header-compatibility units,
+# and ends with the line "N passed, N failed".
+set -u
+build=$1; shift
+cc=${CC:-cc}
+passed=0; failed=0
+
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1"; }
+
+for t in "$build"/*; do
+  [ -x "$t" ] && [ -f "$t" ] || continue
+  name=$(basename "$t")
+  if "$t" > "$build/$name.log" 2>&1; then pass "$name"; else fail "$name"; cat "$build/$name.log"; fi
+done
+
+if command -v valgrind >/dev/null 2>&1; then
+  for t in "$build"/*; do
+    [ -x "$t" ] && [ -f "$t" ] || continue
+    name=$(basename "$t")
+    # Tests that measure or stress many threads opt out by name.
+    case "$name" in *_stress*) continue;; esac
+    if VMM_RS_UNDER_VALGRIND=1 valgrind -q --error-exitcode=99 --leak-check=full \
+         --errors-for-leak-kinds=definite "$t" > "$build/$name.vg.log" 2>&1; then
+      pass "valgrind:$name"
+    else
+      fail "valgrind:$name"; cat "$build/$name.vg.log"
+    fi
+  done
+else
+  fail "valgrind (not installed)"
+fi
+
+for src in "$@"; do
+  name=$(basename "$src" .c)
+  if $cc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude -c -o /dev/null "$src" 2> "$build/$name.log"; then
+    pass "$name"
+  else
+    fail "$name"; cat "$build/$name.log"
+  fi
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

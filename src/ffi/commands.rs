@@ -1,0 +1,210 @@
+//! The handlers behind `vmm_ioctl`, one per VM_* command, run under the
+//! command's lock class.
+
+use std::ffi::{c_int, c_void};
+
+use super::abi::*;
+use super::ioctl::{arg_vcpu, copy_in, copy_out, LockClass};
+use crate::error::{Error, Result};
+use crate::regs::SegDesc;
+use crate::vm::{CpuSetKind, Vm};
+
+/// Takes `class`'s locks and runs `cmd`.
+///
+/// # Safety
+/// `arg` is NULL only for VM_REINIT, else points to `cmd`'s struct.
+pub(crate) unsafe fn run(vm: &Vm, cmd: u64, class: LockClass, arg: *mut c_void) -> Result<()> {
+    match class {
+        LockClass::One => {
+            // SAFETY: every lock-one struct starts with an int vCPU id.
+            let id = unsafe { arg_vcpu(vm, arg) }?;
+            let lock = vm.lock_one(id)?;
+            // SAFETY: forwarded.
+            unsafe { vcpu_cmd(vm, &lock, cmd, arg) }
+        }
+        LockClass::All | LockClass::AllMemExclusive => {
+            let all = vm.lock_all()?;
+            // SAFETY: forwarded.
+            unsafe { all_cmd(vm, &all, cmd, arg) }
+        }
+        LockClass::MemShared => {
+            vm.check_alive()?;
+            // SAFETY: forwarded.
+            unsafe { mem_cmd(vm, cmd, arg) }
+        }
+        LockClass::None => {
+            vm.check_alive()?;
+            // SAFETY: forwarded.
+            unsafe { vm_cmd(vm, cmd, arg) }
+        }
+    }
+}
+
+/// Commands of the "lock one vCPU" class.
+unsafe fn vcpu_cmd(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, cmd: u64, arg: *mut c_void) -> Result<()> {
+    let vcpu = lock.vcpu();
+    // SAFETY (every copy_in/copy_out below): `arg` points to `cmd`'s struct.
+    unsafe {
+        match cmd {
+            VM_RUN => super::run::vm_run_ioctl(vm, lock, arg),
+            VM_SET_REGISTER => {
+                let a: vm_register = copy_in(arg);
+                vcpu.regs.lock().set(a.regnum, a.regval)
+            }
+            VM_GET_REGISTER => {
+                let mut a: vm_register = copy_in(arg);
+                a.regval = vcpu.regs.lock().get(a.regnum)?;
+                copy_out(arg, a);
+                Ok(())
+            }
+            VM_SET_SEGMENT_DESCRIPTOR => {
+                let a: vm_seg_desc = copy_in(arg);
+                let d = SegDesc { base: a.desc.base, limit: a.desc.limit, access: a.desc.access };
+                vcpu.regs.lock().set_seg(a.regnum, d)
+            }
+            VM_GET_SEGMENT_DESCRIPTOR => {
+                let mut a: vm_seg_desc = copy_in(arg);
+                let d = vcpu.regs.lock().get_seg(a.regnum)?;
+                a.desc = seg_desc { base: d.base, limit: d.limit, access: d.access };
+                copy_out(arg, a);
+                Ok(())
+            }
+            VM_SET_REGISTER_SET | VM_GET_REGISTER_SET => {
+                let a: vm_register_set = copy_in(arg);
+                register_set(vcpu, &a, cmd == VM_SET_REGISTER_SET)
+            }
+            VM_SET_CAPABILITY => {
+                let a: vm_capability = copy_in(arg);
+                vcpu.regs.lock().set_cap(a.captype, a.capval)
+            }
+            VM_GET_CAPABILITY => {
+                let mut a: vm_capability = copy_in(arg);
+                a.capval = vcpu.regs.lock().get_cap(a.captype)?;
+                copy_out(arg, a);
+                Ok(())
+            }
+            VM_ACTIVATE_CPU => vm.activate_cpu(lock.id()),
+            VM_SET_INTINFO => {
+                let a: vm_intinfo = copy_in(arg);
+                vcpu.regs.lock().set_exitintinfo(a.info1)
+            }
+            VM_GET_INTINFO => {
+                let mut a: vm_intinfo = copy_in(arg);
+                (a.info1, a.info2) = vcpu.regs.lock().intinfo();
+                copy_out(arg, a);
+                Ok(())
+            }
+            VM_INJECT_EXCEPTION => {
+                let a: vm_exception = copy_in(arg);
+                let code = (a.error_code_valid != 0).then_some(a.error_code);
+                vcpu.regs
+                    .lock()
+                    .inject_exception(a.vector, code, a.restart_instruction != 0)
+            }
+            VM_RESTART_INSTRUCTION => {
+                let mut r = vcpu.regs.lock();
+                r.nextrip = r.rip();
+                Ok(())
+            }
+            _ => super::apic::vcpu_cmd(vm, lock, cmd, arg),
+        }
+    }
+}
+
+/// VM_SET/GET_REGISTER_SET: `count` registers through two user arrays.
+///
+/// # Safety
+/// `a.regnums` and `a.regvals` point to `a.count` elements each.
+unsafe fn register_set(vcpu: &crate::vcpu::Vcpu, a: &vm_register_set, set: bool) -> Result<()> {
+    if a.count == 0 {
+        return Ok(());
+    }
+    if a.regnums.is_null() || a.regvals.is_null() {
+        return Err(Error::Fault);
+    }
+    if a.count as usize > crate::regs::reg::LAST {
+        return Err(Error::Inval);
+    }
+    let n = a.count as usize;
+    // SAFETY: the caller's arrays hold `count` elements.
+    let regnums = unsafe { std::slice::from_raw_parts(a.regnums, n) };
+    let mut r = vcpu.regs.lock();
+    for (i, regnum) in regnums.iter().enumerate() {
+        // SAFETY: i < count.
+        let val = unsafe { a.regvals.add(i) };
+        if set {
+            // SAFETY: readable element of the caller's array.
+            r.set(*regnum, unsafe { val.read_unaligned() })?;
+        } else {
+            let v = r.get(*regnum)?;
+            // SAFETY: writable element of the caller's array.
+            unsafe { val.write_unaligned(v) };
+        }
+    }
+    Ok(())
+}
+
+/// Commands of the lock-all classes.
+unsafe fn all_cmd(vm: &Vm, all: &crate::vm::LockAll<'_>, cmd: u64, arg: *mut c_void) -> Result<()> {
+    match cmd {
+        VM_REINIT => vm.reinit(all),
+        // SAFETY: forwarded.
+        _ => unsafe { super::memory::locked_cmd(vm, all, cmd, arg) },
+    }
+}
+
+/// Commands of the "memory shared" class.
+unsafe fn mem_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
+    // SAFETY: forwarded.
+    unsafe { super::memory::shared_cmd(vm, cmd, arg) }
+}
+
+/// Commands that take no vCPU lock.
+unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
+    // SAFETY (every copy_in/copy_out below): `arg` points to `cmd`'s struct.
+    unsafe {
+        match cmd {
+            VM_SUSPEND => {
+                let a: vm_suspend = copy_in(arg);
+                vm.suspend(a.how as c_int)
+            }
+            VM_GET_CPUS => {
+                let a: vm_cpuset = copy_in(arg);
+                let which = match a.which {
+                    VM_ACTIVE_CPUS => CpuSetKind::Active,
+                    VM_SUSPENDED_CPUS => CpuSetKind::Suspended,
+                    VM_DEBUG_CPUS => CpuSetKind::Debug,
+                    _ => return Err(Error::Inval),
+                };
+                super::cpuset::copy_out_cpuset(&vm.cpuset(which), a.cpus, a.cpusetsize)
+            }
+            VM_SUSPEND_CPU | VM_RESUME_CPU => {
+                let a: vm_activate_cpu = copy_in(arg);
+                let id = if a.vcpuid == -1 { None } else { Some(vm.vcpu_id(a.vcpuid)?) };
+                if cmd == VM_SUSPEND_CPU {
+                    vm.suspend_cpu(id)
+                } else {
+                    vm.resume_cpu(id)
+                }
+            }
+            VM_SET_TOPOLOGY => {
+                let a: vm_cpu_topology = copy_in(arg);
+                vm.set_topology(a.sockets, a.cores, a.threads)
+            }
+            VM_GET_TOPOLOGY => {
+                let t = vm.topology();
+                copy_out(
+                    arg,
+                    vm_cpu_topology {
+                        sockets: t.sockets,
+                        cores: t.cores,
+                        threads: t.threads,
+                        maxcpus: t.maxcpus,
+                    },
+                );
+                Ok(())
+            }
+            _ => super::apic::vm_cmd(vm, cmd, arg),
+        }
+    }
+}

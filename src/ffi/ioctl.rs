@@ -1,0 +1,112 @@
+//! `vmm_ioctl`: the ioctl-shaped entry point. Decodes a FreeBSD 14 VM_*
+//! command, takes its lock class (semantics.md section 3: one vCPU, all
+//! vCPUs, all vCPUs + memory exclusive, memory shared, or none), and runs
+//! the handler. Argument structs are copied in and (for _IOR/_IOWR) out,
+//! as the kernel's copyin/copyout would.
+
+use std::ffi::{c_int, c_ulong, c_void};
+use std::ptr;
+
+use super::abi::*;
+use super::errno::{errno_of, fail};
+use super::handle::{self, vmctx};
+use super::panic::ffi_boundary;
+use crate::error::Result;
+use crate::vm::Vm;
+
+/// How an ioctl synchronises with the vCPUs (FreeBSD `vmmdev_ioctl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockClass {
+    /// Lock the vCPU named by the argument's first field (from IDLE).
+    One,
+    /// Freeze every vCPU.
+    All,
+    /// Freeze every vCPU, then hold guest memory exclusively.
+    AllMemExclusive,
+    /// Hold guest memory shared.
+    MemShared,
+    /// No vCPU lock.
+    None,
+}
+
+/// Issues VM command `cmd` with argument `arg` on the VM behind `ctx`, as
+/// `ioctl(vmfd, cmd, arg)` does on FreeBSD 14. Returns 0, or -1 with
+/// errno: ENOTTY for an unknown command, EFAULT for a NULL argument,
+/// EINVAL for an out-of-range vCPU id, EBADF for a closed handle or a
+/// destroyed VM, and the command's own errors.
+#[no_mangle]
+pub unsafe extern "C" fn vmm_ioctl(ctx: *mut vmctx, cmd: c_ulong, arg: *mut c_void) -> c_int {
+    ffi_boundary!({
+        match handle::ctx_vm(ctx) {
+            // SAFETY: `arg` is what the caller passed for `cmd`.
+            Ok(vm) => unsafe { ioctl(&vm, cmd as u64, arg) },
+            Err(e) => fail(errno_of(e)),
+        }
+    })
+}
+
+/// Runs one command on `vm`, returning 0 or -1 with errno.
+///
+/// # Safety
+/// `arg` is NULL or points to the argument struct of `cmd`.
+pub(crate) unsafe fn ioctl(vm: &Vm, cmd: u64, arg: *mut c_void) -> c_int {
+    let Some(class) = lock_class(cmd) else {
+        return fail(libc::ENOTTY);
+    };
+    if arg.is_null() && cmd != VM_REINIT {
+        return fail(libc::EFAULT);
+    }
+    // SAFETY: forwarded from the caller.
+    match unsafe { super::commands::run(vm, cmd, class, arg) } {
+        Ok(()) => 0,
+        Err(e) => fail(errno_of(e)),
+    }
+}
+
+/// The lock class of each known command; `None` for an unknown one.
+pub fn lock_class(cmd: u64) -> Option<LockClass> {
+    use LockClass::*;
+    Some(match cmd {
+        VM_RUN | VM_SET_REGISTER | VM_GET_REGISTER | VM_SET_SEGMENT_DESCRIPTOR
+        | VM_GET_SEGMENT_DESCRIPTOR | VM_SET_REGISTER_SET | VM_GET_REGISTER_SET
+        | VM_SET_CAPABILITY | VM_GET_CAPABILITY | VM_ACTIVATE_CPU | VM_SET_INTINFO
+        | VM_GET_INTINFO | VM_INJECT_EXCEPTION | VM_RESTART_INSTRUCTION
+        | VM_SET_X2APIC_STATE | VM_SET_KERNEMU_DEV | VM_GET_KERNEMU_DEV => One,
+        VM_ALLOC_MEMSEG | VM_MMAP_MEMSEG | VM_MUNMAP_MEMSEG | VM_REINIT => AllMemExclusive,
+        VM_GET_MEMSEG | VM_MMAP_GETNEXT => MemShared,
+        VM_IOAPIC_ASSERT_IRQ | VM_IOAPIC_DEASSERT_IRQ | VM_IOAPIC_PULSE_IRQ
+        | VM_IOAPIC_PINCOUNT | VM_LAPIC_MSI | VM_LAPIC_IRQ | VM_LAPIC_LOCAL_IRQ
+        | VM_INJECT_NMI | VM_GET_X2APIC_STATE | VM_ISA_ASSERT_IRQ | VM_ISA_DEASSERT_IRQ
+        | VM_ISA_PULSE_IRQ | VM_SUSPEND | VM_GET_CPUS | VM_SUSPEND_CPU | VM_RESUME_CPU
+        | VM_SET_TOPOLOGY | VM_GET_TOPOLOGY => None,
+        _ => return Option::None,
+    })
+}
+
+/// Copies the argument struct in (`copyin`).
+///
+/// # Safety
+/// `arg` points to a readable `T`.
+pub(crate) unsafe fn copy_in<T>(arg: *mut c_void) -> T {
+    // SAFETY: per the caller's contract; unaligned-safe.
+    unsafe { ptr::read_unaligned(arg as *const T) }
+}
+
+/// Copies the argument struct back out (`copyout`).
+///
+/// # Safety
+/// `arg` points to a writable `T`.
+pub(crate) unsafe fn copy_out<T>(arg: *mut c_void, v: T) {
+    // SAFETY: per the caller's contract; unaligned-safe.
+    unsafe { ptr::write_unaligned(arg as *mut T, v) }
+}
+
+/// The vCPU id in the first field of a per-vCPU argument, checked.
+///
+/// # Safety
+/// `arg` points to a struct whose first field is an `int`.
+pub(crate) unsafe fn arg_vcpu(vm: &Vm, arg: *mut c_void) -> Result<usize> {
+    // SAFETY: per the caller's contract.
+    let id: c_int = unsafe { copy_in(arg) };
+    vm.vcpu_id(id)
+}

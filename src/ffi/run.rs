@@ -1,0 +1,85 @@
+//! VM_RUN: runs the core's loop and lays the exit out as `struct vm_exit`.
+
+use std::ffi::{c_int, c_void};
+
+use super::abi::*;
+use super::errno::{errno_of, fail};
+use super::handle;
+use super::ioctl::copy_in;
+use super::panic::ffi_boundary;
+use crate::error::{Error, Result};
+use crate::exit::{ExitKind, VmExit};
+use crate::vcpu::VcpuState;
+use crate::vm::{VcpuLock, Vm};
+
+/// VM_RUN with the vCPU locked: the exit pointer is checked before the
+/// guest runs, so an exit is never lost to a bad pointer.
+///
+/// # Safety
+/// `arg` points to a `struct vm_run`.
+pub(crate) unsafe fn vm_run_ioctl(vm: &Vm, lock: &VcpuLock<'_>, arg: *mut c_void) -> Result<()> {
+    // SAFETY: per the caller's contract.
+    let a: vm_run = unsafe { copy_in(arg) };
+    if a.vm_exit.is_null() {
+        return Err(Error::Fault);
+    }
+    let exit = vm.run(lock)?;
+    let out = to_vm_exit(&exit);
+    // SAFETY: non-NULL; the caller provides a `struct vm_exit` to fill.
+    unsafe { a.vm_exit.write_unaligned(out) };
+    Ok(())
+}
+
+/// The C layout of an exit.
+fn to_vm_exit(e: &VmExit) -> vm_exit {
+    let mut out = vm_exit::zeroed();
+    out.rip = e.rip;
+    out.inst_length = e.inst_length as c_int;
+    out.exitcode = match e.kind {
+        ExitKind::Inout { port, bytes, is_in, eax } => {
+            out.u.inout = vm_inout::new(port, bytes, is_in, eax);
+            vm_exitcode::VM_EXITCODE_INOUT
+        }
+        ExitKind::Mmio(a) => {
+            out.u.inst_emul.gpa = a.gpa;
+            vm_exitcode::VM_EXITCODE_INST_EMUL
+        }
+        ExitKind::Pause => vm_exitcode::VM_EXITCODE_PAUSE,
+        ExitKind::Bogus => vm_exitcode::VM_EXITCODE_BOGUS,
+        ExitKind::ReqIdle => vm_exitcode::VM_EXITCODE_REQIDLE,
+        ExitKind::Suspended(how) => {
+            out.u.suspended.how = how as c_int;
+            vm_exitcode::VM_EXITCODE_SUSPENDED
+        }
+        ExitKind::Debug => vm_exitcode::VM_EXITCODE_DEBUG,
+    } as c_int;
+    out
+}
+
+/// State of a vCPU (FreeBSD `enum vcpu_state`, numbered as there).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub enum vcpu_state {
+    VCPU_IDLE = 0,
+    VCPU_FROZEN = 1,
+    VCPU_RUNNING = 2,
+    VCPU_SLEEPING = 3,
+}
+
+/// vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1
+/// with errno for a bad handle. Meant for tests and debugging: it lets a
+/// test wait for "the vCPU is inside VM_RUN, sleeping" without sleeping.
+#[no_mangle]
+pub extern "C" fn vmm_rs_vcpu_state(vcpu: *mut handle::vcpu) -> c_int {
+    ffi_boundary!({
+        match handle::vcpu_vm(vcpu).and_then(|(vm, id)| Ok(vm.vcpu(id)?.state())) {
+            Ok(s) => match s {
+                VcpuState::Idle => vcpu_state::VCPU_IDLE,
+                VcpuState::Frozen => vcpu_state::VCPU_FROZEN,
+                VcpuState::Running => vcpu_state::VCPU_RUNNING,
+                VcpuState::Sleeping => vcpu_state::VCPU_SLEEPING,
+            } as c_int,
+            Err(e) => fail(errno_of(e)),
+        }
+    })
+}

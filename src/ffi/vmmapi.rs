@@ -1,0 +1,371 @@
+//! libvmmapi (FreeBSD 14, VMMAPI_VERSION 0200): the function-call face of
+//! the ioctls. Each function fills the command's argument struct and goes
+//! through the same dispatcher as `vmm_ioctl`, so it takes the same locks
+//! and returns the same errors (0, or -1 with errno).
+
+use std::ffi::{c_int, c_uint, c_void};
+
+use super::abi::*;
+use super::errno::{errno_of, fail};
+use super::handle::{self, vcpu, vmctx};
+use super::ioctl::ioctl;
+use super::panic::ffi_boundary;
+
+/// Runs `cmd` on the VM behind `ctx` with `arg`.
+fn ctx_ioctl<T>(ctx: *mut vmctx, cmd: u64, arg: &mut T) -> c_int {
+    match handle::ctx_vm(ctx) {
+        // SAFETY: `arg` is `cmd`'s argument struct.
+        Ok(vm) => unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) },
+        Err(e) => fail(errno_of(e)),
+    }
+}
+
+/// Runs `cmd` for the vCPU behind `vcpu`; `fill` puts the vCPU id into
+/// the argument.
+fn vcpu_ioctl<T>(vcpu: *mut vcpu, cmd: u64, arg: &mut T, fill: impl FnOnce(&mut T, c_int)) -> c_int {
+    match handle::vcpu_vm(vcpu) {
+        Ok((vm, id)) => {
+            fill(arg, id as c_int);
+            // SAFETY: `arg` is `cmd`'s argument struct.
+            unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) }
+        }
+        Err(e) => fail(errno_of(e)),
+    }
+}
+
+/// Writes through an out-pointer after a successful call; EFAULT for NULL.
+macro_rules! out {
+    ($p:expr, $v:expr) => {{
+        if $p.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // SAFETY: non-NULL out-pointer from the caller.
+        unsafe { $p.write($v) };
+    }};
+}
+
+/// Runs vCPU `vcpu` until an exit userland must handle; the exit is
+/// written to `vmrun->vm_exit`.
+#[no_mangle]
+pub unsafe extern "C" fn vm_run(vcpu: *mut vcpu, vmrun: *mut vm_run) -> c_int {
+    ffi_boundary!({
+        if vmrun.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // SAFETY: non-NULL; the caller owns the struct for the call.
+        let a = unsafe { &mut *vmrun };
+        vcpu_ioctl(vcpu, VM_RUN, a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Sets register `reg` (enum vm_reg_name) of a vCPU.
+#[no_mangle]
+pub extern "C" fn vm_set_register(vcpu: *mut vcpu, reg: c_int, val: u64) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_register { cpuid: 0, regnum: reg, regval: val };
+        vcpu_ioctl(vcpu, VM_SET_REGISTER, &mut a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Reads register `reg` of a vCPU into `*retval`.
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_register(vcpu: *mut vcpu, reg: c_int, retval: *mut u64) -> c_int {
+    ffi_boundary!({
+        if retval.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let mut a = vm_register { cpuid: 0, regnum: reg, regval: 0 };
+        let rc = vcpu_ioctl(vcpu, VM_GET_REGISTER, &mut a, |a, id| a.cpuid = id);
+        if rc == 0 {
+            out!(retval, a.regval);
+        }
+        rc
+    })
+}
+
+/// Sets `count` registers: `regnums[i]` to `regvals[i]`.
+#[no_mangle]
+pub unsafe extern "C" fn vm_set_register_set(
+    vcpu: *mut vcpu,
+    count: c_uint,
+    regnums: *const c_int,
+    regvals: *mut u64,
+) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_register_set { cpuid: 0, count, regnums, regvals };
+        vcpu_ioctl(vcpu, VM_SET_REGISTER_SET, &mut a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Reads `count` registers: `regvals[i]` = register `regnums[i]`.
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_register_set(
+    vcpu: *mut vcpu,
+    count: c_uint,
+    regnums: *const c_int,
+    regvals: *mut u64,
+) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_register_set { cpuid: 0, count, regnums, regvals };
+        vcpu_ioctl(vcpu, VM_GET_REGISTER_SET, &mut a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Sets the descriptor (base, limit, access) of segment register `reg`.
+#[no_mangle]
+pub extern "C" fn vm_set_desc(vcpu: *mut vcpu, reg: c_int, base: u64, limit: u32, access: u32) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_seg_desc { cpuid: 0, regnum: reg, desc: seg_desc { base, limit, access } };
+        vcpu_ioctl(vcpu, VM_SET_SEGMENT_DESCRIPTOR, &mut a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Reads the descriptor of segment register `reg`.
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_desc(
+    vcpu: *mut vcpu,
+    reg: c_int,
+    base: *mut u64,
+    limit: *mut u32,
+    access: *mut u32,
+) -> c_int {
+    ffi_boundary!({
+        if base.is_null() || limit.is_null() || access.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let mut a = vm_seg_desc { cpuid: 0, regnum: reg, desc: seg_desc { base: 0, limit: 0, access: 0 } };
+        let rc = vcpu_ioctl(vcpu, VM_GET_SEGMENT_DESCRIPTOR, &mut a, |a, id| a.cpuid = id);
+        if rc == 0 {
+            out!(base, a.desc.base);
+            out!(limit, a.desc.limit);
+            out!(access, a.desc.access);
+        }
+        rc
+    })
+}
+
+/// Reads the descriptor of segment register `reg` into `*seg_desc`.
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_seg_desc(vcpu: *mut vcpu, reg: c_int, seg_desc: *mut seg_desc) -> c_int {
+    ffi_boundary!({
+        if seg_desc.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let mut a = vm_seg_desc { cpuid: 0, regnum: reg, desc: seg_desc { base: 0, limit: 0, access: 0 } };
+        let rc = vcpu_ioctl(vcpu, VM_GET_SEGMENT_DESCRIPTOR, &mut a, |a, id| a.cpuid = id);
+        if rc == 0 {
+            out!(seg_desc, a.desc);
+        }
+        rc
+    })
+}
+
+/// Reads capability `cap` (enum vm_cap_type) into `*retval`.
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_capability(vcpu: *mut vcpu, cap: c_int, retval: *mut c_int) -> c_int {
+    ffi_boundary!({
+        if retval.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let mut a = vm_capability { cpuid: 0, captype: cap, capval: 0, allcpus: 0 };
+        let rc = vcpu_ioctl(vcpu, VM_GET_CAPABILITY, &mut a, |a, id| a.cpuid = id);
+        if rc == 0 {
+            out!(retval, a.capval);
+        }
+        rc
+    })
+}
+
+/// Sets capability `cap` to `val`.
+#[no_mangle]
+pub extern "C" fn vm_set_capability(vcpu: *mut vcpu, cap: c_int, val: c_int) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_capability { cpuid: 0, captype: cap, capval: val, allcpus: 0 };
+        vcpu_ioctl(vcpu, VM_SET_CAPABILITY, &mut a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Reads (exit intinfo, pending exception intinfo).
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_intinfo(vcpu: *mut vcpu, info1: *mut u64, info2: *mut u64) -> c_int {
+    ffi_boundary!({
+        if info1.is_null() || info2.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let mut a = vm_intinfo { vcpuid: 0, info1: 0, info2: 0 };
+        let rc = vcpu_ioctl(vcpu, VM_GET_INTINFO, &mut a, |a, id| a.vcpuid = id);
+        if rc == 0 {
+            out!(info1, a.info1);
+            out!(info2, a.info2);
+        }
+        rc
+    })
+}
+
+/// Sets the exit intinfo (the event being delivered when the guest exited).
+#[no_mangle]
+pub extern "C" fn vm_set_intinfo(vcpu: *mut vcpu, info1: u64) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_intinfo { vcpuid: 0, info1, info2: 0 };
+        vcpu_ioctl(vcpu, VM_SET_INTINFO, &mut a, |a, id| a.vcpuid = id)
+    })
+}
+
+/// Queues exception `vector` for the guest.
+#[no_mangle]
+pub extern "C" fn vm_inject_exception(
+    vcpu: *mut vcpu,
+    vector: c_int,
+    errcode_valid: c_int,
+    errcode: u32,
+    restart_instruction: c_int,
+) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_exception {
+            cpuid: 0,
+            vector,
+            error_code: errcode,
+            error_code_valid: errcode_valid,
+            restart_instruction,
+        };
+        vcpu_ioctl(vcpu, VM_INJECT_EXCEPTION, &mut a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Makes the guest re-execute the instruction that caused the last exit.
+#[no_mangle]
+pub extern "C" fn vm_restart_instruction(vcpu: *mut vcpu) -> c_int {
+    ffi_boundary!({
+        let mut id: c_int = 0;
+        vcpu_ioctl(vcpu, VM_RESTART_INSTRUCTION, &mut id, |a, id| *a = id)
+    })
+}
+
+/// Adds the vCPU to the active set (EBUSY if it already is).
+#[no_mangle]
+pub extern "C" fn vm_activate_cpu(vcpu: *mut vcpu) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_activate_cpu { vcpuid: 0 };
+        vcpu_ioctl(vcpu, VM_ACTIVATE_CPU, &mut a, |a, id| a.vcpuid = id)
+    })
+}
+
+fn get_cpus(ctx: *mut vmctx, which: c_int, cpus: *mut cpuset_t) -> c_int {
+    let mut a = vm_cpuset {
+        which,
+        cpusetsize: std::mem::size_of::<cpuset_t>() as c_int,
+        cpus,
+    };
+    ctx_ioctl(ctx, VM_GET_CPUS, &mut a)
+}
+
+/// The set of active vCPUs.
+#[no_mangle]
+pub extern "C" fn vm_active_cpus(ctx: *mut vmctx, cpus: *mut cpuset_t) -> c_int {
+    ffi_boundary!({ get_cpus(ctx, VM_ACTIVE_CPUS, cpus) })
+}
+
+/// The set of vCPUs that have acknowledged a VM-wide suspend.
+#[no_mangle]
+pub extern "C" fn vm_suspended_cpus(ctx: *mut vmctx, cpus: *mut cpuset_t) -> c_int {
+    ffi_boundary!({ get_cpus(ctx, VM_SUSPENDED_CPUS, cpus) })
+}
+
+/// The set of vCPUs held out of the guest for debugging.
+#[no_mangle]
+pub extern "C" fn vm_debug_cpus(ctx: *mut vmctx, cpus: *mut cpuset_t) -> c_int {
+    ffi_boundary!({ get_cpus(ctx, VM_DEBUG_CPUS, cpus) })
+}
+
+/// Puts one vCPU in the debug set: its VM_RUN returns VM_EXITCODE_DEBUG.
+#[no_mangle]
+pub extern "C" fn vm_suspend_cpu(vcpu: *mut vcpu) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_activate_cpu { vcpuid: 0 };
+        vcpu_ioctl(vcpu, VM_SUSPEND_CPU, &mut a, |a, id| a.vcpuid = id)
+    })
+}
+
+/// Takes one vCPU out of the debug set.
+#[no_mangle]
+pub extern "C" fn vm_resume_cpu(vcpu: *mut vcpu) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_activate_cpu { vcpuid: 0 };
+        vcpu_ioctl(vcpu, VM_RESUME_CPU, &mut a, |a, id| a.vcpuid = id)
+    })
+}
+
+/// Puts every active vCPU in the debug set.
+#[no_mangle]
+pub extern "C" fn vm_suspend_all_cpus(ctx: *mut vmctx) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_activate_cpu { vcpuid: -1 };
+        ctx_ioctl(ctx, VM_SUSPEND_CPU, &mut a)
+    })
+}
+
+/// Empties the debug set.
+#[no_mangle]
+pub extern "C" fn vm_resume_all_cpus(ctx: *mut vmctx) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_activate_cpu { vcpuid: -1 };
+        ctx_ioctl(ctx, VM_RESUME_CPU, &mut a)
+    })
+}
+
+/// Suspends the VM (enum vm_suspend_how): EINVAL for NONE or an unknown
+/// value, EALREADY if it is already suspended.
+#[no_mangle]
+pub extern "C" fn vm_suspend(ctx: *mut vmctx, how: c_int) -> c_int {
+    ffi_boundary!({
+        let mut a: vm_suspend = vm_suspend_from_int(how);
+        ctx_ioctl(ctx, VM_SUSPEND, &mut a)
+    })
+}
+
+/// Resets a suspended VM to its freshly created state (memory included):
+/// EBUSY unless every active vCPU has acknowledged the suspend.
+#[no_mangle]
+pub extern "C" fn vm_reinit(ctx: *mut vmctx) -> c_int {
+    ffi_boundary!({
+        match handle::ctx_vm(ctx) {
+            // SAFETY: VM_REINIT takes no argument.
+            Ok(vm) => unsafe { ioctl(&vm, VM_REINIT, std::ptr::null_mut()) },
+            Err(e) => fail(errno_of(e)),
+        }
+    })
+}
+
+/// Sets the CPU topology; `maxcpus` is ignored, as on FreeBSD.
+#[no_mangle]
+pub extern "C" fn vm_set_topology(ctx: *mut vmctx, sockets: u16, cores: u16, threads: u16, maxcpus: u16) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_cpu_topology { sockets, cores, threads, maxcpus };
+        ctx_ioctl(ctx, VM_SET_TOPOLOGY, &mut a)
+    })
+}
+
+/// Reads the CPU topology.
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_topology(
+    ctx: *mut vmctx,
+    sockets: *mut u16,
+    cores: *mut u16,
+    threads: *mut u16,
+    maxcpus: *mut u16,
+) -> c_int {
+    ffi_boundary!({
+        if sockets.is_null() || cores.is_null() || threads.is_null() || maxcpus.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let mut a = vm_cpu_topology { sockets: 0, cores: 0, threads: 0, maxcpus: 0 };
+        let rc = ctx_ioctl(ctx, VM_GET_TOPOLOGY, &mut a);
+        if rc == 0 {
+            out!(sockets, a.sockets);
+            out!(cores, a.cores);
+            out!(threads, a.threads);
+            out!(maxcpus, a.maxcpus);
+        }
+        rc
+    })
+}

@@ -1,0 +1,146 @@
+//! Guest programs for the simulated backend: what a vCPU's guest does,
+//! one action at a time, and the built-in scripted guest.
+
+/// The local APIC's EOI register, where a guest acknowledges an interrupt.
+pub const LAPIC_EOI_GPA: u64 = 0xFEE0_00B0;
+
+/// One guest instruction, as the simulated backend sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestAction {
+    /// A step that touches nothing outside the guest.
+    Compute,
+    /// MMIO read of `size` bytes (1, 2, 4, 8) at `gpa`.
+    MmioRead { gpa: u64, size: u8 },
+    /// MMIO write.
+    MmioWrite { gpa: u64, size: u8, value: u64 },
+    /// `in` of `size` bytes (1, 2, 4) from `port`.
+    PortIn { port: u16, size: u8 },
+    /// `out` of `size` bytes to `port`.
+    PortOut { port: u16, size: u8, value: u32 },
+    /// HLT (with whatever the interrupt flag is).
+    Hlt,
+    /// PAUSE.
+    Pause,
+    /// STI: the guest accepts interrupts.
+    EnableInterrupts,
+    /// CLI.
+    DisableInterrupts,
+    /// Scripted guests only: halt with interrupts enabled until an
+    /// interrupt arrives, then EOI it (a write to the local APIC's EOI).
+    WaitInterruptEoi,
+}
+
+/// A guest: called on the vCPU's thread while it is RUNNING.
+pub trait GuestProgram: Send {
+    /// The next action. `rip` counts the guest's completed actions.
+    fn next(&mut self, rip: u64) -> GuestAction;
+    /// The library injected `vector` (the guest had interrupts enabled).
+    fn interrupt(&mut self, vector: u8);
+    /// The value of the last MMIO read or port `in`.
+    fn read_result(&mut self, value: u64);
+}
+
+/// A guest that runs an array of actions in order, then loops from
+/// `loop_at` (or halts with interrupts disabled for good if `loop_at` is
+/// `None`, so a finished script parks its vCPU).
+#[derive(Debug, Clone)]
+pub struct ScriptedGuest {
+    actions: Vec<GuestAction>,
+    loop_at: Option<usize>,
+    pc: usize,
+    /// A WaitInterruptEoi has seen its interrupt; the EOI is next.
+    eoi_due: bool,
+    /// Interrupts received, and the last read value (for inspection).
+    pub interrupts: Vec<u8>,
+    pub last_read: u64,
+}
+
+impl ScriptedGuest {
+    /// A script; `loop_at` must index into `actions` (else it is ignored).
+    pub fn new(actions: Vec<GuestAction>, loop_at: Option<usize>) -> Self {
+        let loop_at = loop_at.filter(|l| *l < actions.len());
+        ScriptedGuest {
+            actions,
+            loop_at,
+            pc: 0,
+            eoi_due: false,
+            interrupts: Vec::new(),
+            last_read: 0,
+        }
+    }
+
+    fn advance(&mut self) {
+        self.pc += 1;
+        if self.pc >= self.actions.len() {
+            if let Some(l) = self.loop_at {
+                self.pc = l;
+            }
+        }
+    }
+}
+
+impl GuestProgram for ScriptedGuest {
+    fn next(&mut self, _rip: u64) -> GuestAction {
+        let Some(action) = self.actions.get(self.pc).copied() else {
+            // End of a script without a loop: park.
+            return GuestAction::Hlt;
+        };
+        match action {
+            GuestAction::WaitInterruptEoi if self.eoi_due => {
+                self.eoi_due = false;
+                self.advance();
+                GuestAction::MmioWrite { gpa: LAPIC_EOI_GPA, size: 4, value: 0 }
+            }
+            GuestAction::WaitInterruptEoi => GuestAction::Hlt,
+            a => {
+                self.advance();
+                a
+            }
+        }
+    }
+
+    fn interrupt(&mut self, vector: u8) {
+        self.interrupts.push(vector);
+        if self.actions.get(self.pc) == Some(&GuestAction::WaitInterruptEoi) {
+            self.eoi_due = true;
+        }
+    }
+
+    fn read_result(&mut self, value: u64) {
+        self.last_read = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use GuestAction::*;
+
+    #[test]
+    fn script_runs_in_order_and_loops() {
+        let mut g = ScriptedGuest::new(vec![EnableInterrupts, Compute, Pause], Some(1));
+        let seq: Vec<_> = (0..6).map(|i| g.next(i)).collect();
+        assert_eq!(seq, vec![EnableInterrupts, Compute, Pause, Compute, Pause, Compute]);
+    }
+
+    #[test]
+    fn script_without_loop_parks() {
+        let mut g = ScriptedGuest::new(vec![Compute], None);
+        assert_eq!(g.next(0), Compute);
+        assert_eq!(g.next(1), Hlt);
+        assert_eq!(g.next(2), Hlt);
+    }
+
+    #[test]
+    fn wait_interrupt_eoi_halts_until_an_interrupt_then_eois() {
+        let out = PortOut { port: 0x80, size: 1, value: 1 };
+        let mut g = ScriptedGuest::new(vec![WaitInterruptEoi, out], Some(0));
+        assert_eq!(g.next(0), Hlt);
+        assert_eq!(g.next(0), Hlt);
+        g.interrupt(0x30);
+        assert_eq!(g.next(0), MmioWrite { gpa: LAPIC_EOI_GPA, size: 4, value: 0 });
+        assert_eq!(g.next(1), out);
+        assert_eq!(g.next(2), Hlt, "back at the wait");
+        assert_eq!(g.interrupts, vec![0x30]);
+    }
+}
