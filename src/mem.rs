@@ -344,7 +344,10 @@ impl GuestMemory {
     pub fn reinit(&mut self) {
         for slot in &mut self.maps {
             if let Some(m) = slot {
-                if !self.segs[m.segid as usize].as_ref().is_some_and(|s| s.sysmem) {
+                if !self.segs[m.segid as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.sysmem)
+                {
                     *slot = None;
                 }
             }
@@ -365,7 +368,9 @@ impl GuestMemory {
     /// unmapped).
     pub fn iommu_map(&mut self) {
         for m in self.maps.iter_mut().flatten() {
-            let sysmem = self.segs[m.segid as usize].as_ref().is_some_and(|s| s.sysmem);
+            let sysmem = self.segs[m.segid as usize]
+                .as_ref()
+                .is_some_and(|s| s.sysmem);
             if sysmem && m.flags & VM_MEMMAP_F_WIRED != 0 {
                 m.flags |= VM_MEMMAP_F_IOMMU;
             }
@@ -376,7 +381,9 @@ impl GuestMemory {
     /// passthrough device is unbound).
     pub fn iommu_unmap(&mut self) {
         for m in self.maps.iter_mut().flatten() {
-            let sysmem = self.segs[m.segid as usize].as_ref().is_some_and(|s| s.sysmem);
+            let sysmem = self.segs[m.segid as usize]
+                .as_ref()
+                .is_some_and(|s| s.sysmem);
             if sysmem {
                 m.flags &= !VM_MEMMAP_F_IOMMU;
             }
@@ -387,7 +394,11 @@ impl GuestMemory {
     /// system memory (0 if none is mapped).
     pub fn sysmem_maxaddr(&self) -> u64 {
         self.maps()
-            .filter(|m| self.segs[m.segid as usize].as_ref().is_some_and(|s| s.sysmem))
+            .filter(|m| {
+                self.segs[m.segid as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.sysmem)
+            })
             .map(MemMap::end)
             .max()
             .unwrap_or(0)
@@ -488,14 +499,21 @@ impl GuestMemory {
         if !self.setup_done {
             return None;
         }
-        self.segs[VM_SYSMEM as usize].as_ref().map(|s| s.host.addr())
+        self.segs[VM_SYSMEM as usize]
+            .as_ref()
+            .map(|s| s.host.addr())
     }
 
     /// libvmmapi's (static) `vm_alloc_memseg`: like
     /// [`GuestMemory::alloc_memseg`], but an existing segment with the same
     /// length and name (both unnamed, or equal names) is success, and any
     /// other existing segment is `Inval`.
-    pub fn vmmapi_alloc_memseg(&mut self, segid: i32, len: usize, name: Option<&[u8]>) -> Result<()> {
+    pub fn vmmapi_alloc_memseg(
+        &mut self,
+        segid: i32,
+        len: usize,
+        name: Option<&[u8]>,
+    ) -> Result<()> {
         let cur = self.get_memseg(segid)?;
         if cur.len != 0 {
             let want = name.filter(|n| !n.is_empty()).unwrap_or_default();
@@ -528,7 +546,11 @@ impl GuestMemory {
         };
         if let Ok(m) = self.mmap_getnext(gpa) {
             if m.gpa == gpa {
-                return if m.segid == segid && m.segoff == segoff && m.prot == prot && m.flags == flags {
+                return if m.segid == segid
+                    && m.segoff == segoff
+                    && m.prot == prot
+                    && m.flags == flags
+                {
                     Ok(())
                 } else {
                     Err(Error::Exist)
@@ -582,7 +604,13 @@ impl GuestMemory {
         self.setup_done = false;
         self.vmmapi_alloc_memseg(VM_SYSMEM, objsize, None)?;
         if self.highmem > 0 {
-            self.vmmapi_mmap_memseg(VM_HIGHMEM_BASE, VM_SYSMEM, VM_HIGHMEM_BASE, self.highmem, PROT_ALL)?;
+            self.vmmapi_mmap_memseg(
+                VM_HIGHMEM_BASE,
+                VM_SYSMEM,
+                VM_HIGHMEM_BASE,
+                self.highmem,
+                PROT_ALL,
+            )?;
         }
         if self.lowmem > 0 {
             self.vmmapi_mmap_memseg(0, VM_SYSMEM, 0, self.lowmem, PROT_ALL)?;
@@ -764,7 +792,12 @@ mod host {
             // so no existing mapping (and no Rust object) is replaced; the
             // new mapping is owned by the returned value alone.
             let ptr = unsafe {
-                mmap_anonymous(None, nz, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags)
+                mmap_anonymous(
+                    None,
+                    nz,
+                    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                    flags,
+                )
             }
             .map_err(|_| Error::NoMem)?;
             Ok(HostMapping {
