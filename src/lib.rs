@@ -12,6 +12,8 @@
 //! - [`registry`]: the process-wide table of named VMs.
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`guest`]: guest programs (scripted or callbacks) for the simulated backend.
+//! - [`mem`]: guest memory: segments, guest-physical maps, host access, and
+//!   the libvmmapi memory layout (`vm_setup_memory`, `vm_map_gpa`).
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
 
 pub mod backend;
@@ -19,6 +21,7 @@ pub mod cpuset;
 pub mod error;
 pub mod exit;
 pub mod guest;
+pub mod mem;
 pub mod registry;
 pub mod regs;
 pub mod rendezvous;
