@@ -28,6 +28,8 @@ pub enum Error {
     NoSpc,
     /// The VM behind a handle has been destroyed (EBADF).
     Destroyed,
+    /// A name does not fit its buffer (ENAMETOOLONG).
+    NameTooLong,
     /// Not supported by this VM or backend (ENODEV).
     NoDev,
     /// The caller was interrupted, e.g. the VM was destroyed during a wait

@@ -22,9 +22,10 @@ use crate::backend::{Backend, IdleBackend};
 use crate::cpuset::{CpuSet, CPUSET_BITS};
 use crate::error::{Error, Result};
 use crate::exit::SuspendHow;
+use crate::mem::GuestMemory;
 use crate::rendezvous::{Post, Rendezvous, RendezvousFn};
 use crate::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use crate::sync::{Mutex, MutexGuard};
+use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vcpu::{Vcpu, VcpuState};
 
 /// FreeBSD's default number of vCPUs per VM (`VM_MAXCPU`).
@@ -75,6 +76,10 @@ pub struct Vm {
     suspend: AtomicI32,
     destroyed: AtomicBool,
     rendezvous: Rendezvous,
+    /// Guest memory lock. Protects: memory segments and maps. Rank 2:
+    /// exclusive only with every vCPU frozen ([`Vm::mem_write`] needs a
+    /// `LockAll`), so a RUNNING vCPU never waits for it.
+    mem: RwLock<GuestMemory>,
     backend: Box<dyn Backend>,
 }
 
@@ -139,6 +144,7 @@ impl Vm {
             suspend: AtomicI32::new(0),
             destroyed: AtomicBool::new(false),
             rendezvous: Rendezvous::default(),
+            mem: RwLock::new(GuestMemory::new()),
             backend,
         })
     }
@@ -345,6 +351,18 @@ impl Vm {
         Ok(())
     }
 
+    // --- guest memory --------------------------------------------------
+
+    /// Guest memory, shared (the "memsegs shared" class).
+    pub fn mem(&self) -> RwLockReadGuard<'_, GuestMemory> {
+        self.mem.read()
+    }
+
+    /// Guest memory, exclusive: only with every vCPU frozen.
+    pub fn mem_write<'a>(&'a self, _all: &LockAll<'a>) -> RwLockWriteGuard<'a, GuestMemory> {
+        self.mem.write()
+    }
+
     // --- rendezvous ----------------------------------------------------
 
     /// `vm_smp_rendezvous`: run `func` on every vCPU of `dest` (limited to
@@ -385,11 +403,11 @@ impl Vm {
 
     // --- reinit / destroy ----------------------------------------------
 
-    /// VM_REINIT, with every vCPU frozen by `_all`: EBUSY unless every
+    /// VM_REINIT, with every vCPU frozen by `all`: EBUSY unless every
     /// active vCPU has acknowledged a suspend; then back to a new VM's
-    /// state (cpusets, suspend, registers, rendezvous). The caller resets
-    /// memory and interrupt controllers under the same lock-all.
-    pub fn reinit(&self, _all: &LockAll<'_>) -> Result<()> {
+    /// state: cpusets, suspend, registers, rendezvous, and guest memory
+    /// (all segments released, unlike FreeBSD, which keeps system memory).
+    pub fn reinit(&self, all: &LockAll<'_>) -> Result<()> {
         let mut c = self.cpus.lock();
         if c.active != c.suspended {
             return Err(Error::Busy);
@@ -404,6 +422,7 @@ impl Vm {
         for v in &self.vcpus {
             *v.regs.lock() = Default::default();
         }
+        self.mem_write(all).clear();
         Ok(())
     }
 
@@ -416,6 +435,7 @@ impl Vm {
             v.wake_waiters();
         }
         self.rendezvous.wake_all();
+        self.mem.write().clear();
     }
 }
 

@@ -16,6 +16,7 @@ pub fn errno_of(e: Error) -> i32 {
         Error::NoMem => libc::ENOMEM,
         Error::NoSpc => libc::ENOSPC,
         Error::Destroyed => libc::EBADF,
+        Error::NameTooLong => libc::ENAMETOOLONG,
         Error::NoDev => libc::ENODEV,
         Error::Intr => libc::EINTR,
     }

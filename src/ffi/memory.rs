@@ -1,0 +1,283 @@
+//! Guest memory commands (VM_ALLOC_MEMSEG, VM_GET_MEMSEG, VM_MMAP_MEMSEG,
+//! VM_MUNMAP_MEMSEG, VM_MMAP_GETNEXT) and the libvmmapi memory functions.
+
+use std::ffi::{c_char, c_int, c_void};
+
+use super::abi::*;
+use super::errno::{errno_of, fail, to_rc};
+use super::handle::{self, vmctx};
+use super::ioctl::{copy_in, copy_out, ioctl};
+use super::panic::ffi_boundary;
+use crate::error::{Error, Result};
+use crate::vm::{LockAll, Vm};
+
+/// The name in a `vm_memseg`: `None` for system memory (empty name);
+/// ENAMETOOLONG when it has no NUL within the field.
+fn memseg_name(name: &[c_char]) -> Result<Option<Vec<u8>>> {
+    let bytes: Vec<u8> = name.iter().map(|c| *c as u8).collect();
+    let len = bytes.iter().position(|b| *b == 0).ok_or(Error::NameTooLong)?;
+    Ok((len > 0).then(|| bytes[..len].to_vec()))
+}
+
+/// Commands of the "lock all vCPUs + memory exclusive" class.
+///
+/// # Safety
+/// `arg` points to `cmd`'s struct.
+pub(crate) unsafe fn locked_cmd(vm: &Vm, all: &LockAll<'_>, cmd: u64, arg: *mut c_void) -> Result<()> {
+    // SAFETY (copy_in): `arg` points to `cmd`'s struct.
+    unsafe {
+        match cmd {
+            VM_ALLOC_MEMSEG => {
+                let a: vm_memseg = copy_in(arg);
+                let name = memseg_name(&a.name)?;
+                vm.mem_write(all).alloc_memseg(a.segid, a.len, name.as_deref())
+            }
+            VM_MMAP_MEMSEG => {
+                let a: vm_memmap = copy_in(arg);
+                let len = usize::try_from(a.len).map_err(|_| Error::Inval)?;
+                vm.mem_write(all)
+                    .mmap_memseg(a.gpa, a.segid, a.segoff, len, a.prot as u32, a.flags as u32)
+            }
+            VM_MUNMAP_MEMSEG => {
+                let a: vm_munmap = copy_in(arg);
+                vm.mem_write(all).munmap_memseg(a.gpa, a.len)
+            }
+            _ => Err(Error::Inval),
+        }
+    }
+}
+
+/// Commands of the "memory shared" class.
+///
+/// # Safety
+/// `arg` points to `cmd`'s struct.
+pub(crate) unsafe fn shared_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
+    // SAFETY (copy_in/copy_out): `arg` points to `cmd`'s struct.
+    unsafe {
+        match cmd {
+            VM_GET_MEMSEG => {
+                let mut a: vm_memseg = copy_in(arg);
+                let info = vm.mem().get_memseg(a.segid)?;
+                a.len = info.len;
+                a.name = [0; VM_MAX_SUFFIXLEN + 1];
+                for (d, s) in a.name.iter_mut().zip(info.name.iter().take(VM_MAX_SUFFIXLEN)) {
+                    *d = *s as c_char;
+                }
+                copy_out(arg, a);
+                Ok(())
+            }
+            VM_MMAP_GETNEXT => {
+                let mut a: vm_memmap = copy_in(arg);
+                let m = vm.mem().mmap_getnext(a.gpa)?;
+                a.gpa = m.gpa;
+                a.segid = m.segid;
+                a.segoff = m.segoff;
+                a.len = m.len;
+                a.prot = m.prot as c_int;
+                a.flags = m.flags as c_int;
+                copy_out(arg, a);
+                Ok(())
+            }
+            _ => Err(Error::Inval),
+        }
+    }
+}
+
+fn ctx_ioctl<T>(ctx: *mut vmctx, cmd: u64, arg: &mut T) -> c_int {
+    match handle::ctx_vm(ctx) {
+        // SAFETY: `arg` is `cmd`'s argument struct.
+        Ok(vm) => unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) },
+        Err(e) => fail(errno_of(e)),
+    }
+}
+
+/// Runs `f` on guest memory with every vCPU frozen (the lock class of the
+/// memory-changing ioctls).
+fn with_mem_exclusive<R>(ctx: *mut vmctx, f: impl FnOnce(&mut crate::mem::GuestMemory) -> Result<R>) -> Result<R> {
+    let vm = handle::ctx_vm(ctx)?;
+    let all = vm.lock_all()?;
+    let mut mem = vm.mem_write(&all);
+    f(&mut mem)
+}
+
+fn empty_memseg(segid: c_int) -> vm_memseg {
+    vm_memseg { segid, len: 0, name: [0; VM_MAX_SUFFIXLEN + 1] }
+}
+
+/// Allocates memory segment `segid` of `len` bytes: system memory when
+/// `name` is NULL, else a device-memory segment with that name. As in
+/// libvmmapi, an existing segment of the same size and name is success.
+#[no_mangle]
+pub unsafe extern "C" fn vm_alloc_memseg(ctx: *mut vmctx, segid: c_int, len: usize, name: *const c_char) -> c_int {
+    ffi_boundary!({
+        let mut seg = empty_memseg(segid);
+        if !name.is_null() {
+            // SAFETY: the caller passes a C string.
+            let bytes = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
+            if bytes.len() > VM_MAX_SUFFIXLEN {
+                return fail(libc::ENAMETOOLONG);
+            }
+            for (d, s) in seg.name.iter_mut().zip(bytes) {
+                *d = *s as c_char;
+            }
+        }
+        let mut cur = empty_memseg(segid);
+        if ctx_ioctl(ctx, VM_GET_MEMSEG, &mut cur) != 0 {
+            return -1;
+        }
+        if cur.len != 0 {
+            return if cur.len == len && cur.name == seg.name { 0 } else { fail(libc::EINVAL) };
+        }
+        seg.len = len;
+        ctx_ioctl(ctx, VM_ALLOC_MEMSEG, &mut seg)
+    })
+}
+
+/// Reads segment `segid`'s length (0 if unallocated) and, when `name` is
+/// not NULL, its name (ENAMETOOLONG if `namesiz` is too small).
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_memseg(
+    ctx: *mut vmctx,
+    segid: c_int,
+    lenp: *mut usize,
+    name: *mut c_char,
+    namesiz: usize,
+) -> c_int {
+    ffi_boundary!({
+        if lenp.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let mut seg = empty_memseg(segid);
+        let rc = ctx_ioctl(ctx, VM_GET_MEMSEG, &mut seg);
+        if rc != 0 {
+            return rc;
+        }
+        // SAFETY: non-NULL out-pointer.
+        unsafe { lenp.write(seg.len) };
+        if !name.is_null() {
+            let n = seg.name.iter().position(|c| *c == 0).unwrap_or(seg.name.len());
+            if n >= namesiz {
+                return fail(libc::ENAMETOOLONG);
+            }
+            // SAFETY: `name` holds `namesiz` > n bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(seg.name.as_ptr(), name, n);
+                name.add(n).write(0);
+            }
+        }
+        0
+    })
+}
+
+/// Maps `len` bytes of segment `segid` from offset `segoff` at guest
+/// physical address `gpa`. As in libvmmapi, an identical existing map is
+/// success.
+#[no_mangle]
+pub extern "C" fn vm_mmap_memseg(ctx: *mut vmctx, gpa: u64, segid: c_int, segoff: u64, len: usize, prot: c_int) -> c_int {
+    ffi_boundary!({
+        let mut cur = vm_memmap { gpa, segid: 0, segoff: 0, len: 0, prot: 0, flags: 0 };
+        if ctx_ioctl(ctx, VM_MMAP_GETNEXT, &mut cur) == 0 && cur.gpa == gpa {
+            return if cur.segid == segid && cur.segoff == segoff && cur.prot == prot {
+                0
+            } else {
+                fail(libc::EEXIST)
+            };
+        }
+        let mut a = vm_memmap { gpa, segid, segoff, len, prot, flags: 0 };
+        ctx_ioctl(ctx, VM_MMAP_MEMSEG, &mut a)
+    })
+}
+
+/// Removes the map of exactly (`gpa`, `len`).
+#[no_mangle]
+pub extern "C" fn vm_munmap_memseg(ctx: *mut vmctx, gpa: u64, len: usize) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_munmap { gpa, len };
+        ctx_ioctl(ctx, VM_MUNMAP_MEMSEG, &mut a)
+    })
+}
+
+/// The first map at or above `*gpa`: fills every out-pointer; ENOENT when
+/// there is none.
+#[no_mangle]
+pub unsafe extern "C" fn vm_mmap_getnext(
+    ctx: *mut vmctx,
+    gpa: *mut u64,
+    segid: *mut c_int,
+    segoff: *mut u64,
+    len: *mut usize,
+    prot: *mut c_int,
+    flags: *mut c_int,
+) -> c_int {
+    ffi_boundary!({
+        if gpa.is_null() || segid.is_null() || segoff.is_null() || len.is_null() || prot.is_null() || flags.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // SAFETY: non-NULL in/out pointer.
+        let mut a = vm_memmap { gpa: unsafe { gpa.read() }, segid: 0, segoff: 0, len: 0, prot: 0, flags: 0 };
+        let rc = ctx_ioctl(ctx, VM_MMAP_GETNEXT, &mut a);
+        if rc == 0 {
+            // SAFETY: non-NULL out-pointers checked above.
+            unsafe {
+                gpa.write(a.gpa);
+                segid.write(a.segid);
+                segoff.write(a.segoff);
+                len.write(a.len);
+                prot.write(a.prot);
+                flags.write(a.flags);
+            }
+        }
+        rc
+    })
+}
+
+/// Sets up `len` bytes of guest RAM the way libvmmapi does for
+/// VM_MMAP_ALL: below the low-memory limit (3 GiB) at 0, the rest at
+/// 4 GiB. Calling it again with the same size is success.
+#[no_mangle]
+pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> c_int {
+    ffi_boundary!({ to_rc(with_mem_exclusive(ctx, |m| m.setup_memory(len, style))) })
+}
+
+/// A host pointer to `len` bytes of guest RAM at `gaddr` set up by
+/// vm_setup_memory(), or NULL. Valid until the memory is released
+/// (VM_REINIT, vm_destroy).
+#[no_mangle]
+pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: u64, len: usize) -> *mut c_void {
+    ffi_boundary!(std::ptr::null_mut(), {
+        match handle::ctx_vm(ctx) {
+            Ok(vm) => vm.mem().map_gpa(gaddr, len).map_or(std::ptr::null_mut(), |p| p.as_ptr() as *mut c_void),
+            Err(_) => std::ptr::null_mut(),
+        }
+    })
+}
+
+/// Bytes of guest RAM below 4 GiB (after vm_setup_memory()).
+#[no_mangle]
+pub extern "C" fn vm_get_lowmem_size(ctx: *mut vmctx) -> usize {
+    ffi_boundary!(0, { handle::ctx_vm(ctx).map_or(0, |vm| vm.mem().lowmem_size()) })
+}
+
+/// Bytes of guest RAM above 4 GiB (after vm_setup_memory()).
+#[no_mangle]
+pub extern "C" fn vm_get_highmem_size(ctx: *mut vmctx) -> usize {
+    ffi_boundary!(0, { handle::ctx_vm(ctx).map_or(0, |vm| vm.mem().highmem_size()) })
+}
+
+/// The low-memory limit vm_setup_memory() uses (default 3 GiB).
+#[no_mangle]
+pub extern "C" fn vm_get_lowmem_limit(ctx: *mut vmctx) -> u32 {
+    ffi_boundary!(0, { handle::ctx_vm(ctx).map_or(0, |vm| vm.mem().lowmem_limit()) })
+}
+
+/// Sets the low-memory limit for a later vm_setup_memory().
+#[no_mangle]
+pub extern "C" fn vm_set_lowmem_limit(ctx: *mut vmctx, limit: u32) {
+    ffi_boundary!((), {
+        let _ = with_mem_exclusive(ctx, |m| {
+            m.set_lowmem_limit(limit);
+            Ok(())
+        });
+    })
+}
+
