@@ -7,4 +7,381 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ Longest prefix ("vmm/", "vmm.io/", ...) of a VM device path (`vmm.h`).
+ */
+#define VM_MAX_PREFIXLEN 10
+
+/*
+ Longest suffix (memory segment name) of a VM device path (`vmm.h`).
+ `struct vm_memseg` holds a name of `VM_MAX_SUFFIXLEN + 1` bytes.
+ */
+#define VM_MAX_SUFFIXLEN 15
+
+/*
+ Shortest accepted VM name (`vmm.h`).
+ */
+#define VM_MIN_NAMELEN 6
+
+/*
+ Longest VM name: SPECNAMELEN (255 since FreeBSD 13) minus
+ VM_MAX_PREFIXLEN, VM_MAX_SUFFIXLEN and a separator (`vmm.h`).
+ */
+#define VM_MAX_NAMELEN 229
+
+/*
+ Maximum number of vCPUs of a vmm_rs VM. FreeBSD 14 keeps the limit in
+ the `hw.vmm.maxcpu` tunable; this is the classic `VM_MAXCPU` value.
+ */
+#define VM_MAXCPU 16
+
+/*
+ Number of CPUs a userland `cpuset_t` can hold on FreeBSD 14
+ (`sys/_cpuset.h`; `CPU_SETSIZE` defaults to it). Not named
+ `CPU_SETSIZE` here because glibc's `<sched.h>` defines that name.
+ */
+#define CPU_MAXSIZE 1024
+
+/*
+ `struct vm_cpuset.which`: the set of activated vCPUs (`vmm_dev.h`).
+ */
+#define VM_ACTIVE_CPUS 0
+
+/*
+ `struct vm_cpuset.which`: the set of suspended vCPUs (`vmm_dev.h`).
+ */
+#define VM_SUSPENDED_CPUS 1
+
+/*
+ `struct vm_cpuset.which`: the set of vCPUs stopped for debugging
+ (`vmm_dev.h`).
+ */
+#define VM_DEBUG_CPUS 2
+
+/*
+ `struct vm_memmap.flags`: wire the mapping (`vmm_dev.h`).
+ */
+#define VM_MEMMAP_F_WIRED 1
+
+/*
+ `struct vm_memmap.flags`: map the range in the IOMMU (`vmm_dev.h`).
+ */
+#define VM_MEMMAP_F_IOMMU 2
+
+/*
+ `vm_set_memflags()` flag: include guest memory in core dumps (`vmmapi.h`).
+ */
+#define VM_MEM_F_INCORE 1
+
+/*
+ `vm_set_memflags()` flag: guest memory is wired (`vmmapi.h`).
+ */
+#define VM_MEM_F_WIRED 2
+
+/*
+ Memory segment id of guest system memory (`vmmapi.h`).
+ */
+#define VM_SYSMEM 0
+
+/*
+ Memory segment id of the boot ROM (`vmmapi.h`).
+ */
+#define VM_BOOTROM 1
+
+/*
+ Memory segment id of the framebuffer (`vmmapi.h`).
+ */
+#define VM_FRAMEBUFFER 2
+
+/*
+ Memory segment id of PCI option ROMs (`vmmapi.h`).
+ */
+#define VM_PCIROM 3
+
+/*
+ Guest memory below this address is "lowmem"; `vm_setup_memory()` puts
+ the rest at VM_HIGHMEM_BASE (libvmmapi `vmmapi.c`: 3 GiB, 0xc0000000).
+ */
+#define VM_LOWMEM_LIMIT 3221225472
+
+/*
+ Guest physical address where "highmem" starts (libvmmapi: 4 GiB, 0x100000000).
+ */
+#define VM_HIGHMEM_BASE 4294967296
+
+/*
+ Number of `uint64_t` counters in `struct vm_stats.statbuf` (`vmm_dev.h`).
+ */
+#define MAX_VM_STATS 64
+
+/*
+ Maximum length of an x86 instruction, the size of `struct vie.inst`
+ (`vmm.h`).
+ */
+#define VIE_INST_SIZE 15
+
+/*
+ `struct vm_intinfo` / exit interrupt info: error code is delivered (0x800).
+ */
+#define VM_INTINFO_DEL_ERRCODE 2048
+
+/*
+ `struct vm_intinfo`: reserved bits (0x7ffff000).
+ */
+#define VM_INTINFO_RSVD 2147479552
+
+/*
+ `struct vm_intinfo`: the event is valid (0x80000000).
+ */
+#define VM_INTINFO_VALID 2147483648
+
+/*
+ `struct vm_intinfo`: mask of the event type field (0x700).
+ */
+#define VM_INTINFO_TYPE 1792
+
+/*
+ `struct vm_intinfo` type: external (hardware) interrupt (0x000).
+ */
+#define VM_INTINFO_HWINTR 0
+
+/*
+ `struct vm_intinfo` type: NMI (0x200).
+ */
+#define VM_INTINFO_NMI 512
+
+/*
+ `struct vm_intinfo` type: hardware exception (0x300).
+ */
+#define VM_INTINFO_HWEXCEPTION 768
+
+/*
+ `struct vm_intinfo` type: software interrupt (0x400).
+ */
+#define VM_INTINFO_SWINTR 1024
+
+/*
+ Why a task switch happened (`enum task_switch_reason`, in
+ `struct vm_task_switch`).
+ */
+enum task_switch_reason {
+  TSR_CALL = 0,
+  TSR_IRET = 1,
+  TSR_JMP = 2,
+  /*
+   Task gate in the IDT.
+   */
+  TSR_IDT_GATE = 3,
+};
+
+/*
+ Optional vCPU capabilities (`enum vm_cap_type`, `VM_SET_CAPABILITY` /
+ `VM_GET_CAPABILITY`).
+ */
+enum vm_cap_type {
+  VM_CAP_HALT_EXIT = 0,
+  VM_CAP_MTRAP_EXIT = 1,
+  VM_CAP_PAUSE_EXIT = 2,
+  VM_CAP_UNRESTRICTED_GUEST = 3,
+  VM_CAP_ENABLE_INVPCID = 4,
+  VM_CAP_BPT_EXIT = 5,
+  VM_CAP_RDPID = 6,
+  VM_CAP_RDTSCP = 7,
+  VM_CAP_IPI_EXIT = 8,
+  VM_CAP_MASK_HWINTR = 9,
+  VM_CAP_RFLAGS_TF = 10,
+  /*
+   Sentinel: number of capabilities.
+   */
+  VM_CAP_MAX = 11,
+};
+
+/*
+ Processor mode of the guest (`enum vm_cpu_mode`, in
+ `struct vm_guest_paging`).
+ */
+enum vm_cpu_mode {
+  CPU_MODE_REAL = 0,
+  CPU_MODE_PROTECTED = 1,
+  /*
+   IA-32e mode with CS.L = 0.
+   */
+  CPU_MODE_COMPATIBILITY = 2,
+  /*
+   IA-32e mode with CS.L = 1.
+   */
+  CPU_MODE_64BIT = 3,
+};
+
+/*
+ Reason of a VM exit (`enum vm_exitcode`, `struct vm_exit.exitcode`).
+ */
+enum vm_exitcode {
+  VM_EXITCODE_INOUT = 0,
+  VM_EXITCODE_VMX = 1,
+  VM_EXITCODE_BOGUS = 2,
+  VM_EXITCODE_RDMSR = 3,
+  VM_EXITCODE_WRMSR = 4,
+  VM_EXITCODE_HLT = 5,
+  VM_EXITCODE_MTRAP = 6,
+  VM_EXITCODE_PAUSE = 7,
+  VM_EXITCODE_PAGING = 8,
+  VM_EXITCODE_INST_EMUL = 9,
+  VM_EXITCODE_SPINUP_AP = 10,
+  /*
+   Formerly SPINDOWN_CPU.
+   */
+  VM_EXITCODE_DEPRECATED1 = 11,
+  VM_EXITCODE_RENDEZVOUS = 12,
+  VM_EXITCODE_IOAPIC_EOI = 13,
+  VM_EXITCODE_SUSPENDED = 14,
+  VM_EXITCODE_INOUT_STR = 15,
+  VM_EXITCODE_TASK_SWITCH = 16,
+  VM_EXITCODE_MONITOR = 17,
+  VM_EXITCODE_MWAIT = 18,
+  VM_EXITCODE_SVM = 19,
+  VM_EXITCODE_REQIDLE = 20,
+  VM_EXITCODE_DEBUG = 21,
+  VM_EXITCODE_VMINSN = 22,
+  VM_EXITCODE_BPT = 23,
+  VM_EXITCODE_IPI = 24,
+  VM_EXITCODE_DB = 25,
+  /*
+   Sentinel: number of exit codes.
+   */
+  VM_EXITCODE_MAX = 26,
+};
+
+/*
+ Trigger mode of an ISA interrupt (`enum vm_intr_trigger`,
+ `VM_ISA_SET_IRQ_TRIGGER`).
+ */
+enum vm_intr_trigger {
+  EDGE_TRIGGER = 0,
+  LEVEL_TRIGGER = 1,
+};
+
+/*
+ How `vm_setup_memory()` maps guest memory into the calling process
+ (`enum vm_mmap_style`, `vmmapi.h`).
+ */
+enum vm_mmap_style {
+  /*
+   No mapping.
+   */
+  VM_MMAP_NONE = 0,
+  /*
+   Fully and statically mapped.
+   */
+  VM_MMAP_ALL = 1,
+  /*
+   Mappings created on demand.
+   */
+  VM_MMAP_SPARSE = 2,
+};
+
+/*
+ Paging mode of the guest (`enum vm_paging_mode`, in
+ `struct vm_guest_paging`).
+ */
+enum vm_paging_mode {
+  PAGING_MODE_FLAT = 0,
+  PAGING_MODE_32 = 1,
+  PAGING_MODE_PAE = 2,
+  PAGING_MODE_64 = 3,
+  PAGING_MODE_64_LA57 = 4,
+};
+
+/*
+ Guest register identifiers (`enum vm_reg_name`), used as `regnum` by
+ `VM_SET_REGISTER`, `VM_GET_REGISTER`, the register-set and
+ segment-descriptor ioctls.
+ */
+enum vm_reg_name {
+  VM_REG_GUEST_RAX = 0,
+  VM_REG_GUEST_RBX = 1,
+  VM_REG_GUEST_RCX = 2,
+  VM_REG_GUEST_RDX = 3,
+  VM_REG_GUEST_RSI = 4,
+  VM_REG_GUEST_RDI = 5,
+  VM_REG_GUEST_RBP = 6,
+  VM_REG_GUEST_R8 = 7,
+  VM_REG_GUEST_R9 = 8,
+  VM_REG_GUEST_R10 = 9,
+  VM_REG_GUEST_R11 = 10,
+  VM_REG_GUEST_R12 = 11,
+  VM_REG_GUEST_R13 = 12,
+  VM_REG_GUEST_R14 = 13,
+  VM_REG_GUEST_R15 = 14,
+  VM_REG_GUEST_CR0 = 15,
+  VM_REG_GUEST_CR3 = 16,
+  VM_REG_GUEST_CR4 = 17,
+  VM_REG_GUEST_DR7 = 18,
+  VM_REG_GUEST_RSP = 19,
+  VM_REG_GUEST_RIP = 20,
+  VM_REG_GUEST_RFLAGS = 21,
+  VM_REG_GUEST_ES = 22,
+  VM_REG_GUEST_CS = 23,
+  VM_REG_GUEST_SS = 24,
+  VM_REG_GUEST_DS = 25,
+  VM_REG_GUEST_FS = 26,
+  VM_REG_GUEST_GS = 27,
+  VM_REG_GUEST_LDTR = 28,
+  VM_REG_GUEST_TR = 29,
+  VM_REG_GUEST_IDTR = 30,
+  VM_REG_GUEST_GDTR = 31,
+  VM_REG_GUEST_EFER = 32,
+  VM_REG_GUEST_CR2 = 33,
+  VM_REG_GUEST_PDPTE0 = 34,
+  VM_REG_GUEST_PDPTE1 = 35,
+  VM_REG_GUEST_PDPTE2 = 36,
+  VM_REG_GUEST_PDPTE3 = 37,
+  VM_REG_GUEST_INTR_SHADOW = 38,
+  VM_REG_GUEST_DR0 = 39,
+  VM_REG_GUEST_DR1 = 40,
+  VM_REG_GUEST_DR2 = 41,
+  VM_REG_GUEST_DR3 = 42,
+  VM_REG_GUEST_DR6 = 43,
+  VM_REG_GUEST_ENTRY_INST_LENGTH = 44,
+  VM_REG_GUEST_FS_BASE = 45,
+  VM_REG_GUEST_GS_BASE = 46,
+  VM_REG_GUEST_KGS_BASE = 47,
+  VM_REG_GUEST_TPR = 48,
+  /*
+   Sentinel: number of registers.
+   */
+  VM_REG_LAST = 49,
+};
+
+/*
+ How a VM is suspended (`enum vm_suspend_how`, `VM_SUSPEND` ioctl).
+ */
+enum vm_suspend_how {
+  /*
+   Not suspended; invalid as a `VM_SUSPEND` argument.
+   */
+  VM_SUSPEND_NONE = 0,
+  VM_SUSPEND_RESET = 1,
+  VM_SUSPEND_POWEROFF = 2,
+  VM_SUSPEND_HALT = 3,
+  VM_SUSPEND_TRIPLEFAULT = 4,
+  /*
+   Sentinel: number of values.
+   */
+  VM_SUSPEND_LAST = 5,
+};
+
+/*
+ Local APIC x2APIC mode of a vCPU (`enum x2apic_state`,
+ `VM_SET_X2APIC_STATE` / `VM_GET_X2APIC_STATE`).
+ */
+enum x2apic_state {
+  X2APIC_DISABLED = 0,
+  X2APIC_ENABLED = 1,
+  /*
+   Sentinel: number of states.
+   */
+  X2APIC_STATE_LAST = 2,
+};
+
 #endif  /* VMM_RS_H */
