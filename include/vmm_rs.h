@@ -6,6 +6,73 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
+
+/*
+ Opcode description of a decoded instruction (FreeBSD `struct vie_op`).
+ */
+struct vie_op {
+  uint8_t op_byte;
+  uint8_t op_type;
+  uint16_t op_flags;
+};
+
+/*
+ Instruction decoding state (FreeBSD `struct vie`, 64 bytes), part of
+ `vm_exit.u.inst_emul`.
+ */
+struct vie {
+  uint8_t inst[15];
+  uint8_t num_valid;
+  uint8_t num_processed;
+  unsigned int addrsize: 4, opsize: 4;
+  unsigned int rex_w: 1, rex_r: 1, rex_x: 1, rex_b: 1, rex_present: 1,
+      repz_present: 1, repnz_present: 1, opsize_override: 1,
+      addrsize_override: 1, segment_override: 1;
+  unsigned int mod: 2, reg: 4, rm: 4;
+  unsigned int ss: 2, vex_present: 1, vex_l: 1, index: 4, base: 4;
+  uint8_t disp_bytes;
+  uint8_t imm_bytes;
+  uint8_t scale;
+  unsigned int vex_reg: 4, vex_pp: 2, _sparebits: 2;
+  uint8_t _sparebytes[2];
+  int base_register;
+  int index_register;
+  int segment_register;
+  int64_t displacement;
+  int64_t immediate;
+  uint8_t decoded;
+  uint8_t _sparebyte;
+  struct vie_op op;
+};
+
+/*
+ An I/O port access (FreeBSD `struct vm_inout`, 8 bytes): `bytes` is the
+ access size (1, 2 or 4), `in` is 1 for IN and 0 for OUT, `eax` is the
+ value written by OUT.
+ */
+struct vm_inout {
+  unsigned int bytes: 3;
+  unsigned int in: 1;
+  unsigned int string: 1;
+  unsigned int rep: 1;
+  uint16_t port;
+  uint32_t eax;
+};
+
+/*
+ `VM_SET_KERNEMU_DEV` / `VM_GET_KERNEMU_DEV` argument (FreeBSD
+ `struct vm_readwrite_kernemu_device`, 24 bytes): access an in-kernel
+ device at `gpa`; `access_width` is log2 of the access size in bytes.
+ */
+struct vm_readwrite_kernemu_device {
+  int vcpuid;
+  unsigned int access_width: 3;
+  unsigned int _unused: 29;
+  uint64_t gpa;
+  uint64_t value;
+};
+
 
 /*
  Longest prefix ("vmm/", "vmm.io/", ...) of a VM device path (`vmm.h`).
@@ -382,6 +449,648 @@ enum x2apic_state {
    Sentinel: number of states.
    */
   X2APIC_STATE_LAST = 2,
+};
+
+/*
+ Segment descriptor as vmm sees it (`struct seg_desc`): base, limit and
+ VMX-style access rights (bit 16 = unusable).
+ */
+struct seg_desc {
+  uint64_t base;
+  uint32_t limit;
+  uint32_t access;
+};
+
+/*
+ Guest paging state needed to walk guest page tables
+ (`struct vm_guest_paging`).
+ */
+struct vm_guest_paging {
+  uint64_t cr3;
+  int cpl;
+  /*
+   `enum vm_cpu_mode`.
+   */
+  int cpu_mode;
+  /*
+   `enum vm_paging_mode`.
+   */
+  int paging_mode;
+};
+
+/*
+ A string I/O access, INS/OUTS (`struct vm_inout_str`).
+ */
+struct vm_inout_str {
+  /*
+   Must be the first member: `u.inout` and `u.inout_str.inout` alias.
+   */
+  struct vm_inout inout;
+  struct vm_guest_paging paging;
+  uint64_t rflags;
+  uint64_t cr0;
+  uint64_t index;
+  /*
+   Repeat count: %rcx if rep, else 1.
+   */
+  uint64_t count;
+  int addrsize;
+  /*
+   `enum vm_reg_name` of the segment.
+   */
+  int seg_name;
+  struct seg_desc seg_desc;
+};
+
+/*
+ A task switch (`struct vm_task_switch`).
+ */
+struct vm_task_switch {
+  /*
+   New TSS selector.
+   */
+  uint16_t tsssel;
+  /*
+   Task switch due to an external event.
+   */
+  int ext;
+  uint32_t errcode;
+  /*
+   Push `errcode` on the new stack.
+   */
+  int errcode_valid;
+  /*
+   `enum task_switch_reason`.
+   */
+  int reason;
+  struct vm_guest_paging paging;
+};
+
+/*
+ `vm_exit.u.paging`: nested page fault.
+ */
+struct vm_exit_paging {
+  uint64_t gpa;
+  int fault_type;
+};
+
+/*
+ `vm_exit.u.inst_emul`: MMIO access needing instruction emulation.
+ */
+struct vm_exit_inst_emul {
+  uint64_t gpa;
+  uint64_t gla;
+  uint64_t cs_base;
+  /*
+   CS.D.
+   */
+  int cs_d;
+  struct vm_guest_paging paging;
+  struct vie vie;
+};
+
+/*
+ `vm_exit.u.vmx`: VMX exit with no better exit code.
+ */
+struct vm_exit_vmx {
+  /*
+   VMX instruction status; the fields below depend on it being 0.
+   */
+  int status;
+  uint32_t exit_reason;
+  uint64_t exit_qualification;
+  int inst_type;
+  int inst_error;
+};
+
+/*
+ `vm_exit.u.svm`: SVM exit with no better exit code.
+ */
+struct vm_exit_svm {
+  uint64_t exitcode;
+  uint64_t exitinfo1;
+  uint64_t exitinfo2;
+};
+
+/*
+ `vm_exit.u.bpt`: breakpoint exit.
+ */
+struct vm_exit_bpt {
+  int inst_length;
+};
+
+/*
+ `vm_exit.u.dbg`: debug exit (single-stepping state).
+ */
+struct vm_exit_dbg {
+  int trace_trap;
+  int pushf_intercept;
+  int tf_shadow_val;
+  struct vm_guest_paging paging;
+};
+
+/*
+ `vm_exit.u.msr`: RDMSR/WRMSR exit.
+ */
+struct vm_exit_msr {
+  /*
+   %ecx.
+   */
+  uint32_t code;
+  /*
+   Value written, for WRMSR.
+   */
+  uint64_t wval;
+};
+
+/*
+ `vm_exit.u.spinup_ap`: a vCPU sent a STARTUP IPI to `vcpu`.
+ */
+struct vm_exit_spinup_ap {
+  int vcpu;
+  uint64_t rip;
+};
+
+/*
+ `vm_exit.u.hlt`: HLT exit.
+ */
+struct vm_exit_hlt {
+  uint64_t rflags;
+  uint64_t intr_status;
+};
+
+/*
+ `vm_exit.u.ioapic_eoi`: EOI of a level-triggered vector.
+ */
+struct vm_exit_ioapic_eoi {
+  int vector;
+};
+
+/*
+ `vm_exit.u.suspended`: the VM is suspended.
+ */
+struct vm_exit_suspended {
+  /*
+   `enum vm_suspend_how`.
+   */
+  int how;
+};
+
+/*
+ `vm_exit.u.ipi`: IPI exit. The destination vCPUs are returned through
+ `vm_run.cpuset`, not here.
+ */
+struct vm_exit_ipi {
+  uint32_t mode;
+  uint8_t vector;
+};
+
+/*
+ The exit-specific part of `struct vm_exit` (FreeBSD: anonymous union
+ `u`), 120 bytes. `_raw` is a vmm_rs addition covering all of it, so the
+ union can be zeroed and copied as a whole; it is not in FreeBSD.
+ */
+union vm_exit_u {
+  struct vm_inout inout;
+  struct vm_inout_str inout_str;
+  struct vm_exit_paging paging;
+  struct vm_exit_inst_emul inst_emul;
+  struct vm_exit_vmx vmx;
+  struct vm_exit_svm svm;
+  struct vm_exit_bpt bpt;
+  struct vm_exit_dbg dbg;
+  struct vm_exit_msr msr;
+  struct vm_exit_spinup_ap spinup_ap;
+  struct vm_exit_hlt hlt;
+  struct vm_exit_ioapic_eoi ioapic_eoi;
+  struct vm_exit_suspended suspended;
+  struct vm_exit_ipi ipi;
+  struct vm_task_switch task_switch;
+  uint64_t _raw[15];
+};
+
+/*
+ Description of a VM exit (`struct vm_exit`, 136 bytes), filled in by
+ `VM_RUN` through `vm_run.vm_exit`.
+ */
+struct vm_exit {
+  /*
+   `enum vm_exitcode`.
+   */
+  int exitcode;
+  /*
+   Length of the exiting instruction; 0 means unknown.
+   */
+  int inst_length;
+  uint64_t rip;
+  union vm_exit_u u;
+};
+
+/*
+ FreeBSD's `struct _cpuset`: a bitmap of CPU_MAXSIZE (1024) CPUs in
+ `long` words, CPU `n` at bit `n % 64` of word `n / 64`. Use it as
+ `cpuset_t`.
+ */
+struct _cpuset {
+  long __bits[16];
+};
+
+/*
+ FreeBSD's `cpuset_t` (`sys/_cpuset.h`; 128 bytes on FreeBSD 14 amd64).
+ */
+typedef struct _cpuset cpuset_t;
+
+/*
+ `VM_RUN` argument (`struct vm_run`, FreeBSD 14 form, 32 bytes): run
+ vCPU `cpuid` until an exit, described in `*vm_exit`. For exits that
+ name vCPUs (IPI, rendezvous) the set is copied to `cpuset`, at most
+ `cpusetsize` bytes of it.
+ */
+struct vm_run {
+  int cpuid;
+  cpuset_t *cpuset;
+  size_t cpusetsize;
+  struct vm_exit *vm_exit;
+};
+
+/*
+ `VM_SET_REGISTER` / `VM_GET_REGISTER` argument (`struct vm_register`).
+ */
+struct vm_register {
+  int cpuid;
+  /*
+   `enum vm_reg_name`.
+   */
+  int regnum;
+  uint64_t regval;
+};
+
+/*
+ `VM_SET_SEGMENT_DESCRIPTOR` / `VM_GET_SEGMENT_DESCRIPTOR` argument
+ (`struct vm_seg_desc`).
+ */
+struct vm_seg_desc {
+  int cpuid;
+  /*
+   `enum vm_reg_name`.
+   */
+  int regnum;
+  struct seg_desc desc;
+};
+
+/*
+ `VM_SET_REGISTER_SET` / `VM_GET_REGISTER_SET` argument
+ (`struct vm_register_set`): `count` registers named by `regnums`
+ (`enum vm_reg_name`), values in `regvals`.
+ */
+struct vm_register_set {
+  int cpuid;
+  unsigned int count;
+  const int *regnums;
+  uint64_t *regvals;
+};
+
+/*
+ `VM_SET_CAPABILITY` / `VM_GET_CAPABILITY` argument
+ (`struct vm_capability`).
+ */
+struct vm_capability {
+  int cpuid;
+  /*
+   `enum vm_cap_type`.
+   */
+  int captype;
+  int capval;
+  int allcpus;
+};
+
+/*
+ `VM_IOAPIC_ASSERT_IRQ` / `_DEASSERT_IRQ` / `_PULSE_IRQ` argument
+ (`struct vm_ioapic_irq`).
+ */
+struct vm_ioapic_irq {
+  int irq;
+};
+
+/*
+ `VM_ISA_ASSERT_IRQ` / `_DEASSERT_IRQ` / `_PULSE_IRQ` argument
+ (`struct vm_isa_irq`); `ioapic_irq` -1 means no IOAPIC pin.
+ */
+struct vm_isa_irq {
+  int atpic_irq;
+  int ioapic_irq;
+};
+
+/*
+ `VM_ISA_SET_IRQ_TRIGGER` argument (`struct vm_isa_irq_trigger`).
+ */
+struct vm_isa_irq_trigger {
+  int atpic_irq;
+  /*
+   `enum vm_intr_trigger`.
+   */
+  int trigger;
+};
+
+/*
+ `VM_LAPIC_IRQ` / `VM_LAPIC_LOCAL_IRQ` argument (`struct vm_lapic_irq`).
+ */
+struct vm_lapic_irq {
+  int cpuid;
+  int vector;
+};
+
+/*
+ `VM_LAPIC_MSI` argument (`struct vm_lapic_msi`): MSI data and address.
+ */
+struct vm_lapic_msi {
+  uint64_t msg;
+  uint64_t addr;
+};
+
+/*
+ `VM_ACTIVATE_CPU` / `VM_SUSPEND_CPU` / `VM_RESUME_CPU` argument
+ (`struct vm_activate_cpu`); for suspend/resume, -1 means all vCPUs.
+ */
+struct vm_activate_cpu {
+  int vcpuid;
+};
+
+/*
+ `VM_SUSPEND` argument (`struct vm_suspend`).
+ */
+struct vm_suspend {
+  /*
+   `enum vm_suspend_how`.
+   */
+  int how;
+};
+
+/*
+ `VM_GET_CPUS` argument (`struct vm_cpuset`): copies the set selected by
+ `which` (VM_ACTIVE_CPUS, VM_SUSPENDED_CPUS, VM_DEBUG_CPUS) to `cpus`,
+ `cpusetsize` bytes.
+ */
+struct vm_cpuset {
+  int which;
+  int cpusetsize;
+  cpuset_t *cpus;
+};
+
+/*
+ `VM_ALLOC_MEMSEG` / `VM_GET_MEMSEG` argument (`struct vm_memseg`): a
+ memory segment; an empty `name` means system memory.
+ */
+struct vm_memseg {
+  int segid;
+  size_t len;
+  /*
+   `VM_MAX_SUFFIXLEN + 1` bytes, NUL-terminated.
+   */
+  char name[16];
+};
+
+/*
+ `VM_MMAP_MEMSEG` / `VM_MMAP_GETNEXT` argument (`struct vm_memmap`):
+ maps `len` bytes of segment `segid` from `segoff` at guest physical
+ address `gpa`, with `prot` (PROT_*) and `flags` (VM_MEMMAP_F_*).
+ */
+struct vm_memmap {
+  uint64_t gpa;
+  int segid;
+  uint64_t segoff;
+  size_t len;
+  int prot;
+  int flags;
+};
+
+/*
+ `VM_MUNMAP_MEMSEG` argument (`struct vm_munmap`).
+ */
+struct vm_munmap {
+  uint64_t gpa;
+  size_t len;
+};
+
+/*
+ `VM_SET_INTINFO` / `VM_GET_INTINFO` argument (`struct vm_intinfo`):
+ pending event information (VM_INTINFO_* format).
+ */
+struct vm_intinfo {
+  int vcpuid;
+  uint64_t info1;
+  uint64_t info2;
+};
+
+/*
+ `VM_INJECT_EXCEPTION` argument (`struct vm_exception`).
+ */
+struct vm_exception {
+  int cpuid;
+  int vector;
+  uint32_t error_code;
+  int error_code_valid;
+  int restart_instruction;
+};
+
+/*
+ `VM_INJECT_NMI` argument (`struct vm_nmi`).
+ */
+struct vm_nmi {
+  int cpuid;
+};
+
+/*
+ `VM_SET_X2APIC_STATE` / `VM_GET_X2APIC_STATE` argument
+ (`struct vm_x2apic`).
+ */
+struct vm_x2apic {
+  int cpuid;
+  /*
+   `enum x2apic_state`.
+   */
+  int state;
+};
+
+/*
+ `VM_SET_TOPOLOGY` / `VM_GET_TOPOLOGY` argument
+ (`struct vm_cpu_topology`).
+ */
+struct vm_cpu_topology {
+  uint16_t sockets;
+  uint16_t cores;
+  uint16_t threads;
+  uint16_t maxcpus;
+};
+
+/*
+ `VM_STATS` argument (`struct vm_stats`, FreeBSD 14 form with `index`):
+ up to MAX_VM_STATS counters of vCPU `cpuid`, starting at counter
+ `index`.
+ */
+struct vm_stats {
+  /*
+   In.
+   */
+  int cpuid;
+  /*
+   In.
+   */
+  int index;
+  /*
+   Out.
+   */
+  int num_entries;
+  struct timeval tv;
+  uint64_t statbuf[MAX_VM_STATS];
+};
+
+/*
+ `VM_STAT_DESC` argument (`struct vm_stat_desc`): description of
+ counter `index`.
+ */
+struct vm_stat_desc {
+  /*
+   In.
+   */
+  int index;
+  /*
+   Out.
+   */
+  char desc[128];
+};
+
+/*
+ `VM_GLA2GPA` / `VM_GLA2GPA_NOFAULT` argument (`struct vm_gla2gpa`):
+ translates guest linear address `gla` for an access with `prot`
+ (PROT_READ or PROT_WRITE).
+ */
+struct vm_gla2gpa {
+  /*
+   In.
+   */
+  int vcpuid;
+  /*
+   In.
+   */
+  int prot;
+  /*
+   In.
+   */
+  uint64_t gla;
+  /*
+   In.
+   */
+  struct vm_guest_paging paging;
+  /*
+   Out.
+   */
+  int fault;
+  /*
+   Out.
+   */
+  uint64_t gpa;
+};
+
+/*
+ `VM_GET_GPA_PMAP` argument (`struct vm_gpa_pte`): host page-table
+ entries for `gpa`.
+ */
+struct vm_gpa_pte {
+  /*
+   In.
+   */
+  uint64_t gpa;
+  /*
+   Out.
+   */
+  uint64_t pte[4];
+  int ptenum;
+};
+
+/*
+ `VM_GET_HPET_CAPABILITIES` argument (`struct vm_hpet_cap`).
+ */
+struct vm_hpet_cap {
+  /*
+   Low 32 bits of the HPET capabilities register.
+   */
+  uint32_t capabilities;
+};
+
+/*
+ `VM_RTC_SETTIME` / `VM_RTC_GETTIME` argument (`struct vm_rtc_time`).
+ */
+struct vm_rtc_time {
+  time_t secs;
+};
+
+/*
+ `VM_RTC_READ` / `VM_RTC_WRITE` argument (`struct vm_rtc_data`): one
+ byte of RTC CMOS at `offset`.
+ */
+struct vm_rtc_data {
+  int offset;
+  uint8_t value;
+};
+
+/*
+ `VM_BIND_PPTDEV` / `VM_UNBIND_PPTDEV` / `VM_PPTDEV_DISABLE_MSIX`
+ argument (`struct vm_pptdev`): a PCI pass-through device.
+ */
+struct vm_pptdev {
+  int bus;
+  int slot;
+  int func;
+};
+
+/*
+ `VM_MAP_PPTDEV_MMIO` / `VM_UNMAP_PPTDEV_MMIO` argument
+ (`struct vm_pptdev_mmio`).
+ */
+struct vm_pptdev_mmio {
+  int bus;
+  int slot;
+  int func;
+  uint64_t gpa;
+  uint64_t hpa;
+  size_t len;
+};
+
+/*
+ `VM_PPTDEV_MSI` argument (`struct vm_pptdev_msi`).
+ */
+struct vm_pptdev_msi {
+  /*
+   Unused.
+   */
+  int vcpu;
+  int bus;
+  int slot;
+  int func;
+  /*
+   0 means disabled.
+   */
+  int numvec;
+  uint64_t msg;
+  uint64_t addr;
+};
+
+/*
+ `VM_PPTDEV_MSIX` argument (`struct vm_pptdev_msix`).
+ */
+struct vm_pptdev_msix {
+  /*
+   Unused.
+   */
+  int vcpu;
+  int bus;
+  int slot;
+  int func;
+  int idx;
+  uint64_t msg;
+  uint32_t vector_control;
+  uint64_t addr;
 };
 
 #endif  /* VMM_RS_H */
