@@ -228,6 +228,306 @@ struct vm_readwrite_kernemu_device {
 #define VM_INTINFO_SWINTR 1024
 
 /*
+ `_IOWR('v', 1, struct vm_run)` = 0xc0207601.
+ */
+#define VM_RUN 3223352833
+
+/*
+ `_IOW('v', 2, struct vm_capability)` = 0x80107602.
+ */
+#define VM_SET_CAPABILITY 2148562434
+
+/*
+ `_IOWR('v', 3, struct vm_capability)` = 0xc0107603.
+ */
+#define VM_GET_CAPABILITY 3222304259
+
+/*
+ `_IOW('v', 4, struct vm_suspend)` = 0x80047604.
+ */
+#define VM_SUSPEND 2147776004
+
+/*
+ `_IO('v', 5)` = 0x20007605.
+ */
+#define VM_REINIT 536901125
+
+/*
+ `_IOWR('v', 12, struct vm_gpa_pte)` = 0xc030760c.
+ */
+#define VM_GET_GPA_PMAP 3224401420
+
+/*
+ `_IOWR('v', 13, struct vm_gla2gpa)` = 0xc038760d.
+ */
+#define VM_GLA2GPA 3224925709
+
+/*
+ `_IOW('v', 14, struct vm_memseg)` = 0x8020760e.
+ */
+#define VM_ALLOC_MEMSEG 2149611022
+
+/*
+ `_IOWR('v', 15, struct vm_memseg)` = 0xc020760f.
+ */
+#define VM_GET_MEMSEG 3223352847
+
+/*
+ `_IOW('v', 16, struct vm_memmap)` = 0x80287610.
+ */
+#define VM_MMAP_MEMSEG 2150135312
+
+/*
+ `_IOWR('v', 17, struct vm_memmap)` = 0xc0287611.
+ */
+#define VM_MMAP_GETNEXT 3223877137
+
+/*
+ `_IOWR('v', 18, struct vm_gla2gpa)` = 0xc0387612.
+ */
+#define VM_GLA2GPA_NOFAULT 3224925714
+
+/*
+ `_IOW('v', 19, struct vm_munmap)` = 0x80107613.
+ */
+#define VM_MUNMAP_MEMSEG 2148562451
+
+/*
+ `_IOW('v', 20, struct vm_register)` = 0x80107614.
+ */
+#define VM_SET_REGISTER 2148562452
+
+/*
+ `_IOWR('v', 21, struct vm_register)` = 0xc0107615.
+ */
+#define VM_GET_REGISTER 3222304277
+
+/*
+ `_IOW('v', 22, struct vm_seg_desc)` = 0x80187616.
+ */
+#define VM_SET_SEGMENT_DESCRIPTOR 2149086742
+
+/*
+ `_IOWR('v', 23, struct vm_seg_desc)` = 0xc0187617.
+ */
+#define VM_GET_SEGMENT_DESCRIPTOR 3222828567
+
+/*
+ `_IOW('v', 24, struct vm_register_set)` = 0x80187618.
+ */
+#define VM_SET_REGISTER_SET 2149086744
+
+/*
+ `_IOWR('v', 25, struct vm_register_set)` = 0xc0187619.
+ */
+#define VM_GET_REGISTER_SET 3222828569
+
+/*
+ `_IOWR('v', 26, struct vm_readwrite_kernemu_device)` = 0xc018761a.
+ */
+#define VM_GET_KERNEMU_DEV 3222828570
+
+/*
+ `_IOW('v', 27, struct vm_readwrite_kernemu_device)` = 0x8018761b.
+ */
+#define VM_SET_KERNEMU_DEV 2149086747
+
+/*
+ `_IOWR('v', 28, struct vm_intinfo)` = 0xc018761c.
+ */
+#define VM_GET_INTINFO 3222828572
+
+/*
+ `_IOW('v', 29, struct vm_intinfo)` = 0x8018761d.
+ */
+#define VM_SET_INTINFO 2149086749
+
+/*
+ `_IOW('v', 30, struct vm_exception)` = 0x8014761e.
+ */
+#define VM_INJECT_EXCEPTION 2148824606
+
+/*
+ `_IOW('v', 31, struct vm_lapic_irq)` = 0x8008761f.
+ */
+#define VM_LAPIC_IRQ 2148038175
+
+/*
+ `_IOW('v', 32, struct vm_nmi)` = 0x80047620.
+ */
+#define VM_INJECT_NMI 2147776032
+
+/*
+ `_IOW('v', 33, struct vm_ioapic_irq)` = 0x80047621.
+ */
+#define VM_IOAPIC_ASSERT_IRQ 2147776033
+
+/*
+ `_IOW('v', 34, struct vm_ioapic_irq)` = 0x80047622.
+ */
+#define VM_IOAPIC_DEASSERT_IRQ 2147776034
+
+/*
+ `_IOW('v', 35, struct vm_ioapic_irq)` = 0x80047623.
+ */
+#define VM_IOAPIC_PULSE_IRQ 2147776035
+
+/*
+ `_IOW('v', 36, struct vm_lapic_msi)` = 0x80107624.
+ */
+#define VM_LAPIC_MSI 2148562468
+
+/*
+ `_IOW('v', 37, struct vm_lapic_irq)` = 0x80087625.
+ */
+#define VM_LAPIC_LOCAL_IRQ 2148038181
+
+/*
+ `_IOR('v', 38, int)` = 0x40047626.
+ */
+#define VM_IOAPIC_PINCOUNT 1074034214
+
+/*
+ `_IOW('v', 39, int)` = 0x80047627.
+ */
+#define VM_RESTART_INSTRUCTION 2147776039
+
+/*
+ `_IOW('v', 40, struct vm_pptdev)` = 0x800c7628.
+ */
+#define VM_BIND_PPTDEV 2148300328
+
+/*
+ `_IOW('v', 41, struct vm_pptdev)` = 0x800c7629.
+ */
+#define VM_UNBIND_PPTDEV 2148300329
+
+/*
+ `_IOW('v', 42, struct vm_pptdev_mmio)` = 0x8028762a.
+ */
+#define VM_MAP_PPTDEV_MMIO 2150135338
+
+/*
+ `_IOW('v', 43, struct vm_pptdev_msi)` = 0x8028762b.
+ */
+#define VM_PPTDEV_MSI 2150135339
+
+/*
+ `_IOW('v', 44, struct vm_pptdev_msix)` = 0x8030762c.
+ */
+#define VM_PPTDEV_MSIX 2150659628
+
+/*
+ `_IOW('v', 45, struct vm_pptdev)` = 0x800c762d.
+ */
+#define VM_PPTDEV_DISABLE_MSIX 2148300333
+
+/*
+ `_IOW('v', 46, struct vm_pptdev_mmio)` = 0x8028762e.
+ */
+#define VM_UNMAP_PPTDEV_MMIO 2150135342
+
+/*
+ `_IOWR('v', 50, struct vm_stats)` = 0xc2207632.
+ */
+#define VM_STATS 3256907314
+
+/*
+ `_IOWR('v', 51, struct vm_stat_desc)` = 0xc0847633.
+ */
+#define VM_STAT_DESC 3229906483
+
+/*
+ `_IOW('v', 60, struct vm_x2apic)` = 0x8008763c.
+ */
+#define VM_SET_X2APIC_STATE 2148038204
+
+/*
+ `_IOWR('v', 61, struct vm_x2apic)` = 0xc008763d.
+ */
+#define VM_GET_X2APIC_STATE 3221780029
+
+/*
+ `_IOR('v', 62, struct vm_hpet_cap)` = 0x4004763e.
+ */
+#define VM_GET_HPET_CAPABILITIES 1074034238
+
+/*
+ `_IOW('v', 63, struct vm_cpu_topology)` = 0x8008763f.
+ */
+#define VM_SET_TOPOLOGY 2148038207
+
+/*
+ `_IOR('v', 64, struct vm_cpu_topology)` = 0x40087640.
+ */
+#define VM_GET_TOPOLOGY 1074296384
+
+/*
+ `_IOW('v', 80, struct vm_isa_irq)` = 0x80087650.
+ */
+#define VM_ISA_ASSERT_IRQ 2148038224
+
+/*
+ `_IOW('v', 81, struct vm_isa_irq)` = 0x80087651.
+ */
+#define VM_ISA_DEASSERT_IRQ 2148038225
+
+/*
+ `_IOW('v', 82, struct vm_isa_irq)` = 0x80087652.
+ */
+#define VM_ISA_PULSE_IRQ 2148038226
+
+/*
+ `_IOW('v', 83, struct vm_isa_irq_trigger)` = 0x80087653.
+ */
+#define VM_ISA_SET_IRQ_TRIGGER 2148038227
+
+/*
+ `_IOW('v', 90, struct vm_activate_cpu)` = 0x8004765a.
+ */
+#define VM_ACTIVATE_CPU 2147776090
+
+/*
+ `_IOW('v', 91, struct vm_cpuset)` = 0x8010765b.
+ */
+#define VM_GET_CPUS 2148562523
+
+/*
+ `_IOW('v', 92, struct vm_activate_cpu)` = 0x8004765c.
+ */
+#define VM_SUSPEND_CPU 2147776092
+
+/*
+ `_IOW('v', 93, struct vm_activate_cpu)` = 0x8004765d.
+ */
+#define VM_RESUME_CPU 2147776093
+
+/*
+ `_IOWR('v', 100, struct vm_rtc_data)` = 0xc0087664.
+ */
+#define VM_RTC_READ 3221780068
+
+/*
+ `_IOW('v', 101, struct vm_rtc_data)` = 0x80087665.
+ */
+#define VM_RTC_WRITE 2148038245
+
+/*
+ `_IOW('v', 102, struct vm_rtc_time)` = 0x80087666.
+ */
+#define VM_RTC_SETTIME 2148038246
+
+/*
+ `_IOR('v', 103, struct vm_rtc_time)` = 0x40087667.
+ */
+#define VM_RTC_GETTIME 1074296423
+
+/*
+ `_IOWR('v', 115, int)` = 0xc0047673.
+ */
+#define VM_RESTORE_TIME 3221517939
+
+/*
  Why a task switch happened (`enum task_switch_reason`, in
  `struct vm_task_switch`).
  */

@@ -22,16 +22,19 @@
 //! - [`enums`]: `vm_reg_name`, `vm_exitcode`, `vm_cap_type`, ...
 //! - [`exit`]: `struct vm_exit` and the structs inside its union.
 //! - [`args`]: the ioctl argument structs (`vm_run`, `vm_register`, ...).
+//! - [`ioctl`]: the `VM_*` ioctl command numbers.
 
 pub mod args;
 pub mod consts;
 pub mod enums;
 pub mod exit;
+pub mod ioctl;
 
 pub use args::*;
 pub use consts::*;
 pub use enums::*;
 pub use exit::*;
+pub use ioctl::*;
 
 #[cfg(test)]
 mod layout_tests {
