@@ -6,6 +6,1392 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
+
+/*
+ Opcode description of a decoded instruction (FreeBSD `struct vie_op`).
+ */
+struct vie_op {
+  uint8_t op_byte;
+  uint8_t op_type;
+  uint16_t op_flags;
+};
+
+/*
+ Instruction decoding state (FreeBSD `struct vie`, 64 bytes), part of
+ `vm_exit.u.inst_emul`.
+ */
+struct vie {
+  uint8_t inst[15];
+  uint8_t num_valid;
+  uint8_t num_processed;
+  unsigned int addrsize: 4, opsize: 4;
+  unsigned int rex_w: 1, rex_r: 1, rex_x: 1, rex_b: 1, rex_present: 1,
+      repz_present: 1, repnz_present: 1, opsize_override: 1,
+      addrsize_override: 1, segment_override: 1;
+  unsigned int mod: 2, reg: 4, rm: 4;
+  unsigned int ss: 2, vex_present: 1, vex_l: 1, index: 4, base: 4;
+  uint8_t disp_bytes;
+  uint8_t imm_bytes;
+  uint8_t scale;
+  unsigned int vex_reg: 4, vex_pp: 2, _sparebits: 2;
+  uint8_t _sparebytes[2];
+  int base_register;
+  int index_register;
+  int segment_register;
+  int64_t displacement;
+  int64_t immediate;
+  uint8_t decoded;
+  uint8_t _sparebyte;
+  struct vie_op op;
+};
+
+/*
+ An I/O port access (FreeBSD `struct vm_inout`, 8 bytes): `bytes` is the
+ access size (1, 2 or 4), `in` is 1 for IN and 0 for OUT, `eax` is the
+ value written by OUT.
+ */
+struct vm_inout {
+  unsigned int bytes: 3;
+  unsigned int in: 1;
+  unsigned int string: 1;
+  unsigned int rep: 1;
+  uint16_t port;
+  uint32_t eax;
+};
+
+/*
+ `VM_SET_KERNEMU_DEV` / `VM_GET_KERNEMU_DEV` argument (FreeBSD
+ `struct vm_readwrite_kernemu_device`, 24 bytes): access an in-kernel
+ device at `gpa`; `access_width` is log2 of the access size in bytes.
+ */
+struct vm_readwrite_kernemu_device {
+  int vcpuid;
+  unsigned int access_width: 3;
+  unsigned int _unused: 29;
+  uint64_t gpa;
+  uint64_t value;
+};
+
+
+/*
+ Longest prefix ("vmm/", "vmm.io/", ...) of a VM device path (`vmm.h`).
+ */
+#define VM_MAX_PREFIXLEN 10
+
+/*
+ Longest suffix (memory segment name) of a VM device path (`vmm.h`).
+ `struct vm_memseg` holds a name of `VM_MAX_SUFFIXLEN + 1` bytes.
+ */
+#define VM_MAX_SUFFIXLEN 15
+
+/*
+ Shortest accepted VM name (`vmm.h`).
+ */
+#define VM_MIN_NAMELEN 6
+
+/*
+ Longest VM name: SPECNAMELEN (255 since FreeBSD 13) minus
+ VM_MAX_PREFIXLEN, VM_MAX_SUFFIXLEN and a separator (`vmm.h`).
+ */
+#define VM_MAX_NAMELEN 229
+
+/*
+ Maximum number of vCPUs of a vmm_rs VM. FreeBSD 14 keeps the limit in
+ the `hw.vmm.maxcpu` tunable; this is the classic `VM_MAXCPU` value.
+ */
+#define VM_MAXCPU 16
+
+/*
+ Number of CPUs a userland `cpuset_t` can hold on FreeBSD 14
+ (`sys/_cpuset.h`; `CPU_SETSIZE` defaults to it). Not named
+ `CPU_SETSIZE` here because glibc's `<sched.h>` defines that name.
+ */
+#define CPU_MAXSIZE 1024
+
+/*
+ `struct vm_cpuset.which`: the set of activated vCPUs (`vmm_dev.h`).
+ */
+#define VM_ACTIVE_CPUS 0
+
+/*
+ `struct vm_cpuset.which`: the set of suspended vCPUs (`vmm_dev.h`).
+ */
+#define VM_SUSPENDED_CPUS 1
+
+/*
+ `struct vm_cpuset.which`: the set of vCPUs stopped for debugging
+ (`vmm_dev.h`).
+ */
+#define VM_DEBUG_CPUS 2
+
+/*
+ `struct vm_memmap.flags`: wire the mapping (`vmm_dev.h`).
+ */
+#define VM_MEMMAP_F_WIRED 1
+
+/*
+ `struct vm_memmap.flags`: map the range in the IOMMU (`vmm_dev.h`).
+ */
+#define VM_MEMMAP_F_IOMMU 2
+
+/*
+ `vm_set_memflags()` flag: include guest memory in core dumps (`vmmapi.h`).
+ */
+#define VM_MEM_F_INCORE 1
+
+/*
+ `vm_set_memflags()` flag: guest memory is wired (`vmmapi.h`).
+ */
+#define VM_MEM_F_WIRED 2
+
+/*
+ Memory segment id of guest system memory (`vmmapi.h`).
+ */
+#define VM_SYSMEM 0
+
+/*
+ Memory segment id of the boot ROM (`vmmapi.h`).
+ */
+#define VM_BOOTROM 1
+
+/*
+ Memory segment id of the framebuffer (`vmmapi.h`).
+ */
+#define VM_FRAMEBUFFER 2
+
+/*
+ Memory segment id of PCI option ROMs (`vmmapi.h`).
+ */
+#define VM_PCIROM 3
+
+/*
+ Guest memory below this address is "lowmem"; `vm_setup_memory()` puts
+ the rest at VM_HIGHMEM_BASE (libvmmapi `vmmapi.c`: 3 GiB, 0xc0000000).
+ */
+#define VM_LOWMEM_LIMIT 3221225472
+
+/*
+ Guest physical address where "highmem" starts (libvmmapi: 4 GiB, 0x100000000).
+ */
+#define VM_HIGHMEM_BASE 4294967296
+
+/*
+ Number of `uint64_t` counters in `struct vm_stats.statbuf` (`vmm_dev.h`).
+ */
+#define MAX_VM_STATS 64
+
+/*
+ Maximum length of an x86 instruction, the size of `struct vie.inst`
+ (`vmm.h`).
+ */
+#define VIE_INST_SIZE 15
+
+/*
+ `struct vm_intinfo` / exit interrupt info: error code is delivered (0x800).
+ */
+#define VM_INTINFO_DEL_ERRCODE 2048
+
+/*
+ `struct vm_intinfo`: reserved bits (0x7ffff000).
+ */
+#define VM_INTINFO_RSVD 2147479552
+
+/*
+ `struct vm_intinfo`: the event is valid (0x80000000).
+ */
+#define VM_INTINFO_VALID 2147483648
+
+/*
+ `struct vm_intinfo`: mask of the event type field (0x700).
+ */
+#define VM_INTINFO_TYPE 1792
+
+/*
+ `struct vm_intinfo` type: external (hardware) interrupt (0x000).
+ */
+#define VM_INTINFO_HWINTR 0
+
+/*
+ `struct vm_intinfo` type: NMI (0x200).
+ */
+#define VM_INTINFO_NMI 512
+
+/*
+ `struct vm_intinfo` type: hardware exception (0x300).
+ */
+#define VM_INTINFO_HWEXCEPTION 768
+
+/*
+ `struct vm_intinfo` type: software interrupt (0x400).
+ */
+#define VM_INTINFO_SWINTR 1024
+
+/*
+ `_IOWR('v', 1, struct vm_run)` = 0xc0207601.
+ */
+#define VM_RUN 3223352833
+
+/*
+ `_IOW('v', 2, struct vm_capability)` = 0x80107602.
+ */
+#define VM_SET_CAPABILITY 2148562434
+
+/*
+ `_IOWR('v', 3, struct vm_capability)` = 0xc0107603.
+ */
+#define VM_GET_CAPABILITY 3222304259
+
+/*
+ `_IOW('v', 4, struct vm_suspend)` = 0x80047604.
+ */
+#define VM_SUSPEND 2147776004
+
+/*
+ `_IO('v', 5)` = 0x20007605.
+ */
+#define VM_REINIT 536901125
+
+/*
+ `_IOWR('v', 12, struct vm_gpa_pte)` = 0xc030760c.
+ */
+#define VM_GET_GPA_PMAP 3224401420
+
+/*
+ `_IOWR('v', 13, struct vm_gla2gpa)` = 0xc038760d.
+ */
+#define VM_GLA2GPA 3224925709
+
+/*
+ `_IOW('v', 14, struct vm_memseg)` = 0x8020760e.
+ */
+#define VM_ALLOC_MEMSEG 2149611022
+
+/*
+ `_IOWR('v', 15, struct vm_memseg)` = 0xc020760f.
+ */
+#define VM_GET_MEMSEG 3223352847
+
+/*
+ `_IOW('v', 16, struct vm_memmap)` = 0x80287610.
+ */
+#define VM_MMAP_MEMSEG 2150135312
+
+/*
+ `_IOWR('v', 17, struct vm_memmap)` = 0xc0287611.
+ */
+#define VM_MMAP_GETNEXT 3223877137
+
+/*
+ `_IOWR('v', 18, struct vm_gla2gpa)` = 0xc0387612.
+ */
+#define VM_GLA2GPA_NOFAULT 3224925714
+
+/*
+ `_IOW('v', 19, struct vm_munmap)` = 0x80107613.
+ */
+#define VM_MUNMAP_MEMSEG 2148562451
+
+/*
+ `_IOW('v', 20, struct vm_register)` = 0x80107614.
+ */
+#define VM_SET_REGISTER 2148562452
+
+/*
+ `_IOWR('v', 21, struct vm_register)` = 0xc0107615.
+ */
+#define VM_GET_REGISTER 3222304277
+
+/*
+ `_IOW('v', 22, struct vm_seg_desc)` = 0x80187616.
+ */
+#define VM_SET_SEGMENT_DESCRIPTOR 2149086742
+
+/*
+ `_IOWR('v', 23, struct vm_seg_desc)` = 0xc0187617.
+ */
+#define VM_GET_SEGMENT_DESCRIPTOR 3222828567
+
+/*
+ `_IOW('v', 24, struct vm_register_set)` = 0x80187618.
+ */
+#define VM_SET_REGISTER_SET 2149086744
+
+/*
+ `_IOWR('v', 25, struct vm_register_set)` = 0xc0187619.
+ */
+#define VM_GET_REGISTER_SET 3222828569
+
+/*
+ `_IOWR('v', 26, struct vm_readwrite_kernemu_device)` = 0xc018761a.
+ */
+#define VM_GET_KERNEMU_DEV 3222828570
+
+/*
+ `_IOW('v', 27, struct vm_readwrite_kernemu_device)` = 0x8018761b.
+ */
+#define VM_SET_KERNEMU_DEV 2149086747
+
+/*
+ `_IOWR('v', 28, struct vm_intinfo)` = 0xc018761c.
+ */
+#define VM_GET_INTINFO 3222828572
+
+/*
+ `_IOW('v', 29, struct vm_intinfo)` = 0x8018761d.
+ */
+#define VM_SET_INTINFO 2149086749
+
+/*
+ `_IOW('v', 30, struct vm_exception)` = 0x8014761e.
+ */
+#define VM_INJECT_EXCEPTION 2148824606
+
+/*
+ `_IOW('v', 31, struct vm_lapic_irq)` = 0x8008761f.
+ */
+#define VM_LAPIC_IRQ 2148038175
+
+/*
+ `_IOW('v', 32, struct vm_nmi)` = 0x80047620.
+ */
+#define VM_INJECT_NMI 2147776032
+
+/*
+ `_IOW('v', 33, struct vm_ioapic_irq)` = 0x80047621.
+ */
+#define VM_IOAPIC_ASSERT_IRQ 2147776033
+
+/*
+ `_IOW('v', 34, struct vm_ioapic_irq)` = 0x80047622.
+ */
+#define VM_IOAPIC_DEASSERT_IRQ 2147776034
+
+/*
+ `_IOW('v', 35, struct vm_ioapic_irq)` = 0x80047623.
+ */
+#define VM_IOAPIC_PULSE_IRQ 2147776035
+
+/*
+ `_IOW('v', 36, struct vm_lapic_msi)` = 0x80107624.
+ */
+#define VM_LAPIC_MSI 2148562468
+
+/*
+ `_IOW('v', 37, struct vm_lapic_irq)` = 0x80087625.
+ */
+#define VM_LAPIC_LOCAL_IRQ 2148038181
+
+/*
+ `_IOR('v', 38, int)` = 0x40047626.
+ */
+#define VM_IOAPIC_PINCOUNT 1074034214
+
+/*
+ `_IOW('v', 39, int)` = 0x80047627.
+ */
+#define VM_RESTART_INSTRUCTION 2147776039
+
+/*
+ `_IOW('v', 40, struct vm_pptdev)` = 0x800c7628.
+ */
+#define VM_BIND_PPTDEV 2148300328
+
+/*
+ `_IOW('v', 41, struct vm_pptdev)` = 0x800c7629.
+ */
+#define VM_UNBIND_PPTDEV 2148300329
+
+/*
+ `_IOW('v', 42, struct vm_pptdev_mmio)` = 0x8028762a.
+ */
+#define VM_MAP_PPTDEV_MMIO 2150135338
+
+/*
+ `_IOW('v', 43, struct vm_pptdev_msi)` = 0x8028762b.
+ */
+#define VM_PPTDEV_MSI 2150135339
+
+/*
+ `_IOW('v', 44, struct vm_pptdev_msix)` = 0x8030762c.
+ */
+#define VM_PPTDEV_MSIX 2150659628
+
+/*
+ `_IOW('v', 45, struct vm_pptdev)` = 0x800c762d.
+ */
+#define VM_PPTDEV_DISABLE_MSIX 2148300333
+
+/*
+ `_IOW('v', 46, struct vm_pptdev_mmio)` = 0x8028762e.
+ */
+#define VM_UNMAP_PPTDEV_MMIO 2150135342
+
+/*
+ `_IOWR('v', 50, struct vm_stats)` = 0xc2207632.
+ */
+#define VM_STATS 3256907314
+
+/*
+ `_IOWR('v', 51, struct vm_stat_desc)` = 0xc0847633.
+ */
+#define VM_STAT_DESC 3229906483
+
+/*
+ `_IOW('v', 60, struct vm_x2apic)` = 0x8008763c.
+ */
+#define VM_SET_X2APIC_STATE 2148038204
+
+/*
+ `_IOWR('v', 61, struct vm_x2apic)` = 0xc008763d.
+ */
+#define VM_GET_X2APIC_STATE 3221780029
+
+/*
+ `_IOR('v', 62, struct vm_hpet_cap)` = 0x4004763e.
+ */
+#define VM_GET_HPET_CAPABILITIES 1074034238
+
+/*
+ `_IOW('v', 63, struct vm_cpu_topology)` = 0x8008763f.
+ */
+#define VM_SET_TOPOLOGY 2148038207
+
+/*
+ `_IOR('v', 64, struct vm_cpu_topology)` = 0x40087640.
+ */
+#define VM_GET_TOPOLOGY 1074296384
+
+/*
+ `_IOW('v', 80, struct vm_isa_irq)` = 0x80087650.
+ */
+#define VM_ISA_ASSERT_IRQ 2148038224
+
+/*
+ `_IOW('v', 81, struct vm_isa_irq)` = 0x80087651.
+ */
+#define VM_ISA_DEASSERT_IRQ 2148038225
+
+/*
+ `_IOW('v', 82, struct vm_isa_irq)` = 0x80087652.
+ */
+#define VM_ISA_PULSE_IRQ 2148038226
+
+/*
+ `_IOW('v', 83, struct vm_isa_irq_trigger)` = 0x80087653.
+ */
+#define VM_ISA_SET_IRQ_TRIGGER 2148038227
+
+/*
+ `_IOW('v', 90, struct vm_activate_cpu)` = 0x8004765a.
+ */
+#define VM_ACTIVATE_CPU 2147776090
+
+/*
+ `_IOW('v', 91, struct vm_cpuset)` = 0x8010765b.
+ */
+#define VM_GET_CPUS 2148562523
+
+/*
+ `_IOW('v', 92, struct vm_activate_cpu)` = 0x8004765c.
+ */
+#define VM_SUSPEND_CPU 2147776092
+
+/*
+ `_IOW('v', 93, struct vm_activate_cpu)` = 0x8004765d.
+ */
+#define VM_RESUME_CPU 2147776093
+
+/*
+ `_IOWR('v', 100, struct vm_rtc_data)` = 0xc0087664.
+ */
+#define VM_RTC_READ 3221780068
+
+/*
+ `_IOW('v', 101, struct vm_rtc_data)` = 0x80087665.
+ */
+#define VM_RTC_WRITE 2148038245
+
+/*
+ `_IOW('v', 102, struct vm_rtc_time)` = 0x80087666.
+ */
+#define VM_RTC_SETTIME 2148038246
+
+/*
+ `_IOR('v', 103, struct vm_rtc_time)` = 0x40087667.
+ */
+#define VM_RTC_GETTIME 1074296423
+
+/*
+ `_IOWR('v', 115, int)` = 0xc0047673.
+ */
+#define VM_RESTORE_TIME 3221517939
+
+/*
+ Why a task switch happened (`enum task_switch_reason`, in
+ `struct vm_task_switch`).
+ */
+enum task_switch_reason {
+  TSR_CALL = 0,
+  TSR_IRET = 1,
+  TSR_JMP = 2,
+  /*
+   Task gate in the IDT.
+   */
+  TSR_IDT_GATE = 3,
+};
+
+/*
+ Optional vCPU capabilities (`enum vm_cap_type`, `VM_SET_CAPABILITY` /
+ `VM_GET_CAPABILITY`).
+ */
+enum vm_cap_type {
+  VM_CAP_HALT_EXIT = 0,
+  VM_CAP_MTRAP_EXIT = 1,
+  VM_CAP_PAUSE_EXIT = 2,
+  VM_CAP_UNRESTRICTED_GUEST = 3,
+  VM_CAP_ENABLE_INVPCID = 4,
+  VM_CAP_BPT_EXIT = 5,
+  VM_CAP_RDPID = 6,
+  VM_CAP_RDTSCP = 7,
+  VM_CAP_IPI_EXIT = 8,
+  VM_CAP_MASK_HWINTR = 9,
+  VM_CAP_RFLAGS_TF = 10,
+  /*
+   Sentinel: number of capabilities.
+   */
+  VM_CAP_MAX = 11,
+};
+
+/*
+ Processor mode of the guest (`enum vm_cpu_mode`, in
+ `struct vm_guest_paging`).
+ */
+enum vm_cpu_mode {
+  CPU_MODE_REAL = 0,
+  CPU_MODE_PROTECTED = 1,
+  /*
+   IA-32e mode with CS.L = 0.
+   */
+  CPU_MODE_COMPATIBILITY = 2,
+  /*
+   IA-32e mode with CS.L = 1.
+   */
+  CPU_MODE_64BIT = 3,
+};
+
+/*
+ Reason of a VM exit (`enum vm_exitcode`, `struct vm_exit.exitcode`).
+ */
+enum vm_exitcode {
+  VM_EXITCODE_INOUT = 0,
+  VM_EXITCODE_VMX = 1,
+  VM_EXITCODE_BOGUS = 2,
+  VM_EXITCODE_RDMSR = 3,
+  VM_EXITCODE_WRMSR = 4,
+  VM_EXITCODE_HLT = 5,
+  VM_EXITCODE_MTRAP = 6,
+  VM_EXITCODE_PAUSE = 7,
+  VM_EXITCODE_PAGING = 8,
+  VM_EXITCODE_INST_EMUL = 9,
+  VM_EXITCODE_SPINUP_AP = 10,
+  /*
+   Formerly SPINDOWN_CPU.
+   */
+  VM_EXITCODE_DEPRECATED1 = 11,
+  VM_EXITCODE_RENDEZVOUS = 12,
+  VM_EXITCODE_IOAPIC_EOI = 13,
+  VM_EXITCODE_SUSPENDED = 14,
+  VM_EXITCODE_INOUT_STR = 15,
+  VM_EXITCODE_TASK_SWITCH = 16,
+  VM_EXITCODE_MONITOR = 17,
+  VM_EXITCODE_MWAIT = 18,
+  VM_EXITCODE_SVM = 19,
+  VM_EXITCODE_REQIDLE = 20,
+  VM_EXITCODE_DEBUG = 21,
+  VM_EXITCODE_VMINSN = 22,
+  VM_EXITCODE_BPT = 23,
+  VM_EXITCODE_IPI = 24,
+  VM_EXITCODE_DB = 25,
+  /*
+   Sentinel: number of exit codes.
+   */
+  VM_EXITCODE_MAX = 26,
+};
+
+/*
+ Trigger mode of an ISA interrupt (`enum vm_intr_trigger`,
+ `VM_ISA_SET_IRQ_TRIGGER`).
+ */
+enum vm_intr_trigger {
+  EDGE_TRIGGER = 0,
+  LEVEL_TRIGGER = 1,
+};
+
+/*
+ How `vm_setup_memory()` maps guest memory into the calling process
+ (`enum vm_mmap_style`, `vmmapi.h`).
+ */
+enum vm_mmap_style {
+  /*
+   No mapping.
+   */
+  VM_MMAP_NONE = 0,
+  /*
+   Fully and statically mapped.
+   */
+  VM_MMAP_ALL = 1,
+  /*
+   Mappings created on demand.
+   */
+  VM_MMAP_SPARSE = 2,
+};
+
+/*
+ Paging mode of the guest (`enum vm_paging_mode`, in
+ `struct vm_guest_paging`).
+ */
+enum vm_paging_mode {
+  PAGING_MODE_FLAT = 0,
+  PAGING_MODE_32 = 1,
+  PAGING_MODE_PAE = 2,
+  PAGING_MODE_64 = 3,
+  PAGING_MODE_64_LA57 = 4,
+};
+
+/*
+ Guest register identifiers (`enum vm_reg_name`), used as `regnum` by
+ `VM_SET_REGISTER`, `VM_GET_REGISTER`, the register-set and
+ segment-descriptor ioctls.
+ */
+enum vm_reg_name {
+  VM_REG_GUEST_RAX = 0,
+  VM_REG_GUEST_RBX = 1,
+  VM_REG_GUEST_RCX = 2,
+  VM_REG_GUEST_RDX = 3,
+  VM_REG_GUEST_RSI = 4,
+  VM_REG_GUEST_RDI = 5,
+  VM_REG_GUEST_RBP = 6,
+  VM_REG_GUEST_R8 = 7,
+  VM_REG_GUEST_R9 = 8,
+  VM_REG_GUEST_R10 = 9,
+  VM_REG_GUEST_R11 = 10,
+  VM_REG_GUEST_R12 = 11,
+  VM_REG_GUEST_R13 = 12,
+  VM_REG_GUEST_R14 = 13,
+  VM_REG_GUEST_R15 = 14,
+  VM_REG_GUEST_CR0 = 15,
+  VM_REG_GUEST_CR3 = 16,
+  VM_REG_GUEST_CR4 = 17,
+  VM_REG_GUEST_DR7 = 18,
+  VM_REG_GUEST_RSP = 19,
+  VM_REG_GUEST_RIP = 20,
+  VM_REG_GUEST_RFLAGS = 21,
+  VM_REG_GUEST_ES = 22,
+  VM_REG_GUEST_CS = 23,
+  VM_REG_GUEST_SS = 24,
+  VM_REG_GUEST_DS = 25,
+  VM_REG_GUEST_FS = 26,
+  VM_REG_GUEST_GS = 27,
+  VM_REG_GUEST_LDTR = 28,
+  VM_REG_GUEST_TR = 29,
+  VM_REG_GUEST_IDTR = 30,
+  VM_REG_GUEST_GDTR = 31,
+  VM_REG_GUEST_EFER = 32,
+  VM_REG_GUEST_CR2 = 33,
+  VM_REG_GUEST_PDPTE0 = 34,
+  VM_REG_GUEST_PDPTE1 = 35,
+  VM_REG_GUEST_PDPTE2 = 36,
+  VM_REG_GUEST_PDPTE3 = 37,
+  VM_REG_GUEST_INTR_SHADOW = 38,
+  VM_REG_GUEST_DR0 = 39,
+  VM_REG_GUEST_DR1 = 40,
+  VM_REG_GUEST_DR2 = 41,
+  VM_REG_GUEST_DR3 = 42,
+  VM_REG_GUEST_DR6 = 43,
+  VM_REG_GUEST_ENTRY_INST_LENGTH = 44,
+  VM_REG_GUEST_FS_BASE = 45,
+  VM_REG_GUEST_GS_BASE = 46,
+  VM_REG_GUEST_KGS_BASE = 47,
+  VM_REG_GUEST_TPR = 48,
+  /*
+   Sentinel: number of registers.
+   */
+  VM_REG_LAST = 49,
+};
+
+/*
+ How a VM is suspended (`enum vm_suspend_how`, `VM_SUSPEND` ioctl).
+ */
+enum vm_suspend_how {
+  /*
+   Not suspended; invalid as a `VM_SUSPEND` argument.
+   */
+  VM_SUSPEND_NONE = 0,
+  VM_SUSPEND_RESET = 1,
+  VM_SUSPEND_POWEROFF = 2,
+  VM_SUSPEND_HALT = 3,
+  VM_SUSPEND_TRIPLEFAULT = 4,
+  /*
+   Sentinel: number of values.
+   */
+  VM_SUSPEND_LAST = 5,
+};
+
+/*
+ Local APIC x2APIC mode of a vCPU (`enum x2apic_state`,
+ `VM_SET_X2APIC_STATE` / `VM_GET_X2APIC_STATE`).
+ */
+enum x2apic_state {
+  X2APIC_DISABLED = 0,
+  X2APIC_ENABLED = 1,
+  /*
+   Sentinel: number of states.
+   */
+  X2APIC_STATE_LAST = 2,
+};
+
+/*
+ Segment descriptor as vmm sees it (`struct seg_desc`): base, limit and
+ VMX-style access rights (bit 16 = unusable).
+ */
+struct seg_desc {
+  uint64_t base;
+  uint32_t limit;
+  uint32_t access;
+};
+
+/*
+ Guest paging state needed to walk guest page tables
+ (`struct vm_guest_paging`).
+ */
+struct vm_guest_paging {
+  uint64_t cr3;
+  int cpl;
+  /*
+   `enum vm_cpu_mode`.
+   */
+  int cpu_mode;
+  /*
+   `enum vm_paging_mode`.
+   */
+  int paging_mode;
+};
+
+/*
+ A string I/O access, INS/OUTS (`struct vm_inout_str`).
+ */
+struct vm_inout_str {
+  /*
+   Must be the first member: `u.inout` and `u.inout_str.inout` alias.
+   */
+  struct vm_inout inout;
+  struct vm_guest_paging paging;
+  uint64_t rflags;
+  uint64_t cr0;
+  uint64_t index;
+  /*
+   Repeat count: %rcx if rep, else 1.
+   */
+  uint64_t count;
+  int addrsize;
+  /*
+   `enum vm_reg_name` of the segment.
+   */
+  int seg_name;
+  struct seg_desc seg_desc;
+};
+
+/*
+ A task switch (`struct vm_task_switch`).
+ */
+struct vm_task_switch {
+  /*
+   New TSS selector.
+   */
+  uint16_t tsssel;
+  /*
+   Task switch due to an external event.
+   */
+  int ext;
+  uint32_t errcode;
+  /*
+   Push `errcode` on the new stack.
+   */
+  int errcode_valid;
+  /*
+   `enum task_switch_reason`.
+   */
+  int reason;
+  struct vm_guest_paging paging;
+};
+
+/*
+ `vm_exit.u.paging`: nested page fault.
+ */
+struct vm_exit_paging {
+  uint64_t gpa;
+  int fault_type;
+};
+
+/*
+ `vm_exit.u.inst_emul`: MMIO access needing instruction emulation.
+ */
+struct vm_exit_inst_emul {
+  uint64_t gpa;
+  uint64_t gla;
+  uint64_t cs_base;
+  /*
+   CS.D.
+   */
+  int cs_d;
+  struct vm_guest_paging paging;
+  struct vie vie;
+};
+
+/*
+ `vm_exit.u.vmx`: VMX exit with no better exit code.
+ */
+struct vm_exit_vmx {
+  /*
+   VMX instruction status; the fields below depend on it being 0.
+   */
+  int status;
+  uint32_t exit_reason;
+  uint64_t exit_qualification;
+  int inst_type;
+  int inst_error;
+};
+
+/*
+ `vm_exit.u.svm`: SVM exit with no better exit code.
+ */
+struct vm_exit_svm {
+  uint64_t exitcode;
+  uint64_t exitinfo1;
+  uint64_t exitinfo2;
+};
+
+/*
+ `vm_exit.u.bpt`: breakpoint exit.
+ */
+struct vm_exit_bpt {
+  int inst_length;
+};
+
+/*
+ `vm_exit.u.dbg`: debug exit (single-stepping state).
+ */
+struct vm_exit_dbg {
+  int trace_trap;
+  int pushf_intercept;
+  int tf_shadow_val;
+  struct vm_guest_paging paging;
+};
+
+/*
+ `vm_exit.u.msr`: RDMSR/WRMSR exit.
+ */
+struct vm_exit_msr {
+  /*
+   %ecx.
+   */
+  uint32_t code;
+  /*
+   Value written, for WRMSR.
+   */
+  uint64_t wval;
+};
+
+/*
+ `vm_exit.u.spinup_ap`: a vCPU sent a STARTUP IPI to `vcpu`.
+ */
+struct vm_exit_spinup_ap {
+  int vcpu;
+  uint64_t rip;
+};
+
+/*
+ `vm_exit.u.hlt`: HLT exit.
+ */
+struct vm_exit_hlt {
+  uint64_t rflags;
+  uint64_t intr_status;
+};
+
+/*
+ `vm_exit.u.ioapic_eoi`: EOI of a level-triggered vector.
+ */
+struct vm_exit_ioapic_eoi {
+  int vector;
+};
+
+/*
+ `vm_exit.u.suspended`: the VM is suspended.
+ */
+struct vm_exit_suspended {
+  /*
+   `enum vm_suspend_how`.
+   */
+  int how;
+};
+
+/*
+ `vm_exit.u.ipi`: IPI exit. The destination vCPUs are returned through
+ `vm_run.cpuset`, not here.
+ */
+struct vm_exit_ipi {
+  uint32_t mode;
+  uint8_t vector;
+};
+
+/*
+ The exit-specific part of `struct vm_exit` (FreeBSD: anonymous union
+ `u`), 120 bytes. `_raw` is a vmm_rs addition covering all of it, so the
+ union can be zeroed and copied as a whole; it is not in FreeBSD.
+ */
+union vm_exit_u {
+  struct vm_inout inout;
+  struct vm_inout_str inout_str;
+  struct vm_exit_paging paging;
+  struct vm_exit_inst_emul inst_emul;
+  struct vm_exit_vmx vmx;
+  struct vm_exit_svm svm;
+  struct vm_exit_bpt bpt;
+  struct vm_exit_dbg dbg;
+  struct vm_exit_msr msr;
+  struct vm_exit_spinup_ap spinup_ap;
+  struct vm_exit_hlt hlt;
+  struct vm_exit_ioapic_eoi ioapic_eoi;
+  struct vm_exit_suspended suspended;
+  struct vm_exit_ipi ipi;
+  struct vm_task_switch task_switch;
+  uint64_t _raw[15];
+};
+
+/*
+ Description of a VM exit (`struct vm_exit`, 136 bytes), filled in by
+ `VM_RUN` through `vm_run.vm_exit`.
+ */
+struct vm_exit {
+  /*
+   `enum vm_exitcode`.
+   */
+  int exitcode;
+  /*
+   Length of the exiting instruction; 0 means unknown.
+   */
+  int inst_length;
+  uint64_t rip;
+  union vm_exit_u u;
+};
+
+/*
+ FreeBSD's `struct _cpuset`: a bitmap of CPU_MAXSIZE (1024) CPUs in
+ `long` words, CPU `n` at bit `n % 64` of word `n / 64`. Use it as
+ `cpuset_t`.
+ */
+struct _cpuset {
+  long __bits[16];
+};
+
+/*
+ FreeBSD's `cpuset_t` (`sys/_cpuset.h`; 128 bytes on FreeBSD 14 amd64).
+ */
+typedef struct _cpuset cpuset_t;
+
+/*
+ `VM_RUN` argument (`struct vm_run`, FreeBSD 14 form, 32 bytes): run
+ vCPU `cpuid` until an exit, described in `*vm_exit`. For exits that
+ name vCPUs (IPI, rendezvous) the set is copied to `cpuset`, at most
+ `cpusetsize` bytes of it.
+ */
+struct vm_run {
+  int cpuid;
+  cpuset_t *cpuset;
+  size_t cpusetsize;
+  struct vm_exit *vm_exit;
+};
+
+/*
+ `VM_SET_REGISTER` / `VM_GET_REGISTER` argument (`struct vm_register`).
+ */
+struct vm_register {
+  int cpuid;
+  /*
+   `enum vm_reg_name`.
+   */
+  int regnum;
+  uint64_t regval;
+};
+
+/*
+ `VM_SET_SEGMENT_DESCRIPTOR` / `VM_GET_SEGMENT_DESCRIPTOR` argument
+ (`struct vm_seg_desc`).
+ */
+struct vm_seg_desc {
+  int cpuid;
+  /*
+   `enum vm_reg_name`.
+   */
+  int regnum;
+  struct seg_desc desc;
+};
+
+/*
+ `VM_SET_REGISTER_SET` / `VM_GET_REGISTER_SET` argument
+ (`struct vm_register_set`): `count` registers named by `regnums`
+ (`enum vm_reg_name`), values in `regvals`.
+ */
+struct vm_register_set {
+  int cpuid;
+  unsigned int count;
+  const int *regnums;
+  uint64_t *regvals;
+};
+
+/*
+ `VM_SET_CAPABILITY` / `VM_GET_CAPABILITY` argument
+ (`struct vm_capability`).
+ */
+struct vm_capability {
+  int cpuid;
+  /*
+   `enum vm_cap_type`.
+   */
+  int captype;
+  int capval;
+  int allcpus;
+};
+
+/*
+ `VM_IOAPIC_ASSERT_IRQ` / `_DEASSERT_IRQ` / `_PULSE_IRQ` argument
+ (`struct vm_ioapic_irq`).
+ */
+struct vm_ioapic_irq {
+  int irq;
+};
+
+/*
+ `VM_ISA_ASSERT_IRQ` / `_DEASSERT_IRQ` / `_PULSE_IRQ` argument
+ (`struct vm_isa_irq`); `ioapic_irq` -1 means no IOAPIC pin.
+ */
+struct vm_isa_irq {
+  int atpic_irq;
+  int ioapic_irq;
+};
+
+/*
+ `VM_ISA_SET_IRQ_TRIGGER` argument (`struct vm_isa_irq_trigger`).
+ */
+struct vm_isa_irq_trigger {
+  int atpic_irq;
+  /*
+   `enum vm_intr_trigger`.
+   */
+  int trigger;
+};
+
+/*
+ `VM_LAPIC_IRQ` / `VM_LAPIC_LOCAL_IRQ` argument (`struct vm_lapic_irq`).
+ */
+struct vm_lapic_irq {
+  int cpuid;
+  int vector;
+};
+
+/*
+ `VM_LAPIC_MSI` argument (`struct vm_lapic_msi`): MSI data and address.
+ */
+struct vm_lapic_msi {
+  uint64_t msg;
+  uint64_t addr;
+};
+
+/*
+ `VM_ACTIVATE_CPU` / `VM_SUSPEND_CPU` / `VM_RESUME_CPU` argument
+ (`struct vm_activate_cpu`); for suspend/resume, -1 means all vCPUs.
+ */
+struct vm_activate_cpu {
+  int vcpuid;
+};
+
+/*
+ `VM_SUSPEND` argument (`struct vm_suspend`).
+ */
+struct vm_suspend {
+  /*
+   `enum vm_suspend_how`.
+   */
+  int how;
+};
+
+/*
+ `VM_GET_CPUS` argument (`struct vm_cpuset`): copies the set selected by
+ `which` (VM_ACTIVE_CPUS, VM_SUSPENDED_CPUS, VM_DEBUG_CPUS) to `cpus`,
+ `cpusetsize` bytes.
+ */
+struct vm_cpuset {
+  int which;
+  int cpusetsize;
+  cpuset_t *cpus;
+};
+
+/*
+ `VM_ALLOC_MEMSEG` / `VM_GET_MEMSEG` argument (`struct vm_memseg`): a
+ memory segment; an empty `name` means system memory.
+ */
+struct vm_memseg {
+  int segid;
+  size_t len;
+  /*
+   `VM_MAX_SUFFIXLEN + 1` bytes, NUL-terminated.
+   */
+  char name[16];
+};
+
+/*
+ `VM_MMAP_MEMSEG` / `VM_MMAP_GETNEXT` argument (`struct vm_memmap`):
+ maps `len` bytes of segment `segid` from `segoff` at guest physical
+ address `gpa`, with `prot` (PROT_*) and `flags` (VM_MEMMAP_F_*).
+ */
+struct vm_memmap {
+  uint64_t gpa;
+  int segid;
+  uint64_t segoff;
+  size_t len;
+  int prot;
+  int flags;
+};
+
+/*
+ `VM_MUNMAP_MEMSEG` argument (`struct vm_munmap`).
+ */
+struct vm_munmap {
+  uint64_t gpa;
+  size_t len;
+};
+
+/*
+ `VM_SET_INTINFO` / `VM_GET_INTINFO` argument (`struct vm_intinfo`):
+ pending event information (VM_INTINFO_* format).
+ */
+struct vm_intinfo {
+  int vcpuid;
+  uint64_t info1;
+  uint64_t info2;
+};
+
+/*
+ `VM_INJECT_EXCEPTION` argument (`struct vm_exception`).
+ */
+struct vm_exception {
+  int cpuid;
+  int vector;
+  uint32_t error_code;
+  int error_code_valid;
+  int restart_instruction;
+};
+
+/*
+ `VM_INJECT_NMI` argument (`struct vm_nmi`).
+ */
+struct vm_nmi {
+  int cpuid;
+};
+
+/*
+ `VM_SET_X2APIC_STATE` / `VM_GET_X2APIC_STATE` argument
+ (`struct vm_x2apic`).
+ */
+struct vm_x2apic {
+  int cpuid;
+  /*
+   `enum x2apic_state`.
+   */
+  int state;
+};
+
+/*
+ `VM_SET_TOPOLOGY` / `VM_GET_TOPOLOGY` argument
+ (`struct vm_cpu_topology`).
+ */
+struct vm_cpu_topology {
+  uint16_t sockets;
+  uint16_t cores;
+  uint16_t threads;
+  uint16_t maxcpus;
+};
+
+/*
+ `VM_STATS` argument (`struct vm_stats`, FreeBSD 14 form with `index`):
+ up to MAX_VM_STATS counters of vCPU `cpuid`, starting at counter
+ `index`.
+ */
+struct vm_stats {
+  /*
+   In.
+   */
+  int cpuid;
+  /*
+   In.
+   */
+  int index;
+  /*
+   Out.
+   */
+  int num_entries;
+  struct timeval tv;
+  uint64_t statbuf[MAX_VM_STATS];
+};
+
+/*
+ `VM_STAT_DESC` argument (`struct vm_stat_desc`): description of
+ counter `index`.
+ */
+struct vm_stat_desc {
+  /*
+   In.
+   */
+  int index;
+  /*
+   Out.
+   */
+  char desc[128];
+};
+
+/*
+ `VM_GLA2GPA` / `VM_GLA2GPA_NOFAULT` argument (`struct vm_gla2gpa`):
+ translates guest linear address `gla` for an access with `prot`
+ (PROT_READ or PROT_WRITE).
+ */
+struct vm_gla2gpa {
+  /*
+   In.
+   */
+  int vcpuid;
+  /*
+   In.
+   */
+  int prot;
+  /*
+   In.
+   */
+  uint64_t gla;
+  /*
+   In.
+   */
+  struct vm_guest_paging paging;
+  /*
+   Out.
+   */
+  int fault;
+  /*
+   Out.
+   */
+  uint64_t gpa;
+};
+
+/*
+ `VM_GET_GPA_PMAP` argument (`struct vm_gpa_pte`): host page-table
+ entries for `gpa`.
+ */
+struct vm_gpa_pte {
+  /*
+   In.
+   */
+  uint64_t gpa;
+  /*
+   Out.
+   */
+  uint64_t pte[4];
+  int ptenum;
+};
+
+/*
+ `VM_GET_HPET_CAPABILITIES` argument (`struct vm_hpet_cap`).
+ */
+struct vm_hpet_cap {
+  /*
+   Low 32 bits of the HPET capabilities register.
+   */
+  uint32_t capabilities;
+};
+
+/*
+ `VM_RTC_SETTIME` / `VM_RTC_GETTIME` argument (`struct vm_rtc_time`).
+ */
+struct vm_rtc_time {
+  time_t secs;
+};
+
+/*
+ `VM_RTC_READ` / `VM_RTC_WRITE` argument (`struct vm_rtc_data`): one
+ byte of RTC CMOS at `offset`.
+ */
+struct vm_rtc_data {
+  int offset;
+  uint8_t value;
+};
+
+/*
+ `VM_BIND_PPTDEV` / `VM_UNBIND_PPTDEV` / `VM_PPTDEV_DISABLE_MSIX`
+ argument (`struct vm_pptdev`): a PCI pass-through device.
+ */
+struct vm_pptdev {
+  int bus;
+  int slot;
+  int func;
+};
+
+/*
+ `VM_MAP_PPTDEV_MMIO` / `VM_UNMAP_PPTDEV_MMIO` argument
+ (`struct vm_pptdev_mmio`).
+ */
+struct vm_pptdev_mmio {
+  int bus;
+  int slot;
+  int func;
+  uint64_t gpa;
+  uint64_t hpa;
+  size_t len;
+};
+
+/*
+ `VM_PPTDEV_MSI` argument (`struct vm_pptdev_msi`).
+ */
+struct vm_pptdev_msi {
+  /*
+   Unused.
+   */
+  int vcpu;
+  int bus;
+  int slot;
+  int func;
+  /*
+   0 means disabled.
+   */
+  int numvec;
+  uint64_t msg;
+  uint64_t addr;
+};
+
+/*
+ `VM_PPTDEV_MSIX` argument (`struct vm_pptdev_msix`).
+ */
+struct vm_pptdev_msix {
+  /*
+   Unused.
+   */
+  int vcpu;
+  int bus;
+  int slot;
+  int func;
+  int idx;
+  uint64_t msg;
+  uint32_t vector_control;
+  uint64_t addr;
+};
 
 /*
  Opaque vCPU handle (libvmmapi's `struct vcpu`).

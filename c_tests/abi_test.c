@@ -1,0 +1,360 @@
+/*
+ * ABI test: the generated vmm_rs.h must describe FreeBSD 14's amd64
+ * <machine/vmm.h> / <machine/vmm_dev.h> ABI. Checks struct sizes, field
+ * offsets, bit-field positions, enum values and every VM_* ioctl number
+ * (recomputed here with the BSD _IOC formula). Needs only the header.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm_rs.h"
+#include "test_util.h"
+
+/* BSD ioctl encoding (sys/sys/ioccom.h), under names that cannot clash. */
+#define T_IOC_VOID	0x20000000UL
+#define T_IOC_OUT	0x40000000UL
+#define T_IOC_IN	0x80000000UL
+#define T_IOC_INOUT	0xc0000000UL
+#define T_BSD_IOC(dir, num, len)                                            \
+	((unsigned long)(dir) | (((unsigned long)(len) & 0x1fffUL) << 16) |   \
+	    ((unsigned long)'v' << 8) | (unsigned long)(num))
+
+#define CHECK_IOC(cmd, dir, num, len)                                       \
+	CHECK((unsigned long)(cmd) == T_BSD_IOC(dir, num, len))
+
+/* First 16 bits of an object, for bit-field checks. */
+static uint16_t
+raw16(const void *p)
+{
+	uint16_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return (v);
+}
+
+static uint32_t
+raw32_at(const void *p, size_t off)
+{
+	uint32_t v;
+
+	memcpy(&v, (const char *)p + off, sizeof(v));
+	return (v);
+}
+
+static void
+check_sizes(void)
+{
+	/* Sizes stated in semantics.md section 4. */
+	CHECK(sizeof(struct vm_run) == 32);
+	CHECK(sizeof(struct vm_exit) == 136);
+	CHECK(sizeof(struct vm_register) == 16);
+	CHECK(sizeof(struct vm_seg_desc) == 24);
+	CHECK(sizeof(struct vm_capability) == 16);
+	CHECK(sizeof(struct vm_ioapic_irq) == 4);
+	CHECK(sizeof(struct vm_isa_irq) == 8);
+	CHECK(sizeof(struct vm_lapic_irq) == 8);
+	CHECK(sizeof(struct vm_lapic_msi) == 16);
+	CHECK(sizeof(struct vm_activate_cpu) == 4);
+	CHECK(sizeof(struct vm_suspend) == 4);
+	CHECK(sizeof(struct vm_cpuset) == 16);
+	CHECK(sizeof(struct vm_memseg) == 32);
+	CHECK(sizeof(struct vm_memmap) == 40);
+	CHECK(sizeof(struct vm_munmap) == 16);
+	CHECK(sizeof(struct vm_intinfo) == 24);
+
+	/* The other FreeBSD 14 amd64 structs. */
+	CHECK(sizeof(cpuset_t) == 128);
+	CHECK(sizeof(cpuset_t) * 8 == CPU_MAXSIZE);
+	CHECK(sizeof(struct seg_desc) == 16);
+	CHECK(sizeof(struct vm_guest_paging) == 24);
+	CHECK(sizeof(struct vie_op) == 4);
+	CHECK(sizeof(struct vie) == 64);
+	CHECK(sizeof(struct vm_inout) == 8);
+	CHECK(sizeof(struct vm_inout_str) == 88);
+	CHECK(sizeof(struct vm_task_switch) == 48);
+	CHECK(sizeof(union vm_exit_u) == 120);
+	CHECK(sizeof(struct vm_register_set) == 24);
+	CHECK(sizeof(struct vm_isa_irq_trigger) == 8);
+	CHECK(sizeof(struct vm_exception) == 20);
+	CHECK(sizeof(struct vm_nmi) == 4);
+	CHECK(sizeof(struct vm_x2apic) == 8);
+	CHECK(sizeof(struct vm_readwrite_kernemu_device) == 24);
+	CHECK(sizeof(struct vm_cpu_topology) == 8);
+	CHECK(sizeof(struct vm_stats) == 544);
+	CHECK(sizeof(struct vm_stat_desc) == 132);
+	CHECK(sizeof(struct vm_gla2gpa) == 56);
+	CHECK(sizeof(struct vm_gpa_pte) == 48);
+	CHECK(sizeof(struct vm_hpet_cap) == 4);
+	CHECK(sizeof(struct vm_rtc_time) == 8);
+	CHECK(sizeof(struct vm_rtc_data) == 8);
+	CHECK(sizeof(struct vm_pptdev) == 12);
+	CHECK(sizeof(struct vm_pptdev_mmio) == 40);
+	CHECK(sizeof(struct vm_pptdev_msi) == 40);
+	CHECK(sizeof(struct vm_pptdev_msix) == 48);
+	CHECK(sizeof(((struct vm_memseg *)0)->name) == VM_MAX_SUFFIXLEN + 1);
+	CHECK(sizeof(((struct vm_stats *)0)->statbuf) == 8 * MAX_VM_STATS);
+	CHECK(sizeof(((struct vie *)0)->inst) == VIE_INST_SIZE);
+}
+
+static void
+check_offsets(void)
+{
+	CHECK(offsetof(struct vm_run, cpuid) == 0);
+	CHECK(offsetof(struct vm_run, cpuset) == 8);
+	CHECK(offsetof(struct vm_run, cpusetsize) == 16);
+	CHECK(offsetof(struct vm_run, vm_exit) == 24);
+
+	CHECK(offsetof(struct vm_exit, exitcode) == 0);
+	CHECK(offsetof(struct vm_exit, inst_length) == 4);
+	CHECK(offsetof(struct vm_exit, rip) == 8);
+	CHECK(offsetof(struct vm_exit, u) == 16);
+	CHECK(offsetof(struct vm_exit, u.inout.port) == 18);
+	CHECK(offsetof(struct vm_exit, u.inout.eax) == 20);
+	CHECK(offsetof(struct vm_exit, u.inout_str.paging) == 24);
+	CHECK(offsetof(struct vm_exit, u.inout_str.seg_desc) == 88);
+	CHECK(offsetof(struct vm_exit, u.inst_emul.gpa) == 16);
+	CHECK(offsetof(struct vm_exit, u.inst_emul.gla) == 24);
+	CHECK(offsetof(struct vm_exit, u.inst_emul.cs_base) == 32);
+	CHECK(offsetof(struct vm_exit, u.inst_emul.cs_d) == 40);
+	CHECK(offsetof(struct vm_exit, u.inst_emul.paging) == 48);
+	CHECK(offsetof(struct vm_exit, u.inst_emul.vie) == 72);
+	CHECK(offsetof(struct vm_exit, u.hlt.intr_status) == 24);
+	CHECK(offsetof(struct vm_exit, u.msr.wval) == 24);
+	CHECK(offsetof(struct vm_exit, u.spinup_ap.rip) == 24);
+	CHECK(offsetof(struct vm_exit, u.suspended.how) == 16);
+	CHECK(offsetof(struct vm_exit, u.ioapic_eoi.vector) == 16);
+	CHECK(offsetof(struct vm_exit, u.dbg.paging) == 32);
+	CHECK(offsetof(struct vm_exit, u.task_switch.paging) == 40);
+
+	/* FreeBSD's own _Static_asserts on struct vie. */
+	CHECK(offsetof(struct vie, num_valid) == 15);
+	CHECK(offsetof(struct vie, num_processed) == 16);
+	CHECK(offsetof(struct vie, disp_bytes) == 22);
+	CHECK(offsetof(struct vie, scale) == 24);
+	CHECK(offsetof(struct vie, _sparebytes) == 26);
+	CHECK(offsetof(struct vie, base_register) == 28);
+	CHECK(offsetof(struct vie, displacement) == 40);
+	CHECK(offsetof(struct vie, immediate) == 48);
+	CHECK(offsetof(struct vie, decoded) == 56);
+	CHECK(offsetof(struct vie, op) == 58);
+
+	CHECK(offsetof(struct vm_register, cpuid) == 0);
+	CHECK(offsetof(struct vm_register, regnum) == 4);
+	CHECK(offsetof(struct vm_register, regval) == 8);
+
+	CHECK(offsetof(struct vm_seg_desc, cpuid) == 0);
+	CHECK(offsetof(struct vm_seg_desc, regnum) == 4);
+	CHECK(offsetof(struct vm_seg_desc, desc) == 8);
+	CHECK(offsetof(struct vm_seg_desc, desc.base) == 8);
+	CHECK(offsetof(struct vm_seg_desc, desc.limit) == 16);
+	CHECK(offsetof(struct vm_seg_desc, desc.access) == 20);
+
+	CHECK(offsetof(struct vm_capability, cpuid) == 0);
+	CHECK(offsetof(struct vm_capability, captype) == 4);
+	CHECK(offsetof(struct vm_capability, capval) == 8);
+	CHECK(offsetof(struct vm_capability, allcpus) == 12);
+
+	CHECK(offsetof(struct vm_lapic_msi, msg) == 0);
+	CHECK(offsetof(struct vm_lapic_msi, addr) == 8);
+
+	CHECK(offsetof(struct vm_cpuset, which) == 0);
+	CHECK(offsetof(struct vm_cpuset, cpusetsize) == 4);
+	CHECK(offsetof(struct vm_cpuset, cpus) == 8);
+
+	CHECK(offsetof(struct vm_memseg, segid) == 0);
+	CHECK(offsetof(struct vm_memseg, len) == 8);
+	CHECK(offsetof(struct vm_memseg, name) == 16);
+
+	CHECK(offsetof(struct vm_memmap, gpa) == 0);
+	CHECK(offsetof(struct vm_memmap, segid) == 8);
+	CHECK(offsetof(struct vm_memmap, segoff) == 16);
+	CHECK(offsetof(struct vm_memmap, len) == 24);
+	CHECK(offsetof(struct vm_memmap, prot) == 32);
+	CHECK(offsetof(struct vm_memmap, flags) == 36);
+
+	CHECK(offsetof(struct vm_munmap, gpa) == 0);
+	CHECK(offsetof(struct vm_munmap, len) == 8);
+
+	CHECK(offsetof(struct vm_intinfo, vcpuid) == 0);
+	CHECK(offsetof(struct vm_intinfo, info1) == 8);
+	CHECK(offsetof(struct vm_intinfo, info2) == 16);
+
+	CHECK(offsetof(struct vm_readwrite_kernemu_device, vcpuid) == 0);
+	CHECK(offsetof(struct vm_readwrite_kernemu_device, gpa) == 8);
+	CHECK(offsetof(struct vm_readwrite_kernemu_device, value) == 16);
+
+	CHECK(offsetof(struct vm_register_set, count) == 4);
+	CHECK(offsetof(struct vm_register_set, regnums) == 8);
+	CHECK(offsetof(struct vm_register_set, regvals) == 16);
+	CHECK(offsetof(struct vm_stats, tv) == 16);
+	CHECK(offsetof(struct vm_stats, statbuf) == 32);
+	CHECK(offsetof(struct vm_gla2gpa, paging) == 16);
+	CHECK(offsetof(struct vm_gla2gpa, fault) == 40);
+	CHECK(offsetof(struct vm_gla2gpa, gpa) == 48);
+}
+
+static void
+check_bitfields(void)
+{
+	struct vm_exit vme;
+	struct vm_readwrite_kernemu_device kd;
+	struct vie vie;
+
+	/* vm_inout: bytes bits 0-2, in bit 3, string bit 4, rep bit 5. */
+	memset(&vme, 0, sizeof(vme));
+	vme.u.inout.bytes = 4;
+	vme.u.inout.in = 1;
+	vme.u.inout.port = 0x3f8;
+	vme.u.inout.eax = 0x12345678;
+	CHECK(raw16(&vme.u.inout) == 0x000c);
+	CHECK(raw32_at(&vme.u, 0) == 0x03f8000c);
+	CHECK(raw32_at(&vme.u, 4) == 0x12345678);
+	vme.u.inout.string = 1;
+	CHECK(raw16(&vme.u.inout) == 0x001c);
+	vme.u.inout.rep = 1;
+	CHECK(raw16(&vme.u.inout) == 0x003c);
+	vme.u.inout.in = 0;
+	vme.u.inout.bytes = 7;
+	CHECK(raw16(&vme.u.inout) == 0x0037);
+	/* u.inout_str.inout aliases u.inout. */
+	CHECK(vme.u.inout_str.inout.port == 0x3f8);
+	CHECK(vme.u.inout_str.inout.bytes == 7);
+
+	memset(&vme, 0, sizeof(vme));
+	vme.u._raw[0] = 0x0000abcd00000019ULL; /* bytes 1, in 1, string 1 */
+	CHECK(vme.u.inout.bytes == 1);
+	CHECK(vme.u.inout.in == 1);
+	CHECK(vme.u.inout.string == 1);
+	CHECK(vme.u.inout.rep == 0);
+	CHECK(vme.u.inout.port == 0);
+	CHECK(vme.u.inout.eax == 0xabcd);
+
+	/* vm_readwrite_kernemu_device: access_width bits 0-2 of word 1. */
+	memset(&kd, 0, sizeof(kd));
+	kd.access_width = 3;
+	CHECK(raw32_at(&kd, 4) == 3);
+	kd._unused = 0x1fffffff;
+	CHECK(raw32_at(&kd, 4) == 0xfffffffb);
+	CHECK(kd.access_width == 3);
+
+	/* vie: a few bit-fields at FreeBSD's positions. */
+	memset(&vie, 0, sizeof(vie));
+	vie.opsize = 8;
+	CHECK(((const uint8_t *)&vie)[17] == 0x80);
+	vie.opsize_override = 1;
+	CHECK(((const uint8_t *)&vie)[18] == 0x80);
+	vie.segment_override = 1;
+	vie.reg = 0xf;
+	CHECK(((const uint8_t *)&vie)[19] == 0xf2);
+	vie.vex_l = 1;
+	CHECK(((const uint8_t *)&vie)[20] == 0x80);
+	vie.base = 0x5;
+	CHECK(((const uint8_t *)&vie)[21] == 0x50);
+	vie.vex_pp = 3;
+	CHECK(((const uint8_t *)&vie)[25] == 0x30);
+	CHECK(((const uint8_t *)&vie)[22] == 0);
+	CHECK(((const uint8_t *)&vie)[24] == 0);
+}
+
+static void
+check_enums(void)
+{
+	CHECK(VM_SUSPEND_NONE == 0 && VM_SUSPEND_TRIPLEFAULT == 4);
+	CHECK(VM_SUSPEND_LAST == 5);
+	CHECK(VM_REG_GUEST_RAX == 0 && VM_REG_GUEST_CR0 == 15);
+	CHECK(VM_REG_GUEST_RIP == 20 && VM_REG_GUEST_EFER == 32);
+	CHECK(VM_REG_GUEST_ENTRY_INST_LENGTH == 44 && VM_REG_GUEST_TPR == 48);
+	CHECK(VM_REG_LAST == 49);
+	CHECK(VM_CAP_HALT_EXIT == 0 && VM_CAP_RFLAGS_TF == 10);
+	CHECK(VM_CAP_MAX == 11);
+	CHECK(VM_EXITCODE_INOUT == 0 && VM_EXITCODE_HLT == 5);
+	CHECK(VM_EXITCODE_INST_EMUL == 9 && VM_EXITCODE_IOAPIC_EOI == 13);
+	CHECK(VM_EXITCODE_SUSPENDED == 14 && VM_EXITCODE_REQIDLE == 20);
+	CHECK(VM_EXITCODE_DEBUG == 21 && VM_EXITCODE_DB == 25);
+	CHECK(VM_EXITCODE_MAX == 26);
+	CHECK(X2APIC_DISABLED == 0 && X2APIC_ENABLED == 1);
+	CHECK(X2APIC_STATE_LAST == 2);
+	CHECK(EDGE_TRIGGER == 0 && LEVEL_TRIGGER == 1);
+	CHECK(VM_MMAP_NONE == 0 && VM_MMAP_ALL == 1 && VM_MMAP_SPARSE == 2);
+	CHECK(PAGING_MODE_64_LA57 == 4 && CPU_MODE_64BIT == 3);
+	CHECK(VM_ACTIVE_CPUS == 0 && VM_SUSPENDED_CPUS == 1);
+	CHECK(VM_DEBUG_CPUS == 2);
+	CHECK(VM_MAX_NAMELEN == 229 && VM_MAX_SUFFIXLEN == 15);
+	CHECK(VM_MEMMAP_F_WIRED == 1 && VM_MEMMAP_F_IOMMU == 2);
+}
+
+static void
+check_ioctls(void)
+{
+	CHECK_IOC(VM_RUN, T_IOC_INOUT, 1, sizeof(struct vm_run));
+	CHECK_IOC(VM_SET_CAPABILITY, T_IOC_IN, 2, sizeof(struct vm_capability));
+	CHECK_IOC(VM_GET_CAPABILITY, T_IOC_INOUT, 3, sizeof(struct vm_capability));
+	CHECK_IOC(VM_SUSPEND, T_IOC_IN, 4, sizeof(struct vm_suspend));
+	CHECK_IOC(VM_REINIT, T_IOC_VOID, 5, 0);
+	CHECK_IOC(VM_GET_GPA_PMAP, T_IOC_INOUT, 12, sizeof(struct vm_gpa_pte));
+	CHECK_IOC(VM_GLA2GPA, T_IOC_INOUT, 13, sizeof(struct vm_gla2gpa));
+	CHECK_IOC(VM_ALLOC_MEMSEG, T_IOC_IN, 14, sizeof(struct vm_memseg));
+	CHECK_IOC(VM_GET_MEMSEG, T_IOC_INOUT, 15, sizeof(struct vm_memseg));
+	CHECK_IOC(VM_MMAP_MEMSEG, T_IOC_IN, 16, sizeof(struct vm_memmap));
+	CHECK_IOC(VM_MMAP_GETNEXT, T_IOC_INOUT, 17, sizeof(struct vm_memmap));
+	CHECK_IOC(VM_GLA2GPA_NOFAULT, T_IOC_INOUT, 18, sizeof(struct vm_gla2gpa));
+	CHECK_IOC(VM_MUNMAP_MEMSEG, T_IOC_IN, 19, sizeof(struct vm_munmap));
+	CHECK_IOC(VM_SET_REGISTER, T_IOC_IN, 20, sizeof(struct vm_register));
+	CHECK_IOC(VM_GET_REGISTER, T_IOC_INOUT, 21, sizeof(struct vm_register));
+	CHECK_IOC(VM_SET_SEGMENT_DESCRIPTOR, T_IOC_IN, 22, sizeof(struct vm_seg_desc));
+	CHECK_IOC(VM_GET_SEGMENT_DESCRIPTOR, T_IOC_INOUT, 23, sizeof(struct vm_seg_desc));
+	CHECK_IOC(VM_SET_REGISTER_SET, T_IOC_IN, 24, sizeof(struct vm_register_set));
+	CHECK_IOC(VM_GET_REGISTER_SET, T_IOC_INOUT, 25, sizeof(struct vm_register_set));
+	CHECK_IOC(VM_GET_KERNEMU_DEV, T_IOC_INOUT, 26, sizeof(struct vm_readwrite_kernemu_device));
+	CHECK_IOC(VM_SET_KERNEMU_DEV, T_IOC_IN, 27, sizeof(struct vm_readwrite_kernemu_device));
+	CHECK_IOC(VM_GET_INTINFO, T_IOC_INOUT, 28, sizeof(struct vm_intinfo));
+	CHECK_IOC(VM_SET_INTINFO, T_IOC_IN, 29, sizeof(struct vm_intinfo));
+	CHECK_IOC(VM_INJECT_EXCEPTION, T_IOC_IN, 30, sizeof(struct vm_exception));
+	CHECK_IOC(VM_LAPIC_IRQ, T_IOC_IN, 31, sizeof(struct vm_lapic_irq));
+	CHECK_IOC(VM_INJECT_NMI, T_IOC_IN, 32, sizeof(struct vm_nmi));
+	CHECK_IOC(VM_IOAPIC_ASSERT_IRQ, T_IOC_IN, 33, sizeof(struct vm_ioapic_irq));
+	CHECK_IOC(VM_IOAPIC_DEASSERT_IRQ, T_IOC_IN, 34, sizeof(struct vm_ioapic_irq));
+	CHECK_IOC(VM_IOAPIC_PULSE_IRQ, T_IOC_IN, 35, sizeof(struct vm_ioapic_irq));
+	CHECK_IOC(VM_LAPIC_MSI, T_IOC_IN, 36, sizeof(struct vm_lapic_msi));
+	CHECK_IOC(VM_LAPIC_LOCAL_IRQ, T_IOC_IN, 37, sizeof(struct vm_lapic_irq));
+	CHECK_IOC(VM_IOAPIC_PINCOUNT, T_IOC_OUT, 38, sizeof(int));
+	CHECK_IOC(VM_RESTART_INSTRUCTION, T_IOC_IN, 39, sizeof(int));
+	CHECK_IOC(VM_BIND_PPTDEV, T_IOC_IN, 40, sizeof(struct vm_pptdev));
+	CHECK_IOC(VM_UNBIND_PPTDEV, T_IOC_IN, 41, sizeof(struct vm_pptdev));
+	CHECK_IOC(VM_MAP_PPTDEV_MMIO, T_IOC_IN, 42, sizeof(struct vm_pptdev_mmio));
+	CHECK_IOC(VM_PPTDEV_MSI, T_IOC_IN, 43, sizeof(struct vm_pptdev_msi));
+	CHECK_IOC(VM_PPTDEV_MSIX, T_IOC_IN, 44, sizeof(struct vm_pptdev_msix));
+	CHECK_IOC(VM_PPTDEV_DISABLE_MSIX, T_IOC_IN, 45, sizeof(struct vm_pptdev));
+	CHECK_IOC(VM_UNMAP_PPTDEV_MMIO, T_IOC_IN, 46, sizeof(struct vm_pptdev_mmio));
+	CHECK_IOC(VM_STATS, T_IOC_INOUT, 50, sizeof(struct vm_stats));
+	CHECK_IOC(VM_STAT_DESC, T_IOC_INOUT, 51, sizeof(struct vm_stat_desc));
+	CHECK_IOC(VM_SET_X2APIC_STATE, T_IOC_IN, 60, sizeof(struct vm_x2apic));
+	CHECK_IOC(VM_GET_X2APIC_STATE, T_IOC_INOUT, 61, sizeof(struct vm_x2apic));
+	CHECK_IOC(VM_GET_HPET_CAPABILITIES, T_IOC_OUT, 62, sizeof(struct vm_hpet_cap));
+	CHECK_IOC(VM_SET_TOPOLOGY, T_IOC_IN, 63, sizeof(struct vm_cpu_topology));
+	CHECK_IOC(VM_GET_TOPOLOGY, T_IOC_OUT, 64, sizeof(struct vm_cpu_topology));
+	CHECK_IOC(VM_ISA_ASSERT_IRQ, T_IOC_IN, 80, sizeof(struct vm_isa_irq));
+	CHECK_IOC(VM_ISA_DEASSERT_IRQ, T_IOC_IN, 81, sizeof(struct vm_isa_irq));
+	CHECK_IOC(VM_ISA_PULSE_IRQ, T_IOC_IN, 82, sizeof(struct vm_isa_irq));
+	CHECK_IOC(VM_ISA_SET_IRQ_TRIGGER, T_IOC_IN, 83, sizeof(struct vm_isa_irq_trigger));
+	CHECK_IOC(VM_ACTIVATE_CPU, T_IOC_IN, 90, sizeof(struct vm_activate_cpu));
+	CHECK_IOC(VM_GET_CPUS, T_IOC_IN, 91, sizeof(struct vm_cpuset));
+	CHECK_IOC(VM_SUSPEND_CPU, T_IOC_IN, 92, sizeof(struct vm_activate_cpu));
+	CHECK_IOC(VM_RESUME_CPU, T_IOC_IN, 93, sizeof(struct vm_activate_cpu));
+	CHECK_IOC(VM_RTC_READ, T_IOC_INOUT, 100, sizeof(struct vm_rtc_data));
+	CHECK_IOC(VM_RTC_WRITE, T_IOC_IN, 101, sizeof(struct vm_rtc_data));
+	CHECK_IOC(VM_RTC_SETTIME, T_IOC_IN, 102, sizeof(struct vm_rtc_time));
+	CHECK_IOC(VM_RTC_GETTIME, T_IOC_OUT, 103, sizeof(struct vm_rtc_time));
+	CHECK_IOC(VM_RESTORE_TIME, T_IOC_INOUT, 115, sizeof(int));
+}
+
+int
+main(void)
+{
+	check_sizes();
+	check_offsets();
+	check_bitfields();
+	check_enums();
+	check_ioctls();
+	return test_finish("abi_test");
+}
