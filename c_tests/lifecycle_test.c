@@ -77,7 +77,7 @@ main(void)
 	ctx2 = vm_open("life");
 	vm_destroy(ctx);
 	CHECK_ERR(vm_set_register(vcpu, VM_REG_GUEST_RAX, 1), EBADF);
-	CHECK_ERR(vm_ioapic_pincount(ctx2, (int[]){0}), EBADF);
+	CHECK_ERR(vm_suspend(ctx2, VM_SUSPEND_POWEROFF), EBADF);
 	errno = 0;
 	CHECK(vm_open("life") == NULL && errno == ENOENT);
 	/* The name is free again. */

@@ -542,6 +542,16 @@ enum task_switch_reason {
 };
 
 /*
+ State of a vCPU (FreeBSD `enum vcpu_state`, numbered as there).
+ */
+enum vcpu_state {
+  VCPU_IDLE = 0,
+  VCPU_FROZEN = 1,
+  VCPU_RUNNING = 2,
+  VCPU_SLEEPING = 3,
+};
+
+/*
  Optional vCPU capabilities (`enum vm_cap_type`, `VM_SET_CAPABILITY` /
  `VM_GET_CAPABILITY`).
  */
@@ -752,14 +762,28 @@ enum x2apic_state {
 };
 
 /*
- Segment descriptor as vmm sees it (`struct seg_desc`): base, limit and
- VMX-style access rights (bit 16 = unusable).
+ Opaque vCPU handle (libvmmapi's `struct vcpu`).
  */
-struct seg_desc {
-  uint64_t base;
-  uint32_t limit;
-  uint32_t access;
+struct vcpu;
+
+/*
+ Opaque VM handle (libvmmapi's `struct vmctx`).
+ */
+struct vmctx;
+
+/*
+ FreeBSD's `struct _cpuset`: a bitmap of CPU_MAXSIZE (1024) CPUs in
+ `long` words, CPU `n` at bit `n % 64` of word `n / 64`. Use it as
+ `cpuset_t`.
+ */
+struct _cpuset {
+  long __bits[16];
 };
+
+/*
+ FreeBSD's `cpuset_t` (`sys/_cpuset.h`; 128 bytes on FreeBSD 14 amd64).
+ */
+typedef struct _cpuset cpuset_t;
 
 /*
  Guest paging state needed to walk guest page tables
@@ -776,6 +800,16 @@ struct vm_guest_paging {
    `enum vm_paging_mode`.
    */
   int paging_mode;
+};
+
+/*
+ Segment descriptor as vmm sees it (`struct seg_desc`): base, limit and
+ VMX-style access rights (bit 16 = unusable).
+ */
+struct seg_desc {
+  uint64_t base;
+  uint32_t limit;
+  uint32_t access;
 };
 
 /*
@@ -800,30 +834,6 @@ struct vm_inout_str {
    */
   int seg_name;
   struct seg_desc seg_desc;
-};
-
-/*
- A task switch (`struct vm_task_switch`).
- */
-struct vm_task_switch {
-  /*
-   New TSS selector.
-   */
-  uint16_t tsssel;
-  /*
-   Task switch due to an external event.
-   */
-  int ext;
-  uint32_t errcode;
-  /*
-   Push `errcode` on the new stack.
-   */
-  int errcode_valid;
-  /*
-   `enum task_switch_reason`.
-   */
-  int reason;
-  struct vm_guest_paging paging;
 };
 
 /*
@@ -946,6 +956,30 @@ struct vm_exit_ipi {
 };
 
 /*
+ A task switch (`struct vm_task_switch`).
+ */
+struct vm_task_switch {
+  /*
+   New TSS selector.
+   */
+  uint16_t tsssel;
+  /*
+   Task switch due to an external event.
+   */
+  int ext;
+  uint32_t errcode;
+  /*
+   Push `errcode` on the new stack.
+   */
+  int errcode_valid;
+  /*
+   `enum task_switch_reason`.
+   */
+  int reason;
+  struct vm_guest_paging paging;
+};
+
+/*
  The exit-specific part of `struct vm_exit` (FreeBSD: anonymous union
  `u`), 120 bytes. `_raw` is a vmm_rs addition covering all of it, so the
  union can be zeroed and copied as a whole; it is not in FreeBSD.
@@ -985,20 +1019,6 @@ struct vm_exit {
   uint64_t rip;
   union vm_exit_u u;
 };
-
-/*
- FreeBSD's `struct _cpuset`: a bitmap of CPU_MAXSIZE (1024) CPUs in
- `long` words, CPU `n` at bit `n % 64` of word `n / 64`. Use it as
- `cpuset_t`.
- */
-struct _cpuset {
-  long __bits[16];
-};
-
-/*
- FreeBSD's `cpuset_t` (`sys/_cpuset.h`; 128 bytes on FreeBSD 14 amd64).
- */
-typedef struct _cpuset cpuset_t;
 
 /*
  `VM_RUN` argument (`struct vm_run`, FreeBSD 14 form, 32 bytes): run
@@ -1393,19 +1413,18 @@ struct vm_pptdev_msix {
   uint64_t addr;
 };
 
-/*
- Opaque vCPU handle (libvmmapi's `struct vcpu`).
- */
-struct vcpu;
-
-/*
- Opaque VM handle (libvmmapi's `struct vmctx`).
- */
-struct vmctx;
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Issues VM command `cmd` with argument `arg` on the VM behind `ctx`, as
+ `ioctl(vmfd, cmd, arg)` does on FreeBSD 14. Returns 0, or -1 with
+ errno: ENOTTY for an unknown command, EFAULT for a NULL argument,
+ EINVAL for an out-of-range vCPU id, EBADF for a closed handle or a
+ destroyed VM, and the command's own errors.
+ */
+int vmm_ioctl(struct vmctx *ctx, unsigned long cmd, void *arg);
 
 /*
  Creates a VM named `name`. Returns 0, or -1 with errno: EEXIST if the
@@ -1454,6 +1473,240 @@ int vcpu_id(struct vcpu *vcpu);
  variable VMM_RS_MAXCPU). Returns 0, or -1 with errno EINVAL.
  */
 int vmm_rs_set_maxcpus(int maxcpus);
+
+/*
+ Allocates memory segment `segid` of `len` bytes: system memory when
+ `name` is NULL, else a device-memory segment with that name. As in
+ libvmmapi, an existing segment of the same size and name is success.
+ */
+int vm_alloc_memseg(struct vmctx *ctx, int segid, size_t len, const char *name);
+
+/*
+ Reads segment `segid`'s length (0 if unallocated) and, when `name` is
+ not NULL, its name (ENAMETOOLONG if `namesiz` is too small).
+ */
+int vm_get_memseg(struct vmctx *ctx, int segid, size_t *lenp, char *name, size_t namesiz);
+
+/*
+ Maps `len` bytes of segment `segid` from offset `segoff` at guest
+ physical address `gpa`. As in libvmmapi, an identical existing map is
+ success.
+ */
+int vm_mmap_memseg(struct vmctx *ctx,
+                   uint64_t gpa,
+                   int segid,
+                   uint64_t segoff,
+                   size_t len,
+                   int prot);
+
+/*
+ Removes the map of exactly (`gpa`, `len`).
+ */
+int vm_munmap_memseg(struct vmctx *ctx, uint64_t gpa, size_t len);
+
+/*
+ The first map at or above `*gpa`: fills every out-pointer; ENOENT when
+ there is none.
+ */
+int vm_mmap_getnext(struct vmctx *ctx,
+                    uint64_t *gpa,
+                    int *segid,
+                    uint64_t *segoff,
+                    size_t *len,
+                    int *prot,
+                    int *flags);
+
+/*
+ Sets up `len` bytes of guest RAM the way libvmmapi does for
+ VM_MMAP_ALL: below the low-memory limit (3 GiB) at 0, the rest at
+ 4 GiB. Calling it again with the same size is success.
+ */
+int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
+
+/*
+ A host pointer to `len` bytes of guest RAM at `gaddr` set up by
+ vm_setup_memory(), or NULL. Valid until the memory is released
+ (VM_REINIT, vm_destroy).
+ */
+void *vm_map_gpa(struct vmctx *ctx, uint64_t gaddr, size_t len);
+
+/*
+ Bytes of guest RAM below 4 GiB (after vm_setup_memory()).
+ */
+size_t vm_get_lowmem_size(struct vmctx *ctx);
+
+/*
+ Bytes of guest RAM above 4 GiB (after vm_setup_memory()).
+ */
+size_t vm_get_highmem_size(struct vmctx *ctx);
+
+/*
+ The low-memory limit vm_setup_memory() uses (default 3 GiB).
+ */
+uint32_t vm_get_lowmem_limit(struct vmctx *ctx);
+
+/*
+ Sets the low-memory limit for a later vm_setup_memory().
+ */
+void vm_set_lowmem_limit(struct vmctx *ctx, uint32_t limit);
+
+/*
+ vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1
+ with errno for a bad handle. Meant for tests and debugging: it lets a
+ test wait for "the vCPU is inside VM_RUN, sleeping" without sleeping.
+ */
+int vmm_rs_vcpu_state(struct vcpu *vcpu);
+
+/*
+ Runs vCPU `vcpu` until an exit userland must handle; the exit is
+ written to `vmrun->vm_exit`.
+ */
+int vm_run(struct vcpu *vcpu, struct vm_run *vmrun);
+
+/*
+ Sets register `reg` (enum vm_reg_name) of a vCPU.
+ */
+int vm_set_register(struct vcpu *vcpu, int reg, uint64_t val);
+
+/*
+ Reads register `reg` of a vCPU into `*retval`.
+ */
+int vm_get_register(struct vcpu *vcpu, int reg, uint64_t *retval);
+
+/*
+ Sets `count` registers: `regnums[i]` to `regvals[i]`.
+ */
+int vm_set_register_set(struct vcpu *vcpu,
+                        unsigned int count,
+                        const int *regnums,
+                        uint64_t *regvals);
+
+/*
+ Reads `count` registers: `regvals[i]` = register `regnums[i]`.
+ */
+int vm_get_register_set(struct vcpu *vcpu,
+                        unsigned int count,
+                        const int *regnums,
+                        uint64_t *regvals);
+
+/*
+ Sets the descriptor (base, limit, access) of segment register `reg`.
+ */
+int vm_set_desc(struct vcpu *vcpu, int reg, uint64_t base, uint32_t limit, uint32_t access);
+
+/*
+ Reads the descriptor of segment register `reg`.
+ */
+int vm_get_desc(struct vcpu *vcpu, int reg, uint64_t *base, uint32_t *limit, uint32_t *access);
+
+/*
+ Reads the descriptor of segment register `reg` into `*seg_desc`.
+ */
+int vm_get_seg_desc(struct vcpu *vcpu, int reg, struct seg_desc *seg_desc);
+
+/*
+ Reads capability `cap` (enum vm_cap_type) into `*retval`.
+ */
+int vm_get_capability(struct vcpu *vcpu, int cap, int *retval);
+
+/*
+ Sets capability `cap` to `val`.
+ */
+int vm_set_capability(struct vcpu *vcpu, int cap, int val);
+
+/*
+ Reads (exit intinfo, pending exception intinfo).
+ */
+int vm_get_intinfo(struct vcpu *vcpu, uint64_t *info1, uint64_t *info2);
+
+/*
+ Sets the exit intinfo (the event being delivered when the guest exited).
+ */
+int vm_set_intinfo(struct vcpu *vcpu, uint64_t info1);
+
+/*
+ Queues exception `vector` for the guest.
+ */
+int vm_inject_exception(struct vcpu *vcpu,
+                        int vector,
+                        int errcode_valid,
+                        uint32_t errcode,
+                        int restart_instruction);
+
+/*
+ Makes the guest re-execute the instruction that caused the last exit.
+ */
+int vm_restart_instruction(struct vcpu *vcpu);
+
+/*
+ Adds the vCPU to the active set (EBUSY if it already is).
+ */
+int vm_activate_cpu(struct vcpu *vcpu);
+
+/*
+ The set of active vCPUs.
+ */
+int vm_active_cpus(struct vmctx *ctx, cpuset_t *cpus);
+
+/*
+ The set of vCPUs that have acknowledged a VM-wide suspend.
+ */
+int vm_suspended_cpus(struct vmctx *ctx, cpuset_t *cpus);
+
+/*
+ The set of vCPUs held out of the guest for debugging.
+ */
+int vm_debug_cpus(struct vmctx *ctx, cpuset_t *cpus);
+
+/*
+ Puts one vCPU in the debug set: its VM_RUN returns VM_EXITCODE_DEBUG.
+ */
+int vm_suspend_cpu(struct vcpu *vcpu);
+
+/*
+ Takes one vCPU out of the debug set.
+ */
+int vm_resume_cpu(struct vcpu *vcpu);
+
+/*
+ Puts every active vCPU in the debug set.
+ */
+int vm_suspend_all_cpus(struct vmctx *ctx);
+
+/*
+ Empties the debug set.
+ */
+int vm_resume_all_cpus(struct vmctx *ctx);
+
+/*
+ Suspends the VM (enum vm_suspend_how): EINVAL for NONE or an unknown
+ value, EALREADY if it is already suspended.
+ */
+int vm_suspend(struct vmctx *ctx, int how);
+
+/*
+ Resets a suspended VM to its freshly created state (memory included):
+ EBUSY unless every active vCPU has acknowledged the suspend.
+ */
+int vm_reinit(struct vmctx *ctx);
+
+/*
+ Sets the CPU topology; `maxcpus` is ignored, as on FreeBSD.
+ */
+int vm_set_topology(struct vmctx *ctx,
+                    uint16_t sockets,
+                    uint16_t cores,
+                    uint16_t threads,
+                    uint16_t maxcpus);
+
+/*
+ Reads the CPU topology.
+ */
+int vm_get_topology(struct vmctx *ctx,
+                    uint16_t *sockets,
+                    uint16_t *cores,
+                    uint16_t *threads,
+                    uint16_t *maxcpus);
 
 #ifdef __cplusplus
 }  // extern "C"

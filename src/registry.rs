@@ -10,8 +10,9 @@ use crate::sync::{Arc, Mutex};
 use crate::vm::{Vm, DEFAULT_MAXCPUS};
 use crate::cpuset::CPUSET_BITS;
 
-/// Longest VM name (FreeBSD `VM_MAX_NAMELEN`).
-pub const MAX_NAMELEN: usize = 32;
+/// Longest VM name (FreeBSD 14 `VM_MAX_NAMELEN`: SPECNAMELEN less the
+/// device prefix and suffix room).
+pub const MAX_NAMELEN: usize = 229;
 
 /// Registry mutex. Protects: the name -> VM map. Rank 0: taken with no
 /// other lock held, and only for the map update itself.

@@ -167,3 +167,25 @@ mod layout_tests {
         assert_eq!((e.exitcode, e.inst_length, e.rip), (0, 0, 0));
     }
 }
+
+/// The core keeps its own copies of a few FreeBSD numbers (it knows nothing
+/// of this module); these must agree with the ABI.
+#[cfg(test)]
+mod core_agrees_with_abi {
+    use super::*;
+
+    #[test]
+    fn limits_match() {
+        assert_eq!(crate::registry::MAX_NAMELEN, VM_MAX_NAMELEN);
+        assert_eq!(crate::regs::reg::LAST, vm_reg_name::VM_REG_LAST as usize);
+        assert_eq!(crate::regs::CAP_MAX, vm_cap_type::VM_CAP_MAX as usize);
+        assert_eq!(crate::regs::reg::RIP, vm_reg_name::VM_REG_GUEST_RIP as usize);
+        assert_eq!(crate::regs::reg::RFLAGS, vm_reg_name::VM_REG_GUEST_RFLAGS as usize);
+        assert_eq!(crate::regs::reg::ES, vm_reg_name::VM_REG_GUEST_ES as usize);
+        assert_eq!(crate::regs::reg::TR, vm_reg_name::VM_REG_GUEST_TR as usize);
+        assert_eq!(crate::regs::reg::IDTR, vm_reg_name::VM_REG_GUEST_IDTR as usize);
+        assert_eq!(crate::regs::reg::GDTR, vm_reg_name::VM_REG_GUEST_GDTR as usize);
+        assert_eq!(crate::regs::reg::EFER, vm_reg_name::VM_REG_GUEST_EFER as usize);
+        assert_eq!(crate::mem::VM_MAX_SUFFIXLEN, VM_MAX_SUFFIXLEN);
+    }
+}

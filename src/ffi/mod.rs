@@ -2,10 +2,22 @@
 //! pointers. Every entry point checks its pointers and ids, maps core
 //! `Result`s to errno (0, or -1 with errno, like an ioctl), and runs inside
 //! the panic boundary (`ffi_boundary!`).
+//!
+//! - [`abi`]: FreeBSD 14 structs, enums and ioctl numbers.
+//! - [`ioctl`]: `vmm_ioctl`, lock classes; [`commands`]: the handlers.
+//! - [`lifecycle`], [`vmmapi`], [`memory`]: the libvmmapi functions.
+//! - [`handle`]: `struct vmctx *` / `struct vcpu *` handles.
 
 pub mod abi;
+mod apic;
+pub mod commands;
+mod cpuset;
 mod cstr;
 mod errno;
 pub mod handle;
+pub mod ioctl;
 pub mod lifecycle;
+pub mod memory;
 mod panic;
+pub mod run;
+pub mod vmmapi;

@@ -32,12 +32,12 @@ pub(crate) unsafe fn vm_run_ioctl(vm: &Vm, lock: &VcpuLock<'_>, arg: *mut c_void
 
 /// The C layout of an exit.
 fn to_vm_exit(e: &VmExit) -> vm_exit {
-    let mut out = vm_exit::zeroed();
+    let mut out = vm_exit::default();
     out.rip = e.rip;
     out.inst_length = e.inst_length as c_int;
     out.exitcode = match e.kind {
         ExitKind::Inout { port, bytes, is_in, eax } => {
-            out.u.inout = vm_inout::new(port, bytes, is_in, eax);
+            out.u.inout = vm_inout::new(bytes, is_in, port, eax);
             vm_exitcode::VM_EXITCODE_INOUT
         }
         ExitKind::Mmio(a) => {
@@ -73,12 +73,12 @@ pub enum vcpu_state {
 pub extern "C" fn vmm_rs_vcpu_state(vcpu: *mut handle::vcpu) -> c_int {
     ffi_boundary!({
         match handle::vcpu_vm(vcpu).and_then(|(vm, id)| Ok(vm.vcpu(id)?.state())) {
-            Ok(s) => match s {
+            Ok(s) => (match s {
                 VcpuState::Idle => vcpu_state::VCPU_IDLE,
                 VcpuState::Frozen => vcpu_state::VCPU_FROZEN,
                 VcpuState::Running => vcpu_state::VCPU_RUNNING,
                 VcpuState::Sleeping => vcpu_state::VCPU_SLEEPING,
-            } as c_int,
+            }) as c_int,
             Err(e) => fail(errno_of(e)),
         }
     })

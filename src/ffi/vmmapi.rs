@@ -318,7 +318,7 @@ pub extern "C" fn vm_resume_all_cpus(ctx: *mut vmctx) -> c_int {
 #[no_mangle]
 pub extern "C" fn vm_suspend(ctx: *mut vmctx, how: c_int) -> c_int {
     ffi_boundary!({
-        let mut a: vm_suspend = vm_suspend_from_int(how);
+        let mut a = vm_suspend { how };
         ctx_ioctl(ctx, VM_SUSPEND, &mut a)
     })
 }
