@@ -41,8 +41,8 @@ pub trait GuestProgram: Send {
 }
 
 /// A guest that runs an array of actions in order, then loops from
-/// `loop_at` (or halts with interrupts disabled for good if `loop_at` is
-/// `None`, so a finished script parks its vCPU).
+/// `loop_at` (or, if `loop_at` is `None`, disables interrupts and halts for
+/// good, so a finished script parks its vCPU).
 #[derive(Debug, Clone)]
 pub struct ScriptedGuest {
     actions: Vec<GuestAction>,
@@ -82,7 +82,11 @@ impl ScriptedGuest {
 impl GuestProgram for ScriptedGuest {
     fn next(&mut self, _rip: u64) -> GuestAction {
         let Some(action) = self.actions.get(self.pc).copied() else {
-            // End of a script without a loop: park.
+            // End of a script without a loop: CLI once, then HLT forever.
+            if self.pc == self.actions.len() {
+                self.pc += 1;
+                return GuestAction::DisableInterrupts;
+            }
             return GuestAction::Hlt;
         };
         match action {
@@ -127,6 +131,7 @@ mod tests {
     fn script_without_loop_parks() {
         let mut g = ScriptedGuest::new(vec![Compute], None);
         assert_eq!(g.next(0), Compute);
+        assert_eq!(g.next(1), DisableInterrupts);
         assert_eq!(g.next(1), Hlt);
         assert_eq!(g.next(2), Hlt);
     }
