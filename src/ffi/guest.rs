@@ -1,0 +1,251 @@
+//! vmm_rs extension: installing a simulated guest on a vCPU, either as C
+//! callbacks or as a script of actions.
+
+use std::ffi::{c_int, c_void};
+
+use super::errno::{errno_of, fail, to_rc};
+use super::handle::{self, vcpu};
+use super::panic::ffi_boundary;
+use crate::error::{Error, Result};
+use crate::guest::{GuestAction, GuestProgram, ScriptedGuest};
+
+/// What a simulated guest does next (`struct vmm_rs_action.kind`).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum vmm_rs_action_kind {
+    /// A step touching nothing outside the guest.
+    VMM_RS_ACT_COMPUTE = 0,
+    /// MMIO read of `size` bytes at `gpa`; the value goes to `read_result`.
+    VMM_RS_ACT_MMIO_READ = 1,
+    /// MMIO write of `value` (`size` bytes) at `gpa`.
+    VMM_RS_ACT_MMIO_WRITE = 2,
+    /// `in` of `size` bytes from `port`: VM_RUN returns VM_EXITCODE_INOUT;
+    /// the guest reads RAX as set with VM_SET_REGISTER before the next
+    /// VM_RUN.
+    VMM_RS_ACT_PORT_IN = 3,
+    /// `out` of `value` (`size` bytes) to `port` (VM_EXITCODE_INOUT).
+    VMM_RS_ACT_PORT_OUT = 4,
+    /// HLT with the current interrupt flag.
+    VMM_RS_ACT_HLT = 5,
+    /// PAUSE (VM_EXITCODE_PAUSE).
+    VMM_RS_ACT_PAUSE = 6,
+    /// STI.
+    VMM_RS_ACT_STI = 7,
+    /// CLI.
+    VMM_RS_ACT_CLI = 8,
+    /// Scripts only: halt with interrupts enabled until an interrupt
+    /// arrives, then EOI it at the local APIC.
+    VMM_RS_ACT_WAIT_INTR_EOI = 9,
+}
+
+/// One guest action.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy)]
+pub struct vmm_rs_action {
+    /// `enum vmm_rs_action_kind`.
+    pub kind: c_int,
+    /// Access size in bytes: 1, 2, 4 or 8 for MMIO, 1, 2 or 4 for ports.
+    pub size: u8,
+    pub port: u16,
+    pub gpa: u64,
+    /// Value written by MMIO_WRITE and PORT_OUT.
+    pub value: u64,
+}
+
+/// Callbacks of a guest driven by C code. They run on the vCPU's thread
+/// while it is RUNNING and should return quickly: the library checks for
+/// kicks (reqidle, suspend, runblock) between actions.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy)]
+pub struct vmm_rs_guest_ops {
+    /// Fills `*action` with the guest's next action; `rip` counts the
+    /// actions done so far. A non-zero return ends the guest: it halts
+    /// with interrupts disabled from then on.
+    pub next: Option<unsafe extern "C" fn(cookie: *mut c_void, vcpuid: c_int, rip: u64, action: *mut vmm_rs_action) -> c_int>,
+    /// The library injected `vector` (may be NULL).
+    pub interrupt: Option<unsafe extern "C" fn(cookie: *mut c_void, vcpuid: c_int, vector: c_int)>,
+    /// The value of the last MMIO read or port `in` (may be NULL).
+    pub read_result: Option<unsafe extern "C" fn(cookie: *mut c_void, vcpuid: c_int, value: u64)>,
+}
+
+/// Counters of a vCPU's simulated guest (`vmm_rs_guest_stats`).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct vmm_rs_guest_stats {
+    /// Actions executed.
+    pub steps: u64,
+    /// Interrupts injected into the guest.
+    pub interrupts: u64,
+    /// The last injected vector, or -1.
+    pub last_vector: c_int,
+    /// The last value read by MMIO_READ or PORT_IN.
+    pub last_read: u64,
+}
+
+fn action_from_c(a: &vmm_rs_action) -> Result<GuestAction> {
+    use vmm_rs_action_kind::*;
+    let mmio_size = |s: u8| if matches!(s, 1 | 2 | 4 | 8) { Ok(s) } else { Err(Error::Inval) };
+    let port_size = |s: u8| if matches!(s, 1 | 2 | 4) { Ok(s) } else { Err(Error::Inval) };
+    Ok(match a.kind {
+        k if k == VMM_RS_ACT_COMPUTE as c_int => GuestAction::Compute,
+        k if k == VMM_RS_ACT_MMIO_READ as c_int => GuestAction::MmioRead { gpa: a.gpa, size: mmio_size(a.size)? },
+        k if k == VMM_RS_ACT_MMIO_WRITE as c_int => {
+            GuestAction::MmioWrite { gpa: a.gpa, size: mmio_size(a.size)?, value: a.value }
+        }
+        k if k == VMM_RS_ACT_PORT_IN as c_int => GuestAction::PortIn { port: a.port, size: port_size(a.size)? },
+        k if k == VMM_RS_ACT_PORT_OUT as c_int => {
+            GuestAction::PortOut { port: a.port, size: port_size(a.size)?, value: a.value as u32 }
+        }
+        k if k == VMM_RS_ACT_HLT as c_int => GuestAction::Hlt,
+        k if k == VMM_RS_ACT_PAUSE as c_int => GuestAction::Pause,
+        k if k == VMM_RS_ACT_STI as c_int => GuestAction::EnableInterrupts,
+        k if k == VMM_RS_ACT_CLI as c_int => GuestAction::DisableInterrupts,
+        k if k == VMM_RS_ACT_WAIT_INTR_EOI as c_int => GuestAction::WaitInterruptEoi,
+        _ => return Err(Error::Inval),
+    })
+}
+
+/// A guest whose actions come from C callbacks.
+struct CallbackGuest {
+    ops: vmm_rs_guest_ops,
+    cookie: *mut c_void,
+    vcpuid: c_int,
+    ended: bool,
+}
+
+// SAFETY: the C caller promises (vmm_rs_guest_set_ops) that the callbacks
+// and cookie may be used from the thread that runs the vCPU.
+unsafe impl Send for CallbackGuest {}
+
+impl GuestProgram for CallbackGuest {
+    fn next(&mut self, rip: u64) -> GuestAction {
+        let Some(next) = self.ops.next.filter(|_| !self.ended) else {
+            return GuestAction::Hlt;
+        };
+        // An ended guest disables interrupts once, then halts for good.
+        let mut a = vmm_rs_action { kind: 0, size: 0, port: 0, gpa: 0, value: 0 };
+        // SAFETY: a C callback with the contract documented on the ops.
+        let rc = unsafe { next(self.cookie, self.vcpuid, rip, &mut a) };
+        if rc != 0 {
+            self.ended = true;
+            return GuestAction::DisableInterrupts;
+        }
+        // A malformed action is a guest bug: it parks the guest rather than
+        // crashing the host.
+        action_from_c(&a).unwrap_or_else(|_| {
+            self.ended = true;
+            GuestAction::DisableInterrupts
+        })
+    }
+
+    fn interrupt(&mut self, vector: u8) {
+        if let Some(f) = self.ops.interrupt {
+            // SAFETY: a C callback with the documented contract.
+            unsafe { f(self.cookie, self.vcpuid, c_int::from(vector)) };
+        }
+    }
+
+    fn read_result(&mut self, value: u64) {
+        if let Some(f) = self.ops.read_result {
+            // SAFETY: a C callback with the documented contract.
+            unsafe { f(self.cookie, self.vcpuid, value) };
+        }
+    }
+}
+
+/// Installs `program` on the vCPU behind `vcpu`, holding the vCPU (lock-one
+/// class) so it is not running while its guest changes.
+fn install(vcpu: *mut vcpu, program: Option<Box<dyn GuestProgram>>) -> Result<()> {
+    let (vm, id) = handle::vcpu_vm(vcpu)?;
+    let lock = vm.lock_one(id)?;
+    vm.set_guest(&lock, program)
+}
+
+/// Drives the vCPU's guest with C callbacks (`ops` is copied; `cookie` is
+/// passed to every callback). The callbacks run on whichever thread calls
+/// VM_RUN for this vCPU. Returns 0, or -1 with errno: EFAULT for NULL
+/// `ops` or `ops->next`, EBADF for a bad handle.
+#[no_mangle]
+pub unsafe extern "C" fn vmm_rs_guest_set_ops(vcpu: *mut vcpu, ops: *const vmm_rs_guest_ops, cookie: *mut c_void) -> c_int {
+    ffi_boundary!({
+        // SAFETY: NULL or a readable ops struct from the caller.
+        let Some(ops) = (unsafe { ops.as_ref() }).copied() else {
+            return fail(libc::EFAULT);
+        };
+        if ops.next.is_none() {
+            return fail(libc::EFAULT);
+        }
+        let r = handle::vcpu_vm(vcpu).and_then(|(_, id)| {
+            let g = CallbackGuest { ops, cookie, vcpuid: id as c_int, ended: false };
+            install(vcpu, Some(Box::new(g)))
+        });
+        to_rc(r)
+    })
+}
+
+/// Gives the vCPU a scripted guest: `count` actions run in order, then
+/// again from index `loop_at` (or, with `loop_at` = -1, the guest halts
+/// with interrupts disabled at the end). The actions are copied. Returns
+/// 0, or -1 with errno EINVAL for a malformed action or `loop_at` out of
+/// range, EFAULT for NULL `actions` with a non-zero count.
+#[no_mangle]
+pub unsafe extern "C" fn vmm_rs_guest_set_script(
+    vcpu: *mut vcpu,
+    actions: *const vmm_rs_action,
+    count: usize,
+    loop_at: c_int,
+) -> c_int {
+    ffi_boundary!({
+        if count > 0 && actions.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let loop_at = match loop_at {
+            -1 => None,
+            l if l >= 0 && (l as usize) < count => Some(l as usize),
+            _ => return fail(libc::EINVAL),
+        };
+        let slice = if count == 0 {
+            &[][..]
+        } else {
+            // SAFETY: non-NULL, `count` readable elements per the contract.
+            unsafe { std::slice::from_raw_parts(actions, count) }
+        };
+        let script: Result<Vec<_>> = slice.iter().map(action_from_c).collect();
+        let r = script.and_then(|s| install(vcpu, Some(Box::new(ScriptedGuest::new(s, loop_at)))));
+        to_rc(r)
+    })
+}
+
+/// Removes the vCPU's guest: it becomes an idle loop (sti; hlt) again.
+#[no_mangle]
+pub extern "C" fn vmm_rs_guest_clear(vcpu: *mut vcpu) -> c_int {
+    ffi_boundary!({ to_rc(install(vcpu, None)) })
+}
+
+/// Reads the counters of the vCPU's simulated guest.
+#[no_mangle]
+pub unsafe extern "C" fn vmm_rs_guest_stats(vcpu: *mut vcpu, stats: *mut vmm_rs_guest_stats) -> c_int {
+    ffi_boundary!({
+        if stats.is_null() {
+            return fail(libc::EFAULT);
+        }
+        match handle::vcpu_vm(vcpu).and_then(|(vm, id)| vm.guest_stats(id)) {
+            Ok(s) => {
+                let out = vmm_rs_guest_stats {
+                    steps: s.steps,
+                    interrupts: s.interrupts,
+                    last_vector: s.last_vector.map_or(-1, c_int::from),
+                    last_read: s.last_read,
+                };
+                // SAFETY: non-NULL out-pointer from the caller.
+                unsafe { stats.write(out) };
+                0
+            }
+            Err(e) => fail(errno_of(e)),
+        }
+    })
+}
