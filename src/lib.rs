@@ -9,7 +9,7 @@
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
 //! - [`rendezvous`]: `vm_smp_rendezvous`.
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
-//! - [`vlapic`]: the local APICs.
+//! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs.
 //! - [`registry`]: the process-wide table of named VMs.
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
@@ -24,6 +24,7 @@ pub mod rendezvous;
 pub mod run;
 pub mod sync;
 pub mod vcpu;
+pub mod vioapic;
 pub mod vlapic;
 pub mod vm;
 
