@@ -9,7 +9,8 @@
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
 //! - [`rendezvous`]: `vm_smp_rendezvous`.
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
-//! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs.
+//! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs;
+//!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).
 //! - [`registry`]: the process-wide table of named VMs.
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
@@ -27,6 +28,7 @@ pub mod vcpu;
 pub mod vioapic;
 pub mod vlapic;
 pub mod vm;
+pub mod vm_intr;
 
 #[cfg(not(loom))]
 pub mod ffi;

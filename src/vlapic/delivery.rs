@@ -43,8 +43,8 @@ pub struct Msi {
 }
 
 impl Msi {
-    /// Decodes an MSI; EINVAL unless the address is 0xFEExxxxx (FreeBSD
-    /// returns -1 there).
+    /// Decodes an MSI; EINVAL unless address bits 31:20 are 0xFEE (FreeBSD
+    /// returns -1 there; like FreeBSD, bits 63:32 are not looked at).
     pub fn decode(addr: u64, msg: u64) -> Result<Msi> {
         if addr & MSI_ADDR_MASK != MSI_ADDR_BASE {
             return Err(Error::Inval);
