@@ -30,5 +30,8 @@ pub mod vlapic;
 pub mod vm;
 pub mod vm_intr;
 
+#[cfg(all(test, not(loom)))]
+mod test_util;
+
 #[cfg(not(loom))]
 pub mod ffi;

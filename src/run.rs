@@ -1,10 +1,12 @@
 //! The run loop of FreeBSD `vm_run`: before-entry checks, guest entry
 //! through the backend, and the exits handled inside the library.
 
+use std::time::Instant;
+
 use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
-use crate::vcpu::VcpuState;
+use crate::vcpu::{Vcpu, VcpuState};
 use crate::vm::{VcpuLock, Vm};
 
 /// What the before-entry checks found.
@@ -54,6 +56,7 @@ impl Vm {
                     }
                 }
             }
+            self.prepare_guest_entry(vcpu);
             let rip = vcpu.regs.lock().nextrip;
             let (gexit, rip, len) = self.backend().run(vcpu, rip);
             vcpu.set_state(VcpuState::Frozen, false)?;
@@ -70,9 +73,67 @@ impl Vm {
                 GuestExit::Inout { port, bytes, is_in, eax } => {
                     return exit(ExitKind::Inout { port, bytes, is_in, eax })
                 }
-                GuestExit::Mmio(a) => return exit(ExitKind::Mmio(a)),
-                GuestExit::Hlt { .. } => continue,
+                GuestExit::Mmio(a) => {
+                    // The local APIC and vioapic are emulated here; other
+                    // addresses go to userland.
+                    if a.write {
+                        if self.mmio_write(id, a.gpa, a.size, a.value)?.is_some() {
+                            continue;
+                        }
+                    } else if let Some(v) = self.mmio_read(id, a.gpa, a.size)? {
+                        self.backend().mmio_read_result(vcpu, v);
+                        continue;
+                    }
+                    return exit(ExitKind::Mmio(a));
+                }
+                GuestExit::Hlt { intr_enabled } => {
+                    if intr_enabled {
+                        self.hlt_sleep(vcpu)?;
+                    }
+                    continue;
+                }
             }
+        }
+    }
+
+    /// Interrupt work on entry to RUNNING, before the guest runs: apply
+    /// the TMR changes RTE writers staged, fire an expired APIC timer, and
+    /// offer the highest deliverable vector to the backend.
+    fn prepare_guest_entry(&self, vcpu: &Vcpu) {
+        vcpu.vlapic.apply_staged_tmr();
+        vcpu.vlapic.timer_poll(Instant::now());
+        if let Some(v) = vcpu.vlapic.pending_intr() {
+            if self.backend().inject(vcpu, v) {
+                vcpu.vlapic.intr_accepted(v);
+            }
+        }
+    }
+
+    /// HLT with interrupts enabled (`vm_handle_hlt`): sleep (SLEEPING)
+    /// until an interrupt, NMI or ExtINT is deliverable, the APIC timer
+    /// expires, or something the before-entry checks look at is posted.
+    /// The conditions are checked under the vCPU mutex, and everyone who
+    /// posts them notifies under it, so no wake-up is lost.
+    fn hlt_sleep(&self, vcpu: &Vcpu) -> Result<()> {
+        loop {
+            self.check_alive()?;
+            vcpu.vlapic.timer_poll(Instant::now());
+            let g = vcpu.lock();
+            let wake = g.reqidle
+                || vcpu.vlapic.has_pending_event()
+                || self.suspended_how().is_some()
+                || self.rendezvous_pending()
+                || self.cpus().debug.contains(vcpu.id())
+                || self.is_destroyed();
+            if wake {
+                return Ok(());
+            }
+            let g = vcpu.set_state_locked(g, VcpuState::Sleeping, false)?;
+            let g = match vcpu.vlapic.timer_deadline() {
+                Some(deadline) => vcpu.wait_until(g, deadline),
+                None => vcpu.wait(g),
+            };
+            drop(vcpu.set_state_locked(g, VcpuState::Frozen, false)?);
         }
     }
 
