@@ -35,8 +35,10 @@ use crate::sync::Mutex;
 
 use rte::Rte;
 
-/// Number of pins (illumos; FreeBSD has 24 in older releases).
+/// Number of pins (illumos; FreeBSD has 24 in older releases). EOI
+/// processing keeps one bit per pin in a `u32`.
 pub const PINS: usize = 32;
+const _: () = assert!(PINS <= 32);
 /// Guest-physical base and size of the MMIO window.
 pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
 pub const IOAPIC_SIZE: u64 = 0x1000;

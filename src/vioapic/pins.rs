@@ -87,18 +87,18 @@ impl Vioapic {
     /// still asserted. All are cleared before any is re-sent.
     pub fn process_eoi(&self, vector: u8, bus: &dyn IoapicBus) {
         let mut t = self.table.lock();
-        let hit: Vec<usize> = (0..PINS)
-            .filter(|p| {
-                let e = t.rte(*p);
-                e.remote_irr() && e.vector() == vector
-            })
-            .collect();
-        for p in &hit {
-            t.pins[*p].reg &= !REM_IRR;
-            #[cfg(all(test, not(loom)))]
-            t.trace.push(("clear", *p));
+        // One bit per pin (PINS == 32).
+        let mut hit = 0u32;
+        for p in 0..PINS {
+            let e = t.rte(p);
+            if e.remote_irr() && e.vector() == vector {
+                t.pins[p].reg &= !REM_IRR;
+                hit |= 1 << p;
+                #[cfg(all(test, not(loom)))]
+                t.trace.push(("clear", p));
+            }
         }
-        for p in hit {
+        for p in (0..PINS).filter(|p| hit & (1 << p) != 0) {
             if t.pins[p].acnt > 0 {
                 t.send_or_defer(p, bus);
             }

@@ -197,11 +197,7 @@ impl Vm {
                     vcpu.vlapic.init_ipi();
                     vcpu.notify();
                 }
-                DELMODE_STARTUP => {
-                    if vcpu.vlapic.sipi(ipi.vector) {
-                        vcpu.notify();
-                    }
-                }
+                DELMODE_STARTUP if vcpu.vlapic.sipi(ipi.vector) => vcpu.notify(),
                 _ => {}
             }
         }

@@ -312,7 +312,7 @@ fn init_and_sipi_ipis() {
 fn x2apic_msrs_reach_the_vioapic_and_other_vcpus() {
     let vm = vm(2);
     for i in 0..2 {
-        vm.set_x2apic_state(i as i32, 1).unwrap();
+        vm.set_x2apic_state(i, 1).unwrap();
     }
     vm.lapic_wrmsr(0, 0x830, (1u64 << 32) | 0x61).unwrap();
     assert!(irr_has(&vm, 1, 0x61));
