@@ -207,8 +207,5 @@ fn rte_index(regnum: u32) -> Option<(usize, bool)> {
 
 /// A pin number from a C `int`; EINVAL when out of range.
 fn pin_index(pin: i32) -> crate::error::Result<usize> {
-    usize::try_from(pin)
-        .ok()
-        .filter(|p| *p < PINS)
-        .ok_or(crate::error::Error::Inval)
+    usize::try_from(pin).ok().filter(|p| *p < PINS).ok_or(crate::error::Error::Inval)
 }

@@ -64,7 +64,8 @@ impl IoapicBus for RecBus {
             return s;
         }
         for i in 0..self.ncpus {
-            let hit = dest == 0xFF || if phys { usize::from(dest) == i } else { dest & (1 << i) != 0 };
+            let hit =
+                dest == 0xFF || if phys { usize::from(dest) == i } else { dest & (1 << i) != 0 };
             if hit {
                 s.insert(i);
                 if delmode == LOWPRI && dest != 0xFF && !phys {

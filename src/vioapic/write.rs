@@ -30,7 +30,14 @@ impl Vioapic {
     /// MMIO write at `offset` in the window, on behalf of vCPU `writer`
     /// (`None` for a thread that is not a vCPU). Anything but a 4-byte
     /// access to IOREGSEL or IOWIN is ignored.
-    pub fn mmio_write(&self, writer: Option<usize>, offset: u64, size: u8, data: u32, bus: &dyn IoapicBus) {
+    pub fn mmio_write(
+        &self,
+        writer: Option<usize>,
+        offset: u64,
+        size: u8,
+        data: u32,
+        bus: &dyn IoapicBus,
+    ) {
         if size != 4 {
             return;
         }

@@ -79,11 +79,8 @@ impl Vm {
             return out;
         }
         let flat_mda = dest & 0xFF;
-        let (cluster_mda, cluster_ldest_mda) = if x2apic_dest {
-            (dest >> 16, dest & 0xFFFF)
-        } else {
-            ((dest >> 4) & 0xF, dest & 0xF)
-        };
+        let (cluster_mda, cluster_ldest_mda) =
+            if x2apic_dest { (dest >> 16, dest & 0xFFFF) } else { ((dest >> 4) & 0xF, dest & 0xF) };
         for id in active.iter() {
             let Ok(vcpu) = self.vcpu(id) else { continue };
             let (ldr, dfr, x2) = vcpu.vlapic.logical_id();

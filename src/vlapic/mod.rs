@@ -19,6 +19,7 @@
 //! Cross-vCPU work (destination resolution, IPI and MSI delivery) is in
 //! [`delivery`], on the VM.
 
+mod access;
 pub mod delivery;
 pub mod icr;
 pub mod regs;

@@ -30,7 +30,15 @@ fn reset_values_follow_freebsd() {
     assert_eq!(rd(&l, off::DFR), 0xFFFF_FFFF);
     assert_eq!(rd(&l, off::LDR), 0);
     assert_eq!((rd(&l, off::TPR), rd(&l, off::PPR)), (0, 0));
-    for o in [off::LVT_CMCI, off::LVT_TIMER, off::LVT_THERMAL, off::LVT_PERF, off::LVT_LINT0, off::LVT_LINT1, off::LVT_ERROR] {
+    for o in [
+        off::LVT_CMCI,
+        off::LVT_TIMER,
+        off::LVT_THERMAL,
+        off::LVT_PERF,
+        off::LVT_LINT0,
+        off::LVT_LINT1,
+        off::LVT_ERROR,
+    ] {
         assert_eq!(rd(&l, o), LVT_M, "LVT {o:#x} masked");
     }
     assert_eq!((rd(&l, off::TIMER_ICR), rd(&l, off::TIMER_CCR), rd(&l, off::TIMER_DCR)), (0, 0, 0));
@@ -93,7 +101,10 @@ fn lvt_writes_keep_only_defined_fields() {
     wr(&l, off::LVT_ERROR, 0xFFFF_FFFF);
     assert_eq!(rd(&l, off::LVT_ERROR), LVT_M | LVT_DS | 0xFF);
     wr(&l, off::LVT_LINT0, 0xFFFF_FFFF);
-    assert_eq!(rd(&l, off::LVT_LINT0), LVT_M | LVT_TM | LVT_RIRR | LVT_IIPP | LVT_DS | DELMODE_MASK | 0xFF);
+    assert_eq!(
+        rd(&l, off::LVT_LINT0),
+        LVT_M | LVT_TM | LVT_RIRR | LVT_IIPP | LVT_DS | DELMODE_MASK | 0xFF
+    );
     wr(&l, off::LVT_PERF, 0xFFFF_FFFF);
     assert_eq!(rd(&l, off::LVT_PERF), LVT_M | LVT_DS | DELMODE_MASK | 0xFF);
 }
@@ -263,7 +274,14 @@ fn icr_writes_produce_ipis_or_send_errors() {
     let fx = wr(&l, off::ICR_LO, DELMODE_FIXED | 0x50);
     assert_eq!(
         fx.ipi,
-        Some(Ipi { mode: DELMODE_FIXED, vector: 0x50, dest: 2, phys: true, shorthand: DEST_DESTFLD, x2apic_dest: false })
+        Some(Ipi {
+            mode: DELMODE_FIXED,
+            vector: 0x50,
+            dest: 2,
+            phys: true,
+            shorthand: DEST_DESTFLD,
+            x2apic_dest: false
+        })
     );
     let fx = wr(&l, off::ICR_LO, DELMODE_FIXED | DESTMODE_LOG | DEST_ALLESELF | 0x51);
     let ipi = fx.ipi.unwrap();

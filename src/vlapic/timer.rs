@@ -138,7 +138,8 @@ mod tests {
 
     #[test]
     fn divide_configuration_encoding() {
-        let want = [(0x0, 2), (0x1, 4), (0x2, 8), (0x3, 16), (0x8, 32), (0x9, 64), (0xA, 128), (0xB, 1)];
+        let want =
+            [(0x0, 2), (0x1, 4), (0x2, 8), (0x3, 16), (0x8, 32), (0x9, 64), (0xA, 128), (0xB, 1)];
         for (dcr, d) in want {
             assert_eq!(divisor(dcr), d, "dcr {dcr:#x}");
         }

@@ -124,11 +124,15 @@ fn apic_mmio_exits_are_handled_inside_the_run_loop() {
     ];
     let (vm, s) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
     let kind = run_once(&vm, 0);
-    assert_eq!(kind, ExitKind::Mmio(MmioAccess { gpa: 0xD000_0000, size: 4, write: true, value: 7 }));
+    assert_eq!(
+        kind,
+        ExitKind::Mmio(MmioAccess { gpa: 0xD000_0000, size: 4, write: true, value: 7 })
+    );
     assert_eq!(*s.mmio_reads.lock().unwrap(), vec![0x20, 0x001F_0011]);
     assert_eq!(s.at_entry.lock().unwrap().len(), 5);
     // A bad local APIC access fails VM_RUN with EINVAL, as in FreeBSD.
-    let exits = [GuestExit::Mmio(MmioAccess { gpa: LAPIC_BASE + 0x80, size: 2, write: true, value: 0 })];
+    let exits =
+        [GuestExit::Mmio(MmioAccess { gpa: LAPIC_BASE + 0x80, size: 2, write: true, value: 0 })];
     let (vm, _) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
     let l = vm.lock_one(0).unwrap();
     assert_eq!(vm.run(&l), Err(Error::Inval));
@@ -138,7 +142,8 @@ fn apic_mmio_exits_are_handled_inside_the_run_loop() {
 fn hlt_sleeps_until_an_interrupt_arrives() {
     with_watchdog(20, || {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let (vm, _) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+        let (vm, _) =
+            vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
         let vm2 = vm.clone();
         let runner = thread::spawn(move || run_once(&vm2, 0));
         while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
@@ -153,7 +158,8 @@ fn hlt_sleeps_until_an_interrupt_arrives() {
 fn hlt_sleeps_no_later_than_the_apic_timer() {
     with_watchdog(20, || {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let (vm, _) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+        let (vm, _) =
+            vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
         lapic_write(&vm, 0, off::LVT_TIMER, 0xEF);
         lapic_write(&vm, 0, off::TIMER_DCR, 0xB);
         lapic_write(&vm, 0, off::TIMER_ICR, 1 << 17); // about 1 ms
@@ -166,7 +172,8 @@ fn hlt_sleeps_no_later_than_the_apic_timer() {
 fn hlt_also_ends_for_reqidle_and_suspend() {
     with_watchdog(20, || {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let (vm, _) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+        let (vm, _) =
+            vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
         let vm2 = vm.clone();
         let runner = thread::spawn(move || run_once(&vm2, 0));
         while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {

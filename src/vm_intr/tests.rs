@@ -23,7 +23,10 @@ pub(super) fn vm(n: usize) -> Vm {
 }
 
 pub(super) fn lapic_write(vm: &Vm, vcpu: usize, offset: u32, val: u32) {
-    assert_eq!(vm.mmio_write(vcpu, LAPIC_BASE + u64::from(offset), 4, u64::from(val)), Ok(Some(())));
+    assert_eq!(
+        vm.mmio_write(vcpu, LAPIC_BASE + u64::from(offset), 4, u64::from(val)),
+        Ok(Some(()))
+    );
 }
 
 pub(super) fn lapic_read(vm: &Vm, vcpu: usize, offset: u32) -> u32 {
@@ -81,7 +84,8 @@ fn logical_flat_and_cluster_destinations() {
     assert_eq!(vm.calcdest(0b1010, false, true, false), set(&[1]), "lowest priority: first match");
     assert_eq!(vm.calcdest(0, false, false, false), set(&[]));
     // Cluster model: LDR[31:28] cluster, LDR[27:24] member bits.
-    for (i, ldr) in [0x1100_0000u32, 0x1200_0000, 0x2100_0000, 0x1400_0000].into_iter().enumerate() {
+    for (i, ldr) in [0x1100_0000u32, 0x1200_0000, 0x2100_0000, 0x1400_0000].into_iter().enumerate()
+    {
         lapic_write(&vm, i, off::DFR, 0x0FFF_FFFF);
         lapic_write(&vm, i, off::LDR, ldr);
     }
@@ -102,7 +106,10 @@ fn msi_decoding() {
     let m = Msi::decode(0xFEE0_1000, 0x0000_4041).unwrap();
     assert_eq!(m, Msi { dest: 1, phys: true, delmode: DELMODE_FIXED, vector: 0x41, level: false });
     let m = Msi::decode(0xFEEA_B00C, 0x0000_8155).unwrap();
-    assert_eq!(m, Msi { dest: 0xAB, phys: false, delmode: DELMODE_LOWPRIO, vector: 0x55, level: true });
+    assert_eq!(
+        m,
+        Msi { dest: 0xAB, phys: false, delmode: DELMODE_LOWPRIO, vector: 0x55, level: true }
+    );
     // Destination mode without the redirection hint is physical (FreeBSD).
     assert!(Msi::decode(0xFEE0_1004, 0x41).unwrap().phys);
     assert!(Msi::decode(0xFEE0_1008, 0x41).unwrap().phys);
