@@ -31,6 +31,18 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     /// Runs `vcpu`'s guest from `rip` until an exit; returns the exit, the
     /// RIP of the exiting instruction and its length.
     fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32);
+
+    /// Offers external interrupt `vector` to the guest before the next
+    /// `run`. Returns true if the guest takes it now (the run loop then
+    /// moves it from IRR to ISR); false if it cannot (interrupts disabled,
+    /// an event already being injected). The default guest never can.
+    fn inject(&self, _vcpu: &Vcpu, _vector: u8) -> bool {
+        false
+    }
+
+    /// The value of an MMIO read the library emulated (local APIC or
+    /// vioapic), for the instruction that exited with `GuestExit::Mmio`.
+    fn mmio_read_result(&self, _vcpu: &Vcpu, _value: u64) {}
 }
 
 /// A backend whose guest sits in its idle loop (`sti; hlt`): VM_RUN

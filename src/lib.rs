@@ -9,6 +9,8 @@
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
 //! - [`rendezvous`]: `vm_smp_rendezvous`.
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
+//! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs;
+//!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).
 //! - [`registry`]: the process-wide table of named VMs.
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`guest`]: guest programs (scripted or callbacks) for the simulated backend.
@@ -28,7 +30,13 @@ pub mod rendezvous;
 pub mod run;
 pub mod sync;
 pub mod vcpu;
+pub mod vioapic;
+pub mod vlapic;
 pub mod vm;
+pub mod vm_intr;
+
+#[cfg(all(test, not(loom)))]
+mod test_util;
 
 #[cfg(not(loom))]
 pub mod ffi;

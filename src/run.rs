@@ -1,10 +1,12 @@
 //! The run loop of FreeBSD `vm_run`: before-entry checks, guest entry
 //! through the backend, and the exits handled inside the library.
 
+use std::time::Instant;
+
 use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
-use crate::vcpu::VcpuState;
+use crate::vcpu::{Vcpu, VcpuState};
 use crate::vm::{VcpuLock, Vm};
 
 /// What the before-entry checks found.
@@ -54,6 +56,7 @@ impl Vm {
                     }
                 }
             }
+            self.prepare_guest_entry(vcpu);
             let rip = vcpu.regs.lock().nextrip;
             let (gexit, rip, len) = self.backend().run(vcpu, rip);
             vcpu.set_state(VcpuState::Frozen, false)?;
@@ -70,8 +73,33 @@ impl Vm {
                 GuestExit::Inout { port, bytes, is_in, eax } => {
                     return exit(ExitKind::Inout { port, bytes, is_in, eax })
                 }
-                GuestExit::Mmio(a) => return exit(ExitKind::Mmio(a)),
+                GuestExit::Mmio(a) => {
+                    // The local APIC and vioapic are emulated here; other
+                    // addresses go to userland.
+                    if a.write {
+                        if self.mmio_write(id, a.gpa, a.size, a.value)?.is_some() {
+                            continue;
+                        }
+                    } else if let Some(v) = self.mmio_read(id, a.gpa, a.size)? {
+                        self.backend().mmio_read_result(vcpu, v);
+                        continue;
+                    }
+                    return exit(ExitKind::Mmio(a));
+                }
                 GuestExit::Hlt { intr_enabled } => self.handle_hlt(id, intr_enabled)?,
+            }
+        }
+    }
+
+    /// Interrupt work on entry to RUNNING, before the guest runs: apply
+    /// the TMR changes RTE writers staged, fire an expired APIC timer, and
+    /// offer the highest deliverable vector to the backend.
+    fn prepare_guest_entry(&self, vcpu: &Vcpu) {
+        vcpu.vlapic.apply_staged_tmr();
+        vcpu.vlapic.timer_poll(Instant::now());
+        if let Some(v) = vcpu.vlapic.pending_intr() {
+            if self.backend().inject(vcpu, v) {
+                vcpu.vlapic.intr_accepted(v);
             }
         }
     }
@@ -111,7 +139,8 @@ impl Vm {
         }
         let mut g = vcpu.lock();
         loop {
-            let wake = (intr_enabled && self.hlt_wakeup_pending(id))
+            vcpu.vlapic.timer_poll(Instant::now());
+            let wake = (intr_enabled && vcpu.vlapic.has_pending_event())
                 || g.reqidle
                 || self.pending_for_sleeper(id)
                 || self.is_destroyed();
@@ -119,7 +148,7 @@ impl Vm {
                 break;
             }
             g = vcpu.set_state_locked(g, VcpuState::Sleeping, false)?;
-            g = match self.hlt_deadline(id) {
+            g = match vcpu.vlapic.timer_deadline() {
                 Some(deadline) => vcpu.wait_until(g, deadline),
                 None => vcpu.wait(g),
             };
@@ -137,16 +166,6 @@ impl Vm {
         self.suspended_how().is_some()
             || self.rendezvous_pending()
             || self.cpus().debug.contains(id)
-    }
-
-    /// Whether an interrupt is pending that ends a HLT.
-    fn hlt_wakeup_pending(&self, _id: usize) -> bool {
-        false
-    }
-
-    /// When a sleeping vCPU must wake up by itself (its APIC timer).
-    fn hlt_deadline(&self, _id: usize) -> Option<std::time::Instant> {
-        None
     }
 
     /// `vm_handle_suspend`: join the suspended set and wait (SLEEPING) until

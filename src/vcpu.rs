@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::regs::VcpuRegs;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{Condvar, Mutex, MutexGuard};
+use crate::vlapic::Vlapic;
 
 /// The state of a vCPU (FreeBSD `enum vcpu_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,9 @@ pub struct Vcpu {
     /// lock is taken under it). Only the thread that holds the vCPU FROZEN
     /// or RUNNING uses it, so it is never contended in practice.
     pub regs: Mutex<VcpuRegs>,
+    /// The local APIC. Its mutex ranks below `inner` and above `regs`;
+    /// any thread may use it (delivery, staging), see `vlapic`.
+    pub vlapic: Vlapic,
 }
 
 impl Vcpu {
@@ -94,6 +98,7 @@ impl Vcpu {
             cv: Condvar::new(),
             kick: AtomicBool::new(false),
             regs: Mutex::new(VcpuRegs::default()),
+            vlapic: Vlapic::new(id),
         }
     }
 

@@ -9,14 +9,24 @@
 //!    for IDLE, not a mutex, and services pending rendezvous).
 //! 2. `Vm::mem` (guest memory; exclusive only with every vCPU frozen, so a
 //!    vCPU never waits for it while RUNNING).
-//! 3. vioapic write lock, then the vioapic table mutex.
+//! 3. `Vioapic::write_lock` (the RTE write lock: exclusive, serialises RTE
+//!    writes and their TMR staging), then `Vioapic::table` (the vioapic
+//!    table mutex: redirection table, IOREGSEL, assert counts, in-flux
+//!    marks, stats). Assert, deassert, pulse and EOI take only the table
+//!    mutex. See `vioapic`.
 //! 4. The rendezvous mutex (no other lock is taken while it is held, and
 //!    callbacks run without it).
-//! 5. A vCPU mutex (`Vcpu::inner`), then its vlapic, then its registers.
+//! 5. A vCPU mutex (`Vcpu::inner`), then its vlapic mutex
+//!    (`Vlapic::state`), then its registers. At most one vlapic mutex is
+//!    held at a time, and no vCPU is notified while one is held.
 //! 6. `Vm::cpus` (cpusets, topology): a leaf, taken under any of the
 //!    above and never held while taking another lock.
 //!
-//! No thread waits on another vCPU while holding a lock of ranks 2-6.
+//! No thread waits on another vCPU while holding a lock of ranks 2-6, with
+//! one exception: the vioapic write lock is held across `Vcpu::block_run`,
+//! which waits only while the target is RUNNING, and a RUNNING vCPU leaves
+//! RUNNING (once kicked) without taking the write lock or any lock a
+//! waiter holds.
 
 use crate::backend::{Backend, IdleBackend};
 use crate::cpuset::{CpuSet, CPUSET_BITS};
@@ -27,6 +37,7 @@ use crate::rendezvous::{Post, Rendezvous, RendezvousFn};
 use crate::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vcpu::{Vcpu, VcpuState};
+use crate::vioapic::Vioapic;
 
 /// FreeBSD's default number of vCPUs per VM (`VM_MAXCPU`).
 pub const DEFAULT_MAXCPUS: usize = 16;
@@ -80,6 +91,8 @@ pub struct Vm {
     /// exclusive only with every vCPU frozen ([`Vm::mem_write`] needs a
     /// `LockAll`), so a RUNNING vCPU never waits for it.
     mem: RwLock<GuestMemory>,
+    /// The I/O APIC (its own locks rank 3, see the module doc).
+    vioapic: Vioapic,
     backend: Box<dyn Backend>,
 }
 
@@ -145,6 +158,7 @@ impl Vm {
             destroyed: AtomicBool::new(false),
             rendezvous: Rendezvous::default(),
             mem: RwLock::new(GuestMemory::new()),
+            vioapic: Vioapic::new(),
             backend,
         })
     }
@@ -164,6 +178,10 @@ impl Vm {
 
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
+    }
+
+    pub fn vioapic(&self) -> &Vioapic {
+        &self.vioapic
     }
 
     /// vCPU `id`; EINVAL when out of range.
@@ -405,8 +423,9 @@ impl Vm {
 
     /// VM_REINIT, with every vCPU frozen by `all`: EBUSY unless every
     /// active vCPU has acknowledged a suspend; then back to a new VM's
-    /// state: cpusets, suspend, registers, rendezvous, and guest memory
-    /// (all segments released, unlike FreeBSD, which keeps system memory).
+    /// state: cpusets, suspend, registers, rendezvous, vioapic and local
+    /// APICs, and guest memory (all segments released, unlike FreeBSD,
+    /// which keeps system memory).
     pub fn reinit(&self, all: &LockAll<'_>) -> Result<()> {
         let mut c = self.cpus.lock();
         if c.active != c.suspended {
@@ -423,6 +442,7 @@ impl Vm {
             *v.regs.lock() = Default::default();
         }
         self.mem_write(all).clear();
+        self.reset_interrupt_controllers();
         Ok(())
     }
 

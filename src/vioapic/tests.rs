@@ -1,0 +1,450 @@
+//! Unit tests of the vioapic against a recording bus (semantics.md
+//! sections 1 and 5).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::*;
+use crate::error::Error;
+
+const LEVEL: u32 = 0x8000;
+const MASKED: u32 = 0x1_0000;
+const POLARITY: u32 = 0x2000;
+const LOGICAL: u32 = 0x800;
+const LOWPRI: u32 = 0x100;
+const NMI: u32 = 0x400;
+const REM_IRR: u32 = 0x4000;
+const DELIVS: u32 = 0x1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent {
+    level: bool,
+    dest: u8,
+    phys: bool,
+    delmode: u32,
+    vector: u8,
+}
+
+type Hook = Box<dyn FnMut(&RecBus)>;
+
+/// A bus with `ncpus` active vCPUs whose logical (flat) id is bit `i`.
+#[derive(Default)]
+struct RecBus {
+    ncpus: usize,
+    sent: RefCell<Vec<Sent>>,
+    blocks: RefCell<Vec<usize>>,
+    unblocks: RefCell<Vec<usize>>,
+    staged: RefCell<Vec<(usize, u8, bool)>>,
+    /// Runs inside `block_run`: the write path's in-flux window.
+    hook: RefCell<Option<Hook>>,
+}
+
+impl RecBus {
+    fn new(ncpus: usize) -> Self {
+        RecBus { ncpus, ..Default::default() }
+    }
+    fn sent(&self) -> Vec<Sent> {
+        self.sent.borrow().clone()
+    }
+    fn staged(&self) -> Vec<(usize, u8, bool)> {
+        std::mem::take(&mut *self.staged.borrow_mut())
+    }
+    fn take_blocks(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.blocks.borrow_mut())
+    }
+}
+
+impl IoapicBus for RecBus {
+    fn deliver(&self, level: bool, dest: u8, phys: bool, delmode: u32, vector: u8) {
+        self.sent.borrow_mut().push(Sent { level, dest, phys, delmode, vector });
+    }
+    fn tmr_targets(&self, dest: u8, phys: bool, delmode: u32) -> CpuSet {
+        let mut s = CpuSet::new();
+        if delmode != 0 && delmode != LOWPRI {
+            return s;
+        }
+        for i in 0..self.ncpus {
+            let hit =
+                dest == 0xFF || if phys { usize::from(dest) == i } else { dest & (1 << i) != 0 };
+            if hit {
+                s.insert(i);
+                if delmode == LOWPRI && dest != 0xFF && !phys {
+                    break;
+                }
+            }
+        }
+        s
+    }
+    fn block_run(&self, id: usize) {
+        self.blocks.borrow_mut().push(id);
+        let hook = self.hook.borrow_mut().take();
+        if let Some(mut f) = hook {
+            f(self);
+            *self.hook.borrow_mut() = Some(f);
+        }
+    }
+    fn unblock_run(&self, id: usize) {
+        self.unblocks.borrow_mut().push(id);
+    }
+    fn stage_tmr(&self, id: usize, vector: u8, level: bool) {
+        self.staged.borrow_mut().push((id, vector, level));
+    }
+}
+
+fn sel(v: &Vioapic, b: &RecBus, reg: u32) {
+    v.mmio_write(None, IOREGSEL, 4, reg, b);
+}
+
+/// Writes the low half of `pin`'s entry as vCPU `writer`.
+fn lo(v: &Vioapic, b: &RecBus, writer: Option<usize>, pin: usize, val: u32) {
+    sel(v, b, REG_REDTBL + 2 * pin as u32);
+    v.mmio_write(writer, IOWIN, 4, val, b);
+}
+
+fn hi(v: &Vioapic, b: &RecBus, writer: Option<usize>, pin: usize, dest: u8) {
+    sel(v, b, REG_REDTBL + 2 * pin as u32 + 1);
+    v.mmio_write(writer, IOWIN, 4, u32::from(dest) << 24, b);
+}
+
+fn read(v: &Vioapic, b: &RecBus, reg: u32) -> u32 {
+    sel(v, b, reg);
+    v.mmio_read(IOWIN, 4)
+}
+
+fn rte_lo(v: &Vioapic, b: &RecBus, pin: usize) -> u32 {
+    read(v, b, REG_REDTBL + 2 * pin as u32)
+}
+
+fn fixed(vector: u8, dest: u8, level: bool) -> Sent {
+    Sent { level, dest, phys: true, delmode: 0, vector }
+}
+
+#[test]
+fn reset_values_and_identification_registers() {
+    let (v, b) = (Vioapic::new(), RecBus::new(2));
+    assert_eq!(v.pincount(), 32);
+    assert_eq!(read(&v, &b, REG_VER), 0x001F_0011);
+    assert_eq!(read(&v, &b, REG_ID), 0);
+    for pin in 0..PINS {
+        assert_eq!(v.rte(pin), 0x0001_0000_0001_0000, "pin {pin}");
+        assert_eq!(read(&v, &b, REG_REDTBL + 2 * pin as u32), 0x1_0000);
+        assert_eq!(read(&v, &b, REG_REDTBL + 2 * pin as u32 + 1), 0x1_0000);
+    }
+    // ID keeps bits 31:24 only; ARB reads the ID; VER and ARB are read-only.
+    sel(&v, &b, REG_ID);
+    v.mmio_write(Some(0), IOWIN, 4, 0xABCD_EF12, &b);
+    assert_eq!(read(&v, &b, REG_ID), 0xAB00_0000);
+    assert_eq!(read(&v, &b, REG_ARB), 0xAB00_0000);
+    for r in [REG_VER, REG_ARB] {
+        sel(&v, &b, r);
+        v.mmio_write(Some(0), IOWIN, 4, 0x1234_5678, &b);
+    }
+    assert_eq!(read(&v, &b, REG_VER), 0x001F_0011);
+    assert_eq!(read(&v, &b, REG_ID), 0xAB00_0000);
+}
+
+#[test]
+fn window_accepts_only_4_byte_ioregsel_and_iowin() {
+    let (v, b) = (Vioapic::new(), RecBus::new(1));
+    // The register index is IOREGSEL & 0xff; IOREGSEL reads back whole.
+    sel(&v, &b, 0x0000_0101);
+    assert_eq!(v.mmio_read(IOREGSEL, 4), 0x101);
+    assert_eq!(v.mmio_read(IOWIN, 4), 0x001F_0011);
+    for size in [1, 2, 8] {
+        assert_eq!(v.mmio_read(IOREGSEL, size), 0);
+        assert_eq!(v.mmio_read(IOWIN, size), 0);
+        v.mmio_write(None, IOREGSEL, size, 0x10, &b);
+    }
+    assert_eq!(v.mmio_read(IOREGSEL, 4), 0x101, "narrow writes ignored");
+    sel(&v, &b, REG_REDTBL);
+    for size in [1, 2, 8] {
+        v.mmio_write(None, IOWIN, size, 0x30, &b);
+    }
+    for offset in [0x04, 0x20, 0x40, 0xFFC] {
+        assert_eq!(v.mmio_read(offset, 4), 0);
+        v.mmio_write(None, offset, 4, 0x30, &b);
+    }
+    assert_eq!(v.rte(0), rte::RESET);
+    assert_eq!(v.stats().rte_writes, 0);
+    // Past the table: reads 0, writes ignored.
+    assert_eq!(read(&v, &b, REG_REDTBL + 64), 0);
+    v.mmio_write(None, IOWIN, 4, 0x30, &b);
+    assert_eq!(v.stats().rte_writes, 0);
+}
+
+#[test]
+fn read_only_bits_survive_writes() {
+    let (v, b) = (Vioapic::new(), RecBus::new(1));
+    lo(&v, &b, None, 3, LEVEL | 0x40);
+    v.assert_irq(3, &b).unwrap();
+    assert_eq!(rte_lo(&v, &b, 3) & REM_IRR, REM_IRR);
+    // Writing 0 to remote IRR and 1 to delivery status changes neither.
+    lo(&v, &b, None, 3, LEVEL | DELIVS | 0x40);
+    assert_eq!(rte_lo(&v, &b, 3), LEVEL | REM_IRR | 0x40);
+    // Nor can a write set remote IRR.
+    lo(&v, &b, None, 4, LEVEL | REM_IRR | DELIVS | 0x41);
+    assert_eq!(rte_lo(&v, &b, 4), LEVEL | 0x41);
+    // The high half is plain data (destination and reserved bits).
+    hi(&v, &b, None, 4, 0x5A);
+    assert_eq!(v.rte(4) >> 32, 0x5A00_0000);
+}
+
+#[test]
+fn edge_pin_sends_on_zero_to_one_only() {
+    let (v, b) = (Vioapic::new(), RecBus::new(2));
+    lo(&v, &b, None, 2, 0x30);
+    hi(&v, &b, None, 2, 1);
+    v.assert_irq(2, &b).unwrap();
+    v.assert_irq(2, &b).unwrap();
+    assert_eq!(v.assert_count(2), 2);
+    v.deassert_irq(2, &b).unwrap();
+    v.deassert_irq(2, &b).unwrap();
+    assert_eq!(b.sent(), vec![fixed(0x30, 1, false)]);
+    v.pulse_irq(2, &b).unwrap();
+    assert_eq!(b.sent().len(), 2);
+    assert_eq!(v.assert_count(2), 0);
+    assert_eq!(v.stats().interrupts, 2);
+    // Edge entries never set remote IRR.
+    assert_eq!(rte_lo(&v, &b, 2) & REM_IRR, 0);
+}
+
+#[test]
+fn level_interrupts_coalesce_and_reinject_after_eoi() {
+    let (v, b) = (Vioapic::new(), RecBus::new(1));
+    lo(&v, &b, None, 9, LEVEL | 0x50);
+    v.assert_irq(9, &b).unwrap();
+    assert_eq!(b.sent(), vec![fixed(0x50, 0, true)]);
+    v.deassert_irq(9, &b).unwrap();
+    v.assert_irq(9, &b).unwrap();
+    assert_eq!(b.sent().len(), 1, "coalesced while remote IRR is set");
+    v.process_eoi(0x50, &b);
+    assert_eq!(b.sent().len(), 2, "still asserted at EOI: re-sent");
+    assert_eq!(rte_lo(&v, &b, 9) & REM_IRR, REM_IRR);
+    v.deassert_irq(9, &b).unwrap();
+    v.process_eoi(0x50, &b);
+    assert_eq!(b.sent().len(), 2, "deasserted at EOI: not re-sent");
+    assert_eq!(rte_lo(&v, &b, 9) & REM_IRR, 0);
+    // An EOI for another vector touches nothing.
+    v.assert_irq(9, &b).unwrap();
+    v.process_eoi(0x51, &b);
+    assert_eq!(rte_lo(&v, &b, 9) & REM_IRR, REM_IRR);
+}
+
+#[test]
+fn masked_pins_send_nothing_and_rte_write_resends_asserted_level() {
+    let (v, b) = (Vioapic::new(), RecBus::new(1));
+    lo(&v, &b, None, 1, MASKED | LEVEL | 0x60);
+    lo(&v, &b, None, 2, MASKED | 0x61);
+    v.assert_irq(1, &b).unwrap();
+    v.assert_irq(2, &b).unwrap();
+    assert!(b.sent().is_empty());
+    assert_eq!(rte_lo(&v, &b, 1) & REM_IRR, 0, "masked send sets no remote IRR");
+    lo(&v, &b, None, 1, LEVEL | 0x60);
+    assert_eq!(b.sent(), vec![fixed(0x60, 0, true)], "asserted level pin re-sent");
+    lo(&v, &b, None, 2, 0x61);
+    assert_eq!(b.sent().len(), 1, "edge pins are not re-sent on write");
+    // A rewrite with remote IRR set does not send again.
+    lo(&v, &b, None, 1, LEVEL | POLARITY | 0x60);
+    assert_eq!(b.sent().len(), 1);
+}
+
+#[test]
+fn edge_switch_clears_remote_irr_and_masking_keeps_it() {
+    let (v, b) = (Vioapic::new(), RecBus::new(1));
+    lo(&v, &b, None, 4, LEVEL | 0x70);
+    v.assert_irq(4, &b).unwrap();
+    lo(&v, &b, None, 4, MASKED | LEVEL | 0x70);
+    assert_eq!(rte_lo(&v, &b, 4) & REM_IRR, REM_IRR, "masking keeps remote IRR");
+    lo(&v, &b, None, 4, MASKED | 0x70);
+    assert_eq!(rte_lo(&v, &b, 4) & REM_IRR, 0, "edge clears it");
+    // Back to level and unmasked while asserted: sent again.
+    lo(&v, &b, None, 4, LEVEL | 0x70);
+    assert_eq!(b.sent().len(), 2);
+}
+
+#[test]
+fn eoi_clears_every_matching_pin_before_resending() {
+    let (v, b) = (Vioapic::new(), RecBus::new(2));
+    for pin in [5, 6] {
+        lo(&v, &b, None, pin, LEVEL | 0x80);
+        v.assert_irq(pin as i32, &b).unwrap();
+    }
+    lo(&v, &b, None, 7, LEVEL | 0x81);
+    v.assert_irq(7, &b).unwrap();
+    assert_eq!(b.sent().len(), 3);
+    v.take_trace();
+    v.process_eoi(0x80, &b);
+    assert_eq!(v.take_trace(), vec![("clear", 5), ("clear", 6), ("send", 5), ("send", 6)]);
+    assert_eq!(rte_lo(&v, &b, 7) & REM_IRR, REM_IRR, "other vector untouched");
+}
+
+#[test]
+fn assert_counts_saturate_with_errors_and_counters() {
+    let (v, b) = (Vioapic::new(), RecBus::new(1));
+    assert_eq!(v.deassert_irq(0, &b), Err(Error::Range));
+    assert_eq!(v.assert_count(0), 0);
+    assert_eq!(v.stats().saturate_low, 1);
+    v.set_assert_count(0, u32::MAX);
+    assert_eq!(v.assert_irq(0, &b), Err(Error::TooBig));
+    assert_eq!(v.pulse_irq(0, &b), Err(Error::TooBig));
+    assert_eq!(v.assert_count(0), u32::MAX, "pulse stops after the failed assert");
+    assert_eq!(v.stats().saturate_high, 2);
+    v.deassert_irq(0, &b).unwrap();
+    assert_eq!(v.assert_count(0), u32::MAX - 1);
+    for pin in [-1, 32, i32::MAX] {
+        assert_eq!(v.assert_irq(pin, &b), Err(Error::Inval));
+        assert_eq!(v.deassert_irq(pin, &b), Err(Error::Inval));
+        assert_eq!(v.pulse_irq(pin, &b), Err(Error::Inval));
+    }
+}
+
+#[test]
+fn delivery_carries_the_entry_fields() {
+    let (v, b) = (Vioapic::new(), RecBus::new(4));
+    lo(&v, &b, None, 1, LOGICAL | LOWPRI | 0x90);
+    hi(&v, &b, None, 1, 0x0C);
+    v.pulse_irq(1, &b).unwrap();
+    lo(&v, &b, None, 2, NMI | 0x02);
+    v.pulse_irq(2, &b).unwrap();
+    assert_eq!(
+        b.sent(),
+        vec![
+            Sent { level: false, dest: 0x0C, phys: false, delmode: LOWPRI, vector: 0x90 },
+            Sent { level: false, dest: 0, phys: true, delmode: NMI, vector: 0x02 },
+        ]
+    );
+}
+
+#[test]
+fn mask_polarity_and_edge_only_writes_do_no_cross_vcpu_work() {
+    let (v, b) = (Vioapic::new(), RecBus::new(4));
+    hi(&v, &b, Some(0), 3, 1);
+    lo(&v, &b, Some(0), 3, LEVEL | 0x40);
+    assert_eq!(b.take_blocks(), vec![1], "edge -> level costs one block_run");
+    b.staged();
+    let before = v.stats();
+    lo(&v, &b, Some(0), 3, MASKED | LEVEL | 0x40);
+    lo(&v, &b, Some(0), 3, MASKED | POLARITY | LEVEL | 0x40);
+    lo(&v, &b, Some(0), 3, LEVEL | 0x40);
+    // Edge-only entries: vector, destination, mode changes are free.
+    lo(&v, &b, Some(0), 8, 0x41);
+    hi(&v, &b, Some(0), 8, 0xFF);
+    lo(&v, &b, Some(0), 8, LOGICAL | LOWPRI | 0x42);
+    // Level entries in NMI mode never set TMR bits.
+    lo(&v, &b, Some(0), 9, LEVEL | NMI | 0x02);
+    let after = v.stats();
+    assert!(b.take_blocks().is_empty());
+    assert!(b.staged().is_empty());
+    assert_eq!(after.tmr_updates, before.tmr_updates);
+    assert_eq!(after.tmr_block_runs, before.tmr_block_runs);
+    assert_eq!(after.tmr_stagings, before.tmr_stagings);
+    assert_eq!(after.rte_writes, before.rte_writes + 7);
+}
+
+#[test]
+fn level_writes_stage_tmr_blocking_other_vcpus_only() {
+    let (v, b) = (Vioapic::new(), RecBus::new(3));
+    hi(&v, &b, Some(0), 3, 1);
+    lo(&v, &b, Some(0), 3, MASKED | LEVEL | 0x40);
+    assert_eq!(b.take_blocks(), vec![1]);
+    assert_eq!(*b.unblocks.borrow(), vec![1]);
+    assert_eq!(b.staged(), vec![(1, 0x40, true)]);
+    // New vector: clear the old, set the new.
+    lo(&v, &b, Some(0), 3, MASKED | LEVEL | 0x41);
+    assert_eq!(b.staged(), vec![(1, 0x40, false), (1, 0x41, true)]);
+    assert_eq!(b.take_blocks(), vec![1]);
+    // New destination: the old target clears, the new one sets.
+    hi(&v, &b, Some(0), 3, 2);
+    assert_eq!(b.take_blocks(), vec![1, 2]);
+    assert_eq!(b.staged(), vec![(1, 0x41, false), (2, 0x41, true)]);
+    // Aimed at the writer itself: staged directly, no block_run.
+    hi(&v, &b, Some(0), 3, 0);
+    assert_eq!(b.take_blocks(), vec![2]);
+    assert_eq!(b.staged(), vec![(0, 0x41, true), (2, 0x41, false)]);
+    // Level -> edge clears.
+    lo(&v, &b, Some(0), 3, MASKED | 0x41);
+    assert_eq!(b.staged(), vec![(0, 0x41, false)]);
+    assert!(b.take_blocks().is_empty());
+    // A writer that is not a vCPU blocks every target; broadcast reaches all.
+    hi(&v, &b, None, 4, 0xFF);
+    lo(&v, &b, None, 4, MASKED | LEVEL | 0x44);
+    assert_eq!(b.take_blocks(), vec![0, 1, 2]);
+    let s = v.stats();
+    assert_eq!((s.tmr_block_runs, s.tmr_stagings), (8, 11));
+}
+
+#[test]
+fn a_vector_still_used_by_another_level_pin_keeps_its_tmr_bit() {
+    let (v, b) = (Vioapic::new(), RecBus::new(3));
+    for (pin, dest) in [(1, 1), (2, 1), (3, 2)] {
+        hi(&v, &b, None, pin, dest);
+        lo(&v, &b, None, pin, MASKED | LEVEL | 0x40);
+    }
+    b.staged();
+    lo(&v, &b, None, 1, MASKED | LEVEL | 0x41);
+    assert_eq!(b.staged(), vec![(1, 0x41, true)], "pin 2 still uses 0x40 on vCPU 1");
+    lo(&v, &b, None, 2, MASKED | LEVEL | 0x42);
+    assert_eq!(b.staged(), vec![(1, 0x40, false), (1, 0x42, true)], "now nobody does");
+    // Pin 3 (vector 0x40 on vCPU 2) does not protect vCPU 1's bit; it
+    // keeps vCPU 2's when its own entry moves away from vCPU 2.
+    hi(&v, &b, None, 4, 2);
+    lo(&v, &b, None, 4, MASKED | LEVEL | 0x40);
+    b.staged();
+    hi(&v, &b, None, 4, 1);
+    assert_eq!(b.staged(), vec![(1, 0x40, true)]);
+}
+
+#[test]
+fn pin_events_during_a_rewrite_are_sent_once_at_step_5() {
+    let (v, b) = (Rc::new(Vioapic::new()), RecBus::new(2));
+    // Level: an assert in the window is held back, then sent once.
+    hi(&v, &b, None, 5, 1);
+    lo(&v, &b, None, 5, 0x50);
+    let v2 = v.clone();
+    *b.hook.borrow_mut() = Some(Box::new(move |bus: &RecBus| {
+        v2.assert_irq(5, bus).unwrap();
+        assert!(bus.sent().is_empty(), "no send while the entry is in flux");
+    }));
+    lo(&v, &b, Some(0), 5, LEVEL | 0x51);
+    assert_eq!(b.sent(), vec![fixed(0x51, 1, true)]);
+    assert_eq!(v.stats().deferred_sends, 1);
+    b.hook.borrow_mut().take();
+
+    // Edge: a pulse in the window (level -> edge rewrite) is remembered.
+    let v3 = v.clone();
+    *b.hook.borrow_mut() = Some(Box::new(move |bus: &RecBus| {
+        v3.deassert_irq(5, bus).unwrap();
+        v3.pulse_irq(5, bus).unwrap();
+    }));
+    lo(&v, &b, Some(0), 5, 0x52);
+    assert_eq!(b.sent()[1..], [fixed(0x52, 1, false)]);
+    b.hook.borrow_mut().take();
+
+    // EOI in the window: remote IRR cleared, the re-send waits for step 5.
+    lo(&v, &b, None, 6, LEVEL | 0x60);
+    v.assert_irq(6, &b).unwrap();
+    assert_eq!(b.sent().len(), 3);
+    let v4 = v.clone();
+    *b.hook.borrow_mut() = Some(Box::new(move |bus: &RecBus| {
+        v4.process_eoi(0x60, bus);
+        assert_eq!(bus.sent().len(), 3);
+    }));
+    hi(&v, &b, None, 6, 1);
+    assert_eq!(b.sent()[3..], [fixed(0x60, 1, true)], "exactly once");
+    assert_eq!(v.stats().deferred_sends, 3);
+}
+
+#[test]
+fn reset_restores_power_on_state() {
+    let (v, b) = (Vioapic::new(), RecBus::new(1));
+    sel(&v, &b, REG_ID);
+    v.mmio_write(None, IOWIN, 4, 0x0F00_0000, &b);
+    lo(&v, &b, None, 1, LEVEL | 0x40);
+    v.assert_irq(1, &b).unwrap();
+    v.reset();
+    assert_eq!(v.rte(1), rte::RESET);
+    assert_eq!(v.assert_count(1), 0);
+    assert_eq!(v.stats(), IoapicStats::default());
+    assert_eq!(v.mmio_read(IOREGSEL, 4), 0);
+    assert_eq!(v.mmio_read(IOWIN, 4), 0, "ID back to 0");
+}

@@ -1,0 +1,164 @@
+//! Guest writes through the MMIO window, and the redirection-table write
+//! path of `semantics.md` section 1:
+//!
+//! 1. Take the write lock, then the table mutex. Update the RTE half (read-
+//!    only bits kept; remote IRR cleared if now edge). Mark the pin in flux.
+//! 2. If the entry was or is level-triggered fixed/lowest-priority and its
+//!    vector, destination or trigger/delivery/destination mode changed,
+//!    work out per vCPU which TMR bits to clear (old vector, unless another
+//!    level pin aimed at that vCPU still uses it) and set (new vector).
+//!    Otherwise go to 5.
+//! 3. Drop the table mutex (keep the write lock).
+//! 4. Per target other than the writer: block_run, stage, unblock_run. The
+//!    writer stages its own change directly. Retake the table mutex.
+//! 5. The pin leaves flux. Send if the entry is level-triggered and its pin
+//!    is asserted, or if a send was held back meanwhile: at most once.
+
+use super::rte::Rte;
+use super::{rte_index, IoapicBus, Table, Vioapic, IOREGSEL, IOWIN, REG_ARB, REG_ID, REG_VER};
+use crate::cpuset::CpuSet;
+
+/// TMR changes for one vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TmrOp {
+    vcpu: usize,
+    clear: Option<u8>,
+    set: Option<u8>,
+}
+
+impl Vioapic {
+    /// MMIO write at `offset` in the window, on behalf of vCPU `writer`
+    /// (`None` for a thread that is not a vCPU). Anything but a 4-byte
+    /// access to IOREGSEL or IOWIN is ignored.
+    pub fn mmio_write(
+        &self,
+        writer: Option<usize>,
+        offset: u64,
+        size: u8,
+        data: u32,
+        bus: &dyn IoapicBus,
+    ) {
+        if size != 4 {
+            return;
+        }
+        match offset {
+            IOREGSEL => self.table.lock().ioregsel = data,
+            IOWIN => self.iowin_write(writer, data, bus),
+            _ => {}
+        }
+    }
+
+    fn iowin_write(&self, writer: Option<usize>, data: u32, bus: &dyn IoapicBus) {
+        // Step 1.
+        let _serial = self.write_lock.lock();
+        let mut t = self.table.lock();
+        let regnum = t.ioregsel & 0xFF;
+        match regnum {
+            REG_ID => {
+                t.id = data & 0xFF00_0000;
+                return;
+            }
+            // Read-only.
+            REG_VER | REG_ARB => return,
+            _ => {}
+        }
+        let Some((pin, high)) = rte_index(regnum) else {
+            return;
+        };
+        t.stats.rte_writes += 1;
+        let old = t.rte(pin);
+        let new = old.written(data, high);
+        t.pins[pin].reg = new.0;
+
+        // Step 2.
+        let ops = t.tmr_ops(pin, old, new, bus);
+        if !ops.is_empty() {
+            t.pins[pin].in_flux = true;
+            t.stats.tmr_updates += 1;
+            // Step 3.
+            drop(t);
+            // Step 4.
+            let (blocks, stagings) = stage(&ops, writer, bus);
+            t = self.table.lock();
+            t.pins[pin].in_flux = false;
+            t.stats.tmr_block_runs += blocks;
+            t.stats.tmr_stagings += stagings;
+        }
+
+        // Step 5.
+        let p = t.pins[pin];
+        t.pins[pin].deferred = false;
+        if (new.level() && p.acnt > 0) || p.deferred {
+            t.send(pin, bus);
+        }
+    }
+}
+
+impl Table {
+    /// Step 2: the TMR changes an RTE rewrite from `old` to `new` needs.
+    /// Empty for mask/polarity-only writes and for edge-only entries.
+    fn tmr_ops(&self, pin: usize, old: Rte, new: Rte, bus: &dyn IoapicBus) -> Vec<TmrOp> {
+        let relevant = old.affects_tmr() || new.affects_tmr();
+        if !relevant || (old.0 ^ new.0) & super::rte::TMR_FIELDS == 0 {
+            return Vec::new();
+        }
+        let targets = |e: Rte| {
+            if e.affects_tmr() {
+                bus.tmr_targets(e.dest(), e.phys(), e.delmode())
+            } else {
+                CpuSet::new()
+            }
+        };
+        let (old_t, new_t) = (targets(old), targets(new));
+        // vCPUs that must keep the old vector level-triggered: another
+        // level pin (or the new entry) with that vector is aimed at them.
+        let mut keep = CpuSet::new();
+        if old.affects_tmr() {
+            for other in (0..self.pins.len()).filter(|p| *p != pin) {
+                let e = self.rte(other);
+                if e.affects_tmr() && e.vector() == old.vector() {
+                    keep = keep.union(&targets(e));
+                }
+            }
+            if new.vector() == old.vector() {
+                keep = keep.union(&new_t);
+            }
+        }
+        old_t
+            .union(&new_t)
+            .iter()
+            .map(|vcpu| TmrOp {
+                vcpu,
+                clear: (old_t.contains(vcpu) && !keep.contains(vcpu)).then_some(old.vector()),
+                set: new_t.contains(vcpu).then_some(new.vector()),
+            })
+            .filter(|op| op.clear.is_some() || op.set.is_some())
+            .collect()
+    }
+}
+
+/// Step 4: stage each vCPU's changes while it is kept out of RUNNING; the
+/// writer's own vCPU is neither blocked nor waited for. Returns the number
+/// of block_run calls and of staged changes.
+fn stage(ops: &[TmrOp], writer: Option<usize>, bus: &dyn IoapicBus) -> (u64, u64) {
+    let (mut blocks, mut stagings) = (0, 0);
+    for op in ops {
+        let other = writer != Some(op.vcpu);
+        if other {
+            bus.block_run(op.vcpu);
+            blocks += 1;
+        }
+        if let Some(v) = op.clear {
+            bus.stage_tmr(op.vcpu, v, false);
+            stagings += 1;
+        }
+        if let Some(v) = op.set {
+            bus.stage_tmr(op.vcpu, v, true);
+            stagings += 1;
+        }
+        if other {
+            bus.unblock_run(op.vcpu);
+        }
+    }
+    (blocks, stagings)
+}

@@ -1,0 +1,209 @@
+//! Interrupt delivery across the VM's local APICs: destination resolution
+//! (`vlapic_calcdest`), `vlapic_deliver_intr`, `lapic_set_intr`, IPIs and
+//! MSI decoding.
+//!
+//! Every function here takes vlapic mutexes one at a time and notifies a
+//! vCPU only after its vlapic mutex is released. They may run under the
+//! vioapic table mutex (which ranks above vCPU and vlapic mutexes).
+//!
+//! Lowest-priority delivery does no arbitration, as in FreeBSD and illumos:
+//! in logical mode the lowest-numbered matching active vCPU gets the
+//! interrupt; a physical destination names one vCPU anyway; a broadcast
+//! goes to every active vCPU.
+
+use crate::cpuset::CpuSet;
+use crate::error::{Error, Result};
+use crate::vm::Vm;
+
+use super::regs::*;
+use super::Ipi;
+
+/// MSI address window (`MSI_X86_ADDR_BASE`/`_MASK`) and address bits.
+const MSI_ADDR_MASK: u64 = 0xFFF0_0000;
+const MSI_ADDR_BASE: u64 = 0xFEE0_0000;
+const MSI_ADDR_RH: u64 = 0x8;
+const MSI_ADDR_LOG: u64 = 0x4;
+
+/// A decoded MSI (VM_LAPIC_MSI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Msi {
+    /// Destination id, address bits 19:12.
+    pub dest: u8,
+    /// Physical unless both redirection hint (bit 3) and destination mode
+    /// (bit 2) are set: FreeBSD's reading. (illumos looks at bit 2 alone.)
+    pub phys: bool,
+    /// Delivery mode, data bits 10:8 (`DELMODE_*`).
+    pub delmode: u32,
+    /// Vector, data bits 7:0.
+    pub vector: u8,
+    /// Trigger mode, data bit 15. Decoded for completeness; delivery is
+    /// edge-triggered regardless, as in FreeBSD and illumos (PCI MSI is
+    /// edge-only).
+    pub level: bool,
+}
+
+impl Msi {
+    /// Decodes an MSI; EINVAL unless address bits 31:20 are 0xFEE (FreeBSD
+    /// returns -1 there; like FreeBSD, bits 63:32 are not looked at).
+    pub fn decode(addr: u64, msg: u64) -> Result<Msi> {
+        if addr & MSI_ADDR_MASK != MSI_ADDR_BASE {
+            return Err(Error::Inval);
+        }
+        let rh_log = MSI_ADDR_RH | MSI_ADDR_LOG;
+        Ok(Msi {
+            dest: ((addr >> 12) & 0xFF) as u8,
+            phys: addr & rh_log != rh_log,
+            delmode: (msg as u32) & DELMODE_MASK,
+            vector: (msg & 0xFF) as u8,
+            level: msg & 0x8000 != 0,
+        })
+    }
+}
+
+impl Vm {
+    /// `vlapic_calcdest`: the active vCPUs addressed by `dest`. With
+    /// `lowprio`, logical mode stops at the first match.
+    pub fn calcdest(&self, dest: u32, phys: bool, lowprio: bool, x2apic_dest: bool) -> CpuSet {
+        let active = self.active_cpus();
+        let broadcast = if x2apic_dest { dest == 0xFFFF_FFFF } else { dest == 0xFF };
+        if broadcast {
+            return active;
+        }
+        let mut out = CpuSet::new();
+        if phys {
+            // APIC ID = vCPU id.
+            let id = dest as usize;
+            if id < self.maxcpus() && active.contains(id) {
+                out.insert(id);
+            }
+            return out;
+        }
+        let flat_mda = dest & 0xFF;
+        let (cluster_mda, cluster_ldest_mda) =
+            if x2apic_dest { (dest >> 16, dest & 0xFFFF) } else { ((dest >> 4) & 0xF, dest & 0xF) };
+        for id in active.iter() {
+            let Ok(vcpu) = self.vcpu(id) else { continue };
+            let (ldr, dfr, x2) = vcpu.vlapic.logical_id();
+            let (ldest, mda) = match dfr & DFR_MODEL_MASK {
+                DFR_MODEL_FLAT => (ldr >> 24, flat_mda),
+                DFR_MODEL_CLUSTER => {
+                    let (cluster, ldest) =
+                        if x2 { (ldr >> 16, ldr & 0xFFFF) } else { (ldr >> 28, (ldr >> 24) & 0xF) };
+                    if cluster != cluster_mda {
+                        continue;
+                    }
+                    (ldest, cluster_ldest_mda)
+                }
+                // A bad logical model: this vCPU cannot be addressed.
+                _ => continue,
+            };
+            if ldest & mda != 0 {
+                out.insert(id);
+                if lowprio {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// `lapic_set_intr`: accept `vector` on vCPU `id` and notify it.
+    /// EINVAL for a vector outside 16..=255 (nothing is recorded then).
+    pub fn lapic_set_intr(&self, id: usize, vector: u32, level: bool) -> Result<()> {
+        if !(16..=255).contains(&vector) {
+            return Err(Error::Inval);
+        }
+        let vcpu = self.vcpu(id)?;
+        if vcpu.vlapic.set_intr_ready(vector as u8, level) {
+            vcpu.notify();
+        }
+        Ok(())
+    }
+
+    /// `vm_inject_nmi` on vCPU `id`.
+    pub fn vcpu_inject_nmi(&self, id: usize) -> Result<()> {
+        let vcpu = self.vcpu(id)?;
+        if vcpu.vlapic.inject_nmi() {
+            vcpu.notify();
+        }
+        Ok(())
+    }
+
+    /// `vm_inject_extint` on vCPU `id`.
+    pub fn vcpu_inject_extint(&self, id: usize) -> Result<()> {
+        let vcpu = self.vcpu(id)?;
+        if vcpu.vlapic.inject_extint() {
+            vcpu.notify();
+        }
+        Ok(())
+    }
+
+    /// `vlapic_deliver_intr`: an interrupt from the vioapic or an MSI.
+    /// Only fixed, lowest-priority and ExtINT delivery modes are delivered
+    /// (NMI, INIT, SMI and the rest are dropped, as in FreeBSD and illumos).
+    /// `dest` is always in xAPIC format. Vectors below 16 are dropped
+    /// silently (`lapic_set_intr` refuses them before the APIC sees them).
+    pub fn deliver_intr(&self, level: bool, dest: u32, phys: bool, delmode: u32, vector: u8) {
+        if !matches!(delmode, DELMODE_FIXED | DELMODE_LOWPRIO | DELMODE_EXTINT) {
+            return;
+        }
+        let dmask = self.calcdest(dest, phys, delmode == DELMODE_LOWPRIO, false);
+        for id in dmask.iter() {
+            let _ = if delmode == DELMODE_EXTINT {
+                self.vcpu_inject_extint(id)
+            } else {
+                self.lapic_set_intr(id, u32::from(vector), level)
+            };
+        }
+    }
+
+    /// Deliver an IPI sent by vCPU `from` (an ICR or SELF_IPI write).
+    ///
+    /// Fixed goes to every destination; lowest priority to the first one
+    /// (FreeBSD and illumos drop lowest-priority IPIs; we deliver them like
+    /// lowest-priority device interrupts); NMI to every destination; INIT
+    /// resets each destination's APIC and makes it wait for a SIPI; a SIPI
+    /// is recorded by destinations waiting for one ([`Vlapic::take_sipi`]).
+    /// SMI and remote read are ignored.
+    ///
+    /// [`Vlapic::take_sipi`]: super::Vlapic::take_sipi
+    pub fn send_ipi(&self, from: usize, ipi: Ipi) {
+        let mut dmask = match ipi.shorthand {
+            DEST_SELF => CpuSet::single(from),
+            DEST_ALLISELF => self.active_cpus(),
+            DEST_ALLESELF => {
+                let mut s = self.active_cpus();
+                s.remove(from);
+                s
+            }
+            _ => self.calcdest(ipi.dest, ipi.phys, false, ipi.x2apic_dest),
+        };
+        if ipi.mode == DELMODE_LOWPRIO {
+            dmask = dmask.first().map(CpuSet::single).unwrap_or_default();
+        }
+        for id in dmask.iter() {
+            let Ok(vcpu) = self.vcpu(id) else { continue };
+            match ipi.mode {
+                DELMODE_FIXED | DELMODE_LOWPRIO => {
+                    let _ = self.lapic_set_intr(id, u32::from(ipi.vector), false);
+                }
+                DELMODE_NMI => {
+                    let _ = self.vcpu_inject_nmi(id);
+                }
+                DELMODE_INIT => {
+                    vcpu.vlapic.init_ipi();
+                    vcpu.notify();
+                }
+                DELMODE_STARTUP if vcpu.vlapic.sipi(ipi.vector) => vcpu.notify(),
+                _ => {}
+            }
+        }
+    }
+
+    /// VM_LAPIC_MSI: decode and deliver (edge-triggered).
+    pub fn lapic_msi(&self, addr: u64, msg: u64) -> Result<()> {
+        let m = Msi::decode(addr, msg)?;
+        self.deliver_intr(false, u32::from(m.dest), m.phys, m.delmode, m.vector);
+        Ok(())
+    }
+}

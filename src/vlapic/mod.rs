@@ -1,0 +1,246 @@
+//! The virtual local APIC of one vCPU (FreeBSD / illumos `vlapic.c`).
+//!
+//! # Locking
+//!
+//! All state of one APIC (registers, IRR/ISR/TMR, timer, staged TMR
+//! changes, pending NMI/ExtINT/SIPI) sits behind one mutex, the *vlapic
+//! mutex* ([`Vlapic::state`]). Rank (see the crate lock order in `vm.rs`):
+//! below the VM-level locks, the vioapic locks and the vCPU mutex; above
+//! the vCPU register mutex. So code holding a vCPU mutex or the vioapic
+//! table mutex may take a vlapic mutex, never the reverse, and:
+//!
+//! - no other vlapic mutex, vCPU mutex or vioapic lock is taken while a
+//!   vlapic mutex is held (at most one vlapic mutex is held at a time);
+//! - nothing is notified or kicked under it: operations return whether the
+//!   vCPU needs a notification, and what else must happen (an EOI for the
+//!   vioapic, an IPI to deliver) as [`LapicEffects`], for the caller to do
+//!   after the method has returned and the lock is gone.
+//!
+//! Cross-vCPU work (destination resolution, IPI and MSI delivery) is in
+//! [`delivery`], on the VM.
+
+mod access;
+pub mod delivery;
+pub mod icr;
+pub mod regs;
+mod state;
+pub mod timer;
+
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+use std::time::Instant;
+
+use crate::error::Result;
+use crate::sync::Mutex;
+
+pub use icr::Ipi;
+pub use regs::VecBitmap;
+pub use state::{LapicEffects, LapicState, X2ApicState};
+
+/// A vCPU's local APIC.
+#[derive(Debug)]
+pub struct Vlapic {
+    vcpuid: usize,
+    /// The vlapic mutex. Protects: every register and all APIC-side
+    /// interrupt state of this vCPU. Rank: below the vCPU mutex, above the
+    /// vCPU register mutex; held only for the duration of one method.
+    state: Mutex<LapicState>,
+}
+
+impl Vlapic {
+    /// The APIC of `vcpuid` (APIC ID = vCPU id), in its reset state.
+    pub fn new(vcpuid: usize) -> Self {
+        Vlapic { vcpuid, state: Mutex::new(LapicState::new(vcpuid)) }
+    }
+
+    pub fn vcpuid(&self) -> usize {
+        self.vcpuid
+    }
+
+    /// A copy of the whole state (tests, snapshots).
+    pub fn snapshot(&self) -> LapicState {
+        self.state.lock().clone()
+    }
+
+    // --- register access ------------------------------------------------
+
+    /// xAPIC MMIO read at page offset `offset` (16-byte aligned). Reads 0
+    /// in x2APIC mode, where the MMIO page is not decoded.
+    pub fn mmio_read(&self, offset: u32, now: Instant) -> u32 {
+        let s = self.state.lock();
+        if s.x2apic() {
+            return 0;
+        }
+        s.read_reg(offset, now)
+    }
+
+    /// xAPIC MMIO write at page offset `offset` (16-byte aligned, 4 bytes).
+    /// Ignored in x2APIC mode.
+    pub fn mmio_write(&self, offset: u32, val: u32, now: Instant) -> LapicEffects {
+        let mut s = self.state.lock();
+        if s.x2apic() {
+            return LapicEffects::default();
+        }
+        s.write_reg(offset, u64::from(val), now)
+    }
+
+    /// x2APIC MSR (or IA32_APIC_BASE) read; `None` means #GP.
+    pub fn read_msr(&self, msr: u32, now: Instant) -> Option<u64> {
+        self.state.lock().read_msr(msr, now)
+    }
+
+    /// x2APIC MSR (or IA32_APIC_BASE) write; `None` means #GP.
+    pub fn write_msr(&self, msr: u32, val: u64, now: Instant) -> Option<LapicEffects> {
+        self.state.lock().write_msr(msr, val, now)
+    }
+
+    // --- interrupt acceptance and injection ------------------------------
+
+    /// Accept `vector` into IRR with its trigger mode; returns whether the
+    /// vCPU needs a notification (the caller sends it).
+    pub fn set_intr_ready(&self, vector: u8, level: bool) -> bool {
+        self.state.lock().set_intr_ready(vector, level)
+    }
+
+    /// The vector to inject next, if one beats PPR.
+    pub fn pending_intr(&self) -> Option<u8> {
+        self.state.lock().pending_intr()
+    }
+
+    /// The guest took `vector`: IRR -> ISR, PPR updated.
+    pub fn intr_accepted(&self, vector: u8) {
+        self.state.lock().intr_accepted(vector)
+    }
+
+    /// An EOI (what a write to the EOI register does). Returns the retired
+    /// vector if it was level-triggered: the caller runs the vioapic EOI.
+    pub fn eoi(&self) -> Option<u8> {
+        self.state.lock().process_eoi()
+    }
+
+    /// Whether HLT should end: a deliverable vector, an NMI or an ExtINT.
+    pub fn has_pending_event(&self) -> bool {
+        self.state.lock().has_pending_event()
+    }
+
+    pub fn irr(&self) -> VecBitmap {
+        self.state.lock().irr
+    }
+
+    pub fn isr(&self) -> VecBitmap {
+        self.state.lock().isr
+    }
+
+    pub fn tmr(&self) -> VecBitmap {
+        self.state.lock().tmr
+    }
+
+    pub fn ppr(&self) -> u32 {
+        self.state.lock().ppr()
+    }
+
+    // --- TMR staging (vioapic RTE write path) ---------------------------
+
+    /// Stage a TMR change. Called by an RTE writer while this vCPU is kept
+    /// out of RUNNING (or by the vCPU itself).
+    pub fn stage_tmr(&self, vector: u8, level: bool) {
+        self.state.lock().stage_tmr(vector, level)
+    }
+
+    /// Apply staged TMR changes; the owning vCPU calls it on entry to
+    /// RUNNING, before injecting anything. Vectors in IRR or ISR keep
+    /// their acceptance-time bit and stay staged until they have left both.
+    pub fn apply_staged_tmr(&self) {
+        self.state.lock().apply_staged_tmr()
+    }
+
+    /// Staged (set, clear) vectors not yet applied.
+    pub fn staged_tmr(&self) -> (VecBitmap, VecBitmap) {
+        self.state.lock().staged_tmr()
+    }
+
+    // --- timer ----------------------------------------------------------
+
+    /// When the timer next expires (for a HLT sleep), if it is running.
+    pub fn timer_deadline(&self) -> Option<Instant> {
+        self.state.lock().timer.deadline()
+    }
+
+    /// Fire the timer if it has expired by `now` (timer LVT into IRR,
+    /// periodic re-armed). Returns whether the vCPU needs a notification.
+    pub fn timer_poll(&self, now: Instant) -> bool {
+        self.state.lock().timer_poll(now)
+    }
+
+    // --- local interrupts, NMI, ExtINT, INIT/SIPI -------------------------
+
+    /// VM_LAPIC_LOCAL_IRQ on this APIC (`lvt` is an LVT index); returns
+    /// whether the vCPU needs a notification.
+    pub fn trigger_lvt(&self, lvt: i32) -> Result<bool> {
+        self.state.lock().trigger_lvt(lvt)
+    }
+
+    /// Make an NMI pending; returns true (the vCPU needs a notification).
+    pub fn inject_nmi(&self) -> bool {
+        self.state.lock().inject_nmi()
+    }
+
+    /// Take the pending NMI, if any.
+    pub fn take_nmi(&self) -> bool {
+        self.state.lock().take_nmi()
+    }
+
+    pub fn nmi_pending(&self) -> bool {
+        self.state.lock().nmi_pending()
+    }
+
+    /// Make an ExtINT (8259 INTR) pending; returns true.
+    pub fn inject_extint(&self) -> bool {
+        self.state.lock().inject_extint()
+    }
+
+    pub fn take_extint(&self) -> bool {
+        self.state.lock().take_extint()
+    }
+
+    /// INIT IPI: APIC reset, then wait for a SIPI.
+    pub fn init_ipi(&self) {
+        self.state.lock().init_ipi()
+    }
+
+    /// SIPI: recorded if an INIT came first; returns whether it was.
+    pub fn sipi(&self, vector: u8) -> bool {
+        self.state.lock().sipi(vector)
+    }
+
+    /// The start vector of an accepted SIPI (for VM_EXITCODE_SPINUP_AP:
+    /// the AP starts at `vector << 12`).
+    pub fn take_sipi(&self) -> Option<u8> {
+        self.state.lock().take_sipi()
+    }
+
+    // --- mode and reset ---------------------------------------------------
+
+    pub fn x2apic_state(&self) -> X2ApicState {
+        if self.state.lock().x2apic() {
+            X2ApicState::Enabled
+        } else {
+            X2ApicState::Disabled
+        }
+    }
+
+    pub fn set_x2apic_state(&self, state: X2ApicState) {
+        self.state.lock().set_x2apic(state == X2ApicState::Enabled)
+    }
+
+    /// (LDR, DFR, x2APIC mode) for logical destination matching.
+    pub fn logical_id(&self) -> (u32, u32, bool) {
+        self.state.lock().logical_id()
+    }
+
+    /// VM_REINIT: a new VM's APIC (xAPIC mode, reset, nothing pending).
+    pub fn reinit(&self) {
+        self.state.lock().reinit()
+    }
+}

@@ -1,0 +1,392 @@
+//! The state of one local APIC (what FreeBSD keeps in the APIC page plus
+//! `struct vlapic`) and its interrupt logic: reset, mode, priority,
+//! acceptance, EOI, LVT firing, NMI/ExtINT/INIT/SIPI and TMR staging.
+//! Register access is in `access`, the timer in `timer`. Everything here
+//! runs with the vlapic mutex held and touches only this APIC; effects on
+//! other vCPUs or the vioapic are returned to the caller ([`LapicEffects`]).
+
+use super::icr::Ipi;
+use super::regs::*;
+use super::timer::Timer;
+use crate::error::{Error, Result};
+
+/// VM_GET/SET_X2APIC_STATE values (`enum x2apic_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum X2ApicState {
+    Disabled = 0,
+    Enabled = 1,
+}
+
+impl X2ApicState {
+    /// Decodes a C value; anything but 0 or 1 is `None` (EINVAL).
+    pub fn from_raw(v: i32) -> Option<Self> {
+        match v {
+            0 => Some(X2ApicState::Disabled),
+            1 => Some(X2ApicState::Enabled),
+            _ => None,
+        }
+    }
+}
+
+/// What a register write asks of the caller once the vlapic lock is
+/// dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LapicEffects {
+    /// Something became pending on this APIC: notify its vCPU.
+    pub notify: bool,
+    /// An EOI retired a vector whose TMR bit was set: run the vioapic EOI
+    /// path for it.
+    pub eoi_vector: Option<u8>,
+    /// An IPI to deliver.
+    pub ipi: Option<Ipi>,
+}
+
+/// One local APIC's state.
+#[derive(Debug, Clone)]
+pub struct LapicState {
+    pub(super) vcpuid: usize,
+    pub(super) x2apic: bool,
+    pub(super) id: u32,
+    pub(super) tpr: u32,
+    pub(super) ppr: u32,
+    pub(super) ldr: u32,
+    pub(super) dfr: u32,
+    pub(super) svr: u32,
+    pub(super) isr: VecBitmap,
+    pub(super) tmr: VecBitmap,
+    pub(super) irr: VecBitmap,
+    pub(super) esr: u32,
+    /// Errors latched into ESR by the next ESR write.
+    pub(super) esr_pending: u32,
+    pub(super) icr_lo: u32,
+    pub(super) icr_hi: u32,
+    /// LVT registers by `lvt::*` index.
+    pub(super) lvt: [u32; lvt::COUNT],
+    pub(super) timer: Timer,
+    /// TMR changes staged by vioapic RTE writers, applied by the owning
+    /// vCPU on entry to RUNNING. A vector is in at most one of the two.
+    stage_set: VecBitmap,
+    stage_clear: VecBitmap,
+    nmi_pending: bool,
+    extint_pending: bool,
+    /// INIT received; the next SIPI is accepted (FreeBSD `vm_await_start`).
+    wait_for_sipi: bool,
+    sipi_vector: Option<u8>,
+    /// EOIs with nothing in service (FreeBSD `VLAPIC_GRATUITOUS_EOI`).
+    pub(super) gratuitous_eoi: u64,
+}
+
+impl LapicState {
+    /// A new APIC for `vcpuid`, in xAPIC mode, after reset.
+    pub fn new(vcpuid: usize) -> Self {
+        let mut s = LapicState {
+            vcpuid,
+            x2apic: false,
+            id: 0,
+            tpr: 0,
+            ppr: 0,
+            ldr: 0,
+            dfr: 0,
+            svr: 0,
+            isr: VecBitmap::new(),
+            tmr: VecBitmap::new(),
+            irr: VecBitmap::new(),
+            esr: 0,
+            esr_pending: 0,
+            icr_lo: 0,
+            icr_hi: 0,
+            lvt: [0; lvt::COUNT],
+            timer: Timer::new(),
+            stage_set: VecBitmap::new(),
+            stage_clear: VecBitmap::new(),
+            nmi_pending: false,
+            extint_pending: false,
+            wait_for_sipi: false,
+            sipi_vector: None,
+            gratuitous_eoi: 0,
+        };
+        s.reset();
+        s
+    }
+
+    /// `vlapic_reset` (INIT, VM creation): registers to their power-on
+    /// values, software-disabled (SVR 0xFF), every LVT masked, timer
+    /// stopped with divide-by-2. Mode-dependent ID/LDR/DFR follow the
+    /// current x2APIC mode (FreeBSD leaves LDR 0 and DFR all-ones even in
+    /// x2APIC mode; we use the values its `vlapic_set_x2apic_state` sets).
+    /// Staged TMR changes and pending NMI/ExtINT are not APIC registers
+    /// and survive.
+    pub fn reset(&mut self) {
+        self.tpr = 0;
+        self.ppr = 0;
+        self.isr = VecBitmap::new();
+        self.tmr = VecBitmap::new();
+        self.irr = VecBitmap::new();
+        self.esr = 0;
+        self.esr_pending = 0;
+        self.icr_lo = 0;
+        self.icr_hi = 0;
+        self.set_mode_registers();
+        self.svr = SVR_VECTOR;
+        self.lvt = [LVT_M; lvt::COUNT];
+        self.timer = Timer::new();
+    }
+
+    /// Back to a new VM's state (VM_REINIT): xAPIC mode, reset, nothing
+    /// pending or staged.
+    pub fn reinit(&mut self) {
+        *self = LapicState::new(self.vcpuid);
+    }
+
+    // --- identity and mode ------------------------------------------------
+
+    pub(super) fn apic_id(&self) -> u32 {
+        let id = self.vcpuid as u32;
+        if self.x2apic {
+            id
+        } else {
+            id << 24
+        }
+    }
+
+    /// The LDR an x2APIC derives from its ID (cluster in 31:16, one-hot
+    /// position in 15:0).
+    pub(super) fn x2apic_ldr(&self) -> u32 {
+        let id = self.vcpuid as u32;
+        (1 << (id & 0xF)) | ((id & 0xFFFF0) << 12)
+    }
+
+    fn set_mode_registers(&mut self) {
+        self.id = self.apic_id();
+        if self.x2apic {
+            self.ldr = self.x2apic_ldr();
+            self.dfr = 0;
+        } else {
+            self.ldr = 0;
+            self.dfr = 0xFFFF_FFFF;
+        }
+    }
+
+    pub fn x2apic(&self) -> bool {
+        self.x2apic
+    }
+
+    /// `vlapic_set_x2apic_state`: switch mode and reset the mode-dependent
+    /// registers (ID, LDR, DFR).
+    pub fn set_x2apic(&mut self, on: bool) {
+        self.x2apic = on;
+        self.set_mode_registers();
+    }
+
+    /// IA32_APIC_BASE: default base, enabled, BSP on vCPU 0, x2APIC bit.
+    pub fn apicbase(&self) -> u64 {
+        let mut v = LAPIC_BASE | APICBASE_ENABLED;
+        if self.vcpuid == 0 {
+            v |= APICBASE_BSP;
+        }
+        if self.x2apic {
+            v |= APICBASE_X2APIC;
+        }
+        v
+    }
+
+    /// (LDR, DFR, x2APIC mode): what logical destination matching needs.
+    pub fn logical_id(&self) -> (u32, u32, bool) {
+        (self.ldr, self.dfr, self.x2apic)
+    }
+
+    pub fn sw_enabled(&self) -> bool {
+        self.svr & SVR_ENABLE != 0
+    }
+
+    // --- priority, acceptance, EOI ------------------------------------------
+
+    /// PPR = TPR if its class is at least that of the highest in-service
+    /// vector, else that vector's class.
+    pub(super) fn update_ppr(&mut self) {
+        let isrvec = self.isr.highest().map_or(0, u32::from);
+        let isrvec = if isrvec < 16 { 0 } else { isrvec };
+        self.ppr = if prio(self.tpr) >= prio(isrvec) { self.tpr } else { prio(isrvec) };
+    }
+
+    pub fn ppr(&self) -> u32 {
+        self.ppr
+    }
+
+    /// `vlapic_set_intr_ready`: accept `vector` into IRR, recording its
+    /// trigger mode in TMR at the same time. Ignored while software
+    /// disabled; vectors below 16 are illegal (ESR "receive illegal
+    /// vector", error LVT). Returns whether the vCPU needs a notification.
+    pub fn set_intr_ready(&mut self, vector: u8, level: bool) -> bool {
+        if !self.sw_enabled() {
+            return false;
+        }
+        if vector < 16 {
+            return self.set_error(ESR_RECEIVE_ILLEGAL_VECTOR, false);
+        }
+        self.tmr.put(vector, level);
+        self.irr.set(vector);
+        true
+    }
+
+    /// The highest IRR vector whose priority class beats PPR.
+    pub fn pending_intr(&mut self) -> Option<u8> {
+        self.update_ppr();
+        let v = self.irr.highest()?;
+        (prio(u32::from(v)) > prio(self.ppr)).then_some(v)
+    }
+
+    /// The guest took `vector`: IRR -> ISR, PPR raised.
+    pub fn intr_accepted(&mut self, vector: u8) {
+        self.irr.clear(vector);
+        self.isr.set(vector);
+        self.update_ppr();
+    }
+
+    /// EOI: retire the highest in-service vector. Returns it if its TMR bit
+    /// says level (the vioapic must see the EOI).
+    pub fn process_eoi(&mut self) -> Option<u8> {
+        let Some(v) = self.isr.highest() else {
+            self.gratuitous_eoi += 1;
+            return None;
+        };
+        self.isr.clear(v);
+        self.update_ppr();
+        self.tmr.test(v).then_some(v)
+    }
+
+    pub fn has_pending_event(&mut self) -> bool {
+        self.nmi_pending || self.extint_pending || self.pending_intr().is_some()
+    }
+
+    // --- errors and LVTs ----------------------------------------------------
+
+    /// Latch an error for ESR and raise the error LVT (unless the error
+    /// comes from the error LVT itself, which would recurse).
+    pub(super) fn set_error(&mut self, mask: u32, from_error_lvt: bool) -> bool {
+        self.esr_pending |= mask;
+        if from_error_lvt {
+            return false;
+        }
+        self.fire_lvt(lvt::ERROR)
+    }
+
+    /// `vlapic_fire_lvt`: raise LVT `idx` unless masked. Fixed mode sets
+    /// the vector (edge) in IRR, NMI and ExtINT modes make those pending,
+    /// other modes are ignored. Returns whether the vCPU needs a
+    /// notification.
+    pub(super) fn fire_lvt(&mut self, idx: usize) -> bool {
+        let reg = self.lvt[idx];
+        if reg & LVT_M != 0 {
+            return false;
+        }
+        let vec = (reg & VECTOR_MASK) as u8;
+        match reg & DELMODE_MASK {
+            // An illegal vector raises the error LVT instead (at most once:
+            // the error LVT's own illegal vector only latches ESR).
+            DELMODE_FIXED if vec < 16 => self.set_error(ESR_SEND_ILLEGAL_VECTOR, idx == lvt::ERROR),
+            DELMODE_FIXED => self.set_intr_ready(vec, false),
+            DELMODE_NMI => {
+                self.nmi_pending = true;
+                true
+            }
+            DELMODE_EXTINT => {
+                self.extint_pending = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `vlapic_trigger_lvt` (VM_LAPIC_LOCAL_IRQ). With the APIC disabled,
+    /// LINT0 is the INTR pin (ExtINT) and LINT1 the NMI pin, other LVTs do
+    /// nothing; enabled, any LVT index fires its entry. EINVAL for an
+    /// unknown index on an enabled APIC.
+    pub fn trigger_lvt(&mut self, idx: i32) -> Result<bool> {
+        if !self.sw_enabled() {
+            return Ok(match idx {
+                0 => self.inject_extint(),
+                1 => self.inject_nmi(),
+                _ => false,
+            });
+        }
+        match usize::try_from(idx) {
+            Ok(i) if i < lvt::COUNT => Ok(self.fire_lvt(i)),
+            _ => Err(Error::Inval),
+        }
+    }
+
+    // --- NMI, ExtINT, INIT, SIPI --------------------------------------------
+
+    pub fn inject_nmi(&mut self) -> bool {
+        self.nmi_pending = true;
+        true
+    }
+
+    pub fn take_nmi(&mut self) -> bool {
+        std::mem::replace(&mut self.nmi_pending, false)
+    }
+
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi_pending
+    }
+
+    pub fn inject_extint(&mut self) -> bool {
+        self.extint_pending = true;
+        true
+    }
+
+    pub fn take_extint(&mut self) -> bool {
+        std::mem::replace(&mut self.extint_pending, false)
+    }
+
+    /// INIT IPI: reset the APIC and wait for a SIPI.
+    pub fn init_ipi(&mut self) {
+        self.reset();
+        self.wait_for_sipi = true;
+    }
+
+    /// SIPI: accepted once after an INIT; records the start vector.
+    pub fn sipi(&mut self, vector: u8) -> bool {
+        if !std::mem::replace(&mut self.wait_for_sipi, false) {
+            return false;
+        }
+        self.sipi_vector = Some(vector);
+        true
+    }
+
+    pub fn take_sipi(&mut self) -> Option<u8> {
+        self.sipi_vector.take()
+    }
+
+    // --- TMR staging ----------------------------------------------------------
+
+    /// Stage a TMR change from the vioapic write path; a later stage for
+    /// the same vector replaces an earlier one.
+    pub fn stage_tmr(&mut self, vector: u8, level: bool) {
+        self.stage_set.put(vector, level);
+        self.stage_clear.put(vector, !level);
+    }
+
+    /// Apply staged TMR changes to every vector that is neither pending nor
+    /// in service. Those that are keep their acceptance-time TMR bit (their
+    /// EOI must go where the interrupt came from) and stay staged, to be
+    /// applied on a later entry once the vector has left IRR and ISR.
+    pub fn apply_staged_tmr(&mut self) {
+        let staged = self.stage_set.union(&self.stage_clear);
+        if staged.is_empty() {
+            return;
+        }
+        let busy = self.irr.union(&self.isr);
+        for v in staged.iter().filter(|v| !busy.test(*v)) {
+            self.tmr.put(v, self.stage_set.test(v));
+            self.stage_set.clear(v);
+            self.stage_clear.clear(v);
+        }
+    }
+
+    /// Staged (set, clear) vectors.
+    pub fn staged_tmr(&self) -> (VecBitmap, VecBitmap) {
+        (self.stage_set, self.stage_clear)
+    }
+}

@@ -1,0 +1,380 @@
+//! Unit tests of one local APIC (no VM).
+
+use std::time::{Duration, Instant};
+
+use super::regs::*;
+use super::*;
+use crate::error::Error;
+
+fn rd(l: &Vlapic, o: u32) -> u32 {
+    l.mmio_read(o, Instant::now())
+}
+
+fn wr(l: &Vlapic, o: u32, v: u32) -> LapicEffects {
+    l.mmio_write(o, v, Instant::now())
+}
+
+/// An APIC software-enabled with spurious vector 0xFF.
+fn enabled(id: usize) -> Vlapic {
+    let l = Vlapic::new(id);
+    wr(&l, off::SVR, SVR_ENABLE | 0xFF);
+    l
+}
+
+#[test]
+fn reset_values_follow_freebsd() {
+    let l = Vlapic::new(3);
+    assert_eq!(rd(&l, off::ID), 3 << 24);
+    assert_eq!(rd(&l, off::VER), 0x0006_0014);
+    assert_eq!(rd(&l, off::SVR), 0xFF, "software disabled");
+    assert_eq!(rd(&l, off::DFR), 0xFFFF_FFFF);
+    assert_eq!(rd(&l, off::LDR), 0);
+    assert_eq!((rd(&l, off::TPR), rd(&l, off::PPR)), (0, 0));
+    for o in [
+        off::LVT_CMCI,
+        off::LVT_TIMER,
+        off::LVT_THERMAL,
+        off::LVT_PERF,
+        off::LVT_LINT0,
+        off::LVT_LINT1,
+        off::LVT_ERROR,
+    ] {
+        assert_eq!(rd(&l, o), LVT_M, "LVT {o:#x} masked");
+    }
+    assert_eq!((rd(&l, off::TIMER_ICR), rd(&l, off::TIMER_CCR), rd(&l, off::TIMER_DCR)), (0, 0, 0));
+    assert_eq!(l.x2apic_state(), X2ApicState::Disabled);
+    assert_eq!(l.read_msr(MSR_APICBASE, Instant::now()), Some(0xFEE0_0800));
+    assert_eq!(Vlapic::new(0).read_msr(MSR_APICBASE, Instant::now()), Some(0xFEE0_0900));
+}
+
+#[test]
+fn read_only_registers_ignore_writes() {
+    let l = enabled(2);
+    l.set_intr_ready(0x40, true);
+    let before: Vec<u32> = (0..0x400).step_by(16).map(|o| rd(&l, o)).collect();
+    for o in [off::ID, off::VER, off::APR, off::PPR, off::RRR, off::TIMER_CCR] {
+        wr(&l, o, 0xFFFF_FFFF);
+    }
+    for i in 0..8 {
+        wr(&l, off::ISR0 + 16 * i, !0);
+        wr(&l, off::TMR0 + 16 * i, !0);
+        wr(&l, off::IRR0 + 16 * i, !0);
+    }
+    let after: Vec<u32> = (0..0x400).step_by(16).map(|o| rd(&l, o)).collect();
+    assert_eq!(before, after);
+    assert_eq!(rd(&l, off::ID), 2 << 24);
+}
+
+#[test]
+fn ldr_dfr_keep_only_their_fields() {
+    let l = enabled(0);
+    wr(&l, off::LDR, 0xABCD_EF12);
+    assert_eq!(rd(&l, off::LDR), 0xAB00_0000);
+    wr(&l, off::DFR, 0x0000_0000);
+    assert_eq!(rd(&l, off::DFR), 0x0FFF_FFFF, "cluster model, reserved ones");
+    wr(&l, off::DFR, 0xF000_0000);
+    assert_eq!(rd(&l, off::DFR), 0xFFFF_FFFF);
+}
+
+#[test]
+fn disabled_apic_drops_fixed_interrupts_and_masks_lvts() {
+    let l = Vlapic::new(0);
+    assert!(!l.set_intr_ready(0x40, false));
+    assert!(l.irr().is_empty());
+    // LVT writes are forced masked while disabled.
+    wr(&l, off::LVT_TIMER, 0x30);
+    assert_eq!(rd(&l, off::LVT_TIMER), LVT_M | 0x30);
+    wr(&l, off::SVR, SVR_ENABLE | 0xFF);
+    assert!(l.set_intr_ready(0x40, false));
+    wr(&l, off::LVT_TIMER, 0x30);
+    assert_eq!(rd(&l, off::LVT_TIMER), 0x30);
+    // Disabling masks every LVT again.
+    wr(&l, off::SVR, 0xFF);
+    assert_eq!(rd(&l, off::LVT_TIMER), LVT_M | 0x30);
+}
+
+#[test]
+fn lvt_writes_keep_only_defined_fields() {
+    let l = enabled(0);
+    wr(&l, off::LVT_TIMER, 0xFFFF_FFFF);
+    assert_eq!(rd(&l, off::LVT_TIMER), LVT_M | LVT_DS | LVTT_PERIODIC | 0xFF);
+    wr(&l, off::LVT_ERROR, 0xFFFF_FFFF);
+    assert_eq!(rd(&l, off::LVT_ERROR), LVT_M | LVT_DS | 0xFF);
+    wr(&l, off::LVT_LINT0, 0xFFFF_FFFF);
+    assert_eq!(
+        rd(&l, off::LVT_LINT0),
+        LVT_M | LVT_TM | LVT_RIRR | LVT_IIPP | LVT_DS | DELMODE_MASK | 0xFF
+    );
+    wr(&l, off::LVT_PERF, 0xFFFF_FFFF);
+    assert_eq!(rd(&l, off::LVT_PERF), LVT_M | LVT_DS | DELMODE_MASK | 0xFF);
+}
+
+#[test]
+fn illegal_vectors_set_esr_and_fire_error_lvt() {
+    let l = enabled(0);
+    assert!(!l.set_intr_ready(5, false), "dropped, error LVT masked");
+    assert!(l.irr().is_empty());
+    // ESR is write-to-latch.
+    assert_eq!(rd(&l, off::ESR), 0);
+    wr(&l, off::ESR, 0);
+    assert_eq!(rd(&l, off::ESR), ESR_RECEIVE_ILLEGAL_VECTOR);
+    wr(&l, off::ESR, 0);
+    assert_eq!(rd(&l, off::ESR), 0);
+    // With the error LVT unmasked, the error raises its vector.
+    wr(&l, off::LVT_ERROR, 0xEE);
+    assert!(l.set_intr_ready(15, false));
+    assert!(l.irr().test(0xEE) && !l.irr().test(15));
+    // An error LVT with an illegal vector only latches ESR (no recursion).
+    wr(&l, off::LVT_ERROR, 0x03);
+    assert!(!l.set_intr_ready(1, false));
+    wr(&l, off::ESR, 0);
+    assert_eq!(rd(&l, off::ESR), ESR_RECEIVE_ILLEGAL_VECTOR | ESR_SEND_ILLEGAL_VECTOR);
+}
+
+#[test]
+fn ppr_and_tpr_gate_delivery() {
+    let l = enabled(0);
+    wr(&l, off::TPR, 0x50);
+    assert_eq!(rd(&l, off::PPR), 0x50);
+    l.set_intr_ready(0x45, false);
+    assert_eq!(l.pending_intr(), None, "class 4 <= TPR class 5");
+    l.set_intr_ready(0x61, false);
+    assert_eq!(l.pending_intr(), Some(0x61));
+    l.intr_accepted(0x61);
+    assert_eq!(rd(&l, off::PPR), 0x60, "in-service class beats TPR");
+    assert!(l.isr().test(0x61) && !l.irr().test(0x61));
+    l.set_intr_ready(0x65, false);
+    assert_eq!(l.pending_intr(), None, "same class as in service");
+    l.set_intr_ready(0x71, false);
+    assert_eq!(l.pending_intr(), Some(0x71));
+    assert_eq!(l.eoi(), None, "edge: no vioapic EOI");
+    assert_eq!(rd(&l, off::PPR), 0x50);
+    assert_eq!(l.pending_intr(), Some(0x71));
+    wr(&l, off::TPR, 0xF0);
+    assert_eq!(l.pending_intr(), None);
+}
+
+#[test]
+fn eoi_retires_highest_in_service_and_reports_level() {
+    let l = enabled(0);
+    l.set_intr_ready(0x30, true);
+    l.intr_accepted(0x30);
+    l.set_intr_ready(0x50, false);
+    l.intr_accepted(0x50);
+    assert_eq!(l.snapshot().ppr(), 0x50);
+    // The EOI register path returns the same thing as eoi().
+    assert_eq!(wr(&l, off::EOI, 0).eoi_vector, None, "0x50 is edge");
+    assert_eq!(l.ppr(), 0x30);
+    assert_eq!(wr(&l, off::EOI, 0).eoi_vector, Some(0x30));
+    assert!(l.isr().is_empty());
+    assert_eq!(l.eoi(), None, "gratuitous EOI");
+}
+
+#[test]
+fn trigger_mode_is_recorded_at_acceptance() {
+    let l = enabled(0);
+    l.set_intr_ready(0x40, true);
+    assert!(l.tmr().test(0x40) && l.irr().test(0x40));
+    l.intr_accepted(0x40);
+    l.set_intr_ready(0x40, false);
+    assert!(!l.tmr().test(0x40));
+    assert_eq!(rd(&l, off::TMR0 + 0x20), 0);
+    assert_eq!(rd(&l, off::IRR0 + 0x20), 1);
+    assert_eq!(rd(&l, off::ISR0 + 0x20), 1);
+}
+
+#[test]
+fn staged_tmr_waits_for_vectors_in_irr_or_isr() {
+    let l = enabled(0);
+    l.stage_tmr(0x40, true);
+    l.stage_tmr(0x41, true);
+    l.stage_tmr(0x41, false); // The later stage wins.
+    l.set_intr_ready(0x42, false);
+    l.stage_tmr(0x42, true);
+    assert!(l.tmr().is_empty(), "staging alone changes nothing");
+    l.apply_staged_tmr();
+    assert!(l.tmr().test(0x40) && !l.tmr().test(0x41));
+    assert!(!l.tmr().test(0x42), "0x42 is pending: acceptance-time bit stands");
+    assert!(l.staged_tmr().0.test(0x42), "and the change stays staged");
+    l.intr_accepted(0x42);
+    l.apply_staged_tmr();
+    assert!(!l.tmr().test(0x42), "in service");
+    assert_eq!(l.eoi(), None, "EOI uses the acceptance-time (edge) bit");
+    l.apply_staged_tmr();
+    assert!(l.tmr().test(0x42));
+    assert!(l.staged_tmr().0.is_empty() && l.staged_tmr().1.is_empty());
+}
+
+#[test]
+fn one_shot_timer_fires_once_at_its_deadline() {
+    let l = enabled(0);
+    let t0 = Instant::now();
+    l.mmio_write(off::TIMER_DCR, 0xB, t0); // divide by 1
+    l.mmio_write(off::LVT_TIMER, 0x40, t0);
+    // 2^20 ticks at 2^27 Hz = 7.8125 ms.
+    l.mmio_write(off::TIMER_ICR, 1 << 20, t0);
+    let period = Duration::from_nanos(7_812_500);
+    assert_eq!(l.timer_deadline(), Some(t0 + period));
+    assert_eq!(l.mmio_read(off::TIMER_CCR, t0), 1 << 20);
+    assert_eq!(l.mmio_read(off::TIMER_CCR, t0 + period / 2), 1 << 19);
+    assert!(!l.timer_poll(t0 + period / 2));
+    assert!(l.irr().is_empty());
+    assert!(l.timer_poll(t0 + period));
+    assert!(l.irr().test(0x40) && !l.tmr().test(0x40), "edge");
+    assert_eq!(l.timer_deadline(), None);
+    assert_eq!(l.mmio_read(off::TIMER_CCR, t0 + period), 0);
+    assert!(!l.timer_poll(t0 + period * 3));
+}
+
+#[test]
+fn periodic_timer_rearms_and_resyncs_when_late() {
+    let l = enabled(0);
+    let t0 = Instant::now();
+    l.mmio_write(off::TIMER_DCR, 0x0, t0); // divide by 2
+    l.mmio_write(off::LVT_TIMER, LVTT_PERIODIC | 0x41, t0);
+    l.mmio_write(off::TIMER_ICR, 1 << 19, t0);
+    let p = Duration::from_nanos(7_812_500);
+    assert!(l.timer_poll(t0 + p + Duration::from_micros(10)));
+    assert_eq!(l.timer_deadline(), Some(t0 + p * 2), "no drift");
+    l.intr_accepted(0x41);
+    // Missing whole periods restarts from now instead of catching up.
+    let late = t0 + p * 5;
+    assert!(l.timer_poll(late));
+    assert_eq!(l.timer_deadline(), Some(late + p));
+    // A masked timer LVT still counts down and re-arms, but raises nothing.
+    l.mmio_write(off::LVT_TIMER, LVT_M | LVTT_PERIODIC | 0x41, late);
+    let irr = l.irr();
+    assert!(!l.timer_poll(late + p));
+    assert_eq!(l.irr(), irr);
+    assert_eq!(l.timer_deadline(), Some(late + p * 2));
+    // Initial count 0 stops it.
+    l.mmio_write(off::TIMER_ICR, 0, late);
+    assert_eq!(l.timer_deadline(), None);
+}
+
+#[test]
+fn software_disable_stops_timer_and_enable_restarts_periodic() {
+    let l = enabled(0);
+    let t0 = Instant::now();
+    l.mmio_write(off::LVT_TIMER, LVTT_PERIODIC | 0x41, t0);
+    l.mmio_write(off::TIMER_ICR, 1000, t0);
+    assert!(l.timer_deadline().is_some());
+    l.mmio_write(off::SVR, 0xFF, t0);
+    assert_eq!(l.timer_deadline(), None);
+    let t1 = t0 + Duration::from_secs(1);
+    l.mmio_write(off::SVR, SVR_ENABLE | 0xFF, t1);
+    let d = l.timer_deadline().expect("periodic timer restarted");
+    assert!(d > t1);
+}
+
+#[test]
+fn icr_writes_produce_ipis_or_send_errors() {
+    let l = enabled(0);
+    wr(&l, off::ICR_HI, 2 << 24);
+    let fx = wr(&l, off::ICR_LO, DELMODE_FIXED | 0x50);
+    assert_eq!(
+        fx.ipi,
+        Some(Ipi {
+            mode: DELMODE_FIXED,
+            vector: 0x50,
+            dest: 2,
+            phys: true,
+            shorthand: DEST_DESTFLD,
+            x2apic_dest: false
+        })
+    );
+    let fx = wr(&l, off::ICR_LO, DELMODE_FIXED | DESTMODE_LOG | DEST_ALLESELF | 0x51);
+    let ipi = fx.ipi.unwrap();
+    assert!(!ipi.phys && ipi.shorthand == DEST_ALLESELF);
+    // The delivery-status bit never sticks.
+    wr(&l, off::ICR_LO, DELSTAT_PEND | 0x52);
+    assert_eq!(rd(&l, off::ICR_LO), 0x52);
+    // Fixed with vector < 16: error on the sender, nothing sent.
+    let fx = wr(&l, off::ICR_LO, DELMODE_FIXED | 0x0F);
+    assert_eq!(fx.ipi, None);
+    wr(&l, off::ESR, 0);
+    assert_eq!(rd(&l, off::ESR), ESR_SEND_ILLEGAL_VECTOR);
+    // Invalid combinations are ignored.
+    assert_eq!(wr(&l, off::ICR_LO, DELMODE_INIT | TRIGMOD_LEVEL).ipi, None);
+    assert_eq!(wr(&l, off::ICR_LO, DELMODE_NMI | DEST_SELF).ipi, None);
+}
+
+#[test]
+fn trigger_lvt_on_disabled_and_enabled_apic() {
+    let l = Vlapic::new(0);
+    // Disabled: LINT0 is INTR, LINT1 is NMI, the rest do nothing.
+    assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(true));
+    assert!(l.take_extint());
+    assert_eq!(l.trigger_lvt(lvt::LINT1 as i32), Ok(true));
+    assert!(l.take_nmi() && !l.take_nmi());
+    assert_eq!(l.trigger_lvt(42), Ok(false));
+    let l = enabled(0);
+    assert_eq!(l.trigger_lvt(7), Err(Error::Inval));
+    assert_eq!(l.trigger_lvt(-1), Err(Error::Inval));
+    assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(false), "masked");
+    wr(&l, off::LVT_LINT0, 0x33);
+    assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(true));
+    assert!(l.irr().test(0x33));
+    wr(&l, off::LVT_LINT1, DELMODE_NMI);
+    assert_eq!(l.trigger_lvt(lvt::LINT1 as i32), Ok(true));
+    assert!(l.nmi_pending());
+    wr(&l, off::LVT_THERMAL, DELMODE_SMI | 0x44);
+    assert_eq!(l.trigger_lvt(lvt::THERMAL as i32), Ok(false), "SMI ignored");
+}
+
+#[test]
+fn x2apic_mode_registers_and_msrs() {
+    let l = enabled(0x13);
+    let now = Instant::now();
+    assert_eq!(l.read_msr(0x802, now), None, "x2APIC MSR in xAPIC mode: #GP");
+    l.set_x2apic_state(X2ApicState::Enabled);
+    assert_eq!(l.read_msr(0x802, now), Some(0x13), "ID is the plain vCPU id");
+    assert_eq!(l.read_msr(0x80D, now), Some((1 << 3) | (1 << 16)), "derived LDR");
+    assert_eq!(l.read_msr(0x80E, now), Some(0), "no DFR");
+    assert_eq!(l.read_msr(MSR_APICBASE, now), Some(0xFEE0_0C00));
+    assert_eq!(l.write_msr(MSR_APICBASE, 0xFEE0_0800, now), None, "base cannot change");
+    assert!(l.write_msr(MSR_APICBASE, 0xFEE0_0C00, now).is_some());
+    // MMIO is not decoded in x2APIC mode.
+    assert_eq!(l.mmio_read(off::ID, now), 0);
+    // The ICR is one 64-bit MSR with a 32-bit destination.
+    let fx = l.write_msr(0x830, (0x1_0000u64 << 32) | 0x60, now).unwrap();
+    assert_eq!(fx.ipi.map(|i| (i.dest, i.x2apic_dest)), Some((0x1_0000, true)));
+    assert_eq!(l.read_msr(0x830, now), Some((0x1_0000u64 << 32) | 0x60));
+    // SELF_IPI.
+    let fx = l.write_msr(0x83F, 0x61, now).unwrap();
+    assert_eq!(fx.ipi.map(|i| (i.vector, i.shorthand)), Some((0x61, DEST_SELF)));
+    // EOI through its MSR.
+    l.set_intr_ready(0x70, true);
+    l.intr_accepted(0x70);
+    assert_eq!(l.write_msr(0x80B, 0, now).unwrap().eoi_vector, Some(0x70));
+    l.set_x2apic_state(X2ApicState::Disabled);
+    assert_eq!(l.mmio_read(off::ID, now), 0x13 << 24);
+    assert_eq!(l.mmio_read(off::DFR, now), 0xFFFF_FFFF);
+}
+
+#[test]
+fn init_then_sipi_is_recorded_once() {
+    let l = enabled(1);
+    assert!(!l.sipi(0x9F), "SIPI before INIT is ignored");
+    l.set_intr_ready(0x40, false);
+    l.init_ipi();
+    assert!(l.irr().is_empty(), "INIT resets the APIC");
+    assert_eq!(l.mmio_read(off::SVR, Instant::now()), 0xFF);
+    assert!(l.sipi(0x9F));
+    assert!(!l.sipi(0x10), "only the first SIPI counts");
+    assert_eq!(l.take_sipi(), Some(0x9F));
+    assert_eq!(l.take_sipi(), None);
+}
+
+#[test]
+fn reinit_returns_to_a_new_apic() {
+    let l = enabled(1);
+    l.set_x2apic_state(X2ApicState::Enabled);
+    l.stage_tmr(0x40, true);
+    l.inject_nmi();
+    l.reinit();
+    assert_eq!(l.x2apic_state(), X2ApicState::Disabled);
+    assert!(!l.nmi_pending());
+    assert!(l.staged_tmr().0.is_empty());
+    assert_eq!(l.mmio_read(off::ID, Instant::now()), 1 << 24);
+}

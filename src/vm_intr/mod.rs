@@ -1,0 +1,272 @@
+//! The VM's interrupt-controller entry points: what the ioctls
+//! (VM_IOAPIC_*, VM_LAPIC_*, VM_INJECT_NMI, VM_GET/SET_X2APIC_STATE,
+//! VM_ISA_*, VM_GET/SET_KERNEMU_DEV) and the run loop's MMIO handling call,
+//! and the VM side of the vioapic ([`IoapicBus`]).
+//!
+//! Locking: none of these holds a lock across calls into another
+//! component; vlapic effects (notification, vioapic EOI, IPI) are carried
+//! out after the vlapic mutex is released.
+
+#[cfg(all(test, not(loom)))]
+mod deadlock_tests;
+#[cfg(all(test, not(loom)))]
+mod run_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+use std::time::Instant;
+
+use crate::cpuset::CpuSet;
+use crate::error::{Error, Result};
+use crate::vioapic::{IoapicBus, IoapicStats, IOAPIC_BASE, IOAPIC_SIZE};
+use crate::vlapic::regs::{DELMODE_FIXED, DELMODE_LOWPRIO, LAPIC_BASE, LAPIC_SIZE};
+use crate::vlapic::{LapicEffects, X2ApicState};
+use crate::vm::Vm;
+
+impl IoapicBus for Vm {
+    fn deliver(&self, level: bool, dest: u8, phys: bool, delmode: u32, vector: u8) {
+        self.deliver_intr(level, u32::from(dest), phys, delmode, vector);
+    }
+
+    fn tmr_targets(&self, dest: u8, phys: bool, delmode: u32) -> CpuSet {
+        match delmode {
+            DELMODE_FIXED | DELMODE_LOWPRIO => {
+                self.calcdest(u32::from(dest), phys, delmode == DELMODE_LOWPRIO, false)
+            }
+            _ => CpuSet::new(),
+        }
+    }
+
+    fn block_run(&self, id: usize) {
+        self.vcpus()[id].block_run();
+    }
+
+    fn unblock_run(&self, id: usize) {
+        self.vcpus()[id].unblock_run();
+    }
+
+    fn stage_tmr(&self, id: usize, vector: u8, level: bool) {
+        self.vcpus()[id].vlapic.stage_tmr(vector, level);
+    }
+}
+
+/// The ISA IRQ argument of VM_ISA_*: 0..=15; the 8259 itself is not
+/// emulated yet, so a valid value is accepted and otherwise ignored.
+fn check_atpic_irq(irq: i32) -> Result<()> {
+    if (0..16).contains(&irq) {
+        Ok(())
+    } else {
+        Err(Error::Inval)
+    }
+}
+
+impl Vm {
+    // --- vioapic ioctls ----------------------------------------------------
+
+    /// VM_IOAPIC_ASSERT_IRQ: EINVAL (pin), E2BIG (count saturated).
+    pub fn ioapic_assert_irq(&self, pin: i32) -> Result<()> {
+        self.vioapic().assert_irq(pin, self)
+    }
+
+    /// VM_IOAPIC_DEASSERT_IRQ: EINVAL (pin), ERANGE (count already 0).
+    pub fn ioapic_deassert_irq(&self, pin: i32) -> Result<()> {
+        self.vioapic().deassert_irq(pin, self)
+    }
+
+    /// VM_IOAPIC_PULSE_IRQ.
+    pub fn ioapic_pulse_irq(&self, pin: i32) -> Result<()> {
+        self.vioapic().pulse_irq(pin, self)
+    }
+
+    /// VM_IOAPIC_PINCOUNT.
+    pub fn ioapic_pincount(&self) -> i32 {
+        self.vioapic().pincount()
+    }
+
+    pub fn ioapic_stats(&self) -> IoapicStats {
+        self.vioapic().stats()
+    }
+
+    /// VM_ISA_ASSERT_IRQ: `atpic_irq` must be 0..=15 (the 8259 half is not
+    /// emulated yet and ignores it); `ioapic_irq` -1 means no vioapic pin.
+    pub fn isa_assert_irq(&self, atpic_irq: i32, ioapic_irq: i32) -> Result<()> {
+        check_atpic_irq(atpic_irq)?;
+        if ioapic_irq == -1 {
+            return Ok(());
+        }
+        self.ioapic_assert_irq(ioapic_irq)
+    }
+
+    /// VM_ISA_DEASSERT_IRQ (see [`Vm::isa_assert_irq`]).
+    pub fn isa_deassert_irq(&self, atpic_irq: i32, ioapic_irq: i32) -> Result<()> {
+        check_atpic_irq(atpic_irq)?;
+        if ioapic_irq == -1 {
+            return Ok(());
+        }
+        self.ioapic_deassert_irq(ioapic_irq)
+    }
+
+    /// VM_ISA_PULSE_IRQ (see [`Vm::isa_assert_irq`]).
+    pub fn isa_pulse_irq(&self, atpic_irq: i32, ioapic_irq: i32) -> Result<()> {
+        check_atpic_irq(atpic_irq)?;
+        if ioapic_irq == -1 {
+            return Ok(());
+        }
+        self.ioapic_pulse_irq(ioapic_irq)
+    }
+
+    // --- vlapic ioctls -----------------------------------------------------
+
+    /// VM_LAPIC_IRQ: a fixed, edge-triggered `vector` to vCPU `vcpuid`.
+    /// EINVAL for a bad vCPU or a vector outside 16..=255.
+    pub fn lapic_irq(&self, vcpuid: i32, vector: i32) -> Result<()> {
+        let id = self.vcpu_id(vcpuid)?;
+        let vector = u32::try_from(vector).map_err(|_| Error::Inval)?;
+        self.lapic_set_intr(id, vector, false)
+    }
+
+    /// VM_LAPIC_LOCAL_IRQ: raise LVT index `lvt` (0 LINT0, 1 LINT1, 2 timer,
+    /// 3 error, 4 perf, 5 thermal, 6 CMCI) on vCPU `vcpuid`, or on every
+    /// active vCPU with -1 (stopping at the first error).
+    pub fn lapic_local_irq(&self, vcpuid: i32, lvt: i32) -> Result<()> {
+        let targets =
+            if vcpuid == -1 { self.active_cpus() } else { CpuSet::single(self.vcpu_id(vcpuid)?) };
+        for id in targets.iter() {
+            let vcpu = self.vcpu(id)?;
+            if vcpu.vlapic.trigger_lvt(lvt)? {
+                vcpu.notify();
+            }
+        }
+        Ok(())
+    }
+
+    /// VM_INJECT_NMI.
+    pub fn inject_nmi(&self, vcpuid: i32) -> Result<()> {
+        self.vcpu_inject_nmi(self.vcpu_id(vcpuid)?)
+    }
+
+    /// VM_GET_X2APIC_STATE.
+    pub fn get_x2apic_state(&self, vcpuid: i32) -> Result<X2ApicState> {
+        Ok(self.vcpu(self.vcpu_id(vcpuid)?)?.vlapic.x2apic_state())
+    }
+
+    /// VM_SET_X2APIC_STATE (the caller holds the vCPU): EINVAL unless
+    /// `state` is X2APIC_DISABLED (0) or X2APIC_ENABLED (1).
+    pub fn set_x2apic_state(&self, vcpuid: i32, state: i32) -> Result<()> {
+        let vcpu = self.vcpu(self.vcpu_id(vcpuid)?)?;
+        let state = X2ApicState::from_raw(state).ok_or(Error::Inval)?;
+        vcpu.vlapic.set_x2apic_state(state);
+        Ok(())
+    }
+
+    // --- MMIO (guest exits and VM_GET/SET_KERNEMU_DEV) ----------------------
+
+    /// Reads the emulated register at `gpa` for vCPU `vcpuid`: the vioapic
+    /// window (0xFEC00000, 4 KiB) or that vCPU's local APIC page
+    /// (0xFEE00000). `Ok(None)` when the library does not emulate `gpa`.
+    /// Local APIC reads must be 16-byte aligned once the low two bits are
+    /// dropped (EINVAL otherwise, as FreeBSD `lapic_mmio_read`).
+    pub fn mmio_read(&self, vcpuid: usize, gpa: u64, size: u8) -> Result<Option<u64>> {
+        let vcpu = self.vcpu(vcpuid)?;
+        if (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa) {
+            return Ok(Some(u64::from(self.vioapic().mmio_read(gpa - IOAPIC_BASE, size))));
+        }
+        if (LAPIC_BASE..LAPIC_BASE + LAPIC_SIZE).contains(&gpa) {
+            let off = (gpa - LAPIC_BASE) & !3;
+            if off & 0xF != 0 {
+                return Err(Error::Inval);
+            }
+            return Ok(Some(u64::from(vcpu.vlapic.mmio_read(off as u32, Instant::now()))));
+        }
+        Ok(None)
+    }
+
+    /// Writes the emulated register at `gpa` as vCPU `vcpuid` would: the
+    /// vioapic (the RTE write path with `vcpuid` as the writer) or the
+    /// vCPU's local APIC (EOI reaches the vioapic, ICR sends IPIs). Local
+    /// APIC writes must be 4 bytes at a 16-byte boundary (EINVAL, as
+    /// FreeBSD `lapic_mmio_write`). `Ok(None)` when `gpa` is not emulated.
+    pub fn mmio_write(&self, vcpuid: usize, gpa: u64, size: u8, value: u64) -> Result<Option<()>> {
+        let vcpu = self.vcpu(vcpuid)?;
+        if (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa) {
+            self.vioapic().mmio_write(Some(vcpuid), gpa - IOAPIC_BASE, size, value as u32, self);
+            return Ok(Some(()));
+        }
+        if (LAPIC_BASE..LAPIC_BASE + LAPIC_SIZE).contains(&gpa) {
+            let off = gpa - LAPIC_BASE;
+            if size != 4 || off & 0xF != 0 {
+                return Err(Error::Inval);
+            }
+            let fx = vcpu.vlapic.mmio_write(off as u32, value as u32, Instant::now());
+            self.apply_lapic_effects(vcpuid, fx);
+            return Ok(Some(()));
+        }
+        Ok(None)
+    }
+
+    /// A vioapic window write from a thread that is not a vCPU.
+    pub fn ioapic_mmio_write_nonvcpu(&self, gpa: u64, size: u8, value: u32) -> Result<()> {
+        if !(IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa) {
+            return Err(Error::Inval);
+        }
+        self.vioapic().mmio_write(None, gpa - IOAPIC_BASE, size, value, self);
+        Ok(())
+    }
+
+    /// RDMSR of IA32_APIC_BASE or an x2APIC register; EINVAL stands for
+    /// #GP (not an APIC MSR, or an x2APIC MSR in xAPIC mode).
+    pub fn lapic_rdmsr(&self, vcpuid: usize, msr: u32) -> Result<u64> {
+        let vcpu = self.vcpu(vcpuid)?;
+        vcpu.vlapic.read_msr(msr, Instant::now()).ok_or(Error::Inval)
+    }
+
+    /// WRMSR of IA32_APIC_BASE or an x2APIC register; EINVAL stands for #GP.
+    pub fn lapic_wrmsr(&self, vcpuid: usize, msr: u32, value: u64) -> Result<()> {
+        let vcpu = self.vcpu(vcpuid)?;
+        let fx = vcpu.vlapic.write_msr(msr, value, Instant::now()).ok_or(Error::Inval)?;
+        self.apply_lapic_effects(vcpuid, fx);
+        Ok(())
+    }
+
+    /// Carries out what a register write of vCPU `id`'s APIC asked for,
+    /// with no vlapic mutex held.
+    fn apply_lapic_effects(&self, id: usize, fx: LapicEffects) {
+        if fx.notify {
+            self.vcpus()[id].notify();
+        }
+        if let Some(v) = fx.eoi_vector {
+            self.vioapic().process_eoi(v, self);
+        }
+        if let Some(ipi) = fx.ipi {
+            self.send_ipi(id, ipi);
+        }
+    }
+
+    // --- inspection ---------------------------------------------------------
+
+    /// vCPU `vcpuid`'s TMR as the eight 32-bit APIC words.
+    pub fn tmr_snapshot(&self, vcpuid: usize) -> Result<[u32; 8]> {
+        Ok(self.vcpu(vcpuid)?.vlapic.tmr().words())
+    }
+
+    pub fn irr_snapshot(&self, vcpuid: usize) -> Result<[u32; 8]> {
+        Ok(self.vcpu(vcpuid)?.vlapic.irr().words())
+    }
+
+    pub fn isr_snapshot(&self, vcpuid: usize) -> Result<[u32; 8]> {
+        Ok(self.vcpu(vcpuid)?.vlapic.isr().words())
+    }
+
+    /// Resets both interrupt controllers to a new VM's state (VM_REINIT).
+    pub(crate) fn reset_interrupt_controllers(&self) {
+        self.vioapic().reset();
+        for v in self.vcpus() {
+            v.vlapic.reinit();
+        }
+    }
+}
+
+/// Whether vector `v` is set in a TMR/IRR/ISR snapshot.
+pub fn snapshot_has(words: &[u32; 8], v: u8) -> bool {
+    words[usize::from(v / 32)] & (1 << (v % 32)) != 0
+}

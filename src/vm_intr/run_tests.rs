@@ -1,0 +1,185 @@
+//! The run loop's interrupt work: staged TMR applied on entry to RUNNING
+//! before anything is injected, injection through the backend, MMIO exits
+//! handled in the library, HLT sleeping until an interrupt or the timer.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::thread;
+
+use super::tests::{lapic_write, program_rte};
+use super::*;
+use crate::backend::{Backend, GuestExit};
+use crate::exit::{ExitKind, MmioAccess};
+use crate::test_util::with_watchdog;
+use crate::vcpu::{Vcpu, VcpuState};
+use crate::vlapic::regs::*;
+use crate::vlapic::VecBitmap;
+
+/// A guest that plays back exits and records what it saw at each entry.
+#[derive(Debug, Default)]
+struct Script {
+    exits: StdMutex<VecDeque<GuestExit>>,
+    /// Whether the guest takes interrupts offered to it.
+    accepts: bool,
+    injected: StdMutex<Vec<u8>>,
+    /// (TMR, IRR) at each guest entry.
+    at_entry: StdMutex<Vec<(VecBitmap, VecBitmap)>>,
+    mmio_reads: StdMutex<Vec<u64>>,
+}
+
+#[derive(Debug)]
+struct Guest(Arc<Script>);
+
+impl Backend for Guest {
+    fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
+        self.0.at_entry.lock().unwrap().push((vcpu.vlapic.tmr(), vcpu.vlapic.irr()));
+        let e = self.0.exits.lock().unwrap().pop_front().unwrap_or(GuestExit::Bogus);
+        (e, rip, 3)
+    }
+    fn inject(&self, _vcpu: &Vcpu, vector: u8) -> bool {
+        if self.0.accepts {
+            self.0.injected.lock().unwrap().push(vector);
+        }
+        self.0.accepts
+    }
+    fn mmio_read_result(&self, _vcpu: &Vcpu, value: u64) {
+        self.0.mmio_reads.lock().unwrap().push(value);
+    }
+}
+
+fn vm_with(script: Script, n: usize) -> (Arc<Vm>, Arc<Script>) {
+    let s = Arc::new(script);
+    let vm = Vm::new("t", n, Box::new(Guest(s.clone()))).unwrap();
+    for i in 0..n {
+        vm.activate_cpu(i).unwrap();
+        lapic_write(&vm, i, off::SVR, SVR_ENABLE | 0xFF);
+    }
+    (Arc::new(vm), s)
+}
+
+fn run_once(vm: &Vm, id: usize) -> ExitKind {
+    let l = vm.lock_one(id).unwrap();
+    vm.run(&l).unwrap().kind
+}
+
+fn mmio(gpa: u64, write: bool, value: u64) -> GuestExit {
+    GuestExit::Mmio(MmioAccess { gpa, size: 4, write, value })
+}
+
+#[test]
+fn staged_tmr_is_applied_on_entry_before_the_guest_runs() {
+    let (vm, s) = vm_with(Script::default(), 2);
+    // vCPU 1 programs a level entry aimed at vCPU 0.
+    program_rte(&vm, 1, 3, 0x8000 | 0x44, 0);
+    let l0 = &vm.vcpu(0).unwrap().vlapic;
+    assert!(!l0.tmr().test(0x44) && l0.staged_tmr().0.test(0x44));
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+    assert!(s.at_entry.lock().unwrap()[0].0.test(0x44));
+}
+
+#[test]
+fn a_staged_change_for_a_pending_vector_waits_for_its_eoi() {
+    let (vm, s) = vm_with(Script::default(), 2);
+    vm.lapic_irq(0, 0x44).unwrap(); // edge, pending; the guest refuses it
+    program_rte(&vm, 1, 3, 0x8000 | 0x44, 0);
+    run_once(&vm, 0);
+    let (tmr, irr) = s.at_entry.lock().unwrap()[0];
+    assert!(irr.test(0x44) && !tmr.test(0x44), "acceptance-time bit stands");
+    let l0 = &vm.vcpu(0).unwrap().vlapic;
+    assert!(l0.staged_tmr().0.test(0x44), "still staged");
+    l0.intr_accepted(0x44);
+    assert_eq!(l0.eoi(), None, "EOIed as the edge interrupt it was");
+    run_once(&vm, 0);
+    assert!(s.at_entry.lock().unwrap()[1].0.test(0x44));
+}
+
+#[test]
+fn the_highest_deliverable_vector_is_injected_when_the_guest_takes_it() {
+    let (vm, s) = vm_with(Script { accepts: true, ..Default::default() }, 1);
+    vm.lapic_irq(0, 0x45).unwrap();
+    vm.lapic_irq(0, 0x91).unwrap();
+    run_once(&vm, 0);
+    assert_eq!(*s.injected.lock().unwrap(), vec![0x91]);
+    let l = &vm.vcpu(0).unwrap().vlapic;
+    assert!(l.isr().test(0x91) && !l.irr().test(0x91) && l.irr().test(0x45));
+    // 0x45 is below the in-service class: not offered.
+    run_once(&vm, 0);
+    assert_eq!(s.injected.lock().unwrap().len(), 1);
+
+    let (vm, s) = vm_with(Script::default(), 1);
+    vm.lapic_irq(0, 0x45).unwrap();
+    run_once(&vm, 0);
+    assert!(s.injected.lock().unwrap().is_empty());
+    assert!(vm.vcpu(0).unwrap().vlapic.irr().test(0x45), "refused: stays pending");
+}
+
+#[test]
+fn apic_mmio_exits_are_handled_inside_the_run_loop() {
+    let exits = [
+        mmio(LAPIC_BASE + u64::from(off::TPR), true, 0x20),
+        mmio(LAPIC_BASE + u64::from(off::TPR), false, 0),
+        mmio(0xFEC0_0000, true, 0x01),
+        mmio(0xFEC0_0010, false, 0),
+        mmio(0xD000_0000, true, 7),
+    ];
+    let (vm, s) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+    let kind = run_once(&vm, 0);
+    assert_eq!(
+        kind,
+        ExitKind::Mmio(MmioAccess { gpa: 0xD000_0000, size: 4, write: true, value: 7 })
+    );
+    assert_eq!(*s.mmio_reads.lock().unwrap(), vec![0x20, 0x001F_0011]);
+    assert_eq!(s.at_entry.lock().unwrap().len(), 5);
+    // A bad local APIC access fails VM_RUN with EINVAL, as in FreeBSD.
+    let exits =
+        [GuestExit::Mmio(MmioAccess { gpa: LAPIC_BASE + 0x80, size: 2, write: true, value: 0 })];
+    let (vm, _) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+    let l = vm.lock_one(0).unwrap();
+    assert_eq!(vm.run(&l), Err(Error::Inval));
+}
+
+#[test]
+fn hlt_sleeps_until_an_interrupt_arrives() {
+    with_watchdog(20, || {
+        let exits = [GuestExit::Hlt { intr_enabled: true }];
+        let (vm, _) =
+            vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+        let vm2 = vm.clone();
+        let runner = thread::spawn(move || run_once(&vm2, 0));
+        while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+            thread::yield_now();
+        }
+        vm.lapic_irq(0, 0x40).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+    });
+}
+
+#[test]
+fn hlt_sleeps_no_later_than_the_apic_timer() {
+    with_watchdog(20, || {
+        let exits = [GuestExit::Hlt { intr_enabled: true }];
+        let (vm, _) =
+            vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+        lapic_write(&vm, 0, off::LVT_TIMER, 0xEF);
+        lapic_write(&vm, 0, off::TIMER_DCR, 0xB);
+        lapic_write(&vm, 0, off::TIMER_ICR, 1 << 17); // about 1 ms
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert!(vm.vcpu(0).unwrap().vlapic.irr().test(0xEF));
+    });
+}
+
+#[test]
+fn hlt_also_ends_for_reqidle_and_suspend() {
+    with_watchdog(20, || {
+        let exits = [GuestExit::Hlt { intr_enabled: true }];
+        let (vm, _) =
+            vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+        let vm2 = vm.clone();
+        let runner = thread::spawn(move || run_once(&vm2, 0));
+        while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+            thread::yield_now();
+        }
+        vm.suspend(2).unwrap();
+        assert!(matches!(runner.join().unwrap(), ExitKind::Suspended(_)));
+    });
+}

@@ -1,0 +1,356 @@
+//! VM-level tests: destinations, MSI, the ioctl entry points, and the
+//! kernemu/MMIO paths through the vioapic and the local APICs.
+
+use super::*;
+use crate::vcpu::VcpuState;
+use crate::vioapic::rte;
+use crate::vlapic::delivery::Msi;
+use crate::vlapic::regs::*;
+
+const IOREGSEL_GPA: u64 = IOAPIC_BASE;
+const IOWIN_GPA: u64 = IOAPIC_BASE + 0x10;
+const LEVEL: u32 = 0x8000;
+const MASKED: u32 = 0x1_0000;
+
+/// A VM with `n` vCPUs, all active and with software-enabled APICs.
+pub(super) fn vm(n: usize) -> Vm {
+    let vm = Vm::with_idle_backend("t", n).unwrap();
+    for i in 0..n {
+        vm.activate_cpu(i).unwrap();
+        lapic_write(&vm, i, off::SVR, SVR_ENABLE | 0xFF);
+    }
+    vm
+}
+
+pub(super) fn lapic_write(vm: &Vm, vcpu: usize, offset: u32, val: u32) {
+    assert_eq!(
+        vm.mmio_write(vcpu, LAPIC_BASE + u64::from(offset), 4, u64::from(val)),
+        Ok(Some(()))
+    );
+}
+
+pub(super) fn lapic_read(vm: &Vm, vcpu: usize, offset: u32) -> u32 {
+    vm.mmio_read(vcpu, LAPIC_BASE + u64::from(offset), 4).unwrap().unwrap() as u32
+}
+
+/// Writes RTE `pin` (high half, then low half) as vCPU `writer`.
+pub(super) fn program_rte(vm: &Vm, writer: usize, pin: u32, low: u32, dest: u8) {
+    let w = |gpa, v: u32| assert_eq!(vm.mmio_write(writer, gpa, 4, u64::from(v)), Ok(Some(())));
+    w(IOREGSEL_GPA, 0x11 + 2 * pin);
+    w(IOWIN_GPA, u32::from(dest) << 24);
+    w(IOREGSEL_GPA, 0x10 + 2 * pin);
+    w(IOWIN_GPA, low);
+}
+
+pub(super) fn rte_low(vm: &Vm, pin: u32) -> u32 {
+    vm.mmio_write(0, IOREGSEL_GPA, 4, u64::from(0x10 + 2 * pin)).unwrap();
+    vm.mmio_read(0, IOWIN_GPA, 4).unwrap().unwrap() as u32
+}
+
+fn set(ids: &[usize]) -> CpuSet {
+    let mut s = CpuSet::new();
+    for i in ids {
+        s.insert(*i);
+    }
+    s
+}
+
+fn irr_has(vm: &Vm, vcpu: usize, v: u8) -> bool {
+    snapshot_has(&vm.irr_snapshot(vcpu).unwrap(), v)
+}
+
+#[test]
+fn physical_and_broadcast_destinations_cover_active_vcpus_only() {
+    let vm = Vm::with_idle_backend("t", 4).unwrap();
+    for i in [0, 1, 3] {
+        vm.activate_cpu(i).unwrap();
+    }
+    assert_eq!(vm.calcdest(1, true, false, false), set(&[1]));
+    assert_eq!(vm.calcdest(2, true, false, false), set(&[]), "inactive");
+    assert_eq!(vm.calcdest(9, true, false, false), set(&[]), "no such APIC");
+    assert_eq!(vm.calcdest(0xFF, true, false, false), set(&[0, 1, 3]));
+    assert_eq!(vm.calcdest(0xFF, false, true, false), set(&[0, 1, 3]), "broadcast ignores lowprio");
+    assert_eq!(vm.calcdest(0xFFFF_FFFF, true, false, true), set(&[0, 1, 3]));
+    assert_eq!(vm.calcdest(0xFF, true, false, true), set(&[]), "x2APIC id 0xff");
+}
+
+#[test]
+fn logical_flat_and_cluster_destinations() {
+    let vm = vm(4);
+    for i in 0..4 {
+        lapic_write(&vm, i, off::LDR, 1 << (24 + i));
+    }
+    assert_eq!(vm.calcdest(0b1010, false, false, false), set(&[1, 3]));
+    assert_eq!(vm.calcdest(0b1010, false, true, false), set(&[1]), "lowest priority: first match");
+    assert_eq!(vm.calcdest(0, false, false, false), set(&[]));
+    // Cluster model: LDR[31:28] cluster, LDR[27:24] member bits.
+    for (i, ldr) in [0x1100_0000u32, 0x1200_0000, 0x2100_0000, 0x1400_0000].into_iter().enumerate()
+    {
+        lapic_write(&vm, i, off::DFR, 0x0FFF_FFFF);
+        lapic_write(&vm, i, off::LDR, ldr);
+    }
+    assert_eq!(vm.calcdest(0x13, false, false, false), set(&[0, 1]));
+    assert_eq!(vm.calcdest(0x21, false, false, false), set(&[2]));
+    assert_eq!(vm.calcdest(0x1F, false, true, false), set(&[0]));
+    // A vCPU with an unknown model cannot be addressed logically.
+    lapic_write(&vm, 0, off::DFR, 0x7000_0000);
+    assert_eq!(vm.calcdest(0x13, false, false, false), set(&[1]));
+    // x2APIC cluster addressing uses the derived LDR (cluster 0, bit id).
+    vm.set_x2apic_state(3, 1).unwrap();
+    lapic_write(&vm, 3, off::DFR, 0); // ignored in x2APIC mode: DFR is 0
+    assert_eq!(vm.calcdest(0x0000_0008, false, false, true), set(&[3]));
+}
+
+#[test]
+fn msi_decoding() {
+    let m = Msi::decode(0xFEE0_1000, 0x0000_4041).unwrap();
+    assert_eq!(m, Msi { dest: 1, phys: true, delmode: DELMODE_FIXED, vector: 0x41, level: false });
+    let m = Msi::decode(0xFEEA_B00C, 0x0000_8155).unwrap();
+    assert_eq!(
+        m,
+        Msi { dest: 0xAB, phys: false, delmode: DELMODE_LOWPRIO, vector: 0x55, level: true }
+    );
+    // Destination mode without the redirection hint is physical (FreeBSD).
+    assert!(Msi::decode(0xFEE0_1004, 0x41).unwrap().phys);
+    assert!(Msi::decode(0xFEE0_1008, 0x41).unwrap().phys);
+    for bad in [0xFED0_0000, 0xFEF0_0000, 0] {
+        assert_eq!(Msi::decode(bad, 0x41), Err(Error::Inval), "{bad:#x}");
+    }
+    // Only the low 32 address bits are checked (FreeBSD's 32-bit mask).
+    assert!(Msi::decode(0x1_FEE0_0000, 0x41).is_ok());
+}
+
+#[test]
+fn msi_delivery() {
+    let vm = vm(3);
+    vm.lapic_msi(0xFEE0_2000, 0x41).unwrap();
+    assert!(irr_has(&vm, 2, 0x41));
+    // Level bit decoded but delivered edge: no TMR bit.
+    vm.lapic_msi(0xFEE0_1000, 0x8042).unwrap();
+    assert!(irr_has(&vm, 1, 0x42) && !snapshot_has(&vm.tmr_snapshot(1).unwrap(), 0x42));
+    // Logical lowest priority goes to the first match.
+    for i in 0..3 {
+        lapic_write(&vm, i, off::LDR, 1 << (24 + i));
+    }
+    vm.lapic_msi(0xFEE0_600C, 0x143).unwrap();
+    assert!(!irr_has(&vm, 0, 0x43) && irr_has(&vm, 1, 0x43) && !irr_has(&vm, 2, 0x43));
+    // ExtINT makes an ExtINT pending; NMI through deliver_intr is dropped.
+    vm.lapic_msi(0xFEE0_0000, 0x700).unwrap();
+    assert!(vm.vcpu(0).unwrap().vlapic.take_extint());
+    vm.lapic_msi(0xFEE0_0000, 0x400).unwrap();
+    assert!(!vm.vcpu(0).unwrap().vlapic.nmi_pending());
+    // Vectors below 16 are dropped without an APIC error.
+    vm.lapic_msi(0xFEE0_0000, 0x05).unwrap();
+    lapic_write(&vm, 0, off::ESR, 0);
+    assert_eq!(lapic_read(&vm, 0, off::ESR), 0);
+    assert_eq!(vm.lapic_msi(0xFEC0_0000, 0x41), Err(Error::Inval));
+}
+
+#[test]
+fn lapic_irq_validates_and_notifies() {
+    let vm = vm(2);
+    for (cpu, vec) in [(0, 15), (0, 256), (0, -1), (2, 0x40), (-1, 0x40)] {
+        assert_eq!(vm.lapic_irq(cpu, vec), Err(Error::Inval), "{cpu} {vec}");
+    }
+    let v1 = vm.vcpu(1).unwrap();
+    v1.set_state(VcpuState::Frozen, false).unwrap();
+    v1.set_state(VcpuState::Running, false).unwrap();
+    vm.lapic_irq(1, 0x40).unwrap();
+    assert!(irr_has(&vm, 1, 0x40));
+    assert!(v1.kicked(), "a RUNNING target is kicked");
+    v1.set_state(VcpuState::Frozen, false).unwrap();
+    // A software-disabled APIC ignores it.
+    lapic_write(&vm, 0, off::SVR, 0xFF);
+    vm.lapic_irq(0, 0x40).unwrap();
+    assert!(!irr_has(&vm, 0, 0x40));
+}
+
+#[test]
+fn lapic_local_irq_one_or_all_vcpus() {
+    let vm = vm(3);
+    for i in 0..3 {
+        lapic_write(&vm, i, off::LVT_LINT0, 0x33);
+    }
+    vm.lapic_local_irq(1, lvt::LINT0 as i32).unwrap();
+    assert!(irr_has(&vm, 1, 0x33) && !irr_has(&vm, 0, 0x33));
+    vm.lapic_local_irq(-1, lvt::LINT0 as i32).unwrap();
+    assert!((0..3).all(|i| irr_has(&vm, i, 0x33)));
+    assert_eq!(vm.lapic_local_irq(0, 7), Err(Error::Inval));
+    assert_eq!(vm.lapic_local_irq(-1, 7), Err(Error::Inval));
+    assert_eq!(vm.lapic_local_irq(3, 0), Err(Error::Inval));
+    assert_eq!(vm.lapic_local_irq(-2, 0), Err(Error::Inval));
+    // Disabled APIC: LINT1 is the NMI pin.
+    lapic_write(&vm, 2, off::SVR, 0xFF);
+    vm.lapic_local_irq(2, lvt::LINT1 as i32).unwrap();
+    assert!(vm.vcpu(2).unwrap().vlapic.nmi_pending());
+}
+
+#[test]
+fn nmi_and_x2apic_state_ioctls() {
+    let vm = vm(2);
+    vm.inject_nmi(1).unwrap();
+    assert!(vm.vcpu(1).unwrap().vlapic.take_nmi());
+    assert_eq!(vm.inject_nmi(2), Err(Error::Inval));
+    assert_eq!(vm.get_x2apic_state(0), Ok(X2ApicState::Disabled));
+    vm.set_x2apic_state(0, 1).unwrap();
+    assert_eq!(vm.get_x2apic_state(0), Ok(X2ApicState::Enabled));
+    for bad in [2, -1] {
+        assert_eq!(vm.set_x2apic_state(0, bad), Err(Error::Inval));
+    }
+    assert_eq!(vm.get_x2apic_state(5), Err(Error::Inval));
+    // In x2APIC mode the MMIO page reads 0; the MSRs work.
+    assert_eq!(lapic_read(&vm, 0, off::ID), 0);
+    assert_eq!(vm.lapic_rdmsr(0, 0x802), Ok(0));
+    assert_eq!(vm.lapic_rdmsr(1, 0x802), Err(Error::Inval), "xAPIC mode: #GP");
+}
+
+#[test]
+fn isa_irq_ioctls_drive_the_ioapic_pin_only() {
+    let vm = vm(1);
+    for bad in [-1, 16] {
+        assert_eq!(vm.isa_assert_irq(bad, 4), Err(Error::Inval));
+        assert_eq!(vm.isa_deassert_irq(bad, -1), Err(Error::Inval));
+        assert_eq!(vm.isa_pulse_irq(bad, 4), Err(Error::Inval));
+    }
+    vm.isa_assert_irq(4, -1).unwrap();
+    assert_eq!(vm.vioapic().assert_count(4), 0);
+    vm.isa_assert_irq(4, 4).unwrap();
+    assert_eq!(vm.vioapic().assert_count(4), 1);
+    vm.isa_deassert_irq(4, 4).unwrap();
+    assert_eq!(vm.isa_deassert_irq(4, 4), Err(Error::Range));
+    vm.isa_pulse_irq(0, 2).unwrap();
+    assert_eq!(vm.isa_pulse_irq(0, 32), Err(Error::Inval));
+    assert_eq!(vm.ioapic_pincount(), 32);
+}
+
+#[test]
+fn mmio_dispatch_and_access_rules() {
+    let vm = vm(2);
+    assert_eq!(vm.mmio_read(0, 0xD000_0000, 4), Ok(None));
+    assert_eq!(vm.mmio_write(0, 0xFEBF_FFFC, 4, 0), Ok(None));
+    assert_eq!(vm.mmio_write(0, LAPIC_BASE + 0x1000, 4, 0), Ok(None));
+    assert_eq!(vm.mmio_read(2, IOAPIC_BASE, 4), Err(Error::Inval), "bad vCPU");
+    // Local APIC: writes 4 bytes at 16-byte boundaries, reads 16-byte
+    // aligned once bits 1:0 are dropped.
+    assert_eq!(vm.mmio_write(0, LAPIC_BASE + 0x84, 4, 0), Err(Error::Inval));
+    assert_eq!(vm.mmio_write(0, LAPIC_BASE + 0x80, 2, 0), Err(Error::Inval));
+    assert_eq!(vm.mmio_read(0, LAPIC_BASE + 0x88, 4), Err(Error::Inval));
+    assert_eq!(vm.mmio_read(1, LAPIC_BASE + 0x23, 1), Ok(Some(1 << 24)));
+    // Each vCPU sees its own APIC at the same address.
+    assert_eq!(lapic_read(&vm, 0, off::ID), 0);
+    // The vioapic ignores narrow accesses instead of failing.
+    assert_eq!(vm.mmio_read(0, IOWIN_GPA, 1), Ok(Some(0)));
+    assert_eq!(vm.mmio_write(0, IOWIN_GPA, 8, 0), Ok(Some(())));
+    assert_eq!(vm.ioapic_mmio_write_nonvcpu(LAPIC_BASE, 4, 0), Err(Error::Inval));
+}
+
+#[test]
+fn level_interrupt_round_trip_through_ioapic_and_lapic() {
+    let vm = vm(2);
+    program_rte(&vm, 0, 4, LEVEL | 0x44, 1);
+    let v1 = &vm.vcpu(1).unwrap().vlapic;
+    assert!(v1.staged_tmr().0.test(0x44), "TMR staged into vCPU 1");
+    vm.ioapic_assert_irq(4).unwrap();
+    assert!(irr_has(&vm, 1, 0x44));
+    assert!(snapshot_has(&vm.tmr_snapshot(1).unwrap(), 0x44), "TMR recorded at acceptance");
+    assert_eq!(rte_low(&vm, 4) & rte::REM_IRR as u32, rte::REM_IRR as u32);
+    assert_eq!(v1.pending_intr(), Some(0x44));
+    v1.intr_accepted(0x44);
+    assert!(snapshot_has(&vm.isr_snapshot(1).unwrap(), 0x44));
+    // EOI while still asserted: the vioapic re-sends.
+    lapic_write(&vm, 1, off::EOI, 0);
+    assert!(irr_has(&vm, 1, 0x44));
+    assert_eq!(vm.ioapic_stats().interrupts, 2);
+    v1.intr_accepted(0x44);
+    vm.ioapic_deassert_irq(4).unwrap();
+    lapic_write(&vm, 1, off::EOI, 0);
+    assert!(!irr_has(&vm, 1, 0x44));
+    assert_eq!(rte_low(&vm, 4) & rte::REM_IRR as u32, 0);
+    assert_eq!(vm.ioapic_stats().interrupts, 2);
+}
+
+#[test]
+fn icr_writes_send_ipis() {
+    let vm = vm(3);
+    lapic_write(&vm, 0, off::ICR_HI, 2 << 24);
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_FIXED | 0x55);
+    assert!(irr_has(&vm, 2, 0x55) && !irr_has(&vm, 1, 0x55));
+    lapic_write(&vm, 0, off::ICR_LO, DEST_SELF | 0x56);
+    assert!(irr_has(&vm, 0, 0x56));
+    lapic_write(&vm, 0, off::ICR_LO, DEST_ALLESELF | 0x57);
+    assert!(!irr_has(&vm, 0, 0x57) && irr_has(&vm, 1, 0x57) && irr_has(&vm, 2, 0x57));
+    lapic_write(&vm, 1, off::ICR_LO, DEST_ALLISELF | 0x58);
+    assert!((0..3).all(|i| irr_has(&vm, i, 0x58)));
+    lapic_write(&vm, 0, off::ICR_HI, 0xFF << 24);
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_NMI);
+    assert!((0..3).all(|i| vm.vcpu(i).unwrap().vlapic.take_nmi()));
+    // Lowest priority: one target.
+    for i in 0..3 {
+        lapic_write(&vm, i, off::LDR, 1 << (24 + i));
+    }
+    lapic_write(&vm, 0, off::ICR_HI, 0x06 << 24);
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_LOWPRIO | DESTMODE_LOG | 0x59);
+    assert!(irr_has(&vm, 1, 0x59) && !irr_has(&vm, 2, 0x59));
+    // An illegal vector errors on the sender and sends nothing.
+    lapic_write(&vm, 0, off::ICR_LO, DEST_ALLESELF | 0x0E);
+    lapic_write(&vm, 0, off::ESR, 0);
+    assert_eq!(lapic_read(&vm, 0, off::ESR), ESR_SEND_ILLEGAL_VECTOR);
+    assert!(!irr_has(&vm, 1, 0x0E));
+}
+
+#[test]
+fn init_and_sipi_ipis() {
+    let vm = vm(2);
+    let ap = &vm.vcpu(1).unwrap().vlapic;
+    lapic_write(&vm, 0, off::ICR_HI, 1 << 24);
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_STARTUP | 0x9F);
+    assert_eq!(ap.take_sipi(), None, "SIPI before INIT is ignored");
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_INIT | TRIGMOD_LEVEL | LEVEL_ASSERT);
+    assert_eq!(lapic_read(&vm, 1, off::SVR), 0xFF, "INIT reset the AP's APIC");
+    // The level-deassert INIT that follows is ignored.
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_INIT | TRIGMOD_LEVEL);
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_STARTUP | 0x9F);
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_STARTUP | 0x9F);
+    assert_eq!(ap.take_sipi(), Some(0x9F));
+    assert_eq!(ap.take_sipi(), None);
+}
+
+#[test]
+fn x2apic_msrs_reach_the_vioapic_and_other_vcpus() {
+    let vm = vm(2);
+    for i in 0..2 {
+        vm.set_x2apic_state(i, 1).unwrap();
+    }
+    vm.lapic_wrmsr(0, 0x830, (1u64 << 32) | 0x61).unwrap();
+    assert!(irr_has(&vm, 1, 0x61));
+    vm.lapic_wrmsr(1, 0x83F, 0x62).unwrap();
+    assert!(irr_has(&vm, 1, 0x62));
+    program_rte(&vm, 0, 2, LEVEL | 0x70, 1);
+    vm.ioapic_assert_irq(2).unwrap();
+    let l = &vm.vcpu(1).unwrap().vlapic;
+    l.intr_accepted(0x70);
+    vm.ioapic_deassert_irq(2).unwrap();
+    vm.lapic_wrmsr(1, 0x80B, 0).unwrap();
+    assert_eq!(rte_low(&vm, 2) & rte::REM_IRR as u32, 0, "EOI MSR reached the vioapic");
+    assert_eq!(vm.lapic_wrmsr(0, 0x1B, 0), Err(Error::Inval));
+}
+
+#[test]
+fn reinit_resets_both_interrupt_controllers() {
+    let vm = vm(2);
+    program_rte(&vm, 0, 1, MASKED | LEVEL | 0x40, 1);
+    vm.ioapic_assert_irq(1).unwrap();
+    vm.lapic_irq(1, 0x50).unwrap();
+    vm.set_x2apic_state(1, 1).unwrap();
+    vm.cpus().suspended = vm.active_cpus();
+    {
+        let all = vm.lock_all().unwrap();
+        vm.reinit(&all).unwrap();
+    }
+    assert_eq!(vm.vioapic().rte(1), rte::RESET);
+    assert_eq!(vm.vioapic().assert_count(1), 0);
+    assert_eq!(vm.ioapic_stats(), Default::default());
+    let l = &vm.vcpu(1).unwrap().vlapic;
+    assert!(l.irr().is_empty() && l.staged_tmr().0.is_empty());
+    assert_eq!(l.x2apic_state(), X2ApicState::Disabled);
+}
