@@ -36,6 +36,9 @@ impl Vm {
             // what other threads posted: a notification sent before we were
             // RUNNING finds its condition here, one sent after kicks us.
             vcpu.set_state(VcpuState::Running, false)?;
+            // Staged TMR changes take effect on every entry to RUNNING,
+            // before anything is injected (semantics.md section 1).
+            vcpu.vlapic.apply_staged_tmr();
             if let Some(p) = self.pending_for(id) {
                 vcpu.set_state(VcpuState::Frozen, false)?;
                 let rip = vcpu.regs.lock().nextrip;
@@ -91,11 +94,9 @@ impl Vm {
         }
     }
 
-    /// Interrupt work on entry to RUNNING, before the guest runs: apply
-    /// the TMR changes RTE writers staged, fire an expired APIC timer, and
+    /// Interrupt work on entry to the guest: fire an expired APIC timer and
     /// offer the highest deliverable vector to the backend.
     fn prepare_guest_entry(&self, vcpu: &Vcpu) {
-        vcpu.vlapic.apply_staged_tmr();
         vcpu.vlapic.timer_poll(Instant::now());
         if let Some(v) = vcpu.vlapic.pending_intr() {
             if self.backend().inject(vcpu, v) {

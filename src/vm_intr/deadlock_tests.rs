@@ -57,9 +57,11 @@ fn rte_write_completes_while_lock_all_holds_the_target() {
 
         v1.set_state(VcpuState::Idle, false).unwrap();
         locker.join().unwrap();
-        // vCPU 0's next entry to RUNNING applies the staged bit.
+        // vCPU 0's next entry to RUNNING applies the staged bit (in the
+        // debug set, VM_RUN enters RUNNING once and returns).
+        vm.suspend_cpu(Some(0)).unwrap();
         let l = vm.lock_one(0).unwrap();
-        vm.run(&l).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, crate::exit::ExitKind::Debug);
         assert!(v0.vlapic.tmr().test(0x31));
         assert!(v0.vlapic.staged_tmr().0.is_empty());
     });
