@@ -228,6 +228,14 @@ struct vm_readwrite_kernemu_device {
 #define VM_INTINFO_SWINTR 1024
 
 /*
+ Exit code of [`vm_exit_mmio`] exits (vmm_rs extension; outside FreeBSD's
+ `enum vm_exitcode` range so it never collides with a FreeBSD code). The
+ simulated backend reports MMIO this way rather than as
+ VM_EXITCODE_INST_EMUL because it has no instruction bytes to decode.
+ */
+#define VM_EXITCODE_MMIO 100
+
+/*
  `_IOWR('v', 1, struct vm_run)` = 0xc0207601.
  */
 #define VM_RUN 3223352833
@@ -772,6 +780,108 @@ struct vcpu;
 struct vmctx;
 
 /*
+ vmm_rs extension: the vioapic's counters (`struct vmm_rs_ioapic_stats`).
+ */
+struct vmm_rs_ioapic_stats {
+  /*
+   Interrupts sent to local APICs.
+   */
+  uint64_t interrupts;
+  /*
+   Asserts refused at the maximum count (E2BIG).
+   */
+  uint64_t saturate_high;
+  /*
+   Deasserts refused at zero (ERANGE).
+   */
+  uint64_t saturate_low;
+  /*
+   Redirection-table half writes.
+   */
+  uint64_t rte_writes;
+  /*
+   RTE writes that needed TMR work on other vCPUs.
+   */
+  uint64_t tmr_updates;
+  /*
+   vCPUs kept out of RUNNING (`vcpu_block_run`) by RTE writes.
+   */
+  uint64_t tmr_block_runs;
+  /*
+   TMR set/clear operations staged into local APICs.
+   */
+  uint64_t tmr_stagings;
+  /*
+   Sends held back while an entry was being rewritten, then sent once.
+   */
+  uint64_t deferred_sends;
+};
+
+/*
+ One guest action.
+ */
+struct vmm_rs_action {
+  /*
+   `enum vmm_rs_action_kind`.
+   */
+  int kind;
+  /*
+   Access size in bytes: 1, 2, 4 or 8 for MMIO, 1, 2 or 4 for ports.
+   */
+  uint8_t size;
+  uint16_t port;
+  uint64_t gpa;
+  /*
+   Value written by MMIO_WRITE and PORT_OUT.
+   */
+  uint64_t value;
+};
+
+/*
+ Callbacks of a guest driven by C code. They run on the vCPU's thread
+ while it is RUNNING and should return quickly: the library checks for
+ kicks (reqidle, suspend, runblock) between actions.
+ */
+struct vmm_rs_guest_ops {
+  /*
+   Fills `*action` with the guest's next action; `rip` counts the
+   actions done so far. A non-zero return ends the guest: it halts
+   with interrupts disabled from then on.
+   */
+  int (*next)(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *action);
+  /*
+   The library injected `vector` (may be NULL).
+   */
+  void (*interrupt)(void *cookie, int vcpuid, int vector);
+  /*
+   The value of the last MMIO read or port `in` (may be NULL).
+   */
+  void (*read_result)(void *cookie, int vcpuid, uint64_t value);
+};
+
+/*
+ Counters of a vCPU's simulated guest (`vmm_rs_guest_stats`).
+ */
+struct vmm_rs_guest_stats {
+  /*
+   Actions executed.
+   */
+  uint64_t steps;
+  /*
+   Interrupts injected into the guest.
+   */
+  uint64_t interrupts;
+  /*
+   The last injected vector, or -1.
+   */
+  int last_vector;
+  /*
+   The last value read by MMIO_READ or PORT_IN.
+   */
+  uint64_t last_read;
+};
+
+/*
  FreeBSD's `struct _cpuset`: a bitmap of CPU_MAXSIZE (1024) CPUs in
  `long` words, CPU `n` at bit `n % 64` of word `n / 64`. Use it as
  `cpuset_t`.
@@ -980,6 +1090,26 @@ struct vm_task_switch {
 };
 
 /*
+ `vm_exit.u.mmio` (vmm_rs extension, after illumos): a guest MMIO access
+ to an address no in-library device emulates, already decoded. For a
+ write, `data` is the value written. For a read, userland puts the value
+ in RAX with VM_SET_REGISTER before the next VM_RUN, as for port `in`.
+ */
+struct vm_exit_mmio {
+  /*
+   Access size in bytes: 1, 2, 4 or 8.
+   */
+  uint8_t bytes;
+  /*
+   1 for a read, 0 for a write.
+   */
+  uint8_t read;
+  uint16_t _pad[3];
+  uint64_t gpa;
+  uint64_t data;
+};
+
+/*
  The exit-specific part of `struct vm_exit` (FreeBSD: anonymous union
  `u`), 120 bytes. `_raw` is a vmm_rs addition covering all of it, so the
  union can be zeroed and copied as a whole; it is not in FreeBSD.
@@ -1000,6 +1130,7 @@ union vm_exit_u {
   struct vm_exit_suspended suspended;
   struct vm_exit_ipi ipi;
   struct vm_task_switch task_switch;
+  struct vm_exit_mmio mmio;
   uint64_t _raw[15];
 };
 
@@ -1418,6 +1549,112 @@ extern "C" {
 #endif // __cplusplus
 
 /*
+ Asserts IOAPIC pin `irq` (count +1; sends on 0 -> 1). E2BIG when the
+ count is at its maximum, EINVAL for a pin out of range.
+ */
+int vm_ioapic_assert_irq(struct vmctx *ctx, int irq);
+
+/*
+ Deasserts IOAPIC pin `irq` (count -1). ERANGE when the count is 0.
+ */
+int vm_ioapic_deassert_irq(struct vmctx *ctx, int irq);
+
+/*
+ Asserts then deasserts IOAPIC pin `irq`.
+ */
+int vm_ioapic_pulse_irq(struct vmctx *ctx, int irq);
+
+/*
+ The number of IOAPIC pins (32).
+ */
+int vm_ioapic_pincount(struct vmctx *ctx, int *pincount);
+
+/*
+ Asserts ISA IRQ `atpic_irq` (0-15; the 8259 is not emulated yet, so it
+ is only checked) and its IOAPIC pin `ioapic_irq` (-1 = none).
+ */
+int vm_isa_assert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
+
+/*
+ Deasserts an ISA IRQ and its IOAPIC pin (-1 = none).
+ */
+int vm_isa_deassert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
+
+/*
+ Pulses an ISA IRQ and its IOAPIC pin (-1 = none).
+ */
+int vm_isa_pulse_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
+
+/*
+ Sends fixed, edge-triggered `vector` (16-255) to the vCPU's local APIC.
+ */
+int vm_lapic_irq(struct vcpu *vcpu, int vector);
+
+/*
+ Triggers local vector table entry `vector` (an LVT index, 0-6) of the
+ vCPU's local APIC.
+ */
+int vm_lapic_local_irq(struct vcpu *vcpu, int vector);
+
+/*
+ Delivers an MSI: `addr` 0xFEExxxxx (destination bits 12-19, logical
+ bit 2, redirection hint bit 3), `msg` vector bits 0-7, delivery mode
+ bits 8-10. EINVAL for an address outside 0xFEExxxxx.
+ */
+int vm_lapic_msi(struct vmctx *ctx, uint64_t addr, uint64_t msg);
+
+/*
+ Makes an NMI pending on the vCPU.
+ */
+int vm_inject_nmi(struct vcpu *vcpu);
+
+/*
+ Reads the vCPU's x2APIC state (enum x2apic_state).
+ */
+int vm_get_x2apic_state(struct vcpu *vcpu, int *state);
+
+/*
+ Sets the vCPU's x2APIC state: EINVAL unless X2APIC_DISABLED or
+ X2APIC_ENABLED.
+ */
+int vm_set_x2apic_state(struct vcpu *vcpu, int state);
+
+/*
+ vmm_rs extension: reads the vioapic's counters.
+ */
+int vmm_rs_ioapic_stats(struct vmctx *ctx, struct vmm_rs_ioapic_stats *stats);
+
+/*
+ Drives the vCPU's guest with C callbacks (`ops` is copied; `cookie` is
+ passed to every callback). The callbacks run on whichever thread calls
+ VM_RUN for this vCPU. Returns 0, or -1 with errno: EFAULT for NULL
+ `ops` or `ops->next`, EBADF for a bad handle.
+ */
+int vmm_rs_guest_set_ops(struct vcpu *vcpu, const struct vmm_rs_guest_ops *ops, void *cookie);
+
+/*
+ Gives the vCPU a scripted guest: `count` actions run in order, then
+ again from index `loop_at` (or, with `loop_at` = -1, the guest halts
+ with interrupts disabled at the end). The actions are copied. Returns
+ 0, or -1 with errno EINVAL for a malformed action or `loop_at` out of
+ range, EFAULT for NULL `actions` with a non-zero count.
+ */
+int vmm_rs_guest_set_script(struct vcpu *vcpu,
+                            const struct vmm_rs_action *actions,
+                            size_t count,
+                            int loop_at);
+
+/*
+ Removes the vCPU's guest: it becomes an idle loop (sti; hlt) again.
+ */
+int vmm_rs_guest_clear(struct vcpu *vcpu);
+
+/*
+ Reads the counters of the vCPU's simulated guest.
+ */
+int vmm_rs_guest_stats(struct vcpu *vcpu, struct vmm_rs_guest_stats *stats);
+
+/*
  Issues VM command `cmd` with argument `arg` on the VM behind `ctx`, as
  `ioctl(vmfd, cmd, arg)` does on FreeBSD 14. Returns 0, or -1 with
  errno: ENOTTY for an unknown command, EFAULT for a NULL argument,
@@ -1713,3 +1950,19 @@ int vm_get_topology(struct vmctx *ctx,
 #endif  // __cplusplus
 
 #endif  /* VMM_RS_H */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/*
+ Reads or writes an in-library device register (IOAPIC at 0xFEC00000,
+ the vCPU's local APIC at 0xFEE00000) by guest-physical address, exactly
+ as a guest access from this vCPU would. `size` is 1, 2, 4 or 8. Returns
+ 0, or -1 with errno (EINVAL for another address or size, EFAULT for a
+ NULL value). Declared here by hand: cbindgen excludes the name because
+ of the same-named bit-field struct.
+ */
+int vm_readwrite_kernemu_device(struct vcpu *vcpu, uint64_t gpa, bool write, int size, uint64_t *value);
+#ifdef __cplusplus
+}
+#endif

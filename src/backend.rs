@@ -1,7 +1,9 @@
 //! The hardware's VMRUN, as a trait: something that runs a vCPU's guest
 //! until it exits.
 
+use crate::error::{Error, Result};
 use crate::exit::MmioAccess;
+use crate::guest::GuestProgram;
 use crate::vcpu::Vcpu;
 
 /// What the guest did that stopped it.
@@ -19,6 +21,21 @@ pub enum GuestExit {
     Pause,
     /// The backend saw [`Vcpu::kicked`] and left the guest.
     Kicked,
+    /// The guest wants the run loop's entry work (e.g. it just enabled
+    /// interrupts, so a pending one can be injected) and then to go on.
+    Yield,
+}
+
+/// Counters of a simulated guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestStats {
+    /// Guest actions executed.
+    pub steps: u64,
+    /// Interrupts injected.
+    pub interrupts: u64,
+    pub last_vector: Option<u8>,
+    /// Last value delivered for an MMIO read or port `in`.
+    pub last_read: u64,
 }
 
 /// Runs guest code. Called by the run loop with the vCPU RUNNING.
@@ -43,6 +60,18 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     /// The value of an MMIO read the library emulated (local APIC or
     /// vioapic), for the instruction that exited with `GuestExit::Mmio`.
     fn mmio_read_result(&self, _vcpu: &Vcpu, _value: u64) {}
+
+    /// Installs (or with `None` removes) the program vCPU `vcpuid`'s guest
+    /// runs. The caller holds the vCPU, so it is not running. Backends
+    /// that run real guests refuse (ENODEV).
+    fn set_guest(&self, _vcpuid: usize, _program: Option<Box<dyn GuestProgram>>) -> Result<()> {
+        Err(Error::NoDev)
+    }
+
+    /// Counters of vCPU `vcpuid`'s guest.
+    fn guest_stats(&self, _vcpuid: usize) -> Result<GuestStats> {
+        Err(Error::NoDev)
+    }
 }
 
 /// A backend whose guest sits in its idle loop (`sti; hlt`): VM_RUN

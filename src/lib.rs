@@ -13,7 +13,8 @@
 //!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).
 //! - [`registry`]: the process-wide table of named VMs.
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
-//! - [`guest`]: guest programs (scripted or callbacks) for the simulated backend.
+//! - [`guest`], [`sim`]: guest programs (scripted or C callbacks) and the
+//!   simulated backend that runs them.
 //! - [`mem`]: guest memory: segments, guest-physical maps, host access, and
 //!   the libvmmapi memory layout (`vm_setup_memory`, `vm_map_gpa`).
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
@@ -28,6 +29,7 @@ pub mod registry;
 pub mod regs;
 pub mod rendezvous;
 pub mod run;
+pub mod sim;
 pub mod sync;
 pub mod vcpu;
 pub mod vioapic;

@@ -61,7 +61,7 @@ pub fn create(name: &str) -> Result<Arc<Vm>> {
     if map.contains_key(name) {
         return Err(Error::Exist);
     }
-    let vm = Arc::new(Vm::with_idle_backend(name, default_maxcpus())?);
+    let vm = Arc::new(Vm::with_sim_backend(name, default_maxcpus())?);
     map.insert(name.to_owned(), vm.clone());
     Ok(vm)
 }

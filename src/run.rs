@@ -70,7 +70,7 @@ impl Vm {
             }
             let exit = |kind| Ok(VmExit { kind, rip, inst_length: len });
             match gexit {
-                GuestExit::Kicked => continue,
+                GuestExit::Kicked | GuestExit::Yield => continue,
                 GuestExit::Bogus => return exit(ExitKind::Bogus),
                 GuestExit::Pause => return exit(ExitKind::Pause),
                 GuestExit::Inout { port, bytes, is_in, eax } => {

@@ -163,6 +163,27 @@ impl Vm {
         })
     }
 
+    /// A VM with the simulated backend (every vCPU starts as an idle loop).
+    pub fn with_sim_backend(name: &str, maxcpus: usize) -> Result<Vm> {
+        Vm::new(name, maxcpus, Box::new(crate::sim::SimBackend::new(maxcpus)))
+    }
+
+    /// Installs (or removes) vCPU `lock.id()`'s guest program.
+    pub fn set_guest(
+        &self,
+        lock: &VcpuLock<'_>,
+        program: Option<Box<dyn crate::guest::GuestProgram>>,
+    ) -> Result<()> {
+        self.backend.set_guest(lock.id(), program)
+    }
+
+    /// Counters of vCPU `id`'s simulated guest.
+    pub fn guest_stats(&self, id: usize) -> Result<crate::backend::GuestStats> {
+        self.check_alive()?;
+        self.vcpu(id)?;
+        self.backend.guest_stats(id)
+    }
+
     /// A VM with the idle backend.
     pub fn with_idle_backend(name: &str, maxcpus: usize) -> Result<Vm> {
         Vm::new(name, maxcpus, Box::new(IdleBackend))

@@ -1,15 +1,317 @@
-//! Interrupt-controller commands. Placeholder until the vioapic/vlapic
-//! core lands: every such command fails with ENODEV.
+//! Interrupt-controller commands (vioapic, local APICs, ISA pins, kernemu
+//! register access) and their libvmmapi functions.
 
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 
+use super::abi::*;
+use super::errno::{errno_of, fail};
+use super::handle::{self, vcpu, vmctx};
+use super::ioctl::{copy_in, copy_out, ioctl};
+use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 use crate::vm::{VcpuLock, Vm};
 
-pub(crate) unsafe fn vcpu_cmd(_vm: &Vm, _lock: &VcpuLock<'_>, _cmd: u64, _arg: *mut c_void) -> Result<()> {
-    Err(Error::NoDev)
+/// Kernemu access: the size is `1 << access_width` (1..=8 bytes); an
+/// address outside the emulated devices is EINVAL, as on FreeBSD.
+fn kernemu(vm: &Vm, id: usize, a: &mut vm_readwrite_kernemu_device, write: bool) -> Result<()> {
+    let width = a.access_width();
+    if width > 3 {
+        return Err(Error::Inval);
+    }
+    let size = 1u8 << width;
+    if write {
+        vm.mmio_write(id, a.gpa, size, a.value)?.ok_or(Error::Inval)
+    } else {
+        a.value = vm.mmio_read(id, a.gpa, size)?.ok_or(Error::Inval)?;
+        Ok(())
+    }
 }
 
-pub(crate) unsafe fn vm_cmd(_vm: &Vm, _cmd: u64, _arg: *mut c_void) -> Result<()> {
-    Err(Error::NoDev)
+/// Lock-one commands: VM_SET_X2APIC_STATE, VM_SET/GET_KERNEMU_DEV.
+///
+/// # Safety
+/// `arg` points to `cmd`'s struct.
+pub(crate) unsafe fn vcpu_cmd(vm: &Vm, lock: &VcpuLock<'_>, cmd: u64, arg: *mut c_void) -> Result<()> {
+    // SAFETY (copy_in/copy_out): `arg` points to `cmd`'s struct.
+    unsafe {
+        match cmd {
+            VM_SET_X2APIC_STATE => {
+                let a: vm_x2apic = copy_in(arg);
+                vm.set_x2apic_state(lock.id() as c_int, a.state)
+            }
+            VM_SET_KERNEMU_DEV | VM_GET_KERNEMU_DEV => {
+                let mut a: vm_readwrite_kernemu_device = copy_in(arg);
+                kernemu(vm, lock.id(), &mut a, cmd == VM_SET_KERNEMU_DEV)?;
+                copy_out(arg, a);
+                Ok(())
+            }
+            _ => Err(Error::Inval),
+        }
+    }
+}
+
+/// Commands without a vCPU lock.
+///
+/// # Safety
+/// `arg` points to `cmd`'s struct.
+pub(crate) unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
+    // SAFETY (copy_in/copy_out): `arg` points to `cmd`'s struct.
+    unsafe {
+        match cmd {
+            VM_IOAPIC_ASSERT_IRQ => vm.ioapic_assert_irq(copy_in::<vm_ioapic_irq>(arg).irq),
+            VM_IOAPIC_DEASSERT_IRQ => vm.ioapic_deassert_irq(copy_in::<vm_ioapic_irq>(arg).irq),
+            VM_IOAPIC_PULSE_IRQ => vm.ioapic_pulse_irq(copy_in::<vm_ioapic_irq>(arg).irq),
+            VM_IOAPIC_PINCOUNT => {
+                copy_out::<c_int>(arg, vm.ioapic_pincount());
+                Ok(())
+            }
+            VM_ISA_ASSERT_IRQ | VM_ISA_DEASSERT_IRQ | VM_ISA_PULSE_IRQ => {
+                let a: vm_isa_irq = copy_in(arg);
+                match cmd {
+                    VM_ISA_ASSERT_IRQ => vm.isa_assert_irq(a.atpic_irq, a.ioapic_irq),
+                    VM_ISA_DEASSERT_IRQ => vm.isa_deassert_irq(a.atpic_irq, a.ioapic_irq),
+                    _ => vm.isa_pulse_irq(a.atpic_irq, a.ioapic_irq),
+                }
+            }
+            VM_LAPIC_IRQ => {
+                let a: vm_lapic_irq = copy_in(arg);
+                vm.lapic_irq(a.cpuid, a.vector)
+            }
+            VM_LAPIC_LOCAL_IRQ => {
+                let a: vm_lapic_irq = copy_in(arg);
+                vm.lapic_local_irq(a.cpuid, a.vector)
+            }
+            VM_LAPIC_MSI => {
+                let a: vm_lapic_msi = copy_in(arg);
+                vm.lapic_msi(a.addr, a.msg)
+            }
+            VM_INJECT_NMI => vm.inject_nmi(copy_in::<vm_nmi>(arg).cpuid),
+            VM_GET_X2APIC_STATE => {
+                let mut a: vm_x2apic = copy_in(arg);
+                a.state = vm.get_x2apic_state(a.cpuid)? as c_int;
+                copy_out(arg, a);
+                Ok(())
+            }
+            _ => Err(Error::Inval),
+        }
+    }
+}
+
+fn ctx_ioctl<T>(ctx: *mut vmctx, cmd: u64, arg: &mut T) -> c_int {
+    match handle::ctx_vm(ctx) {
+        // SAFETY: `arg` is `cmd`'s argument struct.
+        Ok(vm) => unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) },
+        Err(e) => fail(errno_of(e)),
+    }
+}
+
+fn vcpu_ioctl<T>(vcpu: *mut vcpu, cmd: u64, arg: &mut T, fill: impl FnOnce(&mut T, c_int)) -> c_int {
+    match handle::vcpu_vm(vcpu) {
+        Ok((vm, id)) => {
+            fill(arg, id as c_int);
+            // SAFETY: `arg` is `cmd`'s argument struct.
+            unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) }
+        }
+        Err(e) => fail(errno_of(e)),
+    }
+}
+
+/// Asserts IOAPIC pin `irq` (count +1; sends on 0 -> 1). E2BIG when the
+/// count is at its maximum, EINVAL for a pin out of range.
+#[no_mangle]
+pub extern "C" fn vm_ioapic_assert_irq(ctx: *mut vmctx, irq: c_int) -> c_int {
+    ffi_boundary!({ ctx_ioctl(ctx, VM_IOAPIC_ASSERT_IRQ, &mut vm_ioapic_irq { irq }) })
+}
+
+/// Deasserts IOAPIC pin `irq` (count -1). ERANGE when the count is 0.
+#[no_mangle]
+pub extern "C" fn vm_ioapic_deassert_irq(ctx: *mut vmctx, irq: c_int) -> c_int {
+    ffi_boundary!({ ctx_ioctl(ctx, VM_IOAPIC_DEASSERT_IRQ, &mut vm_ioapic_irq { irq }) })
+}
+
+/// Asserts then deasserts IOAPIC pin `irq`.
+#[no_mangle]
+pub extern "C" fn vm_ioapic_pulse_irq(ctx: *mut vmctx, irq: c_int) -> c_int {
+    ffi_boundary!({ ctx_ioctl(ctx, VM_IOAPIC_PULSE_IRQ, &mut vm_ioapic_irq { irq }) })
+}
+
+/// The number of IOAPIC pins (32).
+#[no_mangle]
+pub unsafe extern "C" fn vm_ioapic_pincount(ctx: *mut vmctx, pincount: *mut c_int) -> c_int {
+    ffi_boundary!({
+        if pincount.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // SAFETY: non-NULL out-pointer; VM_IOAPIC_PINCOUNT writes an int.
+        ctx_ioctl(ctx, VM_IOAPIC_PINCOUNT, unsafe { &mut *pincount })
+    })
+}
+
+/// Asserts ISA IRQ `atpic_irq` (0-15; the 8259 is not emulated yet, so it
+/// is only checked) and its IOAPIC pin `ioapic_irq` (-1 = none).
+#[no_mangle]
+pub extern "C" fn vm_isa_assert_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_irq: c_int) -> c_int {
+    ffi_boundary!({ ctx_ioctl(ctx, VM_ISA_ASSERT_IRQ, &mut vm_isa_irq { atpic_irq, ioapic_irq }) })
+}
+
+/// Deasserts an ISA IRQ and its IOAPIC pin (-1 = none).
+#[no_mangle]
+pub extern "C" fn vm_isa_deassert_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_irq: c_int) -> c_int {
+    ffi_boundary!({ ctx_ioctl(ctx, VM_ISA_DEASSERT_IRQ, &mut vm_isa_irq { atpic_irq, ioapic_irq }) })
+}
+
+/// Pulses an ISA IRQ and its IOAPIC pin (-1 = none).
+#[no_mangle]
+pub extern "C" fn vm_isa_pulse_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_irq: c_int) -> c_int {
+    ffi_boundary!({ ctx_ioctl(ctx, VM_ISA_PULSE_IRQ, &mut vm_isa_irq { atpic_irq, ioapic_irq }) })
+}
+
+/// Sends fixed, edge-triggered `vector` (16-255) to the vCPU's local APIC.
+#[no_mangle]
+pub extern "C" fn vm_lapic_irq(vcpu: *mut vcpu, vector: c_int) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_lapic_irq { cpuid: 0, vector };
+        vcpu_ioctl(vcpu, VM_LAPIC_IRQ, &mut a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Triggers local vector table entry `vector` (an LVT index, 0-6) of the
+/// vCPU's local APIC.
+#[no_mangle]
+pub extern "C" fn vm_lapic_local_irq(vcpu: *mut vcpu, vector: c_int) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_lapic_irq { cpuid: 0, vector };
+        vcpu_ioctl(vcpu, VM_LAPIC_LOCAL_IRQ, &mut a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Delivers an MSI: `addr` 0xFEExxxxx (destination bits 12-19, logical
+/// bit 2, redirection hint bit 3), `msg` vector bits 0-7, delivery mode
+/// bits 8-10. EINVAL for an address outside 0xFEExxxxx.
+#[no_mangle]
+pub extern "C" fn vm_lapic_msi(ctx: *mut vmctx, addr: u64, msg: u64) -> c_int {
+    ffi_boundary!({ ctx_ioctl(ctx, VM_LAPIC_MSI, &mut vm_lapic_msi { msg, addr }) })
+}
+
+/// Makes an NMI pending on the vCPU.
+#[no_mangle]
+pub extern "C" fn vm_inject_nmi(vcpu: *mut vcpu) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_nmi { cpuid: 0 };
+        vcpu_ioctl(vcpu, VM_INJECT_NMI, &mut a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Reads the vCPU's x2APIC state (enum x2apic_state).
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_x2apic_state(vcpu: *mut vcpu, state: *mut c_int) -> c_int {
+    ffi_boundary!({
+        if state.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let mut a = vm_x2apic { cpuid: 0, state: 0 };
+        let rc = vcpu_ioctl(vcpu, VM_GET_X2APIC_STATE, &mut a, |a, id| a.cpuid = id);
+        if rc == 0 {
+            // SAFETY: non-NULL out-pointer.
+            unsafe { state.write(a.state) };
+        }
+        rc
+    })
+}
+
+/// Sets the vCPU's x2APIC state: EINVAL unless X2APIC_DISABLED or
+/// X2APIC_ENABLED.
+#[no_mangle]
+pub extern "C" fn vm_set_x2apic_state(vcpu: *mut vcpu, state: c_int) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_x2apic { cpuid: 0, state };
+        vcpu_ioctl(vcpu, VM_SET_X2APIC_STATE, &mut a, |a, id| a.cpuid = id)
+    })
+}
+
+/// Reads or writes an in-library device register (IOAPIC at 0xFEC00000,
+/// the vCPU's local APIC at 0xFEE00000) by guest-physical address, exactly
+/// as a guest access from this vCPU would. `size` is 1, 2, 4 or 8.
+#[no_mangle]
+pub unsafe extern "C" fn vm_readwrite_kernemu_device(
+    vcpu: *mut vcpu,
+    gpa: u64,
+    write: bool,
+    size: c_int,
+    value: *mut u64,
+) -> c_int {
+    ffi_boundary!({
+        if value.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let width = match size {
+            1 => 0,
+            2 => 1,
+            4 => 2,
+            8 => 3,
+            _ => return fail(libc::EINVAL),
+        };
+        let mut a = vm_readwrite_kernemu_device { vcpuid: 0, bits: 0, gpa, value: 0 };
+        a.set_access_width(width);
+        // SAFETY: non-NULL in/out pointer.
+        a.value = if write { unsafe { value.read() } } else { !0 };
+        let cmd = if write { VM_SET_KERNEMU_DEV } else { VM_GET_KERNEMU_DEV };
+        let rc = vcpu_ioctl(vcpu, cmd, &mut a, |a, id| a.vcpuid = id);
+        if rc == 0 && !write {
+            // SAFETY: non-NULL out-pointer.
+            unsafe { value.write(a.value) };
+        }
+        rc
+    })
+}
+
+/// vmm_rs extension: the vioapic's counters (`struct vmm_rs_ioapic_stats`).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct vmm_rs_ioapic_stats {
+    /// Interrupts sent to local APICs.
+    pub interrupts: u64,
+    /// Asserts refused at the maximum count (E2BIG).
+    pub saturate_high: u64,
+    /// Deasserts refused at zero (ERANGE).
+    pub saturate_low: u64,
+    /// Redirection-table half writes.
+    pub rte_writes: u64,
+    /// RTE writes that needed TMR work on other vCPUs.
+    pub tmr_updates: u64,
+    /// vCPUs kept out of RUNNING (`vcpu_block_run`) by RTE writes.
+    pub tmr_block_runs: u64,
+    /// TMR set/clear operations staged into local APICs.
+    pub tmr_stagings: u64,
+    /// Sends held back while an entry was being rewritten, then sent once.
+    pub deferred_sends: u64,
+}
+
+/// vmm_rs extension: reads the vioapic's counters.
+#[no_mangle]
+pub unsafe extern "C" fn vmm_rs_ioapic_stats(ctx: *mut vmctx, stats: *mut vmm_rs_ioapic_stats) -> c_int {
+    ffi_boundary!({
+        if stats.is_null() {
+            return fail(libc::EFAULT);
+        }
+        match handle::ctx_vm(ctx).and_then(|vm| vm.check_alive().map(|_| vm.ioapic_stats())) {
+            Ok(s) => {
+                let out = vmm_rs_ioapic_stats {
+                    interrupts: s.interrupts,
+                    saturate_high: s.saturate_high,
+                    saturate_low: s.saturate_low,
+                    rte_writes: s.rte_writes,
+                    tmr_updates: s.tmr_updates,
+                    tmr_block_runs: s.tmr_block_runs,
+                    tmr_stagings: s.tmr_stagings,
+                    deferred_sends: s.deferred_sends,
+                };
+                // SAFETY: non-NULL out-pointer.
+                unsafe { stats.write(out) };
+                0
+            }
+            Err(e) => fail(errno_of(e)),
+        }
+    })
 }

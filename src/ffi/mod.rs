@@ -14,6 +14,7 @@ pub mod commands;
 mod cpuset;
 mod cstr;
 mod errno;
+pub mod guest;
 pub mod handle;
 pub mod ioctl;
 pub mod lifecycle;

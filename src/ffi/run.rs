@@ -41,8 +41,14 @@ fn to_vm_exit(e: &VmExit) -> vm_exit {
             vm_exitcode::VM_EXITCODE_INOUT
         }
         ExitKind::Mmio(a) => {
-            out.u.inst_emul.gpa = a.gpa;
-            vm_exitcode::VM_EXITCODE_INST_EMUL
+            out.u.mmio = vm_exit_mmio {
+                bytes: a.size,
+                read: u8::from(!a.write),
+                _pad: [0; 3],
+                gpa: a.gpa,
+                data: if a.write { a.value } else { 0 },
+            };
+            return finish(out, VM_EXITCODE_MMIO);
         }
         ExitKind::Pause => vm_exitcode::VM_EXITCODE_PAUSE,
         ExitKind::Bogus => vm_exitcode::VM_EXITCODE_BOGUS,
@@ -53,6 +59,11 @@ fn to_vm_exit(e: &VmExit) -> vm_exit {
         }
         ExitKind::Debug => vm_exitcode::VM_EXITCODE_DEBUG,
     } as c_int;
+    out
+}
+
+fn finish(mut out: vm_exit, code: c_int) -> vm_exit {
+    out.exitcode = code;
     out
 }
 

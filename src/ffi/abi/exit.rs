@@ -292,6 +292,28 @@ pub struct vm_exit_suspended {
     pub how: c_int,
 }
 
+/// `vm_exit.u.mmio` (vmm_rs extension, after illumos): a guest MMIO access
+/// to an address no in-library device emulates, already decoded. For a
+/// write, `data` is the value written. For a read, userland puts the value
+/// in RAX with VM_SET_REGISTER before the next VM_RUN, as for port `in`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct vm_exit_mmio {
+    /// Access size in bytes: 1, 2, 4 or 8.
+    pub bytes: u8,
+    /// 1 for a read, 0 for a write.
+    pub read: u8,
+    pub _pad: [u16; 3],
+    pub gpa: u64,
+    pub data: u64,
+}
+
+/// Exit code of [`vm_exit_mmio`] exits (vmm_rs extension; outside FreeBSD's
+/// `enum vm_exitcode` range so it never collides with a FreeBSD code). The
+/// simulated backend reports MMIO this way rather than as
+/// VM_EXITCODE_INST_EMUL because it has no instruction bytes to decode.
+pub const VM_EXITCODE_MMIO: c_int = 100;
+
 /// `vm_exit.u.ipi`: IPI exit. The destination vCPUs are returned through
 /// `vm_run.cpuset`, not here.
 #[repr(C)]
@@ -322,6 +344,7 @@ pub union vm_exit_u {
     pub suspended: vm_exit_suspended,
     pub ipi: vm_exit_ipi,
     pub task_switch: vm_task_switch,
+    pub mmio: vm_exit_mmio,
     pub _raw: [u64; 15],
 }
 

@@ -1,0 +1,116 @@
+/*
+ * Helpers for the interrupt tests: IOAPIC and local APIC registers through
+ * vm_readwrite_kernemu_device (exactly as guest accesses from a vCPU), and
+ * running a vCPU's guest until it halts, without sleeps.
+ */
+#ifndef VMM_RS_APIC_UTIL_H
+#define VMM_RS_APIC_UTIL_H
+
+#include <pthread.h>
+#include <sched.h>
+
+#include "vmm_rs.h"
+#include "test_util.h"
+
+#define IOAPIC_GPA 0xFEC00000UL
+#define LAPIC_GPA 0xFEE00000UL
+#define LAPIC_EOI 0xB0
+#define LAPIC_SVR 0xF0
+#define LAPIC_ISR 0x100
+#define LAPIC_TMR 0x180
+#define LAPIC_IRR 0x200
+#define LAPIC_ICR_LO 0x300
+#define LAPIC_ICR_HI 0x310
+
+#define RTE_LEVEL 0x8000u
+#define RTE_REMOTE_IRR 0x4000u
+#define RTE_MASKED 0x10000u
+
+static inline uint64_t
+kread(struct vcpu *v, uint64_t gpa)
+{
+	uint64_t val = 0;
+	CHECK_OK(vm_readwrite_kernemu_device(v, gpa, false, 4, &val));
+	return val;
+}
+
+static inline void
+kwrite(struct vcpu *v, uint64_t gpa, uint64_t val)
+{
+	CHECK_OK(vm_readwrite_kernemu_device(v, gpa, true, 4, &val));
+}
+
+static inline uint32_t
+ioapic_read(struct vcpu *v, uint32_t reg)
+{
+	kwrite(v, IOAPIC_GPA, reg);
+	return (uint32_t)kread(v, IOAPIC_GPA + 0x10);
+}
+
+static inline void
+ioapic_write(struct vcpu *v, uint32_t reg, uint32_t val)
+{
+	kwrite(v, IOAPIC_GPA, reg);
+	kwrite(v, IOAPIC_GPA + 0x10, val);
+}
+
+/* Programs RTE `pin` (as a guest on vCPU `v` would): low then high half. */
+static inline void
+rte_write(struct vcpu *v, int pin, uint32_t lo, uint32_t dest)
+{
+	ioapic_write(v, 0x11 + 2 * pin, dest << 24);
+	ioapic_write(v, 0x10 + 2 * pin, lo);
+}
+
+static inline uint32_t
+rte_low(struct vcpu *v, int pin)
+{
+	return ioapic_read(v, 0x10 + 2 * pin);
+}
+
+/* Bit `vector` of the vCPU's 256-bit APIC register at `off` (IRR...). */
+static inline int
+lapic_bit(struct vcpu *v, uint32_t off, int vector)
+{
+	return (int)((kread(v, LAPIC_GPA + off + 0x10 * (vector / 32)) >> (vector % 32)) & 1);
+}
+
+/* Software-enables the vCPU's local APIC (SVR bit 8). */
+static inline void
+lapic_enable(struct vcpu *v)
+{
+	kwrite(v, LAPIC_GPA + LAPIC_SVR, 0x1ff);
+}
+
+static inline void
+wait_state(struct vcpu *v, int state)
+{
+	while (vmm_rs_vcpu_state(v) != state)
+		sched_yield();
+}
+
+static void *
+run_once_thread(void *p)
+{
+	static __thread struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+	(void)vm_run(p, &vmrun);
+	return NULL;
+}
+
+/*
+ * Runs the vCPU's guest until it sleeps in HLT (the idle loop takes every
+ * deliverable interrupt on the way), then takes it back (REQIDLE).
+ */
+static inline void
+run_until_halted(struct vcpu *v)
+{
+	pthread_t t;
+	uint64_t rip;
+	pthread_create(&t, NULL, run_once_thread, v);
+	wait_state(v, VCPU_SLEEPING);
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RIP, &rip)); /* lock-one: REQIDLE */
+	pthread_join(t, NULL);
+}
+
+#endif

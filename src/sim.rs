@@ -1,0 +1,175 @@
+//! The simulated backend: each vCPU's guest is a [`GuestProgram`] (C
+//! callbacks or a script) executed one action at a time on the thread that
+//! calls VM_RUN. A vCPU without a program runs an idle loop (`sti; hlt`).
+//!
+//! The guest's interrupt flag is RFLAGS.IF in the vCPU's registers, so
+//! VM_SET_REGISTER can set it too. Port `in` and MMIO reads that go to
+//! userland return, to the guest, the RAX that userland set with
+//! VM_SET_REGISTER before the next VM_RUN (bhyve's convention for `in`).
+
+use crate::backend::{Backend, GuestExit, GuestStats};
+use crate::error::{Error, Result};
+use crate::exit::MmioAccess;
+use crate::guest::{GuestAction, GuestProgram};
+use crate::regs::{reg, RFLAGS_IF};
+use crate::sync::Mutex;
+use crate::vcpu::Vcpu;
+
+/// Actions run per guest entry before the backend yields to the run loop
+/// (which re-checks timers and pending work); kicks end an entry sooner.
+const STEPS_PER_ENTRY: usize = 1024;
+
+#[derive(Default)]
+struct GuestSlot {
+    program: Option<Box<dyn GuestProgram>>,
+    /// A read went to userland; its value (RAX, masked to this many
+    /// bytes) goes to the guest at the next entry.
+    pending_read: Option<u8>,
+    stats: GuestStats,
+}
+
+/// The simulated VMRUN.
+pub struct SimBackend {
+    /// Guest-program mutexes, one per vCPU. Protects: that vCPU's program
+    /// and counters. Rank: after the vCPU and vlapic mutexes, before the
+    /// vCPU's registers; taken only by the thread that holds the vCPU
+    /// (RUNNING in the run loop, or FROZEN by an ioctl). C callbacks run
+    /// under it, so they must not make calls on their own vCPU (they may
+    /// assert pins, send MSIs, or act on other vCPUs).
+    guests: Vec<Mutex<GuestSlot>>,
+}
+
+impl core::fmt::Debug for SimBackend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimBackend").field("vcpus", &self.guests.len()).finish()
+    }
+}
+
+impl SimBackend {
+    pub fn new(nvcpus: usize) -> Self {
+        SimBackend { guests: (0..nvcpus).map(|_| Mutex::new(GuestSlot::default())).collect() }
+    }
+
+    fn slot(&self, vcpuid: usize) -> Result<&Mutex<GuestSlot>> {
+        self.guests.get(vcpuid).ok_or(Error::Inval)
+    }
+}
+
+fn mask(size: u8) -> u64 {
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (u32::from(size) * 8)) - 1
+    }
+}
+
+fn intr_enabled(vcpu: &Vcpu) -> bool {
+    vcpu.regs.lock().get(reg::RFLAGS as i32).unwrap_or(0) & RFLAGS_IF != 0
+}
+
+fn set_intr_flag(vcpu: &Vcpu, on: bool) {
+    let mut r = vcpu.regs.lock();
+    let rflags = r.get(reg::RFLAGS as i32).unwrap_or(0x2);
+    let rflags = if on { rflags | RFLAGS_IF } else { rflags & !RFLAGS_IF };
+    let _ = r.set(reg::RFLAGS as i32, rflags);
+}
+
+impl Backend for SimBackend {
+    fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
+        let Ok(slot) = self.slot(vcpu.id()) else {
+            return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
+        };
+        let mut slot = slot.lock();
+        let slot = &mut *slot;
+        let Some(program) = slot.program.as_mut() else {
+            // The idle loop: sti; hlt.
+            return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
+        };
+        if let Some(size) = slot.pending_read.take() {
+            let value = vcpu.regs.lock().get(reg::RAX as i32).unwrap_or(0) & mask(size);
+            program.read_result(value);
+            slot.stats.last_read = value;
+        }
+        let mut rip = rip;
+        for _ in 0..STEPS_PER_ENTRY {
+            if vcpu.kicked() {
+                return (GuestExit::Kicked, rip, 0);
+            }
+            slot.stats.steps += 1;
+            let exit = match program.next(rip) {
+                GuestAction::Compute => None,
+                GuestAction::EnableInterrupts => {
+                    set_intr_flag(vcpu, true);
+                    Some(GuestExit::Yield)
+                }
+                GuestAction::DisableInterrupts => {
+                    set_intr_flag(vcpu, false);
+                    None
+                }
+                GuestAction::Hlt => Some(GuestExit::Hlt { intr_enabled: intr_enabled(vcpu) }),
+                GuestAction::WaitInterruptEoi => Some(GuestExit::Hlt { intr_enabled: true }),
+                GuestAction::Pause => Some(GuestExit::Pause),
+                GuestAction::PortIn { port, size } => {
+                    slot.pending_read = Some(size);
+                    Some(GuestExit::Inout { port, bytes: size, is_in: true, eax: 0 })
+                }
+                GuestAction::PortOut { port, size, value } => {
+                    let eax = (u64::from(value) & mask(size)) as u32;
+                    Some(GuestExit::Inout { port, bytes: size, is_in: false, eax })
+                }
+                GuestAction::MmioRead { gpa, size } => {
+                    // If the library emulates `gpa`, mmio_read_result
+                    // delivers the value and this is cleared; otherwise
+                    // userland answers through RAX.
+                    slot.pending_read = Some(size);
+                    Some(GuestExit::Mmio(MmioAccess { gpa, size, write: false, value: 0 }))
+                }
+                GuestAction::MmioWrite { gpa, size, value } => {
+                    Some(GuestExit::Mmio(MmioAccess { gpa, size, write: true, value: value & mask(size) }))
+                }
+            };
+            match exit {
+                None => rip += 1,
+                Some(e) => return (e, rip, 1),
+            }
+        }
+        (GuestExit::Yield, rip, 0)
+    }
+
+    fn inject(&self, vcpu: &Vcpu, vector: u8) -> bool {
+        let Ok(slot) = self.slot(vcpu.id()) else {
+            return false;
+        };
+        let mut slot = slot.lock();
+        // The idle loop always has interrupts enabled.
+        if slot.program.is_some() && !intr_enabled(vcpu) {
+            return false;
+        }
+        if let Some(p) = slot.program.as_mut() {
+            p.interrupt(vector);
+        }
+        slot.stats.interrupts += 1;
+        slot.stats.last_vector = Some(vector);
+        true
+    }
+
+    fn mmio_read_result(&self, vcpu: &Vcpu, value: u64) {
+        if let Ok(slot) = self.slot(vcpu.id()) {
+            let mut slot = slot.lock();
+            slot.pending_read = None;
+            if let Some(p) = slot.program.as_mut() {
+                p.read_result(value);
+            }
+            slot.stats.last_read = value;
+        }
+    }
+
+    fn set_guest(&self, vcpuid: usize, program: Option<Box<dyn GuestProgram>>) -> Result<()> {
+        *self.slot(vcpuid)?.lock() = GuestSlot { program, ..GuestSlot::default() };
+        Ok(())
+    }
+
+    fn guest_stats(&self, vcpuid: usize) -> Result<GuestStats> {
+        Ok(self.slot(vcpuid)?.lock().stats)
+    }
+}
