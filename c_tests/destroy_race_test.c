@@ -54,6 +54,7 @@ caller_thread(void *p)
 				atomic_fetch_add(&bad_errno, 1);
 			break;
 		}
+		sched_yield();
 	}
 	vm_vcpu_close(v);
 	vm_close(ctx);

@@ -757,6 +757,55 @@ enum vm_suspend_how {
 };
 
 /*
+ What a simulated guest does next (`struct vmm_rs_action.kind`).
+ */
+enum vmm_rs_action_kind {
+  /*
+   A step touching nothing outside the guest.
+   */
+  VMM_RS_ACT_COMPUTE = 0,
+  /*
+   MMIO read of `size` bytes at `gpa`; the value goes to `read_result`.
+   */
+  VMM_RS_ACT_MMIO_READ = 1,
+  /*
+   MMIO write of `value` (`size` bytes) at `gpa`.
+   */
+  VMM_RS_ACT_MMIO_WRITE = 2,
+  /*
+   `in` of `size` bytes from `port`: VM_RUN returns VM_EXITCODE_INOUT;
+   the guest reads RAX as set with VM_SET_REGISTER before the next
+   VM_RUN.
+   */
+  VMM_RS_ACT_PORT_IN = 3,
+  /*
+   `out` of `value` (`size` bytes) to `port` (VM_EXITCODE_INOUT).
+   */
+  VMM_RS_ACT_PORT_OUT = 4,
+  /*
+   HLT with the current interrupt flag.
+   */
+  VMM_RS_ACT_HLT = 5,
+  /*
+   PAUSE (VM_EXITCODE_PAUSE).
+   */
+  VMM_RS_ACT_PAUSE = 6,
+  /*
+   STI.
+   */
+  VMM_RS_ACT_STI = 7,
+  /*
+   CLI.
+   */
+  VMM_RS_ACT_CLI = 8,
+  /*
+   Scripts only: halt with interrupts enabled until an interrupt
+   arrives, then EOI it at the local APIC.
+   */
+  VMM_RS_ACT_WAIT_INTR_EOI = 9,
+};
+
+/*
  Local APIC x2APIC mode of a vCPU (`enum x2apic_state`,
  `VM_SET_X2APIC_STATE` / `VM_GET_X2APIC_STATE`).
  */
