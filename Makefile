@@ -10,7 +10,9 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Ic_tests -pth
 LDLIBS  := $(LIBDIR)/libvmm_rs.a -lpthread -ldl -lm
 
 C_SRCS  := $(filter-out c_tests/header_compat_%.c,$(wildcard c_tests/*.c))
-C_BINS  := $(patsubst c_tests/%.c,$(BUILD)/%,$(C_SRCS)) $(BUILD)/readme_example
+# Every ```c readme-NAME block of README.md becomes the program readme_NAME.
+README_EX := $(shell sed -n 's/^```c readme-\([a-z]*\)$$/\1/p' README.md)
+C_BINS  := $(patsubst c_tests/%.c,$(BUILD)/%,$(C_SRCS)) $(README_EX:%=$(BUILD)/readme_%)
 COMPAT  := $(wildcard c_tests/header_compat_*.c)
 
 .PHONY: all lib check cargo-test c-tests header-check install clean
@@ -39,11 +41,11 @@ $(BUILD):
 $(BUILD)/%: c_tests/%.c c_tests/test_util.h include/vmm_rs.h $(LIBDIR)/libvmm_rs.a | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-# The README's C example is compiled and run exactly as printed there.
-$(BUILD)/readme_example.c: README.md | $(BUILD)
-	awk '/^```c readme-example/{f=1;next} /^```/{f=0} f' README.md > $@
+# The README's C examples are compiled and run exactly as printed there.
+$(BUILD)/readme_%.c: README.md | $(BUILD)
+	awk -v tag='```c readme-$*' '$$0 == tag {f=1; next} /^```/ {f=0} f' README.md > $@
 
-$(BUILD)/readme_example: $(BUILD)/readme_example.c include/vmm_rs.h $(LIBDIR)/libvmm_rs.a
+$(BUILD)/readme_%: $(BUILD)/readme_%.c include/vmm_rs.h $(LIBDIR)/libvmm_rs.a
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 c-tests: lib $(C_BINS)

@@ -255,6 +255,36 @@ main(void)
 	}
 	CHECK_ERR(vm_suspend(ctx, VM_SUSPEND_HALT), EALREADY);
 
+	/* 8. PAUSE and MMIO outside the emulated devices go to the caller. */
+	CHECK_OK(vm_reinit(ctx));
+	CHECK_OK(vm_activate_cpu(v0));
+	{
+		struct vmm_rs_action prog[] = {
+			{ .kind = VMM_RS_ACT_PAUSE },
+			{ .kind = VMM_RS_ACT_MMIO_WRITE, .gpa = 0xd0000000, .size = 2, .value = 0x12345 },
+			{ .kind = VMM_RS_ACT_MMIO_READ, .gpa = 0xd0000004, .size = 2 },
+			{ .kind = VMM_RS_ACT_PAUSE },
+		};
+		struct vm_exit vme;
+		struct vm_run vmrun = { .vm_exit = &vme };
+		CHECK_OK(vmm_rs_guest_set_script(v0, prog, 4, 3));
+		CHECK_OK(vm_run(v0, &vmrun));
+		CHECK(vme.exitcode == VM_EXITCODE_PAUSE && vme.inst_length == 1);
+		uint64_t pause_rip = vme.rip;
+		CHECK_OK(vm_run(v0, &vmrun));
+		CHECK(vme.exitcode == VM_EXITCODE_MMIO && vme.rip == pause_rip + 1);
+		CHECK(vme.u.mmio.read == 0 && vme.u.mmio.bytes == 2);
+		CHECK(vme.u.mmio.gpa == 0xd0000000 && vme.u.mmio.data == 0x2345);
+		CHECK_OK(vm_run(v0, &vmrun));
+		CHECK(vme.exitcode == VM_EXITCODE_MMIO && vme.u.mmio.read == 1);
+		CHECK(vme.u.mmio.gpa == 0xd0000004);
+		CHECK_OK(vm_set_register(v0, VM_REG_GUEST_RAX, 0xabcdef)); /* the answer */
+		CHECK_OK(vm_run(v0, &vmrun));
+		CHECK(vme.exitcode == VM_EXITCODE_PAUSE);
+		CHECK_OK(vmm_rs_guest_stats(v0, &gs));
+		CHECK(gs.last_read == 0xcdef); /* masked to the access size */
+	}
+
 	/* Guest API errors. */
 	CHECK_ERR(vmm_rs_guest_set_ops(v0, NULL, NULL), EFAULT);
 	{
