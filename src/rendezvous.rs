@@ -13,9 +13,11 @@ use crate::cpuset::CpuSet;
 use crate::error::{Error, Result};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{Arc, Condvar, Mutex};
+use crate::vm::Vm;
 
-/// A rendezvous callback; its argument is the vCPU id it runs for.
-pub type RendezvousFn = Arc<dyn Fn(usize) + Send + Sync>;
+/// A rendezvous callback: it runs for the vCPU id given, in a thread that
+/// owns that vCPU, with the VM passed in.
+pub type RendezvousFn = Arc<dyn Fn(&Vm, usize) + Send + Sync>;
 
 #[derive(Default)]
 struct Pending {
@@ -82,7 +84,7 @@ impl Rendezvous {
     /// Runs the pending callback for each of `owned` that still owes it,
     /// and retires the rendezvous when every (active) target has run it.
     /// Returns whether the rendezvous is complete (or none was pending).
-    fn run_for(&self, owned: &CpuSet, active: &CpuSet) -> bool {
+    fn run_for(&self, vm: &Vm, owned: &CpuSet, active: &CpuSet) -> bool {
         let mut p = self.mtx.lock();
         loop {
             let Some(func) = p.func.clone() else {
@@ -95,7 +97,7 @@ impl Rendezvous {
             match next {
                 Some(id) => {
                     drop(p);
-                    func(id);
+                    func(vm, id);
                     p = self.mtx.lock();
                     p.done.insert(id);
                 }
@@ -117,13 +119,14 @@ impl Rendezvous {
     /// early with `Error::Intr` when `abort()` says so (VM destroyed).
     pub fn handle(
         &self,
+        vm: &Vm,
         vcpuid: Option<usize>,
         active: impl Fn() -> CpuSet,
         abort: impl Fn() -> bool,
     ) -> Result<()> {
         let owned = vcpuid.map(CpuSet::single).unwrap_or_default();
         loop {
-            if self.run_for(&owned, &active()) {
+            if self.run_for(vm, &owned, &active()) {
                 return Ok(());
             }
             let p = self.mtx.lock();
@@ -144,8 +147,8 @@ impl Rendezvous {
 
     /// Lock-all's duty: run the pending callback on behalf of the vCPUs it
     /// has frozen (they cannot run it themselves until it releases them).
-    pub fn run_on_behalf(&self, frozen: &CpuSet, active: &CpuSet) {
-        self.run_for(frozen, active);
+    pub fn run_on_behalf(&self, vm: &Vm, frozen: &CpuSet, active: &CpuSet) {
+        self.run_for(vm, frozen, active);
     }
 
     /// Wakes waiters so they re-check `abort` (VM destroyed) or the active

@@ -86,6 +86,8 @@ pub struct Vm {
     /// VM_SUSPEND state: 0, or the `SuspendHow` value.
     suspend: AtomicI32,
     destroyed: AtomicBool,
+    /// The 2019 TMR-rendezvous protocol instead of the sx-lock one.
+    legacy: AtomicBool,
     rendezvous: Rendezvous,
     /// Guest memory lock. Protects: memory segments and maps. Rank 2:
     /// exclusive only with every vCPU frozen ([`Vm::mem_write`] needs a
@@ -156,6 +158,7 @@ impl Vm {
             cpus: Mutex::new(CpuSets::default()),
             suspend: AtomicI32::new(0),
             destroyed: AtomicBool::new(false),
+            legacy: AtomicBool::new(cfg!(feature = "legacy-rendezvous")),
             rendezvous: Rendezvous::default(),
             mem: RwLock::new(GuestMemory::new()),
             vioapic: Vioapic::new(),
@@ -256,7 +259,7 @@ impl Vm {
         for v in &self.vcpus {
             while !v.try_freeze_from_idle() {
                 if self.services_rendezvous_in_lock_all() && self.rendezvous.pending() {
-                    self.rendezvous.run_on_behalf(&frozen, &self.active_cpus());
+                    self.rendezvous.run_on_behalf(self, &frozen, &self.active_cpus());
                     continue;
                 }
                 let g = v.lock();
@@ -272,10 +275,24 @@ impl Vm {
     }
 
     /// Whether lock-all runs pending rendezvous callbacks for the vCPUs it
-    /// froze (FreeBSD since D52968). The `legacy-rendezvous` feature turns
-    /// this off to reproduce the 2019 deadlock.
+    /// froze (FreeBSD since D52968). Off under the legacy protocol.
     fn services_rendezvous_in_lock_all(&self) -> bool {
-        !cfg!(feature = "legacy-rendezvous")
+        !self.legacy_protocol()
+    }
+
+    /// Whether this VM runs the 2019 protocol that OS-7622 deadlocks: RTE
+    /// writes update TMRs with `vm_smp_rendezvous` over every active vCPU,
+    /// and lock-all does not service a pending rendezvous. Defaults to the
+    /// `legacy-rendezvous` cargo feature; exists only so tests can show
+    /// the deadlock the current protocol removes.
+    pub fn legacy_protocol(&self) -> bool {
+        self.legacy.load(Ordering::Relaxed)
+    }
+
+    /// Selects the protocol (see [`Vm::legacy_protocol`]); set it before
+    /// any vCPU runs.
+    pub fn set_legacy_protocol(&self, on: bool) {
+        self.legacy.store(on, Ordering::Relaxed);
     }
 
     // --- cpusets -------------------------------------------------------
@@ -433,7 +450,7 @@ impl Vm {
     /// `vm_handle_rendezvous`: do this vCPU's part and wait for the rest.
     pub fn handle_rendezvous(&self, vcpuid: Option<usize>) -> Result<()> {
         self.rendezvous
-            .handle(vcpuid, || self.active_cpus(), || self.is_destroyed())
+            .handle(self, vcpuid, || self.active_cpus(), || self.is_destroyed())
     }
 
     pub fn rendezvous_pending(&self) -> bool {
@@ -563,11 +580,9 @@ mod tests {
     /// finishes: the OS-7622 shape, without a vioapic.
     #[test]
     fn lock_all_services_pending_rendezvous() {
-        if cfg!(feature = "legacy-rendezvous") {
-            return;
-        }
         with_watchdog(20, || {
             let vm = Arc::new(Vm::with_idle_backend("t", 2).unwrap());
+            vm.set_legacy_protocol(false);
             vm.activate_cpu(0).unwrap();
             vm.activate_cpu(1).unwrap();
             // vCPU 1 is busy (its run loop holds it FROZEN).
@@ -585,7 +600,7 @@ mod tests {
             vm.smp_rendezvous(
                 Some(1),
                 CpuSet::first_n(2),
-                Arc::new(move |id| ran2.lock().unwrap().push(id)),
+                Arc::new(move |_vm: &Vm, id| ran2.lock().unwrap().push(id)),
             )
             .unwrap();
             let mut ids = ran.lock().unwrap().clone();

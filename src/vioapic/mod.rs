@@ -67,6 +67,14 @@ pub trait IoapicBus {
     fn unblock_run(&self, id: usize);
     /// Stage a TMR change into vCPU `id`'s vlapic.
     fn stage_tmr(&self, id: usize, vector: u8, level: bool);
+    /// Whether RTE writes use the 2019 protocol (see `Vm::legacy_protocol`).
+    fn legacy_protocol(&self) -> bool {
+        false
+    }
+    /// The 2019 protocol's step 4: `vm_smp_rendezvous` over every active
+    /// vCPU, each staging its own (vcpu, clear, set) changes, waiting for
+    /// all of them. Called with no vioapic lock but the write lock held.
+    fn rendezvous_stage_tmr(&self, _writer: Option<usize>, _ops: Vec<(usize, Option<u8>, Option<u8>)>) {}
 }
 
 /// Counters (VM_STATS material and test observability).

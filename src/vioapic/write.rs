@@ -77,8 +77,14 @@ impl Vioapic {
             t.stats.tmr_updates += 1;
             // Step 3.
             drop(t);
-            // Step 4.
-            let (blocks, stagings) = stage(&ops, writer, bus);
+            // Step 4 (or, under the 2019 protocol, a rendezvous).
+            let (blocks, stagings) = if bus.legacy_protocol() {
+                let n = ops.iter().map(|o| o.clear.is_some() as u64 + o.set.is_some() as u64).sum();
+                bus.rendezvous_stage_tmr(writer, ops.iter().map(|o| (o.vcpu, o.clear, o.set)).collect());
+                (0, n)
+            } else {
+                stage(&ops, writer, bus)
+            };
             t = self.table.lock();
             t.pins[pin].in_flux = false;
             t.stats.tmr_block_runs += blocks;

@@ -132,6 +132,7 @@ fn level_interrupts_survive_racing_rte_rewrites() {
         let accepted = Arc::new(AtomicU64::new(0));
         let asserts_done = Arc::new(AtomicBool::new(false));
         let drain = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicU64::new(0));
 
         // vCPU 0: enter RUNNING, apply staged TMR, take an interrupt, leave,
         // EOI it through the local APIC.
@@ -164,7 +165,7 @@ fn level_interrupts_survive_racing_rte_rewrites() {
         };
         // vCPU 1: rewrites pin 7 over and over.
         let writer = {
-            let (vm, asserts_done) = (vm.clone(), asserts_done.clone());
+            let (vm, asserts_done, writes) = (vm.clone(), asserts_done.clone(), writes.clone());
             thread::spawn(move || {
                 let v1 = vm.vcpu(1).unwrap();
                 v1.set_state(VcpuState::Frozen, true).unwrap();
@@ -173,16 +174,20 @@ fn level_interrupts_survive_racing_rte_rewrites() {
                     lowpri = !lowpri;
                     let mode = if lowpri { LOWPRI } else { 0 };
                     write_rte_low(&vm, 1, 7, LEVEL | mode | 0x70);
+                    writes.fetch_add(1, Ordering::SeqCst);
                 }
                 v1.set_state(VcpuState::Idle, false).unwrap();
             })
         };
-        // A device: assert, wait until the guest has taken an interrupt,
-        // deassert.
+        // A device: assert, wait until the guest has taken an interrupt and
+        // the writer has rewritten the entry at least once meanwhile (so
+        // every round races a rewrite), deassert.
         for _ in 0..ROUNDS {
             let before = accepted.load(Ordering::SeqCst);
+            let w = writes.load(Ordering::SeqCst);
             vm.ioapic_assert_irq(7).unwrap();
             wait_until(|| accepted.load(Ordering::SeqCst) > before);
+            wait_until(|| writes.load(Ordering::SeqCst) > w);
             vm.ioapic_deassert_irq(7).unwrap();
         }
         asserts_done.store(true, Ordering::SeqCst);
@@ -197,4 +202,34 @@ fn level_interrupts_survive_racing_rte_rewrites() {
         assert_eq!(rte_low(&vm, 7) & rte::REM_IRR as u32, 0, "remote IRR not stuck");
         assert_eq!(vm.vioapic().assert_count(7), 0);
     });
+}
+
+/// The same shape as `rte_write_completes_while_lock_all_holds_the_target`
+/// under the 2019 protocol (TMR update by rendezvous, lock-all that does
+/// not service it) deadlocks: the writer waits for vCPU 0's callback, the
+/// lock-all holds vCPU 0 and waits for the writer's vCPU. This is the
+/// expected result; a write that completes would mean the test cannot see
+/// the bug. The deadlocked threads are left behind (their VM is private).
+#[test]
+fn legacy_protocol_deadlocks_in_the_same_shape() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let vm = Arc::new(vm(2));
+    vm.set_legacy_protocol(true);
+    program_rte(&vm, 0, 5, 0x30, 0);
+    let (v0_frozen, done) = (mpsc::channel::<()>(), mpsc::channel::<()>());
+    let vm2 = vm.clone();
+    thread::spawn(move || {
+        vm2.vcpu(1).unwrap().set_state(VcpuState::Frozen, true).unwrap();
+        let vm3 = vm2.clone();
+        thread::spawn(move || drop(vm3.lock_all()));
+        wait_until(|| vm2.vcpu(0).unwrap().state() == VcpuState::Frozen);
+        let _ = v0_frozen.0.send(());
+        write_rte_low(&vm2, 1, 5, LEVEL | 0x31);
+        let _ = done.0.send(());
+    });
+    v0_frozen.1.recv_timeout(Duration::from_secs(20)).expect("setup stalled");
+    let r = done.1.recv_timeout(Duration::from_secs(2));
+    assert!(r.is_err(), "the legacy protocol did not deadlock: the test cannot see OS-7622");
 }

@@ -48,6 +48,26 @@ impl IoapicBus for Vm {
     fn stage_tmr(&self, id: usize, vector: u8, level: bool) {
         self.vcpus()[id].vlapic.stage_tmr(vector, level);
     }
+
+    fn legacy_protocol(&self) -> bool {
+        Vm::legacy_protocol(self)
+    }
+
+    fn rendezvous_stage_tmr(&self, writer: Option<usize>, ops: Vec<(usize, Option<u8>, Option<u8>)>) {
+        let stage = move |vm: &Vm, id: usize| {
+            for (_, clear, set) in ops.iter().filter(|op| op.0 == id) {
+                let vlapic = &vm.vcpus()[id].vlapic;
+                if let Some(v) = clear {
+                    vlapic.stage_tmr(*v, false);
+                }
+                if let Some(v) = set {
+                    vlapic.stage_tmr(*v, true);
+                }
+            }
+        };
+        // As in 2019: every active vCPU, and wait for all of them.
+        let _ = self.smp_rendezvous(writer, self.active_cpus(), crate::sync::Arc::new(stage));
+    }
 }
 
 /// The ISA IRQ argument of VM_ISA_*: 0..=15; the 8259 itself is not
