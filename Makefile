@@ -10,12 +10,15 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Ic_tests -pth
 LDLIBS  := $(LIBDIR)/libvmm_rs.a -lpthread -ldl -lm
 
 C_SRCS  := $(filter-out c_tests/header_compat_%.c,$(wildcard c_tests/*.c))
+# The 2019 protocol (cargo feature legacy-rendezvous) must deadlock here.
+LEGACY_DIR := target/legacy
+LEGACY_BINS := $(BUILD)/legacy/rte_lockall_test
 # Every ```c readme-NAME block of README.md becomes the program readme_NAME.
 README_EX := $(shell sed -n 's/^```c readme-\([a-z]*\)$$/\1/p' README.md)
 C_BINS  := $(patsubst c_tests/%.c,$(BUILD)/%,$(C_SRCS)) $(README_EX:%=$(BUILD)/readme_%)
 COMPAT  := $(wildcard c_tests/header_compat_*.c)
 
-.PHONY: all lib check cargo-test c-tests header-check install clean
+.PHONY: all lib lib-legacy check cargo-test c-tests header-check install clean
 
 all: lib
 
@@ -48,8 +51,16 @@ $(BUILD)/readme_%.c: README.md | $(BUILD)
 $(BUILD)/readme_%: $(BUILD)/readme_%.c include/vmm_rs.h $(LIBDIR)/libvmm_rs.a
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-c-tests: lib $(C_BINS)
-	c_tests/run.sh $(BUILD) $(COMPAT)
+# The library built with the 2019 protocol, to show the tests catch it.
+lib-legacy:
+	$(CARGO) build --release --features legacy-rendezvous --target-dir $(LEGACY_DIR)
+
+$(BUILD)/legacy/%: c_tests/%.c c_tests/test_util.h include/vmm_rs.h lib-legacy
+	mkdir -p $(BUILD)/legacy
+	$(CC) $(CFLAGS) -o $@ $< $(LEGACY_DIR)/release/libvmm_rs.a -lpthread -ldl -lm
+
+c-tests: lib $(C_BINS) $(LEGACY_BINS)
+	c_tests/run.sh $(BUILD) --expect-deadlock $(LEGACY_BINS) -- $(COMPAT)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig

@@ -86,7 +86,7 @@ main(void)
 	pthread_t t1, tl;
 	void *r1, *rl;
 
-	watchdog_start(20, "OS-7622 deadlock: RTE write vs. lock-all did not complete");
+	watchdog_start(10, "OS-7622 deadlock: RTE write vs. lock-all did not complete");
 	CHECK_OK(vm_create("os7622"));
 	ctx = vm_open("os7622");
 	v0 = vm_vcpu_open(ctx, 0);

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Runs every C test binary in $1, then once more each under valgrind
-# (memcheck; any error fails), compiles the header-compatibility units,
-# and ends with the line "N passed, N failed".
+# (memcheck; any error fails); runs the binaries after --expect-deadlock
+# (built with the 2019 protocol), which pass only if their watchdog reports
+# a deadlock; compiles the header-compatibility units after --; and ends
+# with the line "N passed, N failed".
 set -u
 build=$1; shift
+expect_deadlock=()
+if [ "${1:-}" = "--expect-deadlock" ]; then
+  shift
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do expect_deadlock+=("$1"); shift; done
+fi
+[ "${1:-}" = "--" ] && shift
 cc=${CC:-cc}
 passed=0; failed=0
 
@@ -32,6 +40,20 @@ if command -v valgrind >/dev/null 2>&1; then
 else
   fail "valgrind (not installed)"
 fi
+
+# Exit code 3 is the watchdog's: the deadlock was seen. Anything else
+# (including a pass) means the test cannot tell the old protocol from the
+# new one.
+for t in "${expect_deadlock[@]}"; do
+  name="legacy:$(basename "$t")"
+  timeout 60 "$t" > "$t.log" 2>&1
+  rc=$?
+  if [ "$rc" -eq 3 ] && grep -q WATCHDOG "$t.log"; then
+    pass "$name (deadlock reported, as expected)"
+  else
+    fail "$name (expected the watchdog to report a deadlock, exit $rc)"; cat "$t.log"
+  fi
+done
 
 for src in "$@"; do
   name=$(basename "$src" .c)
