@@ -500,20 +500,9 @@ impl Vm {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::sync::{mpsc, Arc};
+    use crate::test_util::with_watchdog;
+    use std::sync::Arc;
     use std::thread;
-    use std::time::Duration;
-
-    /// Runs `f` on a thread and fails the test if it does not finish in
-    /// `secs` (a deadlock must fail loudly, not hang the suite).
-    fn with_watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = tx.send(f());
-        });
-        rx.recv_timeout(Duration::from_secs(secs))
-            .expect("watchdog: deadlock or hang")
-    }
 
     #[test]
     fn lock_one_and_lock_all() {

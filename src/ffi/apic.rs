@@ -4,9 +4,10 @@
 use std::ffi::{c_int, c_void};
 
 use super::abi::*;
+use super::call::{ctx_ioctl, vcpu_ioctl};
 use super::errno::{errno_of, fail};
 use super::handle::{self, vcpu, vmctx};
-use super::ioctl::{copy_in, copy_out, ioctl};
+use super::ioctl::{copy_in, copy_out};
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 use crate::vm::{VcpuLock, Vm};
@@ -94,25 +95,6 @@ pub(crate) unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
             }
             _ => Err(Error::Inval),
         }
-    }
-}
-
-fn ctx_ioctl<T>(ctx: *mut vmctx, cmd: u64, arg: &mut T) -> c_int {
-    match handle::ctx_vm(ctx) {
-        // SAFETY: `arg` is `cmd`'s argument struct.
-        Ok(vm) => unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) },
-        Err(e) => fail(errno_of(e)),
-    }
-}
-
-fn vcpu_ioctl<T>(vcpu: *mut vcpu, cmd: u64, arg: &mut T, fill: impl FnOnce(&mut T, c_int)) -> c_int {
-    match handle::vcpu_vm(vcpu) {
-        Ok((vm, id)) => {
-            fill(arg, id as c_int);
-            // SAFETY: `arg` is `cmd`'s argument struct.
-            unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) }
-        }
-        Err(e) => fail(errno_of(e)),
     }
 }
 

@@ -4,9 +4,10 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use super::abi::*;
-use super::errno::{errno_of, fail, to_rc};
+use super::call::{ctx_ioctl};
+use super::errno::{fail, to_rc};
 use super::handle::{self, vmctx};
-use super::ioctl::{copy_in, copy_out, ioctl};
+use super::ioctl::{copy_in, copy_out};
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 use crate::vm::{LockAll, Vm};
@@ -80,14 +81,6 @@ pub(crate) unsafe fn shared_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<(
             }
             _ => Err(Error::Inval),
         }
-    }
-}
-
-fn ctx_ioctl<T>(ctx: *mut vmctx, cmd: u64, arg: &mut T) -> c_int {
-    match handle::ctx_vm(ctx) {
-        // SAFETY: `arg` is `cmd`'s argument struct.
-        Ok(vm) => unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) },
-        Err(e) => fail(errno_of(e)),
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod abi;
 mod apic;
+mod call;
 pub mod commands;
 mod cpuset;
 mod cstr;

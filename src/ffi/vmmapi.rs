@@ -3,35 +3,14 @@
 //! through the same dispatcher as `vmm_ioctl`, so it takes the same locks
 //! and returns the same errors (0, or -1 with errno).
 
-use std::ffi::{c_int, c_uint, c_void};
+use std::ffi::{c_int, c_uint};
 
 use super::abi::*;
+use super::call::{ctx_ioctl, vcpu_ioctl};
 use super::errno::{errno_of, fail};
 use super::handle::{self, vcpu, vmctx};
 use super::ioctl::ioctl;
 use super::panic::ffi_boundary;
-
-/// Runs `cmd` on the VM behind `ctx` with `arg`.
-fn ctx_ioctl<T>(ctx: *mut vmctx, cmd: u64, arg: &mut T) -> c_int {
-    match handle::ctx_vm(ctx) {
-        // SAFETY: `arg` is `cmd`'s argument struct.
-        Ok(vm) => unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) },
-        Err(e) => fail(errno_of(e)),
-    }
-}
-
-/// Runs `cmd` for the vCPU behind `vcpu`; `fill` puts the vCPU id into
-/// the argument.
-fn vcpu_ioctl<T>(vcpu: *mut vcpu, cmd: u64, arg: &mut T, fill: impl FnOnce(&mut T, c_int)) -> c_int {
-    match handle::vcpu_vm(vcpu) {
-        Ok((vm, id)) => {
-            fill(arg, id as c_int);
-            // SAFETY: `arg` is `cmd`'s argument struct.
-            unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) }
-        }
-        Err(e) => fail(errno_of(e)),
-    }
-}
 
 /// Writes through an out-pointer after a successful call; EFAULT for NULL.
 macro_rules! out {

@@ -1,0 +1,30 @@
+//! How the libvmmapi functions reach the dispatcher: resolve the handle,
+//! fill in the vCPU id, and run the command exactly as `vmm_ioctl` would.
+
+use std::ffi::{c_int, c_void};
+
+use super::errno::{errno_of, fail};
+use super::handle::{self, vcpu, vmctx};
+use super::ioctl::ioctl;
+
+/// Runs `cmd` with `arg` on the VM behind `ctx`.
+pub(crate) fn ctx_ioctl<T>(ctx: *mut vmctx, cmd: u64, arg: &mut T) -> c_int {
+    match handle::ctx_vm(ctx) {
+        // SAFETY: `arg` is `cmd`'s argument struct.
+        Ok(vm) => unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) },
+        Err(e) => fail(errno_of(e)),
+    }
+}
+
+/// Runs `cmd` for the vCPU behind `vcpu`; `fill` puts the vCPU id into
+/// the argument first.
+pub(crate) fn vcpu_ioctl<T>(vcpu: *mut vcpu, cmd: u64, arg: &mut T, fill: impl FnOnce(&mut T, c_int)) -> c_int {
+    match handle::vcpu_vm(vcpu) {
+        Ok((vm, id)) => {
+            fill(arg, id as c_int);
+            // SAFETY: `arg` is `cmd`'s argument struct.
+            unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) }
+        }
+        Err(e) => fail(errno_of(e)),
+    }
+}
