@@ -18,7 +18,7 @@ README_EX := $(shell sed -n 's/^```c readme-\([a-z]*\)$$/\1/p' README.md)
 C_BINS  := $(patsubst c_tests/%.c,$(BUILD)/%,$(C_SRCS)) $(README_EX:%=$(BUILD)/readme_%)
 COMPAT  := $(wildcard c_tests/header_compat_*.c)
 
-.PHONY: all lib lib-legacy check cargo-test c-tests header-check install clean
+.PHONY: all lib lib-legacy stress check cargo-test c-tests header-check install clean
 
 all: lib
 
@@ -50,6 +50,11 @@ $(BUILD)/readme_%.c: README.md | $(BUILD)
 
 $(BUILD)/readme_%: $(BUILD)/readme_%.c include/vmm_rs.h $(LIBDIR)/libvmm_rs.a
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# The stress test (tests/stress.rs) with parking_lot's deadlock detector;
+# VMM_RS_STRESS_SECS sets its length. Not in `check` until it passes.
+stress:
+	$(CARGO) test --release --features deadlock-detection --test stress -- --ignored --nocapture
 
 # The library built with the 2019 protocol, to show the tests catch it.
 lib-legacy:

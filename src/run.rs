@@ -153,6 +153,7 @@ impl Vm {
                 Some(deadline) => vcpu.wait_until(g, deadline),
                 None => vcpu.wait(g),
             };
+            debug_assert_eq!(g.state, VcpuState::Sleeping, "vCPU {id}: state changed under its sleeping owner");
             g = vcpu.set_state_locked(g, VcpuState::Frozen, false)?;
         }
         drop(g);

@@ -126,7 +126,8 @@ impl VcpuLock<'_> {
 impl Drop for VcpuLock<'_> {
     fn drop(&mut self) {
         // FROZEN -> IDLE always succeeds for the owner.
-        let _ = self.vm.vcpus[self.id].set_state(VcpuState::Idle, false);
+        let r = self.vm.vcpus[self.id].set_state(VcpuState::Idle, false);
+        debug_assert!(r.is_ok(), "vCPU {} released in state {:?}", self.id, self.vm.vcpus[self.id].state());
     }
 }
 
@@ -139,7 +140,8 @@ pub struct LockAll<'a> {
 impl Drop for LockAll<'_> {
     fn drop(&mut self) {
         for v in &self.vm.vcpus {
-            let _ = v.set_state(VcpuState::Idle, false);
+            let r = v.set_state(VcpuState::Idle, false);
+            debug_assert!(r.is_ok(), "lock-all released vCPU {} in state {:?}", v.id(), v.state());
         }
     }
 }
