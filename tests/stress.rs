@@ -28,7 +28,14 @@
 //! its own thread waiting in `handle_hlt`. All three devices kinds stall
 //! together, which suggests a vCPU stops making progress rather than one
 //! interrupt being dropped; lowest-priority delivery is not the cause
-//! (stalls persist with it off). The smaller concurrency tests
+//! (stalls persist with it off). Bisection: with the control threads off
+//! it still stalls; with guest RTE rewrites off it passes (4 s: 530,653
+//! interrupts raised, received and EOIed exactly, TMR check holds); with
+//! rewrites limited to the churn pins (never asserted) an edge pulse on an
+//! untouched pin is still lost, with every vCPU asleep and IRR/ISR empty.
+//! So an RTE write that needs TMR work (block_run + staging) makes a
+//! concurrent edge delivery on another pin disappear. Start there. The
+//! smaller concurrency tests
 //! (`src/vm_intr/deadlock_tests.rs`, `c_tests/rte_lockall_test.c`) pass.
 
 use std::collections::VecDeque;
