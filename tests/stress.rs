@@ -33,8 +33,10 @@
 //! interrupts raised, received and EOIed exactly, TMR check holds); with
 //! rewrites limited to the churn pins (never asserted) an edge pulse on an
 //! untouched pin is still lost, with every vCPU asleep and IRR/ISR empty.
-//! So an RTE write that needs TMR work (block_run + staging) makes a
-//! concurrent edge delivery on another pin disappear. Start there. The
+//! Even edge-only churn rewrites (no TMR work, no block_run) stall the
+//! same way, so the trigger is guest MMIO rewrite traffic itself (IOREGSEL
+//! plus IOWIN exits handled in the run loop, and guests spinning on their
+//! IOAPIC lock), not the TMR protocol. Start there. The
 //! smaller concurrency tests
 //! (`src/vm_intr/deadlock_tests.rs`, `c_tests/rte_lockall_test.c`) pass.
 
