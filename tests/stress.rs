@@ -28,15 +28,14 @@
 //! its own thread waiting in `handle_hlt`. All three devices kinds stall
 //! together, which suggests a vCPU stops making progress rather than one
 //! interrupt being dropped; lowest-priority delivery is not the cause
-//! (stalls persist with it off). Bisection: with the control threads off
-//! it still stalls; with guest RTE rewrites off it passes (4 s: 530,653
-//! interrupts raised, received and EOIed exactly, TMR check holds); with
-//! rewrites limited to the churn pins (never asserted) an edge pulse on an
-//! untouched pin is still lost, with every vCPU asleep and IRR/ISR empty.
-//! Even edge-only churn rewrites (no TMR work, no block_run) stall the
-//! same way, so the trigger is guest MMIO rewrite traffic itself (IOREGSEL
-//! plus IOWIN exits handled in the run loop, and guests spinning on their
-//! IOAPIC lock), not the TMR protocol. Start there. The
+//! (stalls persist with it off). Bisection: with neither guest RTE
+//! rewrites nor control threads it passes (4 s: 530,653 interrupts raised,
+//! received and EOIed exactly, TMR check holds); either one alone stalls
+//! it, even edge-only rewrites of pins nobody asserts (no TMR work, no
+//! block_run). The common factor is frequent vCPU exits and re-entries
+//! (in-library MMIO exits, REQIDLE/DEBUG exits) racing device deliveries,
+//! not the TMR protocol: look at delivery to a vCPU that is FROZEN or
+//! between VM_RUN calls, and at HLT entry. The
 //! smaller concurrency tests
 //! (`src/vm_intr/deadlock_tests.rs`, `c_tests/rte_lockall_test.c`) pass.
 
