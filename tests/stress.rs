@@ -24,8 +24,9 @@
 //! so far: (1) every vCPU SLEEPING in HLT with empty IRR and ISR while an
 //! edge pulse or an MSI was never received; (2) a level pin with remote IRR
 //! set and assert count 1 while its vector is in no vCPU's IRR or ISR;
-//! (3) a vCPU FROZEN with reqidle set and vectors in IRR while gdb shows
-//! its own thread waiting in `handle_hlt`. All three devices kinds stall
+//! (3) a vCPU FROZEN with reqidle set and vectors in IRR, its thread in
+//! `lock_one` behind a lock-all (not yet matched with a gdb trace of the
+//! same run). All three device kinds stall
 //! together, which suggests a vCPU stops making progress rather than one
 //! interrupt being dropped; lowest-priority delivery is not the cause
 //! (stalls persist with it off). Bisection: with neither guest RTE
