@@ -49,13 +49,19 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     /// RIP of the exiting instruction and its length.
     fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32);
 
-    /// Offers external interrupt `vector` to the guest before the next
-    /// `run`. Returns true if the guest takes it now (the run loop then
-    /// moves it from IRR to ISR); false if it cannot (interrupts disabled,
-    /// an event already being injected). The default guest never can.
-    fn inject(&self, _vcpu: &Vcpu, _vector: u8) -> bool {
+    /// Whether the guest can take an external interrupt before the next
+    /// `run` (interrupts enabled, no event already being injected). The
+    /// default guest never can.
+    fn can_inject(&self, _vcpu: &Vcpu) -> bool {
         false
     }
+
+    /// Hands external interrupt `vector` to the guest before the next
+    /// `run`. Called only right after [`Backend::can_inject`] said yes and
+    /// after the local APIC moved `vector` from IRR to ISR, so whatever
+    /// the guest does on seeing it (signal a device that then raises the
+    /// same vector again) finds the APIC ready to take the next one.
+    fn inject(&self, _vcpu: &Vcpu, _vector: u8) {}
 
     /// The value of an MMIO read the library emulated (local APIC or
     /// vioapic), for the instruction that exited with `GuestExit::Mmio`.

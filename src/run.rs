@@ -98,9 +98,12 @@ impl Vm {
     /// offer the highest deliverable vector to the backend.
     fn prepare_guest_entry(&self, vcpu: &Vcpu) {
         vcpu.vlapic.timer_poll(Instant::now());
-        if let Some(v) = vcpu.vlapic.pending_intr() {
-            if self.backend().inject(vcpu, v) {
-                vcpu.vlapic.intr_accepted(v);
+        // Accept (IRR -> ISR) before the guest sees the vector: an APIC
+        // that still had it in IRR would merge a re-raise of the same
+        // vector that the guest's reaction provokes.
+        if self.backend().can_inject(vcpu) {
+            if let Some(v) = vcpu.vlapic.accept_pending_intr() {
+                self.backend().inject(vcpu, v);
             }
         }
     }

@@ -136,21 +136,24 @@ impl Backend for SimBackend {
         (GuestExit::Yield, rip, 0)
     }
 
-    fn inject(&self, vcpu: &Vcpu, vector: u8) -> bool {
+    fn can_inject(&self, vcpu: &Vcpu) -> bool {
         let Ok(slot) = self.slot(vcpu.id()) else {
             return false;
         };
-        let mut slot = slot.lock();
         // The idle loop always has interrupts enabled.
-        if slot.program.is_some() && !intr_enabled(vcpu) {
-            return false;
-        }
+        slot.lock().program.is_none() || intr_enabled(vcpu)
+    }
+
+    fn inject(&self, vcpu: &Vcpu, vector: u8) {
+        let Ok(slot) = self.slot(vcpu.id()) else {
+            return;
+        };
+        let mut slot = slot.lock();
         if let Some(p) = slot.program.as_mut() {
             p.interrupt(vector);
         }
         slot.stats.interrupts += 1;
         slot.stats.last_vector = Some(vector);
-        true
     }
 
     fn mmio_read_result(&self, vcpu: &Vcpu, value: u64) {

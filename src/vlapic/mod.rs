@@ -108,6 +108,15 @@ impl Vlapic {
         self.state.lock().pending_intr()
     }
 
+    /// Takes the highest deliverable vector (IRR -> ISR) in one step, so
+    /// no interrupt can arrive between choosing it and accepting it.
+    pub fn accept_pending_intr(&self) -> Option<u8> {
+        let mut s = self.state.lock();
+        let v = s.pending_intr()?;
+        s.intr_accepted(v);
+        Some(v)
+    }
+
     /// The guest took `vector`: IRR -> ISR, PPR updated.
     pub fn intr_accepted(&self, vector: u8) {
         self.state.lock().intr_accepted(vector)

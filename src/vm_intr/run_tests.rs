@@ -22,6 +22,8 @@ struct Script {
     /// Whether the guest takes interrupts offered to it.
     accepts: bool,
     injected: StdMutex<Vec<u8>>,
+    /// (IRR, ISR) as the guest saw them when each vector was injected.
+    at_inject: StdMutex<Vec<(VecBitmap, VecBitmap)>>,
     /// (TMR, IRR) at each guest entry.
     at_entry: StdMutex<Vec<(VecBitmap, VecBitmap)>>,
     mmio_reads: StdMutex<Vec<u64>>,
@@ -36,11 +38,12 @@ impl Backend for Guest {
         let e = self.0.exits.lock().unwrap().pop_front().unwrap_or(GuestExit::Bogus);
         (e, rip, 3)
     }
-    fn inject(&self, _vcpu: &Vcpu, vector: u8) -> bool {
-        if self.0.accepts {
-            self.0.injected.lock().unwrap().push(vector);
-        }
+    fn can_inject(&self, _vcpu: &Vcpu) -> bool {
         self.0.accepts
+    }
+    fn inject(&self, vcpu: &Vcpu, vector: u8) {
+        self.0.injected.lock().unwrap().push(vector);
+        self.0.at_inject.lock().unwrap().push((vcpu.vlapic.irr(), vcpu.vlapic.isr()));
     }
     fn mmio_read_result(&self, _vcpu: &Vcpu, value: u64) {
         self.0.mmio_reads.lock().unwrap().push(value);
@@ -111,6 +114,23 @@ fn the_highest_deliverable_vector_is_injected_when_the_guest_takes_it() {
     run_once(&vm, 0);
     assert!(s.injected.lock().unwrap().is_empty());
     assert!(vm.vcpu(0).unwrap().vlapic.irr().test(0x45), "refused: stays pending");
+}
+
+/// The guest sees a vector only once the APIC has moved it to ISR: a
+/// device that reacts to the guest's handling by raising the same vector
+/// again must find IRR clear, or the two interrupts merge into one (the
+/// lost edge interrupt the stress test found).
+#[test]
+fn a_vector_is_in_service_before_the_guest_sees_it() {
+    let (vm, s) = vm_with(Script { accepts: true, ..Default::default() }, 1);
+    vm.lapic_irq(0, 0x70).unwrap();
+    run_once(&vm, 0);
+    let (irr, isr) = s.at_inject.lock().unwrap()[0];
+    assert!(!irr.test(0x70) && isr.test(0x70), "IRR {irr:?} ISR {isr:?} at injection");
+    // The re-raise the guest's reaction provokes is a second interrupt.
+    vm.lapic_irq(0, 0x70).unwrap();
+    let l = &vm.vcpu(0).unwrap().vlapic;
+    assert!(l.irr().test(0x70) && l.isr().test(0x70));
 }
 
 #[test]
