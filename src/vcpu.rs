@@ -62,7 +62,19 @@ pub struct VcpuSched {
     /// Number of threads keeping this vCPU out of RUNNING
     /// ([`Vcpu::block_run`]). Entering RUNNING waits while it is non-zero.
     pub runblock: u32,
+    /// Threads that want this vCPU IDLE -> FROZEN take it in ticket order
+    /// ([`Vcpu::take_ticket`]): the next ticket to hand out...
+    next_ticket: u64,
+    /// ...and the ticket whose holder may take the vCPU next. Without the
+    /// queue a VM_RUN thread that releases its vCPU and locks it again at
+    /// once always beats a woken waiter, and a lock-all starves.
+    serving: u64,
 }
+
+/// A place in the queue of threads waiting for a vCPU to become IDLE.
+#[derive(Debug)]
+#[must_use = "a ticket that is not used blocks everyone queued behind it"]
+pub struct Ticket(u64);
 
 /// A virtual CPU's scheduling core.
 #[derive(Debug)]
@@ -94,6 +106,8 @@ impl Vcpu {
                 state: VcpuState::Idle,
                 reqidle: false,
                 runblock: 0,
+                next_ticket: 0,
+                serving: 0,
             }),
             cv: Condvar::new(),
             kick: AtomicBool::new(false),
@@ -145,11 +159,11 @@ impl Vcpu {
         from_idle: bool,
     ) -> Result<MutexGuard<'a, VcpuSched>> {
         if from_idle {
-            while g.state != VcpuState::Idle {
-                g.reqidle = true;
-                self.notify_locked(&g);
+            let ticket = Self::take_ticket_locked(&mut g);
+            while !self.try_freeze_locked(&mut g, &ticket) {
                 g = self.cv.wait(g);
             }
+            return Ok(g);
         }
         if new == VcpuState::Running {
             // A thread staging into this vCPU keeps it out of the guest.
@@ -171,20 +185,42 @@ impl Vcpu {
         Ok(g)
     }
 
-    /// Tries IDLE -> FROZEN without waiting. `Ok(false)` when the vCPU is
-    /// busy; in that case reqidle is set and the vCPU notified, so a caller
-    /// that then waits on the state makes progress.
-    pub fn try_freeze_from_idle(&self) -> bool {
-        let mut g = self.inner.lock();
-        if g.state == VcpuState::Idle {
-            g.state = VcpuState::Frozen;
-            self.cv.notify_all();
-            true
-        } else {
-            g.reqidle = true;
-            self.notify_locked(&g);
-            false
+    /// Joins the queue of threads waiting to take this vCPU from IDLE to
+    /// FROZEN (FIFO, so nobody starves). Use the ticket with
+    /// [`Vcpu::try_freeze`] until it succeeds.
+    pub fn take_ticket(&self) -> Ticket {
+        Self::take_ticket_locked(&mut self.inner.lock())
+    }
+
+    fn take_ticket_locked(g: &mut VcpuSched) -> Ticket {
+        g.next_ticket += 1;
+        Ticket(g.next_ticket - 1)
+    }
+
+    /// IDLE -> FROZEN for the holder of `ticket`, without waiting: true
+    /// once it is this ticket's turn and the vCPU is IDLE. While it is this
+    /// ticket's turn but the vCPU is busy, asks it to become IDLE (reqidle
+    /// and a notification), so a caller that waits on the state between
+    /// tries makes progress.
+    pub fn try_freeze(&self, ticket: &Ticket) -> bool {
+        self.try_freeze_locked(&mut self.inner.lock(), ticket)
+    }
+
+    /// [`Vcpu::try_freeze`] with the vCPU mutex held.
+    pub fn try_freeze_locked(&self, g: &mut VcpuSched, ticket: &Ticket) -> bool {
+        if g.serving != ticket.0 {
+            return false;
         }
+        if g.state != VcpuState::Idle {
+            g.reqidle = true;
+            self.notify_locked(g);
+            return false;
+        }
+        g.serving += 1;
+        g.state = VcpuState::Frozen;
+        // The next ticket holder and state waiters re-check.
+        self.cv.notify_all();
+        true
     }
 
     /// `vcpu_notify_event`: kick a RUNNING vCPU out of the guest, wake a
@@ -303,6 +339,46 @@ mod tests {
         assert_eq!(t.join().unwrap(), Ok(()));
         assert_eq!(v.state(), Frozen);
         assert!(!v.lock().reqidle || v.take_reqidle());
+    }
+
+    /// Threads waiting for an IDLE vCPU get it in the order they asked:
+    /// a thread that releases and re-locks at once (a VM_RUN loop) cannot
+    /// overtake a waiting lock-all.
+    #[test]
+    fn waiters_for_idle_take_the_vcpu_in_fifo_order() {
+        crate::test_util::with_watchdog(10, || {
+            let v = Arc::new(Vcpu::new(0));
+            v.set_state(Frozen, false).unwrap();
+            let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let queued = |n: u64| loop {
+                let g = v.lock();
+                if g.next_ticket - g.serving == n {
+                    break;
+                }
+                drop(g);
+                thread::yield_now();
+            };
+            let waiter = |name: &'static str| {
+                let (v, order) = (v.clone(), order.clone());
+                thread::spawn(move || {
+                    v.set_state(Frozen, true).unwrap();
+                    order.lock().unwrap().push(name);
+                    v.set_state(Idle, false).unwrap();
+                })
+            };
+            let a = waiter("first");
+            queued(1);
+            let b = waiter("second");
+            queued(2);
+            // Release and queue again at once, like a run loop would.
+            v.set_state(Idle, false).unwrap();
+            v.set_state(Frozen, true).unwrap();
+            order.lock().unwrap().push("re-lock");
+            v.set_state(Idle, false).unwrap();
+            a.join().unwrap();
+            b.join().unwrap();
+            assert_eq!(*order.lock().unwrap(), ["first", "second", "re-lock"]);
+        });
     }
 
     #[test]

@@ -259,16 +259,26 @@ impl Vm {
         let serial = self.lock_all_serial.lock();
         let mut frozen = CpuSet::new();
         for v in &self.vcpus {
-            while !v.try_freeze_from_idle() {
+            let ticket = v.take_ticket();
+            let mut g = v.lock();
+            while !v.try_freeze_locked(&mut g, &ticket) {
                 if self.services_rendezvous_in_lock_all() && self.rendezvous.pending() {
+                    drop(g);
                     self.rendezvous.run_on_behalf(self, &frozen, &self.active_cpus());
+                    g = v.lock();
                     continue;
                 }
-                let g = v.lock();
-                if g.state != VcpuState::Idle && !self.rendezvous.pending() {
-                    drop(v.wait(g));
+                // Checked under the vCPU mutex: a state change or a newly
+                // posted rendezvous (which wakes this vCPU's waiters) after
+                // this point wakes us. The legacy lock-all is blind to
+                // rendezvous and just sleeps, as in 2019 (skipping the
+                // wait there would spin).
+                let to_service = self.services_rendezvous_in_lock_all() && self.rendezvous.pending();
+                if !to_service {
+                    g = v.wait(g);
                 }
             }
+            drop(g);
             frozen.insert(v.id());
         }
         let all = LockAll { vm: self, _serial: serial };
