@@ -18,7 +18,7 @@ README_EX := $(shell sed -n 's/^```c readme-\([a-z]*\)$$/\1/p' README.md)
 C_BINS  := $(patsubst c_tests/%.c,$(BUILD)/%,$(C_SRCS)) $(README_EX:%=$(BUILD)/readme_%)
 COMPAT  := $(wildcard c_tests/header_compat_*.c)
 
-.PHONY: all lib lib-legacy stress check cargo-test c-tests header-check install clean
+.PHONY: all lib lib-legacy stress verify check cargo-test c-tests header-check install clean
 
 all: lib
 
@@ -26,7 +26,7 @@ all: lib
 lib:
 	$(CARGO) build --release
 
-check: lib header-check cargo-test c-tests
+check: lib header-check cargo-test c-tests stress verify
 
 # The committed header must equal a fresh generation.
 header-check: lib
@@ -51,10 +51,21 @@ $(BUILD)/readme_%.c: README.md | $(BUILD)
 $(BUILD)/readme_%: $(BUILD)/readme_%.c include/vmm_rs.h $(LIBDIR)/libvmm_rs.a
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-# The stress test (tests/stress.rs) with parking_lot's deadlock detector;
-# VMM_RS_STRESS_SECS sets its length. Not in `check` until it passes.
+# The stress test (tests/stress.rs), release build with parking_lot's
+# deadlock detector (its own target dir, so the shipped library stays
+# without it). VMM_RS_STRESS_SECS sets its length (default 60).
+STRESS_DIR := target/stress
 stress:
-	$(CARGO) test --release --features deadlock-detection --test stress -- --ignored --nocapture
+	$(CARGO) test --release --features deadlock-detection --target-dir $(STRESS_DIR) \
+	  --test stress -- --ignored --nocapture
+
+# Model checking (tests/loom_os7622.rs): the crate built with --cfg loom,
+# every lock and atomic of the core replaced by loom's; prints the
+# interleavings explored. LOOM_MAX_PREEMPTIONS=n changes the depth.
+LOOM_DIR := target/loom
+verify:
+	RUSTFLAGS="--cfg loom" $(CARGO) test --release --target-dir $(LOOM_DIR) \
+	  --test loom_os7622 -- --nocapture
 
 # The library built with the 2019 protocol, to show the tests catch it.
 lib-legacy:

@@ -16,29 +16,20 @@
 //! and EOIed exactly once, assert counts back to zero, and each vCPU's TMR
 //! equal to what the final redirection table implies.
 //!
-//! Run time: `VMM_RS_STRESS_SECS` (default 20). Run it with `make stress`.
+//! Run time: `VMM_RS_STRESS_SECS` (default 60). `make check` runs it
+//! (release build, `deadlock-detection` feature); `make stress
+//! VMM_RS_STRESS_SECS=600` runs it longer.
 //!
-//! STATUS: this test currently FAILS, so it is `#[ignore]`d and not part of
-//! `make check` yet. Within a few seconds of load, device threads stall
-//! waiting for an interrupt to be handled. Dumps (printed on a stall) seen
-//! so far: (1) every vCPU SLEEPING in HLT with empty IRR and ISR while an
-//! edge pulse or an MSI was never received; (2) a level pin with remote IRR
-//! set and assert count 1 while its vector is in no vCPU's IRR or ISR;
-//! (3) a vCPU FROZEN with reqidle set and vectors in IRR, its thread in
-//! `lock_one` behind a lock-all (not yet matched with a gdb trace of the
-//! same run). All three device kinds stall
-//! together, which suggests a vCPU stops making progress rather than one
-//! interrupt being dropped; lowest-priority delivery is not the cause
-//! (stalls persist with it off). Bisection: with neither guest RTE
-//! rewrites nor control threads it passes (4 s: 530,653 interrupts raised,
-//! received and EOIed exactly, TMR check holds); either one alone stalls
-//! it, even edge-only rewrites of pins nobody asserts (no TMR work, no
-//! block_run). The common factor is frequent vCPU exits and re-entries
-//! (in-library MMIO exits, REQIDLE/DEBUG exits) racing device deliveries,
-//! not the TMR protocol: look at delivery to a vCPU that is FROZEN or
-//! between VM_RUN calls, and at HLT entry. The
-//! smaller concurrency tests
-//! (`src/vm_intr/deadlock_tests.rs`, `c_tests/rte_lockall_test.c`) pass.
+//! What it found, and what was fixed (so a regression shows up here):
+//! - A lost edge interrupt: the run loop let the guest see a vector before
+//!   moving it from IRR to ISR, so a device that re-raised the same vector
+//!   as soon as the guest reacted merged into the still-set IRR bit. Now
+//!   the vector is accepted first (`Vlapic::accept_pending_intr`).
+//! - Lock-all starvation: a VM_RUN loop that releases its vCPU and locks
+//!   it again at once always beat the woken lock-all; waiters for an IDLE
+//!   vCPU now take it in FIFO order (tickets in `vcpu.rs`).
+//! - A test bug: the vCPU threads spun on VM_RUN while their vCPU was in
+//!   the debug set; they now park until VM_RESUME_CPU, as bhyve does.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -46,6 +37,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use vmm_rs::vm::CpuSetKind;
 use vmm_rs::exit::ExitKind;
 use vmm_rs::guest::{GuestAction, GuestProgram};
 use vmm_rs::vm::Vm;
@@ -93,6 +85,13 @@ struct Shared {
     stop_rewrites: AtomicBool,
     /// Rewrites done (both halves).
     rewrites: AtomicU64,
+    /// VM_RUN exits per vCPU: [port I/O, ReqIdle, Debug, other].
+    exits: Vec<[AtomicU64; 4]>,
+    /// Signalled after every VM_RESUME_CPU: a vCPU thread that got a debug
+    /// exit waits here until its vCPU leaves the debug set, as bhyve's
+    /// `vmexit_debug` parks the vCPU thread (spinning on VM_RUN instead
+    /// would starve everything else on a 2-core machine).
+    resumed: (std::sync::Mutex<()>, std::sync::Condvar),
     /// The guests' own lock around an IOREGSEL+IOWIN pair (a guest OS
     /// serialises its IOAPIC accesses the same way).
     ioapic_lock: AtomicBool,
@@ -104,6 +103,7 @@ impl Shared {
             received: (0..256).map(|_| AtomicU64::new(0)).collect(),
             acks: (0..LEVEL_PINS.len()).map(|_| AtomicU64::new(0)).collect(),
             raised: (0..256).map(|_| AtomicU64::new(0)).collect(),
+            exits: (0..NVCPU).map(|_| Default::default()).collect(),
             ..Default::default()
         }
     }
@@ -240,23 +240,24 @@ impl GuestProgram for StressGuest {
 
 /// Waits until `cond` holds, failing the test after `secs` (a stall) with
 /// a dump of the interrupt state.
-fn wait_for(vm: &Vm, what: &str, secs: u64, cond: impl Fn() -> bool) {
+fn wait_for(vm: &Vm, shared: &Shared, what: &str, secs: u64, cond: impl Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
         if start.elapsed() > Duration::from_secs(secs) {
-            panic!("stalled: {what}\n{}", dump(vm));
+            panic!("stalled: {what}\n{}", dump(vm, shared));
         }
         thread::yield_now();
     }
 }
 
-fn dump(vm: &Vm) -> String {
+fn dump(vm: &Vm, shared: &Shared) -> String {
     let mut out = String::new();
     for id in 0..NVCPU {
         let v = vm.vcpu(id).unwrap();
         let sched = format!("{:?}", *v.lock());
+        let e: Vec<u64> = shared.exits[id].iter().map(|c| c.load(SeqCst)).collect();
         out += &format!(
-            "vCPU {id}: {sched} irr {:x?} isr {:x?} tmr {:x?} guest {:?}\n",
+            "vCPU {id}: {sched} exits [inout, reqidle, debug, other] {e:?} irr {:x?} isr {:x?} tmr {:x?} guest {:?}\n",
             vm.irr_snapshot(id).unwrap(),
             vm.isr_snapshot(id).unwrap(),
             vm.tmr_snapshot(id).unwrap(),
@@ -310,6 +311,13 @@ fn run_stress(secs: u64) -> String {
                 let exit = vm.run(&lock).unwrap();
                 drop(lock);
                 exits += 1;
+                let kind = match exit.kind {
+                    ExitKind::Inout { .. } => 0,
+                    ExitKind::ReqIdle => 1,
+                    ExitKind::Debug => 2,
+                    _ => 3,
+                };
+                shared.exits[id][kind].fetch_add(1, SeqCst);
                 match exit.kind {
                     ExitKind::Inout { port, .. } if port >= ACK_PORT => {
                         let i = usize::from(port - ACK_PORT);
@@ -317,6 +325,15 @@ fn run_stress(secs: u64) -> String {
                         shared.acks[i].fetch_add(1, SeqCst);
                     }
                     ExitKind::Suspended(_) => return exits,
+                    ExitKind::Debug => {
+                        let mut g = shared.resumed.0.lock().unwrap();
+                        while vm.cpuset(CpuSetKind::Debug).contains(id) {
+                            let (g2, timeout) =
+                                shared.resumed.1.wait_timeout(g, Duration::from_secs(15)).unwrap();
+                            assert!(!timeout.timed_out(), "vCPU {id}: never resumed");
+                            g = g2;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -332,7 +349,7 @@ fn run_stress(secs: u64) -> String {
                 let acked = shared.acks[i].load(SeqCst);
                 vm.ioapic_assert_irq(LEVEL_PINS[i] as i32).unwrap();
                 shared.raised[usize::from(level_vec(i))].fetch_add(1, SeqCst);
-                wait_for(&vm, "level device ack", 15, || shared.acks[i].load(SeqCst) > acked);
+                wait_for(&vm, &shared, "level device ack", 15, || shared.acks[i].load(SeqCst) > acked);
             }
         }));
     }
@@ -344,7 +361,7 @@ fn run_stress(secs: u64) -> String {
                 let got = shared.received[v].load(SeqCst);
                 vm.ioapic_pulse_irq(EDGE_PINS[i] as i32).unwrap();
                 shared.raised[v].fetch_add(1, SeqCst);
-                wait_for(&vm, "edge pulse receipt", 15, || shared.received[v].load(SeqCst) > got);
+                wait_for(&vm, &shared, "edge pulse receipt", 15, || shared.received[v].load(SeqCst) > got);
             }
         }));
     }
@@ -357,7 +374,7 @@ fn run_stress(secs: u64) -> String {
                 let got = shared.received[v].load(SeqCst);
                 vm.lapic_msi(0xFEE0_0000 | (cpu as u64) << 12, v as u64).unwrap();
                 shared.raised[v].fetch_add(1, SeqCst);
-                wait_for(&vm, "MSI receipt", 15, || shared.received[v].load(SeqCst) > got);
+                wait_for(&vm, &shared, "MSI receipt", 15, || shared.received[v].load(SeqCst) > got);
                 cpu = (cpu + 1) % NVCPU;
             }
         }));
@@ -367,7 +384,7 @@ fn run_stress(secs: u64) -> String {
     let control_ops = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
     let mut controls = Vec::new();
     for kind in 0..3 {
-        let (vm, stop, ops) = (vm.clone(), stop.clone(), control_ops.clone());
+        let (vm, stop, ops, shared) = (vm.clone(), stop.clone(), control_ops.clone(), shared.clone());
         controls.push(thread::spawn(move || {
             let mut rng = Rng(0xDEAD_BEEF + kind as u64);
             while !stop.load(SeqCst) {
@@ -378,6 +395,8 @@ fn run_stress(secs: u64) -> String {
                     _ => {
                         vm.suspend_cpu(Some(id)).unwrap();
                         vm.resume_cpu(Some(id)).unwrap();
+                        let _g = shared.resumed.0.lock().unwrap();
+                        shared.resumed.1.notify_all();
                     }
                 }
                 ops[kind].fetch_add(1, SeqCst);
@@ -394,15 +413,15 @@ fn run_stress(secs: u64) -> String {
     // Stop the load; let every raised interrupt be handled and EOIed.
     stop.store(true, SeqCst);
     for t in devices.into_iter().chain(controls) {
-        wait_for(&vm, "load threads to stop", 15, || t.is_finished());
+        wait_for(&vm, &shared, "load threads to stop", 15, || t.is_finished());
         t.join().unwrap();
     }
     shared.stop_rewrites.store(true, SeqCst);
     let raised_total = || (0..256).map(|v| shared.raised[v].load(SeqCst)).sum::<u64>();
     let received_total = || (0..256).map(|v| shared.received[v].load(SeqCst)).sum::<u64>();
-    wait_for(&vm, "drain: every interrupt received", 15, || received_total() >= raised_total());
-    wait_for(&vm, "drain: every interrupt EOIed", 15, || shared.eois.load(SeqCst) >= received_total());
-    wait_for(&vm, "drain: guests left their IOAPIC critical sections", 15, || {
+    wait_for(&vm, &shared, "drain: every interrupt received", 15, || received_total() >= raised_total());
+    wait_for(&vm, &shared, "drain: every interrupt EOIed", 15, || shared.eois.load(SeqCst) >= received_total());
+    wait_for(&vm, &shared, "drain: guests left their IOAPIC critical sections", 15, || {
         !shared.ioapic_lock.load(SeqCst)
     });
     // Suspend: every vCPU's last entry to RUNNING applies its staged TMR.
@@ -476,12 +495,12 @@ fn write_rte(vm: &Vm, pin: usize, rte: u64) {
 }
 
 #[test]
-#[ignore = "finds a stall under load that is not fixed yet; see the module doc"]
+#[ignore = "a minute long: `make check` and `make stress` run it (release, deadlock detection)"]
 fn stress_rte_writes_against_interrupts_and_vcpu_locking() {
     let secs = std::env::var("VMM_RS_STRESS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(60);
     #[cfg(feature = "deadlock-detection")]
     let detector_stop = {
         let stop = Arc::new(AtomicBool::new(false));
