@@ -12,6 +12,11 @@ mod imp {
     pub use std::sync::Arc;
     pub use std::thread;
 
+    /// An `Arc` from a std one (identity here; see the loom version).
+    pub fn arc_from_std<T: ?Sized>(arc: Arc<T>) -> Arc<T> {
+        arc
+    }
+
     /// A mutex (parking_lot).
     #[derive(Debug, Default)]
     pub struct Mutex<T>(parking_lot::Mutex<T>);
@@ -77,6 +82,12 @@ mod imp {
     pub use loom::sync::Arc;
     pub use loom::sync::{MutexGuard, RwLockReadGuard, RwLockWriteGuard};
     pub use loom::thread;
+
+    /// loom's `Arc` cannot be coerced to an unsized type (`Arc<dyn Fn>`):
+    /// build a std `Arc`, coerce it, then convert.
+    pub fn arc_from_std<T: ?Sized>(arc: std::sync::Arc<T>) -> Arc<T> {
+        Arc::from_std(arc)
+    }
 
     /// A mutex (loom model).
     #[derive(Debug)]

@@ -66,7 +66,7 @@ impl IoapicBus for Vm {
             }
         };
         // As in 2019: every active vCPU, and wait for all of them.
-        let _ = self.smp_rendezvous(writer, self.active_cpus(), crate::sync::Arc::new(stage));
+        let _ = self.smp_rendezvous(writer, self.active_cpus(), crate::rendezvous::callback(stage));
     }
 }
 
