@@ -14,7 +14,7 @@
 //! 5. The pin leaves flux. Send if the entry is level-triggered and its pin
 //!    is asserted, or if a send was held back meanwhile: at most once.
 
-use super::rte::Rte;
+use super::rte::{Rte, INTMASK, INTPOL};
 use super::{rte_index, IoapicBus, Table, Vioapic, IOREGSEL, IOWIN, REG_ARB, REG_ID, REG_VER};
 use crate::cpuset::CpuSet;
 
@@ -70,15 +70,19 @@ impl Vioapic {
         let new = old.written(data, high);
         t.pins[pin].reg = new.0;
 
-        // Step 2.
+        // Step 2. The 2019 protocol rendezvoused for every change but mask
+        // and polarity, edge entries included (what FreeBSD PR #1838
+        // measured Windows guests paying for).
         let ops = t.tmr_ops(pin, old, new, bus);
-        if !ops.is_empty() {
+        let legacy = bus.legacy_protocol();
+        let needs_work = if legacy { (old.0 ^ new.0) & !(INTMASK | INTPOL) != 0 } else { !ops.is_empty() };
+        if needs_work {
             t.pins[pin].in_flux = true;
             t.stats.tmr_updates += 1;
             // Step 3.
             drop(t);
             // Step 4 (or, under the 2019 protocol, a rendezvous).
-            let (blocks, stagings) = if bus.legacy_protocol() {
+            let (blocks, stagings) = if legacy {
                 let n = ops.iter().map(|o| o.clear.is_some() as u64 + o.set.is_some() as u64).sum();
                 bus.rendezvous_stage_tmr(writer, ops.iter().map(|o| (o.vcpu, o.clear, o.set)).collect());
                 (0, n)
