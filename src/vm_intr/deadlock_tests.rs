@@ -216,8 +216,10 @@ fn legacy_protocol_deadlocks_in_the_same_shape() {
     use std::time::Duration;
 
     let vm = Arc::new(vm(2));
-    vm.set_legacy_protocol(true);
+    // Programmed first: the 2019 protocol would rendezvous on this write
+    // with vCPUs that have no thread.
     program_rte(&vm, 0, 5, 0x30, 0);
+    vm.set_legacy_protocol(true);
     let (v0_frozen, done) = (mpsc::channel::<()>(), mpsc::channel::<()>());
     let vm2 = vm.clone();
     thread::spawn(move || {
