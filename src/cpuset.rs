@@ -78,13 +78,30 @@ impl CpuSet {
     }
 
     /// Members in ascending order.
+    /// The members in ascending order. Walks set bits only: delivery
+    /// iterates destination sets on every interrupt.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..CPUSET_BITS).filter(move |i| self.contains(*i))
+        self.bits.iter().enumerate().flat_map(|(w, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                Some(w * 64 + bit)
+            })
+        })
     }
 
     /// The lowest member, if any.
     pub fn first(&self) -> Option<usize> {
         self.iter().next()
+    }
+
+    /// The set whose members are the bits of `bits` (little-endian words).
+    pub fn from_words(bits: [u64; WORDS]) -> Self {
+        CpuSet { bits }
     }
 
     /// The set as little-endian 64-bit words (FreeBSD's `__bits` order).

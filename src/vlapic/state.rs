@@ -216,7 +216,10 @@ impl LapicState {
     /// `vlapic_set_intr_ready`: accept `vector` into IRR, recording its
     /// trigger mode in TMR at the same time. Ignored while software
     /// disabled; vectors below 16 are illegal (ESR "receive illegal
-    /// vector", error LVT). Returns whether the vCPU needs a notification.
+    /// vector", error LVT). Returns whether the vCPU needs a notification:
+    /// only when the vector was not pending already (whoever made it
+    /// pending notified the vCPU after doing so, and the vCPU looks at IRR
+    /// at its next entry or before it sleeps).
     pub fn set_intr_ready(&mut self, vector: u8, level: bool) -> bool {
         if !self.sw_enabled() {
             return false;
@@ -225,8 +228,9 @@ impl LapicState {
             return self.set_error(ESR_RECEIVE_ILLEGAL_VECTOR, false);
         }
         self.tmr.put(vector, level);
+        let newly = !self.irr.test(vector);
         self.irr.set(vector);
-        true
+        newly
     }
 
     /// The highest IRR vector whose priority class beats PPR.
