@@ -86,6 +86,8 @@ fn disabled_apic_drops_fixed_interrupts_and_masks_lvts() {
     assert_eq!(rd(&l, off::LVT_TIMER), LVT_M | 0x30);
     wr(&l, off::SVR, SVR_ENABLE | 0xFF);
     assert!(l.set_intr_ready(0x40, false));
+    // Already pending: merged, and no second notification is needed.
+    assert!(!l.set_intr_ready(0x40, false));
     wr(&l, off::LVT_TIMER, 0x30);
     assert_eq!(rd(&l, off::LVT_TIMER), 0x30);
     // Disabling masks every LVT again.
