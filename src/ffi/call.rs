@@ -9,9 +9,9 @@ use super::ioctl::ioctl;
 
 /// Runs `cmd` with `arg` on the VM behind `ctx`.
 pub(crate) fn ctx_ioctl<T>(ctx: *mut vmctx, cmd: u64, arg: &mut T) -> c_int {
-    match handle::ctx_vm(ctx) {
-        // SAFETY: `arg` is `cmd`'s argument struct.
-        Ok(vm) => unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) },
+    // SAFETY: `arg` is `cmd`'s argument struct.
+    match handle::with_ctx(ctx, |vm| unsafe { ioctl(vm, cmd, arg as *mut T as *mut c_void) }) {
+        Ok(rc) => rc,
         Err(e) => fail(errno_of(e)),
     }
 }
@@ -19,12 +19,13 @@ pub(crate) fn ctx_ioctl<T>(ctx: *mut vmctx, cmd: u64, arg: &mut T) -> c_int {
 /// Runs `cmd` for the vCPU behind `vcpu`; `fill` puts the vCPU id into
 /// the argument first.
 pub(crate) fn vcpu_ioctl<T>(vcpu: *mut vcpu, cmd: u64, arg: &mut T, fill: impl FnOnce(&mut T, c_int)) -> c_int {
-    match handle::vcpu_vm(vcpu) {
-        Ok((vm, id)) => {
-            fill(arg, id as c_int);
-            // SAFETY: `arg` is `cmd`'s argument struct.
-            unsafe { ioctl(&vm, cmd, arg as *mut T as *mut c_void) }
-        }
+    let r = handle::with_vcpu(vcpu, |vm, id| {
+        fill(arg, id as c_int);
+        // SAFETY: `arg` is `cmd`'s argument struct.
+        unsafe { ioctl(vm, cmd, arg as *mut T as *mut c_void) }
+    });
+    match r {
+        Ok(rc) => rc,
         Err(e) => fail(errno_of(e)),
     }
 }

@@ -6,7 +6,14 @@
 //! was destroyed, fails cleanly (EBADF) instead of touching freed memory.
 //! Ids are never reused. Each entry holds an `Arc<Vm>`, so a thread inside
 //! a call keeps the VM's memory alive while another thread destroys it.
+//!
+//! The hot calls (asserting a pin, VM_RUN) resolve their handle through a
+//! per-thread cache of the last handle used ([`with_ctx`], [`with_vcpu`]):
+//! no lock, no hashing and no reference-count traffic shared with other
+//! threads. Closing any handle bumps a global generation, which empties
+//! every cache at its next use, so a closed handle still fails with EBADF.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -37,6 +44,8 @@ enum Entry {
 /// insert or remove, never while calling into the core.
 static TABLE: OnceLock<RwLock<HashMap<u64, Entry>>> = OnceLock::new();
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Bumped by every close: per-thread caches made before it are stale.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 fn table() -> &'static RwLock<HashMap<u64, Entry>> {
     TABLE.get_or_init(|| RwLock::new(HashMap::new()))
@@ -89,5 +98,128 @@ pub fn vcpu_vm(vcpu: *const vcpu) -> Result<(Arc<Vm>, usize)> {
 
 /// Closes a handle of either kind; EBADF if it is not live.
 pub fn close(id: u64) -> Result<()> {
-    table().write().remove(&id).map(drop).ok_or(Error::Destroyed)
+    let removed = table().write().remove(&id);
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+    removed.map(drop).ok_or(Error::Destroyed)
+}
+
+/// A thread's last resolved handle.
+#[derive(Default)]
+struct Cache {
+    id: u64,
+    generation: u64,
+    entry: Option<Entry>,
+    /// Calls of this thread in progress that use a cached VM (C callbacks
+    /// can call back in, with other handles).
+    depth: u32,
+    /// Entries replaced while `depth > 0`: an outer call may still be using
+    /// their VM; dropped when the outermost call returns.
+    parked: Vec<Entry>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+/// Ends a cached use (also on unwinding).
+struct Using;
+
+impl Drop for Using {
+    fn drop(&mut self) {
+        let _ = CACHE.try_with(|c| {
+            let mut c = c.borrow_mut();
+            c.depth -= 1;
+            if c.depth == 0 {
+                c.parked.clear();
+            }
+        });
+    }
+}
+
+/// Runs `f` on the entry behind handle `id`, through the thread's cache.
+fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> {
+    let generation = GENERATION.load(Ordering::SeqCst);
+    let (vm, vcpu): (*const Vm, Option<usize>) = CACHE.with(|c| -> Result<_> {
+        let mut c = c.borrow_mut();
+        let hit = c.id == id && c.generation == generation && c.entry.is_some();
+        if !hit {
+            let e = lookup(id)?;
+            if let Some(old) = c.entry.replace(e) {
+                if c.depth > 0 {
+                    c.parked.push(old);
+                }
+            }
+            c.id = id;
+            c.generation = generation;
+        }
+        c.depth += 1;
+        Ok(match c.entry.as_ref() {
+            Some(Entry::Ctx(vm)) => (Arc::as_ptr(vm), None),
+            Some(Entry::Vcpu(vm, i)) => (Arc::as_ptr(vm), Some(*i)),
+            None => unreachable!("entry installed above"),
+        })
+    })?;
+    let _using = Using;
+    // SAFETY: the `Arc` that `vm` points into is the cache's entry, or,
+    // once replaced by a nested call, parked until the outermost call
+    // (this one or an enclosing one) returns: it outlives `f`.
+    let vm = unsafe { &*vm };
+    Ok(f(vm, vcpu))
+}
+
+/// Runs `f` with the VM behind a ctx handle: EFAULT for NULL, EBADF for
+/// anything that is not a live ctx handle.
+pub fn with_ctx<R>(ctx: *const vmctx, f: impl FnOnce(&Vm) -> R) -> Result<R> {
+    if ctx.is_null() {
+        return Err(Error::Fault);
+    }
+    with_entry(ctx as usize as u64, |vm, vcpu| vcpu.is_none().then(|| f(vm)))?.ok_or(Error::Destroyed)
+}
+
+/// Runs `f` with the VM and vCPU id behind a vcpu handle.
+pub fn with_vcpu<R>(vcpu: *const vcpu, f: impl FnOnce(&Vm, usize) -> R) -> Result<R> {
+    if vcpu.is_null() {
+        return Err(Error::Fault);
+    }
+    with_entry(vcpu as usize as u64, |vm, id| id.map(|id| f(vm, id)))?.ok_or(Error::Destroyed)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn vm(name: &str) -> Arc<Vm> {
+        Arc::new(Vm::with_idle_backend(name, 2).unwrap())
+    }
+
+    #[test]
+    fn a_closed_handle_fails_even_when_cached() {
+        let ctx = new_ctx(vm("cache-a"));
+        assert_eq!(with_ctx(ctx, |vm| vm.maxcpus()), Ok(2));
+        assert_eq!(with_ctx(ctx, |vm| vm.maxcpus()), Ok(2), "cached");
+        close(ctx as usize as u64).unwrap();
+        assert_eq!(with_ctx(ctx, |_| ()), Err(Error::Destroyed));
+        assert_eq!(with_ctx(std::ptr::null(), |_| ()), Err(Error::Fault));
+    }
+
+    #[test]
+    fn kinds_do_not_mix_and_nested_calls_keep_the_outer_vm() {
+        let (a, b) = (vm("cache-b"), vm("cache-c"));
+        let ctx_a = new_ctx(a.clone());
+        let vcpu_b = new_vcpu(b, 1);
+        assert_eq!(with_ctx(vcpu_b as *const vmctx, |_| ()), Err(Error::Destroyed));
+        assert_eq!(with_vcpu(ctx_a as *const vcpu, |_, _| ()), Err(Error::Destroyed));
+        drop(a);
+        let r = with_ctx(ctx_a, |outer| {
+            // A nested call (a C callback) with another handle replaces the
+            // cache entry, and the outer handle is closed meanwhile: the
+            // outer VM stays usable until the outer call returns.
+            assert_eq!(with_vcpu(vcpu_b, |_, id| id), Ok(1));
+            close(ctx_a as usize as u64).unwrap();
+            outer.maxcpus()
+        });
+        assert_eq!(r, Ok(2));
+        assert_eq!(with_ctx(ctx_a, |_| ()), Err(Error::Destroyed));
+        close(vcpu_b as usize as u64).unwrap();
+    }
 }

@@ -37,9 +37,9 @@ pub enum LockClass {
 #[no_mangle]
 pub unsafe extern "C" fn vmm_ioctl(ctx: *mut vmctx, cmd: c_ulong, arg: *mut c_void) -> c_int {
     ffi_boundary!({
-        match handle::ctx_vm(ctx) {
-            // SAFETY: `arg` is what the caller passed for `cmd`.
-            Ok(vm) => unsafe { ioctl(&vm, cmd as u64, arg) },
+        // SAFETY: `arg` is what the caller passed for `cmd`.
+        match handle::with_ctx(ctx, |vm| unsafe { ioctl(vm, cmd as u64, arg) }) {
+            Ok(rc) => rc,
             Err(e) => fail(errno_of(e)),
         }
     })
