@@ -18,7 +18,7 @@ README_EX := $(shell sed -n 's/^```c readme-\([a-z]*\)$$/\1/p' README.md)
 C_BINS  := $(patsubst c_tests/%.c,$(BUILD)/%,$(C_SRCS)) $(README_EX:%=$(BUILD)/readme_%)
 COMPAT  := $(wildcard c_tests/header_compat_*.c)
 
-.PHONY: all lib lib-legacy stress verify check cargo-test c-tests header-check install clean
+.PHONY: all lib lib-legacy stress verify bench check cargo-test c-tests header-check install clean
 
 all: lib
 
@@ -66,6 +66,19 @@ LOOM_DIR := target/loom
 verify:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release --target-dir $(LOOM_DIR) \
 	  --test loom_os7622 -- --nocapture
+
+# Benchmarks: the C program (C face, Linux KVM, syscall floor) writes
+# target/bench/c.tsv; then criterion (benches/vmm.rs, its own package)
+# runs the Rust-side figures and prints one table of everything, also
+# written to target/bench/table.md.
+BENCH_DIR := target/bench
+bench: lib
+	mkdir -p $(BENCH_DIR)
+	$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Ic_tests -pthread \
+	  -o $(BENCH_DIR)/irq_bench benches/irq_bench.c $(LDLIBS)
+	$(BENCH_DIR)/irq_bench $(BENCH_DIR)/c.tsv
+	cd benches && CRITERION_HOME=../$(BENCH_DIR)/criterion $(CARGO) bench \
+	  --target-dir ../target/bench-rs --bench vmm
 
 # The library built with the 2019 protocol, to show the tests catch it.
 lib-legacy:

@@ -31,6 +31,9 @@ pub enum GuestExit {
 pub struct GuestStats {
     /// Guest actions executed.
     pub steps: u64,
+    /// Guest entries (backend runs): a guest that is never kicked and
+    /// never exits enters once per STEPS_PER_ENTRY steps.
+    pub entries: u64,
     /// Interrupts injected.
     pub interrupts: u64,
     pub last_vector: Option<u8>,

@@ -17,7 +17,7 @@ use crate::vcpu::Vcpu;
 
 /// Actions run per guest entry before the backend yields to the run loop
 /// (which re-checks timers and pending work); kicks end an entry sooner.
-const STEPS_PER_ENTRY: usize = 1024;
+pub const STEPS_PER_ENTRY: usize = 1024;
 
 #[derive(Default)]
 struct GuestSlot {
@@ -81,6 +81,7 @@ impl Backend for SimBackend {
         };
         let mut slot = slot.lock();
         let slot = &mut *slot;
+        slot.stats.entries += 1;
         let Some(program) = slot.program.as_mut() else {
             // The idle loop: sti; hlt.
             return (GuestExit::Hlt { intr_enabled: true }, rip, 1);

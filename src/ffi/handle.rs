@@ -104,7 +104,6 @@ pub fn close(id: u64) -> Result<()> {
 }
 
 /// A thread's last resolved handle.
-#[derive(Default)]
 struct Cache {
     id: u64,
     generation: u64,
@@ -118,7 +117,10 @@ struct Cache {
 }
 
 thread_local! {
-    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    // Const-initialised: no lazy-initialisation check on the hot path.
+    static CACHE: RefCell<Cache> = const {
+        RefCell::new(Cache { id: 0, generation: 0, entry: None, depth: 0, parked: Vec::new() })
+    };
 }
 
 /// Ends a cached use (also on unwinding).

@@ -1,0 +1,1 @@
+//! (Empty: the benchmarks are `vmm.rs`, run by `make bench`.)
