@@ -113,7 +113,10 @@ fn program_rte(vm: &Vm, pin: usize, low: u64, dest: u64) {
 /// CPU 1, so that what the guests lose is the protocol's doing, not the
 /// writer's share of a CPU.
 fn pin_to(cpu: Option<usize>) {
-    let n = thread::available_parallelism().map_or(1, |n| n.get());
+    // Online CPUs, not `available_parallelism` (which shrinks with our own
+    // affinity mask).
+    // SAFETY: sysconf has no preconditions.
+    let n = usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1).max(1);
     // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays in bounds.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -558,7 +561,9 @@ fn main() {
 
     let c_source = read_c_results(&mut r);
     let t = table(&r, c_source.as_deref());
-    println!("\nvmm_rs benchmarks ({} cores)\n\n{t}", thread::available_parallelism().map_or(0, |n| n.get()));
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    println!("\nvmm_rs benchmarks ({cpus} CPUs)\n\n{t}");
     let _ = std::fs::create_dir_all("../target/bench");
     let _ = std::fs::write("../target/bench/table.md", t);
 }
