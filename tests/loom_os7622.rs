@@ -452,3 +452,61 @@ fn block_run_waits_only_for_a_running_vcpu() {
         block_run_model,
     );
 }
+
+/// (d) An assert racing an RTE write that unmasks a masked level pin: a
+/// device thread asserts while another thread unmasks the entry. In every
+/// interleaving the interrupt is sent exactly once (by the assert, or by
+/// the write's step 5, never both).
+#[test]
+fn an_assert_racing_an_unmask_is_sent_exactly_once() {
+    check(
+        "an_assert_racing_an_unmask_is_sent_exactly_once",
+        None,
+        "with the assert done before the write started",
+        Expect::Pass,
+        |counts: &'static Counts| {
+            move || {
+                let vm = Shared::new(Vm::new("loom", 1, Box::new(PauseGuest)).unwrap());
+                vm.activate_cpu(0).unwrap();
+                // Software-enable vCPU 0's local APIC; pin 5 masked level
+                // 0x40 aimed at it.
+                vm.mmio_write(0, 0xFEE0_00F0, 4, 0x1ff).unwrap();
+                let w = |gpa, v| vm.ioapic_mmio_write_nonvcpu(gpa, 4, v).unwrap();
+                w(IOREGSEL_GPA, 0x10 + 2 * PIN);
+                w(IOWIN_GPA, 0x1_0000 | LEVEL | 0x40);
+
+                let asserted = Shared::new(AtomicBool::new(false));
+                let device = {
+                    let (vm, asserted) = (vm.share(), asserted.share());
+                    thread::spawn(move || {
+                        vm.ioapic_assert_irq(PIN as i32).unwrap();
+                        asserted.store(true, SeqCst);
+                        asserted.release();
+                        vm.release();
+                    })
+                };
+                let writer = {
+                    let (vm, asserted) = (vm.share(), asserted.share());
+                    thread::spawn(move || {
+                        if asserted.load(SeqCst) {
+                            counts.interesting.fetch_add(1, SeqCst);
+                        }
+                        asserted.release();
+                        let w = |gpa, v| vm.ioapic_mmio_write_nonvcpu(gpa, 4, v).unwrap();
+                        w(IOREGSEL_GPA, 0x10 + 2 * PIN);
+                        w(IOWIN_GPA, LEVEL | 0x40);
+                        vm.release();
+                    })
+                };
+                device.join().unwrap();
+                writer.join().unwrap();
+
+                let s = vm.ioapic_stats();
+                assert_eq!(s.interrupts, 1, "sent exactly once");
+                assert!(vm.vcpu(0).unwrap().vlapic.irr().test(0x40), "delivered");
+                asserted.release();
+                vm.release();
+            }
+        },
+    );
+}
