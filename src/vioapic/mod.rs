@@ -10,10 +10,22 @@
 //!    waits for a target vCPU to leave RUNNING (`block_run`). That wait
 //!    ends because a RUNNING vCPU leaves RUNNING without taking this lock.
 //! 2. [`Vioapic::table`], the *table mutex*: the redirection table, IOREGSEL,
-//!    ID, assert counts, in-flux marks and statistics. Never held while
-//!    waiting on a vCPU. Assert, deassert, pulse, EOI processing and MMIO
-//!    reads take only this mutex, so a vCPU that is being waited for can
-//!    always finish what it is doing.
+//!    ID, in-flux marks and statistics. Never held while waiting on a vCPU.
+//!    EOI processing, MMIO reads and sends take only this mutex, so a vCPU
+//!    that is being waited for can always finish what it is doing.
+//!
+//! Assert counts are not under a lock: each pin has one atomic word holding
+//! its count and a copy of its mask bit ([`Vioapic::counts`]), so asserting
+//! a masked pin and every deassert take no lock and pins do not contend
+//! with each other. Only an assert that takes a count from 0 to 1 on an
+//! unmasked pin takes the table mutex, to send. Count and mask copy share
+//! the word so that the assert's read-modify-write and an RTE write's
+//! update of the mask copy are ordered one after the other: either the
+//! assert sees the pin unmasked and sends, or the write (which reads the
+//! count after its update, in step 5) sees the count and sends. Because an
+//! assert may reach the table mutex late, a level entry is sent only while
+//! its count is non-zero at that moment (the line is sampled under the
+//! mutex), and remote IRR coalesces a second send of one assertion.
 //!
 //! Under the table mutex, delivery takes (one at a time) vCPU mutexes (to
 //! notify), vlapic mutexes and the cpuset mutex: all rank below it. In the
@@ -31,6 +43,7 @@ mod write;
 mod tests;
 
 use crate::cpuset::CpuSet;
+use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Mutex;
 
 use rte::Rte;
@@ -98,12 +111,61 @@ pub struct IoapicStats {
     pub deferred_sends: u64,
 }
 
+/// One pin's lock-free part, on its own cache line: bits 31:0 are the
+/// assert count (asserts minus deasserts, clamped to 0..=u32::MAX), bit 32
+/// a copy of the entry's mask bit, updated under the table mutex whenever
+/// the entry changes.
+#[derive(Debug)]
+#[repr(align(64))]
+struct PinCount(AtomicU64);
+
+const COUNT_MASKED: u64 = 1 << 32;
+
+impl Default for PinCount {
+    fn default() -> Self {
+        PinCount(AtomicU64::new(COUNT_MASKED))
+    }
+}
+
+impl PinCount {
+    fn count(&self) -> u32 {
+        self.0.load(Ordering::SeqCst) as u32
+    }
+
+    /// Adds 1 (`up`) or -1 to the count; returns the word before, or None
+    /// (and changes nothing) at the top or at zero.
+    fn add(&self, up: bool) -> Option<u64> {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                let n = w as u32;
+                let n = if up { n.checked_add(1)? } else { n.checked_sub(1)? };
+                Some(w & COUNT_MASKED | u64::from(n))
+            })
+            .ok()
+    }
+
+    fn set_masked(&self, masked: bool) {
+        if masked {
+            self.0.fetch_or(COUNT_MASKED, Ordering::SeqCst);
+        } else {
+            self.0.fetch_and(!COUNT_MASKED, Ordering::SeqCst);
+        }
+    }
+
+    fn reset(&self) {
+        self.0.store(COUNT_MASKED, Ordering::SeqCst);
+    }
+
+    #[cfg(all(test, not(loom)))]
+    fn set_count(&self, n: u32) {
+        let _ = self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| Some(w & COUNT_MASKED | u64::from(n)));
+    }
+}
+
 /// One pin.
 #[derive(Debug, Clone, Copy)]
 struct Pin {
     reg: u64,
-    /// Asserts minus deasserts, clamped to 0..=u32::MAX.
-    acnt: u32,
     /// The entry is being rewritten (write path steps 1-5): sends wait.
     in_flux: bool,
     /// A send was held back while in flux; step 5 makes it.
@@ -112,7 +174,7 @@ struct Pin {
 
 impl Default for Pin {
     fn default() -> Self {
-        Pin { reg: rte::RESET, acnt: 0, in_flux: false, deferred: false }
+        Pin { reg: rte::RESET, in_flux: false, deferred: false }
     }
 }
 
@@ -135,11 +197,12 @@ pub struct Vioapic {
     /// TMR changes (no data). Rank: after guest memory, before the table
     /// mutex; may be held while waiting for a vCPU to leave RUNNING.
     write_lock: Mutex<()>,
-    /// Table mutex. Protects: [`Table`] (entries, IOREGSEL, ID, assert
-    /// counts, in-flux marks, stats). Rank: after the write lock, before
-    /// the rendezvous, vCPU, vlapic and cpuset mutexes; never held while
-    /// waiting on a vCPU.
+    /// Table mutex. Protects: [`Table`] (entries, IOREGSEL, ID, in-flux
+    /// marks, stats). Rank: after the write lock, before the rendezvous,
+    /// vCPU, vlapic and cpuset mutexes; never held while waiting on a vCPU.
     table: Mutex<Table>,
+    /// Assert counts and mask copies (atomics, no lock; see the module doc).
+    counts: [PinCount; PINS],
 }
 
 impl Vioapic {
@@ -151,7 +214,11 @@ impl Vioapic {
 
     /// Back to the reset state (VM_REINIT), statistics included.
     pub fn reset(&self) {
-        *self.table.lock() = Table::default();
+        let mut t = self.table.lock();
+        *t = Table::default();
+        for c in &self.counts {
+            c.reset();
+        }
     }
 
     /// VM_IOAPIC_PINCOUNT.
@@ -170,7 +237,7 @@ impl Vioapic {
 
     /// The assert count of `pin`.
     pub fn assert_count(&self, pin: usize) -> u32 {
-        self.table.lock().pins[pin].acnt
+        self.counts[pin].count()
     }
 
     /// MMIO read at `offset` in the window: IOREGSEL, or the register it

@@ -1,5 +1,5 @@
-//! Pin state (assert counts), sending, and EOI processing. All of it runs
-//! under the table mutex only.
+//! Sending and EOI processing (under the table mutex), and the lock-free
+//! assert counts (see the module doc of `vioapic`).
 
 use super::rte::REM_IRR;
 use super::{pin_index, IoapicBus, Table, Vioapic, PINS};
@@ -27,7 +27,7 @@ impl Table {
 
     /// Send, unless the entry is being rewritten: then remember that a send
     /// is due; the writer makes it once the new entry is in place.
-    fn send_or_defer(&mut self, pin: usize, bus: &dyn IoapicBus) {
+    pub(super) fn send_or_defer(&mut self, pin: usize, bus: &dyn IoapicBus) {
         if self.pins[pin].in_flux {
             self.pins[pin].deferred = true;
             self.stats.deferred_sends += 1;
@@ -35,51 +35,47 @@ impl Table {
             self.send(pin, bus);
         }
     }
-
-    /// One assert (+1) or deassert (-1). The count saturates: E2BIG at the
-    /// top, ERANGE below zero (illumos), each counted. The 0 -> 1
-    /// transition sends.
-    fn set_pinstate(&mut self, pin: usize, assert: bool, bus: &dyn IoapicBus) -> Result<()> {
-        let old = self.pins[pin].acnt;
-        let new = if assert {
-            old.checked_add(1).ok_or_else(|| {
-                self.stats.saturate_high += 1;
-                Error::TooBig
-            })?
-        } else {
-            old.checked_sub(1).ok_or_else(|| {
-                self.stats.saturate_low += 1;
-                Error::Range
-            })?
-        };
-        self.pins[pin].acnt = new;
-        if old == 0 && new == 1 {
-            self.send_or_defer(pin, bus);
-        }
-        Ok(())
-    }
 }
 
 impl Vioapic {
-    /// VM_IOAPIC_ASSERT_IRQ.
+    /// VM_IOAPIC_ASSERT_IRQ: +1 on the pin's count (E2BIG at the top,
+    /// counted). The 0 -> 1 transition sends, unless the pin is masked.
     pub fn assert_irq(&self, pin: i32, bus: &dyn IoapicBus) -> Result<()> {
         let pin = pin_index(pin)?;
-        self.table.lock().set_pinstate(pin, true, bus)
+        let Some(old) = self.counts[pin].add(true) else {
+            self.table.lock().stats.saturate_high += 1;
+            return Err(Error::TooBig);
+        };
+        // Count 0 and mask copy clear as of the increment (module doc).
+        if old == 0 {
+            let mut t = self.table.lock();
+            // A level line is sampled now: deasserted meanwhile, it may
+            // already have been delivered and handled. An edge was an edge.
+            if !t.rte(pin).level() || self.counts[pin].count() > 0 {
+                t.send_or_defer(pin, bus);
+            }
+        }
+        Ok(())
     }
 
-    /// VM_IOAPIC_DEASSERT_IRQ.
-    pub fn deassert_irq(&self, pin: i32, bus: &dyn IoapicBus) -> Result<()> {
+    /// VM_IOAPIC_DEASSERT_IRQ: -1 on the pin's count (ERANGE at zero,
+    /// counted, as illumos). Never sends, so never locks.
+    pub fn deassert_irq(&self, pin: i32, _bus: &dyn IoapicBus) -> Result<()> {
         let pin = pin_index(pin)?;
-        self.table.lock().set_pinstate(pin, false, bus)
+        match self.counts[pin].add(false) {
+            Some(_) => Ok(()),
+            None => {
+                self.table.lock().stats.saturate_low += 1;
+                Err(Error::Range)
+            }
+        }
     }
 
-    /// VM_IOAPIC_PULSE_IRQ: assert then deassert, under one lock hold; the
-    /// deassert is skipped if the assert failed.
+    /// VM_IOAPIC_PULSE_IRQ: assert then deassert; the deassert is skipped
+    /// if the assert failed.
     pub fn pulse_irq(&self, pin: i32, bus: &dyn IoapicBus) -> Result<()> {
-        let pin = pin_index(pin)?;
-        let mut t = self.table.lock();
-        t.set_pinstate(pin, true, bus)?;
-        t.set_pinstate(pin, false, bus)
+        self.assert_irq(pin, bus)?;
+        self.deassert_irq(pin, bus)
     }
 
     /// EOI of a level-triggered `vector` from a local APIC: clear remote
@@ -99,7 +95,7 @@ impl Vioapic {
             }
         }
         for p in (0..PINS).filter(|p| hit & (1 << p) != 0) {
-            if t.pins[p].acnt > 0 {
+            if self.counts[p].count() > 0 {
                 t.send_or_defer(p, bus);
             }
         }
@@ -108,7 +104,7 @@ impl Vioapic {
     /// Sets an assert count directly (tests of saturation).
     #[cfg(all(test, not(loom)))]
     pub(crate) fn set_assert_count(&self, pin: usize, n: u32) {
-        self.table.lock().pins[pin].acnt = n;
+        self.counts[pin].set_count(n);
     }
 
     /// Takes the clear/send trace (tests).

@@ -462,6 +462,31 @@ fn pin_events_during_a_rewrite_are_sent_once_at_step_5() {
     assert_eq!(v.stats().deferred_sends, 3);
 }
 
+/// A level send held back during a rewrite whose line is deasserted by the
+/// end of the write is not made: the assertion it stood for was delivered
+/// and handled meanwhile (EOI re-send deferred, then the device's line
+/// dropped), and sending it again would duplicate it.
+#[test]
+fn a_held_back_level_send_for_a_dropped_line_is_not_made() {
+    let (v, b) = (Rc::new(Vioapic::new()), RecBus::new(2));
+    lo(&v, &b, None, 6, LEVEL | 0x60);
+    v.assert_irq(6, &b).unwrap();
+    assert_eq!(b.sent().len(), 1);
+    let v2 = v.clone();
+    *b.hook.borrow_mut() = Some(Box::new(move |bus: &RecBus| {
+        // In the window (once; the hook runs per blocked vCPU): an EOI
+        // clears remote IRR and holds the re-send back (the line is still
+        // high); then the device deasserts.
+        if v2.assert_count(6) == 1 {
+            v2.process_eoi(0x60, bus);
+            v2.deassert_irq(6, bus).unwrap();
+        }
+    }));
+    hi(&v, &b, None, 6, 1);
+    assert_eq!(b.sent().len(), 1, "no second delivery of the one assertion");
+    assert_eq!(rte_lo(&v, &b, 6) & REM_IRR, 0);
+}
+
 #[test]
 fn reset_restores_power_on_state() {
     let (v, b) = (Vioapic::new(), RecBus::new(1));

@@ -11,8 +11,9 @@
 //! 3. Drop the table mutex (keep the write lock).
 //! 4. Per target other than the writer: block_run, stage, unblock_run. The
 //!    writer stages its own change directly. Retake the table mutex.
-//! 5. The pin leaves flux. Send if the entry is level-triggered and its pin
-//!    is asserted, or if a send was held back meanwhile: at most once.
+//! 5. The pin leaves flux. A level entry is sent if its pin is asserted
+//!    now (whatever was held back: the line is what counts); an edge entry
+//!    if a send was held back meanwhile. At most once.
 
 use super::rte::{Rte, INTMASK, INTPOL};
 use super::{rte_index, IoapicBus, Table, Vioapic, IOREGSEL, IOWIN, REG_ARB, REG_ID, REG_VER};
@@ -69,6 +70,8 @@ impl Vioapic {
         let old = t.rte(pin);
         let new = old.written(data, high);
         t.pins[pin].reg = new.0;
+        // Ordered with concurrent asserts (see the module doc).
+        self.counts[pin].set_masked(new.masked());
 
         // Step 2. The 2019 protocol rendezvoused for every change but mask
         // and polarity, edge entries included (what FreeBSD PR #1838
@@ -98,7 +101,11 @@ impl Vioapic {
         // Step 5.
         let p = t.pins[pin];
         t.pins[pin].deferred = false;
-        if (new.level() && p.acnt > 0) || p.deferred {
+        // A level entry is sent while its line is asserted now (a send held
+        // back for it may belong to an assertion already delivered and
+        // handled); an edge held back is sent once.
+        let due = if new.level() { self.counts[pin].count() > 0 } else { p.deferred };
+        if due {
             t.send(pin, bus);
         }
     }
