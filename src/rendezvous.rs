@@ -85,6 +85,8 @@ impl Rendezvous {
         p.req = dest;
         p.done = CpuSet::new();
         self.posted.store(true, Ordering::SeqCst);
+        // Waiters of the previous rendezvous may owe this one.
+        self.cv.notify_all();
         Post::Posted
     }
 
@@ -132,10 +134,16 @@ impl Rendezvous {
         abort: impl Fn() -> bool,
     ) -> Result<()> {
         let owned = vcpuid.map(CpuSet::single).unwrap_or_default();
+        // Whether `owned` owes the rendezvous pending now: between our
+        // run_for and the wait below, the one we helped can complete and
+        // the next be posted, which we must run, not wait for.
+        let owes = |p: &Pending| p.func.is_some() && !p.req.intersection(&owned).is_subset(&p.done);
         loop {
             if self.run_for(vm, &owned, &active()) {
                 return Ok(());
             }
+            #[cfg(all(test, not(loom)))]
+            tests::after_part();
             let p = self.mtx.lock();
             if p.func.is_none() {
                 return Ok(());
@@ -143,10 +151,10 @@ impl Rendezvous {
             if abort() {
                 return Err(Error::Intr);
             }
-            // Woken by each completion; re-check who still owes.
+            // Woken by each completion and each post; re-check who owes.
             let done_before = p.done;
             let mut p = p;
-            while p.func.is_some() && p.done == done_before && !abort() {
+            while p.func.is_some() && p.done == done_before && !owes(&p) && !abort() {
                 p = self.cv.wait(p);
             }
         }
@@ -171,5 +179,79 @@ impl Rendezvous {
         *p = Pending::default();
         self.posted.store(false, Ordering::SeqCst);
         self.cv.notify_all();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::test_util::with_watchdog;
+    use std::sync::atomic::AtomicU64;
+    use std::thread;
+
+    thread_local! {
+        static AFTER_PART: std::cell::RefCell<Option<Box<dyn FnMut()>>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Runs (once) the hook this thread set, between a vCPU's part of a
+    /// rendezvous and its wait for the others.
+    pub(super) fn after_part() {
+        if let Some(mut f) = AFTER_PART.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    /// Rendezvous posted back to back (the 2019 TMR update does one per
+    /// RTE write): a vCPU that did its part of one and is slow to start
+    /// waiting may find the next already posted, and partly done by the
+    /// others; it must run its part of that one, not wait for it (which
+    /// left every participant waiting forever: the benchmarks hung so).
+    #[test]
+    fn a_participant_late_to_wait_runs_its_part_of_the_next_rendezvous() {
+        with_watchdog(20, || {
+            let vm = std::sync::Arc::new(Vm::with_idle_backend("rv", 3).unwrap());
+            for id in 0..3 {
+                vm.activate_cpu(id).unwrap();
+            }
+            let calls = std::sync::Arc::new(AtomicU64::new(0));
+            let participant = |id: usize, late: bool| {
+                let (vm, calls) = (vm.clone(), calls.clone());
+                thread::spawn(move || {
+                    if late {
+                        // vCPU 0: after its part of the first rendezvous,
+                        // wait until the second is posted and both other
+                        // vCPUs did their part of it (5 callbacks).
+                        let c = calls.clone();
+                        AFTER_PART.with(|h| {
+                            *h.borrow_mut() = Some(Box::new(move || {
+                                while c.load(Ordering::SeqCst) < 5 {
+                                    thread::yield_now();
+                                }
+                            }))
+                        });
+                    }
+                    // Until both rendezvous are done (one handle call
+                    // may serve both).
+                    while calls.load(Ordering::SeqCst) < 6 {
+                        if vm.rendezvous_pending() {
+                            vm.handle_rendezvous(Some(id)).unwrap();
+                        } else {
+                            thread::yield_now();
+                        }
+                    }
+                })
+            };
+            let (p0, p1) = (participant(0, true), participant(1, false));
+            for _ in 0..2 {
+                let c = calls.clone();
+                let f = callback(move |_, _| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+                vm.smp_rendezvous(Some(2), vm.active_cpus(), f).unwrap();
+            }
+            p0.join().unwrap();
+            p1.join().unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 6, "every vCPU ran both callbacks once");
+        });
     }
 }
