@@ -16,12 +16,17 @@
 //!   vioapic, an IPI to deliver) as [`LapicEffects`], for the caller to do
 //!   after the method has returned and the lock is gone.
 //!
+//! One thing is read without the mutex: a copy of IRR and TMR that the
+//! mutex's holder republishes as it releases it (`pending`), so an
+//! interrupt that merges into an already pending vector takes no lock.
+//!
 //! Cross-vCPU work (destination resolution, IPI and MSI delivery) is in
 //! [`delivery`], on the VM.
 
 mod access;
 pub mod delivery;
 pub mod icr;
+mod pending;
 pub mod regs;
 mod state;
 pub mod timer;
@@ -33,6 +38,8 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::sync::Mutex;
+
+use pending::{Locked, PendingCopy};
 
 pub use icr::Ipi;
 pub use regs::VecBitmap;
@@ -46,12 +53,20 @@ pub struct Vlapic {
     /// interrupt state of this vCPU. Rank: below the vCPU mutex, above the
     /// vCPU register mutex; held only for the duration of one method.
     state: Mutex<LapicState>,
+    /// IRR and TMR as the last method under the vlapic mutex left them
+    /// (atomics, written under that mutex; see `pending`).
+    pending: PendingCopy,
 }
 
 impl Vlapic {
     /// The APIC of `vcpuid` (APIC ID = vCPU id), in its reset state.
     pub fn new(vcpuid: usize) -> Self {
-        Vlapic { vcpuid, state: Mutex::new(LapicState::new(vcpuid)) }
+        Vlapic { vcpuid, state: Mutex::new(LapicState::new(vcpuid)), pending: PendingCopy::default() }
+    }
+
+    /// Takes the vlapic mutex; IRR and TMR are republished on release.
+    fn lock(&self) -> Locked<'_> {
+        Locked::new(self.state.lock(), &self.pending)
     }
 
     pub fn vcpuid(&self) -> usize {
@@ -60,7 +75,7 @@ impl Vlapic {
 
     /// A copy of the whole state (tests, snapshots).
     pub fn snapshot(&self) -> LapicState {
-        self.state.lock().clone()
+        self.lock().clone()
     }
 
     // --- register access ------------------------------------------------
@@ -68,7 +83,7 @@ impl Vlapic {
     /// xAPIC MMIO read at page offset `offset` (16-byte aligned). Reads 0
     /// in x2APIC mode, where the MMIO page is not decoded.
     pub fn mmio_read(&self, offset: u32, now: Instant) -> u32 {
-        let s = self.state.lock();
+        let s = self.lock();
         if s.x2apic() {
             return 0;
         }
@@ -78,7 +93,7 @@ impl Vlapic {
     /// xAPIC MMIO write at page offset `offset` (16-byte aligned, 4 bytes).
     /// Ignored in x2APIC mode.
     pub fn mmio_write(&self, offset: u32, val: u32, now: Instant) -> LapicEffects {
-        let mut s = self.state.lock();
+        let mut s = self.lock();
         if s.x2apic() {
             return LapicEffects::default();
         }
@@ -87,31 +102,36 @@ impl Vlapic {
 
     /// x2APIC MSR (or IA32_APIC_BASE) read; `None` means #GP.
     pub fn read_msr(&self, msr: u32, now: Instant) -> Option<u64> {
-        self.state.lock().read_msr(msr, now)
+        self.lock().read_msr(msr, now)
     }
 
     /// x2APIC MSR (or IA32_APIC_BASE) write; `None` means #GP.
     pub fn write_msr(&self, msr: u32, val: u64, now: Instant) -> Option<LapicEffects> {
-        self.state.lock().write_msr(msr, val, now)
+        self.lock().write_msr(msr, val, now)
     }
 
     // --- interrupt acceptance and injection ------------------------------
 
     /// Accept `vector` into IRR with its trigger mode; returns whether the
     /// vCPU needs a notification (the caller sends it).
+    /// A vector already pending with the same trigger mode merges without
+    /// the mutex.
     pub fn set_intr_ready(&self, vector: u8, level: bool) -> bool {
-        self.state.lock().set_intr_ready(vector, level)
+        if self.pending.merges(vector, level) {
+            return false;
+        }
+        self.lock().set_intr_ready(vector, level)
     }
 
     /// The vector to inject next, if one beats PPR.
     pub fn pending_intr(&self) -> Option<u8> {
-        self.state.lock().pending_intr()
+        self.lock().pending_intr()
     }
 
     /// Takes the highest deliverable vector (IRR -> ISR) in one step, so
     /// no interrupt can arrive between choosing it and accepting it.
     pub fn accept_pending_intr(&self) -> Option<u8> {
-        let mut s = self.state.lock();
+        let mut s = self.lock();
         let v = s.pending_intr()?;
         s.intr_accepted(v);
         Some(v)
@@ -119,34 +139,34 @@ impl Vlapic {
 
     /// The guest took `vector`: IRR -> ISR, PPR updated.
     pub fn intr_accepted(&self, vector: u8) {
-        self.state.lock().intr_accepted(vector)
+        self.lock().intr_accepted(vector)
     }
 
     /// An EOI (what a write to the EOI register does). Returns the retired
     /// vector if it was level-triggered: the caller runs the vioapic EOI.
     pub fn eoi(&self) -> Option<u8> {
-        self.state.lock().process_eoi()
+        self.lock().process_eoi()
     }
 
     /// Whether HLT should end: a deliverable vector, an NMI or an ExtINT.
     pub fn has_pending_event(&self) -> bool {
-        self.state.lock().has_pending_event()
+        self.lock().has_pending_event()
     }
 
     pub fn irr(&self) -> VecBitmap {
-        self.state.lock().irr
+        self.lock().irr
     }
 
     pub fn isr(&self) -> VecBitmap {
-        self.state.lock().isr
+        self.lock().isr
     }
 
     pub fn tmr(&self) -> VecBitmap {
-        self.state.lock().tmr
+        self.lock().tmr
     }
 
     pub fn ppr(&self) -> u32 {
-        self.state.lock().ppr()
+        self.lock().ppr()
     }
 
     // --- TMR staging (vioapic RTE write path) ---------------------------
@@ -154,32 +174,32 @@ impl Vlapic {
     /// Stage a TMR change. Called by an RTE writer while this vCPU is kept
     /// out of RUNNING (or by the vCPU itself).
     pub fn stage_tmr(&self, vector: u8, level: bool) {
-        self.state.lock().stage_tmr(vector, level)
+        self.lock().stage_tmr(vector, level)
     }
 
     /// Apply staged TMR changes; the owning vCPU calls it on entry to
     /// RUNNING, before injecting anything. Vectors in IRR or ISR keep
     /// their acceptance-time bit and stay staged until they have left both.
     pub fn apply_staged_tmr(&self) {
-        self.state.lock().apply_staged_tmr()
+        self.lock().apply_staged_tmr()
     }
 
     /// Staged (set, clear) vectors not yet applied.
     pub fn staged_tmr(&self) -> (VecBitmap, VecBitmap) {
-        self.state.lock().staged_tmr()
+        self.lock().staged_tmr()
     }
 
     // --- timer ----------------------------------------------------------
 
     /// When the timer next expires (for a HLT sleep), if it is running.
     pub fn timer_deadline(&self) -> Option<Instant> {
-        self.state.lock().timer.deadline()
+        self.lock().timer.deadline()
     }
 
     /// Fire the timer if it has expired by `now` (timer LVT into IRR,
     /// periodic re-armed). Returns whether the vCPU needs a notification.
     pub fn timer_poll(&self, now: Instant) -> bool {
-        self.state.lock().timer_poll(now)
+        self.lock().timer_poll(now)
     }
 
     // --- local interrupts, NMI, ExtINT, INIT/SIPI -------------------------
@@ -187,52 +207,52 @@ impl Vlapic {
     /// VM_LAPIC_LOCAL_IRQ on this APIC (`lvt` is an LVT index); returns
     /// whether the vCPU needs a notification.
     pub fn trigger_lvt(&self, lvt: i32) -> Result<bool> {
-        self.state.lock().trigger_lvt(lvt)
+        self.lock().trigger_lvt(lvt)
     }
 
     /// Make an NMI pending; returns true (the vCPU needs a notification).
     pub fn inject_nmi(&self) -> bool {
-        self.state.lock().inject_nmi()
+        self.lock().inject_nmi()
     }
 
     /// Take the pending NMI, if any.
     pub fn take_nmi(&self) -> bool {
-        self.state.lock().take_nmi()
+        self.lock().take_nmi()
     }
 
     pub fn nmi_pending(&self) -> bool {
-        self.state.lock().nmi_pending()
+        self.lock().nmi_pending()
     }
 
     /// Make an ExtINT (8259 INTR) pending; returns true.
     pub fn inject_extint(&self) -> bool {
-        self.state.lock().inject_extint()
+        self.lock().inject_extint()
     }
 
     pub fn take_extint(&self) -> bool {
-        self.state.lock().take_extint()
+        self.lock().take_extint()
     }
 
     /// INIT IPI: APIC reset, then wait for a SIPI.
     pub fn init_ipi(&self) {
-        self.state.lock().init_ipi()
+        self.lock().init_ipi()
     }
 
     /// SIPI: recorded if an INIT came first; returns whether it was.
     pub fn sipi(&self, vector: u8) -> bool {
-        self.state.lock().sipi(vector)
+        self.lock().sipi(vector)
     }
 
     /// The start vector of an accepted SIPI (for VM_EXITCODE_SPINUP_AP:
     /// the AP starts at `vector << 12`).
     pub fn take_sipi(&self) -> Option<u8> {
-        self.state.lock().take_sipi()
+        self.lock().take_sipi()
     }
 
     // --- mode and reset ---------------------------------------------------
 
     pub fn x2apic_state(&self) -> X2ApicState {
-        if self.state.lock().x2apic() {
+        if self.lock().x2apic() {
             X2ApicState::Enabled
         } else {
             X2ApicState::Disabled
@@ -240,16 +260,16 @@ impl Vlapic {
     }
 
     pub fn set_x2apic_state(&self, state: X2ApicState) {
-        self.state.lock().set_x2apic(state == X2ApicState::Enabled)
+        self.lock().set_x2apic(state == X2ApicState::Enabled)
     }
 
     /// (LDR, DFR, x2APIC mode) for logical destination matching.
     pub fn logical_id(&self) -> (u32, u32, bool) {
-        self.state.lock().logical_id()
+        self.lock().logical_id()
     }
 
     /// VM_REINIT: a new VM's APIC (xAPIC mode, reset, nothing pending).
     pub fn reinit(&self) {
-        self.state.lock().reinit()
+        self.lock().reinit()
     }
 }

@@ -1,0 +1,83 @@
+//! A lock-free copy of IRR and TMR, so that an interrupt merging into a
+//! vector that is already pending with the same trigger mode (the common
+//! case of a device raising a line faster than the guest takes it) needs
+//! no vlapic mutex.
+//!
+//! The copy is written only under the vlapic mutex, when a guard that was
+//! used mutably is dropped ([`Locked`]), so a lock-free reader sees IRR and
+//! TMR exactly as some method left them, never half-way through one. A
+//! merge that reads "pending, same trigger mode" is the same as taking the
+//! mutex at that moment and finding `set_intr_ready` would change nothing
+//! (a software-disabled APIC also changes nothing), so it is ordered just
+//! before the next method that changes the copy. Whoever made the vector
+//! pending notified the vCPU, so a merge asks for no notification.
+
+use std::ops::{Deref, DerefMut};
+
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::MutexGuard;
+
+use super::state::LapicState;
+
+/// IRR and TMR, one word per 32 vectors: IRR bits in 31:0, TMR bits in
+/// 63:32, so one load reads both for a vector.
+#[derive(Debug, Default)]
+pub(super) struct PendingCopy([AtomicU64; 8]);
+
+impl PendingCopy {
+    /// Whether accepting `vector` with trigger mode `level` would change
+    /// nothing: it is in IRR already, with that TMR bit.
+    pub(super) fn merges(&self, vector: u8, level: bool) -> bool {
+        let w = self.0[usize::from(vector / 32)].load(Ordering::SeqCst);
+        let bit = 1u64 << (vector % 32);
+        w & bit != 0 && (w & (bit << 32) != 0) == level
+    }
+
+    /// Copies `s`'s IRR and TMR (under the vlapic mutex).
+    fn publish(&self, s: &LapicState) {
+        let (irr, tmr) = (s.irr.words(), s.tmr.words());
+        for (i, word) in self.0.iter().enumerate() {
+            let w = u64::from(irr[i]) | u64::from(tmr[i]) << 32;
+            // Only this mutex's holder stores: a relaxed read is exact.
+            if word.load(Ordering::Relaxed) != w {
+                word.store(w, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// The vlapic mutex's guard: publishes IRR and TMR on release if the
+/// state was borrowed mutably.
+pub(super) struct Locked<'a> {
+    guard: MutexGuard<'a, LapicState>,
+    copy: &'a PendingCopy,
+    dirty: bool,
+}
+
+impl<'a> Locked<'a> {
+    pub(super) fn new(guard: MutexGuard<'a, LapicState>, copy: &'a PendingCopy) -> Self {
+        Locked { guard, copy, dirty: false }
+    }
+}
+
+impl Deref for Locked<'_> {
+    type Target = LapicState;
+    fn deref(&self) -> &LapicState {
+        &self.guard
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut LapicState {
+        self.dirty = true;
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if self.dirty {
+            self.copy.publish(&self.guard);
+        }
+    }
+}
