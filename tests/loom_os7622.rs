@@ -453,6 +453,19 @@ fn block_run_waits_only_for_a_running_vcpu() {
     );
 }
 
+/// A 1-vCPU VM, vCPU 0 active with its local APIC software-enabled, and
+/// pin `PIN` level-triggered, vector 0x40, aimed at it; `mask` is 0 or the
+/// mask bit.
+fn one_vcpu_vm_with_level_pin(mask: u32) -> Shared<Vm> {
+    let vm = Shared::new(Vm::new("loom", 1, Box::new(PauseGuest)).unwrap());
+    vm.activate_cpu(0).unwrap();
+    vm.mmio_write(0, 0xFEE0_00F0, 4, 0x1ff).unwrap();
+    let w = |gpa, v| vm.ioapic_mmio_write_nonvcpu(gpa, 4, v).unwrap();
+    w(IOREGSEL_GPA, 0x10 + 2 * PIN);
+    w(IOWIN_GPA, mask | LEVEL | 0x40);
+    vm
+}
+
 /// (d) An assert racing an RTE write that unmasks a masked level pin: a
 /// device thread asserts while another thread unmasks the entry. In every
 /// interleaving the interrupt is sent exactly once (by the assert, or by
@@ -466,14 +479,7 @@ fn an_assert_racing_an_unmask_is_sent_exactly_once() {
         Expect::Pass,
         |counts: &'static Counts| {
             move || {
-                let vm = Shared::new(Vm::new("loom", 1, Box::new(PauseGuest)).unwrap());
-                vm.activate_cpu(0).unwrap();
-                // Software-enable vCPU 0's local APIC; pin 5 masked level
-                // 0x40 aimed at it.
-                vm.mmio_write(0, 0xFEE0_00F0, 4, 0x1ff).unwrap();
-                let w = |gpa, v| vm.ioapic_mmio_write_nonvcpu(gpa, 4, v).unwrap();
-                w(IOREGSEL_GPA, 0x10 + 2 * PIN);
-                w(IOWIN_GPA, 0x1_0000 | LEVEL | 0x40);
+                let vm = one_vcpu_vm_with_level_pin(0x1_0000);
 
                 let asserted = Shared::new(AtomicBool::new(false));
                 let device = {
@@ -505,6 +511,56 @@ fn an_assert_racing_an_unmask_is_sent_exactly_once() {
                 assert_eq!(s.interrupts, 1, "sent exactly once");
                 assert!(vm.vcpu(0).unwrap().vlapic.irr().test(0x40), "delivered");
                 asserted.release();
+                vm.release();
+            }
+        },
+    );
+}
+
+/// (e) An assert racing an RTE write that rewrites an unmasked level pin
+/// to edge with another vector (TMR staging: the pin is in flux meanwhile).
+/// Before the write the assert sends the level entry; during it, it marks
+/// the send due (a compare-and-swap on the entry copy, no lock) and the
+/// writer sends the edge entry; after it, it sends the edge entry without
+/// a lock. In every interleaving exactly one interrupt is sent.
+#[test]
+fn an_assert_racing_a_rewrite_in_flux_is_sent_exactly_once() {
+    check(
+        "an_assert_racing_a_rewrite_in_flux_is_sent_exactly_once",
+        None,
+        "with the send held back while the pin was in flux",
+        Expect::Pass,
+        |counts: &'static Counts| {
+            move || {
+                let vm = one_vcpu_vm_with_level_pin(0);
+
+                let device = {
+                    let vm = vm.share();
+                    thread::spawn(move || {
+                        vm.ioapic_assert_irq(PIN as i32).unwrap();
+                        vm.release();
+                    })
+                };
+                let writer = {
+                    let vm = vm.share();
+                    thread::spawn(move || {
+                        let w = |gpa, v| vm.ioapic_mmio_write_nonvcpu(gpa, 4, v).unwrap();
+                        w(IOREGSEL_GPA, 0x10 + 2 * PIN);
+                        w(IOWIN_GPA, 0x41);
+                        vm.release();
+                    })
+                };
+                device.join().unwrap();
+                writer.join().unwrap();
+
+                let s = vm.ioapic_stats();
+                assert_eq!(s.interrupts, 1, "sent exactly once");
+                if s.deferred_sends == 1 {
+                    counts.interesting.fetch_add(1, SeqCst);
+                }
+                let irr = vm.vcpu(0).unwrap().vlapic.irr();
+                assert!(irr.test(0x40) != irr.test(0x41), "one of the two vectors delivered");
+                assert_eq!(vm.vioapic().assert_count(PIN as usize), 1);
                 vm.release();
             }
         },

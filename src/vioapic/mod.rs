@@ -9,32 +9,48 @@
 //!    writes and the TMR staging they do, and is held while the writer
 //!    waits for a target vCPU to leave RUNNING (`block_run`). That wait
 //!    ends because a RUNNING vCPU leaves RUNNING without taking this lock.
-//! 2. [`Vioapic::table`], the *table mutex*: the redirection table, IOREGSEL,
-//!    ID, in-flux marks and statistics. Never held while waiting on a vCPU.
-//!    EOI processing, MMIO reads and sends take only this mutex, so a vCPU
+//! 2. [`Vioapic::table`], the *table mutex*: the redirection table (with
+//!    remote IRR), IOREGSEL, ID and statistics; the entry copies and in-flux
+//!    marks are written under it. Never held while waiting on a vCPU. EOI
+//!    processing, MMIO reads and level sends take only this mutex, so a vCPU
 //!    that is being waited for can always finish what it is doing.
 //!
-//! Assert counts are not under a lock: each pin has one atomic word holding
-//! its count and a copy of its mask bit ([`Vioapic::counts`]), so asserting
-//! a masked pin and every deassert take no lock and pins do not contend
-//! with each other. Only an assert that takes a count from 0 to 1 on an
-//! unmasked pin takes the table mutex, to send. Count and mask copy share
-//! the word so that the assert's read-modify-write and an RTE write's
-//! update of the mask copy are ordered one after the other: either the
-//! assert sees the pin unmasked and sends, or the write (which reads the
-//! count after its update, in step 5) sees the count and sends. Because an
+//! Asserts, deasserts and edge sends take no vioapic lock. Each pin has a
+//! cache line of atomics ([`Vioapic::lines`], see `line`): its assert count
+//! with a copy of the mask bit in one word, a copy of its entry with an
+//! in-flux mark, and its count of sends. Asserting a masked pin and every
+//! deassert are one read-modify-write of the count word. An assert that
+//! takes the count from 0 to 1 on an unmasked pin reads the entry copy: an
+//! edge entry is delivered at once; a level entry takes the table mutex,
+//! which owns remote IRR. A pin in flux (being rewritten) holds its send
+//! back by setting a mark in the entry copy, and the writer makes the send
+//! in step 5, so pins do not serialise on the table mutex to send and two
+//! devices on different edge pins do not meet in the vioapic at all.
+//!
+//! The writer publishes the entry copy, then the mask copy (both under the
+//! table mutex). So the assert's read-modify-write of the count word and
+//! the write's update of the mask copy are ordered one after the other:
+//! either the assert sees the pin unmasked, then reads the new entry (or a
+//! later one) and sends, or the write (which reads the count after its
+//! update, in step 5) sees the count and sends a level entry. Because an
 //! assert may reach the table mutex late, a level entry is sent only while
 //! its count is non-zero at that moment (the line is sampled under the
-//! mutex), and remote IRR coalesces a second send of one assertion.
+//! mutex), and remote IRR coalesces a second send of one assertion. An edge
+//! send carries the entry it read, and may land in the local APIC after a
+//! later rewrite of that entry has finished, like an interrupt message
+//! already on the bus; the local APIC records its trigger mode at
+//! acceptance, and a staged TMR change waits until the vector is retired.
 //!
-//! Under the table mutex, delivery takes (one at a time) vCPU mutexes (to
-//! notify), vlapic mutexes and the cpuset mutex: all rank below it. In the
+//! Delivery (under the table mutex for level sends and EOI re-sends, under
+//! no vioapic lock for edge sends) takes, one at a time, vCPU mutexes (to
+//! notify) and vlapic mutexes: all rank below the table mutex. In the
 //! crate order (`vm.rs`) both locks come after guest memory and before the
 //! rendezvous, vCPU, vlapic and cpuset mutexes.
 //!
 //! The vioapic reaches the VM through [`IoapicBus`], which lets the tests
 //! drive it with a recording bus.
 
+mod line;
 mod pins;
 pub mod rte;
 mod write;
@@ -46,6 +62,8 @@ use crate::cpuset::CpuSet;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Mutex;
 
+pub use line::MAX_ASSERTS;
+use line::PinLine;
 use rte::Rte;
 
 /// Number of pins (illumos; FreeBSD has 24 in older releases). EOI
@@ -111,70 +129,15 @@ pub struct IoapicStats {
     pub deferred_sends: u64,
 }
 
-/// One pin's lock-free part, on its own cache line: bits 31:0 are the
-/// assert count (asserts minus deasserts, clamped to 0..=u32::MAX), bit 32
-/// a copy of the entry's mask bit, updated under the table mutex whenever
-/// the entry changes.
-#[derive(Debug)]
-#[repr(align(64))]
-struct PinCount(AtomicU64);
-
-const COUNT_MASKED: u64 = 1 << 32;
-
-impl Default for PinCount {
-    fn default() -> Self {
-        PinCount(AtomicU64::new(COUNT_MASKED))
-    }
-}
-
-impl PinCount {
-    fn count(&self) -> u32 {
-        self.0.load(Ordering::SeqCst) as u32
-    }
-
-    /// Adds 1 (`up`) or -1 to the count; returns the word before, or None
-    /// (and changes nothing) at the top or at zero.
-    fn add(&self, up: bool) -> Option<u64> {
-        self.0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-                let n = w as u32;
-                let n = if up { n.checked_add(1)? } else { n.checked_sub(1)? };
-                Some(w & COUNT_MASKED | u64::from(n))
-            })
-            .ok()
-    }
-
-    fn set_masked(&self, masked: bool) {
-        if masked {
-            self.0.fetch_or(COUNT_MASKED, Ordering::SeqCst);
-        } else {
-            self.0.fetch_and(!COUNT_MASKED, Ordering::SeqCst);
-        }
-    }
-
-    fn reset(&self) {
-        self.0.store(COUNT_MASKED, Ordering::SeqCst);
-    }
-
-    #[cfg(all(test, not(loom)))]
-    fn set_count(&self, n: u32) {
-        let _ = self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| Some(w & COUNT_MASKED | u64::from(n)));
-    }
-}
-
-/// One pin.
+/// One pin's entry, as the guest wrote it (and remote IRR).
 #[derive(Debug, Clone, Copy)]
 struct Pin {
     reg: u64,
-    /// The entry is being rewritten (write path steps 1-5): sends wait.
-    in_flux: bool,
-    /// A send was held back while in flux; step 5 makes it.
-    deferred: bool,
 }
 
 impl Default for Pin {
     fn default() -> Self {
-        Pin { reg: rte::RESET, in_flux: false, deferred: false }
+        Pin { reg: rte::RESET }
     }
 }
 
@@ -197,12 +160,16 @@ pub struct Vioapic {
     /// TMR changes (no data). Rank: after guest memory, before the table
     /// mutex; may be held while waiting for a vCPU to leave RUNNING.
     write_lock: Mutex<()>,
-    /// Table mutex. Protects: [`Table`] (entries, IOREGSEL, ID, in-flux
-    /// marks, stats). Rank: after the write lock, before the rendezvous,
-    /// vCPU, vlapic and cpuset mutexes; never held while waiting on a vCPU.
+    /// Table mutex. Protects: [`Table`] (entries, IOREGSEL, ID, stats), and
+    /// serialises writes of the entry copies in `lines`. Rank: after the
+    /// write lock, before the rendezvous, vCPU, vlapic and cpuset mutexes;
+    /// never held while waiting on a vCPU.
     table: Mutex<Table>,
-    /// Assert counts and mask copies (atomics, no lock; see the module doc).
-    counts: [PinCount; PINS],
+    /// Per pin: assert count, copies of the mask bit and the entry, and
+    /// interrupts sent (atomics, no lock; see the module doc).
+    lines: [PinLine; PINS],
+    /// Sends held back because their pin was being rewritten.
+    deferred_sends: AtomicU64,
 }
 
 impl Vioapic {
@@ -216,9 +183,10 @@ impl Vioapic {
     pub fn reset(&self) {
         let mut t = self.table.lock();
         *t = Table::default();
-        for c in &self.counts {
-            c.reset();
+        for l in &self.lines {
+            l.reset();
         }
+        self.deferred_sends.store(0, Ordering::Relaxed);
     }
 
     /// VM_IOAPIC_PINCOUNT.
@@ -227,7 +195,10 @@ impl Vioapic {
     }
 
     pub fn stats(&self) -> IoapicStats {
-        self.table.lock().stats
+        let mut s = self.table.lock().stats;
+        s.interrupts = self.lines.iter().map(PinLine::sent).sum();
+        s.deferred_sends = self.deferred_sends.load(Ordering::Relaxed);
+        s
     }
 
     /// The 64-bit entry of `pin` (tests, debugging).
@@ -237,7 +208,7 @@ impl Vioapic {
 
     /// The assert count of `pin`.
     pub fn assert_count(&self, pin: usize) -> u32 {
-        self.counts[pin].count()
+        self.lines[pin].count()
     }
 
     /// MMIO read at `offset` in the window: IOREGSEL, or the register it

@@ -1,15 +1,18 @@
-//! Sending and EOI processing (under the table mutex), and the lock-free
-//! assert counts (see the module doc of `vioapic`).
+//! Sending and EOI processing, and the lock-free assert counts and edge
+//! sends (see the module doc of `vioapic`).
 
-use super::rte::REM_IRR;
+use super::line::FLUX;
+use super::rte::{Rte, REM_IRR};
 use super::{pin_index, IoapicBus, Table, Vioapic, PINS};
 use crate::error::{Error, Result};
+use crate::sync::atomic::Ordering;
 
-impl Table {
-    /// `vioapic_send_intr`: a masked entry sends nothing; a level entry
-    /// whose remote IRR is set is coalesced, otherwise it sets remote IRR.
-    pub(super) fn send(&mut self, pin: usize, bus: &dyn IoapicBus) {
-        let e = self.rte(pin);
+impl Vioapic {
+    /// `vioapic_send_intr` under the table mutex: a masked entry sends
+    /// nothing; a level entry whose remote IRR is set is coalesced,
+    /// otherwise it sets remote IRR.
+    pub(super) fn send(&self, t: &mut Table, pin: usize, bus: &dyn IoapicBus) {
+        let e = t.rte(pin);
         if e.masked() {
             return;
         }
@@ -17,43 +20,69 @@ impl Table {
             if e.remote_irr() {
                 return;
             }
-            self.pins[pin].reg |= REM_IRR;
+            t.pins[pin].reg |= REM_IRR;
         }
-        bus.deliver(e.level(), e.dest(), e.phys(), e.delmode(), e.vector());
-        self.stats.interrupts += 1;
+        self.deliver(e, pin, bus);
         #[cfg(all(test, not(loom)))]
-        self.trace.push(("send", pin));
+        t.trace.push(("send", pin));
     }
 
-    /// Send, unless the entry is being rewritten: then remember that a send
-    /// is due; the writer makes it once the new entry is in place.
-    pub(super) fn send_or_defer(&mut self, pin: usize, bus: &dyn IoapicBus) {
-        if self.pins[pin].in_flux {
-            self.pins[pin].deferred = true;
-            self.stats.deferred_sends += 1;
+    fn deliver(&self, e: Rte, pin: usize, bus: &dyn IoapicBus) {
+        bus.deliver(e.level(), e.dest(), e.phys(), e.delmode(), e.vector());
+        self.lines[pin].count_sent();
+    }
+
+    /// Send, unless the entry is being rewritten: then mark a send due; the
+    /// writer makes it once the new entry is in place.
+    pub(super) fn send_or_defer(&self, t: &mut Table, pin: usize, bus: &dyn IoapicBus) {
+        if self.lines[pin].defer_if_in_flux() {
+            self.deferred_sends.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.send(pin, bus);
+            self.send(t, pin, bus);
         }
     }
-}
 
-impl Vioapic {
     /// VM_IOAPIC_ASSERT_IRQ: +1 on the pin's count (E2BIG at the top,
-    /// counted). The 0 -> 1 transition sends, unless the pin is masked.
+    /// counted). The 0 -> 1 transition sends, unless the pin is masked: an
+    /// edge entry without a lock, a level entry under the table mutex.
     pub fn assert_irq(&self, pin: i32, bus: &dyn IoapicBus) -> Result<()> {
         let pin = pin_index(pin)?;
-        let Some(old) = self.counts[pin].add(true) else {
+        let line = &self.lines[pin];
+        let Some(old) = line.assert() else {
             self.table.lock().stats.saturate_high += 1;
             return Err(Error::TooBig);
         };
         // Count 0 and mask copy clear as of the increment (module doc).
-        if old == 0 {
-            let mut t = self.table.lock();
-            // A level line is sampled now: deasserted meanwhile, it may
-            // already have been delivered and handled. An edge was an edge.
-            if !t.rte(pin).level() || self.counts[pin].count() > 0 {
-                t.send_or_defer(pin, bus);
+        if old != 0 {
+            return Ok(());
+        }
+        loop {
+            let copy = line.entry();
+            if copy & FLUX != 0 {
+                if line.defer_if_in_flux() {
+                    self.deferred_sends.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // Out of flux meanwhile: read the new entry.
+                continue;
             }
+            let e = Rte(copy);
+            if e.masked() {
+                // Masked since the increment: the write came first.
+                return Ok(());
+            }
+            if !e.level() {
+                self.deliver(e, pin, bus);
+                return Ok(());
+            }
+            break;
+        }
+        let mut t = self.table.lock();
+        // A level line is sampled now: deasserted meanwhile, it may
+        // already have been delivered and handled. (Rewritten to edge
+        // meanwhile, the assertion is still an edge.)
+        if !t.rte(pin).level() || line.count() > 0 {
+            self.send_or_defer(&mut t, pin, bus);
         }
         Ok(())
     }
@@ -62,7 +91,7 @@ impl Vioapic {
     /// counted, as illumos). Never sends, so never locks.
     pub fn deassert_irq(&self, pin: i32, _bus: &dyn IoapicBus) -> Result<()> {
         let pin = pin_index(pin)?;
-        match self.counts[pin].add(false) {
+        match self.lines[pin].deassert() {
             Some(_) => Ok(()),
             None => {
                 self.table.lock().stats.saturate_low += 1;
@@ -95,8 +124,8 @@ impl Vioapic {
             }
         }
         for p in (0..PINS).filter(|p| hit & (1 << p) != 0) {
-            if self.counts[p].count() > 0 {
-                t.send_or_defer(p, bus);
+            if self.lines[p].count() > 0 {
+                self.send_or_defer(&mut t, p, bus);
             }
         }
     }
@@ -104,7 +133,7 @@ impl Vioapic {
     /// Sets an assert count directly (tests of saturation).
     #[cfg(all(test, not(loom)))]
     pub(crate) fn set_assert_count(&self, pin: usize, n: u32) {
-        self.counts[pin].set_count(n);
+        self.lines[pin].set_count(n);
     }
 
     /// Takes the clear/send trace (tests).

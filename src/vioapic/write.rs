@@ -2,12 +2,13 @@
 //! path of `semantics.md` section 1:
 //!
 //! 1. Take the write lock, then the table mutex. Update the RTE half (read-
-//!    only bits kept; remote IRR cleared if now edge). Mark the pin in flux.
+//!    only bits kept; remote IRR cleared if now edge).
 //! 2. If the entry was or is level-triggered fixed/lowest-priority and its
 //!    vector, destination or trigger/delivery/destination mode changed,
 //!    work out per vCPU which TMR bits to clear (old vector, unless another
 //!    level pin aimed at that vCPU still uses it) and set (new vector).
-//!    Otherwise go to 5.
+//!    Publish the new entry to the lock-free senders, marked in flux if
+//!    there are TMR changes (sends wait until step 5); if not, go to 5.
 //! 3. Drop the table mutex (keep the write lock).
 //! 4. Per target other than the writer: block_run, stage, unblock_run. The
 //!    writer stages its own change directly. Retake the table mutex.
@@ -70,8 +71,6 @@ impl Vioapic {
         let old = t.rte(pin);
         let new = old.written(data, high);
         t.pins[pin].reg = new.0;
-        // Ordered with concurrent asserts (see the module doc).
-        self.counts[pin].set_masked(new.masked());
 
         // Step 2. The 2019 protocol rendezvoused for every change but mask
         // and polarity, edge entries included (what FreeBSD PR #1838
@@ -79,8 +78,12 @@ impl Vioapic {
         let ops = t.tmr_ops(pin, old, new, bus);
         let legacy = bus.legacy_protocol();
         let needs_work = if legacy { (old.0 ^ new.0) & !(INTMASK | INTPOL) != 0 } else { !ops.is_empty() };
+        // The entry copy (in flux if steps 3-4 follow), then the mask copy:
+        // ordered with concurrent asserts (see the module doc).
+        let line = &self.lines[pin];
+        line.publish(new.0, new.masked(), needs_work);
+        let mut deferred = false;
         if needs_work {
-            t.pins[pin].in_flux = true;
             t.stats.tmr_updates += 1;
             // Step 3.
             drop(t);
@@ -93,20 +96,17 @@ impl Vioapic {
                 stage(&ops, writer, bus)
             };
             t = self.table.lock();
-            t.pins[pin].in_flux = false;
+            deferred = line.leave_flux(t.pins[pin].reg);
             t.stats.tmr_block_runs += blocks;
             t.stats.tmr_stagings += stagings;
         }
 
-        // Step 5.
-        let p = t.pins[pin];
-        t.pins[pin].deferred = false;
-        // A level entry is sent while its line is asserted now (a send held
-        // back for it may belong to an assertion already delivered and
-        // handled); an edge held back is sent once.
-        let due = if new.level() { self.counts[pin].count() > 0 } else { p.deferred };
+        // Step 5. A level entry is sent while its line is asserted now (a
+        // send held back for it may belong to an assertion already
+        // delivered and handled); an edge held back is sent once.
+        let due = if new.level() { line.count() > 0 } else { deferred };
         if due {
-            t.send(pin, bus);
+            self.send(&mut t, pin, bus);
         }
     }
 }

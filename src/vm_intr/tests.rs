@@ -354,3 +354,66 @@ fn reinit_resets_both_interrupt_controllers() {
     assert!(l.irr().is_empty() && l.staged_tmr().0.is_empty());
     assert_eq!(l.x2apic_state(), X2ApicState::Disabled);
 }
+
+/// Asserts add before they check: at the top, racing asserts are refused
+/// (each counted once) and undo their increment; at zero, racing
+/// deasserts are refused without the count ever going below zero. Either
+/// way the count ends where the successful operations put it.
+#[test]
+fn racing_asserts_and_deasserts_at_both_limits_keep_the_count() {
+    use crate::vioapic::MAX_ASSERTS;
+    use std::sync::{Arc, Barrier};
+
+    const THREADS: usize = 3;
+    const ROUNDS: usize = 20_000;
+    crate::test_util::with_watchdog(60, || {
+        let vm = Arc::new(vm(1));
+        // Pin 3 one below the top, pin 4 at one (both masked: nothing is
+        // sent). Each pair on pin 3 (pin 4) is refused while another
+        // thread's pair is half done.
+        vm.vioapic().set_assert_count(3, MAX_ASSERTS - 1);
+        vm.vioapic().set_assert_count(4, 1);
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (vm, barrier) = (vm.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let (mut high, mut low) = (0u64, 0u64);
+                    barrier.wait();
+                    for _ in 0..ROUNDS {
+                        match vm.ioapic_assert_irq(3) {
+                            Ok(()) => vm.ioapic_deassert_irq(3).unwrap(),
+                            Err(e) => {
+                                assert_eq!(e, Error::TooBig);
+                                high += 1;
+                            }
+                        }
+                        match vm.ioapic_deassert_irq(4) {
+                            Ok(()) => vm.ioapic_assert_irq(4).unwrap(),
+                            Err(e) => {
+                                assert_eq!(e, Error::Range);
+                                low += 1;
+                            }
+                        }
+                        let c = vm.vioapic().assert_count(4);
+                        assert!(c <= 1, "pin 4 count {c}: it only ever holds 0 or 1");
+                        let c = vm.vioapic().assert_count(3);
+                        assert!(c >= MAX_ASSERTS - 1, "pin 3 count {c}: never below its start");
+                    }
+                    (high, low)
+                })
+            })
+            .collect();
+        let (mut high, mut low) = (0, 0);
+        for w in workers {
+            let (h, l) = w.join().unwrap();
+            high += h;
+            low += l;
+        }
+        assert_eq!(vm.vioapic().assert_count(3), MAX_ASSERTS - 1);
+        assert_eq!(vm.vioapic().assert_count(4), 1);
+        let s = vm.ioapic_stats();
+        assert_eq!((s.saturate_high, s.saturate_low), (high, low), "every refusal counted once");
+        assert_eq!(s.interrupts, 0, "masked pins send nothing");
+    });
+}

@@ -1,0 +1,134 @@
+//! The lock-free part of one pin ([`PinLine`]): its assert count with a
+//! copy of the mask bit, a copy of its redirection entry with the in-flux
+//! and deferred-send marks, and its count of interrupts sent. Asserts,
+//! deasserts and edge sends use only this; the table mutex keeps the
+//! entry itself (see the module doc of `vioapic`).
+
+use crate::sync::atomic::{AtomicU64, Ordering};
+
+use super::rte;
+
+/// Count word: bit 32 is a copy of the entry's mask bit.
+const COUNT_MASKED: u64 = 1 << 32;
+const COUNT: u64 = u32::MAX as u64;
+/// The highest assert count (E2BIG above it): INT_MAX, as FreeBSD's `int`
+/// count. Far below 2^32, so that asserts can add before they check (one
+/// fetch-and-add) and undo: the count bits cannot carry into the mask copy.
+pub const MAX_ASSERTS: u32 = i32::MAX as u32;
+/// Entry copy: the entry is being rewritten (steps 1-5 of the write path);
+/// a send must be held back. Reserved RTE bits 48 and 49 carry the marks;
+/// whatever a guest wrote there is not copied.
+pub(super) const FLUX: u64 = 1 << 48;
+/// Entry copy: a send was held back while in flux; step 5 makes it.
+const DEFERRED: u64 = 1 << 49;
+const MARKS: u64 = FLUX | DEFERRED;
+
+/// One pin's atomics, on their own cache line so that pins do not share
+/// one between device threads.
+#[derive(Debug)]
+#[repr(align(64))]
+pub(super) struct PinLine {
+    /// Bits 31:0: asserts minus deasserts (0..=MAX_ASSERTS, momentarily
+    /// above while a refused assert undoes its increment); bit 32: mask
+    /// copy.
+    count: AtomicU64,
+    /// The redirection entry (remote IRR aside, which only the table knows)
+    /// and the FLUX / DEFERRED marks. Written under the table mutex; the
+    /// DEFERRED mark is also set without it, while FLUX is set.
+    entry: AtomicU64,
+    /// Interrupts sent from this pin.
+    sent: AtomicU64,
+}
+
+impl Default for PinLine {
+    fn default() -> Self {
+        PinLine {
+            count: AtomicU64::new(COUNT_MASKED),
+            entry: AtomicU64::new(rte::RESET),
+            sent: AtomicU64::new(0),
+        }
+    }
+}
+
+impl PinLine {
+    pub(super) fn count(&self) -> u32 {
+        (self.count.load(Ordering::SeqCst) as u32).min(MAX_ASSERTS)
+    }
+
+    /// +1 on the count; returns the count word before (0 means: count was
+    /// 0 and the mask copy clear), or None (and changes nothing) at
+    /// MAX_ASSERTS. One fetch-and-add: an assert at the top undoes its
+    /// increment; meanwhile other asserts see the count above the top and
+    /// are refused too, and deasserts see it at least 1, as they would.
+    pub(super) fn assert(&self) -> Option<u64> {
+        let old = self.count.fetch_add(1, Ordering::SeqCst);
+        if old & COUNT >= u64::from(MAX_ASSERTS) {
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(old)
+    }
+
+    /// -1 on the count; None (and changes nothing) at zero. A
+    /// compare-and-swap: the count never goes below zero, even for a
+    /// moment, so an assert always sees the true count.
+    pub(super) fn deassert(&self) -> Option<u64> {
+        self.count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| (w & COUNT != 0).then(|| w - 1))
+            .ok()
+    }
+
+    /// Publishes a rewritten entry (under the table mutex): the entry copy
+    /// first, then the mask copy, so an assert that sees the new mask copy
+    /// also reads the new entry. `flux` marks the entry in flux.
+    pub(super) fn publish(&self, reg: u64, masked: bool, flux: bool) {
+        let marks = if flux { FLUX } else { 0 };
+        self.entry.store(reg & !MARKS | marks, Ordering::SeqCst);
+        if masked {
+            self.count.fetch_or(COUNT_MASKED, Ordering::SeqCst);
+        } else {
+            self.count.fetch_and(!COUNT_MASKED, Ordering::SeqCst);
+        }
+    }
+
+    /// The entry copy, marks included.
+    pub(super) fn entry(&self) -> u64 {
+        self.entry.load(Ordering::SeqCst)
+    }
+
+    /// Holds a send back if the entry is in flux. Returns false (the caller
+    /// sends) once the entry is seen out of flux.
+    pub(super) fn defer_if_in_flux(&self) -> bool {
+        self.entry
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| (e & FLUX != 0).then_some(e | DEFERRED))
+            .is_ok()
+    }
+
+    /// Step 5 (under the table mutex): the entry leaves flux; returns
+    /// whether a send was held back meanwhile.
+    pub(super) fn leave_flux(&self, reg: u64) -> bool {
+        self.entry.swap(reg & !MARKS, Ordering::SeqCst) & DEFERRED != 0
+    }
+
+    pub(super) fn count_sent(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// The reset state: masked, not asserted, nothing sent.
+    pub(super) fn reset(&self) {
+        self.count.store(COUNT_MASKED, Ordering::SeqCst);
+        self.entry.store(rte::RESET, Ordering::SeqCst);
+        self.sent.store(0, Ordering::Relaxed);
+    }
+
+    #[cfg(all(test, not(loom)))]
+    pub(super) fn set_count(&self, n: u32) {
+        let _ = self
+            .count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| Some(w & !COUNT | u64::from(n)));
+    }
+}
