@@ -11,14 +11,18 @@
 //!    vCPU never waits for it while RUNNING).
 //! 3. `Vioapic::write_lock` (the RTE write lock: exclusive, serialises RTE
 //!    writes and their TMR staging), then `Vioapic::table` (the vioapic
-//!    table mutex: redirection table, IOREGSEL, assert counts, in-flux
-//!    marks, stats). Assert, deassert, pulse and EOI take only the table
-//!    mutex. See `vioapic`.
+//!    table mutex: redirection table with remote IRR, IOREGSEL, stats;
+//!    writes of the per-pin entry copies). Assert counts, edge sends and
+//!    the entry copies' in-flux marks are atomics: assert, deassert and
+//!    pulse take no vioapic lock except to send a level entry, which (like
+//!    EOI) takes only the table mutex. See `vioapic`.
 //! 4. The rendezvous mutex (no other lock is taken while it is held, and
 //!    callbacks run without it).
 //! 5. A vCPU mutex (`Vcpu::inner`), then its vlapic mutex
 //!    (`Vlapic::state`), then its registers. At most one vlapic mutex is
-//!    held at a time, and no vCPU is notified while one is held.
+//!    held at a time, and no vCPU is notified while one is held. (An
+//!    interrupt merging into an already pending vector reads an atomic
+//!    copy of IRR and TMR instead: see `vlapic`.)
 //! 6. `Vm::cpus` (cpusets, topology): a leaf, taken under any of the
 //!    above and never held while taking another lock.
 //!
@@ -321,6 +325,11 @@ impl Vm {
 
     pub fn active_cpus(&self) -> CpuSet {
         CpuSet::from_words(std::array::from_fn(|i| self.active_bits[i].load(Ordering::Acquire)))
+    }
+
+    /// Whether vCPU `id` is active (lock-free, as [`Vm::active_cpus`]).
+    pub fn is_active(&self, id: usize) -> bool {
+        self.active_bits.get(id / 64).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (id % 64)) != 0)
     }
 
     /// Copies the active set for [`Vm::active_cpus`] (call under the cpuset

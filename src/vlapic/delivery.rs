@@ -147,6 +147,15 @@ impl Vm {
         if !matches!(delmode, DELMODE_FIXED | DELMODE_LOWPRIO | DELMODE_EXTINT) {
             return;
         }
+        if phys && dest != 0xFF && delmode != DELMODE_EXTINT {
+            // One vCPU, or none: what `calcdest` would find, without
+            // building destination sets (the device interrupt hot path).
+            let id = dest as usize;
+            if id < self.maxcpus() && self.is_active(id) {
+                let _ = self.lapic_set_intr(id, u32::from(vector), level);
+            }
+            return;
+        }
         let dmask = self.calcdest(dest, phys, delmode == DELMODE_LOWPRIO, false);
         for id in dmask.iter() {
             let _ = if delmode == DELMODE_EXTINT {
