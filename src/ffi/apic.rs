@@ -4,10 +4,10 @@
 use std::ffi::{c_int, c_void};
 
 use super::abi::*;
-use super::call::{ctx_ioctl, vcpu_ioctl};
+use super::call::{ctx_ioctl, ctx_pin, vcpu_ioctl};
 use super::errno::{errno_of, fail};
 use super::handle::{self, vcpu, vmctx};
-use super::ioctl::{copy_in, copy_out};
+use super::ioctl::{copy_in, copy_out, PinCmd};
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 use crate::vm::{VcpuLock, Vm};
@@ -102,19 +102,19 @@ pub(crate) unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
 /// count is at its maximum, EINVAL for a pin out of range.
 #[no_mangle]
 pub extern "C" fn vm_ioapic_assert_irq(ctx: *mut vmctx, irq: c_int) -> c_int {
-    ffi_boundary!({ ctx_ioctl(ctx, VM_IOAPIC_ASSERT_IRQ, &mut vm_ioapic_irq { irq }) })
+    ffi_boundary!({ ctx_pin(ctx, PinCmd::Assert, irq) })
 }
 
 /// Deasserts IOAPIC pin `irq` (count -1). ERANGE when the count is 0.
 #[no_mangle]
 pub extern "C" fn vm_ioapic_deassert_irq(ctx: *mut vmctx, irq: c_int) -> c_int {
-    ffi_boundary!({ ctx_ioctl(ctx, VM_IOAPIC_DEASSERT_IRQ, &mut vm_ioapic_irq { irq }) })
+    ffi_boundary!({ ctx_pin(ctx, PinCmd::Deassert, irq) })
 }
 
 /// Asserts then deasserts IOAPIC pin `irq`.
 #[no_mangle]
 pub extern "C" fn vm_ioapic_pulse_irq(ctx: *mut vmctx, irq: c_int) -> c_int {
-    ffi_boundary!({ ctx_ioctl(ctx, VM_IOAPIC_PULSE_IRQ, &mut vm_ioapic_irq { irq }) })
+    ffi_boundary!({ ctx_pin(ctx, PinCmd::Pulse, irq) })
 }
 
 /// The number of IOAPIC pins (32).

@@ -5,7 +5,7 @@ use std::ffi::{c_int, c_void};
 
 use super::errno::{errno_of, fail};
 use super::handle::{self, vcpu, vmctx};
-use super::ioctl::ioctl;
+use super::ioctl::{ioctl, run_pin_cmd, PinCmd};
 
 /// Runs `cmd` with `arg` on the VM behind `ctx`.
 pub(crate) fn ctx_ioctl<T>(ctx: *mut vmctx, cmd: u64, arg: &mut T) -> c_int {
@@ -25,6 +25,17 @@ pub(crate) fn vcpu_ioctl<T>(vcpu: *mut vcpu, cmd: u64, arg: &mut T, fill: impl F
         unsafe { ioctl(vm, cmd, arg as *mut T as *mut c_void) }
     });
     match r {
+        Ok(rc) => rc,
+        Err(e) => fail(errno_of(e)),
+    }
+}
+
+/// VM_IOAPIC_ASSERT/DEASSERT/PULSE_IRQ on pin `pin` of the VM behind
+/// `ctx`: what `ctx_ioctl` does with a `vm_ioapic_irq`, without building
+/// one (the device model's hot path).
+#[inline(always)]
+pub(crate) fn ctx_pin(ctx: *mut vmctx, cmd: PinCmd, pin: c_int) -> c_int {
+    match handle::with_ctx(ctx, |vm| run_pin_cmd(vm, cmd, pin)) {
         Ok(rc) => rc,
         Err(e) => fail(errno_of(e)),
     }

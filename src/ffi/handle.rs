@@ -13,7 +13,7 @@
 //! threads. Closing any handle bumps a global generation, which empties
 //! every cache at its next use, so a closed handle still fails with EBADF.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -103,70 +103,137 @@ pub fn close(id: u64) -> Result<()> {
     removed.map(drop).ok_or(Error::Destroyed)
 }
 
-/// A thread's last resolved handle.
-struct Cache {
-    id: u64,
-    generation: u64,
-    entry: Option<Entry>,
+/// The hot half of a thread's cache of its last resolved handle: plain
+/// cells (no destructor, so reaching them is one thread-pointer offset).
+/// `vm` points into the `Arc` that [`OWNED`] holds for the same handle.
+struct Hot {
+    id: Cell<u64>,
+    generation: Cell<u64>,
+    vm: Cell<*const Vm>,
+    /// The vCPU id of a vcpu handle; `NOT_VCPU` for a ctx handle.
+    vcpu: Cell<usize>,
     /// Calls of this thread in progress that use a cached VM (C callbacks
     /// can call back in, with other handles).
-    depth: u32,
-    /// Entries replaced while `depth > 0`: an outer call may still be using
-    /// their VM; dropped when the outermost call returns.
+    depth: Cell<u32>,
+    /// `OWNED` has parked entries to drop when `depth` returns to 0.
+    parked: Cell<bool>,
+}
+
+const NOT_VCPU: usize = usize::MAX;
+
+/// The owning half: the cached entry's `Arc`, and entries replaced while
+/// an outer call may still be using their VM (dropped when the outermost
+/// call returns). Touched only on a cache miss.
+struct Owned {
+    entry: Option<Entry>,
     parked: Vec<Entry>,
 }
 
-thread_local! {
-    // Const-initialised: no lazy-initialisation check on the hot path.
-    static CACHE: RefCell<Cache> = const {
-        RefCell::new(Cache { id: 0, generation: 0, entry: None, depth: 0, parked: Vec::new() })
-    };
-}
-
-/// Ends a cached use (also on unwinding).
-struct Using;
-
-impl Drop for Using {
+impl Drop for Owned {
+    /// At thread exit: the cached pointer must not outlive the `Arc`.
     fn drop(&mut self) {
-        let _ = CACHE.try_with(|c| {
-            let mut c = c.borrow_mut();
-            c.depth -= 1;
-            if c.depth == 0 {
-                c.parked.clear();
-            }
+        let _ = HOT.try_with(|h| {
+            h.id.set(0);
+            h.vm.set(std::ptr::null());
         });
     }
 }
 
+thread_local! {
+    // Const-initialised: no lazy-initialisation check on the hot path.
+    static HOT: Hot = const {
+        Hot {
+            id: Cell::new(0),
+            generation: Cell::new(0),
+            vm: Cell::new(std::ptr::null()),
+            vcpu: Cell::new(NOT_VCPU),
+            depth: Cell::new(0),
+            parked: Cell::new(false),
+        }
+    };
+    static OWNED: RefCell<Owned> = const { RefCell::new(Owned { entry: None, parked: Vec::new() }) };
+}
+
+/// Ends a cached use (also on unwinding).
+struct Using<'a>(&'a Hot);
+
+impl Drop for Using<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        let h = self.0;
+        let depth = h.depth.get() - 1;
+        h.depth.set(depth);
+        if depth == 0 && h.parked.get() {
+            drop_parked(h);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_parked(h: &Hot) {
+    h.parked.set(false);
+    let _ = OWNED.try_with(|o| o.borrow_mut().parked.clear());
+}
+
+/// Installs `id`'s entry in the cache (a miss). Err(EBADF) if `id` is not
+/// live; Ok(false) if the thread's cache is gone (thread exit).
+#[cold]
+#[inline(never)]
+fn fill(h: &Hot, id: u64, generation: u64) -> Result<bool> {
+    let e = lookup(id)?;
+    let (vm, vcpu) = match &e {
+        Entry::Ctx(vm) => (Arc::as_ptr(vm), NOT_VCPU),
+        Entry::Vcpu(vm, i) => (Arc::as_ptr(vm), *i),
+    };
+    let installed = OWNED.try_with(|o| {
+        let mut o = o.borrow_mut();
+        if let Some(old) = o.entry.replace(e) {
+            if h.depth.get() > 0 {
+                o.parked.push(old);
+                h.parked.set(true);
+            }
+        }
+    });
+    if installed.is_err() {
+        return Ok(false);
+    }
+    h.id.set(id);
+    h.generation.set(generation);
+    h.vm.set(vm);
+    h.vcpu.set(vcpu);
+    Ok(true)
+}
+
 /// Runs `f` on the entry behind handle `id`, through the thread's cache.
+#[inline(always)]
 fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> {
     let generation = GENERATION.load(Ordering::SeqCst);
-    let (vm, vcpu): (*const Vm, Option<usize>) = CACHE.with(|c| -> Result<_> {
-        let mut c = c.borrow_mut();
-        let hit = c.id == id && c.generation == generation && c.entry.is_some();
-        if !hit {
-            let e = lookup(id)?;
-            if let Some(old) = c.entry.replace(e) {
-                if c.depth > 0 {
-                    c.parked.push(old);
-                }
-            }
-            c.id = id;
-            c.generation = generation;
+    HOT.with(|h| {
+        let hit = h.id.get() == id && h.generation.get() == generation && !h.vm.get().is_null();
+        // At thread exit there is no cache: this call holds the entry.
+        let mut uncached = None;
+        if !hit && !fill(h, id, generation)? {
+            uncached = Some(lookup(id)?);
         }
-        c.depth += 1;
-        Ok(match c.entry.as_ref() {
-            Some(Entry::Ctx(vm)) => (Arc::as_ptr(vm), None),
-            Some(Entry::Vcpu(vm, i)) => (Arc::as_ptr(vm), Some(*i)),
-            None => unreachable!("entry installed above"),
-        })
-    })?;
-    let _using = Using;
-    // SAFETY: the `Arc` that `vm` points into is the cache's entry, or,
-    // once replaced by a nested call, parked until the outermost call
-    // (this one or an enclosing one) returns: it outlives `f`.
-    let vm = unsafe { &*vm };
-    Ok(f(vm, vcpu))
+        let (vm, vcpu): (&Vm, Option<usize>) = match &uncached {
+            Some(Entry::Ctx(vm)) => (vm, None),
+            Some(Entry::Vcpu(vm, i)) => (vm, Some(*i)),
+            None => {
+                // SAFETY: `vm` points into the `Arc` that `OWNED` holds for
+                // this handle, or, once a nested call has replaced it,
+                // parks until the outermost call (this one or an enclosing
+                // one) returns; at thread exit `OWNED` clears `vm` before
+                // dropping the `Arc`. So it outlives `f`.
+                let vm = unsafe { &*h.vm.get() };
+                let i = h.vcpu.get();
+                (vm, (i != NOT_VCPU).then_some(i))
+            }
+        };
+        h.depth.set(h.depth.get() + 1);
+        let _using = Using(h);
+        Ok(f(vm, vcpu))
+    })
 }
 
 /// Runs `f` with the VM behind a ctx handle: EFAULT for NULL, EBADF for

@@ -8,7 +8,7 @@ use std::ffi::{c_int, c_ulong, c_void};
 use std::ptr;
 
 use super::abi::*;
-use super::errno::{errno_of, fail};
+use super::errno::{errno_of, fail, to_rc};
 use super::handle::{self, vmctx};
 use super::panic::ffi_boundary;
 use crate::error::Result;
@@ -49,7 +49,37 @@ pub unsafe extern "C" fn vmm_ioctl(ctx: *mut vmctx, cmd: c_ulong, arg: *mut c_vo
 ///
 /// # Safety
 /// `arg` is NULL or points to the argument struct of `cmd`.
+#[inline(always)]
 pub(crate) unsafe fn ioctl(vm: &Vm, cmd: u64, arg: *mut c_void) -> c_int {
+    // The device model's hot path, first: the same checks and effects as
+    // through the table below, without walking it.
+    let pin_cmd = if cmd == VM_IOAPIC_ASSERT_IRQ {
+        Some(PinCmd::Assert)
+    } else if cmd == VM_IOAPIC_DEASSERT_IRQ {
+        Some(PinCmd::Deassert)
+    } else if cmd == VM_IOAPIC_PULSE_IRQ {
+        Some(PinCmd::Pulse)
+    } else {
+        None
+    };
+    if let Some(pc) = pin_cmd {
+        if arg.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // SAFETY: `arg` points to `cmd`'s struct, a `vm_ioapic_irq`.
+        let pin = unsafe { copy_in::<vm_ioapic_irq>(arg) }.irq;
+        return run_pin_cmd(vm, pc, pin);
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { ioctl_by_class(vm, cmd, arg) }
+}
+
+/// Every other command: its lock class, then its handler.
+///
+/// # Safety
+/// As [`ioctl`].
+#[inline(never)]
+unsafe fn ioctl_by_class(vm: &Vm, cmd: u64, arg: *mut c_void) -> c_int {
     let Some(class) = lock_class(cmd) else {
         return fail(libc::ENOTTY);
     };
@@ -61,6 +91,26 @@ pub(crate) unsafe fn ioctl(vm: &Vm, cmd: u64, arg: *mut c_void) -> c_int {
         Ok(()) => 0,
         Err(e) => fail(errno_of(e)),
     }
+}
+
+/// VM_IOAPIC_ASSERT/DEASSERT/PULSE_IRQ (lock class none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PinCmd {
+    Assert,
+    Deassert,
+    Pulse,
+}
+
+/// Runs a pin command once its argument is read: the whole of those
+/// commands, shared by `vmm_ioctl` and the libvmmapi functions.
+#[inline(always)]
+pub(crate) fn run_pin_cmd(vm: &Vm, cmd: PinCmd, pin: i32) -> c_int {
+    let r = vm.check_alive().and_then(|()| match cmd {
+        PinCmd::Assert => vm.ioapic_assert_irq(pin),
+        PinCmd::Deassert => vm.ioapic_deassert_irq(pin),
+        PinCmd::Pulse => vm.ioapic_pulse_irq(pin),
+    });
+    to_rc(r)
 }
 
 /// The lock class of each known command; `None` for an unknown one.
