@@ -9,6 +9,7 @@ use std::ptr;
 
 use super::abi::*;
 use super::errno::{errno_of, fail, to_rc};
+use super::call::ctx_pin;
 use super::handle::{self, vmctx};
 use super::panic::ffi_boundary;
 use crate::error::Result;
@@ -37,6 +38,21 @@ pub enum LockClass {
 #[no_mangle]
 pub unsafe extern "C" fn vmm_ioctl(ctx: *mut vmctx, cmd: c_ulong, arg: *mut c_void) -> c_int {
     ffi_boundary!({
+        // The device model's hot path, first: exactly what the libvmmapi
+        // functions run (a NULL argument takes the general path, which
+        // orders its errors).
+        if !arg.is_null() {
+            let pin = || {
+                // SAFETY: `arg` points to `cmd`'s struct, a `vm_ioapic_irq`.
+                unsafe { copy_in::<vm_ioapic_irq>(arg) }.irq
+            };
+            match cmd as u64 {
+                VM_IOAPIC_ASSERT_IRQ => return ctx_pin(ctx, PinCmd::Assert, pin()),
+                VM_IOAPIC_DEASSERT_IRQ => return ctx_pin(ctx, PinCmd::Deassert, pin()),
+                VM_IOAPIC_PULSE_IRQ => return ctx_pin(ctx, PinCmd::Pulse, pin()),
+                _ => {}
+            }
+        }
         // SAFETY: `arg` is what the caller passed for `cmd`.
         match handle::with_ctx(ctx, |vm| unsafe { ioctl(vm, cmd as u64, arg) }) {
             Ok(rc) => rc,
@@ -49,37 +65,7 @@ pub unsafe extern "C" fn vmm_ioctl(ctx: *mut vmctx, cmd: c_ulong, arg: *mut c_vo
 ///
 /// # Safety
 /// `arg` is NULL or points to the argument struct of `cmd`.
-#[inline(always)]
 pub(crate) unsafe fn ioctl(vm: &Vm, cmd: u64, arg: *mut c_void) -> c_int {
-    // The device model's hot path, first: the same checks and effects as
-    // through the table below, without walking it.
-    let pin_cmd = if cmd == VM_IOAPIC_ASSERT_IRQ {
-        Some(PinCmd::Assert)
-    } else if cmd == VM_IOAPIC_DEASSERT_IRQ {
-        Some(PinCmd::Deassert)
-    } else if cmd == VM_IOAPIC_PULSE_IRQ {
-        Some(PinCmd::Pulse)
-    } else {
-        None
-    };
-    if let Some(pc) = pin_cmd {
-        if arg.is_null() {
-            return fail(libc::EFAULT);
-        }
-        // SAFETY: `arg` points to `cmd`'s struct, a `vm_ioapic_irq`.
-        let pin = unsafe { copy_in::<vm_ioapic_irq>(arg) }.irq;
-        return run_pin_cmd(vm, pc, pin);
-    }
-    // SAFETY: forwarded from the caller.
-    unsafe { ioctl_by_class(vm, cmd, arg) }
-}
-
-/// Every other command: its lock class, then its handler.
-///
-/// # Safety
-/// As [`ioctl`].
-#[inline(never)]
-unsafe fn ioctl_by_class(vm: &Vm, cmd: u64, arg: *mut c_void) -> c_int {
     let Some(class) = lock_class(cmd) else {
         return fail(libc::ENOTTY);
     };
