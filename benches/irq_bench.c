@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +143,28 @@ getppid_calls(void *p, long n)
 	(void)p;
 	for (long i = 0; i < n; i++)
 		(void)syscall(SYS_getppid);
+}
+
+/* The cost of the atomics an IRQ pair is made of, on this CPU. */
+static _Atomic unsigned long rmw_word;
+
+static void
+xadd_ops(void *p, long n)
+{
+	(void)p;
+	for (long i = 0; i < n; i++)
+		atomic_fetch_add(&rmw_word, 1);
+}
+
+static void
+cas_ops(void *p, long n)
+{
+	(void)p;
+	for (long i = 0; i < n; i++) {
+		unsigned long v = atomic_load(&rmw_word);
+		while (!atomic_compare_exchange_weak(&rmw_word, &v, v + 1))
+			;
+	}
 }
 
 /* Two threads, each on its own pin, started together. */
@@ -365,6 +388,10 @@ main(int argc, char **argv)
 	bench_vm_run();
 	if (bench_kvm(&why) != 0)
 		printf("KVM column skipped: %s (%s)\n", why, strerror(errno));
+	report("rmw_xadd", measure(xadd_ops, NULL, 20000000), "op",
+	    "atomic fetch-and-add (lock xadd), uncontended");
+	report("rmw_cas", measure(cas_ops, NULL, 20000000), "op",
+	    "atomic load + compare-and-swap (lock cmpxchg), uncontended");
 	call = measure(getppid_calls, NULL, 2000000);
 	report("getppid", call, "call", "syscall(SYS_getppid)");
 	report("getppid_pair", 2 * call, "pair", "two getppid() calls: the floor of any kernel pair");

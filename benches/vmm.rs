@@ -474,6 +474,12 @@ fn table(r: &Results, c_source: Option<&str>) -> String {
         fmt_ns(r.get("c_getppid_pair")),
         format!("{} per call", fmt_ns(r.get("c_getppid"))),
     );
+    row(
+        &mut t,
+        "One atomic fetch-and-add (floor of any lock-free pair)",
+        fmt_ns(r.get("c_rmw_xadd")),
+        format!("load + compare-and-swap: {}", fmt_ns(r.get("c_rmw_cas"))),
+    );
     // 2. RTE writes.
     for (label, kind, target) in [
         ("RTE write (a) mask/unmask only", "mask", 50.0),
