@@ -209,7 +209,14 @@ fn fill(h: &Hot, id: u64, generation: u64) -> Result<bool> {
 #[inline(always)]
 fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> {
     let generation = GENERATION.load(Ordering::SeqCst);
-    HOT.with(|h| {
+    // A small closure, so that reaching the cells inlines to one
+    // thread-pointer offset; `HOT` has no destructor, so it lives as long
+    // as this thread, which outlives this call.
+    let h: &Hot = HOT.with(|h| {
+        // SAFETY: see above; the reference does not leave this call.
+        unsafe { &*(h as *const Hot) }
+    });
+    {
         let hit = h.id.get() == id && h.generation.get() == generation && !h.vm.get().is_null();
         // At thread exit there is no cache: this call holds the entry.
         let mut uncached = None;
@@ -233,7 +240,7 @@ fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> 
         h.depth.set(h.depth.get() + 1);
         let _using = Using(h);
         Ok(f(vm, vcpu))
-    })
+    }
 }
 
 /// Runs `f` with the VM behind a ctx handle: EFAULT for NULL, EBADF for

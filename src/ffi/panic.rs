@@ -12,7 +12,9 @@ macro_rules! ffi_boundary {
 }
 pub(crate) use ffi_boundary;
 
-/// Runs `f`, mapping a panic to `on_panic` with errno EIO.
+/// Runs `f`, mapping a panic to `on_panic` with errno EIO. Inlined:
+/// catching costs nothing until something panics.
+#[inline(always)]
 pub fn catch<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(v) => v,
