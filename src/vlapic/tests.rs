@@ -185,6 +185,29 @@ fn trigger_mode_is_recorded_at_acceptance() {
     assert_eq!(rd(&l, off::ISR0 + 0x20), 1);
 }
 
+/// The lock-free merge (`pending`) takes only what the mutex would have
+/// left unchanged: the same vector with the same trigger mode while it is
+/// in IRR. Anything else goes through the mutex and is seen at once.
+#[test]
+fn only_a_same_mode_pending_vector_merges_without_the_lock() {
+    let l = enabled(0);
+    assert!(l.set_intr_ready(0x50, true), "newly pending");
+    assert!(!l.set_intr_ready(0x50, true), "merged");
+    assert!(l.tmr().test(0x50));
+    // Pending as level, now edge: TMR follows (under the mutex).
+    assert!(!l.set_intr_ready(0x50, false));
+    assert!(!l.tmr().test(0x50) && l.irr().test(0x50));
+    // Taken by the guest: the next one is new again, not merged into a
+    // stale copy of IRR.
+    assert!(l.set_intr_ready(0x60, true));
+    assert_eq!(l.accept_pending_intr(), Some(0x60));
+    assert!(l.set_intr_ready(0x60, true), "newly pending after acceptance");
+    // A reset clears IRR: the copy follows.
+    l.reinit();
+    wr(&l, off::SVR, SVR_ENABLE | 0xFF);
+    assert!(l.set_intr_ready(0x60, true), "newly pending after a reset");
+}
+
 #[test]
 fn staged_tmr_waits_for_vectors_in_irr_or_isr() {
     let l = enabled(0);
