@@ -12,8 +12,7 @@ use super::rte;
 const COUNT_MASKED: u64 = 1 << 32;
 const COUNT: u64 = u32::MAX as u64;
 /// The highest assert count (E2BIG above it): INT_MAX, as FreeBSD's `int`
-/// count. Far below 2^32, so that asserts can add before they check (one
-/// fetch-and-add) and undo: the count bits cannot carry into the mask copy.
+/// count.
 pub const MAX_ASSERTS: u32 = i32::MAX as u32;
 /// Entry copy: the entry is being rewritten (steps 1-5 of the write path);
 /// a send must be held back. Reserved RTE bits 48 and 49 carry the marks;
@@ -28,8 +27,7 @@ const MARKS: u64 = FLUX | DEFERRED;
 #[derive(Debug)]
 #[repr(align(64))]
 pub(super) struct PinLine {
-    /// Bits 31:0: asserts minus deasserts (0..=MAX_ASSERTS, momentarily
-    /// above while a refused assert undoes its increment); bit 32: mask
+    /// Bits 31:0: asserts minus deasserts (0..=MAX_ASSERTS); bit 32: mask
     /// copy.
     count: AtomicU64,
     /// The redirection entry (remote IRR aside, which only the table knows)
@@ -52,30 +50,51 @@ impl Default for PinLine {
 
 impl PinLine {
     pub(super) fn count(&self) -> u32 {
-        (self.count.load(Ordering::SeqCst) as u32).min(MAX_ASSERTS)
+        self.count.load(Ordering::SeqCst) as u32
     }
 
     /// +1 on the count; returns the count word before (0 means: count was
     /// 0 and the mask copy clear), or None (and changes nothing) at
-    /// MAX_ASSERTS. One fetch-and-add: an assert at the top undoes its
-    /// increment; meanwhile other asserts see the count above the top and
-    /// are refused too, and deasserts see it at least 1, as they would.
+    /// MAX_ASSERTS. The first guess is an idle line (count 0).
     pub(super) fn assert(&self) -> Option<u64> {
-        let old = self.count.fetch_add(1, Ordering::SeqCst);
-        if old & COUNT >= u64::from(MAX_ASSERTS) {
-            self.count.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(old)
+        self.update_count(0, |w| (w & COUNT < u64::from(MAX_ASSERTS)).then(|| w + 1))
     }
 
-    /// -1 on the count; None (and changes nothing) at zero. A
-    /// compare-and-swap: the count never goes below zero, even for a
-    /// moment, so an assert always sees the true count.
+    /// -1 on the count; None (and changes nothing) at zero. The first
+    /// guess is a line asserted once (count 1).
     pub(super) fn deassert(&self) -> Option<u64> {
-        self.count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| (w & COUNT != 0).then(|| w - 1))
-            .ok()
+        self.update_count(1, |w| (w & COUNT != 0).then(|| w - 1))
+    }
+
+    /// Compare-and-swap of the count word with `f` (None: refuse, change
+    /// nothing); returns the word it replaced. The count is exact at every
+    /// moment (never above the top or below zero, not even while an
+    /// operation is refused), so every decision reads the true count.
+    ///
+    /// The first attempt does not load the word: it guesses `count` with
+    /// the mask copy as in the entry copy (a load of the word itself right
+    /// after another read-modify-write of it waits for that one; the entry
+    /// copy is another word). A wrong guess fails the swap, which returns
+    /// the true word to retry with, so a guess is never acted on.
+    fn update_count(&self, count: u64, f: impl Fn(u64) -> Option<u64>) -> Option<u64> {
+        let masked = self.entry.load(Ordering::Relaxed) & rte::INTMASK != 0;
+        let mut w = if masked { COUNT_MASKED | count } else { count };
+        let mut new = match f(w) {
+            Some(new) => new,
+            None => {
+                w = self.count.load(Ordering::SeqCst);
+                f(w)?
+            }
+        };
+        loop {
+            match self.count.compare_exchange_weak(w, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Some(w),
+                Err(now) => {
+                    w = now;
+                    new = f(w)?;
+                }
+            }
+        }
     }
 
     /// Publishes a rewritten entry (under the table mutex): the entry copy
