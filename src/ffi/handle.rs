@@ -216,31 +216,29 @@ fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> 
         // SAFETY: see above; the reference does not leave this call.
         unsafe { &*(h as *const Hot) }
     });
-    {
-        let hit = h.id.get() == id && h.generation.get() == generation && !h.vm.get().is_null();
-        // At thread exit there is no cache: this call holds the entry.
-        let mut uncached = None;
-        if !hit && !fill(h, id, generation)? {
-            uncached = Some(lookup(id)?);
-        }
-        let (vm, vcpu): (&Vm, Option<usize>) = match &uncached {
-            Some(Entry::Ctx(vm)) => (vm, None),
-            Some(Entry::Vcpu(vm, i)) => (vm, Some(*i)),
-            None => {
-                // SAFETY: `vm` points into the `Arc` that `OWNED` holds for
-                // this handle, or, once a nested call has replaced it,
-                // parks until the outermost call (this one or an enclosing
-                // one) returns; at thread exit `OWNED` clears `vm` before
-                // dropping the `Arc`. So it outlives `f`.
-                let vm = unsafe { &*h.vm.get() };
-                let i = h.vcpu.get();
-                (vm, (i != NOT_VCPU).then_some(i))
-            }
-        };
-        h.depth.set(h.depth.get() + 1);
-        let _using = Using(h);
-        Ok(f(vm, vcpu))
+    let hit = h.id.get() == id && h.generation.get() == generation && !h.vm.get().is_null();
+    // At thread exit there is no cache: this call holds the entry.
+    let mut uncached = None;
+    if !hit && !fill(h, id, generation)? {
+        uncached = Some(lookup(id)?);
     }
+    let (vm, vcpu): (&Vm, Option<usize>) = match &uncached {
+        Some(Entry::Ctx(vm)) => (vm, None),
+        Some(Entry::Vcpu(vm, i)) => (vm, Some(*i)),
+        None => {
+            // SAFETY: `vm` points into the `Arc` that `OWNED` holds for
+            // this handle, or, once a nested call has replaced it,
+            // parks until the outermost call (this one or an enclosing
+            // one) returns; at thread exit `OWNED` clears `vm` before
+            // dropping the `Arc`. So it outlives `f`.
+            let vm = unsafe { &*h.vm.get() };
+            let i = h.vcpu.get();
+            (vm, (i != NOT_VCPU).then_some(i))
+        }
+    };
+    h.depth.set(h.depth.get() + 1);
+    let _using = Using(h);
+    Ok(f(vm, vcpu))
 }
 
 /// Runs `f` with the VM behind a ctx handle: EFAULT for NULL, EBADF for
