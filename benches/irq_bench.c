@@ -4,7 +4,9 @@
  * threads; the same pair through Linux KVM's in-kernel IOAPIC
  * (KVM_IRQ_LINE); a bare syscall as the floor of any kernel path; and the
  * VM_RUN exit round trip through vm_run(). Each figure is the median of
- * seven timed batches after a warm-up.
+ * seven timed batches after a warm-up. Figures that are compared with each
+ * other (our pairs and KVM's) are measured in alternating batches, so a
+ * machine whose speed drifts affects both sides alike.
  *
  * Usage: irq_bench [out.tsv]. The TSV has one line per figure:
  * key<TAB>ns<TAB>description; benches/vmm.rs folds it into the table.
@@ -88,6 +90,44 @@ measure(op_fn op, void *arg, long n)
 	}
 	qsort(per, BATCHES, sizeof(per[0]), cmp_double);
 	return per[BATCHES / 2];
+}
+
+/* One figure of an interleaved group. */
+struct side {
+	const char *key, *what;
+	op_fn op;
+	void *arg;
+	long n;
+	int skip; /* not measured (no /dev/kvm) */
+};
+
+/*
+ * Medians over BATCHES of each side's ns per operation, the sides timed in
+ * turn within every batch; then reported in order.
+ */
+static void
+measure_interleaved(struct side *sides, int nsides)
+{
+	double per[8][BATCHES];
+
+	for (int i = 0; i < nsides; i++)
+		if (!sides[i].skip)
+			sides[i].op(sides[i].arg, sides[i].n / 4); /* warm-up */
+	for (int b = 0; b < BATCHES; b++) {
+		for (int i = 0; i < nsides; i++) {
+			if (sides[i].skip)
+				continue;
+			double t0 = now_ns();
+			sides[i].op(sides[i].arg, sides[i].n);
+			per[i][b] = (now_ns() - t0) / (double)sides[i].n;
+		}
+	}
+	for (int i = 0; i < nsides; i++) {
+		if (sides[i].skip)
+			continue;
+		qsort(per[i], BATCHES, sizeof(per[i][0]), cmp_double);
+		report(sides[i].key, per[i][BATCHES / 2], "pair", sides[i].what);
+	}
 }
 
 /* --- the operations --------------------------------------------------- */
@@ -253,52 +293,27 @@ program_edge(struct vcpu *v, int pin, int vector)
 	kernemu_write(v, IOAPIC_GPA + 0x10, vector);
 }
 
-static void
-bench_vmm_rs(void)
+/* A VM with two active vCPUs, vCPU 0's APIC enabled, EDGE_PIN and
+ * EDGE_PIN2 programmed as unmasked edge entries to vCPU 0; the other pins
+ * stay masked. */
+static struct vmctx *
+setup_vmm_rs(struct vcpu *v[2])
 {
 	struct vmctx *ctx;
-	struct vcpu *v0, *v1;
-	struct pair_arg masked, edge;
-	struct two two;
-	long n = 2000000;
 
 	SETUP(vm_create("irq_bench"));
 	if ((ctx = vm_open("irq_bench")) == NULL ||
-	    (v0 = vm_vcpu_open(ctx, 0)) == NULL ||
-	    (v1 = vm_vcpu_open(ctx, 1)) == NULL) {
+	    (v[0] = vm_vcpu_open(ctx, 0)) == NULL ||
+	    (v[1] = vm_vcpu_open(ctx, 1)) == NULL) {
 		perror("irq_bench: vm_open/vm_vcpu_open");
 		exit(1);
 	}
-	SETUP(vm_activate_cpu(v0));
-	SETUP(vm_activate_cpu(v1));
-	kernemu_write(v0, LAPIC_SVR, 0x1ff); /* software-enable vCPU 0's APIC */
-	program_edge(v0, EDGE_PIN, 0x40);
-	program_edge(v0, EDGE_PIN2, 0x41);
-
-	masked = (struct pair_arg){ .ctx = ctx, .pin = MASKED_PIN };
-	edge = (struct pair_arg){ .ctx = ctx, .pin = EDGE_PIN };
-	report("vmmapi_masked_1t", measure(vmmapi_pairs, &masked, n), "pair",
-	    "vm_ioapic_assert_irq + deassert, masked pin");
-	report("vmmapi_edge_1t", measure(vmmapi_pairs, &edge, n), "pair",
-	    "vm_ioapic_assert_irq + deassert, edge pin -> vCPU 0");
-	report("ioctl_masked_1t", measure(ioctl_pairs, &masked, n), "pair",
-	    "vmm_ioctl(VM_IOAPIC_ASSERT_IRQ/DEASSERT_IRQ), masked pin");
-	report("ioctl_edge_1t", measure(ioctl_pairs, &edge, n), "pair",
-	    "vmm_ioctl(VM_IOAPIC_ASSERT_IRQ/DEASSERT_IRQ), edge pin -> vCPU 0");
-
-	two.op = vmmapi_pairs;
-	two.arg[0] = masked;
-	two.arg[1] = (struct pair_arg){ .ctx = ctx, .pin = MASKED_PIN2 };
-	report("vmmapi_masked_2t", measure(two_threads, &two, n), "pair",
-	    "vm_ioapic_assert_irq + deassert, 2 threads on 2 masked pins (per thread)");
-	two.arg[0] = edge;
-	two.arg[1] = (struct pair_arg){ .ctx = ctx, .pin = EDGE_PIN2 };
-	report("vmmapi_edge_2t", measure(two_threads, &two, n), "pair",
-	    "vm_ioapic_assert_irq + deassert, 2 threads on 2 edge pins (per thread)");
-
-	vm_vcpu_close(v0);
-	vm_vcpu_close(v1);
-	vm_destroy(ctx);
+	SETUP(vm_activate_cpu(v[0]));
+	SETUP(vm_activate_cpu(v[1]));
+	kernemu_write(v[0], LAPIC_SVR, 0x1ff); /* software-enable vCPU 0's APIC */
+	program_edge(v[0], EDGE_PIN, 0x40);
+	program_edge(v[0], EDGE_PIN2, 0x41);
+	return ctx;
 }
 
 static void
@@ -322,14 +337,15 @@ bench_vm_run(void)
 	vm_destroy(ctx);
 }
 
-/* Linux KVM's in-kernel IOAPIC; returns 0, or -1 with `why` set. */
+/*
+ * A KVM VM with the in-kernel IOAPIC and one vCPU, GSI EDGE_PIN programmed
+ * as an unmasked edge entry to vCPU 0; returns its fd, or -1 with `why`
+ * set.
+ */
 static int
-bench_kvm(const char **why)
+setup_kvm(const char **why)
 {
 	struct kvm_irqchip chip = { .chip_id = KVM_IRQCHIP_IOAPIC };
-	struct pair_arg masked, edge;
-	struct two two;
-	long n = 200000;
 	int kvm, vm;
 
 	if ((kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC)) < 0) {
@@ -348,7 +364,6 @@ bench_kvm(const char **why)
 		*why = "KVM_CREATE_VCPU failed";
 		return -1;
 	}
-	/* GSI EDGE_PIN: unmasked edge, vector 0x40, physical destination 0. */
 	if (ioctl(vm, KVM_GET_IRQCHIP, &chip) < 0) {
 		*why = "KVM_GET_IRQCHIP failed";
 		return -1;
@@ -358,36 +373,67 @@ bench_kvm(const char **why)
 		*why = "KVM_SET_IRQCHIP failed";
 		return -1;
 	}
-	masked = (struct pair_arg){ .kvm_vm = vm, .pin = MASKED_PIN };
-	edge = (struct pair_arg){ .kvm_vm = vm, .pin = EDGE_PIN };
-	report("kvm_masked_1t", measure(kvm_pairs, &masked, n), "pair",
-	    "KVM_IRQ_LINE 1 + 0, masked GSI");
-	report("kvm_edge_1t", measure(kvm_pairs, &edge, n), "pair",
-	    "KVM_IRQ_LINE 1 + 0, edge GSI -> vCPU 0");
-	two.op = kvm_pairs;
-	two.arg[0] = masked;
-	two.arg[1] = (struct pair_arg){ .kvm_vm = vm, .pin = MASKED_PIN2 };
-	report("kvm_masked_2t", measure(two_threads, &two, n), "pair",
-	    "KVM_IRQ_LINE 1 + 0, 2 threads on 2 masked GSIs (per thread)");
-	close(vm);
 	close(kvm);
-	return 0;
+	return vm;
+}
+
+/* The IRQ pairs: ours through both faces and KVM's, side by side. */
+static void
+bench_irq_pairs(void)
+{
+	const char *why = NULL;
+	struct vcpu *v[2];
+	struct vmctx *ctx = setup_vmm_rs(v);
+	int kvm = setup_kvm(&why);
+	int nokvm = kvm < 0;
+	long n = 2000000, nk = 200000;
+	struct pair_arg masked = { .ctx = ctx, .pin = MASKED_PIN };
+	struct pair_arg edge = { .ctx = ctx, .pin = EDGE_PIN };
+	struct pair_arg kmasked = { .kvm_vm = kvm, .pin = MASKED_PIN };
+	struct pair_arg kedge = { .kvm_vm = kvm, .pin = EDGE_PIN };
+	struct two masked2 = { .op = vmmapi_pairs, .arg = { masked, { .ctx = ctx, .pin = MASKED_PIN2 } } };
+	struct two edge2 = { .op = vmmapi_pairs, .arg = { edge, { .ctx = ctx, .pin = EDGE_PIN2 } } };
+	struct two kmasked2 = { .op = kvm_pairs, .arg = { kmasked, { .kvm_vm = kvm, .pin = MASKED_PIN2 } } };
+
+	if (nokvm)
+		printf("KVM column skipped: %s (%s)\n", why, strerror(errno));
+	struct side masked1[] = {
+		{ "vmmapi_masked_1t", "vm_ioapic_assert_irq + deassert, masked pin", vmmapi_pairs, &masked, n, 0 },
+		{ "ioctl_masked_1t", "vmm_ioctl(VM_IOAPIC_ASSERT_IRQ/DEASSERT_IRQ), masked pin", ioctl_pairs, &masked, n, 0 },
+		{ "kvm_masked_1t", "KVM_IRQ_LINE 1 + 0, masked GSI", kvm_pairs, &kmasked, nk, nokvm },
+	};
+	struct side edge1[] = {
+		{ "vmmapi_edge_1t", "vm_ioapic_assert_irq + deassert, edge pin -> vCPU 0", vmmapi_pairs, &edge, n, 0 },
+		{ "ioctl_edge_1t", "vmm_ioctl(VM_IOAPIC_ASSERT_IRQ/DEASSERT_IRQ), edge pin -> vCPU 0", ioctl_pairs, &edge, n, 0 },
+		{ "kvm_edge_1t", "KVM_IRQ_LINE 1 + 0, edge GSI -> vCPU 0", kvm_pairs, &kedge, nk, nokvm },
+	};
+	struct side two_threads_each[] = {
+		{ "vmmapi_masked_2t", "vm_ioapic_assert_irq + deassert, 2 threads on 2 masked pins (per thread)", two_threads, &masked2, n, 0 },
+		{ "vmmapi_edge_2t", "vm_ioapic_assert_irq + deassert, 2 threads on 2 edge pins (per thread)", two_threads, &edge2, n, 0 },
+		{ "kvm_masked_2t", "KVM_IRQ_LINE 1 + 0, 2 threads on 2 masked GSIs (per thread)", two_threads, &kmasked2, nk, nokvm },
+	};
+	measure_interleaved(masked1, 3);
+	measure_interleaved(edge1, 3);
+	measure_interleaved(two_threads_each, 3);
+
+	if (!nokvm)
+		close(kvm);
+	vm_vcpu_close(v[0]);
+	vm_vcpu_close(v[1]);
+	vm_destroy(ctx);
 }
 
 int
 main(int argc, char **argv)
 {
-	const char *why = NULL;
 	double call;
 
 	if (argc > 1 && (tsv = fopen(argv[1], "w")) == NULL) {
 		perror(argv[1]);
 		return 1;
 	}
-	bench_vmm_rs();
+	bench_irq_pairs();
 	bench_vm_run();
-	if (bench_kvm(&why) != 0)
-		printf("KVM column skipped: %s (%s)\n", why, strerror(errno));
 	report("rmw_xadd", measure(xadd_ops, NULL, 20000000), "op",
 	    "atomic fetch-and-add (lock xadd), uncontended");
 	report("rmw_cas", measure(cas_ops, NULL, 20000000), "op",
