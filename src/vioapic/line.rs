@@ -1,12 +1,12 @@
 //! The lock-free part of one pin ([`PinLine`]): its assert count with a
 //! copy of the mask bit, a copy of its redirection entry with the in-flux
-//! and deferred-send marks, and its count of interrupts sent. Asserts,
+//! and deferred-send marks, and its counts of interrupts sent and held back. Asserts,
 //! deasserts and edge sends use only this; the table mutex keeps the
 //! entry itself (see the module doc of `vioapic`).
 
 use crate::sync::atomic::{AtomicU64, Ordering};
 
-use super::rte;
+use super::rte::{self, Rte};
 
 /// Count word: bit 32 is a copy of the entry's mask bit.
 const COUNT_MASKED: u64 = 1 << 32;
@@ -17,7 +17,7 @@ pub const MAX_ASSERTS: u32 = i32::MAX as u32;
 /// Entry copy: the entry is being rewritten (steps 1-5 of the write path);
 /// a send must be held back. Reserved RTE bits 48 and 49 carry the marks;
 /// whatever a guest wrote there is not copied.
-pub(super) const FLUX: u64 = 1 << 48;
+const FLUX: u64 = 1 << 48;
 /// Entry copy: a send was held back while in flux; step 5 makes it.
 const DEFERRED: u64 = 1 << 49;
 const MARKS: u64 = FLUX | DEFERRED;
@@ -36,6 +36,8 @@ pub(super) struct PinLine {
     entry: AtomicU64,
     /// Interrupts sent from this pin.
     sent: AtomicU64,
+    /// Sends from this pin held back because it was being rewritten.
+    deferred: AtomicU64,
 }
 
 impl Default for PinLine {
@@ -44,6 +46,7 @@ impl Default for PinLine {
             count: AtomicU64::new(COUNT_MASKED),
             entry: AtomicU64::new(rte::RESET),
             sent: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
         }
     }
 }
@@ -110,17 +113,23 @@ impl PinLine {
         }
     }
 
-    /// The entry copy, marks included.
-    pub(super) fn entry(&self) -> u64 {
-        self.entry.load(Ordering::SeqCst)
-    }
-
-    /// Holds a send back if the entry is in flux. Returns false (the caller
-    /// sends) once the entry is seen out of flux.
-    pub(super) fn defer_if_in_flux(&self) -> bool {
-        self.entry
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| (e & FLUX != 0).then_some(e | DEFERRED))
-            .is_ok()
+    /// The entry to send now, or None if it is in flux: then the send is
+    /// marked due (and counted), and the writer makes it in step 5. The
+    /// entry returned is the one whose copy was seen out of flux.
+    pub(super) fn entry_or_defer(&self) -> Option<Rte> {
+        let mut e = self.entry.load(Ordering::SeqCst);
+        loop {
+            if e & FLUX == 0 {
+                return Some(Rte(e));
+            }
+            match self.entry.compare_exchange_weak(e, e | DEFERRED, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    self.deferred.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Err(now) => e = now,
+            }
+        }
     }
 
     /// Step 5 (under the table mutex): the entry leaves flux; returns
@@ -137,11 +146,16 @@ impl PinLine {
         self.sent.load(Ordering::Relaxed)
     }
 
+    pub(super) fn deferred(&self) -> u64 {
+        self.deferred.load(Ordering::Relaxed)
+    }
+
     /// The reset state: masked, not asserted, nothing sent.
     pub(super) fn reset(&self) {
         self.count.store(COUNT_MASKED, Ordering::SeqCst);
         self.entry.store(rte::RESET, Ordering::SeqCst);
         self.sent.store(0, Ordering::Relaxed);
+        self.deferred.store(0, Ordering::Relaxed);
     }
 
     #[cfg(all(test, not(loom)))]

@@ -18,8 +18,9 @@
 //! Asserts, deasserts and edge sends take no vioapic lock. Each pin has a
 //! cache line of atomics ([`Vioapic::lines`], see `line`): its assert count
 //! with a copy of the mask bit in one word, a copy of its entry with an
-//! in-flux mark, and its count of sends. Asserting a masked pin and every
-//! deassert are one read-modify-write of the count word. An assert that
+//! in-flux mark, and its counts of sends and held-back sends. Asserting a
+//! masked pin and every deassert are one read-modify-write of the count
+//! word. An assert that
 //! takes the count from 0 to 1 on an unmasked pin reads the entry copy: an
 //! edge entry is delivered at once; a level entry takes the table mutex,
 //! which owns remote IRR. A pin in flux (being rewritten) holds its send
@@ -59,7 +60,6 @@ mod write;
 mod tests;
 
 use crate::cpuset::CpuSet;
-use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Mutex;
 
 pub use line::MAX_ASSERTS;
@@ -168,8 +168,6 @@ pub struct Vioapic {
     /// Per pin: assert count, copies of the mask bit and the entry, and
     /// interrupts sent (atomics, no lock; see the module doc).
     lines: [PinLine; PINS],
-    /// Sends held back because their pin was being rewritten.
-    deferred_sends: AtomicU64,
 }
 
 impl Vioapic {
@@ -186,7 +184,6 @@ impl Vioapic {
         for l in &self.lines {
             l.reset();
         }
-        self.deferred_sends.store(0, Ordering::Relaxed);
     }
 
     /// VM_IOAPIC_PINCOUNT.
@@ -197,7 +194,7 @@ impl Vioapic {
     pub fn stats(&self) -> IoapicStats {
         let mut s = self.table.lock().stats;
         s.interrupts = self.lines.iter().map(PinLine::sent).sum();
-        s.deferred_sends = self.deferred_sends.load(Ordering::Relaxed);
+        s.deferred_sends = self.lines.iter().map(PinLine::deferred).sum();
         s
     }
 

@@ -1,11 +1,9 @@
 //! Sending and EOI processing, and the lock-free assert counts and edge
 //! sends (see the module doc of `vioapic`).
 
-use super::line::FLUX;
 use super::rte::{Rte, REM_IRR};
 use super::{pin_index, IoapicBus, Table, Vioapic, PINS};
 use crate::error::{Error, Result};
-use crate::sync::atomic::Ordering;
 
 impl Vioapic {
     /// `vioapic_send_intr` under the table mutex: a masked entry sends
@@ -35,9 +33,7 @@ impl Vioapic {
     /// Send, unless the entry is being rewritten: then mark a send due; the
     /// writer makes it once the new entry is in place.
     pub(super) fn send_or_defer(&self, t: &mut Table, pin: usize, bus: &dyn IoapicBus) {
-        if self.lines[pin].defer_if_in_flux() {
-            self.deferred_sends.fetch_add(1, Ordering::Relaxed);
-        } else {
+        if self.lines[pin].entry_or_defer().is_some() {
             self.send(t, pin, bus);
         }
     }
@@ -56,26 +52,16 @@ impl Vioapic {
         if old != 0 {
             return Ok(());
         }
-        loop {
-            let copy = line.entry();
-            if copy & FLUX != 0 {
-                if line.defer_if_in_flux() {
-                    self.deferred_sends.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-                // Out of flux meanwhile: read the new entry.
-                continue;
-            }
-            let e = Rte(copy);
-            if e.masked() {
-                // Masked since the increment: the write came first.
-                return Ok(());
-            }
-            if !e.level() {
-                self.deliver(e, pin, bus);
-                return Ok(());
-            }
-            break;
+        let Some(e) = line.entry_or_defer() else {
+            return Ok(());
+        };
+        if e.masked() {
+            // Masked since the increment: the write came first.
+            return Ok(());
+        }
+        if !e.level() {
+            self.deliver(e, pin, bus);
+            return Ok(());
         }
         let mut t = self.table.lock();
         // A level line is sampled now: deasserted meanwhile, it may
