@@ -64,20 +64,15 @@ impl Vm {
     /// `vlapic_calcdest`: the active vCPUs addressed by `dest`. With
     /// `lowprio`, logical mode stops at the first match.
     pub fn calcdest(&self, dest: u32, phys: bool, lowprio: bool, x2apic_dest: bool) -> CpuSet {
-        let active = self.active_cpus();
         let broadcast = if x2apic_dest { dest == 0xFFFF_FFFF } else { dest == 0xFF };
         if broadcast {
-            return active;
+            return self.active_cpus();
         }
-        let mut out = CpuSet::new();
         if phys {
-            // APIC ID = vCPU id.
-            let id = dest as usize;
-            if id < self.maxcpus() && active.contains(id) {
-                out.insert(id);
-            }
-            return out;
+            return self.phys_dest(dest).map(CpuSet::single).unwrap_or_default();
         }
+        let active = self.active_cpus();
+        let mut out = CpuSet::new();
         let flat_mda = dest & 0xFF;
         let (cluster_mda, cluster_ldest_mda) =
             if x2apic_dest { (dest >> 16, dest & 0xFFFF) } else { ((dest >> 4) & 0xF, dest & 0xF) };
@@ -105,6 +100,13 @@ impl Vm {
             }
         }
         out
+    }
+
+    /// The active vCPU a physical, non-broadcast destination names (APIC
+    /// ID = vCPU id), if any.
+    fn phys_dest(&self, dest: u32) -> Option<usize> {
+        let id = dest as usize;
+        (id < self.maxcpus() && self.is_active(id)).then_some(id)
     }
 
     /// `lapic_set_intr`: accept `vector` on vCPU `id` and notify it.
@@ -148,10 +150,9 @@ impl Vm {
             return;
         }
         if phys && dest != 0xFF && delmode != DELMODE_EXTINT {
-            // One vCPU, or none: what `calcdest` would find, without
-            // building destination sets (the device interrupt hot path).
-            let id = dest as usize;
-            if id < self.maxcpus() && self.is_active(id) {
+            // The device interrupt hot path: one vCPU or none, without
+            // building a destination set (`calcdest` finds the same).
+            if let Some(id) = self.phys_dest(dest) {
                 let _ = self.lapic_set_intr(id, u32::from(vector), level);
             }
             return;
