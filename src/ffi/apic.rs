@@ -58,10 +58,10 @@ pub(crate) unsafe fn vcpu_cmd(vm: &Vm, lock: &VcpuLock<'_>, cmd: u64, arg: *mut 
 pub(crate) unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
     // SAFETY (copy_in/copy_out): `arg` points to `cmd`'s struct.
     unsafe {
+        if let Some(pc) = PinCmd::of(cmd) {
+            return pc.run(vm, copy_in::<vm_ioapic_irq>(arg).irq);
+        }
         match cmd {
-            VM_IOAPIC_ASSERT_IRQ => vm.ioapic_assert_irq(copy_in::<vm_ioapic_irq>(arg).irq),
-            VM_IOAPIC_DEASSERT_IRQ => vm.ioapic_deassert_irq(copy_in::<vm_ioapic_irq>(arg).irq),
-            VM_IOAPIC_PULSE_IRQ => vm.ioapic_pulse_irq(copy_in::<vm_ioapic_irq>(arg).irq),
             VM_IOAPIC_PINCOUNT => {
                 copy_out::<c_int>(arg, vm.ioapic_pincount());
                 Ok(())

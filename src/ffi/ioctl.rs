@@ -41,17 +41,10 @@ pub unsafe extern "C" fn vmm_ioctl(ctx: *mut vmctx, cmd: c_ulong, arg: *mut c_vo
         // The device model's hot path, first: exactly what the libvmmapi
         // functions run (a NULL argument takes the general path, which
         // orders its errors).
-        if !arg.is_null() {
-            let pin = || {
-                // SAFETY: `arg` points to `cmd`'s struct, a `vm_ioapic_irq`.
-                unsafe { copy_in::<vm_ioapic_irq>(arg) }.irq
-            };
-            match cmd as u64 {
-                VM_IOAPIC_ASSERT_IRQ => return ctx_pin(ctx, PinCmd::Assert, pin()),
-                VM_IOAPIC_DEASSERT_IRQ => return ctx_pin(ctx, PinCmd::Deassert, pin()),
-                VM_IOAPIC_PULSE_IRQ => return ctx_pin(ctx, PinCmd::Pulse, pin()),
-                _ => {}
-            }
+        if let (false, Some(pc)) = (arg.is_null(), PinCmd::of(cmd as u64)) {
+            // SAFETY: `arg` points to `cmd`'s struct, a `vm_ioapic_irq`.
+            let pin = unsafe { copy_in::<vm_ioapic_irq>(arg) }.irq;
+            return ctx_pin(ctx, pc, pin);
         }
         // SAFETY: `arg` is what the caller passed for `cmd`.
         match handle::with_ctx(ctx, |vm| unsafe { ioctl(vm, cmd as u64, arg) }) {
@@ -87,16 +80,34 @@ pub(crate) enum PinCmd {
     Pulse,
 }
 
+impl PinCmd {
+    /// The pin command `cmd` is, if it is one.
+    #[inline(always)]
+    pub(crate) fn of(cmd: u64) -> Option<PinCmd> {
+        match cmd {
+            VM_IOAPIC_ASSERT_IRQ => Some(PinCmd::Assert),
+            VM_IOAPIC_DEASSERT_IRQ => Some(PinCmd::Deassert),
+            VM_IOAPIC_PULSE_IRQ => Some(PinCmd::Pulse),
+            _ => None,
+        }
+    }
+
+    /// The command on pin `pin` of a live VM.
+    #[inline(always)]
+    pub(crate) fn run(self, vm: &Vm, pin: i32) -> Result<()> {
+        match self {
+            PinCmd::Assert => vm.ioapic_assert_irq(pin),
+            PinCmd::Deassert => vm.ioapic_deassert_irq(pin),
+            PinCmd::Pulse => vm.ioapic_pulse_irq(pin),
+        }
+    }
+}
+
 /// Runs a pin command once its argument is read: the whole of those
 /// commands, shared by `vmm_ioctl` and the libvmmapi functions.
 #[inline(always)]
 pub(crate) fn run_pin_cmd(vm: &Vm, cmd: PinCmd, pin: i32) -> c_int {
-    let r = vm.check_alive().and_then(|()| match cmd {
-        PinCmd::Assert => vm.ioapic_assert_irq(pin),
-        PinCmd::Deassert => vm.ioapic_deassert_irq(pin),
-        PinCmd::Pulse => vm.ioapic_pulse_irq(pin),
-    });
-    to_rc(r)
+    to_rc(vm.check_alive().and_then(|()| cmd.run(vm, pin)))
 }
 
 /// The lock class of each known command; `None` for an unknown one.
