@@ -107,6 +107,7 @@ pub fn close(id: u64) -> Result<()> {
 /// cells (no destructor, so reaching them is one thread-pointer offset).
 /// `vm` points into the `Arc` that [`OWNED`] holds for the same handle.
 struct Hot {
+    /// The cached handle; 0 (no handle) when empty.
     id: Cell<u64>,
     generation: Cell<u64>,
     vm: Cell<*const Vm>,
@@ -132,10 +133,7 @@ struct Owned {
 impl Drop for Owned {
     /// At thread exit: the cached pointer must not outlive the `Arc`.
     fn drop(&mut self) {
-        let _ = HOT.try_with(|h| {
-            h.id.set(0);
-            h.vm.set(std::ptr::null());
-        });
+        let _ = HOT.try_with(|h| h.id.set(0));
     }
 }
 
@@ -216,7 +214,8 @@ fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> 
         // SAFETY: see above; the reference does not leave this call.
         unsafe { &*(h as *const Hot) }
     });
-    let hit = h.id.get() == id && h.generation.get() == generation && !h.vm.get().is_null();
+    // `id` is never 0 (a NULL handle is refused before): an empty cache misses.
+    let hit = h.id.get() == id && h.generation.get() == generation;
     // At thread exit there is no cache: this call holds the entry.
     let mut uncached = None;
     if !hit && !fill(h, id, generation)? {
@@ -229,7 +228,7 @@ fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> 
             // SAFETY: `vm` points into the `Arc` that `OWNED` holds for
             // this handle, or, once a nested call has replaced it,
             // parks until the outermost call (this one or an enclosing
-            // one) returns; at thread exit `OWNED` clears `vm` before
+            // one) returns; at thread exit `OWNED` empties the cache before
             // dropping the `Arc`. So it outlives `f`.
             let vm = unsafe { &*h.vm.get() };
             let i = h.vcpu.get();
