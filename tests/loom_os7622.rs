@@ -453,6 +453,12 @@ fn block_run_waits_only_for_a_running_vcpu() {
     );
 }
 
+/// A non-vCPU thread writes the low half of `PIN`'s redirection entry.
+fn write_pin_low(vm: &Vm, low: u32) {
+    vm.ioapic_mmio_write_nonvcpu(IOREGSEL_GPA, 4, 0x10 + 2 * PIN).unwrap();
+    vm.ioapic_mmio_write_nonvcpu(IOWIN_GPA, 4, low).unwrap();
+}
+
 /// A 1-vCPU VM, vCPU 0 active with its local APIC software-enabled, and
 /// pin `PIN` level-triggered, vector 0x40, aimed at it; `mask` is 0 or the
 /// mask bit.
@@ -460,9 +466,7 @@ fn one_vcpu_vm_with_level_pin(mask: u32) -> Shared<Vm> {
     let vm = Shared::new(Vm::new("loom", 1, Box::new(PauseGuest)).unwrap());
     vm.activate_cpu(0).unwrap();
     vm.mmio_write(0, 0xFEE0_00F0, 4, 0x1ff).unwrap();
-    let w = |gpa, v| vm.ioapic_mmio_write_nonvcpu(gpa, 4, v).unwrap();
-    w(IOREGSEL_GPA, 0x10 + 2 * PIN);
-    w(IOWIN_GPA, mask | LEVEL | 0x40);
+    write_pin_low(&vm, mask | LEVEL | 0x40);
     vm
 }
 
@@ -498,9 +502,7 @@ fn an_assert_racing_an_unmask_is_sent_exactly_once() {
                             counts.interesting.fetch_add(1, SeqCst);
                         }
                         asserted.release();
-                        let w = |gpa, v| vm.ioapic_mmio_write_nonvcpu(gpa, 4, v).unwrap();
-                        w(IOREGSEL_GPA, 0x10 + 2 * PIN);
-                        w(IOWIN_GPA, LEVEL | 0x40);
+                        write_pin_low(&vm, LEVEL | 0x40);
                         vm.release();
                     })
                 };
@@ -544,9 +546,7 @@ fn an_assert_racing_a_rewrite_in_flux_is_sent_exactly_once() {
                 let writer = {
                     let vm = vm.share();
                     thread::spawn(move || {
-                        let w = |gpa, v| vm.ioapic_mmio_write_nonvcpu(gpa, 4, v).unwrap();
-                        w(IOREGSEL_GPA, 0x10 + 2 * PIN);
-                        w(IOWIN_GPA, 0x41);
+                        write_pin_low(&vm, 0x41);
                         vm.release();
                     })
                 };
