@@ -3,7 +3,7 @@
 
 use std::ffi::{c_int, c_void};
 
-use super::errno::{errno_of, fail};
+use super::errno::{errno_of, fail, fail_with};
 use super::handle::{self, vcpu, vmctx};
 use super::ioctl::{ioctl, run_pin_cmd, PinCmd};
 
@@ -32,11 +32,22 @@ pub(crate) fn vcpu_ioctl<T>(vcpu: *mut vcpu, cmd: u64, arg: &mut T, fill: impl F
 
 /// VM_IOAPIC_ASSERT/DEASSERT/PULSE_IRQ on pin `pin` of the VM behind
 /// `ctx`: what `ctx_ioctl` does with a `vm_ioapic_irq`, without building
-/// one (the device model's hot path).
+/// one (the device model's hot path: inlined when the thread's handle
+/// cache holds `ctx`).
 #[inline(always)]
 pub(crate) fn ctx_pin(ctx: *mut vmctx, cmd: PinCmd, pin: c_int) -> c_int {
+    match handle::with_cached_ctx(ctx, |vm| run_pin_cmd(vm, cmd, pin)) {
+        Some(rc) => rc,
+        None => ctx_pin_uncached(ctx, cmd, pin),
+    }
+}
+
+/// `ctx_pin` when the cache does not hold `ctx`: fill it, or fail.
+#[cold]
+#[inline(never)]
+fn ctx_pin_uncached(ctx: *mut vmctx, cmd: PinCmd, pin: c_int) -> c_int {
     match handle::with_ctx(ctx, |vm| run_pin_cmd(vm, cmd, pin)) {
         Ok(rc) => rc,
-        Err(e) => fail(errno_of(e)),
+        Err(e) => fail_with(e),
     }
 }

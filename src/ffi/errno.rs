@@ -28,11 +28,20 @@ pub fn set_errno(e: i32) {
 }
 
 /// Maps a result to the ioctl convention: 0, or -1 with errno.
+#[inline(always)]
 pub fn to_rc(r: Result<()>) -> i32 {
     match r {
         Ok(()) => 0,
-        Err(e) => fail(errno_of(e)),
+        Err(e) => fail_with(e),
     }
+}
+
+/// Sets errno for `e` and returns -1. Out of line: errors are off the
+/// hot paths this is inlined into.
+#[cold]
+#[inline(never)]
+pub fn fail_with(e: Error) -> i32 {
+    fail(errno_of(e))
 }
 
 /// Sets errno and returns -1.

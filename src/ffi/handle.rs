@@ -107,7 +107,7 @@ pub fn close(id: u64) -> Result<()> {
 /// cells (no destructor, so reaching them is one thread-pointer offset).
 /// `vm` points into the `Arc` that [`OWNED`] holds for the same handle.
 struct Hot {
-    /// The cached handle; 0 (no handle) when empty.
+    /// The cached handle; `EMPTY` when there is none.
     id: Cell<u64>,
     generation: Cell<u64>,
     vm: Cell<*const Vm>,
@@ -121,6 +121,9 @@ struct Hot {
 }
 
 const NOT_VCPU: usize = usize::MAX;
+/// No handle cached: never a handle (those are multiples of 16) nor NULL,
+/// so neither hits.
+const EMPTY: u64 = u64::MAX;
 
 /// The owning half: the cached entry's `Arc`, and entries replaced while
 /// an outer call may still be using their VM (dropped when the outermost
@@ -133,7 +136,7 @@ struct Owned {
 impl Drop for Owned {
     /// At thread exit: the cached pointer must not outlive the `Arc`.
     fn drop(&mut self) {
-        let _ = HOT.try_with(|h| h.id.set(0));
+        let _ = HOT.try_with(|h| h.id.set(EMPTY));
     }
 }
 
@@ -141,7 +144,7 @@ thread_local! {
     // Const-initialised: no lazy-initialisation check on the hot path.
     static HOT: Hot = const {
         Hot {
-            id: Cell::new(0),
+            id: Cell::new(EMPTY),
             generation: Cell::new(0),
             vm: Cell::new(std::ptr::null()),
             vcpu: Cell::new(NOT_VCPU),
@@ -203,45 +206,66 @@ fn fill(h: &Hot, id: u64, generation: u64) -> Result<bool> {
     Ok(true)
 }
 
-/// Runs `f` on the entry behind handle `id`, through the thread's cache.
+/// This thread's cache (plain cells, see [`Hot`]).
 #[inline(always)]
-fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> {
-    let generation = GENERATION.load(Ordering::SeqCst);
+fn hot() -> &'static Hot {
     // A small closure, so that reaching the cells inlines to one
     // thread-pointer offset; `HOT` has no destructor, so it lives as long
-    // as this thread, which outlives this call.
-    let h: &Hot = HOT.with(|h| {
-        // SAFETY: see above; the reference does not leave this call.
+    // as this thread, and the reference never leaves it.
+    HOT.with(|h| {
+        // SAFETY: see above.
         unsafe { &*(h as *const Hot) }
-    });
-    // `id` is never 0 (a NULL handle is refused before): an empty cache misses.
-    let hit = h.id.get() == id && h.generation.get() == generation;
-    // At thread exit there is no cache: this call holds the entry.
-    let mut uncached = None;
-    if !hit && !fill(h, id, generation)? {
-        uncached = Some(lookup(id)?);
+    })
+}
+
+/// Runs `f` on the entry behind handle `id`, through the thread's cache.
+/// A hit is a few loads and compares, inlined into the caller; a miss
+/// takes the cold path.
+#[inline(always)]
+fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> {
+    let h = hot();
+    if h.id.get() == id && h.generation.get() == GENERATION.load(Ordering::SeqCst) {
+        Ok(with_cached(h, f))
+    } else {
+        with_entry_missed(h, id, f)
     }
-    let (vm, vcpu): (&Vm, Option<usize>) = match &uncached {
-        Some(Entry::Ctx(vm)) => (vm, None),
-        Some(Entry::Vcpu(vm, i)) => (vm, Some(*i)),
-        None => {
-            // SAFETY: `vm` points into the `Arc` that `OWNED` holds for
-            // this handle, or, once a nested call has replaced it,
-            // parks until the outermost call (this one or an enclosing
-            // one) returns; at thread exit `OWNED` empties the cache before
-            // dropping the `Arc`. So it outlives `f`.
-            let vm = unsafe { &*h.vm.get() };
-            let i = h.vcpu.get();
-            (vm, (i != NOT_VCPU).then_some(i))
-        }
-    };
+}
+
+/// Runs `f` on the VM the cache holds, counted as a use (so that a nested
+/// call that replaces the entry parks it instead of dropping it).
+#[inline(always)]
+fn with_cached<R>(h: &Hot, f: impl FnOnce(&Vm, Option<usize>) -> R) -> R {
+    // SAFETY: `vm` points into the `Arc` that `OWNED` holds for this
+    // handle, or, once a nested call has replaced it, parks until the
+    // outermost call (this one or an enclosing one) returns; at thread exit
+    // `OWNED` empties the cache before dropping the `Arc`. So it outlives
+    // `f`.
+    let vm = unsafe { &*h.vm.get() };
+    let i = h.vcpu.get();
     h.depth.set(h.depth.get() + 1);
     let _using = Using(h);
-    Ok(f(vm, vcpu))
+    f(vm, (i != NOT_VCPU).then_some(i))
+}
+
+/// A miss: fill the cache from the table (EBADF if `id` is not live) and
+/// run `f`; at thread exit, when there is no cache, this call holds the
+/// entry itself.
+#[cold]
+#[inline(never)]
+fn with_entry_missed<R>(h: &Hot, id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> {
+    let generation = GENERATION.load(Ordering::SeqCst);
+    if fill(h, id, generation)? {
+        return Ok(with_cached(h, f));
+    }
+    Ok(match lookup(id)? {
+        Entry::Ctx(vm) => f(&vm, None),
+        Entry::Vcpu(vm, i) => f(&vm, Some(i)),
+    })
 }
 
 /// Runs `f` with the VM behind a ctx handle: EFAULT for NULL, EBADF for
 /// anything that is not a live ctx handle.
+#[inline(always)]
 pub fn with_ctx<R>(ctx: *const vmctx, f: impl FnOnce(&Vm) -> R) -> Result<R> {
     if ctx.is_null() {
         return Err(Error::Fault);
@@ -249,7 +273,21 @@ pub fn with_ctx<R>(ctx: *const vmctx, f: impl FnOnce(&Vm) -> R) -> Result<R> {
     with_entry(ctx as usize as u64, |vm, vcpu| vcpu.is_none().then(|| f(vm)))?.ok_or(Error::Destroyed)
 }
 
+/// Runs `f` with the VM behind `ctx` if that is the ctx handle this
+/// thread's cache holds (the hot path of the pin commands: no NULL check,
+/// as NULL is never cached); None, running nothing, otherwise: then
+/// [`with_ctx`] fills the cache or fails.
+#[inline(always)]
+pub fn with_cached_ctx<R>(ctx: *const vmctx, f: impl FnOnce(&Vm) -> R) -> Option<R> {
+    let h = hot();
+    let hit = h.id.get() == ctx as usize as u64
+        && h.generation.get() == GENERATION.load(Ordering::SeqCst)
+        && h.vcpu.get() == NOT_VCPU;
+    hit.then(|| with_cached(h, |vm, _| f(vm)))
+}
+
 /// Runs `f` with the VM and vCPU id behind a vcpu handle.
+#[inline(always)]
 pub fn with_vcpu<R>(vcpu: *const vcpu, f: impl FnOnce(&Vm, usize) -> R) -> Result<R> {
     if vcpu.is_null() {
         return Err(Error::Fault);
@@ -273,6 +311,28 @@ mod tests {
         close(ctx as usize as u64).unwrap();
         assert_eq!(with_ctx(ctx, |_| ()), Err(Error::Destroyed));
         assert_eq!(with_ctx(std::ptr::null(), |_| ()), Err(Error::Fault));
+    }
+
+    #[test]
+    fn only_a_live_cached_ctx_handle_takes_the_hot_path() {
+        // A fresh thread: its cache is empty, and NULL must not hit it.
+        std::thread::spawn(|| {
+            let ctx = new_ctx(vm("cache-d"));
+            let vcpu = new_vcpu(vm("cache-e"), 1);
+            assert_eq!(with_cached_ctx(std::ptr::null(), |_| ()), None, "empty cache, NULL");
+            assert_eq!(with_cached_ctx(ctx, |_| ()), None, "not cached yet");
+            assert_eq!(with_ctx(ctx, |vm| vm.maxcpus()), Ok(2));
+            assert_eq!(with_cached_ctx(ctx, |vm| vm.maxcpus()), Some(2));
+            assert_eq!(with_cached_ctx(std::ptr::null(), |_| ()), None, "NULL");
+            assert_eq!(with_vcpu(vcpu, |_, id| id), Ok(1));
+            assert_eq!(with_cached_ctx(vcpu as *const vmctx, |_| ()), None, "a vcpu handle");
+            assert_eq!(with_ctx(ctx, |_| ()), Ok(()));
+            close(ctx as usize as u64).unwrap();
+            assert_eq!(with_cached_ctx(ctx, |_| ()), None, "closed");
+            close(vcpu as usize as u64).unwrap();
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
