@@ -41,27 +41,35 @@ impl Vioapic {
     /// VM_IOAPIC_ASSERT_IRQ: +1 on the pin's count (E2BIG at the top,
     /// counted). The 0 -> 1 transition sends, unless the pin is masked: an
     /// edge entry without a lock, a level entry under the table mutex.
+    /// Inlined: counting is one compare-and-swap; the send is out of line.
+    #[inline(always)]
     pub fn assert_irq(&self, pin: i32, bus: &dyn IoapicBus) -> Result<()> {
         let pin = pin_index(pin)?;
-        let line = &self.lines[pin];
-        let Some(old) = line.assert() else {
-            self.table.lock().stats.saturate_high += 1;
-            return Err(Error::TooBig);
-        };
-        // Count 0 and mask copy clear as of the increment (module doc).
-        if old != 0 {
-            return Ok(());
+        match self.lines[pin].assert() {
+            // Count 0 and mask copy clear as of the increment (module doc).
+            Some(0) => {
+                self.send_asserted(pin, bus);
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => self.assert_refused(),
         }
+    }
+
+    /// The send of an assert that took an unmasked pin's count from 0 to 1.
+    #[inline(never)]
+    fn send_asserted(&self, pin: usize, bus: &dyn IoapicBus) {
+        let line = &self.lines[pin];
         let Some(e) = line.entry_or_defer() else {
-            return Ok(());
+            return;
         };
         if e.masked() {
             // Masked since the increment: the write came first.
-            return Ok(());
+            return;
         }
         if !e.level() {
             self.deliver(e, pin, bus);
-            return Ok(());
+            return;
         }
         let mut t = self.table.lock();
         // A level line is sampled now: deasserted meanwhile, it may
@@ -70,20 +78,31 @@ impl Vioapic {
         if !t.rte(pin).level() || line.count() > 0 {
             self.send_or_defer(&mut t, pin, bus);
         }
-        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn assert_refused(&self) -> Result<()> {
+        self.table.lock().stats.saturate_high += 1;
+        Err(Error::TooBig)
     }
 
     /// VM_IOAPIC_DEASSERT_IRQ: -1 on the pin's count (ERANGE at zero,
     /// counted, as illumos). Never sends, so never locks.
+    #[inline(always)]
     pub fn deassert_irq(&self, pin: i32, _bus: &dyn IoapicBus) -> Result<()> {
         let pin = pin_index(pin)?;
         match self.lines[pin].deassert() {
             Some(_) => Ok(()),
-            None => {
-                self.table.lock().stats.saturate_low += 1;
-                Err(Error::Range)
-            }
+            None => self.deassert_refused(),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn deassert_refused(&self) -> Result<()> {
+        self.table.lock().stats.saturate_low += 1;
+        Err(Error::Range)
     }
 
     /// VM_IOAPIC_PULSE_IRQ: assert then deassert; the deassert is skipped
