@@ -111,6 +111,7 @@ impl Vm {
 
     /// `lapic_set_intr`: accept `vector` on vCPU `id` and notify it.
     /// EINVAL for a vector outside 16..=255 (nothing is recorded then).
+    #[inline]
     pub fn lapic_set_intr(&self, id: usize, vector: u32, level: bool) -> Result<()> {
         if !(16..=255).contains(&vector) {
             return Err(Error::Inval);
@@ -145,16 +146,25 @@ impl Vm {
     /// (NMI, INIT, SMI and the rest are dropped, as in FreeBSD and illumos).
     /// `dest` is always in xAPIC format. Vectors below 16 are dropped
     /// silently (`lapic_set_intr` refuses them before the APIC sees them).
+    ///
+    /// Inlined: a physical destination (the device interrupt hot path) is
+    /// one vCPU or none, found without building a destination set
+    /// (`calcdest` finds the same); the rest is out of line.
+    #[inline(always)]
     pub fn deliver_intr(&self, level: bool, dest: u32, phys: bool, delmode: u32, vector: u8) {
-        if !matches!(delmode, DELMODE_FIXED | DELMODE_LOWPRIO | DELMODE_EXTINT) {
-            return;
-        }
-        if phys && dest != 0xFF && delmode != DELMODE_EXTINT {
-            // The device interrupt hot path: one vCPU or none, without
-            // building a destination set (`calcdest` finds the same).
+        if phys && dest != 0xFF && matches!(delmode, DELMODE_FIXED | DELMODE_LOWPRIO) {
             if let Some(id) = self.phys_dest(dest) {
                 let _ = self.lapic_set_intr(id, u32::from(vector), level);
             }
+            return;
+        }
+        self.deliver_intr_to_set(level, dest, phys, delmode, vector);
+    }
+
+    /// `deliver_intr` through a destination set.
+    #[inline(never)]
+    fn deliver_intr_to_set(&self, level: bool, dest: u32, phys: bool, delmode: u32, vector: u8) {
+        if !matches!(delmode, DELMODE_FIXED | DELMODE_LOWPRIO | DELMODE_EXTINT) {
             return;
         }
         let dmask = self.calcdest(dest, phys, delmode == DELMODE_LOWPRIO, false);

@@ -116,10 +116,16 @@ impl Vlapic {
     /// vCPU needs a notification (the caller sends it).
     /// A vector already pending with the same trigger mode merges without
     /// the mutex.
+    #[inline(always)]
     pub fn set_intr_ready(&self, vector: u8, level: bool) -> bool {
         if self.pending.merges(vector, level) {
             return false;
         }
+        self.set_intr_ready_locked(vector, level)
+    }
+
+    #[inline(never)]
+    fn set_intr_ready_locked(&self, vector: u8, level: bool) -> bool {
         self.lock().set_intr_ready(vector, level)
     }
 
