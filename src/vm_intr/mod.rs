@@ -84,11 +84,13 @@ impl Vm {
     // --- vioapic ioctls ----------------------------------------------------
 
     /// VM_IOAPIC_ASSERT_IRQ: EINVAL (pin), E2BIG (count saturated).
+    #[inline(always)]
     pub fn ioapic_assert_irq(&self, pin: i32) -> Result<()> {
         self.vioapic().assert_irq(pin, self)
     }
 
     /// VM_IOAPIC_DEASSERT_IRQ: EINVAL (pin), ERANGE (count already 0).
+    #[inline(always)]
     pub fn ioapic_deassert_irq(&self, pin: i32) -> Result<()> {
         self.vioapic().deassert_irq(pin, self)
     }
