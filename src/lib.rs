@@ -5,6 +5,7 @@
 //! - [`error`]: the core error type.
 //! - [`sync`]: lock facade (parking_lot, or loom under `cfg(loom)`).
 //! - [`cpuset`]: sets of vCPU ids.
+//! - [`thread_slot`]: per-thread slots for single-writer counters.
 //! - [`vcpu`]: the vCPU state machine, notification and runblock.
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
 //! - [`rendezvous`]: `vm_smp_rendezvous`.
@@ -34,6 +35,7 @@ pub mod rendezvous;
 pub mod run;
 pub mod sim;
 pub mod sync;
+pub mod thread_slot;
 pub mod vcpu;
 pub mod vioapic;
 pub mod vlapic;

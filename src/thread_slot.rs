@@ -1,0 +1,210 @@
+//! Thread slots for single-writer counters.
+//!
+//! A thread that asks gets a number in `0..SLOTS` that no other live thread
+//! holds, and keeps it until it exits; then the slot returns to the pool.
+//! A counter split into one cell per slot is written by one thread only,
+//! so an increment is a plain load and store instead of an atomic
+//! read-modify-write (which costs as much as the rest of an interrupt
+//! send), and the sum of the cells stays exact: FreeBSD's `counter(9)`
+//! does the same per CPU. A thread that finds every slot taken, or asks
+//! while it is exiting, gets `None` and counts with a read-modify-write.
+//!
+//! Under loom every thread gets `None`: the counters then use only the
+//! atomics loom models.
+
+use crate::sync::atomic::{AtomicU64, Ordering};
+
+/// Slots in the pool: the device threads of a VMM process, with room to
+/// spare. Cells of later threads' counters fall back to atomics.
+pub const SLOTS: usize = 64;
+
+/// This thread's slot, if it has one (assigned at its first call).
+#[cfg(not(loom))]
+#[inline(always)]
+pub fn current() -> Option<usize> {
+    let slot = imp::SLOT.with(|s| s.get());
+    if slot < SLOTS {
+        Some(slot)
+    } else if slot == imp::UNASSIGNED {
+        imp::claim()
+    } else {
+        None
+    }
+}
+
+#[cfg(loom)]
+#[inline(always)]
+pub fn current() -> Option<usize> {
+    None
+}
+
+/// A counter bumped on hot paths by many threads: one cell per slot,
+/// written only by the slot's holder, so [`add`](Self::add) is a plain
+/// load and store; threads without a slot share one atomic cell. The sum
+/// is exact once the adding threads are synchronised with the reader.
+#[derive(Debug)]
+pub struct SplitCounter {
+    /// One per slot (none under loom, where no thread has a slot).
+    cells: Box<[SlotCell]>,
+    /// Threads without a slot.
+    shared: AtomicU64,
+}
+
+/// A slot's cell, alone on its cache line so that threads do not write
+/// each other's lines.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct SlotCell(AtomicU64);
+
+impl Default for SplitCounter {
+    fn default() -> Self {
+        let slots = if cfg!(loom) { 0 } else { SLOTS };
+        SplitCounter { cells: (0..slots).map(|_| SlotCell::default()).collect(), shared: AtomicU64::new(0) }
+    }
+}
+
+impl SplitCounter {
+    /// Adds `n`.
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        match current() {
+            Some(slot) => {
+                // Only this thread writes this cell while it holds the slot.
+                let cell = &self.cells[slot].0;
+                cell.store(cell.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+            }
+            None => {
+                self.shared.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The sum of everything added (wrapping).
+    pub fn sum(&self) -> u64 {
+        self.cells.iter().fold(self.shared.load(Ordering::Relaxed), |sum, c| sum.wrapping_add(c.0.load(Ordering::Relaxed)))
+    }
+}
+
+#[cfg(not(loom))]
+mod imp {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::SLOTS;
+
+    pub(super) const UNASSIGNED: usize = usize::MAX;
+    /// No slot: the pool was empty, or the thread is exiting.
+    const NO_SLOT: usize = usize::MAX - 1;
+
+    /// Bit `i` set: slot `i` is held. Taking a slot acquires and giving it
+    /// back releases, so a slot's next holder sees every store its last
+    /// holder made to the slot's cells: one writer at a time.
+    static TAKEN: AtomicU64 = AtomicU64::new(0);
+
+    const _: () = assert!(SLOTS == u64::BITS as usize);
+
+    thread_local! {
+        // No destructor, so reading it is one thread-pointer offset and it
+        // stays readable while other thread-locals are destroyed.
+        pub(super) static SLOT: Cell<usize> = const { Cell::new(UNASSIGNED) };
+        // Gives the slot back at thread exit.
+        static RELEASE: Release = const { Release };
+    }
+
+    struct Release;
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let slot = SLOT.with(|s| s.replace(NO_SLOT));
+            if slot < SLOTS {
+                TAKEN.fetch_and(!(1 << slot), Ordering::Release);
+            }
+        }
+    }
+
+    /// Takes a free slot for this thread.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn claim() -> Option<usize> {
+        // Register the release first: a thread already exiting gets none.
+        if RELEASE.try_with(|_| ()).is_err() {
+            SLOT.with(|s| s.set(NO_SLOT));
+            return None;
+        }
+        let mut taken = TAKEN.load(Ordering::Relaxed);
+        let slot = loop {
+            if taken == u64::MAX {
+                SLOT.with(|s| s.set(NO_SLOT));
+                return None;
+            }
+            let slot = (!taken).trailing_zeros() as usize;
+            match TAKEN.compare_exchange_weak(taken, taken | 1 << slot, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break slot,
+                Err(now) => taken = now,
+            }
+        };
+        SLOT.with(|s| s.set(slot));
+        Some(slot)
+    }
+
+    /// Slots held now (tests).
+    #[cfg(test)]
+    pub(super) fn taken() -> u64 {
+        TAKEN.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    #[test]
+    fn live_threads_hold_distinct_slots() {
+        const THREADS: usize = 8;
+        let barrier = Barrier::new(THREADS);
+        let slots: Vec<usize> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    s.spawn(|| {
+                        let slot = current().expect("a slot");
+                        assert_eq!(current(), Some(slot), "kept");
+                        // All hold their slots at once here.
+                        barrier.wait();
+                        slot
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut distinct = slots.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), THREADS, "slots {slots:?}");
+    }
+
+    #[test]
+    fn a_split_counter_sums_every_threads_adds() {
+        const THREADS: u64 = 4;
+        const ADDS: u64 = 10_000;
+        let c = SplitCounter::default();
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| (0..ADDS).for_each(|_| c.add(1)));
+            }
+        });
+        c.add(5);
+        assert_eq!(c.sum(), THREADS * ADDS + 5);
+    }
+
+    #[test]
+    fn exited_threads_give_their_slots_back() {
+        // Far more threads than slots, one after another: each finds one
+        // only if those before gave theirs back (other tests' threads hold
+        // a few meanwhile).
+        for i in 0..4 * SLOTS {
+            let slot = std::thread::spawn(current).join().unwrap();
+            assert!(slot.is_some(), "thread {i} found no slot (taken: {:#x})", imp::taken());
+        }
+    }
+}
