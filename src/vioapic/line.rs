@@ -1,6 +1,6 @@
 //! The lock-free part of one pin ([`PinLine`]): its assert count with a
 //! copy of the mask bit, a copy of its redirection entry with the in-flux
-//! and deferred-send marks, and its counts of interrupts sent and held back. Asserts,
+//! and deferred-send marks, and its count of sends held back. Asserts,
 //! deasserts and edge sends use only this; the table mutex keeps the
 //! entry itself (see the module doc of `vioapic`).
 
@@ -34,8 +34,6 @@ pub(super) struct PinLine {
     /// and the FLUX / DEFERRED marks. Written under the table mutex; the
     /// DEFERRED mark is also set without it, while FLUX is set.
     entry: AtomicU64,
-    /// Interrupts sent from this pin.
-    sent: AtomicU64,
     /// Sends from this pin held back because it was being rewritten.
     deferred: AtomicU64,
 }
@@ -45,7 +43,6 @@ impl Default for PinLine {
         PinLine {
             count: AtomicU64::new(COUNT_MASKED),
             entry: AtomicU64::new(rte::RESET),
-            sent: AtomicU64::new(0),
             deferred: AtomicU64::new(0),
         }
     }
@@ -116,8 +113,19 @@ impl PinLine {
     /// The entry to send now, or None if it is in flux: then the send is
     /// marked due (and counted), and the writer makes it in step 5. The
     /// entry returned is the one whose copy was seen out of flux.
+    #[inline(always)]
     pub(super) fn entry_or_defer(&self) -> Option<Rte> {
-        let mut e = self.entry.load(Ordering::SeqCst);
+        let e = self.entry.load(Ordering::SeqCst);
+        if e & FLUX == 0 {
+            return Some(Rte(e));
+        }
+        self.defer(e)
+    }
+
+    /// `entry_or_defer` once the entry copy `e` was seen in flux.
+    #[cold]
+    #[inline(never)]
+    fn defer(&self, mut e: u64) -> Option<Rte> {
         loop {
             if e & FLUX == 0 {
                 return Some(Rte(e));
@@ -138,23 +146,14 @@ impl PinLine {
         self.entry.swap(reg & !MARKS, Ordering::SeqCst) & DEFERRED != 0
     }
 
-    pub(super) fn count_sent(&self) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(super) fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
     pub(super) fn deferred(&self) -> u64 {
         self.deferred.load(Ordering::Relaxed)
     }
 
-    /// The reset state: masked, not asserted, nothing sent.
+    /// The reset state: masked, not asserted, nothing held back.
     pub(super) fn reset(&self) {
         self.count.store(COUNT_MASKED, Ordering::SeqCst);
         self.entry.store(rte::RESET, Ordering::SeqCst);
-        self.sent.store(0, Ordering::Relaxed);
         self.deferred.store(0, Ordering::Relaxed);
     }
 

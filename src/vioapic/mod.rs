@@ -18,9 +18,10 @@
 //! Asserts, deasserts and edge sends take no vioapic lock. Each pin has a
 //! cache line of atomics ([`Vioapic::lines`], see `line`): its assert count
 //! with a copy of the mask bit in one word, a copy of its entry with an
-//! in-flux mark, and its counts of sends and held-back sends. Asserting a
-//! masked pin and every deassert are one read-modify-write of the count
-//! word. An assert that
+//! in-flux mark, and its count of held-back sends. Asserting a masked pin
+//! and every deassert are one read-modify-write of the count word; sends
+//! are counted in [`Vioapic::sent`], a cell per sending thread, with plain
+//! stores (`thread_slot`). An assert that
 //! takes the count from 0 to 1 on an unmasked pin reads the entry copy: an
 //! edge entry is delivered at once; a level entry takes the table mutex,
 //! which owns remote IRR. A pin in flux (being rewritten) holds its send
@@ -61,6 +62,7 @@ mod tests;
 
 use crate::cpuset::CpuSet;
 use crate::sync::Mutex;
+use crate::thread_slot::SplitCounter;
 
 pub use line::MAX_ASSERTS;
 use line::PinLine;
@@ -148,6 +150,9 @@ struct Table {
     ioregsel: u32,
     pins: [Pin; PINS],
     stats: IoapicStats,
+    /// `Vioapic::sent` at the last reset (the counter cannot be zeroed:
+    /// each of its cells has one writer).
+    sent_at_reset: u64,
     /// Order of remote-IRR clears and sends, for the EOI-ordering test.
     #[cfg(all(test, not(loom)))]
     trace: Vec<(&'static str, usize)>,
@@ -166,8 +171,12 @@ pub struct Vioapic {
     /// never held while waiting on a vCPU.
     table: Mutex<Table>,
     /// Per pin: assert count, copies of the mask bit and the entry, and
-    /// interrupts sent (atomics, no lock; see the module doc).
+    /// sends held back (atomics, no lock; see the module doc).
     lines: [PinLine; PINS],
+    /// Interrupts handed to the local APICs, from every pin: a counter
+    /// with a cell per sending thread, so that counting adds no atomic
+    /// read-modify-write to a send.
+    sent: SplitCounter,
 }
 
 impl Vioapic {
@@ -180,7 +189,7 @@ impl Vioapic {
     /// Back to the reset state (VM_REINIT), statistics included.
     pub fn reset(&self) {
         let mut t = self.table.lock();
-        *t = Table::default();
+        *t = Table { sent_at_reset: self.sent.sum(), ..Table::default() };
         for l in &self.lines {
             l.reset();
         }
@@ -192,8 +201,9 @@ impl Vioapic {
     }
 
     pub fn stats(&self) -> IoapicStats {
-        let mut s = self.table.lock().stats;
-        s.interrupts = self.lines.iter().map(PinLine::sent).sum();
+        let t = self.table.lock();
+        let mut s = t.stats;
+        s.interrupts = self.sent.sum().wrapping_sub(t.sent_at_reset);
         s.deferred_sends = self.lines.iter().map(PinLine::deferred).sum();
         s
     }

@@ -9,7 +9,7 @@ impl Vioapic {
     /// `vioapic_send_intr` under the table mutex: a masked entry sends
     /// nothing; a level entry whose remote IRR is set is coalesced,
     /// otherwise it sets remote IRR.
-    pub(super) fn send(&self, t: &mut Table, pin: usize, bus: &dyn IoapicBus) {
+    pub(super) fn send<B: IoapicBus + ?Sized>(&self, t: &mut Table, pin: usize, bus: &B) {
         let e = t.rte(pin);
         if e.masked() {
             return;
@@ -20,19 +20,20 @@ impl Vioapic {
             }
             t.pins[pin].reg |= REM_IRR;
         }
-        self.deliver(e, pin, bus);
+        self.deliver(e, bus);
         #[cfg(all(test, not(loom)))]
         t.trace.push(("send", pin));
     }
 
-    fn deliver(&self, e: Rte, pin: usize, bus: &dyn IoapicBus) {
+    #[inline(always)]
+    fn deliver<B: IoapicBus + ?Sized>(&self, e: Rte, bus: &B) {
         bus.deliver(e.level(), e.dest(), e.phys(), e.delmode(), e.vector());
-        self.lines[pin].count_sent();
+        self.sent.add(1);
     }
 
     /// Send, unless the entry is being rewritten: then mark a send due; the
     /// writer makes it once the new entry is in place.
-    pub(super) fn send_or_defer(&self, t: &mut Table, pin: usize, bus: &dyn IoapicBus) {
+    pub(super) fn send_or_defer<B: IoapicBus + ?Sized>(&self, t: &mut Table, pin: usize, bus: &B) {
         if self.lines[pin].entry_or_defer().is_some() {
             self.send(t, pin, bus);
         }
@@ -43,7 +44,7 @@ impl Vioapic {
     /// edge entry without a lock, a level entry under the table mutex.
     /// Inlined: counting is one compare-and-swap; the send is out of line.
     #[inline(always)]
-    pub fn assert_irq(&self, pin: i32, bus: &dyn IoapicBus) -> Result<()> {
+    pub fn assert_irq<B: IoapicBus + ?Sized>(&self, pin: i32, bus: &B) -> Result<()> {
         let pin = pin_index(pin)?;
         match self.lines[pin].assert() {
             // Count 0 and mask copy clear as of the increment (module doc).
@@ -58,7 +59,7 @@ impl Vioapic {
 
     /// The send of an assert that took an unmasked pin's count from 0 to 1.
     #[inline(never)]
-    fn send_asserted(&self, pin: usize, bus: &dyn IoapicBus) {
+    fn send_asserted<B: IoapicBus + ?Sized>(&self, pin: usize, bus: &B) {
         let line = &self.lines[pin];
         let Some(e) = line.entry_or_defer() else {
             return;
@@ -68,9 +69,16 @@ impl Vioapic {
             return;
         }
         if !e.level() {
-            self.deliver(e, pin, bus);
+            self.deliver(e, bus);
             return;
         }
+        self.send_asserted_level(pin, bus);
+    }
+
+    /// `send_asserted` for a level entry: under the table mutex.
+    #[inline(never)]
+    fn send_asserted_level<B: IoapicBus + ?Sized>(&self, pin: usize, bus: &B) {
+        let line = &self.lines[pin];
         let mut t = self.table.lock();
         // A level line is sampled now: deasserted meanwhile, it may
         // already have been delivered and handled. (Rewritten to edge
@@ -90,7 +98,7 @@ impl Vioapic {
     /// VM_IOAPIC_DEASSERT_IRQ: -1 on the pin's count (ERANGE at zero,
     /// counted, as illumos). Never sends, so never locks.
     #[inline(always)]
-    pub fn deassert_irq(&self, pin: i32, _bus: &dyn IoapicBus) -> Result<()> {
+    pub fn deassert_irq<B: IoapicBus + ?Sized>(&self, pin: i32, _bus: &B) -> Result<()> {
         let pin = pin_index(pin)?;
         match self.lines[pin].deassert() {
             Some(_) => Ok(()),
@@ -107,7 +115,7 @@ impl Vioapic {
 
     /// VM_IOAPIC_PULSE_IRQ: assert then deassert; the deassert is skipped
     /// if the assert failed.
-    pub fn pulse_irq(&self, pin: i32, bus: &dyn IoapicBus) -> Result<()> {
+    pub fn pulse_irq<B: IoapicBus + ?Sized>(&self, pin: i32, bus: &B) -> Result<()> {
         self.assert_irq(pin, bus)?;
         self.deassert_irq(pin, bus)
     }

@@ -502,3 +502,35 @@ fn reset_restores_power_on_state() {
     assert_eq!(v.mmio_read(IOREGSEL, 4), 0);
     assert_eq!(v.mmio_read(IOWIN, 4), 0, "ID back to 0");
 }
+
+#[test]
+fn sends_from_many_threads_are_all_counted_and_reset_starts_from_zero() {
+    const THREADS: usize = 4;
+    const PULSES: usize = 2_000;
+    let (v, b) = (Vioapic::new(), RecBus::new(2));
+    for t in 0..THREADS {
+        lo(&v, &b, None, t, 0x40 + t as u32);
+    }
+    // One thread per pin (and bus), each counting into its own cell of
+    // the counter.
+    let delivered: usize = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let v = &v;
+                s.spawn(move || {
+                    let b = RecBus::new(2);
+                    (0..PULSES).for_each(|_| v.pulse_irq(t as i32, &b).unwrap());
+                    b.sent().len()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    assert_eq!(delivered, THREADS * PULSES);
+    assert_eq!(v.stats().interrupts, (THREADS * PULSES) as u64);
+    v.reset();
+    assert_eq!(v.stats().interrupts, 0, "VM_REINIT zeroes the statistics");
+    lo(&v, &b, None, 0, 0x40);
+    v.pulse_irq(0, &b).unwrap();
+    assert_eq!(v.stats().interrupts, 1);
+}

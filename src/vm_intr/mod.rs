@@ -24,6 +24,7 @@ use crate::vlapic::{LapicEffects, X2ApicState};
 use crate::vm::Vm;
 
 impl IoapicBus for Vm {
+    #[inline(always)]
     fn deliver(&self, level: bool, dest: u8, phys: bool, delmode: u32, vector: u8) {
         self.deliver_intr(level, u32::from(dest), phys, delmode, vector);
     }
