@@ -3,8 +3,9 @@
 //! its TSV in `target/bench/c.tsv`: the C face and Linux KVM), ratios and
 //! targets. The table also goes to `target/bench/table.md`.
 //!
-//! Every figure is a mean over criterion's measurement (ns per operation)
-//! or, for latencies, percentiles of individually timed samples.
+//! Every figure is the median over the stretches criterion timed (ns per
+//! operation) or, for latencies, percentiles of individually timed
+//! samples.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -191,11 +192,12 @@ impl Results {
     }
 }
 
-/// Runs `op` under criterion as `group/name`; returns the mean ns per op
-/// over everything criterion timed, and calls `window` with each timed
-/// stretch's (elapsed, iterations).
+/// Runs `op` under criterion as `group/name`; returns the median ns per
+/// op over the stretches criterion timed (the median, as the C program
+/// takes of its batches: a stretch the host preempted does not move it),
+/// and calls `window` with each stretch's (elapsed, iterations).
 fn bench(c: &mut Criterion, group: &str, name: &str, mut op: impl FnMut(), mut window: impl FnMut(Duration, u64)) -> f64 {
-    let (mut total, mut n) = (Duration::ZERO, 0u64);
+    let mut per_op = Vec::new();
     let mut g = c.benchmark_group(group);
     g.bench_function(name, |b| {
         b.iter_custom(|iters| {
@@ -204,14 +206,14 @@ fn bench(c: &mut Criterion, group: &str, name: &str, mut op: impl FnMut(), mut w
                 op();
             }
             let e = t.elapsed();
-            total += e;
-            n += iters;
+            per_op.push(e.as_nanos() as f64 / iters.max(1) as f64);
             window(e, iters);
             e
         })
     });
     g.finish();
-    total.as_nanos() as f64 / n.max(1) as f64
+    per_op.sort_by(f64::total_cmp);
+    per_op.get(per_op.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn percentiles(mut v: Vec<u64>) -> (f64, f64) {
