@@ -8,9 +8,9 @@ use std::ffi::{c_int, c_ulong, c_void};
 use std::ptr;
 
 use super::abi::*;
-use super::errno::{errno_of, fail, fail_with, to_rc};
-use super::call::ctx_pin;
-use super::handle::{self, vmctx};
+use super::errno::{errno_of, fail, to_rc};
+use super::call::{ctx_ioctl_raw, ctx_pin};
+use super::handle::vmctx;
 use super::panic::ffi_boundary;
 use crate::error::Result;
 use crate::vm::Vm;
@@ -47,22 +47,8 @@ pub unsafe extern "C" fn vmm_ioctl(ctx: *mut vmctx, cmd: c_ulong, arg: *mut c_vo
             return ctx_pin(ctx, pc, pin);
         }
         // SAFETY: `arg` is what the caller passed for `cmd`.
-        unsafe { ctx_ioctl_general(ctx, cmd as u64, arg) }
+        unsafe { ctx_ioctl_raw(ctx, cmd as u64, arg) }
     })
-}
-
-/// `vmm_ioctl` for any command off the pin commands' hot path: out of
-/// line, so that the hot path saves no registers for it.
-///
-/// # Safety
-/// `arg` is NULL or points to the argument struct of `cmd`.
-#[inline(never)]
-unsafe fn ctx_ioctl_general(ctx: *mut vmctx, cmd: u64, arg: *mut c_void) -> c_int {
-    // SAFETY: forwarded from the caller.
-    match handle::with_ctx(ctx, |vm| unsafe { ioctl(vm, cmd, arg) }) {
-        Ok(rc) => rc,
-        Err(e) => fail_with(e),
-    }
 }
 
 /// Runs one command on `vm`, returning 0 or -1 with errno.
