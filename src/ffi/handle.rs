@@ -120,6 +120,15 @@ struct Hot {
     parked: Cell<bool>,
 }
 
+impl Hot {
+    /// Whether the cache holds handle `id`, still live (no handle was
+    /// closed since it was filled).
+    #[inline(always)]
+    fn holds(&self, id: u64) -> bool {
+        self.id.get() == id && self.generation.get() == GENERATION.load(Ordering::SeqCst)
+    }
+}
+
 const NOT_VCPU: usize = usize::MAX;
 /// No handle cached: never a handle (those are multiples of 16) nor NULL,
 /// so neither hits.
@@ -224,7 +233,7 @@ fn hot() -> &'static Hot {
 #[inline(always)]
 fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> {
     let h = hot();
-    if h.id.get() == id && h.generation.get() == GENERATION.load(Ordering::SeqCst) {
+    if h.holds(id) {
         Ok(with_cached(h, f))
     } else {
         with_entry_missed(h, id, f)
@@ -280,10 +289,7 @@ pub fn with_ctx<R>(ctx: *const vmctx, f: impl FnOnce(&Vm) -> R) -> Result<R> {
 #[inline(always)]
 pub fn with_cached_ctx<R>(ctx: *const vmctx, f: impl FnOnce(&Vm) -> R) -> Option<R> {
     let h = hot();
-    let hit = h.id.get() == ctx as usize as u64
-        && h.generation.get() == GENERATION.load(Ordering::SeqCst)
-        && h.vcpu.get() == NOT_VCPU;
-    hit.then(|| with_cached(h, |vm, _| f(vm)))
+    (h.holds(ctx as usize as u64) && h.vcpu.get() == NOT_VCPU).then(|| with_cached(h, |vm, _| f(vm)))
 }
 
 /// Runs `f` with the VM and vCPU id behind a vcpu handle.
