@@ -131,6 +131,18 @@ pub struct IoapicStats {
     pub deferred_sends: u64,
 }
 
+/// The counters kept under the table mutex (the rest of [`IoapicStats`]
+/// is counted without it and gathered by [`Vioapic::stats`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct TableStats {
+    saturate_high: u64,
+    saturate_low: u64,
+    rte_writes: u64,
+    tmr_updates: u64,
+    tmr_block_runs: u64,
+    tmr_stagings: u64,
+}
+
 /// One pin's entry, as the guest wrote it (and remote IRR).
 #[derive(Debug, Clone, Copy)]
 struct Pin {
@@ -149,7 +161,7 @@ struct Table {
     id: u32,
     ioregsel: u32,
     pins: [Pin; PINS],
-    stats: IoapicStats,
+    stats: TableStats,
     /// `Vioapic::sent` at the last reset (the counter cannot be zeroed:
     /// each of its cells has one writer).
     sent_at_reset: u64,
@@ -202,10 +214,17 @@ impl Vioapic {
 
     pub fn stats(&self) -> IoapicStats {
         let t = self.table.lock();
-        let mut s = t.stats;
-        s.interrupts = self.sent.sum().wrapping_sub(t.sent_at_reset);
-        s.deferred_sends = self.lines.iter().map(PinLine::deferred).sum();
-        s
+        let s = t.stats;
+        IoapicStats {
+            interrupts: self.sent.sum().wrapping_sub(t.sent_at_reset),
+            saturate_high: s.saturate_high,
+            saturate_low: s.saturate_low,
+            rte_writes: s.rte_writes,
+            tmr_updates: s.tmr_updates,
+            tmr_block_runs: s.tmr_block_runs,
+            tmr_stagings: s.tmr_stagings,
+            deferred_sends: self.lines.iter().map(PinLine::deferred).sum(),
+        }
     }
 
     /// The 64-bit entry of `pin` (tests, debugging).
