@@ -10,6 +10,8 @@
 #[cfg(all(test, not(loom)))]
 mod deadlock_tests;
 #[cfg(all(test, not(loom)))]
+mod fuzz_tests;
+#[cfg(all(test, not(loom)))]
 mod run_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
