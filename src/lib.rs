@@ -8,7 +8,7 @@
 //! - [`thread_slot`]: per-thread slots for single-writer counters.
 //! - [`vcpu`]: the vCPU state machine, notification and runblock.
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
-//! - [`rendezvous`]: `vm_smp_rendezvous`.
+//! - [`rendezvous`]: the vCPU rendezvous (`vm_smp_rendezvous`).
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
 //! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs;
 //!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).

@@ -17,12 +17,13 @@ use crate::vm::Vm;
 
 /// A rendezvous callback: it runs for the vCPU id given, in a thread that
 /// owns that vCPU, with the VM passed in.
-pub type RendezvousFn = Arc<dyn Fn(&Vm, usize) + Send + Sync>;
+pub type RendezvousFn = Arc<RendezvousBody>;
+type RendezvousBody = dyn Fn(&Vm, usize) + Send + Sync;
 
 /// Wraps a closure as a [`RendezvousFn`] (the coercion to `dyn Fn` goes
 /// through a std `Arc` because loom's cannot do it, see `sync`).
 pub fn callback(f: impl Fn(&Vm, usize) + Send + Sync + 'static) -> RendezvousFn {
-    let f: std::sync::Arc<dyn Fn(&Vm, usize) + Send + Sync> = std::sync::Arc::new(f);
+    let f: std::sync::Arc<RendezvousBody> = std::sync::Arc::new(f);
     crate::sync::arc_from_std(f)
 }
 

@@ -342,24 +342,24 @@ fn run_stress(secs: u64) -> String {
 
     // Devices: raise, wait until handled, repeat.
     let mut devices = Vec::new();
-    for i in 0..LEVEL_PINS.len() {
+    for (i, &pin) in LEVEL_PINS.iter().enumerate() {
         let (vm, shared, stop) = (vm.clone(), shared.clone(), stop.clone());
         devices.push(thread::spawn(move || {
             while !stop.load(SeqCst) {
                 let acked = shared.acks[i].load(SeqCst);
-                vm.ioapic_assert_irq(LEVEL_PINS[i] as i32).unwrap();
+                vm.ioapic_assert_irq(pin as i32).unwrap();
                 shared.raised[usize::from(level_vec(i))].fetch_add(1, SeqCst);
                 wait_for(&vm, &shared, "level device ack", 15, || shared.acks[i].load(SeqCst) > acked);
             }
         }));
     }
-    for i in 0..EDGE_PINS.len() {
+    for (i, &pin) in EDGE_PINS.iter().enumerate() {
         let (vm, shared, stop) = (vm.clone(), shared.clone(), stop.clone());
         devices.push(thread::spawn(move || {
             let v = usize::from(edge_vec(i));
             while !stop.load(SeqCst) {
                 let got = shared.received[v].load(SeqCst);
-                vm.ioapic_pulse_irq(EDGE_PINS[i] as i32).unwrap();
+                vm.ioapic_pulse_irq(pin as i32).unwrap();
                 shared.raised[v].fetch_add(1, SeqCst);
                 wait_for(&vm, &shared, "edge pulse receipt", 15, || shared.received[v].load(SeqCst) > got);
             }
@@ -443,7 +443,7 @@ fn run_stress(secs: u64) -> String {
     }
     // TMR = what the final table implies (level fixed/lowest-priority
     // entries, masked or not, set their vector at their destination).
-    let mut expected = vec![[0u32; 8]; NVCPU];
+    let mut expected = [[0u32; 8]; NVCPU];
     for pin in 0..32 {
         let rte = vm.vioapic().rte(pin);
         let delmode = (rte >> 8) & 7;

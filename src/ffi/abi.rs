@@ -190,8 +190,8 @@ mod core_agrees_with_abi {
         assert_eq!(crate::mem::VM_MEMMAP_F_WIRED as i32, VM_MEMMAP_F_WIRED);
         assert_eq!(crate::mem::VM_MEMMAP_F_IOMMU as i32, VM_MEMMAP_F_IOMMU);
         assert_eq!(crate::mem::VM_SYSMEM, VM_SYSMEM);
-        assert_eq!(crate::mem::VM_LOWMEM_LIMIT as u64, VM_LOWMEM_LIMIT);
-        assert_eq!(crate::mem::VM_HIGHMEM_BASE as u64, VM_HIGHMEM_BASE);
+        assert_eq!(crate::mem::VM_LOWMEM_LIMIT, VM_LOWMEM_LIMIT);
+        assert_eq!(crate::mem::VM_HIGHMEM_BASE, VM_HIGHMEM_BASE);
         assert_eq!(crate::vm::DEFAULT_MAXCPUS, VM_MAXCPU);
         assert_eq!(crate::regs::intinfo::VALID, VM_INTINFO_VALID);
         assert_eq!(crate::regs::intinfo::RSVD, VM_INTINFO_RSVD);

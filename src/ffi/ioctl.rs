@@ -38,16 +38,19 @@ pub enum LockClass {
 #[no_mangle]
 pub unsafe extern "C" fn vmm_ioctl(ctx: *mut vmctx, cmd: c_ulong, arg: *mut c_void) -> c_int {
     ffi_boundary!({
+        // c_ulong is u64 here, 32 bits on some hosts.
+        #[allow(clippy::useless_conversion)]
+        let cmd = u64::from(cmd);
         // The device model's hot path, first: exactly what the libvmmapi
         // functions run (a NULL argument takes the general path, which
         // orders its errors).
-        if let (false, Some(pc)) = (arg.is_null(), PinCmd::of(cmd as u64)) {
+        if let (false, Some(pc)) = (arg.is_null(), PinCmd::of(cmd)) {
             // SAFETY: `arg` points to `cmd`'s struct, a `vm_ioapic_irq`.
             let pin = unsafe { copy_in::<vm_ioapic_irq>(arg) }.irq;
             return ctx_pin(ctx, pc, pin);
         }
         // SAFETY: `arg` is what the caller passed for `cmd`.
-        unsafe { ctx_ioctl_raw(ctx, cmd as u64, arg) }
+        unsafe { ctx_ioctl_raw(ctx, cmd, arg) }
     })
 }
 

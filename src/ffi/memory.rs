@@ -35,9 +35,8 @@ pub(crate) unsafe fn locked_cmd(vm: &Vm, all: &LockAll<'_>, cmd: u64, arg: *mut 
             }
             VM_MMAP_MEMSEG => {
                 let a: vm_memmap = copy_in(arg);
-                let len = usize::try_from(a.len).map_err(|_| Error::Inval)?;
                 vm.mem_write(all)
-                    .mmap_memseg(a.gpa, a.segid, a.segoff, len, a.prot as u32, a.flags as u32)
+                    .mmap_memseg(a.gpa, a.segid, a.segoff, a.len, a.prot as u32, a.flags as u32)
             }
             VM_MUNMAP_MEMSEG => {
                 let a: vm_munmap = copy_in(arg);
