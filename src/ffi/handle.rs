@@ -96,11 +96,33 @@ pub fn vcpu_vm(vcpu: *const vcpu) -> Result<(Arc<Vm>, usize)> {
     }
 }
 
-/// Closes a handle of either kind; EBADF if it is not live.
-pub fn close(id: u64) -> Result<()> {
-    let removed = table().write().remove(&id);
-    GENERATION.fetch_add(1, Ordering::SeqCst);
-    removed.map(drop).ok_or(Error::Destroyed)
+/// Closes a ctx handle: EFAULT for NULL, EBADF for anything that is not a
+/// live ctx handle (a vcpu handle stays open).
+pub fn close_ctx(ctx: *const vmctx) -> Result<()> {
+    close(ctx as usize as u64, |e| matches!(e, Entry::Ctx(..)))
+}
+
+/// Closes a vcpu handle, as [`close_ctx`] a ctx handle.
+pub fn close_vcpu(vcpu: *const vcpu) -> Result<()> {
+    close(vcpu as usize as u64, |e| matches!(e, Entry::Vcpu(..)))
+}
+
+fn close(id: u64, of_kind: impl Fn(&Entry) -> bool) -> Result<()> {
+    if id == 0 {
+        return Err(Error::Fault);
+    }
+    let removed = {
+        let mut t = table().write();
+        match t.get(&id) {
+            Some(e) if of_kind(e) => t.remove(&id),
+            _ => None,
+        }
+    };
+    let closed = removed.map(drop).ok_or(Error::Destroyed);
+    if closed.is_ok() {
+        GENERATION.fetch_add(1, Ordering::SeqCst);
+    }
+    closed
 }
 
 /// The hot half of a thread's cache of its last resolved handle: plain
@@ -314,7 +336,7 @@ mod tests {
         let ctx = new_ctx(vm("cache-a"));
         assert_eq!(with_ctx(ctx, |vm| vm.maxcpus()), Ok(2));
         assert_eq!(with_ctx(ctx, |vm| vm.maxcpus()), Ok(2), "cached");
-        close(ctx as usize as u64).unwrap();
+        close_ctx(ctx).unwrap();
         assert_eq!(with_ctx(ctx, |_| ()), Err(Error::Destroyed));
         assert_eq!(with_ctx(std::ptr::null(), |_| ()), Err(Error::Fault));
     }
@@ -333,9 +355,9 @@ mod tests {
             assert_eq!(with_vcpu(vcpu, |_, id| id), Ok(1));
             assert_eq!(with_cached_ctx(vcpu as *const vmctx, |_| ()), None, "a vcpu handle");
             assert_eq!(with_ctx(ctx, |_| ()), Ok(()));
-            close(ctx as usize as u64).unwrap();
+            close_ctx(ctx).unwrap();
             assert_eq!(with_cached_ctx(ctx, |_| ()), None, "closed");
-            close(vcpu as usize as u64).unwrap();
+            close_vcpu(vcpu).unwrap();
         })
         .join()
         .unwrap();
@@ -348,17 +370,22 @@ mod tests {
         let vcpu_b = new_vcpu(b, 1);
         assert_eq!(with_ctx(vcpu_b as *const vmctx, |_| ()), Err(Error::Destroyed));
         assert_eq!(with_vcpu(ctx_a as *const vcpu, |_, _| ()), Err(Error::Destroyed));
+        // Closing a handle as the other kind closes nothing.
+        assert_eq!(close_ctx(vcpu_b as *const vmctx), Err(Error::Destroyed));
+        assert_eq!(close_vcpu(ctx_a as *const vcpu), Err(Error::Destroyed));
+        assert_eq!(close_ctx(std::ptr::null()), Err(Error::Fault));
+        assert_eq!(with_vcpu(vcpu_b, |_, id| id), Ok(1));
         drop(a);
         let r = with_ctx(ctx_a, |outer| {
             // A nested call (a C callback) with another handle replaces the
             // cache entry, and the outer handle is closed meanwhile: the
             // outer VM stays usable until the outer call returns.
             assert_eq!(with_vcpu(vcpu_b, |_, id| id), Ok(1));
-            close(ctx_a as usize as u64).unwrap();
+            close_ctx(ctx_a).unwrap();
             outer.maxcpus()
         });
         assert_eq!(r, Ok(2));
         assert_eq!(with_ctx(ctx_a, |_| ()), Err(Error::Destroyed));
-        close(vcpu_b as usize as u64).unwrap();
+        close_vcpu(vcpu_b).unwrap();
     }
 }

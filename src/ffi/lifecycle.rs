@@ -7,11 +7,13 @@ use super::cstr::str_arg;
 use super::errno::{fail, set_errno, to_rc, errno_of};
 use super::handle::{self, vcpu, vmctx};
 use super::panic::ffi_boundary;
+use crate::error::Error;
 use crate::registry;
 
 /// Creates a VM named `name`. Returns 0, or -1 with errno: EEXIST if the
-/// name is taken, EINVAL for an empty name or one longer than
-/// VM_MAX_NAMELEN, EFAULT for NULL.
+/// name is taken, EINVAL for an empty name, one longer than
+/// VM_MAX_NAMELEN, one with a '/' or one that is not UTF-8, EFAULT for
+/// NULL.
 #[no_mangle]
 pub unsafe extern "C" fn vm_create(name: *const c_char) -> c_int {
     ffi_boundary!({
@@ -26,8 +28,13 @@ pub unsafe extern "C" fn vm_create(name: *const c_char) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn vm_open(name: *const c_char) -> *mut vmctx {
     ffi_boundary!(std::ptr::null_mut(), {
+        // A name vm_create() refuses names no VM: ENOENT, as FreeBSD.
         // SAFETY: the caller passes a C string or NULL.
-        match unsafe { str_arg(name) }.and_then(registry::open) {
+        let name = unsafe { str_arg(name) }.map_err(|e| match e {
+            Error::Inval => Error::NoEnt,
+            e => e,
+        });
+        match name.and_then(registry::open) {
             Ok(vm) => handle::new_ctx(vm),
             Err(e) => {
                 set_errno(errno_of(e));
@@ -37,13 +44,12 @@ pub unsafe extern "C" fn vm_open(name: *const c_char) -> *mut vmctx {
     })
 }
 
-/// Closes a handle from vm_open(). The VM lives on.
+/// Closes a handle from vm_open(). The VM lives on. Anything else (NULL,
+/// a closed handle, a vcpu handle) is left alone.
 #[no_mangle]
 pub extern "C" fn vm_close(ctx: *mut vmctx) {
     ffi_boundary!((), {
-        if !ctx.is_null() {
-            let _ = handle::close(ctx as usize as u64);
-        }
+        let _ = handle::close_ctx(ctx);
     })
 }
 
@@ -55,17 +61,19 @@ pub extern "C" fn vm_destroy(ctx: *mut vmctx) {
     ffi_boundary!((), {
         if let Ok(vm) = handle::ctx_vm(ctx) {
             let _ = registry::destroy(&vm);
-            let _ = handle::close(ctx as usize as u64);
+            let _ = handle::close_ctx(ctx);
         }
     })
 }
 
 /// Returns a handle for vCPU `vcpuid` of the VM, or NULL with errno EINVAL
-/// (id out of range), EBADF (bad ctx) or EFAULT (NULL ctx).
+/// (id out of range), EBADF (bad ctx, or the VM was destroyed) or EFAULT
+/// (NULL ctx).
 #[no_mangle]
 pub extern "C" fn vm_vcpu_open(ctx: *mut vmctx, vcpuid: c_int) -> *mut vcpu {
     ffi_boundary!(std::ptr::null_mut(), {
-        match handle::ctx_vm(ctx).and_then(|vm| vm.vcpu_id(vcpuid).map(|id| (vm, id))) {
+        let vm = handle::ctx_vm(ctx).and_then(|vm| vm.check_alive().map(|()| vm));
+        match vm.and_then(|vm| vm.vcpu_id(vcpuid).map(|id| (vm, id))) {
             Ok((vm, id)) => handle::new_vcpu(vm, id),
             Err(e) => {
                 set_errno(errno_of(e));
@@ -75,17 +83,19 @@ pub extern "C" fn vm_vcpu_open(ctx: *mut vmctx, vcpuid: c_int) -> *mut vcpu {
     })
 }
 
-/// Closes a handle from vm_vcpu_open().
+/// Closes a handle from vm_vcpu_open(). Anything else (NULL, a closed
+/// handle, a ctx handle) is left alone.
 #[no_mangle]
 pub extern "C" fn vm_vcpu_close(vcpu: *mut vcpu) {
     ffi_boundary!((), {
-        if !vcpu.is_null() {
-            let _ = handle::close(vcpu as usize as u64);
-        }
+        let _ = handle::close_vcpu(vcpu);
     })
 }
 
-/// The vCPU id of a vCPU handle, or -1 with errno for a bad handle.
+/// The vCPU id of a vCPU handle, or -1 with errno EFAULT (NULL) or EBADF
+/// (not an open vcpu handle). Like libvmmapi's, it reads the handle only:
+/// it still answers after the VM was destroyed, until the handle is
+/// closed.
 #[no_mangle]
 pub extern "C" fn vcpu_id(vcpu: *mut vcpu) -> c_int {
     ffi_boundary!({

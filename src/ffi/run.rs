@@ -78,12 +78,17 @@ pub enum vcpu_state {
 }
 
 /// vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1
-/// with errno for a bad handle. Meant for tests and debugging: it lets a
+/// with errno EFAULT (NULL) or EBADF (a bad handle, or the VM was
+/// destroyed). Meant for tests and debugging: it lets a
 /// test wait for "the vCPU is inside VM_RUN, sleeping" without sleeping.
 #[no_mangle]
 pub extern "C" fn vmm_rs_vcpu_state(vcpu: *mut handle::vcpu) -> c_int {
     ffi_boundary!({
-        match handle::vcpu_vm(vcpu).and_then(|(vm, id)| Ok(vm.vcpu(id)?.state())) {
+        let state = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
+            vm.check_alive()?;
+            Ok(vm.vcpu(id)?.state())
+        });
+        match state {
             Ok(s) => (match s {
                 VcpuState::Idle => vcpu_state::VCPU_IDLE,
                 VcpuState::Frozen => vcpu_state::VCPU_FROZEN,
