@@ -23,6 +23,7 @@ pub mod reg {
     pub const IDTR: usize = 30;
     pub const GDTR: usize = 31;
     pub const EFER: usize = 32;
+    pub const INTR_SHADOW: usize = 38;
     /// `VM_REG_LAST`: number of registers.
     pub const LAST: usize = 49;
 }
@@ -55,6 +56,9 @@ pub mod intinfo {
 }
 
 const IDT_NMI: u64 = 2;
+const IDT_DF: i32 = 8;
+/// CR0.PE: protected mode.
+const CR0_PE: u64 = 1;
 
 /// Architectural state of one vCPU. Owned by whoever holds the vCPU
 /// FROZEN or RUNNING; the `Vm` keeps it behind a per-vCPU leaf mutex.
@@ -178,20 +182,26 @@ impl VcpuRegs {
         (self.exitintinfo, self.exc_pending.unwrap_or(0))
     }
 
-    /// `vm_inject_exception`: queue an exception; EINVAL for a vector >= 32,
-    /// EBUSY if one is already pending.
+    /// `vm_inject_exception`, as FreeBSD 14: queue an exception; EINVAL for
+    /// a vector outside 0..32 or #DF (a double fault only ever results
+    /// from nested faults), EBUSY if one is already pending. The error code
+    /// is dropped in real mode (CR0.PE clear), and the interrupt shadow
+    /// (STI / MOV SS blocking) ends, as it does when the guest incurs an
+    /// exception.
     pub fn inject_exception(
         &mut self,
         vector: i32,
         errcode: Option<u32>,
         restart_instruction: bool,
     ) -> Result<()> {
-        if !(0..32).contains(&vector) {
+        if !(0..32).contains(&vector) || vector == IDT_DF {
             return Err(Error::Inval);
         }
         if self.exc_pending.is_some() {
             return Err(Error::Busy);
         }
+        let errcode = errcode.filter(|_| self.regs[reg::CR0] & CR0_PE != 0);
+        self.regs[reg::INTR_SHADOW] = 0;
         let mut info = intinfo::VALID | intinfo::HWEXCEPTION | vector as u64;
         if let Some(code) = errcode {
             info |= intinfo::DEL_ERRCODE | (u64::from(code) << 32);
@@ -252,5 +262,24 @@ mod tests {
         r.inject_exception(13, Some(0), false).unwrap();
         assert_eq!(r.inject_exception(6, None, false), Err(Error::Busy));
         assert_eq!(r.intinfo().1 & 0xff, 13);
+    }
+
+    #[test]
+    fn injected_exceptions_follow_freebsd() {
+        let mut r = VcpuRegs::default();
+        for bad in [-1, 8, 32] {
+            assert_eq!(r.inject_exception(bad, None, false), Err(Error::Inval), "vector {bad}");
+        }
+        // Real mode: no error code; the interrupt shadow ends.
+        r.set(reg::INTR_SHADOW as i32, 1).unwrap();
+        r.inject_exception(13, Some(0x10), false).unwrap();
+        assert_eq!(r.intinfo().1, intinfo::VALID | intinfo::HWEXCEPTION | 13);
+        assert_eq!(r.get(reg::INTR_SHADOW as i32), Ok(0));
+        // Protected mode: the error code is delivered.
+        let mut r = VcpuRegs::default();
+        r.set(reg::CR0 as i32, CR0_PE).unwrap();
+        r.inject_exception(14, Some(0x10), false).unwrap();
+        let want = intinfo::VALID | intinfo::HWEXCEPTION | intinfo::DEL_ERRCODE | 14 | 0x10 << 32;
+        assert_eq!(r.intinfo().1, want);
     }
 }

@@ -190,7 +190,9 @@ pub extern "C" fn vm_set_intinfo(vcpu: *mut vcpu, info1: u64) -> c_int {
     })
 }
 
-/// Queues exception `vector` for the guest.
+/// Queues exception `vector` for the guest (the error code only in
+/// protected mode). Returns 0, or -1 with errno EINVAL for a vector
+/// outside 0-31 or #DF (8), EBUSY if an exception is already pending.
 #[no_mangle]
 pub extern "C" fn vm_inject_exception(
     vcpu: *mut vcpu,
