@@ -430,8 +430,9 @@ impl Vm {
     /// VM_SET_TOPOLOGY: EINVAL if sockets*cores*threads exceeds maxcpus
     /// (the maxcpus argument is ignored, as in FreeBSD).
     pub fn set_topology(&self, sockets: u16, cores: u16, threads: u16) -> Result<()> {
-        let n = u32::from(sockets) * u32::from(cores) * u32::from(threads);
-        if n as usize > self.maxcpus {
+        // Up to 2^48: no overflow in 64 bits.
+        let n = u64::from(sockets) * u64::from(cores) * u64::from(threads);
+        if n > self.maxcpus as u64 {
             return Err(Error::Inval);
         }
         self.cpus.lock().topology = Some(Topology {
@@ -576,6 +577,9 @@ mod tests {
         assert_eq!(vm.suspended_how(), Some(SuspendHow::Poweroff));
         assert_eq!(vm.set_topology(2, 2, 2), Err(Error::Inval));
         vm.set_topology(2, 2, 1).unwrap();
+        // Products that wrap in 32 bits (2^32 and 4 + 2^32) are refused.
+        assert_eq!(vm.set_topology(2048, 2048, 1024), Err(Error::Inval));
+        assert_eq!(vm.set_topology(2, 33025, 65026), Err(Error::Inval));
         assert_eq!(vm.topology().cores, 2);
     }
 
