@@ -86,7 +86,8 @@ struct vm_readwrite_kernemu_device {
 #define VM_MAX_SUFFIXLEN 15
 
 /*
- Shortest accepted VM name (`vmm.h`).
+ The least VM_MAX_NAMELEN of any host (`vmm.h`): a name this long is
+ accepted everywhere. Not a minimum name length (any non-empty name is).
  */
 #define VM_MIN_NAMELEN 6
 
@@ -1714,8 +1715,9 @@ int vmm_ioctl(struct vmctx *ctx, unsigned long cmd, void *arg);
 
 /*
  Creates a VM named `name`. Returns 0, or -1 with errno: EEXIST if the
- name is taken, EINVAL for an empty name or one longer than
- VM_MAX_NAMELEN, EFAULT for NULL.
+ name is taken, EINVAL for an empty name, one longer than
+ VM_MAX_NAMELEN, one with a '/' or one that is not UTF-8, EFAULT for
+ NULL.
  */
 int vm_create(const char *name);
 
@@ -1726,7 +1728,8 @@ int vm_create(const char *name);
 struct vmctx *vm_open(const char *name);
 
 /*
- Closes a handle from vm_open(). The VM lives on.
+ Closes a handle from vm_open(). The VM lives on. Anything else (NULL,
+ a closed handle, a vcpu handle) is left alone.
  */
 void vm_close(struct vmctx *ctx);
 
@@ -1739,17 +1742,22 @@ void vm_destroy(struct vmctx *ctx);
 
 /*
  Returns a handle for vCPU `vcpuid` of the VM, or NULL with errno EINVAL
- (id out of range), EBADF (bad ctx) or EFAULT (NULL ctx).
+ (id out of range), EBADF (bad ctx, or the VM was destroyed) or EFAULT
+ (NULL ctx).
  */
 struct vcpu *vm_vcpu_open(struct vmctx *ctx, int vcpuid);
 
 /*
- Closes a handle from vm_vcpu_open().
+ Closes a handle from vm_vcpu_open(). Anything else (NULL, a closed
+ handle, a ctx handle) is left alone.
  */
 void vm_vcpu_close(struct vcpu *vcpu);
 
 /*
- The vCPU id of a vCPU handle, or -1 with errno for a bad handle.
+ The vCPU id of a vCPU handle, or -1 with errno EFAULT (NULL) or EBADF
+ (not an open vcpu handle). Like libvmmapi's, it reads the handle only:
+ it still answers after the VM was destroyed, until the handle is
+ closed.
  */
 int vcpu_id(struct vcpu *vcpu);
 
@@ -1838,7 +1846,8 @@ void vm_set_lowmem_limit(struct vmctx *ctx, uint32_t limit);
 
 /*
  vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1
- with errno for a bad handle. Meant for tests and debugging: it lets a
+ with errno EFAULT (NULL) or EBADF (a bad handle, or the VM was
+ destroyed). Meant for tests and debugging: it lets a
  test wait for "the vCPU is inside VM_RUN, sleeping" without sleeping.
  */
 int vmm_rs_vcpu_state(struct vcpu *vcpu);
@@ -1911,7 +1920,9 @@ int vm_get_intinfo(struct vcpu *vcpu, uint64_t *info1, uint64_t *info2);
 int vm_set_intinfo(struct vcpu *vcpu, uint64_t info1);
 
 /*
- Queues exception `vector` for the guest.
+ Queues exception `vector` for the guest (the error code only in
+ protected mode). Returns 0, or -1 with errno EINVAL for a vector
+ outside 0-31 or #DF (8), EBUSY if an exception is already pending.
  */
 int vm_inject_exception(struct vcpu *vcpu,
                         int vector,

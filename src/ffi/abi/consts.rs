@@ -6,7 +6,8 @@ pub const VM_MAX_PREFIXLEN: usize = 10;
 /// Longest suffix (memory segment name) of a VM device path (`vmm.h`).
 /// `struct vm_memseg` holds a name of `VM_MAX_SUFFIXLEN + 1` bytes.
 pub const VM_MAX_SUFFIXLEN: usize = 15;
-/// Shortest accepted VM name (`vmm.h`).
+/// The least VM_MAX_NAMELEN of any host (`vmm.h`): a name this long is
+/// accepted everywhere. Not a minimum name length (any non-empty name is).
 pub const VM_MIN_NAMELEN: usize = 6;
 /// Longest VM name: SPECNAMELEN (255 since FreeBSD 13) minus
 /// VM_MAX_PREFIXLEN, VM_MAX_SUFFIXLEN and a separator (`vmm.h`).
