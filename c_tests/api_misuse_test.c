@@ -76,7 +76,7 @@ guest_interrupt(void *cookie, int vcpuid, int vector)
  * it would show in its final checks.
  */
 static void
-check_bad_ctx(struct vmctx *bad, int err, const char *what, int destroyed)
+check_bad_ctx(struct vmctx *bad, int err, const char *what)
 {
 	int pins = -1, segid, prot, flags;
 	size_t len = 0;
@@ -119,14 +119,18 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what, int destroyed)
 	CHECK_ERR(vm_munmap_memseg(bad, 0, 4 * MB), err);
 	CHECK_ERR(vm_mmap_getnext(bad, &gpa, &segid, &segoff, &len, &prot, &flags), err);
 	CHECK_ERR(vm_setup_memory(bad, 4 * MB, VM_MMAP_ALL), err);
-	/* No error channel in these (header: "or NULL"); 0 for no memory. */
-	CHECK(vm_map_gpa(bad, 0, 4096) == NULL);
-	CHECK(vm_get_lowmem_size(bad) == 0);
-	CHECK(vm_get_highmem_size(bad) == 0);
-	vm_set_lowmem_limit(bad, 1 * MB); /* void: must reach no VM */
-	if (!destroyed)
-		CHECK(vm_get_lowmem_limit(bad) == 0);
-	/* (A destroyed VM's handle reads the default 3 GiB: its memory state was reset.) */
+	/* No error return in these: NULL or 0, with errno. */
+	errno = 0;
+	CHECK(vm_map_gpa(bad, 0, 4096) == NULL && errno == err);
+	errno = 0;
+	CHECK(vm_get_lowmem_size(bad) == 0 && errno == err);
+	errno = 0;
+	CHECK(vm_get_highmem_size(bad) == 0 && errno == err);
+	errno = 0;
+	vm_set_lowmem_limit(bad, 1 * MB); /* must reach no VM */
+	CHECK(errno == err);
+	errno = 0;
+	CHECK(vm_get_lowmem_limit(bad) == 0 && errno == err);
 	CHECK_ERR(vm_active_cpus(bad, &set), err);
 	CHECK_ERR(vm_suspended_cpus(bad, &set), err);
 	CHECK_ERR(vm_debug_cpus(bad, &set), err);
@@ -962,13 +966,13 @@ main(void)
 	check_memory(ctx);
 
 	/* Bad ctx handles. */
-	check_bad_ctx(NULL, EFAULT, "NULL", 0);
+	check_bad_ctx(NULL, EFAULT, "NULL");
 	closed = vm_open("misuse");
 	CHECK(closed != NULL);
 	vm_close(closed);
-	check_bad_ctx(closed, EBADF, "closed", 0);
-	check_bad_ctx((struct vmctx *)&not_a_handle, EBADF, "not a handle", 0);
-	check_bad_ctx((struct vmctx *)v0, EBADF, "a vcpu handle", 0);
+	check_bad_ctx(closed, EBADF, "closed");
+	check_bad_ctx((struct vmctx *)&not_a_handle, EBADF, "not a handle");
+	check_bad_ctx((struct vmctx *)v0, EBADF, "a vcpu handle");
 	/* A VM destroyed through another handle taken before. */
 	CHECK_OK(vm_create("victim"));
 	va = vm_open("victim");
@@ -978,7 +982,7 @@ main(void)
 	CHECK_OK(vm_activate_cpu(vv));
 	CHECK_OK(vm_setup_memory(va, 2 * MB, VM_MMAP_ALL));
 	vm_destroy(va);
-	check_bad_ctx(vb, EBADF, "destroyed VM", 1);
+	check_bad_ctx(vb, EBADF, "destroyed VM");
 
 	/* Bad vCPU handles. */
 	check_bad_vcpu(NULL, EFAULT, "NULL", -1);

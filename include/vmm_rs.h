@@ -1819,28 +1819,33 @@ int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
 
 /*
  A host pointer to `len` bytes of guest RAM at `gaddr` set up by
- vm_setup_memory(), or NULL. Valid until the memory is released
+ vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
+ handle or a destroyed VM). Valid until the memory is released
  (VM_REINIT, vm_destroy).
  */
 void *vm_map_gpa(struct vmctx *ctx, uint64_t gaddr, size_t len);
 
 /*
- Bytes of guest RAM below 4 GiB (after vm_setup_memory()).
+ Bytes of guest RAM below 4 GiB (after vm_setup_memory()); 0 with errno
+ EFAULT or EBADF for a bad handle or a destroyed VM.
  */
 size_t vm_get_lowmem_size(struct vmctx *ctx);
 
 /*
- Bytes of guest RAM above 4 GiB (after vm_setup_memory()).
+ Bytes of guest RAM above 4 GiB (after vm_setup_memory()); 0 with errno
+ EFAULT or EBADF for a bad handle or a destroyed VM.
  */
 size_t vm_get_highmem_size(struct vmctx *ctx);
 
 /*
- The low-memory limit vm_setup_memory() uses (default 3 GiB).
+ The low-memory limit vm_setup_memory() uses (default 3 GiB); 0 with
+ errno EFAULT or EBADF for a bad handle or a destroyed VM.
  */
 uint32_t vm_get_lowmem_limit(struct vmctx *ctx);
 
 /*
- Sets the low-memory limit for a later vm_setup_memory().
+ Sets the low-memory limit for a later vm_setup_memory(); errno EFAULT
+ or EBADF for a bad handle or a destroyed VM.
  */
 void vm_set_lowmem_limit(struct vmctx *ctx, uint32_t limit);
 

@@ -277,7 +277,7 @@ pub unsafe extern "C" fn vmm_rs_ioapic_stats(ctx: *mut vmctx, stats: *mut vmm_rs
         if stats.is_null() {
             return fail(libc::EFAULT);
         }
-        match handle::ctx_vm(ctx).and_then(|vm| vm.check_alive().map(|_| vm.ioapic_stats())) {
+        match handle::live_ctx_vm(ctx).map(|vm| vm.ioapic_stats()) {
             Ok(s) => {
                 let out = vmm_rs_ioapic_stats {
                     interrupts: s.interrupts,

@@ -44,6 +44,15 @@ pub fn fail_with(e: Error) -> i32 {
     fail(errno_of(e))
 }
 
+/// For functions with no error return (a size, a pointer): the value, or
+/// `fallback` with errno set for the error.
+pub fn or_errno<T>(r: Result<T>, fallback: T) -> T {
+    r.unwrap_or_else(|e| {
+        set_errno(errno_of(e));
+        fallback
+    })
+}
+
 /// Sets errno and returns -1.
 pub fn fail(errno: i32) -> i32 {
     set_errno(errno);

@@ -85,6 +85,13 @@ pub fn ctx_vm(ctx: *const vmctx) -> Result<Arc<Vm>> {
     }
 }
 
+/// [`ctx_vm`], and EBADF too if the VM was destroyed.
+pub fn live_ctx_vm(ctx: *const vmctx) -> Result<Arc<Vm>> {
+    let vm = ctx_vm(ctx)?;
+    vm.check_alive()?;
+    Ok(vm)
+}
+
 /// The VM and vCPU id behind a vcpu handle.
 pub fn vcpu_vm(vcpu: *const vcpu) -> Result<(Arc<Vm>, usize)> {
     if vcpu.is_null() {

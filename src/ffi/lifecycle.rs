@@ -72,8 +72,7 @@ pub extern "C" fn vm_destroy(ctx: *mut vmctx) {
 #[no_mangle]
 pub extern "C" fn vm_vcpu_open(ctx: *mut vmctx, vcpuid: c_int) -> *mut vcpu {
     ffi_boundary!(std::ptr::null_mut(), {
-        let vm = handle::ctx_vm(ctx).and_then(|vm| vm.check_alive().map(|()| vm));
-        match vm.and_then(|vm| vm.vcpu_id(vcpuid).map(|id| (vm, id))) {
+        match handle::live_ctx_vm(ctx).and_then(|vm| vm.vcpu_id(vcpuid).map(|id| (vm, id))) {
             Ok((vm, id)) => handle::new_vcpu(vm, id),
             Err(e) => {
                 set_errno(errno_of(e));

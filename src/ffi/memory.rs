@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void};
 
 use super::abi::*;
 use super::call::{ctx_ioctl};
-use super::errno::{fail, to_rc};
+use super::errno::{fail, or_errno, to_rc};
 use super::handle::{self, vmctx};
 use super::ioctl::{copy_in, copy_out};
 use super::panic::ffi_boundary;
@@ -232,44 +232,48 @@ pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> 
 }
 
 /// A host pointer to `len` bytes of guest RAM at `gaddr` set up by
-/// vm_setup_memory(), or NULL. Valid until the memory is released
+/// vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
+/// handle or a destroyed VM). Valid until the memory is released
 /// (VM_REINIT, vm_destroy).
 #[no_mangle]
 pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: u64, len: usize) -> *mut c_void {
     ffi_boundary!(std::ptr::null_mut(), {
-        match handle::ctx_vm(ctx) {
-            Ok(vm) => vm.mem().map_gpa(gaddr, len).map_or(std::ptr::null_mut(), |p| p.as_ptr() as *mut c_void),
-            Err(_) => std::ptr::null_mut(),
-        }
+        let p = handle::live_ctx_vm(ctx).map(|vm| vm.mem().map_gpa(gaddr, len));
+        or_errno(p, None).map_or(std::ptr::null_mut(), |p| p.as_ptr() as *mut c_void)
     })
 }
 
-/// Bytes of guest RAM below 4 GiB (after vm_setup_memory()).
+/// Bytes of guest RAM below 4 GiB (after vm_setup_memory()); 0 with errno
+/// EFAULT or EBADF for a bad handle or a destroyed VM.
 #[no_mangle]
 pub extern "C" fn vm_get_lowmem_size(ctx: *mut vmctx) -> usize {
-    ffi_boundary!(0, { handle::ctx_vm(ctx).map_or(0, |vm| vm.mem().lowmem_size()) })
+    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().lowmem_size()), 0) })
 }
 
-/// Bytes of guest RAM above 4 GiB (after vm_setup_memory()).
+/// Bytes of guest RAM above 4 GiB (after vm_setup_memory()); 0 with errno
+/// EFAULT or EBADF for a bad handle or a destroyed VM.
 #[no_mangle]
 pub extern "C" fn vm_get_highmem_size(ctx: *mut vmctx) -> usize {
-    ffi_boundary!(0, { handle::ctx_vm(ctx).map_or(0, |vm| vm.mem().highmem_size()) })
+    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().highmem_size()), 0) })
 }
 
-/// The low-memory limit vm_setup_memory() uses (default 3 GiB).
+/// The low-memory limit vm_setup_memory() uses (default 3 GiB); 0 with
+/// errno EFAULT or EBADF for a bad handle or a destroyed VM.
 #[no_mangle]
 pub extern "C" fn vm_get_lowmem_limit(ctx: *mut vmctx) -> u32 {
-    ffi_boundary!(0, { handle::ctx_vm(ctx).map_or(0, |vm| vm.mem().lowmem_limit()) })
+    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().lowmem_limit()), 0) })
 }
 
-/// Sets the low-memory limit for a later vm_setup_memory().
+/// Sets the low-memory limit for a later vm_setup_memory(); errno EFAULT
+/// or EBADF for a bad handle or a destroyed VM.
 #[no_mangle]
 pub extern "C" fn vm_set_lowmem_limit(ctx: *mut vmctx, limit: u32) {
     ffi_boundary!((), {
-        let _ = with_mem_exclusive(ctx, |m| {
+        let r = with_mem_exclusive(ctx, |m| {
             m.set_lowmem_limit(limit);
             Ok(())
         });
+        or_errno(r, ());
     })
 }
 
