@@ -9,6 +9,17 @@
 #include <sys/time.h>
 
 /*
+ Pointer arguments. Handles (struct vmctx *, struct vcpu *) are checked:
+ NULL is EFAULT; a closed handle, the other kind of handle, anything that
+ is not a handle, or a handle of a destroyed VM is EBADF (such a handle
+ can still be closed, and vcpu_id() still reads it). Other pointers
+ are the caller's: NULL where memory is needed is EFAULT, but a non-NULL
+ pointer must be valid for what its type names (a NUL-terminated string,
+ `count` array elements, the argument struct of an ioctl command and the
+ buffers it points to) for the duration of the call.
+ */
+
+/*
  Opcode description of a decoded instruction (FreeBSD `struct vie_op`).
  */
 struct vie_op {
