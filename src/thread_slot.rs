@@ -157,7 +157,7 @@ mod imp {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::sync::Barrier;
+    use std::sync::{Arc, Barrier};
 
     #[test]
     fn live_threads_hold_distinct_slots() {
@@ -195,6 +195,83 @@ mod tests {
         });
         c.add(5);
         assert_eq!(c.sum(), THREADS * ADDS + 5);
+    }
+
+    /// Adds 1 to `EXIT_COUNTER` when the thread's locals are destroyed,
+    /// counting in `UNHELD_SLOT_ADDS` an add made through a slot the pool
+    /// no longer marks as held (given back, not yet retaken).
+    struct AddAtExit;
+
+    impl Drop for AddAtExit {
+        fn drop(&mut self) {
+            if let Some(slot) = current() {
+                if imp::taken() & 1 << slot == 0 {
+                    UNHELD_SLOT_ADDS.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            EXIT_COUNTER.get().unwrap().add(1);
+        }
+    }
+
+    static UNHELD_SLOT_ADDS: AtomicU64 = AtomicU64::new(0);
+
+    static EXIT_COUNTER: std::sync::OnceLock<SplitCounter> = std::sync::OnceLock::new();
+
+    thread_local! {
+        static ADD_AT_EXIT: AddAtExit = const { AddAtExit };
+    }
+
+    #[test]
+    fn adds_made_while_a_thread_exits_are_counted() {
+        // Thread-local destructors run in an order Rust leaves open: with
+        // the slot still held, after it was given back, or before the
+        // thread ever had one. Each thread below registers its exit-time
+        // add at a different point relative to taking its slot; whichever
+        // order runs, no add may go through a slot the thread gave back
+        // (another thread may hold it: two writers, lost adds) or be lost.
+        // Each thread adds 1 while running and 1 at exit, and as it exits,
+        // adders start taking the slots it frees.
+        let c = EXIT_COUNTER.get_or_init(SplitCounter::default);
+        const ROUNDS: u64 = 100;
+        const ADDERS: usize = 2;
+        const ADDS: u64 = 5_000;
+        for _ in 0..ROUNDS {
+            let exiting = Arc::new(Barrier::new(3 + ADDERS));
+            let mut threads = Vec::new();
+            let mut spawn = |f: fn(&SplitCounter, &Barrier)| {
+                let exiting = exiting.clone();
+                threads.push(std::thread::spawn(move || f(c, &exiting)));
+            };
+            // Registered before the slot is taken.
+            spawn(|c, exiting| {
+                ADD_AT_EXIT.with(|_| ());
+                c.add(1);
+                exiting.wait();
+            });
+            // Registered after.
+            spawn(|c, exiting| {
+                c.add(1);
+                ADD_AT_EXIT.with(|_| ());
+                exiting.wait();
+            });
+            // No slot until the exit-time add asks for one.
+            spawn(|c, exiting| {
+                ADD_AT_EXIT.with(|_| ());
+                c.shared.fetch_add(1, Ordering::Relaxed);
+                exiting.wait();
+            });
+            for _ in 0..ADDERS {
+                spawn(|c, exiting| {
+                    exiting.wait();
+                    (0..ADDS).for_each(|_| c.add(1));
+                });
+            }
+            // A join (unlike the end of a thread scope) also waits for the
+            // thread's locals to be destroyed.
+            threads.into_iter().for_each(|t| t.join().unwrap());
+        }
+        assert_eq!(UNHELD_SLOT_ADDS.load(Ordering::Relaxed), 0, "adds through a given-back slot");
+        assert_eq!(c.sum(), ROUNDS * (3 * 2 + ADDERS as u64 * ADDS));
     }
 
     #[test]
