@@ -5,7 +5,8 @@
 //! - [`error`]: the core error type.
 //! - [`sync`]: lock facade (parking_lot, or loom under `cfg(loom)`).
 //! - [`cpuset`]: sets of vCPU ids.
-//! - [`thread_slot`]: per-thread slots for single-writer counters.
+//! - [`thread_slot`]: per-thread slots for single-writer counters;
+//!   [`thread_exit`]: per-thread values dropped at thread exit (POSIX keys).
 //! - [`vcpu`]: the vCPU state machine, notification and runblock.
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
 //! - [`rendezvous`]: the vCPU rendezvous (`vm_smp_rendezvous`).
@@ -35,6 +36,8 @@ pub mod rendezvous;
 pub mod run;
 pub mod sim;
 pub mod sync;
+#[cfg(not(loom))]
+pub mod thread_exit;
 pub mod thread_slot;
 pub mod vcpu;
 pub mod vioapic;

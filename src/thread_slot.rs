@@ -7,7 +7,11 @@
 //! read-modify-write (which costs as much as the rest of an interrupt
 //! send), and the sum of the cells stays exact: FreeBSD's `counter(9)`
 //! does the same per CPU. A thread that finds every slot taken, or asks
-//! while it is exiting, gets `None` and counts with a read-modify-write.
+//! after giving its slot back at exit, gets `None` and counts with a
+//! read-modify-write. The slot is given back by a [`ThreadExitKey`]
+//! value, so also when it was taken while the thread was exiting.
+//!
+//! [`ThreadExitKey`]: crate::thread_exit::ThreadExitKey
 //!
 //! Under loom every thread gets `None`: the counters then use only the
 //! atomics loom models.
@@ -91,6 +95,7 @@ mod imp {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::SLOTS;
+    use crate::thread_exit::ThreadExitKey;
 
     pub(super) const UNASSIGNED: usize = usize::MAX;
     /// No slot: the pool was empty, or the thread is exiting.
@@ -105,46 +110,50 @@ mod imp {
 
     thread_local! {
         // No destructor, so reading it is one thread-pointer offset and it
-        // stays readable while other thread-locals are destroyed.
+        // stays readable while the thread exits.
         pub(super) static SLOT: Cell<usize> = const { Cell::new(UNASSIGNED) };
-        // Gives the slot back at thread exit.
-        static RELEASE: Release = const { Release };
     }
 
-    struct Release;
+    /// The thread's slot, given back when the thread exits.
+    struct Held(usize);
 
-    impl Drop for Release {
+    impl Drop for Held {
         fn drop(&mut self) {
-            let slot = SLOT.with(|s| s.replace(NO_SLOT));
-            if slot < SLOTS {
-                TAKEN.fetch_and(!(1 << slot), Ordering::Release);
-            }
+            SLOT.with(|s| s.set(NO_SLOT));
+            TAKEN.fetch_and(!(1 << self.0), Ordering::Release);
         }
     }
+
+    static HELD: ThreadExitKey<Held> = ThreadExitKey::new();
 
     /// Takes a free slot for this thread.
     #[cold]
     #[inline(never)]
     pub(super) fn claim() -> Option<usize> {
-        // Register the release first: a thread already exiting gets none.
-        if RELEASE.try_with(|_| ()).is_err() {
-            SLOT.with(|s| s.set(NO_SLOT));
-            return None;
-        }
+        let slot = take()?;
+        // Held from here: given back at thread exit, or (dropped unstored)
+        // now if the key cannot hold it.
+        let held = Held(slot);
+        HELD.with_or_init(move || held, |_| ())?;
+        SLOT.with(|s| s.set(slot));
+        Some(slot)
+    }
+
+    /// A free slot, marked taken; None (and no slot for this thread from
+    /// now on) if there is none.
+    fn take() -> Option<usize> {
         let mut taken = TAKEN.load(Ordering::Relaxed);
-        let slot = loop {
+        loop {
             if taken == u64::MAX {
                 SLOT.with(|s| s.set(NO_SLOT));
                 return None;
             }
             let slot = (!taken).trailing_zeros() as usize;
             match TAKEN.compare_exchange_weak(taken, taken | 1 << slot, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => break slot,
+                Ok(_) => return Some(slot),
                 Err(now) => taken = now,
             }
-        };
-        SLOT.with(|s| s.set(slot));
-        Some(slot)
+        }
     }
 
     /// Slots held now (tests).
@@ -197,9 +206,9 @@ mod tests {
         assert_eq!(c.sum(), THREADS * ADDS + 5);
     }
 
-    /// Adds 1 to `EXIT_COUNTER` when the thread's locals are destroyed,
-    /// counting in `UNHELD_SLOT_ADDS` an add made through a slot the pool
-    /// no longer marks as held (given back, not yet retaken).
+    /// Adds 1 to `EXIT_COUNTER` when dropped at thread exit, counting in
+    /// `UNHELD_SLOT_ADDS` an add made through a slot the pool no longer
+    /// marks as held (given back, not yet retaken).
     struct AddAtExit;
 
     impl Drop for AddAtExit {
@@ -218,20 +227,30 @@ mod tests {
     static EXIT_COUNTER: std::sync::OnceLock<SplitCounter> = std::sync::OnceLock::new();
 
     thread_local! {
-        static ADD_AT_EXIT: AddAtExit = const { AddAtExit };
+        // Dropped with the Rust thread-locals, before any POSIX key value.
+        static ADD_AT_EXIT_EARLY: AddAtExit = const { AddAtExit };
+    }
+
+    /// Dropped in the POSIX key phase after the slot's holder (this key is
+    /// made after the slot pool's; glibc runs keys in the order made).
+    static ADD_AT_EXIT_LATE: crate::thread_exit::ThreadExitKey<AddAtExit> =
+        crate::thread_exit::ThreadExitKey::new();
+
+    fn add_at_exit_late() {
+        ADD_AT_EXIT_LATE.with_or_init(|| AddAtExit, |_| ());
     }
 
     #[test]
     fn adds_made_while_a_thread_exits_are_counted() {
-        // Thread-local destructors run in an order Rust leaves open: with
-        // the slot still held, after it was given back, or before the
-        // thread ever had one. Each thread below registers its exit-time
-        // add at a different point relative to taking its slot; whichever
-        // order runs, no add may go through a slot the thread gave back
-        // (another thread may hold it: two writers, lost adds) or be lost.
-        // Each thread adds 1 while running and 1 at exit, and as it exits,
-        // adders start taking the slots it frees.
+        // Adds made as a thread exits: with its slot still held (a Rust
+        // thread-local's destructor), after the slot was given back, and
+        // as the first add of a thread already exiting (a later POSIX key's
+        // destructor, as a C library's cleanup would). None may go through
+        // a slot the thread gave back (another thread may hold it: two
+        // writers, lost adds) or be lost. Each thread adds 1 while running
+        // and 1 at exit, and as it exits, adders take the slots it frees.
         let c = EXIT_COUNTER.get_or_init(SplitCounter::default);
+        assert!(current().is_some(), "the slot pool's key is made first");
         const ROUNDS: u64 = 100;
         const ADDERS: usize = 2;
         const ADDS: u64 = 5_000;
@@ -242,21 +261,21 @@ mod tests {
                 let exiting = exiting.clone();
                 threads.push(std::thread::spawn(move || f(c, &exiting)));
             };
-            // Registered before the slot is taken.
+            // Slot still held at the exit-time add.
             spawn(|c, exiting| {
-                ADD_AT_EXIT.with(|_| ());
+                ADD_AT_EXIT_EARLY.with(|_| ());
                 c.add(1);
                 exiting.wait();
             });
-            // Registered after.
+            // Slot given back before the exit-time add.
             spawn(|c, exiting| {
                 c.add(1);
-                ADD_AT_EXIT.with(|_| ());
+                add_at_exit_late();
                 exiting.wait();
             });
             // No slot until the exit-time add asks for one.
             spawn(|c, exiting| {
-                ADD_AT_EXIT.with(|_| ());
+                add_at_exit_late();
                 c.shared.fetch_add(1, Ordering::Relaxed);
                 exiting.wait();
             });
@@ -267,10 +286,13 @@ mod tests {
                 });
             }
             // A join (unlike the end of a thread scope) also waits for the
-            // thread's locals to be destroyed.
+            // thread's exit-time drops.
             threads.into_iter().for_each(|t| t.join().unwrap());
         }
         assert_eq!(UNHELD_SLOT_ADDS.load(Ordering::Relaxed), 0, "adds through a given-back slot");
+        // The slots taken at exit were given back too: 100 kept would have
+        // emptied the pool (other tests' threads hold a few meanwhile).
+        assert_ne!(imp::taken(), u64::MAX, "slots taken while exiting were kept");
         assert_eq!(c.sum(), ROUNDS * (3 * 2 + ADDERS as u64 * ADDS));
     }
 
