@@ -12,6 +12,8 @@
 //! no lock, no hashing and no reference-count traffic shared with other
 //! threads. Closing any handle bumps a global generation, which empties
 //! every cache at its next use, so a closed handle still fails with EBADF.
+//! The cache's `Arc` is dropped when the thread exits, also if the thread
+//! first called in while exiting (a C thread's key destructor).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,6 +22,7 @@ use std::sync::OnceLock;
 use crate::error::{Error, Result};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, RwLock};
+use crate::thread_exit::ThreadExitKey;
 use crate::vm::Vm;
 
 /// Opaque VM handle (libvmmapi's `struct vmctx`).
@@ -178,6 +181,10 @@ impl Drop for Owned {
     }
 }
 
+/// The thread's [`Owned`], dropped at thread exit, also when the thread's
+/// first call is made while it exits (see [`ThreadExitKey`]).
+static OWNED: ThreadExitKey<RefCell<Owned>> = ThreadExitKey::new();
+
 thread_local! {
     // Const-initialised: no lazy-initialisation check on the hot path.
     static HOT: Hot = const {
@@ -190,7 +197,6 @@ thread_local! {
             parked: Cell::new(false),
         }
     };
-    static OWNED: RefCell<Owned> = const { RefCell::new(Owned { entry: None, parked: Vec::new() }) };
 }
 
 /// Ends a cached use (also on unwinding).
@@ -212,11 +218,12 @@ impl Drop for Using<'_> {
 #[inline(never)]
 fn drop_parked(h: &Hot) {
     h.parked.set(false);
-    let _ = OWNED.try_with(|o| o.borrow_mut().parked.clear());
+    let _ = OWNED.with_existing(|o| o.borrow_mut().parked.clear());
 }
 
 /// Installs `id`'s entry in the cache (a miss). Err(EBADF) if `id` is not
-/// live; Ok(false) if the thread's cache is gone (thread exit).
+/// live; Ok(false) if the thread can have no cache (no POSIX key or memory
+/// left).
 #[cold]
 #[inline(never)]
 fn fill(h: &Hot, id: u64, generation: u64) -> Result<bool> {
@@ -225,7 +232,8 @@ fn fill(h: &Hot, id: u64, generation: u64) -> Result<bool> {
         Entry::Ctx(vm) => (Arc::as_ptr(vm), NOT_VCPU),
         Entry::Vcpu(vm, i) => (Arc::as_ptr(vm), *i),
     };
-    let installed = OWNED.try_with(|o| {
+    let fresh = || RefCell::new(Owned { entry: None, parked: Vec::new() });
+    let installed = OWNED.with_or_init(fresh, |o| {
         let mut o = o.borrow_mut();
         if let Some(old) = o.entry.replace(e) {
             if h.depth.get() > 0 {
@@ -234,7 +242,7 @@ fn fill(h: &Hot, id: u64, generation: u64) -> Result<bool> {
             }
         }
     });
-    if installed.is_err() {
+    if installed.is_none() {
         return Ok(false);
     }
     h.id.set(id);
@@ -286,8 +294,8 @@ fn with_cached<R>(h: &Hot, f: impl FnOnce(&Vm, Option<usize>) -> R) -> R {
 }
 
 /// A miss: fill the cache from the table (EBADF if `id` is not live) and
-/// run `f`; at thread exit, when there is no cache, this call holds the
-/// entry itself.
+/// run `f`; when the thread can have no cache, this call holds the entry
+/// itself.
 #[cold]
 #[inline(never)]
 fn with_entry_missed<R>(h: &Hot, id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> {
