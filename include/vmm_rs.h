@@ -1783,6 +1783,10 @@ int vmm_rs_set_maxcpus(int maxcpus);
  Allocates memory segment `segid` of `len` bytes: system memory when
  `name` is NULL, else a device-memory segment with that name. As in
  libvmmapi, an existing segment of the same size and name is success.
+ Returns 0, or -1 with errno: EINVAL (bad id, length or name, or a
+ different segment there), ENAMETOOLONG (name of more than
+ VM_MAX_SUFFIXLEN bytes), EEXIST (name taken by another segment),
+ ENOMEM (the host cannot reserve the memory).
  */
 int vm_alloc_memseg(struct vmctx *ctx, int segid, size_t len, const char *name);
 

@@ -99,6 +99,10 @@ fn empty_memseg(segid: c_int) -> vm_memseg {
 /// Allocates memory segment `segid` of `len` bytes: system memory when
 /// `name` is NULL, else a device-memory segment with that name. As in
 /// libvmmapi, an existing segment of the same size and name is success.
+/// Returns 0, or -1 with errno: EINVAL (bad id, length or name, or a
+/// different segment there), ENAMETOOLONG (name of more than
+/// VM_MAX_SUFFIXLEN bytes), EEXIST (name taken by another segment),
+/// ENOMEM (the host cannot reserve the memory).
 #[no_mangle]
 pub unsafe extern "C" fn vm_alloc_memseg(ctx: *mut vmctx, segid: c_int, len: usize, name: *const c_char) -> c_int {
     ffi_boundary!({
