@@ -98,7 +98,8 @@ mod imp {
     use crate::thread_exit::ThreadExitKey;
 
     pub(super) const UNASSIGNED: usize = usize::MAX;
-    /// No slot: the pool was empty, or the thread is exiting.
+    /// No slot: the pool was empty, or the thread gave its slot back at
+    /// exit (later adds, by other exit-time code, use the shared cell).
     const NO_SLOT: usize = usize::MAX - 1;
 
     /// Bit `i` set: slot `i` is held. Taking a slot acquires and giving it
