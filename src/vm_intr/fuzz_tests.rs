@@ -21,26 +21,26 @@ const VCPUS: usize = 3;
 const STEPS: usize = 1_000_000;
 
 /// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+    pub(super) fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
         xs[self.below(xs.len() as u64) as usize]
     }
-    fn chance(&mut self, one_in: u64) -> bool {
+    pub(super) fn chance(&mut self, one_in: u64) -> bool {
         self.below(one_in) == 0
     }
     /// An i32 near the valid range [lo, hi), or anything.
-    fn around(&mut self, lo: i32, hi: i32) -> i32 {
+    pub(super) fn around(&mut self, lo: i32, hi: i32) -> i32 {
         match self.below(8) {
             0 => self.next() as i32,
             1 => lo - 1 - self.below(3) as i32,
@@ -72,7 +72,7 @@ const LAPIC_REGS: [u32; 18] = [
     off::TIMER_DCR,
 ];
 
-fn lapic_offset(rng: &mut Rng) -> u64 {
+pub(super) fn lapic_offset(rng: &mut Rng) -> u64 {
     match rng.below(4) {
         0 => rng.below(LAPIC_SIZE),
         1 => rng.below(LAPIC_SIZE / 16) * 16,
@@ -83,13 +83,13 @@ fn lapic_offset(rng: &mut Rng) -> u64 {
 /// A value for a local APIC register: random bits, but with a low byte
 /// that is often a valid or low vector and, for the ICR, every delivery
 /// mode and shorthand.
-fn lapic_value(rng: &mut Rng) -> u64 {
+pub(super) fn lapic_value(rng: &mut Rng) -> u64 {
     let v = rng.next() as u32;
     let low = if rng.chance(2) { rng.below(32) as u32 } else { v & 0xFF };
     u64::from((v & !0xFF) | low)
 }
 
-fn ioapic_access(rng: &mut Rng) -> (u64, u8) {
+pub(super) fn ioapic_access(rng: &mut Rng) -> (u64, u8) {
     let off = match rng.below(8) {
         0 => rng.below(IOAPIC_SIZE),
         1..=3 => 0x00,
@@ -99,7 +99,7 @@ fn ioapic_access(rng: &mut Rng) -> (u64, u8) {
     (IOAPIC_BASE + off, size)
 }
 
-fn ioregsel_value(rng: &mut Rng) -> u64 {
+pub(super) fn ioregsel_value(rng: &mut Rng) -> u64 {
     match rng.below(4) {
         0 => rng.next() & 0xFFFF_FFFF,
         1 => rng.below(3),
@@ -107,7 +107,7 @@ fn ioregsel_value(rng: &mut Rng) -> u64 {
     }
 }
 
-fn no_low_vectors(words: &[u32; 8]) -> bool {
+pub(super) fn no_low_vectors(words: &[u32; 8]) -> bool {
     words[0] & 0xFFFF == 0
 }
 

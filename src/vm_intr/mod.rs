@@ -8,6 +8,8 @@
 //! out after the vlapic mutex is released.
 
 #[cfg(all(test, not(loom)))]
+mod chaos_tests;
+#[cfg(all(test, not(loom)))]
 mod deadlock_tests;
 #[cfg(all(test, not(loom)))]
 mod fuzz_tests;

@@ -1,0 +1,263 @@
+//! Random guest input while everything runs at once: vCPU threads loop
+//! VM_RUN with guests that write random values to random local APIC and
+//! IOAPIC registers (IPIs of every delivery mode and shorthand, INIT and
+//! SIPI included, APIC software disable, timers, TPR, redirection entries)
+//! and halt, EOI or toggle their interrupt flag at random; device threads
+//! assert, deassert and pulse pins and send MSIs and fixed interrupts; a
+//! control thread locks all vCPUs, locks one and writes its registers as
+//! VM_SET_KERNEMU_DEV would, flips x2APIC states, and suspends and resumes
+//! vCPUs. The stress test checks exact delivery under a protocol; this one
+//! checks that arbitrary input cannot deadlock, panic or corrupt state.
+//! Seeded per thread; the interleaving is the machine's.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::fuzz_tests::{
+    ioapic_access, ioregsel_value, lapic_offset, lapic_value, no_low_vectors, Rng,
+};
+use super::tests::{lapic_write, program_rte};
+use super::*;
+use crate::exit::ExitKind;
+use crate::guest::{GuestAction, GuestProgram};
+use crate::test_util::with_watchdog;
+use crate::vioapic::PINS;
+use crate::vlapic::regs::*;
+
+const VCPUS: usize = 3;
+/// Pins the device threads count on exactly (each owns a range); the
+/// others are only pulsed.
+const OWNED_PINS: [std::ops::Range<usize>; 2] = [16..20, 20..24];
+
+fn secs() -> u64 {
+    std::env::var("VMM_RS_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
+}
+
+/// A guest doing anything a guest may do to its interrupt controllers.
+struct ChaosGuest {
+    rng: Rng,
+    pending: Vec<u8>,
+    /// IOWIN write due after an IOREGSEL write.
+    window: Option<u64>,
+    /// The guest's interrupt flag. It never halts with it clear: three
+    /// such vCPUs suspend the VM (VM_SUSPEND_HALT) and end the test early.
+    interrupts_on: bool,
+    steps: Arc<AtomicU64>,
+}
+
+impl GuestProgram for ChaosGuest {
+    fn next(&mut self, _rip: u64) -> GuestAction {
+        self.steps.fetch_add(1, SeqCst);
+        let rng = &mut self.rng;
+        if !self.interrupts_on && rng.chance(4) {
+            self.interrupts_on = true;
+            return GuestAction::EnableInterrupts;
+        }
+        if let Some(value) = self.window.take() {
+            return GuestAction::MmioWrite { gpa: IOAPIC_BASE + 0x10, size: 4, value };
+        }
+        if !self.pending.is_empty() && rng.chance(2) {
+            self.pending.pop();
+            return GuestAction::MmioWrite {
+                gpa: LAPIC_BASE + u64::from(off::EOI),
+                size: 4,
+                value: 0,
+            };
+        }
+        match rng.below(100) {
+            0..=29 => {
+                let gpa = LAPIC_BASE + lapic_offset(rng);
+                GuestAction::MmioWrite { gpa, size: 4, value: lapic_value(rng) }
+            }
+            30..=39 => GuestAction::MmioRead { gpa: LAPIC_BASE + lapic_offset(rng), size: 4 },
+            40..=54 => {
+                // An entry rewrite: IOREGSEL now, IOWIN next step.
+                self.window = Some(lapic_value(rng) | rng.next() << 32);
+                GuestAction::MmioWrite { gpa: IOAPIC_BASE, size: 4, value: ioregsel_value(rng) }
+            }
+            55..=59 => {
+                let (gpa, size) = ioapic_access(rng);
+                GuestAction::MmioRead { gpa, size }
+            }
+            60..=69 if self.interrupts_on => GuestAction::Hlt,
+            70 => {
+                self.interrupts_on = false;
+                GuestAction::DisableInterrupts
+            }
+            76..=78 => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
+            79 => GuestAction::Pause,
+            _ => GuestAction::Compute,
+        }
+    }
+
+    fn interrupt(&mut self, vector: u8) {
+        self.pending.push(vector);
+    }
+
+    fn read_result(&mut self, _value: u64) {}
+}
+
+fn device(vm: &Vm, stop: &AtomicBool, seed: u64, owned: std::ops::Range<usize>) -> Vec<u32> {
+    let mut rng = Rng(seed);
+    let mut counts = vec![0u32; PINS];
+    while !stop.load(SeqCst) {
+        match rng.below(7) {
+            0 | 1 => {
+                let pin = owned.start + rng.below(owned.len() as u64) as usize;
+                if rng.chance(2) {
+                    vm.ioapic_assert_irq(pin as i32).unwrap();
+                    counts[pin] += 1;
+                } else if counts[pin] > 0 {
+                    vm.ioapic_deassert_irq(pin as i32).unwrap();
+                    counts[pin] -= 1;
+                } else {
+                    assert_eq!(vm.ioapic_deassert_irq(pin as i32), Err(Error::Range));
+                }
+            }
+            2 => vm.ioapic_pulse_irq(rng.below(16) as i32).unwrap(),
+            3 => {
+                let addr = 0xFEE0_0000 | rng.below(VCPUS as u64 + 1) << 12 | rng.below(2) << 2;
+                let _ = vm.lapic_msi(addr, lapic_value(&mut rng) & 0xC7FF);
+            }
+            4 => {
+                let _ = vm.lapic_irq(rng.below(VCPUS as u64) as i32, rng.below(256) as i32);
+            }
+            // The one event that wakes a guest halted with interrupts off
+            // or with its APIC software-disabled.
+            5 => vm.inject_nmi(rng.below(VCPUS as u64) as i32).unwrap(),
+            _ => thread::yield_now(),
+        }
+    }
+    counts
+}
+
+fn control(vm: &Vm, stop: &AtomicBool, seed: u64) -> u64 {
+    let mut rng = Rng(seed);
+    let mut ops = 0;
+    while !stop.load(SeqCst) {
+        let id = rng.below(VCPUS as u64) as usize;
+        match rng.below(6) {
+            0 => {
+                let _all = vm.lock_all().unwrap();
+                thread::yield_now();
+            }
+            1 => {
+                let _one = vm.lock_one(id).unwrap();
+                let gpa = if rng.chance(2) {
+                    LAPIC_BASE + lapic_offset(&mut rng)
+                } else {
+                    ioapic_access(&mut rng).0
+                };
+                let _ = vm.mmio_write(id, gpa, 4, lapic_value(&mut rng));
+            }
+            2 => {
+                let _one = vm.lock_one(id).unwrap();
+                vm.set_x2apic_state(id as i32, rng.below(2) as i32).unwrap();
+            }
+            3 => {
+                // A SIPI to every other vCPU: the one event that restarts
+                // a vCPU some guest's INIT left waiting.
+                let _one = vm.lock_one(id).unwrap();
+                let icr = |off: u32, v: u64| vm.mmio_write(id, LAPIC_BASE + u64::from(off), 4, v);
+                let _ = icr(off::ICR_HI, 0);
+                let _ = icr(off::ICR_LO, 0xC_4600 | rng.below(256));
+            }
+            _ => {
+                vm.suspend_cpu(Some(id)).unwrap();
+                thread::yield_now();
+                vm.resume_cpu(Some(id)).unwrap();
+            }
+        }
+        ops += 1;
+    }
+    ops
+}
+
+#[test]
+fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
+    with_watchdog(60 + 2 * secs(), || {
+        let vm = Arc::new(Vm::with_sim_backend("chaos", VCPUS).unwrap());
+        let steps = Arc::new(AtomicU64::new(0));
+        for id in 0..VCPUS {
+            let lock = vm.lock_one(id).unwrap();
+            vm.activate_cpu(id).unwrap();
+            lapic_write(&vm, id, off::SVR, SVR_ENABLE | 0xFF);
+            let rng = Rng(0xC4A0_5EED ^ (id as u64 + 1) << 32);
+            let guest = ChaosGuest {
+                rng,
+                pending: Vec::new(),
+                window: None,
+                interrupts_on: false,
+                steps: steps.clone(),
+            };
+            vm.set_guest(&lock, Some(Box::new(guest))).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let runners: Vec<_> = (0..VCPUS)
+            .map(|id| {
+                let vm = vm.clone();
+                thread::spawn(move || loop {
+                    let lock = vm.lock_one(id).unwrap();
+                    match vm.run(&lock) {
+                        Ok(exit) if matches!(exit.kind, ExitKind::Suspended(_)) => return,
+                        Ok(_) => {}
+                        // A guest's local APIC access of a bad size or
+                        // alignment fails VM_RUN (EINVAL, as FreeBSD); so
+                        // does VM_RUN once the vCPU acknowledged a suspend.
+                        Err(e) => {
+                            assert_eq!(e, Error::Inval);
+                            if vm.cpus().suspended.contains(id) {
+                                return;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let devices: Vec<_> = OWNED_PINS
+            .iter()
+            .enumerate()
+            .map(|(i, owned)| {
+                let (vm, stop, owned) = (vm.clone(), stop.clone(), owned.clone());
+                thread::spawn(move || device(&vm, &stop, 0xD0 + i as u64, owned))
+            })
+            .collect();
+        let controls = {
+            let (vm, stop) = (vm.clone(), stop.clone());
+            thread::spawn(move || control(&vm, &stop, 0xC0))
+        };
+
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs()) {
+            thread::park_timeout(Duration::from_millis(20));
+        }
+        stop.store(true, SeqCst);
+        let counts: Vec<Vec<u32>> = devices.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(controls.join().unwrap() > 0);
+        // Every runner leaves VM_RUN once the VM is suspended (it may have
+        // suspended itself already: every vCPU halted with interrupts off).
+        let _ = vm.suspend(2);
+        runners.into_iter().for_each(|t| t.join().unwrap());
+        assert!(steps.load(SeqCst) > 1000, "the guests ran");
+
+        for id in 0..VCPUS {
+            let (irr, isr) = (vm.irr_snapshot(id).unwrap(), vm.isr_snapshot(id).unwrap());
+            assert!(no_low_vectors(&irr) && no_low_vectors(&isr), "vCPU {id}");
+        }
+        for (owned, counts) in OWNED_PINS.iter().zip(&counts) {
+            for pin in owned.clone() {
+                assert_eq!(vm.vioapic().assert_count(pin), counts[pin], "pin {pin}");
+            }
+        }
+        // VM_REINIT brings back a VM that delivers.
+        vm.cpus().suspended = vm.active_cpus();
+        vm.reinit(&vm.lock_all().unwrap()).unwrap();
+        vm.activate_cpu(1).unwrap();
+        lapic_write(&vm, 1, off::SVR, SVR_ENABLE | 0xFF);
+        program_rte(&vm, 1, 3, 0x41, 1);
+        vm.ioapic_pulse_irq(3).unwrap();
+        assert_eq!(vm.vcpu(1).unwrap().vlapic.accept_pending_intr(), Some(0x41));
+    });
+}
