@@ -1874,7 +1874,11 @@ int vmm_rs_vcpu_state(struct vcpu *vcpu);
 
 /*
  Runs vCPU `vcpu` until an exit userland must handle; the exit is
- written to `vmrun->vm_exit`.
+ written to `vmrun->vm_exit`. Returns 0, or -1 with errno: EFAULT (NULL
+ `vmrun` or exit pointer), EINVAL (the vCPU is not active or has
+ acknowledged a suspend; or, as FreeBSD, the guest accessed its local
+ APIC page with other than 4 bytes at a 16-byte boundary: the access is
+ dropped and the next call runs on), EBADF (bad handle, destroyed VM).
  */
 int vm_run(struct vcpu *vcpu, struct vm_run *vmrun);
 

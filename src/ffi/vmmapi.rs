@@ -24,7 +24,11 @@ macro_rules! out {
 }
 
 /// Runs vCPU `vcpu` until an exit userland must handle; the exit is
-/// written to `vmrun->vm_exit`.
+/// written to `vmrun->vm_exit`. Returns 0, or -1 with errno: EFAULT (NULL
+/// `vmrun` or exit pointer), EINVAL (the vCPU is not active or has
+/// acknowledged a suspend; or, as FreeBSD, the guest accessed its local
+/// APIC page with other than 4 bytes at a 16-byte boundary: the access is
+/// dropped and the next call runs on), EBADF (bad handle, destroyed VM).
 #[no_mangle]
 pub unsafe extern "C" fn vm_run(vcpu: *mut vcpu, vmrun: *mut vm_run) -> c_int {
     ffi_boundary!({
