@@ -255,6 +255,39 @@ main(void)
 	}
 	CHECK_ERR(vm_suspend(ctx, VM_SUSPEND_HALT), EALREADY);
 
+	/*
+	 * 7b. An NMI wakes a vCPU halted with interrupts disabled (vCPU 1
+	 * computes, so the VM does not halt); the guest takes it as vector 2.
+	 */
+	CHECK_OK(vm_reinit(ctx));
+	CHECK_OK(vm_activate_cpu(v0));
+	CHECK_OK(vm_activate_cpu(v1));
+	{
+		struct vmm_rs_action nmi_wait[] = {
+			{ .kind = VMM_RS_ACT_CLI },
+			{ .kind = VMM_RS_ACT_HLT },
+			{ .kind = VMM_RS_ACT_PORT_OUT, .port = 0x80, .size = 1, .value = 0x4e },
+		};
+		struct vmm_rs_action spin[] = { { .kind = VMM_RS_ACT_COMPUTE } };
+		CHECK_OK(vmm_rs_guest_set_script(v0, nmi_wait, 3, -1));
+		CHECK_OK(vmm_rs_guest_set_script(v1, spin, 1, 0));
+		struct loop n0 = { .vcpu = v0, .stop_on = VM_EXITCODE_SUSPENDED };
+		struct loop n1 = { .vcpu = v1, .stop_on = VM_EXITCODE_SUSPENDED };
+		pthread_create(&t0, NULL, vcpu_loop, &n0);
+		pthread_create(&t1, NULL, vcpu_loop, &n1);
+		while (vmm_rs_vcpu_state(v0) != VCPU_SLEEPING)
+			sched_yield();
+		CHECK_OK(vm_inject_nmi(v0));
+		wait_guest_interrupts(v0, 1);
+		struct vmm_rs_guest_stats s;
+		CHECK_OK(vmm_rs_guest_stats(v0, &s));
+		CHECK(s.interrupts == 1 && s.last_vector == 2);
+		CHECK_OK(vm_suspend(ctx, VM_SUSPEND_RESET));
+		pthread_join(t0, NULL);
+		pthread_join(t1, NULL);
+		CHECK(n0.outs == 1 && n0.last_out == 0x4e); /* it ran on past the HLT */
+	}
+
 	/* 8. PAUSE and MMIO outside the emulated devices go to the caller. */
 	CHECK_OK(vm_reinit(ctx));
 	CHECK_OK(vm_activate_cpu(v0));

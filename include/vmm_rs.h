@@ -911,7 +911,8 @@ struct vmm_rs_guest_ops {
    */
   int (*next)(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *action);
   /*
-   The library injected `vector` (may be NULL).
+   The library injected `vector` (may be NULL). An NMI arrives as
+   vector 2, also with interrupts disabled.
    */
   void (*interrupt)(void *cookie, int vcpuid, int vector);
   /*
@@ -929,7 +930,7 @@ struct vmm_rs_guest_stats {
    */
   uint64_t steps;
   /*
-   Interrupts injected into the guest.
+   Interrupts injected into the guest (NMIs included, as vector 2).
    */
   uint64_t interrupts;
   /*

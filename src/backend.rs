@@ -34,7 +34,7 @@ pub struct GuestStats {
     /// Guest entries (backend runs): a guest that is never kicked and
     /// never exits enters once per STEPS_PER_ENTRY steps.
     pub entries: u64,
-    /// Interrupts injected.
+    /// Interrupts injected (NMIs included, as vector 2).
     pub interrupts: u64,
     pub last_vector: Option<u8>,
     /// Last value delivered for an MMIO read or port `in`.
@@ -65,6 +65,11 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     /// the guest does on seeing it (signal a device that then raises the
     /// same vector again) finds the APIC ready to take the next one.
     fn inject(&self, _vcpu: &Vcpu, _vector: u8) {}
+
+    /// Hands a pending NMI to the guest before the next `run`, whatever
+    /// its interrupt flag (the run loop injects nothing else on that
+    /// entry, as VMX injects one event per VM entry).
+    fn inject_nmi(&self, _vcpu: &Vcpu) {}
 
     /// The value of an MMIO read the library emulated (local APIC or
     /// vioapic), for the instruction that exited with `GuestExit::Mmio`.

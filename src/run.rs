@@ -98,6 +98,11 @@ impl Vm {
     /// offer the highest deliverable vector to the backend.
     fn prepare_guest_entry(&self, vcpu: &Vcpu) {
         vcpu.vlapic.timer_poll(Instant::now());
+        // An NMI first, and alone on this entry (FreeBSD vmx_inject_interrupts).
+        if vcpu.vlapic.take_nmi() {
+            self.backend().inject_nmi(vcpu);
+            return;
+        }
         // Accept (IRR -> ISR) before the guest sees the vector: an APIC
         // that still had it in IRR would merge a re-raise of the same
         // vector that the guest's reaction provokes.
@@ -125,12 +130,16 @@ impl Vm {
         None
     }
 
-    /// `vm_handle_hlt`: sleep (SLEEPING) until an interrupt is pending, the
-    /// vCPU is notified for a reason the run loop must look at, or the VM
-    /// suspends. When every active vCPU has halted with interrupts
-    /// disabled, nothing can wake them: suspend the VM (VM_SUSPEND_HALT).
+    /// `vm_handle_hlt`: sleep (SLEEPING) until an NMI, or with interrupts
+    /// enabled a deliverable interrupt, is pending, the vCPU is notified
+    /// for a reason the run loop must look at, or the VM suspends. When
+    /// every active vCPU has halted with interrupts disabled and no NMI
+    /// pending, nothing can wake them: suspend the VM (VM_SUSPEND_HALT).
     fn handle_hlt(&self, id: usize, intr_enabled: bool) -> Result<()> {
         let vcpu = self.vcpu(id)?;
+        if vcpu.vlapic.nmi_pending() {
+            return Ok(());
+        }
         if !intr_enabled {
             let all_halted = {
                 let mut c = self.cpus();
@@ -144,7 +153,8 @@ impl Vm {
         let mut g = vcpu.lock();
         loop {
             vcpu.vlapic.timer_poll(Instant::now());
-            let wake = (intr_enabled && vcpu.vlapic.has_pending_event())
+            let wake = vcpu.vlapic.nmi_pending()
+                || (intr_enabled && vcpu.vlapic.has_pending_event())
                 || g.reqidle
                 || self.pending_for_sleeper(id)
                 || self.is_destroyed();

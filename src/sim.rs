@@ -15,6 +15,9 @@ use crate::regs::{reg, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
 
+/// The IDT vector an NMI is taken through.
+const IDT_NMI: u8 = 2;
+
 /// Actions run per guest entry before the backend yields to the run loop
 /// (which re-checks timers and pending work); kicks end an entry sooner.
 pub const STEPS_PER_ENTRY: usize = 1024;
@@ -155,6 +158,12 @@ impl Backend for SimBackend {
         }
         slot.stats.interrupts += 1;
         slot.stats.last_vector = Some(vector);
+    }
+
+    /// An NMI reaches the guest as vector 2 (its IDT entry), whether or
+    /// not the guest has interrupts enabled.
+    fn inject_nmi(&self, vcpu: &Vcpu) {
+        self.inject(vcpu, IDT_NMI);
     }
 
     fn mmio_read_result(&self, vcpu: &Vcpu, value: u64) {

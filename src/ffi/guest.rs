@@ -65,7 +65,8 @@ pub struct vmm_rs_guest_ops {
     /// actions done so far. A non-zero return ends the guest: it halts
     /// with interrupts disabled from then on.
     pub next: Option<unsafe extern "C" fn(cookie: *mut c_void, vcpuid: c_int, rip: u64, action: *mut vmm_rs_action) -> c_int>,
-    /// The library injected `vector` (may be NULL).
+    /// The library injected `vector` (may be NULL). An NMI arrives as
+    /// vector 2, also with interrupts disabled.
     pub interrupt: Option<unsafe extern "C" fn(cookie: *mut c_void, vcpuid: c_int, vector: c_int)>,
     /// The value of the last MMIO read or port `in` (may be NULL).
     pub read_result: Option<unsafe extern "C" fn(cookie: *mut c_void, vcpuid: c_int, value: u64)>,
@@ -78,7 +79,7 @@ pub struct vmm_rs_guest_ops {
 pub struct vmm_rs_guest_stats {
     /// Actions executed.
     pub steps: u64,
-    /// Interrupts injected into the guest.
+    /// Interrupts injected into the guest (NMIs included, as vector 2).
     pub interrupts: u64,
     /// The last injected vector, or -1.
     pub last_vector: c_int,

@@ -154,7 +154,8 @@ impl Vlapic {
         self.lock().process_eoi()
     }
 
-    /// Whether HLT should end: a deliverable vector, an NMI or an ExtINT.
+    /// Whether HLT (with interrupts enabled) should end: a deliverable
+    /// vector or an NMI.
     pub fn has_pending_event(&self) -> bool {
         self.lock().has_pending_event()
     }

@@ -259,8 +259,11 @@ impl LapicState {
         self.tmr.test(v).then_some(v)
     }
 
+    /// A pending ExtINT is not an event: its vector would come from the
+    /// 8259, which is not emulated, so it could never be taken and a HLT
+    /// woken by it would wake again at once, forever.
     pub fn has_pending_event(&mut self) -> bool {
-        self.nmi_pending || self.extint_pending || self.pending_intr().is_some()
+        self.nmi_pending || self.pending_intr().is_some()
     }
 
     // --- errors and LVTs ----------------------------------------------------

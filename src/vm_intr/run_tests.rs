@@ -21,6 +21,7 @@ struct Script {
     exits: StdMutex<VecDeque<GuestExit>>,
     /// Whether the guest takes interrupts offered to it.
     accepts: bool,
+    /// Vectors injected, 2 standing for an NMI.
     injected: StdMutex<Vec<u8>>,
     /// (IRR, ISR) as the guest saw them when each vector was injected.
     at_inject: StdMutex<Vec<(VecBitmap, VecBitmap)>>,
@@ -44,6 +45,9 @@ impl Backend for Guest {
     fn inject(&self, vcpu: &Vcpu, vector: u8) {
         self.0.injected.lock().unwrap().push(vector);
         self.0.at_inject.lock().unwrap().push((vcpu.vlapic.irr(), vcpu.vlapic.isr()));
+    }
+    fn inject_nmi(&self, _vcpu: &Vcpu) {
+        self.0.injected.lock().unwrap().push(2);
     }
     fn mmio_read_result(&self, _vcpu: &Vcpu, value: u64) {
         self.0.mmio_reads.lock().unwrap().push(value);
@@ -171,6 +175,30 @@ fn hlt_sleeps_until_an_interrupt_arrives() {
         }
         vm.lapic_irq(0, 0x40).unwrap();
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+    });
+}
+
+#[test]
+fn an_nmi_wakes_a_halt_with_interrupts_off_and_is_injected_alone() {
+    with_watchdog(20, || {
+        // vCPU 1 stays out of HLT, so the VM does not suspend itself.
+        let exits = [GuestExit::Hlt { intr_enabled: false }];
+        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Default::default() };
+        let (vm, s) = vm_with(script, 2);
+        let vm2 = vm.clone();
+        let runner = thread::spawn(move || run_once(&vm2, 0));
+        while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+            thread::yield_now();
+        }
+        // A vector does not wake a HLT with interrupts off; an NMI does.
+        vm.lapic_irq(0, 0x41).unwrap();
+        assert_eq!(vm.vcpu(0).unwrap().state(), VcpuState::Sleeping);
+        vm.inject_nmi(0).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), [2], "the NMI alone on its entry");
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), [2, 0x41], "the vector on the next");
+        assert_eq!(vm.suspended_how(), None);
     });
 }
 
