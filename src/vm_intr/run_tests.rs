@@ -203,6 +203,26 @@ fn an_nmi_wakes_a_halt_with_interrupts_off_and_is_injected_alone() {
 }
 
 #[test]
+fn a_pending_extint_does_not_wake_a_halt() {
+    with_watchdog(20, || {
+        // ExtINT's vector would come from the 8259, which is not there.
+        let exits = [GuestExit::Hlt { intr_enabled: true }];
+        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Default::default() };
+        let (vm, s) = vm_with(script, 1);
+        lapic_write(&vm, 0, off::LVT_LINT0, 0x700); // ExtINT
+        vm.lapic_local_irq(0, lvt::LINT0 as i32).unwrap();
+        let vm2 = vm.clone();
+        let runner = thread::spawn(move || run_once(&vm2, 0));
+        while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+            thread::yield_now();
+        }
+        vm.lapic_irq(0, 0x40).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), [0x40], "the vector; nothing for the ExtINT");
+    });
+}
+
+#[test]
 fn hlt_sleeps_no_later_than_the_apic_timer() {
     with_watchdog(20, || {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
