@@ -347,10 +347,16 @@ check_interrupts(struct vmctx *ctx, struct vcpu *v0, struct vcpu *v1)
 	CHECK_ERR(vm_readwrite_kernemu_device(v0, LAPIC_GPA + 0x84, true, 4, &val), EINVAL);
 	CHECK_ERR(vm_readwrite_kernemu_device(v0, LAPIC_GPA + 0x88, false, 4, &val), EINVAL);
 	{
-		struct vm_readwrite_kernemu_device k = { .vcpuid = 0, .access_width = 4, .gpa = IOAPIC_GPA };
-		CHECK_ERR(vmm_ioctl(ctx, VM_GET_KERNEMU_DEV, &k), EINVAL);
+		/* Widths 4-7 (16-128 bytes) go to the devices, as on FreeBSD. */
+		struct vm_readwrite_kernemu_device k = { .vcpuid = 0, .access_width = 4, .gpa = IOAPIC_GPA, .value = 7 };
+		CHECK_OK(vmm_ioctl(ctx, VM_GET_KERNEMU_DEV, &k));
+		CHECK(k.value == 0); /* the vioapic ignores it */
 		k.access_width = 7;
-		CHECK_ERR(vmm_ioctl(ctx, VM_SET_KERNEMU_DEV, &k), EINVAL);
+		CHECK_OK(vmm_ioctl(ctx, VM_SET_KERNEMU_DEV, &k));
+		k.gpa = LAPIC_GPA + 0x30; /* VER: a local APIC read ignores the size */
+		CHECK_OK(vmm_ioctl(ctx, VM_GET_KERNEMU_DEV, &k));
+		CHECK(k.value == 0x60014);
+		CHECK_ERR(vmm_ioctl(ctx, VM_SET_KERNEMU_DEV, &k), EINVAL); /* a write needs 4 */
 	}
 }
 

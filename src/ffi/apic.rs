@@ -12,14 +12,14 @@ use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 use crate::vm::{VcpuLock, Vm};
 
-/// Kernemu access: the size is `1 << access_width` (1..=8 bytes); an
-/// address outside the emulated devices is EINVAL, as on FreeBSD.
+/// Kernemu access: the size is `1 << access_width` (1..=128 bytes), and
+/// the devices judge it as a guest access of that size (the vioapic
+/// ignores all but 4 bytes, a local APIC read ignores it, a local APIC
+/// write needs 4); an address outside the emulated devices is EINVAL.
+/// All as FreeBSD.
 fn kernemu(vm: &Vm, id: usize, a: &mut vm_readwrite_kernemu_device, write: bool) -> Result<()> {
-    let width = a.access_width();
-    if width > 3 {
-        return Err(Error::Inval);
-    }
-    let size = 1u8 << width;
+    // access_width is a 3-bit field: at most 7.
+    let size = 1u8 << a.access_width().min(7);
     if write {
         vm.mmio_write(id, a.gpa, size, a.value)?.ok_or(Error::Inval)
     } else {
