@@ -139,6 +139,26 @@ main(void)
 	CHECK_OK(vm_isa_deassert_irq(ctx, 3, -1));
 	CHECK_ERR(vm_isa_assert_irq(ctx, 16, 4), EINVAL);
 
+	/* ISA trigger modes (the 8259's ELCR), as FreeBSD vatpic_set_irq_trigger. */
+	CHECK_OK(vm_isa_set_irq_trigger(ctx, 10, LEVEL_TRIGGER));
+	CHECK_OK(vm_isa_set_irq_trigger(ctx, 10, EDGE_TRIGGER));
+	CHECK_OK(vm_isa_set_irq_trigger(ctx, 2, EDGE_TRIGGER));
+	{
+		const int edge_only[] = { 0, 1, 2, 8, 13 };
+		for (size_t i = 0; i < sizeof(edge_only) / sizeof(edge_only[0]); i++)
+			CHECK_ERR(vm_isa_set_irq_trigger(ctx, edge_only[i], LEVEL_TRIGGER), EINVAL);
+	}
+	CHECK_ERR(vm_isa_set_irq_trigger(ctx, 16, EDGE_TRIGGER), EINVAL);
+	CHECK_ERR(vm_isa_set_irq_trigger(ctx, -1, EDGE_TRIGGER), EINVAL);
+	CHECK_ERR(vm_isa_set_irq_trigger(ctx, 5, 7), EINVAL);
+	CHECK_ERR(vm_isa_set_irq_trigger(NULL, 5, EDGE_TRIGGER), EFAULT);
+	{
+		struct vm_isa_irq_trigger t = { .atpic_irq = 11, .trigger = LEVEL_TRIGGER };
+		CHECK_OK(vmm_ioctl(ctx, VM_ISA_SET_IRQ_TRIGGER, &t));
+		t.atpic_irq = 13;
+		CHECK_ERR(vmm_ioctl(ctx, VM_ISA_SET_IRQ_TRIGGER, &t), EINVAL);
+	}
+
 	vm_vcpu_close(v0);
 	vm_vcpu_close(v1);
 	vm_destroy(ctx);

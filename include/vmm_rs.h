@@ -1643,6 +1643,15 @@ int vm_isa_assert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 int vm_isa_deassert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 
 /*
+ Sets 8259 IRQ `atpic_irq` (0-15) edge- or level-triggered (its ELCR
+ bit; the 8259 itself is not emulated yet). Returns 0, or -1 with errno
+ EINVAL for another IRQ or trigger, or level on IRQ 0, 1, 2, 8 or 13.
+ (`trigger` is an `enum vm_intr_trigger`, taken as an int so that any
+ value C passes is defined.)
+ */
+int vm_isa_set_irq_trigger(struct vmctx *ctx, int atpic_irq, int trigger);
+
+/*
  Pulses an ISA IRQ and its IOAPIC pin (-1 = none).
  */
 int vm_isa_pulse_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);

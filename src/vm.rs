@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::exit::SuspendHow;
 use crate::mem::GuestMemory;
 use crate::rendezvous::{Post, Rendezvous, RendezvousFn};
-use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU64, Ordering};
 use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vioapic::Vioapic;
@@ -104,6 +104,10 @@ pub struct Vm {
     mem: RwLock<GuestMemory>,
     /// The I/O APIC (its own locks rank 3, see the module doc).
     vioapic: Vioapic,
+    /// The 8259 pair's edge/level control registers (ELCR, bit n = IRQ n
+    /// level-triggered): the one piece of 8259 state kept, set by
+    /// VM_ISA_SET_IRQ_TRIGGER. An atomic: no lock.
+    pub(crate) elcr: AtomicU16,
     backend: Box<dyn Backend>,
 }
 
@@ -171,6 +175,7 @@ impl Vm {
             suspend: AtomicI32::new(0),
             destroyed: AtomicBool::new(false),
             legacy: AtomicBool::new(cfg!(feature = "legacy-rendezvous")),
+            elcr: AtomicU16::new(0),
             rendezvous: Rendezvous::default(),
             mem: RwLock::new(GuestMemory::new()),
             vioapic: Vioapic::new(),

@@ -74,6 +74,15 @@ pub(crate) unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
                     _ => vm.isa_pulse_irq(a.atpic_irq, a.ioapic_irq),
                 }
             }
+            VM_ISA_SET_IRQ_TRIGGER => {
+                let a: vm_isa_irq_trigger = copy_in(arg);
+                let level = match a.trigger {
+                    t if t == vm_intr_trigger::EDGE_TRIGGER as c_int => false,
+                    t if t == vm_intr_trigger::LEVEL_TRIGGER as c_int => true,
+                    _ => return Err(Error::Inval),
+                };
+                vm.isa_set_irq_trigger(a.atpic_irq, level)
+            }
             VM_LAPIC_IRQ => {
                 let a: vm_lapic_irq = copy_in(arg);
                 vm.lapic_irq(a.cpuid, a.vector)
@@ -140,6 +149,19 @@ pub extern "C" fn vm_isa_assert_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_ir
 #[no_mangle]
 pub extern "C" fn vm_isa_deassert_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_irq: c_int) -> c_int {
     ffi_boundary!({ ctx_ioctl(ctx, VM_ISA_DEASSERT_IRQ, &mut vm_isa_irq { atpic_irq, ioapic_irq }) })
+}
+
+/// Sets 8259 IRQ `atpic_irq` (0-15) edge- or level-triggered (its ELCR
+/// bit; the 8259 itself is not emulated yet). Returns 0, or -1 with errno
+/// EINVAL for another IRQ or trigger, or level on IRQ 0, 1, 2, 8 or 13.
+/// (`trigger` is an `enum vm_intr_trigger`, taken as an int so that any
+/// value C passes is defined.)
+#[no_mangle]
+pub extern "C" fn vm_isa_set_irq_trigger(ctx: *mut vmctx, atpic_irq: c_int, trigger: c_int) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_isa_irq_trigger { atpic_irq, trigger };
+        ctx_ioctl(ctx, VM_ISA_SET_IRQ_TRIGGER, &mut a)
+    })
 }
 
 /// Pulses an ISA IRQ and its IOAPIC pin (-1 = none).

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use crate::cpuset::CpuSet;
 use crate::error::{Error, Result};
+use crate::sync::atomic::Ordering;
 use crate::vioapic::{IoapicBus, IoapicStats, IOAPIC_BASE, IOAPIC_SIZE};
 use crate::vlapic::regs::{DELMODE_FIXED, DELMODE_LOWPRIO, LAPIC_BASE, LAPIC_SIZE};
 use crate::vlapic::{LapicEffects, X2ApicState};
@@ -112,6 +113,29 @@ impl Vm {
 
     pub fn ioapic_stats(&self) -> IoapicStats {
         self.vioapic().stats()
+    }
+
+    /// VM_ISA_SET_IRQ_TRIGGER (FreeBSD `vatpic_set_irq_trigger`): records
+    /// whether 8259 IRQ `atpic_irq` (0..=15) is level-triggered. EINVAL for
+    /// another IRQ, or level on IRQ 0, 1, 2, 8 or 13, which are edge-only.
+    pub fn isa_set_irq_trigger(&self, atpic_irq: i32, level: bool) -> Result<()> {
+        check_atpic_irq(atpic_irq)?;
+        if level && matches!(atpic_irq, 0 | 1 | 2 | 8 | 13) {
+            return Err(Error::Inval);
+        }
+        let bit = 1u16 << atpic_irq;
+        if level {
+            self.elcr.fetch_or(bit, Ordering::SeqCst);
+        } else {
+            self.elcr.fetch_and(!bit, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// The 8259 ELCR pair as set by [`Vm::isa_set_irq_trigger`] (bit n =
+    /// IRQ n level-triggered).
+    pub fn isa_elcr(&self) -> u16 {
+        self.elcr.load(Ordering::SeqCst)
     }
 
     /// VM_ISA_ASSERT_IRQ: `atpic_irq` must be 0..=15 (the 8259 half is not
@@ -287,6 +311,7 @@ impl Vm {
     /// Resets both interrupt controllers to a new VM's state (VM_REINIT).
     pub(crate) fn reset_interrupt_controllers(&self) {
         self.vioapic().reset();
+        self.elcr.store(0, Ordering::SeqCst);
         for v in self.vcpus() {
             v.vlapic.reinit();
         }

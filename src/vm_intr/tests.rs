@@ -336,8 +336,25 @@ fn x2apic_msrs_reach_the_vioapic_and_other_vcpus() {
 }
 
 #[test]
+fn isa_trigger_modes_follow_freebsd_vatpic() {
+    let vm = vm(1);
+    vm.isa_set_irq_trigger(10, true).unwrap();
+    vm.isa_set_irq_trigger(3, true).unwrap();
+    vm.isa_set_irq_trigger(3, false).unwrap();
+    assert_eq!(vm.isa_elcr(), 1 << 10);
+    for irq in [0, 1, 2, 8, 13] {
+        assert_eq!(vm.isa_set_irq_trigger(irq, true), Err(Error::Inval), "IRQ {irq} is edge-only");
+        vm.isa_set_irq_trigger(irq, false).unwrap();
+    }
+    assert_eq!(vm.isa_set_irq_trigger(16, false), Err(Error::Inval));
+    assert_eq!(vm.isa_set_irq_trigger(-1, false), Err(Error::Inval));
+    assert_eq!(vm.isa_elcr(), 1 << 10);
+}
+
+#[test]
 fn reinit_resets_both_interrupt_controllers() {
     let vm = vm(2);
+    vm.isa_set_irq_trigger(9, true).unwrap();
     program_rte(&vm, 0, 1, MASKED | LEVEL | 0x40, 1);
     vm.ioapic_assert_irq(1).unwrap();
     vm.lapic_irq(1, 0x50).unwrap();
@@ -350,6 +367,7 @@ fn reinit_resets_both_interrupt_controllers() {
     assert_eq!(vm.vioapic().rte(1), rte::RESET);
     assert_eq!(vm.vioapic().assert_count(1), 0);
     assert_eq!(vm.ioapic_stats(), Default::default());
+    assert_eq!(vm.isa_elcr(), 0);
     let l = &vm.vcpu(1).unwrap().vlapic;
     assert!(l.irr().is_empty() && l.staged_tmr().0.is_empty());
     assert_eq!(l.x2apic_state(), X2ApicState::Disabled);
