@@ -18,7 +18,7 @@ impl LapicState {
         }
         let mut mask = LVT_M | LVT_DS | VECTOR_MASK;
         match idx {
-            lvt::TIMER => mask |= LVTT_PERIODIC,
+            lvt::TIMER => mask |= LVTT_MODE,
             lvt::ERROR => {}
             lvt::LINT0 | lvt::LINT1 => mask |= LVT_TM | LVT_RIRR | LVT_IIPP | DELMODE_MASK,
             _ => mask |= DELMODE_MASK,

@@ -180,8 +180,8 @@ impl Vm {
     /// Deliver an IPI sent by vCPU `from` (an ICR or SELF_IPI write).
     ///
     /// Fixed goes to every destination; lowest priority to the first one
-    /// (FreeBSD and illumos drop lowest-priority IPIs; we deliver them like
-    /// lowest-priority device interrupts); NMI to every destination; INIT
+    /// (FreeBSD fails such an ICR write, so VM_RUN fails; we deliver them
+    /// like lowest-priority device interrupts); NMI to every destination; INIT
     /// resets each destination's APIC and makes it wait for a SIPI; a SIPI
     /// is recorded by destinations waiting for one ([`Vlapic::take_sipi`]).
     /// SMI and remote read are ignored.

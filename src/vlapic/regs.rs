@@ -111,6 +111,10 @@ pub const LVT_TM: u32 = 0x8000;
 pub const LVT_M: u32 = 0x1_0000;
 /// Timer LVT: periodic mode (bit 17).
 pub const LVTT_PERIODIC: u32 = 0x2_0000;
+/// Timer LVT mode field (bits 17-18: one-shot, periodic, TSC-deadline),
+/// FreeBSD `APIC_LVTT_TM`. TSC-deadline is kept but runs as one-shot (the
+/// CPUID the guest sees does not offer it).
+pub const LVTT_MODE: u32 = 0x6_0000;
 
 /// IA32_APIC_BASE MSR and its bits.
 pub const MSR_APICBASE: u32 = 0x1B;

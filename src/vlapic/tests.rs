@@ -99,7 +99,10 @@ fn disabled_apic_drops_fixed_interrupts_and_masks_lvts() {
 fn lvt_writes_keep_only_defined_fields() {
     let l = enabled(0);
     wr(&l, off::LVT_TIMER, 0xFFFF_FFFF);
-    assert_eq!(rd(&l, off::LVT_TIMER), LVT_M | LVT_DS | LVTT_PERIODIC | 0xFF);
+    assert_eq!(rd(&l, off::LVT_TIMER), LVT_M | LVT_DS | LVTT_MODE | 0xFF);
+    // The TSC-deadline mode bit is kept (FreeBSD APIC_LVTT_TM).
+    wr(&l, off::LVT_TIMER, 0x4_0030);
+    assert_eq!(rd(&l, off::LVT_TIMER), 0x4_0030);
     wr(&l, off::LVT_ERROR, 0xFFFF_FFFF);
     assert_eq!(rd(&l, off::LVT_ERROR), LVT_M | LVT_DS | 0xFF);
     wr(&l, off::LVT_LINT0, 0xFFFF_FFFF);
