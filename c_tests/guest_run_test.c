@@ -94,13 +94,15 @@ struct loop {
 	uint32_t last_out;
 	uint64_t last_out_rip;
 	int last_out_len;
+	atomic_int done;  /* the loop returned */
+	int run_errno;    /* errno of a failed vm_run, or 0 */
 };
 
 static void *
 vcpu_loop(void *p)
 {
 	struct loop *l = p;
-	struct vm_exit vme;
+	struct vm_exit vme = { 0 };
 	struct vm_run vmrun = { .vm_exit = &vme };
 	while (vm_run(l->vcpu, &vmrun) == 0) {
 		l->last_exit = vme.exitcode;
@@ -118,6 +120,9 @@ vcpu_loop(void *p)
 		if (vme.exitcode == l->stop_on)
 			break;
 	}
+	if (vme.exitcode != l->stop_on)
+		l->run_errno = errno;
+	atomic_store(&l->done, 1);
 	return NULL;
 }
 
@@ -275,8 +280,9 @@ main(void)
 		struct loop n1 = { .vcpu = v1, .stop_on = VM_EXITCODE_SUSPENDED };
 		pthread_create(&t0, NULL, vcpu_loop, &n0);
 		pthread_create(&t1, NULL, vcpu_loop, &n1);
-		while (vmm_rs_vcpu_state(v0) != VCPU_SLEEPING)
+		while (vmm_rs_vcpu_state(v0) != VCPU_SLEEPING && !atomic_load(&n0.done))
 			sched_yield();
+		CHECK(!atomic_load(&n0.done) && n0.run_errno == 0);
 		CHECK_OK(vm_inject_nmi(v0));
 		wait_guest_interrupts(v0, 1);
 		struct vmm_rs_guest_stats s;
