@@ -1884,8 +1884,11 @@ int vmm_rs_vcpu_state(struct vcpu *vcpu);
 
 /*
  Runs vCPU `vcpu` until an exit userland must handle; the exit is
- written to `vmrun->vm_exit`. Returns 0, or -1 with errno: EFAULT (NULL
- `vmrun` or exit pointer), EINVAL (the vCPU is not active or has
+ written to `vmrun->vm_exit`. For VM_EXITCODE_IPI (the guest sent INIT
+ or STARTUP with VM_CAP_IPI_EXIT set) the target vCPUs are written to
+ `vmrun->cpuset` (`cpusetsize` bytes). Returns 0, or -1 with errno:
+ EFAULT (NULL `vmrun` or exit pointer, or a NULL cpuset for an IPI exit,
+ which is written all the same), ERANGE (a cpuset too small), EINVAL (the vCPU is not active or has
  acknowledged a suspend; or, as FreeBSD, the guest accessed its local
  APIC page with other than 4 bytes at a 16-byte boundary: the access is
  dropped and the next call runs on), EBADF (bad handle, destroyed VM).

@@ -1,6 +1,8 @@
 //! VM exits as the core reports them to the caller of `vm_run` (FreeBSD
 //! `struct vm_exit`, in Rust terms; `ffi` lays them out for C).
 
+use crate::cpuset::CpuSet;
+
 /// How a VM was suspended (`enum vm_suspend_how`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SuspendHow {
@@ -52,6 +54,14 @@ pub enum ExitKind {
     Suspended(SuspendHow),
     /// The vCPU is in the debug set (VM_SUSPEND_CPU).
     Debug,
+    /// The guest sent a STARTUP IPI to vCPU `vcpu`, waiting since an INIT:
+    /// userland starts it at `rip` (VM_EXITCODE_SPINUP_AP; FreeBSD's exit
+    /// when the sender's VM_CAP_IPI_EXIT is off).
+    SpinupAp { vcpu: usize, rip: u64 },
+    /// The guest sent an INIT (`mode` 0x500) or STARTUP (0x600, with
+    /// `vector`) IPI to `cpus`, for userland to act on (VM_EXITCODE_IPI;
+    /// the sender's VM_CAP_IPI_EXIT is on).
+    Ipi { mode: u32, vector: u8, cpus: CpuSet },
 }
 
 /// A complete exit: the reason plus where the guest stopped.

@@ -30,6 +30,8 @@ pub mod reg {
 
 /// Capabilities, FreeBSD 14 `enum vm_cap_type` (`VM_CAP_MAX` is the count).
 pub const CAP_MAX: usize = 11;
+/// VM_CAP_IPI_EXIT: INIT and STARTUP IPIs leave VM_RUN as VM_EXITCODE_IPI.
+pub const CAP_IPI_EXIT: i32 = 8;
 
 /// RFLAGS.IF: the guest accepts maskable interrupts.
 pub const RFLAGS_IF: u64 = 1 << 9;

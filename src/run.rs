@@ -80,8 +80,13 @@ impl Vm {
                     // The local APIC and vioapic are emulated here; other
                     // addresses go to userland.
                     if a.write {
-                        if self.mmio_write(id, a.gpa, a.size, a.value)?.is_some() {
-                            continue;
+                        match self.guest_mmio_write(id, a.gpa, a.size, a.value)? {
+                            Some(None) => continue,
+                            Some(Some(start)) => match self.handle_start_ipi(start) {
+                                Some(kind) => return exit(kind),
+                                None => continue,
+                            },
+                            None => {}
                         }
                     } else if let Some(v) = self.mmio_read(id, a.gpa, a.size)? {
                         self.backend().mmio_read_result(vcpu, v);

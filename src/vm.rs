@@ -73,6 +73,9 @@ pub struct CpuSets {
     pub debug: CpuSet,
     /// vCPUs halted with interrupts disabled (all of them = VM_SUSPEND_HALT).
     pub halted: CpuSet,
+    /// vCPUs an INIT IPI left waiting for a STARTUP IPI (FreeBSD
+    /// `startup_cpus`, `vm_await_start` / `vm_start_cpus`).
+    pub startup: CpuSet,
     pub topology: Option<Topology>,
 }
 
@@ -516,6 +519,7 @@ impl Vm {
         c.suspended.clear();
         c.debug.clear();
         c.halted.clear();
+        c.startup.clear();
         drop(c);
         self.suspend.store(0, Ordering::SeqCst);
         self.rendezvous.reset();

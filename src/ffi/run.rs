@@ -3,6 +3,7 @@
 use std::ffi::{c_int, c_void};
 
 use super::abi::*;
+use super::cpuset::copy_out_cpuset;
 use super::errno::{errno_of, fail};
 use super::handle;
 use super::ioctl::copy_in;
@@ -27,6 +28,13 @@ pub(crate) unsafe fn vm_run_ioctl(vm: &Vm, lock: &VcpuLock<'_>, arg: *mut c_void
     let out = to_vm_exit(&exit);
     // SAFETY: non-NULL; the caller provides a `struct vm_exit` to fill.
     unsafe { a.vm_exit.write_unaligned(out) };
+    if let ExitKind::Ipi { cpus, .. } = exit.kind {
+        // The IPI's targets go to `vmrun->cpuset`, as FreeBSD copies
+        // them out (the exit itself is written already, so a bad buffer
+        // loses nothing).
+        // SAFETY: the caller's `cpuset` is NULL or `cpusetsize` bytes.
+        unsafe { copy_out_cpuset(&cpus, a.cpuset, a.cpusetsize) }?;
+    }
     Ok(())
 }
 
@@ -58,6 +66,14 @@ fn to_vm_exit(e: &VmExit) -> vm_exit {
             vm_exitcode::VM_EXITCODE_SUSPENDED
         }
         ExitKind::Debug => vm_exitcode::VM_EXITCODE_DEBUG,
+        ExitKind::SpinupAp { vcpu, rip } => {
+            out.u.spinup_ap = vm_exit_spinup_ap { vcpu: vcpu as c_int, rip };
+            vm_exitcode::VM_EXITCODE_SPINUP_AP
+        }
+        ExitKind::Ipi { mode, vector, .. } => {
+            out.u.ipi = vm_exit_ipi { mode, vector };
+            vm_exitcode::VM_EXITCODE_IPI
+        }
     } as c_int;
     out
 }

@@ -13,7 +13,20 @@
 
 use crate::cpuset::CpuSet;
 use crate::error::{Error, Result};
+use crate::exit::ExitKind;
+use crate::regs::CAP_IPI_EXIT;
 use crate::vm::Vm;
+
+/// An INIT or STARTUP IPI a vCPU sent, for the run loop to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartIpi {
+    /// DELMODE_INIT or DELMODE_STARTUP.
+    pub mode: u32,
+    pub vector: u8,
+    pub targets: CpuSet,
+    /// The sender's VM_CAP_IPI_EXIT.
+    pub ipi_exit: bool,
+}
 
 use super::regs::*;
 use super::Ipi;
@@ -181,14 +194,38 @@ impl Vm {
     ///
     /// Fixed goes to every destination; lowest priority to the first one
     /// (FreeBSD fails such an ICR write, so VM_RUN fails; we deliver them
-    /// like lowest-priority device interrupts); NMI to every destination; INIT
-    /// resets each destination's APIC and makes it wait for a SIPI; a SIPI
-    /// is recorded by destinations waiting for one ([`Vlapic::take_sipi`]).
-    /// SMI and remote read are ignored.
-    ///
-    /// [`Vlapic::take_sipi`]: super::Vlapic::take_sipi
-    pub fn send_ipi(&self, from: usize, ipi: Ipi) {
-        let mut dmask = match ipi.shorthand {
+    /// like lowest-priority device interrupts); NMI to every destination.
+    /// INIT and STARTUP are returned, with their targets, for the run loop
+    /// ([`Vm::handle_start_ipi`]); which targets follows FreeBSD 14's
+    /// `vlapic_icrlo_write_handler`: with the sender's VM_CAP_IPI_EXIT on,
+    /// the destinations; off, only a physical destination other than the
+    /// sender, the shorthand ignored. SMI and remote read are ignored.
+    pub fn send_ipi(&self, from: usize, ipi: Ipi) -> Option<StartIpi> {
+        if matches!(ipi.mode, DELMODE_INIT | DELMODE_STARTUP) {
+            return self.start_ipi_targets(from, &ipi);
+        }
+        let mut dmask = self.ipi_destinations(from, &ipi);
+        if ipi.mode == DELMODE_LOWPRIO {
+            dmask = dmask.first().map(CpuSet::single).unwrap_or_default();
+        }
+        for id in dmask.iter() {
+            match ipi.mode {
+                DELMODE_FIXED | DELMODE_LOWPRIO => {
+                    let _ = self.lapic_set_intr(id, u32::from(ipi.vector), false);
+                }
+                DELMODE_NMI => {
+                    let _ = self.vcpu_inject_nmi(id);
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The vCPUs an IPI from `from` names: its shorthand, or else its
+    /// destination field.
+    fn ipi_destinations(&self, from: usize, ipi: &Ipi) -> CpuSet {
+        match ipi.shorthand {
             DEST_SELF => CpuSet::single(from),
             DEST_ALLISELF => self.active_cpus(),
             DEST_ALLESELF => {
@@ -197,27 +234,55 @@ impl Vm {
                 s
             }
             _ => self.calcdest(ipi.dest, ipi.phys, false, ipi.x2apic_dest),
-        };
-        if ipi.mode == DELMODE_LOWPRIO {
-            dmask = dmask.first().map(CpuSet::single).unwrap_or_default();
         }
-        for id in dmask.iter() {
-            let Ok(vcpu) = self.vcpu(id) else { continue };
-            match ipi.mode {
-                DELMODE_FIXED | DELMODE_LOWPRIO => {
-                    let _ = self.lapic_set_intr(id, u32::from(ipi.vector), false);
-                }
-                DELMODE_NMI => {
-                    let _ = self.vcpu_inject_nmi(id);
-                }
-                DELMODE_INIT => {
-                    vcpu.vlapic.init_ipi();
-                    vcpu.notify();
-                }
-                DELMODE_STARTUP if vcpu.vlapic.sipi(ipi.vector) => vcpu.notify(),
-                _ => {}
+    }
+
+    fn start_ipi_targets(&self, from: usize, ipi: &Ipi) -> Option<StartIpi> {
+        let ipi_exit = self.vcpu(from).ok()?.regs.lock().get_cap(CAP_IPI_EXIT) == Ok(1);
+        let targets = if ipi_exit {
+            self.ipi_destinations(from, ipi)
+        } else {
+            let id = ipi.dest as usize;
+            if !ipi.phys || id >= self.maxcpus() || id == from {
+                return None;
             }
+            CpuSet::single(id)
+        };
+        (!targets.is_empty()).then_some(StartIpi { mode: ipi.mode, vector: ipi.vector, targets, ipi_exit })
+    }
+
+    /// `vm_handle_ipi`: an INIT resets its active targets' local APICs and
+    /// leaves the targets waiting for a STARTUP; a STARTUP starts those of
+    /// its targets that wait. Returns the exit to give the sender's VM_RUN
+    /// caller: with VM_CAP_IPI_EXIT, VM_EXITCODE_IPI for both (a STARTUP
+    /// only if it started someone); without, VM_EXITCODE_SPINUP_AP for a
+    /// STARTUP that started its target, and nothing for an INIT.
+    pub(crate) fn handle_start_ipi(&self, s: StartIpi) -> Option<ExitKind> {
+        let ipi = |cpus| ExitKind::Ipi { mode: s.mode, vector: s.vector, cpus };
+        if s.mode == DELMODE_INIT {
+            let active = self.active_cpus();
+            for id in s.targets.iter().filter(|id| active.contains(*id)) {
+                if let Ok(v) = self.vcpu(id) {
+                    v.vlapic.init_ipi();
+                }
+            }
+            let mut c = self.cpus();
+            c.startup = c.startup.union(&s.targets);
+            drop(c);
+            return s.ipi_exit.then(|| ipi(s.targets));
         }
+        let started = {
+            let mut c = self.cpus();
+            let started = c.startup.intersection(&s.targets);
+            started.iter().for_each(|id| c.startup.remove(id));
+            started
+        };
+        let first = started.first()?;
+        Some(if s.ipi_exit {
+            ipi(started)
+        } else {
+            ExitKind::SpinupAp { vcpu: first, rip: u64::from(s.vector) << 12 }
+        })
     }
 
     /// VM_LAPIC_MSI: decode and deliver (edge-triggered).

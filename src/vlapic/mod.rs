@@ -240,20 +240,9 @@ impl Vlapic {
         self.lock().take_extint()
     }
 
-    /// INIT IPI: APIC reset, then wait for a SIPI.
+    /// INIT IPI: APIC reset.
     pub fn init_ipi(&self) {
         self.lock().init_ipi()
-    }
-
-    /// SIPI: recorded if an INIT came first; returns whether it was.
-    pub fn sipi(&self, vector: u8) -> bool {
-        self.lock().sipi(vector)
-    }
-
-    /// The start vector of an accepted SIPI (for VM_EXITCODE_SPINUP_AP:
-    /// the AP starts at `vector << 12`).
-    pub fn take_sipi(&self) -> Option<u8> {
-        self.lock().take_sipi()
     }
 
     // --- mode and reset ---------------------------------------------------

@@ -69,9 +69,6 @@ pub struct LapicState {
     stage_clear: VecBitmap,
     nmi_pending: bool,
     extint_pending: bool,
-    /// INIT received; the next SIPI is accepted (FreeBSD `vm_await_start`).
-    wait_for_sipi: bool,
-    sipi_vector: Option<u8>,
     /// EOIs with nothing in service (FreeBSD `VLAPIC_GRATUITOUS_EOI`).
     pub(super) gratuitous_eoi: u64,
 }
@@ -101,8 +98,6 @@ impl LapicState {
             stage_clear: VecBitmap::new(),
             nmi_pending: false,
             extint_pending: false,
-            wait_for_sipi: false,
-            sipi_vector: None,
             gratuitous_eoi: 0,
         };
         s.reset();
@@ -347,23 +342,10 @@ impl LapicState {
         std::mem::replace(&mut self.extint_pending, false)
     }
 
-    /// INIT IPI: reset the APIC and wait for a SIPI.
+    /// INIT IPI: reset the APIC (FreeBSD `vlapic_handle_init`); waiting
+    /// for the SIPI is the VM's business (`CpuSets::startup`).
     pub fn init_ipi(&mut self) {
         self.reset();
-        self.wait_for_sipi = true;
-    }
-
-    /// SIPI: accepted once after an INIT; records the start vector.
-    pub fn sipi(&mut self, vector: u8) -> bool {
-        if !std::mem::replace(&mut self.wait_for_sipi, false) {
-            return false;
-        }
-        self.sipi_vector = Some(vector);
-        true
-    }
-
-    pub fn take_sipi(&mut self) -> Option<u8> {
-        self.sipi_vector.take()
     }
 
     // --- TMR staging ----------------------------------------------------------

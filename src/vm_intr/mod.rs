@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::sync::atomic::Ordering;
 use crate::vioapic::{IoapicBus, IoapicStats, IOAPIC_BASE, IOAPIC_SIZE};
 use crate::vlapic::regs::{DELMODE_FIXED, DELMODE_LOWPRIO, LAPIC_BASE, LAPIC_SIZE};
+use crate::vlapic::delivery::StartIpi;
 use crate::vlapic::{LapicEffects, X2ApicState};
 use crate::vm::Vm;
 
@@ -237,11 +238,26 @@ impl Vm {
     /// vCPU's local APIC (EOI reaches the vioapic, ICR sends IPIs). Local
     /// APIC writes must be 4 bytes at a 16-byte boundary (EINVAL, as
     /// FreeBSD `lapic_mmio_write`). `Ok(None)` when `gpa` is not emulated.
+    /// An INIT or STARTUP IPI sent by such a write needs the run loop
+    /// (FreeBSD's `vm_handle_ipi`): outside it, as for FreeBSD's kernemu
+    /// ioctls, it has no effect.
     pub fn mmio_write(&self, vcpuid: usize, gpa: u64, size: u8, value: u64) -> Result<Option<()>> {
+        Ok(self.guest_mmio_write(vcpuid, gpa, size, value)?.map(drop))
+    }
+
+    /// [`Vm::mmio_write`] from the run loop: `Some(start IPI)` inside the
+    /// `Some` when the write sent an INIT or STARTUP IPI.
+    pub(crate) fn guest_mmio_write(
+        &self,
+        vcpuid: usize,
+        gpa: u64,
+        size: u8,
+        value: u64,
+    ) -> Result<Option<Option<StartIpi>>> {
         let vcpu = self.vcpu(vcpuid)?;
         if (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa) {
             self.vioapic().mmio_write(Some(vcpuid), gpa - IOAPIC_BASE, size, value as u32, self);
-            return Ok(Some(()));
+            return Ok(Some(None));
         }
         if (LAPIC_BASE..LAPIC_BASE + LAPIC_SIZE).contains(&gpa) {
             let off = gpa - LAPIC_BASE;
@@ -249,8 +265,7 @@ impl Vm {
                 return Err(Error::Inval);
             }
             let fx = vcpu.vlapic.mmio_write(off as u32, value as u32, Instant::now());
-            self.apply_lapic_effects(vcpuid, fx);
-            return Ok(Some(()));
+            return Ok(Some(self.apply_lapic_effects(vcpuid, fx)));
         }
         Ok(None)
     }
@@ -275,22 +290,23 @@ impl Vm {
     pub fn lapic_wrmsr(&self, vcpuid: usize, msr: u32, value: u64) -> Result<()> {
         let vcpu = self.vcpu(vcpuid)?;
         let fx = vcpu.vlapic.write_msr(msr, value, Instant::now()).ok_or(Error::Inval)?;
-        self.apply_lapic_effects(vcpuid, fx);
+        // An INIT or STARTUP sent by an x2APIC ICR write outside the run
+        // loop has no effect (see `mmio_write`).
+        let _ = self.apply_lapic_effects(vcpuid, fx);
         Ok(())
     }
 
     /// Carries out what a register write of vCPU `id`'s APIC asked for,
     /// with no vlapic mutex held.
-    fn apply_lapic_effects(&self, id: usize, fx: LapicEffects) {
+    /// Returns an INIT or STARTUP IPI it sent, for the run loop.
+    fn apply_lapic_effects(&self, id: usize, fx: LapicEffects) -> Option<StartIpi> {
         if fx.notify {
             self.vcpus()[id].notify();
         }
         if let Some(v) = fx.eoi_vector {
             self.vioapic().process_eoi(v, self);
         }
-        if let Some(ipi) = fx.ipi {
-            self.send_ipi(id, ipi);
-        }
+        fx.ipi.and_then(|ipi| self.send_ipi(id, ipi))
     }
 
     // --- inspection ---------------------------------------------------------

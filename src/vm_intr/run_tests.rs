@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::thread;
 
-use super::tests::{lapic_write, program_rte};
+use super::tests::{lapic_read, lapic_write, program_rte};
 use super::*;
 use crate::backend::{Backend, GuestExit};
 use crate::exit::{ExitKind, MmioAccess};
@@ -220,6 +220,67 @@ fn a_pending_extint_does_not_wake_a_halt() {
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), [0x40], "the vector; nothing for the ExtINT");
     });
+}
+
+fn icr(value: u32) -> GuestExit {
+    mmio(LAPIC_BASE + u64::from(off::ICR_LO), true, u64::from(value))
+}
+
+fn icr_hi(dest: u32) -> GuestExit {
+    mmio(LAPIC_BASE + u64::from(off::ICR_HI), true, u64::from(dest << 24))
+}
+
+#[test]
+fn init_then_startup_spins_up_the_ap_as_freebsd_without_ipi_exit() {
+    let exits = [
+        icr_hi(1),
+        icr(DELMODE_STARTUP | 0x9F), // no INIT yet: ignored
+        icr(DELMODE_INIT | TRIGMOD_LEVEL | LEVEL_ASSERT),
+        icr(DELMODE_INIT | TRIGMOD_LEVEL), // level de-assert: ignored
+        icr(DELMODE_STARTUP | 0x9F),
+        icr(DELMODE_STARTUP | 0x9F), // started already: ignored
+        icr_hi(0),
+        icr(DELMODE_INIT | TRIGMOD_LEVEL | LEVEL_ASSERT), // to itself: ignored
+        icr_hi(2),
+        icr(DESTMODE_LOG | DELMODE_INIT | TRIGMOD_LEVEL | LEVEL_ASSERT), // logical: ignored
+        // The shorthand is ignored: the INIT goes to the destination, 2.
+        icr(DEST_ALLESELF | DELMODE_INIT | TRIGMOD_LEVEL | LEVEL_ASSERT),
+    ];
+    let (vm, _) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 3);
+    vm.lapic_irq(1, 0x41).unwrap();
+    assert_eq!(run_once(&vm, 0), ExitKind::SpinupAp { vcpu: 1, rip: 0x9F000 });
+    let ap = &vm.vcpu(1).unwrap().vlapic;
+    assert!(ap.irr().is_empty() && lapic_read(&vm, 1, off::SVR) == 0xFF, "INIT reset the AP");
+    lapic_write(&vm, 1, off::SVR, SVR_ENABLE | 0xFF);
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus, "no more starts");
+    assert_eq!(vm.cpus().startup, CpuSet::single(2));
+    assert_eq!(lapic_read(&vm, 2, off::SVR), 0xFF, "vCPU 2 reset");
+    assert_eq!(lapic_read(&vm, 1, off::SVR), SVR_ENABLE | 0xFF, "vCPU 1 not again");
+    assert_eq!(lapic_read(&vm, 0, off::SVR), SVR_ENABLE | 0xFF, "nor the sender");
+}
+
+#[test]
+fn init_and_startup_leave_vm_run_with_ipi_exit() {
+    let exits = [
+        icr_hi(0),
+        icr(DEST_ALLESELF | DELMODE_INIT | TRIGMOD_LEVEL | LEVEL_ASSERT),
+        icr(DEST_ALLESELF | DELMODE_STARTUP | 0x10),
+        icr(DEST_ALLESELF | DELMODE_STARTUP | 0x10), // nobody waits now
+    ];
+    let (vm, _) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 3);
+    vm.vcpu(0).unwrap().regs.lock().set_cap(crate::regs::CAP_IPI_EXIT, 1).unwrap();
+    let others = |ids: &[usize]| {
+        let mut s = CpuSet::new();
+        ids.iter().for_each(|i| s.insert(*i));
+        s
+    };
+    let init = ExitKind::Ipi { mode: DELMODE_INIT, vector: 0, cpus: others(&[1, 2]) };
+    assert_eq!(run_once(&vm, 0), init);
+    assert_eq!(vm.cpus().startup, others(&[1, 2]));
+    let startup = ExitKind::Ipi { mode: DELMODE_STARTUP, vector: 0x10, cpus: others(&[1, 2]) };
+    assert_eq!(run_once(&vm, 0), startup);
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+    assert!(vm.cpus().startup.is_empty());
 }
 
 #[test]
