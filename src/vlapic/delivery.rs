@@ -17,6 +17,9 @@ use crate::exit::ExitKind;
 use crate::regs::CAP_IPI_EXIT;
 use crate::vm::Vm;
 
+use super::regs::*;
+use super::Ipi;
+
 /// An INIT or STARTUP IPI a vCPU sent, for the run loop to act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartIpi {
@@ -27,9 +30,6 @@ pub struct StartIpi {
     /// The sender's VM_CAP_IPI_EXIT.
     pub ipi_exit: bool,
 }
-
-use super::regs::*;
-use super::Ipi;
 
 /// MSI address window (`MSI_X86_ADDR_BASE`/`_MASK`) and address bits.
 const MSI_ADDR_MASK: u64 = 0xFFF0_0000;
@@ -238,7 +238,7 @@ impl Vm {
     }
 
     fn start_ipi_targets(&self, from: usize, ipi: &Ipi) -> Option<StartIpi> {
-        let ipi_exit = self.vcpu(from).ok()?.regs.lock().get_cap(CAP_IPI_EXIT) == Ok(1);
+        let ipi_exit = self.vcpu(from).ok()?.regs.lock().get_cap(CAP_IPI_EXIT).is_ok_and(|v| v != 0);
         let targets = if ipi_exit {
             self.ipi_destinations(from, ipi)
         } else {
