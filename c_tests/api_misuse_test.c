@@ -692,8 +692,16 @@ check_memory(struct vmctx *ctx)
 	CHECK_ERR(vm_get_memseg(ctx, 0, NULL, NULL, 0), EFAULT);
 	CHECK_ERR(vm_get_memseg(ctx, -1, &len, NULL, 0), EINVAL);
 	CHECK_ERR(vm_get_memseg(ctx, 1000, &len, NULL, 0), EINVAL);
+	strcpy(name, "junk");
 	CHECK_ERR(vm_get_memseg(ctx, 1, &len, name, 3), ENAMETOOLONG); /* "rom" + NUL */
+	CHECK(strcmp(name, "ro") == 0); /* truncated, as strlcpy */
 	CHECK_ERR(vm_get_memseg(ctx, 1, &len, name, 0), ENAMETOOLONG);
+	{
+		/* VM_GET_MEMSEG leaves the name alone for an unallocated segment. */
+		struct vm_memseg ms = { .segid = 2, .name = "junk" };
+		CHECK_OK(vmm_ioctl(ctx, VM_GET_MEMSEG, &ms));
+		CHECK(ms.len == 0 && strcmp(ms.name, "junk") == 0);
+	}
 	CHECK_OK(vm_get_memseg(ctx, 1, &len, name, 4));
 	CHECK(len == MB && strcmp(name, "rom") == 0);
 
@@ -714,6 +722,14 @@ check_memory(struct vmctx *ctx)
 	CHECK_ERR(vm_mmap_memseg(ctx, MB, VM_SYSMEM, 0, MB, PROT_READ), EFAULT); /* overlaps it */
 	CHECK_OK(vm_mmap_memseg(ctx, 0, VM_SYSMEM, 0, 4 * MB, PROT_ALL));       /* the same: success */
 	CHECK_ERR(vm_mmap_memseg(NULL, 0x10000000, 1, 0, MB, PROT_READ), EFAULT);
+	{
+		/* A wired map is not "the same" as the unwired one libvmmapi asks for. */
+		struct vm_memmap mm = { .gpa = 0x20000000, .segid = 1, .segoff = 0, .len = MB,
+		    .prot = PROT_READ, .flags = VM_MEMMAP_F_WIRED };
+		CHECK_OK(vmm_ioctl(ctx, VM_MMAP_MEMSEG, &mm));
+		CHECK_ERR(vm_mmap_memseg(ctx, 0x20000000, 1, 0, MB, PROT_READ), EEXIST);
+		CHECK_OK(vm_munmap_memseg(ctx, 0x20000000, MB));
+	}
 	CHECK_ERR(vm_munmap_memseg(ctx, 0, MB), EINVAL);            /* part of a map */
 	CHECK_ERR(vm_munmap_memseg(ctx, 0, SIZE_MAX), EINVAL);
 	CHECK_ERR(vm_munmap_memseg(ctx, 0x10000000, MB), EINVAL);   /* no map there */

@@ -1802,14 +1802,16 @@ int vm_alloc_memseg(struct vmctx *ctx, int segid, size_t len, const char *name);
 
 /*
  Reads segment `segid`'s length (0 if unallocated) and, when `name` is
- not NULL, its name (ENAMETOOLONG if `namesiz` is too small).
+ not NULL, its name: ENAMETOOLONG if `namesiz` is too small, with the
+ name truncated into the buffer (as libvmmapi's `strlcpy`).
  */
 int vm_get_memseg(struct vmctx *ctx, int segid, size_t *lenp, char *name, size_t namesiz);
 
 /*
  Maps `len` bytes of segment `segid` from offset `segoff` at guest
- physical address `gpa`. As in libvmmapi, an identical existing map is
- success.
+ physical address `gpa`. As in libvmmapi, an identical existing map
+ (segment, offset, protection, and no flags) is success; another map at
+ `gpa` is EEXIST.
  */
 int vm_mmap_memseg(struct vmctx *ctx,
                    uint64_t gpa,

@@ -59,9 +59,13 @@ pub(crate) unsafe fn shared_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<(
                 let mut a: vm_memseg = copy_in(arg);
                 let info = vm.mem().get_memseg(a.segid)?;
                 a.len = info.len;
-                a.name = [0; VM_MAX_SUFFIXLEN + 1];
-                for (d, s) in a.name.iter_mut().zip(info.name.iter().take(VM_MAX_SUFFIXLEN)) {
-                    *d = *s as c_char;
+                // As FreeBSD `get_memseg`: the name is left alone for an
+                // unallocated segment.
+                if info.len != 0 {
+                    a.name = [0; VM_MAX_SUFFIXLEN + 1];
+                    for (d, s) in a.name.iter_mut().zip(info.name.iter().take(VM_MAX_SUFFIXLEN)) {
+                        *d = *s as c_char;
+                    }
                 }
                 copy_out(arg, a);
                 Ok(())
@@ -130,7 +134,8 @@ pub unsafe extern "C" fn vm_alloc_memseg(ctx: *mut vmctx, segid: c_int, len: usi
 }
 
 /// Reads segment `segid`'s length (0 if unallocated) and, when `name` is
-/// not NULL, its name (ENAMETOOLONG if `namesiz` is too small).
+/// not NULL, its name: ENAMETOOLONG if `namesiz` is too small, with the
+/// name truncated into the buffer (as libvmmapi's `strlcpy`).
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_memseg(
     ctx: *mut vmctx,
@@ -152,13 +157,16 @@ pub unsafe extern "C" fn vm_get_memseg(
         unsafe { lenp.write(seg.len) };
         if !name.is_null() {
             let n = seg.name.iter().position(|c| *c == 0).unwrap_or(seg.name.len());
+            if namesiz > 0 {
+                let copied = n.min(namesiz - 1);
+                // SAFETY: `name` holds `namesiz` > copied bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(seg.name.as_ptr(), name, copied);
+                    name.add(copied).write(0);
+                }
+            }
             if n >= namesiz {
                 return fail(libc::ENAMETOOLONG);
-            }
-            // SAFETY: `name` holds `namesiz` > n bytes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(seg.name.as_ptr(), name, n);
-                name.add(n).write(0);
             }
         }
         0
@@ -166,14 +174,15 @@ pub unsafe extern "C" fn vm_get_memseg(
 }
 
 /// Maps `len` bytes of segment `segid` from offset `segoff` at guest
-/// physical address `gpa`. As in libvmmapi, an identical existing map is
-/// success.
+/// physical address `gpa`. As in libvmmapi, an identical existing map
+/// (segment, offset, protection, and no flags) is success; another map at
+/// `gpa` is EEXIST.
 #[no_mangle]
 pub extern "C" fn vm_mmap_memseg(ctx: *mut vmctx, gpa: u64, segid: c_int, segoff: u64, len: usize, prot: c_int) -> c_int {
     ffi_boundary!({
         let mut cur = vm_memmap { gpa, segid: 0, segoff: 0, len: 0, prot: 0, flags: 0 };
         if ctx_ioctl(ctx, VM_MMAP_GETNEXT, &mut cur) == 0 && cur.gpa == gpa {
-            return if cur.segid == segid && cur.segoff == segoff && cur.prot == prot {
+            return if cur.segid == segid && cur.segoff == segoff && cur.prot == prot && cur.flags == 0 {
                 0
             } else {
                 fail(libc::EEXIST)
