@@ -66,6 +66,12 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     /// same vector again) finds the APIC ready to take the next one.
     fn inject(&self, _vcpu: &Vcpu, _vector: u8) {}
 
+    /// Hands the guest the event of intinfo word `info` (a queued
+    /// exception, or the event an earlier exit interrupted; FreeBSD
+    /// `vm_entry_intinfo`) before the next `run`; nothing else is injected
+    /// on that entry.
+    fn inject_event(&self, _vcpu: &Vcpu, _info: u64) {}
+
     /// Hands a pending NMI to the guest before the next `run`, whatever
     /// its interrupt flag (the run loop injects nothing else on that
     /// entry, as VMX injects one event per VM entry).

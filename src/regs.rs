@@ -59,6 +59,35 @@ pub mod intinfo {
 
 const IDT_NMI: u64 = 2;
 const IDT_DF: i32 = 8;
+
+/// What a guest entry must inject from the intinfo state (FreeBSD
+/// `vm_entry_intinfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryEvent {
+    /// This intinfo word's event.
+    Inject(u64),
+    /// An exception while delivering a double fault: shutdown.
+    TripleFault,
+}
+
+/// Exception classes of Intel SDM vol. 3 table 6-4, for nested faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExcClass {
+    Benign,
+    Contributory,
+    PageFault,
+}
+
+fn exception_class(info: u64) -> ExcClass {
+    if matches!(info & intinfo::TYPE, intinfo::HWINTR | intinfo::NMI | intinfo::SWINTR) {
+        return ExcClass::Benign;
+    }
+    match info & intinfo::VECTOR {
+        14 | 20 => ExcClass::PageFault,                  // #PF, #VE
+        0 | 10 | 11 | 12 | 13 => ExcClass::Contributory, // #DE, #TS, #NP, #SS, #GP
+        _ => ExcClass::Benign,
+    }
+}
 /// CR0.PE: protected mode.
 const CR0_PE: u64 = 1;
 
@@ -101,6 +130,14 @@ fn reg_index(regnum: i32) -> Result<usize> {
         .ok_or(Error::Inval)
 }
 
+/// A register with a value of its own: not GDTR or IDTR.
+fn scalar_index(regnum: i32) -> Result<usize> {
+    match reg_index(regnum)? {
+        reg::IDTR | reg::GDTR => Err(Error::Inval),
+        r => Ok(r),
+    }
+}
+
 fn seg_index(regnum: i32) -> Result<usize> {
     let r = reg_index(regnum)?;
     match r {
@@ -119,14 +156,15 @@ fn cap_index(cap: i32) -> Result<usize> {
 }
 
 impl VcpuRegs {
-    /// `vm_get_register`; EINVAL for an unknown register.
+    /// `vm_get_register`; EINVAL for an unknown register, and for GDTR and
+    /// IDTR, which have descriptors only (FreeBSD VMX and SVM).
     pub fn get(&self, regnum: i32) -> Result<u64> {
-        Ok(self.regs[reg_index(regnum)?])
+        Ok(self.regs[scalar_index(regnum)?])
     }
 
     /// `vm_set_register`; setting RIP also sets where the guest resumes.
     pub fn set(&mut self, regnum: i32, val: u64) -> Result<()> {
-        let r = reg_index(regnum)?;
+        let r = scalar_index(regnum)?;
         self.regs[r] = val;
         if r == reg::RIP {
             self.nextrip = val;
@@ -151,8 +189,10 @@ impl VcpuRegs {
         Ok(self.caps[cap_index(cap)?])
     }
 
+    /// A capability is on or off: any non-zero value reads back as 1, as
+    /// FreeBSD's `vmx_getcap`/`svm_getcap`.
     pub fn set_cap(&mut self, cap: i32, val: i32) -> Result<()> {
-        self.caps[cap_index(cap)?] = val;
+        self.caps[cap_index(cap)?] = i32::from(val != 0);
         Ok(())
     }
 
@@ -177,6 +217,37 @@ impl VcpuRegs {
         };
         self.exitintinfo = info;
         Ok(())
+    }
+
+    /// `vm_entry_intinfo`: the event the next guest entry injects, taken
+    /// out of the exit intinfo and the pending exception (both cleared).
+    /// Both at once is a nested fault (`nested_fault`): after #DF a triple
+    /// fault, two contributory faults or a page fault then a non-benign one
+    /// a #DF, otherwise the new exception.
+    pub fn entry_intinfo(&mut self) -> Option<EntryEvent> {
+        let info1 = std::mem::take(&mut self.exitintinfo);
+        let info2 = self.exc_pending.take().unwrap_or(0);
+        let (v1, v2) = (info1 & intinfo::VALID != 0, info2 & intinfo::VALID != 0);
+        match (v1, v2) {
+            (true, true) => {
+                let df1 = info1 & intinfo::TYPE == intinfo::HWEXCEPTION
+                    && info1 & intinfo::VECTOR == IDT_DF as u64;
+                if df1 {
+                    return Some(EntryEvent::TripleFault);
+                }
+                let (c1, c2) = (exception_class(info1), exception_class(info2));
+                let double = (c1 == ExcClass::Contributory && c2 == ExcClass::Contributory)
+                    || (c1 == ExcClass::PageFault && c2 != ExcClass::Benign);
+                Some(EntryEvent::Inject(if double {
+                    intinfo::VALID | intinfo::HWEXCEPTION | intinfo::DEL_ERRCODE | IDT_DF as u64
+                } else {
+                    info2
+                }))
+            }
+            (true, false) => Some(EntryEvent::Inject(info1)),
+            (false, true) => Some(EntryEvent::Inject(info2)),
+            (false, false) => None,
+        }
     }
 
     /// `vm_get_intinfo`: (exitintinfo, pending exception as intinfo).
@@ -224,6 +295,11 @@ mod tests {
     fn registers_round_trip_and_reject_unknown() {
         let mut r = VcpuRegs::default();
         for i in 0..reg::LAST as i32 {
+            if i == reg::IDTR as i32 || i == reg::GDTR as i32 {
+                assert_eq!(r.set(i, 1), Err(Error::Inval), "descriptor-only register {i}");
+                assert_eq!(r.get(i), Err(Error::Inval));
+                continue;
+            }
             r.set(i, 0x1000 + i as u64).unwrap();
             assert_eq!(r.get(i), Ok(0x1000 + i as u64));
         }
@@ -248,8 +324,8 @@ mod tests {
     #[test]
     fn capabilities_and_intinfo() {
         let mut r = VcpuRegs::default();
-        r.set_cap(0, 1).unwrap();
-        assert_eq!(r.get_cap(0), Ok(1));
+        r.set_cap(0, 5).unwrap();
+        assert_eq!(r.get_cap(0), Ok(1), "on is 1");
         assert_eq!(r.get_cap(CAP_MAX as i32), Err(Error::Inval));
         // NMI type needs vector 2; exceptions need vector < 32.
         let nmi = intinfo::VALID | intinfo::NMI | 3;
@@ -264,6 +340,37 @@ mod tests {
         r.inject_exception(13, Some(0), false).unwrap();
         assert_eq!(r.inject_exception(6, None, false), Err(Error::Busy));
         assert_eq!(r.intinfo().1 & 0xff, 13);
+    }
+
+    #[test]
+    fn entry_intinfo_delivers_once_and_nests_faults_as_the_sdm() {
+        let exc = |v: u64| intinfo::VALID | intinfo::HWEXCEPTION | v;
+        let mut r = VcpuRegs::default();
+        assert_eq!(r.entry_intinfo(), None);
+        r.inject_exception(13, None, false).unwrap();
+        assert_eq!(r.entry_intinfo(), Some(EntryEvent::Inject(exc(13))));
+        assert_eq!(r.entry_intinfo(), None, "delivered once");
+        r.inject_exception(6, None, false).unwrap(); // no longer EBUSY
+        r.set_exitintinfo(intinfo::VALID | intinfo::HWINTR | 0x41).unwrap();
+        let want = Some(EntryEvent::Inject(exc(6)));
+        assert_eq!(r.entry_intinfo(), want, "benign after an interrupt");
+        let df = exc(8) | intinfo::DEL_ERRCODE;
+        for (first, second, want) in [
+            (13, 13, Some(df)), // contributory, contributory
+            (14, 13, Some(df)), // page fault, contributory
+            (14, 14, Some(df)), // page fault, page fault
+            (13, 14, None),     // contributory, page fault: serially
+            (14, 6, None),      // page fault, benign
+        ] {
+            r.set_exitintinfo(exc(first)).unwrap();
+            r.inject_exception(second as i32, None, false).unwrap();
+            let got = r.entry_intinfo();
+            assert_eq!(got, Some(EntryEvent::Inject(want.unwrap_or(exc(second)))), "{first} then {second}");
+        }
+        r.set_exitintinfo(exc(8)).unwrap();
+        r.inject_exception(13, None, false).unwrap();
+        assert_eq!(r.entry_intinfo(), Some(EntryEvent::TripleFault));
+        assert_eq!(r.intinfo(), (0, 0), "both taken");
     }
 
     #[test]

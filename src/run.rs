@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
+use crate::regs::EntryEvent;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vm::{VcpuLock, Vm};
 
@@ -59,7 +60,11 @@ impl Vm {
                     }
                 }
             }
-            self.prepare_guest_entry(vcpu);
+            if !self.prepare_guest_entry(vcpu) {
+                // A triple fault suspended the VM: the checks above see it.
+                vcpu.set_state(VcpuState::Frozen, false)?;
+                continue;
+            }
             let rip = vcpu.regs.lock().nextrip;
             let (gexit, rip, len) = self.backend().run(vcpu, rip);
             vcpu.set_state(VcpuState::Frozen, false)?;
@@ -99,14 +104,28 @@ impl Vm {
         }
     }
 
-    /// Interrupt work on entry to the guest: fire an expired APIC timer and
-    /// offer the highest deliverable vector to the backend.
-    fn prepare_guest_entry(&self, vcpu: &Vcpu) {
+    /// Event work on entry to the guest, one event per entry as VMX: fire
+    /// an expired APIC timer; then inject a queued exception or interrupted
+    /// event, else a pending NMI, else offer the highest deliverable vector
+    /// (FreeBSD `vmx_inject_interrupts`). False when the entry must not
+    /// happen: a nested fault became a triple fault and suspended the VM.
+    fn prepare_guest_entry(&self, vcpu: &Vcpu) -> bool {
         vcpu.vlapic.timer_poll(Instant::now());
-        // An NMI first, and alone on this entry (FreeBSD vmx_inject_interrupts).
+        let event = vcpu.regs.lock().entry_intinfo();
+        match event {
+            Some(EntryEvent::TripleFault) => {
+                let _ = self.suspend(SuspendHow::Triplefault as i32);
+                return false;
+            }
+            Some(EntryEvent::Inject(info)) => {
+                self.backend().inject_event(vcpu, info);
+                return true;
+            }
+            None => {}
+        }
         if vcpu.vlapic.take_nmi() {
             self.backend().inject_nmi(vcpu);
-            return;
+            return true;
         }
         // Accept (IRR -> ISR) before the guest sees the vector: an APIC
         // that still had it in IRR would merge a re-raise of the same
@@ -116,21 +135,24 @@ impl Vm {
                 self.backend().inject(vcpu, v);
             }
         }
+        true
     }
 
-    /// The before-entry checks, in FreeBSD's order.
+    /// The before-entry checks, in FreeBSD's order (`vmx_run`: suspend,
+    /// rendezvous, reqidle, then debug last, so that a vCPU held for the
+    /// debugger still runs a rendezvous callback others wait for).
     fn pending_for(&self, id: usize) -> Option<Pending> {
         if let Some(how) = self.suspended_how() {
             return Some(Pending::Suspend(how));
-        }
-        if self.cpus().debug.contains(id) {
-            return Some(Pending::Debug);
         }
         if self.rendezvous_pending() {
             return Some(Pending::Rendezvous);
         }
         if self.vcpu(id).ok()?.lock().reqidle {
             return Some(Pending::ReqIdle);
+        }
+        if self.cpus().debug.contains(id) {
+            return Some(Pending::Debug);
         }
         None
     }
@@ -142,7 +164,11 @@ impl Vm {
     /// pending, nothing can wake them: suspend the VM (VM_SUSPEND_HALT).
     fn handle_hlt(&self, id: usize, intr_enabled: bool) -> Result<()> {
         let vcpu = self.vcpu(id)?;
-        if vcpu.vlapic.nmi_pending() {
+        // What ends the HLT at once, checked before the vCPU counts as
+        // halted (FreeBSD `vm_handle_hlt`): a VM_SUSPEND_CPU, reqidle or
+        // rendezvous landing between the guest's HLT and here must not
+        // suspend a VM whose other vCPUs are all halted.
+        if vcpu.vlapic.nmi_pending() || vcpu.lock().reqidle || self.pending_for_sleeper(id) {
             return Ok(());
         }
         if !intr_enabled {

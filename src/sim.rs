@@ -160,6 +160,11 @@ impl Backend for SimBackend {
         slot.stats.last_vector = Some(vector);
     }
 
+    /// An exception or re-injected event reaches the guest as its vector.
+    fn inject_event(&self, vcpu: &Vcpu, info: u64) {
+        self.inject(vcpu, info as u8);
+    }
+
     /// An NMI reaches the guest as vector 2 (its IDT entry), whether or
     /// not the guest has interrupts enabled.
     fn inject_nmi(&self, vcpu: &Vcpu) {

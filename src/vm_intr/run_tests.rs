@@ -9,7 +9,7 @@ use std::thread;
 use super::tests::{lapic_read, lapic_write, program_rte};
 use super::*;
 use crate::backend::{Backend, GuestExit};
-use crate::exit::{ExitKind, MmioAccess};
+use crate::exit::{ExitKind, MmioAccess, SuspendHow};
 use crate::test_util::with_watchdog;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::regs::*;
@@ -28,6 +28,8 @@ struct Script {
     /// (TMR, IRR) at each guest entry.
     at_entry: StdMutex<Vec<(VecBitmap, VecBitmap)>>,
     mmio_reads: StdMutex<Vec<u64>>,
+    /// Another thread's lock request lands while the guest runs (set once).
+    reqidle_during_run: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -36,6 +38,9 @@ struct Guest(Arc<Script>);
 impl Backend for Guest {
     fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
         self.0.at_entry.lock().unwrap().push((vcpu.vlapic.tmr(), vcpu.vlapic.irr()));
+        if self.0.reqidle_during_run.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            vcpu.lock().reqidle = true;
+        }
         let e = self.0.exits.lock().unwrap().pop_front().unwrap_or(GuestExit::Bogus);
         (e, rip, 3)
     }
@@ -48,6 +53,9 @@ impl Backend for Guest {
     }
     fn inject_nmi(&self, _vcpu: &Vcpu) {
         self.0.injected.lock().unwrap().push(2);
+    }
+    fn inject_event(&self, _vcpu: &Vcpu, info: u64) {
+        self.0.injected.lock().unwrap().push(info as u8);
     }
     fn mmio_read_result(&self, _vcpu: &Vcpu, value: u64) {
         self.0.mmio_reads.lock().unwrap().push(value);
@@ -281,6 +289,63 @@ fn init_and_startup_leave_vm_run_with_ipi_exit() {
     assert_eq!(run_once(&vm, 0), startup);
     assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
     assert!(vm.cpus().startup.is_empty());
+}
+
+#[test]
+fn a_reqidle_landing_before_the_hlt_is_handled_does_not_halt_the_vm() {
+    // One vCPU, `cli; hlt`: had it counted as halted first, the VM would
+    // suspend (VM_SUSPEND_HALT) instead of answering the lock request.
+    let exits = [GuestExit::Hlt { intr_enabled: false }];
+    let script = Script { exits: StdMutex::new(exits.into()), ..Default::default() };
+    script.reqidle_during_run.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (vm, _) = vm_with(script, 1);
+    assert_eq!(run_once(&vm, 0), ExitKind::ReqIdle);
+    assert_eq!(vm.suspended_how(), None);
+}
+
+#[test]
+fn a_debugged_vcpu_still_runs_a_rendezvous_first() {
+    with_watchdog(20, || {
+        let (vm, _) = vm_with(Script::default(), 2);
+        vm.suspend_cpu(Some(1)).unwrap();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ran2 = ran.clone();
+        let vm2 = vm.clone();
+        // vCPU 1 must run its callback in VM_RUN, debug set or not.
+        let initiator = thread::spawn(move || {
+            let f = crate::rendezvous::callback(move |_, id| {
+                if id == 1 {
+                    ran2.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            vm2.smp_rendezvous(None, CpuSet::single(1), f).unwrap();
+        });
+        while !vm.rendezvous_pending() {
+            thread::yield_now();
+        }
+        assert_eq!(run_once(&vm, 1), ExitKind::Debug);
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst), "the callback ran before DEBUG");
+        vm.resume_cpu(Some(1)).unwrap();
+        initiator.join().unwrap();
+    });
+}
+
+#[test]
+fn queued_exceptions_are_injected_on_entry_and_a_fault_on_a_double_fault_shuts_down() {
+    let (vm, s) = vm_with(Script { accepts: true, ..Default::default() }, 1);
+    let regs = || vm.vcpu(0).unwrap().regs.lock();
+    regs().inject_exception(13, Some(0), false).unwrap();
+    vm.lapic_irq(0, 0x41).unwrap();
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+    assert_eq!(*s.injected.lock().unwrap(), [13], "the exception alone on its entry");
+    assert_eq!(regs().intinfo(), (0, 0), "taken");
+    regs().inject_exception(6, None, false).unwrap(); // not EBUSY any more
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+    assert_eq!(*s.injected.lock().unwrap(), [13, 6]);
+    // An exception while a double fault is being delivered: shutdown.
+    regs().set_exitintinfo(0x8000_0308).unwrap(); // valid #DF
+    regs().inject_exception(13, Some(0), false).unwrap();
+    assert_eq!(run_once(&vm, 0), ExitKind::Suspended(SuspendHow::Triplefault));
 }
 
 #[test]
