@@ -1888,9 +1888,10 @@ int vmm_rs_vcpu_state(struct vcpu *vcpu);
  Runs vCPU `vcpu` until an exit userland must handle; the exit is
  written to `vmrun->vm_exit`. For VM_EXITCODE_IPI (the guest sent INIT
  or STARTUP with VM_CAP_IPI_EXIT set) the target vCPUs are written to
- `vmrun->cpuset` (`cpusetsize` bytes). Returns 0, or -1 with errno:
- EFAULT (NULL `vmrun` or exit pointer, or a NULL cpuset for an IPI exit,
- which is written all the same), ERANGE (a cpuset too small), EINVAL (the vCPU is not active or has
+ `vmrun->cpuset` (its first `cpusetsize` bytes, zero beyond 128, as
+ FreeBSD). Returns 0, or -1 with errno: EFAULT (NULL `vmrun` or exit
+ pointer, or a NULL cpuset of non-zero size for an IPI exit, which is
+ written all the same), EINVAL (the vCPU is not active or has
  acknowledged a suspend; or, as FreeBSD, the guest accessed its local
  APIC page with other than 4 bytes at a 16-byte boundary: the access is
  dropped and the next call runs on), EBADF (bad handle, destroyed VM).
@@ -1959,8 +1960,8 @@ int vm_get_intinfo(struct vcpu *vcpu, uint64_t *info1, uint64_t *info2);
 int vm_set_intinfo(struct vcpu *vcpu, uint64_t info1);
 
 /*
- Queues exception `vector` for the guest (the error code only in
- protected mode). Returns 0, or -1 with errno EINVAL for a vector
+ Queues exception `vector` for the guest, injected at its next entry
+ (the error code only in protected mode). Returns 0, or -1 with errno EINVAL for a vector
  outside 0-31 or #DF (8), EBUSY if an exception is already pending.
  */
 int vm_inject_exception(struct vcpu *vcpu,

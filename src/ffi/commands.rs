@@ -115,30 +115,33 @@ unsafe fn vcpu_cmd(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, cmd: u64, arg: *mut 
 ///
 /// # Safety
 /// `a.regnums` and `a.regvals` point to `a.count` elements each.
+/// As FreeBSD: the count is checked first; a set stops at the first bad
+/// register (those before it are set); a get writes the caller's array
+/// only when every register was read.
 unsafe fn register_set(vcpu: &crate::vcpu::Vcpu, a: &vm_register_set, set: bool) -> Result<()> {
+    if a.count as usize > crate::regs::reg::LAST {
+        return Err(Error::Inval);
+    }
     if a.count == 0 {
         return Ok(());
     }
     if a.regnums.is_null() || a.regvals.is_null() {
         return Err(Error::Fault);
     }
-    if a.count as usize > crate::regs::reg::LAST {
-        return Err(Error::Inval);
-    }
     let n = a.count as usize;
     // SAFETY: the caller's arrays hold `count` elements.
     let regnums = unsafe { std::slice::from_raw_parts(a.regnums, n) };
     let mut r = vcpu.regs.lock();
-    for (i, regnum) in regnums.iter().enumerate() {
-        // SAFETY: i < count.
-        let val = unsafe { a.regvals.add(i) };
-        if set {
-            // SAFETY: readable element of the caller's array.
-            r.set(*regnum, unsafe { val.read_unaligned() })?;
-        } else {
-            let v = r.get(*regnum)?;
-            // SAFETY: writable element of the caller's array.
-            unsafe { val.write_unaligned(v) };
+    if set {
+        for (i, regnum) in regnums.iter().enumerate() {
+            // SAFETY: i < count: a readable element of the caller's array.
+            r.set(*regnum, unsafe { a.regvals.add(i).read_unaligned() })?;
+        }
+    } else {
+        let vals = regnums.iter().map(|regnum| r.get(*regnum)).collect::<Result<Vec<u64>>>()?;
+        for (i, v) in vals.into_iter().enumerate() {
+            // SAFETY: i < count: a writable element of the caller's array.
+            unsafe { a.regvals.add(i).write_unaligned(v) };
         }
     }
     Ok(())
@@ -170,6 +173,10 @@ unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
             }
             VM_GET_CPUS => {
                 let a: vm_cpuset = copy_in(arg);
+                // FreeBSD checks the size before `which`.
+                if !(1..=128).contains(&a.cpusetsize) {
+                    return Err(Error::Range);
+                }
                 let which = match a.which {
                     VM_ACTIVE_CPUS => CpuSetKind::Active,
                     VM_SUSPENDED_CPUS => CpuSetKind::Suspended,

@@ -24,11 +24,38 @@ pub unsafe fn copy_out_cpuset<T>(set: &CpuSet, dst: *mut T, size: impl TryInto<u
     if dst.is_null() {
         return Err(Error::Fault);
     }
+    // SAFETY: `dst` is writable for `size` <= CPUSET_MAX_BYTES bytes.
+    unsafe { std::ptr::copy_nonoverlapping(cpuset_bytes(set).as_ptr(), dst as *mut u8, size) };
+    Ok(())
+}
+
+/// Copies `set` as VM_RUN copies an IPI exit's targets in FreeBSD: the
+/// first `min(size, sizeof(cpuset_t))` bytes, then zeros to `size`; no
+/// size is refused. EFAULT for a NULL buffer with a non-zero size.
+///
+/// # Safety
+/// `dst` is NULL or writable for `size` bytes.
+pub unsafe fn copy_out_cpuset_any_size<T>(set: &CpuSet, dst: *mut T, size: usize) -> Result<()> {
+    if size == 0 {
+        return Ok(());
+    }
+    if dst.is_null() {
+        return Err(Error::Fault);
+    }
+    let n = size.min(CPUSET_MAX_BYTES);
+    // SAFETY: `dst` is writable for `size` >= n bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(cpuset_bytes(set).as_ptr(), dst as *mut u8, n);
+        std::ptr::write_bytes((dst as *mut u8).add(n), 0, size - n);
+    }
+    Ok(())
+}
+
+/// A cpuset in its C layout (little-endian words, CPU_MAXSIZE bits).
+fn cpuset_bytes(set: &CpuSet) -> [u8; CPUSET_MAX_BYTES] {
     let mut bytes = [0u8; CPUSET_MAX_BYTES];
     for (i, w) in set.words().iter().enumerate() {
         bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
     }
-    // SAFETY: `dst` is writable for `size` <= CPUSET_MAX_BYTES bytes.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst as *mut u8, size) };
-    Ok(())
+    bytes
 }

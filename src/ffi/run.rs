@@ -3,7 +3,7 @@
 use std::ffi::{c_int, c_void};
 
 use super::abi::*;
-use super::cpuset::copy_out_cpuset;
+use super::cpuset::copy_out_cpuset_any_size;
 use super::errno::{errno_of, fail};
 use super::handle;
 use super::ioctl::copy_in;
@@ -33,7 +33,7 @@ pub(crate) unsafe fn vm_run_ioctl(vm: &Vm, lock: &VcpuLock<'_>, arg: *mut c_void
         // them out (the exit itself is written already, so a bad buffer
         // loses nothing).
         // SAFETY: the caller's `cpuset` is NULL or `cpusetsize` bytes.
-        unsafe { copy_out_cpuset(&cpus, a.cpuset, a.cpusetsize) }?;
+        unsafe { copy_out_cpuset_any_size(&cpus, a.cpuset, a.cpusetsize) }?;
     }
     Ok(())
 }
