@@ -288,6 +288,11 @@ main(void)
 		struct vmm_rs_guest_stats s;
 		CHECK_OK(vmm_rs_guest_stats(v0, &s));
 		CHECK(s.interrupts == 1 && s.last_vector == 2);
+		/* Let it get past the HLT to its port write before suspending. */
+		do {
+			sched_yield();
+			CHECK_OK(vmm_rs_guest_stats(v0, &s));
+		} while (s.steps < 3 && !atomic_load(&n0.done));
 		CHECK_OK(vm_suspend(ctx, VM_SUSPEND_RESET));
 		pthread_join(t0, NULL);
 		pthread_join(t1, NULL);
