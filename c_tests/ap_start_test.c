@@ -77,6 +77,19 @@ main(void)
 	CHECK_OK(vm_run(v[0], &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.eax == 2);
 
+	/* The cpuset is copied at any size, zero-filled past cpuset_t. */
+	unsigned char big[sizeof(cpuset_t) + 64];
+	struct vmm_rs_action bsp3[] = { ICR(ALL_BUT_SELF | INIT_ASSERT), ICR(ALL_BUT_SELF | INIT_ASSERT) };
+	CHECK_OK(vmm_rs_guest_set_script(v[0], bsp3, 2, -1));
+	memset(big, 0xff, sizeof(big));
+	vmrun.cpuset = (cpuset_t *)big;
+	vmrun.cpusetsize = sizeof(big);
+	CHECK_OK(vm_run(v[0], &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_IPI && big[0] == 0x6 && big[sizeof(big) - 1] == 0);
+	vmrun.cpusetsize = 0;
+	CHECK_OK(vm_run(v[0], &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_IPI);
+
 	for (int i = 0; i < 3; i++)
 		vm_vcpu_close(v[i]);
 	vm_destroy(ctx);

@@ -510,6 +510,9 @@ check_ioctl(struct vmctx *ctx)
 		CHECK_ERR(vmm_ioctl(ctx, VM_GET_CPUS, &cs), ERANGE);
 		cs.cpusetsize = CPU_MAXSIZE / 8 + 1;
 		CHECK_ERR(vmm_ioctl(ctx, VM_GET_CPUS, &cs), ERANGE);
+		cs.which = 3; /* the size is checked first, as FreeBSD */
+		CHECK_ERR(vmm_ioctl(ctx, VM_GET_CPUS, &cs), ERANGE);
+		cs.which = VM_ACTIVE_CPUS;
 		cs.cpusetsize = sizeof(set);
 		cs.cpus = NULL;
 		CHECK_ERR(vmm_ioctl(ctx, VM_GET_CPUS, &cs), EFAULT);
@@ -581,7 +584,11 @@ check_vcpu_state_calls(struct vmctx *ctx, struct vcpu *v0, struct vcpu *v1, stru
 		CHECK_ERR(vm_get_register_set(v0, UINT_MAX, regnums, regvals), EINVAL);
 		/* An unknown register in the list (reads only: writes stop there). */
 		int mixed[2] = { VM_REG_GUEST_RAX, 1000 };
+		regvals[0] = 0xaaaa;
 		CHECK_ERR(vm_get_register_set(v0, 2, mixed, regvals), EINVAL);
+		CHECK(regvals[0] == 0xaaaa); /* nothing written on failure */
+		/* The count is checked before the arrays, as FreeBSD. */
+		CHECK_ERR(vm_get_register_set(v0, VM_REG_LAST + 1, NULL, NULL), EINVAL);
 		mixed[0] = -1;
 		CHECK_ERR(vm_set_register_set(v0, 1, mixed, regvals), EINVAL);
 	}
