@@ -77,6 +77,17 @@ fn run_once(vm: &Vm, id: usize) -> ExitKind {
     vm.run(&l).unwrap().kind
 }
 
+/// Runs vCPU `id` once on another thread and returns when its guest sleeps
+/// in HLT (the caller's watchdog catches a vCPU that never does).
+fn run_until_sleeping(vm: &Arc<Vm>, id: usize) -> thread::JoinHandle<ExitKind> {
+    let vm2 = vm.clone();
+    let runner = thread::spawn(move || run_once(&vm2, id));
+    while vm.vcpu(id).unwrap().state() != VcpuState::Sleeping {
+        thread::yield_now();
+    }
+    runner
+}
+
 fn mmio(gpa: u64, write: bool, value: u64) -> GuestExit {
     GuestExit::Mmio(MmioAccess { gpa, size: 4, write, value })
 }
@@ -176,11 +187,7 @@ fn hlt_sleeps_until_an_interrupt_arrives() {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
         let (vm, _) =
             vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
-        let vm2 = vm.clone();
-        let runner = thread::spawn(move || run_once(&vm2, 0));
-        while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
-            thread::yield_now();
-        }
+        let runner = run_until_sleeping(&vm, 0);
         vm.lapic_irq(0, 0x40).unwrap();
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
     });
@@ -193,11 +200,7 @@ fn an_nmi_wakes_a_halt_with_interrupts_off_and_is_injected_alone() {
         let exits = [GuestExit::Hlt { intr_enabled: false }];
         let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Default::default() };
         let (vm, s) = vm_with(script, 2);
-        let vm2 = vm.clone();
-        let runner = thread::spawn(move || run_once(&vm2, 0));
-        while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
-            thread::yield_now();
-        }
+        let runner = run_until_sleeping(&vm, 0);
         // A vector does not wake a HLT with interrupts off; an NMI does.
         vm.lapic_irq(0, 0x41).unwrap();
         assert_eq!(vm.vcpu(0).unwrap().state(), VcpuState::Sleeping);
@@ -219,11 +222,7 @@ fn a_pending_extint_does_not_wake_a_halt() {
         let (vm, s) = vm_with(script, 1);
         lapic_write(&vm, 0, off::LVT_LINT0, 0x700); // ExtINT
         vm.lapic_local_irq(0, lvt::LINT0 as i32).unwrap();
-        let vm2 = vm.clone();
-        let runner = thread::spawn(move || run_once(&vm2, 0));
-        while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
-            thread::yield_now();
-        }
+        let runner = run_until_sleeping(&vm, 0);
         vm.lapic_irq(0, 0x40).unwrap();
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), [0x40], "the vector; nothing for the ExtINT");
@@ -368,11 +367,7 @@ fn hlt_also_ends_for_reqidle_and_suspend() {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
         let (vm, _) =
             vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
-        let vm2 = vm.clone();
-        let runner = thread::spawn(move || run_once(&vm2, 0));
-        while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
-            thread::yield_now();
-        }
+        let runner = run_until_sleeping(&vm, 0);
         vm.suspend(2).unwrap();
         assert!(matches!(runner.join().unwrap(), ExitKind::Suspended(_)));
     });
