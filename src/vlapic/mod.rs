@@ -231,15 +231,6 @@ impl Vlapic {
         self.lock().nmi_pending()
     }
 
-    /// Make an ExtINT (8259 INTR) pending; returns true.
-    pub fn inject_extint(&self) -> bool {
-        self.lock().inject_extint()
-    }
-
-    pub fn take_extint(&self) -> bool {
-        self.lock().take_extint()
-    }
-
     /// INIT IPI: APIC reset.
     pub fn init_ipi(&self) {
         self.lock().init_ipi()

@@ -68,7 +68,6 @@ pub struct LapicState {
     stage_set: VecBitmap,
     stage_clear: VecBitmap,
     nmi_pending: bool,
-    extint_pending: bool,
     /// EOIs with nothing in service (FreeBSD `VLAPIC_GRATUITOUS_EOI`).
     pub(super) gratuitous_eoi: u64,
 }
@@ -97,7 +96,6 @@ impl LapicState {
             stage_set: VecBitmap::new(),
             stage_clear: VecBitmap::new(),
             nmi_pending: false,
-            extint_pending: false,
             gratuitous_eoi: 0,
         };
         s.reset();
@@ -254,9 +252,6 @@ impl LapicState {
         self.tmr.test(v).then_some(v)
     }
 
-    /// A pending ExtINT is not an event: its vector would come from the
-    /// 8259, which is not emulated, so it could never be taken and a HLT
-    /// woken by it would wake again at once, forever.
     pub fn has_pending_event(&mut self) -> bool {
         self.nmi_pending || self.pending_intr().is_some()
     }
@@ -292,10 +287,8 @@ impl LapicState {
                 self.nmi_pending = true;
                 true
             }
-            DELMODE_EXTINT => {
-                self.extint_pending = true;
-                true
-            }
+            // ExtINT takes its vector from the 8259, which is not emulated:
+            // nothing to deliver (see `Vm::deliver_intr`).
             _ => false,
         }
     }
@@ -306,11 +299,8 @@ impl LapicState {
     /// unknown index on an enabled APIC.
     pub fn trigger_lvt(&mut self, idx: i32) -> Result<bool> {
         if !self.sw_enabled() {
-            return Ok(match idx {
-                0 => self.inject_extint(),
-                1 => self.inject_nmi(),
-                _ => false,
-            });
+            // LINT0 (the 8259's INTR) does nothing without an 8259.
+            return Ok(idx == 1 && self.inject_nmi());
         }
         match usize::try_from(idx) {
             Ok(i) if i < lvt::COUNT => Ok(self.fire_lvt(i)),
@@ -318,7 +308,7 @@ impl LapicState {
         }
     }
 
-    // --- NMI, ExtINT, INIT, SIPI --------------------------------------------
+    // --- NMI, INIT -------------------------------------------------------------
 
     pub fn inject_nmi(&mut self) -> bool {
         self.nmi_pending = true;
@@ -331,15 +321,6 @@ impl LapicState {
 
     pub fn nmi_pending(&self) -> bool {
         self.nmi_pending
-    }
-
-    pub fn inject_extint(&mut self) -> bool {
-        self.extint_pending = true;
-        true
-    }
-
-    pub fn take_extint(&mut self) -> bool {
-        std::mem::replace(&mut self.extint_pending, false)
     }
 
     /// INIT IPI: reset the APIC (FreeBSD `vlapic_handle_init`); waiting

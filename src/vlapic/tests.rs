@@ -330,9 +330,10 @@ fn icr_writes_produce_ipis_or_send_errors() {
 #[test]
 fn trigger_lvt_on_disabled_and_enabled_apic() {
     let l = Vlapic::new(0);
-    // Disabled: LINT0 is INTR, LINT1 is NMI, the rest do nothing.
-    assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(true));
-    assert!(l.take_extint());
+    // Disabled: LINT1 is NMI; LINT0 is the 8259's INTR (no 8259: nothing),
+    // the rest do nothing.
+    assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(false));
+    assert!(!l.has_pending_event());
     assert_eq!(l.trigger_lvt(lvt::LINT1 as i32), Ok(true));
     assert!(l.take_nmi() && !l.take_nmi());
     assert_eq!(l.trigger_lvt(42), Ok(false));

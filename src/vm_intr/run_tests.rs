@@ -214,7 +214,7 @@ fn an_nmi_wakes_a_halt_with_interrupts_off_and_is_injected_alone() {
 }
 
 #[test]
-fn a_pending_extint_does_not_wake_a_halt() {
+fn an_extint_does_not_wake_a_halt() {
     with_watchdog(20, || {
         // ExtINT's vector would come from the 8259, which is not there.
         let exits = [GuestExit::Hlt { intr_enabled: true }];
