@@ -153,6 +153,7 @@ main(void)
 	lapic_enable(v0);
 	lapic_enable(v1);
 
+	watchdog_phase("guest_run_test 1: device interrupt round trips");
 	/* 1. Device interrupt round trips. */
 	struct dev_guest dg = { 0 };
 	struct vmm_rs_guest_ops ops = { .next = dev_next, .interrupt = dev_intr, .read_result = dev_read };
@@ -181,6 +182,7 @@ main(void)
 		sched_yield();
 	CHECK(atomic_load(&delivered) == ROUNDS + 1);
 
+	watchdog_phase("guest_run_test 2: MSI to vCPU 1");
 	/* 2. MSI to vCPU 1, whose script waits for an interrupt and EOIs it. */
 	struct vmm_rs_action wait_eoi[] = {
 		{ .kind = VMM_RS_ACT_STI },
@@ -195,12 +197,14 @@ main(void)
 	wait_guest_interrupts(v1, 1);
 	CHECK_OK(vmm_rs_guest_stats(v1, &gs));
 	CHECK(gs.last_vector == 0x55);
+	watchdog_phase("guest_run_test 4: OUT payload and RIP advance");
 	/* 4. The OUT after the EOI: payload truncated to its size, RIP advances. */
 	while (l1.outs < 1)
 		sched_yield();
 	CHECK(l1.last_out == 0x34);
 	CHECK(l1.last_out_len == 1);
 
+	watchdog_phase("guest_run_test 3: IPI between guests");
 	/* 3. IPI: vCPU 0 becomes a script that sends vector 0x66 to vCPU 1. */
 	CHECK_OK(vm_suspend_cpu(v0)); /* park vCPU 0's loop (DEBUG exit) */
 	l0.stop_on = VM_EXITCODE_DEBUG;
@@ -218,6 +222,7 @@ main(void)
 	CHECK_OK(vmm_rs_guest_stats(v1, &gs));
 	CHECK(gs.last_vector == 0x66);
 
+	watchdog_phase("guest_run_test 5: kick of a computing guest");
 	/* 5. A guest computing without exits is still kicked out (reqidle). */
 	{
 		struct vmm_rs_guest_stats before, now;
@@ -232,6 +237,7 @@ main(void)
 		CHECK(rip > 1000);
 	}
 
+	watchdog_phase("guest_run_test 6: suspend of a running VM");
 	/* 6. Suspend the running VM: both loops return SUSPENDED. */
 	CHECK_OK(vm_suspend(ctx, VM_SUSPEND_RESET));
 	pthread_join(t0, NULL);
@@ -240,6 +246,7 @@ main(void)
 	CHECK(l1.last_exit == VM_EXITCODE_SUSPENDED);
 	CHECK_OK(vm_reinit(ctx));
 
+	watchdog_phase("guest_run_test 7: all vCPUs halted: VM_SUSPEND_HALT");
 	/* 7. All vCPUs halt with interrupts disabled: VM_SUSPEND_HALT. */
 	struct vmm_rs_action cli_hlt[] = { { .kind = VMM_RS_ACT_CLI }, { .kind = VMM_RS_ACT_HLT } };
 	CHECK_OK(vm_activate_cpu(v0));
@@ -260,6 +267,7 @@ main(void)
 	}
 	CHECK_ERR(vm_suspend(ctx, VM_SUSPEND_HALT), EALREADY);
 
+	watchdog_phase("guest_run_test 7b: an NMI wakes cli; hlt");
 	/*
 	 * 7b. An NMI wakes a vCPU halted with interrupts disabled (vCPU 1
 	 * computes, so the VM does not halt); the guest takes it as vector 2.
@@ -299,6 +307,7 @@ main(void)
 		CHECK(n0.outs == 1 && n0.last_out == 0x4e); /* it ran on past the HLT */
 	}
 
+	watchdog_phase("guest_run_test 8: PAUSE and userland MMIO");
 	/* 8. PAUSE and MMIO outside the emulated devices go to the caller. */
 	CHECK_OK(vm_reinit(ctx));
 	CHECK_OK(vm_activate_cpu(v0));

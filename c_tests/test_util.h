@@ -82,6 +82,13 @@ watchdog_start(unsigned secs, const char *what)
 	alarm(getenv("VMM_RS_UNDER_VALGRIND") ? secs * 5 : secs);
 }
 
+/* Names the step under way, for the watchdog's message. */
+static inline void
+watchdog_phase(const char *what)
+{
+	t_watchdog_what = what;
+}
+
 /* Prints the summary and returns the process exit code. */
 static inline int
 test_finish(const char *name)
