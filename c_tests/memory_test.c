@@ -1,6 +1,8 @@
 /*
  * Guest memory ioctls and libvmmapi memory functions: segments, maps,
- * getnext, unmap, vm_setup_memory / vm_map_gpa, release on VM_REINIT, and
+ * getnext, unmap, vm_setup_memory / vm_map_gpa, what VM_REINIT keeps
+ * (system memory) and removes (device-memory maps), host addresses that
+ * outlive vm_destroy while a handle is open, and
  * the error paths (FreeBSD 14: bad geometry EINVAL, overlap EFAULT, no
  * such map ENOENT/EINVAL).
  */
@@ -140,10 +142,25 @@ main(void)
 		vm_vcpu_close(v);
 	}
 	CHECK_OK(vm_reinit(ctx));
+	/* FreeBSD vm_cleanup(vm, false): segments stay, so do sysmem maps. */
 	CHECK_OK(vm_get_memseg(ctx, 0, &len, NULL, 0));
-	CHECK(len == 0);
+	CHECK(len == 2 * MB);
+	CHECK_OK(vm_get_memseg(ctx, 1, &len, name, sizeof(name)));
+	CHECK(len == MB && strcmp(name, "bootrom") == 0);
+	{
+		uint64_t gpa = 0, segoff;
+		int segid, prot, flags;
+		size_t mlen;
+		CHECK_OK(vm_mmap_getnext(ctx, &gpa, &segid, &segoff, &mlen, &prot, &flags));
+		CHECK(gpa == 0 && segid == 0 && mlen == 2 * MB);
+		gpa = 1; /* the bootrom's map (device memory) is gone */
+		CHECK_ERR(vm_mmap_getnext(ctx, &gpa, &segid, &segoff, &mlen, &prot, &flags), ENOENT);
+	}
+	vm_destroy(ctx);
 
 	/* libvmmapi's layout: lowmem at 0, guest RAM visible through vm_map_gpa. */
+	CHECK_OK(vm_create("mem"));
+	ctx = vm_open("mem");
 	CHECK_OK(vm_setup_memory(ctx, 64 * MB, VM_MMAP_ALL));
 	CHECK_OK(vm_setup_memory(ctx, 64 * MB, VM_MMAP_ALL)); /* again: success */
 	CHECK(vm_get_lowmem_size(ctx) == 64 * MB);
@@ -160,6 +177,35 @@ main(void)
 	}
 	CHECK_ERR(vm_setup_memory(ctx, 64 * MB, VM_MMAP_SPARSE), EINVAL);
 
-	vm_destroy(ctx);
+	/*
+	 * A reset keeps guest RAM: the same host address, the same contents,
+	 * and vm_setup_memory of the same size is success (bhyveload's path).
+	 */
+	{
+		volatile uint32_t *p = vm_map_gpa(ctx, 0x2000, 4);
+		CHECK(p != NULL);
+		if (p != NULL)
+			*p = 0x5eed;
+		CHECK_OK(vm_suspend(ctx, VM_SUSPEND_RESET));
+		CHECK_OK(vm_reinit(ctx));
+		CHECK(vm_map_gpa(ctx, 0x2000, 4) == p);
+		CHECK(p != NULL && *p == 0x5eed);
+		CHECK_OK(vm_setup_memory(ctx, 64 * MB, VM_MMAP_ALL));
+		CHECK_ERR(vm_setup_memory(ctx, 128 * MB, VM_MMAP_ALL), EINVAL);
+	}
+
+	/* After vm_destroy, guest RAM stays mapped while a handle is open. */
+	{
+		struct vmctx *other = vm_open("mem");
+		volatile uint32_t *p = vm_map_gpa(ctx, 0x2000, 4);
+		CHECK(other != NULL && p != NULL);
+		vm_destroy(ctx);
+		if (p != NULL) {
+			CHECK(*p == 0x5eed); /* would fault if unmapped */
+			*p = 1;
+		}
+		CHECK(vm_map_gpa(other, 0x2000, 4) == NULL && errno == EBADF);
+		vm_close(other);
+	}
 	return test_finish("memory_test");
 }

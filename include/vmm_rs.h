@@ -1847,8 +1847,8 @@ int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
 /*
  A host pointer to `len` bytes of guest RAM at `gaddr` set up by
  vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
- handle or a destroyed VM). Valid until the memory is released
- (VM_REINIT, vm_destroy).
+ handle or a destroyed VM). Valid across VM_REINIT (system memory
+ stays), and after vm_destroy() until every handle to the VM is closed.
  */
 void *vm_map_gpa(struct vmctx *ctx, uint64_t gaddr, size_t len);
 

@@ -354,10 +354,11 @@ impl GuestMemory {
         }
     }
 
-    /// VM destroy (`vm_cleanup(vm, true)`): remove every map, free every
+    /// `vm_cleanup(vm, true)`'s part: remove every map, free every
     /// segment (its host memory is unmapped now) and reset the libvmmapi
     /// state to [`GuestMemory::new`]'s. Host addresses handed out before
-    /// are dangling afterwards.
+    /// are dangling afterwards, so the VM does not call it on destroy
+    /// (dropping the `GuestMemory` with the `Vm` does the same, later).
     pub fn clear(&mut self) {
         *self = GuestMemory::new();
     }
@@ -584,7 +585,9 @@ impl GuestMemory {
     /// size that leaves the segment unaligned is `Inval`.
     ///
     /// As in libvmmapi, the lowmem/highmem sizes are recorded before the
-    /// segment is allocated, even if a later step fails.
+    /// segment is allocated, even if a later step fails, and a failed call
+    /// after a successful one leaves the earlier memory in use
+    /// ([`GuestMemory::map_gpa`] still answers, within the segment).
     pub fn setup_memory(&mut self, memsize: usize, style: i32) -> Result<()> {
         if style != VM_MMAP_ALL {
             return Err(Error::Inval);
@@ -601,7 +604,6 @@ impl GuestMemory {
             self.highmem = 0;
             memsize
         };
-        self.setup_done = false;
         self.vmmapi_alloc_memseg(VM_SYSMEM, objsize, None)?;
         if self.highmem > 0 {
             self.vmmapi_mmap_memseg(
@@ -1651,6 +1653,56 @@ mod tests {
         assert!(is_mapped(probe));
         drop(m);
         assert!(!is_mapped(probe), "segment memory still mapped after drop");
+    }
+
+    /// A destroyed VM keeps its guest memory mapped (a device thread may
+    /// still be writing through a host address) until the `Vm` is dropped.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn destroyed_vm_keeps_guest_memory_until_dropped() {
+        let vm = crate::vm::Vm::with_idle_backend("t", 1).unwrap();
+        {
+            let all = vm.lock_all().unwrap();
+            vm.mem_write(&all).setup_memory(BIG, VM_MMAP_ALL).unwrap();
+        }
+        vm.mem().write_gpa((BIG / 4) as u64, b"k").unwrap();
+        let probe = vm.mem().map_gpa((BIG / 4) as u64, 1).unwrap().as_ptr() as usize;
+        vm.destroy();
+        assert_eq!(peek(probe, 1).unwrap(), b"k", "guest memory unmapped by destroy");
+        drop(vm);
+        assert!(!is_mapped(probe), "guest memory still mapped after the VM was dropped");
+    }
+
+    /// VM_REINIT keeps guest RAM where it was, contents included.
+    #[test]
+    fn reinit_keeps_the_libvmmapi_layout() {
+        let vm = crate::vm::Vm::with_idle_backend("t", 1).unwrap();
+        let all = vm.lock_all().unwrap();
+        vm.mem_write(&all).setup_memory(16 * MIB, VM_MMAP_ALL).unwrap();
+        vm.mem_write(&all).write_gpa(0x100, b"boot").unwrap();
+        let p = vm.mem().map_gpa(0x100, 4).unwrap();
+        vm.reinit(&all).unwrap();
+        assert_eq!(vm.mem().map_gpa(0x100, 4), Some(p));
+        let mut buf = [0u8; 4];
+        vm.mem().read_gpa(0x100, &mut buf).unwrap();
+        assert_eq!(&buf, b"boot");
+        assert_eq!(vm.mem().lowmem_size(), 16 * MIB);
+    }
+
+    /// A failed repeat vm_setup_memory leaves the earlier memory in use;
+    /// the recorded sizes change first, as in libvmmapi, but host
+    /// addresses are still only handed out inside the segment.
+    #[test]
+    fn failed_repeat_setup_keeps_the_earlier_memory() {
+        let mut m = GuestMemory::new();
+        m.setup_memory(16 * MIB, VM_MMAP_ALL).unwrap();
+        let p = m.map_gpa(0x1000, 4).unwrap();
+        assert_eq!(m.setup_memory(32 * MIB, VM_MMAP_ALL), Err(Error::Inval));
+        assert_eq!(m.lowmem_size(), 32 * MIB);
+        assert_eq!(m.map_gpa(0x1000, 4), Some(p));
+        assert!(m.map_gpa(16 * MIB as u64, 4).is_none(), "beyond the segment");
+        m.setup_memory(16 * MIB, VM_MMAP_ALL).unwrap();
+        assert_eq!(m.map_gpa(0x1000, 4), Some(p));
     }
 
     // ---------------------------------------------------------------

@@ -507,8 +507,10 @@ impl Vm {
     /// VM_REINIT, with every vCPU frozen by `all`: EBUSY unless every
     /// active vCPU has acknowledged a suspend; then back to a new VM's
     /// state: cpusets, suspend, registers, rendezvous, vioapic and local
-    /// APICs, and guest memory (all segments released, unlike FreeBSD,
-    /// which keeps system memory).
+    /// APICs. Guest memory as FreeBSD's `vm_cleanup(vm, false)`: every
+    /// segment and the system-memory maps stay, contents and host
+    /// addresses included (a reset guest reboots into the same RAM);
+    /// device-memory maps are removed.
     pub fn reinit(&self, all: &LockAll<'_>) -> Result<()> {
         let mut c = self.cpus.lock();
         if c.active != c.suspended {
@@ -526,13 +528,19 @@ impl Vm {
         for v in &self.vcpus {
             *v.regs.lock() = Default::default();
         }
-        self.mem_write(all).clear();
+        self.mem_write(all).reinit();
         self.reset_interrupt_controllers();
         Ok(())
     }
 
     /// Tears the VM down: marks it destroyed and wakes every thread waiting
     /// inside it, so they return (with `Error::Destroyed` or `Error::Intr`).
+    ///
+    /// Guest memory is released with the `Vm`, when the last handle to it
+    /// is closed, not here: as a FreeBSD process's mapping of guest memory
+    /// outlives the VM, a device thread still writing through a host
+    /// address from `vm_map_gpa` when another thread destroys the VM must
+    /// not fault. Every memory call fails from now on anyway.
     pub fn destroy(&self) {
         self.destroyed.store(true, Ordering::SeqCst);
         for v in &self.vcpus {
@@ -540,7 +548,6 @@ impl Vm {
             v.wake_waiters();
         }
         self.rendezvous.wake_all();
-        self.mem.write().clear();
     }
 }
 

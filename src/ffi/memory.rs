@@ -246,8 +246,8 @@ pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> 
 
 /// A host pointer to `len` bytes of guest RAM at `gaddr` set up by
 /// vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
-/// handle or a destroyed VM). Valid until the memory is released
-/// (VM_REINIT, vm_destroy).
+/// handle or a destroyed VM). Valid across VM_REINIT (system memory
+/// stays), and after vm_destroy() until every handle to the VM is closed.
 #[no_mangle]
 pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: u64, len: usize) -> *mut c_void {
     ffi_boundary!(std::ptr::null_mut(), {
