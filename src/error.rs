@@ -35,6 +35,9 @@ pub enum Error {
     /// The caller was interrupted, e.g. the VM was destroyed during a wait
     /// (EINTR).
     Intr,
+    /// A device emulated in the library refused a guest access (VM_RUN
+    /// fails with EIO, as FreeBSD's in-kernel port handlers make it).
+    Io,
 }
 
 /// Result of a core operation.

@@ -19,6 +19,7 @@ pub fn errno_of(e: Error) -> i32 {
         Error::NameTooLong => libc::ENAMETOOLONG,
         Error::NoDev => libc::ENODEV,
         Error::Intr => libc::EINTR,
+        Error::Io => libc::EIO,
     }
 }
 

@@ -1,0 +1,291 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A guest's port accesses, with the time in the test's hands.
+struct Guest<'a> {
+    rtc: &'a Vrtc,
+    now: Instant,
+    pulses: u32,
+}
+
+impl Guest<'_> {
+    fn read(&mut self, offset: u8) -> u8 {
+        self.out(IO_RTC, offset).unwrap();
+        let o = self.rtc.port_in(IO_RTC + 1, 1, self.now);
+        self.pulses += u32::from(o.pulse);
+        o.value.unwrap()
+    }
+    fn write(&mut self, offset: u8, val: u8) -> Result<()> {
+        self.out(IO_RTC, offset).unwrap();
+        self.out(IO_RTC + 1, val)
+    }
+    fn out(&mut self, port: u16, val: u8) -> Result<()> {
+        let o = self.rtc.port_out(port, 1, val, self.now);
+        self.pulses += u32::from(o.pulse);
+        o.value
+    }
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        let o = self.rtc.poll(self.now);
+        self.pulses += u32::from(o.pulse);
+    }
+    /// sec, min, hour, dow, mday, month, year, century
+    fn clock(&mut self) -> [u8; 8] {
+        [0, 2, 4, 6, 7, 8, 9, 0x32].map(|o| self.read(o))
+    }
+}
+
+fn guest(rtc: &Vrtc, now: Instant) -> Guest<'_> {
+    Guest { rtc, now, pulses: 0 }
+}
+
+/// 2026-12-01 19:24:27 UTC, a Tuesday.
+const T: i64 = 1_796_153_067;
+
+#[test]
+fn starts_at_the_epoch_in_24_hour_bcd() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    let mut g = guest(&rtc, now);
+    assert_eq!(g.clock(), [0, 0, 0, 5, 1, 1, 0x70, 0x19], "Thursday 1 January 1970");
+    assert_eq!([g.read(10), g.read(11), g.read(12), g.read(13)], [0x20, 0x02, 0, 0x80]);
+    assert_eq!(rtc.get_time(now), 0);
+    assert_eq!(rtc.deadline(), None);
+}
+
+#[test]
+fn time_runs_from_settime_in_bcd_binary_and_12_hour_formats() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    assert_eq!(rtc.set_time(T, now).value, Ok(()));
+    let mut g = guest(&rtc, now + Duration::from_millis(1500));
+    assert_eq!(rtc.get_time(g.now), T + 1);
+    assert_eq!(g.clock(), [0x28, 0x24, 0x19, 3, 0x01, 0x12, 0x26, 0x20]);
+    // Binary, 12-hour: 7 PM.
+    g.write(11, REG_B_BIN).unwrap();
+    assert_eq!(g.clock(), [28, 24, 0x80 | 7, 3, 1, 12, 26, 20]);
+    // BCD 12-hour midnight and noon are 12.
+    g.write(11, 0).unwrap();
+    assert_eq!(rtc.set_time(T - 19 * 3600 - 24 * 60, g.now).value, Ok(()));
+    assert_eq!(g.read(4), 0x12, "00:xx is 12 AM");
+    assert_eq!(rtc.set_time(T - 7 * 3600 - 24 * 60, g.now).value, Ok(()));
+    assert_eq!(g.read(4), 0x80 | 0x12, "12:xx is 12 PM");
+    assert_eq!(rtc.nvram_read(4, g.now), Ok(0x92));
+}
+
+#[test]
+fn the_guest_sets_the_time_under_set() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    let mut g = guest(&rtc, now);
+    g.write(11, REG_B_24HR | REG_B_HALT).unwrap();
+    assert_eq!(rtc.get_time(g.now), VRTC_BROKEN_TIME, "halted");
+    assert_eq!(rtc.set_time(T, g.now).value, Err(Error::Busy));
+    // 2000-02-29 23:59:58.
+    for (o, v) in [(0, 0x58), (2, 0x59), (4, 0x23), (7, 0x29), (8, 0x02), (9, 0x00), (0x32, 0x20)] {
+        g.write(o, v).unwrap();
+    }
+    g.advance(Duration::from_secs(5)); // no time passes while halted
+    g.write(11, REG_B_24HR).unwrap();
+    assert_eq!(rtc.get_time(g.now), 951_868_798);
+    g.advance(Duration::from_secs(3));
+    assert_eq!(g.clock(), [0x01, 0x00, 0x00, 4, 0x01, 0x03, 0x00, 0x20], "Wednesday 1 March 2000");
+}
+
+#[test]
+fn an_invalid_time_left_by_the_guest_is_an_io_error() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    let mut g = guest(&rtc, now);
+    g.write(11, REG_B_24HR | REG_B_HALT).unwrap();
+    g.write(7, 0x30).unwrap(); // 30 January 1970 is fine...
+    g.write(8, 0x02).unwrap(); // ...30 February is not
+    assert_eq!(g.write(11, REG_B_24HR), Err(Error::Io));
+    assert_eq!(rtc.get_time(g.now), VRTC_BROKEN_TIME);
+    // The host can set a good time again.
+    assert_eq!(rtc.set_time(T, g.now).value, Ok(()));
+    assert_eq!(rtc.get_time(g.now), T);
+    // A century before 1970 written outside SET, and BCD garbage.
+    assert_eq!(g.write(0x32, 0x18), Err(Error::Io));
+    assert_eq!(rtc.set_time(T, g.now).value, Ok(()));
+    g.write(11, REG_B_24HR | REG_B_HALT).unwrap();
+    g.write(2, 0x5a).unwrap();
+    assert_eq!(g.write(11, REG_B_24HR), Err(Error::Io));
+}
+
+#[test]
+fn rtc_to_secs_rejects_what_freebsd_rejects() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    let mut g = guest(&rtc, now);
+    assert_eq!(rtc.set_time(T, now).value, Ok(()));
+    g.write(11, REG_B_24HR | REG_B_HALT).unwrap();
+    let good = rtc.state.lock().regs;
+    assert_eq!(time::rtc_to_secs(&good), T);
+    let bad = |o: usize, v: u8| {
+        let mut r = good;
+        r[o] = v;
+        time::rtc_to_secs(&r)
+    };
+    for (o, v) in [(0, 0x60), (2, 0x60), (4, 0x24), (7, 0), (7, 0x32), (8, 0), (8, 0x13), (9, 0xa0), (0x32, 0x19)] {
+        assert_eq!(bad(o, v), VRTC_BROKEN_TIME, "offset {o:#x} = {v:#x}");
+    }
+    assert_eq!(bad(6, 0x77), T, "the day of the week is ignored");
+    // 12-hour mode: hour 0 and 13 are invalid, 12 AM is midnight.
+    let mut r = good;
+    r[reg::B] &= !REG_B_24HR;
+    r[reg::HOUR] = 0x07 | 0x80;
+    assert_eq!(time::rtc_to_secs(&r), T);
+    for h in [0x00, 0x13, 0x80] {
+        r[reg::HOUR] = h;
+        assert_eq!(time::rtc_to_secs(&r), VRTC_BROKEN_TIME, "12-hour byte {h:#x}");
+    }
+    r[reg::HOUR] = 0x12;
+    assert_eq!(time::rtc_to_secs(&r), T - 19 * 3600);
+}
+
+#[test]
+fn nvram_ioctls_guard_the_clock_bytes() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    for off in [-1, 0, 9, 10, 11, 12, 13, 0x32, 128, i32::MAX, i32::MIN] {
+        assert_eq!(rtc.nvram_write(off, 1, now), Err(Error::Inval), "write {off}");
+    }
+    for off in [-1, 128, i32::MIN] {
+        assert_eq!(rtc.nvram_read(off, now), Err(Error::Inval), "read {off}");
+    }
+    for off in [14, 0x31, 0x33, 0x34, 0x5b, 127] {
+        rtc.nvram_write(off, off as u8 ^ 0x5a, now).unwrap();
+        assert_eq!(rtc.nvram_read(off, now), Ok(off as u8 ^ 0x5a));
+    }
+    let mut g = guest(&rtc, now);
+    assert_eq!(g.read(0x34), 0x34 ^ 0x5a, "the guest sees what the host wrote");
+    g.write(0x35, 0x77).unwrap();
+    assert_eq!(rtc.nvram_read(0x35, now), Ok(0x77));
+    assert_eq!(rtc.set_time(-2, now).value, Err(Error::Inval));
+    assert_eq!(rtc.set_time(time::MAX_RTC_SECS + 1, now).value, Err(Error::Inval));
+    assert_eq!(rtc.set_time(time::MAX_RTC_SECS, now).value, Ok(()));
+    assert_eq!(rtc.nvram_read(0x32, now), Ok(0x99));
+}
+
+#[test]
+fn ports_take_single_bytes_only() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    assert_eq!(rtc.port_in(IO_RTC, 1, now).value, Ok(0xff));
+    for bytes in [2, 4] {
+        assert_eq!(rtc.port_in(IO_RTC, bytes, now).value, Err(Error::Io));
+        assert_eq!(rtc.port_in(IO_RTC + 1, bytes, now).value, Err(Error::Io));
+        assert_eq!(rtc.port_out(IO_RTC + 1, bytes, 0, now).value, Err(Error::Io));
+    }
+    assert_eq!(rtc.port_out(0x72, 1, 0, now).value, Err(Error::Io));
+    let mut g = guest(&rtc, now);
+    // The index drops the NMI-mask bit; C and D are read-only.
+    g.write(0x80 | 0x20, 0xab).unwrap();
+    assert_eq!(g.read(0x20), 0xab);
+    g.write(12, 0xff).unwrap();
+    g.write(13, 0).unwrap();
+    assert_eq!([g.read(12), g.read(13)], [0, 0x80]);
+    // Register A never stores update-in-progress.
+    g.write(10, 0xa6).unwrap();
+    assert_eq!(g.read(10), 0x26);
+}
+
+#[test]
+fn periodic_interrupt_pulses_once_until_register_c_is_read() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    let mut g = guest(&rtc, now);
+    g.write(10, REG_A_DIVIDER_ON | 6).unwrap(); // 1024 Hz
+    assert_eq!(rtc.deadline(), None, "PIE off: no callout");
+    g.write(11, REG_B_24HR | REG_B_PIE).unwrap();
+    let period = Duration::from_nanos(976_562);
+    assert_eq!(rtc.deadline(), Some(g.now + period));
+    g.advance(period / 2);
+    assert_eq!(g.pulses, 0);
+    g.advance(period);
+    assert_eq!(g.pulses, 1);
+    g.advance(period * 5);
+    assert_eq!(g.pulses, 1, "IRQF stays up: no new edge");
+    assert_eq!(g.read(12), REG_C_IRQF | REG_C_PF);
+    assert_eq!(g.read(12), 0, "cleared by the read");
+    g.advance(period);
+    assert_eq!(g.pulses, 2);
+    // Rate 0 or a stopped divider: no periodic interrupt.
+    g.write(10, REG_A_DIVIDER_ON).unwrap();
+    assert_eq!(rtc.deadline(), None);
+    g.write(10, 0x66).unwrap();
+    assert_eq!(rtc.deadline(), None);
+}
+
+#[test]
+fn update_and_alarm_interrupts() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    assert_eq!(rtc.set_time(T, now).value, Ok(()));
+    let mut g = guest(&rtc, now);
+    // Alarm at xx:25:00 (hour don't care), checked once a second.
+    g.write(1, 0x00).unwrap();
+    g.write(3, 0x25).unwrap();
+    g.write(5, 0xc0).unwrap();
+    g.write(11, REG_B_24HR | REG_B_AIE).unwrap();
+    assert!(rtc.deadline().is_some());
+    for _ in 0..32 {
+        g.advance(Duration::from_secs(1));
+    }
+    assert_eq!(g.pulses, 0, "19:24:59");
+    g.advance(Duration::from_secs(1));
+    assert_eq!(g.pulses, 1, "19:25:00");
+    assert_eq!(g.read(12), REG_C_IRQF | REG_C_AF);
+    // A jump of a year passes the alarm time too (checked in bounded time).
+    assert!(rtc.set_time(T + 365 * 86_400, g.now).pulse);
+    assert_eq!(g.read(12) & REG_C_AF, REG_C_AF);
+    // An alarm that can never match (hour 0x25) does not fire.
+    g.write(5, 0x25).unwrap();
+    assert!(!rtc.set_time(T + 730 * 86_400, g.now).pulse);
+    // Update-ended: every second; SET clears UIE.
+    g.write(11, REG_B_24HR | REG_B_UIE).unwrap();
+    let before = g.pulses;
+    g.advance(Duration::from_secs(1));
+    assert_eq!(g.pulses, before + 1);
+    assert_eq!(g.read(12), REG_C_IRQF | REG_C_UF);
+    g.write(11, REG_B_24HR | REG_B_UIE | REG_B_HALT).unwrap();
+    assert_eq!(g.read(11), REG_B_24HR | REG_B_HALT);
+    assert_eq!(rtc.deadline(), None);
+}
+
+#[test]
+fn reset_keeps_time_and_nvram_but_stops_interrupts() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    assert_eq!(rtc.set_time(T, now).value, Ok(()));
+    rtc.nvram_write(0x40, 7, now).unwrap();
+    let mut g = guest(&rtc, now);
+    g.write(10, REG_A_DIVIDER_ON | 3).unwrap();
+    g.write(11, REG_B_24HR | REG_B_BIN | REG_B_PIE | REG_B_SQWE).unwrap();
+    g.advance(Duration::from_millis(1));
+    assert_eq!(g.pulses, 1);
+    rtc.reset(g.now);
+    assert_eq!(rtc.deadline(), None);
+    assert_eq!(rtc.nvram_read(11, g.now), Ok(REG_B_24HR | REG_B_BIN));
+    assert_eq!(rtc.nvram_read(12, g.now), Ok(0));
+    assert_eq!(rtc.nvram_read(0x40, g.now), Ok(7));
+    assert_eq!(rtc.get_time(g.now), T);
+}
+
+#[test]
+fn a_stopped_divider_stops_the_clock() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    assert_eq!(rtc.set_time(T, now).value, Ok(()));
+    let mut g = guest(&rtc, now);
+    g.write(10, 0x70).unwrap(); // divider in reset
+    g.advance(Duration::from_secs(10));
+    assert_eq!(rtc.get_time(g.now), T);
+    g.write(10, REG_A_DIVIDER_ON).unwrap();
+    g.advance(Duration::from_millis(999));
+    assert_eq!(rtc.get_time(g.now), T, "the second restarts when the divider does");
+    g.advance(Duration::from_millis(1));
+    assert_eq!(rtc.get_time(g.now), T + 1);
+}
