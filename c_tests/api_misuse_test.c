@@ -140,6 +140,50 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what)
 	CHECK_ERR(vm_reinit(bad), err);
 	CHECK_ERR(vm_set_topology(bad, 1, 1, 1, 0), err);
 	CHECK_ERR(vm_get_topology(bad, &s, &c, &t, &m), err);
+	{
+		uint8_t b = 0x42;
+		time_t secs = 42;
+		CHECK_ERR(vm_rtc_write(bad, 0x40, 1), err);
+		CHECK_ERR(vm_rtc_read(bad, 0x40, &b), err);
+		CHECK_ERR(vm_rtc_settime(bad, 1000), err);
+		CHECK_ERR(vm_rtc_gettime(bad, &secs), err);
+		CHECK(b == 0x42 && secs == 42); /* nothing written on failure */
+	}
+}
+
+/* RTC calls: NULL out-pointers, offsets and times out of range. */
+static void
+check_rtc(struct vmctx *ctx)
+{
+	const int bad_write[] = { -1, 0, 9, 10, 11, 12, 13, 0x32, 128, INT_MAX, INT_MIN };
+	const int bad_read[] = { -1, 128, INT_MAX, INT_MIN };
+	uint8_t b = 0x42;
+	time_t secs = 42;
+
+	CHECK_OK(vm_rtc_write(ctx, 0x40, 0x99));
+	CHECK_OK(vm_rtc_settime(ctx, 1000000000));
+	for (size_t i = 0; i < sizeof(bad_write) / sizeof(bad_write[0]); i++)
+		CHECK_ERR(vm_rtc_write(ctx, bad_write[i], 1), EINVAL);
+	for (size_t i = 0; i < sizeof(bad_read) / sizeof(bad_read[0]); i++)
+		CHECK_ERR(vm_rtc_read(ctx, bad_read[i], &b), EINVAL);
+	CHECK(b == 0x42);
+	CHECK_ERR(vm_rtc_read(ctx, 0x40, NULL), EFAULT);
+	CHECK_ERR(vm_rtc_read(NULL, 0x40, NULL), EFAULT);
+	CHECK_ERR(vm_rtc_gettime(ctx, NULL), EFAULT);
+	CHECK_ERR(vm_rtc_gettime(NULL, NULL), EFAULT);
+	CHECK_ERR(vm_rtc_settime(ctx, -2), EINVAL);
+	CHECK_ERR(vm_rtc_settime(ctx, (time_t)253402300800LL), EINVAL); /* year 10000 */
+	{
+		struct vm_rtc_data d = { .offset = 0x32, .value = 0x20 };
+		CHECK_ERR(vmm_ioctl(ctx, VM_RTC_WRITE, &d), EINVAL);
+		d.offset = 128;
+		CHECK_ERR(vmm_ioctl(ctx, VM_RTC_READ, &d), EINVAL);
+	}
+	/* Nothing the bad calls did changed the RTC. */
+	CHECK_OK(vm_rtc_read(ctx, 0x40, &b));
+	CHECK(b == 0x99);
+	CHECK_OK(vm_rtc_gettime(ctx, &secs));
+	CHECK(secs >= 1000000000 && secs < 1000000000 + 600);
 }
 
 /* Every function taking a struct vcpu *, given `bad`. */
@@ -404,7 +448,8 @@ static const unsigned long known_cmds[] = {
 	VM_IOAPIC_PINCOUNT, VM_RESTART_INSTRUCTION, VM_SET_X2APIC_STATE,
 	VM_GET_X2APIC_STATE, VM_SET_TOPOLOGY, VM_GET_TOPOLOGY, VM_ISA_ASSERT_IRQ,
 	VM_ISA_DEASSERT_IRQ, VM_ISA_PULSE_IRQ, VM_ISA_SET_IRQ_TRIGGER, VM_ACTIVATE_CPU,
-	VM_GET_CPUS, VM_SUSPEND_CPU, VM_RESUME_CPU,
+	VM_GET_CPUS, VM_SUSPEND_CPU, VM_RESUME_CPU, VM_RTC_READ, VM_RTC_WRITE,
+	VM_RTC_SETTIME, VM_RTC_GETTIME,
 };
 
 /* Commands whose argument starts with the vCPU id and that lock that vCPU. */
@@ -432,8 +477,7 @@ check_ioctl(struct vmctx *ctx)
 		VM_STATS, VM_STAT_DESC, VM_GLA2GPA, VM_GLA2GPA_NOFAULT, VM_GET_GPA_PMAP,
 		VM_BIND_PPTDEV, VM_UNBIND_PPTDEV, VM_MAP_PPTDEV_MMIO, VM_UNMAP_PPTDEV_MMIO,
 		VM_PPTDEV_MSI, VM_PPTDEV_MSIX, VM_PPTDEV_DISABLE_MSIX,
-		VM_GET_HPET_CAPABILITIES, VM_RTC_READ,
-		VM_RTC_WRITE, VM_RTC_SETTIME, VM_RTC_GETTIME, VM_RESTORE_TIME,
+		VM_GET_HPET_CAPABILITIES, VM_RESTORE_TIME,
 	};
 
 	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
@@ -993,6 +1037,7 @@ main(void)
 	check_vcpu_state_calls(ctx, v0, v1, v2);
 	check_topology(ctx);
 	check_memory(ctx);
+	check_rtc(ctx);
 
 	/* Bad ctx handles. */
 	check_bad_ctx(NULL, EFAULT, "NULL");

@@ -79,7 +79,20 @@ impl Vm {
                 GuestExit::Bogus => return exit(ExitKind::Bogus),
                 GuestExit::Pause => return exit(ExitKind::Pause),
                 GuestExit::Inout { port, bytes, is_in, eax } => {
-                    return exit(ExitKind::Inout { port, bytes, is_in, eax })
+                    // The RTC's ports are emulated here, as FreeBSD's
+                    // kernel does (`vmm_ioport.c`).
+                    if Vm::is_rtc_port(port) {
+                        if let Some(v) = self.rtc_port(port, bytes, is_in, eax)? {
+                            // `in` replaces AL (the RTC takes one-byte
+                            // accesses only); the upper half of RAX is
+                            // cleared, as FreeBSD's 32-bit EAX write does.
+                            let mut r = vcpu.regs.lock();
+                            let rax = r.get(crate::regs::reg::RAX as i32)? as u32;
+                            r.set(crate::regs::reg::RAX as i32, u64::from((rax & !0xff) | u32::from(v)))?;
+                        }
+                        continue;
+                    }
+                    return exit(ExitKind::Inout { port, bytes, is_in, eax });
                 }
                 GuestExit::Mmio(a) => {
                     // The local APIC and vioapic are emulated here; other
@@ -110,7 +123,9 @@ impl Vm {
     /// (FreeBSD `vmx_inject_interrupts`). False when the entry must not
     /// happen: a nested fault became a triple fault and suspended the VM.
     fn prepare_guest_entry(&self, vcpu: &Vcpu) -> bool {
-        vcpu.vlapic.timer_poll(Instant::now());
+        let now = Instant::now();
+        self.rtc_poll(now);
+        vcpu.vlapic.timer_poll(now);
         let event = vcpu.regs.lock().entry_intinfo();
         match event {
             Some(EntryEvent::TripleFault) => {
@@ -181,9 +196,13 @@ impl Vm {
                 let _ = self.suspend(SuspendHow::Halt as i32);
             }
         }
-        let mut g = vcpu.lock();
         loop {
-            vcpu.vlapic.timer_poll(Instant::now());
+            // The RTC may raise an interrupt and notify a vCPU (this one
+            // too): not under our vCPU mutex.
+            let now = Instant::now();
+            self.rtc_poll(now);
+            let g = vcpu.lock();
+            vcpu.vlapic.timer_poll(now);
             let wake = vcpu.vlapic.nmi_pending()
                 || (intr_enabled && vcpu.vlapic.has_pending_event())
                 || g.reqidle
@@ -192,15 +211,19 @@ impl Vm {
             if wake {
                 break;
             }
-            g = vcpu.set_state_locked(g, VcpuState::Sleeping, false)?;
-            g = match vcpu.vlapic.timer_deadline() {
+            let g = vcpu.set_state_locked(g, VcpuState::Sleeping, false)?;
+            // Wake for the earlier of the APIC timer and the RTC callout.
+            let deadline = match (vcpu.vlapic.timer_deadline(), self.rtc_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let g = match deadline {
                 Some(deadline) => vcpu.wait_until(g, deadline),
                 None => vcpu.wait(g),
             };
             debug_assert_eq!(g.state, VcpuState::Sleeping, "vCPU {id}: state changed under its sleeping owner");
-            g = vcpu.set_state_locked(g, VcpuState::Frozen, false)?;
+            drop(vcpu.set_state_locked(g, VcpuState::Frozen, false)?);
         }
-        drop(g);
         if !intr_enabled {
             self.cpus().halted.remove(id);
         }

@@ -25,6 +25,8 @@
 //!    copy of IRR and TMR instead: see `vlapic`.)
 //! 6. `Vm::cpus` (cpusets, topology): a leaf, taken under any of the
 //!    above and never held while taking another lock.
+//! 7. The vRTC mutex (`Vrtc::state`): a leaf, taken with no other lock
+//!    held; the IRQ 8 it raises is delivered after it is released.
 //!
 //! No thread waits on another vCPU while holding a lock of ranks 2-6, with
 //! one exception: the vioapic write lock is held across `Vcpu::block_run`,
@@ -42,6 +44,7 @@ use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU64, Ordering}
 use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vioapic::Vioapic;
+use crate::vrtc::Vrtc;
 
 /// FreeBSD's default number of vCPUs per VM (`VM_MAXCPU`).
 pub const DEFAULT_MAXCPUS: usize = 16;
@@ -111,6 +114,8 @@ pub struct Vm {
     /// level-triggered): the one piece of 8259 state kept, set by
     /// VM_ISA_SET_IRQ_TRIGGER. An atomic: no lock.
     pub(crate) elcr: AtomicU16,
+    /// The RTC and CMOS (its mutex ranks 7, see the module doc).
+    vrtc: Vrtc,
     backend: Box<dyn Backend>,
 }
 
@@ -182,6 +187,7 @@ impl Vm {
             rendezvous: Rendezvous::default(),
             mem: RwLock::new(GuestMemory::new()),
             vioapic: Vioapic::new(),
+            vrtc: Vrtc::new(std::time::Instant::now()),
             backend,
         })
     }
@@ -226,6 +232,10 @@ impl Vm {
 
     pub fn vioapic(&self) -> &Vioapic {
         &self.vioapic
+    }
+
+    pub fn vrtc(&self) -> &Vrtc {
+        &self.vrtc
     }
 
     /// vCPU `id`; EINVAL when out of range.
@@ -507,7 +517,8 @@ impl Vm {
     /// VM_REINIT, with every vCPU frozen by `all`: EBUSY unless every
     /// active vCPU has acknowledged a suspend; then back to a new VM's
     /// state: cpusets, suspend, registers, rendezvous, vioapic and local
-    /// APICs. Guest memory as FreeBSD's `vm_cleanup(vm, false)`: every
+    /// APICs; the RTC's interrupts stop (`vrtc_reset`: its time and NVRAM
+    /// stay). Guest memory as FreeBSD's `vm_cleanup(vm, false)`: every
     /// segment and the system-memory maps stay, contents and host
     /// addresses included (a reset guest reboots into the same RAM);
     /// device-memory maps are removed.
@@ -530,6 +541,7 @@ impl Vm {
         }
         self.mem_write(all).reinit();
         self.reset_interrupt_controllers();
+        self.vrtc.reset(std::time::Instant::now());
         Ok(())
     }
 

@@ -211,6 +211,7 @@ unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
                 );
                 Ok(())
             }
+            VM_RTC_READ | VM_RTC_WRITE | VM_RTC_SETTIME | VM_RTC_GETTIME => super::rtc::vm_cmd(vm, cmd, arg),
             _ => super::apic::vm_cmd(vm, cmd, arg),
         }
     }

@@ -5,7 +5,8 @@
 //!
 //! - [`abi`]: FreeBSD 14 structs, enums and ioctl numbers.
 //! - [`ioctl`]: `vmm_ioctl`, lock classes; [`commands`]: the handlers.
-//! - [`lifecycle`], [`vmmapi`], [`memory`]: the libvmmapi functions.
+//! - [`lifecycle`], [`vmmapi`], [`memory`]: the libvmmapi functions
+//!   (with `apic` and `rtc`, which also hold their commands' handlers).
 //! - [`handle`]: `struct vmctx *` / `struct vcpu *` handles.
 //!
 //! # Safety
@@ -29,5 +30,6 @@ pub mod ioctl;
 pub mod lifecycle;
 pub mod memory;
 mod panic;
+mod rtc;
 pub mod run;
 pub mod vmmapi;

@@ -372,3 +372,57 @@ fn hlt_also_ends_for_reqidle_and_suspend() {
         assert!(matches!(runner.join().unwrap(), ExitKind::Suspended(_)));
     });
 }
+
+fn port(port: u16, bytes: u8, is_in: bool, eax: u32) -> GuestExit {
+    GuestExit::Inout { port, bytes, is_in, eax }
+}
+
+/// Ports 0x70/0x71 are the library's (FreeBSD's kernel emulates them):
+/// the guest's accesses never reach the caller, and `in` replaces AL.
+#[test]
+fn rtc_ports_are_emulated_in_the_run_loop() {
+    let exits = [port(0x70, 1, false, 0x0a), port(0x71, 1, true, 0), port(0x70, 1, false, 0x34)];
+    let (vm, _s) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Script::default() }, 1);
+    vm.rtc_nvram_write(0x34, 0x5c).unwrap();
+    {
+        let l = vm.lock_one(0).unwrap();
+        l.vcpu().regs.lock().set(crate::regs::reg::RAX as i32, 0xffff_ffff_1234_5678).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Bogus, "no exit for the RTC's ports");
+        assert_eq!(l.vcpu().regs.lock().get(crate::regs::reg::RAX as i32), Ok(0x1234_5620), "register A");
+    }
+    // The index the guest left selects what the next read returns.
+    let (vm2, _s) = vm_with(Script { exits: StdMutex::new([port(0x71, 1, true, 0)].into()), ..Script::default() }, 1);
+    vm2.rtc_nvram_write(0x0d + 1, 0x77).unwrap();
+    assert_eq!(run_once(&vm2, 0), ExitKind::Bogus);
+    let l = vm2.lock_one(0).unwrap();
+    assert_eq!(l.vcpu().regs.lock().get(crate::regs::reg::RAX as i32), Ok(0x80), "register D, the reset index");
+}
+
+/// An access FreeBSD's RTC handlers refuse makes VM_RUN fail with EIO.
+#[test]
+fn a_wide_rtc_access_fails_vm_run() {
+    let (vm, _s) = vm_with(Script { exits: StdMutex::new([port(0x71, 2, true, 0)].into()), ..Script::default() }, 1);
+    let l = vm.lock_one(0).unwrap();
+    assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io));
+}
+
+/// The RTC's periodic interrupt reaches a guest asleep in HLT through
+/// IOAPIC pin 8: the sleep ends at the RTC's deadline, which fires it.
+#[test]
+fn the_rtc_periodic_interrupt_wakes_a_halted_guest() {
+    with_watchdog(20, || {
+        let exits = [
+            port(0x70, 1, false, 0x0a),
+            port(0x71, 1, false, 0x26), // divider on, 1024 Hz
+            port(0x70, 1, false, 0x0b),
+            port(0x71, 1, false, 0x42), // 24-hour, PIE
+            GuestExit::Hlt { intr_enabled: true },
+        ];
+        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Script::default() };
+        let (vm, s) = vm_with(script, 1);
+        program_rte(&vm, 0, 8, 0x48, 0); // edge, fixed, vector 0x48, APIC 0
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), vec![0x48]);
+        assert_eq!(vm.rtc_nvram_read(12), Ok(0xc0), "IRQF and PF, not cleared by VM_RTC_READ");
+    });
+}

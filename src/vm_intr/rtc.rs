@@ -1,0 +1,77 @@
+//! The VM's RTC entry points: the VM_RTC_* ioctls, the guest's ports
+//! 0x70/0x71 and the callout the run loop polls. Each pulses IRQ 8 on the
+//! IOAPIC (there is no 8259) after the vRTC mutex is released.
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::vrtc::{Outcome, IO_RTC, RTC_IRQ};
+use crate::vm::Vm;
+
+impl Vm {
+    /// Delivers an RTC interrupt if the operation raised one.
+    fn rtc_done<T>(&self, out: Outcome<T>) -> T {
+        if out.pulse {
+            // Pin 8 exists; a saturated assert count (E2BIG) only means
+            // somebody holds the pin asserted, which already signals it.
+            let _ = self.ioapic_pulse_irq(RTC_IRQ);
+        }
+        out.value
+    }
+
+    /// VM_RTC_WRITE: one NVRAM byte (EINVAL for the clock bytes).
+    pub fn rtc_nvram_write(&self, offset: i32, value: u8) -> Result<()> {
+        self.check_alive()?;
+        self.vrtc().nvram_write(offset, value, Instant::now())
+    }
+
+    /// VM_RTC_READ: any of the 128 CMOS bytes.
+    pub fn rtc_nvram_read(&self, offset: i32) -> Result<u8> {
+        self.check_alive()?;
+        self.vrtc().nvram_read(offset, Instant::now())
+    }
+
+    /// VM_RTC_SETTIME: seconds since the epoch (EBUSY while the guest has
+    /// updates halted).
+    pub fn rtc_set_time(&self, secs: i64) -> Result<()> {
+        self.check_alive()?;
+        self.rtc_done(self.vrtc().set_time(secs, Instant::now()))
+    }
+
+    /// VM_RTC_GETTIME: seconds since the epoch, -1 while halted or broken.
+    pub fn rtc_get_time(&self) -> Result<i64> {
+        self.check_alive()?;
+        Ok(self.vrtc().get_time(Instant::now()))
+    }
+
+    /// Whether the run loop emulates `port` here rather than exiting.
+    pub fn is_rtc_port(port: u16) -> bool {
+        port == IO_RTC || port == IO_RTC + 1
+    }
+
+    /// A guest access to port 0x70 or 0x71: the value for an IN. Io for
+    /// an access FreeBSD's handlers refuse (VM_RUN then fails with EIO).
+    pub fn rtc_port(&self, port: u16, bytes: u8, is_in: bool, eax: u32) -> Result<Option<u8>> {
+        if !Self::is_rtc_port(port) {
+            return Err(Error::Inval);
+        }
+        let now = Instant::now();
+        if is_in {
+            self.rtc_done(self.vrtc().port_in(port, bytes, now)).map(Some)
+        } else {
+            self.rtc_done(self.vrtc().port_out(port, bytes, eax as u8, now)).map(|()| None)
+        }
+    }
+
+    /// Fires the RTC's callout if it is due (every guest entry and HLT
+    /// wake-up calls this; one atomic load when nothing is due). Call it
+    /// with no lock held: it may deliver an interrupt.
+    pub fn rtc_poll(&self, now: Instant) {
+        self.rtc_done(self.vrtc().poll(now));
+    }
+
+    /// When the RTC's callout is next due, if armed: bounds HLT sleeps.
+    pub fn rtc_deadline(&self) -> Option<Instant> {
+        self.vrtc().deadline()
+    }
+}
