@@ -115,6 +115,9 @@ main(void)
 		struct vmm_rs_action periodic[] = {
 			OUT(0x70, 0x0a), OUT(0x71, 0x26), OUT(0x70, 0x0b), OUT(0x71, 0x42),
 			{ .kind = VMM_RS_ACT_STI }, { .kind = VMM_RS_ACT_WAIT_INTR_EOI },
+			/* Interrupts off before register C is read: the read
+			 * re-arms IRQF, and the next tick is 1 ms away. */
+			{ .kind = VMM_RS_ACT_CLI },
 			OUT(0x70, 0x0c), IN(0x71),
 		};
 		struct vmm_rs_guest_stats gs;
