@@ -6,8 +6,12 @@
  *  3. the periodic interrupt reaches a halted guest through IOAPIC pin 8
  *     (the vCPU sleeps in HLT; nothing but the RTC wakes it);
  *  4. a two-byte access to port 0x71 makes vm_run fail with EIO;
- *  5. VM_REINIT stops the interrupts and keeps the time and NVRAM.
+ *  5. VM_REINIT stops the interrupts and keeps the time and NVRAM;
+ *  6. the ACPI PM timer, the other clock emulated inside VM_RUN (port
+ *     0x408, 3.579545 MHz, 4-byte reads only).
  */
+#include <time.h>
+
 #include "apic_util.h"
 
 #define MB (1024UL * 1024)
@@ -147,6 +151,29 @@ main(void)
 	CHECK(b == (1024 * 16) >> 8);
 	CHECK_OK(vm_rtc_gettime(ctx, &secs));
 	CHECK(secs >= 951825600 && secs < 951825600 + 600);
+
+	/* 6. The PM timer counts at 3.579545 MHz: 1 ms of host time is at
+	 * least 3579 counts between two guest reads. */
+	watchdog_phase("rtc_test 6: the PM timer");
+	CHECK_OK(vm_activate_cpu(v));
+	{
+		struct vmm_rs_action rd[] = { { .kind = VMM_RS_ACT_PORT_IN, .port = 0x408, .size = 4 } };
+		struct vmm_rs_guest_stats gs;
+		struct timespec t0, t;
+		run_script(v, rd, 1);
+		CHECK_OK(vmm_rs_guest_stats(v, &gs));
+		uint32_t first = (uint32_t)gs.last_read;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do /* let 1 ms of host time pass: the property under test */
+			clock_gettime(CLOCK_MONOTONIC, &t);
+		while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 1000000L);
+		run_script(v, rd, 1);
+		CHECK_OK(vmm_rs_guest_stats(v, &gs));
+		CHECK((uint32_t)gs.last_read - first >= 3579);
+		struct vmm_rs_action narrow[] = { { .kind = VMM_RS_ACT_PORT_IN, .port = 0x408, .size = 2 } };
+		CHECK_OK(vmm_rs_guest_set_script(v, narrow, 1, -1));
+		CHECK_ERR(vm_run(v, &vmrun), EIO);
+	}
 
 	vm_vcpu_close(v);
 	vm_destroy(ctx);

@@ -13,7 +13,8 @@
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
 //! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs;
 //!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).
-//! - [`vrtc`]: the RTC and CMOS (ports 0x70/0x71, VM_RTC_*, IRQ 8).
+//! - [`vrtc`]: the RTC and CMOS (ports 0x70/0x71, VM_RTC_*, IRQ 8);
+//!   [`vpmtmr`]: the ACPI PM timer (port 0x408).
 //! - [`registry`]: the process-wide table of named VMs (not under loom).
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`guest`], [`sim`]: guest programs (scripted or C callbacks) and the
@@ -45,6 +46,7 @@ pub mod vioapic;
 pub mod vlapic;
 pub mod vm;
 pub mod vm_intr;
+pub mod vpmtmr;
 pub mod vrtc;
 
 #[cfg(all(test, not(loom)))]

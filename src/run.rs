@@ -79,16 +79,21 @@ impl Vm {
                 GuestExit::Bogus => return exit(ExitKind::Bogus),
                 GuestExit::Pause => return exit(ExitKind::Pause),
                 GuestExit::Inout { port, bytes, is_in, eax } => {
-                    // The RTC's ports are emulated here, as FreeBSD's
-                    // kernel does (`vmm_ioport.c`).
-                    if Vm::is_rtc_port(port) {
-                        if let Some(v) = self.rtc_port(port, bytes, is_in, eax)? {
-                            // `in` replaces AL (the RTC takes one-byte
-                            // accesses only); the upper half of RAX is
-                            // cleared, as FreeBSD's 32-bit EAX write does.
+                    // The RTC and PM timer ports are emulated here, as
+                    // FreeBSD's kernel does (`emulate_inout`).
+                    if let Some(r) = self.emulate_inout(port, bytes, is_in, eax) {
+                        if let Some(v) = r? {
+                            // `in` replaces the access's bytes of EAX; the
+                            // upper half of RAX is cleared, as FreeBSD's
+                            // 32-bit EAX write does.
+                            let mask = match bytes {
+                                1 => 0xff,
+                                2 => 0xffff,
+                                _ => u32::MAX,
+                            };
                             let mut r = vcpu.regs.lock();
                             let rax = r.get(crate::regs::reg::RAX as i32)? as u32;
-                            r.set(crate::regs::reg::RAX as i32, u64::from((rax & !0xff) | u32::from(v)))?;
+                            r.set(crate::regs::reg::RAX as i32, u64::from((rax & !mask) | (v & mask)))?;
                         }
                         continue;
                     }

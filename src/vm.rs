@@ -44,6 +44,7 @@ use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU64, Ordering}
 use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vioapic::Vioapic;
+use crate::vpmtmr::Vpmtmr;
 use crate::vrtc::Vrtc;
 
 /// FreeBSD's default number of vCPUs per VM (`VM_MAXCPU`).
@@ -116,6 +117,8 @@ pub struct Vm {
     pub(crate) elcr: AtomicU16,
     /// The RTC and CMOS (its mutex ranks 7, see the module doc).
     vrtc: Vrtc,
+    /// The ACPI PM timer (an atomic: no lock).
+    vpmtmr: Vpmtmr,
     backend: Box<dyn Backend>,
 }
 
@@ -188,6 +191,7 @@ impl Vm {
             mem: RwLock::new(GuestMemory::new()),
             vioapic: Vioapic::new(),
             vrtc: Vrtc::new(std::time::Instant::now()),
+            vpmtmr: Vpmtmr::new(std::time::Instant::now()),
             backend,
         })
     }
@@ -236,6 +240,10 @@ impl Vm {
 
     pub fn vrtc(&self) -> &Vrtc {
         &self.vrtc
+    }
+
+    pub fn vpmtmr(&self) -> &Vpmtmr {
+        &self.vpmtmr
     }
 
     /// vCPU `id`; EINVAL when out of range.
@@ -518,7 +526,7 @@ impl Vm {
     /// active vCPU has acknowledged a suspend; then back to a new VM's
     /// state: cpusets, suspend, registers, rendezvous, vioapic and local
     /// APICs; the RTC's interrupts stop (`vrtc_reset`: its time and NVRAM
-    /// stay). Guest memory as FreeBSD's `vm_cleanup(vm, false)`: every
+    /// stay); the PM timer counts from 0 again. Guest memory as FreeBSD's `vm_cleanup(vm, false)`: every
     /// segment and the system-memory maps stay, contents and host
     /// addresses included (a reset guest reboots into the same RAM);
     /// device-memory maps are removed.
@@ -542,6 +550,7 @@ impl Vm {
         self.mem_write(all).reinit();
         self.reset_interrupt_controllers();
         self.vrtc.reset(std::time::Instant::now());
+        self.vpmtmr.reset(std::time::Instant::now());
         Ok(())
     }
 

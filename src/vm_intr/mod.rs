@@ -13,6 +13,7 @@ mod chaos_tests;
 mod deadlock_tests;
 #[cfg(all(test, not(loom)))]
 mod fuzz_tests;
+mod ioport;
 mod rtc;
 #[cfg(all(test, not(loom)))]
 mod run_tests;

@@ -44,15 +44,10 @@ impl Vm {
         Ok(self.vrtc().get_time(Instant::now()))
     }
 
-    /// Whether the run loop emulates `port` here rather than exiting.
-    pub fn is_rtc_port(port: u16) -> bool {
-        port == IO_RTC || port == IO_RTC + 1
-    }
-
     /// A guest access to port 0x70 or 0x71: the value for an IN. Io for
     /// an access FreeBSD's handlers refuse (VM_RUN then fails with EIO).
     pub fn rtc_port(&self, port: u16, bytes: u8, is_in: bool, eax: u32) -> Result<Option<u8>> {
-        if !Self::is_rtc_port(port) {
+        if port != IO_RTC && port != IO_RTC + 1 {
             return Err(Error::Inval);
         }
         let now = Instant::now();

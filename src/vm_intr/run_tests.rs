@@ -429,3 +429,25 @@ fn the_rtc_periodic_interrupt_wakes_a_halted_guest() {
         assert_eq!(vm.rtc_nvram_read(12), Ok(0xc0), "IRQF and PF, not cleared by VM_RTC_READ");
     });
 }
+
+/// Port 0x408 is the ACPI PM timer: a 4-byte `in` reads its count into
+/// EAX inside VM_RUN; any other access fails VM_RUN with EIO.
+#[test]
+fn the_pm_timer_port_is_emulated_in_the_run_loop() {
+    let exits = [port(0x408, 4, true, 0)];
+    let (vm, _s) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Script::default() }, 1);
+    {
+        let l = vm.lock_one(0).unwrap();
+        l.vcpu().regs.lock().set(crate::regs::reg::RAX as i32, u64::MAX).unwrap();
+        let before = vm.vpmtmr().value(std::time::Instant::now());
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Bogus, "no exit for the PM timer");
+        let after = vm.vpmtmr().value(std::time::Instant::now());
+        let rax = l.vcpu().regs.lock().get(crate::regs::reg::RAX as i32).unwrap();
+        assert!(rax >> 32 == 0 && (before..=after).contains(&(rax as u32)), "{before} <= {rax:#x} <= {after}");
+    }
+    for (bytes, is_in) in [(1, true), (2, true), (4, false)] {
+        let (vm, _s) = vm_with(Script { exits: StdMutex::new([port(0x408, bytes, is_in, 0)].into()), ..Script::default() }, 1);
+        let l = vm.lock_one(0).unwrap();
+        assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io), "{bytes} bytes, in {is_in}");
+    }
+}
