@@ -1,0 +1,245 @@
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ev {
+    Pulse(u32),
+    Assert(u32),
+    Deassert(u32),
+    Msi(u64, u64),
+}
+
+#[derive(Default)]
+struct Bus(RefCell<Vec<Ev>>);
+
+impl HpetBus for Bus {
+    fn ioapic_pulse(&self, pin: u32) {
+        self.0.borrow_mut().push(Ev::Pulse(pin));
+    }
+    fn ioapic_assert(&self, pin: u32) {
+        self.0.borrow_mut().push(Ev::Assert(pin));
+    }
+    fn ioapic_deassert(&self, pin: u32) {
+        self.0.borrow_mut().push(Ev::Deassert(pin));
+    }
+    fn msi(&self, addr: u64, data: u64) {
+        self.0.borrow_mut().push(Ev::Msi(addr, data));
+    }
+}
+
+impl Bus {
+    fn take(&self) -> Vec<Ev> {
+        std::mem::take(&mut self.0.borrow_mut())
+    }
+}
+
+/// A guest with the time in the test's hands.
+struct G {
+    h: Vhpet,
+    bus: Bus,
+    now: Instant,
+}
+
+impl G {
+    fn new() -> Self {
+        let now = Instant::now();
+        G { h: Vhpet::new(now), bus: Bus::default(), now }
+    }
+    fn w(&self, off: u64, v: u64) {
+        self.h.mmio_write(off, 8, v, self.now, &self.bus);
+    }
+    fn w4(&self, off: u64, v: u64) {
+        self.h.mmio_write(off, 4, v, self.now, &self.bus);
+    }
+    fn r(&self, off: u64) -> u64 {
+        self.h.mmio_read(off, 8, self.now)
+    }
+    fn r4(&self, off: u64) -> u64 {
+        self.h.mmio_read(off, 4, self.now)
+    }
+    /// Lets `ticks` counter ticks pass, firing due callouts.
+    fn advance(&mut self, ticks: u64) {
+        self.now += tick_duration(ticks);
+        self.h.poll(self.now, &self.bus);
+    }
+}
+
+const T0: usize = 0;
+
+#[test]
+fn capabilities_and_reset_state_are_freebsds() {
+    let g = G::new();
+    assert_eq!(CAPABILITIES, 0x038D_7EA4_8086_0701);
+    assert_eq!(g.r(reg::CAPABILITIES), CAPABILITIES);
+    assert_eq!(g.r4(reg::CAPABILITIES), 0x8086_0701);
+    assert_eq!(g.r4(reg::CAPABILITIES + 4), 0x038D_7EA4, "period in fs");
+    assert_eq!([g.r(reg::CONFIG), g.r(reg::ISR), g.r(reg::MAIN_COUNTER)], [0, 0, 0]);
+    for n in 0..VHPET_NUM_TIMERS {
+        assert_eq!(g.r(reg::timer_cap_cnf(n)), 0xff00_0000_0000_8010, "timer {n}");
+        assert_eq!(g.r(reg::timer_comparator(n)), 0xffff_ffff);
+        assert_eq!(g.r(reg::timer_fsb(n)), 0);
+    }
+    // Wrong sizes and misaligned accesses read 0 and write nothing.
+    assert_eq!(g.h.mmio_read(reg::CAPABILITIES, 2, g.now), 0);
+    assert_eq!(g.h.mmio_read(reg::CAPABILITIES + 2, 4, g.now), 0);
+    assert_eq!(g.h.mmio_read(reg::CAPABILITIES + 4, 8, g.now), 0);
+    g.h.mmio_write(reg::CONFIG, 1, 1, g.now, &g.bus);
+    g.h.mmio_write(reg::CONFIG + 4, 8, 1, g.now, &g.bus);
+    assert_eq!(g.r(reg::CONFIG), 0);
+    assert_eq!(g.h.deadline(), None);
+}
+
+#[test]
+fn the_counter_runs_at_16_mhz_only_while_enabled() {
+    let mut g = G::new();
+    g.advance(1000);
+    assert_eq!(g.r(reg::MAIN_COUNTER), 0, "stopped");
+    g.w(reg::CONFIG, CNF_ENABLE | CNF_LEG_RT);
+    assert_eq!(g.r(reg::CONFIG), CNF_ENABLE, "no LegacyReplacement");
+    g.now += Duration::from_millis(1);
+    assert_eq!(g.r(reg::MAIN_COUNTER), 16_777);
+    g.w(reg::CONFIG, 0);
+    g.now += Duration::from_secs(1);
+    assert_eq!(g.r(reg::MAIN_COUNTER), 16_777, "frozen");
+    // Written while stopped or running; 32 bits, the high half reads 0.
+    g.w(reg::MAIN_COUNTER, 0x1_ffff_fff0);
+    assert_eq!(g.r(reg::MAIN_COUNTER), 0xffff_fff0);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(0x20);
+    assert_eq!(g.r(reg::MAIN_COUNTER), 0x10, "wrapped");
+    g.w4(reg::MAIN_COUNTER, 5);
+    assert_eq!(g.r4(reg::MAIN_COUNTER), 5);
+    assert_eq!(g.r4(reg::MAIN_COUNTER + 4), 0);
+}
+
+#[test]
+fn a_one_shot_edge_timer_pulses_its_pin_once() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(T0), 26 << 9 | TCNF_INT_ENB);
+    g.w(reg::timer_comparator(T0), 1000);
+    assert_eq!(g.h.deadline(), None, "counter stopped: nothing armed");
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(999);
+    assert_eq!(g.bus.take(), vec![]);
+    g.advance(1);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(26)]);
+    assert_eq!(g.r(reg::ISR), 0, "edge: no ISR bit");
+    // Next match a full wrap later (2^32 ticks, 256 s).
+    g.advance(1 << 31);
+    assert_eq!(g.bus.take(), vec![]);
+    g.advance(1 << 31);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(26)]);
+}
+
+#[test]
+fn a_periodic_timer_fires_every_period_and_coalesces_missed_ones() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(T0), 24 << 9 | TCNF_INT_ENB | TCNF_TYPE | TCNF_VAL_SET);
+    g.w(reg::timer_comparator(T0), 100); // comparator and period
+    assert_eq!(g.r(reg::timer_cap_cnf(T0)) & TCNF_VAL_SET, 0, "VAL_SET is one-shot");
+    g.w(reg::timer_comparator(T0), 250); // period only
+    assert_eq!(g.r(reg::timer_comparator(T0)), 100);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    assert_eq!(g.r(reg::timer_comparator(T0)), 100, "a comparator ahead is kept");
+    g.advance(100);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(24)]);
+    assert_eq!(g.r(reg::timer_comparator(T0)), 350, "moved one period on");
+    g.advance(250);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(24)]);
+    // Ten periods with nobody looking: one interrupt, comparator ahead.
+    g.advance(2500);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(24)]);
+    assert_eq!(g.r(reg::timer_comparator(T0)), 3100);
+    // Back to one-shot: the period is forgotten.
+    g.w(reg::timer_cap_cnf(T0), 24 << 9 | TCNF_INT_ENB);
+    g.advance(250);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(24)], "the armed match still comes");
+    g.advance(250);
+    assert_eq!(g.bus.take(), vec![]);
+}
+
+#[test]
+fn a_level_timer_stays_asserted_until_its_isr_bit_is_cleared() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(2), 30 << 9 | TCNF_INT_ENB | TCNF_INT_TYPE | TCNF_TYPE | TCNF_VAL_SET);
+    g.w(reg::timer_comparator(2), 10);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(10);
+    assert_eq!(g.bus.take(), vec![Ev::Assert(30)]);
+    assert_eq!(g.r(reg::ISR), 1 << 2);
+    g.advance(10);
+    assert_eq!(g.bus.take(), vec![], "still asserted: no second assert");
+    g.w(reg::ISR, 1 << 3); // another timer's bit: nothing
+    g.w4(reg::ISR + 4, 0xff);
+    assert_eq!(g.bus.take(), vec![]);
+    g.w(reg::ISR, 1 << 2);
+    assert_eq!(g.bus.take(), vec![Ev::Deassert(30)]);
+    g.advance(10);
+    assert_eq!(g.bus.take(), vec![Ev::Assert(30)]);
+    // Moving it to another pin lowers the old one; so does disabling it.
+    g.w(reg::timer_cap_cnf(2), 31 << 9 | TCNF_INT_ENB | TCNF_INT_TYPE | TCNF_TYPE);
+    assert_eq!(g.bus.take(), vec![Ev::Deassert(30)]);
+    g.advance(10);
+    assert_eq!(g.bus.take(), vec![Ev::Assert(31)]);
+    g.w(reg::timer_cap_cnf(2), 31 << 9 | TCNF_INT_TYPE | TCNF_TYPE);
+    assert_eq!(g.bus.take(), vec![Ev::Deassert(31)]);
+    assert_eq!(g.r(reg::ISR), 0);
+}
+
+#[test]
+fn routes_outside_pins_24_to_31_fall_back_to_none() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(1), 2 << 9 | TCNF_INT_ENB);
+    assert_eq!(g.r(reg::timer_cap_cnf(1)) & TCNF_INT_ROUTE, 0);
+    g.w(reg::timer_comparator(1), 5);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(5);
+    assert_eq!(g.bus.take(), vec![], "no pin: dropped");
+    // Read-only bits stay: capabilities, 32MODE, the route mask.
+    g.w(reg::timer_cap_cnf(1), u64::MAX);
+    let c = g.r(reg::timer_cap_cnf(1));
+    assert_eq!(c >> 32, 0xff00_0000);
+    assert_eq!(c & (TCAP_PER_INT | TCAP_FSB_INT_DEL | TCAP_SIZE | TCNF_32MODE), TCAP_PER_INT | TCAP_FSB_INT_DEL);
+}
+
+#[test]
+fn fsb_delivery_sends_the_programmed_msi() {
+    let mut g = G::new();
+    g.w(reg::timer_fsb(3), 0xFEE0_1000u64 << 32 | 0x4051);
+    g.w(reg::timer_cap_cnf(3), 25 << 9 | TCNF_INT_ENB | TCNF_FSB_EN | TCNF_INT_TYPE);
+    g.w(reg::timer_comparator(3), 7);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(7);
+    assert_eq!(g.bus.take(), vec![Ev::Msi(0xFEE0_1000, 0x4051)]);
+    assert_eq!(g.r(reg::ISR), 0, "MSI: never an ISR bit");
+    assert_eq!(g.r4(reg::timer_fsb(3) + 4), 0xFEE0_1000);
+}
+
+#[test]
+fn stopping_the_counter_delivers_an_overdue_expiry_and_disarms() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(0), 27 << 9 | TCNF_INT_ENB);
+    g.w(reg::timer_comparator(0), 50);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.now += tick_duration(60); // due, but no poll yet
+    g.w(reg::CONFIG, 0);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(27)]);
+    assert_eq!(g.h.deadline(), None);
+    assert_eq!(g.r(reg::MAIN_COUNTER), 60);
+}
+
+#[test]
+fn reset_brings_back_a_new_hpet() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(0), 27 << 9 | TCNF_INT_ENB | TCNF_INT_TYPE);
+    g.w(reg::timer_comparator(0), 5);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(5);
+    assert_eq!(g.bus.take(), vec![Ev::Assert(27)]);
+    g.h.reset(g.now);
+    assert_eq!(g.h.deadline(), None);
+    assert_eq!([g.r(reg::CONFIG), g.r(reg::ISR), g.r(reg::MAIN_COUNTER)], [0, 0, 0]);
+    assert_eq!(g.r(reg::timer_cap_cnf(0)), 0xff00_0000_0000_8010);
+}
