@@ -1696,6 +1696,41 @@ int vm_set_x2apic_state(struct vcpu *vcpu, int state);
 int vmm_rs_ioapic_stats(struct vmctx *ctx, struct vmm_rs_ioapic_stats *stats);
 
 /*
+ Writes one byte of RTC NVRAM (CMOS offsets 14-127 except the century
+ byte 0x32; anything else is EINVAL). bhyve stores the memory size here.
+ */
+int vm_rtc_write(struct vmctx *ctx, int offset, uint8_t value);
+
+/*
+ Reads any of the RTC's 128 CMOS bytes (0-127, else EINVAL) into
+ `*retval`; the date/time bytes show the current time. Register C is
+ not cleared by this read (a guest read clears it).
+ */
+int vm_rtc_read(struct vmctx *ctx, int offset, uint8_t *retval);
+
+/*
+ Sets the RTC's time, in seconds since the epoch (bhyve passes local
+ time as if it were UTC). EBUSY while the guest has updates halted (SET
+ bit); EINVAL before 1970 (except -1, which stops the clock) or after
+ 9999.
+ */
+int vm_rtc_settime(struct vmctx *ctx, time_t secs);
+
+/*
+ The RTC's time, in seconds since the epoch, into `*secs`: -1 while the
+ guest has updates halted or the date/time bytes are invalid.
+ */
+int vm_rtc_gettime(struct vmctx *ctx, time_t *secs);
+
+/*
+ The low 32 bits of the HPET's capabilities register into
+ `*capabilities` (bhyve puts them in its ACPI HPET table): vendor 8086,
+ 8 timers, revision 1, a 32-bit counter, no LegacyReplacement. As in
+ libvmmapi, a NULL `capabilities` only skips the copy.
+ */
+int vm_get_hpet_capabilities(struct vmctx *ctx, uint32_t *capabilities);
+
+/*
  Drives the vCPU's guest with C callbacks (`ops` is copied; `cookie` is
  passed to every callback). The callbacks run on whichever thread calls
  VM_RUN for this vCPU. Returns 0, or -1 with errno: EFAULT for NULL
@@ -1875,33 +1910,6 @@ uint32_t vm_get_lowmem_limit(struct vmctx *ctx);
  or EBADF for a bad handle or a destroyed VM.
  */
 void vm_set_lowmem_limit(struct vmctx *ctx, uint32_t limit);
-
-/*
- Writes one byte of RTC NVRAM (CMOS offsets 14-127 except the century
- byte 0x32; anything else is EINVAL). bhyve stores the memory size here.
- */
-int vm_rtc_write(struct vmctx *ctx, int offset, uint8_t value);
-
-/*
- Reads any of the RTC's 128 CMOS bytes (0-127, else EINVAL) into
- `*retval`; the date/time bytes show the current time. Register C is
- not cleared by this read (a guest read clears it).
- */
-int vm_rtc_read(struct vmctx *ctx, int offset, uint8_t *retval);
-
-/*
- Sets the RTC's time, in seconds since the epoch (bhyve passes local
- time as if it were UTC). EBUSY while the guest has updates halted (SET
- bit); EINVAL before 1970 (except -1, which stops the clock) or after
- 9999.
- */
-int vm_rtc_settime(struct vmctx *ctx, time_t secs);
-
-/*
- The RTC's time, in seconds since the epoch, into `*secs`: -1 while the
- guest has updates halted or the date/time bytes are invalid.
- */
-int vm_rtc_gettime(struct vmctx *ctx, time_t *secs);
 
 /*
  vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1

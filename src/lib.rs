@@ -14,7 +14,7 @@
 //! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs;
 //!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).
 //! - [`vrtc`]: the RTC and CMOS (ports 0x70/0x71, VM_RTC_*, IRQ 8);
-//!   [`vpmtmr`]: the ACPI PM timer (port 0x408).
+//!   [`vpmtmr`]: the ACPI PM timer (port 0x408); [`vhpet`]: the HPET.
 //! - [`registry`]: the process-wide table of named VMs (not under loom).
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`guest`], [`sim`]: guest programs (scripted or C callbacks) and the
@@ -42,6 +42,7 @@ pub mod sync;
 pub mod thread_exit;
 pub mod thread_slot;
 pub mod vcpu;
+pub mod vhpet;
 pub mod vioapic;
 pub mod vlapic;
 pub mod vm;

@@ -129,7 +129,7 @@ impl Vm {
     /// happen: a nested fault became a triple fault and suspended the VM.
     fn prepare_guest_entry(&self, vcpu: &Vcpu) -> bool {
         let now = Instant::now();
-        self.rtc_poll(now);
+        self.poll_device_timers(now);
         vcpu.vlapic.timer_poll(now);
         let event = vcpu.regs.lock().entry_intinfo();
         match event {
@@ -202,10 +202,10 @@ impl Vm {
             }
         }
         loop {
-            // The RTC may raise an interrupt and notify a vCPU (this one
-            // too): not under our vCPU mutex.
+            // The RTC and HPET may raise interrupts and notify a vCPU
+            // (this one too): not under our vCPU mutex.
             let now = Instant::now();
-            self.rtc_poll(now);
+            self.poll_device_timers(now);
             let g = vcpu.lock();
             vcpu.vlapic.timer_poll(now);
             let wake = vcpu.vlapic.nmi_pending()
@@ -217,8 +217,8 @@ impl Vm {
                 break;
             }
             let g = vcpu.set_state_locked(g, VcpuState::Sleeping, false)?;
-            // Wake for the earlier of the APIC timer and the RTC callout.
-            let deadline = match (vcpu.vlapic.timer_deadline(), self.rtc_deadline()) {
+            // Wake for the earliest of the APIC timer and the devices'.
+            let deadline = match (vcpu.vlapic.timer_deadline(), self.device_timer_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };

@@ -9,6 +9,9 @@
 //!    for IDLE, not a mutex, and services pending rendezvous).
 //! 2. `Vm::mem` (guest memory; exclusive only with every vCPU frozen, so a
 //!    vCPU never waits for it while RUNNING).
+//!    `Vhpet::state` (the HPET): held while the HPET raises and lowers its
+//!    interrupts (vioapic pins, MSIs), so it ranks before everything
+//!    below; taken with no other lock held.
 //! 3. `Vioapic::write_lock` (the RTE write lock: exclusive, serialises RTE
 //!    writes and their TMR staging), then `Vioapic::table` (the vioapic
 //!    table mutex: redirection table with remote IRR, IOREGSEL, stats;
@@ -44,6 +47,7 @@ use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU64, Ordering}
 use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vioapic::Vioapic;
+use crate::vhpet::Vhpet;
 use crate::vpmtmr::Vpmtmr;
 use crate::vrtc::Vrtc;
 
@@ -119,6 +123,8 @@ pub struct Vm {
     vrtc: Vrtc,
     /// The ACPI PM timer (an atomic: no lock).
     vpmtmr: Vpmtmr,
+    /// The HPET (its mutex ranks with 2, see the module doc).
+    vhpet: Vhpet,
     backend: Box<dyn Backend>,
 }
 
@@ -192,6 +198,7 @@ impl Vm {
             vioapic: Vioapic::new(),
             vrtc: Vrtc::new(std::time::Instant::now()),
             vpmtmr: Vpmtmr::new(std::time::Instant::now()),
+            vhpet: Vhpet::new(std::time::Instant::now()),
             backend,
         })
     }
@@ -244,6 +251,10 @@ impl Vm {
 
     pub fn vpmtmr(&self) -> &Vpmtmr {
         &self.vpmtmr
+    }
+
+    pub fn vhpet(&self) -> &Vhpet {
+        &self.vhpet
     }
 
     /// vCPU `id`; EINVAL when out of range.
@@ -526,7 +537,7 @@ impl Vm {
     /// active vCPU has acknowledged a suspend; then back to a new VM's
     /// state: cpusets, suspend, registers, rendezvous, vioapic and local
     /// APICs; the RTC's interrupts stop (`vrtc_reset`: its time and NVRAM
-    /// stay); the PM timer counts from 0 again. Guest memory as FreeBSD's `vm_cleanup(vm, false)`: every
+    /// stay); the PM timer counts from 0 again; the HPET is a new one. Guest memory as FreeBSD's `vm_cleanup(vm, false)`: every
     /// segment and the system-memory maps stay, contents and host
     /// addresses included (a reset guest reboots into the same RAM);
     /// device-memory maps are removed.
@@ -548,9 +559,13 @@ impl Vm {
             *v.regs.lock() = Default::default();
         }
         self.mem_write(all).reinit();
+        // The timer devices first: nothing of theirs may reach the
+        // interrupt controllers after those are reset.
+        let now = std::time::Instant::now();
+        self.vhpet.reset(now);
+        self.vrtc.reset(now);
+        self.vpmtmr.reset(now);
         self.reset_interrupt_controllers();
-        self.vrtc.reset(std::time::Instant::now());
-        self.vpmtmr.reset(std::time::Instant::now());
         Ok(())
     }
 

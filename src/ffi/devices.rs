@@ -1,5 +1,6 @@
-//! RTC commands (VM_RTC_READ, VM_RTC_WRITE, VM_RTC_SETTIME,
-//! VM_RTC_GETTIME) and their libvmmapi functions.
+//! Timer-device commands (VM_RTC_READ, VM_RTC_WRITE, VM_RTC_SETTIME,
+//! VM_RTC_GETTIME, VM_GET_HPET_CAPABILITIES) and their libvmmapi
+//! functions.
 
 use std::ffi::{c_int, c_void};
 
@@ -12,7 +13,7 @@ use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 use crate::vm::Vm;
 
-/// The RTC commands (no vCPU lock).
+/// The timer-device commands (no vCPU lock).
 ///
 /// # Safety
 /// `arg` points to `cmd`'s struct.
@@ -36,6 +37,10 @@ pub(crate) unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
             }
             VM_RTC_GETTIME => {
                 copy_out(arg, vm_rtc_time { secs: vm.rtc_get_time()? });
+                Ok(())
+            }
+            VM_GET_HPET_CAPABILITIES => {
+                copy_out(arg, vm_hpet_cap { capabilities: vm.hpet_capabilities() });
                 Ok(())
             }
             _ => Err(Error::Inval),
@@ -91,6 +96,23 @@ pub unsafe extern "C" fn vm_rtc_gettime(ctx: *mut vmctx, secs: *mut libc::time_t
         if rc == 0 {
             // SAFETY: non-NULL out-pointer.
             unsafe { secs.write(a.secs) };
+        }
+        rc
+    })
+}
+
+/// The low 32 bits of the HPET's capabilities register into
+/// `*capabilities` (bhyve puts them in its ACPI HPET table): vendor 8086,
+/// 8 timers, revision 1, a 32-bit counter, no LegacyReplacement. As in
+/// libvmmapi, a NULL `capabilities` only skips the copy.
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_hpet_capabilities(ctx: *mut vmctx, capabilities: *mut u32) -> c_int {
+    ffi_boundary!({
+        let mut a = vm_hpet_cap { capabilities: 0 };
+        let rc = ctx_ioctl(ctx, VM_GET_HPET_CAPABILITIES, &mut a);
+        if rc == 0 && !capabilities.is_null() {
+            // SAFETY: non-NULL out-pointer.
+            unsafe { capabilities.write(a.capabilities) };
         }
         rc
     })

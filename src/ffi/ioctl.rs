@@ -126,7 +126,7 @@ pub fn lock_class(cmd: u64) -> Option<LockClass> {
         | VM_INJECT_NMI | VM_GET_X2APIC_STATE | VM_ISA_ASSERT_IRQ | VM_ISA_DEASSERT_IRQ
         | VM_ISA_PULSE_IRQ | VM_ISA_SET_IRQ_TRIGGER | VM_SUSPEND | VM_GET_CPUS | VM_SUSPEND_CPU | VM_RESUME_CPU
         | VM_SET_TOPOLOGY | VM_GET_TOPOLOGY | VM_RTC_READ | VM_RTC_WRITE | VM_RTC_SETTIME
-        | VM_RTC_GETTIME => None,
+        | VM_RTC_GETTIME | VM_GET_HPET_CAPABILITIES => None,
         _ => return Option::None,
     })
 }

@@ -6,7 +6,8 @@
 //! - [`abi`]: FreeBSD 14 structs, enums and ioctl numbers.
 //! - [`ioctl`]: `vmm_ioctl`, lock classes; [`commands`]: the handlers.
 //! - [`lifecycle`], [`vmmapi`], [`memory`]: the libvmmapi functions
-//!   (with `apic` and `rtc`, which also hold their commands' handlers).
+//!   (with `apic` and `devices`, which also hold their commands'
+//!   handlers).
 //! - [`handle`]: `struct vmctx *` / `struct vcpu *` handles.
 //!
 //! # Safety
@@ -23,6 +24,7 @@ mod call;
 pub mod commands;
 mod cpuset;
 mod cstr;
+mod devices;
 mod errno;
 pub mod guest;
 pub mod handle;
@@ -30,6 +32,5 @@ pub mod ioctl;
 pub mod lifecycle;
 pub mod memory;
 mod panic;
-mod rtc;
 pub mod run;
 pub mod vmmapi;

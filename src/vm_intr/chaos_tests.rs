@@ -4,7 +4,9 @@
 //! SIPI included, APIC software disable, timers, TPR, redirection entries)
 //! and halt, EOI or toggle their interrupt flag at random, and program
 //! and read the RTC (rates, SET, garbage dates, interrupt enables; its
-//! IRQ 8 pulses land on the IOAPIC) and the PM timer; device threads
+//! IRQ 8 pulses land on the IOAPIC), the PM timer and the HPET (timers
+//! on pins 24-31 or as MSIs, edge or level, one-shot or periodic, ISR
+//! clears, counter stops and writes); device threads
 //! assert, deassert and pulse pins and send MSIs and fixed interrupts; a
 //! control thread locks all vCPUs, locks one and writes its registers as
 //! VM_SET_KERNEMU_DEV would, flips x2APIC states, sets the RTC's time and
@@ -95,6 +97,23 @@ impl GuestProgram for ChaosGuest {
             75 => GuestAction::PortIn { port: 0x71, size: if rng.chance(16) { 2 } else { 1 } },
             // The PM timer.
             80 => GuestAction::PortIn { port: 0x408, size: 4 },
+            // The HPET: timer configuration, comparators (soon), the
+            // counter's enable, ISR clears, MSI routes, any register.
+            81..=88 => {
+                use crate::vhpet::{reg, VHPET_BASE};
+                let n = rng.below(8) as usize;
+                let (off, value) = match rng.below(6) {
+                    0 => (reg::timer_cap_cnf(n), (24 + rng.below(8)) << 9 | rng.below(0x80) | rng.below(2) << 14),
+                    1 => (reg::timer_comparator(n), rng.below(20_000)),
+                    2 => (reg::CONFIG, rng.below(2)),
+                    3 => (reg::ISR, rng.below(0x100)),
+                    4 => (reg::timer_fsb(n), (0xFEE0_0000 | rng.below(VCPUS as u64) << 12) << 32 | (0x40 + rng.below(0xb0))),
+                    _ => (rng.below(0x400) & !3, rng.next()),
+                };
+                let size = if off & 4 != 0 || rng.chance(2) { 4 } else { 8 };
+                GuestAction::MmioWrite { gpa: VHPET_BASE + off, size, value }
+            }
+            89 => GuestAction::MmioRead { gpa: crate::vhpet::VHPET_BASE + (rng.below(0x400) & !7), size: 8 },
             76..=78 => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
             79 => GuestAction::Pause,
             _ => GuestAction::Compute,
@@ -278,6 +297,8 @@ fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
         vm.reinit(&vm.lock_all().unwrap()).unwrap();
         assert_eq!(vm.rtc_nvram_read(11).unwrap() & 0x70, 0, "RTC interrupt enables off");
         assert_eq!(vm.rtc_nvram_read(12), Ok(0), "RTC flags clear");
+        assert_eq!(vm.mmio_read(0, crate::vhpet::VHPET_BASE + crate::vhpet::reg::CONFIG, 8), Ok(Some(0)), "HPET stopped");
+        assert_eq!(vm.vhpet().deadline(), None);
         vm.activate_cpu(1).unwrap();
         lapic_write(&vm, 1, off::SVR, SVR_ENABLE | 0xFF);
         program_rte(&vm, 1, 3, 0x41, 1);

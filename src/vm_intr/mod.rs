@@ -13,6 +13,7 @@ mod chaos_tests;
 mod deadlock_tests;
 #[cfg(all(test, not(loom)))]
 mod fuzz_tests;
+mod hpet;
 mod ioport;
 mod rtc;
 #[cfg(all(test, not(loom)))]
@@ -216,14 +217,17 @@ impl Vm {
     // --- MMIO (guest exits and VM_GET/SET_KERNEMU_DEV) ----------------------
 
     /// Reads the emulated register at `gpa` for vCPU `vcpuid`: the vioapic
-    /// window (0xFEC00000, 4 KiB) or that vCPU's local APIC page
-    /// (0xFEE00000). `Ok(None)` when the library does not emulate `gpa`.
+    /// window (0xFEC00000, 4 KiB), the HPET (0xFED00000, 1 KiB) or that
+    /// vCPU's local APIC page (0xFEE00000). `Ok(None)` when the library does not emulate `gpa`.
     /// Local APIC reads must be 16-byte aligned once the low two bits are
     /// dropped (EINVAL otherwise, as FreeBSD `lapic_mmio_read`).
     pub fn mmio_read(&self, vcpuid: usize, gpa: u64, size: u8) -> Result<Option<u64>> {
         let vcpu = self.vcpu(vcpuid)?;
         if (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa) {
             return Ok(Some(u64::from(self.vioapic().mmio_read(gpa - IOAPIC_BASE, size))));
+        }
+        if Self::is_hpet_gpa(gpa) {
+            return Ok(Some(self.hpet_mmio_read(gpa, size)));
         }
         if (LAPIC_BASE..LAPIC_BASE + LAPIC_SIZE).contains(&gpa) {
             let off = (gpa - LAPIC_BASE) & !3;
@@ -236,8 +240,8 @@ impl Vm {
     }
 
     /// Writes the emulated register at `gpa` as vCPU `vcpuid` would: the
-    /// vioapic (the RTE write path with `vcpuid` as the writer) or the
-    /// vCPU's local APIC (EOI reaches the vioapic, ICR sends IPIs). Local
+    /// vioapic (the RTE write path with `vcpuid` as the writer), the HPET,
+    /// or the vCPU's local APIC (EOI reaches the vioapic, ICR sends IPIs). Local
     /// APIC writes must be 4 bytes at a 16-byte boundary (EINVAL, as
     /// FreeBSD `lapic_mmio_write`). `Ok(None)` when `gpa` is not emulated.
     /// An INIT or STARTUP IPI sent by such a write needs the run loop
@@ -259,6 +263,10 @@ impl Vm {
         let vcpu = self.vcpu(vcpuid)?;
         if (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa) {
             self.vioapic().mmio_write(Some(vcpuid), gpa - IOAPIC_BASE, size, value as u32, self);
+            return Ok(Some(None));
+        }
+        if Self::is_hpet_gpa(gpa) {
+            self.hpet_mmio_write(gpa, size, value);
             return Ok(Some(None));
         }
         if (LAPIC_BASE..LAPIC_BASE + LAPIC_SIZE).contains(&gpa) {

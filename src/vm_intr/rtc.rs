@@ -58,9 +58,8 @@ impl Vm {
         }
     }
 
-    /// Fires the RTC's callout if it is due (every guest entry and HLT
-    /// wake-up calls this; one atomic load when nothing is due). Call it
-    /// with no lock held: it may deliver an interrupt.
+    /// Fires the RTC's callout if it is due (one atomic load when nothing
+    /// is due). Call it with no lock held: it may deliver an interrupt.
     pub fn rtc_poll(&self, now: Instant) {
         self.rtc_done(self.vrtc().poll(now));
     }

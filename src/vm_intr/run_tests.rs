@@ -451,3 +451,49 @@ fn the_pm_timer_port_is_emulated_in_the_run_loop() {
         assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io), "{bytes} bytes, in {is_in}");
     }
 }
+
+/// An HPET timer wakes a guest asleep in HLT through IOAPIC pin 24: the
+/// sleep ends at the timer's deadline. Periodic (every 1 ms), so a first
+/// expiry that lands before the HLT is followed by one during it.
+#[test]
+fn an_hpet_timer_wakes_a_halted_guest_through_its_ioapic_pin() {
+    use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, TCNF_TYPE, TCNF_VAL_SET, VHPET_BASE};
+    with_watchdog(20, || {
+        let exits = [GuestExit::Hlt { intr_enabled: true }];
+        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Script::default() };
+        let (vm, s) = vm_with(script, 1);
+        program_rte(&vm, 0, 24, 0x50, 0); // edge, vector 0x50, APIC 0
+        let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(0, VHPET_BASE + off, 8, v), Ok(Some(())));
+        hpet(reg::timer_cap_cnf(0), 24 << 9 | TCNF_INT_ENB | TCNF_TYPE | TCNF_VAL_SET);
+        hpet(reg::timer_comparator(0), 16_777);
+        hpet(reg::CONFIG, CNF_ENABLE);
+        assert!(vm.device_timer_deadline().is_some());
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert!(s.injected.lock().unwrap().contains(&0x50));
+        assert_eq!(vm.mmio_read(0, VHPET_BASE, 4), Ok(Some(0x8086_0701)));
+    });
+}
+
+/// A level HPET interrupt holds its pin asserted until the guest clears
+/// the timer's ISR bit; VM_REINIT brings back a stopped HPET.
+#[test]
+fn a_level_hpet_interrupt_holds_its_pin_until_the_isr_write() {
+    use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, TCNF_INT_TYPE, VHPET_BASE};
+    let (vm, _s) = vm_with(Script::default(), 1);
+    let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(0, VHPET_BASE + off, 8, v), Ok(Some(())));
+    hpet(reg::timer_cap_cnf(1), 29 << 9 | TCNF_INT_ENB | TCNF_INT_TYPE);
+    hpet(reg::timer_comparator(1), 1);
+    hpet(reg::CONFIG, CNF_ENABLE);
+    let start = std::time::Instant::now();
+    while vm.vioapic().assert_count(29) == 0 {
+        vm.poll_device_timers(std::time::Instant::now());
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the timer never fired");
+    }
+    assert_eq!(vm.mmio_read(0, VHPET_BASE + reg::ISR, 8), Ok(Some(1 << 1)));
+    hpet(reg::ISR, 1 << 1);
+    assert_eq!(vm.vioapic().assert_count(29), 0);
+    hpet(reg::CONFIG, 0);
+    vm.cpus().suspended = vm.active_cpus();
+    vm.reinit(&vm.lock_all().unwrap()).unwrap();
+    assert_eq!(vm.mmio_read(0, VHPET_BASE + reg::timer_cap_cnf(1), 8), Ok(Some(0xff00_0000_0000_8010)));
+}

@@ -1,0 +1,63 @@
+//! The VM side of the HPET: where its interrupts go, its MMIO window, and
+//! the timer poll the run loop makes for every device with a callout.
+
+use std::time::Instant;
+
+use crate::vhpet::{HpetBus, CAPABILITIES, VHPET_BASE, VHPET_SIZE};
+use crate::vm::Vm;
+
+impl HpetBus for Vm {
+    // Pins 24-31 exist; a saturated assert count (E2BIG) or a deassert at
+    // zero (ERANGE) can only come from a device thread driving the same
+    // pin, which the counts already account for.
+    fn ioapic_pulse(&self, pin: u32) {
+        let _ = self.ioapic_pulse_irq(pin as i32);
+    }
+    fn ioapic_assert(&self, pin: u32) {
+        let _ = self.ioapic_assert_irq(pin as i32);
+    }
+    fn ioapic_deassert(&self, pin: u32) {
+        let _ = self.ioapic_deassert_irq(pin as i32);
+    }
+    // An MSI the guest programmed badly is dropped, as a bad VM_LAPIC_MSI.
+    fn msi(&self, addr: u64, data: u64) {
+        let _ = self.lapic_msi(addr, data);
+    }
+}
+
+impl Vm {
+    /// Whether `gpa` is in the HPET's window.
+    pub(crate) fn is_hpet_gpa(gpa: u64) -> bool {
+        (VHPET_BASE..VHPET_BASE + VHPET_SIZE).contains(&gpa)
+    }
+
+    pub(crate) fn hpet_mmio_read(&self, gpa: u64, size: u8) -> u64 {
+        self.vhpet().mmio_read(gpa - VHPET_BASE, size, Instant::now())
+    }
+
+    pub(crate) fn hpet_mmio_write(&self, gpa: u64, size: u8, value: u64) {
+        self.vhpet().mmio_write(gpa - VHPET_BASE, size, value, Instant::now(), self);
+    }
+
+    /// VM_GET_HPET_CAPABILITIES: the low half of the capabilities
+    /// register (vendor 8086, 8 timers, revision 1, 32-bit counter).
+    pub fn hpet_capabilities(&self) -> u32 {
+        CAPABILITIES as u32
+    }
+
+    /// Fires the RTC's and the HPET's callouts that are due (every guest
+    /// entry and HLT wake-up calls this). Call it with no lock held: it
+    /// may deliver interrupts.
+    pub fn poll_device_timers(&self, now: Instant) {
+        self.rtc_poll(now);
+        self.vhpet().poll(now, self);
+    }
+
+    /// The earliest callout of the RTC and the HPET: bounds HLT sleeps.
+    pub fn device_timer_deadline(&self) -> Option<Instant> {
+        match (self.rtc_deadline(), self.vhpet().deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
