@@ -7,7 +7,8 @@
 //! - [`cpuset`]: sets of vCPU ids.
 //! - [`thread_slot`]: per-thread slots for single-writer counters;
 //!   [`thread_exit`]: per-thread values dropped at thread exit (POSIX keys).
-//! - [`vcpu`]: the vCPU state machine, notification and runblock.
+//! - [`vcpu`]: the vCPU state machine, notification and runblock;
+//!   [`stats`]: its statistics (VM_STATS).
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
 //! - [`rendezvous`]: the vCPU rendezvous (`vm_smp_rendezvous`).
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
@@ -37,6 +38,7 @@ pub mod regs;
 pub mod rendezvous;
 pub mod run;
 pub mod sim;
+pub mod stats;
 pub mod sync;
 #[cfg(not(loom))]
 pub mod thread_exit;

@@ -7,6 +7,7 @@ use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
 use crate::regs::EntryEvent;
+use crate::stats::Stat;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vm::{VcpuLock, Vm};
 
@@ -23,6 +24,12 @@ impl Vm {
     /// caller must see. EINVAL if the vCPU is not active or has already
     /// acknowledged a suspend.
     pub fn run(&self, lock: &VcpuLock<'_>) -> Result<VmExit> {
+        let exit = self.run_loop(lock)?;
+        lock.vcpu().stats.add(Stat::Userspace, 1);
+        Ok(exit)
+    }
+
+    fn run_loop(&self, lock: &VcpuLock<'_>) -> Result<VmExit> {
         let id = lock.id();
         let vcpu = lock.vcpu();
         {
@@ -51,10 +58,12 @@ impl Vm {
                     }
                     Pending::Debug => return Ok(exit(ExitKind::Debug)),
                     Pending::Rendezvous => {
+                        vcpu.stats.add(Stat::Rendezvous, 1);
                         self.handle_rendezvous(Some(id))?;
                         continue;
                     }
                     Pending::ReqIdle => {
+                        vcpu.stats.add(Stat::ReqIdle, 1);
                         vcpu.take_reqidle();
                         return Ok(exit(ExitKind::ReqIdle));
                     }
@@ -68,6 +77,18 @@ impl Vm {
             let rip = vcpu.regs.lock().nextrip;
             let (gexit, rip, len) = self.backend().run(vcpu, rip);
             vcpu.set_state(VcpuState::Frozen, false)?;
+            vcpu.stats.add(Stat::VmExits, 1);
+            let kind = match gexit {
+                GuestExit::Kicked => Some(Stat::ExtIntExits),
+                GuestExit::Hlt { .. } => Some(Stat::Hlt),
+                GuestExit::Pause => Some(Stat::Pause),
+                GuestExit::Inout { .. } => Some(Stat::InOut),
+                GuestExit::Mmio(_) => Some(Stat::InstEmul),
+                GuestExit::Yield | GuestExit::Bogus => None,
+            };
+            if let Some(stat) = kind {
+                vcpu.stats.add(stat, 1);
+            }
             {
                 let mut r = vcpu.regs.lock();
                 r.set(crate::regs::reg::RIP as i32, rip)?;
@@ -144,6 +165,7 @@ impl Vm {
             None => {}
         }
         if vcpu.vlapic.take_nmi() {
+            vcpu.stats.add(Stat::Nmis, 1);
             self.backend().inject_nmi(vcpu);
             return true;
         }
@@ -226,6 +248,7 @@ impl Vm {
                 Some(deadline) => vcpu.wait_until(g, deadline),
                 None => vcpu.wait(g),
             };
+            vcpu.stats.add(Stat::IdleTicks, now.elapsed().as_nanos() as u64);
             debug_assert_eq!(g.state, VcpuState::Sleeping, "vCPU {id}: state changed under its sleeping owner");
             drop(vcpu.set_state_locked(g, VcpuState::Frozen, false)?);
         }

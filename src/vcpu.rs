@@ -19,6 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::regs::VcpuRegs;
+use crate::stats::VcpuStats;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::vlapic::Vlapic;
@@ -96,6 +97,8 @@ pub struct Vcpu {
     /// The local APIC. Its mutex ranks below `inner` and above `regs`;
     /// any thread may use it (delivery, staging), see `vlapic`.
     pub vlapic: Vlapic,
+    /// Statistics, counted by the thread holding the vCPU (no lock).
+    pub stats: VcpuStats,
 }
 
 impl Vcpu {
@@ -113,6 +116,7 @@ impl Vcpu {
             kick: AtomicBool::new(false),
             regs: Mutex::new(VcpuRegs::default()),
             vlapic: Vlapic::new(id),
+            stats: VcpuStats::default(),
         }
     }
 

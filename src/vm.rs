@@ -217,6 +217,18 @@ impl Vm {
         self.backend.set_guest(lock.id(), program)
     }
 
+    /// VM_STATS (`vmm_stat_copy`): vCPU `id`'s statistics from `index`
+    /// on, at most `max`. EINVAL for a negative index, ENOENT past the end
+    /// (at the end: none).
+    pub fn vcpu_stats(&self, id: usize, index: i32, max: usize) -> Result<Vec<u64>> {
+        let v = self.vcpu(id)?;
+        match v.stats.copy_from(index, max, v.vlapic.timer_interrupts()) {
+            None => Err(Error::Inval),
+            Some(Err(())) => Err(Error::NoEnt),
+            Some(Ok(stats)) => Ok(stats),
+        }
+    }
+
     /// Counters of vCPU `id`'s simulated guest.
     pub fn guest_stats(&self, id: usize) -> Result<crate::backend::GuestStats> {
         self.check_alive()?;
@@ -536,7 +548,7 @@ impl Vm {
     /// VM_REINIT, with every vCPU frozen by `all`: EBUSY unless every
     /// active vCPU has acknowledged a suspend; then back to a new VM's
     /// state: cpusets, suspend, registers, rendezvous, vioapic and local
-    /// APICs; the RTC's interrupts stop (`vrtc_reset`: its time and NVRAM
+    /// APICs, vCPU statistics; the RTC's interrupts stop (`vrtc_reset`: its time and NVRAM
     /// stay); the PM timer counts from 0 again; the HPET is a new one. Guest memory as FreeBSD's `vm_cleanup(vm, false)`: every
     /// segment and the system-memory maps stay, contents and host
     /// addresses included (a reset guest reboots into the same RAM);
@@ -557,6 +569,7 @@ impl Vm {
         self.rendezvous.reset();
         for v in &self.vcpus {
             *v.regs.lock() = Default::default();
+            v.stats.reset();
         }
         self.mem_write(all).reinit();
         // The timer devices first: nothing of theirs may reach the

@@ -209,6 +209,11 @@ impl Vlapic {
         self.lock().timer_poll(now)
     }
 
+    /// Timer expirations that raised the (unmasked) timer LVT.
+    pub fn timer_interrupts(&self) -> u64 {
+        self.lock().timer.fired
+    }
+
     // --- local interrupts, NMI, ExtINT, INIT/SIPI -------------------------
 
     /// VM_LAPIC_LOCAL_IRQ on this APIC (`lvt` is an LVT index); returns

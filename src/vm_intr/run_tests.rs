@@ -497,3 +497,38 @@ fn a_level_hpet_interrupt_holds_its_pin_until_the_isr_write() {
     vm.reinit(&vm.lock_all().unwrap()).unwrap();
     assert_eq!(vm.mmio_read(0, VHPET_BASE + reg::timer_cap_cnf(1), 8), Ok(Some(0xff00_0000_0000_8010)));
 }
+
+/// VM_STATS counts what the run loop saw: every exit, by kind, the ones
+/// returned to the caller, NMIs; VM_REINIT zeroes them.
+#[test]
+fn the_run_loop_counts_its_exits_for_vm_stats() {
+    use crate::stats::{Stat, NSTATS};
+    let exits = [
+        GuestExit::Pause,
+        port(0x70, 1, false, 0x0a), // emulated: no return to the caller
+        port(0x80, 1, false, 0),
+        mmio(0xd000_0000, true, 1),
+        GuestExit::Yield,
+    ];
+    let (vm, _s) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Script::default() }, 1);
+    vm.inject_nmi(0).unwrap();
+    for want in [ExitKind::Pause, ExitKind::Inout { port: 0x80, bytes: 1, is_in: false, eax: 0 }] {
+        assert_eq!(run_once(&vm, 0), want);
+    }
+    assert!(matches!(run_once(&vm, 0), ExitKind::Mmio(_)));
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+    let s = vm.vcpu_stats(0, 0, 64).unwrap();
+    assert_eq!(s.len(), NSTATS);
+    assert_eq!(s[Stat::VmExits as usize], 6, "pause, two in/out, mmio, yield, bogus");
+    assert_eq!(s[Stat::Pause as usize], 1);
+    assert_eq!(s[Stat::InOut as usize], 2);
+    assert_eq!(s[Stat::InstEmul as usize], 1);
+    assert_eq!(s[Stat::Userspace as usize], 4);
+    assert_eq!(s[Stat::Nmis as usize], 1);
+    assert_eq!(vm.vcpu_stats(0, -1, 64), Err(Error::Inval));
+    assert_eq!(vm.vcpu_stats(0, NSTATS as i32 + 1, 64), Err(Error::NoEnt));
+    assert_eq!(vm.vcpu_stats(0, NSTATS as i32, 64), Ok(vec![]));
+    vm.cpus().suspended = vm.active_cpus();
+    vm.reinit(&vm.lock_all().unwrap()).unwrap();
+    assert!(vm.vcpu_stats(0, 0, 64).unwrap().iter().all(|c| *c == 0));
+}
