@@ -150,6 +150,8 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what)
 		uint32_t caps = 42;
 		CHECK_ERR(vm_get_hpet_capabilities(bad, &caps), err);
 		CHECK(b == 0x42 && secs == 42 && caps == 42); /* nothing written on failure */
+		errno = 0;
+		CHECK(vm_get_stat_desc(bad, 0) == NULL && errno == err);
 	}
 }
 
@@ -211,6 +213,13 @@ check_bad_vcpu(struct vcpu *bad, int err, const char *what, int id_if_open)
 	else
 		CHECK_ERR(vcpu_id(bad), err);
 	CHECK_ERR(vmm_rs_vcpu_state(bad), err);
+	{
+		struct timeval tv = { .tv_sec = 42 };
+		int n = 42;
+		errno = 0;
+		CHECK(vm_get_stats(bad, &tv, &n) == NULL && errno == err);
+		CHECK(tv.tv_sec == 42 && n == 42);
+	}
 	CHECK_ERR(vm_run(bad, &vmrun), err);
 	CHECK_ERR(vm_set_register(bad, VM_REG_GUEST_RAX, 1), err);
 	CHECK_ERR(vm_get_register(bad, VM_REG_GUEST_RAX, &val), err);
@@ -451,7 +460,7 @@ static const unsigned long known_cmds[] = {
 	VM_GET_X2APIC_STATE, VM_SET_TOPOLOGY, VM_GET_TOPOLOGY, VM_ISA_ASSERT_IRQ,
 	VM_ISA_DEASSERT_IRQ, VM_ISA_PULSE_IRQ, VM_ISA_SET_IRQ_TRIGGER, VM_ACTIVATE_CPU,
 	VM_GET_CPUS, VM_SUSPEND_CPU, VM_RESUME_CPU, VM_RTC_READ, VM_RTC_WRITE,
-	VM_RTC_SETTIME, VM_RTC_GETTIME, VM_GET_HPET_CAPABILITIES,
+	VM_RTC_SETTIME, VM_RTC_GETTIME, VM_GET_HPET_CAPABILITIES, VM_STATS, VM_STAT_DESC,
 };
 
 /* Commands whose argument starts with the vCPU id and that lock that vCPU. */
@@ -476,7 +485,7 @@ check_ioctl(struct vmctx *ctx)
 		0xc0107614,                    /* VM_SET_REGISTER's number as _IOWR */
 		0xc0107815,                    /* VM_GET_REGISTER's number, group 'x' */
 		/* FreeBSD commands not implemented yet (README: "Not yet there"). */
-		VM_STATS, VM_STAT_DESC, VM_GLA2GPA, VM_GLA2GPA_NOFAULT, VM_GET_GPA_PMAP,
+		VM_GLA2GPA, VM_GLA2GPA_NOFAULT, VM_GET_GPA_PMAP,
 		VM_BIND_PPTDEV, VM_UNBIND_PPTDEV, VM_MAP_PPTDEV_MMIO, VM_UNMAP_PPTDEV_MMIO,
 		VM_PPTDEV_MSI, VM_PPTDEV_MSIX, VM_PPTDEV_DISABLE_MSIX,
 		VM_RESTORE_TIME,

@@ -1920,6 +1920,22 @@ void vm_set_lowmem_limit(struct vmctx *ctx, uint32_t limit);
 int vmm_rs_vcpu_state(struct vcpu *vcpu);
 
 /*
+ Every statistic of the vCPU, fetched 64 at a time: a pointer to this
+ thread's buffer of them (valid until this thread's next call), with
+ their number in `*ret_entries` and the time read in `*ret_tv` (either
+ may be NULL). NULL with errno on failure (EFAULT, EBADF for a bad
+ handle or destroyed VM).
+ */
+uint64_t *vm_get_stats(struct vcpu *vcpu, struct timeval *ret_tv, int *ret_entries);
+
+/*
+ The description of statistic `index` (a pointer to this thread's
+ buffer, valid until its next call), or NULL with errno EINVAL for an
+ index with none (EFAULT/EBADF for a bad handle).
+ */
+const char *vm_get_stat_desc(struct vmctx *ctx, int index);
+
+/*
  Runs vCPU `vcpu` until an exit userland must handle; the exit is
  written to `vmrun->vm_exit`. For VM_EXITCODE_IPI (the guest sent INIT
  or STARTUP with VM_CAP_IPI_EXIT set) the target vCPUs are written to

@@ -214,6 +214,7 @@ unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
             VM_RTC_READ | VM_RTC_WRITE | VM_RTC_SETTIME | VM_RTC_GETTIME | VM_GET_HPET_CAPABILITIES => {
                 super::devices::vm_cmd(vm, cmd, arg)
             }
+            VM_STATS | VM_STAT_DESC => super::stats::vm_cmd(vm, cmd, arg),
             _ => super::apic::vm_cmd(vm, cmd, arg),
         }
     }

@@ -33,4 +33,5 @@ pub mod lifecycle;
 pub mod memory;
 mod panic;
 pub mod run;
+mod stats;
 pub mod vmmapi;
