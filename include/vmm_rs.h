@@ -1883,7 +1883,9 @@ int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
  A host pointer to `len` bytes of guest RAM at `gaddr` set up by
  vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
  handle or a destroyed VM). Valid across VM_REINIT (system memory
- stays), and after vm_destroy() until every handle to the VM is closed.
+ stays). vm_destroy() gives the memory back to the host at once, but
+ the address stays mapped (reading zeros) until every handle to the VM
+ is closed, so a thread still using it does not fault.
  */
 void *vm_map_gpa(struct vmctx *ctx, uint64_t gaddr, size_t len);
 

@@ -354,6 +354,17 @@ impl GuestMemory {
         }
     }
 
+    /// VM destroy: gives every segment's pages back to the host now
+    /// (their contents read as zeros afterwards) while their addresses
+    /// stay mapped, so a thread still writing through a host address does
+    /// not fault; the address range itself goes when the `GuestMemory` is
+    /// dropped with the `Vm`.
+    pub fn release_host_memory(&mut self) {
+        for seg in self.segs.iter().flatten() {
+            seg.host.release_pages();
+        }
+    }
+
     /// `vm_cleanup(vm, true)`'s part: remove every map, free every
     /// segment (its host memory is unmapped now) and reset the libvmmapi
     /// state to [`GuestMemory::new`]'s. Host addresses handed out before
@@ -760,7 +771,7 @@ mod host {
     use core::ptr::NonNull;
     use core::sync::atomic::AtomicU8;
 
-    use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+    use nix::sys::mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
 
     use crate::error::{Error, Result};
 
@@ -821,6 +832,16 @@ mod host {
             // Address arithmetic only, no dereference: stays in (or one past)
             // the mapping, which does not wrap, so the result is non-null.
             NonNull::new(self.ptr.as_ptr().wrapping_add(off))
+        }
+
+        /// Returns the pages to the host (MADV_DONTNEED on this private
+        /// anonymous mapping): the range stays mapped and reads as zeros.
+        pub(super) fn release_pages(&self) {
+            // SAFETY: `ptr..ptr+len` is this value's own mapping; dropping
+            // private anonymous pages only makes them read as zeros, which
+            // every user of `bytes` (atomics) already allows for.
+            let r = unsafe { madvise(self.ptr.cast(), self.len, MmapAdvise::MADV_DONTNEED) };
+            debug_assert!(r.is_ok(), "madvise of guest memory failed: {r:?}");
         }
 
         /// The mapping as bytes that may be read and written concurrently.
@@ -1655,8 +1676,9 @@ mod tests {
         assert!(!is_mapped(probe), "segment memory still mapped after drop");
     }
 
-    /// A destroyed VM keeps its guest memory mapped (a device thread may
-    /// still be writing through a host address) until the `Vm` is dropped.
+    /// A destroyed VM gives its guest memory back at once but keeps the
+    /// addresses mapped (a device thread may still be writing through one)
+    /// until the `Vm` is dropped.
     #[cfg(target_os = "linux")]
     #[test]
     fn destroyed_vm_keeps_guest_memory_until_dropped() {
@@ -1668,7 +1690,7 @@ mod tests {
         vm.mem().write_gpa((BIG / 4) as u64, b"k").unwrap();
         let probe = vm.mem().map_gpa((BIG / 4) as u64, 1).unwrap().as_ptr() as usize;
         vm.destroy();
-        assert_eq!(peek(probe, 1).unwrap(), b"k", "guest memory unmapped by destroy");
+        assert_eq!(peek(probe, 1).unwrap(), b"\0", "still mapped, its page given back");
         drop(vm);
         assert!(!is_mapped(probe), "guest memory still mapped after the VM was dropped");
     }

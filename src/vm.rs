@@ -585,8 +585,9 @@ impl Vm {
     /// Tears the VM down: marks it destroyed and wakes every thread waiting
     /// inside it, so they return (with `Error::Destroyed` or `Error::Intr`).
     ///
-    /// Guest memory is released with the `Vm`, when the last handle to it
-    /// is closed, not here: as a FreeBSD process's mapping of guest memory
+    /// Guest memory is given back to the host here, but its addresses stay
+    /// mapped (reading zeros) until the `Vm` is dropped with the last
+    /// handle to it: as a FreeBSD process's mapping of guest memory
     /// outlives the VM, a device thread still writing through a host
     /// address from `vm_map_gpa` when another thread destroys the VM must
     /// not fault. Every memory call fails from now on anyway.
@@ -597,6 +598,7 @@ impl Vm {
             v.wake_waiters();
         }
         self.rendezvous.wake_all();
+        self.mem.write().release_host_memory();
     }
 }
 

@@ -247,7 +247,9 @@ pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> 
 /// A host pointer to `len` bytes of guest RAM at `gaddr` set up by
 /// vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
 /// handle or a destroyed VM). Valid across VM_REINIT (system memory
-/// stays), and after vm_destroy() until every handle to the VM is closed.
+/// stays). vm_destroy() gives the memory back to the host at once, but
+/// the address stays mapped (reading zeros) until every handle to the VM
+/// is closed, so a thread still using it does not fault.
 #[no_mangle]
 pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: u64, len: usize) -> *mut c_void {
     ffi_boundary!(std::ptr::null_mut(), {
