@@ -5,6 +5,13 @@
 //! 0xFED00000 (1 KiB). LegacyReplacement routing is not offered (the
 //! capability bit is 0 and the config bit cannot be set), as in FreeBSD.
 //!
+//! Differences from FreeBSD: a periodic comparator still ahead of the
+//! counter is kept when the timer is (re)armed (FreeBSD moves it by 2^32
+//! mod the period, so the first interrupt comes early); a one-shot timer
+//! that fires with the counter equal to its comparator next matches a
+//! full wrap later (FreeBSD re-arms it at once and may fire twice);
+//! expiries found due at one poll fire in timer order.
+//!
 //! # Lock order
 //!
 //! One mutex, `Vhpet::state`, held while the HPET raises or lowers its
@@ -219,7 +226,10 @@ impl HpetState {
     fn start_timer(&mut self, n: usize, counter: u32, now: Instant, refire_now: bool) {
         let t = &mut self.timers[n];
         let ahead = t.compval.wrapping_sub(counter);
-        let passed = ahead > u32::MAX / 2 || (ahead == 0 && !refire_now);
+        // In the callout the comparator has been reached, however late the
+        // poll; when arming, one behind the counter (or equal to it, as
+        // FreeBSD) has passed.
+        let passed = !refire_now || ahead == 0 || ahead > u32::MAX / 2;
         if t.comprate != 0 && passed {
             // vhpet_adjust_compval, in the counter's 32-bit arithmetic:
             // the first period boundary after the counter. (FreeBSD also

@@ -243,3 +243,26 @@ fn reset_brings_back_a_new_hpet() {
     assert_eq!([g.r(reg::CONFIG), g.r(reg::ISR), g.r(reg::MAIN_COUNTER)], [0, 0, 0]);
     assert_eq!(g.r(reg::timer_cap_cnf(0)), 0xff00_0000_0000_8010);
 }
+
+#[test]
+fn a_periodic_comparator_at_the_counter_or_long_overdue_moves_to_the_next_period() {
+    let mut g = G::new();
+    // Armed with the comparator equal to the counter (0): first match one
+    // period on, as FreeBSD.
+    g.w(reg::timer_cap_cnf(4), 28 << 9 | TCNF_INT_ENB | TCNF_TYPE | TCNF_VAL_SET);
+    g.w(reg::timer_comparator(4), 0);
+    g.w(reg::timer_comparator(4), 100);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    assert_eq!(g.r(reg::timer_comparator(4)), 100);
+    g.advance(99);
+    assert_eq!(g.bus.take(), vec![]);
+    g.advance(1);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(28)]);
+    // Polled 3 * 2^30 ticks late (more than half the counter's range):
+    // one interrupt, then the next period boundary after the counter.
+    g.advance(3 << 30);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(28)]);
+    let counter = g.r(reg::MAIN_COUNTER) as u32;
+    let next = g.r(reg::timer_comparator(4)) as u32;
+    assert!(next.wrapping_sub(counter) > 0 && next.wrapping_sub(counter) <= 100, "{counter} -> {next}");
+}

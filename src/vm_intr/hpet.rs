@@ -36,7 +36,9 @@ impl Vm {
     }
 
     pub(crate) fn hpet_mmio_write(&self, gpa: u64, size: u8, value: u64) {
+        let before = self.device_timer_deadline();
         self.vhpet().mmio_write(gpa - VHPET_BASE, size, value, Instant::now(), self);
+        self.wake_sleepers_if_sooner(before);
     }
 
     /// VM_GET_HPET_CAPABILITIES: the low half of the capabilities
@@ -51,6 +53,24 @@ impl Vm {
     pub fn poll_device_timers(&self, now: Instant) {
         self.rtc_poll(now);
         self.vhpet().poll(now, self);
+    }
+
+    /// After an operation that may arm a device callout: if the earliest
+    /// one is now sooner than `before`, wakes every vCPU asleep in HLT, so
+    /// it sleeps again with the new bound (its wake-up time was computed
+    /// from the old one). Taking each vCPU's mutex to notify orders this
+    /// after a sleeper's read of the bound, or before it: none is missed.
+    pub(crate) fn wake_sleepers_if_sooner(&self, before: Option<Instant>) {
+        let sooner = match (self.device_timer_deadline(), before) {
+            (Some(after), Some(before)) => after < before,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if sooner {
+            for v in self.vcpus() {
+                v.wake_waiters();
+            }
+        }
     }
 
     /// The earliest callout of the RTC and the HPET: bounds HLT sleeps.
