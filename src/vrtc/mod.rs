@@ -15,9 +15,10 @@
 //!
 //! FreeBSD drives the periodic interrupt (and the 1 Hz alarm/update check)
 //! with a callout. Here the callout is a deadline that the run loop checks
-//! on every guest entry and that bounds every HLT sleep, so it fires when
-//! some vCPU enters the guest or is asleep at the deadline: a VM with no
-//! vCPU in VM_RUN sees no RTC interrupts, as no guest could take them.
+//! on every guest entry and that bounds every HLT sleep (sleepers are
+//! woken to look again when it moves earlier), so it fires when some vCPU
+//! enters the guest or is asleep at the deadline: a VM with no vCPU in
+//! VM_RUN sees no RTC interrupts, as no guest could take them.
 //! Every function takes the current time, so tests can drive it.
 //!
 //! # Where this differs from FreeBSD
@@ -27,6 +28,11 @@
 //! - A time jump with the alarm interrupt enabled checks at most the last
 //!   day of the jump for an alarm match (every time of day occurs in it);
 //!   FreeBSD steps through every second, and forever when time goes back.
+//! - The callout is re-armed after any operation that changes the rate it
+//!   needs: so VM_RTC_SETTIME making a broken time valid with UIE or AIE
+//!   set starts the 1 Hz interrupts, where FreeBSD waits for the guest's
+//!   next register A or B write.
+//! - IRQ 8 reaches the IOAPIC only (no 8259 is emulated).
 
 pub mod time;
 #[cfg(test)]

@@ -289,3 +289,21 @@ fn a_stopped_divider_stops_the_clock() {
     g.advance(Duration::from_millis(1));
     assert_eq!(rtc.get_time(g.now), T + 1);
 }
+
+#[test]
+fn a_binary_century_past_99_keeps_the_clock_bytes_running() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    let mut g = guest(&rtc, now);
+    // Binary mode, SET: 31 December 12099 23:59:59, then run.
+    g.write(11, REG_B_24HR | REG_B_BIN | REG_B_HALT).unwrap();
+    for (o, v) in [(0, 59), (2, 59), (4, 23), (7, 31), (8, 12), (9, 99), (0x32, 120)] {
+        g.write(o, v).unwrap();
+    }
+    g.write(11, REG_B_24HR | REG_B_BIN).unwrap();
+    g.advance(Duration::from_secs(1));
+    assert_eq!(g.clock(), [0, 0, 0, g.read(6), 1, 1, 0, 121], "1 January 12100");
+    // In BCD the century shows its last two digits.
+    g.write(11, REG_B_24HR).unwrap();
+    assert_eq!(g.read(0x32), 0x21);
+}

@@ -5,7 +5,8 @@ use super::{reg, RtcRegs, REG_B_24HR, REG_B_BIN, VRTC_BROKEN_TIME};
 
 const SECS_PER_DAY: i64 = 86_400;
 
-/// The last second a four-digit year can show (9999-12-31 23:59:59 UTC).
+/// The last second of a four-digit year (9999-12-31 23:59:59 UTC), the
+/// latest time VM_RTC_SETTIME takes.
 pub const MAX_RTC_SECS: i64 = 253_402_300_799;
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (month 1-12).
@@ -70,7 +71,7 @@ fn decode(regs: &RtcRegs, b: u8) -> Option<u32> {
 /// for a broken or negative time, nor while updates are halted (SET bit)
 /// unless `force`. Alarm bytes, registers A-D and NVRAM are untouched.
 pub(super) fn secs_to_rtc(regs: &mut RtcRegs, t: i64, force: bool) {
-    if !(0..=MAX_RTC_SECS).contains(&t) || (regs[reg::B] & super::REG_B_HALT != 0 && !force) {
+    if t < 0 || (regs[reg::B] & super::REG_B_HALT != 0 && !force) {
         return;
     }
     let days = t.div_euclid(SECS_PER_DAY);
@@ -91,7 +92,15 @@ pub(super) fn secs_to_rtc(regs: &mut RtcRegs, t: i64, force: bool) {
     regs[reg::DAY_OF_MONTH] = encode(regs, day);
     regs[reg::MONTH] = encode(regs, month);
     regs[reg::YEAR] = encode(regs, (year % 100) as u32);
-    regs[reg::CENTURY] = encode(regs, (year / 100) as u32);
+    // Past 9999 (only a guest can get there, writing a binary century
+    // above 99): binary shows the century up to 255, BCD its last two
+    // digits. FreeBSD writes past its BCD table there.
+    let century = year / 100;
+    regs[reg::CENTURY] = if regs[reg::B] & REG_B_BIN != 0 {
+        century.min(255) as u8
+    } else {
+        encode(regs, (century % 100) as u32)
+    };
 }
 
 /// The time the date/time bytes show (`rtc_to_secs`), or
