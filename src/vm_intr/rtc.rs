@@ -35,7 +35,10 @@ impl Vm {
     /// updates halted).
     pub fn rtc_set_time(&self, secs: i64) -> Result<()> {
         self.check_alive()?;
-        self.rtc_done(self.vrtc().set_time(secs, Instant::now()))
+        let before = self.device_timer_deadline();
+        let r = self.rtc_done(self.vrtc().set_time(secs, Instant::now()));
+        self.wake_sleepers_if_sooner(before);
+        r
     }
 
     /// VM_RTC_GETTIME: seconds since the epoch, -1 while halted or broken.
@@ -54,7 +57,10 @@ impl Vm {
         if is_in {
             self.rtc_done(self.vrtc().port_in(port, bytes, now)).map(Some)
         } else {
-            self.rtc_done(self.vrtc().port_out(port, bytes, eax as u8, now)).map(|()| None)
+            let before = self.device_timer_deadline();
+            let r = self.rtc_done(self.vrtc().port_out(port, bytes, eax as u8, now)).map(|()| None);
+            self.wake_sleepers_if_sooner(before);
+            r
         }
     }
 

@@ -532,3 +532,25 @@ fn the_run_loop_counts_its_exits_for_vm_stats() {
     vm.reinit(&vm.lock_all().unwrap()).unwrap();
     assert!(vm.vcpu_stats(0, 0, 64).unwrap().iter().all(|c| *c == 0));
 }
+
+/// A vCPU already asleep in HLT, with no timer to wake it, sees a device
+/// timer armed afterwards (here another vCPU's HPET write): arming a
+/// sooner callout wakes the sleepers to take the new bound.
+#[test]
+fn a_sleeping_vcpu_wakes_for_a_device_timer_armed_after_it_slept() {
+    use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, VHPET_BASE};
+    with_watchdog(20, || {
+        let exits = [GuestExit::Hlt { intr_enabled: true }];
+        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Script::default() };
+        let (vm, s) = vm_with(script, 2);
+        program_rte(&vm, 0, 25, 0x51, 0);
+        assert_eq!(vm.device_timer_deadline(), None);
+        let runner = run_until_sleeping(&vm, 0);
+        let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(1, VHPET_BASE + off, 8, v), Ok(Some(())));
+        hpet(reg::timer_cap_cnf(0), 25 << 9 | TCNF_INT_ENB);
+        hpet(reg::timer_comparator(0), 16_777); // 1 ms after the enable
+        hpet(reg::CONFIG, CNF_ENABLE);
+        assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), vec![0x51]);
+    });
+}
