@@ -1,0 +1,149 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A guest's port accesses, with the time in the test's hands; counts the
+/// IRQ 0 pulses the polls ask for.
+struct G {
+    pit: Vatpit,
+    now: Instant,
+    pulses: u32,
+}
+
+impl G {
+    fn new() -> Self {
+        let now = Instant::now();
+        G { pit: Vatpit::new(now), now, pulses: 0 }
+    }
+    fn out(&self, port: u16, v: u8) -> Result<()> {
+        self.pit.port_out(port, 1, v, self.now)
+    }
+    fn inb(&self, port: u16) -> u8 {
+        self.pit.port_in(port, 1, self.now).unwrap()
+    }
+    /// Loads a 16-bit count: LSB then MSB.
+    fn load(&self, ch: u16, count: u16) {
+        self.out(IO_TIMER_CNTR0 + ch, count as u8).unwrap();
+        self.out(IO_TIMER_CNTR0 + ch, (count >> 8) as u8).unwrap();
+    }
+    fn read16(&self, ch: u16) -> u16 {
+        let lo = self.inb(IO_TIMER_CNTR0 + ch);
+        u16::from(lo) | u16::from(self.inb(IO_TIMER_CNTR0 + ch)) << 8
+    }
+    fn advance_ticks(&mut self, n: u64) {
+        // One nanosecond over, so that `n` whole ticks have passed.
+        self.now += tick_duration(n) + Duration::from_nanos(1);
+        self.pulses += u32::from(self.pit.poll(self.now));
+    }
+}
+
+#[test]
+fn counters_count_down_from_the_loaded_count_and_wrap() {
+    let mut g = G::new();
+    g.out(IO_TIMER_MODE, 0x34).unwrap(); // channel 0, 16-bit, mode 2
+    g.load(0, 1000);
+    assert_eq!(g.read16(0), 1000);
+    g.advance_ticks(300);
+    assert_eq!(g.read16(0), 700);
+    g.advance_ticks(1000);
+    assert_eq!(g.read16(0), 700, "wrapped once");
+    // A latch freezes the value for the next two reads.
+    g.out(IO_TIMER_MODE, 0x00).unwrap();
+    g.advance_ticks(100);
+    assert_eq!(g.read16(0), 700);
+    assert_eq!(g.read16(0), 600, "live again");
+    // A second latch while one is pending changes nothing.
+    g.out(IO_TIMER_MODE, 0x00).unwrap();
+    g.advance_ticks(50);
+    g.out(IO_TIMER_MODE, 0x00).unwrap();
+    assert_eq!(g.read16(0), 600);
+}
+
+#[test]
+fn refused_accesses_are_io_errors() {
+    let g = G::new();
+    for val in [0x10, 0x20, 0x32, 0x3a, 0x3c, 0x3e, 0x35] {
+        assert_eq!(g.out(IO_TIMER_MODE, val), Err(Error::Io), "mode byte {val:#x}");
+    }
+    for mode in [0x30, 0x34, 0x36, 0x38] {
+        assert_eq!(g.out(IO_TIMER_MODE, mode), Ok(()), "mode byte {mode:#x}");
+    }
+    assert_eq!(g.pit.port_in(IO_TIMER_MODE, 1, g.now), Err(Error::Io));
+    assert_eq!(g.pit.port_in(IO_TIMER_CNTR0, 2, g.now), Err(Error::Io));
+    assert_eq!(g.pit.port_out(IO_TIMER_CNTR0 + 2, 4, 0, g.now), Err(Error::Io));
+    assert_eq!(g.pit.port_out(NMISC_PORT, 4, 0xff, g.now), Ok(()), "port 0x61: any size, ignored");
+}
+
+#[test]
+fn read_back_latches_status_then_count() {
+    let mut g = G::new();
+    g.out(IO_TIMER_MODE, 0xb0).unwrap(); // channel 2, 16-bit, mode 0
+    // Null count until a count is loaded.
+    g.out(IO_TIMER_MODE, 0xc0 | RB_LCTR | 0x08).unwrap(); // status only, ch 2
+    assert_eq!(g.inb(0x42) & STS_NULLCNT, STS_NULLCNT);
+    g.load(2, 500);
+    g.advance_ticks(100);
+    g.out(IO_TIMER_MODE, 0xc0 | 0x08).unwrap(); // count and status
+    g.advance_ticks(100);
+    assert_eq!(g.inb(0x42), 0, "status first: output low, count loaded");
+    assert_eq!(g.read16(2), 400, "then the latched count");
+    g.advance_ticks(300);
+    g.out(IO_TIMER_MODE, 0xc0 | RB_LCTR | 0x08).unwrap();
+    assert_eq!(g.inb(0x42), STS_OUT, "mode 0 ran out: output high");
+}
+
+#[test]
+fn port_0x61_shows_channel_2_out_in_mode_0() {
+    let mut g = G::new();
+    assert_eq!(g.inb(NMISC_PORT), NMISC_TMR2_OUT, "never loaded: high, as FreeBSD");
+    g.out(IO_TIMER_MODE, 0xb0).unwrap();
+    g.load(2, 1193); // 1 ms
+    assert_eq!(g.inb(NMISC_PORT), 0);
+    g.advance_ticks(1192);
+    assert_eq!(g.inb(NMISC_PORT), 0);
+    g.advance_ticks(1);
+    assert_eq!(g.inb(NMISC_PORT), NMISC_TMR2_OUT);
+    g.out(IO_TIMER_MODE, 0xb6).unwrap(); // mode 3: not modelled, low
+    assert_eq!(g.inb(NMISC_PORT), 0);
+}
+
+#[test]
+fn channel_0_interrupts_periodically_in_mode_2_and_once_otherwise() {
+    let mut g = G::new();
+    g.out(IO_TIMER_MODE, 0x34).unwrap();
+    g.load(0, 11932); // 100 Hz
+    assert!(g.pit.deadline().is_some());
+    g.advance_ticks(11931);
+    assert_eq!(g.pulses, 0);
+    for i in 1..=5 {
+        g.advance_ticks(11932);
+        assert_eq!(g.pulses, i);
+    }
+    // Missed periods are dropped, not caught up.
+    g.advance_ticks(11932 * 10);
+    assert_eq!(g.pulses, 6);
+    // Mode 0: one interrupt per count written.
+    g.out(IO_TIMER_MODE, 0x30).unwrap();
+    g.load(0, 100);
+    g.advance_ticks(200);
+    g.advance_ticks(200);
+    assert_eq!(g.pulses, 7);
+    assert_eq!(g.pit.deadline(), None);
+    // Channels 1 and 2 never interrupt.
+    g.out(IO_TIMER_MODE, 0x74).unwrap();
+    g.load(1, 10);
+    g.advance_ticks(100);
+    assert_eq!((g.pulses, g.pit.deadline()), (7, None));
+}
+
+#[test]
+fn reset_brings_back_a_new_pit() {
+    let mut g = G::new();
+    g.out(IO_TIMER_MODE, 0x34).unwrap();
+    g.load(0, 100);
+    g.pit.reset(g.now);
+    assert_eq!(g.pit.deadline(), None);
+    g.advance_ticks(1000);
+    assert_eq!(g.pulses, 0);
+    assert_eq!(g.read16(0), DEFAULT_COUNT, "never loaded: the 100 Hz count");
+}
