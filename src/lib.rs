@@ -15,7 +15,8 @@
 //! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs;
 //!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).
 //! - [`vrtc`]: the RTC and CMOS (ports 0x70/0x71, VM_RTC_*, IRQ 8);
-//!   [`vpmtmr`]: the ACPI PM timer (port 0x408); [`vhpet`]: the HPET.
+//!   [`vpmtmr`]: the ACPI PM timer (port 0x408); [`vhpet`]: the HPET;
+//!   [`vatpit`]: the 8254 PIT (ports 0x40-0x43, 0x61).
 //! - [`registry`]: the process-wide table of named VMs (not under loom).
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`guest`], [`sim`]: guest programs (scripted or C callbacks) and the
@@ -43,6 +44,7 @@ pub mod sync;
 #[cfg(not(loom))]
 pub mod thread_exit;
 pub mod thread_slot;
+pub mod vatpit;
 pub mod vcpu;
 pub mod vhpet;
 pub mod vioapic;

@@ -28,8 +28,9 @@
 //!    copy of IRR and TMR instead: see `vlapic`.)
 //! 6. `Vm::cpus` (cpusets, topology): a leaf, taken under any of the
 //!    above and never held while taking another lock.
-//! 7. The vRTC mutex (`Vrtc::state`): a leaf, taken with no other lock
-//!    held; the IRQ 8 it raises is delivered after it is released.
+//! 7. The vRTC and vPIT mutexes (`Vrtc::state`, `Vatpit::state`): leaves,
+//!    taken with no other lock held; the IRQ 8 and IRQ 0 they raise are
+//!    delivered after they are released.
 //!
 //! No thread waits on another vCPU while holding a lock of ranks 2-6, with
 //! one exception: the vioapic write lock is held across `Vcpu::block_run`,
@@ -47,6 +48,7 @@ use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU64, Ordering}
 use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vioapic::Vioapic;
+use crate::vatpit::Vatpit;
 use crate::vhpet::Vhpet;
 use crate::vpmtmr::Vpmtmr;
 use crate::vrtc::Vrtc;
@@ -125,6 +127,8 @@ pub struct Vm {
     vpmtmr: Vpmtmr,
     /// The HPET (its mutex ranks with 2, see the module doc).
     vhpet: Vhpet,
+    /// The 8254 PIT (its mutex ranks 7).
+    vatpit: Vatpit,
     backend: Box<dyn Backend>,
 }
 
@@ -199,6 +203,7 @@ impl Vm {
             vrtc: Vrtc::new(std::time::Instant::now()),
             vpmtmr: Vpmtmr::new(std::time::Instant::now()),
             vhpet: Vhpet::new(std::time::Instant::now()),
+            vatpit: Vatpit::new(std::time::Instant::now()),
             backend,
         })
     }
@@ -267,6 +272,10 @@ impl Vm {
 
     pub fn vhpet(&self) -> &Vhpet {
         &self.vhpet
+    }
+
+    pub fn vatpit(&self) -> &Vatpit {
+        &self.vatpit
     }
 
     /// vCPU `id`; EINVAL when out of range.
@@ -549,7 +558,7 @@ impl Vm {
     /// active vCPU has acknowledged a suspend; then back to a new VM's
     /// state: cpusets, suspend, registers, rendezvous, vioapic and local
     /// APICs, vCPU statistics; the RTC's interrupts stop (`vrtc_reset`: its time and NVRAM
-    /// stay); the PM timer counts from 0 again; the HPET is a new one. Guest memory as FreeBSD's `vm_cleanup(vm, false)`: every
+    /// stay); the PM timer counts from 0 again; the HPET and PIT are new. Guest memory as FreeBSD's `vm_cleanup(vm, false)`: every
     /// segment and the system-memory maps stay, contents and host
     /// addresses included (a reset guest reboots into the same RAM);
     /// device-memory maps are removed.
@@ -576,6 +585,7 @@ impl Vm {
         // interrupt controllers after those are reset.
         let now = std::time::Instant::now();
         self.vhpet.reset(now);
+        self.vatpit.reset(now);
         self.vrtc.reset(now);
         self.vpmtmr.reset(now);
         self.reset_interrupt_controllers();

@@ -6,7 +6,7 @@
 //! and read the RTC (rates, SET, garbage dates, interrupt enables; its
 //! IRQ 8 pulses land on the IOAPIC), the PM timer and the HPET (timers
 //! on pins 24-31 or as MSIs, edge or level, one-shot or periodic, ISR
-//! clears, counter stops and writes); device threads
+//! clears, counter stops and writes) and the PIT; device threads
 //! assert, deassert and pulse pins and send MSIs and fixed interrupts; a
 //! control thread locks all vCPUs, locks one and writes its registers as
 //! VM_SET_KERNEMU_DEV would, flips x2APIC states, sets the RTC's time and
@@ -114,6 +114,12 @@ impl GuestProgram for ChaosGuest {
                 GuestAction::MmioWrite { gpa: VHPET_BASE + off, size, value }
             }
             89 => GuestAction::MmioRead { gpa: crate::vhpet::VHPET_BASE + (rng.below(0x400) & !7), size: 8 },
+            // The PIT: mode bytes (some refused), counts, reads, port 0x61.
+            90 | 91 => {
+                let port = [0x40, 0x41, 0x42, 0x43, 0x43, 0x61][rng.below(6) as usize];
+                GuestAction::PortOut { port, size: 1, value: rng.below(0x100) as u32 }
+            }
+            92 => GuestAction::PortIn { port: [0x40, 0x42, 0x61][rng.below(3) as usize], size: 1 },
             76..=78 => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
             79 => GuestAction::Pause,
             _ => GuestAction::Compute,
@@ -299,6 +305,7 @@ fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
         assert_eq!(vm.rtc_nvram_read(12), Ok(0), "RTC flags clear");
         assert_eq!(vm.mmio_read(0, crate::vhpet::VHPET_BASE + crate::vhpet::reg::CONFIG, 8), Ok(Some(0)), "HPET stopped");
         assert_eq!(vm.vhpet().deadline(), None);
+        assert_eq!(vm.vatpit().deadline(), None, "a new PIT");
         vm.activate_cpu(1).unwrap();
         lapic_write(&vm, 1, off::SVR, SVR_ENABLE | 0xFF);
         program_rte(&vm, 1, 3, 0x41, 1);

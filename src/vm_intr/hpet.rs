@@ -1,5 +1,6 @@
-//! The VM side of the HPET: where its interrupts go, its MMIO window, and
-//! the timer poll the run loop makes for every device with a callout.
+//! The VM side of the HPET: where its interrupts go, its MMIO window; and
+//! the timer poll the run loop makes for every device with a callout
+//! (RTC, HPET, PIT).
 
 use std::time::Instant;
 
@@ -47,12 +48,13 @@ impl Vm {
         CAPABILITIES as u32
     }
 
-    /// Fires the RTC's and the HPET's callouts that are due (every guest
+    /// Fires the RTC's, HPET's and PIT's callouts that are due (every guest
     /// entry and HLT wake-up calls this). Call it with no lock held: it
     /// may deliver interrupts.
     pub fn poll_device_timers(&self, now: Instant) {
         self.rtc_poll(now);
         self.vhpet().poll(now, self);
+        self.pit_poll(now);
     }
 
     /// After an operation that may arm a device callout: if the earliest
@@ -73,11 +75,9 @@ impl Vm {
         }
     }
 
-    /// The earliest callout of the RTC and the HPET: bounds HLT sleeps.
+    /// The earliest callout of the RTC, the HPET and the PIT: bounds HLT
+    /// sleeps.
     pub fn device_timer_deadline(&self) -> Option<Instant> {
-        match (self.rtc_deadline(), self.vhpet().deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.rtc_deadline(), self.vhpet().deadline(), self.vatpit().deadline()].into_iter().flatten().min()
     }
 }

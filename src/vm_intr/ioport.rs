@@ -1,11 +1,12 @@
-//! The I/O ports emulated inside VM_RUN (FreeBSD `vmm_ioport.c`): the RTC
-//! (0x70, 0x71) and the ACPI PM timer (0x408). Every other port exits to
-//! the caller. The 8259/8254 ports FreeBSD also emulates exit too (no
-//! 8259 or 8254 here).
+//! The I/O ports emulated inside VM_RUN (FreeBSD `vmm_ioport.c`): the
+//! 8254 PIT (0x40-0x43, 0x61), the RTC (0x70, 0x71) and the ACPI PM timer
+//! (0x408). Every other port exits to the caller, the 8259's (0x20, 0x21,
+//! 0xa0, 0xa1, 0x4d0, 0x4d1) too: no 8259 is emulated.
 
 use std::time::Instant;
 
 use crate::error::Result;
+use crate::vatpit::{Vatpit, IO_TIMER_CNTR0, PIT_IOAPIC_PIN};
 use crate::vm::Vm;
 use crate::vpmtmr::IO_PMTMR;
 use crate::vrtc::IO_RTC;
@@ -21,7 +22,34 @@ impl Vm {
                 Some(self.rtc_port(port, bytes, is_in, eax).map(|v| v.map(u32::from)))
             }
             IO_PMTMR => Some(self.vpmtmr().port_access(bytes, is_in, Instant::now()).map(Some)),
+            p if Vatpit::is_pit_port(p) => Some(self.pit_port(port, bytes, is_in, eax)),
             _ => None,
+        }
+    }
+}
+
+impl Vm {
+    /// A guest access to the PIT: the value of an `in`. A count written
+    /// to channel 0 may arm a sooner callout: sleepers take the new bound.
+    fn pit_port(&self, port: u16, bytes: u8, is_in: bool, eax: u32) -> Result<Option<u32>> {
+        let now = Instant::now();
+        if is_in {
+            return self.vatpit().port_in(port, bytes, now).map(|v| Some(u32::from(v)));
+        }
+        let before = self.device_timer_deadline();
+        self.vatpit().port_out(port, bytes, eax as u8, now)?;
+        if port == IO_TIMER_CNTR0 {
+            self.wake_sleepers_if_sooner(before);
+        }
+        Ok(None)
+    }
+
+    /// Fires the PIT's channel 0 callout if due: IRQ 0, on IOAPIC pin 2.
+    pub(crate) fn pit_poll(&self, now: Instant) {
+        if self.vatpit().poll(now) {
+            // Pin 2 exists; a saturated count (E2BIG) means it is held
+            // asserted by a device thread, which already signals it.
+            let _ = self.ioapic_pulse_irq(PIT_IOAPIC_PIN);
         }
     }
 }

@@ -554,3 +554,27 @@ fn a_sleeping_vcpu_wakes_for_a_device_timer_armed_after_it_slept() {
         assert_eq!(*s.injected.lock().unwrap(), vec![0x51]);
     });
 }
+
+/// The PIT's channel 0 in mode 2 interrupts a halted guest through IOAPIC
+/// pin 2 (ISA IRQ 0's pin in bhyve's tables), every period.
+#[test]
+fn the_pit_wakes_a_halted_guest_through_ioapic_pin_2() {
+    with_watchdog(20, || {
+        let exits = [
+            port(0x43, 1, false, 0x34),      // channel 0, LSB/MSB, mode 2
+            port(0x40, 1, false, 1193 & 0xff), // 1 kHz
+            port(0x40, 1, false, 1193 >> 8),
+            GuestExit::Hlt { intr_enabled: true },
+        ];
+        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Script::default() };
+        let (vm, s) = vm_with(script, 1);
+        program_rte(&vm, 0, 2, 0x30, 0);
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert!(s.injected.lock().unwrap().contains(&0x30));
+        assert!(vm.vatpit().deadline().is_some(), "mode 2 keeps going");
+        // Port 0x43 cannot be read: VM_RUN fails with EIO.
+        let (vm, _s) = vm_with(Script { exits: StdMutex::new([port(0x43, 1, true, 0)].into()), ..Script::default() }, 1);
+        let l = vm.lock_one(0).unwrap();
+        assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io));
+    });
+}
