@@ -41,7 +41,7 @@ cargo-test:
 $(BUILD):
 	mkdir -p $(BUILD)
 
-$(BUILD)/%: c_tests/%.c c_tests/test_util.h include/vmm_rs.h $(LIBDIR)/libvmm_rs.a | $(BUILD)
+$(BUILD)/%: c_tests/%.c c_tests/test_util.h c_tests/apic_util.h include/vmm_rs.h $(LIBDIR)/libvmm_rs.a | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # The README's C examples are compiled and run exactly as printed there.

@@ -113,4 +113,28 @@ run_until_halted(struct vcpu *v)
 	pthread_join(t, NULL);
 }
 
+/*
+ * Runs a scripted guest on `v`: the `n` actions (at most 31), then an OUT
+ * to port 0x80 that ends vm_run (checked). Returns the last value the
+ * guest read. The guest then halts with interrupts off.
+ */
+static inline uint64_t
+run_script_to_port80(struct vcpu *v, const struct vmm_rs_action *acts, int n)
+{
+	struct vmm_rs_action prog[32];
+	struct vmm_rs_guest_stats gs = { 0 };
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+	CHECK(n >= 0 && n < 32);
+	if (n < 0 || n >= 32)
+		return 0;
+	memcpy(prog, acts, n * sizeof(*acts));
+	prog[n] = (struct vmm_rs_action){ .kind = VMM_RS_ACT_PORT_OUT, .port = 0x80, .size = 1 };
+	CHECK_OK(vmm_rs_guest_set_script(v, prog, n + 1, -1));
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0x80);
+	CHECK_OK(vmm_rs_guest_stats(v, &gs));
+	return gs.last_read;
+}
+
 #endif

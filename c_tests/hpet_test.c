@@ -20,13 +20,10 @@
 #define TCNF_VAL_SET 0x40
 #define TCNF_FSB_EN 0x4000
 
-static struct vm_exit vme;
-static struct vm_run vmrun = { .vm_exit = &vme };
-
 #define W8(off, v) { .kind = VMM_RS_ACT_MMIO_WRITE, .gpa = HPET_GPA + (off), .size = 8, .value = (v) }
 
-/* Runs `n` actions, then sti, waits for an interrupt and EOIs it, then
- * an OUT to port 0x80 that ends vm_run; returns the vector taken. */
+/* Runs `n` actions, then sti, waits for an interrupt and EOIs it, cli,
+ * and ends vm_run; returns the vector taken. */
 static int
 run_until_interrupt(struct vcpu *v, const struct vmm_rs_action *acts, int n)
 {
@@ -36,10 +33,7 @@ run_until_interrupt(struct vcpu *v, const struct vmm_rs_action *acts, int n)
 	prog[n] = (struct vmm_rs_action){ .kind = VMM_RS_ACT_STI };
 	prog[n + 1] = (struct vmm_rs_action){ .kind = VMM_RS_ACT_WAIT_INTR_EOI };
 	prog[n + 2] = (struct vmm_rs_action){ .kind = VMM_RS_ACT_CLI };
-	prog[n + 3] = (struct vmm_rs_action){ .kind = VMM_RS_ACT_PORT_OUT, .port = 0x80, .size = 1 };
-	CHECK_OK(vmm_rs_guest_set_script(v, prog, n + 4, -1));
-	CHECK_OK(vm_run(v, &vmrun));
-	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0x80);
+	run_script_to_port80(v, prog, n + 3);
 	CHECK_OK(vmm_rs_guest_stats(v, &gs));
 	return gs.last_vector;
 }

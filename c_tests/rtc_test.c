@@ -22,19 +22,6 @@
 static struct vm_exit vme;
 static struct vm_run vmrun = { .vm_exit = &vme };
 
-/* Runs `n` actions, then an OUT to port 0x80 that ends vm_run. */
-static void
-run_script(struct vcpu *v, const struct vmm_rs_action *acts, int n)
-{
-	struct vmm_rs_action prog[32];
-	memcpy(prog, acts, n * sizeof(*acts));
-	prog[n] = (struct vmm_rs_action){ .kind = VMM_RS_ACT_PORT_OUT, .port = 0x80, .size = 1 };
-	prog[n + 1] = (struct vmm_rs_action){ .kind = VMM_RS_ACT_HLT };
-	CHECK_OK(vmm_rs_guest_set_script(v, prog, n + 2, -1));
-	CHECK_OK(vm_run(v, &vmrun));
-	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0x80);
-}
-
 #define OUT(p, v) { .kind = VMM_RS_ACT_PORT_OUT, .port = (p), .size = 1, .value = (v) }
 #define IN(p) { .kind = VMM_RS_ACT_PORT_IN, .port = (p), .size = 1 }
 
@@ -44,7 +31,7 @@ guest_read(struct vcpu *v, int off)
 {
 	struct vmm_rs_action a[] = { OUT(0x70, off), IN(0x71) };
 	struct vmm_rs_guest_stats gs;
-	run_script(v, a, 2);
+	run_script_to_port80(v, a, 2);
 	CHECK_OK(vmm_rs_guest_stats(v, &gs));
 	return gs.last_read;
 }
@@ -99,12 +86,12 @@ main(void)
 			OUT(0x70, 0x08), OUT(0x71, 0x02), OUT(0x70, 0x09), OUT(0x71, 0x00),
 			OUT(0x70, 0x32), OUT(0x71, 0x20),
 		};
-		run_script(v, set, sizeof(set) / sizeof(set[0]));
+		run_script_to_port80(v, set, sizeof(set) / sizeof(set[0]));
 		CHECK_OK(vm_rtc_gettime(ctx, &secs));
 		CHECK(secs == -1); /* halted */
 		CHECK_ERR(vm_rtc_settime(ctx, T), EBUSY);
 		struct vmm_rs_action go[] = { OUT(0x70, 0x0b), OUT(0x71, 0x02) };
-		run_script(v, go, 2);
+		run_script_to_port80(v, go, 2);
 		CHECK_OK(vm_rtc_gettime(ctx, &secs));
 		CHECK(secs >= 951825600 && secs < 951825600 + 600);
 		CHECK_OK(vm_rtc_read(ctx, 0x04, &b));
@@ -125,7 +112,7 @@ main(void)
 			OUT(0x70, 0x0c), IN(0x71),
 		};
 		struct vmm_rs_guest_stats gs;
-		run_script(v, periodic, sizeof(periodic) / sizeof(periodic[0]));
+		run_script_to_port80(v, periodic, sizeof(periodic) / sizeof(periodic[0]));
 		CHECK_OK(vmm_rs_guest_stats(v, &gs));
 		CHECK(gs.interrupts == 1 && gs.last_vector == RTC_VEC);
 		CHECK(gs.last_read == 0xc0); /* IRQF | PF, cleared by that read */
@@ -160,14 +147,14 @@ main(void)
 		struct vmm_rs_action rd[] = { { .kind = VMM_RS_ACT_PORT_IN, .port = 0x408, .size = 4 } };
 		struct vmm_rs_guest_stats gs;
 		struct timespec t0, t;
-		run_script(v, rd, 1);
+		run_script_to_port80(v, rd, 1);
 		CHECK_OK(vmm_rs_guest_stats(v, &gs));
 		uint32_t first = (uint32_t)gs.last_read;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		do /* let 1 ms of host time pass: the property under test */
 			clock_gettime(CLOCK_MONOTONIC, &t);
 		while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 1000000L);
-		run_script(v, rd, 1);
+		run_script_to_port80(v, rd, 1);
 		CHECK_OK(vmm_rs_guest_stats(v, &gs));
 		CHECK((uint32_t)gs.last_read - first >= 3579);
 		struct vmm_rs_action narrow[] = { { .kind = VMM_RS_ACT_PORT_IN, .port = 0x408, .size = 2 } };
