@@ -22,13 +22,15 @@
 //! - [`guest`], [`sim`]: guest programs (scripted or C callbacks) and the
 //!   simulated backend that runs them.
 //! - [`mem`]: guest memory: segments, guest-physical maps, host access, and
-//!   the libvmmapi memory layout (`vm_setup_memory`, `vm_map_gpa`).
+//!   the libvmmapi memory layout (`vm_setup_memory`, `vm_map_gpa`);
+//!   [`gla2gpa`]: the guest page-table walk (VM_GLA2GPA).
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
 
 pub mod backend;
 pub mod cpuset;
 pub mod error;
 pub mod exit;
+pub mod gla2gpa;
 pub mod guest;
 pub mod mem;
 // A process-wide static table: loom primitives cannot live in statics,

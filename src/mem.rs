@@ -470,6 +470,40 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// A guest page-table entry of `width` bytes (4 or 8, naturally
+    /// aligned) at `gpa`, read in one access. As FreeBSD holds page-table
+    /// pages read-write, the map must allow both, else `Fault`.
+    pub fn read_pte(&self, gpa: u64, width: u8) -> Result<u64> {
+        let (seg, off) = self.pte_slot(gpa, width)?;
+        Ok(match width {
+            4 => u64::from(seg.host.atomic_u32_at(off).ok_or(Error::Fault)?.load(Ordering::SeqCst)),
+            _ => seg.host.atomic_u64_at(off).ok_or(Error::Fault)?.load(Ordering::SeqCst),
+        })
+    }
+
+    /// Sets a page-table entry from `old` to `new` if it still holds `old`
+    /// (`atomic_cmpset`, for the accessed and dirty bits): whether it did.
+    pub fn cmpxchg_pte(&self, gpa: u64, width: u8, old: u64, new: u64) -> Result<bool> {
+        let (seg, off) = self.pte_slot(gpa, width)?;
+        Ok(match width {
+            4 => {
+                let a = seg.host.atomic_u32_at(off).ok_or(Error::Fault)?;
+                a.compare_exchange(old as u32, new as u32, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            }
+            _ => {
+                let a = seg.host.atomic_u64_at(off).ok_or(Error::Fault)?;
+                a.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            }
+        })
+    }
+
+    fn pte_slot(&self, gpa: u64, width: u8) -> Result<(&MemSeg, usize)> {
+        if !matches!(width, 4 | 8) || !gpa.is_multiple_of(u64::from(width)) {
+            return Err(Error::Inval);
+        }
+        self.resolve(gpa, usize::from(width), PROT_READ | PROT_WRITE)
+    }
+
     // ----------------------------------------------------------------
     // libvmmapi (FreeBSD 14, VMMAPI_VERSION 0200).
     // ----------------------------------------------------------------
@@ -769,7 +803,7 @@ fn path_contains(p1: &[u8], p2: &[u8]) -> bool {
 mod host {
     use core::num::NonZeroUsize;
     use core::ptr::NonNull;
-    use core::sync::atomic::AtomicU8;
+    use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
     use nix::sys::mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
 
@@ -842,6 +876,29 @@ mod host {
             // every user of `bytes` (atomics) already allows for.
             let r = unsafe { madvise(self.ptr.cast(), self.len, MmapAdvise::MADV_DONTNEED) };
             debug_assert!(r.is_ok(), "madvise of guest memory failed: {r:?}");
+        }
+
+        /// The naturally aligned 4 bytes at `off` as one atomic (a guest
+        /// page-table entry); `None` if out of range or misaligned.
+        pub(super) fn atomic_u32_at(&self, off: usize) -> Option<&AtomicU32> {
+            if !off.is_multiple_of(4) || off.checked_add(4)? > self.len {
+                return None;
+            }
+            // SAFETY: in the live read-write mapping (checked above), 4-byte
+            // aligned (the mapping is page-aligned), valid for any bit
+            // pattern, and the borrow cannot outlive `self`. Other accesses
+            // to these bytes are atomics too (`bytes`); the mixed sizes are
+            // the hardware's own model (a guest walker's locked updates).
+            Some(unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(off).cast()) })
+        }
+
+        /// As [`HostMapping::atomic_u32_at`], 8 bytes.
+        pub(super) fn atomic_u64_at(&self, off: usize) -> Option<&AtomicU64> {
+            if !off.is_multiple_of(8) || off.checked_add(8)? > self.len {
+                return None;
+            }
+            // SAFETY: as in `atomic_u32_at`, with 8-byte alignment.
+            Some(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(off).cast()) })
         }
 
         /// The mapping as bytes that may be read and written concurrently.

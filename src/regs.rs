@@ -23,6 +23,7 @@ pub mod reg {
     pub const IDTR: usize = 30;
     pub const GDTR: usize = 31;
     pub const EFER: usize = 32;
+    pub const CR2: usize = 33;
     pub const INTR_SHADOW: usize = 38;
     /// `VM_REG_LAST`: number of registers.
     pub const LAST: usize = 49;
@@ -59,6 +60,9 @@ pub mod intinfo {
 
 const IDT_NMI: u64 = 2;
 const IDT_DF: i32 = 8;
+/// General protection and page fault vectors.
+pub const IDT_GP: i32 = 13;
+pub const IDT_PF: i32 = 14;
 
 /// What a guest entry must inject from the intinfo state (FreeBSD
 /// `vm_entry_intinfo`).
