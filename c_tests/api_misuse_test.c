@@ -219,6 +219,12 @@ check_bad_vcpu(struct vcpu *bad, int err, const char *what, int id_if_open)
 		errno = 0;
 		CHECK(vm_get_stats(bad, &tv, &n) == NULL && errno == err);
 		CHECK(tv.tv_sec == 42 && n == 42);
+		struct vm_guest_paging pg = { .paging_mode = PAGING_MODE_FLAT };
+		uint64_t gpa = 42;
+		int fault = 42;
+		CHECK_ERR(vm_gla2gpa(bad, &pg, 0x1000, PROT_READ, &gpa, &fault), err);
+		CHECK_ERR(vm_gla2gpa_nofault(bad, &pg, 0x1000, PROT_READ, &gpa, &fault), err);
+		CHECK(gpa == 42 && fault == 42);
 	}
 	CHECK_ERR(vm_run(bad, &vmrun), err);
 	CHECK_ERR(vm_set_register(bad, VM_REG_GUEST_RAX, 1), err);
@@ -461,6 +467,7 @@ static const unsigned long known_cmds[] = {
 	VM_ISA_DEASSERT_IRQ, VM_ISA_PULSE_IRQ, VM_ISA_SET_IRQ_TRIGGER, VM_ACTIVATE_CPU,
 	VM_GET_CPUS, VM_SUSPEND_CPU, VM_RESUME_CPU, VM_RTC_READ, VM_RTC_WRITE,
 	VM_RTC_SETTIME, VM_RTC_GETTIME, VM_GET_HPET_CAPABILITIES, VM_STATS, VM_STAT_DESC,
+	VM_GLA2GPA, VM_GLA2GPA_NOFAULT,
 };
 
 /* Commands whose argument starts with the vCPU id and that lock that vCPU. */
@@ -469,7 +476,8 @@ static const unsigned long vcpu_cmds[] = {
 	VM_GET_SEGMENT_DESCRIPTOR, VM_SET_REGISTER_SET, VM_GET_REGISTER_SET,
 	VM_SET_CAPABILITY, VM_GET_CAPABILITY, VM_ACTIVATE_CPU, VM_SET_INTINFO,
 	VM_GET_INTINFO, VM_INJECT_EXCEPTION, VM_RESTART_INSTRUCTION,
-	VM_SET_X2APIC_STATE, VM_SET_KERNEMU_DEV, VM_GET_KERNEMU_DEV,
+	VM_SET_X2APIC_STATE, VM_SET_KERNEMU_DEV, VM_GET_KERNEMU_DEV, VM_GLA2GPA,
+	VM_GLA2GPA_NOFAULT,
 };
 
 /* vmm_ioctl: unknown commands, NULL arguments, bad vCPU ids, bad fields. */
@@ -485,7 +493,7 @@ check_ioctl(struct vmctx *ctx)
 		0xc0107614,                    /* VM_SET_REGISTER's number as _IOWR */
 		0xc0107815,                    /* VM_GET_REGISTER's number, group 'x' */
 		/* FreeBSD commands not implemented yet (README: "Not yet there"). */
-		VM_GLA2GPA, VM_GLA2GPA_NOFAULT, VM_GET_GPA_PMAP,
+		VM_GET_GPA_PMAP,
 		VM_BIND_PPTDEV, VM_UNBIND_PPTDEV, VM_MAP_PPTDEV_MMIO, VM_UNMAP_PPTDEV_MMIO,
 		VM_PPTDEV_MSI, VM_PPTDEV_MSIX, VM_PPTDEV_DISABLE_MSIX,
 		VM_RESTORE_TIME,

@@ -2024,6 +2024,33 @@ int vm_inject_exception(struct vcpu *vcpu,
                         int restart_instruction);
 
 /*
+ Translates guest-linear `gla` with the guest's page tables as `paging`
+ describes them, for an access of `prot` (PROT_READ, PROT_WRITE,
+ PROT_EXEC). Returns 0 with `*fault` 0 and `*gpa` set, or with `*fault`
+ 1 when the guest faults: the fault (#PF with CR2, or #GP for a
+ non-canonical address) is then queued for the vCPU. -1 with errno
+ EFAULT when a page-table page is not read-write guest memory (or for a
+ NULL pointer), EBADF for a bad handle.
+ */
+int vm_gla2gpa(struct vcpu *vcpu,
+               struct vm_guest_paging *paging,
+               uint64_t gla,
+               int prot,
+               uint64_t *gpa,
+               int *fault);
+
+/*
+ As `vm_gla2gpa`, but a guest fault is only reported in `*fault`, not
+ queued, and no accessed or dirty bit is set.
+ */
+int vm_gla2gpa_nofault(struct vcpu *vcpu,
+                       struct vm_guest_paging *paging,
+                       uint64_t gla,
+                       int prot,
+                       uint64_t *gpa,
+                       int *fault);
+
+/*
  Makes the guest re-execute the instruction that caused the last exit.
  */
 int vm_restart_instruction(struct vcpu *vcpu);

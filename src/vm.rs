@@ -234,6 +234,39 @@ impl Vm {
         }
     }
 
+    /// VM_GLA2GPA / VM_GLA2GPA_NOFAULT for the vCPU held by `lock`: the
+    /// guest-physical address of `gla`, or `None` when the guest faults;
+    /// then, unless `nofault`, the fault is queued for the vCPU as FreeBSD
+    /// does (#PF with CR2 = `gla`, or #GP(0)), restarting the instruction.
+    /// EFAULT when a page-table page is not read-write guest memory.
+    pub fn gla2gpa(
+        &self,
+        lock: &VcpuLock<'_>,
+        paging: &crate::gla2gpa::GuestPaging,
+        gla: u64,
+        prot: u32,
+        nofault: bool,
+    ) -> Result<Option<u64>> {
+        use crate::gla2gpa::GuestFault;
+        let walked = crate::gla2gpa::gla2gpa(&self.mem(), paging, gla, prot, nofault)?;
+        let fault = match walked {
+            Ok(gpa) => return Ok(Some(gpa)),
+            Err(f) => f,
+        };
+        if !nofault {
+            let mut r = lock.vcpu().regs.lock();
+            // As FreeBSD (a KASSERT there): an exception already queued
+            // stays, and this one is dropped.
+            let _ = match fault {
+                GuestFault::PageFault(code) => r
+                    .set(crate::regs::reg::CR2 as i32, gla)
+                    .and_then(|()| r.inject_exception(crate::regs::IDT_PF, Some(code), true)),
+                GuestFault::GeneralProtection => r.inject_exception(crate::regs::IDT_GP, Some(0), true),
+            };
+        }
+        Ok(None)
+    }
+
     /// Counters of vCPU `id`'s simulated guest.
     pub fn guest_stats(&self, id: usize) -> Result<crate::backend::GuestStats> {
         self.check_alive()?;

@@ -94,6 +94,23 @@ unsafe fn vcpu_cmd(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, cmd: u64, arg: *mut 
                 copy_out(arg, a);
                 Ok(())
             }
+            VM_GLA2GPA | VM_GLA2GPA_NOFAULT => {
+                let mut a: vm_gla2gpa = copy_in(arg);
+                let paging = crate::gla2gpa::GuestPaging {
+                    cr3: a.paging.cr3,
+                    cpl: a.paging.cpl,
+                    cpu_mode: a.paging.cpu_mode,
+                    paging_mode: a.paging.paging_mode,
+                };
+                // FreeBSD looks only at the write and execute bits of prot.
+                let gpa = vm.gla2gpa(lock, &paging, a.gla, a.prot as u32, cmd == VM_GLA2GPA_NOFAULT)?;
+                a.fault = c_int::from(gpa.is_none());
+                if let Some(gpa) = gpa {
+                    a.gpa = gpa;
+                }
+                copy_out(arg, a);
+                Ok(())
+            }
             VM_INJECT_EXCEPTION => {
                 let a: vm_exception = copy_in(arg);
                 let code = (a.error_code_valid != 0).then_some(a.error_code);

@@ -221,6 +221,68 @@ pub extern "C" fn vm_inject_exception(
     })
 }
 
+/// The shared body of `vm_gla2gpa` and `vm_gla2gpa_nofault`.
+///
+/// # Safety
+/// The contract the header states for pointers.
+unsafe fn gla2gpa(
+    vcpu: *mut vcpu,
+    cmd: u64,
+    paging: *mut vm_guest_paging,
+    gla: u64,
+    prot: c_int,
+    gpa: *mut u64,
+    fault: *mut c_int,
+) -> c_int {
+    if paging.is_null() || gpa.is_null() || fault.is_null() {
+        return fail(libc::EFAULT);
+    }
+    // SAFETY: non-NULL in-pointer.
+    let paging = unsafe { paging.read() };
+    let mut a = vm_gla2gpa { vcpuid: 0, prot, gla, paging, fault: 0, gpa: 0 };
+    let rc = vcpu_ioctl(vcpu, cmd, &mut a, |a, id| a.vcpuid = id);
+    if rc == 0 {
+        out!(fault, a.fault);
+        out!(gpa, a.gpa);
+    }
+    rc
+}
+
+/// Translates guest-linear `gla` with the guest's page tables as `paging`
+/// describes them, for an access of `prot` (PROT_READ, PROT_WRITE,
+/// PROT_EXEC). Returns 0 with `*fault` 0 and `*gpa` set, or with `*fault`
+/// 1 when the guest faults: the fault (#PF with CR2, or #GP for a
+/// non-canonical address) is then queued for the vCPU. -1 with errno
+/// EFAULT when a page-table page is not read-write guest memory (or for a
+/// NULL pointer), EBADF for a bad handle.
+#[no_mangle]
+pub unsafe extern "C" fn vm_gla2gpa(
+    vcpu: *mut vcpu,
+    paging: *mut vm_guest_paging,
+    gla: u64,
+    prot: c_int,
+    gpa: *mut u64,
+    fault: *mut c_int,
+) -> c_int {
+    // SAFETY: forwarded.
+    ffi_boundary!({ unsafe { gla2gpa(vcpu, VM_GLA2GPA, paging, gla, prot, gpa, fault) } })
+}
+
+/// As `vm_gla2gpa`, but a guest fault is only reported in `*fault`, not
+/// queued, and no accessed or dirty bit is set.
+#[no_mangle]
+pub unsafe extern "C" fn vm_gla2gpa_nofault(
+    vcpu: *mut vcpu,
+    paging: *mut vm_guest_paging,
+    gla: u64,
+    prot: c_int,
+    gpa: *mut u64,
+    fault: *mut c_int,
+) -> c_int {
+    // SAFETY: forwarded.
+    ffi_boundary!({ unsafe { gla2gpa(vcpu, VM_GLA2GPA_NOFAULT, paging, gla, prot, gpa, fault) } })
+}
+
 /// Makes the guest re-execute the instruction that caused the last exit.
 #[no_mangle]
 pub extern "C" fn vm_restart_instruction(vcpu: *mut vcpu) -> c_int {
