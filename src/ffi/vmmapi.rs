@@ -24,7 +24,9 @@ macro_rules! out {
 }
 
 /// Runs vCPU `vcpu` until an exit userland must handle; the exit is
-/// written to `vmrun->vm_exit`. For VM_EXITCODE_IPI (the guest sent INIT
+/// written to `vmrun->vm_exit`. The local APIC, IOAPIC and HPET MMIO and
+/// the PIT (0x40-0x43, 0x61), RTC (0x70, 0x71) and PM timer (0x408) ports
+/// are emulated inside, as FreeBSD's kernel does. For VM_EXITCODE_IPI (the guest sent INIT
 /// or STARTUP with VM_CAP_IPI_EXIT set) the target vCPUs are written to
 /// `vmrun->cpuset` (its first `cpusetsize` bytes, zero beyond 128, as
 /// FreeBSD). Returns 0, or -1 with errno: EFAULT (NULL `vmrun` or exit
@@ -32,7 +34,9 @@ macro_rules! out {
 /// written all the same), EINVAL (the vCPU is not active or has
 /// acknowledged a suspend; or, as FreeBSD, the guest accessed its local
 /// APIC page with other than 4 bytes at a 16-byte boundary: the access is
-/// dropped and the next call runs on), EBADF (bad handle, destroyed VM).
+/// dropped and the next call runs on), EIO (as FreeBSD, the guest made a
+/// port access an emulated device refuses, such as a 2-byte read of port
+/// 0x71; the next call runs on), EBADF (bad handle, destroyed VM).
 #[no_mangle]
 pub unsafe extern "C" fn vm_run(vcpu: *mut vcpu, vmrun: *mut vm_run) -> c_int {
     ffi_boundary!({
