@@ -1926,7 +1926,7 @@ int vmm_rs_vcpu_state(struct vcpu *vcpu);
  thread's buffer of them (valid until this thread's next call), with
  their number in `*ret_entries` and the time read in `*ret_tv` (either
  may be NULL). NULL with errno on failure (EFAULT, EBADF for a bad
- handle or destroyed VM).
+ handle or destroyed VM, ENOMEM if the thread can have no buffer).
  */
 uint64_t *vm_get_stats(struct vcpu *vcpu, struct timeval *ret_tv, int *ret_entries);
 

@@ -887,8 +887,12 @@ mod host {
             // SAFETY: in the live read-write mapping (checked above), 4-byte
             // aligned (the mapping is page-aligned), valid for any bit
             // pattern, and the borrow cannot outlive `self`. Other accesses
-            // to these bytes are atomics too (`bytes`); the mixed sizes are
-            // the hardware's own model (a guest walker's locked updates).
+            // to these bytes are atomics too (`bytes`), but byte-sized: Rust's
+            // memory model leaves a race between atomics of different sizes
+            // on the same bytes undefined. One needs another thread writing
+            // the very page-table entry this walk updates through
+            // `write_gpa`; x86 gives that race the meaning FreeBSD's walker
+            // relies on (a locked update of the whole entry).
             Some(unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(off).cast()) })
         }
 

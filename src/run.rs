@@ -24,20 +24,22 @@ impl Vm {
     /// caller must see. EINVAL if the vCPU is not active or has already
     /// acknowledged a suspend.
     pub fn run(&self, lock: &VcpuLock<'_>) -> Result<VmExit> {
-        let exit = self.run_loop(lock)?;
+        {
+            let c = self.cpus();
+            if !c.active.contains(lock.id()) || c.suspended.contains(lock.id()) {
+                return Err(Error::Inval);
+            }
+        }
+        // Every return from the loop goes to userland, errors included
+        // (FreeBSD counts VMEXIT_USERSPACE the same way).
+        let r = self.run_loop(lock);
         lock.vcpu().stats.add(Stat::Userspace, 1);
-        Ok(exit)
+        r
     }
 
     fn run_loop(&self, lock: &VcpuLock<'_>) -> Result<VmExit> {
         let id = lock.id();
         let vcpu = lock.vcpu();
-        {
-            let c = self.cpus();
-            if !c.active.contains(id) || c.suspended.contains(id) {
-                return Err(Error::Inval);
-            }
-        }
         loop {
             self.check_alive()?;
             // Enter RUNNING first (waiting out any runblock), then look at

@@ -11,7 +11,7 @@
 //!    vCPU never waits for it while RUNNING).
 //!    `Vhpet::state` (the HPET): held while the HPET raises and lowers its
 //!    interrupts (vioapic pins, MSIs), so it ranks before everything
-//!    below; taken with no other lock held.
+//!    below; taken with no other lock held but rank 1 (VM_REINIT).
 //! 3. `Vioapic::write_lock` (the RTE write lock: exclusive, serialises RTE
 //!    writes and their TMR staging), then `Vioapic::table` (the vioapic
 //!    table mutex: redirection table with remote IRR, IOREGSEL, stats;
@@ -29,8 +29,8 @@
 //! 6. `Vm::cpus` (cpusets, topology): a leaf, taken under any of the
 //!    above and never held while taking another lock.
 //! 7. The vRTC and vPIT mutexes (`Vrtc::state`, `Vatpit::state`): leaves,
-//!    taken with no other lock held; the IRQ 8 and IRQ 0 they raise are
-//!    delivered after they are released.
+//!    taken with no other lock held but rank 1 (VM_REINIT); the IRQ 8 and
+//!    IRQ 0 they raise are delivered after they are released.
 //!
 //! No thread waits on another vCPU while holding a lock of ranks 2-6, with
 //! one exception: the vioapic write lock is held across `Vcpu::block_run`,
@@ -256,13 +256,17 @@ impl Vm {
         if !nofault {
             let mut r = lock.vcpu().regs.lock();
             // As FreeBSD (a KASSERT there): an exception already queued
-            // stays, and this one is dropped.
-            let _ = match fault {
-                GuestFault::PageFault(code) => r
-                    .set(crate::regs::reg::CR2 as i32, gla)
-                    .and_then(|()| r.inject_exception(crate::regs::IDT_PF, Some(code), true)),
-                GuestFault::GeneralProtection => r.inject_exception(crate::regs::IDT_GP, Some(0), true),
-            };
+            // stays, and this one is dropped, CR2 with it.
+            match fault {
+                GuestFault::PageFault(code) => {
+                    if r.inject_exception(crate::regs::IDT_PF, Some(code), true).is_ok() {
+                        r.set(crate::regs::reg::CR2 as i32, gla)?;
+                    }
+                }
+                GuestFault::GeneralProtection => {
+                    let _ = r.inject_exception(crate::regs::IDT_GP, Some(0), true);
+                }
+            }
         }
         Ok(None)
     }

@@ -6,6 +6,7 @@ use std::ffi::{c_char, c_int, c_void};
 
 use super::abi::*;
 use super::call::{ctx_ioctl, vcpu_ioctl};
+use super::errno::set_errno;
 use super::handle::{vcpu, vmctx};
 use super::ioctl::{copy_in, copy_out};
 use super::panic::ffi_boundary;
@@ -68,7 +69,7 @@ static BUFFERS: ThreadExitKey<RefCell<Buffers>> = ThreadExitKey::new();
 /// thread's buffer of them (valid until this thread's next call), with
 /// their number in `*ret_entries` and the time read in `*ret_tv` (either
 /// may be NULL). NULL with errno on failure (EFAULT, EBADF for a bad
-/// handle or destroyed VM).
+/// handle or destroyed VM, ENOMEM if the thread can have no buffer).
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_stats(vcpu: *mut vcpu, ret_tv: *mut timeval, ret_entries: *mut c_int) -> *mut u64 {
     ffi_boundary!(std::ptr::null_mut(), {
@@ -95,6 +96,8 @@ pub unsafe extern "C" fn vm_get_stats(vcpu: *mut vcpu, ret_tv: *mut timeval, ret
             b.stats = all;
             b.stats.as_mut_ptr()
         }) else {
+            // No per-thread buffer (no POSIX key or memory left).
+            set_errno(libc::ENOMEM);
             return std::ptr::null_mut();
         };
         // SAFETY: NULL-checked out-pointers.
@@ -126,6 +129,9 @@ pub extern "C" fn vm_get_stat_desc(ctx: *mut vmctx, index: c_int) -> *const c_ch
                 b.desc = a.desc;
                 b.desc.as_ptr()
             })
-            .unwrap_or(std::ptr::null())
+            .unwrap_or_else(|| {
+                set_errno(libc::ENOMEM);
+                std::ptr::null()
+            })
     })
 }

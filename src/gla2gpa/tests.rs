@@ -166,3 +166,27 @@ fn page_tables_outside_guest_ram_are_efault() {
     ro.mmap_memseg(0, 0, 0, MIB as usize, PROT_READ, 0).unwrap();
     assert_eq!(gla2gpa(&ro, &paging64(0), GLA, PROT_READ, true), Err(Error::Fault));
 }
+
+/// The faulting form queues #PF with CR2; with an exception already
+/// queued, neither the #PF nor its CR2 is taken (FreeBSD: a KASSERT).
+#[test]
+fn a_fault_is_queued_with_cr2_unless_an_exception_is_pending() {
+    use crate::regs::reg;
+    let vm = crate::vm::Vm::with_idle_backend("t", 1).unwrap();
+    {
+        let all = vm.lock_all().unwrap();
+        vm.mem_write(&all).setup_memory((16 * MIB) as usize, crate::mem::VM_MMAP_ALL).unwrap();
+    }
+    let l = vm.lock_one(0).unwrap();
+    l.vcpu().regs.lock().set(reg::CR0 as i32, 0x8000_0001).unwrap();
+    let p = paging64(0); // PML4 at 0x1000 is all zeros: not present
+    assert_eq!(vm.gla2gpa(&l, &p, GLA, PROT_READ, true), Ok(None));
+    assert_eq!(l.vcpu().regs.lock().intinfo(), (0, 0), "NOFAULT queues nothing");
+    assert_eq!(vm.gla2gpa(&l, &p, GLA, PROT_WRITE, false), Ok(None));
+    let (_, info) = l.vcpu().regs.lock().intinfo();
+    assert_eq!((info & 0xff, info >> 32), (14, u64::from(PGEX_W)));
+    assert_eq!(l.vcpu().regs.lock().get(reg::CR2 as i32), Ok(GLA));
+    // Another fault with the #PF still queued: CR2 stays.
+    assert_eq!(vm.gla2gpa(&l, &p, GLA + 0x1000, PROT_READ, false), Ok(None));
+    assert_eq!(l.vcpu().regs.lock().get(reg::CR2 as i32), Ok(GLA));
+}

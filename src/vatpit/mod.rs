@@ -30,7 +30,7 @@ mod tests;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::Mutex;
 
 /// Input clock, Hz.
@@ -103,6 +103,8 @@ pub struct Vatpit {
     /// Channel 0's callout in nanoseconds since `epoch` (`u64::MAX`: none),
     /// read without the mutex on every guest entry.
     deadline_ns: AtomicU64,
+    /// Set under the mutex when an operation moved it earlier.
+    sooner: AtomicBool,
     epoch: Instant,
 }
 
@@ -281,6 +283,7 @@ impl Vatpit {
         Vatpit {
             state: Mutex::new(PitState { channels: [Channel::new(now); 3] }),
             deadline_ns: AtomicU64::new(u64::MAX),
+            sooner: AtomicBool::new(false),
             epoch: now,
         }
     }
@@ -295,8 +298,16 @@ impl Vatpit {
         } else {
             u64::MAX
         };
-        self.deadline_ns.store(ns, Ordering::Release);
+        if ns < self.deadline_ns.swap(ns, Ordering::AcqRel) {
+            self.sooner.store(true, Ordering::Release);
+        }
         v
+    }
+
+    /// Whether channel 0's callout was moved earlier since the last call
+    /// (cleared): vCPUs asleep with the old bound must look again.
+    pub fn take_sooner(&self) -> bool {
+        self.sooner.swap(false, Ordering::AcqRel)
     }
 
     /// Whether the PIT emulates `port`.

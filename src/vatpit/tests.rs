@@ -147,3 +147,22 @@ fn reset_brings_back_a_new_pit() {
     assert_eq!(g.pulses, 0);
     assert_eq!(g.read16(0), DEFAULT_COUNT, "never loaded: the 100 Hz count");
 }
+
+/// A count that arms channel 0 sooner than before notes it (sleepers must
+/// look again), also after an expiry disarmed it; a later one does not.
+#[test]
+fn arming_sooner_is_noted_for_sleepers() {
+    let mut g = G::new();
+    assert!(!g.pit.take_sooner());
+    g.out(IO_TIMER_MODE, 0x30).unwrap(); // mode 0: one-shot
+    g.load(0, 1000);
+    assert!(g.pit.take_sooner(), "armed from nothing");
+    assert!(!g.pit.take_sooner(), "taken");
+    g.advance_ticks(1000);
+    assert_eq!((g.pulses, g.pit.deadline()), (1, None));
+    g.load(0, 5000);
+    assert!(g.pit.take_sooner(), "re-armed after the expiry disarmed it");
+    g.out(IO_TIMER_MODE, 0x34).unwrap();
+    g.load(0, 60000);
+    assert!(!g.pit.take_sooner(), "moved later");
+}

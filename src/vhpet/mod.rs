@@ -33,7 +33,7 @@ mod tests;
 
 use std::time::{Duration, Instant};
 
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::Mutex;
 
 /// Guest-physical base of the registers, and their size.
@@ -128,6 +128,8 @@ pub struct Vhpet {
     /// The earliest callout in nanoseconds since `epoch` (`u64::MAX`:
     /// none), written under the mutex, read without it on guest entry.
     deadline_ns: AtomicU64,
+    /// Set under the mutex when an operation moved that earlier.
+    sooner: AtomicBool,
     epoch: Instant,
 }
 
@@ -433,7 +435,12 @@ impl Vhpet {
     /// `vhpet_init`: counter stopped at 0, every timer one-shot, edge, off,
     /// routed nowhere, comparator 0xffffffff.
     pub fn new(now: Instant) -> Self {
-        Vhpet { state: Mutex::new(HpetState::new(now)), deadline_ns: AtomicU64::new(u64::MAX), epoch: now }
+        Vhpet {
+            state: Mutex::new(HpetState::new(now)),
+            deadline_ns: AtomicU64::new(u64::MAX),
+            sooner: AtomicBool::new(false),
+            epoch: now,
+        }
     }
 
     /// Runs `f` on the state, then publishes the earliest callout.
@@ -443,8 +450,16 @@ impl Vhpet {
         let ns = st.earliest_deadline().map_or(u64::MAX, |d| {
             u64::try_from(d.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
         });
-        self.deadline_ns.store(ns, Ordering::Release);
+        if ns < self.deadline_ns.swap(ns, Ordering::AcqRel) {
+            self.sooner.store(true, Ordering::Release);
+        }
         v
+    }
+
+    /// Whether the earliest callout was moved earlier since the last call
+    /// (cleared): vCPUs asleep with the old bound must look again.
+    pub fn take_sooner(&self) -> bool {
+        self.sooner.swap(false, Ordering::AcqRel)
     }
 
     /// A guest read of `size` bytes at `offset` into the registers: 4- or

@@ -266,3 +266,19 @@ fn a_periodic_comparator_at_the_counter_or_long_overdue_moves_to_the_next_period
     let next = g.r(reg::timer_comparator(4)) as u32;
     assert!(next.wrapping_sub(counter) > 0 && next.wrapping_sub(counter) <= 100, "{counter} -> {next}");
 }
+
+#[test]
+fn arming_sooner_is_noted_for_sleepers() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(0), 24 << 9 | TCNF_INT_ENB);
+    g.w(reg::timer_comparator(0), 1000);
+    assert!(!g.h.take_sooner(), "counter stopped: nothing armed");
+    g.w(reg::CONFIG, CNF_ENABLE);
+    assert!(g.h.take_sooner());
+    g.w(reg::timer_comparator(0), 5000);
+    assert!(!g.h.take_sooner(), "later");
+    g.w(reg::timer_comparator(0), 10);
+    assert!(g.h.take_sooner(), "sooner");
+    g.advance(10);
+    assert!(!g.h.take_sooner(), "an expiry only moves it later");
+}

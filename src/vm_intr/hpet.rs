@@ -37,9 +37,8 @@ impl Vm {
     }
 
     pub(crate) fn hpet_mmio_write(&self, gpa: u64, size: u8, value: u64) {
-        let before = self.device_timer_deadline();
         self.vhpet().mmio_write(gpa - VHPET_BASE, size, value, Instant::now(), self);
-        self.wake_sleepers_if_sooner(before);
+        self.wake_sleepers_if_sooner();
     }
 
     /// VM_GET_HPET_CAPABILITIES: the low half of the capabilities
@@ -57,17 +56,15 @@ impl Vm {
         self.pit_poll(now);
     }
 
-    /// After an operation that may arm a device callout: if the earliest
-    /// one is now sooner than `before`, wakes every vCPU asleep in HLT, so
-    /// it sleeps again with the new bound (its wake-up time was computed
-    /// from the old one). Taking each vCPU's mutex to notify orders this
-    /// after a sleeper's read of the bound, or before it: none is missed.
-    pub(crate) fn wake_sleepers_if_sooner(&self, before: Option<Instant>) {
-        let sooner = match (self.device_timer_deadline(), before) {
-            (Some(after), Some(before)) => after < before,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
+    /// After an operation that may arm a device callout: if some device's
+    /// callout moved earlier (each device notes that under its own mutex,
+    /// and polls only ever move one later), wakes every vCPU asleep in HLT
+    /// so it sleeps again with the new bound. Taking each vCPU's mutex to
+    /// notify orders this after a sleeper's read of the bound, or before
+    /// it: none is missed.
+    pub(crate) fn wake_sleepers_if_sooner(&self) {
+        // `|`, not `||`: every flag is taken.
+        let sooner = self.vrtc().take_sooner() | self.vhpet().take_sooner() | self.vatpit().take_sooner();
         if sooner {
             for v in self.vcpus() {
                 v.wake_waiters();

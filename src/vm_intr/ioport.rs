@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::vatpit::{Vatpit, IO_TIMER_CNTR0, PIT_IOAPIC_PIN};
+use crate::vatpit::{Vatpit, PIT_IOAPIC_PIN};
 use crate::vm::Vm;
 use crate::vpmtmr::IO_PMTMR;
 use crate::vrtc::IO_RTC;
@@ -36,12 +36,9 @@ impl Vm {
         if is_in {
             return self.vatpit().port_in(port, bytes, now).map(|v| Some(u32::from(v)));
         }
-        let before = self.device_timer_deadline();
-        self.vatpit().port_out(port, bytes, eax as u8, now)?;
-        if port == IO_TIMER_CNTR0 {
-            self.wake_sleepers_if_sooner(before);
-        }
-        Ok(None)
+        let r = self.vatpit().port_out(port, bytes, eax as u8, now);
+        self.wake_sleepers_if_sooner();
+        r.map(|()| None)
     }
 
     /// Fires the PIT's channel 0 callout if due: IRQ 0, on IOAPIC pin 2.

@@ -35,9 +35,8 @@ impl Vm {
     /// updates halted).
     pub fn rtc_set_time(&self, secs: i64) -> Result<()> {
         self.check_alive()?;
-        let before = self.device_timer_deadline();
         let r = self.rtc_done(self.vrtc().set_time(secs, Instant::now()));
-        self.wake_sleepers_if_sooner(before);
+        self.wake_sleepers_if_sooner();
         r
     }
 
@@ -57,9 +56,8 @@ impl Vm {
         if is_in {
             self.rtc_done(self.vrtc().port_in(port, bytes, now)).map(Some)
         } else {
-            let before = self.device_timer_deadline();
             let r = self.rtc_done(self.vrtc().port_out(port, bytes, eax as u8, now)).map(|()| None);
-            self.wake_sleepers_if_sooner(before);
+            self.wake_sleepers_if_sooner();
             r
         }
     }

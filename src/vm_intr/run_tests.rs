@@ -404,6 +404,9 @@ fn a_wide_rtc_access_fails_vm_run() {
     let (vm, _s) = vm_with(Script { exits: StdMutex::new([port(0x71, 2, true, 0)].into()), ..Script::default() }, 1);
     let l = vm.lock_one(0).unwrap();
     assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io));
+    // The failed VM_RUN returned to userland all the same (VM_STATS).
+    let userspace = crate::stats::Stat::Userspace as usize;
+    assert_eq!(vm.vcpu_stats(0, 0, 64).unwrap()[userspace], 1);
 }
 
 /// The RTC's periodic interrupt reaches a guest asleep in HLT through

@@ -41,7 +41,7 @@ mod tests;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::Mutex;
 
 /// The RTC's bytes, indexed by CMOS offset (FreeBSD `struct rtcdev`).
@@ -137,6 +137,9 @@ pub struct Vrtc {
     /// The callout deadline in nanoseconds since `epoch` (`u64::MAX`: none),
     /// written under the mutex and read without it on every guest entry.
     deadline_ns: AtomicU64,
+    /// Set under the mutex when an operation moved the deadline earlier:
+    /// vCPUs asleep with the old bound must look again ([`Vrtc::take_sooner`]).
+    sooner: AtomicBool,
     epoch: Instant,
 }
 
@@ -374,7 +377,7 @@ impl Vrtc {
         };
         let _ = st.time_update(0, now);
         time::secs_to_rtc(&mut st.regs, 0, false);
-        Vrtc { state: Mutex::new(st), deadline_ns: AtomicU64::new(u64::MAX), epoch: now }
+        Vrtc { state: Mutex::new(st), deadline_ns: AtomicU64::new(u64::MAX), sooner: AtomicBool::new(false), epoch: now }
     }
 
     /// Runs `f` on the state at `now`, then re-arms the callout if the
@@ -387,7 +390,9 @@ impl Vrtc {
         let ns = st.deadline.map_or(u64::MAX, |d| {
             u64::try_from(d.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
         });
-        self.deadline_ns.store(ns, Ordering::Release);
+        if ns < self.deadline_ns.swap(ns, Ordering::AcqRel) {
+            self.sooner.store(true, Ordering::Release);
+        }
         Outcome { value, pulse: st.pulse }
     }
 
@@ -456,6 +461,11 @@ impl Vrtc {
             (p, 1) if p == IO_RTC + 1 => self.with(now, |st| st.data_out(val, now)),
             _ => Outcome { value: Err(Error::Io), pulse: false },
         }
+    }
+
+    /// Whether the callout was moved earlier since the last call (cleared).
+    pub fn take_sooner(&self) -> bool {
+        self.sooner.swap(false, Ordering::AcqRel)
     }
 
     /// When the callout fires next (lock-free), if it is armed.
