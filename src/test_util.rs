@@ -21,3 +21,33 @@ pub fn with_watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send 
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: deadlock or hang"),
     }
 }
+
+/// xorshift64*: deterministic, no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+    pub fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+    /// An i32 near the valid range [lo, hi), or anything.
+    pub fn around(&mut self, lo: i32, hi: i32) -> i32 {
+        match self.below(8) {
+            0 => self.next() as i32,
+            1 => lo - 1 - self.below(3) as i32,
+            2 => hi + self.below(3) as i32,
+            _ => lo + self.below((hi - lo) as u64) as i32,
+        }
+    }
+}

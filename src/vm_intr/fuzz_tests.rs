@@ -14,41 +14,13 @@ use std::time::{Duration, Instant};
 
 use super::tests::{lapic_read, lapic_write, program_rte, rte_low, vm};
 use super::*;
+pub(super) use crate::test_util::Rng;
 use crate::vioapic::PINS;
 use crate::vlapic::regs::*;
 
 const VCPUS: usize = 3;
 const STEPS: usize = 1_000_000;
 
-/// xorshift64*: deterministic, no dependency.
-pub(super) struct Rng(pub(super) u64);
-
-impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub(super) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    pub(super) fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-    pub(super) fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-    /// An i32 near the valid range [lo, hi), or anything.
-    pub(super) fn around(&mut self, lo: i32, hi: i32) -> i32 {
-        match self.below(8) {
-            0 => self.next() as i32,
-            1 => lo - 1 - self.below(3) as i32,
-            2 => hi + self.below(3) as i32,
-            _ => lo + self.below((hi - lo) as u64) as i32,
-        }
-    }
-}
 
 /// The local APIC registers a guest writes, and any 16-byte slot.
 const LAPIC_REGS: [u32; 18] = [
