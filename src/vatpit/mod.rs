@@ -10,8 +10,9 @@
 //! only channel 2's output, which is set only in mode 0 after the count
 //! ran out (the gate bit is not emulated); a channel read before it was
 //! ever loaded starts at the 100 Hz count. One difference: a count of 0
-//! (65536 on hardware, 65535 in FreeBSD) arms channel 0 as FreeBSD's
-//! current code does; FreeBSD 14 arms nothing for it.
+//! (65536 on hardware, 65535 in FreeBSD) re-arms channel 0 from the write
+//! as FreeBSD's current code does; FreeBSD 14 leaves any pending callout
+//! as it was (and arms nothing if none was).
 //!
 //! # Lock order
 //!
