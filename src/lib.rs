@@ -16,7 +16,8 @@
 //!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).
 //! - [`vrtc`]: the RTC and CMOS (ports 0x70/0x71, VM_RTC_*, IRQ 8);
 //!   [`vpmtmr`]: the ACPI PM timer (port 0x408); [`vhpet`]: the HPET;
-//!   [`vatpit`]: the 8254 PIT (ports 0x40-0x43, 0x61).
+//!   [`vatpit`]: the 8254 PIT (ports 0x40-0x43, 0x61); [`callout`]: how
+//!   their timer deadlines are published to the run loop.
 //! - [`registry`]: the process-wide table of named VMs (not under loom).
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`guest`], [`sim`]: guest programs (scripted or C callbacks) and the
@@ -27,6 +28,7 @@
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
 
 pub mod backend;
+pub mod callout;
 pub mod cpuset;
 pub mod error;
 pub mod exit;

@@ -31,7 +31,7 @@ mod tests;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::callout::PublishedCallout;
 use crate::sync::Mutex;
 
 /// Input clock, Hz.
@@ -101,12 +101,8 @@ struct PitState {
 pub struct Vatpit {
     /// vPIT mutex. Protects: the three channels. Rank: a leaf.
     state: Mutex<PitState>,
-    /// Channel 0's callout in nanoseconds since `epoch` (`u64::MAX`: none),
-    /// read without the mutex on every guest entry.
-    deadline_ns: AtomicU64,
-    /// Set under the mutex when an operation moved it earlier.
-    sooner: AtomicBool,
-    epoch: Instant,
+    /// Channel 0's callout, published under the mutex.
+    callout: PublishedCallout,
 }
 
 /// Input-clock ticks in `d`.
@@ -283,9 +279,7 @@ impl Vatpit {
     pub fn new(now: Instant) -> Self {
         Vatpit {
             state: Mutex::new(PitState { channels: [Channel::new(now); 3] }),
-            deadline_ns: AtomicU64::new(u64::MAX),
-            sooner: AtomicBool::new(false),
-            epoch: now,
+            callout: PublishedCallout::new(now),
         }
     }
 
@@ -294,21 +288,13 @@ impl Vatpit {
         let mut st = self.state.lock();
         let v = f(&mut st);
         let c = &st.channels[0];
-        let ns = if c.armed {
-            u64::try_from(c.callout_at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
-        } else {
-            u64::MAX
-        };
-        if ns < self.deadline_ns.swap(ns, Ordering::AcqRel) {
-            self.sooner.store(true, Ordering::Release);
-        }
+        self.callout.publish(c.armed.then_some(c.callout_at));
         v
     }
 
-    /// Whether channel 0's callout was moved earlier since the last call
-    /// (cleared): vCPUs asleep with the old bound must look again.
-    pub fn take_sooner(&self) -> bool {
-        self.sooner.swap(false, Ordering::AcqRel)
+    /// The published callout: channel 0's, and whether it moved earlier.
+    pub fn callout(&self) -> &PublishedCallout {
+        &self.callout
     }
 
     /// Whether the PIT emulates `port`.
@@ -350,17 +336,11 @@ impl Vatpit {
         })
     }
 
-    /// When channel 0's callout is due, if armed (lock-free).
-    pub fn deadline(&self) -> Option<Instant> {
-        let ns = self.deadline_ns.load(Ordering::Acquire);
-        (ns != u64::MAX).then(|| self.epoch + Duration::from_nanos(ns))
-    }
-
     /// Fires channel 0's callout if due: true when IRQ 0 must be pulsed
     /// (one atomic load when nothing is due).
     #[must_use = "IRQ 0 must be pulsed when this is true"]
     pub fn poll(&self, now: Instant) -> bool {
-        if self.deadline().is_none_or(|d| d > now) {
+        if !self.callout.due(now) {
             return false;
         }
         self.with(|st| st.fire_due(now))

@@ -112,7 +112,7 @@ fn channel_0_interrupts_periodically_in_mode_2_and_once_otherwise() {
     let mut g = G::new();
     g.out(IO_TIMER_MODE, 0x34).unwrap();
     g.load(0, 11932); // 100 Hz
-    assert!(g.pit.deadline().is_some());
+    assert!(g.pit.callout().get().is_some());
     g.advance_ticks(11931);
     assert_eq!(g.pulses, 0);
     for i in 1..=5 {
@@ -128,12 +128,12 @@ fn channel_0_interrupts_periodically_in_mode_2_and_once_otherwise() {
     g.advance_ticks(200);
     g.advance_ticks(200);
     assert_eq!(g.pulses, 7);
-    assert_eq!(g.pit.deadline(), None);
+    assert_eq!(g.pit.callout().get(), None);
     // Channels 1 and 2 never interrupt.
     g.out(IO_TIMER_MODE, 0x74).unwrap();
     g.load(1, 10);
     g.advance_ticks(100);
-    assert_eq!((g.pulses, g.pit.deadline()), (7, None));
+    assert_eq!((g.pulses, g.pit.callout().get()), (7, None));
 }
 
 #[test]
@@ -142,7 +142,7 @@ fn reset_brings_back_a_new_pit() {
     g.out(IO_TIMER_MODE, 0x34).unwrap();
     g.load(0, 100);
     g.pit.reset(g.now);
-    assert_eq!(g.pit.deadline(), None);
+    assert_eq!(g.pit.callout().get(), None);
     g.advance_ticks(1000);
     assert_eq!(g.pulses, 0);
     assert_eq!(g.read16(0), DEFAULT_COUNT, "never loaded: the 100 Hz count");
@@ -153,18 +153,18 @@ fn reset_brings_back_a_new_pit() {
 #[test]
 fn arming_sooner_is_noted_for_sleepers() {
     let mut g = G::new();
-    assert!(!g.pit.take_sooner());
+    assert!(!g.pit.callout().take_sooner());
     g.out(IO_TIMER_MODE, 0x30).unwrap(); // mode 0: one-shot
     g.load(0, 1000);
-    assert!(g.pit.take_sooner(), "armed from nothing");
-    assert!(!g.pit.take_sooner(), "taken");
+    assert!(g.pit.callout().take_sooner(), "armed from nothing");
+    assert!(!g.pit.callout().take_sooner(), "taken");
     g.advance_ticks(1000);
-    assert_eq!((g.pulses, g.pit.deadline()), (1, None));
+    assert_eq!((g.pulses, g.pit.callout().get()), (1, None));
     g.load(0, 5000);
-    assert!(g.pit.take_sooner(), "re-armed after the expiry disarmed it");
+    assert!(g.pit.callout().take_sooner(), "re-armed after the expiry disarmed it");
     g.out(IO_TIMER_MODE, 0x34).unwrap();
     g.load(0, 60000);
-    assert!(!g.pit.take_sooner(), "moved later");
+    assert!(!g.pit.callout().take_sooner(), "moved later");
 }
 
 /// Random guest port accesses and time steps: nothing panics, the byte
@@ -192,7 +192,7 @@ fn random_port_accesses_keep_the_counters_sane() {
             assert!(c.olbyte <= 2 && c.crbyte <= 1 && c.frbyte <= 1, "step {step}: {c:?}");
         }
         let c0 = &st.channels[0];
-        assert_eq!(g.pit.deadline(), c0.armed.then_some(c0.callout_at), "step {step}");
+        assert_eq!(g.pit.callout().get(), c0.armed.then_some(c0.callout_at), "step {step}");
     }
     assert!(g.pulses > 0, "the run raised IRQ 0 at least once");
 }

@@ -33,7 +33,7 @@ mod tests;
 
 use std::time::{Duration, Instant};
 
-use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::callout::PublishedCallout;
 use crate::sync::Mutex;
 
 /// Guest-physical base of the registers, and their size.
@@ -125,12 +125,8 @@ pub struct Vhpet {
     /// vHPET mutex. Protects: every register and the callouts. Rank: before
     /// the vioapic locks (see the module doc).
     state: Mutex<HpetState>,
-    /// The earliest callout in nanoseconds since `epoch` (`u64::MAX`:
-    /// none), written under the mutex, read without it on guest entry.
-    deadline_ns: AtomicU64,
-    /// Set under the mutex when an operation moved that earlier.
-    sooner: AtomicBool,
-    epoch: Instant,
+    /// The earliest timer's deadline, published under the mutex.
+    callout: PublishedCallout,
 }
 
 fn update_register(reg: &mut u64, data: u64, mask: u64) {
@@ -435,31 +431,21 @@ impl Vhpet {
     /// `vhpet_init`: counter stopped at 0, every timer one-shot, edge, off,
     /// routed nowhere, comparator 0xffffffff.
     pub fn new(now: Instant) -> Self {
-        Vhpet {
-            state: Mutex::new(HpetState::new(now)),
-            deadline_ns: AtomicU64::new(u64::MAX),
-            sooner: AtomicBool::new(false),
-            epoch: now,
-        }
+        Vhpet { state: Mutex::new(HpetState::new(now)), callout: PublishedCallout::new(now) }
     }
 
     /// Runs `f` on the state, then publishes the earliest callout.
     fn with<T>(&self, f: impl FnOnce(&mut HpetState) -> T) -> T {
         let mut st = self.state.lock();
         let v = f(&mut st);
-        let ns = st.earliest_deadline().map_or(u64::MAX, |d| {
-            u64::try_from(d.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
-        });
-        if ns < self.deadline_ns.swap(ns, Ordering::AcqRel) {
-            self.sooner.store(true, Ordering::Release);
-        }
+        self.callout.publish(st.earliest_deadline());
         v
     }
 
-    /// Whether the earliest callout was moved earlier since the last call
-    /// (cleared): vCPUs asleep with the old bound must look again.
-    pub fn take_sooner(&self) -> bool {
-        self.sooner.swap(false, Ordering::AcqRel)
+    /// The published callout: the earliest timer, and whether it moved
+    /// earlier.
+    pub fn callout(&self) -> &PublishedCallout {
+        &self.callout
     }
 
     /// A guest read of `size` bytes at `offset` into the registers: 4- or
@@ -473,15 +459,9 @@ impl Vhpet {
         self.with(|st| st.write(offset, size, value, now, bus));
     }
 
-    /// When the next callout is due, if any is armed (lock-free).
-    pub fn deadline(&self) -> Option<Instant> {
-        let ns = self.deadline_ns.load(Ordering::Acquire);
-        (ns != u64::MAX).then(|| self.epoch + Duration::from_nanos(ns))
-    }
-
     /// Fires the callouts due at `now` (one atomic load when none is).
     pub fn poll(&self, now: Instant, bus: &dyn HpetBus) {
-        if self.deadline().is_some_and(|d| d <= now) {
+        if self.callout.due(now) {
             self.with(|st| st.fire_due(now, bus));
         }
     }

@@ -88,7 +88,7 @@ fn capabilities_and_reset_state_are_freebsds() {
     g.h.mmio_write(reg::CONFIG, 1, 1, g.now, &g.bus);
     g.h.mmio_write(reg::CONFIG + 4, 8, 1, g.now, &g.bus);
     assert_eq!(g.r(reg::CONFIG), 0);
-    assert_eq!(g.h.deadline(), None);
+    assert_eq!(g.h.callout().get(), None);
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn a_one_shot_edge_timer_pulses_its_pin_once() {
     let mut g = G::new();
     g.w(reg::timer_cap_cnf(T0), 26 << 9 | TCNF_INT_ENB);
     g.w(reg::timer_comparator(T0), 1000);
-    assert_eq!(g.h.deadline(), None, "counter stopped: nothing armed");
+    assert_eq!(g.h.callout().get(), None, "counter stopped: nothing armed");
     g.w(reg::CONFIG, CNF_ENABLE);
     g.advance(999);
     assert_eq!(g.bus.take(), vec![]);
@@ -226,7 +226,7 @@ fn stopping_the_counter_delivers_an_overdue_expiry_and_disarms() {
     g.now += tick_duration(60); // due, but no poll yet
     g.w(reg::CONFIG, 0);
     assert_eq!(g.bus.take(), vec![Ev::Pulse(27)]);
-    assert_eq!(g.h.deadline(), None);
+    assert_eq!(g.h.callout().get(), None);
     assert_eq!(g.r(reg::MAIN_COUNTER), 60);
 }
 
@@ -239,7 +239,7 @@ fn reset_brings_back_a_new_hpet() {
     g.advance(5);
     assert_eq!(g.bus.take(), vec![Ev::Assert(27)]);
     g.h.reset(g.now);
-    assert_eq!(g.h.deadline(), None);
+    assert_eq!(g.h.callout().get(), None);
     assert_eq!([g.r(reg::CONFIG), g.r(reg::ISR), g.r(reg::MAIN_COUNTER)], [0, 0, 0]);
     assert_eq!(g.r(reg::timer_cap_cnf(0)), 0xff00_0000_0000_8010);
 }
@@ -272,15 +272,15 @@ fn arming_sooner_is_noted_for_sleepers() {
     let mut g = G::new();
     g.w(reg::timer_cap_cnf(0), 24 << 9 | TCNF_INT_ENB);
     g.w(reg::timer_comparator(0), 1000);
-    assert!(!g.h.take_sooner(), "counter stopped: nothing armed");
+    assert!(!g.h.callout().take_sooner(), "counter stopped: nothing armed");
     g.w(reg::CONFIG, CNF_ENABLE);
-    assert!(g.h.take_sooner());
+    assert!(g.h.callout().take_sooner());
     g.w(reg::timer_comparator(0), 5000);
-    assert!(!g.h.take_sooner(), "later");
+    assert!(!g.h.callout().take_sooner(), "later");
     g.w(reg::timer_comparator(0), 10);
-    assert!(g.h.take_sooner(), "sooner");
+    assert!(g.h.callout().take_sooner(), "sooner");
     g.advance(10);
-    assert!(!g.h.take_sooner(), "an expiry only moves it later");
+    assert!(!g.h.callout().take_sooner(), "an expiry only moves it later");
 }
 
 /// Random guest accesses (any offset, size and value, biased to the real
@@ -337,7 +337,7 @@ fn random_accesses_keep_the_interrupt_state_consistent() {
             want[pin as usize] += 1;
         }
         assert_eq!(asserted, want, "step {step}: pin levels");
-        assert_eq!(st.earliest_deadline(), g.h.deadline(), "step {step}");
+        assert_eq!(st.earliest_deadline(), g.h.callout().get(), "step {step}");
         assert!(st.enabled() || st.timers.iter().all(|t| t.deadline.is_none()), "step {step}");
     }
     assert!(events > 100, "the run raised interrupts ({events})");

@@ -304,8 +304,8 @@ fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
         assert_eq!(vm.rtc_nvram_read(11).unwrap() & 0x70, 0, "RTC interrupt enables off");
         assert_eq!(vm.rtc_nvram_read(12), Ok(0), "RTC flags clear");
         assert_eq!(vm.mmio_read(0, crate::vhpet::VHPET_BASE + crate::vhpet::reg::CONFIG, 8), Ok(Some(0)), "HPET stopped");
-        assert_eq!(vm.vhpet().deadline(), None);
-        assert_eq!(vm.vatpit().deadline(), None, "a new PIT");
+        assert_eq!(vm.vhpet().callout().get(), None);
+        assert_eq!(vm.vatpit().callout().get(), None, "a new PIT");
         vm.activate_cpu(1).unwrap();
         lapic_write(&vm, 1, off::SVR, SVR_ENABLE | 0xFF);
         program_rte(&vm, 1, 3, 0x41, 1);

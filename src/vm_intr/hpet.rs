@@ -64,7 +64,9 @@ impl Vm {
     /// it: none is missed.
     pub(crate) fn wake_sleepers_if_sooner(&self) {
         // `|`, not `||`: every flag is taken.
-        let sooner = self.vrtc().take_sooner() | self.vhpet().take_sooner() | self.vatpit().take_sooner();
+        let sooner = self.vrtc().callout().take_sooner()
+            | self.vhpet().callout().take_sooner()
+            | self.vatpit().callout().take_sooner();
         if sooner {
             for v in self.vcpus() {
                 v.wake_waiters();
@@ -75,6 +77,6 @@ impl Vm {
     /// The earliest callout of the RTC, the HPET and the PIT: bounds HLT
     /// sleeps.
     pub fn device_timer_deadline(&self) -> Option<Instant> {
-        [self.rtc_deadline(), self.vhpet().deadline(), self.vatpit().deadline()].into_iter().flatten().min()
+        [self.vrtc().callout(), self.vhpet().callout(), self.vatpit().callout()].iter().filter_map(|c| c.get()).min()
     }
 }

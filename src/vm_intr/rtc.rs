@@ -67,9 +67,4 @@ impl Vm {
     pub fn rtc_poll(&self, now: Instant) {
         self.rtc_done(self.vrtc().poll(now));
     }
-
-    /// When the RTC's callout is next due, if armed: bounds HLT sleeps.
-    pub fn rtc_deadline(&self) -> Option<Instant> {
-        self.vrtc().deadline()
-    }
 }

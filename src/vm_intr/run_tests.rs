@@ -574,7 +574,7 @@ fn the_pit_wakes_a_halted_guest_through_ioapic_pin_2() {
         program_rte(&vm, 0, 2, 0x30, 0);
         assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
         assert!(s.injected.lock().unwrap().contains(&0x30));
-        assert!(vm.vatpit().deadline().is_some(), "mode 2 keeps going");
+        assert!(vm.vatpit().callout().get().is_some(), "mode 2 keeps going");
         // Port 0x43 cannot be read: VM_RUN fails with EIO.
         let (vm, _s) = vm_with(Script { exits: StdMutex::new([port(0x43, 1, true, 0)].into()), ..Script::default() }, 1);
         let l = vm.lock_one(0).unwrap();

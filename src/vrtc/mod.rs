@@ -41,7 +41,7 @@ mod tests;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::callout::PublishedCallout;
 use crate::sync::Mutex;
 
 /// The RTC's bytes, indexed by CMOS offset (FreeBSD `struct rtcdev`).
@@ -134,13 +134,8 @@ pub struct Vrtc {
     /// vRTC mutex. Protects: the CMOS bytes, the index register, the time
     /// base and the callout. Rank: a leaf (see the module doc).
     state: Mutex<RtcState>,
-    /// The callout deadline in nanoseconds since `epoch` (`u64::MAX`: none),
-    /// written under the mutex and read without it on every guest entry.
-    deadline_ns: AtomicU64,
-    /// Set under the mutex when an operation moved the deadline earlier:
-    /// vCPUs asleep with the old bound must look again ([`Vrtc::take_sooner`]).
-    sooner: AtomicBool,
-    epoch: Instant,
+    /// The callout's deadline, published under the mutex.
+    callout: PublishedCallout,
 }
 
 fn divider_enabled(reg_a: u8) -> bool {
@@ -377,7 +372,7 @@ impl Vrtc {
         };
         let _ = st.time_update(0, now);
         time::secs_to_rtc(&mut st.regs, 0, false);
-        Vrtc { state: Mutex::new(st), deadline_ns: AtomicU64::new(u64::MAX), sooner: AtomicBool::new(false), epoch: now }
+        Vrtc { state: Mutex::new(st), callout: PublishedCallout::new(now) }
     }
 
     /// Runs `f` on the state at `now`, then re-arms the callout if the
@@ -387,12 +382,7 @@ impl Vrtc {
         st.pulse = false;
         let value = f(&mut st);
         st.rearm(now);
-        let ns = st.deadline.map_or(u64::MAX, |d| {
-            u64::try_from(d.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
-        });
-        if ns < self.deadline_ns.swap(ns, Ordering::AcqRel) {
-            self.sooner.store(true, Ordering::Release);
-        }
+        self.callout.publish(st.deadline);
         Outcome { value, pulse: st.pulse }
     }
 
@@ -463,23 +453,17 @@ impl Vrtc {
         }
     }
 
-    /// Whether the callout was moved earlier since the last call (cleared).
-    pub fn take_sooner(&self) -> bool {
-        self.sooner.swap(false, Ordering::AcqRel)
-    }
-
-    /// When the callout fires next (lock-free), if it is armed.
-    pub fn deadline(&self) -> Option<Instant> {
-        let ns = self.deadline_ns.load(Ordering::Acquire);
-        (ns != u64::MAX).then(|| self.epoch + Duration::from_nanos(ns))
+    /// The published callout: when it fires next, and whether it moved
+    /// earlier.
+    pub fn callout(&self) -> &PublishedCallout {
+        &self.callout
     }
 
     /// Fires the callout if its deadline has passed (cheap otherwise: one
     /// atomic load).
     pub fn poll(&self, now: Instant) -> Outcome<()> {
-        match self.deadline() {
-            Some(d) if d <= now => {}
-            _ => return Outcome { value: (), pulse: false },
+        if !self.callout.due(now) {
+            return Outcome { value: (), pulse: false };
         }
         self.with(now, |st| {
             if st.deadline.is_some_and(|d| d <= now) {

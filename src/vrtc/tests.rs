@@ -51,7 +51,7 @@ fn starts_at_the_epoch_in_24_hour_bcd() {
     assert_eq!(g.clock(), [0, 0, 0, 5, 1, 1, 0x70, 0x19], "Thursday 1 January 1970");
     assert_eq!([g.read(10), g.read(11), g.read(12), g.read(13)], [0x20, 0x02, 0, 0x80]);
     assert_eq!(rtc.get_time(now), 0);
-    assert_eq!(rtc.deadline(), None);
+    assert_eq!(rtc.callout().get(), None);
 }
 
 #[test]
@@ -198,10 +198,10 @@ fn periodic_interrupt_pulses_once_until_register_c_is_read() {
     let rtc = Vrtc::new(now);
     let mut g = guest(&rtc, now);
     g.write(10, REG_A_DIVIDER_ON | 6).unwrap(); // 1024 Hz
-    assert_eq!(rtc.deadline(), None, "PIE off: no callout");
+    assert_eq!(rtc.callout().get(), None, "PIE off: no callout");
     g.write(11, REG_B_24HR | REG_B_PIE).unwrap();
     let period = Duration::from_nanos(976_562);
-    assert_eq!(rtc.deadline(), Some(g.now + period));
+    assert_eq!(rtc.callout().get(), Some(g.now + period));
     g.advance(period / 2);
     assert_eq!(g.pulses, 0);
     g.advance(period);
@@ -214,9 +214,9 @@ fn periodic_interrupt_pulses_once_until_register_c_is_read() {
     assert_eq!(g.pulses, 2);
     // Rate 0 or a stopped divider: no periodic interrupt.
     g.write(10, REG_A_DIVIDER_ON).unwrap();
-    assert_eq!(rtc.deadline(), None);
+    assert_eq!(rtc.callout().get(), None);
     g.write(10, 0x66).unwrap();
-    assert_eq!(rtc.deadline(), None);
+    assert_eq!(rtc.callout().get(), None);
 }
 
 #[test]
@@ -230,7 +230,7 @@ fn update_and_alarm_interrupts() {
     g.write(3, 0x25).unwrap();
     g.write(5, 0xc0).unwrap();
     g.write(11, REG_B_24HR | REG_B_AIE).unwrap();
-    assert!(rtc.deadline().is_some());
+    assert!(rtc.callout().get().is_some());
     for _ in 0..32 {
         g.advance(Duration::from_secs(1));
     }
@@ -252,7 +252,7 @@ fn update_and_alarm_interrupts() {
     assert_eq!(g.read(12), REG_C_IRQF | REG_C_UF);
     g.write(11, REG_B_24HR | REG_B_UIE | REG_B_HALT).unwrap();
     assert_eq!(g.read(11), REG_B_24HR | REG_B_HALT);
-    assert_eq!(rtc.deadline(), None);
+    assert_eq!(rtc.callout().get(), None);
 }
 
 #[test]
@@ -267,7 +267,7 @@ fn reset_keeps_time_and_nvram_but_stops_interrupts() {
     g.advance(Duration::from_millis(1));
     assert_eq!(g.pulses, 1);
     rtc.reset(g.now);
-    assert_eq!(rtc.deadline(), None);
+    assert_eq!(rtc.callout().get(), None);
     assert_eq!(rtc.nvram_read(11, g.now), Ok(REG_B_24HR | REG_B_BIN));
     assert_eq!(rtc.nvram_read(12, g.now), Ok(0));
     assert_eq!(rtc.nvram_read(0x40, g.now), Ok(7));
