@@ -26,6 +26,13 @@ pub fn with_watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send 
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// Seeded from `VMM_RS_FUZZ_SEED` if set, else `default` (made odd:
+    /// xorshift never leaves 0), so a failing fuzz run replays exactly.
+    pub fn from_env(default: u64) -> Rng {
+        let seed = std::env::var("VMM_RS_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+        Rng(seed | 1)
+    }
+
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;

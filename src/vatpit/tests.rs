@@ -172,8 +172,7 @@ fn arming_sooner_is_noted_for_sleepers() {
 /// armed callout. `VMM_RS_FUZZ_SEED` picks another seed.
 #[test]
 fn random_port_accesses_keep_the_counters_sane() {
-    let seed = std::env::var("VMM_RS_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5049_5400);
-    let mut rng = crate::test_util::Rng(seed);
+    let mut rng = crate::test_util::Rng::from_env(0x5049_5400);
     let mut g = G::new();
     for step in 0..100_000 {
         let port = rng.pick(&[0x40, 0x41, 0x42, 0x43, 0x43, 0x61]);

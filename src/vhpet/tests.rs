@@ -292,8 +292,7 @@ fn arming_sooner_is_noted_for_sleepers() {
 /// counter is stopped. `VMM_RS_FUZZ_SEED` picks another seed.
 #[test]
 fn random_accesses_keep_the_interrupt_state_consistent() {
-    let seed = std::env::var("VMM_RS_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x4850_4554);
-    let mut rng = crate::test_util::Rng(seed);
+    let mut rng = crate::test_util::Rng::from_env(0x4850_4554);
     let mut g = G::new();
     let mut asserted = [0i64; 32];
     let mut events = 0;

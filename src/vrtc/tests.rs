@@ -315,8 +315,7 @@ fn a_binary_century_past_99_keeps_the_clock_bytes_running() {
 /// IRQF rises. `VMM_RS_FUZZ_SEED` picks another seed.
 #[test]
 fn random_accesses_keep_the_registers_sane() {
-    let seed = std::env::var("VMM_RS_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5254_4300);
-    let mut rng = crate::test_util::Rng(seed);
+    let mut rng = crate::test_util::Rng::from_env(0x5254_4300);
     let now = Instant::now();
     let rtc = Vrtc::new(now);
     let mut g = guest(&rtc, now);
