@@ -32,6 +32,13 @@ struct Script {
     reqidle_during_run: std::sync::atomic::AtomicBool,
 }
 
+impl Script {
+    /// A guest that plays back `exits`, taking interrupts if `accepts`.
+    fn playing(exits: impl IntoIterator<Item = GuestExit>, accepts: bool) -> Script {
+        Script { exits: StdMutex::new(exits.into_iter().collect()), accepts, ..Script::default() }
+    }
+}
+
 #[derive(Debug)]
 struct Guest(Arc<Script>);
 
@@ -165,7 +172,7 @@ fn apic_mmio_exits_are_handled_inside_the_run_loop() {
         mmio(0xFEC0_0010, false, 0),
         mmio(0xD000_0000, true, 7),
     ];
-    let (vm, s) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+    let (vm, s) = vm_with(Script::playing(exits, false), 1);
     let kind = run_once(&vm, 0);
     assert_eq!(
         kind,
@@ -176,7 +183,7 @@ fn apic_mmio_exits_are_handled_inside_the_run_loop() {
     // A bad local APIC access fails VM_RUN with EINVAL, as in FreeBSD.
     let exits =
         [GuestExit::Mmio(MmioAccess { gpa: LAPIC_BASE + 0x80, size: 2, write: true, value: 0 })];
-    let (vm, _) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+    let (vm, _) = vm_with(Script::playing(exits, false), 1);
     let l = vm.lock_one(0).unwrap();
     assert_eq!(vm.run(&l), Err(Error::Inval));
 }
@@ -186,7 +193,7 @@ fn hlt_sleeps_until_an_interrupt_arrives() {
     with_watchdog(20, || {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
         let (vm, _) =
-            vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+            vm_with(Script::playing(exits, false), 1);
         let runner = run_until_sleeping(&vm, 0);
         vm.lapic_irq(0, 0x40).unwrap();
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
@@ -198,7 +205,7 @@ fn an_nmi_wakes_a_halt_with_interrupts_off_and_is_injected_alone() {
     with_watchdog(20, || {
         // vCPU 1 stays out of HLT, so the VM does not suspend itself.
         let exits = [GuestExit::Hlt { intr_enabled: false }];
-        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Default::default() };
+        let script = Script::playing(exits, true);
         let (vm, s) = vm_with(script, 2);
         let runner = run_until_sleeping(&vm, 0);
         // A vector does not wake a HLT with interrupts off; an NMI does.
@@ -218,7 +225,7 @@ fn an_extint_does_not_wake_a_halt() {
     with_watchdog(20, || {
         // ExtINT's vector would come from the 8259, which is not there.
         let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Default::default() };
+        let script = Script::playing(exits, true);
         let (vm, s) = vm_with(script, 1);
         lapic_write(&vm, 0, off::LVT_LINT0, 0x700); // ExtINT
         vm.lapic_local_irq(0, lvt::LINT0 as i32).unwrap();
@@ -253,7 +260,7 @@ fn init_then_startup_spins_up_the_ap_as_freebsd_without_ipi_exit() {
         // The shorthand is ignored: the INIT goes to the destination, 2.
         icr(DEST_ALLESELF | DELMODE_INIT | TRIGMOD_LEVEL | LEVEL_ASSERT),
     ];
-    let (vm, _) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 3);
+    let (vm, _) = vm_with(Script::playing(exits, false), 3);
     vm.lapic_irq(1, 0x41).unwrap();
     assert_eq!(run_once(&vm, 0), ExitKind::SpinupAp { vcpu: 1, rip: 0x9F000 });
     let ap = &vm.vcpu(1).unwrap().vlapic;
@@ -274,7 +281,7 @@ fn init_and_startup_leave_vm_run_with_ipi_exit() {
         icr(DEST_ALLESELF | DELMODE_STARTUP | 0x10),
         icr(DEST_ALLESELF | DELMODE_STARTUP | 0x10), // nobody waits now
     ];
-    let (vm, _) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 3);
+    let (vm, _) = vm_with(Script::playing(exits, false), 3);
     vm.vcpu(0).unwrap().regs.lock().set_cap(crate::regs::CAP_IPI_EXIT, 1).unwrap();
     let others = |ids: &[usize]| {
         let mut s = CpuSet::new();
@@ -295,7 +302,7 @@ fn a_reqidle_landing_before_the_hlt_is_handled_does_not_halt_the_vm() {
     // One vCPU, `cli; hlt`: had it counted as halted first, the VM would
     // suspend (VM_SUSPEND_HALT) instead of answering the lock request.
     let exits = [GuestExit::Hlt { intr_enabled: false }];
-    let script = Script { exits: StdMutex::new(exits.into()), ..Default::default() };
+    let script = Script::playing(exits, false);
     script.reqidle_during_run.store(true, std::sync::atomic::Ordering::SeqCst);
     let (vm, _) = vm_with(script, 1);
     assert_eq!(run_once(&vm, 0), ExitKind::ReqIdle);
@@ -352,7 +359,7 @@ fn hlt_sleeps_no_later_than_the_apic_timer() {
     with_watchdog(20, || {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
         let (vm, _) =
-            vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+            vm_with(Script::playing(exits, false), 1);
         lapic_write(&vm, 0, off::LVT_TIMER, 0xEF);
         lapic_write(&vm, 0, off::TIMER_DCR, 0xB);
         lapic_write(&vm, 0, off::TIMER_ICR, 1 << 17); // about 1 ms
@@ -366,7 +373,7 @@ fn hlt_also_ends_for_reqidle_and_suspend() {
     with_watchdog(20, || {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
         let (vm, _) =
-            vm_with(Script { exits: StdMutex::new(exits.into()), ..Default::default() }, 1);
+            vm_with(Script::playing(exits, false), 1);
         let runner = run_until_sleeping(&vm, 0);
         vm.suspend(2).unwrap();
         assert!(matches!(runner.join().unwrap(), ExitKind::Suspended(_)));
@@ -382,7 +389,7 @@ fn port(port: u16, bytes: u8, is_in: bool, eax: u32) -> GuestExit {
 #[test]
 fn rtc_ports_are_emulated_in_the_run_loop() {
     let exits = [port(0x70, 1, false, 0x0a), port(0x71, 1, true, 0), port(0x70, 1, false, 0x34)];
-    let (vm, _s) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Script::default() }, 1);
+    let (vm, _s) = vm_with(Script::playing(exits, false), 1);
     vm.rtc_nvram_write(0x34, 0x5c).unwrap();
     {
         let l = vm.lock_one(0).unwrap();
@@ -391,7 +398,7 @@ fn rtc_ports_are_emulated_in_the_run_loop() {
         assert_eq!(l.vcpu().regs.lock().get(crate::regs::reg::RAX as i32), Ok(0x1234_5620), "register A");
     }
     // The index the guest left selects what the next read returns.
-    let (vm2, _s) = vm_with(Script { exits: StdMutex::new([port(0x71, 1, true, 0)].into()), ..Script::default() }, 1);
+    let (vm2, _s) = vm_with(Script::playing([port(0x71, 1, true, 0)], false), 1);
     vm2.rtc_nvram_write(0x0d + 1, 0x77).unwrap();
     assert_eq!(run_once(&vm2, 0), ExitKind::Bogus);
     let l = vm2.lock_one(0).unwrap();
@@ -401,7 +408,7 @@ fn rtc_ports_are_emulated_in_the_run_loop() {
 /// An access FreeBSD's RTC handlers refuse makes VM_RUN fail with EIO.
 #[test]
 fn a_wide_rtc_access_fails_vm_run() {
-    let (vm, _s) = vm_with(Script { exits: StdMutex::new([port(0x71, 2, true, 0)].into()), ..Script::default() }, 1);
+    let (vm, _s) = vm_with(Script::playing([port(0x71, 2, true, 0)], false), 1);
     let l = vm.lock_one(0).unwrap();
     assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io));
     // The failed VM_RUN returned to userland all the same (VM_STATS).
@@ -424,7 +431,7 @@ fn the_rtc_periodic_interrupt_wakes_a_halted_guest() {
             port(0x71, 1, false, 0x42), // 24-hour, PIE
             GuestExit::Hlt { intr_enabled: true },
         ];
-        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Script::default() };
+        let script = Script::playing(exits, true);
         let (vm, s) = vm_with(script, 1);
         program_rte(&vm, 0, 8, 0x48, 0); // edge, fixed, vector 0x48, APIC 0
         assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
@@ -438,7 +445,7 @@ fn the_rtc_periodic_interrupt_wakes_a_halted_guest() {
 #[test]
 fn the_pm_timer_port_is_emulated_in_the_run_loop() {
     let exits = [port(0x408, 4, true, 0)];
-    let (vm, _s) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Script::default() }, 1);
+    let (vm, _s) = vm_with(Script::playing(exits, false), 1);
     {
         let l = vm.lock_one(0).unwrap();
         l.vcpu().regs.lock().set(crate::regs::reg::RAX as i32, u64::MAX).unwrap();
@@ -449,7 +456,7 @@ fn the_pm_timer_port_is_emulated_in_the_run_loop() {
         assert!(rax >> 32 == 0 && (before..=after).contains(&(rax as u32)), "{before} <= {rax:#x} <= {after}");
     }
     for (bytes, is_in) in [(1, true), (2, true), (4, false)] {
-        let (vm, _s) = vm_with(Script { exits: StdMutex::new([port(0x408, bytes, is_in, 0)].into()), ..Script::default() }, 1);
+        let (vm, _s) = vm_with(Script::playing([port(0x408, bytes, is_in, 0)], false), 1);
         let l = vm.lock_one(0).unwrap();
         assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io), "{bytes} bytes, in {is_in}");
     }
@@ -463,7 +470,7 @@ fn an_hpet_timer_wakes_a_halted_guest_through_its_ioapic_pin() {
     use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, TCNF_TYPE, TCNF_VAL_SET, VHPET_BASE};
     with_watchdog(20, || {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Script::default() };
+        let script = Script::playing(exits, true);
         let (vm, s) = vm_with(script, 1);
         program_rte(&vm, 0, 24, 0x50, 0); // edge, vector 0x50, APIC 0
         let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(0, VHPET_BASE + off, 8, v), Ok(Some(())));
@@ -513,7 +520,7 @@ fn the_run_loop_counts_its_exits_for_vm_stats() {
         mmio(0xd000_0000, true, 1),
         GuestExit::Yield,
     ];
-    let (vm, _s) = vm_with(Script { exits: StdMutex::new(exits.into()), ..Script::default() }, 1);
+    let (vm, _s) = vm_with(Script::playing(exits, false), 1);
     vm.inject_nmi(0).unwrap();
     for want in [ExitKind::Pause, ExitKind::Inout { port: 0x80, bytes: 1, is_in: false, eax: 0 }] {
         assert_eq!(run_once(&vm, 0), want);
@@ -544,7 +551,7 @@ fn a_sleeping_vcpu_wakes_for_a_device_timer_armed_after_it_slept() {
     use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, VHPET_BASE};
     with_watchdog(20, || {
         let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Script::default() };
+        let script = Script::playing(exits, true);
         let (vm, s) = vm_with(script, 2);
         program_rte(&vm, 0, 25, 0x51, 0);
         assert_eq!(vm.device_timer_deadline(), None);
@@ -569,14 +576,14 @@ fn the_pit_wakes_a_halted_guest_through_ioapic_pin_2() {
             port(0x40, 1, false, 1193 >> 8),
             GuestExit::Hlt { intr_enabled: true },
         ];
-        let script = Script { exits: StdMutex::new(exits.into()), accepts: true, ..Script::default() };
+        let script = Script::playing(exits, true);
         let (vm, s) = vm_with(script, 1);
         program_rte(&vm, 0, 2, 0x30, 0);
         assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
         assert!(s.injected.lock().unwrap().contains(&0x30));
         assert!(vm.vatpit().callout().get().is_some(), "mode 2 keeps going");
         // Port 0x43 cannot be read: VM_RUN fails with EIO.
-        let (vm, _s) = vm_with(Script { exits: StdMutex::new([port(0x43, 1, true, 0)].into()), ..Script::default() }, 1);
+        let (vm, _s) = vm_with(Script::playing([port(0x43, 1, true, 0)], false), 1);
         let l = vm.lock_one(0).unwrap();
         assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io));
     });
