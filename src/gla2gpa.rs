@@ -10,7 +10,10 @@
 //! be canonical (48 bits, also with 5-level paging). The walk sets the
 //! accessed bit at each level and the dirty bit of the leaf on a write,
 //! with compare-and-swap, walking again if an entry changed under it; the
-//! `check_only` form (the NOFAULT ioctl) writes nothing.
+//! `check_only` form (the NOFAULT ioctl) writes nothing. One walk serves
+//! every paging mode, with the entry format as its parameter; in 32-bit
+//! paging only CR3's low 32 bits count, as on hardware (FreeBSD keeps the
+//! high bits of the value it is given).
 
 #[cfg(all(test, not(loom)))]
 mod tests;
@@ -86,6 +89,20 @@ fn canonical(gla: u64) -> bool {
     top == 0 || top == -1
 }
 
+/// A page-table format: entry size, index bits per level, and the
+/// physical-address bits an entry holds.
+#[derive(Debug, Clone, Copy)]
+struct Format {
+    width: u8,
+    index_bits: u32,
+    phys_mask: u64,
+}
+
+/// 32-bit paging: 4-byte entries, 10 bits a level, 32-bit addresses.
+const PT32: Format = Format { width: 4, index_bits: 10, phys_mask: 0xffff_ffff };
+/// PAE, 4- and 5-level paging: 8-byte entries, 9 bits a level, 52 bits.
+const PT64: Format = Format { width: 8, index_bits: 9, phys_mask: 0x000f_ffff_ffff_ffff };
+
 /// One walk's outcome: a translation, a guest fault, or "an entry changed
 /// under a compare-and-swap: walk again".
 enum Walk {
@@ -131,66 +148,43 @@ fn walk(mem: &GuestMemory, paging: &GuestPaging, gla: u64, prot: u32, check_only
     };
     let blocked = |pte: u64| pte & PG_V == 0 || (usermode && pte & PG_U == 0) || (writable && pte & PG_RW == 0);
 
-    if paging.paging_mode == PAGING_MODE_32 {
-        let mut ptp = paging.cr3;
-        let mut nlevels = 2;
-        let (pte, shift) = loop {
-            nlevels -= 1;
-            let shift = 12 + nlevels * 10;
-            let addr = (ptp & !0xfff) + ((gla >> shift) & 0x3ff) * 4;
-            let pte = mem.read_pte(addr, 4)?;
-            if blocked(pte) {
+    let (format, mut ptp, mut nlevels) = match paging.paging_mode {
+        PAGING_MODE_32 => (PT32, paging.cr3, 2),
+        PAGING_MODE_PAE => {
+            // The PDPTE: only its present bit is looked at.
+            let addr = (paging.cr3 & 0xffff_ffe0) + ((gla >> 30) & 3) * 8;
+            let pte = mem.read_pte(addr, 8)?;
+            if pte & PG_V == 0 {
                 return Ok(pf(false, pte));
             }
-            if !mark(addr, 4, pte, PG_A)? {
-                return Ok(Walk::Restart);
-            }
-            // A PDE with PS maps 4 MiB (CR4.PSE is not consulted).
-            if nlevels == 0 || pte & PG_PS != 0 {
-                if writable && !mark(addr, 4, pte, PG_M)? {
-                    return Ok(Walk::Restart);
-                }
-                break (pte, shift);
-            }
-            ptp = pte;
-        };
-        let frame = ((pte >> shift) << shift) & 0xffff_ffff;
-        return Ok(Walk::Done(Ok(frame | (gla & ((1 << shift) - 1)))));
-    }
-
-    let (mut ptp, mut nlevels) = if paging.paging_mode == PAGING_MODE_PAE {
-        // The PDPTE: only its present bit is looked at.
-        let addr = (paging.cr3 & 0xffff_ffe0) + ((gla >> 30) & 3) * 8;
-        let pte = mem.read_pte(addr, 8)?;
-        if pte & PG_V == 0 {
-            return Ok(pf(false, pte));
+            (PT64, pte, 2)
         }
-        (pte, 2)
-    } else if paging.paging_mode == PAGING_MODE_64_LA57 {
-        (paging.cr3, 5)
-    } else {
-        (paging.cr3, 4)
+        PAGING_MODE_64_LA57 => (PT64, paging.cr3, 5),
+        _ => (PT64, paging.cr3, 4),
     };
     loop {
         nlevels -= 1;
-        let shift = 12 + nlevels * 9;
-        let addr = (ptp & 0x000f_ffff_ffff_f000) + ((gla >> shift) & 0x1ff) * 8;
-        let pte = mem.read_pte(addr, 8)?;
+        let shift = 12 + nlevels * format.index_bits;
+        let index = (gla >> shift) & ((1 << format.index_bits) - 1);
+        let addr = (ptp & format.phys_mask & !0xfff) + index * u64::from(format.width);
+        let pte = mem.read_pte(addr, format.width)?;
         if blocked(pte) {
             return Ok(pf(false, pte));
         }
-        if !mark(addr, 8, pte, PG_A)? {
+        if !mark(addr, format.width, pte, PG_A)? {
             return Ok(Walk::Restart);
         }
+        // PS ends the walk above the last level: a 4 MiB page in 32-bit
+        // paging (CR4.PSE is not consulted), 2 MiB or 1 GiB in the others.
         if nlevels == 0 || pte & PG_PS != 0 {
             // PS above the 1 GiB level is reserved.
             if shift > 30 {
                 return Ok(pf(true, pte));
             }
-            if writable && !mark(addr, 8, pte, PG_M)? {
+            if writable && !mark(addr, format.width, pte, PG_M)? {
                 return Ok(Walk::Restart);
             }
-            let frame = ((pte >> shift) << shift) & 0x000f_ffff_ffff_ffff;
+            let frame = ((pte >> shift) << shift) & format.phys_mask;
             return Ok(Walk::Done(Ok(frame | (gla & ((1 << shift) - 1)))));
         }
         ptp = pte;
