@@ -242,10 +242,7 @@ impl Vm {
             }
             let g = vcpu.set_state_locked(g, VcpuState::Sleeping, false)?;
             // Wake for the earliest of the APIC timer and the devices'.
-            let deadline = match (vcpu.vlapic.timer_deadline(), self.device_timer_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [vcpu.vlapic.timer_deadline(), self.device_timer_deadline()].into_iter().flatten().min();
             let g = match deadline {
                 Some(deadline) => vcpu.wait_until(g, deadline),
                 None => vcpu.wait(g),

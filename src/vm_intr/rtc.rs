@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use crate::error::{Error, Result};
-use crate::vrtc::{Outcome, IO_RTC, RTC_IRQ};
+use crate::error::Result;
+use crate::vrtc::{Outcome, RTC_IRQ};
 use crate::vm::Vm;
 
 impl Vm {
@@ -46,12 +46,10 @@ impl Vm {
         Ok(self.vrtc().get_time(Instant::now()))
     }
 
-    /// A guest access to port 0x70 or 0x71: the value for an IN. Io for
-    /// an access FreeBSD's handlers refuse (VM_RUN then fails with EIO).
-    pub fn rtc_port(&self, port: u16, bytes: u8, is_in: bool, eax: u32) -> Result<Option<u8>> {
-        if port != IO_RTC && port != IO_RTC + 1 {
-            return Err(Error::Inval);
-        }
+    /// A guest access to port 0x70 or 0x71 (`emulate_inout` dispatches
+    /// here): the value for an IN. Io for an access FreeBSD's handlers
+    /// refuse (VM_RUN then fails with EIO), as for any other port.
+    pub(crate) fn rtc_port(&self, port: u16, bytes: u8, is_in: bool, eax: u32) -> Result<Option<u8>> {
         let now = Instant::now();
         if is_in {
             self.rtc_done(self.vrtc().port_in(port, bytes, now)).map(Some)
