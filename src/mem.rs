@@ -979,6 +979,29 @@ mod tests {
         Ok(buf)
     }
 
+    /// Writes this process's memory at `addr` through /proc/self/mem.
+    #[cfg(target_os = "linux")]
+    fn poke(addr: usize, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open("/proc/self/mem").unwrap();
+        f.write_all_at(bytes, addr as u64).unwrap();
+    }
+
+    /// Marks memory that is about to be released: `assert_released` then
+    /// tells our mapping from one another thread's mmap put at the same
+    /// address meanwhile (which reads zeros, or its own data).
+    #[cfg(target_os = "linux")]
+    const MARKER: &[u8; 8] = b"vmm_rs\x01\x02";
+
+    /// The mapping that held `MARKER` at `addr` is gone: `addr` is
+    /// unmapped, or mapped afresh by someone else.
+    #[cfg(target_os = "linux")]
+    fn assert_released(addr: usize, what: &str) {
+        if let Ok(now) = peek(addr, MARKER.len()) {
+            assert_ne!(now, MARKER, "{what}");
+        }
+    }
+
     #[test]
     fn constants_match_freebsd() {
         assert_eq!(VM_MAX_MEMSEGS, 4);
@@ -1708,15 +1731,11 @@ mod tests {
         m.mmap_memseg(0, 0, 0, BIG, PROT_ALL, 0).unwrap();
         m.set_lowmem_limit(1 << 30);
         let probe = m.segment_host_addr(0).unwrap().as_ptr() as usize + BIG / 4;
-        m.write_gpa((BIG / 4) as u64, b"x").unwrap();
+        m.write_gpa((BIG / 4) as u64, MARKER).unwrap();
         assert!(is_mapped(probe));
-        assert_eq!(peek(probe, 1).unwrap(), b"x");
+        assert_eq!(peek(probe, 8).unwrap(), MARKER);
         m.clear();
-        assert!(
-            !is_mapped(probe),
-            "segment memory still mapped after clear()"
-        );
-        assert!(peek(probe, 1).is_err());
+        assert_released(probe, "segment memory still mapped after clear()");
         assert_eq!(m.get_memseg(0).unwrap().len, 0);
         assert_eq!(m.get_memseg(1).unwrap().len, 0);
         assert_eq!(m.mmap_getnext(0), Err(Error::NoEnt));
@@ -1732,9 +1751,9 @@ mod tests {
         let mut m = GuestMemory::new();
         m.alloc_memseg(2, BIG, Some(b"big")).unwrap();
         let probe = m.segment_host_addr(2).unwrap().as_ptr() as usize + BIG / 4;
-        assert!(is_mapped(probe));
+        poke(probe, MARKER);
         drop(m);
-        assert!(!is_mapped(probe), "segment memory still mapped after drop");
+        assert_released(probe, "segment memory still mapped after drop");
     }
 
     /// A destroyed VM gives its guest memory back at once but keeps the
@@ -1752,8 +1771,9 @@ mod tests {
         let probe = vm.mem().map_gpa((BIG / 4) as u64, 1).unwrap().as_ptr() as usize;
         vm.destroy();
         assert_eq!(peek(probe, 1).unwrap(), b"\0", "still mapped, its page given back");
+        poke(probe, MARKER);
         drop(vm);
-        assert!(!is_mapped(probe), "guest memory still mapped after the VM was dropped");
+        assert_released(probe, "guest memory still mapped after the VM was dropped");
     }
 
     /// VM_REINIT keeps guest RAM where it was, contents included.
