@@ -14,6 +14,8 @@
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
 //! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs;
 //!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).
+//! - [`vatpic`]: the 8259 pair (ports 0x20/0x21, 0xa0/0xa1, ELCR,
+//!   VM_ISA_*, ExtINT).
 //! - [`vrtc`]: the RTC and CMOS (ports 0x70/0x71, VM_RTC_*, IRQ 8);
 //!   [`vpmtmr`]: the ACPI PM timer (port 0x408); [`vhpet`]: the HPET;
 //!   [`vatpit`]: the 8254 PIT (ports 0x40-0x43, 0x61); [`callout`]: how
@@ -48,6 +50,7 @@ pub mod sync;
 #[cfg(not(loom))]
 pub mod thread_exit;
 pub mod thread_slot;
+pub mod vatpic;
 pub mod vatpit;
 pub mod vcpu;
 pub mod vhpet;
