@@ -1632,19 +1632,23 @@ int vm_ioapic_pulse_irq(struct vmctx *ctx, int irq);
 int vm_ioapic_pincount(struct vmctx *ctx, int *pincount);
 
 /*
- Asserts ISA IRQ `atpic_irq` (0-15; the 8259 is not emulated yet, so it
- is only checked) and its IOAPIC pin `ioapic_irq` (-1 = none).
+ Asserts ISA IRQ `atpic_irq` (0-15) on the 8259 pair, then its IOAPIC
+ pin `ioapic_irq` (-1 = none). Returns 0, or -1 with errno EINVAL (IRQ
+ or pin out of range) or E2BIG (the pin's assert count is at its top).
+ The 8259 ignores its IRQs until the guest initialises it.
  */
 int vm_isa_assert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 
 /*
- Deasserts an ISA IRQ and its IOAPIC pin (-1 = none).
+ Deasserts an ISA IRQ on the 8259 pair and its IOAPIC pin (-1 = none).
+ ERANGE when the pin is not asserted (the 8259 counts below zero, as
+ FreeBSD's).
  */
 int vm_isa_deassert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 
 /*
  Sets 8259 IRQ `atpic_irq` (0-15) edge- or level-triggered (its ELCR
- bit; the 8259 itself is not emulated yet). Returns 0, or -1 with errno
+ bit, which the guest sees at ports 0x4d0/0x4d1). Returns 0, or -1 with errno
  EINVAL for another IRQ or trigger, or level on IRQ 0, 1, 2, 8 or 13.
  (`trigger` is an `enum vm_intr_trigger`, taken as an int so that any
  value C passes is defined.)
@@ -1652,7 +1656,7 @@ int vm_isa_deassert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 int vm_isa_set_irq_trigger(struct vmctx *ctx, int atpic_irq, int trigger);
 
 /*
- Pulses an ISA IRQ and its IOAPIC pin (-1 = none).
+ Pulses an ISA IRQ on the 8259 pair and its IOAPIC pin (-1 = none).
  */
 int vm_isa_pulse_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 

@@ -147,8 +147,8 @@ impl Vm {
 
     /// Event work on entry to the guest, one event per entry as VMX: fire
     /// an expired APIC timer; then inject a queued exception or interrupted
-    /// event, else a pending NMI, else offer the highest deliverable vector
-    /// (FreeBSD `vmx_inject_interrupts`). False when the entry must not
+    /// event, else a pending NMI, else a pending ExtINT or the highest
+    /// deliverable vector (FreeBSD `vmx_inject_interrupts`). False when the entry must not
     /// happen: a nested fault became a triple fault and suspended the VM.
     fn prepare_guest_entry(&self, vcpu: &Vcpu) -> bool {
         let now = Instant::now();
@@ -171,11 +171,16 @@ impl Vm {
             self.backend().inject_nmi(vcpu);
             return true;
         }
-        // Accept (IRR -> ISR) before the guest sees the vector: an APIC
-        // that still had it in IRR would merge a re-raise of the same
-        // vector that the guest's reaction provokes.
+        // An ExtINT goes first, its vector from the 8259 (FreeBSD
+        // `vmx_inject_interrupts`). Either source acknowledges before the
+        // guest sees the vector: an APIC that still had it in IRR would
+        // merge a re-raise of the same vector that the guest's reaction
+        // provokes.
         if self.backend().can_inject(vcpu) {
-            if let Some(v) = vcpu.vlapic.accept_pending_intr() {
+            if vcpu.vlapic.take_extint() {
+                let v = self.atpic_accept_intr();
+                self.backend().inject(vcpu, v);
+            } else if let Some(v) = vcpu.vlapic.accept_pending_intr() {
                 self.backend().inject(vcpu, v);
             }
         }

@@ -9,9 +9,11 @@
 //!    for IDLE, not a mutex, and services pending rendezvous).
 //! 2. `Vm::mem` (guest memory; exclusive only with every vCPU frozen, so a
 //!    vCPU never waits for it while RUNNING).
-//!    `Vhpet::state` (the HPET): held while the HPET raises and lowers its
-//!    interrupts (vioapic pins, MSIs), so it ranks before everything
-//!    below; taken with no other lock held but rank 1 (VM_REINIT).
+//!    `Vhpet::state` (the HPET) and `Vatpic::state` (the 8259 pair): each
+//!    held while its device raises and lowers interrupts (vioapic pins,
+//!    MSIs, LINT0), so they rank before everything below; each is taken
+//!    with no other lock held but rank 1 (VM_REINIT), never one under the
+//!    other.
 //! 3. `Vioapic::write_lock` (the RTE write lock: exclusive, serialises RTE
 //!    writes and their TMR staging), then `Vioapic::table` (the vioapic
 //!    table mutex: redirection table with remote IRR, IOREGSEL, stats;
@@ -30,7 +32,8 @@
 //!    above and never held while taking another lock.
 //! 7. The vRTC and vPIT mutexes (`Vrtc::state`, `Vatpit::state`): leaves,
 //!    taken with no other lock held but rank 1 (VM_REINIT); the IRQ 8 and
-//!    IRQ 0 they raise are delivered after they are released.
+//!    IRQ 0 they raise are delivered (8259, then vioapic) after they are
+//!    released.
 //!
 //! No thread waits on another vCPU while holding a lock of ranks 2-6, with
 //! one exception: the vioapic write lock is held across `Vcpu::block_run`,
@@ -44,10 +47,11 @@ use crate::error::{Error, Result};
 use crate::exit::SuspendHow;
 use crate::mem::GuestMemory;
 use crate::rendezvous::{Post, Rendezvous, RendezvousFn};
-use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use crate::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vioapic::Vioapic;
+use crate::vatpic::Vatpic;
 use crate::vatpit::Vatpit;
 use crate::vhpet::Vhpet;
 use crate::vpmtmr::Vpmtmr;
@@ -117,10 +121,8 @@ pub struct Vm {
     mem: RwLock<GuestMemory>,
     /// The I/O APIC (its own locks rank 3, see the module doc).
     vioapic: Vioapic,
-    /// The 8259 pair's edge/level control registers (ELCR, bit n = IRQ n
-    /// level-triggered): the one piece of 8259 state kept, set by
-    /// VM_ISA_SET_IRQ_TRIGGER. An atomic: no lock.
-    pub(crate) elcr: AtomicU16,
+    /// The 8259 pair (its mutex ranks with 2, see the module doc).
+    vatpic: Vatpic,
     /// The RTC and CMOS (its mutex ranks 7, see the module doc).
     vrtc: Vrtc,
     /// The ACPI PM timer (an atomic: no lock).
@@ -196,7 +198,7 @@ impl Vm {
             suspend: AtomicI32::new(0),
             destroyed: AtomicBool::new(false),
             legacy: AtomicBool::new(cfg!(feature = "legacy-rendezvous")),
-            elcr: AtomicU16::new(0),
+            vatpic: Vatpic::new(),
             rendezvous: Rendezvous::default(),
             mem: RwLock::new(GuestMemory::new()),
             vioapic: Vioapic::new(),
@@ -309,6 +311,10 @@ impl Vm {
 
     pub fn vhpet(&self) -> &Vhpet {
         &self.vhpet
+    }
+
+    pub fn vatpic(&self) -> &Vatpic {
+        &self.vatpic
     }
 
     pub fn vatpit(&self) -> &Vatpit {

@@ -1,7 +1,7 @@
 //! The virtual 8254 PIT (FreeBSD 14 `vatpit.c`): three 16-bit counters at
 //! 1.193182 MHz behind ports 0x40-0x43, channel 2's output on port 0x61,
-//! and channel 0's interrupt: ISA IRQ 0, which bhyve's ACPI tables route
-//! to IOAPIC pin 2 (there is no 8259 here, so pin 2 is all it reaches).
+//! and channel 0's interrupt: ISA IRQ 0, pulsed on the 8259 and on IOAPIC
+//! pin 2 (where bhyve's ACPI tables route it).
 //!
 //! As FreeBSD: only modes 0, 2, 3 and 4 in binary, accessed LSB then MSB
 //! (16-bit) or latched; every mode counts down from the initial count and

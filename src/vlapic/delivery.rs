@@ -145,11 +145,20 @@ impl Vm {
         Ok(())
     }
 
+    /// `vm_inject_extint` on vCPU `id`.
+    pub fn vcpu_inject_extint(&self, id: usize) -> Result<()> {
+        let vcpu = self.vcpu(id)?;
+        if vcpu.vlapic.inject_extint() {
+            vcpu.notify();
+        }
+        Ok(())
+    }
+
     /// `vlapic_deliver_intr`: an interrupt from the vioapic or an MSI.
-    /// Only fixed and lowest-priority delivery modes are delivered (NMI,
-    /// INIT, SMI and the rest are dropped, as in FreeBSD and illumos; so is
-    /// ExtINT, whose vector FreeBSD takes from the 8259, not emulated here).
-    /// `dest` is always in xAPIC format. Vectors below 16 are dropped
+    /// Fixed and lowest-priority modes are delivered, and ExtINT (made
+    /// pending on every destination; the vector comes from the 8259 at
+    /// injection); NMI, INIT, SMI and the rest are dropped, as in FreeBSD
+    /// and illumos. `dest` is always in xAPIC format. Vectors below 16 are dropped
     /// silently (`lapic_set_intr` refuses them before the APIC sees them).
     ///
     /// Inlined: a physical destination (the device interrupt hot path) is
@@ -169,12 +178,16 @@ impl Vm {
     /// `deliver_intr` through a destination set.
     #[inline(never)]
     fn deliver_intr_to_set(&self, level: bool, dest: u32, phys: bool, delmode: u32, vector: u8) {
-        if !matches!(delmode, DELMODE_FIXED | DELMODE_LOWPRIO) {
+        if !matches!(delmode, DELMODE_FIXED | DELMODE_LOWPRIO | DELMODE_EXTINT) {
             return;
         }
         let dmask = self.calcdest(dest, phys, delmode == DELMODE_LOWPRIO, false);
         for id in dmask.iter() {
-            let _ = self.lapic_set_intr(id, u32::from(vector), level);
+            if delmode == DELMODE_EXTINT {
+                let _ = self.vcpu_inject_extint(id);
+            } else {
+                let _ = self.lapic_set_intr(id, u32::from(vector), level);
+            }
         }
     }
 

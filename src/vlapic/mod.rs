@@ -155,7 +155,7 @@ impl Vlapic {
     }
 
     /// Whether HLT (with interrupts enabled) should end: a deliverable
-    /// vector or an NMI.
+    /// vector, an ExtINT or an NMI.
     pub fn has_pending_event(&self) -> bool {
         self.lock().has_pending_event()
     }
@@ -234,6 +234,21 @@ impl Vlapic {
 
     pub fn nmi_pending(&self) -> bool {
         self.lock().nmi_pending()
+    }
+
+    /// Make an ExtINT pending; returns true (the vCPU needs a
+    /// notification).
+    pub fn inject_extint(&self) -> bool {
+        self.lock().inject_extint()
+    }
+
+    /// Take the pending ExtINT, if any.
+    pub fn take_extint(&self) -> bool {
+        self.lock().take_extint()
+    }
+
+    pub fn extint_pending(&self) -> bool {
+        self.lock().extint_pending()
     }
 
     /// INIT IPI: APIC reset.

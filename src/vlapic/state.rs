@@ -68,6 +68,9 @@ pub struct LapicState {
     stage_set: VecBitmap,
     stage_clear: VecBitmap,
     nmi_pending: bool,
+    /// An ExtINT (LINT0 or an ExtINT message): the vector comes from the
+    /// 8259 when it is injected (FreeBSD keeps this flag in the vCPU).
+    extint_pending: bool,
     /// EOIs with nothing in service (FreeBSD `VLAPIC_GRATUITOUS_EOI`).
     pub(super) gratuitous_eoi: u64,
 }
@@ -96,6 +99,7 @@ impl LapicState {
             stage_set: VecBitmap::new(),
             stage_clear: VecBitmap::new(),
             nmi_pending: false,
+            extint_pending: false,
             gratuitous_eoi: 0,
         };
         s.reset();
@@ -253,7 +257,7 @@ impl LapicState {
     }
 
     pub fn has_pending_event(&mut self) -> bool {
-        self.nmi_pending || self.pending_intr().is_some()
+        self.nmi_pending || self.extint_pending || self.pending_intr().is_some()
     }
 
     // --- errors and LVTs ----------------------------------------------------
@@ -283,12 +287,8 @@ impl LapicState {
             // the error LVT's own illegal vector only latches ESR).
             DELMODE_FIXED if vec < 16 => self.set_error(ESR_SEND_ILLEGAL_VECTOR, idx == lvt::ERROR),
             DELMODE_FIXED => self.set_intr_ready(vec, false),
-            DELMODE_NMI => {
-                self.nmi_pending = true;
-                true
-            }
-            // ExtINT takes its vector from the 8259, which is not emulated:
-            // nothing to deliver (see `Vm::deliver_intr`).
+            DELMODE_NMI => self.inject_nmi(),
+            DELMODE_EXTINT => self.inject_extint(),
             _ => false,
         }
     }
@@ -299,8 +299,11 @@ impl LapicState {
     /// unknown index on an enabled APIC.
     pub fn trigger_lvt(&mut self, idx: i32) -> Result<bool> {
         if !self.sw_enabled() {
-            // LINT0 (the 8259's INTR) does nothing without an 8259.
-            return Ok(idx == 1 && self.inject_nmi());
+            return Ok(match idx {
+                0 => self.inject_extint(),
+                1 => self.inject_nmi(),
+                _ => false,
+            });
         }
         match usize::try_from(idx) {
             Ok(i) if i < lvt::COUNT => Ok(self.fire_lvt(i)),
@@ -321,6 +324,22 @@ impl LapicState {
 
     pub fn nmi_pending(&self) -> bool {
         self.nmi_pending
+    }
+
+    /// `vm_inject_extint`: the 8259's INTR reached this vCPU; returns
+    /// true (the vCPU needs a notification).
+    pub fn inject_extint(&mut self) -> bool {
+        self.extint_pending = true;
+        true
+    }
+
+    /// Take the pending ExtINT, if any (`vm_extint_clear`).
+    pub fn take_extint(&mut self) -> bool {
+        std::mem::replace(&mut self.extint_pending, false)
+    }
+
+    pub fn extint_pending(&self) -> bool {
+        self.extint_pending
     }
 
     /// INIT IPI: reset the APIC (FreeBSD `vlapic_handle_init`); waiting

@@ -330,9 +330,11 @@ fn icr_writes_produce_ipis_or_send_errors() {
 #[test]
 fn trigger_lvt_on_disabled_and_enabled_apic() {
     let l = Vlapic::new(0);
-    // Disabled: LINT1 is NMI; LINT0 is the 8259's INTR (no 8259: nothing),
-    // the rest do nothing.
-    assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(false));
+    // Disabled: LINT0 is the 8259's INTR (ExtINT), LINT1 is NMI; the rest
+    // do nothing.
+    assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(true));
+    assert!(l.has_pending_event() && !l.nmi_pending());
+    assert!(l.take_extint() && !l.take_extint());
     assert!(!l.has_pending_event());
     assert_eq!(l.trigger_lvt(lvt::LINT1 as i32), Ok(true));
     assert!(l.take_nmi() && !l.take_nmi());
@@ -343,7 +345,10 @@ fn trigger_lvt_on_disabled_and_enabled_apic() {
     assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(false), "masked");
     wr(&l, off::LVT_LINT0, 0x33);
     assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(true));
-    assert!(l.irr().test(0x33));
+    assert!(l.irr().test(0x33) && !l.extint_pending());
+    wr(&l, off::LVT_LINT0, DELMODE_EXTINT);
+    assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(true), "virtual wire");
+    assert!(l.take_extint());
     wr(&l, off::LVT_LINT1, DELMODE_NMI);
     assert_eq!(l.trigger_lvt(lvt::LINT1 as i32), Ok(true));
     assert!(l.nmi_pending());

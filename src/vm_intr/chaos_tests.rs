@@ -6,8 +6,10 @@
 //! and read the RTC (rates, SET, garbage dates, interrupt enables; its
 //! IRQ 8 pulses land on the IOAPIC), the PM timer and the HPET (timers
 //! on pins 24-31 or as MSIs, edge or level, one-shot or periodic, ISR
-//! clears, counter stops and writes) and the PIT; device threads
-//! assert, deassert and pulse pins and send MSIs and fixed interrupts; a
+//! clears, counter stops and writes), the PIT and the 8259 pair
+//! (initialisations, masks, EOIs, polls, ELCR; its ExtINTs reach them
+//! through LINT0 and IOAPIC pin 0); device threads assert, deassert and
+//! pulse pins and ISA IRQs and send MSIs and fixed interrupts; a
 //! control thread locks all vCPUs, locks one and writes its registers as
 //! VM_SET_KERNEMU_DEV would, flips x2APIC states, sets the RTC's time and
 //! NVRAM, and suspends and resumes vCPUs. The stress test checks exact delivery under a protocol; this one
@@ -45,6 +47,8 @@ struct ChaosGuest {
     pending: Vec<u8>,
     /// IOWIN write due after an IOREGSEL write.
     window: Option<u64>,
+    /// Port writes due next (an 8259 initialisation sequence).
+    queued: Vec<GuestAction>,
     /// The guest's interrupt flag. It never halts with it clear: three
     /// such vCPUs suspend the VM (VM_SUSPEND_HALT) and end the test early.
     interrupts_on: bool,
@@ -58,6 +62,9 @@ impl GuestProgram for ChaosGuest {
         if !self.interrupts_on && rng.chance(4) {
             self.interrupts_on = true;
             return GuestAction::EnableInterrupts;
+        }
+        if let Some(a) = self.queued.pop() {
+            return a;
         }
         if let Some(value) = self.window.take() {
             return GuestAction::MmioWrite { gpa: IOAPIC_BASE + 0x10, size: 4, value };
@@ -120,6 +127,23 @@ impl GuestProgram for ChaosGuest {
                 GuestAction::PortOut { port, size: 1, value: rng.below(0x100) as u32 }
             }
             92 => GuestAction::PortIn { port: [0x40, 0x42, 0x61][rng.below(3) as usize], size: 1 },
+            // The 8259 pair: a whole initialisation now and then (random
+            // vectors, masks and modes), else single command words, masks,
+            // EOIs and ELCR writes (some refused), register and poll reads.
+            93 => {
+                let (cmd, base, icw4) = ([0x20, 0xa0][rng.below(2) as usize], rng.below(0x100), rng.below(0x20));
+                let mask = rng.below(0x100);
+                let out = |port: u16, value: u64| GuestAction::PortOut { port, size: 1, value: value as u32 };
+                self.queued = vec![out(cmd + 1, mask), out(cmd + 1, icw4 | 1), out(cmd + 1, 4), out(cmd + 1, base)];
+                out(cmd, 0x11)
+            }
+            94 | 95 => {
+                let port = [0x20, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1][rng.below(6) as usize];
+                let common = [0x20, 0x0a, 0x0b, 0x0c, 0x68, 0x48, 0xa0, 0x60 | rng.below(8)];
+                let value = if rng.chance(2) { common[rng.below(8) as usize] } else { rng.below(0x100) };
+                GuestAction::PortOut { port, size: 1, value: value as u32 }
+            }
+            96 => GuestAction::PortIn { port: [0x20, 0x21, 0xa0, 0xa1, 0x4d0][rng.below(5) as usize], size: 1 },
             76..=78 => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
             79 => GuestAction::Pause,
             _ => GuestAction::Compute,
@@ -137,7 +161,7 @@ fn device(vm: &Vm, stop: &AtomicBool, seed: u64, owned: std::ops::Range<usize>) 
     let mut rng = Rng(seed);
     let mut counts = vec![0u32; PINS];
     while !stop.load(SeqCst) {
-        match rng.below(7) {
+        match rng.below(8) {
             0 | 1 => {
                 let pin = owned.start + rng.below(owned.len() as u64) as usize;
                 if rng.chance(2) {
@@ -161,6 +185,20 @@ fn device(vm: &Vm, stop: &AtomicBool, seed: u64, owned: std::ops::Range<usize>) 
             // The one event that wakes a guest halted with interrupts off
             // or with its APIC software-disabled.
             5 => vm.inject_nmi(rng.below(VCPUS as u64) as i32).unwrap(),
+            // ISA IRQs on the 8259 only (the pins' counts stay exact).
+            6 => {
+                let irq = rng.below(16) as i32;
+                match rng.below(4) {
+                    0 => vm.isa_pulse_irq(irq, -1).unwrap(),
+                    1 => vm.isa_assert_irq(irq, -1).unwrap(),
+                    2 => vm.isa_deassert_irq(irq, -1).unwrap(),
+                    _ => {
+                        let level = rng.chance(2);
+                        let edge_only = matches!(irq, 0 | 1 | 2 | 8 | 13);
+                        assert_eq!(vm.isa_set_irq_trigger(irq, level).is_ok(), !(level && edge_only));
+                    }
+                }
+            }
             _ => thread::yield_now(),
         }
     }
@@ -233,6 +271,7 @@ fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
                 rng,
                 pending: Vec::new(),
                 window: None,
+                queued: Vec::new(),
                 interrupts_on: false,
                 steps: steps.clone(),
             };
@@ -306,6 +345,7 @@ fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
         assert_eq!(vm.mmio_read(0, crate::vhpet::VHPET_BASE + crate::vhpet::reg::CONFIG, 8), Ok(Some(0)), "HPET stopped");
         assert_eq!(vm.vhpet().callout().get(), None);
         assert_eq!(vm.vatpit().callout().get(), None, "a new PIT");
+        assert_eq!((vm.vatpic().chip(0), vm.vatpic().chip(1)), Default::default(), "a new 8259 pair");
         vm.activate_cpu(1).unwrap();
         lapic_write(&vm, 1, off::SVR, SVR_ENABLE | 0xFF);
         program_rte(&vm, 1, 3, 0x41, 1);

@@ -1,11 +1,12 @@
 //! The I/O ports emulated inside VM_RUN (FreeBSD `vmm_ioport.c`): the
+//! 8259 pair (0x20, 0x21, 0xa0, 0xa1) and its ELCR (0x4d0, 0x4d1), the
 //! 8254 PIT (0x40-0x43, 0x61), the RTC (0x70, 0x71) and the ACPI PM timer
-//! (0x408). Every other port exits to the caller, the 8259's (0x20, 0x21,
-//! 0xa0, 0xa1, 0x4d0, 0x4d1) too: no 8259 is emulated.
+//! (0x408). Every other port exits to the caller.
 
 use std::time::Instant;
 
 use crate::error::Result;
+use crate::vatpic::Vatpic;
 use crate::vatpit::{Vatpit, PIT_IOAPIC_PIN};
 use crate::vm::Vm;
 use crate::vpmtmr::IO_PMTMR;
@@ -23,6 +24,7 @@ impl Vm {
             }
             IO_PMTMR => Some(self.vpmtmr().port_access(bytes, is_in, Instant::now()).map(Some)),
             p if Vatpit::is_pit_port(p) => Some(self.pit_port(port, bytes, is_in, eax)),
+            p if Vatpic::is_port(p) => Some(self.atpic_port(port, bytes, is_in, eax)),
             _ => None,
         }
     }
@@ -41,12 +43,11 @@ impl Vm {
         r.map(|()| None)
     }
 
-    /// Fires the PIT's channel 0 callout if due: IRQ 0, on IOAPIC pin 2.
+    /// Fires the PIT's channel 0 callout if due: IRQ 0, on the 8259 and
+    /// IOAPIC pin 2.
     pub(crate) fn pit_poll(&self, now: Instant) {
         if self.vatpit().poll(now) {
-            // Pin 2 exists; a saturated count (E2BIG) means it is held
-            // asserted by a device thread, which already signals it.
-            let _ = self.ioapic_pulse_irq(PIT_IOAPIC_PIN);
+            self.isa_pulse_device_irq(0, PIT_IOAPIC_PIN);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The VM's interrupt-controller entry points: what the ioctls
 //! (VM_IOAPIC_*, VM_LAPIC_*, VM_INJECT_NMI, VM_GET/SET_X2APIC_STATE,
-//! VM_ISA_*, VM_GET/SET_KERNEMU_DEV) and the run loop's MMIO handling call,
+//! VM_GET/SET_KERNEMU_DEV; VM_ISA_* in `atpic`) and the run loop's MMIO handling call,
 //! and the VM side of the vioapic ([`IoapicBus`]).
 //!
 //! Locking: none of these holds a lock across calls into another
@@ -13,6 +13,7 @@ mod chaos_tests;
 mod deadlock_tests;
 #[cfg(all(test, not(loom)))]
 mod fuzz_tests;
+mod atpic;
 mod hpet;
 mod ioport;
 mod rtc;
@@ -25,7 +26,6 @@ use std::time::Instant;
 
 use crate::cpuset::CpuSet;
 use crate::error::{Error, Result};
-use crate::sync::atomic::Ordering;
 use crate::vioapic::{IoapicBus, IoapicStats, IOAPIC_BASE, IOAPIC_SIZE};
 use crate::vlapic::regs::{DELMODE_FIXED, DELMODE_LOWPRIO, LAPIC_BASE, LAPIC_SIZE};
 use crate::vlapic::delivery::StartIpi;
@@ -80,16 +80,6 @@ impl IoapicBus for Vm {
     }
 }
 
-/// The ISA IRQ argument of VM_ISA_*: 0..=15; the 8259 itself is not
-/// emulated yet, so a valid value is accepted and otherwise ignored.
-fn check_atpic_irq(irq: i32) -> Result<()> {
-    if (0..16).contains(&irq) {
-        Ok(())
-    } else {
-        Err(Error::Inval)
-    }
-}
-
 impl Vm {
     // --- vioapic ioctls ----------------------------------------------------
 
@@ -117,57 +107,6 @@ impl Vm {
 
     pub fn ioapic_stats(&self) -> IoapicStats {
         self.vioapic().stats()
-    }
-
-    /// VM_ISA_SET_IRQ_TRIGGER (FreeBSD `vatpic_set_irq_trigger`): records
-    /// whether 8259 IRQ `atpic_irq` (0..=15) is level-triggered. EINVAL for
-    /// another IRQ, or level on IRQ 0, 1, 2, 8 or 13, which are edge-only.
-    pub fn isa_set_irq_trigger(&self, atpic_irq: i32, level: bool) -> Result<()> {
-        check_atpic_irq(atpic_irq)?;
-        if level && matches!(atpic_irq, 0 | 1 | 2 | 8 | 13) {
-            return Err(Error::Inval);
-        }
-        let bit = 1u16 << atpic_irq;
-        if level {
-            self.elcr.fetch_or(bit, Ordering::SeqCst);
-        } else {
-            self.elcr.fetch_and(!bit, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-
-    /// The 8259 ELCR pair as set by [`Vm::isa_set_irq_trigger`] (bit n =
-    /// IRQ n level-triggered).
-    pub fn isa_elcr(&self) -> u16 {
-        self.elcr.load(Ordering::SeqCst)
-    }
-
-    /// VM_ISA_ASSERT_IRQ: `atpic_irq` must be 0..=15 (the 8259 half is not
-    /// emulated yet and ignores it); `ioapic_irq` -1 means no vioapic pin.
-    pub fn isa_assert_irq(&self, atpic_irq: i32, ioapic_irq: i32) -> Result<()> {
-        check_atpic_irq(atpic_irq)?;
-        if ioapic_irq == -1 {
-            return Ok(());
-        }
-        self.ioapic_assert_irq(ioapic_irq)
-    }
-
-    /// VM_ISA_DEASSERT_IRQ (see [`Vm::isa_assert_irq`]).
-    pub fn isa_deassert_irq(&self, atpic_irq: i32, ioapic_irq: i32) -> Result<()> {
-        check_atpic_irq(atpic_irq)?;
-        if ioapic_irq == -1 {
-            return Ok(());
-        }
-        self.ioapic_deassert_irq(ioapic_irq)
-    }
-
-    /// VM_ISA_PULSE_IRQ (see [`Vm::isa_assert_irq`]).
-    pub fn isa_pulse_irq(&self, atpic_irq: i32, ioapic_irq: i32) -> Result<()> {
-        check_atpic_irq(atpic_irq)?;
-        if ioapic_irq == -1 {
-            return Ok(());
-        }
-        self.ioapic_pulse_irq(ioapic_irq)
     }
 
     // --- vlapic ioctls -----------------------------------------------------
@@ -334,10 +273,10 @@ impl Vm {
         Ok(self.vcpu(vcpuid)?.vlapic.isr().words())
     }
 
-    /// Resets both interrupt controllers to a new VM's state (VM_REINIT).
+    /// Resets the interrupt controllers to a new VM's state (VM_REINIT).
     pub(crate) fn reset_interrupt_controllers(&self) {
+        self.vatpic().reset();
         self.vioapic().reset();
-        self.elcr.store(0, Ordering::SeqCst);
         for v in self.vcpus() {
             v.vlapic.reinit();
         }

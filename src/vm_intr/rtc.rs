@@ -1,6 +1,6 @@
 //! The VM's RTC entry points: the VM_RTC_* ioctls, the guest's ports
 //! 0x70/0x71 and the callout the run loop polls. Each pulses IRQ 8 on the
-//! IOAPIC (there is no 8259) after the vRTC mutex is released.
+//! 8259 and the IOAPIC after the vRTC mutex is released.
 
 use std::time::Instant;
 
@@ -12,9 +12,7 @@ impl Vm {
     /// Delivers an RTC interrupt if the operation raised one.
     fn rtc_done<T>(&self, out: Outcome<T>) -> T {
         if out.pulse {
-            // Pin 8 exists; a saturated assert count (E2BIG) only means
-            // somebody holds the pin asserted, which already signals it.
-            let _ = self.ioapic_pulse_irq(RTC_IRQ);
+            self.isa_pulse_device_irq(RTC_IRQ, RTC_IRQ);
         }
         out.value
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::thread;
 
-use super::tests::{lapic_read, lapic_write, program_rte};
+use super::tests::{lapic_read, lapic_write, program_8259, program_rte};
 use super::*;
 use crate::backend::{Backend, GuestExit};
 use crate::exit::{ExitKind, MmioAccess, SuspendHow};
@@ -221,18 +221,26 @@ fn an_nmi_wakes_a_halt_with_interrupts_off_and_is_injected_alone() {
 }
 
 #[test]
-fn an_extint_does_not_wake_a_halt() {
+fn an_extint_wakes_a_halt_and_injects_the_8259_vector_first() {
     with_watchdog(20, || {
-        // ExtINT's vector would come from the 8259, which is not there.
         let exits = [GuestExit::Hlt { intr_enabled: true }];
         let script = Script::playing(exits, true);
         let (vm, s) = vm_with(script, 1);
-        lapic_write(&vm, 0, off::LVT_LINT0, 0x700); // ExtINT
-        vm.lapic_local_irq(0, lvt::LINT0 as i32).unwrap();
+        program_8259(&vm, 0x20, 0x28);
+        lapic_write(&vm, 0, off::LVT_LINT0, 0x700); // virtual wire
         let runner = run_until_sleeping(&vm, 0);
-        vm.lapic_irq(0, 0x40).unwrap();
+        vm.isa_pulse_irq(11, -1).unwrap();
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
-        assert_eq!(*s.injected.lock().unwrap(), [0x40], "the vector; nothing for the ExtINT");
+        assert_eq!(*s.injected.lock().unwrap(), [0x2b], "slave pin 3");
+        assert_eq!((vm.vatpic().chip(0).service, vm.vatpic().chip(1).service), (1 << 2, 1 << 3));
+        // An ExtINT goes before a pending APIC vector; one with nothing
+        // requested brings the spurious vector and puts nothing in service.
+        vm.lapic_irq(0, 0x40).unwrap();
+        vm.lapic_local_irq(0, lvt::LINT0 as i32).unwrap();
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), [0x2b, 0x27, 0x40]);
+        assert_eq!(vm.vatpic().chip(0).service, 1 << 2);
     });
 }
 
@@ -437,6 +445,61 @@ fn the_rtc_periodic_interrupt_wakes_a_halted_guest() {
         assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), vec![0x48]);
         assert_eq!(vm.rtc_nvram_read(12), Ok(0xc0), "IRQF and PF, not cleared by VM_RTC_READ");
+    });
+}
+
+/// The exits a guest makes to initialise the 8259 pair (vectors 0x20 and
+/// 0x28) and set its masks.
+fn init_8259_exits(mask1: u8, mask2: u8) -> Vec<GuestExit> {
+    [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0xa0, 0x11), (0xa1, 0x28), (0xa1, 0x02)]
+        .into_iter()
+        .chain([(0xa1, 0x01), (0x21, mask1), (0xa1, mask2)])
+        .map(|(p, v)| port(p, 1, false, u32::from(v)))
+        .collect()
+}
+
+/// A guest in the 8259's mode (its APIC software-disabled, so LINT0 is
+/// the INTR pin) takes the PIT's IRQ 0 as the master's vector 0x20. It
+/// EOIs before each HLT (a tick may come before the first one), so every
+/// HLT is ended by a tick.
+#[test]
+fn a_guest_in_8259_mode_takes_pit_ticks_from_the_master() {
+    with_watchdog(20, || {
+        let mut exits = init_8259_exits(0xfe, 0xff);
+        exits.extend([
+            port(0x43, 1, false, 0x34), // channel 0, LSB/MSB, mode 2
+            port(0x40, 1, false, 1193 & 0xff),
+            port(0x40, 1, false, 1193 >> 8),
+        ]);
+        for _ in 0..2 {
+            exits.extend([port(0x20, 1, false, 0x20), GuestExit::Hlt { intr_enabled: true }]);
+        }
+        let (vm, s) = vm_with(Script::playing(exits, true), 1);
+        lapic_write(&vm, 0, off::SVR, 0xFF);
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        let injected = s.injected.lock().unwrap().clone();
+        assert!(injected.len() >= 2 && injected.iter().all(|v| *v == 0x20), "{injected:x?}");
+    });
+}
+
+/// The RTC's IRQ 8 reaches a guest in 8259 mode through the slave and the
+/// master's cascade pin (2 Hz: the first tick comes long after the HLT).
+#[test]
+fn a_guest_in_8259_mode_takes_the_rtc_interrupt_from_the_slave() {
+    with_watchdog(20, || {
+        let mut exits = init_8259_exits(0xfb, 0xfe);
+        exits.extend([
+            port(0x70, 1, false, 0x0a),
+            port(0x71, 1, false, 0x2f), // divider on, 2 Hz
+            port(0x70, 1, false, 0x0b),
+            port(0x71, 1, false, 0x42), // 24-hour, PIE
+            GuestExit::Hlt { intr_enabled: true },
+        ]);
+        let (vm, s) = vm_with(Script::playing(exits, true), 1);
+        lapic_write(&vm, 0, off::SVR, 0xFF);
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), [0x28]);
+        assert_eq!((vm.vatpic().chip(0).service, vm.vatpic().chip(1).service), (1 << 2, 1 << 0));
     });
 }
 

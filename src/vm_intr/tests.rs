@@ -42,6 +42,24 @@ pub(super) fn program_rte(vm: &Vm, writer: usize, pin: u32, low: u32, dest: u8) 
     w(IOWIN_GPA, low);
 }
 
+/// Initialises the 8259 pair as a guest would (edge, cascade on IRQ 2,
+/// normal EOI), vectors from `master_base` and `slave_base`, every IRQ
+/// unmasked.
+pub(super) fn program_8259(vm: &Vm, master_base: u8, slave_base: u8) {
+    for (port, val) in [
+        (0x20, 0x11),
+        (0x21, master_base),
+        (0x21, 0x04),
+        (0x21, 0x01),
+        (0xa0, 0x11),
+        (0xa1, slave_base),
+        (0xa1, 0x02),
+        (0xa1, 0x01),
+    ] {
+        assert_eq!(vm.emulate_inout(port, 1, false, val.into()), Some(Ok(None)), "port {port:#x}");
+    }
+}
+
 pub(super) fn rte_low(vm: &Vm, pin: u32) -> u32 {
     vm.mmio_write(0, IOREGSEL_GPA, 4, u64::from(0x10 + 2 * pin)).unwrap();
     vm.mmio_read(0, IOWIN_GPA, 4).unwrap().unwrap() as u32
@@ -134,10 +152,12 @@ fn msi_delivery() {
     }
     vm.lapic_msi(0xFEE0_600C, 0x143).unwrap();
     assert!(!irr_has(&vm, 0, 0x43) && irr_has(&vm, 1, 0x43) && !irr_has(&vm, 2, 0x43));
-    // ExtINT (no 8259 for its vector) and NMI through deliver_intr are
-    // dropped.
-    vm.lapic_msi(0xFEE0_0000, 0x700).unwrap();
+    // ExtINT makes an ExtINT pending at the destination (its vector
+    // comes from the 8259); NMI through deliver_intr is dropped.
+    vm.lapic_msi(0xFEE0_1000, 0x700).unwrap();
+    assert!(vm.vcpu(1).unwrap().vlapic.take_extint());
     assert!(!vm.vcpu(0).unwrap().vlapic.has_pending_event());
+    assert!(!vm.vcpu(2).unwrap().vlapic.extint_pending());
     vm.lapic_msi(0xFEE0_0000, 0x400).unwrap();
     assert!(!vm.vcpu(0).unwrap().vlapic.nmi_pending());
     // Vectors below 16 are dropped without an APIC error.
@@ -206,22 +226,58 @@ fn nmi_and_x2apic_state_ioctls() {
 }
 
 #[test]
-fn isa_irq_ioctls_drive_the_ioapic_pin_only() {
+fn isa_irq_ioctls_drive_the_8259_then_the_ioapic_pin() {
     let vm = vm(1);
     for bad in [-1, 16] {
         assert_eq!(vm.isa_assert_irq(bad, 4), Err(Error::Inval));
         assert_eq!(vm.isa_deassert_irq(bad, -1), Err(Error::Inval));
         assert_eq!(vm.isa_pulse_irq(bad, 4), Err(Error::Inval));
     }
+    assert_eq!(vm.vioapic().assert_count(4), 0, "a bad ISA IRQ stops before the pin");
+    // Before the guest initialises the 8259 only the pin sees anything.
     vm.isa_assert_irq(4, -1).unwrap();
     assert_eq!(vm.vioapic().assert_count(4), 0);
     vm.isa_assert_irq(4, 4).unwrap();
     assert_eq!(vm.vioapic().assert_count(4), 1);
     vm.isa_deassert_irq(4, 4).unwrap();
     assert_eq!(vm.isa_deassert_irq(4, 4), Err(Error::Range));
+    assert_eq!(vm.vatpic().chip(0).request, 0);
     vm.isa_pulse_irq(0, 2).unwrap();
     assert_eq!(vm.isa_pulse_irq(0, 32), Err(Error::Inval));
     assert_eq!(vm.ioapic_pincount(), 32);
+    // Initialised, the 8259 takes the IRQ and raises INTR: LINT0 of a
+    // disabled APIC is the INTR pin, so an ExtINT is pending.
+    lapic_write(&vm, 0, off::SVR, 0xFF);
+    program_8259(&vm, 0x20, 0x28);
+    vm.isa_assert_irq(5, 5).unwrap();
+    assert_eq!((vm.vatpic().chip(0).request, vm.vioapic().assert_count(5)), (1 << 5, 1));
+    assert!(vm.vcpu(0).unwrap().vlapic.extint_pending());
+    assert_eq!(vm.atpic_accept_intr(), 0x25);
+}
+
+#[test]
+fn the_8259_reaches_the_cpu_through_lint0_or_ioapic_pin_0() {
+    let vm = vm(2);
+    program_8259(&vm, 0x20, 0x28);
+    let extint = |i: usize| vm.vcpu(i).unwrap().vlapic.take_extint();
+    // Virtual wire through the IOAPIC: pin 0 as ExtINT to vCPU 1, every
+    // enabled APIC's LINT0 masked (their reset value).
+    program_rte(&vm, 0, 0, DELMODE_EXTINT, 1);
+    vm.isa_pulse_irq(1, -1).unwrap();
+    assert_eq!((extint(0), extint(1)), (false, true));
+    assert_eq!(vm.atpic_accept_intr(), 0x21);
+    // Virtual wire through LINT0 (ExtINT) on vCPU 0, pin 0 masked.
+    program_rte(&vm, 0, 0, MASKED | DELMODE_EXTINT, 1);
+    lapic_write(&vm, 0, off::LVT_LINT0, DELMODE_EXTINT);
+    assert_eq!(vm.emulate_inout(0x20, 1, false, 0x20), Some(Ok(None)), "EOI");
+    vm.isa_pulse_irq(6, -1).unwrap();
+    assert_eq!((extint(0), extint(1)), (true, false));
+    assert_eq!(vm.atpic_accept_intr(), 0x26);
+    // The guest's ELCR and mask reads go through the ports.
+    vm.isa_set_irq_trigger(9, true).unwrap();
+    assert_eq!(vm.emulate_inout(0x4d1, 1, true, 0), Some(Ok(Some(0x02))));
+    assert_eq!(vm.emulate_inout(0x21, 1, true, 0), Some(Ok(Some(0))));
+    assert_eq!(vm.emulate_inout(0x21, 2, true, 0), Some(Err(Error::Io)));
 }
 
 #[test]
@@ -349,6 +405,7 @@ fn isa_trigger_modes_follow_freebsd_vatpic() {
 fn reinit_resets_both_interrupt_controllers() {
     let vm = vm(2);
     vm.isa_set_irq_trigger(9, true).unwrap();
+    program_8259(&vm, 0x20, 0x28);
     program_rte(&vm, 0, 1, MASKED | LEVEL | 0x40, 1);
     vm.ioapic_assert_irq(1).unwrap();
     vm.lapic_irq(1, 0x50).unwrap();
@@ -362,6 +419,7 @@ fn reinit_resets_both_interrupt_controllers() {
     assert_eq!(vm.vioapic().assert_count(1), 0);
     assert_eq!(vm.ioapic_stats(), Default::default());
     assert_eq!(vm.isa_elcr(), 0);
+    assert!(!vm.vatpic().chip(0).ready && !vm.vatpic().chip(1).ready);
     let l = &vm.vcpu(1).unwrap().vlapic;
     assert!(l.irr().is_empty() && l.staged_tmr().0.is_empty());
     assert_eq!(l.x2apic_state(), X2ApicState::Disabled);
