@@ -179,6 +179,7 @@ impl Vm {
         if self.backend().can_inject(vcpu) {
             if vcpu.vlapic.take_extint() {
                 let v = self.atpic_accept_intr();
+                vcpu.stats.add(Stat::ExtInts, 1);
                 self.backend().inject(vcpu, v);
             } else if let Some(v) = vcpu.vlapic.accept_pending_intr() {
                 self.backend().inject(vcpu, v);

@@ -21,10 +21,17 @@
 //! - ICW4 clears AEOI and special fully nested mode when their bits are
 //!   clear (FreeBSD only ever sets them, so a guest could not leave AEOI).
 //! - An acknowledge with nothing to interrupt for returns the spurious
-//!   vector (pin 7 of the chip) without putting pin 7 in service: a guest
-//!   that, as on hardware, does not EOI a spurious IRQ 7 would otherwise
-//!   find IRQ 7 blocked for good. The source is found by priority, not
-//!   by comparing the vector with the slave's base.
+//!   vector (pin 7 of the chip) and only lets INTR be raised again: pin 7
+//!   is not acknowledged (FreeBSD puts it in service, drops an IR7 edge
+//!   request that is masked or waiting, and rotates in AEOI mode). A
+//!   guest that, as on hardware, does not EOI a spurious IRQ 7 would
+//!   otherwise find IRQ 7 blocked for good. The source is found by
+//!   priority, not by comparing the vector with the slave's base.
+//!
+//! INTR is an edge, as in FreeBSD: raised once until acknowledged,
+//! whether or not a vCPU took it. With every local APIC's LINT0 masked
+//! and IOAPIC pin 0 masked, a raise reaches nobody and the 8259 stays
+//! silent until an acknowledge (a poll) or VM_REINIT.
 //!
 //! # Lock order
 //!

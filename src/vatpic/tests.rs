@@ -233,8 +233,51 @@ fn ocw3_selects_irr_or_isr_and_polls() {
     assert_eq!(p.chip(0).service, 1 << 6);
     assert_eq!(inb(&p, IO_ICU1), 0, "IRR again");
     out(&p, &bus, IO_ICU1, EOI);
-    out(&p, &bus, IO_ICU1, 0x0c);
+    out(&p, &bus, IO_ICU1, 0x0e);
     assert_eq!(inb(&p, IO_ICU1), 0, "nothing to poll");
+    // Without the read-register bit the poll bit is ignored (FreeBSD).
+    pulse(&p, &bus, 5);
+    out(&p, &bus, IO_ICU1, 0x0c);
+    assert_eq!(inb(&p, IO_ICU1), 1 << 5, "IRR, not a poll");
+}
+
+#[test]
+fn polling_the_master_names_the_cascade_pin() {
+    let (p, bus) = pair();
+    pulse(&p, &bus, 10);
+    out(&p, &bus, IO_ICU1, 0x0e);
+    assert_eq!(inb(&p, IO_ICU1), 0x80 | 2, "the master's view");
+    assert_eq!(p.chip(1).service, 0, "the slave is polled on its own");
+    out(&p, &bus, IO_ICU2, 0x0e);
+    assert_eq!(inb(&p, 0xa1), 0x80 | 2, "either port reads the poll byte");
+    assert_eq!(p.chip(1).service, 1 << 2);
+}
+
+#[test]
+fn a_slave_level_irq_dropped_before_the_acknowledge_is_spurious_on_the_slave() {
+    let (p, bus) = pair();
+    p.set_irq_trigger(11, true).unwrap();
+    p.set_irq(11, IrqOp::Assert, &bus).unwrap();
+    assert_eq!(bus.take(), 1);
+    p.set_irq(11, IrqOp::Deassert, &bus).unwrap();
+    // The master still has the cascade pin's edge: it acknowledges it;
+    // the slave has nothing and answers with its vector 7.
+    assert_eq!(p.accept_intr(&bus), 0x2f);
+    assert_eq!((p.chip(0).service, p.chip(1).service), (1 << 2, 0));
+    assert!(!p.chip(1).intr_raised && !p.chip(0).intr_raised);
+}
+
+#[test]
+fn a_spurious_acknowledge_leaves_a_masked_ir7_request_pending() {
+    let (p, bus) = pair();
+    out(&p, &bus, 0x21, 1 << 7);
+    pulse(&p, &bus, 7);
+    assert_eq!(bus.take(), 0);
+    assert_eq!(p.accept_intr(&bus), 0x27, "spurious: nothing to interrupt for");
+    assert_eq!((p.chip(0).request, p.chip(0).service), (1 << 7, 0));
+    out(&p, &bus, 0x21, 0);
+    assert_eq!(p.accept_intr(&bus), 0x27, "now IR7 itself");
+    assert_eq!(p.chip(0).service, 1 << 7);
 }
 
 #[test]

@@ -390,8 +390,10 @@ fn x2apic_mode_registers_and_msrs() {
 fn init_resets_the_apic() {
     let l = enabled(1);
     l.set_intr_ready(0x40, false);
+    l.inject_extint();
     l.init_ipi();
     assert!(l.irr().is_empty(), "INIT resets the APIC");
+    assert!(l.extint_pending(), "a pending ExtINT is the vCPU's, not the APIC's");
     assert_eq!(l.mmio_read(off::SVR, Instant::now()), 0xFF);
 }
 
@@ -401,9 +403,10 @@ fn reinit_returns_to_a_new_apic() {
     l.set_x2apic_state(X2ApicState::Enabled);
     l.stage_tmr(0x40, true);
     l.inject_nmi();
+    l.inject_extint();
     l.reinit();
     assert_eq!(l.x2apic_state(), X2ApicState::Disabled);
-    assert!(!l.nmi_pending());
+    assert!(!l.nmi_pending() && !l.extint_pending());
     assert!(l.staged_tmr().0.is_empty());
     assert_eq!(l.mmio_read(off::ID, Instant::now()), 1 << 24);
 }

@@ -241,6 +241,26 @@ fn an_extint_wakes_a_halt_and_injects_the_8259_vector_first() {
         assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), [0x2b, 0x27, 0x40]);
         assert_eq!(vm.vatpic().chip(0).service, 1 << 2);
+        let stats = vm.vcpu_stats(0, 0, 64).unwrap();
+        assert_eq!(stats[crate::stats::Stat::ExtInts as usize], 2);
+    });
+}
+
+/// With interrupts disabled an ExtINT waits: the 8259 is not acknowledged
+/// and HLT is not ended by it (every vCPU halted so suspends the VM).
+#[test]
+fn an_extint_waits_while_interrupts_are_disabled() {
+    with_watchdog(20, || {
+        let exits = [port(0x80, 1, false, 0), GuestExit::Hlt { intr_enabled: false }];
+        let (vm, s) = vm_with(Script::playing(exits, false), 1);
+        program_8259(&vm, 0x20, 0x28);
+        lapic_write(&vm, 0, off::SVR, 0xFF); // LINT0 is the INTR pin
+        vm.isa_pulse_irq(3, -1).unwrap();
+        assert!(matches!(run_once(&vm, 0), ExitKind::Inout { port: 0x80, .. }));
+        assert!(vm.vcpu(0).unwrap().vlapic.extint_pending());
+        assert_eq!((vm.vatpic().chip(0).request, vm.vatpic().chip(0).service), (1 << 3, 0));
+        assert_eq!(run_once(&vm, 0), ExitKind::Suspended(SuspendHow::Halt));
+        assert!(s.injected.lock().unwrap().is_empty());
     });
 }
 

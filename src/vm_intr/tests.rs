@@ -253,6 +253,10 @@ fn isa_irq_ioctls_drive_the_8259_then_the_ioapic_pin() {
     assert_eq!((vm.vatpic().chip(0).request, vm.vioapic().assert_count(5)), (1 << 5, 1));
     assert!(vm.vcpu(0).unwrap().vlapic.extint_pending());
     assert_eq!(vm.atpic_accept_intr(), 0x25);
+    // The 8259 goes first, as FreeBSD's ioctl: a bad pin fails the call
+    // after the 8259 took the IRQ.
+    assert_eq!(vm.isa_assert_irq(6, 99), Err(Error::Inval));
+    assert_eq!(vm.vatpic().chip(0).request & (1 << 6), 1 << 6);
 }
 
 #[test]
@@ -406,6 +410,7 @@ fn reinit_resets_both_interrupt_controllers() {
     let vm = vm(2);
     vm.isa_set_irq_trigger(9, true).unwrap();
     program_8259(&vm, 0x20, 0x28);
+    vm.lapic_msi(0xFEE0_0000, 0x700).unwrap(); // an ExtINT for vCPU 0
     program_rte(&vm, 0, 1, MASKED | LEVEL | 0x40, 1);
     vm.ioapic_assert_irq(1).unwrap();
     vm.lapic_irq(1, 0x50).unwrap();
@@ -420,6 +425,7 @@ fn reinit_resets_both_interrupt_controllers() {
     assert_eq!(vm.ioapic_stats(), Default::default());
     assert_eq!(vm.isa_elcr(), 0);
     assert!(!vm.vatpic().chip(0).ready && !vm.vatpic().chip(1).ready);
+    assert!(!vm.vcpu(0).unwrap().vlapic.extint_pending(), "a pending ExtINT goes");
     let l = &vm.vcpu(1).unwrap().vlapic;
     assert!(l.irr().is_empty() && l.staged_tmr().0.is_empty());
     assert_eq!(l.x2apic_state(), X2ApicState::Disabled);
