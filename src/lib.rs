@@ -26,6 +26,7 @@
 //!   simulated backend that runs them.
 //! - [`mem`]: guest memory: segments, guest-physical maps, host access, and
 //!   the libvmmapi memory layout (`vm_setup_memory`, `vm_map_gpa`);
+//!   [`memsize`]: bhyve's memory-size argument (`vm_parse_memsize`);
 //!   [`gla2gpa`]: the guest page-table walk (VM_GLA2GPA).
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
 
@@ -37,6 +38,7 @@ pub mod exit;
 pub mod gla2gpa;
 pub mod guest;
 pub mod mem;
+pub mod memsize;
 // A process-wide static table: loom primitives cannot live in statics,
 // and model checking has no use for it.
 #[cfg(not(loom))]

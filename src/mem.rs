@@ -614,6 +614,7 @@ impl GuestMemory {
             return Err(Error::Inval);
         }
         self.vmmapi_alloc_memseg(segid, len, Some(name))?;
+        self.exclude_from_core_unless_incore(segid);
         self.segment_host_addr(segid)
     }
 
@@ -662,8 +663,19 @@ impl GuestMemory {
         if self.lowmem > 0 {
             self.vmmapi_mmap_memseg(0, VM_SYSMEM, 0, self.lowmem, PROT_ALL)?;
         }
+        self.exclude_from_core_unless_incore(VM_SYSMEM);
         self.setup_done = true;
         Ok(())
+    }
+
+    /// Without [`VM_MEM_F_INCORE`] in memflags, segment `segid`'s memory
+    /// stays out of core dumps (libvmmapi's MAP_NOCORE).
+    fn exclude_from_core_unless_incore(&self, segid: i32) {
+        if self.memflags & VM_MEM_F_INCORE == 0 {
+            if let Some(s) = usize::try_from(segid).ok().and_then(|i| self.segs.get(i)?.as_ref()) {
+                s.host.exclude_from_core_dumps();
+            }
+        }
     }
 
     /// libvmmapi `vm_map_gpa`: host address of `[gpa, gpa + len)` if it lies
@@ -866,6 +878,19 @@ mod host {
             // Address arithmetic only, no dereference: stays in (or one past)
             // the mapping, which does not wrap, so the result is non-null.
             NonNull::new(self.ptr.as_ptr().wrapping_add(off))
+        }
+
+        /// Leaves the mapping out of the process's core dumps (FreeBSD
+        /// libvmmapi maps guest memory MAP_NOCORE unless asked to keep
+        /// it). Advice only: where the host has no such advice, nothing.
+        pub(super) fn exclude_from_core_dumps(&self) {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            {
+                // SAFETY: `ptr..ptr+len` is this value's own mapping; the
+                // advice changes only whether a core dump includes it.
+                let r = unsafe { madvise(self.ptr.cast(), self.len, MmapAdvise::MADV_DONTDUMP) };
+                debug_assert!(r.is_ok(), "madvise(DONTDUMP) of guest memory failed: {r:?}");
+            }
         }
 
         /// Returns the pages to the host (MADV_DONTNEED on this private
@@ -1721,6 +1746,46 @@ mod tests {
     /// Linux places new mappings at the top of a free gap.
     #[cfg(target_os = "linux")]
     const BIG: usize = 64 * GIB;
+
+    /// The kernel's VmFlags for the mapping holding `addr` (smaps).
+    #[cfg(target_os = "linux")]
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for l in smaps.lines() {
+            if let Some((range, _)) = l.split_once(' ') {
+                if let Some((a, b)) = range.split_once('-') {
+                    if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                        inside = a <= addr && addr < b;
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(f) = l.strip_prefix("VmFlags:") {
+                    return f.to_owned();
+                }
+            }
+        }
+        panic!("{addr:#x} not in smaps");
+    }
+
+    /// Without VM_MEM_F_INCORE guest memory stays out of core dumps
+    /// (libvmmapi's MAP_NOCORE), system and device memory alike.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn guest_memory_is_left_out_of_core_dumps_unless_incore() {
+        let dontdump = |p: NonNull<u8>| vm_flags(p.as_ptr() as usize).split_whitespace().any(|f| f == "dd");
+        let mut m = GuestMemory::new();
+        m.setup_memory(16 * P, VM_MMAP_ALL).unwrap();
+        let rom = m.create_devmem(VM_BOOTROM, b"rom", 4 * P).unwrap();
+        assert!(dontdump(m.guestmem_base().unwrap()) && dontdump(rom));
+        let mut m = GuestMemory::new();
+        m.set_memflags(VM_MEM_F_INCORE);
+        m.setup_memory(16 * P, VM_MMAP_ALL).unwrap();
+        let rom = m.create_devmem(VM_BOOTROM, b"rom", 4 * P).unwrap();
+        assert!(!dontdump(m.guestmem_base().unwrap()) && !dontdump(rom));
+    }
 
     #[cfg(target_os = "linux")]
     #[test]

@@ -10,21 +10,33 @@ pub mod reg {
     pub const RBX: usize = 1;
     pub const RCX: usize = 2;
     pub const RDX: usize = 3;
+    pub const RSI: usize = 4;
+    pub const RDI: usize = 5;
+    pub const RBP: usize = 6;
+    pub const R8: usize = 7;
+    pub const R15: usize = 14;
     pub const CR0: usize = 15;
     pub const CR3: usize = 16;
     pub const CR4: usize = 17;
+    pub const DR7: usize = 18;
     pub const RSP: usize = 19;
     pub const RIP: usize = 20;
     pub const RFLAGS: usize = 21;
     /// First segment register (ES); ES..TR are 22..=29.
     pub const ES: usize = 22;
     pub const CS: usize = 23;
+    pub const SS: usize = 24;
+    pub const DS: usize = 25;
+    pub const FS: usize = 26;
+    pub const GS: usize = 27;
+    pub const LDTR: usize = 28;
     pub const TR: usize = 29;
     pub const IDTR: usize = 30;
     pub const GDTR: usize = 31;
     pub const EFER: usize = 32;
     pub const CR2: usize = 33;
     pub const INTR_SHADOW: usize = 38;
+    pub const DR6: usize = 43;
     /// `VM_REG_LAST`: number of registers.
     pub const LAST: usize = 49;
 }
@@ -159,7 +171,45 @@ fn cap_index(cap: i32) -> Result<usize> {
         .ok_or(Error::Inval)
 }
 
+/// CR0.NE: native FPU error reporting.
+const CR0_NE: u64 = 1 << 5;
+
 impl VcpuRegs {
+    /// libvmmapi `vcpu_reset`: the state after power-up or RESET (Intel
+    /// SDM vol. 3 table 9-1) in the registers it names: real mode at
+    /// F000:FFF0, CR0 with only NE set (the SDM's CD and NW crash some
+    /// guests), RDX 0xF00, the other general registers, CR2-CR4 and EFER
+    /// zero, 64 KiB data segments, GDTR and IDTR of limit 0xFFFF, an empty
+    /// busy TSS and an LDT, DR6/DR7 at their reset values, no interrupt
+    /// shadow. Other registers, capabilities and pending events are left
+    /// as they are, as libvmmapi leaves them.
+    pub fn power_on_reset(&mut self) {
+        use reg::*;
+        let seg = |base, limit, access| SegDesc { base, limit, access };
+        for r in (RAX..=R15).chain([RSP, CR2, CR3, CR4, EFER, INTR_SHADOW]) {
+            self.regs[r] = 0;
+        }
+        self.regs[RDX] = 0xf00;
+        self.regs[RFLAGS] = 0x2;
+        self.regs[RIP] = 0xfff0;
+        self.nextrip = 0xfff0;
+        self.regs[CR0] = CR0_NE;
+        self.regs[DR6] = 0xffff_0ff0;
+        self.regs[DR7] = 0x400;
+        self.segs[CS - ES] = seg(0xffff_0000, 0xffff, 0x93);
+        self.regs[CS] = 0xf000;
+        for r in [SS, DS, ES, FS, GS] {
+            self.segs[r - ES] = seg(0, 0xffff, 0x93);
+            self.regs[r] = 0;
+        }
+        self.segs[8] = seg(0, 0xffff, 0); // IDTR
+        self.segs[9] = seg(0, 0xffff, 0); // GDTR
+        self.segs[TR - ES] = seg(0, 0, 0x8b);
+        self.regs[TR] = 0;
+        self.segs[LDTR - ES] = seg(0, 0xffff, 0x82);
+        self.regs[LDTR] = 0;
+    }
+
     /// `vm_get_register`; EINVAL for an unknown register, and for GDTR and
     /// IDTR, which have descriptors only (FreeBSD VMX and SVM).
     pub fn get(&self, regnum: i32) -> Result<u64> {
@@ -344,6 +394,34 @@ mod tests {
         r.inject_exception(13, Some(0), false).unwrap();
         assert_eq!(r.inject_exception(6, None, false), Err(Error::Busy));
         assert_eq!(r.intinfo().1 & 0xff, 13);
+    }
+
+    #[test]
+    fn power_on_reset_is_libvmmapis_vcpu_reset() {
+        let mut r = VcpuRegs::default();
+        for n in 0..reg::LAST as i32 {
+            let _ = r.set(n, 0x5a5a);
+        }
+        r.set_cap(CAP_IPI_EXIT, 1).unwrap();
+        r.inject_exception(13, None, false).unwrap();
+        r.power_on_reset();
+        let g = |n: usize| r.get(n as i32).unwrap();
+        assert_eq!((g(reg::RIP), r.nextrip, g(reg::RFLAGS)), (0xfff0, 0xfff0, 2));
+        assert_eq!((g(reg::CR0), g(reg::CR2), g(reg::CR3), g(reg::CR4), g(reg::EFER)), (0x20, 0, 0, 0, 0));
+        assert_eq!((g(reg::RDX), g(reg::RAX), g(reg::R15), g(reg::RSP), g(reg::RBP)), (0xf00, 0, 0, 0, 0));
+        assert_eq!((g(reg::DR6), g(reg::DR7), g(reg::INTR_SHADOW)), (0xffff_0ff0, 0x400, 0));
+        let d = |n: usize| r.get_seg(n as i32).unwrap();
+        assert_eq!((g(reg::CS), d(reg::CS)), (0xf000, SegDesc { base: 0xffff_0000, limit: 0xffff, access: 0x93 }));
+        for s in [reg::SS, reg::DS, reg::ES, reg::FS, reg::GS] {
+            assert_eq!((g(s), d(s)), (0, SegDesc { base: 0, limit: 0xffff, access: 0x93 }), "segment {s}");
+        }
+        assert_eq!((d(reg::GDTR), d(reg::IDTR)), (SegDesc { base: 0, limit: 0xffff, access: 0 }, d(reg::GDTR)));
+        assert_eq!((g(reg::TR), d(reg::TR)), (0, SegDesc { base: 0, limit: 0, access: 0x8b }));
+        assert_eq!((g(reg::LDTR), d(reg::LDTR)), (0, SegDesc { base: 0, limit: 0xffff, access: 0x82 }));
+        // Left alone, as libvmmapi leaves them.
+        assert_eq!((g(39), g(45)), (0x5a5a, 0x5a5a), "DR0, FS_BASE");
+        assert_eq!(r.get_cap(CAP_IPI_EXIT), Ok(1));
+        assert_eq!(r.intinfo().1 & 0xff, 13, "a queued exception stays");
     }
 
     #[test]
