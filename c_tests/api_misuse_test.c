@@ -131,6 +131,24 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what)
 	CHECK(errno == err);
 	errno = 0;
 	CHECK(vm_get_lowmem_limit(bad) == 0 && errno == err);
+	errno = 0;
+	vm_set_memflags(bad, VM_MEM_F_WIRED); /* must reach no VM */
+	CHECK(errno == err);
+	errno = 0;
+	CHECK(vm_get_memflags(bad) == -1 && errno == err);
+	errno = 0;
+	CHECK(vm_create_devmem(bad, VM_BOOTROM, "rom", MB) == MAP_FAILED && errno == err);
+	errno = 0;
+	CHECK(vm_rev_map_gpa(bad, &len) == (uint64_t)-1 && errno == err);
+	errno = 0;
+	CHECK(vm_get_name(bad) == NULL && errno == err);
+	{
+		char *base = NULL;
+		size_t lo = 42, hi = 42;
+		CHECK_ERR(vm_get_guestmem_from_ctx(bad, &base, &lo, &hi), err);
+		CHECK(lo == 42 && hi == 42);
+	}
+	CHECK_ERR(vm_limit_rights(bad), err);
 	CHECK_ERR(vm_active_cpus(bad, &set), err);
 	CHECK_ERR(vm_suspended_cpus(bad, &set), err);
 	CHECK_ERR(vm_debug_cpus(bad, &set), err);
@@ -225,7 +243,10 @@ check_bad_vcpu(struct vcpu *bad, int err, const char *what, int id_if_open)
 		CHECK_ERR(vm_gla2gpa(bad, &pg, 0x1000, PROT_READ, &gpa, &fault), err);
 		CHECK_ERR(vm_gla2gpa_nofault(bad, &pg, 0x1000, PROT_READ, &gpa, &fault), err);
 		CHECK(gpa == 42 && fault == 42);
+		struct iovec iov[2];
+		CHECK_ERR(vm_copy_setup(bad, &pg, 0x1000, 8, PROT_READ, iov, 2, &fault), err);
 	}
+	CHECK_ERR(vcpu_reset(bad), err);
 	CHECK_ERR(vm_run(bad, &vmrun), err);
 	CHECK_ERR(vm_set_register(bad, VM_REG_GUEST_RAX, 1), err);
 	CHECK_ERR(vm_get_register(bad, VM_REG_GUEST_RAX, &val), err);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 
 /*
  Pointer arguments. Handles (struct vmctx *, struct vcpu *) are checked:
@@ -879,6 +880,23 @@ struct vmm_rs_ioapic_stats {
 };
 
 /*
+ Guest paging state needed to walk guest page tables
+ (`struct vm_guest_paging`).
+ */
+struct vm_guest_paging {
+  uint64_t cr3;
+  int cpl;
+  /*
+   `enum vm_cpu_mode`.
+   */
+  int cpu_mode;
+  /*
+   `enum vm_paging_mode`.
+   */
+  int paging_mode;
+};
+
+/*
  One guest action.
  */
 struct vmm_rs_action {
@@ -956,23 +974,6 @@ struct _cpuset {
  FreeBSD's `cpuset_t` (`sys/_cpuset.h`; 128 bytes on FreeBSD 14 amd64).
  */
 typedef struct _cpuset cpuset_t;
-
-/*
- Guest paging state needed to walk guest page tables
- (`struct vm_guest_paging`).
- */
-struct vm_guest_paging {
-  uint64_t cr3;
-  int cpl;
-  /*
-   `enum vm_cpu_mode`.
-   */
-  int cpu_mode;
-  /*
-   `enum vm_paging_mode`.
-   */
-  int paging_mode;
-};
 
 /*
  Segment descriptor as vmm sees it (`struct seg_desc`): base, limit and
@@ -1700,6 +1701,44 @@ int vm_set_x2apic_state(struct vcpu *vcpu, int state);
 int vmm_rs_ioapic_stats(struct vmctx *ctx, struct vmm_rs_ioapic_stats *stats);
 
 /*
+ Translates guest-linear `[gla, gla + len)` for an access of `prot` into
+ at most `iovcnt` iovecs over guest RAM (one per page; the rest are
+ zeroed). Returns 0 with `*fault` 0; 0 with `*fault` 1 when the guest
+ faults (the fault is queued for the vCPU, as by vm_gla2gpa()); or, as
+ libvmmapi, -1 with errno when the page walk fails, and EFAULT (also in
+ errno) when a page is not guest RAM set up by vm_setup_memory(), or
+ the iovecs run out (libvmmapi asserts). A NULL pointer is -1 with
+ errno EFAULT.
+ */
+int vm_copy_setup(struct vcpu *vcpu,
+                  struct vm_guest_paging *paging,
+                  uint64_t gla,
+                  size_t len,
+                  int prot,
+                  struct iovec *iov,
+                  int iovcnt,
+                  int *fault);
+
+/*
+ Copies `len` bytes from the guest memory `guest_iov` describes (from
+ vm_copy_setup()) to `host_dst`. Stops at an empty iovec (libvmmapi
+ asserts there); errno EFAULT for a NULL pointer.
+ */
+void vm_copyin(const struct iovec *guest_iov, void *host_dst, size_t len);
+
+/*
+ Copies `len` bytes from `host_src` to the guest memory `guest_iov`
+ describes. As vm_copyin().
+ */
+void vm_copyout(const void *host_src, const struct iovec *guest_iov, size_t len);
+
+/*
+ Nothing to release: the iovecs point into guest RAM that stays mapped
+ (libvmmapi's is empty too).
+ */
+void vm_copy_teardown(struct iovec *iov, int iovcnt);
+
+/*
  Writes one byte of RTC NVRAM (CMOS offsets 14-127 except the century
  byte 0x32; anything else is EINVAL). bhyve stores the memory size here.
  */
@@ -1763,6 +1802,49 @@ int vmm_rs_guest_clear(struct vcpu *vcpu);
  Reads the counters of the vCPU's simulated guest.
  */
 int vmm_rs_guest_stats(struct vcpu *vcpu, struct vmm_rs_guest_stats *stats);
+
+/*
+ The VM's name, or NULL with errno EFAULT or EBADF for a bad handle or
+ a destroyed VM. The string lives as long as the VM (until the last
+ handle to it is closed).
+ */
+const char *vm_get_name(struct vmctx *ctx);
+
+/*
+ The vCPU with local APIC id `apicid`: the same number (a vCPU's APIC
+ id is its index, as in FreeBSD).
+ */
+int vm_apicid2vcpu(struct vmctx *_ctx, int apicid);
+
+/*
+ The capability named `capname` ("hlt_exit", "mtrap_exit",
+ "pause_exit", "unrestricted_guest", "enable_invpcid", "bpt_exit"), or
+ -1.
+ */
+int vm_capability_name2type(const char *capname);
+
+/*
+ The name of capability `type` (a static string), or NULL for one
+ without a name.
+ */
+const char *vm_capability_type2name(int type);
+
+/*
+ Limits what the handle may do to the commands vm_get_ioctls() lists
+ (FreeBSD: Capsicum rights on the VM's device file). A handle takes no
+ other commands, and there is no file whose rights could widen, so
+ there is nothing to take away: 0, or -1 with errno EFAULT or EBADF for
+ a bad handle or a destroyed VM.
+ */
+int vm_limit_rights(struct vmctx *ctx);
+
+/*
+ The ioctl commands libvmmapi allows on a VM (its legacy interface):
+ with `len` non-NULL, stores their number there and returns NULL; with
+ `len` NULL, returns a malloc()ed array of them (the caller frees it),
+ or NULL with errno ENOMEM.
+ */
+const unsigned long *vm_get_ioctls(size_t *len);
 
 /*
  Issues VM command `cmd` with argument `arg` on the VM behind `ctx`, as
@@ -1829,54 +1911,6 @@ int vcpu_id(struct vcpu *vcpu);
 int vmm_rs_set_maxcpus(int maxcpus);
 
 /*
- Allocates memory segment `segid` of `len` bytes: system memory when
- `name` is NULL, else a device-memory segment with that name. As in
- libvmmapi, an existing segment of the same size and name is success.
- Returns 0, or -1 with errno: EINVAL (bad id, length or name, or a
- different segment there), ENAMETOOLONG (name of more than
- VM_MAX_SUFFIXLEN bytes), EEXIST (name taken by another segment),
- ENOMEM (the host cannot reserve the memory).
- */
-int vm_alloc_memseg(struct vmctx *ctx, int segid, size_t len, const char *name);
-
-/*
- Reads segment `segid`'s length (0 if unallocated) and, when `name` is
- not NULL, its name: ENAMETOOLONG if `namesiz` is too small, with the
- name truncated into the buffer (as libvmmapi's `strlcpy`).
- */
-int vm_get_memseg(struct vmctx *ctx, int segid, size_t *lenp, char *name, size_t namesiz);
-
-/*
- Maps `len` bytes of segment `segid` from offset `segoff` at guest
- physical address `gpa`. As in libvmmapi, an identical existing map
- (segment, offset, protection, and no flags) is success; another map at
- `gpa` is EEXIST.
- */
-int vm_mmap_memseg(struct vmctx *ctx,
-                   uint64_t gpa,
-                   int segid,
-                   uint64_t segoff,
-                   size_t len,
-                   int prot);
-
-/*
- Removes the map of exactly (`gpa`, `len`).
- */
-int vm_munmap_memseg(struct vmctx *ctx, uint64_t gpa, size_t len);
-
-/*
- The first map at or above `*gpa`: fills every out-pointer; ENOENT when
- there is none.
- */
-int vm_mmap_getnext(struct vmctx *ctx,
-                    uint64_t *gpa,
-                    int *segid,
-                    uint64_t *segoff,
-                    size_t *len,
-                    int *prot,
-                    int *flags);
-
-/*
  Sets up `len` bytes of guest RAM the way libvmmapi does for
  VM_MMAP_ALL: below the low-memory limit (3 GiB) at 0, the rest at
  4 GiB. Calling it again with the same size is success.
@@ -1918,6 +1952,115 @@ uint32_t vm_get_lowmem_limit(struct vmctx *ctx);
 void vm_set_lowmem_limit(struct vmctx *ctx, uint32_t limit);
 
 /*
+ Parses bhyve's memory-size argument `opt` into `*memsize` (bytes): a
+ plain number below 1 MiB counts megabytes, any other plain number
+ bytes; a number with a unit k, m, g, t, p or e (binary, either case,
+ optionally followed by "b") or "b" is expand_number()'s. Returns 0, or
+ -1 with errno EINVAL (no number, a sign, an unknown unit, trailing
+ text), ERANGE (more than 64 bits), EFAULT (NULL pointer).
+ */
+int vm_parse_memsize(const char *opt, size_t *memsize);
+
+/*
+ Sets the memory flags (VM_MEM_F_INCORE: keep guest memory in core
+ dumps; VM_MEM_F_WIRED: maps made by vm_mmap_memseg() and
+ vm_setup_memory() are wired) for later calls. Without VM_MEM_F_INCORE,
+ memory that vm_setup_memory() or vm_create_devmem() sets up is left
+ out of core dumps. errno EFAULT or EBADF for a bad handle or a
+ destroyed VM.
+ */
+void vm_set_memflags(struct vmctx *ctx, int flags);
+
+/*
+ The memory flags (0 by default); -1 with errno EFAULT or EBADF for a
+ bad handle or a destroyed VM.
+ */
+int vm_get_memflags(struct vmctx *ctx);
+
+/*
+ Creates device-memory segment `segid` named `name` of `len` bytes (or
+ finds one of that name and size) and returns its host address, or
+ MAP_FAILED with errno: EINVAL (NULL or empty name, bad id or length,
+ another segment there), ENAMETOOLONG (name of more than
+ VM_MAX_SUFFIXLEN bytes), EEXIST (name taken), ENOMEM, EFAULT or EBADF
+ (bad handle, destroyed VM). FreeBSD maps the segment's device file
+ (/dev/vmm.io/VM.NAME); here the address is the segment's own memory,
+ shared with the guest once the segment is mapped. It stays valid as
+ long as the segment (VM_REINIT keeps segments, removing device-memory
+ maps); after vm_destroy() it reads zeros until the last handle closes,
+ as vm_map_gpa()'s.
+ */
+void *vm_create_devmem(struct vmctx *ctx, int segid, const char *name, size_t len);
+
+/*
+ The guest-physical address of host address `addr` in the memory
+ vm_setup_memory() set up, or (vm_paddr_t)-1 when it is outside it
+ (also with errno EFAULT or EBADF for a bad handle or a destroyed VM).
+ As libvmmapi, the address just past the end of low memory maps to the
+ low-memory size.
+ */
+uint64_t vm_rev_map_gpa(struct vmctx *ctx, void *addr);
+
+/*
+ The host address of guest-physical 0 and the low and high memory sizes
+ vm_setup_memory() set up (NULL and 0 before it). Returns 0, or -1 with
+ errno EFAULT (a NULL pointer, bad handle) or EBADF.
+ */
+int vm_get_guestmem_from_ctx(struct vmctx *ctx,
+                             char **guest_baseaddr,
+                             size_t *lowmem_size,
+                             size_t *highmem_size);
+
+/*
+ Allocates memory segment `segid` of `len` bytes: system memory when
+ `name` is NULL, else a device-memory segment with that name. As in
+ libvmmapi, an existing segment of the same size and name is success.
+ Returns 0, or -1 with errno: EINVAL (bad id, length or name, or a
+ different segment there), ENAMETOOLONG (name of more than
+ VM_MAX_SUFFIXLEN bytes), EEXIST (name taken by another segment),
+ ENOMEM (the host cannot reserve the memory).
+ */
+int vm_alloc_memseg(struct vmctx *ctx, int segid, size_t len, const char *name);
+
+/*
+ Reads segment `segid`'s length (0 if unallocated) and, when `name` is
+ not NULL, its name: ENAMETOOLONG if `namesiz` is too small, with the
+ name truncated into the buffer (as libvmmapi's `strlcpy`).
+ */
+int vm_get_memseg(struct vmctx *ctx, int segid, size_t *lenp, char *name, size_t namesiz);
+
+/*
+ Maps `len` bytes of segment `segid` from offset `segoff` at guest
+ physical address `gpa`, wired if vm_set_memflags() asked for
+ VM_MEM_F_WIRED. As in libvmmapi, an identical existing map (segment,
+ offset, protection and flags) is success; another map at `gpa` is
+ EEXIST.
+ */
+int vm_mmap_memseg(struct vmctx *ctx,
+                   uint64_t gpa,
+                   int segid,
+                   uint64_t segoff,
+                   size_t len,
+                   int prot);
+
+/*
+ Removes the map of exactly (`gpa`, `len`).
+ */
+int vm_munmap_memseg(struct vmctx *ctx, uint64_t gpa, size_t len);
+
+/*
+ The first map at or above `*gpa`: fills every out-pointer; ENOENT when
+ there is none.
+ */
+int vm_mmap_getnext(struct vmctx *ctx,
+                    uint64_t *gpa,
+                    int *segid,
+                    uint64_t *segoff,
+                    size_t *len,
+                    int *prot,
+                    int *flags);
+
+/*
  vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1
  with errno EFAULT (NULL) or EBADF (a bad handle, or the VM was
  destroyed). Meant for tests and debugging: it lets a
@@ -1944,7 +2087,8 @@ const char *vm_get_stat_desc(struct vmctx *ctx, int index);
 /*
  Runs vCPU `vcpu` until an exit userland must handle; the exit is
  written to `vmrun->vm_exit`. The local APIC, IOAPIC and HPET MMIO and
- the PIT (0x40-0x43, 0x61), RTC (0x70, 0x71) and PM timer (0x408) ports
+ the 8259 (0x20, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1), PIT (0x40-0x43, 0x61),
+ RTC (0x70, 0x71) and PM timer (0x408) ports
  are emulated inside, as FreeBSD's kernel does. For VM_EXITCODE_IPI (the guest sent INIT
  or STARTUP with VM_CAP_IPI_EXIT set) the target vCPUs are written to
  `vmrun->cpuset` (its first `cpusetsize` bytes, zero beyond 128, as
@@ -2057,6 +2201,17 @@ int vm_gla2gpa_nofault(struct vcpu *vcpu,
                        int prot,
                        uint64_t *gpa,
                        int *fault);
+
+/*
+ Puts the vCPU's registers in the power-on state (libvmmapi's
+ `vcpu_reset`, Intel SDM table 9-1): real mode at F000:FFF0, CR0.NE
+ alone, RDX 0xF00, the other general registers, CR2-CR4 and EFER zero,
+ 64 KiB segments, DR6/DR7 at their reset values. bhyve calls it before
+ starting an AP. Done in one step with the vCPU locked (libvmmapi makes
+ some 40 register calls). Returns 0, or -1 with errno EFAULT or EBADF
+ (bad handle, destroyed VM).
+ */
+int vcpu_reset(struct vcpu *vcpu);
 
 /*
  Makes the guest re-execute the instruction that caused the last exit.

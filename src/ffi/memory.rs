@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void};
 
 use super::abi::*;
 use super::call::{ctx_ioctl};
-use super::errno::{fail, or_errno, to_rc};
+use super::errno::{fail, to_rc};
 use super::handle::{self, vmctx};
 use super::ioctl::{copy_in, copy_out};
 use super::panic::ffi_boundary;
@@ -89,7 +89,7 @@ pub(crate) unsafe fn shared_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<(
 
 /// Runs `f` on guest memory with every vCPU frozen (the lock class of the
 /// memory-changing ioctls).
-fn with_mem_exclusive<R>(ctx: *mut vmctx, f: impl FnOnce(&mut crate::mem::GuestMemory) -> Result<R>) -> Result<R> {
+pub(super) fn with_mem_exclusive<R>(ctx: *mut vmctx, f: impl FnOnce(&mut crate::mem::GuestMemory) -> Result<R>) -> Result<R> {
     let vm = handle::ctx_vm(ctx)?;
     let all = vm.lock_all()?;
     let mut mem = vm.mem_write(&all);
@@ -174,22 +174,14 @@ pub unsafe extern "C" fn vm_get_memseg(
 }
 
 /// Maps `len` bytes of segment `segid` from offset `segoff` at guest
-/// physical address `gpa`. As in libvmmapi, an identical existing map
-/// (segment, offset, protection, and no flags) is success; another map at
-/// `gpa` is EEXIST.
+/// physical address `gpa`, wired if vm_set_memflags() asked for
+/// VM_MEM_F_WIRED. As in libvmmapi, an identical existing map (segment,
+/// offset, protection and flags) is success; another map at `gpa` is
+/// EEXIST.
 #[no_mangle]
 pub extern "C" fn vm_mmap_memseg(ctx: *mut vmctx, gpa: u64, segid: c_int, segoff: u64, len: usize, prot: c_int) -> c_int {
     ffi_boundary!({
-        let mut cur = vm_memmap { gpa, segid: 0, segoff: 0, len: 0, prot: 0, flags: 0 };
-        if ctx_ioctl(ctx, VM_MMAP_GETNEXT, &mut cur) == 0 && cur.gpa == gpa {
-            return if cur.segid == segid && cur.segoff == segoff && cur.prot == prot && cur.flags == 0 {
-                0
-            } else {
-                fail(libc::EEXIST)
-            };
-        }
-        let mut a = vm_memmap { gpa, segid, segoff, len, prot, flags: 0 };
-        ctx_ioctl(ctx, VM_MMAP_MEMSEG, &mut a)
+        to_rc(with_mem_exclusive(ctx, |m| m.vmmapi_mmap_memseg(gpa, segid, segoff, len, prot as u32)))
     })
 }
 
@@ -235,60 +227,3 @@ pub unsafe extern "C" fn vm_mmap_getnext(
         rc
     })
 }
-
-/// Sets up `len` bytes of guest RAM the way libvmmapi does for
-/// VM_MMAP_ALL: below the low-memory limit (3 GiB) at 0, the rest at
-/// 4 GiB. Calling it again with the same size is success.
-#[no_mangle]
-pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> c_int {
-    ffi_boundary!({ to_rc(with_mem_exclusive(ctx, |m| m.setup_memory(len, style))) })
-}
-
-/// A host pointer to `len` bytes of guest RAM at `gaddr` set up by
-/// vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
-/// handle or a destroyed VM). Valid across VM_REINIT (system memory
-/// stays). vm_destroy() gives the memory back to the host at once, but
-/// the address stays mapped (reading zeros) until every handle to the VM
-/// is closed, so a thread still using it does not fault.
-#[no_mangle]
-pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: u64, len: usize) -> *mut c_void {
-    ffi_boundary!(std::ptr::null_mut(), {
-        let p = handle::live_ctx_vm(ctx).map(|vm| vm.mem().map_gpa(gaddr, len));
-        or_errno(p, None).map_or(std::ptr::null_mut(), |p| p.as_ptr() as *mut c_void)
-    })
-}
-
-/// Bytes of guest RAM below 4 GiB (after vm_setup_memory()); 0 with errno
-/// EFAULT or EBADF for a bad handle or a destroyed VM.
-#[no_mangle]
-pub extern "C" fn vm_get_lowmem_size(ctx: *mut vmctx) -> usize {
-    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().lowmem_size()), 0) })
-}
-
-/// Bytes of guest RAM above 4 GiB (after vm_setup_memory()); 0 with errno
-/// EFAULT or EBADF for a bad handle or a destroyed VM.
-#[no_mangle]
-pub extern "C" fn vm_get_highmem_size(ctx: *mut vmctx) -> usize {
-    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().highmem_size()), 0) })
-}
-
-/// The low-memory limit vm_setup_memory() uses (default 3 GiB); 0 with
-/// errno EFAULT or EBADF for a bad handle or a destroyed VM.
-#[no_mangle]
-pub extern "C" fn vm_get_lowmem_limit(ctx: *mut vmctx) -> u32 {
-    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().lowmem_limit()), 0) })
-}
-
-/// Sets the low-memory limit for a later vm_setup_memory(); errno EFAULT
-/// or EBADF for a bad handle or a destroyed VM.
-#[no_mangle]
-pub extern "C" fn vm_set_lowmem_limit(ctx: *mut vmctx, limit: u32) {
-    ffi_boundary!((), {
-        let r = with_mem_exclusive(ctx, |m| {
-            m.set_lowmem_limit(limit);
-            Ok(())
-        });
-        or_errno(r, ());
-    })
-}
-

@@ -25,7 +25,8 @@ macro_rules! out {
 
 /// Runs vCPU `vcpu` until an exit userland must handle; the exit is
 /// written to `vmrun->vm_exit`. The local APIC, IOAPIC and HPET MMIO and
-/// the PIT (0x40-0x43, 0x61), RTC (0x70, 0x71) and PM timer (0x408) ports
+/// the 8259 (0x20, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1), PIT (0x40-0x43, 0x61),
+/// RTC (0x70, 0x71) and PM timer (0x408) ports
 /// are emulated inside, as FreeBSD's kernel does. For VM_EXITCODE_IPI (the guest sent INIT
 /// or STARTUP with VM_CAP_IPI_EXIT set) the target vCPUs are written to
 /// `vmrun->cpuset` (its first `cpusetsize` bytes, zero beyond 128, as
@@ -229,7 +230,7 @@ pub extern "C" fn vm_inject_exception(
 ///
 /// # Safety
 /// The contract the header states for pointers.
-unsafe fn gla2gpa(
+pub(super) unsafe fn gla2gpa(
     vcpu: *mut vcpu,
     cmd: u64,
     paging: *mut vm_guest_paging,
@@ -285,6 +286,25 @@ pub unsafe extern "C" fn vm_gla2gpa_nofault(
 ) -> c_int {
     // SAFETY: forwarded.
     ffi_boundary!({ unsafe { gla2gpa(vcpu, VM_GLA2GPA_NOFAULT, paging, gla, prot, gpa, fault) } })
+}
+
+/// Puts the vCPU's registers in the power-on state (libvmmapi's
+/// `vcpu_reset`, Intel SDM table 9-1): real mode at F000:FFF0, CR0.NE
+/// alone, RDX 0xF00, the other general registers, CR2-CR4 and EFER zero,
+/// 64 KiB segments, DR6/DR7 at their reset values. bhyve calls it before
+/// starting an AP. Done in one step with the vCPU locked (libvmmapi makes
+/// some 40 register calls). Returns 0, or -1 with errno EFAULT or EBADF
+/// (bad handle, destroyed VM).
+#[no_mangle]
+pub extern "C" fn vcpu_reset(vcpu: *mut vcpu) -> c_int {
+    ffi_boundary!({
+        let r = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
+            let lock = vm.lock_one(id)?;
+            lock.vcpu().regs.lock().power_on_reset();
+            Ok(())
+        });
+        super::errno::to_rc(r)
+    })
 }
 
 /// Makes the guest re-execute the instruction that caused the last exit.

@@ -1,0 +1,172 @@
+/*
+ * The libvmmapi functions bhyve(8) calls beyond the ioctls: its -m
+ * argument (vm_parse_memsize), memory flags (wired maps), device memory
+ * (vm_create_devmem), the reverse map and layout queries, vcpu_reset for
+ * an AP, guest-linear copies (vm_copy_setup/copyin/copyout, string I/O),
+ * and the bookkeeping calls (names, capability names, APIC ids, rights).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "apic_util.h"
+
+#define MB (1024UL * 1024)
+#define GB (1024UL * MB)
+
+static void
+parse_memsize(void)
+{
+	size_t sz = 0;
+	CHECK_OK(vm_parse_memsize("512", &sz));
+	CHECK(sz == 512 * MB); /* a plain number below 1 MiB: megabytes */
+	CHECK_OK(vm_parse_memsize("4G", &sz));
+	CHECK(sz == 4 * GB);
+	CHECK_OK(vm_parse_memsize("1536mb", &sz));
+	CHECK(sz == 1536 * MB);
+	CHECK_OK(vm_parse_memsize("0x10000000", &sz));
+	CHECK(sz == 256 * MB);
+	CHECK_ERR(vm_parse_memsize("4X", &sz), EINVAL);
+	CHECK_ERR(vm_parse_memsize("", &sz), EINVAL);
+	CHECK_ERR(vm_parse_memsize("-1", &sz), EINVAL);
+	CHECK_ERR(vm_parse_memsize("16e", &sz), ERANGE);
+	CHECK_ERR(vm_parse_memsize(NULL, &sz), EFAULT);
+	CHECK_ERR(vm_parse_memsize("1g", NULL), EFAULT);
+}
+
+static void
+names_and_rights(struct vmctx *ctx)
+{
+	size_t n = 0;
+	const char *name = vm_get_name(ctx);
+	CHECK(name != NULL && strcmp(name, "vmmapi") == 0);
+	errno = 0;
+	CHECK(vm_get_name(NULL) == NULL && errno == EFAULT);
+	CHECK(vm_capability_name2type("hlt_exit") == VM_CAP_HALT_EXIT);
+	CHECK(vm_capability_name2type("bpt_exit") == VM_CAP_BPT_EXIT);
+	CHECK(vm_capability_name2type("ipi_exit") == -1);
+	CHECK(vm_capability_name2type(NULL) == -1);
+	CHECK(strcmp(vm_capability_type2name(VM_CAP_PAUSE_EXIT), "pause_exit") == 0);
+	CHECK(vm_capability_type2name(VM_CAP_IPI_EXIT) == NULL);
+	CHECK(vm_capability_type2name(-1) == NULL);
+	CHECK(vm_apicid2vcpu(ctx, 3) == 3);
+	CHECK_OK(vm_limit_rights(ctx));
+	CHECK_ERR(vm_limit_rights(NULL), EFAULT);
+	CHECK(vm_get_ioctls(&n) == NULL && n == 60);
+	const unsigned long *cmds = vm_get_ioctls(NULL);
+	CHECK(cmds != NULL);
+	if (cmds != NULL) {
+		CHECK(cmds[0] == VM_RUN && cmds[n - 1] == VM_RESTORE_TIME);
+		free((void *)cmds);
+	}
+}
+
+static void
+memory(struct vmctx *ctx)
+{
+	uint64_t gpa = 0, off;
+	int segid, prot, flags;
+	size_t len, low, high;
+	char *base = NULL;
+
+	/* Wired maps on request; guest memory is 3 GiB low + 1 GiB high. */
+	CHECK(vm_get_memflags(ctx) == 0);
+	vm_set_memflags(ctx, VM_MEM_F_WIRED);
+	CHECK(vm_get_memflags(ctx) == VM_MEM_F_WIRED);
+	CHECK_OK(vm_setup_memory(ctx, 4 * GB, VM_MMAP_ALL));
+	CHECK_OK(vm_mmap_getnext(ctx, &gpa, &segid, &off, &len, &prot, &flags));
+	CHECK(gpa == 0 && flags == VM_MEMMAP_F_WIRED);
+
+	CHECK_OK(vm_get_guestmem_from_ctx(ctx, &base, &low, &high));
+	CHECK(base == vm_map_gpa(ctx, 0, 1) && low == 3 * GB && high == 1 * GB);
+	CHECK_ERR(vm_get_guestmem_from_ctx(ctx, NULL, &low, &high), EFAULT);
+	CHECK(vm_rev_map_gpa(ctx, vm_map_gpa(ctx, 0x1234, 8)) == 0x1234);
+	CHECK(vm_rev_map_gpa(ctx, vm_map_gpa(ctx, 4 * GB + 16, 8)) == 4 * GB + 16);
+	CHECK(vm_rev_map_gpa(ctx, base + 3 * GB + 4096) == (uint64_t)-1); /* the hole */
+
+	/* Device memory: its host address, shared with the segment. */
+	char *rom = vm_create_devmem(ctx, VM_BOOTROM, "bootrom", 2 * MB);
+	CHECK(rom != MAP_FAILED);
+	if (rom != MAP_FAILED) {
+		memcpy(rom + 2 * MB - 16, "reset vector", 13);
+		CHECK(vm_create_devmem(ctx, VM_BOOTROM, "bootrom", 2 * MB) == rom);
+		CHECK_OK(vm_mmap_memseg(ctx, 4 * GB - 2 * MB, VM_BOOTROM, 0, 2 * MB, PROT_READ | PROT_EXEC));
+	}
+	char name[16];
+	CHECK_OK(vm_get_memseg(ctx, VM_BOOTROM, &len, name, sizeof(name)));
+	CHECK(len == 2 * MB && strcmp(name, "bootrom") == 0);
+	errno = 0;
+	CHECK(vm_create_devmem(ctx, VM_BOOTROM, "bootrom", 4 * MB) == MAP_FAILED && errno == EINVAL);
+	errno = 0;
+	CHECK(vm_create_devmem(ctx, VM_FRAMEBUFFER, "", MB) == MAP_FAILED && errno == EINVAL);
+	errno = 0;
+	CHECK(vm_create_devmem(ctx, VM_FRAMEBUFFER, "a-name-too-long-for-it", MB) == MAP_FAILED &&
+	    errno == ENAMETOOLONG);
+}
+
+static void
+reset_for_an_ap(struct vcpu *v)
+{
+	uint64_t val, base;
+	uint32_t limit, access;
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RIP, 0x1234));
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_CR0, 0x80000011));
+	CHECK_OK(vcpu_reset(v));
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RIP, &val));
+	CHECK(val == 0xfff0);
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_CR0, &val));
+	CHECK(val == 0x20);
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RDX, &val));
+	CHECK(val == 0xf00);
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_CS, &val));
+	CHECK(val == 0xf000);
+	CHECK_OK(vm_get_desc(v, VM_REG_GUEST_CS, &base, &limit, &access));
+	CHECK(base == 0xffff0000 && limit == 0xffff && access == 0x93);
+	CHECK_ERR(vcpu_reset(NULL), EFAULT);
+}
+
+static void
+linear_copies(struct vmctx *ctx, struct vcpu *v)
+{
+	struct vm_guest_paging flat = { .cpu_mode = CPU_MODE_PROTECTED, .paging_mode = PAGING_MODE_FLAT };
+	struct iovec iov[3];
+	char buf[9] = { 0 };
+	int fault = -1;
+
+	/* Eight bytes across a page boundary: two iovecs, the third zeroed. */
+	CHECK_OK(vm_copy_setup(v, &flat, 0x1ffc, 8, PROT_WRITE, iov, 3, &fault));
+	CHECK(fault == 0 && iov[0].iov_len == 4 && iov[1].iov_len == 4 && iov[2].iov_base == NULL);
+	CHECK(iov[0].iov_base == vm_map_gpa(ctx, 0x1ffc, 4) && iov[1].iov_base == vm_map_gpa(ctx, 0x2000, 4));
+	vm_copyout("ABCDEFGH", iov, 8);
+	CHECK(memcmp(vm_map_gpa(ctx, 0x1ffc, 8), "ABCDEFGH", 8) == 0);
+	vm_copyin(iov, buf, 8);
+	CHECK(strcmp(buf, "ABCDEFGH") == 0);
+	vm_copy_teardown(iov, 3);
+	/* Too few iovecs, or a page outside guest RAM: EFAULT. */
+	CHECK(vm_copy_setup(v, &flat, 0x1ffc, 8, PROT_READ, iov, 1, &fault) == EFAULT);
+	CHECK(vm_copy_setup(v, &flat, 3 * GB + 16, 4, PROT_READ, iov, 3, &fault) == EFAULT);
+	CHECK_ERR(vm_copy_setup(v, NULL, 0, 4, PROT_READ, iov, 3, &fault), EFAULT);
+}
+
+int
+main(void)
+{
+	struct vmctx *ctx;
+	struct vcpu *v;
+
+	watchdog_start(60, "vmmapi_test");
+	parse_memsize();
+	CHECK_OK(vm_create("vmmapi"));
+	ctx = vm_open("vmmapi");
+	v = vm_vcpu_open(ctx, 0);
+	names_and_rights(ctx);
+	memory(ctx);
+	reset_for_an_ap(v);
+	linear_copies(ctx, v);
+
+	vm_vcpu_close(v);
+	vm_destroy(ctx);
+	/* After vm_destroy the handle is gone. */
+	CHECK_ERR(vm_limit_rights(ctx), EBADF);
+	return test_finish("vmmapi_test");
+}

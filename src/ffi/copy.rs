@@ -1,0 +1,143 @@
+//! libvmmapi's copies to and from guest-linear memory (`vm_copy_setup`,
+//! `vm_copyin`, `vm_copyout`, `vm_copy_teardown`), which bhyve's
+//! instruction emulation uses for string I/O and task switches: the range
+//! is translated page by page through the guest's page tables into host
+//! iovecs over guest RAM.
+
+use std::ffi::{c_int, c_void};
+
+use libc::iovec;
+
+use super::abi::{vm_guest_paging, VM_GLA2GPA};
+use super::errno::{fail, fail_with, set_errno};
+use super::handle::{self, vcpu};
+use super::panic::ffi_boundary;
+use super::vmmapi::gla2gpa;
+
+const PAGE_SIZE: u64 = 4096;
+
+/// Translates guest-linear `[gla, gla + len)` for an access of `prot` into
+/// at most `iovcnt` iovecs over guest RAM (one per page; the rest are
+/// zeroed). Returns 0 with `*fault` 0; 0 with `*fault` 1 when the guest
+/// faults (the fault is queued for the vCPU, as by vm_gla2gpa()); or, as
+/// libvmmapi, -1 with errno when the page walk fails, and EFAULT (also in
+/// errno) when a page is not guest RAM set up by vm_setup_memory(), or
+/// the iovecs run out (libvmmapi asserts). A NULL pointer is -1 with
+/// errno EFAULT.
+#[no_mangle]
+pub unsafe extern "C" fn vm_copy_setup(
+    vcpu: *mut vcpu,
+    paging: *mut vm_guest_paging,
+    gla: u64,
+    len: usize,
+    prot: c_int,
+    iov: *mut iovec,
+    iovcnt: c_int,
+    fault: *mut c_int,
+) -> c_int {
+    ffi_boundary!({
+        let Ok(n_iov) = usize::try_from(iovcnt) else {
+            return fail(libc::EINVAL);
+        };
+        if paging.is_null() || fault.is_null() || (iov.is_null() && n_iov > 0) {
+            return fail(libc::EFAULT);
+        }
+        let vm = match handle::vcpu_vm(vcpu) {
+            Ok((vm, _)) => vm,
+            Err(e) => return fail_with(e),
+        };
+        let iovs: &mut [iovec] = if n_iov == 0 {
+            &mut []
+        } else {
+            // SAFETY: the caller passes `iovcnt` iovecs at `iov`.
+            unsafe { std::slice::from_raw_parts_mut(iov, n_iov) }
+        };
+        for v in iovs.iter_mut() {
+            *v = iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        }
+        // SAFETY: non-NULL out-pointer.
+        unsafe { fault.write(0) };
+        let (mut gla, mut len) = (gla, len as u64);
+        let mut next = iovs.iter_mut();
+        while len > 0 {
+            let Some(slot) = next.next() else {
+                set_errno(libc::EFAULT);
+                return libc::EFAULT;
+            };
+            let mut gpa = 0u64;
+            // SAFETY: `paging` and `fault` are non-NULL; `gpa` is local.
+            let rc = unsafe { gla2gpa(vcpu, VM_GLA2GPA, paging, gla, prot, &mut gpa, fault) };
+            // SAFETY: non-NULL `fault`, written by the walk.
+            if rc != 0 || unsafe { fault.read() } != 0 {
+                return rc;
+            }
+            let n = len.min(PAGE_SIZE - (gpa & (PAGE_SIZE - 1)));
+            let Some(va) = vm.mem().map_gpa(gpa, n as usize) else {
+                set_errno(libc::EFAULT);
+                return libc::EFAULT;
+            };
+            *slot = iovec { iov_base: va.as_ptr().cast(), iov_len: n as usize };
+            gla = gla.wrapping_add(n);
+            len -= n;
+        }
+        0
+    })
+}
+
+/// Copies `len` bytes from the guest memory `guest_iov` describes (from
+/// vm_copy_setup()) to `host_dst`. Stops at an empty iovec (libvmmapi
+/// asserts there); errno EFAULT for a NULL pointer.
+#[no_mangle]
+pub unsafe extern "C" fn vm_copyin(guest_iov: *const iovec, host_dst: *mut c_void, len: usize) {
+    ffi_boundary!((), {
+        if len > 0 && (guest_iov.is_null() || host_dst.is_null()) {
+            set_errno(libc::EFAULT);
+            return;
+        }
+        // SAFETY: the caller's iovecs cover `len` bytes of live memory and
+        // `host_dst` holds `len` bytes.
+        unsafe { copy_iov(guest_iov, len, |i, off, n| std::ptr::copy(i.iov_base.cast::<u8>(), host_dst.cast::<u8>().add(off), n)) }
+    })
+}
+
+/// Copies `len` bytes from `host_src` to the guest memory `guest_iov`
+/// describes. As vm_copyin().
+#[no_mangle]
+pub unsafe extern "C" fn vm_copyout(host_src: *const c_void, guest_iov: *const iovec, len: usize) {
+    ffi_boundary!((), {
+        if len > 0 && (guest_iov.is_null() || host_src.is_null()) {
+            set_errno(libc::EFAULT);
+            return;
+        }
+        // SAFETY: as vm_copyin, the other way.
+        unsafe { copy_iov(guest_iov, len, |i, off, n| std::ptr::copy(host_src.cast::<u8>().add(off), i.iov_base.cast::<u8>(), n)) }
+    })
+}
+
+/// Nothing to release: the iovecs point into guest RAM that stays mapped
+/// (libvmmapi's is empty too).
+#[no_mangle]
+pub extern "C" fn vm_copy_teardown(iov: *mut iovec, iovcnt: c_int) {
+    let _ = (iov, iovcnt);
+}
+
+/// Walks the iovecs at `iov` over `len` bytes: `each(iovec, offset, n)`.
+///
+/// # Safety
+/// `iov` points to iovecs covering `len` bytes, or ending in an empty one.
+unsafe fn copy_iov(mut iov: *const iovec, len: usize, each: impl Fn(&iovec, usize, usize)) {
+    let mut off = 0;
+    while off < len {
+        // SAFETY: within the caller's iovecs (the loop stops at an empty one).
+        let i = unsafe { &*iov };
+        if i.iov_len == 0 || i.iov_base.is_null() {
+            set_errno(libc::EFAULT);
+            return;
+        }
+        let n = i.iov_len.min(len - off);
+        each(i, off, n);
+        off += n;
+        // SAFETY: the next iovec of the caller's array.
+        iov = unsafe { iov.add(1) };
+    }
+}

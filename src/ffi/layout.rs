@@ -1,0 +1,196 @@
+//! libvmmapi's guest-memory layout and its helpers: `vm_setup_memory`,
+//! `vm_map_gpa` and its inverse, the low-memory limit and sizes, memory
+//! flags, device memory (`vm_create_devmem`), and `vm_parse_memsize`. The
+//! layout state is the VM's (libvmmapi keeps it per `vmctx`).
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+use super::abi::VM_MAX_SUFFIXLEN;
+use super::errno::{fail, fail_with, or_errno, set_errno, errno_of, to_rc};
+use super::handle::{self, vmctx};
+use super::memory::with_mem_exclusive;
+use super::panic::ffi_boundary;
+use crate::error::Error;
+
+/// Sets up `len` bytes of guest RAM the way libvmmapi does for
+/// VM_MMAP_ALL: below the low-memory limit (3 GiB) at 0, the rest at
+/// 4 GiB. Calling it again with the same size is success.
+#[no_mangle]
+pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> c_int {
+    ffi_boundary!({ to_rc(with_mem_exclusive(ctx, |m| m.setup_memory(len, style))) })
+}
+
+/// A host pointer to `len` bytes of guest RAM at `gaddr` set up by
+/// vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
+/// handle or a destroyed VM). Valid across VM_REINIT (system memory
+/// stays). vm_destroy() gives the memory back to the host at once, but
+/// the address stays mapped (reading zeros) until every handle to the VM
+/// is closed, so a thread still using it does not fault.
+#[no_mangle]
+pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: u64, len: usize) -> *mut c_void {
+    ffi_boundary!(std::ptr::null_mut(), {
+        let p = handle::live_ctx_vm(ctx).map(|vm| vm.mem().map_gpa(gaddr, len));
+        or_errno(p, None).map_or(std::ptr::null_mut(), |p| p.as_ptr() as *mut c_void)
+    })
+}
+
+/// Bytes of guest RAM below 4 GiB (after vm_setup_memory()); 0 with errno
+/// EFAULT or EBADF for a bad handle or a destroyed VM.
+#[no_mangle]
+pub extern "C" fn vm_get_lowmem_size(ctx: *mut vmctx) -> usize {
+    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().lowmem_size()), 0) })
+}
+
+/// Bytes of guest RAM above 4 GiB (after vm_setup_memory()); 0 with errno
+/// EFAULT or EBADF for a bad handle or a destroyed VM.
+#[no_mangle]
+pub extern "C" fn vm_get_highmem_size(ctx: *mut vmctx) -> usize {
+    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().highmem_size()), 0) })
+}
+
+/// The low-memory limit vm_setup_memory() uses (default 3 GiB); 0 with
+/// errno EFAULT or EBADF for a bad handle or a destroyed VM.
+#[no_mangle]
+pub extern "C" fn vm_get_lowmem_limit(ctx: *mut vmctx) -> u32 {
+    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().lowmem_limit()), 0) })
+}
+
+/// Sets the low-memory limit for a later vm_setup_memory(); errno EFAULT
+/// or EBADF for a bad handle or a destroyed VM.
+#[no_mangle]
+pub extern "C" fn vm_set_lowmem_limit(ctx: *mut vmctx, limit: u32) {
+    ffi_boundary!((), {
+        let r = with_mem_exclusive(ctx, |m| {
+            m.set_lowmem_limit(limit);
+            Ok(())
+        });
+        or_errno(r, ());
+    })
+}
+
+/// Parses bhyve's memory-size argument `opt` into `*memsize` (bytes): a
+/// plain number below 1 MiB counts megabytes, any other plain number
+/// bytes; a number with a unit k, m, g, t, p or e (binary, either case,
+/// optionally followed by "b") or "b" is expand_number()'s. Returns 0, or
+/// -1 with errno EINVAL (no number, a sign, an unknown unit, trailing
+/// text), ERANGE (more than 64 bits), EFAULT (NULL pointer).
+#[no_mangle]
+pub unsafe extern "C" fn vm_parse_memsize(opt: *const c_char, memsize: *mut usize) -> c_int {
+    ffi_boundary!({
+        if opt.is_null() || memsize.is_null() {
+            return fail(libc::EFAULT);
+        }
+        // SAFETY: the caller passes a C string.
+        let s = unsafe { CStr::from_ptr(opt) }.to_bytes();
+        match crate::memsize::parse_memsize(s).and_then(|v| usize::try_from(v).map_err(|_| Error::Range)) {
+            Ok(v) => {
+                // SAFETY: non-NULL out-pointer.
+                unsafe { memsize.write(v) };
+                0
+            }
+            Err(e) => fail_with(e),
+        }
+    })
+}
+
+/// Sets the memory flags (VM_MEM_F_INCORE: keep guest memory in core
+/// dumps; VM_MEM_F_WIRED: maps made by vm_mmap_memseg() and
+/// vm_setup_memory() are wired) for later calls. Without VM_MEM_F_INCORE,
+/// memory that vm_setup_memory() or vm_create_devmem() sets up is left
+/// out of core dumps. errno EFAULT or EBADF for a bad handle or a
+/// destroyed VM.
+#[no_mangle]
+pub extern "C" fn vm_set_memflags(ctx: *mut vmctx, flags: c_int) {
+    ffi_boundary!((), {
+        let r = with_mem_exclusive(ctx, |m| {
+            m.set_memflags(flags);
+            Ok(())
+        });
+        or_errno(r, ());
+    })
+}
+
+/// The memory flags (0 by default); -1 with errno EFAULT or EBADF for a
+/// bad handle or a destroyed VM.
+#[no_mangle]
+pub extern "C" fn vm_get_memflags(ctx: *mut vmctx) -> c_int {
+    ffi_boundary!({ or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().memflags()), -1) })
+}
+
+/// Creates device-memory segment `segid` named `name` of `len` bytes (or
+/// finds one of that name and size) and returns its host address, or
+/// MAP_FAILED with errno: EINVAL (NULL or empty name, bad id or length,
+/// another segment there), ENAMETOOLONG (name of more than
+/// VM_MAX_SUFFIXLEN bytes), EEXIST (name taken), ENOMEM, EFAULT or EBADF
+/// (bad handle, destroyed VM). FreeBSD maps the segment's device file
+/// (/dev/vmm.io/VM.NAME); here the address is the segment's own memory,
+/// shared with the guest once the segment is mapped. It stays valid as
+/// long as the segment (VM_REINIT keeps segments, removing device-memory
+/// maps); after vm_destroy() it reads zeros until the last handle closes,
+/// as vm_map_gpa()'s.
+#[no_mangle]
+pub unsafe extern "C" fn vm_create_devmem(ctx: *mut vmctx, segid: c_int, name: *const c_char, len: usize) -> *mut c_void {
+    let failed = libc::MAP_FAILED;
+    ffi_boundary!(failed, {
+        if name.is_null() {
+            set_errno(libc::EINVAL);
+            return failed;
+        }
+        // SAFETY: the caller passes a C string.
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        if name.len() > VM_MAX_SUFFIXLEN {
+            set_errno(libc::ENAMETOOLONG);
+            return failed;
+        }
+        match with_mem_exclusive(ctx, |m| m.create_devmem(segid, name, len)) {
+            Ok(p) => p.as_ptr().cast(),
+            Err(e) => {
+                set_errno(errno_of(e));
+                failed
+            }
+        }
+    })
+}
+
+/// The guest-physical address of host address `addr` in the memory
+/// vm_setup_memory() set up, or (vm_paddr_t)-1 when it is outside it
+/// (also with errno EFAULT or EBADF for a bad handle or a destroyed VM).
+/// As libvmmapi, the address just past the end of low memory maps to the
+/// low-memory size.
+#[no_mangle]
+pub extern "C" fn vm_rev_map_gpa(ctx: *mut vmctx, addr: *mut c_void) -> u64 {
+    ffi_boundary!(u64::MAX, {
+        let r = handle::live_ctx_vm(ctx).map(|vm| vm.mem().rev_map_gpa(addr as usize));
+        or_errno(r, None).unwrap_or(u64::MAX)
+    })
+}
+
+/// The host address of guest-physical 0 and the low and high memory sizes
+/// vm_setup_memory() set up (NULL and 0 before it). Returns 0, or -1 with
+/// errno EFAULT (a NULL pointer, bad handle) or EBADF.
+#[no_mangle]
+pub unsafe extern "C" fn vm_get_guestmem_from_ctx(
+    ctx: *mut vmctx,
+    guest_baseaddr: *mut *mut c_char,
+    lowmem_size: *mut usize,
+    highmem_size: *mut usize,
+) -> c_int {
+    ffi_boundary!({
+        if guest_baseaddr.is_null() || lowmem_size.is_null() || highmem_size.is_null() {
+            return fail(libc::EFAULT);
+        }
+        let vm = match handle::live_ctx_vm(ctx) {
+            Ok(vm) => vm,
+            Err(e) => return fail_with(e),
+        };
+        let m = vm.mem();
+        let base = m.guestmem_base().map_or(std::ptr::null_mut(), |p| p.as_ptr().cast());
+        // SAFETY: non-NULL out-pointers checked above.
+        unsafe {
+            guest_baseaddr.write(base);
+            lowmem_size.write(m.lowmem_size());
+            highmem_size.write(m.highmem_size());
+        }
+        0
+    })
+}
