@@ -247,6 +247,8 @@ check_bad_vcpu(struct vcpu *bad, int err, const char *what, int id_if_open)
 		CHECK_ERR(vm_copy_setup(bad, &pg, 0x1000, 8, PROT_READ, iov, 2, &fault), err);
 	}
 	CHECK_ERR(vcpu_reset(bad), err);
+	CHECK_ERR(vm_setup_freebsd_registers(bad, 0, 0, 0, 0), err);
+	CHECK_ERR(vm_setup_freebsd_registers_i386(bad, 0, 0x1000, 0), err);
 	CHECK_ERR(vm_run(bad, &vmrun), err);
 	CHECK_ERR(vm_set_register(bad, VM_REG_GUEST_RAX, 1), err);
 	CHECK_ERR(vm_get_register(bad, VM_REG_GUEST_RAX, &val), err);

@@ -2,7 +2,7 @@
  * The libvmmapi functions bhyve(8) calls beyond the ioctls: its -m
  * argument (vm_parse_memsize), memory flags (wired maps), device memory
  * (vm_create_devmem), the reverse map and layout queries, vcpu_reset for
- * an AP, guest-linear copies (vm_copy_setup/copyin/copyout, string I/O),
+ * an AP, bhyveload's register setups, guest-linear copies (vm_copy_setup/copyin/copyout, string I/O),
  * and the bookkeeping calls (names, capability names, APIC ids, rights).
  */
 #include <stdlib.h>
@@ -125,6 +125,35 @@ reset_for_an_ap(struct vcpu *v)
 	CHECK_ERR(vcpu_reset(NULL), EFAULT);
 }
 
+/* bhyveload's entry states: long mode, and flat 32-bit with its GDT. */
+static void
+freebsd_loader_states(struct vmctx *ctx, struct vcpu *v)
+{
+	uint64_t gdt[3], val, base;
+	uint32_t limit, access;
+
+	vm_setup_freebsd_gdt(gdt);
+	CHECK(gdt[0] == 0 && gdt[1] == 0x0020980000000000ULL && gdt[2] == 0x0000900000000000ULL);
+	CHECK_OK(vm_setup_freebsd_registers(v, 0x200000, 0x5000, 0x3000, 0x7000));
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_EFER, &val));
+	CHECK(val == 0x500);
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_CS, &val));
+	CHECK(val == 0x8);
+	CHECK_OK(vm_get_desc(v, VM_REG_GUEST_GDTR, &base, &limit, &access));
+	CHECK(base == 0x3000 && limit == 23);
+
+	CHECK_OK(vm_setup_freebsd_registers_i386(v, 0x100000, 0x2000, 0x8000));
+	const uint64_t *g = vm_map_gpa(ctx, 0x2000, 32);
+	CHECK(g != NULL && g[1] == 0x00cf9a000000ffffULL && g[3] == 0x0000890030000067ULL);
+	CHECK_OK(vm_get_desc(v, VM_REG_GUEST_TR, &base, &limit, &access));
+	CHECK(base == 0x3000 && limit == 103 && access == 0x8b);
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_CR0, &val));
+	CHECK(val == 0x21);
+	/* A GDT outside guest RAM: EFAULT, nothing changed. */
+	CHECK(vm_setup_freebsd_registers_i386(v, 0x100000, 3 * GB + 4096, 0x8000) == EFAULT && errno == EFAULT);
+	CHECK_ERR(vm_setup_freebsd_registers(NULL, 0, 0, 0, 0), EFAULT);
+}
+
 static void
 linear_copies(struct vmctx *ctx, struct vcpu *v)
 {
@@ -162,6 +191,7 @@ main(void)
 	names_and_rights(ctx);
 	memory(ctx);
 	reset_for_an_ap(v);
+	freebsd_loader_states(ctx, v);
 	linear_copies(ctx, v);
 
 	vm_vcpu_close(v);

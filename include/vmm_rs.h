@@ -2214,6 +2214,39 @@ int vm_gla2gpa_nofault(struct vcpu *vcpu,
 int vcpu_reset(struct vcpu *vcpu);
 
 /*
+ Sets the vCPU up as FreeBSD's loader enters a 64-bit kernel (bhyveload):
+ long mode with paging (CR0 PE|PG|NE, CR4.PAE, EFER LME|LMA), page
+ tables at `cr3`, at `rip` with stack `rsp`, GDTR at `gdtbase` (limit
+ 23; fill it with vm_setup_freebsd_gdt()), code selector 0x8, data 0x10,
+ TR and LDTR null. Returns 0, or -1 with errno EFAULT or EBADF.
+ */
+int vm_setup_freebsd_registers(struct vcpu *vcpu,
+                               uint64_t rip,
+                               uint64_t cr3,
+                               uint64_t gdtbase,
+                               uint64_t rsp);
+
+/*
+ Sets the vCPU up in flat 32-bit protected mode without paging at `eip`
+ with stack `esp` (unrestricted guest on), writing a GDT (null, 4 GiB
+ code 0x8 and data 0x10, TSS 0x18 one page above it) into guest RAM at
+ `gdtbase`. Returns 0; EFAULT (also in errno) if the GDT's page is not
+ guest RAM from vm_setup_memory() (nothing is changed then; libvmmapi
+ has set CR0, CR4 and EFER by that point); -1 with errno EFAULT or
+ EBADF for a bad handle.
+ */
+int vm_setup_freebsd_registers_i386(struct vcpu *vcpu,
+                                    uint32_t eip,
+                                    uint32_t gdtbase,
+                                    uint32_t esp);
+
+/*
+ Fills `gdtr[0..3]` with the long-mode GDT vm_setup_freebsd_registers()
+ expects: null, 64-bit code, data. errno EFAULT for NULL.
+ */
+void vm_setup_freebsd_gdt(uint64_t *gdtr);
+
+/*
  Makes the guest re-execute the instruction that caused the last exit.
  */
 int vm_restart_instruction(struct vcpu *vcpu);

@@ -4,6 +4,9 @@
 
 use crate::error::{Error, Result};
 
+mod boot;
+pub use boot::{freebsd_gdt32, FREEBSD_GDT64, I386_TSS_SIZE};
+
 /// Register numbers, FreeBSD 14 `enum vm_reg_name` values.
 pub mod reg {
     pub const RAX: usize = 0;
@@ -43,6 +46,8 @@ pub mod reg {
 
 /// Capabilities, FreeBSD 14 `enum vm_cap_type` (`VM_CAP_MAX` is the count).
 pub const CAP_MAX: usize = 11;
+/// VM_CAP_UNRESTRICTED_GUEST: real mode and unpaged protected mode.
+pub const CAP_UNRESTRICTED_GUEST: i32 = 3;
 /// VM_CAP_IPI_EXIT: INIT and STARTUP IPIs leave VM_RUN as VM_EXITCODE_IPI.
 pub const CAP_IPI_EXIT: i32 = 8;
 
@@ -171,45 +176,7 @@ fn cap_index(cap: i32) -> Result<usize> {
         .ok_or(Error::Inval)
 }
 
-/// CR0.NE: native FPU error reporting.
-const CR0_NE: u64 = 1 << 5;
-
 impl VcpuRegs {
-    /// libvmmapi `vcpu_reset`: the state after power-up or RESET (Intel
-    /// SDM vol. 3 table 9-1) in the registers it names: real mode at
-    /// F000:FFF0, CR0 with only NE set (the SDM's CD and NW crash some
-    /// guests), RDX 0xF00, the other general registers, CR2-CR4 and EFER
-    /// zero, 64 KiB data segments, GDTR and IDTR of limit 0xFFFF, an empty
-    /// busy TSS and an LDT, DR6/DR7 at their reset values, no interrupt
-    /// shadow. Other registers, capabilities and pending events are left
-    /// as they are, as libvmmapi leaves them.
-    pub fn power_on_reset(&mut self) {
-        use reg::*;
-        let seg = |base, limit, access| SegDesc { base, limit, access };
-        for r in (RAX..=R15).chain([RSP, CR2, CR3, CR4, EFER, INTR_SHADOW]) {
-            self.regs[r] = 0;
-        }
-        self.regs[RDX] = 0xf00;
-        self.regs[RFLAGS] = 0x2;
-        self.regs[RIP] = 0xfff0;
-        self.nextrip = 0xfff0;
-        self.regs[CR0] = CR0_NE;
-        self.regs[DR6] = 0xffff_0ff0;
-        self.regs[DR7] = 0x400;
-        self.segs[CS - ES] = seg(0xffff_0000, 0xffff, 0x93);
-        self.regs[CS] = 0xf000;
-        for r in [SS, DS, ES, FS, GS] {
-            self.segs[r - ES] = seg(0, 0xffff, 0x93);
-            self.regs[r] = 0;
-        }
-        self.segs[8] = seg(0, 0xffff, 0); // IDTR
-        self.segs[9] = seg(0, 0xffff, 0); // GDTR
-        self.segs[TR - ES] = seg(0, 0, 0x8b);
-        self.regs[TR] = 0;
-        self.segs[LDTR - ES] = seg(0, 0xffff, 0x82);
-        self.regs[LDTR] = 0;
-    }
-
     /// `vm_get_register`; EINVAL for an unknown register, and for GDTR and
     /// IDTR, which have descriptors only (FreeBSD VMX and SVM).
     pub fn get(&self, regnum: i32) -> Result<u64> {

@@ -10,7 +10,11 @@ use super::call::{ctx_ioctl, vcpu_ioctl};
 use super::errno::{errno_of, fail};
 use super::handle::{self, vcpu, vmctx};
 use super::ioctl::ioctl;
+use super::errno::to_rc;
 use super::panic::ffi_boundary;
+use crate::error::Result;
+use crate::regs::{freebsd_gdt32, FREEBSD_GDT64};
+use crate::vm::{VcpuLock, Vm};
 
 /// Writes through an out-pointer after a successful call; EFAULT for NULL.
 macro_rules! out {
@@ -288,6 +292,17 @@ pub unsafe extern "C" fn vm_gla2gpa_nofault(
     ffi_boundary!({ unsafe { gla2gpa(vcpu, VM_GLA2GPA_NOFAULT, paging, gla, prot, gpa, fault) } })
 }
 
+/// Runs `f` on the vCPU behind `vcpu`, locked as a register ioctl locks
+/// it: 0, or -1 with errno EFAULT or EBADF (bad handle, destroyed VM) or
+/// what `f` returns.
+fn with_locked_vcpu(vcpu: *mut vcpu, f: impl FnOnce(&Vm, &VcpuLock<'_>) -> Result<()>) -> c_int {
+    let r = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
+        let lock = vm.lock_one(id)?;
+        f(&vm, &lock)
+    });
+    to_rc(r)
+}
+
 /// Puts the vCPU's registers in the power-on state (libvmmapi's
 /// `vcpu_reset`, Intel SDM table 9-1): real mode at F000:FFF0, CR0.NE
 /// alone, RDX 0xF00, the other general registers, CR2-CR4 and EFER zero,
@@ -298,12 +313,74 @@ pub unsafe extern "C" fn vm_gla2gpa_nofault(
 #[no_mangle]
 pub extern "C" fn vcpu_reset(vcpu: *mut vcpu) -> c_int {
     ffi_boundary!({
-        let r = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
-            let lock = vm.lock_one(id)?;
-            lock.vcpu().regs.lock().power_on_reset();
+        with_locked_vcpu(vcpu, |_, l| {
+            l.vcpu().regs.lock().power_on_reset();
+            Ok(())
+        })
+    })
+}
+
+/// Sets the vCPU up as FreeBSD's loader enters a 64-bit kernel (bhyveload):
+/// long mode with paging (CR0 PE|PG|NE, CR4.PAE, EFER LME|LMA), page
+/// tables at `cr3`, at `rip` with stack `rsp`, GDTR at `gdtbase` (limit
+/// 23; fill it with vm_setup_freebsd_gdt()), code selector 0x8, data 0x10,
+/// TR and LDTR null. Returns 0, or -1 with errno EFAULT or EBADF.
+#[no_mangle]
+pub extern "C" fn vm_setup_freebsd_registers(vcpu: *mut vcpu, rip: u64, cr3: u64, gdtbase: u64, rsp: u64) -> c_int {
+    ffi_boundary!({
+        with_locked_vcpu(vcpu, |_, l| {
+            l.vcpu().regs.lock().freebsd_long_mode(rip, cr3, gdtbase, rsp);
+            Ok(())
+        })
+    })
+}
+
+/// Sets the vCPU up in flat 32-bit protected mode without paging at `eip`
+/// with stack `esp` (unrestricted guest on), writing a GDT (null, 4 GiB
+/// code 0x8 and data 0x10, TSS 0x18 one page above it) into guest RAM at
+/// `gdtbase`. Returns 0; EFAULT (also in errno) if the GDT's page is not
+/// guest RAM from vm_setup_memory() (nothing is changed then; libvmmapi
+/// has set CR0, CR4 and EFER by that point); -1 with errno EFAULT or
+/// EBADF for a bad handle.
+#[no_mangle]
+pub extern "C" fn vm_setup_freebsd_registers_i386(vcpu: *mut vcpu, eip: u32, gdtbase: u32, esp: u32) -> c_int {
+    ffi_boundary!({
+        let mut unmapped = false;
+        let rc = with_locked_vcpu(vcpu, |vm, l| {
+            {
+                // Guest memory (rank 2) before the register mutex (rank 5).
+                let mem = vm.mem();
+                if mem.map_gpa(u64::from(gdtbase), 0x1000).is_none() {
+                    unmapped = true;
+                    return Ok(());
+                }
+                let gdt: Vec<u8> = freebsd_gdt32(gdtbase).iter().flat_map(|d| d.to_le_bytes()).collect();
+                mem.write_gpa(u64::from(gdtbase), &gdt)?;
+            }
+            l.vcpu().regs.lock().freebsd_i386(eip, gdtbase, esp);
             Ok(())
         });
-        super::errno::to_rc(r)
+        if unmapped {
+            super::errno::set_errno(libc::EFAULT);
+            return libc::EFAULT;
+        }
+        rc
+    })
+}
+
+/// Fills `gdtr[0..3]` with the long-mode GDT vm_setup_freebsd_registers()
+/// expects: null, 64-bit code, data. errno EFAULT for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn vm_setup_freebsd_gdt(gdtr: *mut u64) {
+    ffi_boundary!((), {
+        if gdtr.is_null() {
+            super::errno::set_errno(libc::EFAULT);
+            return;
+        }
+        for (i, d) in FREEBSD_GDT64.iter().enumerate() {
+            // SAFETY: the caller's array holds three entries.
+            unsafe { gdtr.add(i).write(*d) };
+        }
     })
 }
 
