@@ -810,16 +810,21 @@ fn path_contains(p1: &[u8], p2: &[u8]) -> bool {
 
 /// Owner of one anonymous host mapping. This submodule holds all of the
 /// module's `unsafe` code; its fields are private to it so the invariant
-/// (`ptr..ptr+len` is a live read-write mapping owned by the value) cannot
-/// be broken from outside.
+/// (`ptr..ptr+len` is a live read-write mapping owned by the value, with
+/// `GUARD` inaccessible bytes on either side, also owned) cannot be
+/// broken from outside.
 mod host {
     use core::num::NonZeroUsize;
     use core::ptr::NonNull;
     use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
-    use nix::sys::mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
+    use nix::sys::mman::{madvise, mmap_anonymous, mprotect, munmap, MapFlags, MmapAdvise, ProtFlags};
 
     use crate::error::{Error, Result};
+
+    /// Inaccessible bytes before and after each guest-memory mapping
+    /// (libvmmapi's `VM_MMAP_GUARD_SIZE`).
+    pub(crate) const GUARD: usize = 4 << 20;
 
     #[derive(Debug)]
     pub(super) struct HostMapping {
@@ -836,13 +841,17 @@ mod host {
 
     impl HostMapping {
         /// A zero-filled private read-write mapping of `len` bytes,
-        /// committed lazily (MAP_NORESERVE on Linux). `NoMem` if the host
-        /// refuses, `Inval` for 0.
+        /// committed lazily (MAP_NORESERVE on Linux), between two
+        /// inaccessible guard regions of [`GUARD`] bytes (libvmmapi's
+        /// `VM_MMAP_GUARD_SIZE`): a device model running off either end of
+        /// guest memory faults instead of writing into a neighbouring
+        /// mapping. `NoMem` if the host refuses, `Inval` for 0.
         pub(super) fn new(len: usize) -> Result<Self> {
-            let nz = NonZeroUsize::new(len).ok_or(Error::Inval)?;
-            if len > isize::MAX as usize {
-                return Err(Error::NoMem);
+            if len == 0 {
+                return Err(Error::Inval);
             }
+            let total = len.checked_add(2 * GUARD).filter(|t| *t <= isize::MAX as usize).ok_or(Error::NoMem)?;
+            let nz = NonZeroUsize::new(total).ok_or(Error::Inval)?;
             #[cfg(any(target_os = "linux", target_os = "android"))]
             let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE;
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -850,19 +859,18 @@ mod host {
             // SAFETY: with no address hint the kernel picks a fresh range,
             // so no existing mapping (and no Rust object) is replaced; the
             // new mapping is owned by the returned value alone.
-            let ptr = unsafe {
-                mmap_anonymous(
-                    None,
-                    nz,
-                    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                    flags,
-                )
+            let base = unsafe { mmap_anonymous(None, nz, ProtFlags::PROT_NONE, flags) }.map_err(|_| Error::NoMem)?;
+            // Inside the reservation just made: GUARD < total - len.
+            let ptr = base.cast::<u8>().map_addr(|a| a.saturating_add(GUARD));
+            // SAFETY: `ptr..ptr+len` lies inside the reservation above,
+            // which nothing else refers to yet.
+            let rw = unsafe { mprotect(ptr.cast(), len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE) };
+            if rw.is_err() {
+                // SAFETY: the reservation made above, not yet handed out.
+                let _ = unsafe { munmap(base, total) };
+                return Err(Error::NoMem);
             }
-            .map_err(|_| Error::NoMem)?;
-            Ok(HostMapping {
-                ptr: ptr.cast(),
-                len,
-            })
+            Ok(HostMapping { ptr, len })
         }
 
         /// Start of the mapping.
@@ -943,10 +951,14 @@ mod host {
 
     impl Drop for HostMapping {
         fn drop(&mut self) {
-            // SAFETY: `ptr`/`len` are exactly the mapping made in `new`,
-            // unmapped only here, and no borrow from `bytes` outlives
-            // `self`.
-            let r = unsafe { munmap(self.ptr.cast(), self.len) };
+            // SAFETY: the guards and `ptr`/`len` are exactly the
+            // reservation made in `new`, unmapped only here, and no borrow
+            // from `bytes` outlives `self`.
+            let base = self.ptr.as_ptr().wrapping_sub(GUARD);
+            let Some(base) = NonNull::new(base.cast()) else {
+                return;
+            };
+            let r = unsafe { munmap(base, self.len + 2 * GUARD) };
             debug_assert!(r.is_ok(), "munmap of guest memory failed: {r:?}");
         }
     }
@@ -1768,6 +1780,38 @@ mod tests {
             }
         }
         panic!("{addr:#x} not in smaps");
+    }
+
+    /// The permissions /proc/self/maps gives the mapping holding `addr`.
+    #[cfg(target_os = "linux")]
+    fn perms(addr: usize) -> String {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        for l in maps.lines() {
+            let mut f = l.split_whitespace();
+            let (a, b) = f.next().unwrap().split_once('-').unwrap();
+            if (usize::from_str_radix(a, 16).unwrap()..usize::from_str_radix(b, 16).unwrap()).contains(&addr) {
+                return f.next().unwrap().to_owned();
+            }
+        }
+        panic!("{addr:#x} not mapped");
+    }
+
+    /// Each segment sits between inaccessible guard regions (libvmmapi's
+    /// 4 MiB), so a device model running off guest memory faults.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn segments_have_guard_regions_on_both_sides() {
+        let mut m = GuestMemory::new();
+        m.alloc_memseg(0, 16 * P, None).unwrap();
+        m.alloc_memseg(1, 4 * P, Some(b"rom")).unwrap();
+        for (seg, len) in [(0, 16 * P), (1, 4 * P)] {
+            let start = m.segment_host_addr(seg).unwrap().as_ptr() as usize;
+            assert_eq!(&perms(start)[..2], "rw", "segment {seg}");
+            assert_eq!(&perms(start + len - 1)[..2], "rw");
+            for guard in [start - 1, start - host::GUARD, start + len, start + len + host::GUARD - 1] {
+                assert_eq!(&perms(guard)[..3], "---", "segment {seg}: {guard:#x} is a guard");
+            }
+        }
     }
 
     /// Without VM_MEM_F_INCORE guest memory stays out of core dumps
