@@ -9,6 +9,7 @@ use crate::exit::{ExitKind, SuspendHow, VmExit};
 use crate::regs::EntryEvent;
 use crate::stats::Stat;
 use crate::vcpu::{Vcpu, VcpuState};
+use crate::vlapic::Injection;
 use crate::vm::{VcpuLock, Vm};
 
 /// What the before-entry checks found.
@@ -177,12 +178,14 @@ impl Vm {
         // merge a re-raise of the same vector that the guest's reaction
         // provokes.
         if self.backend().can_inject(vcpu) {
-            if vcpu.vlapic.take_extint() {
-                let v = self.atpic_accept_intr();
-                vcpu.stats.add(Stat::ExtInts, 1);
-                self.backend().inject(vcpu, v);
-            } else if let Some(v) = vcpu.vlapic.accept_pending_intr() {
-                self.backend().inject(vcpu, v);
+            match vcpu.vlapic.take_injection() {
+                Some(Injection::ExtInt) => {
+                    let v = self.atpic_accept_intr();
+                    vcpu.stats.add(Stat::ExtInts, 1);
+                    self.backend().inject(vcpu, v);
+                }
+                Some(Injection::Vector(v)) => self.backend().inject(vcpu, v),
+                None => {}
             }
         }
         true

@@ -58,6 +58,15 @@ pub struct Vlapic {
     pending: PendingCopy,
 }
 
+/// What a guest entry injects from the local APIC's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injection {
+    /// An ExtINT: the vector comes from the 8259.
+    ExtInt,
+    /// A vector the APIC accepted.
+    Vector(u8),
+}
+
 impl Vlapic {
     /// The APIC of `vcpuid` (APIC ID = vCPU id), in its reset state.
     pub fn new(vcpuid: usize) -> Self {
@@ -132,6 +141,20 @@ impl Vlapic {
     /// The vector to inject next, if one beats PPR.
     pub fn pending_intr(&self) -> Option<u8> {
         self.lock().pending_intr()
+    }
+
+    /// What the next guest entry injects, taken in one step under the
+    /// vlapic mutex: a pending ExtINT (whose vector the 8259 gives) goes
+    /// first, as in FreeBSD's `vmx_inject_interrupts`; else the highest
+    /// deliverable vector, accepted (IRR -> ISR).
+    pub fn take_injection(&self) -> Option<Injection> {
+        let mut s = self.lock();
+        if s.take_extint() {
+            return Some(Injection::ExtInt);
+        }
+        let v = s.pending_intr()?;
+        s.intr_accepted(v);
+        Some(Injection::Vector(v))
     }
 
     /// Takes the highest deliverable vector (IRR -> ISR) in one step, so
