@@ -171,10 +171,37 @@ linear_copies(struct vmctx *ctx, struct vcpu *v)
 	vm_copyin(iov, buf, 8);
 	CHECK(strcmp(buf, "ABCDEFGH") == 0);
 	vm_copy_teardown(iov, 3);
-	/* Too few iovecs, or a page outside guest RAM: EFAULT. */
-	CHECK(vm_copy_setup(v, &flat, 0x1ffc, 8, PROT_READ, iov, 1, &fault) == EFAULT);
-	CHECK(vm_copy_setup(v, &flat, 3 * GB + 16, 4, PROT_READ, iov, 3, &fault) == EFAULT);
+	/* Three pages' worth: three iovecs, copied through in order. */
+	char big[8192];
+	memset(big, 'x', sizeof(big));
+	big[0] = '<';
+	big[sizeof(big) - 1] = '>';
+	CHECK_OK(vm_copy_setup(v, &flat, 0x3ff8, sizeof(big), PROT_WRITE, iov, 3, &fault));
+	CHECK(fault == 0 && iov[0].iov_len == 8 && iov[1].iov_len == 4096 && iov[2].iov_len == 4088);
+	vm_copyout(big, iov, sizeof(big));
+	const char *g = vm_map_gpa(ctx, 0x3ff8, sizeof(big));
+	CHECK(g != NULL && g[0] == '<' && g[sizeof(big) - 1] == '>');
+	memset(big, 0, sizeof(big));
+	vm_copyin(iov, big, sizeof(big));
+	CHECK(big[0] == '<' && big[4096] == 'x' && big[sizeof(big) - 1] == '>');
+	/* Too few iovecs, or a page outside guest RAM: EFAULT, the iovecs
+	 * before it filled. */
+	errno = 0;
+	CHECK(vm_copy_setup(v, &flat, 0x1ffc, 8, PROT_READ, iov, 1, &fault) == EFAULT && errno == EFAULT);
+	CHECK(iov[0].iov_len == 4);
+	CHECK(vm_copy_setup(v, &flat, 3 * GB - 4, 8, PROT_READ, iov, 3, &fault) == EFAULT);
+	CHECK(iov[0].iov_len == 4 && iov[1].iov_base == NULL);
 	CHECK_ERR(vm_copy_setup(v, NULL, 0, 4, PROT_READ, iov, 3, &fault), EFAULT);
+	CHECK_ERR(vm_copy_setup(v, &flat, 0, 4, PROT_READ, iov, -1, &fault), EINVAL);
+	/* A guest fault: 0 with *fault set, #PF queued (a zeroed PML4 at
+	 * 0x10000 maps nothing). */
+	struct vm_guest_paging paged = { .cr3 = 0x10000, .cpu_mode = CPU_MODE_64BIT, .paging_mode = PAGING_MODE_64 };
+	uint64_t i1, i2;
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_CR0, 0x80000011));
+	CHECK_OK(vm_copy_setup(v, &paged, 0x400000, 8, PROT_READ, iov, 3, &fault));
+	CHECK(fault == 1 && iov[0].iov_base == NULL);
+	CHECK_OK(vm_get_intinfo(v, &i1, &i2));
+	CHECK((i2 & 0xff) == 14);
 }
 
 int

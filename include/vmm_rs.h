@@ -1703,12 +1703,13 @@ int vmm_rs_ioapic_stats(struct vmctx *ctx, struct vmm_rs_ioapic_stats *stats);
 /*
  Translates guest-linear `[gla, gla + len)` for an access of `prot` into
  at most `iovcnt` iovecs over guest RAM (one per page; the rest are
- zeroed). Returns 0 with `*fault` 0; 0 with `*fault` 1 when the guest
- faults (the fault is queued for the vCPU, as by vm_gla2gpa()); or, as
- libvmmapi, -1 with errno when the page walk fails, and EFAULT (also in
- errno) when a page is not guest RAM set up by vm_setup_memory(), or
- the iovecs run out (libvmmapi asserts). A NULL pointer is -1 with
- errno EFAULT.
+ zeroed). Returns 0 with `*fault` 0 (also for `len` 0); 0 with `*fault`
+ 1 when the guest faults (the fault is queued for the vCPU, as by
+ vm_gla2gpa()); or, as libvmmapi, -1 with errno when the page walk
+ fails, and EFAULT (also in errno) when a page is not guest RAM set up
+ by vm_setup_memory(), or the iovecs run out (libvmmapi asserts): the
+ iovecs before it are filled. -1 with errno EFAULT for a NULL pointer,
+ EINVAL for a negative `iovcnt`.
  */
 int vm_copy_setup(struct vcpu *vcpu,
                   struct vm_guest_paging *paging,
@@ -1721,8 +1722,9 @@ int vm_copy_setup(struct vcpu *vcpu,
 
 /*
  Copies `len` bytes from the guest memory `guest_iov` describes (from
- vm_copy_setup()) to `host_dst`. Stops at an empty iovec (libvmmapi
- asserts there); errno EFAULT for a NULL pointer.
+ vm_copy_setup()) to `host_dst`. Stops, with errno EFAULT, at an iovec
+ that is empty or has a NULL base (libvmmapi asserts); errno EFAULT for
+ a NULL pointer.
  */
 void vm_copyin(const struct iovec *guest_iov, void *host_dst, size_t len);
 
@@ -1962,12 +1964,15 @@ void vm_set_lowmem_limit(struct vmctx *ctx, uint32_t limit);
 int vm_parse_memsize(const char *opt, size_t *memsize);
 
 /*
- Sets the memory flags (VM_MEM_F_INCORE: keep guest memory in core
- dumps; VM_MEM_F_WIRED: maps made by vm_mmap_memseg() and
- vm_setup_memory() are wired) for later calls. Without VM_MEM_F_INCORE,
- memory that vm_setup_memory() or vm_create_devmem() sets up is left
- out of core dumps. errno EFAULT or EBADF for a bad handle or a
- destroyed VM.
+ Sets the memory flags for later calls. VM_MEM_F_INCORE: memory that
+ vm_setup_memory() or vm_create_devmem() sets up goes in core dumps
+ (without it, it is left out). VM_MEM_F_WIRED: maps made by
+ vm_mmap_memseg() and vm_setup_memory() carry VM_MEMMAP_F_WIRED (as
+ FreeBSD's, and what VM_MMAP_GETNEXT reports), but the host memory is
+ not locked: no mlock(2), so no RLIMIT_MEMLOCK failure either. The
+ flags are the VM's (libvmmapi keeps them per handle). Like
+ vm_set_lowmem_limit() it waits until no vCPU is running. errno EFAULT
+ or EBADF for a bad handle or a destroyed VM.
  */
 void vm_set_memflags(struct vmctx *ctx, int flags);
 
@@ -2231,9 +2236,10 @@ int vm_setup_freebsd_registers(struct vcpu *vcpu,
  with stack `esp` (unrestricted guest on), writing a GDT (null, 4 GiB
  code 0x8 and data 0x10, TSS 0x18 one page above it) into guest RAM at
  `gdtbase`. Returns 0; EFAULT (also in errno) if the GDT's page is not
- guest RAM from vm_setup_memory() (nothing is changed then; libvmmapi
- has set CR0, CR4 and EFER by that point); -1 with errno EFAULT or
- EBADF for a bad handle.
+ guest RAM from vm_setup_memory() mapped in the guest (nothing is
+ changed then; libvmmapi has set CR0, CR4 and EFER by that point, and
+ writes a GDT the guest no longer maps); -1 with errno EFAULT or EBADF
+ for a bad handle.
  */
 int vm_setup_freebsd_registers_i386(struct vcpu *vcpu,
                                     uint32_t eip,

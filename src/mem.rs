@@ -640,11 +640,12 @@ impl GuestMemory {
         }
         let limit = self.lowmem_limit as usize;
         let objsize = if memsize > limit {
+            // A size whose high part cannot sit above 4 GiB is refused
+            // before anything is recorded (libvmmapi's sum wraps).
+            let objsize = (VM_HIGHMEM_BASE as usize).checked_add(memsize - limit).ok_or(Error::Inval)?;
             self.lowmem = limit;
             self.highmem = memsize - limit;
-            (VM_HIGHMEM_BASE as usize)
-                .checked_add(self.highmem)
-                .ok_or(Error::Inval)?
+            objsize
         } else {
             self.lowmem = memsize;
             self.highmem = 0;
@@ -668,13 +669,12 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// Without [`VM_MEM_F_INCORE`] in memflags, segment `segid`'s memory
-    /// stays out of core dumps (libvmmapi's MAP_NOCORE).
+    /// Segment `segid`'s memory goes in core dumps with
+    /// [`VM_MEM_F_INCORE`] in memflags and stays out of them without it
+    /// (libvmmapi's MAP_NOCORE), whatever an earlier call decided.
     fn exclude_from_core_unless_incore(&self, segid: i32) {
-        if self.memflags & VM_MEM_F_INCORE == 0 {
-            if let Some(s) = usize::try_from(segid).ok().and_then(|i| self.segs.get(i)?.as_ref()) {
-                s.host.exclude_from_core_dumps();
-            }
+        if let Some(s) = usize::try_from(segid).ok().and_then(|i| self.segs.get(i)?.as_ref()) {
+            s.host.set_in_core_dumps(self.memflags & VM_MEM_F_INCORE != 0);
         }
     }
 
@@ -888,17 +888,21 @@ mod host {
             NonNull::new(self.ptr.as_ptr().wrapping_add(off))
         }
 
-        /// Leaves the mapping out of the process's core dumps (FreeBSD
-        /// libvmmapi maps guest memory MAP_NOCORE unless asked to keep
-        /// it). Advice only: where the host has no such advice, nothing.
-        pub(super) fn exclude_from_core_dumps(&self) {
+        /// Puts the mapping in the process's core dumps or leaves it out
+        /// (FreeBSD libvmmapi maps guest memory MAP_NOCORE unless asked
+        /// to keep it). Advice only: where the host has no such advice,
+        /// nothing.
+        pub(super) fn set_in_core_dumps(&self, included: bool) {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             {
+                let advice = if included { MmapAdvise::MADV_DODUMP } else { MmapAdvise::MADV_DONTDUMP };
                 // SAFETY: `ptr..ptr+len` is this value's own mapping; the
                 // advice changes only whether a core dump includes it.
-                let r = unsafe { madvise(self.ptr.cast(), self.len, MmapAdvise::MADV_DONTDUMP) };
-                debug_assert!(r.is_ok(), "madvise(DONTDUMP) of guest memory failed: {r:?}");
+                let r = unsafe { madvise(self.ptr.cast(), self.len, advice) };
+                debug_assert!(r.is_ok(), "madvise({advice:?}) of guest memory failed: {r:?}");
             }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            let _ = included;
         }
 
         /// Returns the pages to the host (MADV_DONTNEED on this private
@@ -1824,11 +1828,27 @@ mod tests {
         m.setup_memory(16 * P, VM_MMAP_ALL).unwrap();
         let rom = m.create_devmem(VM_BOOTROM, b"rom", 4 * P).unwrap();
         assert!(dontdump(m.guestmem_base().unwrap()) && dontdump(rom));
+        // A repeat call decides again, as libvmmapi's new mmap does.
+        m.set_memflags(VM_MEM_F_INCORE);
+        m.setup_memory(16 * P, VM_MMAP_ALL).unwrap();
+        assert!(!dontdump(m.guestmem_base().unwrap()));
         let mut m = GuestMemory::new();
         m.set_memflags(VM_MEM_F_INCORE);
         m.setup_memory(16 * P, VM_MMAP_ALL).unwrap();
         let rom = m.create_devmem(VM_BOOTROM, b"rom", 4 * P).unwrap();
         assert!(!dontdump(m.guestmem_base().unwrap()) && !dontdump(rom));
+    }
+
+    /// A size whose high part cannot sit above 4 GiB changes nothing (the
+    /// layout queries then still describe the memory there is).
+    #[test]
+    fn setup_memory_too_large_for_the_address_space_changes_nothing() {
+        let mut m = GuestMemory::new();
+        m.setup_memory(16 * P, VM_MMAP_ALL).unwrap();
+        assert_eq!(m.setup_memory(usize::MAX, VM_MMAP_ALL), Err(Error::Inval));
+        assert_eq!((m.lowmem_size(), m.highmem_size()), (16 * P, 0));
+        assert!(m.map_gpa(VM_HIGHMEM_BASE, 1).is_none() && m.map_gpa(0, 1).is_some());
+        assert_eq!(m.rev_map_gpa(usize::MAX), None);
     }
 
     #[cfg(target_os = "linux")]

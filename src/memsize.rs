@@ -17,7 +17,8 @@ const MB: u64 = 1 << 20;
 
 /// A C number at the start of `s`: its value and the rest of `s`.
 fn c_number(s: &[u8]) -> Result<(u64, &[u8])> {
-    let s = s.trim_ascii_start();
+    // C's isspace: Rust's ASCII white space plus vertical tab.
+    let s = &s[s.iter().take_while(|c| c.is_ascii_whitespace() || **c == 0x0b).count()..];
     let s = match s.first() {
         Some(b'+') => &s[1..],
         Some(b'-') => return Err(Error::Inval),
@@ -84,6 +85,7 @@ mod tests {
         assert_eq!(parse_memsize(b"0x800"), Ok(0x800 * MB));
         assert_eq!(parse_memsize(b"010"), Ok(8 * MB), "octal");
         assert_eq!(parse_memsize(b" +2"), Ok(2 * MB));
+        assert_eq!(parse_memsize(b"\t\x0b\x0c\r\n 4"), Ok(4 * MB), "isspace");
         assert_eq!(parse_memsize(b"0"), Ok(0));
     }
 

@@ -5,6 +5,7 @@
 //! iovecs over guest RAM.
 
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use libc::iovec;
 
@@ -18,12 +19,13 @@ const PAGE_SIZE: u64 = 4096;
 
 /// Translates guest-linear `[gla, gla + len)` for an access of `prot` into
 /// at most `iovcnt` iovecs over guest RAM (one per page; the rest are
-/// zeroed). Returns 0 with `*fault` 0; 0 with `*fault` 1 when the guest
-/// faults (the fault is queued for the vCPU, as by vm_gla2gpa()); or, as
-/// libvmmapi, -1 with errno when the page walk fails, and EFAULT (also in
-/// errno) when a page is not guest RAM set up by vm_setup_memory(), or
-/// the iovecs run out (libvmmapi asserts). A NULL pointer is -1 with
-/// errno EFAULT.
+/// zeroed). Returns 0 with `*fault` 0 (also for `len` 0); 0 with `*fault`
+/// 1 when the guest faults (the fault is queued for the vCPU, as by
+/// vm_gla2gpa()); or, as libvmmapi, -1 with errno when the page walk
+/// fails, and EFAULT (also in errno) when a page is not guest RAM set up
+/// by vm_setup_memory(), or the iovecs run out (libvmmapi asserts): the
+/// iovecs before it are filled. -1 with errno EFAULT for a NULL pointer,
+/// EINVAL for a negative `iovcnt`.
 #[no_mangle]
 pub unsafe extern "C" fn vm_copy_setup(
     vcpu: *mut vcpu,
@@ -46,24 +48,24 @@ pub unsafe extern "C" fn vm_copy_setup(
             Ok((vm, _)) => vm,
             Err(e) => return fail_with(e),
         };
-        let iovs: &mut [iovec] = if n_iov == 0 {
-            &mut []
-        } else {
-            // SAFETY: the caller passes `iovcnt` iovecs at `iov`.
-            unsafe { std::slice::from_raw_parts_mut(iov, n_iov) }
+        // The iovecs are written one by one through `iov`, never borrowed
+        // as a slice: `paging` and `fault` are the caller's too.
+        let set = |i: usize, base: *mut c_void, len: usize| {
+            // SAFETY: `i < iovcnt`, the caller's array length.
+            unsafe { iov.add(i).write(iovec { iov_base: base, iov_len: len }) }
         };
-        for v in iovs.iter_mut() {
-            *v = iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        for i in 0..n_iov {
+            set(i, std::ptr::null_mut(), 0);
         }
         // SAFETY: non-NULL out-pointer.
         unsafe { fault.write(0) };
         let (mut gla, mut len) = (gla, len as u64);
-        let mut next = iovs.iter_mut();
+        let mut used = 0;
         while len > 0 {
-            let Some(slot) = next.next() else {
+            if used == n_iov {
                 set_errno(libc::EFAULT);
                 return libc::EFAULT;
-            };
+            }
             let mut gpa = 0u64;
             // SAFETY: `paging` and `fault` are non-NULL; `gpa` is local.
             let rc = unsafe { gla2gpa(vcpu, VM_GLA2GPA, paging, gla, prot, &mut gpa, fault) };
@@ -76,7 +78,8 @@ pub unsafe extern "C" fn vm_copy_setup(
                 set_errno(libc::EFAULT);
                 return libc::EFAULT;
             };
-            *slot = iovec { iov_base: va.as_ptr().cast(), iov_len: n as usize };
+            set(used, va.as_ptr().cast(), n as usize);
+            used += 1;
             gla = gla.wrapping_add(n);
             len -= n;
         }
@@ -85,8 +88,9 @@ pub unsafe extern "C" fn vm_copy_setup(
 }
 
 /// Copies `len` bytes from the guest memory `guest_iov` describes (from
-/// vm_copy_setup()) to `host_dst`. Stops at an empty iovec (libvmmapi
-/// asserts there); errno EFAULT for a NULL pointer.
+/// vm_copy_setup()) to `host_dst`. Stops, with errno EFAULT, at an iovec
+/// that is empty or has a NULL base (libvmmapi asserts); errno EFAULT for
+/// a NULL pointer.
 #[no_mangle]
 pub unsafe extern "C" fn vm_copyin(guest_iov: *const iovec, host_dst: *mut c_void, len: usize) {
     ffi_boundary!((), {
@@ -94,9 +98,18 @@ pub unsafe extern "C" fn vm_copyin(guest_iov: *const iovec, host_dst: *mut c_voi
             set_errno(libc::EFAULT);
             return;
         }
+        let dst = host_dst.cast::<u8>();
         // SAFETY: the caller's iovecs cover `len` bytes of live memory and
-        // `host_dst` holds `len` bytes.
-        unsafe { copy_iov(guest_iov, len, |i, off, n| std::ptr::copy(i.iov_base.cast::<u8>(), host_dst.cast::<u8>().add(off), n)) }
+        // `host_dst` holds `len` bytes; guest memory is read with atomic
+        // bytes, as every access to it from Rust (a vCPU's page walk may
+        // set accessed bits in it meanwhile).
+        unsafe {
+            copy_iov(guest_iov, len, |g, off, n| {
+                for k in 0..n {
+                    dst.add(off + k).write(AtomicU8::from_ptr(g.add(k)).load(Ordering::Relaxed));
+                }
+            })
+        }
     })
 }
 
@@ -109,8 +122,15 @@ pub unsafe extern "C" fn vm_copyout(host_src: *const c_void, guest_iov: *const i
             set_errno(libc::EFAULT);
             return;
         }
+        let src = host_src.cast::<u8>();
         // SAFETY: as vm_copyin, the other way.
-        unsafe { copy_iov(guest_iov, len, |i, off, n| std::ptr::copy(host_src.cast::<u8>().add(off), i.iov_base.cast::<u8>(), n)) }
+        unsafe {
+            copy_iov(guest_iov, len, |g, off, n| {
+                for k in 0..n {
+                    AtomicU8::from_ptr(g.add(k)).store(src.add(off + k).read(), Ordering::Relaxed);
+                }
+            })
+        }
     })
 }
 
@@ -121,21 +141,24 @@ pub extern "C" fn vm_copy_teardown(iov: *mut iovec, iovcnt: c_int) {
     let _ = (iov, iovcnt);
 }
 
-/// Walks the iovecs at `iov` over `len` bytes: `each(iovec, offset, n)`.
+/// Walks the iovecs at `iov` over `len` bytes: `each(guest bytes, offset
+/// in the copy, n)`. Stops with errno EFAULT at an empty iovec or one with
+/// a NULL base.
 ///
 /// # Safety
-/// `iov` points to iovecs covering `len` bytes, or ending in an empty one.
-unsafe fn copy_iov(mut iov: *const iovec, len: usize, each: impl Fn(&iovec, usize, usize)) {
+/// `iov` points to iovecs over live memory covering `len` bytes, or
+/// ending in an empty one; `each` may access `n` bytes at its pointer.
+unsafe fn copy_iov(mut iov: *const iovec, len: usize, mut each: impl FnMut(*mut u8, usize, usize)) {
     let mut off = 0;
     while off < len {
         // SAFETY: within the caller's iovecs (the loop stops at an empty one).
-        let i = unsafe { &*iov };
+        let i = unsafe { iov.read() };
         if i.iov_len == 0 || i.iov_base.is_null() {
             set_errno(libc::EFAULT);
             return;
         }
         let n = i.iov_len.min(len - off);
-        each(i, off, n);
+        each(i.iov_base.cast(), off, n);
         off += n;
         // SAFETY: the next iovec of the caller's array.
         iov = unsafe { iov.add(1) };

@@ -93,12 +93,15 @@ pub unsafe extern "C" fn vm_parse_memsize(opt: *const c_char, memsize: *mut usiz
     })
 }
 
-/// Sets the memory flags (VM_MEM_F_INCORE: keep guest memory in core
-/// dumps; VM_MEM_F_WIRED: maps made by vm_mmap_memseg() and
-/// vm_setup_memory() are wired) for later calls. Without VM_MEM_F_INCORE,
-/// memory that vm_setup_memory() or vm_create_devmem() sets up is left
-/// out of core dumps. errno EFAULT or EBADF for a bad handle or a
-/// destroyed VM.
+/// Sets the memory flags for later calls. VM_MEM_F_INCORE: memory that
+/// vm_setup_memory() or vm_create_devmem() sets up goes in core dumps
+/// (without it, it is left out). VM_MEM_F_WIRED: maps made by
+/// vm_mmap_memseg() and vm_setup_memory() carry VM_MEMMAP_F_WIRED (as
+/// FreeBSD's, and what VM_MMAP_GETNEXT reports), but the host memory is
+/// not locked: no mlock(2), so no RLIMIT_MEMLOCK failure either. The
+/// flags are the VM's (libvmmapi keeps them per handle). Like
+/// vm_set_lowmem_limit() it waits until no vCPU is running. errno EFAULT
+/// or EBADF for a bad handle or a destroyed VM.
 #[no_mangle]
 pub extern "C" fn vm_set_memflags(ctx: *mut vmctx, flags: c_int) {
     ffi_boundary!((), {

@@ -339,23 +339,27 @@ pub extern "C" fn vm_setup_freebsd_registers(vcpu: *mut vcpu, rip: u64, cr3: u64
 /// with stack `esp` (unrestricted guest on), writing a GDT (null, 4 GiB
 /// code 0x8 and data 0x10, TSS 0x18 one page above it) into guest RAM at
 /// `gdtbase`. Returns 0; EFAULT (also in errno) if the GDT's page is not
-/// guest RAM from vm_setup_memory() (nothing is changed then; libvmmapi
-/// has set CR0, CR4 and EFER by that point); -1 with errno EFAULT or
-/// EBADF for a bad handle.
+/// guest RAM from vm_setup_memory() mapped in the guest (nothing is
+/// changed then; libvmmapi has set CR0, CR4 and EFER by that point, and
+/// writes a GDT the guest no longer maps); -1 with errno EFAULT or EBADF
+/// for a bad handle.
 #[no_mangle]
 pub extern "C" fn vm_setup_freebsd_registers_i386(vcpu: *mut vcpu, eip: u32, gdtbase: u32, esp: u32) -> c_int {
     ffi_boundary!({
         let mut unmapped = false;
         let rc = with_locked_vcpu(vcpu, |vm, l| {
             {
-                // Guest memory (rank 2) before the register mutex (rank 5).
+                // Guest memory (rank 2) released before the register
+                // mutex (rank 5) is taken.
+                // The GDT page must be RAM of the standard layout and
+                // still mapped in the guest (libvmmapi writes through its
+                // host mapping, which outlives a guest unmap).
                 let mem = vm.mem();
-                if mem.map_gpa(u64::from(gdtbase), 0x1000).is_none() {
+                let gdt: Vec<u8> = freebsd_gdt32(gdtbase).iter().flat_map(|d| d.to_le_bytes()).collect();
+                if mem.map_gpa(u64::from(gdtbase), 0x1000).is_none() || mem.write_gpa(u64::from(gdtbase), &gdt).is_err() {
                     unmapped = true;
                     return Ok(());
                 }
-                let gdt: Vec<u8> = freebsd_gdt32(gdtbase).iter().flat_map(|d| d.to_le_bytes()).collect();
-                mem.write_gpa(u64::from(gdtbase), &gdt)?;
             }
             l.vcpu().regs.lock().freebsd_i386(eip, gdtbase, esp);
             Ok(())

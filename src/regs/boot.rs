@@ -188,7 +188,13 @@ mod tests {
         assert_eq!(r.get(reg::CR0 as i32), Ok(0x8000_0021));
         assert_eq!((r.get(reg::CR4 as i32), r.get(reg::EFER as i32), r.get(reg::CR3 as i32)), (Ok(0x20), Ok(0x500), Ok(0x5000)));
         assert_eq!((r.get(reg::CS as i32), r.get(reg::DS as i32), r.get(reg::TR as i32)), (Ok(8), Ok(0x10), Ok(0)));
-        assert_eq!(r.get_seg(reg::CS as i32).unwrap().access, 0x209b, "64-bit code");
+        assert_eq!(r.get_seg(reg::CS as i32).unwrap(), seg(0, 0, 0x209b), "64-bit code");
+        for s in [reg::DS, reg::ES, reg::FS, reg::GS, reg::SS] {
+            assert_eq!(r.get_seg(s as i32).unwrap(), seg(0, 0, 0x93), "segment {s}");
+        }
+        assert_eq!(r.get_seg(reg::TR as i32).unwrap(), seg(0, 0, 0x8b));
+        assert_eq!(r.get_seg(reg::LDTR as i32).unwrap(), seg(0, 0, DESC_UNUSABLE));
+        assert_eq!((r.get(reg::RFLAGS as i32), r.get(reg::LDTR as i32)), (Ok(2), Ok(0)));
         assert_eq!(r.get_seg(reg::GDTR as i32).unwrap(), seg(0x3000, 23, 0));
         assert_eq!((r.rip(), r.nextrip, r.get(reg::RSP as i32)), (0xffff_ffff_8020_0000, 0xffff_ffff_8020_0000, Ok(0x7000)));
     }
