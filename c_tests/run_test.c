@@ -71,6 +71,25 @@ main(void)
 	CHECK(vme.exitcode == VM_EXITCODE_DEBUG);
 	CHECK_OK(vm_resume_cpu(v0));
 
+	/* A debugger's single step: with VM_CAP_MTRAP_EXIT every instruction
+	 * is a VM_EXITCODE_MTRAP at the next RIP (inst_length 0). */
+	{
+		struct vmm_rs_action step[] = { { .kind = VMM_RS_ACT_COMPUTE }, { .kind = VMM_RS_ACT_COMPUTE } };
+		uint64_t rip0;
+		int cap = -1;
+		CHECK_OK(vmm_rs_guest_set_script(v0, step, 2, 0));
+		CHECK_OK(vm_set_capability(v0, VM_CAP_MTRAP_EXIT, 1));
+		CHECK_OK(vm_get_capability(v0, VM_CAP_MTRAP_EXIT, &cap));
+		CHECK(cap == 1);
+		CHECK_OK(vm_get_register(v0, VM_REG_GUEST_RIP, &rip0));
+		for (uint64_t i = 1; i <= 3; i++) {
+			CHECK_OK(vm_run(v0, &vmrun));
+			CHECK(vme.exitcode == VM_EXITCODE_MTRAP && vme.rip == rip0 + i && vme.inst_length == 0);
+		}
+		CHECK_OK(vm_set_capability(v0, VM_CAP_MTRAP_EXIT, 0));
+		CHECK_OK(vmm_rs_guest_clear(v0));
+	}
+
 	/*
 	 * Lock-all vs. a vCPU inside VM_RUN: VM_REINIT freezes every vCPU
 	 * before checking; vCPU 0 is asleep in its guest's HLT, so the

@@ -19,6 +19,9 @@ pub enum GuestExit {
     Hlt { intr_enabled: bool },
     /// PAUSE.
     Pause,
+    /// An instruction completed with VM_CAP_MTRAP_EXIT on (the monitor
+    /// trap flag: a debugger single-stepping the guest).
+    Mtrap,
     /// The backend saw [`Vcpu::kicked`] and left the guest.
     Kicked,
     /// The guest wants the run loop's entry work (e.g. it just enabled

@@ -46,6 +46,9 @@ pub enum ExitKind {
     Mmio(MmioAccess),
     /// The guest executed PAUSE.
     Pause,
+    /// One guest instruction completed with VM_CAP_MTRAP_EXIT on
+    /// (VM_EXITCODE_MTRAP: a debugger's single step).
+    Mtrap,
     /// Nothing to do; call VM_RUN again (VM_EXITCODE_BOGUS).
     Bogus,
     /// Another thread asked for this vCPU (VM_EXITCODE_REQIDLE).

@@ -46,6 +46,8 @@ pub mod reg {
 
 /// Capabilities, FreeBSD 14 `enum vm_cap_type` (`VM_CAP_MAX` is the count).
 pub const CAP_MAX: usize = 11;
+/// VM_CAP_MTRAP_EXIT: exit after every guest instruction (VM_EXITCODE_MTRAP).
+pub const CAP_MTRAP_EXIT: i32 = 1;
 /// VM_CAP_UNRESTRICTED_GUEST: real mode and unpaged protected mode.
 pub const CAP_UNRESTRICTED_GUEST: i32 = 3;
 /// VM_CAP_IPI_EXIT: INIT and STARTUP IPIs leave VM_RUN as VM_EXITCODE_IPI.

@@ -85,6 +85,7 @@ impl Vm {
                 GuestExit::Kicked => Some(Stat::ExtIntExits),
                 GuestExit::Hlt { .. } => Some(Stat::Hlt),
                 GuestExit::Pause => Some(Stat::Pause),
+                GuestExit::Mtrap => Some(Stat::Mtrap),
                 GuestExit::Inout { .. } => Some(Stat::InOut),
                 GuestExit::Mmio(_) => Some(Stat::InstEmul),
                 GuestExit::Yield | GuestExit::Bogus => None,
@@ -102,6 +103,7 @@ impl Vm {
                 GuestExit::Kicked | GuestExit::Yield => continue,
                 GuestExit::Bogus => return exit(ExitKind::Bogus),
                 GuestExit::Pause => return exit(ExitKind::Pause),
+                GuestExit::Mtrap => return exit(ExitKind::Mtrap),
                 GuestExit::Inout { port, bytes, is_in, eax } => {
                     // The RTC and PM timer ports are emulated here, as
                     // FreeBSD's kernel does (`emulate_inout`).

@@ -11,7 +11,7 @@ use crate::backend::{Backend, GuestExit, GuestStats};
 use crate::error::{Error, Result};
 use crate::exit::MmioAccess;
 use crate::guest::{GuestAction, GuestProgram};
-use crate::regs::{reg, RFLAGS_IF};
+use crate::regs::{reg, CAP_MTRAP_EXIT, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
 
@@ -94,6 +94,9 @@ impl Backend for SimBackend {
             program.read_result(value);
             slot.stats.last_read = value;
         }
+        // With the monitor trap flag every instruction that does not exit
+        // by itself ends the entry (a debugger steps the guest).
+        let mtrap = vcpu.regs.lock().get_cap(CAP_MTRAP_EXIT) == Ok(1);
         let mut rip = rip;
         for _ in 0..STEPS_PER_ENTRY {
             if vcpu.kicked() {
@@ -133,6 +136,7 @@ impl Backend for SimBackend {
                 }
             };
             match exit {
+                None | Some(GuestExit::Yield) if mtrap => return (GuestExit::Mtrap, rip + 1, 0),
                 None => rip += 1,
                 Some(e) => return (e, rip, 1),
             }
@@ -189,5 +193,41 @@ impl Backend for SimBackend {
 
     fn guest_stats(&self, vcpuid: usize) -> Result<GuestStats> {
         Ok(self.slot(vcpuid)?.lock().stats)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::exit::ExitKind;
+    use crate::guest::{GuestAction::*, ScriptedGuest};
+    use crate::regs::CAP_MTRAP_EXIT;
+    use crate::stats::Stat;
+    use crate::vm::Vm;
+
+    /// With VM_CAP_MTRAP_EXIT each instruction that does not exit by
+    /// itself is one VM_EXITCODE_MTRAP at the next RIP; off, the guest
+    /// runs on to its own exit.
+    #[test]
+    fn the_monitor_trap_flag_steps_the_guest() {
+        let vm = Vm::with_sim_backend("mtrap", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        let script = vec![Compute, DisableInterrupts, PortOut { port: 0x80, size: 1, value: 7 }, Compute];
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script.clone(), Some(0))))).unwrap();
+        l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 1).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let e = vm.run(&l).unwrap();
+            seen.push((e.kind, e.rip, e.inst_length));
+        }
+        let out = ExitKind::Inout { port: 0x80, bytes: 1, is_in: false, eax: 7 };
+        assert_eq!(
+            seen,
+            [(ExitKind::Mtrap, 1, 0), (ExitKind::Mtrap, 2, 0), (out, 2, 1), (ExitKind::Mtrap, 4, 0), (ExitKind::Mtrap, 5, 0)]
+        );
+        assert_eq!(l.vcpu().stats.get(Stat::Mtrap), 4);
+        l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 0).unwrap();
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, Some(0))))).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, out, "off: straight to the port access");
     }
 }

@@ -24,6 +24,8 @@ pub enum Stat {
     ExtIntExits,
     Hlt,
     Pause,
+    /// Monitor-trap exits (VM_CAP_MTRAP_EXIT).
+    Mtrap,
     InOut,
     /// MMIO: the accesses FreeBSD decodes and emulates.
     InstEmul,
@@ -48,6 +50,7 @@ pub const DESCRIPTIONS: [&str; NSTATS] = [
     "vm exits due to external interrupt",
     "number of times hlt was intercepted",
     "number of times pause was intercepted",
+    "number of monitor trap exits",
     "number of times in/out was intercepted",
     "vm exits for instruction emulation",
     "number of vm exits handled in userspace",

@@ -59,6 +59,7 @@ fn to_vm_exit(e: &VmExit) -> vm_exit {
             return finish(out, VM_EXITCODE_MMIO);
         }
         ExitKind::Pause => vm_exitcode::VM_EXITCODE_PAUSE,
+        ExitKind::Mtrap => vm_exitcode::VM_EXITCODE_MTRAP,
         ExitKind::Bogus => vm_exitcode::VM_EXITCODE_BOGUS,
         ExitKind::ReqIdle => vm_exitcode::VM_EXITCODE_REQIDLE,
         ExitKind::Suspended(how) => {
