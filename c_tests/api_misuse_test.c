@@ -139,6 +139,8 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what)
 	errno = 0;
 	CHECK(vm_create_devmem(bad, VM_BOOTROM, "rom", MB) == MAP_FAILED && errno == err);
 	errno = 0;
+	CHECK(vm_create_devmem(bad, VM_BOOTROM, NULL, MB) == MAP_FAILED && errno == EFAULT);
+	errno = 0;
 	CHECK(vm_rev_map_gpa(bad, &len) == (uint64_t)-1 && errno == err);
 	errno = 0;
 	CHECK(vm_get_name(bad) == NULL && errno == err);
@@ -305,6 +307,32 @@ check_global(void)
 	CHECK_ERR(vmm_rs_set_maxcpus(INT_MIN), EINVAL);
 	CHECK_ERR(vmm_rs_set_maxcpus(INT_MAX), EINVAL);
 	/* (The VM created next must still get the default 16 vCPUs.) */
+
+	/* libvmmapi's handle-free helpers: NULL is EFAULT, nothing crashes. */
+	size_t sz = 42;
+	CHECK_ERR(vm_parse_memsize(NULL, &sz), EFAULT);
+	CHECK_ERR(vm_capability_name2type(NULL), EFAULT);
+	CHECK(vm_capability_type2name(INT_MIN) == NULL && vm_capability_type2name(INT_MAX) == NULL);
+	CHECK(vm_apicid2vcpu(NULL, 5) == 5);
+	CHECK(vm_get_ioctls(&sz) == NULL && sz == 60);
+	errno = 0;
+	vm_setup_freebsd_gdt(NULL);
+	CHECK(errno == EFAULT);
+	errno = 0;
+	vm_copyin(NULL, &sz, 8);
+	CHECK(errno == EFAULT);
+	errno = 0;
+	vm_copyout(&sz, NULL, 8);
+	CHECK(errno == EFAULT);
+	{
+		/* A short iovec list ends the copy (libvmmapi asserts). */
+		char buf[8] = "abcdefg", dst[8] = { 0 };
+		struct iovec iov[2] = { { .iov_base = dst, .iov_len = 4 }, { 0 } };
+		errno = 0;
+		vm_copyout(buf, iov, 8);
+		CHECK(errno == EFAULT && memcmp(dst, "abcd", 4) == 0 && dst[4] == 0);
+	}
+	vm_copy_teardown(NULL, 0);
 }
 
 /* The IOAPIC, ISA and local APIC functions on a live VM. */

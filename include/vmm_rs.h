@@ -1635,15 +1635,17 @@ int vm_ioapic_pincount(struct vmctx *ctx, int *pincount);
 /*
  Asserts ISA IRQ `atpic_irq` (0-15) on the 8259 pair, then its IOAPIC
  pin `ioapic_irq` (-1 = none). Returns 0, or -1 with errno EINVAL (IRQ
- or pin out of range) or E2BIG (the pin's assert count is at its top).
+ or pin out of range) or E2BIG (the IRQ's or the pin's assert count is
+ at its top).
  The 8259 ignores its IRQs until the guest initialises it.
  */
 int vm_isa_assert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 
 /*
  Deasserts an ISA IRQ on the 8259 pair and its IOAPIC pin (-1 = none).
- ERANGE when the pin is not asserted (the 8259 counts below zero, as
- FreeBSD's).
+ ERANGE when the 8259 IRQ (once the guest initialised the 8259) or the
+ pin is not asserted: the 8259 refuses first and then nothing changes
+ (FreeBSD counts below zero, after which the IRQ repeats for good).
  */
 int vm_isa_deassert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 
@@ -1807,8 +1809,8 @@ int vmm_rs_guest_stats(struct vcpu *vcpu, struct vmm_rs_guest_stats *stats);
 
 /*
  The VM's name, or NULL with errno EFAULT or EBADF for a bad handle or
- a destroyed VM. The string lives as long as the VM (until the last
- handle to it is closed).
+ a destroyed VM. The string lives until this handle is closed, as
+ libvmmapi's (it is the handle's).
  */
 const char *vm_get_name(struct vmctx *ctx);
 
@@ -1821,7 +1823,7 @@ int vm_apicid2vcpu(struct vmctx *_ctx, int apicid);
 /*
  The capability named `capname` ("hlt_exit", "mtrap_exit",
  "pause_exit", "unrestricted_guest", "enable_invpcid", "bpt_exit"), or
- -1.
+ -1 (with errno EFAULT for NULL).
  */
 int vm_capability_name2type(const char *capname);
 
@@ -1985,8 +1987,8 @@ int vm_get_memflags(struct vmctx *ctx);
 /*
  Creates device-memory segment `segid` named `name` of `len` bytes (or
  finds one of that name and size) and returns its host address, or
- MAP_FAILED with errno: EINVAL (NULL or empty name, bad id or length,
- another segment there), ENAMETOOLONG (name of more than
+ MAP_FAILED with errno: EINVAL (empty name, bad id or length, another
+ segment there), EFAULT (NULL name; FreeBSD: EINVAL), ENAMETOOLONG (name of more than
  VM_MAX_SUFFIXLEN bytes), EEXIST (name taken), ENOMEM, EFAULT or EBADF
  (bad handle, destroyed VM). FreeBSD maps the segment's device file
  (/dev/vmm.io/VM.NAME); here the address is the segment's own memory,

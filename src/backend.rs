@@ -64,9 +64,10 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
 
     /// Hands external interrupt `vector` to the guest before the next
     /// `run`. Called only right after [`Backend::can_inject`] said yes and
-    /// after the local APIC moved `vector` from IRR to ISR, so whatever
+    /// after the interrupt was acknowledged (the local APIC moved `vector`
+    /// from IRR to ISR, or the 8259 gave it for an ExtINT), so whatever
     /// the guest does on seeing it (signal a device that then raises the
-    /// same vector again) finds the APIC ready to take the next one.
+    /// same vector again) finds the controller ready to take the next one.
     fn inject(&self, _vcpu: &Vcpu, _vector: u8) {}
 
     /// Hands the guest the event of intinfo word `info` (a queued

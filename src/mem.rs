@@ -1034,11 +1034,24 @@ mod tests {
     #[cfg(target_os = "linux")]
     const MARKER: &[u8; 8] = b"vmm_rs\x01\x02";
 
-    /// The mapping that held `MARKER` at `addr` is gone: `addr` is
-    /// unmapped, or mapped afresh by someone else.
+    /// Whether the read-write mapping of a segment, exactly
+    /// `[start, start + len)`, is in /proc/self/maps. Its guards (another
+    /// protection) keep the kernel from merging it with a neighbour, and
+    /// each test gives its segment a size of its own, so no other mapping
+    /// has this exact range.
     #[cfg(target_os = "linux")]
-    fn assert_released(addr: usize, what: &str) {
-        if let Ok(now) = peek(addr, MARKER.len()) {
+    fn segment_mapped(start: usize, len: usize) -> bool {
+        let range = format!("{:x}-{:x} rw", start, start + len);
+        std::fs::read_to_string("/proc/self/maps").unwrap().lines().any(|l| l.starts_with(&range))
+    }
+
+    /// The segment mapping `[start, start + len)` that held `MARKER` at
+    /// `probe` is gone: its exact range is no longer mapped, and `probe`
+    /// is unmapped or mapped afresh by someone else (zeros or their data).
+    #[cfg(target_os = "linux")]
+    fn assert_released(start: usize, len: usize, probe: usize, what: &str) {
+        assert!(!segment_mapped(start, len), "{what}");
+        if let Ok(now) = peek(probe, MARKER.len()) {
             assert_ne!(now, MARKER, "{what}");
         }
     }
@@ -1859,12 +1872,13 @@ mod tests {
         m.alloc_memseg(1, 4 * P, Some(b"rom")).unwrap();
         m.mmap_memseg(0, 0, 0, BIG, PROT_ALL, 0).unwrap();
         m.set_lowmem_limit(1 << 30);
-        let probe = m.segment_host_addr(0).unwrap().as_ptr() as usize + BIG / 4;
+        let start = m.segment_host_addr(0).unwrap().as_ptr() as usize;
+        let probe = start + BIG / 4;
         m.write_gpa((BIG / 4) as u64, MARKER).unwrap();
-        assert!(is_mapped(probe));
+        assert!(segment_mapped(start, BIG));
         assert_eq!(peek(probe, 8).unwrap(), MARKER);
         m.clear();
-        assert_released(probe, "segment memory still mapped after clear()");
+        assert_released(start, BIG, probe, "segment memory still mapped after clear()");
         assert_eq!(m.get_memseg(0).unwrap().len, 0);
         assert_eq!(m.get_memseg(1).unwrap().len, 0);
         assert_eq!(m.mmap_getnext(0), Err(Error::NoEnt));
@@ -1878,11 +1892,14 @@ mod tests {
     #[test]
     fn drop_releases_host_memory() {
         let mut m = GuestMemory::new();
-        m.alloc_memseg(2, BIG, Some(b"big")).unwrap();
-        let probe = m.segment_host_addr(2).unwrap().as_ptr() as usize + BIG / 4;
+        let len = BIG + 2 * P; // a size of its own (see segment_mapped)
+        m.alloc_memseg(2, len, Some(b"big")).unwrap();
+        let start = m.segment_host_addr(2).unwrap().as_ptr() as usize;
+        let probe = start + BIG / 4;
         poke(probe, MARKER);
+        assert!(segment_mapped(start, len));
         drop(m);
-        assert_released(probe, "segment memory still mapped after drop");
+        assert_released(start, len, probe, "segment memory still mapped after drop");
     }
 
     /// A destroyed VM gives its guest memory back at once but keeps the
@@ -1894,15 +1911,18 @@ mod tests {
         let vm = crate::vm::Vm::with_idle_backend("t", 1).unwrap();
         {
             let all = vm.lock_all().unwrap();
-            vm.mem_write(&all).setup_memory(BIG, VM_MMAP_ALL).unwrap();
+            vm.mem_write(&all).setup_memory(BIG + 4 * P, VM_MMAP_ALL).unwrap();
         }
         vm.mem().write_gpa((BIG / 4) as u64, b"k").unwrap();
         let probe = vm.mem().map_gpa((BIG / 4) as u64, 1).unwrap().as_ptr() as usize;
+        let start = vm.mem().segment_host_addr(VM_SYSMEM).unwrap().as_ptr() as usize;
+        let len = vm.mem().get_memseg(VM_SYSMEM).unwrap().len;
         vm.destroy();
         assert_eq!(peek(probe, 1).unwrap(), b"\0", "still mapped, its page given back");
+        assert!(segment_mapped(start, len), "mapped until dropped");
         poke(probe, MARKER);
         drop(vm);
-        assert_released(probe, "guest memory still mapped after the VM was dropped");
+        assert_released(start, len, probe, "guest memory still mapped after the VM was dropped");
     }
 
     /// VM_REINIT keeps guest RAM where it was, contents included.

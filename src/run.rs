@@ -105,8 +105,8 @@ impl Vm {
                 GuestExit::Pause => return exit(ExitKind::Pause),
                 GuestExit::Mtrap => return exit(ExitKind::Mtrap),
                 GuestExit::Inout { port, bytes, is_in, eax } => {
-                    // The RTC and PM timer ports are emulated here, as
-                    // FreeBSD's kernel does (`emulate_inout`).
+                    // The 8259, PIT, RTC and PM timer ports are emulated
+                    // here, as FreeBSD's kernel does (`emulate_inout`).
                     if let Some(r) = self.emulate_inout(port, bytes, is_in, eax) {
                         if let Some(v) = r? {
                             // `in` replaces the access's bytes of EAX; the

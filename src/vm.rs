@@ -96,8 +96,6 @@ pub struct CpuSets {
 /// A virtual machine.
 pub struct Vm {
     name: String,
-    /// `name` NUL-terminated (cut at an inner NUL), for `vm_get_name`.
-    name_c: std::ffi::CString,
     maxcpus: usize,
     vcpus: Vec<Vcpu>,
     /// Lock-all serialiser. Protects: nothing but the right to freeze every
@@ -192,7 +190,6 @@ impl Vm {
         }
         Ok(Vm {
             name: name.to_owned(),
-            name_c: std::ffi::CString::new(name.split('\0').next().unwrap_or_default()).unwrap_or_default(),
             maxcpus,
             vcpus: (0..maxcpus).map(Vcpu::new).collect(),
             lock_all_serial: Mutex::new(()),
@@ -290,11 +287,6 @@ impl Vm {
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The name NUL-terminated (up to an inner NUL, which C names lack).
-    pub fn name_cstr(&self) -> &std::ffi::CStr {
-        &self.name_c
     }
 
     pub fn maxcpus(&self) -> usize {

@@ -24,7 +24,7 @@
 //! - A lost edge interrupt: the run loop let the guest see a vector before
 //!   moving it from IRR to ISR, so a device that re-raised the same vector
 //!   as soon as the guest reacted merged into the still-set IRR bit. Now
-//!   the vector is accepted first (`Vlapic::accept_pending_intr`).
+//!   the vector is accepted first (`Vlapic::take_injection`).
 //! - Lock-all starvation: a VM_RUN loop that releases its vCPU and locks
 //!   it again at once always beat the woken lock-all; waiters for an IDLE
 //!   vCPU now take it in FIFO order (tickets in `vcpu.rs`).

@@ -138,7 +138,9 @@ pub unsafe extern "C" fn vm_copyout(host_src: *const c_void, guest_iov: *const i
 /// (libvmmapi's is empty too).
 #[no_mangle]
 pub extern "C" fn vm_copy_teardown(iov: *mut iovec, iovcnt: c_int) {
-    let _ = (iov, iovcnt);
+    ffi_boundary!((), {
+        let _ = (iov, iovcnt);
+    })
 }
 
 /// Walks the iovecs at `iov` over `len` bytes: `each(guest bytes, offset

@@ -17,6 +17,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
@@ -39,7 +40,9 @@ pub struct vcpu {
 
 #[derive(Clone)]
 enum Entry {
-    Ctx(Arc<Vm>),
+    /// A VM, and its name NUL-terminated for `vm_get_name` (kept as long
+    /// as the handle, as libvmmapi keeps it in its `struct vmctx`).
+    Ctx(Arc<Vm>, std::sync::Arc<CString>),
     Vcpu(Arc<Vm>, usize),
 }
 
@@ -68,7 +71,9 @@ fn lookup(id: u64) -> Result<Entry> {
 
 /// A new `struct vmctx *` for `vm`.
 pub fn new_ctx(vm: Arc<Vm>) -> *mut vmctx {
-    insert(Entry::Ctx(vm)) as usize as *mut vmctx
+    // A name from C holds no NUL; one from Rust is cut at the first.
+    let name = CString::new(vm.name().split('\0').next().unwrap_or_default()).unwrap_or_default();
+    insert(Entry::Ctx(vm, std::sync::Arc::new(name))) as usize as *mut vmctx
 }
 
 /// A new `struct vcpu *` for vCPU `id` of `vm`.
@@ -83,7 +88,22 @@ pub fn ctx_vm(ctx: *const vmctx) -> Result<Arc<Vm>> {
         return Err(Error::Fault);
     }
     match lookup(ctx as usize as u64)? {
-        Entry::Ctx(vm) => Ok(vm),
+        Entry::Ctx(vm, _) => Ok(vm),
+        Entry::Vcpu(..) => Err(Error::Destroyed),
+    }
+}
+
+/// The name kept with a ctx handle (see [`ctx_vm`]; EBADF too if the VM
+/// was destroyed). Its buffer lives as long as the handle's entry.
+pub fn live_ctx_name(ctx: *const vmctx) -> Result<std::sync::Arc<CString>> {
+    if ctx.is_null() {
+        return Err(Error::Fault);
+    }
+    match lookup(ctx as usize as u64)? {
+        Entry::Ctx(vm, name) => {
+            vm.check_alive()?;
+            Ok(name)
+        }
         Entry::Vcpu(..) => Err(Error::Destroyed),
     }
 }
@@ -229,7 +249,7 @@ fn drop_parked(h: &Hot) {
 fn fill(h: &Hot, id: u64, generation: u64) -> Result<bool> {
     let e = lookup(id)?;
     let (vm, vcpu) = match &e {
-        Entry::Ctx(vm) => (Arc::as_ptr(vm), NOT_VCPU),
+        Entry::Ctx(vm, _) => (Arc::as_ptr(vm), NOT_VCPU),
         Entry::Vcpu(vm, i) => (Arc::as_ptr(vm), *i),
     };
     let fresh = || RefCell::new(Owned { entry: None, parked: Vec::new() });
@@ -304,7 +324,7 @@ fn with_entry_missed<R>(h: &Hot, id: u64, f: impl FnOnce(&Vm, Option<usize>) -> 
         return Ok(with_cached(h, f));
     }
     Ok(match lookup(id)? {
-        Entry::Ctx(vm) => f(&vm, None),
+        Entry::Ctx(vm, _) => f(&vm, None),
         Entry::Vcpu(vm, i) => f(&vm, Some(i)),
     })
 }

@@ -5,19 +5,18 @@
 use std::ffi::{c_char, c_int, c_ulong, CStr};
 
 use super::abi::*;
-use super::errno::{fail_with, or_errno, set_errno};
+use super::errno::{fail, fail_with, or_errno, set_errno};
 use super::handle::{self, vmctx};
 use super::panic::ffi_boundary;
 
 /// The VM's name, or NULL with errno EFAULT or EBADF for a bad handle or
-/// a destroyed VM. The string lives as long as the VM (until the last
-/// handle to it is closed).
+/// a destroyed VM. The string lives until this handle is closed, as
+/// libvmmapi's (it is the handle's).
 #[no_mangle]
 pub extern "C" fn vm_get_name(ctx: *mut vmctx) -> *const c_char {
     ffi_boundary!(std::ptr::null(), {
-        // The Arc in the handle table keeps the VM, and so the name, alive
-        // after this one is dropped.
-        or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.name_cstr().as_ptr()), std::ptr::null())
+        // The handle table entry keeps the name until the handle closes.
+        or_errno(handle::live_ctx_name(ctx).map(|n| n.as_ptr()), std::ptr::null())
     })
 }
 
@@ -25,7 +24,7 @@ pub extern "C" fn vm_get_name(ctx: *mut vmctx) -> *const c_char {
 /// id is its index, as in FreeBSD).
 #[no_mangle]
 pub extern "C" fn vm_apicid2vcpu(_ctx: *mut vmctx, apicid: c_int) -> c_int {
-    apicid
+    ffi_boundary!({ apicid })
 }
 
 /// libvmmapi's capability names, by `enum vm_cap_type` (only these six
@@ -35,12 +34,12 @@ const CAP_NAMES: [&CStr; 6] =
 
 /// The capability named `capname` ("hlt_exit", "mtrap_exit",
 /// "pause_exit", "unrestricted_guest", "enable_invpcid", "bpt_exit"), or
-/// -1.
+/// -1 (with errno EFAULT for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn vm_capability_name2type(capname: *const c_char) -> c_int {
     ffi_boundary!({
         if capname.is_null() {
-            return -1;
+            return fail(libc::EFAULT);
         }
         // SAFETY: the caller passes a C string.
         let name = unsafe { CStr::from_ptr(capname) };

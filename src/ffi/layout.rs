@@ -122,8 +122,8 @@ pub extern "C" fn vm_get_memflags(ctx: *mut vmctx) -> c_int {
 
 /// Creates device-memory segment `segid` named `name` of `len` bytes (or
 /// finds one of that name and size) and returns its host address, or
-/// MAP_FAILED with errno: EINVAL (NULL or empty name, bad id or length,
-/// another segment there), ENAMETOOLONG (name of more than
+/// MAP_FAILED with errno: EINVAL (empty name, bad id or length, another
+/// segment there), EFAULT (NULL name; FreeBSD: EINVAL), ENAMETOOLONG (name of more than
 /// VM_MAX_SUFFIXLEN bytes), EEXIST (name taken), ENOMEM, EFAULT or EBADF
 /// (bad handle, destroyed VM). FreeBSD maps the segment's device file
 /// (/dev/vmm.io/VM.NAME); here the address is the segment's own memory,
@@ -136,7 +136,7 @@ pub unsafe extern "C" fn vm_create_devmem(ctx: *mut vmctx, segid: c_int, name: *
     let failed = libc::MAP_FAILED;
     ffi_boundary!(failed, {
         if name.is_null() {
-            set_errno(libc::EINVAL);
+            set_errno(libc::EFAULT);
             return failed;
         }
         // SAFETY: the caller passes a C string.

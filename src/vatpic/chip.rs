@@ -3,6 +3,8 @@
 //! acknowledging a pin does. The pair, its pins and the cascade are in
 //! `vatpic`.
 
+use crate::error::Error;
+
 /// ICW1 (command port, bit 4 set): ICW4 needed, single (no cascade).
 pub const ICW1_IC4: u8 = 0x01;
 pub const ICW1_SNGL: u8 = 0x02;
@@ -54,7 +56,7 @@ pub struct Chip {
     pub request: u8,
     pub service: u8,
     pub mask: u8,
-    /// Per pin: asserts minus deasserts (may go below 0, as FreeBSD's).
+    /// Per pin: asserts minus deasserts (0..=i32::MAX).
     pub acnt: [i32; 8],
     /// The lowest-priority pin; priority runs from the one after it.
     pub lowprio: u8,
@@ -102,12 +104,16 @@ impl Chip {
         None
     }
 
-    /// ICW1: start initialisation. Clears IRR, IMR, special mask mode and
-    /// the read selection; IR7 becomes lowest priority. Only cascade mode
+    /// ICW1: start initialisation. Clears IRR, IMR, special mask mode, the
+    /// read selection and the raised output; IR7 becomes lowest priority. Only cascade mode
     /// with ICW4 is supported (FreeBSD): anything else is refused, the
     /// chip left uninitialised.
     pub fn icw1(&mut self, val: u8) -> Result<(), Refused> {
         self.ready = false;
+        // The output starts over with the requests (FreeBSD keeps a raise
+        // nobody can acknowledge any more: a slave reset this way with a
+        // raise outstanding never cascades again).
+        self.intr_raised = false;
         self.icw_num = 1;
         self.request = 0;
         self.mask = 0;
@@ -235,12 +241,19 @@ impl Chip {
     /// Pin `pin`'s assert count moves by one (`asserted`: up); `level`:
     /// the ELCR makes it level-triggered. A rising edge, or a level pin
     /// still asserted, requests; a level pin's falling edge withdraws its
-    /// request (an edge request stays until acknowledged).
-    pub fn set_pin(&mut self, pin: u8, asserted: bool, level: bool) {
+    /// request (an edge request stays until acknowledged). The count stays
+    /// within 0..=i32::MAX: a deassert at 0 is `Range`, an assert at the
+    /// top `TooBig`, and neither changes anything.
+    pub fn set_pin(&mut self, pin: u8, asserted: bool, level: bool) -> crate::error::Result<()> {
         let cnt = &mut self.acnt[usize::from(pin)];
         let old = *cnt;
-        // Saturating: a VMM asserting 2^31 times must not overflow it.
-        *cnt = if asserted { cnt.saturating_add(1) } else { cnt.saturating_sub(1) };
+        *cnt = if asserted {
+            old.checked_add(1).ok_or(Error::TooBig)?
+        } else if old > 0 {
+            old - 1
+        } else {
+            return Err(Error::Range);
+        };
         let new = *cnt;
         let bit = 1 << pin;
         if (old == 0 && new == 1) || (new > 0 && level) {
@@ -248,5 +261,6 @@ impl Chip {
         } else if old == 1 && new == 0 && level {
             self.request &= !bit;
         }
+        Ok(())
     }
 }

@@ -12,14 +12,22 @@
 //!
 //! As FreeBSD: only cascade mode with ICW4 in 8086 mode is accepted
 //! (other initialisations fail the guest's access with EIO); ICW3 is
-//! ignored; pins are ignored until their chip is initialised; ICW1 clears
-//! IRR, IMR and special mask mode but not ISR; the poll command is taken
+//! ignored; pins are ignored until their chip is initialised (an
+//! acknowledge then gives vector 7: the base is 0); ICW1 clears IRR, IMR
+//! and special mask mode but not ISR; the poll command is taken
 //! only with the read-register bit (OCW3 RR); a poll read acknowledges
 //! without raising INTR for the next request; IRQs 0, 1, 2, 8 and 13 are
 //! always edge-triggered. Differences, where FreeBSD is not what the
 //! hardware does:
 //! - ICW4 clears AEOI and special fully nested mode when their bits are
 //!   clear (FreeBSD only ever sets them, so a guest could not leave AEOI).
+//! - ICW1 also lowers a raised output: the acknowledge that would lower
+//!   it can no longer come (FreeBSD keeps it raised, and a slave reset
+//!   that way never cascades again).
+//! - A pin's assert count stays within 0..=INT_MAX: a deassert at zero is
+//!   ERANGE and an assert at the top E2BIG, both changing nothing
+//!   (FreeBSD's count goes negative, after which the pin's edge request
+//!   is never consumed and the IRQ repeats for good).
 //! - An acknowledge with nothing to interrupt for returns the spurious
 //!   vector (pin 7 of the chip) and only lets INTR be raised again: pin 7
 //!   is not acknowledged (FreeBSD puts it in service, drops an IR7 edge
@@ -100,11 +108,20 @@ fn isa_irq(irq: i32) -> Result<u8> {
 }
 
 impl Pair {
-    /// ISA IRQ `irq`'s assert count moves by one.
-    fn set_pin(&mut self, irq: u8, asserted: bool) {
+    /// ISA IRQ `irq`'s assert count moves by one (see `Chip::set_pin`).
+    fn set_pin(&mut self, irq: u8, asserted: bool) -> Result<()> {
         let (chip, pin) = (usize::from(irq >> 3), irq & 7);
         let level = self.elc[chip] & (1 << pin) != 0;
-        self.chips[chip].set_pin(pin, asserted, level);
+        self.chips[chip].set_pin(pin, asserted, level)
+    }
+
+    /// The slave's output pulses the master's cascade pin (an assert and
+    /// its deassert, so the count is back where it was).
+    fn pulse_cascade(&mut self) {
+        let up = self.set_pin(CASCADE_PIN, true);
+        if up.is_ok() {
+            let _ = self.set_pin(CASCADE_PIN, false);
+        }
     }
 
     /// `vatpic_notify_intr`: a slave with a request to interrupt for
@@ -115,8 +132,7 @@ impl Pair {
         let slave = &mut self.chips[1];
         if !slave.intr_raised && slave.highest_irr_pin().is_some() {
             slave.intr_raised = true;
-            self.set_pin(CASCADE_PIN, true);
-            self.set_pin(CASCADE_PIN, false);
+            self.pulse_cascade();
         }
         let master = &mut self.chips[0];
         if !master.intr_raised && master.highest_irr_pin().is_some() {
@@ -177,26 +193,27 @@ impl Vatpic {
     }
 
     /// VM_ISA_ASSERT/DEASSERT/PULSE_IRQ's 8259 half: EINVAL unless `irq`
-    /// is 0..=15; ignored while its chip is uninitialised. Never fails
-    /// otherwise (a deassert below zero is counted, as FreeBSD's).
+    /// is 0..=15; ignored while its chip is uninitialised; ERANGE for a
+    /// deassert of a pin not asserted and E2BIG for an assert at the top
+    /// count, changing nothing (FreeBSD counts below zero, and the pin's
+    /// edge request is then never consumed: the IRQ repeats for good).
     pub fn set_irq(&self, irq: i32, op: IrqOp, bus: &dyn AtpicBus) -> Result<()> {
         let irq = isa_irq(irq)?;
         self.with(bus, |s| {
             if !s.chips[usize::from(irq >> 3)].ready {
-                return ((), false);
+                return (Ok(()), false);
             }
             if op != IrqOp::Deassert {
-                s.set_pin(irq, true);
+                if let Err(e) = s.set_pin(irq, true) {
+                    return (Err(e), false);
+                }
             }
             // A pulse's rising edge may raise INTR before its falling edge.
             let mut raise = op == IrqOp::Pulse && s.notify();
-            if op != IrqOp::Assert {
-                s.set_pin(irq, false);
-            }
+            let r = if op != IrqOp::Assert { s.set_pin(irq, false) } else { Ok(()) };
             raise |= s.notify();
-            ((), raise)
-        });
-        Ok(())
+            (r, raise)
+        })
     }
 
     /// VM_ISA_SET_IRQ_TRIGGER: `irq`'s ELCR bit. EINVAL for an IRQ outside

@@ -2,7 +2,7 @@
 //! (8259 first, then the vioapic pin, as FreeBSD's `vmmdev_ioctl`), its
 //! ports, and the ExtINT acknowledge of the run loop.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::vatpic::{AtpicBus, IrqOp};
 use crate::vlapic::regs::lvt;
 use crate::vm::Vm;
@@ -22,8 +22,12 @@ impl AtpicBus for Vm {
 impl Vm {
     /// VM_ISA_ASSERT/DEASSERT/PULSE_IRQ: the 8259's IRQ `atpic_irq`
     /// (0..=15, else EINVAL), then, unless `ioapic_irq` is -1, that
-    /// vioapic pin (whose errors are returned).
+    /// vioapic pin (whose errors are returned). Both numbers are checked
+    /// first; an 8259 refusal (a deassert at zero) leaves the pin alone.
     fn isa_irq(&self, atpic_irq: i32, ioapic_irq: i32, op: IrqOp) -> Result<()> {
+        if ioapic_irq != -1 && !(0..self.ioapic_pincount()).contains(&ioapic_irq) {
+            return Err(Error::Inval);
+        }
         self.vatpic().set_irq(atpic_irq, op, self)?;
         if ioapic_irq == -1 {
             return Ok(());

@@ -4,8 +4,10 @@
 //! and the VM side of the vioapic ([`IoapicBus`]).
 //!
 //! Locking: none of these holds a lock across calls into another
-//! component; vlapic effects (notification, vioapic EOI, IPI) are carried
-//! out after the vlapic mutex is released.
+//! component, but the HPET and the 8259 (VM_ISA_*, their ports), which
+//! hold their own mutex while they raise interrupts (the crate lock order
+//! in `vm.rs` ranks them first); vlapic effects (notification, vioapic
+//! EOI, IPI) are carried out after the vlapic mutex is released.
 
 #[cfg(all(test, not(loom)))]
 mod chaos_tests;

@@ -253,10 +253,16 @@ fn isa_irq_ioctls_drive_the_8259_then_the_ioapic_pin() {
     assert_eq!((vm.vatpic().chip(0).request, vm.vioapic().assert_count(5)), (1 << 5, 1));
     assert!(vm.vcpu(0).unwrap().vlapic.extint_pending());
     assert_eq!(vm.atpic_accept_intr(), 0x25);
-    // The 8259 goes first, as FreeBSD's ioctl: a bad pin fails the call
-    // after the 8259 took the IRQ.
+    // A bad pin fails the call before the 8259 takes the IRQ; a deassert
+    // the 8259 refuses (not asserted) leaves the pin alone.
     assert_eq!(vm.isa_assert_irq(6, 99), Err(Error::Inval));
-    assert_eq!(vm.vatpic().chip(0).request & (1 << 6), 1 << 6);
+    assert_eq!(vm.vatpic().chip(0).request & (1 << 6), 0);
+    vm.ioapic_assert_irq(7).unwrap();
+    assert_eq!(vm.isa_deassert_irq(7, 7), Err(Error::Range));
+    assert_eq!(vm.vioapic().assert_count(7), 1);
+    // The 8259 goes first: a pin the IOAPIC refuses after it took the IRQ.
+    assert_eq!(vm.isa_deassert_irq(5, 6), Err(Error::Range));
+    assert_eq!(vm.vatpic().chip(0).acnt[5], 0);
 }
 
 #[test]

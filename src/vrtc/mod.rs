@@ -32,7 +32,8 @@
 //!   needs: so VM_RTC_SETTIME making a broken time valid with UIE or AIE
 //!   set starts the 1 Hz interrupts, where FreeBSD waits for the guest's
 //!   next register A or B write.
-//! - IRQ 8 reaches the IOAPIC only (no 8259 is emulated).
+//!
+//! IRQ 8 is pulsed on the 8259 and on IOAPIC pin 8, as FreeBSD's.
 
 pub mod time;
 #[cfg(test)]
