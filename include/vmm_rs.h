@@ -1711,7 +1711,8 @@ int vmm_rs_ioapic_stats(struct vmctx *ctx, struct vmm_rs_ioapic_stats *stats);
  fails, and EFAULT (also in errno) when a page is not guest RAM set up
  by vm_setup_memory(), or the iovecs run out (libvmmapi asserts): the
  iovecs before it are filled. -1 with errno EFAULT for a NULL pointer,
- EINVAL for a negative `iovcnt`.
+ EINVAL for a negative `iovcnt`, EBADF for a bad handle. The vCPU is
+ held (as a VM_GLA2GPA caller holds it) for the whole range.
  */
 int vm_copy_setup(struct vcpu *vcpu,
                   struct vm_guest_paging *paging,

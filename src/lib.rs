@@ -9,7 +9,8 @@
 //!   [`thread_exit`]: per-thread values dropped at thread exit (POSIX keys).
 //! - [`vcpu`]: the vCPU state machine, notification and runblock;
 //!   [`stats`]: its statistics (VM_STATS).
-//! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo.
+//! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo, and
+//!   the states loaders set up; [`loader`]: those that write guest RAM.
 //! - [`rendezvous`]: the vCPU rendezvous (`vm_smp_rendezvous`).
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
 //! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs;
@@ -27,7 +28,8 @@
 //! - [`mem`]: guest memory: segments, guest-physical maps, host access, and
 //!   the libvmmapi memory layout (`vm_setup_memory`, `vm_map_gpa`);
 //!   [`memsize`]: bhyve's memory-size argument (`vm_parse_memsize`);
-//!   [`gla2gpa`]: the guest page-table walk (VM_GLA2GPA).
+//!   [`gla2gpa`]: the guest page-table walk (VM_GLA2GPA); [`guest_copy`]:
+//!   guest-linear ranges as host pieces (`vm_copy_setup`).
 //! - [`ffi`]: the C ABI (ioctl-shaped entry point and libvmmapi functions).
 
 pub mod backend;
@@ -37,6 +39,8 @@ pub mod error;
 pub mod exit;
 pub mod gla2gpa;
 pub mod guest;
+pub mod guest_copy;
+pub mod loader;
 pub mod mem;
 pub mod memsize;
 // A process-wide static table: loom primitives cannot live in statics,

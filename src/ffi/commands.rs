@@ -96,12 +96,7 @@ unsafe fn vcpu_cmd(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, cmd: u64, arg: *mut 
             }
             VM_GLA2GPA | VM_GLA2GPA_NOFAULT => {
                 let mut a: vm_gla2gpa = copy_in(arg);
-                let paging = crate::gla2gpa::GuestPaging {
-                    cr3: a.paging.cr3,
-                    cpl: a.paging.cpl,
-                    cpu_mode: a.paging.cpu_mode,
-                    paging_mode: a.paging.paging_mode,
-                };
+                let paging = guest_paging(&a.paging);
                 // FreeBSD looks only at the write and execute bits of prot.
                 let gpa = vm.gla2gpa(lock, &paging, a.gla, a.prot as u32, cmd == VM_GLA2GPA_NOFAULT)?;
                 a.fault = c_int::from(gpa.is_none());
@@ -235,4 +230,9 @@ unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
             _ => super::apic::vm_cmd(vm, cmd, arg),
         }
     }
+}
+
+/// The core's view of a `struct vm_guest_paging`.
+pub(crate) fn guest_paging(p: &vm_guest_paging) -> crate::gla2gpa::GuestPaging {
+    crate::gla2gpa::GuestPaging { cr3: p.cr3, cpl: p.cpl, cpu_mode: p.cpu_mode, paging_mode: p.paging_mode }
 }

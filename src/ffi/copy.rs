@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use libc::iovec;
 
-use super::abi::{vm_guest_paging, VM_GLA2GPA};
-use super::errno::{fail, fail_with, set_errno};
+use super::abi::vm_guest_paging;
+use super::commands::guest_paging;
+use super::errno::{fail, fail_as_value, fail_with, set_errno};
 use super::handle::{self, vcpu};
 use super::panic::ffi_boundary;
-use super::vmmapi::gla2gpa;
-
-const PAGE_SIZE: u64 = 4096;
+use crate::guest_copy::CopyEnd;
 
 /// Translates guest-linear `[gla, gla + len)` for an access of `prot` into
 /// at most `iovcnt` iovecs over guest RAM (one per page; the rest are
@@ -25,7 +24,8 @@ const PAGE_SIZE: u64 = 4096;
 /// fails, and EFAULT (also in errno) when a page is not guest RAM set up
 /// by vm_setup_memory(), or the iovecs run out (libvmmapi asserts): the
 /// iovecs before it are filled. -1 with errno EFAULT for a NULL pointer,
-/// EINVAL for a negative `iovcnt`.
+/// EINVAL for a negative `iovcnt`, EBADF for a bad handle. The vCPU is
+/// held (as a VM_GLA2GPA caller holds it) for the whole range.
 #[no_mangle]
 pub unsafe extern "C" fn vm_copy_setup(
     vcpu: *mut vcpu,
@@ -44,46 +44,28 @@ pub unsafe extern "C" fn vm_copy_setup(
         if paging.is_null() || fault.is_null() || (iov.is_null() && n_iov > 0) {
             return fail(libc::EFAULT);
         }
-        let vm = match handle::vcpu_vm(vcpu) {
-            Ok((vm, _)) => vm,
+        // SAFETY: non-NULL in-pointer.
+        let paging = guest_paging(unsafe { &paging.read() });
+        let r = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
+            let lock = vm.lock_one(id)?;
+            vm.copy_setup(&lock, &paging, gla, len as u64, prot as u32, n_iov)
+        });
+        let pages = match r {
+            Ok(p) => p,
             Err(e) => return fail_with(e),
         };
-        // The iovecs are written one by one through `iov`, never borrowed
-        // as a slice: `paging` and `fault` are the caller's too.
-        let set = |i: usize, base: *mut c_void, len: usize| {
+        let filled = pages.pages.iter().map(|(p, n)| (p.as_ptr().cast::<c_void>(), *n));
+        let empty = std::iter::repeat((std::ptr::null_mut(), 0));
+        for (i, (base, len)) in filled.chain(empty).take(n_iov).enumerate() {
             // SAFETY: `i < iovcnt`, the caller's array length.
-            unsafe { iov.add(i).write(iovec { iov_base: base, iov_len: len }) }
-        };
-        for i in 0..n_iov {
-            set(i, std::ptr::null_mut(), 0);
+            unsafe { iov.add(i).write(iovec { iov_base: base, iov_len: len }) };
         }
         // SAFETY: non-NULL out-pointer.
-        unsafe { fault.write(0) };
-        let (mut gla, mut len) = (gla, len as u64);
-        let mut used = 0;
-        while len > 0 {
-            if used == n_iov {
-                set_errno(libc::EFAULT);
-                return libc::EFAULT;
-            }
-            let mut gpa = 0u64;
-            // SAFETY: `paging` and `fault` are non-NULL; `gpa` is local.
-            let rc = unsafe { gla2gpa(vcpu, VM_GLA2GPA, paging, gla, prot, &mut gpa, fault) };
-            // SAFETY: non-NULL `fault`, written by the walk.
-            if rc != 0 || unsafe { fault.read() } != 0 {
-                return rc;
-            }
-            let n = len.min(PAGE_SIZE - (gpa & (PAGE_SIZE - 1)));
-            let Some(va) = vm.mem().map_gpa(gpa, n as usize) else {
-                set_errno(libc::EFAULT);
-                return libc::EFAULT;
-            };
-            set(used, va.as_ptr().cast(), n as usize);
-            used += 1;
-            gla = gla.wrapping_add(n);
-            len -= n;
+        unsafe { fault.write(c_int::from(pages.end == CopyEnd::GuestFault)) };
+        match pages.end {
+            CopyEnd::Done | CopyEnd::GuestFault => 0,
+            CopyEnd::NotRam | CopyEnd::OutOfPieces => fail_as_value(libc::EFAULT),
         }
-        0
     })
 }
 

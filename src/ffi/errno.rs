@@ -59,3 +59,10 @@ pub fn fail(errno: i32) -> i32 {
     set_errno(errno);
     -1
 }
+
+/// Sets errno and returns it: libvmmapi's calls that return an errno
+/// value themselves (`vm_copy_setup`'s EFAULT) rather than -1.
+pub fn fail_as_value(errno: i32) -> i32 {
+    set_errno(errno);
+    errno
+}

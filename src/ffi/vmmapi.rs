@@ -10,11 +10,11 @@ use super::call::{ctx_ioctl, vcpu_ioctl};
 use super::errno::{errno_of, fail};
 use super::handle::{self, vcpu, vmctx};
 use super::ioctl::ioctl;
-use super::errno::to_rc;
+use super::errno::{fail_as_value, fail_with, to_rc};
 use super::panic::ffi_boundary;
-use crate::error::Result;
-use crate::regs::{freebsd_gdt32, FREEBSD_GDT64};
-use crate::vm::{VcpuLock, Vm};
+use crate::error::{Error, Result};
+use crate::regs::FREEBSD_GDT64;
+use crate::vm::VcpuLock;
 
 /// Writes through an out-pointer after a successful call; EFAULT for NULL.
 macro_rules! out {
@@ -234,7 +234,7 @@ pub extern "C" fn vm_inject_exception(
 ///
 /// # Safety
 /// The contract the header states for pointers.
-pub(super) unsafe fn gla2gpa(
+unsafe fn gla2gpa(
     vcpu: *mut vcpu,
     cmd: u64,
     paging: *mut vm_guest_paging,
@@ -295,10 +295,10 @@ pub unsafe extern "C" fn vm_gla2gpa_nofault(
 /// Runs `f` on the vCPU behind `vcpu`, locked as a register ioctl locks
 /// it: 0, or -1 with errno EFAULT or EBADF (bad handle, destroyed VM) or
 /// what `f` returns.
-fn with_locked_vcpu(vcpu: *mut vcpu, f: impl FnOnce(&Vm, &VcpuLock<'_>) -> Result<()>) -> c_int {
+fn with_locked_vcpu(vcpu: *mut vcpu, f: impl FnOnce(&VcpuLock<'_>) -> Result<()>) -> c_int {
     let r = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
         let lock = vm.lock_one(id)?;
-        f(&vm, &lock)
+        f(&lock)
     });
     to_rc(r)
 }
@@ -313,7 +313,7 @@ fn with_locked_vcpu(vcpu: *mut vcpu, f: impl FnOnce(&Vm, &VcpuLock<'_>) -> Resul
 #[no_mangle]
 pub extern "C" fn vcpu_reset(vcpu: *mut vcpu) -> c_int {
     ffi_boundary!({
-        with_locked_vcpu(vcpu, |_, l| {
+        with_locked_vcpu(vcpu, |l| {
             l.vcpu().regs.lock().power_on_reset();
             Ok(())
         })
@@ -328,7 +328,7 @@ pub extern "C" fn vcpu_reset(vcpu: *mut vcpu) -> c_int {
 #[no_mangle]
 pub extern "C" fn vm_setup_freebsd_registers(vcpu: *mut vcpu, rip: u64, cr3: u64, gdtbase: u64, rsp: u64) -> c_int {
     ffi_boundary!({
-        with_locked_vcpu(vcpu, |_, l| {
+        with_locked_vcpu(vcpu, |l| {
             l.vcpu().regs.lock().freebsd_long_mode(rip, cr3, gdtbase, rsp);
             Ok(())
         })
@@ -346,29 +346,17 @@ pub extern "C" fn vm_setup_freebsd_registers(vcpu: *mut vcpu, rip: u64, cr3: u64
 #[no_mangle]
 pub extern "C" fn vm_setup_freebsd_registers_i386(vcpu: *mut vcpu, eip: u32, gdtbase: u32, esp: u32) -> c_int {
     ffi_boundary!({
-        let mut unmapped = false;
-        let rc = with_locked_vcpu(vcpu, |vm, l| {
-            {
-                // Guest memory (rank 2) released before the register
-                // mutex (rank 5) is taken.
-                // The GDT page must be RAM of the standard layout and
-                // still mapped in the guest (libvmmapi writes through its
-                // host mapping, which outlives a guest unmap).
-                let mem = vm.mem();
-                let gdt: Vec<u8> = freebsd_gdt32(gdtbase).iter().flat_map(|d| d.to_le_bytes()).collect();
-                if mem.map_gpa(u64::from(gdtbase), 0x1000).is_none() || mem.write_gpa(u64::from(gdtbase), &gdt).is_err() {
-                    unmapped = true;
-                    return Ok(());
-                }
-            }
-            l.vcpu().regs.lock().freebsd_i386(eip, gdtbase, esp);
-            Ok(())
+        // Handle and vCPU errors are -1 with errno; the GDT page's is the
+        // value EFAULT, as libvmmapi returns it.
+        let r = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
+            let lock = vm.lock_one(id)?;
+            Ok(vm.setup_freebsd_i386(&lock, eip, gdtbase, esp))
         });
-        if unmapped {
-            super::errno::set_errno(libc::EFAULT);
-            return libc::EFAULT;
+        match r {
+            Ok(Ok(())) => 0,
+            Ok(Err(Error::Fault)) => fail_as_value(libc::EFAULT),
+            Ok(Err(e)) | Err(e) => fail_with(e),
         }
-        rc
     })
 }
 
