@@ -70,3 +70,40 @@ impl Vm {
         Ok(CopyPages { pages, end })
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::gla2gpa::{CPU_MODE_64BIT, PAGING_MODE_64, PAGING_MODE_FLAT};
+
+    const CPU_MODE_PROTECTED: i32 = 1;
+    use crate::mem::VM_MMAP_ALL;
+
+    fn vm() -> Vm {
+        let vm = Vm::with_idle_backend("copy", 1).unwrap();
+        let all = vm.lock_all().unwrap();
+        vm.mem_write(&all).setup_memory(1 << 20, VM_MMAP_ALL).unwrap();
+        drop(all);
+        vm
+    }
+
+    #[test]
+    fn a_range_becomes_one_piece_per_page_until_it_stops() {
+        let vm = vm();
+        let l = vm.lock_one(0).unwrap();
+        let flat = GuestPaging { cr3: 0, cpl: 0, cpu_mode: CPU_MODE_PROTECTED, paging_mode: PAGING_MODE_FLAT };
+        let c = vm.copy_setup(&l, &flat, 0x1ff0, 0x1020, 1, 4).unwrap();
+        let lens: Vec<usize> = c.pages.iter().map(|p| p.1).collect();
+        assert_eq!((lens, c.end), (vec![0x10, 0x1000, 0x10], CopyEnd::Done));
+        assert_eq!(c.pages[1].0, vm.mem().map_gpa(0x2000, 1).unwrap());
+        assert_eq!(vm.copy_setup(&l, &flat, 0x1ff0, 0x1020, 1, 2).unwrap().end, CopyEnd::OutOfPieces);
+        let c = vm.copy_setup(&l, &flat, (1 << 20) - 8, 16, 1, 4).unwrap();
+        assert_eq!((c.pages.len(), c.end), (1, CopyEnd::NotRam), "past the end of RAM");
+        assert_eq!(vm.copy_setup(&l, &flat, 0, 0, 1, 0).unwrap(), CopyPages { pages: vec![], end: CopyEnd::Done });
+        // A zeroed PML4 maps nothing: the guest faults, #PF is queued.
+        let paged = GuestPaging { cr3: 0x10000, cpl: 0, cpu_mode: CPU_MODE_64BIT, paging_mode: PAGING_MODE_64 };
+        let c = vm.copy_setup(&l, &paged, 0x40_0000, 8, 1, 4).unwrap();
+        assert_eq!((c.pages.len(), c.end), (0, CopyEnd::GuestFault));
+        assert_eq!(l.vcpu().regs.lock().intinfo().1 & 0xff, 14);
+    }
+}
