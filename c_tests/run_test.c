@@ -87,6 +87,16 @@ main(void)
 			CHECK(vme.exitcode == VM_EXITCODE_MTRAP && vme.rip == rip0 + i && vme.inst_length == 0);
 		}
 		CHECK_OK(vm_set_capability(v0, VM_CAP_MTRAP_EXIT, 0));
+		/* A breakpoint: INT3 with VM_CAP_BPT_EXIT is VM_EXITCODE_BPT at
+		 * its RIP, the one-byte length in u.bpt. */
+		struct vmm_rs_action brk[] = { { .kind = VMM_RS_ACT_INT3 }, { .kind = VMM_RS_ACT_COMPUTE } };
+		CHECK_OK(vmm_rs_guest_set_script(v0, brk, 2, 1));
+		CHECK_OK(vm_set_capability(v0, VM_CAP_BPT_EXIT, 1));
+		CHECK_OK(vm_get_register(v0, VM_REG_GUEST_RIP, &rip0));
+		CHECK_OK(vm_run(v0, &vmrun));
+		CHECK(vme.exitcode == VM_EXITCODE_BPT && vme.rip == rip0 && vme.inst_length == 0 &&
+		    vme.u.bpt.inst_length == 1);
+		CHECK_OK(vm_set_capability(v0, VM_CAP_BPT_EXIT, 0));
 		CHECK_OK(vmm_rs_guest_clear(v0));
 	}
 

@@ -816,6 +816,13 @@ enum vmm_rs_action_kind {
    arrives, then EOI it at the local APIC.
    */
   VMM_RS_ACT_WAIT_INTR_EOI = 9,
+  /*
+   INT3. With VM_CAP_BPT_EXIT on, VM_RUN returns VM_EXITCODE_BPT at
+   its RIP (`inst_length` 0, `u.bpt.inst_length` 1, as FreeBSD; a
+   script's INT3 is done once taken, a callback guest decides by the
+   RIP it is given); off, the guest takes #BP (vector 3) itself.
+   */
+  VMM_RS_ACT_INT3 = 10,
 };
 
 /*

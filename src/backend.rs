@@ -22,6 +22,9 @@ pub enum GuestExit {
     /// An instruction completed with VM_CAP_MTRAP_EXIT on (the monitor
     /// trap flag: a debugger single-stepping the guest).
     Mtrap,
+    /// INT3 with VM_CAP_BPT_EXIT on (a debugger's breakpoint); the RIP
+    /// stays at it.
+    Breakpoint,
     /// The backend saw [`Vcpu::kicked`] and left the guest.
     Kicked,
     /// The guest wants the run loop's entry work (e.g. it just enabled

@@ -49,6 +49,9 @@ pub enum ExitKind {
     /// One guest instruction completed with VM_CAP_MTRAP_EXIT on
     /// (VM_EXITCODE_MTRAP: a debugger's single step).
     Mtrap,
+    /// INT3 with VM_CAP_BPT_EXIT on (VM_EXITCODE_BPT, one-byte
+    /// instruction at the exit's RIP).
+    Breakpoint,
     /// Nothing to do; call VM_RUN again (VM_EXITCODE_BOGUS).
     Bogus,
     /// Another thread asked for this vCPU (VM_EXITCODE_REQIDLE).

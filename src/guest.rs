@@ -25,6 +25,8 @@ pub enum GuestAction {
     EnableInterrupts,
     /// CLI.
     DisableInterrupts,
+    /// INT3: an exit with VM_CAP_BPT_EXIT, else #BP to the guest.
+    Breakpoint,
     /// Scripted guests only: halt with interrupts enabled until an
     /// interrupt arrives, then EOI it (a write to the local APIC's EOI).
     WaitInterruptEoi,

@@ -48,6 +48,8 @@ pub mod reg {
 pub const CAP_MAX: usize = 11;
 /// VM_CAP_MTRAP_EXIT: exit after every guest instruction (VM_EXITCODE_MTRAP).
 pub const CAP_MTRAP_EXIT: i32 = 1;
+/// VM_CAP_BPT_EXIT: INT3 exits (VM_EXITCODE_BPT) instead of #BP.
+pub const CAP_BPT_EXIT: i32 = 5;
 /// VM_CAP_UNRESTRICTED_GUEST: real mode and unpaged protected mode.
 pub const CAP_UNRESTRICTED_GUEST: i32 = 3;
 /// VM_CAP_IPI_EXIT: INIT and STARTUP IPIs leave VM_RUN as VM_EXITCODE_IPI.

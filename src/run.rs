@@ -86,6 +86,7 @@ impl Vm {
                 GuestExit::Hlt { .. } => Some(Stat::Hlt),
                 GuestExit::Pause => Some(Stat::Pause),
                 GuestExit::Mtrap => Some(Stat::Mtrap),
+                GuestExit::Breakpoint => Some(Stat::Exception),
                 GuestExit::Inout { .. } => Some(Stat::InOut),
                 GuestExit::Mmio(_) => Some(Stat::InstEmul),
                 GuestExit::Yield | GuestExit::Bogus => None,
@@ -104,6 +105,7 @@ impl Vm {
                 GuestExit::Bogus => return exit(ExitKind::Bogus),
                 GuestExit::Pause => return exit(ExitKind::Pause),
                 GuestExit::Mtrap => return exit(ExitKind::Mtrap),
+                GuestExit::Breakpoint => return exit(ExitKind::Breakpoint),
                 GuestExit::Inout { port, bytes, is_in, eax } => {
                     // The 8259, PIT, RTC and PM timer ports are emulated
                     // here, as FreeBSD's kernel does (`emulate_inout`).

@@ -11,12 +11,13 @@ use crate::backend::{Backend, GuestExit, GuestStats};
 use crate::error::{Error, Result};
 use crate::exit::MmioAccess;
 use crate::guest::{GuestAction, GuestProgram};
-use crate::regs::{reg, CAP_MTRAP_EXIT, RFLAGS_IF};
+use crate::regs::{reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
 
-/// The IDT vector an NMI is taken through.
+/// The IDT vectors of an NMI and a breakpoint.
 const IDT_NMI: u8 = 2;
+const IDT_BP: u8 = 3;
 
 /// Actions run per guest entry before the backend yields to the run loop
 /// (which re-checks timers and pending work); kicks end an entry sooner.
@@ -96,7 +97,10 @@ impl Backend for SimBackend {
         }
         // With the monitor trap flag every instruction that does not exit
         // by itself ends the entry (a debugger steps the guest).
-        let mtrap = vcpu.regs.lock().get_cap(CAP_MTRAP_EXIT) == Ok(1);
+        let (mtrap, bpt) = {
+            let r = vcpu.regs.lock();
+            (r.get_cap(CAP_MTRAP_EXIT) == Ok(1), r.get_cap(CAP_BPT_EXIT) == Ok(1))
+        };
         let mut rip = rip;
         for _ in 0..STEPS_PER_ENTRY {
             if vcpu.kicked() {
@@ -116,6 +120,15 @@ impl Backend for SimBackend {
                 GuestAction::Hlt => Some(GuestExit::Hlt { intr_enabled: intr_enabled(vcpu) }),
                 GuestAction::WaitInterruptEoi => Some(GuestExit::Hlt { intr_enabled: true }),
                 GuestAction::Pause => Some(GuestExit::Pause),
+                GuestAction::Breakpoint if bpt => return (GuestExit::Breakpoint, rip, 0),
+                GuestAction::Breakpoint => {
+                    // #BP through the guest's IDT, no exit (as VMX without
+                    // the exception in its bitmap).
+                    program.interrupt(IDT_BP);
+                    slot.stats.interrupts += 1;
+                    slot.stats.last_vector = Some(IDT_BP);
+                    None
+                }
                 GuestAction::PortIn { port, size } => {
                     slot.pending_read = Some(size);
                     Some(GuestExit::Inout { port, bytes: size, is_in: true, eax: 0 })
@@ -200,7 +213,7 @@ impl Backend for SimBackend {
 mod tests {
     use crate::exit::ExitKind;
     use crate::guest::{GuestAction::*, ScriptedGuest};
-    use crate::regs::CAP_MTRAP_EXIT;
+    use crate::regs::{CAP_BPT_EXIT, CAP_MTRAP_EXIT};
     use crate::stats::Stat;
     use crate::vm::Vm;
 
@@ -229,5 +242,28 @@ mod tests {
         l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 0).unwrap();
         vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, Some(0))))).unwrap();
         assert_eq!(vm.run(&l).unwrap().kind, out, "off: straight to the port access");
+    }
+
+    /// INT3 with VM_CAP_BPT_EXIT is VM_EXITCODE_BPT at its RIP; without,
+    /// the guest takes #BP (vector 3) and runs on.
+    #[test]
+    fn int3_exits_for_a_debugger_or_raises_bp_in_the_guest() {
+        let vm = Vm::with_sim_backend("bpt", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        let script = vec![Compute, Breakpoint, PortOut { port: 0x80, size: 1, value: 0 }];
+        let out = ExitKind::Inout { port: 0x80, bytes: 1, is_in: false, eax: 0 };
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script.clone(), None)))).unwrap();
+        l.vcpu().regs.lock().set_cap(CAP_BPT_EXIT, 1).unwrap();
+        let e = vm.run(&l).unwrap();
+        assert_eq!((e.kind, e.rip, e.inst_length), (ExitKind::Breakpoint, 1, 0));
+        assert_eq!(l.vcpu().regs.lock().rip(), 1, "RIP stays at the INT3");
+        assert_eq!(vm.run(&l).unwrap().kind, out, "the script's INT3 was taken");
+        assert_eq!(l.vcpu().stats.get(Stat::Exception), 1);
+        l.vcpu().regs.lock().set_cap(CAP_BPT_EXIT, 0).unwrap();
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, out);
+        let gs = vm.guest_stats(0).unwrap();
+        assert_eq!((gs.interrupts, gs.last_vector), (1, Some(3)), "#BP in the guest");
     }
 }

@@ -26,6 +26,8 @@ pub enum Stat {
     Pause,
     /// Monitor-trap exits (VM_CAP_MTRAP_EXIT).
     Mtrap,
+    /// Exits for guest exceptions (INT3 with VM_CAP_BPT_EXIT).
+    Exception,
     InOut,
     /// MMIO: the accesses FreeBSD decodes and emulates.
     InstEmul,
@@ -51,6 +53,7 @@ pub const DESCRIPTIONS: [&str; NSTATS] = [
     "number of times hlt was intercepted",
     "number of times pause was intercepted",
     "number of monitor trap exits",
+    "number of vm exits due to exceptions",
     "number of times in/out was intercepted",
     "vm exits for instruction emulation",
     "number of vm exits handled in userspace",

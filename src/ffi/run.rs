@@ -60,6 +60,10 @@ fn to_vm_exit(e: &VmExit) -> vm_exit {
         }
         ExitKind::Pause => vm_exitcode::VM_EXITCODE_PAUSE,
         ExitKind::Mtrap => vm_exitcode::VM_EXITCODE_MTRAP,
+        ExitKind::Breakpoint => {
+            out.u.bpt = vm_exit_bpt { inst_length: 1 };
+            vm_exitcode::VM_EXITCODE_BPT
+        }
         ExitKind::Bogus => vm_exitcode::VM_EXITCODE_BOGUS,
         ExitKind::ReqIdle => vm_exitcode::VM_EXITCODE_REQIDLE,
         ExitKind::Suspended(how) => {
