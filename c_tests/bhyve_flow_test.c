@@ -147,11 +147,11 @@ main(void)
 		OUT(0x20, 0x11), OUT(0x21, 0x20), OUT(0x21, 0x04), OUT(0x21, 0x01),
 		OUT(0xa0, 0x11), OUT(0xa1, 0x28), OUT(0xa1, 0x02), OUT(0xa1, 0x01),
 		OUT(0x21, 0xef), OUT(0xa1, 0xff),
-		/* sti; hlt as one step (WAIT_INTR_EOI), so an interrupt that is
-		 * already pending cannot be taken before the halt. */
-		OUT(COM1, 'A'), ACT(STI), ACT(WAIT_INTR_EOI), OUT(0x20, 0x20), ACT(CLI),
+		/* sti; hlt waits for an interrupt, pending or not (the STI
+		 * shadow); the handler EOIs at the 8259. */
+		OUT(COM1, 'A'), ACT(STI), ACT(HLT), OUT(0x20, 0x20), ACT(CLI),
 		ICR_HI(1), ICR(0x4500), ICR(0x069F), /* INIT, STARTUP 0x9F000 */
-		ACT(STI), ACT(WAIT_INTR_EOI), OUT(0x20, 0x20),
+		ACT(STI), ACT(HLT), OUT(0x20, 0x20),
 		OUT(PM1_CNT, 0x20 | (5 << 10) >> 8), /* SLP_EN | S5 (high byte) */
 		ACT(HLT),
 	};

@@ -804,7 +804,9 @@ enum vmm_rs_action_kind {
    */
   VMM_RS_ACT_PAUSE = 6,
   /*
-   STI.
+   STI. As on hardware, an STI that sets the interrupt flag lets its
+   next action run before any interrupt is taken, so STI then HLT
+   waits for an interrupt even if one is already pending.
    */
   VMM_RS_ACT_STI = 7,
   /*

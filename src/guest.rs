@@ -21,7 +21,8 @@ pub enum GuestAction {
     Hlt,
     /// PAUSE.
     Pause,
-    /// STI: the guest accepts interrupts.
+    /// STI: the guest accepts interrupts after its next instruction (the
+    /// STI shadow, when it sets the flag), so STI then HLT waits for one.
     EnableInterrupts,
     /// CLI.
     DisableInterrupts,

@@ -29,6 +29,10 @@ struct GuestSlot {
     /// A read went to userland; its value (RAX, masked to this many
     /// bytes) goes to the guest at the next entry.
     pending_read: Option<u8>,
+    /// The instruction after an STI that set the interrupt flag runs
+    /// before any interrupt is taken (the STI interrupt shadow), so
+    /// `sti; hlt` waits for an interrupt as on hardware.
+    sti_shadow: bool,
     stats: GuestStats,
 }
 
@@ -107,11 +111,14 @@ impl Backend for SimBackend {
                 return (GuestExit::Kicked, rip, 0);
             }
             slot.stats.steps += 1;
+            let shadowed = std::mem::take(&mut slot.sti_shadow);
             let exit = match program.next(rip) {
                 GuestAction::Compute => None,
+                GuestAction::EnableInterrupts if intr_enabled(vcpu) => None,
                 GuestAction::EnableInterrupts => {
                     set_intr_flag(vcpu, true);
-                    Some(GuestExit::Yield)
+                    slot.sti_shadow = true;
+                    None
                 }
                 GuestAction::DisableInterrupts => {
                     set_intr_flag(vcpu, false);
@@ -150,6 +157,9 @@ impl Backend for SimBackend {
             };
             match exit {
                 None | Some(GuestExit::Yield) if mtrap => return (GuestExit::Mtrap, rip + 1, 0),
+                // The shadow is over: back to the run loop, which may now
+                // inject what is pending.
+                None if shadowed => return (GuestExit::Yield, rip, 1),
                 None => rip += 1,
                 Some(e) => return (e, rip, 1),
             }
@@ -162,7 +172,8 @@ impl Backend for SimBackend {
             return false;
         };
         // The idle loop always has interrupts enabled.
-        slot.lock().program.is_none() || intr_enabled(vcpu)
+        let slot = slot.lock();
+        slot.program.is_none() || (intr_enabled(vcpu) && !slot.sti_shadow)
     }
 
     fn inject(&self, vcpu: &Vcpu, vector: u8) {
@@ -242,6 +253,53 @@ mod tests {
         l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 0).unwrap();
         vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, Some(0))))).unwrap();
         assert_eq!(vm.run(&l).unwrap().kind, out, "off: straight to the port access");
+    }
+
+    /// Records at which action each interrupt came.
+    struct Probe {
+        actions: Vec<crate::guest::GuestAction>,
+        pc: usize,
+        taken_before: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl crate::guest::GuestProgram for Probe {
+        fn next(&mut self, _rip: u64) -> crate::guest::GuestAction {
+            let a = self.actions.get(self.pc).copied().unwrap_or(Hlt);
+            self.pc += 1;
+            a
+        }
+        fn interrupt(&mut self, _vector: u8) {
+            self.taken_before.lock().unwrap().push(self.pc);
+        }
+        fn read_result(&mut self, _value: u64) {}
+    }
+
+    /// `sti; hlt` with an interrupt already pending: the STI's shadow
+    /// lets the HLT run first, the HLT ends at once, and the interrupt
+    /// comes after it (hardware's way to wait for an interrupt). An STI
+    /// with interrupts already on has no shadow.
+    #[test]
+    fn sti_shadows_the_next_instruction() {
+        crate::test_util::with_watchdog(20, || {
+            let vm = Vm::with_sim_backend("shadow", 1).unwrap();
+            let l = vm.lock_one(0).unwrap();
+            vm.activate_cpu(0).unwrap();
+            assert_eq!(vm.mmio_write(0, crate::vlapic::regs::LAPIC_BASE + 0xf0, 4, 0x1ff), Ok(Some(())));
+            let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let out = PortOut { port: 0x80, size: 1, value: 0 };
+            let actions = vec![EnableInterrupts, Hlt, out, EnableInterrupts, Compute, out];
+            let probe = Probe { actions, pc: 0, taken_before: taken.clone() };
+            vm.set_guest(&l, Some(Box::new(probe))).unwrap();
+            vm.lapic_irq(0, 0x40).unwrap();
+            assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
+            assert_eq!(*taken.lock().unwrap(), [2], "after the HLT, before the out");
+            // IF already set: the second STI has no shadow.
+            vm.lapic_irq(0, 0x50).unwrap();
+            let _ = vm.run(&l).unwrap();
+            let t = taken.lock().unwrap().clone();
+            assert_eq!(t.len(), 2, "{t:?}");
+            assert!(t[1] <= 4, "taken by the STI's end, not held for another instruction: {t:?}");
+        });
     }
 
     /// INT3 with VM_CAP_BPT_EXIT is VM_EXITCODE_BPT at its RIP; without,
