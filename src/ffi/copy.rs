@@ -46,9 +46,8 @@ pub unsafe extern "C" fn vm_copy_setup(
         }
         // SAFETY: non-NULL in-pointer.
         let paging = guest_paging(unsafe { &paging.read() });
-        let r = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
-            let lock = vm.lock_one(id)?;
-            vm.copy_setup(&lock, &paging, gla, len as u64, prot as u32, n_iov)
+        let r = handle::with_locked_vcpu(vcpu, |vm, l| {
+            vm.copy_setup(l, &paging, gla, len as u64, prot as u32, n_iov)
         });
         let pages = match r {
             Ok(p) => p,

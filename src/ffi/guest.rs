@@ -169,9 +169,7 @@ impl GuestProgram for CallbackGuest {
 /// Installs `program` on the vCPU behind `vcpu`, holding the vCPU (lock-one
 /// class) so it is not running while its guest changes.
 fn install(vcpu: *mut vcpu, program: Option<Box<dyn GuestProgram>>) -> Result<()> {
-    let (vm, id) = handle::vcpu_vm(vcpu)?;
-    let lock = vm.lock_one(id)?;
-    vm.set_guest(&lock, program)
+    handle::with_locked_vcpu(vcpu, |vm, l| vm.set_guest(l, program))
 }
 
 /// Drives the vCPU's guest with C callbacks (`ops` is copied; `cookie` is

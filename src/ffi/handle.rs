@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, RwLock};
 use crate::thread_exit::ThreadExitKey;
-use crate::vm::Vm;
+use crate::vm::{VcpuLock, Vm};
 
 /// Opaque VM handle (libvmmapi's `struct vmctx`).
 #[allow(non_camel_case_types)]
@@ -124,6 +124,15 @@ pub fn vcpu_vm(vcpu: *const vcpu) -> Result<(Arc<Vm>, usize)> {
         Entry::Vcpu(vm, id) => Ok((vm, id)),
         Entry::Ctx(..) => Err(Error::Destroyed),
     }
+}
+
+/// Runs `f` with the vCPU behind `vcpu` held the way lock-one ioctls
+/// hold it (FROZEN, waiting while it runs): what the libvmmapi calls that
+/// are not single ioctls (`vcpu_reset`, `vm_copy_setup`, ...) need.
+pub fn with_locked_vcpu<R>(vcpu: *const vcpu, f: impl FnOnce(&Vm, &VcpuLock<'_>) -> Result<R>) -> Result<R> {
+    let (vm, id) = vcpu_vm(vcpu)?;
+    let lock = vm.lock_one(id)?;
+    f(&vm, &lock)
 }
 
 /// Closes a ctx handle: EFAULT for NULL, EBADF for anything that is not a

@@ -12,9 +12,8 @@ use super::handle::{self, vcpu, vmctx};
 use super::ioctl::ioctl;
 use super::errno::{fail_as_value, fail_with, to_rc};
 use super::panic::ffi_boundary;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::regs::FREEBSD_GDT64;
-use crate::vm::VcpuLock;
 
 /// Writes through an out-pointer after a successful call; EFAULT for NULL.
 macro_rules! out {
@@ -292,17 +291,6 @@ pub unsafe extern "C" fn vm_gla2gpa_nofault(
     ffi_boundary!({ unsafe { gla2gpa(vcpu, VM_GLA2GPA_NOFAULT, paging, gla, prot, gpa, fault) } })
 }
 
-/// Runs `f` on the vCPU behind `vcpu`, locked as a register ioctl locks
-/// it: 0, or -1 with errno EFAULT or EBADF (bad handle, destroyed VM) or
-/// what `f` returns.
-fn with_locked_vcpu(vcpu: *mut vcpu, f: impl FnOnce(&VcpuLock<'_>) -> Result<()>) -> c_int {
-    let r = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
-        let lock = vm.lock_one(id)?;
-        f(&lock)
-    });
-    to_rc(r)
-}
-
 /// Puts the vCPU's registers in the power-on state (libvmmapi's
 /// `vcpu_reset`, Intel SDM table 9-1): real mode at F000:FFF0, CR0.NE
 /// alone, RDX 0xF00, the other general registers, CR2-CR4 and EFER zero,
@@ -313,10 +301,10 @@ fn with_locked_vcpu(vcpu: *mut vcpu, f: impl FnOnce(&VcpuLock<'_>) -> Result<()>
 #[no_mangle]
 pub extern "C" fn vcpu_reset(vcpu: *mut vcpu) -> c_int {
     ffi_boundary!({
-        with_locked_vcpu(vcpu, |l| {
+        to_rc(handle::with_locked_vcpu(vcpu, |_, l| {
             l.vcpu().regs.lock().power_on_reset();
             Ok(())
-        })
+        }))
     })
 }
 
@@ -328,10 +316,10 @@ pub extern "C" fn vcpu_reset(vcpu: *mut vcpu) -> c_int {
 #[no_mangle]
 pub extern "C" fn vm_setup_freebsd_registers(vcpu: *mut vcpu, rip: u64, cr3: u64, gdtbase: u64, rsp: u64) -> c_int {
     ffi_boundary!({
-        with_locked_vcpu(vcpu, |l| {
+        to_rc(handle::with_locked_vcpu(vcpu, |_, l| {
             l.vcpu().regs.lock().freebsd_long_mode(rip, cr3, gdtbase, rsp);
             Ok(())
-        })
+        }))
     })
 }
 
@@ -348,10 +336,7 @@ pub extern "C" fn vm_setup_freebsd_registers_i386(vcpu: *mut vcpu, eip: u32, gdt
     ffi_boundary!({
         // Handle and vCPU errors are -1 with errno; the GDT page's is the
         // value EFAULT, as libvmmapi returns it.
-        let r = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
-            let lock = vm.lock_one(id)?;
-            Ok(vm.setup_freebsd_i386(&lock, eip, gdtbase, esp))
-        });
+        let r = handle::with_locked_vcpu(vcpu, |vm, l| Ok(vm.setup_freebsd_i386(l, eip, gdtbase, esp)));
         match r {
             Ok(Ok(())) => 0,
             Ok(Err(Error::Fault)) => fail_as_value(libc::EFAULT),
