@@ -3,7 +3,7 @@
 //! acknowledging a pin does. The pair, its pins and the cascade are in
 //! `vatpic`.
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// ICW1 (command port, bit 4 set): ICW4 needed, single (no cascade).
 pub const ICW1_IC4: u8 = 0x01;
@@ -25,11 +25,6 @@ pub const OCW3_RR: u8 = 0x02;
 pub const OCW3_P: u8 = 0x04;
 pub const OCW3_SMM: u8 = 0x20;
 pub const OCW3_ESMM: u8 = 0x40;
-
-/// A command word the emulation refuses (FreeBSD's handlers return an
-/// error: the guest access fails VM_RUN with EIO).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refused;
 
 /// One 8259A. Zeroed is its state before the guest's first ICW1 (FreeBSD
 /// allocates it zeroed): not ready, so its pins are ignored.
@@ -105,10 +100,11 @@ impl Chip {
     }
 
     /// ICW1: start initialisation. Clears IRR, IMR, special mask mode, the
-    /// read selection and the raised output; IR7 becomes lowest priority. Only cascade mode
-    /// with ICW4 is supported (FreeBSD): anything else is refused, the
-    /// chip left uninitialised.
-    pub fn icw1(&mut self, val: u8) -> Result<(), Refused> {
+    /// read selection and the raised output; IR7 becomes lowest priority.
+    /// Only cascade mode with ICW4 is supported (FreeBSD): anything else
+    /// is `Io` (the guest's access fails VM_RUN with EIO), the chip left
+    /// uninitialised.
+    pub fn icw1(&mut self, val: u8) -> Result<()> {
         self.ready = false;
         // The output starts over with the requests (FreeBSD keeps a raise
         // nobody can acknowledge any more: a slave reset this way with a
@@ -122,14 +118,14 @@ impl Chip {
         self.poll = false;
         self.smm = false;
         if val & ICW1_SNGL != 0 || val & ICW1_IC4 == 0 {
-            return Err(Refused);
+            return Err(Error::Io);
         }
         self.icw_num = 2;
         Ok(())
     }
 
     /// A data-port write: the ICW due, else OCW1 (the mask).
-    pub fn data_write(&mut self, master: bool, val: u8) -> Result<(), Refused> {
+    pub fn data_write(&mut self, master: bool, val: u8) -> Result<()> {
         match self.icw_num {
             2 => {
                 self.irq_base = val & 0xf8;
@@ -146,9 +142,9 @@ impl Chip {
     /// ICW4: 8086 mode is required. AEOI and (on the master) special fully
     /// nested mode are set or cleared as written (FreeBSD only ever sets
     /// them).
-    fn icw4(&mut self, master: bool, val: u8) -> Result<(), Refused> {
+    fn icw4(&mut self, master: bool, val: u8) -> Result<()> {
         if val & ICW4_8086 == 0 {
-            return Err(Refused);
+            return Err(Error::Io);
         }
         self.aeoi = val & ICW4_AEOI != 0;
         self.sfn = master && val & ICW4_SFNM != 0;
@@ -244,7 +240,7 @@ impl Chip {
     /// request (an edge request stays until acknowledged). The count stays
     /// within 0..=i32::MAX: a deassert at 0 is `Range`, an assert at the
     /// top `TooBig`, and neither changes anything.
-    pub fn set_pin(&mut self, pin: u8, asserted: bool, level: bool) -> crate::error::Result<()> {
+    pub fn set_pin(&mut self, pin: u8, asserted: bool, level: bool) -> Result<()> {
         let cnt = &mut self.acnt[usize::from(pin)];
         let old = *cnt;
         *cnt = if asserted {

@@ -53,7 +53,6 @@ mod chip;
 mod tests;
 
 pub use chip::Chip;
-use chip::Refused;
 
 use crate::error::{Error, Result};
 use crate::sync::Mutex;
@@ -269,7 +268,7 @@ impl Vatpic {
         if bytes != 1 {
             return Err(Error::Io);
         }
-        let r = self.with(bus, |s| {
+        self.with(bus, |s| {
             let chip = match port {
                 IO_ELCR1 | IO_ELCR2 => {
                     let i = usize::from(port == IO_ELCR2);
@@ -290,8 +289,7 @@ impl Vatpic {
             };
             let raise = s.chips[chip].ready && s.notify();
             (r, raise)
-        });
-        r.map_err(|Refused| Error::Io)
+        })
     }
 
     /// A vCPU takes its pending ExtINT: the vector to inject (the request
