@@ -293,13 +293,35 @@ mod tests {
             vm.lapic_irq(0, 0x40).unwrap();
             assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
             assert_eq!(*taken.lock().unwrap(), [2], "after the HLT, before the out");
-            // IF already set: the second STI has no shadow.
+            // IF already set: the second STI has no shadow. Single-step
+            // (monitor trap) to stop right after it; an interrupt pending
+            // then is taken at the next entry, before the Compute.
+            l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 1).unwrap();
+            assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the STI");
             vm.lapic_irq(0, 0x50).unwrap();
-            let _ = vm.run(&l).unwrap();
-            let t = taken.lock().unwrap().clone();
-            assert_eq!(t.len(), 2, "{t:?}");
-            assert!(t[1] <= 4, "taken by the STI's end, not held for another instruction: {t:?}");
+            assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the Compute");
+            assert_eq!(*taken.lock().unwrap(), [2, 4], "before the Compute (action 4)");
         });
+    }
+
+    /// The same single-step view of an STI that sets the flag: the
+    /// interrupt waits for the action after it.
+    #[test]
+    fn an_sti_that_sets_the_flag_holds_interrupts_for_one_action() {
+        let vm = Vm::with_sim_backend("shadow1", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        assert_eq!(vm.mmio_write(0, crate::vlapic::regs::LAPIC_BASE + 0xf0, 4, 0x1ff), Ok(Some(())));
+        let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let probe = Probe { actions: vec![EnableInterrupts, Compute, Compute], pc: 0, taken_before: taken.clone() };
+        vm.set_guest(&l, Some(Box::new(probe))).unwrap();
+        l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 1).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the STI");
+        vm.lapic_irq(0, 0x50).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the shadowed Compute");
+        assert!(taken.lock().unwrap().is_empty(), "held by the shadow");
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap);
+        assert_eq!(*taken.lock().unwrap(), [2], "before the second Compute");
     }
 
     /// INT3 with VM_CAP_BPT_EXIT is VM_EXITCODE_BPT at its RIP; without,
