@@ -79,6 +79,12 @@ fn vm_with(script: Script, n: usize) -> (Arc<Vm>, Arc<Script>) {
     (Arc::new(vm), s)
 }
 
+/// `vm_with` for `n` vCPUs whose guests halt once (with `intr_enabled`)
+/// and take interrupts if `accepts`.
+fn halting_once(n: usize, intr_enabled: bool, accepts: bool) -> (Arc<Vm>, Arc<Script>) {
+    vm_with(Script::playing([GuestExit::Hlt { intr_enabled }], accepts), n)
+}
+
 fn run_once(vm: &Vm, id: usize) -> ExitKind {
     let l = vm.lock_one(id).unwrap();
     vm.run(&l).unwrap().kind
@@ -191,9 +197,7 @@ fn apic_mmio_exits_are_handled_inside_the_run_loop() {
 #[test]
 fn hlt_sleeps_until_an_interrupt_arrives() {
     with_watchdog(20, || {
-        let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let (vm, _) =
-            vm_with(Script::playing(exits, false), 1);
+        let (vm, _) = halting_once(1, true, false);
         let runner = run_until_sleeping(&vm, 0);
         vm.lapic_irq(0, 0x40).unwrap();
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
@@ -204,9 +208,7 @@ fn hlt_sleeps_until_an_interrupt_arrives() {
 fn an_nmi_wakes_a_halt_with_interrupts_off_and_is_injected_alone() {
     with_watchdog(20, || {
         // vCPU 1 stays out of HLT, so the VM does not suspend itself.
-        let exits = [GuestExit::Hlt { intr_enabled: false }];
-        let script = Script::playing(exits, true);
-        let (vm, s) = vm_with(script, 2);
+        let (vm, s) = halting_once(2, false, true);
         let runner = run_until_sleeping(&vm, 0);
         // A vector does not wake a HLT with interrupts off; an NMI does.
         vm.lapic_irq(0, 0x41).unwrap();
@@ -223,9 +225,7 @@ fn an_nmi_wakes_a_halt_with_interrupts_off_and_is_injected_alone() {
 #[test]
 fn an_extint_wakes_a_halt_and_injects_the_8259_vector_first() {
     with_watchdog(20, || {
-        let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let script = Script::playing(exits, true);
-        let (vm, s) = vm_with(script, 1);
+        let (vm, s) = halting_once(1, true, true);
         program_8259(&vm, 0x20, 0x28);
         lapic_write(&vm, 0, off::LVT_LINT0, 0x700); // virtual wire
         let runner = run_until_sleeping(&vm, 0);
@@ -385,9 +385,7 @@ fn queued_exceptions_are_injected_on_entry_and_a_fault_on_a_double_fault_shuts_d
 #[test]
 fn hlt_sleeps_no_later_than_the_apic_timer() {
     with_watchdog(20, || {
-        let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let (vm, _) =
-            vm_with(Script::playing(exits, false), 1);
+        let (vm, _) = halting_once(1, true, false);
         lapic_write(&vm, 0, off::LVT_TIMER, 0xEF);
         lapic_write(&vm, 0, off::TIMER_DCR, 0xB);
         lapic_write(&vm, 0, off::TIMER_ICR, 1 << 17); // about 1 ms
@@ -399,9 +397,7 @@ fn hlt_sleeps_no_later_than_the_apic_timer() {
 #[test]
 fn hlt_also_ends_for_reqidle_and_suspend() {
     with_watchdog(20, || {
-        let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let (vm, _) =
-            vm_with(Script::playing(exits, false), 1);
+        let (vm, _) = halting_once(1, true, false);
         let runner = run_until_sleeping(&vm, 0);
         vm.suspend(2).unwrap();
         assert!(matches!(runner.join().unwrap(), ExitKind::Suspended(_)));
@@ -562,9 +558,7 @@ fn the_pm_timer_port_is_emulated_in_the_run_loop() {
 fn an_hpet_timer_wakes_a_halted_guest_through_its_ioapic_pin() {
     use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, TCNF_TYPE, TCNF_VAL_SET, VHPET_BASE};
     with_watchdog(20, || {
-        let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let script = Script::playing(exits, true);
-        let (vm, s) = vm_with(script, 1);
+        let (vm, s) = halting_once(1, true, true);
         program_rte(&vm, 0, 24, 0x50, 0); // edge, vector 0x50, APIC 0
         let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(0, VHPET_BASE + off, 8, v), Ok(Some(())));
         hpet(reg::timer_cap_cnf(0), 24 << 9 | TCNF_INT_ENB | TCNF_TYPE | TCNF_VAL_SET);
@@ -643,9 +637,7 @@ fn the_run_loop_counts_its_exits_for_vm_stats() {
 fn a_sleeping_vcpu_wakes_for_a_device_timer_armed_after_it_slept() {
     use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, VHPET_BASE};
     with_watchdog(20, || {
-        let exits = [GuestExit::Hlt { intr_enabled: true }];
-        let script = Script::playing(exits, true);
-        let (vm, s) = vm_with(script, 2);
+        let (vm, s) = halting_once(2, true, true);
         program_rte(&vm, 0, 25, 0x51, 0);
         assert_eq!(vm.device_timer_deadline(), None);
         let runner = run_until_sleeping(&vm, 0);
