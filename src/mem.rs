@@ -41,7 +41,8 @@ pub const VM_MAX_MEMMAPS: usize = 8;
 /// of `struct vm_memseg` is 16 bytes).
 pub const VM_MAX_SUFFIXLEN: usize = 15;
 
-/// Map flag: the map is wired (recorded only; host memory is not locked).
+/// Map flag: the map is wired: its host pages are resident and locked
+/// (mlock) while some wired map covers them.
 pub const VM_MEMMAP_F_WIRED: u32 = 0x01;
 /// Map flag: the map is mapped in the IOMMU. Set by [`GuestMemory::iommu_map`]
 /// only; `mmap_memseg` refuses it.
@@ -251,7 +252,9 @@ impl GuestMemory {
     /// `segoff` or `len` not page-aligned: `Inval`; all
     /// [`VM_MAX_MEMMAPS`] slots used: `NoSpc`; range overlapping another
     /// map, wrapping, or ending above [`VM_MAXUSER_ADDRESS_LA48`]: `Fault`
-    /// (FreeBSD's `vm_map_find` failure).
+    /// (FreeBSD's `vm_map_find` failure); a wired map whose host pages the
+    /// host will not lock: `NoMem` (`vm_map_wire`'s resource shortage),
+    /// with no map made.
     pub fn mmap_memseg(
         &mut self,
         gpa: u64,
@@ -288,6 +291,11 @@ impl GuestMemory {
         if self.maps().any(|m| gpa < m.end() && m.gpa < end) {
             return Err(Error::Fault);
         }
+        if flags & VM_MEMMAP_F_WIRED != 0 {
+            // FreeBSD wires the new map (`vm_map_wire`) and removes it
+            // again if that fails: a failed wire leaves no map.
+            seg.host.wire(segoff as usize, len)?;
+        }
         self.maps[slot] = Some(MemMap {
             gpa,
             segid,
@@ -307,10 +315,10 @@ impl GuestMemory {
     /// `munmap_memseg(0, 0)` succeeds (and does nothing) while a slot is
     /// free.
     pub fn munmap_memseg(&mut self, gpa: u64, len: usize) -> Result<()> {
-        for slot in &mut self.maps {
-            match slot {
+        for i in 0..self.maps.len() {
+            match self.maps[i] {
                 Some(m) if m.gpa == gpa && m.len == len && m.flags & VM_MEMMAP_F_IOMMU == 0 => {
-                    *slot = None;
+                    self.remove_map(i);
                     return Ok(());
                 }
                 None if gpa == 0 && len == 0 => return Ok(()),
@@ -318,6 +326,33 @@ impl GuestMemory {
             }
         }
         Err(Error::Inval)
+    }
+
+    /// Frees map slot `i`, unwiring what only it kept wired.
+    fn remove_map(&mut self, i: usize) {
+        let Some(gone) = self.maps[i].take() else {
+            return;
+        };
+        if gone.flags & VM_MEMMAP_F_WIRED == 0 {
+            return;
+        }
+        let Some(seg) = self.segs[gone.segid as usize].as_ref() else {
+            return;
+        };
+        let (start, end) = (gone.segoff, gone.segoff + gone.len as u64);
+        seg.host.unwire(start as usize, gone.len);
+        // Host locks do not nest: wire again what another wired map of
+        // the same bytes still holds (its pages are resident and were
+        // locked a moment ago, so this does not fail for lack of memory).
+        for m in self.maps.iter().flatten() {
+            if m.segid != gone.segid || m.flags & VM_MEMMAP_F_WIRED == 0 {
+                continue;
+            }
+            let (a, b) = (start.max(m.segoff), end.min(m.segoff + m.len as u64));
+            if a < b {
+                let _ = seg.host.wire(a as usize, (b - a) as usize);
+            }
+        }
     }
 
     /// `VM_MMAP_GETNEXT`: the map with the lowest start address `>= gpa`
@@ -342,13 +377,13 @@ impl GuestMemory {
     /// system-memory maps, every segment and all contents stay, as does the
     /// libvmmapi layout state.
     pub fn reinit(&mut self) {
-        for slot in &mut self.maps {
-            if let Some(m) = slot {
+        for i in 0..self.maps.len() {
+            if let Some(m) = self.maps[i] {
                 if !self.segs[m.segid as usize]
                     .as_ref()
                     .is_some_and(|s| s.sysmem)
                 {
-                    *slot = None;
+                    self.remove_map(i);
                 }
             }
         }
@@ -818,7 +853,7 @@ mod host {
     use core::ptr::NonNull;
     use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
-    use nix::sys::mman::{madvise, mmap_anonymous, mprotect, munmap, MapFlags, MmapAdvise, ProtFlags};
+    use nix::sys::mman::{madvise, mlock, mmap_anonymous, mprotect, munlock, munmap, MapFlags, MmapAdvise, ProtFlags};
 
     use crate::error::{Error, Result};
 
@@ -905,9 +940,42 @@ mod host {
             let _ = included;
         }
 
+        /// Wires bytes `[off, off + len)` (page-aligned, inside the
+        /// mapping): their pages are made resident and locked (mlock).
+        /// `NoMem` when the host refuses (RLIMIT_MEMLOCK without
+        /// CAP_IPC_LOCK, or no memory), as FreeBSD's `vm_map_wire`
+        /// resource shortage; nothing stays locked then.
+        pub(super) fn wire(&self, off: usize, len: usize) -> Result<()> {
+            let end = off.checked_add(len).filter(|e| *e <= self.len).ok_or(Error::Inval)?;
+            if off == end {
+                return Ok(());
+            }
+            let start = self.addr_at(off).ok_or(Error::Inval)?;
+            // SAFETY: `start..start+(end-off)` is inside this value's own
+            // mapping (checked above); locking changes residency only.
+            unsafe { mlock(start.cast(), end - off) }.map_err(|_| Error::NoMem)
+        }
+
+        /// Unwires bytes `[off, off + len)` (munlock; Linux locks do not
+        /// nest, so one call undoes any number of `wire`s of a page).
+        pub(super) fn unwire(&self, off: usize, len: usize) {
+            let Some(end) = off.checked_add(len).filter(|e| *e <= self.len) else {
+                return;
+            };
+            let Some(start) = self.addr_at(off).filter(|_| off < end) else {
+                return;
+            };
+            // SAFETY: as in `wire`.
+            let r = unsafe { munlock(start.cast(), end - off) };
+            debug_assert!(r.is_ok(), "munlock of guest memory failed: {r:?}");
+        }
+
         /// Returns the pages to the host (MADV_DONTNEED on this private
         /// anonymous mapping): the range stays mapped and reads as zeros.
+        /// Unwires the whole mapping first (locked pages cannot be
+        /// dropped).
         pub(super) fn release_pages(&self) {
+            self.unwire(0, self.len);
             // SAFETY: `ptr..ptr+len` is this value's own mapping; dropping
             // private anonymous pages only makes them read as zeros, which
             // every user of `bytes` (atomics) already allows for.
@@ -1043,6 +1111,77 @@ mod tests {
     fn segment_mapped(start: usize, len: usize) -> bool {
         let range = format!("{:x}-{:x} rw", start, start + len);
         std::fs::read_to_string("/proc/self/maps").unwrap().lines().any(|l| l.starts_with(&range))
+    }
+
+    /// Whether the host pages `[start, start + len)` are locked: `Some`
+    /// of the answer when every mapping the range overlaps in
+    /// /proc/self/smaps agrees (VmFlags `lo`, which mlock sets on exactly
+    /// the locked range), `None` when part is locked and part is not.
+    #[cfg(target_os = "linux")]
+    fn host_locked(start: usize, len: usize) -> Option<bool> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut seen = Vec::new();
+        let mut overlapping = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = first.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                    overlapping = a < start + len && start < b;
+                    continue;
+                }
+            }
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if overlapping {
+                    seen.push(flags.split_whitespace().any(|f| f == "lo"));
+                }
+            }
+        }
+        assert!(!seen.is_empty(), "{start:#x}+{len:#x} is not mapped");
+        let first = seen[0];
+        seen.iter().all(|l| *l == first).then_some(first)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn wired_maps_lock_their_host_pages_until_the_last_one_goes() {
+        let mut m = GuestMemory::new();
+        m.alloc_memseg(0, 24 * P, None).unwrap();
+        let host = m.segment_host_addr(0).unwrap().as_ptr() as usize;
+        let pages = |first: usize, n: usize| host_locked(host + first * P, n * P);
+        // Pages 2..8 mapped twice, wired (at two guest addresses);
+        // pages 12..16 mapped, not wired.
+        m.mmap_memseg(0, 0, 2 * P64, 6 * P, PROT_ALL, VM_MEMMAP_F_WIRED).unwrap();
+        m.mmap_memseg(1 << 20, 0, 4 * P64, 6 * P, PROT_ALL, VM_MEMMAP_F_WIRED).unwrap();
+        m.mmap_memseg(2 << 20, 0, 12 * P64, 4 * P, PROT_ALL, 0).unwrap();
+        assert_eq!((pages(0, 2), pages(2, 8), pages(10, 14)), (Some(false), Some(true), Some(false)));
+        // Unmapping the first keeps what the second still wires.
+        m.munmap_memseg(0, 6 * P).unwrap();
+        assert_eq!((pages(0, 4), pages(4, 6), pages(10, 14)), (Some(false), Some(true), Some(false)));
+        m.munmap_memseg(1 << 20, 6 * P).unwrap();
+        m.munmap_memseg(2 << 20, 4 * P).unwrap();
+        assert_eq!(pages(0, 24), Some(false));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn reinit_unwires_device_memory_and_destroy_releases_wired_pages() {
+        let mut m = GuestMemory::new();
+        m.alloc_memseg(0, 26 * P, None).unwrap();
+        m.alloc_memseg(1, 6 * P, Some(b"fb")).unwrap();
+        m.mmap_memseg(0, 0, 0, 26 * P, PROT_ALL, VM_MEMMAP_F_WIRED).unwrap();
+        m.mmap_memseg(1 << 30, 1, 0, 6 * P, PROT_ALL, VM_MEMMAP_F_WIRED).unwrap();
+        let sys = m.segment_host_addr(0).unwrap().as_ptr() as usize;
+        let dev = m.segment_host_addr(1).unwrap().as_ptr() as usize;
+        assert_eq!((host_locked(sys, 26 * P), host_locked(dev, 6 * P)), (Some(true), Some(true)));
+        m.reinit();
+        assert_eq!((host_locked(sys, 26 * P), host_locked(dev, 6 * P)), (Some(true), Some(false)));
+        m.write_gpa(5, b"x").unwrap();
+        // Locked pages cannot be dropped: release unwires them first.
+        m.release_host_memory();
+        assert_eq!(host_locked(sys, 26 * P), Some(false));
+        let mut b = [1u8];
+        m.read_gpa(5, &mut b).unwrap();
+        assert_eq!(b, [0]);
     }
 
     /// The segment mapping `[start, start + len)` that held `MARKER` at
@@ -2137,16 +2276,17 @@ mod tests {
     fn setup_memory_lowmem_limit_and_wired() {
         let mut m = GuestMemory::new();
         assert_eq!(m.lowmem_limit(), 3 << 30);
-        m.set_lowmem_limit(1 << 30);
+        // Small sizes: wired maps lock their host memory.
+        m.set_lowmem_limit(2 << 20);
         m.set_memflags(VM_MEM_F_WIRED | VM_MEM_F_INCORE);
         assert_eq!(m.memflags(), VM_MEM_F_WIRED | VM_MEM_F_INCORE);
-        m.setup_memory(GIB + 4 * MIB, VM_MMAP_ALL).unwrap();
-        assert_eq!((m.lowmem_size(), m.highmem_size()), (GIB, 4 * MIB));
+        m.setup_memory(2 * MIB + 4 * MIB, VM_MMAP_ALL).unwrap();
+        assert_eq!((m.lowmem_size(), m.highmem_size()), (2 * MIB, 4 * MIB));
         assert_eq!(m.get_memseg(0).unwrap().len, 4 * GIB + 4 * MIB);
         assert_eq!(
             m.memmaps(),
             vec![
-                map(0, 0, 0, GIB, PROT_ALL, VM_MEMMAP_F_WIRED),
+                map(0, 0, 0, 2 * MIB, PROT_ALL, VM_MEMMAP_F_WIRED),
                 map(
                     VM_HIGHMEM_BASE,
                     0,
@@ -2157,11 +2297,11 @@ mod tests {
                 ),
             ]
         );
-        assert!(m.map_gpa(GIB as u64, 1).is_none());
+        assert!(m.map_gpa(2 * MIB as u64, 1).is_none());
         // With the wired flag off, the existing (wired) maps no longer match.
         m.set_memflags(0);
         assert_eq!(
-            m.setup_memory(GIB + 4 * MIB, VM_MMAP_ALL),
+            m.setup_memory(2 * MIB + 4 * MIB, VM_MMAP_ALL),
             Err(Error::Exist)
         );
     }

@@ -96,9 +96,10 @@ pub unsafe extern "C" fn vm_parse_memsize(opt: *const c_char, memsize: *mut usiz
 /// Sets the memory flags for later calls. VM_MEM_F_INCORE: memory that
 /// vm_setup_memory() or vm_create_devmem() sets up goes in core dumps
 /// (without it, it is left out). VM_MEM_F_WIRED: maps made by
-/// vm_mmap_memseg() and vm_setup_memory() carry VM_MEMMAP_F_WIRED (as
-/// FreeBSD's, and what VM_MMAP_GETNEXT reports), but the host memory is
-/// not locked: no mlock(2), so no RLIMIT_MEMLOCK failure either. The
+/// vm_mmap_memseg() and vm_setup_memory() carry VM_MEMMAP_F_WIRED and
+/// lock their host pages (mlock(2)); those calls fail with ENOMEM, making
+/// no map, when the host will not lock them (RLIMIT_MEMLOCK without
+/// CAP_IPC_LOCK), as FreeBSD's failed `vm_map_wire`. The
 /// flags are the VM's (libvmmapi keeps them per handle). Like
 /// vm_set_lowmem_limit() it waits until no vCPU is running. errno EFAULT
 /// or EBADF for a bad handle or a destroyed VM.

@@ -175,7 +175,8 @@ pub unsafe extern "C" fn vm_get_memseg(
 
 /// Maps `len` bytes of segment `segid` from offset `segoff` at guest
 /// physical address `gpa`, wired if vm_set_memflags() asked for
-/// VM_MEM_F_WIRED. As in libvmmapi, an identical existing map (segment,
+/// VM_MEM_F_WIRED (its host pages locked; ENOMEM and no map if the host
+/// refuses). As in libvmmapi, an identical existing map (segment,
 /// offset, protection and flags) is success; another map at `gpa` is
 /// EEXIST.
 #[no_mangle]
