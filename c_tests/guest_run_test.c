@@ -308,9 +308,19 @@ main(void)
 	}
 
 	watchdog_phase("guest_run_test 8: PAUSE and userland MMIO");
-	/* 8. PAUSE and MMIO outside the emulated devices go to the caller. */
+	/*
+	 * 8. With VM_CAP_PAUSE_EXIT (bhyve -P), PAUSE goes to the caller; so
+	 * does MMIO outside the emulated devices. Without it (the default)
+	 * PAUSE runs in the guest.
+	 */
 	CHECK_OK(vm_reinit(ctx));
 	CHECK_OK(vm_activate_cpu(v0));
+	{
+		int cap = -1;
+		CHECK_OK(vm_get_capability(v0, VM_CAP_PAUSE_EXIT, &cap));
+		CHECK(cap == 0);
+		CHECK_OK(vm_set_capability(v0, VM_CAP_PAUSE_EXIT, 1));
+	}
 	{
 		struct vmm_rs_action prog[] = {
 			{ .kind = VMM_RS_ACT_PAUSE },
@@ -336,6 +346,12 @@ main(void)
 		CHECK(vme.exitcode == VM_EXITCODE_PAUSE);
 		CHECK_OK(vmm_rs_guest_stats(v0, &gs));
 		CHECK(gs.last_read == 0xcdef); /* masked to the access size */
+
+		/* The capability off: the first exit is the MMIO write. */
+		CHECK_OK(vm_set_capability(v0, VM_CAP_PAUSE_EXIT, 0));
+		CHECK_OK(vmm_rs_guest_set_script(v0, prog, 4, 3));
+		CHECK_OK(vm_run(v0, &vmrun));
+		CHECK(vme.exitcode == VM_EXITCODE_MMIO && vme.u.mmio.read == 0);
 	}
 
 	/* Guest API errors. */

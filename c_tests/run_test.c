@@ -101,6 +101,49 @@ main(void)
 	}
 
 	/*
+	 * HLT without VM_CAP_HALT_EXIT (bhyve without -H): no exit, the guest
+	 * halts where it is. A debug exit meanwhile leaves it halted; the
+	 * interrupt that ends the HLT brings it on to its OUT, and no HLT
+	 * exit is counted.
+	 */
+	{
+		struct vmm_rs_action prog[] = {
+			{ .kind = VMM_RS_ACT_MMIO_WRITE, .gpa = 0xfee000f0, .size = 4, .value = 0x1ff },
+			{ .kind = VMM_RS_ACT_STI },
+			{ .kind = VMM_RS_ACT_HLT },
+			{ .kind = VMM_RS_ACT_PORT_OUT, .port = 0x4e, .size = 1, .value = 7 },
+		};
+		struct vmm_rs_guest_stats gs;
+		CHECK_OK(vmm_rs_guest_set_script(v0, prog, 4, 1));
+		CHECK_OK(vm_set_capability(v0, VM_CAP_HALT_EXIT, 0));
+		struct runner r = { .vcpu = v0, .stop_on = -1 };
+		pthread_create(&t0, NULL, run_thread, &r);
+		wait_state(v0, VCPU_SLEEPING);
+		CHECK_OK(vm_suspend_cpu(v0));
+		pthread_join(t0, NULL);
+		CHECK(r.rc == 0 && r.exit.exitcode == VM_EXITCODE_DEBUG);
+		CHECK_OK(vm_resume_cpu(v0));
+		r = (struct runner){ .vcpu = v0, .stop_on = -1 };
+		pthread_create(&t0, NULL, run_thread, &r);
+		wait_state(v0, VCPU_SLEEPING);
+		CHECK_OK(vm_lapic_irq(v0, 0x40));
+		pthread_join(t0, NULL);
+		CHECK(r.rc == 0 && r.exit.exitcode == VM_EXITCODE_INOUT && r.exit.u.inout.port == 0x4e);
+		CHECK_OK(vmm_rs_guest_stats(v0, &gs));
+		CHECK(gs.interrupts == 1 && gs.last_vector == 0x40);
+		int hlt = -1, n = 0;
+		while (vm_get_stat_desc(ctx, n) != NULL) {
+			if (strcmp(vm_get_stat_desc(ctx, n), "number of times hlt was intercepted") == 0)
+				hlt = n;
+			n++;
+		}
+		uint64_t *st = vm_get_stats(v0, NULL, &n);
+		CHECK(hlt >= 0 && st != NULL && st[hlt] == 0);
+		CHECK_OK(vm_set_capability(v0, VM_CAP_HALT_EXIT, 1));
+		CHECK_OK(vmm_rs_guest_clear(v0));
+	}
+
+	/*
 	 * Lock-all vs. a vCPU inside VM_RUN: VM_REINIT freezes every vCPU
 	 * before checking; vCPU 0 is asleep in its guest's HLT, so the
 	 * lock-all must ask it to leave (REQIDLE) and wait until it has.

@@ -45,7 +45,8 @@ main(void)
 	int emul = stat_index(ctx, "vm exits for instruction emulation");
 	CHECK(exits >= 0 && pause >= 0 && inout >= 0 && user >= 0 && emul >= 0);
 
-	/* A guest: PAUSE, an emulated local APIC read, an OUT to userland. */
+	/* A guest: PAUSE (exiting, as bhyve -P), an emulated local APIC read, an OUT to userland. */
+	CHECK_OK(vm_set_capability(v, VM_CAP_PAUSE_EXIT, 1));
 	{
 		struct vmm_rs_action prog[] = {
 			{ .kind = VMM_RS_ACT_PAUSE },

@@ -110,12 +110,19 @@ main(void)
 	CHECK_ERR(vm_set_desc(v0, VM_REG_GUEST_RAX, 0, 0, 0), EINVAL);
 	CHECK_ERR(vm_get_desc(v0, VM_REG_GUEST_EFER, &base, &limit, &access), EINVAL);
 
-	/* Capabilities. */
-	CHECK_OK(vm_set_capability(v0, VM_CAP_HALT_EXIT, 1));
+	/* Capabilities: HLT exits by default (as FreeBSD's SVM), PAUSE does not. */
+	CHECK_OK(vm_get_capability(v1, VM_CAP_HALT_EXIT, &cap));
+	CHECK(cap == 1);
+	CHECK_OK(vm_get_capability(v1, VM_CAP_PAUSE_EXIT, &cap));
+	CHECK(cap == 0);
+	CHECK_OK(vm_set_capability(v0, VM_CAP_HALT_EXIT, 0));
+	CHECK_OK(vm_get_capability(v0, VM_CAP_HALT_EXIT, &cap));
+	CHECK(cap == 0);
+	CHECK_OK(vm_get_capability(v1, VM_CAP_HALT_EXIT, &cap));
+	CHECK(cap == 1);
+	CHECK_OK(vm_set_capability(v0, VM_CAP_HALT_EXIT, 7));
 	CHECK_OK(vm_get_capability(v0, VM_CAP_HALT_EXIT, &cap));
 	CHECK(cap == 1);
-	CHECK_OK(vm_get_capability(v1, VM_CAP_HALT_EXIT, &cap));
-	CHECK(cap == 0);
 	CHECK_ERR(vm_set_capability(v0, VM_CAP_MAX, 1), EINVAL);
 	CHECK_ERR(vm_get_capability(v0, -1, &cap), EINVAL);
 

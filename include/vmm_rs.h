@@ -796,11 +796,14 @@ enum vmm_rs_action_kind {
    */
   VMM_RS_ACT_PORT_OUT = 4,
   /*
-   HLT with the current interrupt flag.
+   HLT with the current interrupt flag: handled inside VM_RUN, which
+   sleeps until the HLT ends (with VM_CAP_HALT_EXIT off the guest
+   stays halted until an NMI or an interrupt it accepts).
    */
   VMM_RS_ACT_HLT = 5,
   /*
-   PAUSE (VM_EXITCODE_PAUSE).
+   PAUSE: VM_EXITCODE_PAUSE with VM_CAP_PAUSE_EXIT on; off (the
+   default), it runs in the guest.
    */
   VMM_RS_ACT_PAUSE = 6,
   /*
@@ -2164,7 +2167,9 @@ int vm_get_desc(struct vcpu *vcpu, int reg, uint64_t *base, uint32_t *limit, uin
 int vm_get_seg_desc(struct vcpu *vcpu, int reg, struct seg_desc *seg_desc);
 
 /*
- Reads capability `cap` (enum vm_cap_type) into `*retval`.
+ Reads capability `cap` (enum vm_cap_type) into `*retval`. A new vCPU
+ has VM_CAP_HALT_EXIT on (HLT exits and sleeps in the library) and
+ every other capability off.
  */
 int vm_get_capability(struct vcpu *vcpu, int cap, int *retval);
 

@@ -15,9 +15,11 @@ pub enum GuestExit {
     Inout { port: u16, bytes: u8, is_in: bool, eax: u32 },
     /// An MMIO access.
     Mmio(MmioAccess),
-    /// HLT, with the guest's interrupt flag at that point.
+    /// HLT, with the guest's interrupt flag at that point. The run loop
+    /// handles it as an exit with VM_CAP_HALT_EXIT on, and otherwise as
+    /// the guest entering its HLT activity state (no exit).
     Hlt { intr_enabled: bool },
-    /// PAUSE.
+    /// PAUSE, with VM_CAP_PAUSE_EXIT on.
     Pause,
     /// An instruction completed with VM_CAP_MTRAP_EXIT on (the monitor
     /// trap flag: a debugger single-stepping the guest).

@@ -46,8 +46,15 @@ pub mod reg {
 
 /// Capabilities, FreeBSD 14 `enum vm_cap_type` (`VM_CAP_MAX` is the count).
 pub const CAP_MAX: usize = 11;
+/// VM_CAP_HALT_EXIT: HLT exits (and the vCPU sleeps in the library, as
+/// FreeBSD's `vm_handle_hlt`); off, the guest halts in its activity state.
+/// On by default, as FreeBSD's SVM backend ("exit-on-hlt by default").
+pub const CAP_HALT_EXIT: i32 = 0;
 /// VM_CAP_MTRAP_EXIT: exit after every guest instruction (VM_EXITCODE_MTRAP).
 pub const CAP_MTRAP_EXIT: i32 = 1;
+/// VM_CAP_PAUSE_EXIT: PAUSE exits to userland (VM_EXITCODE_PAUSE); off by
+/// default, as both FreeBSD backends, PAUSE runs in the guest.
+pub const CAP_PAUSE_EXIT: i32 = 2;
 /// VM_CAP_BPT_EXIT: INT3 exits (VM_EXITCODE_BPT) instead of #BP.
 pub const CAP_BPT_EXIT: i32 = 5;
 /// VM_CAP_UNRESTRICTED_GUEST: real mode and unpaged protected mode.
@@ -130,6 +137,10 @@ pub struct VcpuRegs {
     pub exc_pending: Option<u64>,
     /// RIP at which the guest resumes (VM_RESTART_INSTRUCTION rewinds it).
     pub nextrip: u64,
+    /// The guest's activity state is HLT: it executed HLT without
+    /// VM_CAP_HALT_EXIT and has not yet taken the NMI or interrupt that
+    /// ends it (the VMCS/VMCB keeps this across exits to userland).
+    pub halted: bool,
 }
 
 impl Default for VcpuRegs {
@@ -141,9 +152,11 @@ impl Default for VcpuRegs {
             exitintinfo: 0,
             exc_pending: None,
             nextrip: 0,
+            halted: false,
         };
         // Bit 1 of RFLAGS is reserved and reads as one.
         r.regs[reg::RFLAGS] = 0x2;
+        r.caps[CAP_HALT_EXIT as usize] = 1;
         r
     }
 }

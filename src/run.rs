@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
-use crate::regs::EntryEvent;
+use crate::regs::{reg, EntryEvent, CAP_HALT_EXIT, RFLAGS_IF};
 use crate::stats::Stat;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::Injection;
@@ -72,6 +72,17 @@ impl Vm {
                     }
                 }
             }
+            if vcpu.regs.lock().halted {
+                // The guest halted without an exit (no VM_CAP_HALT_EXIT):
+                // it stays in HLT until an NMI or an interrupt it accepts,
+                // across any exits to userland meanwhile. Then the entry
+                // below injects what ended it.
+                vcpu.set_state(VcpuState::Frozen, false)?;
+                if self.sleep_in_hlt(vcpu, id, None)? {
+                    vcpu.regs.lock().halted = false;
+                }
+                continue;
+            }
             if !self.prepare_guest_entry(vcpu) {
                 // A triple fault suspended the VM: the checks above see it.
                 vcpu.set_state(VcpuState::Frozen, false)?;
@@ -80,10 +91,17 @@ impl Vm {
             let rip = vcpu.regs.lock().nextrip;
             let (gexit, rip, len) = self.backend().run(vcpu, rip);
             vcpu.set_state(VcpuState::Frozen, false)?;
-            vcpu.stats.add(Stat::VmExits, 1);
+            // A HLT without VM_CAP_HALT_EXIT is no exit: the guest just
+            // enters its HLT activity state.
+            let hlt_exits = !matches!(gexit, GuestExit::Hlt { .. })
+                || vcpu.regs.lock().get_cap(CAP_HALT_EXIT) == Ok(1);
+            if hlt_exits {
+                vcpu.stats.add(Stat::VmExits, 1);
+            }
             let kind = match gexit {
                 GuestExit::Kicked => Some(Stat::ExtIntExits),
-                GuestExit::Hlt { .. } => Some(Stat::Hlt),
+                GuestExit::Hlt { .. } if hlt_exits => Some(Stat::Hlt),
+                GuestExit::Hlt { .. } => None,
                 GuestExit::Pause => Some(Stat::Pause),
                 GuestExit::Mtrap => Some(Stat::Mtrap),
                 GuestExit::Breakpoint => Some(Stat::Exception),
@@ -145,7 +163,8 @@ impl Vm {
                     }
                     return exit(ExitKind::Mmio(a));
                 }
-                GuestExit::Hlt { intr_enabled } => self.handle_hlt(id, intr_enabled)?,
+                GuestExit::Hlt { intr_enabled } if hlt_exits => self.handle_hlt(id, intr_enabled)?,
+                GuestExit::Hlt { .. } => vcpu.regs.lock().halted = true,
             }
         }
     }
@@ -238,6 +257,21 @@ impl Vm {
                 let _ = self.suspend(SuspendHow::Halt as i32);
             }
         }
+        self.sleep_in_hlt(vcpu, id, Some(intr_enabled))?;
+        if !intr_enabled {
+            self.cpus().halted.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Sleeps (SLEEPING) in a HLT until an event ends it or the run loop
+    /// must look at something: true for an NMI, or with interrupts
+    /// enabled a deliverable interrupt; false for reqidle, a VM-wide
+    /// reason or destroy. `intr_enabled` is the interrupt flag when the
+    /// HLT exited, or `None` to read RFLAGS.IF at each check (a guest
+    /// halted in its activity state, whose flag userland may set).
+    fn sleep_in_hlt(&self, vcpu: &Vcpu, id: usize, intr_enabled: Option<bool>) -> Result<bool> {
+        let exited = intr_enabled.is_some();
         loop {
             // The RTC and HPET may raise interrupts and notify a vCPU
             // (this one too): not under our vCPU mutex.
@@ -245,13 +279,13 @@ impl Vm {
             self.poll_device_timers(now);
             let g = vcpu.lock();
             vcpu.vlapic.timer_poll(now);
-            let wake = vcpu.vlapic.nmi_pending()
-                || (intr_enabled && vcpu.vlapic.has_pending_event())
-                || g.reqidle
-                || self.pending_for_sleeper(id)
-                || self.is_destroyed();
-            if wake {
-                break;
+            let intr_enabled = intr_enabled
+                .unwrap_or_else(|| vcpu.regs.lock().get(reg::RFLAGS as i32).unwrap_or(0) & RFLAGS_IF != 0);
+            if vcpu.vlapic.nmi_pending() || (intr_enabled && vcpu.vlapic.has_pending_event()) {
+                return Ok(true);
+            }
+            if g.reqidle || self.pending_for_sleeper(id) || self.is_destroyed() {
+                return Ok(false);
             }
             let g = vcpu.set_state_locked(g, VcpuState::Sleeping, false)?;
             // Wake for the earliest of the APIC timer and the devices'.
@@ -260,14 +294,13 @@ impl Vm {
                 Some(deadline) => vcpu.wait_until(g, deadline),
                 None => vcpu.wait(g),
             };
-            vcpu.stats.add(Stat::IdleTicks, now.elapsed().as_nanos() as u64);
+            if exited {
+                // FreeBSD counts idle time in `vm_handle_hlt` only.
+                vcpu.stats.add(Stat::IdleTicks, now.elapsed().as_nanos() as u64);
+            }
             debug_assert_eq!(g.state, VcpuState::Sleeping, "vCPU {id}: state changed under its sleeping owner");
             drop(vcpu.set_state_locked(g, VcpuState::Frozen, false)?);
         }
-        if !intr_enabled {
-            self.cpus().halted.remove(id);
-        }
-        Ok(())
     }
 
     /// VM-wide reasons a sleeping vCPU must return to the run loop.

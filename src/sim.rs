@@ -11,7 +11,7 @@ use crate::backend::{Backend, GuestExit, GuestStats};
 use crate::error::{Error, Result};
 use crate::exit::MmioAccess;
 use crate::guest::{GuestAction, GuestProgram};
-use crate::regs::{reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, RFLAGS_IF};
+use crate::regs::{reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
 
@@ -101,9 +101,10 @@ impl Backend for SimBackend {
         }
         // With the monitor trap flag every instruction that does not exit
         // by itself ends the entry (a debugger steps the guest).
-        let (mtrap, bpt) = {
+        let (mtrap, bpt, pause_exit) = {
             let r = vcpu.regs.lock();
-            (r.get_cap(CAP_MTRAP_EXIT) == Ok(1), r.get_cap(CAP_BPT_EXIT) == Ok(1))
+            let on = |cap| r.get_cap(cap) == Ok(1);
+            (on(CAP_MTRAP_EXIT), on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT))
         };
         let mut rip = rip;
         for _ in 0..STEPS_PER_ENTRY {
@@ -126,7 +127,10 @@ impl Backend for SimBackend {
                 }
                 GuestAction::Hlt => Some(GuestExit::Hlt { intr_enabled: intr_enabled(vcpu) }),
                 GuestAction::WaitInterruptEoi => Some(GuestExit::Hlt { intr_enabled: true }),
-                GuestAction::Pause => Some(GuestExit::Pause),
+                // Without VM_CAP_PAUSE_EXIT, PAUSE is a spin-loop hint
+                // that runs in the guest.
+                GuestAction::Pause if pause_exit => Some(GuestExit::Pause),
+                GuestAction::Pause => None,
                 GuestAction::Breakpoint if bpt => return (GuestExit::Breakpoint, rip, 0),
                 GuestAction::Breakpoint => {
                     // #BP through the guest's IDT, no exit (as VMX without

@@ -26,9 +26,12 @@ pub enum vmm_rs_action_kind {
     VMM_RS_ACT_PORT_IN = 3,
     /// `out` of `value` (`size` bytes) to `port` (VM_EXITCODE_INOUT).
     VMM_RS_ACT_PORT_OUT = 4,
-    /// HLT with the current interrupt flag.
+    /// HLT with the current interrupt flag: handled inside VM_RUN, which
+    /// sleeps until the HLT ends (with VM_CAP_HALT_EXIT off the guest
+    /// stays halted until an NMI or an interrupt it accepts).
     VMM_RS_ACT_HLT = 5,
-    /// PAUSE (VM_EXITCODE_PAUSE).
+    /// PAUSE: VM_EXITCODE_PAUSE with VM_CAP_PAUSE_EXIT on; off (the
+    /// default), it runs in the guest.
     VMM_RS_ACT_PAUSE = 6,
     /// STI. As on hardware, an STI that sets the interrupt flag lets its
     /// next action run before any interrupt is taken, so STI then HLT

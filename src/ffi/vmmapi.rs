@@ -155,7 +155,9 @@ pub unsafe extern "C" fn vm_get_seg_desc(vcpu: *mut vcpu, reg: c_int, seg_desc: 
     })
 }
 
-/// Reads capability `cap` (enum vm_cap_type) into `*retval`.
+/// Reads capability `cap` (enum vm_cap_type) into `*retval`. A new vCPU
+/// has VM_CAP_HALT_EXIT on (HLT exits and sleeps in the library) and
+/// every other capability off.
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_capability(vcpu: *mut vcpu, cap: c_int, retval: *mut c_int) -> c_int {
     ffi_boundary!({

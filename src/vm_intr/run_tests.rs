@@ -404,6 +404,81 @@ fn hlt_also_ends_for_reqidle_and_suspend() {
     });
 }
 
+/// Sets a vCPU's VM_CAP_HALT_EXIT and its RFLAGS.IF (which a guest
+/// halted without an exit is woken by: its flag is read live).
+fn halt_exit_and_if(vm: &Vm, id: usize, halt_exit: i32, intr_enabled: bool) {
+    let mut r = vm.vcpu(id).unwrap().regs.lock();
+    r.set_cap(crate::regs::CAP_HALT_EXIT, halt_exit).unwrap();
+    let rflags = if intr_enabled { 0x202 } else { 0x2 };
+    r.set(crate::regs::reg::RFLAGS as i32, rflags).unwrap();
+}
+
+/// Without VM_CAP_HALT_EXIT a HLT is no exit: the guest stays in its HLT
+/// activity state, across a return to userland (here a debug exit), until
+/// an interrupt it accepts ends it; VMEXIT_HLT is not counted. With the
+/// capability, on by default, the debug exit ends the HLT as FreeBSD's
+/// `vm_handle_hlt` does, and the guest goes on with no interrupt.
+#[test]
+fn without_halt_exit_the_guest_stays_halted_until_an_interrupt() {
+    use crate::stats::Stat;
+    with_watchdog(20, || {
+        for halt_exit in [1, 0] {
+            let exits = [GuestExit::Hlt { intr_enabled: true }, port(0x80, 1, false, 0)];
+            let (vm, s) = vm_with(Script::playing(exits, true), 1);
+            assert_eq!(vm.vcpu(0).unwrap().regs.lock().get_cap(crate::regs::CAP_HALT_EXIT), Ok(1), "default");
+            halt_exit_and_if(&vm, 0, halt_exit, true);
+            let runner = run_until_sleeping(&vm, 0);
+            vm.suspend_cpu(Some(0)).unwrap();
+            assert_eq!(runner.join().unwrap(), ExitKind::Debug);
+            vm.resume_cpu(Some(0)).unwrap();
+            let out = if halt_exit == 1 {
+                run_once(&vm, 0)
+            } else {
+                assert!(vm.vcpu(0).unwrap().regs.lock().halted, "still halted after the debug exit");
+                let runner = run_until_sleeping(&vm, 0);
+                vm.lapic_irq(0, 0x40).unwrap();
+                runner.join().unwrap()
+            };
+            assert!(matches!(out, ExitKind::Inout { port: 0x80, .. }), "halt_exit {halt_exit}: {out:?}");
+            let injected: &[u8] = if halt_exit == 1 { &[] } else { &[0x40] };
+            assert_eq!(*s.injected.lock().unwrap(), injected, "halt_exit {halt_exit}");
+            let st = vm.vcpu_stats(0, 0, 64).unwrap();
+            let want = if halt_exit == 1 { (1, 2) } else { (0, 1) };
+            assert_eq!((st[Stat::Hlt as usize], st[Stat::VmExits as usize]), want, "halt_exit {halt_exit}");
+        }
+    });
+}
+
+/// Halted without an exit and with interrupts off, a lone vCPU does not
+/// suspend the VM (nothing sees the HLT: with the exit it would be
+/// VM_SUSPEND_HALT); a vector leaves it halted and an NMI ends the HLT.
+#[test]
+fn without_halt_exit_a_halt_with_interrupts_off_ends_only_for_an_nmi() {
+    with_watchdog(20, || {
+        let (vm, s) = halting_once(1, false, true);
+        halt_exit_and_if(&vm, 0, 0, false);
+        let runner = run_until_sleeping(&vm, 0);
+        assert_eq!(vm.suspended_how(), None);
+        vm.lapic_irq(0, 0x41).unwrap();
+        vm.inject_nmi(0).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), [2], "the NMI, not the vector");
+        assert!(!vm.vcpu(0).unwrap().regs.lock().halted);
+        // A vector alone ends a HLT once userland has set IF.
+        let (vm, s) = halting_once(1, false, true);
+        halt_exit_and_if(&vm, 0, 0, false);
+        let runner = run_until_sleeping(&vm, 0);
+        vm.lapic_irq(0, 0x41).unwrap();
+        assert!(vm.vcpu(0).unwrap().regs.lock().halted);
+        vm.suspend_cpu(Some(0)).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Debug);
+        vm.resume_cpu(Some(0)).unwrap();
+        halt_exit_and_if(&vm, 0, 0, true);
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), [0x41]);
+    });
+}
+
 fn port(port: u16, bytes: u8, is_in: bool, eax: u32) -> GuestExit {
     GuestExit::Inout { port, bytes, is_in, eax }
 }
