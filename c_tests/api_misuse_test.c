@@ -102,6 +102,7 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what)
 	CHECK_ERR(vm_isa_pulse_irq(bad, 9, -1), err);
 	CHECK_ERR(vm_lapic_msi(bad, 0xFEE00000u, 0x49), err);
 	CHECK_ERR(vmm_rs_ioapic_stats(bad, &st), err);
+	CHECK_ERR(vmm_rs_set_mmio_exitcode(bad, VM_EXITCODE_MMIO), err);
 	/* vmm_ioctl, one command of each lock class, and the pin fast path. */
 	CHECK_ERR(vmm_ioctl(bad, VM_GET_TOPOLOGY, &topo), err);
 	CHECK_ERR(vmm_ioctl(bad, VM_IOAPIC_PULSE_IRQ, &pin), err);

@@ -241,10 +241,11 @@ struct vm_readwrite_kernemu_device {
 #define VM_INTINFO_SWINTR 1024
 
 /*
- Exit code of [`vm_exit_mmio`] exits (vmm_rs extension; outside FreeBSD's
- `enum vm_exitcode` range so it never collides with a FreeBSD code). The
- simulated backend reports MMIO this way rather than as
- VM_EXITCODE_INST_EMUL because it has no instruction bytes to decode.
+ Exit code of [`vm_exit_mmio`] exits (vmm_rs extension, after illumos;
+ outside FreeBSD's `enum vm_exitcode` range so it never collides with a
+ FreeBSD code). Guest MMIO that goes to userland leaves VM_RUN this way
+ in a VM set so with `vmm_rs_set_mmio_exitcode`; by default it is
+ FreeBSD's VM_EXITCODE_INST_EMUL with a decoded instruction.
  */
 #define VM_EXITCODE_MMIO 100
 
@@ -2089,6 +2090,22 @@ int vm_mmap_getnext(struct vmctx *ctx,
  test wait for "the vCPU is inside VM_RUN, sleeping" without sleeping.
  */
 int vmm_rs_vcpu_state(struct vcpu *vcpu);
+
+/*
+ vmm_rs extension: how VM_RUN reports a guest MMIO access outside the
+ devices emulated inside (local APIC, IOAPIC, HPET). `exitcode`
+ VM_EXITCODE_INST_EMUL (the default, FreeBSD's): `u.inst_emul` with the
+ guest-physical address, the paging state and CS, and `vie` already
+ decoded (`decoded` 1, no instruction bytes) as the `mov` between RAX
+ (AL, AX, EAX) and memory that makes the access, as bhyve's
+ `vmexit_inst_emul` passes it to its instruction emulator: a store's
+ value is in RAX, and a load's value goes to RAX with VM_SET_REGISTER
+ before the next VM_RUN. VM_EXITCODE_MMIO (illumos-style): `u.mmio`
+ with size, direction, address and a store's data. For the whole VM,
+ kept across VM_REINIT. Returns 0, or -1 with errno EINVAL for another
+ code, EFAULT or EBADF for a bad handle or a destroyed VM.
+ */
+int vmm_rs_set_mmio_exitcode(struct vmctx *ctx, int exitcode);
 
 /*
  Every statistic of the vCPU, fetched 64 at a time: a pointer to this

@@ -27,6 +27,12 @@ pub const PAGING_MODE_32: i32 = 1;
 pub const PAGING_MODE_PAE: i32 = 2;
 pub const PAGING_MODE_64: i32 = 3;
 pub const PAGING_MODE_64_LA57: i32 = 4;
+/// `enum vm_cpu_mode`: real mode.
+pub const CPU_MODE_REAL: i32 = 0;
+/// `enum vm_cpu_mode`: protected mode.
+pub const CPU_MODE_PROTECTED: i32 = 1;
+/// `enum vm_cpu_mode`: compatibility mode (long mode, 32-bit code).
+pub const CPU_MODE_COMPATIBILITY: i32 = 2;
 /// `enum vm_cpu_mode`: 64-bit mode (the one with canonical addresses).
 pub const CPU_MODE_64BIT: i32 = 3;
 

@@ -74,9 +74,7 @@ impl Vm {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::gla2gpa::{CPU_MODE_64BIT, PAGING_MODE_64, PAGING_MODE_FLAT};
-
-    const CPU_MODE_PROTECTED: i32 = 1;
+    use crate::gla2gpa::{CPU_MODE_64BIT, CPU_MODE_PROTECTED, PAGING_MODE_64, PAGING_MODE_FLAT};
     use crate::mem::VM_MMAP_ALL;
 
     fn vm() -> Vm {

@@ -5,7 +5,9 @@
 use crate::error::{Error, Result};
 
 mod boot;
+mod paging;
 pub use boot::{freebsd_gdt32, FREEBSD_GDT64, I386_TSS_SIZE};
+pub use paging::CodeSegment;
 
 /// Register numbers, FreeBSD 14 `enum vm_reg_name` values.
 pub mod reg {
@@ -120,8 +122,21 @@ fn exception_class(info: u64) -> ExcClass {
         _ => ExcClass::Benign,
     }
 }
+/// Control-register and EFER bits the register-state code reads and
+/// sets (here and in the `boot` and `paging` submodules).
 /// CR0.PE: protected mode.
 const CR0_PE: u64 = 1;
+/// CR0.NE: native FPU error reporting.
+const CR0_NE: u64 = 1 << 5;
+/// CR0.PG: paging.
+const CR0_PG: u64 = 1 << 31;
+/// CR4.PAE: PAE (and long-mode) page tables.
+const CR4_PAE: u64 = 1 << 5;
+/// CR4.LA57: 5-level paging.
+const CR4_LA57: u64 = 1 << 12;
+/// EFER.LME and EFER.LMA: long mode enabled, and active.
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
 
 /// Architectural state of one vCPU. Owned by whoever holds the vCPU
 /// FROZEN or RUNNING; the `Vm` keeps it behind a per-vCPU leaf mutex.

@@ -71,6 +71,18 @@ fn mask(size: u8) -> u64 {
     }
 }
 
+/// `mov` of `value` into the low `size` bytes of RAX: AL and AX keep the
+/// rest, EAX clears the upper half (as 32-bit moves do).
+fn load_rax(vcpu: &Vcpu, size: u8, value: u64) {
+    let mut r = vcpu.regs.lock();
+    let rax = r.get(reg::RAX as i32).unwrap_or(0);
+    let rax = match size {
+        1 | 2 => (rax & !mask(size)) | value,
+        _ => value,
+    };
+    let _ = r.set(reg::RAX as i32, rax);
+}
+
 fn intr_enabled(vcpu: &Vcpu) -> bool {
     vcpu.regs.lock().get(reg::RFLAGS as i32).unwrap_or(0) & RFLAGS_IF != 0
 }
@@ -156,7 +168,11 @@ impl Backend for SimBackend {
                     Some(GuestExit::Mmio(MmioAccess { gpa, size, write: false, value: 0 }))
                 }
                 GuestAction::MmioWrite { gpa, size, value } => {
-                    Some(GuestExit::Mmio(MmioAccess { gpa, size, write: true, value: value & mask(size) }))
+                    // The store is a `mov` from RAX (AL, AX, EAX): the
+                    // value is there for an instruction emulator to read.
+                    let value = value & mask(size);
+                    load_rax(vcpu, size, value);
+                    Some(GuestExit::Mmio(MmioAccess { gpa, size, write: true, value }))
                 }
             };
             match exit {
@@ -231,6 +247,31 @@ mod tests {
     use crate::regs::{CAP_BPT_EXIT, CAP_MTRAP_EXIT};
     use crate::stats::Stat;
     use crate::vm::Vm;
+
+    /// An MMIO store is a `mov` from RAX: the value is there at the exit,
+    /// merged into AL or AX, zero-extended from EAX, as the moves that
+    /// load it would leave RAX.
+    #[test]
+    fn an_mmio_store_leaves_its_value_in_rax() {
+        use crate::regs::reg::RAX;
+        let vm = Vm::with_sim_backend("store", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        let store = |size, value| MmioWrite { gpa: 0xd000_0000, size, value };
+        let script = vec![store(1, 0x1ab), store(2, 0xcdef), store(4, 0x8765_4321), store(8, u64::MAX - 1)];
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, Some(0))))).unwrap();
+        l.vcpu().regs.lock().set(RAX as i32, 0x1111_2222_3333_4444).unwrap();
+        for (value, rax) in [
+            (0xab, 0x1111_2222_3333_44ab),
+            (0xcdef, 0x1111_2222_3333_cdef),
+            (0x8765_4321, 0x8765_4321),
+            (u64::MAX - 1, u64::MAX - 1),
+        ] {
+            let e = vm.run(&l).unwrap();
+            assert!(matches!(e.kind, ExitKind::Mmio(a) if a.write && a.value == value), "{e:?}");
+            assert_eq!(l.vcpu().regs.lock().get(RAX as i32), Ok(rax));
+        }
+    }
 
     /// With VM_CAP_MTRAP_EXIT each instruction that does not exit by
     /// itself is one VM_EXITCODE_MTRAP at the next RIP; off, the guest

@@ -114,6 +114,9 @@ pub struct Vm {
     destroyed: AtomicBool,
     /// The 2019 TMR-rendezvous protocol instead of the sx-lock one.
     legacy: AtomicBool,
+    /// Userland MMIO exits report the bare access instead of a decoded
+    /// instruction (see [`Vm::raw_mmio_exits`]).
+    raw_mmio_exits: AtomicBool,
     rendezvous: Rendezvous,
     /// Guest memory lock. Protects: memory segments and maps. Rank 2:
     /// exclusive only with every vCPU frozen ([`Vm::mem_write`] needs a
@@ -198,6 +201,7 @@ impl Vm {
             suspend: AtomicI32::new(0),
             destroyed: AtomicBool::new(false),
             legacy: AtomicBool::new(cfg!(feature = "legacy-rendezvous")),
+            raw_mmio_exits: AtomicBool::new(false),
             vatpic: Vatpic::new(),
             rendezvous: Rendezvous::default(),
             mem: RwLock::new(GuestMemory::new()),
@@ -416,6 +420,20 @@ impl Vm {
     /// any vCPU runs.
     pub fn set_legacy_protocol(&self, on: bool) {
         self.legacy.store(on, Ordering::Relaxed);
+    }
+
+    /// How VM_RUN shows an MMIO access that goes to userland: false (the
+    /// default) as FreeBSD does, an instruction-emulation exit carrying a
+    /// decoded `mov` for bhyve's instruction emulator; true as the bare
+    /// access (size, direction, address, data), illumos-style. Kept across
+    /// VM_REINIT: it is how the caller reads exits, not VM state.
+    pub fn raw_mmio_exits(&self) -> bool {
+        self.raw_mmio_exits.load(Ordering::Relaxed)
+    }
+
+    /// Selects the MMIO exit form (see [`Vm::raw_mmio_exits`]).
+    pub fn set_raw_mmio_exits(&self, raw: bool) {
+        self.raw_mmio_exits.store(raw, Ordering::Relaxed);
     }
 
     // --- cpusets -------------------------------------------------------

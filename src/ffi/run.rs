@@ -6,6 +6,7 @@ use super::abi::*;
 use super::cpuset::copy_out_cpuset_any_size;
 use super::errno::{errno_of, fail};
 use super::handle;
+use super::inst_emul::inst_emul;
 use super::ioctl::copy_in;
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
@@ -25,7 +26,15 @@ pub(crate) unsafe fn vm_run_ioctl(vm: &Vm, lock: &VcpuLock<'_>, arg: *mut c_void
         return Err(Error::Fault);
     }
     let exit = vm.run(lock)?;
-    let out = to_vm_exit(&exit);
+    let mut out = to_vm_exit(&exit);
+    if let ExitKind::Mmio(a) = exit.kind {
+        if !vm.raw_mmio_exits() {
+            // FreeBSD's form: the access as a decoded instruction, with
+            // the paging state of the vCPU, still held by this call.
+            out.u.inst_emul = inst_emul(&a, exit.inst_length, &lock.vcpu().regs.lock());
+            out.exitcode = vm_exitcode::VM_EXITCODE_INST_EMUL as c_int;
+        }
+    }
     // SAFETY: non-NULL; the caller provides a `struct vm_exit` to fill.
     unsafe { a.vm_exit.write_unaligned(out) };
     if let ExitKind::Ipi { cpus, .. } = exit.kind {
@@ -118,5 +127,34 @@ pub extern "C" fn vmm_rs_vcpu_state(vcpu: *mut handle::vcpu) -> c_int {
             }) as c_int,
             Err(e) => fail(errno_of(e)),
         }
+    })
+}
+
+/// vmm_rs extension: how VM_RUN reports a guest MMIO access outside the
+/// devices emulated inside (local APIC, IOAPIC, HPET). `exitcode`
+/// VM_EXITCODE_INST_EMUL (the default, FreeBSD's): `u.inst_emul` with the
+/// guest-physical address, the paging state and CS, and `vie` already
+/// decoded (`decoded` 1, no instruction bytes) as the `mov` between RAX
+/// (AL, AX, EAX) and memory that makes the access, as bhyve's
+/// `vmexit_inst_emul` passes it to its instruction emulator: a store's
+/// value is in RAX, and a load's value goes to RAX with VM_SET_REGISTER
+/// before the next VM_RUN. VM_EXITCODE_MMIO (illumos-style): `u.mmio`
+/// with size, direction, address and a store's data. For the whole VM,
+/// kept across VM_REINIT. Returns 0, or -1 with errno EINVAL for another
+/// code, EFAULT or EBADF for a bad handle or a destroyed VM.
+#[no_mangle]
+pub extern "C" fn vmm_rs_set_mmio_exitcode(ctx: *mut handle::vmctx, exitcode: c_int) -> c_int {
+    ffi_boundary!({
+        let vm = match handle::live_ctx_vm(ctx) {
+            Ok(vm) => vm,
+            Err(e) => return fail(errno_of(e)),
+        };
+        let raw = match exitcode {
+            c if c == vm_exitcode::VM_EXITCODE_INST_EMUL as c_int => false,
+            c if c == VM_EXITCODE_MMIO => true,
+            _ => return fail(libc::EINVAL),
+        };
+        vm.set_raw_mmio_exits(raw);
+        0
     })
 }

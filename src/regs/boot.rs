@@ -3,15 +3,8 @@
 //! (`vm_setup_freebsd_registers` for long mode, `_i386` for flat 32-bit
 //! protected mode, and `vm_setup_freebsd_gdt`), as bhyveload sets them.
 
-use super::{reg, SegDesc, VcpuRegs, CAP_UNRESTRICTED_GUEST};
+use super::{reg, SegDesc, VcpuRegs, CAP_UNRESTRICTED_GUEST, CR0_NE, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 
-const CR0_PE: u64 = 1;
-/// CR0.NE: native FPU error reporting.
-const CR0_NE: u64 = 1 << 5;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 /// VMCS access-rights bits (`vm_set_desc`'s `access`).
 const DESC_PRESENT: u32 = 0x80;
 const DESC_DEF32: u32 = 0x4000;

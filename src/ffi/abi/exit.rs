@@ -308,10 +308,11 @@ pub struct vm_exit_mmio {
     pub data: u64,
 }
 
-/// Exit code of [`vm_exit_mmio`] exits (vmm_rs extension; outside FreeBSD's
-/// `enum vm_exitcode` range so it never collides with a FreeBSD code). The
-/// simulated backend reports MMIO this way rather than as
-/// VM_EXITCODE_INST_EMUL because it has no instruction bytes to decode.
+/// Exit code of [`vm_exit_mmio`] exits (vmm_rs extension, after illumos;
+/// outside FreeBSD's `enum vm_exitcode` range so it never collides with a
+/// FreeBSD code). Guest MMIO that goes to userland leaves VM_RUN this way
+/// in a VM set so with `vmm_rs_set_mmio_exitcode`; by default it is
+/// FreeBSD's VM_EXITCODE_INST_EMUL with a decoded instruction.
 pub const VM_EXITCODE_MMIO: c_int = 100;
 
 /// `vm_exit.u.ipi`: IPI exit. The destination vCPUs are returned through
