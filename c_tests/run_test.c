@@ -131,12 +131,7 @@ main(void)
 		CHECK(r.rc == 0 && r.exit.exitcode == VM_EXITCODE_INOUT && r.exit.u.inout.port == 0x4e);
 		CHECK_OK(vmm_rs_guest_stats(v0, &gs));
 		CHECK(gs.interrupts == 1 && gs.last_vector == 0x40);
-		int hlt = -1, n = 0;
-		while (vm_get_stat_desc(ctx, n) != NULL) {
-			if (strcmp(vm_get_stat_desc(ctx, n), "number of times hlt was intercepted") == 0)
-				hlt = n;
-			n++;
-		}
+		int hlt = stat_index(ctx, "number of times hlt was intercepted"), n = 0;
 		uint64_t *st = vm_get_stats(v0, NULL, &n);
 		CHECK(hlt >= 0 && st != NULL && st[hlt] == 0);
 		CHECK_OK(vm_set_capability(v0, VM_CAP_HALT_EXIT, 1));

@@ -5,17 +5,6 @@
  */
 #include "apic_util.h"
 
-/* The index of the statistic described `desc`, or -1. */
-static int
-stat_index(struct vmctx *ctx, const char *desc)
-{
-	const char *d;
-	for (int i = 0; (d = vm_get_stat_desc(ctx, i)) != NULL; i++)
-		if (strcmp(d, desc) == 0)
-			return i;
-	return -1;
-}
-
 int
 main(void)
 {

@@ -101,4 +101,17 @@ test_finish(const char *name)
 	return t_failures == 0 ? 0 : 1;
 }
 
+#ifdef VMM_RS_H
+/* The index of the statistic described `desc`, or -1. */
+static inline int
+stat_index(struct vmctx *ctx, const char *desc)
+{
+	const char *d;
+	for (int i = 0; (d = vm_get_stat_desc(ctx, i)) != NULL; i++)
+		if (strcmp(d, desc) == 0)
+			return i;
+	return -1;
+}
+#endif
+
 #endif

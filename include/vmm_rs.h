@@ -829,6 +829,20 @@ enum vmm_rs_action_kind {
    RIP it is given); off, the guest takes #BP (vector 3) itself.
    */
   VMM_RS_ACT_INT3 = 10,
+  /*
+   RDMSR of `msr`. IA32_APIC_BASE and the x2APIC MSRs are emulated
+   inside VM_RUN (an x2APIC MSR in xAPIC mode is #GP, vector 13);
+   others return VM_EXITCODE_RDMSR (`u.msr.code`), and the guest
+   reads EDX:EAX as set in RDX and RAX with VM_SET_REGISTER before
+   the next VM_RUN (what bhyve's `vmexit_rdmsr` does).
+   */
+  VMM_RS_ACT_RDMSR = 11,
+  /*
+   WRMSR of `value` to `msr`, with EDX:EAX loaded with `value` first:
+   the local APIC's inside VM_RUN, others VM_EXITCODE_WRMSR
+   (`u.msr.code`, `u.msr.wval`).
+   */
+  VMM_RS_ACT_WRMSR = 12,
 };
 
 /*
@@ -924,9 +938,13 @@ struct vmm_rs_action {
   uint16_t port;
   uint64_t gpa;
   /*
-   Value written by MMIO_WRITE and PORT_OUT.
+   Value written by MMIO_WRITE, PORT_OUT and WRMSR.
    */
   uint64_t value;
+  /*
+   The MSR (ECX) of RDMSR and WRMSR.
+   */
+  uint32_t msr;
 };
 
 /*

@@ -19,6 +19,10 @@ pub enum GuestExit {
     /// handles it as an exit with VM_CAP_HALT_EXIT on, and otherwise as
     /// the guest entering its HLT activity state (no exit).
     Hlt { intr_enabled: bool },
+    /// RDMSR of `msr` (ECX).
+    Rdmsr { msr: u32 },
+    /// WRMSR of `value` (EDX:EAX) to `msr` (ECX).
+    Wrmsr { msr: u32, value: u64 },
     /// PAUSE, with VM_CAP_PAUSE_EXIT on.
     Pause,
     /// An instruction completed with VM_CAP_MTRAP_EXIT on (the monitor
@@ -86,9 +90,10 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     /// entry, as VMX injects one event per VM entry).
     fn inject_nmi(&self, _vcpu: &Vcpu) {}
 
-    /// The value of an MMIO read the library emulated (local APIC or
-    /// vioapic), for the instruction that exited with `GuestExit::Mmio`.
-    fn mmio_read_result(&self, _vcpu: &Vcpu, _value: u64) {}
+    /// The value of a read the library emulated (an MMIO load from the
+    /// local APIC, vioapic or HPET, or an RDMSR of a local APIC MSR), for
+    /// the instruction that exited with `GuestExit::Mmio` or `Rdmsr`.
+    fn emulated_read_result(&self, _vcpu: &Vcpu, _value: u64) {}
 
     /// Installs (or with `None` removes) the program vCPU `vcpuid`'s guest
     /// runs. The caller holds the vCPU, so it is not running. Backends

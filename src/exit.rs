@@ -44,6 +44,13 @@ pub enum ExitKind {
     Inout { port: u16, bytes: u8, is_in: bool, eax: u32 },
     /// MMIO outside the emulated devices (VM_EXITCODE_INST_EMUL).
     Mmio(MmioAccess),
+    /// RDMSR of an MSR the library does not emulate
+    /// (VM_EXITCODE_RDMSR): userland puts the value in EDX:EAX (RDX and
+    /// RAX) with VM_SET_REGISTER before the next VM_RUN.
+    Rdmsr { msr: u32 },
+    /// WRMSR of `value` to an MSR the library does not emulate
+    /// (VM_EXITCODE_WRMSR).
+    Wrmsr { msr: u32, value: u64 },
     /// The guest executed PAUSE.
     Pause,
     /// One guest instruction completed with VM_CAP_MTRAP_EXIT on

@@ -28,6 +28,10 @@ pub enum GuestAction {
     DisableInterrupts,
     /// INT3: an exit with VM_CAP_BPT_EXIT, else #BP to the guest.
     Breakpoint,
+    /// RDMSR of `msr`: the value (EDX:EAX) is the guest's read result.
+    Rdmsr { msr: u32 },
+    /// WRMSR of `value` to `msr` (EDX:EAX loaded with it first).
+    Wrmsr { msr: u32, value: u64 },
     /// Scripted guests only: halt with interrupts enabled until an
     /// interrupt arrives, then EOI it (a write to the local APIC's EOI).
     WaitInterruptEoi,

@@ -106,6 +106,8 @@ impl Vm {
                 GuestExit::Mtrap => Some(Stat::Mtrap),
                 GuestExit::Breakpoint => Some(Stat::Exception),
                 GuestExit::Inout { .. } => Some(Stat::InOut),
+                GuestExit::Rdmsr { .. } => Some(Stat::Rdmsr),
+                GuestExit::Wrmsr { .. } => Some(Stat::Wrmsr),
                 GuestExit::Mmio(_) => Some(Stat::InstEmul),
                 GuestExit::Yield | GuestExit::Bogus => None,
             };
@@ -145,6 +147,33 @@ impl Vm {
                     }
                     return exit(ExitKind::Inout { port, bytes, is_in, eax });
                 }
+                GuestExit::Rdmsr { msr } => {
+                    // The local APIC's MSRs are emulated here (FreeBSD
+                    // `lapic_rdmsr`); a refused one is #GP.
+                    if Self::is_lapic_msr(msr) {
+                        match self.lapic_rdmsr(id, msr) {
+                            Ok(v) => self.backend().emulated_read_result(vcpu, v),
+                            Err(_) => self.msr_fault(vcpu)?,
+                        }
+                        continue;
+                    }
+                    return exit(ExitKind::Rdmsr { msr });
+                }
+                GuestExit::Wrmsr { msr, value } => {
+                    if Self::is_lapic_msr(msr) {
+                        match self.guest_lapic_wrmsr(id, msr, value) {
+                            Ok(Some(start)) => {
+                                if let Some(kind) = self.handle_start_ipi(start) {
+                                    return exit(kind);
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(_) => self.msr_fault(vcpu)?,
+                        }
+                        continue;
+                    }
+                    return exit(ExitKind::Wrmsr { msr, value });
+                }
                 GuestExit::Mmio(a) => {
                     // The local APIC and vioapic are emulated here; other
                     // addresses go to userland.
@@ -158,7 +187,7 @@ impl Vm {
                             None => {}
                         }
                     } else if let Some(v) = self.mmio_read(id, a.gpa, a.size)? {
-                        self.backend().mmio_read_result(vcpu, v);
+                        self.backend().emulated_read_result(vcpu, v);
                         continue;
                     }
                     return exit(ExitKind::Mmio(a));
@@ -301,6 +330,13 @@ impl Vm {
             debug_assert_eq!(g.state, VcpuState::Sleeping, "vCPU {id}: state changed under its sleeping owner");
             drop(vcpu.set_state_locked(g, VcpuState::Frozen, false)?);
         }
+    }
+
+    /// An MSR access the local APIC refused: #GP(0) at the instruction
+    /// (which is restarted, so the fault reports its RIP).
+    fn msr_fault(&self, vcpu: &Vcpu) -> Result<()> {
+        const IDT_GP: i32 = 13;
+        vcpu.regs.lock().inject_exception(IDT_GP, Some(0), true)
     }
 
     /// VM-wide reasons a sleeping vCPU must return to the run loop.

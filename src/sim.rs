@@ -23,12 +23,21 @@ const IDT_BP: u8 = 3;
 /// (which re-checks timers and pending work); kicks end an entry sooner.
 pub const STEPS_PER_ENTRY: usize = 1024;
 
+/// Where the guest takes a read's value from at its next entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadInto {
+    /// RAX, masked to this many bytes (port `in`, MMIO load).
+    Rax(u8),
+    /// EDX:EAX (RDMSR).
+    EdxEax,
+}
+
 #[derive(Default)]
 struct GuestSlot {
     program: Option<Box<dyn GuestProgram>>,
-    /// A read went to userland; its value (RAX, masked to this many
-    /// bytes) goes to the guest at the next entry.
-    pending_read: Option<u8>,
+    /// A read went to userland; its value goes to the guest at the next
+    /// entry.
+    pending_read: Option<ReadInto>,
     /// The instruction after an STI that set the interrupt flag runs
     /// before any interrupt is taken (the STI interrupt shadow), so
     /// `sti; hlt` waits for an interrupt as on hardware.
@@ -106,8 +115,15 @@ impl Backend for SimBackend {
             // The idle loop: sti; hlt.
             return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
         };
-        if let Some(size) = slot.pending_read.take() {
-            let value = vcpu.regs.lock().get(reg::RAX as i32).unwrap_or(0) & mask(size);
+        if let Some(into) = slot.pending_read.take() {
+            let value = {
+                let r = vcpu.regs.lock();
+                let get = |n: usize| r.get(n as i32).unwrap_or(0);
+                match into {
+                    ReadInto::Rax(size) => get(reg::RAX) & mask(size),
+                    ReadInto::EdxEax => (get(reg::RDX) << 32) | (get(reg::RAX) & 0xffff_ffff),
+                }
+            };
             program.read_result(value);
             slot.stats.last_read = value;
         }
@@ -153,7 +169,7 @@ impl Backend for SimBackend {
                     None
                 }
                 GuestAction::PortIn { port, size } => {
-                    slot.pending_read = Some(size);
+                    slot.pending_read = Some(ReadInto::Rax(size));
                     Some(GuestExit::Inout { port, bytes: size, is_in: true, eax: 0 })
                 }
                 GuestAction::PortOut { port, size, value } => {
@@ -161,11 +177,24 @@ impl Backend for SimBackend {
                     Some(GuestExit::Inout { port, bytes: size, is_in: false, eax })
                 }
                 GuestAction::MmioRead { gpa, size } => {
-                    // If the library emulates `gpa`, mmio_read_result
+                    // If the library emulates `gpa`, emulated_read_result
                     // delivers the value and this is cleared; otherwise
                     // userland answers through RAX.
-                    slot.pending_read = Some(size);
+                    slot.pending_read = Some(ReadInto::Rax(size));
                     Some(GuestExit::Mmio(MmioAccess { gpa, size, write: false, value: 0 }))
+                }
+                GuestAction::Rdmsr { msr } => {
+                    // As for a load: the library (the local APIC's MSRs)
+                    // or userland (EDX:EAX) supplies the value.
+                    slot.pending_read = Some(ReadInto::EdxEax);
+                    Some(GuestExit::Rdmsr { msr })
+                }
+                GuestAction::Wrmsr { msr, value } => {
+                    // WRMSR takes its value from EDX:EAX.
+                    let mut r = vcpu.regs.lock();
+                    let _ = r.set(reg::RAX as i32, value & 0xffff_ffff);
+                    let _ = r.set(reg::RDX as i32, value >> 32);
+                    Some(GuestExit::Wrmsr { msr, value })
                 }
                 GuestAction::MmioWrite { gpa, size, value } => {
                     // The store is a `mov` from RAX (AL, AX, EAX): the
@@ -219,7 +248,7 @@ impl Backend for SimBackend {
         self.inject(vcpu, IDT_NMI);
     }
 
-    fn mmio_read_result(&self, vcpu: &Vcpu, value: u64) {
+    fn emulated_read_result(&self, vcpu: &Vcpu, value: u64) {
         if let Ok(slot) = self.slot(vcpu.id()) {
             let mut slot = slot.lock();
             slot.pending_read = None;

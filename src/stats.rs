@@ -1,7 +1,7 @@
 //! Per-vCPU statistics (FreeBSD `vmm_stat`), read with VM_STATS and named
 //! by VM_STAT_DESC. The descriptions are FreeBSD's, so `bhyvectl
 //! --get-stats` output reads the same; the set is what this VMM can
-//! count (no EPT, CPUID or MSR exits here), and the indexes are this
+//! count (no EPT or CPUID exits here), and the indexes are this
 //! library's (FreeBSD's depend on its link order).
 //!
 //! Only the thread that holds a vCPU (RUNNING or FROZEN) counts into it,
@@ -29,6 +29,9 @@ pub enum Stat {
     /// Exits for guest exceptions (INT3 with VM_CAP_BPT_EXIT).
     Exception,
     InOut,
+    /// RDMSR and WRMSR, inside (the local APIC's) or to userland.
+    Rdmsr,
+    Wrmsr,
     /// MMIO: the accesses FreeBSD decodes and emulates.
     InstEmul,
     /// VM_RUN returned to its caller.
@@ -55,6 +58,8 @@ pub const DESCRIPTIONS: [&str; NSTATS] = [
     "number of monitor trap exits",
     "number of vm exits due to exceptions",
     "number of times in/out was intercepted",
+    "number of times rdmsr was intercepted",
+    "number of times wrmsr was intercepted",
     "vm exits for instruction emulation",
     "number of vm exits handled in userspace",
     "number of times rendezvous pending at exit",

@@ -47,6 +47,16 @@ pub enum vmm_rs_action_kind {
     /// script's INT3 is done once taken, a callback guest decides by the
     /// RIP it is given); off, the guest takes #BP (vector 3) itself.
     VMM_RS_ACT_INT3 = 10,
+    /// RDMSR of `msr`. IA32_APIC_BASE and the x2APIC MSRs are emulated
+    /// inside VM_RUN (an x2APIC MSR in xAPIC mode is #GP, vector 13);
+    /// others return VM_EXITCODE_RDMSR (`u.msr.code`), and the guest
+    /// reads EDX:EAX as set in RDX and RAX with VM_SET_REGISTER before
+    /// the next VM_RUN (what bhyve's `vmexit_rdmsr` does).
+    VMM_RS_ACT_RDMSR = 11,
+    /// WRMSR of `value` to `msr`, with EDX:EAX loaded with `value` first:
+    /// the local APIC's inside VM_RUN, others VM_EXITCODE_WRMSR
+    /// (`u.msr.code`, `u.msr.wval`).
+    VMM_RS_ACT_WRMSR = 12,
 }
 
 /// One guest action.
@@ -60,8 +70,10 @@ pub struct vmm_rs_action {
     pub size: u8,
     pub port: u16,
     pub gpa: u64,
-    /// Value written by MMIO_WRITE and PORT_OUT.
+    /// Value written by MMIO_WRITE, PORT_OUT and WRMSR.
     pub value: u64,
+    /// The MSR (ECX) of RDMSR and WRMSR.
+    pub msr: u32,
 }
 
 /// Callbacks of a guest driven by C code. They run on the vCPU's thread
@@ -117,6 +129,8 @@ fn action_from_c(a: &vmm_rs_action) -> Result<GuestAction> {
         k if k == VMM_RS_ACT_CLI as c_int => GuestAction::DisableInterrupts,
         k if k == VMM_RS_ACT_WAIT_INTR_EOI as c_int => GuestAction::WaitInterruptEoi,
         k if k == VMM_RS_ACT_INT3 as c_int => GuestAction::Breakpoint,
+        k if k == VMM_RS_ACT_RDMSR as c_int => GuestAction::Rdmsr { msr: a.msr },
+        k if k == VMM_RS_ACT_WRMSR as c_int => GuestAction::Wrmsr { msr: a.msr, value: a.value },
         _ => return Err(Error::Inval),
     })
 }
@@ -139,7 +153,7 @@ impl GuestProgram for CallbackGuest {
             return GuestAction::Hlt;
         };
         // An ended guest disables interrupts once, then halts for good.
-        let mut a = vmm_rs_action { kind: 0, size: 0, port: 0, gpa: 0, value: 0 };
+        let mut a = vmm_rs_action { kind: 0, size: 0, port: 0, gpa: 0, value: 0, msr: 0 };
         // SAFETY: a C callback with the contract documented on the ops.
         let rc = unsafe { next(self.cookie, self.vcpuid, rip, &mut a) };
         if rc != 0 {

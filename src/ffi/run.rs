@@ -67,6 +67,14 @@ fn to_vm_exit(e: &VmExit) -> vm_exit {
             };
             return finish(out, VM_EXITCODE_MMIO);
         }
+        ExitKind::Rdmsr { msr } => {
+            out.u.msr = vm_exit_msr { code: msr, wval: 0 };
+            vm_exitcode::VM_EXITCODE_RDMSR
+        }
+        ExitKind::Wrmsr { msr, value } => {
+            out.u.msr = vm_exit_msr { code: msr, wval: value };
+            vm_exitcode::VM_EXITCODE_WRMSR
+        }
         ExitKind::Pause => vm_exitcode::VM_EXITCODE_PAUSE,
         ExitKind::Mtrap => vm_exitcode::VM_EXITCODE_MTRAP,
         ExitKind::Breakpoint => {

@@ -239,12 +239,23 @@ impl Vm {
 
     /// WRMSR of IA32_APIC_BASE or an x2APIC register; EINVAL stands for #GP.
     pub fn lapic_wrmsr(&self, vcpuid: usize, msr: u32, value: u64) -> Result<()> {
-        let vcpu = self.vcpu(vcpuid)?;
-        let fx = vcpu.vlapic.write_msr(msr, value, Instant::now()).ok_or(Error::Inval)?;
         // An INIT or STARTUP sent by an x2APIC ICR write outside the run
         // loop has no effect (see `mmio_write`).
-        let _ = self.apply_lapic_effects(vcpuid, fx);
-        Ok(())
+        self.guest_lapic_wrmsr(vcpuid, msr, value).map(drop)
+    }
+
+    /// [`Vm::lapic_wrmsr`] from the guest in the run loop: also returns an
+    /// INIT or STARTUP IPI an x2APIC ICR write sent.
+    pub(crate) fn guest_lapic_wrmsr(&self, vcpuid: usize, msr: u32, value: u64) -> Result<Option<StartIpi>> {
+        let vcpu = self.vcpu(vcpuid)?;
+        let fx = vcpu.vlapic.write_msr(msr, value, Instant::now()).ok_or(Error::Inval)?;
+        Ok(self.apply_lapic_effects(vcpuid, fx))
+    }
+
+    /// Whether the local APIC handles `msr` (FreeBSD `lapic_msr`):
+    /// IA32_APIC_BASE and the x2APIC range.
+    pub(crate) fn is_lapic_msr(msr: u32) -> bool {
+        msr == crate::vlapic::regs::MSR_APICBASE || (0x800..=0x8ff).contains(&msr)
     }
 
     /// Carries out what a register write of vCPU `id`'s APIC asked for,

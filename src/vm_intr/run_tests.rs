@@ -64,7 +64,7 @@ impl Backend for Guest {
     fn inject_event(&self, _vcpu: &Vcpu, info: u64) {
         self.0.injected.lock().unwrap().push(info as u8);
     }
-    fn mmio_read_result(&self, _vcpu: &Vcpu, value: u64) {
+    fn emulated_read_result(&self, _vcpu: &Vcpu, value: u64) {
         self.0.mmio_reads.lock().unwrap().push(value);
     }
 }
@@ -323,6 +323,50 @@ fn init_and_startup_leave_vm_run_with_ipi_exit() {
     assert_eq!(run_once(&vm, 0), startup);
     assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
     assert!(vm.cpus().startup.is_empty());
+}
+
+/// The local APIC's MSRs are emulated in the run loop: IA32_APIC_BASE in
+/// either mode, the x2APIC range only in x2APIC mode (else #GP at the
+/// instruction); an x2APIC ICR write sends IPIs, INIT/SIPI included.
+/// Other MSRs go to userland. Both kinds are counted.
+#[test]
+fn apic_msrs_are_emulated_in_the_run_loop_and_others_exit() {
+    use crate::stats::Stat;
+    let rd = |msr| GuestExit::Rdmsr { msr };
+    let wr = |msr, value| GuestExit::Wrmsr { msr, value };
+    let exits = [
+        rd(0x1b),
+        rd(0x802), // xAPIC mode: #GP
+        rd(0x3a),
+        wr(0x3a, 5),
+    ];
+    let (vm, s) = vm_with(Script::playing(exits, true), 3);
+    let e = vm.run(&vm.lock_one(0).unwrap()).unwrap();
+    assert_eq!(e.kind, ExitKind::Rdmsr { msr: 0x3a });
+    assert_eq!(*s.mmio_reads.lock().unwrap(), [0xFEE0_0900], "APIC base: enabled, BSP");
+    assert_eq!(*s.injected.lock().unwrap(), [13], "#GP for the x2APIC MSR");
+    // Each scripted exit is 3 bytes long: the #GP restarted the RDMSR at
+    // 3, so the next instruction is at 3 again, not 6.
+    assert_eq!(e.rip, 3);
+    assert_eq!(run_once(&vm, 0), ExitKind::Wrmsr { msr: 0x3a, value: 5 });
+    let st = vm.vcpu_stats(0, 0, 64).unwrap();
+    assert_eq!((st[Stat::Rdmsr as usize], st[Stat::Wrmsr as usize]), (3, 1));
+
+    // x2APIC mode: a fixed IPI to vCPU 1, then INIT and STARTUP to vCPU 2.
+    let exits = [
+        wr(0x830, (1 << 32) | 0x55),
+        rd(0x802),
+        wr(0x830, (2 << 32) | u64::from(DELMODE_INIT | TRIGMOD_LEVEL | LEVEL_ASSERT)),
+        wr(0x830, (2 << 32) | u64::from(DELMODE_STARTUP | 0x9F)),
+    ];
+    let (vm, s) = vm_with(Script::playing(exits, true), 3);
+    for id in 0..3 {
+        vm.set_x2apic_state(id, 1).unwrap();
+    }
+    assert_eq!(run_once(&vm, 0), ExitKind::SpinupAp { vcpu: 2, rip: 0x9F000 });
+    assert!(vm.vcpu(1).unwrap().vlapic.irr().test(0x55));
+    assert_eq!(*s.mmio_reads.lock().unwrap(), [0], "x2APIC id of vCPU 0");
+    assert!(s.injected.lock().unwrap().is_empty());
 }
 
 #[test]
