@@ -2,7 +2,8 @@
 //! VM_RUN with guests that write random values to random local APIC and
 //! IOAPIC registers (IPIs of every delivery mode and shorthand, INIT and
 //! SIPI included, APIC software disable, timers, TPR, redirection entries)
-//! and halt, EOI or toggle their interrupt flag at random, and program
+//! and halt, EOI or toggle their interrupt flag at random, access the
+//! same registers as x2APIC MSRs (#GP in xAPIC mode), and program
 //! and read the RTC (rates, SET, garbage dates, interrupt enables; its
 //! IRQ 8 pulses land on the IOAPIC), the PM timer and the HPET (timers
 //! on pins 24-31 or as MSIs, edge or level, one-shot or periodic, ISR
@@ -71,6 +72,11 @@ impl GuestProgram for ChaosGuest {
         }
         if !self.pending.is_empty() && rng.chance(2) {
             self.pending.pop();
+            // Through MMIO or the x2APIC MSR: whichever the APIC's mode
+            // refuses is ignored (MMIO) or #GP (MSR).
+            if rng.chance(2) {
+                return GuestAction::Wrmsr { msr: 0x80b, value: 0 };
+            }
             return GuestAction::MmioWrite {
                 gpa: LAPIC_BASE + u64::from(off::EOI),
                 size: 4,
@@ -146,6 +152,14 @@ impl GuestProgram for ChaosGuest {
             96 => GuestAction::PortIn { port: [0x20, 0x21, 0xa0, 0xa1, 0x4d0][rng.below(5) as usize], size: 1 },
             76..=78 => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
             79 => GuestAction::Pause,
+            // x2APIC registers as MSRs (the ICR with a destination), and
+            // IA32_APIC_BASE.
+            97 | 98 => {
+                let msr = 0x800 + (lapic_offset(rng) >> 4) as u32;
+                let dest = if msr == 0x830 { rng.below(VCPUS as u64 + 1) << 32 } else { 0 };
+                GuestAction::Wrmsr { msr, value: lapic_value(rng) | dest }
+            }
+            99 => GuestAction::Rdmsr { msr: if rng.chance(8) { 0x1b } else { 0x800 + (lapic_offset(rng) >> 4) as u32 } },
             _ => GuestAction::Compute,
         }
     }
@@ -326,6 +340,13 @@ fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
         let _ = vm.suspend(2);
         runners.into_iter().for_each(|t| t.join().unwrap());
         assert!(steps.load(SeqCst) > 1000, "the guests ran");
+        let msrs: u64 = (0..VCPUS)
+            .map(|id| {
+                let s = vm.vcpu_stats(id, 0, 64).unwrap();
+                s[crate::stats::Stat::Rdmsr as usize] + s[crate::stats::Stat::Wrmsr as usize]
+            })
+            .sum();
+        assert!(msrs > 100, "the guests used MSRs ({msrs})");
 
         for id in 0..VCPUS {
             let (irr, isr) = (vm.irr_snapshot(id).unwrap(), vm.isr_snapshot(id).unwrap());
