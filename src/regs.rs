@@ -403,7 +403,9 @@ mod tests {
         }
         r.set_cap(CAP_IPI_EXIT, 1).unwrap();
         r.inject_exception(13, None, false).unwrap();
+        r.halted = true;
         r.power_on_reset();
+        assert!(!r.halted, "active again");
         let g = |n: usize| r.get(n as i32).unwrap();
         assert_eq!((g(reg::RIP), r.nextrip, g(reg::RFLAGS)), (0xfff0, 0xfff0, 2));
         assert_eq!((g(reg::CR0), g(reg::CR2), g(reg::CR3), g(reg::CR4), g(reg::EFER)), (0x20, 0, 0, 0, 0));

@@ -47,10 +47,13 @@ impl VcpuRegs {
     /// guests), RDX 0xF00, the other general registers, CR2-CR4 and EFER
     /// zero, 64 KiB data segments, GDTR and IDTR of limit 0xFFFF, an empty
     /// busy TSS and an LDT, DR6/DR7 at their reset values, no interrupt
-    /// shadow. Other registers, capabilities and pending events are left
-    /// as they are, as libvmmapi leaves them.
+    /// shadow, and the guest active: a HLT it sat in without an exit is
+    /// over (as RESET or INIT ends one on hardware), so an AP that halted
+    /// before starts at the new RIP. Other registers, capabilities and
+    /// pending events are left as they are, as libvmmapi leaves them.
     pub fn power_on_reset(&mut self) {
         use reg::*;
+        self.halted = false;
         let seg = |base, limit, access| SegDesc { base, limit, access };
         for r in (RAX..=R15).chain([RSP, CR2, CR3, CR4, EFER, INTR_SHADOW]) {
             self.regs[r] = 0;
