@@ -86,6 +86,19 @@ main(void)
 			CHECK_OK(vm_run(v0, &vmrun));
 			CHECK(vme.exitcode == VM_EXITCODE_MTRAP && vme.rip == rip0 + i && vme.inst_length == 0);
 		}
+		/* As bhyve's gdb stub steps: VM_CAP_MASK_HWINTR holds even an
+		 * NMI back until stepping ends. */
+		struct vmm_rs_guest_stats gs;
+		CHECK_OK(vm_set_capability(v0, VM_CAP_MASK_HWINTR, 1));
+		CHECK_OK(vm_inject_nmi(v0));
+		CHECK_OK(vm_run(v0, &vmrun));
+		CHECK(vme.exitcode == VM_EXITCODE_MTRAP);
+		CHECK_OK(vmm_rs_guest_stats(v0, &gs));
+		CHECK(gs.interrupts == 0);
+		CHECK_OK(vm_set_capability(v0, VM_CAP_MASK_HWINTR, 0));
+		CHECK_OK(vm_run(v0, &vmrun));
+		CHECK_OK(vmm_rs_guest_stats(v0, &gs));
+		CHECK(gs.interrupts == 1 && gs.last_vector == 2);
 		CHECK_OK(vm_set_capability(v0, VM_CAP_MTRAP_EXIT, 0));
 		/* A breakpoint: INT3 with VM_CAP_BPT_EXIT is VM_EXITCODE_BPT at
 		 * its RIP, the one-byte length in u.bpt. */

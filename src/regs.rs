@@ -63,6 +63,9 @@ pub const CAP_BPT_EXIT: i32 = 5;
 pub const CAP_UNRESTRICTED_GUEST: i32 = 3;
 /// VM_CAP_IPI_EXIT: INIT and STARTUP IPIs leave VM_RUN as VM_EXITCODE_IPI.
 pub const CAP_IPI_EXIT: i32 = 8;
+/// VM_CAP_MASK_HWINTR: no event is injected on guest entry (a debugger
+/// stepping the guest does not want to land in interrupt handlers).
+pub const CAP_MASK_HWINTR: i32 = 9;
 
 /// RFLAGS.IF: the guest accepts maskable interrupts.
 pub const RFLAGS_IF: u64 = 1 << 9;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
-use crate::regs::{reg, EntryEvent, CAP_HALT_EXIT, RFLAGS_IF};
+use crate::regs::{reg, EntryEvent, CAP_HALT_EXIT, CAP_MASK_HWINTR, RFLAGS_IF};
 use crate::stats::Stat;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::Injection;
@@ -207,7 +207,17 @@ impl Vm {
         let now = Instant::now();
         self.poll_device_timers(now);
         vcpu.vlapic.timer_poll(now);
-        let event = vcpu.regs.lock().entry_intinfo();
+        let event = {
+            let mut r = vcpu.regs.lock();
+            // VM_CAP_MASK_HWINTR (bhyve's gdb stub sets it while it
+            // single-steps): no event at all is injected, exceptions and
+            // NMIs included, as FreeBSD's `vmx_inject_interrupts` returns
+            // at once.
+            if r.get_cap(CAP_MASK_HWINTR) == Ok(1) {
+                return true;
+            }
+            r.entry_intinfo()
+        };
         match event {
             Some(EntryEvent::TripleFault) => {
                 let _ = self.suspend(SuspendHow::Triplefault as i32);

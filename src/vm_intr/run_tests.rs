@@ -156,6 +156,26 @@ fn the_highest_deliverable_vector_is_injected_when_the_guest_takes_it() {
 /// device that reacts to the guest's handling by raising the same vector
 /// again must find IRR clear, or the two interrupts merge into one (the
 /// lost edge interrupt the stress test found).
+/// VM_CAP_MASK_HWINTR (a debugger stepping the guest) holds back every
+/// event, the queued exception and the NMI too; without it they come one
+/// per entry in their order.
+#[test]
+fn mask_hwintr_holds_every_event_back() {
+    let (vm, s) = vm_with(Script { accepts: true, ..Default::default() }, 1);
+    let cap = |on| vm.vcpu(0).unwrap().regs.lock().set_cap(crate::regs::CAP_MASK_HWINTR, on).unwrap();
+    cap(1);
+    vm.lapic_irq(0, 0x45).unwrap();
+    vm.inject_nmi(0).unwrap();
+    vm.vcpu(0).unwrap().regs.lock().inject_exception(13, Some(0), false).unwrap();
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+    assert!(s.injected.lock().unwrap().is_empty());
+    cap(0);
+    for _ in 0..3 {
+        run_once(&vm, 0);
+    }
+    assert_eq!(*s.injected.lock().unwrap(), [13, 2, 0x45]);
+}
+
 #[test]
 fn a_vector_is_in_service_before_the_guest_sees_it() {
     let (vm, s) = vm_with(Script { accepts: true, ..Default::default() }, 1);
