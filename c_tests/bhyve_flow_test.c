@@ -3,7 +3,10 @@
  * vm_loop() go (FreeBSD 14): parse -m, create and open the VM, limit its
  * rights, set the topology and capabilities, set up memory, map a boot
  * ROM, fill the RTC's NVRAM, route a PCI INTx level on the 8259, reset
- * the BSP and run it. Its guest, a legacy OS in 8259 mode, prints a byte
+ * the BSP and run it. Its guest, a legacy OS in 8259 mode, probes an MSR
+ * bhyve does not know (vmexit_rdmsr/wrmsr: reads 0, writes ignored),
+ * programs a device register in a PCI memory BAR (vmexit_inst_emul: the
+ * decoded instruction, emulated against the device), prints a byte
  * on COM1 (userland emulates the UART and raises IRQ 4), halts until IRQ 4
  * arrives through the 8259, starts the AP with INIT/SIPI (userland's
  * spinup_ap: vcpu_reset, CS from the vector, resume), waits for the AP's
@@ -21,6 +24,7 @@
 #define COM1 0x3f8
 #define PM1_CNT 0x404 /* bhyve's ACPI PM1a control */
 #define POST 0x80
+#define BAR_REG 0xc0001000UL /* a register in a PCI device's memory BAR */
 
 #define OUT(p, v) { .kind = VMM_RS_ACT_PORT_OUT, .port = (p), .size = 1, .value = (v) }
 #define ACT(k) { .kind = VMM_RS_ACT_##k }
@@ -63,7 +67,11 @@ ap_loop(void *arg)
 			break;
 		case VM_EXITCODE_SUSPENDED:
 			return NULL;
+		case VM_EXITCODE_BOGUS:
+		case VM_EXITCODE_REQIDLE:
+			break;
 		default:
+			CHECK(0 && "AP: unexpected exit code");
 			break;
 		}
 	}
@@ -143,6 +151,10 @@ main(void)
 	struct vmm_rs_action ap_prog[] = { OUT(POST, 0xa5), ACT(CLI), ACT(HLT) };
 	CHECK_OK(vmm_rs_guest_set_script(ap, ap_prog, 3, -1));
 	struct vmm_rs_action bsp_prog[] = {
+		{ .kind = VMM_RS_ACT_RDMSR, .msr = 0x40000000 },
+		{ .kind = VMM_RS_ACT_WRMSR, .msr = 0x40000000, .value = 1 },
+		{ .kind = VMM_RS_ACT_MMIO_WRITE, .gpa = BAR_REG, .size = 4, .value = 0x5a5a },
+		{ .kind = VMM_RS_ACT_MMIO_READ, .gpa = BAR_REG, .size = 4 },
 		/* The 8259: vectors 0x20/0x28, only IRQ 4 unmasked. */
 		OUT(0x20, 0x11), OUT(0x21, 0x20), OUT(0x21, 0x04), OUT(0x21, 0x01),
 		OUT(0xa0, 0x11), OUT(0xa1, 0x28), OUT(0xa1, 0x02), OUT(0xa1, 0x01),
@@ -161,7 +173,8 @@ main(void)
 	/* vm_loop for the BSP. */
 	struct vm_exit vme;
 	struct vm_run vmrun = { .vm_exit = &vme };
-	int spinups = 0, suspended = 0, unknown = 0;
+	int spinups = 0, suspended = 0, unknown = 0, msrs = 0, unexpected = 0;
+	uint32_t bar_reg = 0;
 	while (!suspended) {
 		if (vm_run(bsp, &vmrun) != 0) {
 			CHECK(0 && "vm_run failed");
@@ -179,6 +192,30 @@ main(void)
 				unknown++;
 			}
 			break;
+		case VM_EXITCODE_RDMSR:
+			/* Not one bhyve emulates: 0 (without x86.strictmsr). */
+			CHECK_OK(vm_set_register(bsp, VM_REG_GUEST_RAX, 0));
+			CHECK_OK(vm_set_register(bsp, VM_REG_GUEST_RDX, 0));
+			msrs++;
+			break;
+		case VM_EXITCODE_WRMSR:
+			msrs++;
+			break;
+		case VM_EXITCODE_INST_EMUL: {
+			/* emulate_mem -> vmm_emulate_instruction: a decoded MOV. */
+			const struct vie *vie = &vme.u.inst_emul.vie;
+			uint64_t rax = 0;
+			CHECK(vie->decoded && vme.u.inst_emul.gpa == BAR_REG && vie->opsize == 4);
+			if (vie->op.op_byte == 0x89) {
+				CHECK_OK(vm_get_register(bsp, VM_REG_GUEST_RAX, &rax));
+				bar_reg = (uint32_t)rax;
+			} else if (vie->op.op_byte == 0x8b) {
+				CHECK_OK(vm_set_register(bsp, VM_REG_GUEST_RAX, bar_reg | 0x80000000u));
+			} else {
+				unexpected++;
+			}
+			break;
+		}
 		case VM_EXITCODE_SPINUP_AP:
 			CHECK(vme.u.spinup_ap.vcpu == 1 && vme.u.spinup_ap.rip == 0x9F000);
 			spinup_ap(ap, vme.u.spinup_ap.rip);
@@ -188,11 +225,17 @@ main(void)
 			CHECK(vme.u.suspended.how == VM_SUSPEND_POWEROFF);
 			suspended = 1;
 			break;
+		case VM_EXITCODE_BOGUS:
+		case VM_EXITCODE_REQIDLE:
+			break;
 		default:
+			/* bhyve: "vm_loop: unexpected exitcode", exit(4). */
+			unexpected++;
 			break;
 		}
 	}
 	pthread_join(apt, NULL);
+	CHECK(unexpected == 0 && msrs == 2 && bar_reg == 0x5a5a);
 
 	/* Everything the guest did reached the right place once. */
 	struct vmm_rs_guest_stats gs;
@@ -200,6 +243,7 @@ main(void)
 	CHECK(uart_byte == 'A' && spinups == 1 && unknown == 0 && ap_posted);
 	CHECK_OK(vmm_rs_guest_stats(bsp, &gs));
 	CHECK(gs.interrupts == 2 && gs.last_vector == 0x24);
+	CHECK(gs.last_read == (0x5a5a | 0x80000000u)); /* the BAR read, as the device answered */
 	CHECK_OK(vm_get_register(ap, VM_REG_GUEST_CS, &cs));
 	CHECK(cs == 0x9F00);
 	int n = 0;
