@@ -293,8 +293,13 @@ impl GuestMemory {
         }
         if flags & VM_MEMMAP_F_WIRED != 0 {
             // FreeBSD wires the new map (`vm_map_wire`) and removes it
-            // again if that fails: a failed wire leaves no map.
-            seg.host.wire(segoff as usize, len)?;
+            // again if that fails: a failed wire leaves no map, and no
+            // pages locked on its account (mlock may lock part of the
+            // range before it fails).
+            if let Err(e) = seg.host.wire(segoff as usize, len) {
+                self.unwire_keeping_others(segid, segoff, len);
+                return Err(e);
+            }
         }
         self.maps[slot] = Some(MemMap {
             gpa,
@@ -333,24 +338,26 @@ impl GuestMemory {
         let Some(gone) = self.maps[i].take() else {
             return;
         };
-        if gone.flags & VM_MEMMAP_F_WIRED == 0 {
-            return;
+        if gone.flags & VM_MEMMAP_F_WIRED != 0 {
+            self.unwire_keeping_others(gone.segid, gone.segoff, gone.len);
         }
-        let Some(seg) = self.segs[gone.segid as usize].as_ref() else {
+    }
+
+    /// Unwires `[segoff, segoff + len)` of segment `segid` except what a
+    /// wired map in the table still covers. Host locks do not nest, so
+    /// that part is wired again: its pages are resident and were locked a
+    /// moment ago, so this does not fail for lack of memory.
+    fn unwire_keeping_others(&self, segid: i32, segoff: u64, len: usize) {
+        let Some(seg) = self.segs.get(segid as usize).and_then(Option::as_ref) else {
             return;
         };
-        let (start, end) = (gone.segoff, gone.segoff + gone.len as u64);
-        seg.host.unwire(start as usize, gone.len);
-        // Host locks do not nest: wire again what another wired map of
-        // the same bytes still holds (its pages are resident and were
-        // locked a moment ago, so this does not fail for lack of memory).
-        for m in self.maps.iter().flatten() {
-            if m.segid != gone.segid || m.flags & VM_MEMMAP_F_WIRED == 0 {
-                continue;
-            }
+        let (start, end) = (segoff, segoff + len as u64);
+        seg.host.unwire(start as usize, len);
+        for m in self.maps().filter(|m| m.segid == segid && m.flags & VM_MEMMAP_F_WIRED != 0) {
             let (a, b) = (start.max(m.segoff), end.min(m.segoff + m.len as u64));
             if a < b {
-                let _ = seg.host.wire(a as usize, (b - a) as usize);
+                let r = seg.host.wire(a as usize, (b - a) as usize);
+                debug_assert!(r.is_ok(), "re-wiring {a:#x}..{b:#x} of segment {segid}: {r:?}");
             }
         }
     }
@@ -1141,9 +1148,28 @@ mod tests {
         seen.iter().all(|l| *l == first).then_some(first)
     }
 
+    /// Lets this process lock `need` bytes: raises RLIMIT_MEMLOCK's soft
+    /// limit to its hard one. False (after saying why) where even that is
+    /// too little for a process without CAP_IPC_LOCK (not root): the
+    /// wired tests cannot run there.
+    #[cfg(target_os = "linux")]
+    fn can_wire(need: u64) -> bool {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let (_, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).unwrap();
+        setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).unwrap();
+        let ok = hard >= need || nix::unistd::geteuid().is_root();
+        if !ok {
+            eprintln!("skipped: RLIMIT_MEMLOCK hard limit {hard} is below the {need} bytes this test wires");
+        }
+        ok
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn wired_maps_lock_their_host_pages_until_the_last_one_goes() {
+        if !can_wire(16 << 20) {
+            return;
+        }
         let mut m = GuestMemory::new();
         m.alloc_memseg(0, 24 * P, None).unwrap();
         let host = m.segment_host_addr(0).unwrap().as_ptr() as usize;
@@ -1165,6 +1191,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn reinit_unwires_device_memory_and_destroy_releases_wired_pages() {
+        if !can_wire(16 << 20) {
+            return;
+        }
         let mut m = GuestMemory::new();
         m.alloc_memseg(0, 26 * P, None).unwrap();
         m.alloc_memseg(1, 6 * P, Some(b"fb")).unwrap();
@@ -2274,6 +2303,10 @@ mod tests {
 
     #[test]
     fn setup_memory_lowmem_limit_and_wired() {
+        #[cfg(target_os = "linux")]
+        if !can_wire(16 << 20) {
+            return;
+        }
         let mut m = GuestMemory::new();
         assert_eq!(m.lowmem_limit(), 3 << 30);
         // Small sizes: wired maps lock their host memory.
