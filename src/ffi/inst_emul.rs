@@ -3,9 +3,13 @@
 //! returns (`vm_handle_inst_emul`), so bhyve's `vmexit_inst_emul` hands
 //! the decoded `struct vie` straight to its instruction emulator. The
 //! simulated guest's access is described as the `mov` between RAX (AL,
-//! AX, EAX) and memory that does it: the emulator reads the value to store
-//! from RAX, and writes a loaded value back to RAX, which is where the
-//! simulated guest reads it at the next entry.
+//! AX, EAX) and memory that does it, with the fields FreeBSD's decoder
+//! sets for such a `mov` in protected and long mode: the emulator reads
+//! the value to store from RAX, and writes a loaded value back to RAX,
+//! which is where the simulated guest reads it at the next entry. In real
+//! mode FreeBSD's decoder gives up (`decode_modrm`); here the access is
+//! described the same way, with 16-bit operand and address sizes (an
+//! extension: bhyve's MOV emulation reads only the operand size).
 
 use super::abi::{vie, vie_op, vm_exit_inst_emul, vm_guest_paging, vm_reg_name};
 use crate::exit::MmioAccess;
@@ -34,19 +38,23 @@ pub(crate) fn inst_emul(a: &MmioAccess, inst_length: u32, regs: &VcpuRegs) -> vm
         (_, true) => 4,
         _ => 2,
     };
+    // The 0x66 prefix selects the operand size that is not the default:
+    // 16 bits where the default is 32 (and in 64-bit mode), 32 where it
+    // is 16.
+    let other_size = if addrsize == 2 { 4 } else { 2 };
     let (op_byte, rex, override_) = match (a.size, a.write) {
         (1, true) => (0x88, 0, 0),
         (1, false) => (0x8a, 0, 0),
         (size, write) => (
             if write { 0x89 } else { 0x8b },
             if size == 8 { REX_W | REX_PRESENT } else { 0 },
-            if size == 2 { OPSIZE_OVERRIDE } else { 0 },
+            if size == other_size { OPSIZE_OVERRIDE } else { 0 },
         ),
     };
-    // ModRM: mod 0, reg 0 (RAX), r/m the displacement-only form of the
-    // address size (RIP-relative in 64-bit mode). It carries no address:
-    // the emulator is given the guest-physical one.
-    let (rm, disp_bytes) = if addrsize == 2 { (6, 2) } else { (5, 4) };
+    // ModRM: mod 0, reg 0 (RAX), r/m 5, a 32-bit displacement with no
+    // base (RIP-relative in 64-bit mode). It carries no address: the
+    // emulator is given the guest-physical one.
+    let (rm, disp_bytes) = (5, 4);
     let base = if paging.cpu_mode == CPU_MODE_64BIT {
         vm_reg_name::VM_REG_GUEST_RIP
     } else {
@@ -108,12 +116,14 @@ mod tests {
     }
 
     #[test]
-    fn real_mode_uses_16_bit_addressing_and_the_cs_base() {
+    fn real_mode_has_16_bit_sizes_and_the_cs_base() {
         let mut r = VcpuRegs::default();
         r.power_on_reset();
+        // A doubleword needs the operand-size prefix; a word does not.
         let e = inst_emul(&access(4, true), 1, &r);
-        assert_eq!(e.vie.bits[0], 2 | (4 << 4));
-        assert_eq!((e.vie.bits[3], e.vie.disp_bytes), (6, 2));
+        assert_eq!(e.vie.bits[..2], [2 | (4 << 4), OPSIZE_OVERRIDE]);
+        assert_eq!(inst_emul(&access(2, false), 1, &r).vie.bits[1], 0);
+        assert_eq!((e.vie.bits[3], e.vie.disp_bytes), (5, 4));
         assert_eq!(e.vie.base_register, vm_reg_name::VM_REG_LAST as i32);
         assert_eq!((e.cs_base, e.cs_d, e.paging.cpu_mode), (0xffff_0000, 0, 0));
     }
