@@ -306,6 +306,12 @@ impl VcpuRegs {
         }
     }
 
+    /// Whether the next entry has an event to deliver besides interrupts:
+    /// an interrupted event or a queued exception.
+    pub fn event_queued(&self) -> bool {
+        self.exitintinfo & intinfo::VALID != 0 || self.exc_pending.is_some()
+    }
+
     /// `vm_get_intinfo`: (exitintinfo, pending exception as intinfo).
     pub fn intinfo(&self) -> (u64, u64) {
         (self.exitintinfo, self.exc_pending.unwrap_or(0))

@@ -12,6 +12,15 @@ use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::Injection;
 use crate::vm::{VcpuLock, Vm};
 
+/// How a vCPU came to be in HLT.
+#[derive(Debug, Clone, Copy)]
+enum Hlt {
+    /// HLT exited (VM_CAP_HALT_EXIT), with the guest's interrupt flag then.
+    Exited { intr_enabled: bool },
+    /// The guest sits in its HLT activity state (no exit).
+    InGuest,
+}
+
 /// What the before-entry checks found.
 enum Pending {
     Suspend(SuspendHow),
@@ -74,11 +83,12 @@ impl Vm {
             }
             if vcpu.regs.lock().halted {
                 // The guest halted without an exit (no VM_CAP_HALT_EXIT):
-                // it stays in HLT until an NMI or an interrupt it accepts,
-                // across any exits to userland meanwhile. Then the entry
-                // below injects what ended it.
+                // it stays in HLT until an event it takes (an NMI, an
+                // interrupt it accepts, a queued exception), across any
+                // exits to userland meanwhile. Then the entry below
+                // injects what ended it.
                 vcpu.set_state(VcpuState::Frozen, false)?;
-                if self.sleep_in_hlt(vcpu, id, None)? {
+                if self.sleep_in_hlt(vcpu, id, Hlt::InGuest)? {
                     vcpu.regs.lock().halted = false;
                 }
                 continue;
@@ -168,6 +178,13 @@ impl Vm {
                                 }
                             }
                             Ok(None) => {}
+                            // A change of IA32_APIC_BASE, which the APIC
+                            // refuses, is userland's to decide, as in
+                            // FreeBSD (`vlapic_set_apicbase` fails the
+                            // write into a VM_EXITCODE_WRMSR).
+                            Err(_) if msr == crate::vlapic::regs::MSR_APICBASE => {
+                                return exit(ExitKind::Wrmsr { msr, value });
+                            }
                             Err(_) => self.msr_fault(vcpu)?,
                         }
                         continue;
@@ -296,7 +313,7 @@ impl Vm {
                 let _ = self.suspend(SuspendHow::Halt as i32);
             }
         }
-        self.sleep_in_hlt(vcpu, id, Some(intr_enabled))?;
+        self.sleep_in_hlt(vcpu, id, Hlt::Exited { intr_enabled })?;
         if !intr_enabled {
             self.cpus().halted.remove(id);
         }
@@ -304,13 +321,9 @@ impl Vm {
     }
 
     /// Sleeps (SLEEPING) in a HLT until an event ends it or the run loop
-    /// must look at something: true for an NMI, or with interrupts
-    /// enabled a deliverable interrupt; false for reqidle, a VM-wide
-    /// reason or destroy. `intr_enabled` is the interrupt flag when the
-    /// HLT exited, or `None` to read RFLAGS.IF at each check (a guest
-    /// halted in its activity state, whose flag userland may set).
-    fn sleep_in_hlt(&self, vcpu: &Vcpu, id: usize, intr_enabled: Option<bool>) -> Result<bool> {
-        let exited = intr_enabled.is_some();
+    /// must look at something: true when an event ends the HLT, false for
+    /// reqidle, a VM-wide reason or destroy.
+    fn sleep_in_hlt(&self, vcpu: &Vcpu, id: usize, hlt: Hlt) -> Result<bool> {
         loop {
             // The RTC and HPET may raise interrupts and notify a vCPU
             // (this one too): not under our vCPU mutex.
@@ -318,9 +331,7 @@ impl Vm {
             self.poll_device_timers(now);
             let g = vcpu.lock();
             vcpu.vlapic.timer_poll(now);
-            let intr_enabled = intr_enabled
-                .unwrap_or_else(|| vcpu.regs.lock().get(reg::RFLAGS as i32).unwrap_or(0) & RFLAGS_IF != 0);
-            if vcpu.vlapic.nmi_pending() || (intr_enabled && vcpu.vlapic.has_pending_event()) {
+            if self.hlt_ends(vcpu, hlt) {
                 return Ok(true);
             }
             if g.reqidle || self.pending_for_sleeper(id) || self.is_destroyed() {
@@ -333,7 +344,7 @@ impl Vm {
                 Some(deadline) => vcpu.wait_until(g, deadline),
                 None => vcpu.wait(g),
             };
-            if exited {
+            if let Hlt::Exited { .. } = hlt {
                 // FreeBSD counts idle time in `vm_handle_hlt` only.
                 vcpu.stats.add(Stat::IdleTicks, now.elapsed().as_nanos() as u64);
             }
@@ -342,11 +353,41 @@ impl Vm {
         }
     }
 
+    /// Whether an event ends the HLT now. After a HLT exit, as FreeBSD's
+    /// `vm_handle_hlt`: an NMI, or with the interrupt flag the guest had a
+    /// pending interrupt. In the guest's HLT state, what the next entry
+    /// would inject: a queued exception or interrupted event, an NMI, or
+    /// with RFLAGS.IF set now (userland may have set it) an interrupt;
+    /// nothing at all under VM_CAP_MASK_HWINTR, which injects nothing (so
+    /// the guest stays halted, as on VMX).
+    fn hlt_ends(&self, vcpu: &Vcpu, hlt: Hlt) -> bool {
+        let intr_enabled = match hlt {
+            Hlt::Exited { intr_enabled } => intr_enabled,
+            Hlt::InGuest => {
+                let r = vcpu.regs.lock();
+                if r.get_cap(CAP_MASK_HWINTR) == Ok(1) {
+                    return false;
+                }
+                if r.event_queued() {
+                    return true;
+                }
+                r.get(reg::RFLAGS as i32).unwrap_or(0) & RFLAGS_IF != 0
+            }
+        };
+        vcpu.vlapic.nmi_pending() || (intr_enabled && vcpu.vlapic.has_pending_event())
+    }
+
     /// An MSR access the local APIC refused: #GP(0) at the instruction
-    /// (which is restarted, so the fault reports its RIP).
+    /// (which is restarted, so the fault reports its RIP). If an exception
+    /// is still queued (VM_CAP_MASK_HWINTR holds events back, so the guest
+    /// ran on without taking it), that one stays and this fault is not
+    /// raised: the guest takes the queued one first.
     fn msr_fault(&self, vcpu: &Vcpu) -> Result<()> {
         const IDT_GP: i32 = 13;
-        vcpu.regs.lock().inject_exception(IDT_GP, Some(0), true)
+        match vcpu.regs.lock().inject_exception(IDT_GP, Some(0), true) {
+            Err(Error::Busy) => Ok(()),
+            r => r,
+        }
     }
 
     /// VM-wide reasons a sleeping vCPU must return to the run loop.

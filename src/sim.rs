@@ -113,6 +113,7 @@ impl Backend for SimBackend {
         slot.stats.entries += 1;
         let Some(program) = slot.program.as_mut() else {
             // The idle loop: sti; hlt.
+            set_intr_flag(vcpu, true);
             return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
         };
         if let Some(into) = slot.pending_read.take() {
@@ -154,7 +155,11 @@ impl Backend for SimBackend {
                     None
                 }
                 GuestAction::Hlt => Some(GuestExit::Hlt { intr_enabled: intr_enabled(vcpu) }),
-                GuestAction::WaitInterruptEoi => Some(GuestExit::Hlt { intr_enabled: true }),
+                GuestAction::WaitInterruptEoi => {
+                    // sti; hlt (the EOI follows the interrupt).
+                    set_intr_flag(vcpu, true);
+                    Some(GuestExit::Hlt { intr_enabled: true })
+                }
                 // Without VM_CAP_PAUSE_EXIT, PAUSE is a spin-loop hint
                 // that runs in the guest.
                 GuestAction::Pause if pause_exit => Some(GuestExit::Pause),
@@ -238,7 +243,12 @@ impl Backend for SimBackend {
     }
 
     /// An exception or re-injected event reaches the guest as its vector.
+    /// The instruction that exited faulted, so a read it was waiting for
+    /// never completes.
     fn inject_event(&self, vcpu: &Vcpu, info: u64) {
+        if let Ok(slot) = self.slot(vcpu.id()) {
+            slot.lock().pending_read = None;
+        }
         self.inject(vcpu, info as u8);
     }
 
@@ -248,10 +258,20 @@ impl Backend for SimBackend {
         self.inject(vcpu, IDT_NMI);
     }
 
+    /// The value lands where the instruction puts it (RAX for a load,
+    /// EDX:EAX for RDMSR), as when userland supplies it.
     fn emulated_read_result(&self, vcpu: &Vcpu, value: u64) {
         if let Ok(slot) = self.slot(vcpu.id()) {
             let mut slot = slot.lock();
-            slot.pending_read = None;
+            match slot.pending_read.take() {
+                Some(ReadInto::Rax(size)) => load_rax(vcpu, size, value & mask(size)),
+                Some(ReadInto::EdxEax) => {
+                    let mut r = vcpu.regs.lock();
+                    let _ = r.set(reg::RAX as i32, value & 0xffff_ffff);
+                    let _ = r.set(reg::RDX as i32, value >> 32);
+                }
+                None => {}
+            }
             if let Some(p) = slot.program.as_mut() {
                 p.read_result(value);
             }
@@ -276,6 +296,61 @@ mod tests {
     use crate::regs::{CAP_BPT_EXIT, CAP_MTRAP_EXIT};
     use crate::stats::Stat;
     use crate::vm::Vm;
+
+    /// Reads the library emulates land where the instruction puts them:
+    /// a load in RAX, RDMSR in EDX:EAX. A read whose instruction faults
+    /// (an x2APIC MSR in xAPIC mode: #GP) delivers nothing.
+    #[test]
+    fn emulated_reads_land_in_registers_and_a_faulting_one_in_none() {
+        use crate::regs::reg::{RAX, RDX};
+        use crate::vlapic::regs::LAPIC_BASE;
+        let vm = Vm::with_sim_backend("reads", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        let out = PortOut { port: 0x80, size: 1, value: 0 };
+        let script = vec![MmioRead { gpa: LAPIC_BASE + 0x30, size: 4 }, Rdmsr { msr: 0x1b }, out, Rdmsr { msr: 0x802 }, out];
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+        l.vcpu().regs.lock().set(RAX as i32, u64::MAX).unwrap();
+        assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+        let (rax, rdx) = { let r = l.vcpu().regs.lock(); (r.get(RAX as i32).unwrap(), r.get(RDX as i32).unwrap()) };
+        assert_eq!((rax, rdx), (0xFEE0_0900, 0), "IA32_APIC_BASE after the version register");
+        assert_eq!(vm.guest_stats(0).unwrap().last_read, 0xFEE0_0900);
+        l.vcpu().regs.lock().set(RAX as i32, 0x1234).unwrap();
+        assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+        let gs = vm.guest_stats(0).unwrap();
+        assert_eq!((gs.last_vector, gs.last_read), (Some(13), 0xFEE0_0900), "#GP, and no read");
+        assert_eq!(l.vcpu().regs.lock().get(RAX as i32), Ok(0x1234));
+    }
+
+    /// The idle loop (no program) is `sti; hlt`: halted in the guest
+    /// (VM_CAP_HALT_EXIT off) it takes an interrupt, then halts again.
+    #[test]
+    fn the_idle_loop_takes_interrupts_halted_in_the_guest() {
+        use crate::regs::CAP_HALT_EXIT;
+        use crate::test_util::with_watchdog;
+        use crate::vcpu::VcpuState;
+        use std::sync::Arc;
+        with_watchdog(20, || {
+            let vm = Arc::new(Vm::with_sim_backend("idle", 1).unwrap());
+            vm.activate_cpu(0).unwrap();
+            let svr = crate::vlapic::regs::LAPIC_BASE + 0xF0;
+            assert_eq!(vm.mmio_write(0, svr, 4, 0x1FF), Ok(Some(())));
+            vm.vcpu(0).unwrap().regs.lock().set_cap(CAP_HALT_EXIT, 0).unwrap();
+            let vm2 = vm.clone();
+            let runner = std::thread::spawn(move || vm2.run(&vm2.lock_one(0).unwrap()).unwrap().kind);
+            while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+                std::thread::yield_now();
+            }
+            vm.lapic_irq(0, 0x40).unwrap();
+            while vm.guest_stats(0).unwrap().interrupts == 0 {
+                std::thread::yield_now();
+            }
+            assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(0x40));
+            vm.suspend_cpu(Some(0)).unwrap();
+            assert_eq!(runner.join().unwrap(), ExitKind::Debug);
+            assert_eq!(vm.vcpu_stats(0, Stat::Hlt as i32, 1).unwrap(), [0], "no HLT exit counted");
+        });
+    }
 
     /// An MMIO store is a `mov` from RAX: the value is there at the exit,
     /// merged into AL or AX, zero-extended from EAX, as the moves that

@@ -12,7 +12,8 @@
 //! through LINT0 and IOAPIC pin 0); device threads assert, deassert and
 //! pulse pins and ISA IRQs and send MSIs and fixed interrupts; a
 //! control thread locks all vCPUs, locks one and writes its registers as
-//! VM_SET_KERNEMU_DEV would, flips x2APIC states, sets the RTC's time and
+//! VM_SET_KERNEMU_DEV would, flips x2APIC states and the HLT-exit,
+//! PAUSE-exit and interrupt-masking capabilities, sets the RTC's time and
 //! NVRAM, and suspends and resumes vCPUs. The stress test checks exact delivery under a protocol; this one
 //! checks that arbitrary input cannot deadlock, panic or corrupt state.
 //! Seeded per thread; the interleaving is the machine's.
@@ -239,8 +240,15 @@ fn control(vm: &Vm, stop: &AtomicBool, seed: u64) -> u64 {
                 let _ = vm.mmio_write(id, gpa, 4, lapic_value(&mut rng));
             }
             2 => {
-                let _one = vm.lock_one(id).unwrap();
+                // x2APIC mode, and the exits a guest's HLT and PAUSE take
+                // (off, HLT halts in the guest), now and then no event
+                // injection at all (a debugger stepping).
+                let one = vm.lock_one(id).unwrap();
                 vm.set_x2apic_state(id as i32, rng.below(2) as i32).unwrap();
+                let mut r = one.vcpu().regs.lock();
+                r.set_cap(crate::regs::CAP_HALT_EXIT, rng.below(2) as i32).unwrap();
+                r.set_cap(crate::regs::CAP_PAUSE_EXIT, rng.below(2) as i32).unwrap();
+                r.set_cap(crate::regs::CAP_MASK_HWINTR, i32::from(rng.chance(8))).unwrap();
             }
             3 => {
                 // A SIPI to every other vCPU: the one event that restarts

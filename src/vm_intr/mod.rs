@@ -253,9 +253,10 @@ impl Vm {
     }
 
     /// Whether the local APIC handles `msr` (FreeBSD `lapic_msr`):
-    /// IA32_APIC_BASE and the x2APIC range.
+    /// IA32_APIC_BASE and the x2APIC range, 0x800-0xBFF.
     pub(crate) fn is_lapic_msr(msr: u32) -> bool {
-        msr == crate::vlapic::regs::MSR_APICBASE || (0x800..=0x8ff).contains(&msr)
+        use crate::vlapic::regs::{MSR_APICBASE, MSR_X2APIC_FIRST, MSR_X2APIC_LAST};
+        msr == MSR_APICBASE || (MSR_X2APIC_FIRST..=MSR_X2APIC_LAST).contains(&msr)
     }
 
     /// Carries out what a register write of vCPU `id`'s APIC asked for,

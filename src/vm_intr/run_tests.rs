@@ -176,6 +176,20 @@ fn mask_hwintr_holds_every_event_back() {
     assert_eq!(*s.injected.lock().unwrap(), [13, 2, 0x45]);
 }
 
+/// Two refused MSR accesses while VM_CAP_MASK_HWINTR holds the first #GP
+/// back: VM_RUN goes on, and the guest takes one #GP once unmasked.
+#[test]
+fn a_fault_while_one_is_held_back_keeps_the_first() {
+    let exits = [GuestExit::Rdmsr { msr: 0x802 }, GuestExit::Wrmsr { msr: 0x808, value: 0 }];
+    let (vm, s) = vm_with(Script::playing(exits, true), 1);
+    vm.vcpu(0).unwrap().regs.lock().set_cap(crate::regs::CAP_MASK_HWINTR, 1).unwrap();
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+    assert!(s.injected.lock().unwrap().is_empty());
+    vm.vcpu(0).unwrap().regs.lock().set_cap(crate::regs::CAP_MASK_HWINTR, 0).unwrap();
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+    assert_eq!(*s.injected.lock().unwrap(), [13]);
+}
+
 #[test]
 fn a_vector_is_in_service_before_the_guest_sees_it() {
     let (vm, s) = vm_with(Script { accepts: true, ..Default::default() }, 1);
@@ -358,7 +372,9 @@ fn apic_msrs_are_emulated_in_the_run_loop_and_others_exit() {
         rd(0x1b),
         rd(0x802), // xAPIC mode: #GP
         rd(0x3a),
+        wr(0x1b, 0xFEE0_0900), // IA32_APIC_BASE unchanged: accepted
         wr(0x3a, 5),
+        wr(0x1b, 0xFED0_0900), // moved: userland's call, as FreeBSD
     ];
     let (vm, s) = vm_with(Script::playing(exits, true), 3);
     let e = vm.run(&vm.lock_one(0).unwrap()).unwrap();
@@ -369,12 +385,14 @@ fn apic_msrs_are_emulated_in_the_run_loop_and_others_exit() {
     // 3, so the next instruction is at 3 again, not 6.
     assert_eq!(e.rip, 3);
     assert_eq!(run_once(&vm, 0), ExitKind::Wrmsr { msr: 0x3a, value: 5 });
+    assert_eq!(run_once(&vm, 0), ExitKind::Wrmsr { msr: 0x1b, value: 0xFED0_0900 });
     let st = vm.vcpu_stats(0, 0, 64).unwrap();
-    assert_eq!((st[Stat::Rdmsr as usize], st[Stat::Wrmsr as usize]), (3, 1));
+    assert_eq!((st[Stat::Rdmsr as usize], st[Stat::Wrmsr as usize]), (3, 3));
 
     // x2APIC mode: a fixed IPI to vCPU 1, then INIT and STARTUP to vCPU 2.
     let exits = [
         wr(0x830, (1 << 32) | 0x55),
+        rd(0xBFF), // the x2APIC range's last MSR: no register, reads 0
         rd(0x802),
         wr(0x830, (2 << 32) | u64::from(DELMODE_INIT | TRIGMOD_LEVEL | LEVEL_ASSERT)),
         wr(0x830, (2 << 32) | u64::from(DELMODE_STARTUP | 0x9F)),
@@ -385,7 +403,7 @@ fn apic_msrs_are_emulated_in_the_run_loop_and_others_exit() {
     }
     assert_eq!(run_once(&vm, 0), ExitKind::SpinupAp { vcpu: 2, rip: 0x9F000 });
     assert!(vm.vcpu(1).unwrap().vlapic.irr().test(0x55));
-    assert_eq!(*s.mmio_reads.lock().unwrap(), [0], "x2APIC id of vCPU 0");
+    assert_eq!(*s.mmio_reads.lock().unwrap(), [0, 0], "0xBFF, and the x2APIC id of vCPU 0");
     assert!(s.injected.lock().unwrap().is_empty());
 }
 
@@ -540,6 +558,40 @@ fn without_halt_exit_a_halt_with_interrupts_off_ends_only_for_an_nmi() {
         halt_exit_and_if(&vm, 0, 0, true);
         assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), [0x41]);
+    });
+}
+
+/// Halted in the guest, a queued exception ends the HLT like an
+/// interrupt (the entry delivers it); under VM_CAP_MASK_HWINTR nothing
+/// does, not even an NMI, and the guest stays halted until the cap goes.
+#[test]
+fn in_guest_hlt_ends_for_what_the_entry_would_inject() {
+    use crate::regs::CAP_MASK_HWINTR;
+    with_watchdog(20, || {
+        let (vm, s) = halting_once(1, false, true);
+        halt_exit_and_if(&vm, 0, 0, false);
+        let runner = run_until_sleeping(&vm, 0);
+        vm.suspend_cpu(Some(0)).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Debug);
+        vm.resume_cpu(Some(0)).unwrap();
+        vm.vcpu(0).unwrap().regs.lock().inject_exception(6, None, false).unwrap();
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), [6]);
+        assert!(!vm.vcpu(0).unwrap().regs.lock().halted);
+
+        let (vm, s) = halting_once(1, false, true);
+        halt_exit_and_if(&vm, 0, 0, false);
+        vm.vcpu(0).unwrap().regs.lock().set_cap(CAP_MASK_HWINTR, 1).unwrap();
+        let runner = run_until_sleeping(&vm, 0);
+        vm.inject_nmi(0).unwrap();
+        vm.suspend_cpu(Some(0)).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Debug);
+        assert!(vm.vcpu(0).unwrap().regs.lock().halted, "still halted");
+        assert!(s.injected.lock().unwrap().is_empty());
+        vm.vcpu(0).unwrap().regs.lock().set_cap(CAP_MASK_HWINTR, 0).unwrap();
+        vm.resume_cpu(Some(0)).unwrap();
+        assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), [2]);
     });
 }
 
