@@ -843,6 +843,23 @@ enum vmm_rs_action_kind {
    (`u.msr.code`, `u.msr.wval`).
    */
   VMM_RS_ACT_WRMSR = 12,
+  /*
+   INS: `size`-byte items (1, 2 or 4) from `port` to memory at ES:RDI,
+   with RDI loaded with `gpa` (the offset in ES; the guest-physical
+   address where ES's base is 0 and paging is off) and, if `value` is
+   not 0, a REP prefix with RCX = `value`. VM_RUN returns
+   VM_EXITCODE_INOUT_STR (as FreeBSD returns every string I/O):
+   userland moves the items and updates RDI and RCX, and calls
+   vm_restart_instruction() while items remain (bhyve's
+   `emulate_inout` does at most 16 per exit), which runs the
+   instruction again at the next VM_RUN.
+   */
+  VMM_RS_ACT_INS = 13,
+  /*
+   OUTS: as INS, from memory at DS:RSI (RSI loaded with `gpa`) to
+   `port`.
+   */
+  VMM_RS_ACT_OUTS = 14,
 };
 
 /*
@@ -932,13 +949,15 @@ struct vmm_rs_action {
    */
   int kind;
   /*
-   Access size in bytes: 1, 2, 4 or 8 for MMIO, 1, 2 or 4 for ports.
+   Access size in bytes: 1, 2, 4 or 8 for MMIO, 1, 2 or 4 for ports
+   (and for INS/OUTS items).
    */
   uint8_t size;
   uint16_t port;
   uint64_t gpa;
   /*
-   Value written by MMIO_WRITE, PORT_OUT and WRMSR.
+   Value written by MMIO_WRITE, PORT_OUT and WRMSR; the REP count of
+   INS and OUTS (0: no REP prefix).
    */
   uint64_t value;
   /*

@@ -19,6 +19,8 @@ pub enum GuestExit {
     /// handles it as an exit with VM_CAP_HALT_EXIT on, and otherwise as
     /// the guest entering its HLT activity state (no exit).
     Hlt { intr_enabled: bool },
+    /// INS or OUTS (`rep` with a REP prefix); the registers hold the rest.
+    InoutStr { port: u16, bytes: u8, is_in: bool, rep: bool },
     /// RDMSR of `msr` (ECX).
     Rdmsr { msr: u32 },
     /// WRMSR of `value` (EDX:EAX) to `msr` (ECX).

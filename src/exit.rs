@@ -44,6 +44,11 @@ pub enum ExitKind {
     Inout { port: u16, bytes: u8, is_in: bool, eax: u32 },
     /// MMIO outside the emulated devices (VM_EXITCODE_INST_EMUL).
     Mmio(MmioAccess),
+    /// INS or OUTS, always userland's (VM_EXITCODE_INOUT_STR, as FreeBSD
+    /// returns every string I/O instruction): it moves the data between
+    /// the port and guest memory and updates the index and count
+    /// registers, restarting the instruction while items remain.
+    InoutStr { port: u16, bytes: u8, is_in: bool, rep: bool },
     /// RDMSR of an MSR the library does not emulate
     /// (VM_EXITCODE_RDMSR): userland puts the value in EDX:EAX (RDX and
     /// RAX) with VM_SET_REGISTER before the next VM_RUN.

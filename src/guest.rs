@@ -28,6 +28,12 @@ pub enum GuestAction {
     DisableInterrupts,
     /// INT3: an exit with VM_CAP_BPT_EXIT, else #BP to the guest.
     Breakpoint,
+    /// INS (`is_in`) or OUTS of `size`-byte items at `port`, with the
+    /// index register (RDI for INS, RSI for OUTS) loaded with `index`
+    /// and, for `count` `Some(n)`, a REP prefix with RCX = n. Userland
+    /// moves the data and the registers (VM_EXITCODE_INOUT_STR); the
+    /// instruction runs again while it restarts it.
+    StringIo { port: u16, size: u8, is_in: bool, index: u64, count: Option<u64> },
     /// RDMSR of `msr`: the value (EDX:EAX) is the guest's read result.
     Rdmsr { msr: u32 },
     /// WRMSR of `value` to `msr` (EDX:EAX loaded with it first).

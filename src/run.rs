@@ -115,7 +115,7 @@ impl Vm {
                 GuestExit::Pause => Some(Stat::Pause),
                 GuestExit::Mtrap => Some(Stat::Mtrap),
                 GuestExit::Breakpoint => Some(Stat::Exception),
-                GuestExit::Inout { .. } => Some(Stat::InOut),
+                GuestExit::Inout { .. } | GuestExit::InoutStr { .. } => Some(Stat::InOut),
                 GuestExit::Rdmsr { .. } => Some(Stat::Rdmsr),
                 GuestExit::Wrmsr { .. } => Some(Stat::Wrmsr),
                 GuestExit::Mmio(_) => Some(Stat::InstEmul),
@@ -156,6 +156,9 @@ impl Vm {
                         continue;
                     }
                     return exit(ExitKind::Inout { port, bytes, is_in, eax });
+                }
+                GuestExit::InoutStr { port, bytes, is_in, rep } => {
+                    return exit(ExitKind::InoutStr { port, bytes, is_in, rep });
                 }
                 GuestExit::Rdmsr { msr } => {
                     // The local APIC's MSRs are emulated here (FreeBSD

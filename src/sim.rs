@@ -42,7 +42,25 @@ struct GuestSlot {
     /// before any interrupt is taken (the STI interrupt shadow), so
     /// `sti; hlt` waits for an interrupt as on hardware.
     sti_shadow: bool,
+    /// The string I/O instruction that last exited, and its RIP: entered
+    /// again at that RIP (userland restarted it) it runs again.
+    string_op: Option<(u64, StringOp)>,
     stats: GuestStats,
+}
+
+/// An INS or OUTS, as it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StringOp {
+    port: u16,
+    bytes: u8,
+    is_in: bool,
+    rep: bool,
+}
+
+impl StringOp {
+    fn exit(self) -> GuestExit {
+        GuestExit::InoutStr { port: self.port, bytes: self.bytes, is_in: self.is_in, rep: self.rep }
+    }
 }
 
 /// The simulated VMRUN.
@@ -136,6 +154,20 @@ impl Backend for SimBackend {
             (on(CAP_MTRAP_EXIT), on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT))
         };
         let mut rip = rip;
+        if let Some((at, op)) = slot.string_op.take() {
+            if at == rip {
+                // Restarted: the instruction runs again, unless a REP
+                // count has run out (then it is done, as on hardware).
+                let r = vcpu.regs.lock();
+                let count = r.get(reg::RCX as i32).unwrap_or(0) & mask(r.address_size());
+                drop(r);
+                if !op.rep || count != 0 {
+                    slot.string_op = Some((at, op));
+                    return (op.exit(), rip, 1);
+                }
+                rip += 1;
+            }
+        }
         for _ in 0..STEPS_PER_ENTRY {
             if vcpu.kicked() {
                 return (GuestExit::Kicked, rip, 0);
@@ -187,6 +219,16 @@ impl Backend for SimBackend {
                     // userland answers through RAX.
                     slot.pending_read = Some(ReadInto::Rax(size));
                     Some(GuestExit::Mmio(MmioAccess { gpa, size, write: false, value: 0 }))
+                }
+                GuestAction::StringIo { port, size, is_in, index, count } => {
+                    let mut r = vcpu.regs.lock();
+                    let _ = r.set(if is_in { reg::RDI } else { reg::RSI } as i32, index);
+                    if let Some(n) = count {
+                        let _ = r.set(reg::RCX as i32, n);
+                    }
+                    let op = StringOp { port, bytes: size, is_in, rep: count.is_some() };
+                    slot.string_op = Some((rip, op));
+                    Some(op.exit())
                 }
                 GuestAction::Rdmsr { msr } => {
                     // As for a load: the library (the local APIC's MSRs)
@@ -320,6 +362,43 @@ mod tests {
         let gs = vm.guest_stats(0).unwrap();
         assert_eq!((gs.last_vector, gs.last_read), (Some(13), 0xFEE0_0900), "#GP, and no read");
         assert_eq!(l.vcpu().regs.lock().get(RAX as i32), Ok(0x1234));
+    }
+
+    /// A string I/O instruction loads its registers once and exits; entered
+    /// again at its RIP (restarted) it exits again with the registers as
+    /// userland left them, except that a REP count run out completes it;
+    /// entered past it, the guest goes on.
+    #[test]
+    fn a_restarted_string_instruction_runs_again_until_its_count_runs_out() {
+        use crate::regs::reg::{RCX, RSI};
+        let vm = Vm::with_sim_backend("strio", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        let outs = StringIo { port: 0xe9, size: 1, is_in: false, index: 0x1000, count: Some(3) };
+        let script = vec![outs, PortOut { port: 0x80, size: 1, value: 0 }];
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+        let strio = ExitKind::InoutStr { port: 0xe9, bytes: 1, is_in: false, rep: true };
+        let e = vm.run(&l).unwrap();
+        assert_eq!(e.kind, strio);
+        let get = |r: usize| l.vcpu().regs.lock().get(r as i32).unwrap();
+        // VM_RESTART_INSTRUCTION.
+        let restart = || {
+            let mut r = l.vcpu().regs.lock();
+            r.nextrip = r.rip();
+        };
+        assert_eq!((get(RSI), get(RCX)), (0x1000, 3));
+        // Userland moved one item and restarts: the same exit, registers
+        // as it left them.
+        l.vcpu().regs.lock().set(RSI as i32, 0x1001).unwrap();
+        l.vcpu().regs.lock().set(RCX as i32, 2).unwrap();
+        restart();
+        let again = vm.run(&l).unwrap();
+        assert_eq!((again.kind, again.rip), (strio, e.rip));
+        assert_eq!((get(RSI), get(RCX)), (0x1001, 2));
+        // Restarted with the count run out: done, no exit for it.
+        l.vcpu().regs.lock().set(RCX as i32, 0).unwrap();
+        restart();
+        assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
     }
 
     /// The idle loop (no program) is `sti; hlt`: halted in the guest

@@ -57,6 +57,19 @@ pub enum vmm_rs_action_kind {
     /// the local APIC's inside VM_RUN, others VM_EXITCODE_WRMSR
     /// (`u.msr.code`, `u.msr.wval`).
     VMM_RS_ACT_WRMSR = 12,
+    /// INS: `size`-byte items (1, 2 or 4) from `port` to memory at ES:RDI,
+    /// with RDI loaded with `gpa` (the offset in ES; the guest-physical
+    /// address where ES's base is 0 and paging is off) and, if `value` is
+    /// not 0, a REP prefix with RCX = `value`. VM_RUN returns
+    /// VM_EXITCODE_INOUT_STR (as FreeBSD returns every string I/O):
+    /// userland moves the items and updates RDI and RCX, and calls
+    /// vm_restart_instruction() while items remain (bhyve's
+    /// `emulate_inout` does at most 16 per exit), which runs the
+    /// instruction again at the next VM_RUN.
+    VMM_RS_ACT_INS = 13,
+    /// OUTS: as INS, from memory at DS:RSI (RSI loaded with `gpa`) to
+    /// `port`.
+    VMM_RS_ACT_OUTS = 14,
 }
 
 /// One guest action.
@@ -66,11 +79,13 @@ pub enum vmm_rs_action_kind {
 pub struct vmm_rs_action {
     /// `enum vmm_rs_action_kind`.
     pub kind: c_int,
-    /// Access size in bytes: 1, 2, 4 or 8 for MMIO, 1, 2 or 4 for ports.
+    /// Access size in bytes: 1, 2, 4 or 8 for MMIO, 1, 2 or 4 for ports
+    /// (and for INS/OUTS items).
     pub size: u8,
     pub port: u16,
     pub gpa: u64,
-    /// Value written by MMIO_WRITE, PORT_OUT and WRMSR.
+    /// Value written by MMIO_WRITE, PORT_OUT and WRMSR; the REP count of
+    /// INS and OUTS (0: no REP prefix).
     pub value: u64,
     /// The MSR (ECX) of RDMSR and WRMSR.
     pub msr: u32,
@@ -129,6 +144,13 @@ fn action_from_c(a: &vmm_rs_action) -> Result<GuestAction> {
         k if k == VMM_RS_ACT_CLI as c_int => GuestAction::DisableInterrupts,
         k if k == VMM_RS_ACT_WAIT_INTR_EOI as c_int => GuestAction::WaitInterruptEoi,
         k if k == VMM_RS_ACT_INT3 as c_int => GuestAction::Breakpoint,
+        k if k == VMM_RS_ACT_INS as c_int || k == VMM_RS_ACT_OUTS as c_int => GuestAction::StringIo {
+            port: a.port,
+            size: port_size(a.size)?,
+            is_in: k == VMM_RS_ACT_INS as c_int,
+            index: a.gpa,
+            count: (a.value != 0).then_some(a.value),
+        },
         k if k == VMM_RS_ACT_RDMSR as c_int => GuestAction::Rdmsr { msr: a.msr },
         k if k == VMM_RS_ACT_WRMSR as c_int => GuestAction::Wrmsr { msr: a.msr, value: a.value },
         _ => return Err(Error::Inval),

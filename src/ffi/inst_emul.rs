@@ -33,11 +33,7 @@ const OPSIZE_OVERRIDE: u8 = 1 << 7;
 pub(crate) fn inst_emul(a: &MmioAccess, inst_length: u32, regs: &VcpuRegs) -> vm_exit_inst_emul {
     let paging = regs.paging();
     let cs = regs.code_segment();
-    let addrsize: u8 = match (paging.cpu_mode, cs.d) {
-        (CPU_MODE_64BIT, _) => 8,
-        (_, true) => 4,
-        _ => 2,
-    };
+    let addrsize = regs.address_size();
     // The 0x66 prefix selects the operand size that is not the default:
     // 16 bits where the default is 32 (and in 64-bit mode), 32 where it
     // is 16.

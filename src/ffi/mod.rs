@@ -29,6 +29,7 @@ mod devices;
 mod errno;
 pub mod guest;
 mod identity;
+mod inout_str;
 mod inst_emul;
 pub mod handle;
 pub mod ioctl;

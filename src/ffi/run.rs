@@ -6,6 +6,7 @@ use super::abi::*;
 use super::cpuset::copy_out_cpuset_any_size;
 use super::errno::{errno_of, fail};
 use super::handle;
+use super::inout_str::inout_str;
 use super::inst_emul::inst_emul;
 use super::ioctl::copy_in;
 use super::panic::ffi_boundary;
@@ -27,13 +28,18 @@ pub(crate) unsafe fn vm_run_ioctl(vm: &Vm, lock: &VcpuLock<'_>, arg: *mut c_void
     }
     let exit = vm.run(lock)?;
     let mut out = to_vm_exit(&exit);
-    if let ExitKind::Mmio(a) = exit.kind {
-        if !vm.raw_mmio_exits() {
-            // FreeBSD's form: the access as a decoded instruction, with
-            // the paging state of the vCPU, still held by this call.
+    // Exits that carry register state: read from the vCPU, which this
+    // call still holds.
+    match exit.kind {
+        ExitKind::Mmio(a) if !vm.raw_mmio_exits() => {
+            // FreeBSD's form: the access as a decoded instruction.
             out.u.inst_emul = inst_emul(&a, exit.inst_length, &lock.vcpu().regs.lock());
             out.exitcode = vm_exitcode::VM_EXITCODE_INST_EMUL as c_int;
         }
+        ExitKind::InoutStr { port, bytes, is_in, rep } => {
+            out.u.inout_str = inout_str(port, bytes, is_in, rep, &lock.vcpu().regs.lock());
+        }
+        _ => {}
     }
     // SAFETY: non-NULL; the caller provides a `struct vm_exit` to fill.
     unsafe { a.vm_exit.write_unaligned(out) };
@@ -67,6 +73,8 @@ fn to_vm_exit(e: &VmExit) -> vm_exit {
             };
             return finish(out, VM_EXITCODE_MMIO);
         }
+        // `u.inout_str` needs the registers: `vm_run_ioctl` fills it.
+        ExitKind::InoutStr { .. } => vm_exitcode::VM_EXITCODE_INOUT_STR,
         ExitKind::Rdmsr { msr } => {
             out.u.msr = vm_exit_msr { code: msr, wval: 0 };
             vm_exitcode::VM_EXITCODE_RDMSR

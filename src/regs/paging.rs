@@ -64,6 +64,18 @@ impl VcpuRegs {
         }
     }
 
+    /// The default address (and operand) size in bytes: 8 in 64-bit mode,
+    /// else 4 with CS.D and 2 without.
+    pub fn address_size(&self) -> u8 {
+        if self.paging().cpu_mode == CPU_MODE_64BIT {
+            8
+        } else if self.code_segment().d {
+            4
+        } else {
+            2
+        }
+    }
+
     /// CS as an instruction-emulation exit reports it: real mode has the
     /// base and no CS.D, protected and compatibility mode both, 64-bit
     /// mode neither (its CS base is 0).
@@ -89,6 +101,7 @@ mod tests {
         let p = r.paging();
         assert_eq!((p.cpu_mode, p.paging_mode, p.cpl, p.cr3), (CPU_MODE_REAL, PAGING_MODE_FLAT, 0, 0));
         assert_eq!(r.code_segment(), CodeSegment { base: 0xffff_0000, d: false });
+        assert_eq!(r.address_size(), 2);
     }
 
     #[test]
@@ -98,6 +111,7 @@ mod tests {
         let p = r.paging();
         assert_eq!((p.cpu_mode, p.paging_mode, p.cr3), (CPU_MODE_64BIT, PAGING_MODE_64, 0x1000));
         assert_eq!(r.code_segment(), CodeSegment { base: 0, d: false });
+        assert_eq!(r.address_size(), 8);
         // The same with CR4.LA57: 5-level paging; with CS.L clear:
         // compatibility mode, CS.D counts.
         r.set(reg::CR4 as i32, r.get(reg::CR4 as i32).unwrap() | CR4_LA57).unwrap();
@@ -106,6 +120,7 @@ mod tests {
         r.set_seg(reg::CS as i32, SegDesc { base: 0x100, access: (cs.access & !ACCESS_L) | ACCESS_DB, ..cs }).unwrap();
         assert_eq!(r.paging().cpu_mode, CPU_MODE_COMPATIBILITY);
         assert_eq!(r.code_segment(), CodeSegment { base: 0x100, d: true });
+        assert_eq!(r.address_size(), 4);
     }
 
     #[test]
