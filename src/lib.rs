@@ -20,7 +20,9 @@
 //! - [`vrtc`]: the RTC and CMOS (ports 0x70/0x71, VM_RTC_*, IRQ 8);
 //!   [`vpmtmr`]: the ACPI PM timer (port 0x408); [`vhpet`]: the HPET;
 //!   [`vatpit`]: the 8254 PIT (ports 0x40-0x43, 0x61); [`callout`]: how
-//!   their timer deadlines are published to the run loop.
+//!   their timer deadlines are published to the run loop;
+//!   [`callout_thread`]: the thread that fires them (and the local APIC
+//!   timers) when no vCPU polls.
 //! - [`registry`]: the process-wide table of named VMs (not under loom).
 //! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
 //! - [`guest`], [`sim`]: guest programs (scripted or C callbacks) and the
@@ -34,6 +36,7 @@
 
 pub mod backend;
 pub mod callout;
+pub mod callout_thread;
 pub mod cpuset;
 pub mod error;
 pub mod exit;

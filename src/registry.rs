@@ -62,6 +62,7 @@ pub fn create(name: &str) -> Result<Arc<Vm>> {
         return Err(Error::Exist);
     }
     let vm = Arc::new(Vm::with_sim_backend(name, default_maxcpus())?);
+    vm.start_callout_thread()?;
     map.insert(name.to_owned(), vm.clone());
     Ok(vm)
 }

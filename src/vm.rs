@@ -42,6 +42,7 @@
 //! waiter holds.
 
 use crate::backend::{Backend, IdleBackend};
+use crate::callout_thread::CalloutWaker;
 use crate::cpuset::{CpuSet, CPUSET_BITS};
 use crate::error::{Error, Result};
 use crate::exit::SuspendHow;
@@ -134,7 +135,18 @@ pub struct Vm {
     vhpet: Vhpet,
     /// The 8254 PIT (its mutex ranks 7).
     vatpit: Vatpit,
+    /// Wakes the callout thread, if one was started (its mutex is a
+    /// leaf, like rank 6).
+    callout_waker: std::sync::Arc<CalloutWaker>,
     backend: Box<dyn Backend>,
+}
+
+impl Drop for Vm {
+    /// A VM dropped without VM_DESTROY (a handle-less `Vm`) stops its
+    /// callout thread too.
+    fn drop(&mut self) {
+        self.callout_waker.stop();
+    }
 }
 
 impl core::fmt::Debug for Vm {
@@ -210,6 +222,7 @@ impl Vm {
             vpmtmr: Vpmtmr::new(std::time::Instant::now()),
             vhpet: Vhpet::new(std::time::Instant::now()),
             vatpit: Vatpit::new(std::time::Instant::now()),
+            callout_waker: Default::default(),
             backend,
         })
     }
@@ -434,6 +447,11 @@ impl Vm {
     /// Selects the MMIO exit form (see [`Vm::raw_mmio_exits`]).
     pub fn set_raw_mmio_exits(&self, raw: bool) {
         self.raw_mmio_exits.store(raw, Ordering::Relaxed);
+    }
+
+    /// Wakes the callout thread (see [`crate::callout_thread`]).
+    pub(crate) fn callout_waker(&self) -> &std::sync::Arc<CalloutWaker> {
+        &self.callout_waker
     }
 
     // --- cpusets -------------------------------------------------------
@@ -664,6 +682,7 @@ impl Vm {
     /// not fault. Every memory call fails from now on anyway.
     pub fn destroy(&self) {
         self.destroyed.store(true, Ordering::SeqCst);
+        self.callout_waker.stop();
         for v in &self.vcpus {
             v.notify();
             v.wake_waiters();

@@ -71,6 +71,7 @@ impl Vm {
             for v in self.vcpus() {
                 v.wake_waiters();
             }
+            self.callout_waker().poke();
         }
     }
 

@@ -762,6 +762,33 @@ fn an_hpet_timer_wakes_a_halted_guest_through_its_ioapic_pin() {
     });
 }
 
+/// With the callout thread, timers fire while no vCPU polls them: an
+/// HPET periodic timer (through its IOAPIC pin) and the local APIC timer
+/// each reach IRR of a vCPU that never runs.
+#[test]
+fn the_callout_thread_fires_timers_no_vcpu_polls() {
+    use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, TCNF_TYPE, TCNF_VAL_SET, VHPET_BASE};
+    with_watchdog(20, || {
+        let (vm, _) = vm_with(Script::default(), 1);
+        vm.start_callout_thread().unwrap();
+        program_rte(&vm, 0, 24, 0x50, 0);
+        let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(0, VHPET_BASE + off, 8, v), Ok(Some(())));
+        hpet(reg::timer_cap_cnf(0), 24 << 9 | TCNF_INT_ENB | TCNF_TYPE | TCNF_VAL_SET);
+        hpet(reg::timer_comparator(0), 16_777);
+        hpet(reg::CONFIG, CNF_ENABLE);
+        lapic_write(&vm, 0, off::TIMER_DCR, 0xB);
+        lapic_write(&vm, 0, off::LVT_TIMER, 0x51);
+        lapic_write(&vm, 0, off::TIMER_ICR, 100_000);
+        let apic = &vm.vcpu(0).unwrap().vlapic;
+        while !(apic.irr().test(0x50) && apic.irr().test(0x51)) {
+            thread::yield_now();
+        }
+        assert_eq!(vm.vcpu(0).unwrap().state(), VcpuState::Idle, "no vCPU ran");
+        assert_eq!(apic.timer_interrupts(), 1);
+        vm.destroy();
+    });
+}
+
 /// A level HPET interrupt holds its pin asserted until the guest clears
 /// the timer's ISR bit; VM_REINIT brings back a stopped HPET.
 #[test]

@@ -1,0 +1,142 @@
+//! The VM's callout thread. FreeBSD arms kernel callouts for the RTC, the
+//! HPET, the PIT and each local APIC timer, so they fire on time whoever
+//! runs. Here the vCPUs poll those timers at every guest entry and HLT
+//! sleep; this thread fires them when they fall due while no vCPU looks:
+//! every vCPU in userland, held for a debugger, or not started.
+//!
+//! The thread holds the VM weakly and no lock while it sleeps. It sleeps
+//! until the earliest deadline, and is poked awake when one may have moved
+//! sooner (a device callout armed earlier, a local APIC timer register
+//! written) and stopped when the VM is destroyed or dropped.
+
+use std::time::Instant;
+
+use crate::sync::{Condvar, Mutex};
+
+#[derive(Debug, Default)]
+struct WakeState {
+    /// A deadline may have moved sooner: look again.
+    poked: bool,
+    /// The VM is gone: exit.
+    stopped: bool,
+}
+
+/// Wakes the callout thread.
+#[derive(Debug, Default)]
+pub struct CalloutWaker {
+    /// Protects: the wake-up flags. A leaf: held only to set or wait on
+    /// them, never while taking another lock.
+    state: Mutex<WakeState>,
+    cv: Condvar,
+}
+
+impl CalloutWaker {
+    /// A deadline may have moved sooner.
+    pub fn poke(&self) {
+        self.state.lock().poked = true;
+        self.cv.notify_one();
+    }
+
+    /// The VM is gone: the thread exits.
+    pub fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.cv.notify_one();
+    }
+
+    /// Waits until `deadline` passes or a poke; false once stopped.
+    fn wait(&self, deadline: Option<Instant>) -> bool {
+        let mut s = self.state.lock();
+        loop {
+            if s.stopped {
+                return false;
+            }
+            if std::mem::take(&mut s.poked) {
+                return true;
+            }
+            s = match deadline {
+                Some(d) if Instant::now() >= d => return true,
+                Some(d) => self.cv.wait_until(s, d),
+                None => self.cv.wait(s),
+            };
+        }
+    }
+}
+
+#[cfg(not(loom))]
+mod thread {
+    use std::sync::{Arc, Weak};
+    use std::time::Instant;
+
+    use super::CalloutWaker;
+    use crate::error::{Error, Result};
+    use crate::vm::Vm;
+
+    impl Vm {
+        /// Starts the callout thread (the VMs `vm_create` makes have one;
+        /// a `Vm` built directly has none, and its timers fire only when a
+        /// vCPU polls them). ENOMEM if the host has no thread for it.
+        pub fn start_callout_thread(self: &Arc<Self>) -> Result<()> {
+            let vm = Arc::downgrade(self);
+            let waker = self.callout_waker().clone();
+            std::thread::Builder::new()
+                .name(format!("vmm_rs callouts {}", self.name()))
+                .spawn(move || run(vm, &waker))
+                .map(drop)
+                .map_err(|_| Error::NoMem)
+        }
+    }
+
+    fn run(vm: Weak<Vm>, waker: &CalloutWaker) {
+        loop {
+            let deadline = {
+                let Some(vm) = vm.upgrade() else { return };
+                if vm.is_destroyed() {
+                    return;
+                }
+                vm.fire_due_timers(Instant::now())
+            };
+            if !waker.wait(deadline) {
+                return;
+            }
+        }
+    }
+}
+
+impl crate::vm::Vm {
+    /// Fires every device and local APIC timer due at `now`, notifying the
+    /// vCPUs whose APIC timer fired; returns the earliest deadline left.
+    /// Call it with no lock held: it delivers interrupts.
+    pub fn fire_due_timers(&self, now: Instant) -> Option<Instant> {
+        self.poll_device_timers(now);
+        for v in self.vcpus() {
+            if v.vlapic.timer_poll(now) {
+                v.notify();
+            }
+        }
+        let apic = self.vcpus().iter().filter_map(|v| v.vlapic.timer_deadline());
+        self.device_timer_deadline().into_iter().chain(apic).min()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_waker_returns_on_a_poke_a_deadline_or_a_stop() {
+        let w = Arc::new(CalloutWaker::default());
+        w.poke();
+        assert!(w.wait(None), "a poke made before the wait is seen");
+        let past = Instant::now();
+        assert!(w.wait(Some(past)));
+        let (w2, t0) = (w.clone(), Instant::now());
+        let waiter = std::thread::spawn(move || w2.wait(Some(t0 + Duration::from_secs(60))));
+        w.stop();
+        assert!(!waiter.join().unwrap(), "stopped");
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        assert!(!w.wait(None), "stays stopped");
+    }
+}
