@@ -1,11 +1,13 @@
 //! A device's published callout: when its next timer event is due,
 //! written under the device's mutex and read without it on every guest
-//! entry and before every HLT sleep. FreeBSD's devices arm kernel
-//! callouts; here the run loop polls this instead (see `Vm::poll_device_timers`).
+//! entry, before every HLT sleep and by the callout thread. FreeBSD's
+//! devices arm kernel callouts; here the run loop and the callout thread
+//! ([`crate::callout_thread`]) poll this instead (see
+//! `Vm::poll_device_timers`).
 //!
 //! Publishing also notes a deadline that moved earlier: vCPUs asleep with
-//! a bound computed from the old one must be woken to look again
-//! (`Vm::wake_sleepers_if_sooner`). Polls only move a deadline later or
+//! a bound computed from the old one, and the callout thread, must be
+//! woken to look again (`Vm::wake_sleepers_if_sooner`). Polls only move a deadline later or
 //! clear it, so only guest or host writes set the note.
 
 use std::time::{Duration, Instant};
