@@ -29,7 +29,8 @@
 //!    interrupt merging into an already pending vector reads an atomic
 //!    copy of IRR and TMR instead: see `vlapic`.)
 //! 6. `Vm::cpus` (cpusets, topology): a leaf, taken under any of the
-//!    above and never held while taking another lock.
+//!    above and never held while taking another lock. So is the callout
+//!    thread's wake-up mutex (`CalloutWaker::state`).
 //! 7. The vRTC and vPIT mutexes (`Vrtc::state`, `Vatpit::state`): leaves,
 //!    taken with no other lock held but rank 1 (VM_REINIT); the IRQ 8 and
 //!    IRQ 0 they raise are delivered (8259, then vioapic) after they are
