@@ -97,6 +97,16 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     /// the instruction that exited with `GuestExit::Mmio` or `Rdmsr`.
     fn emulated_read_result(&self, _vcpu: &Vcpu, _value: u64) {}
 
+    /// The instruction that exited faulted (the library raised an
+    /// exception for it): it completes nothing, so a read it was waiting
+    /// for is dropped and it is not run again as a restarted string
+    /// instruction.
+    fn instruction_faulted(&self, _vcpu: &Vcpu) {}
+
+    /// VM_REINIT: every vCPU's guest starts afresh (its program stays; what
+    /// it was in the middle of does not).
+    fn reinit(&self) {}
+
     /// Installs (or with `None` removes) the program vCPU `vcpuid`'s guest
     /// runs. The caller holds the vCPU, so it is not running. Backends
     /// that run real guests refuse (ENODEV).

@@ -28,19 +28,21 @@ pub struct CalloutWaker {
     /// them, never while taking another lock.
     state: Mutex<WakeState>,
     cv: Condvar,
+    /// A thread was started (there is at most one).
+    started: crate::sync::atomic::AtomicBool,
 }
 
 impl CalloutWaker {
     /// A deadline may have moved sooner.
     pub fn poke(&self) {
         self.state.lock().poked = true;
-        self.cv.notify_one();
+        self.cv.notify_all();
     }
 
     /// The VM is gone: the thread exits.
     pub fn stop(&self) {
         self.state.lock().stopped = true;
-        self.cv.notify_one();
+        self.cv.notify_all();
     }
 
     /// Waits until `deadline` passes or a poke; false once stopped.
@@ -74,10 +76,15 @@ mod thread {
     impl Vm {
         /// Starts the callout thread (the VMs `vm_create` makes have one;
         /// a `Vm` built directly has none, and its timers fire only when a
-        /// vCPU polls them). ENOMEM if the host has no thread for it.
+        /// vCPU polls them). Once: a second call does nothing. ENOMEM if
+        /// the host has no thread for it.
         pub fn start_callout_thread(self: &Arc<Self>) -> Result<()> {
-            let vm = Arc::downgrade(self);
+            use crate::sync::atomic::Ordering;
             let waker = self.callout_waker().clone();
+            if waker.started.swap(true, Ordering::SeqCst) {
+                return Ok(());
+            }
+            let vm = Arc::downgrade(self);
             std::thread::Builder::new()
                 .name(format!("vmm_rs callouts {}", self.name()))
                 .spawn(move || run(vm, &waker))
@@ -105,8 +112,11 @@ mod thread {
 impl crate::vm::Vm {
     /// Fires every device and local APIC timer due at `now`, notifying the
     /// vCPUs whose APIC timer fired; returns the earliest deadline left.
-    /// Call it with no lock held: it delivers interrupts.
+    /// Call it with no lock held: it delivers interrupts. It holds the
+    /// callout gate shared, so VM_REINIT, which takes it exclusively,
+    /// resets no device while a timer of the old VM is being delivered.
     pub fn fire_due_timers(&self, now: Instant) -> Option<Instant> {
+        let _gate = self.callout_gate();
         self.poll_device_timers(now);
         for v in self.vcpus() {
             if v.vlapic.timer_poll(now) {

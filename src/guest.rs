@@ -108,7 +108,8 @@ impl GuestProgram for ScriptedGuest {
                 self.advance();
                 GuestAction::MmioWrite { gpa: LAPIC_EOI_GPA, size: 4, value: 0 }
             }
-            GuestAction::WaitInterruptEoi => GuestAction::Hlt,
+            // `sti; hlt` until the interrupt (the backend enables them).
+            GuestAction::WaitInterruptEoi => GuestAction::WaitInterruptEoi,
             a => {
                 self.advance();
                 a
@@ -153,12 +154,12 @@ mod tests {
     fn wait_interrupt_eoi_halts_until_an_interrupt_then_eois() {
         let out = PortOut { port: 0x80, size: 1, value: 1 };
         let mut g = ScriptedGuest::new(vec![WaitInterruptEoi, out], Some(0));
-        assert_eq!(g.next(0), Hlt);
-        assert_eq!(g.next(0), Hlt);
+        assert_eq!(g.next(0), WaitInterruptEoi);
+        assert_eq!(g.next(0), WaitInterruptEoi);
         g.interrupt(0x30);
         assert_eq!(g.next(0), MmioWrite { gpa: LAPIC_EOI_GPA, size: 4, value: 0 });
         assert_eq!(g.next(1), out);
-        assert_eq!(g.next(2), Hlt, "back at the wait");
+        assert_eq!(g.next(2), WaitInterruptEoi, "back at the wait");
         assert_eq!(g.interrupts, vec![0x30]);
     }
 }

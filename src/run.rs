@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
-use crate::regs::{reg, EntryEvent, CAP_HALT_EXIT, CAP_MASK_HWINTR, RFLAGS_IF};
+use crate::regs::{reg, EntryEvent, CAP_HALT_EXIT, CAP_MASK_HWINTR, CAP_MTRAP_EXIT, RFLAGS_IF};
 use crate::stats::Stat;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::Injection;
@@ -88,7 +88,23 @@ impl Vm {
                 // exits to userland meanwhile. Then the entry below
                 // injects what ended it.
                 vcpu.set_state(VcpuState::Frozen, false)?;
-                if self.sleep_in_hlt(vcpu, id, Hlt::InGuest)? {
+                let now = Instant::now();
+                self.poll_device_timers(now);
+                vcpu.vlapic.timer_poll(now);
+                let ends = self.hlt_ends(vcpu, Hlt::InGuest);
+                let mtrap = !ends && vcpu.regs.lock().get_cap(CAP_MTRAP_EXIT) == Ok(1);
+                if mtrap {
+                    // A debugger stepping a halted guest: the monitor trap
+                    // exit comes at once, the guest still in HLT (as VMX
+                    // delivers a pending MTF exit in the HLT state).
+                    vcpu.stats.add(Stat::VmExits, 1);
+                    vcpu.stats.add(Stat::Mtrap, 1);
+                    let mut r = vcpu.regs.lock();
+                    let rip = r.nextrip;
+                    r.set(reg::RIP as i32, rip)?;
+                    return Ok(VmExit { kind: ExitKind::Mtrap, rip, inst_length: 0 });
+                }
+                if ends || self.sleep_in_hlt(vcpu, id, Hlt::InGuest)? {
                     vcpu.regs.lock().halted = false;
                 }
                 continue;
@@ -380,16 +396,21 @@ impl Vm {
         vcpu.vlapic.nmi_pending() || (intr_enabled && vcpu.vlapic.has_pending_event())
     }
 
-    /// An MSR access the local APIC refused: #GP(0) at the instruction
-    /// (which is restarted, so the fault reports its RIP). If an exception
-    /// is still queued (VM_CAP_MASK_HWINTR holds events back, so the guest
-    /// ran on without taking it), that one stays and this fault is not
-    /// raised: the guest takes the queued one first.
+    /// An MSR access the local APIC refused: #GP(0) at the instruction,
+    /// which completes nothing and is restarted (the fault reports its
+    /// RIP). If an exception is still queued (VM_CAP_MASK_HWINTR holds
+    /// events back), that one stays and this one is not raised: the guest
+    /// takes the queued one first, then meets the instruction again.
     fn msr_fault(&self, vcpu: &Vcpu) -> Result<()> {
         const IDT_GP: i32 = 13;
-        match vcpu.regs.lock().inject_exception(IDT_GP, Some(0), true) {
-            Err(Error::Busy) => Ok(()),
-            r => r,
+        self.backend().instruction_faulted(vcpu);
+        let mut r = vcpu.regs.lock();
+        match r.inject_exception(IDT_GP, Some(0), true) {
+            Err(Error::Busy) => {
+                r.nextrip = r.rip();
+                Ok(())
+            }
+            res => res,
         }
     }
 

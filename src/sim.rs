@@ -165,6 +165,11 @@ impl Backend for SimBackend {
                     slot.string_op = Some((at, op));
                     return (op.exit(), rip, 1);
                 }
+                // Done: a completed instruction, so a stepping debugger
+                // sees it before the next one runs.
+                if mtrap {
+                    return (GuestExit::Mtrap, rip + 1, 0);
+                }
                 rip += 1;
             }
         }
@@ -285,13 +290,28 @@ impl Backend for SimBackend {
     }
 
     /// An exception or re-injected event reaches the guest as its vector.
-    /// The instruction that exited faulted, so a read it was waiting for
-    /// never completes.
+    /// The instruction that exited faulted (userland injected for it), so
+    /// it completes nothing.
     fn inject_event(&self, vcpu: &Vcpu, info: u64) {
-        if let Ok(slot) = self.slot(vcpu.id()) {
-            slot.lock().pending_read = None;
-        }
+        self.instruction_faulted(vcpu);
         self.inject(vcpu, info as u8);
+    }
+
+    fn instruction_faulted(&self, vcpu: &Vcpu) {
+        if let Ok(slot) = self.slot(vcpu.id()) {
+            let mut slot = slot.lock();
+            slot.pending_read = None;
+            slot.string_op = None;
+        }
+    }
+
+    fn reinit(&self) {
+        for slot in &self.guests {
+            let mut slot = slot.lock();
+            slot.pending_read = None;
+            slot.string_op = None;
+            slot.sti_shadow = false;
+        }
     }
 
     /// An NMI reaches the guest as vector 2 (its IDT entry), whether or
@@ -399,6 +419,80 @@ mod tests {
         l.vcpu().regs.lock().set(RCX as i32, 0).unwrap();
         restart();
         assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
+    }
+
+    /// Review cases: a debugger stepping a guest halted in its HLT state
+    /// (MTRAP, MASK_HWINTR, no HLT exit) gets its exit at once; a refused
+    /// RDMSR under MASK_HWINTR delivers no value; a script's WAIT_INTR_EOI
+    /// enables interrupts; a string instruction userland faults is
+    /// abandoned; VM_REINIT forgets a pending one.
+    #[test]
+    fn stepping_faulting_and_reinit_leave_no_instruction_half_done() {
+        crate::test_util::with_watchdog(20, || {
+            use crate::regs::reg::RAX;
+            use crate::regs::{CAP_HALT_EXIT, CAP_MASK_HWINTR};
+            use crate::vlapic::regs::LAPIC_BASE;
+            let vm = Vm::with_sim_backend("review", 1).unwrap();
+            vm.activate_cpu(0).unwrap();
+            assert_eq!(vm.mmio_write(0, LAPIC_BASE + 0xF0, 4, 0x1FF), Ok(Some(())));
+            let set = |script: Vec<crate::guest::GuestAction>| {
+                let l = vm.lock_one(0).unwrap();
+                vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+            };
+            let run = || vm.run(&vm.lock_one(0).unwrap()).unwrap();
+            let caps = |halt: i32, mtrap: i32, mask: i32| {
+                let mut r = vm.vcpu(0).unwrap().regs.lock();
+                r.set_cap(CAP_HALT_EXIT, halt).unwrap();
+                r.set_cap(CAP_MTRAP_EXIT, mtrap).unwrap();
+                r.set_cap(CAP_MASK_HWINTR, mask).unwrap();
+            };
+            let out = PortOut { port: 0x80, size: 1, value: 0 };
+
+            set(vec![EnableInterrupts, Compute, Hlt, out]);
+            caps(0, 1, 1);
+            vm.inject_nmi(0).unwrap();
+            assert_eq!(run().kind, ExitKind::Mtrap);
+            assert_eq!(run().kind, ExitKind::Mtrap);
+            let e = run();
+            assert_eq!(e.kind, ExitKind::Mtrap, "the HLT done, the guest halted");
+            assert!(vm.vcpu(0).unwrap().regs.lock().halted);
+            assert_eq!(run().rip, e.rip, "still halted: each step is an exit");
+            caps(1, 0, 0);
+            assert!(matches!(run().kind, ExitKind::Inout { .. }), "the NMI ended it");
+            assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(2));
+
+            set(vec![Rdmsr { msr: 0x802 }, out]);
+            caps(1, 0, 1);
+            vm.vcpu(0).unwrap().regs.lock().set(RAX as i32, 0x1234).unwrap();
+            assert!(matches!(run().kind, ExitKind::Inout { .. }));
+            assert_eq!(vm.guest_stats(0).unwrap().last_read, 0, "the faulting RDMSR read nothing");
+            caps(1, 0, 0);
+            set(vec![out]);
+            assert!(matches!(run().kind, ExitKind::Inout { .. }));
+            assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(13), "the #GP held back, taken now");
+
+            vm.vcpu(0).unwrap().regs.lock().set(crate::regs::reg::RFLAGS as i32, 2).unwrap();
+            set(vec![WaitInterruptEoi, out]);
+            vm.lapic_irq(0, 0x41).unwrap();
+            assert!(matches!(run().kind, ExitKind::Inout { .. }), "WAIT_INTR_EOI took the interrupt");
+            assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(0x41));
+
+            let outs = StringIo { port: 0xe9, size: 1, is_in: false, index: 0, count: Some(4) };
+            set(vec![outs, out]);
+            assert!(matches!(run().kind, ExitKind::InoutStr { .. }));
+            {
+                let mut r = vm.vcpu(0).unwrap().regs.lock();
+                r.inject_exception(13, Some(0), true).unwrap();
+            }
+            assert!(matches!(run().kind, ExitKind::Inout { .. }), "abandoned after #GP");
+
+            set(vec![outs, out]);
+            assert!(matches!(run().kind, ExitKind::InoutStr { .. }));
+            vm.cpus().suspended = vm.active_cpus();
+            vm.reinit(&vm.lock_all().unwrap()).unwrap();
+            vm.activate_cpu(0).unwrap();
+            assert!(matches!(run().kind, ExitKind::Inout { .. }), "VM_REINIT forgot the string instruction");
+        });
     }
 
     /// The idle loop (no program) is `sti; hlt`: halted in the guest

@@ -7,6 +7,9 @@
 //! 1. `Vm::lock_all_serial` (lock-all callers, one at a time), then the
 //!    vCPUs frozen by lock-all in ascending id order (a freeze is a wait
 //!    for IDLE, not a mutex, and services pending rendezvous).
+//!    `Vm::callout_gate` comes next: the callout thread holds it shared
+//!    while it fires timers (taking the locks below), VM_REINIT holds it
+//!    exclusively while it resets the devices.
 //! 2. `Vm::mem` (guest memory; exclusive only with every vCPU frozen, so a
 //!    vCPU never waits for it while RUNNING).
 //!    `Vhpet::state` (the HPET) and `Vatpic::state` (the 8259 pair): each
@@ -139,6 +142,11 @@ pub struct Vm {
     /// Wakes the callout thread, if one was started (its mutex is a
     /// leaf, like rank 6).
     callout_waker: std::sync::Arc<CalloutWaker>,
+    /// The callout gate. Protects: the devices' state against VM_REINIT
+    /// while the callout thread delivers their timers (held shared there,
+    /// exclusively by VM_REINIT). Rank 1b: after the lock-all serialiser
+    /// and the vCPUs it freezes, before everything else.
+    callout_gate: RwLock<()>,
     backend: Box<dyn Backend>,
 }
 
@@ -224,6 +232,7 @@ impl Vm {
             vhpet: Vhpet::new(std::time::Instant::now()),
             vatpit: Vatpit::new(std::time::Instant::now()),
             callout_waker: Default::default(),
+            callout_gate: RwLock::new(()),
             backend,
         })
     }
@@ -455,6 +464,11 @@ impl Vm {
         &self.callout_waker
     }
 
+    /// The callout gate, shared (see `Vm::callout_gate`).
+    pub(crate) fn callout_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.callout_gate.read()
+    }
+
     // --- cpusets -------------------------------------------------------
 
     pub fn cpus(&self) -> MutexGuard<'_, CpuSets> {
@@ -660,7 +674,10 @@ impl Vm {
             *v.regs.lock() = Default::default();
             v.stats.reset();
         }
+        self.backend.reinit();
         self.mem_write(all).reinit();
+        // No callout delivery in flight while the devices are reset.
+        let _gate = self.callout_gate.write();
         // The timer devices first: nothing of theirs may reach the
         // interrupt controllers after those are reset.
         let now = std::time::Instant::now();

@@ -254,11 +254,12 @@ impl Vm {
         Ok(self.apply_lapic_effects(vcpuid, fx))
     }
 
-    /// After a write of local APIC register `offset`: a timer register
-    /// may have armed the timer sooner, which the callout thread must see.
+    /// After a write of local APIC register `offset`: a timer register (or
+    /// SVR, whose software enable re-arms a periodic timer) may have armed
+    /// the timer sooner, which the callout thread must see.
     fn poke_callouts_for(&self, offset: u32) {
         use crate::vlapic::regs::off;
-        if matches!(offset, off::LVT_TIMER | off::TIMER_ICR | off::TIMER_DCR) {
+        if matches!(offset, off::SVR | off::LVT_TIMER | off::TIMER_ICR | off::TIMER_DCR) {
             self.callout_waker().poke();
         }
     }
