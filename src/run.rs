@@ -12,6 +12,17 @@ use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::Injection;
 use crate::vm::{VcpuLock, Vm};
 
+/// What the entry work found.
+enum Entry {
+    /// Enter the guest (an event may have been injected).
+    Go,
+    /// The guest is in its HLT state (no VM_CAP_HALT_EXIT): no entry
+    /// until an event ends it.
+    Halted,
+    /// A nested fault became a triple fault and suspended the VM.
+    TripleFault,
+}
+
 /// How a vCPU came to be in HLT.
 #[derive(Debug, Clone, Copy)]
 enum Hlt {
@@ -81,38 +92,38 @@ impl Vm {
                     }
                 }
             }
-            if vcpu.regs.lock().halted {
-                // The guest halted without an exit (no VM_CAP_HALT_EXIT):
-                // it stays in HLT until an event it takes (an NMI, an
-                // interrupt it accepts, a queued exception), across any
-                // exits to userland meanwhile. Then the entry below
-                // injects what ended it.
-                vcpu.set_state(VcpuState::Frozen, false)?;
-                let now = Instant::now();
-                self.poll_device_timers(now);
-                vcpu.vlapic.timer_poll(now);
-                let ends = self.hlt_ends(vcpu, Hlt::InGuest);
-                let mtrap = !ends && vcpu.regs.lock().get_cap(CAP_MTRAP_EXIT) == Ok(1);
-                if mtrap {
-                    // A debugger stepping a halted guest: the monitor trap
-                    // exit comes at once, the guest still in HLT (as VMX
-                    // delivers a pending MTF exit in the HLT state).
-                    vcpu.stats.add(Stat::VmExits, 1);
-                    vcpu.stats.add(Stat::Mtrap, 1);
-                    let mut r = vcpu.regs.lock();
-                    let rip = r.nextrip;
-                    r.set(reg::RIP as i32, rip)?;
-                    return Ok(VmExit { kind: ExitKind::Mtrap, rip, inst_length: 0 });
+            match self.prepare_guest_entry(vcpu) {
+                Entry::Go => {}
+                Entry::TripleFault => {
+                    // The VM is suspended: the checks above see it.
+                    vcpu.set_state(VcpuState::Frozen, false)?;
+                    continue;
                 }
-                if ends || self.sleep_in_hlt(vcpu, id, Hlt::InGuest)? {
-                    vcpu.regs.lock().halted = false;
+                Entry::Halted => {
+                    // The guest halted without an exit (no VM_CAP_HALT_EXIT):
+                    // it stays in HLT until an event it takes (an NMI, an
+                    // interrupt it accepts, a queued exception), across any
+                    // exits to userland meanwhile. Then the next entry
+                    // injects what ended it.
+                    vcpu.set_state(VcpuState::Frozen, false)?;
+                    let ends = self.hlt_ends(vcpu, Hlt::InGuest);
+                    if !ends && vcpu.regs.lock().get_cap(CAP_MTRAP_EXIT) == Ok(1) {
+                        // A debugger stepping a halted guest: the monitor
+                        // trap exit comes at once, the guest still in HLT
+                        // (as VMX delivers a pending MTF exit in the HLT
+                        // state).
+                        vcpu.stats.add(Stat::VmExits, 1);
+                        vcpu.stats.add(Stat::Mtrap, 1);
+                        let mut r = vcpu.regs.lock();
+                        let rip = r.nextrip;
+                        r.set(reg::RIP as i32, rip)?;
+                        return Ok(VmExit { kind: ExitKind::Mtrap, rip, inst_length: 0 });
+                    }
+                    if ends || self.sleep_in_hlt(vcpu, id, Hlt::InGuest)? {
+                        vcpu.regs.lock().halted = false;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if !self.prepare_guest_entry(vcpu) {
-                // A triple fault suspended the VM: the checks above see it.
-                vcpu.set_state(VcpuState::Frozen, false)?;
-                continue;
             }
             let rip = vcpu.regs.lock().nextrip;
             let (gexit, rip, len) = self.backend().run(vcpu, rip);
@@ -237,38 +248,42 @@ impl Vm {
     /// Event work on entry to the guest, one event per entry as VMX: fire
     /// an expired APIC timer; then inject a queued exception or interrupted
     /// event, else a pending NMI, else a pending ExtINT or the highest
-    /// deliverable vector (FreeBSD `vmx_inject_interrupts`). False when the entry must not
-    /// happen: a nested fault became a triple fault and suspended the VM.
-    fn prepare_guest_entry(&self, vcpu: &Vcpu) -> bool {
+    /// deliverable vector (FreeBSD `vmx_inject_interrupts`). No entry when
+    /// the guest sits in its HLT state, or when a nested fault became a
+    /// triple fault and suspended the VM.
+    fn prepare_guest_entry(&self, vcpu: &Vcpu) -> Entry {
         let now = Instant::now();
         self.poll_device_timers(now);
         vcpu.vlapic.timer_poll(now);
         let event = {
             let mut r = vcpu.regs.lock();
+            if r.halted {
+                return Entry::Halted;
+            }
             // VM_CAP_MASK_HWINTR (bhyve's gdb stub sets it while it
             // single-steps): no event at all is injected, exceptions and
             // NMIs included, as FreeBSD's `vmx_inject_interrupts` returns
             // at once.
             if r.get_cap(CAP_MASK_HWINTR) == Ok(1) {
-                return true;
+                return Entry::Go;
             }
             r.entry_intinfo()
         };
         match event {
             Some(EntryEvent::TripleFault) => {
                 let _ = self.suspend(SuspendHow::Triplefault as i32);
-                return false;
+                return Entry::TripleFault;
             }
             Some(EntryEvent::Inject(info)) => {
                 self.backend().inject_event(vcpu, info);
-                return true;
+                return Entry::Go;
             }
             None => {}
         }
         if vcpu.vlapic.take_nmi() {
             vcpu.stats.add(Stat::Nmis, 1);
             self.backend().inject_nmi(vcpu);
-            return true;
+            return Entry::Go;
         }
         // An ExtINT goes first, its vector from the 8259 (FreeBSD
         // `vmx_inject_interrupts`). Either source acknowledges before the
@@ -286,7 +301,7 @@ impl Vm {
                 None => {}
             }
         }
-        true
+        Entry::Go
     }
 
     /// The before-entry checks, in FreeBSD's order (`vmx_run`: suspend,
