@@ -5,8 +5,10 @@
 use crate::error::{Error, Result};
 
 mod boot;
+pub mod msr;
 mod paging;
 pub use boot::{freebsd_gdt32, FREEBSD_GDT64, I386_TSS_SIZE};
+pub use msr::{GuestMsrs, MsrAccess};
 pub use paging::CodeSegment;
 
 /// Register numbers, FreeBSD 14 `enum vm_reg_name` values.
@@ -42,6 +44,9 @@ pub mod reg {
     pub const CR2: usize = 33;
     pub const INTR_SHADOW: usize = 38;
     pub const DR6: usize = 43;
+    pub const FS_BASE: usize = 45;
+    pub const GS_BASE: usize = 46;
+    pub const KGS_BASE: usize = 47;
     /// `VM_REG_LAST`: number of registers.
     pub const LAST: usize = 49;
 }
@@ -159,6 +164,8 @@ pub struct VcpuRegs {
     /// VM_CAP_HALT_EXIT and has not yet taken the NMI or interrupt that
     /// ends it (the VMCS/VMCB keeps this across exits to userland).
     pub halted: bool,
+    /// The MSRs kept beside the register file (see `msr`).
+    pub msrs: GuestMsrs,
 }
 
 impl Default for VcpuRegs {
@@ -171,6 +178,7 @@ impl Default for VcpuRegs {
             exc_pending: None,
             nextrip: 0,
             halted: false,
+            msrs: GuestMsrs::default(),
         };
         // Bit 1 of RFLAGS is reserved and reads as one.
         r.regs[reg::RFLAGS] = 0x2;

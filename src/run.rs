@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
-use crate::regs::{reg, EntryEvent, CAP_HALT_EXIT, CAP_MASK_HWINTR, CAP_MTRAP_EXIT, RFLAGS_IF};
+use crate::regs::{reg, EntryEvent, MsrAccess, CAP_HALT_EXIT, CAP_MASK_HWINTR, CAP_MTRAP_EXIT, RFLAGS_IF};
 use crate::stats::Stat;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::Injection;
@@ -189,15 +189,19 @@ impl Vm {
                 }
                 GuestExit::Rdmsr { msr } => {
                     // The local APIC's MSRs are emulated here (FreeBSD
-                    // `lapic_rdmsr`); a refused one is #GP.
-                    if Self::is_lapic_msr(msr) {
-                        match self.lapic_rdmsr(id, msr) {
-                            Ok(v) => self.backend().emulated_read_result(vcpu, v),
-                            Err(_) => self.msr_fault(vcpu)?,
-                        }
-                        continue;
+                    // `lapic_rdmsr`), and so are those VMX keeps or
+                    // emulates in the kernel; a refused one is #GP.
+                    let value = if Self::is_lapic_msr(msr) {
+                        self.lapic_rdmsr(id, msr).map_or(MsrAccess::Fault, MsrAccess::Done)
+                    } else {
+                        vcpu.regs.lock().rdmsr(msr)
+                    };
+                    match value {
+                        MsrAccess::Done(v) => self.backend().emulated_read_result(vcpu, v),
+                        MsrAccess::Fault => self.msr_fault(vcpu)?,
+                        MsrAccess::Userland => return exit(ExitKind::Rdmsr { msr }),
                     }
-                    return exit(ExitKind::Rdmsr { msr });
+                    continue;
                 }
                 GuestExit::Wrmsr { msr, value } => {
                     if Self::is_lapic_msr(msr) {
@@ -219,7 +223,15 @@ impl Vm {
                         }
                         continue;
                     }
-                    return exit(ExitKind::Wrmsr { msr, value });
+                    let done = vcpu.regs.lock().wrmsr(msr, value);
+                    match done {
+                        MsrAccess::Done(_) => continue,
+                        MsrAccess::Fault => {
+                            self.msr_fault(vcpu)?;
+                            continue;
+                        }
+                        MsrAccess::Userland => return exit(ExitKind::Wrmsr { msr, value }),
+                    }
                 }
                 GuestExit::Mmio(a) => {
                     // The local APIC and vioapic are emulated here; other

@@ -410,6 +410,28 @@ fn apic_msrs_are_emulated_in_the_run_loop_and_others_exit() {
     assert!(s.injected.lock().unwrap().is_empty());
 }
 
+/// The MSRs VMX keeps or emulates in the kernel never reach userland:
+/// EFER reads the register file, PAT is kept (an invalid one is #GP),
+/// and only a MISC_ENABLE change FreeBSD punts goes out.
+#[test]
+fn vmx_kernel_msrs_stay_inside_the_run_loop() {
+    use crate::regs::msr::{MISC_ENABLE, MSR_EFER, MSR_MISC_ENABLE, MSR_PAT};
+    let rd = |msr| GuestExit::Rdmsr { msr };
+    let wr = |msr, value| GuestExit::Wrmsr { msr, value };
+    let exits = [
+        rd(MSR_EFER),
+        wr(MSR_PAT, 0x0606_0606_0606_0606),
+        rd(MSR_PAT),
+        wr(MSR_PAT, 0x0202), // type 2: #GP
+        wr(MSR_MISC_ENABLE, MISC_ENABLE | 1),
+    ];
+    let (vm, s) = vm_with(Script::playing(exits, true), 1);
+    vm.vcpu(0).unwrap().regs.lock().set(crate::regs::reg::EFER as i32, 0x500).unwrap();
+    assert_eq!(run_once(&vm, 0), ExitKind::Wrmsr { msr: MSR_MISC_ENABLE, value: MISC_ENABLE | 1 });
+    assert_eq!(*s.mmio_reads.lock().unwrap(), [0x500, 0x0606_0606_0606_0606]);
+    assert_eq!(*s.injected.lock().unwrap(), [13]);
+}
+
 #[test]
 fn a_reqidle_landing_before_the_hlt_is_handled_does_not_halt_the_vm() {
     // One vCPU, `cli; hlt`: had it counted as halted first, the VM would

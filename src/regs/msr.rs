@@ -1,0 +1,161 @@
+//! The MSRs a guest reads and writes without reaching userland, as on
+//! FreeBSD's VMX backend: those the VMCS or the guest-MSR save area holds
+//! (EFER, the FS/GS/kernel-GS bases, SYSENTER, the SYSCALL targets), and
+//! those `vmx_rdmsr` / `vmx_wrmsr` emulate (machine-check capability and
+//! status, IA32_MISC_ENABLE, PAT). Others (MTRRs, platform and turbo
+//! information, the TSC, model-specific ones) go to userland here.
+
+use super::{reg, VcpuRegs, SegDesc};
+
+pub const MSR_MCG_CAP: u32 = 0x179;
+pub const MSR_MCG_STATUS: u32 = 0x17a;
+pub const MSR_SYSENTER_CS: u32 = 0x174;
+pub const MSR_SYSENTER_ESP: u32 = 0x175;
+pub const MSR_SYSENTER_EIP: u32 = 0x176;
+pub const MSR_MISC_ENABLE: u32 = 0x1a0;
+pub const MSR_PAT: u32 = 0x277;
+pub const MSR_EFER: u32 = 0xc000_0080;
+pub const MSR_STAR: u32 = 0xc000_0081;
+pub const MSR_LSTAR: u32 = 0xc000_0082;
+pub const MSR_CSTAR: u32 = 0xc000_0083;
+pub const MSR_SF_MASK: u32 = 0xc000_0084;
+pub const MSR_FSBASE: u32 = 0xc000_0100;
+pub const MSR_GSBASE: u32 = 0xc000_0101;
+pub const MSR_KGSBASE: u32 = 0xc000_0102;
+
+/// PAT after reset: WB, WT, UC-, UC in each half (FreeBSD `vmx_msr_guest_init`).
+pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+/// IA32_MISC_ENABLE as the guest reads it: BTS and PEBS unavailable
+/// (bits 11 and 12, which FreeBSD sets on the host's value).
+pub const MISC_ENABLE: u64 = (1 << 12) | (1 << 11);
+/// The MISC_ENABLE bit a guest may write without userland: XD disable
+/// (Linux turns NX on through it; FreeBSD ignores it).
+const MISC_ENABLE_XD_DISABLE: u64 = 1 << 34;
+/// EFER bits a guest may set: SCE, LME, NXE (LMA is the processor's).
+const EFER_WRITABLE: u64 = (1 << 0) | (1 << 8) | (1 << 11);
+const EFER_LMA: u64 = 1 << 10;
+
+/// The guest MSRs kept beside the register file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestMsrs {
+    star: u64,
+    lstar: u64,
+    cstar: u64,
+    sf_mask: u64,
+    sysenter: [u64; 3],
+    pat: u64,
+}
+
+impl Default for GuestMsrs {
+    fn default() -> Self {
+        GuestMsrs { star: 0, lstar: 0, cstar: 0, sf_mask: 0, sysenter: [0; 3], pat: PAT_RESET }
+    }
+}
+
+/// What an MSR access comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsrAccess {
+    /// Done (for a read, the value).
+    Done(u64),
+    /// #GP: a value the processor refuses.
+    Fault,
+    /// Not one of these: userland's (VM_EXITCODE_RDMSR / WRMSR).
+    Userland,
+}
+
+/// FreeBSD `pat_valid`: every entry a memory type (0, 1, 4, 5, 6 or 7).
+fn pat_valid(val: u64) -> bool {
+    val.to_le_bytes().iter().all(|t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+impl VcpuRegs {
+    /// RDMSR of one of the MSRs above.
+    pub fn rdmsr(&self, msr: u32) -> MsrAccess {
+        let m = &self.msrs;
+        MsrAccess::Done(match msr {
+            MSR_EFER => self.regs[reg::EFER],
+            MSR_FSBASE => self.regs[reg::FS_BASE],
+            MSR_GSBASE => self.regs[reg::GS_BASE],
+            MSR_KGSBASE => self.regs[reg::KGS_BASE],
+            MSR_STAR => m.star,
+            MSR_LSTAR => m.lstar,
+            MSR_CSTAR => m.cstar,
+            MSR_SF_MASK => m.sf_mask,
+            MSR_SYSENTER_CS..=MSR_SYSENTER_EIP => m.sysenter[(msr - MSR_SYSENTER_CS) as usize],
+            MSR_MCG_CAP | MSR_MCG_STATUS => 0,
+            MSR_MISC_ENABLE => MISC_ENABLE,
+            MSR_PAT => m.pat,
+            _ => return MsrAccess::Userland,
+        })
+    }
+
+    /// WRMSR of one of the MSRs above: #GP for a reserved EFER bit or an
+    /// invalid PAT, userland for a MISC_ENABLE change it must judge (as
+    /// FreeBSD punts it); machine-check writes are ignored.
+    pub fn wrmsr(&mut self, msr: u32, val: u64) -> MsrAccess {
+        let base = |r: &mut Self, n: usize, seg: usize| {
+            r.regs[n] = val;
+            r.segs[seg - reg::ES] = SegDesc { base: val, ..r.segs[seg - reg::ES] };
+        };
+        match msr {
+            MSR_EFER if val & !(EFER_WRITABLE | EFER_LMA) != 0 => return MsrAccess::Fault,
+            MSR_EFER => self.regs[reg::EFER] = (val & EFER_WRITABLE) | (self.regs[reg::EFER] & EFER_LMA),
+            MSR_FSBASE => base(self, reg::FS_BASE, reg::FS),
+            MSR_GSBASE => base(self, reg::GS_BASE, reg::GS),
+            MSR_KGSBASE => self.regs[reg::KGS_BASE] = val,
+            MSR_STAR => self.msrs.star = val,
+            MSR_LSTAR => self.msrs.lstar = val,
+            MSR_CSTAR => self.msrs.cstar = val,
+            MSR_SF_MASK => self.msrs.sf_mask = val,
+            MSR_SYSENTER_CS..=MSR_SYSENTER_EIP => self.msrs.sysenter[(msr - MSR_SYSENTER_CS) as usize] = val,
+            MSR_MCG_CAP | MSR_MCG_STATUS => {}
+            MSR_MISC_ENABLE if (val ^ MISC_ENABLE) & !MISC_ENABLE_XD_DISABLE != 0 => return MsrAccess::Userland,
+            MSR_MISC_ENABLE => {}
+            MSR_PAT if !pat_valid(val) => return MsrAccess::Fault,
+            MSR_PAT => self.msrs.pat = val,
+            _ => return MsrAccess::Userland,
+        }
+        MsrAccess::Done(val)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_msrs_read_back_and_others_are_userlands() {
+        let mut r = VcpuRegs::default();
+        assert_eq!(r.rdmsr(MSR_PAT), MsrAccess::Done(PAT_RESET));
+        assert_eq!(r.rdmsr(MSR_MISC_ENABLE), MsrAccess::Done(MISC_ENABLE));
+        assert_eq!(r.rdmsr(MSR_MCG_STATUS), MsrAccess::Done(0));
+        for (msr, v) in [(MSR_STAR, 1), (MSR_LSTAR, 2), (MSR_CSTAR, 3), (MSR_SF_MASK, 4), (MSR_SYSENTER_ESP, 5), (MSR_KGSBASE, 6)] {
+            assert_eq!(r.wrmsr(msr, v), MsrAccess::Done(v));
+            assert_eq!(r.rdmsr(msr), MsrAccess::Done(v), "{msr:#x}");
+        }
+        assert_eq!(r.rdmsr(MSR_SYSENTER_CS), MsrAccess::Done(0));
+        assert_eq!(r.wrmsr(MSR_FSBASE, 0x7000), MsrAccess::Done(0x7000));
+        assert_eq!(r.get(reg::FS_BASE as i32), Ok(0x7000));
+        assert_eq!(r.get_seg(reg::FS as i32).unwrap().base, 0x7000, "the segment's base too");
+        assert_eq!(r.wrmsr(MSR_MCG_STATUS, 5), MsrAccess::Done(5));
+        assert_eq!(r.rdmsr(MSR_MCG_STATUS), MsrAccess::Done(0), "ignored");
+        for msr in [0x10, 0xfe, 0x2ff, 0xce, 0x3a] {
+            assert_eq!(r.rdmsr(msr), MsrAccess::Userland, "{msr:#x}: TSC, MTRRs, platform info, ...");
+            assert_eq!(r.wrmsr(msr, 0), MsrAccess::Userland);
+        }
+    }
+
+    #[test]
+    fn efer_pat_and_misc_enable_writes_are_checked() {
+        let mut r = VcpuRegs::default();
+        r.set(reg::EFER as i32, EFER_LMA | (1 << 8)).unwrap();
+        assert_eq!(r.wrmsr(MSR_EFER, (1 << 8) | (1 << 11) | 1), MsrAccess::Done((1 << 8) | (1 << 11) | 1));
+        assert_eq!(r.get(reg::EFER as i32), Ok(EFER_LMA | (1 << 8) | (1 << 11) | 1), "LMA stays the processor's");
+        assert_eq!(r.wrmsr(MSR_EFER, 1 << 2), MsrAccess::Fault, "reserved bit");
+        assert_eq!(r.wrmsr(MSR_PAT, 0x0007_0406_0007_0402), MsrAccess::Fault, "type 2");
+        assert_eq!(r.wrmsr(MSR_PAT, 0x0101_0101_0606_0606), MsrAccess::Done(0x0101_0101_0606_0606));
+        assert_eq!(r.rdmsr(MSR_PAT), MsrAccess::Done(0x0101_0101_0606_0606));
+        assert_eq!(r.wrmsr(MSR_MISC_ENABLE, MISC_ENABLE | MISC_ENABLE_XD_DISABLE), MsrAccess::Done(MISC_ENABLE | MISC_ENABLE_XD_DISABLE));
+        assert_eq!(r.wrmsr(MSR_MISC_ENABLE, MISC_ENABLE | 1 << 18), MsrAccess::Userland, "FreeBSD punts");
+    }
+}
