@@ -2,8 +2,9 @@
 //! FreeBSD's VMX backend: those the VMCS or the guest-MSR save area holds
 //! (EFER, the FS/GS/kernel-GS bases, SYSENTER, the SYSCALL targets), and
 //! those `vmx_rdmsr` / `vmx_wrmsr` emulate (machine-check capability and
-//! status, IA32_MISC_ENABLE, PAT). Others (MTRRs, platform and turbo
-//! information, the TSC, model-specific ones) go to userland here.
+//! status, the MTRRs as FreeBSD's `vm_rdmtrr` / `vm_wrmtrr`,
+//! IA32_MISC_ENABLE, PAT). Others (platform and turbo information, the
+//! TSC, model-specific ones) go to userland here.
 
 use super::{reg, VcpuRegs, SegDesc};
 
@@ -22,6 +23,83 @@ pub const MSR_SF_MASK: u32 = 0xc000_0084;
 pub const MSR_FSBASE: u32 = 0xc000_0100;
 pub const MSR_GSBASE: u32 = 0xc000_0101;
 pub const MSR_KGSBASE: u32 = 0xc000_0102;
+pub const MSR_MTRRCAP: u32 = 0xfe;
+pub const MSR_MTRR_VAR_BASE: u32 = 0x200;
+pub const MSR_MTRR_64K: u32 = 0x250;
+pub const MSR_MTRR_16K: u32 = 0x258;
+pub const MSR_MTRR_4K: u32 = 0x268;
+pub const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+
+/// Variable-range MTRR pairs (FreeBSD `VMM_MTRR_VAR_MAX`).
+pub const MTRR_VAR_MAX: usize = 10;
+/// MTRRcap: write-combining and fixed ranges supported, 10 variable ranges.
+pub const MTRR_CAP: u64 = 0x400 | 0x100 | MTRR_VAR_MAX as u64;
+/// Writable bits: MTRRdefType's enable, fixed-range enable and type;
+/// PHYSBASE's address and type; PHYSMASK's mask and valid bit.
+const MTRR_DEF_MASK: u64 = 0x800 | 0x400 | 0xff;
+const MTRR_PHYSBASE_MASK: u64 = 0x000f_ffff_ffff_f000 | 0xff;
+const MTRR_PHYSMASK_MASK: u64 = 0x000f_ffff_ffff_f000 | 0x800;
+
+/// The MTRRs (FreeBSD `struct vm_mtrr`), all 0 after reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mtrrs {
+    def_type: u64,
+    fixed4k: [u64; 8],
+    fixed16k: [u64; 2],
+    fixed64k: u64,
+    /// (PHYSBASE, PHYSMASK) pairs.
+    var: [(u64, u64); MTRR_VAR_MAX],
+}
+
+impl Mtrrs {
+    /// `vm_rdmtrr`: `None` if `msr` is not an MTRR.
+    fn read(&self, msr: u32) -> Option<u64> {
+        Some(match msr {
+            MSR_MTRRCAP => MTRR_CAP,
+            MSR_MTRR_DEF_TYPE => self.def_type,
+            MSR_MTRR_4K..=0x26f => self.fixed4k[(msr - MSR_MTRR_4K) as usize],
+            MSR_MTRR_16K..=0x259 => self.fixed16k[(msr - MSR_MTRR_16K) as usize],
+            MSR_MTRR_64K => self.fixed64k,
+            MSR_MTRR_VAR_BASE..=0x213 => {
+                let (base, mask) = self.var[((msr - MSR_MTRR_VAR_BASE) / 2) as usize];
+                if msr % 2 == 0 {
+                    base
+                } else {
+                    mask
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// `vm_wrmtrr`: `None` if `msr` is not an MTRR, `Some(false)` for #GP
+    /// (MTRRcap, or a reserved bit set).
+    fn write(&mut self, msr: u32, val: u64) -> Option<bool> {
+        let checked = |slot: &mut u64, writable: u64| {
+            let ok = val & !writable == 0;
+            if ok {
+                *slot = val;
+            }
+            ok
+        };
+        Some(match msr {
+            MSR_MTRRCAP => false,
+            MSR_MTRR_DEF_TYPE => checked(&mut self.def_type, MTRR_DEF_MASK),
+            MSR_MTRR_4K..=0x26f => checked(&mut self.fixed4k[(msr - MSR_MTRR_4K) as usize], u64::MAX),
+            MSR_MTRR_16K..=0x259 => checked(&mut self.fixed16k[(msr - MSR_MTRR_16K) as usize], u64::MAX),
+            MSR_MTRR_64K => checked(&mut self.fixed64k, u64::MAX),
+            MSR_MTRR_VAR_BASE..=0x213 => {
+                let pair = &mut self.var[((msr - MSR_MTRR_VAR_BASE) / 2) as usize];
+                if msr % 2 == 0 {
+                    checked(&mut pair.0, MTRR_PHYSBASE_MASK)
+                } else {
+                    checked(&mut pair.1, MTRR_PHYSMASK_MASK)
+                }
+            }
+            _ => return None,
+        })
+    }
+}
 
 /// PAT after reset: WB, WT, UC-, UC in each half (FreeBSD `vmx_msr_guest_init`).
 pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
@@ -44,11 +122,12 @@ pub struct GuestMsrs {
     sf_mask: u64,
     sysenter: [u64; 3],
     pat: u64,
+    mtrr: Mtrrs,
 }
 
 impl Default for GuestMsrs {
     fn default() -> Self {
-        GuestMsrs { star: 0, lstar: 0, cstar: 0, sf_mask: 0, sysenter: [0; 3], pat: PAT_RESET }
+        GuestMsrs { star: 0, lstar: 0, cstar: 0, sf_mask: 0, sysenter: [0; 3], pat: PAT_RESET, mtrr: Mtrrs::default() }
     }
 }
 
@@ -85,7 +164,7 @@ impl VcpuRegs {
             MSR_MCG_CAP | MSR_MCG_STATUS => 0,
             MSR_MISC_ENABLE => MISC_ENABLE,
             MSR_PAT => m.pat,
-            _ => return MsrAccess::Userland,
+            _ => return m.mtrr.read(msr).map_or(MsrAccess::Userland, MsrAccess::Done),
         })
     }
 
@@ -113,7 +192,13 @@ impl VcpuRegs {
             MSR_MISC_ENABLE => {}
             MSR_PAT if !pat_valid(val) => return MsrAccess::Fault,
             MSR_PAT => self.msrs.pat = val,
-            _ => return MsrAccess::Userland,
+            _ => {
+                return match self.msrs.mtrr.write(msr, val) {
+                    Some(true) => MsrAccess::Done(val),
+                    Some(false) => MsrAccess::Fault,
+                    None => MsrAccess::Userland,
+                }
+            }
         }
         MsrAccess::Done(val)
     }
@@ -139,10 +224,30 @@ mod tests {
         assert_eq!(r.get_seg(reg::FS as i32).unwrap().base, 0x7000, "the segment's base too");
         assert_eq!(r.wrmsr(MSR_MCG_STATUS, 5), MsrAccess::Done(5));
         assert_eq!(r.rdmsr(MSR_MCG_STATUS), MsrAccess::Done(0), "ignored");
-        for msr in [0x10, 0xfe, 0x2ff, 0xce, 0x3a] {
-            assert_eq!(r.rdmsr(msr), MsrAccess::Userland, "{msr:#x}: TSC, MTRRs, platform info, ...");
+        for msr in [0x10, 0xce, 0x3a, 0x1ad, 0x214] {
+            assert_eq!(r.rdmsr(msr), MsrAccess::Userland, "{msr:#x}: TSC, platform info, ...");
             assert_eq!(r.wrmsr(msr, 0), MsrAccess::Userland);
         }
+    }
+
+    /// FreeBSD's `vm_rdmtrr` / `vm_wrmtrr`: MTRRcap reads 10 variable
+    /// ranges with WC and fixed ranges and refuses writes; reserved bits
+    /// are #GP; fixed ranges take any value.
+    #[test]
+    fn mtrrs_as_freebsd_keeps_them() {
+        let mut r = VcpuRegs::default();
+        assert_eq!(r.rdmsr(MSR_MTRRCAP), MsrAccess::Done(0x50a));
+        assert_eq!(r.wrmsr(MSR_MTRRCAP, 0), MsrAccess::Fault);
+        assert_eq!(r.rdmsr(MSR_MTRR_DEF_TYPE), MsrAccess::Done(0));
+        assert_eq!(r.wrmsr(MSR_MTRR_DEF_TYPE, 0xc06), MsrAccess::Done(0xc06));
+        assert_eq!(r.wrmsr(MSR_MTRR_DEF_TYPE, 0x1000), MsrAccess::Fault);
+        assert_eq!(r.rdmsr(MSR_MTRR_DEF_TYPE), MsrAccess::Done(0xc06), "unchanged by the refused write");
+        for (msr, v) in [(0x26f, u64::MAX), (0x259, 7), (MSR_MTRR_64K, 0x0606_0606_0606_0606), (0x212, 0xfe00_0006), (0x213, 0xf_fe00_0800)] {
+            assert_eq!(r.wrmsr(msr, v), MsrAccess::Done(v), "{msr:#x}");
+            assert_eq!(r.rdmsr(msr), MsrAccess::Done(v), "{msr:#x}");
+        }
+        assert_eq!(r.wrmsr(0x200, 0x100), MsrAccess::Fault, "PHYSBASE reserved bit");
+        assert_eq!(r.wrmsr(0x201, 0x1), MsrAccess::Fault, "PHYSMASK reserved bit");
     }
 
     #[test]
