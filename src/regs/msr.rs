@@ -62,7 +62,7 @@ impl Mtrrs {
             MSR_MTRR_64K => self.fixed64k,
             MSR_MTRR_VAR_BASE..=0x213 => {
                 let (base, mask) = self.var[((msr - MSR_MTRR_VAR_BASE) / 2) as usize];
-                if msr % 2 == 0 {
+                if msr.is_multiple_of(2) {
                     base
                 } else {
                     mask
@@ -90,7 +90,7 @@ impl Mtrrs {
             MSR_MTRR_64K => checked(&mut self.fixed64k, u64::MAX),
             MSR_MTRR_VAR_BASE..=0x213 => {
                 let pair = &mut self.var[((msr - MSR_MTRR_VAR_BASE) / 2) as usize];
-                if msr % 2 == 0 {
+                if msr.is_multiple_of(2) {
                     checked(&mut pair.0, MTRR_PHYSBASE_MASK)
                 } else {
                     checked(&mut pair.1, MTRR_PHYSMASK_MASK)
