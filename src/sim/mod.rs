@@ -1,0 +1,355 @@
+//! The simulated backend: each vCPU's guest is a [`GuestProgram`] (C
+//! callbacks or a script) executed one action at a time on the thread that
+//! calls VM_RUN. A vCPU without a program runs an idle loop (`sti; hlt`).
+//!
+//! The guest's interrupt flag is RFLAGS.IF in the vCPU's registers, so
+//! VM_SET_REGISTER can set it too. Port `in` and MMIO reads that go to
+//! userland return, to the guest, the RAX that userland set with
+//! VM_SET_REGISTER before the next VM_RUN (bhyve's convention for `in`).
+
+use crate::backend::{Backend, GuestExit, GuestStats};
+use crate::error::{Error, Result};
+use crate::exit::MmioAccess;
+use crate::guest::{GuestAction, GuestProgram};
+use crate::regs::{reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
+use crate::sync::Mutex;
+use crate::vcpu::Vcpu;
+
+/// The IDT vectors of an NMI and a breakpoint.
+const IDT_NMI: u8 = 2;
+const IDT_BP: u8 = 3;
+
+/// Actions run per guest entry before the backend yields to the run loop
+/// (which re-checks timers and pending work); kicks end an entry sooner.
+pub const STEPS_PER_ENTRY: usize = 1024;
+
+/// Where the guest takes a read's value from at its next entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadInto {
+    /// RAX, masked to this many bytes (port `in`, MMIO load).
+    Rax(u8),
+    /// EDX:EAX (RDMSR).
+    EdxEax,
+}
+
+#[derive(Default)]
+struct GuestSlot {
+    program: Option<Box<dyn GuestProgram>>,
+    /// A read went to userland; its value goes to the guest at the next
+    /// entry.
+    pending_read: Option<ReadInto>,
+    /// The instruction after an STI that set the interrupt flag runs
+    /// before any interrupt is taken (the STI interrupt shadow), so
+    /// `sti; hlt` waits for an interrupt as on hardware.
+    sti_shadow: bool,
+    /// The string I/O instruction that last exited, and its RIP: entered
+    /// again at that RIP (userland restarted it) it runs again.
+    string_op: Option<(u64, StringOp)>,
+    stats: GuestStats,
+}
+
+/// An INS or OUTS, as it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StringOp {
+    port: u16,
+    bytes: u8,
+    is_in: bool,
+    rep: bool,
+}
+
+impl StringOp {
+    fn exit(self) -> GuestExit {
+        GuestExit::InoutStr { port: self.port, bytes: self.bytes, is_in: self.is_in, rep: self.rep }
+    }
+}
+
+/// The simulated VMRUN.
+pub struct SimBackend {
+    /// Guest-program mutexes, one per vCPU. Protects: that vCPU's program
+    /// and counters. Rank: after the vCPU and vlapic mutexes, before the
+    /// vCPU's registers; taken only by the thread that holds the vCPU
+    /// (RUNNING in the run loop, or FROZEN by an ioctl). C callbacks run
+    /// under it, so they must not make calls on their own vCPU (they may
+    /// assert pins, send MSIs, or act on other vCPUs).
+    guests: Vec<Mutex<GuestSlot>>,
+}
+
+impl core::fmt::Debug for SimBackend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimBackend").field("vcpus", &self.guests.len()).finish()
+    }
+}
+
+impl SimBackend {
+    pub fn new(nvcpus: usize) -> Self {
+        SimBackend { guests: (0..nvcpus).map(|_| Mutex::new(GuestSlot::default())).collect() }
+    }
+
+    fn slot(&self, vcpuid: usize) -> Result<&Mutex<GuestSlot>> {
+        self.guests.get(vcpuid).ok_or(Error::Inval)
+    }
+}
+
+fn mask(size: u8) -> u64 {
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (u32::from(size) * 8)) - 1
+    }
+}
+
+/// `mov` of `value` into the low `size` bytes of RAX: AL and AX keep the
+/// rest, EAX clears the upper half (as 32-bit moves do).
+fn load_rax(vcpu: &Vcpu, size: u8, value: u64) {
+    let mut r = vcpu.regs.lock();
+    let rax = r.get(reg::RAX as i32).unwrap_or(0);
+    let rax = match size {
+        1 | 2 => (rax & !mask(size)) | value,
+        _ => value,
+    };
+    let _ = r.set(reg::RAX as i32, rax);
+}
+
+fn intr_enabled(vcpu: &Vcpu) -> bool {
+    vcpu.regs.lock().get(reg::RFLAGS as i32).unwrap_or(0) & RFLAGS_IF != 0
+}
+
+fn set_intr_flag(vcpu: &Vcpu, on: bool) {
+    let mut r = vcpu.regs.lock();
+    let rflags = r.get(reg::RFLAGS as i32).unwrap_or(0x2);
+    let rflags = if on { rflags | RFLAGS_IF } else { rflags & !RFLAGS_IF };
+    let _ = r.set(reg::RFLAGS as i32, rflags);
+}
+
+impl Backend for SimBackend {
+    fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
+        let Ok(slot) = self.slot(vcpu.id()) else {
+            return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
+        };
+        let mut slot = slot.lock();
+        let slot = &mut *slot;
+        slot.stats.entries += 1;
+        let Some(program) = slot.program.as_mut() else {
+            // The idle loop: sti; hlt.
+            set_intr_flag(vcpu, true);
+            return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
+        };
+        if let Some(into) = slot.pending_read.take() {
+            let value = {
+                let r = vcpu.regs.lock();
+                let get = |n: usize| r.get(n as i32).unwrap_or(0);
+                match into {
+                    ReadInto::Rax(size) => get(reg::RAX) & mask(size),
+                    ReadInto::EdxEax => (get(reg::RDX) << 32) | (get(reg::RAX) & 0xffff_ffff),
+                }
+            };
+            program.read_result(value);
+            slot.stats.last_read = value;
+        }
+        // With the monitor trap flag every instruction that does not exit
+        // by itself ends the entry (a debugger steps the guest).
+        let (mtrap, bpt, pause_exit) = {
+            let r = vcpu.regs.lock();
+            let on = |cap| r.get_cap(cap) == Ok(1);
+            (on(CAP_MTRAP_EXIT), on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT))
+        };
+        let mut rip = rip;
+        if let Some((at, op)) = slot.string_op.take() {
+            if at == rip {
+                // Restarted: the instruction runs again, unless a REP
+                // count has run out (then it is done, as on hardware).
+                let r = vcpu.regs.lock();
+                let count = r.get(reg::RCX as i32).unwrap_or(0) & mask(r.address_size());
+                drop(r);
+                if !op.rep || count != 0 {
+                    slot.string_op = Some((at, op));
+                    return (op.exit(), rip, 1);
+                }
+                // Done: a completed instruction, so a stepping debugger
+                // sees it before the next one runs.
+                if mtrap {
+                    return (GuestExit::Mtrap, rip + 1, 0);
+                }
+                rip += 1;
+            }
+        }
+        for _ in 0..STEPS_PER_ENTRY {
+            if vcpu.kicked() {
+                return (GuestExit::Kicked, rip, 0);
+            }
+            slot.stats.steps += 1;
+            let shadowed = std::mem::take(&mut slot.sti_shadow);
+            let exit = match program.next(rip) {
+                GuestAction::Compute => None,
+                GuestAction::EnableInterrupts if intr_enabled(vcpu) => None,
+                GuestAction::EnableInterrupts => {
+                    set_intr_flag(vcpu, true);
+                    slot.sti_shadow = true;
+                    None
+                }
+                GuestAction::DisableInterrupts => {
+                    set_intr_flag(vcpu, false);
+                    None
+                }
+                GuestAction::Hlt => Some(GuestExit::Hlt { intr_enabled: intr_enabled(vcpu) }),
+                GuestAction::WaitInterruptEoi => {
+                    // sti; hlt (the EOI follows the interrupt).
+                    set_intr_flag(vcpu, true);
+                    Some(GuestExit::Hlt { intr_enabled: true })
+                }
+                // Without VM_CAP_PAUSE_EXIT, PAUSE is a spin-loop hint
+                // that runs in the guest.
+                GuestAction::Pause if pause_exit => Some(GuestExit::Pause),
+                GuestAction::Pause => None,
+                GuestAction::Breakpoint if bpt => return (GuestExit::Breakpoint, rip, 0),
+                GuestAction::Breakpoint => {
+                    // #BP through the guest's IDT, no exit (as VMX without
+                    // the exception in its bitmap).
+                    program.interrupt(IDT_BP);
+                    slot.stats.interrupts += 1;
+                    slot.stats.last_vector = Some(IDT_BP);
+                    None
+                }
+                GuestAction::PortIn { port, size } => {
+                    slot.pending_read = Some(ReadInto::Rax(size));
+                    Some(GuestExit::Inout { port, bytes: size, is_in: true, eax: 0 })
+                }
+                GuestAction::PortOut { port, size, value } => {
+                    let eax = (u64::from(value) & mask(size)) as u32;
+                    Some(GuestExit::Inout { port, bytes: size, is_in: false, eax })
+                }
+                GuestAction::MmioRead { gpa, size } => {
+                    // If the library emulates `gpa`, emulated_read_result
+                    // delivers the value and this is cleared; otherwise
+                    // userland answers through RAX.
+                    slot.pending_read = Some(ReadInto::Rax(size));
+                    Some(GuestExit::Mmio(MmioAccess { gpa, size, write: false, value: 0 }))
+                }
+                GuestAction::StringIo { port, size, is_in, index, count } => {
+                    let mut r = vcpu.regs.lock();
+                    let _ = r.set(if is_in { reg::RDI } else { reg::RSI } as i32, index);
+                    if let Some(n) = count {
+                        let _ = r.set(reg::RCX as i32, n);
+                    }
+                    let op = StringOp { port, bytes: size, is_in, rep: count.is_some() };
+                    slot.string_op = Some((rip, op));
+                    Some(op.exit())
+                }
+                GuestAction::Rdmsr { msr } => {
+                    // As for a load: the library (the local APIC's MSRs)
+                    // or userland (EDX:EAX) supplies the value.
+                    slot.pending_read = Some(ReadInto::EdxEax);
+                    Some(GuestExit::Rdmsr { msr })
+                }
+                GuestAction::Wrmsr { msr, value } => {
+                    // WRMSR takes its value from EDX:EAX.
+                    let mut r = vcpu.regs.lock();
+                    let _ = r.set(reg::RAX as i32, value & 0xffff_ffff);
+                    let _ = r.set(reg::RDX as i32, value >> 32);
+                    Some(GuestExit::Wrmsr { msr, value })
+                }
+                GuestAction::MmioWrite { gpa, size, value } => {
+                    // The store is a `mov` from RAX (AL, AX, EAX): the
+                    // value is there for an instruction emulator to read.
+                    let value = value & mask(size);
+                    load_rax(vcpu, size, value);
+                    Some(GuestExit::Mmio(MmioAccess { gpa, size, write: true, value }))
+                }
+            };
+            match exit {
+                None | Some(GuestExit::Yield) if mtrap => return (GuestExit::Mtrap, rip + 1, 0),
+                // The shadow is over: back to the run loop, which may now
+                // inject what is pending.
+                None if shadowed => return (GuestExit::Yield, rip, 1),
+                None => rip += 1,
+                Some(e) => return (e, rip, 1),
+            }
+        }
+        (GuestExit::Yield, rip, 0)
+    }
+
+    fn can_inject(&self, vcpu: &Vcpu) -> bool {
+        let Ok(slot) = self.slot(vcpu.id()) else {
+            return false;
+        };
+        // The idle loop always has interrupts enabled.
+        let slot = slot.lock();
+        slot.program.is_none() || (intr_enabled(vcpu) && !slot.sti_shadow)
+    }
+
+    fn inject(&self, vcpu: &Vcpu, vector: u8) {
+        let Ok(slot) = self.slot(vcpu.id()) else {
+            return;
+        };
+        let mut slot = slot.lock();
+        if let Some(p) = slot.program.as_mut() {
+            p.interrupt(vector);
+        }
+        slot.stats.interrupts += 1;
+        slot.stats.last_vector = Some(vector);
+    }
+
+    /// An exception or re-injected event reaches the guest as its vector.
+    /// The instruction that exited faulted (userland injected for it), so
+    /// it completes nothing.
+    fn inject_event(&self, vcpu: &Vcpu, info: u64) {
+        self.instruction_faulted(vcpu);
+        self.inject(vcpu, info as u8);
+    }
+
+    fn instruction_faulted(&self, vcpu: &Vcpu) {
+        if let Ok(slot) = self.slot(vcpu.id()) {
+            let mut slot = slot.lock();
+            slot.pending_read = None;
+            slot.string_op = None;
+        }
+    }
+
+    fn reinit(&self) {
+        for slot in &self.guests {
+            let mut slot = slot.lock();
+            slot.pending_read = None;
+            slot.string_op = None;
+            slot.sti_shadow = false;
+        }
+    }
+
+    /// An NMI reaches the guest as vector 2 (its IDT entry), whether or
+    /// not the guest has interrupts enabled.
+    fn inject_nmi(&self, vcpu: &Vcpu) {
+        self.inject(vcpu, IDT_NMI);
+    }
+
+    /// The value lands where the instruction puts it (RAX for a load,
+    /// EDX:EAX for RDMSR), as when userland supplies it.
+    fn emulated_read_result(&self, vcpu: &Vcpu, value: u64) {
+        if let Ok(slot) = self.slot(vcpu.id()) {
+            let mut slot = slot.lock();
+            match slot.pending_read.take() {
+                Some(ReadInto::Rax(size)) => load_rax(vcpu, size, value & mask(size)),
+                Some(ReadInto::EdxEax) => {
+                    let mut r = vcpu.regs.lock();
+                    let _ = r.set(reg::RAX as i32, value & 0xffff_ffff);
+                    let _ = r.set(reg::RDX as i32, value >> 32);
+                }
+                None => {}
+            }
+            if let Some(p) = slot.program.as_mut() {
+                p.read_result(value);
+            }
+            slot.stats.last_read = value;
+        }
+    }
+
+    fn set_guest(&self, vcpuid: usize, program: Option<Box<dyn GuestProgram>>) -> Result<()> {
+        *self.slot(vcpuid)?.lock() = GuestSlot { program, ..GuestSlot::default() };
+        Ok(())
+    }
+
+    fn guest_stats(&self, vcpuid: usize) -> Result<GuestStats> {
+        Ok(self.slot(vcpuid)?.lock().stats)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,317 @@
+//! The simulated backend's tests: guests run through `Vm::run`.
+
+use crate::exit::ExitKind;
+use crate::guest::{GuestAction::*, ScriptedGuest};
+use crate::regs::{CAP_BPT_EXIT, CAP_MTRAP_EXIT};
+use crate::stats::Stat;
+use crate::vm::Vm;
+
+/// Reads the library emulates land where the instruction puts them:
+/// a load in RAX, RDMSR in EDX:EAX. A read whose instruction faults
+/// (an x2APIC MSR in xAPIC mode: #GP) delivers nothing.
+#[test]
+fn emulated_reads_land_in_registers_and_a_faulting_one_in_none() {
+    use crate::regs::reg::{RAX, RDX};
+    use crate::vlapic::regs::LAPIC_BASE;
+    let vm = Vm::with_sim_backend("reads", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let out = PortOut { port: 0x80, size: 1, value: 0 };
+    let script = vec![MmioRead { gpa: LAPIC_BASE + 0x30, size: 4 }, Rdmsr { msr: 0x1b }, out, Rdmsr { msr: 0x802 }, out];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    l.vcpu().regs.lock().set(RAX as i32, u64::MAX).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+    let (rax, rdx) = { let r = l.vcpu().regs.lock(); (r.get(RAX as i32).unwrap(), r.get(RDX as i32).unwrap()) };
+    assert_eq!((rax, rdx), (0xFEE0_0900, 0), "IA32_APIC_BASE after the version register");
+    assert_eq!(vm.guest_stats(0).unwrap().last_read, 0xFEE0_0900);
+    l.vcpu().regs.lock().set(RAX as i32, 0x1234).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+    let gs = vm.guest_stats(0).unwrap();
+    assert_eq!((gs.last_vector, gs.last_read), (Some(13), 0xFEE0_0900), "#GP, and no read");
+    assert_eq!(l.vcpu().regs.lock().get(RAX as i32), Ok(0x1234));
+}
+
+/// A string I/O instruction loads its registers once and exits; entered
+/// again at its RIP (restarted) it exits again with the registers as
+/// userland left them, except that a REP count run out completes it;
+/// entered past it, the guest goes on.
+#[test]
+fn a_restarted_string_instruction_runs_again_until_its_count_runs_out() {
+    use crate::regs::reg::{RCX, RSI};
+    let vm = Vm::with_sim_backend("strio", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let outs = StringIo { port: 0xe9, size: 1, is_in: false, index: 0x1000, count: Some(3) };
+    let script = vec![outs, PortOut { port: 0x80, size: 1, value: 0 }];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    let strio = ExitKind::InoutStr { port: 0xe9, bytes: 1, is_in: false, rep: true };
+    let e = vm.run(&l).unwrap();
+    assert_eq!(e.kind, strio);
+    let get = |r: usize| l.vcpu().regs.lock().get(r as i32).unwrap();
+    // VM_RESTART_INSTRUCTION.
+    let restart = || {
+        let mut r = l.vcpu().regs.lock();
+        r.nextrip = r.rip();
+    };
+    assert_eq!((get(RSI), get(RCX)), (0x1000, 3));
+    // Userland moved one item and restarts: the same exit, registers
+    // as it left them.
+    l.vcpu().regs.lock().set(RSI as i32, 0x1001).unwrap();
+    l.vcpu().regs.lock().set(RCX as i32, 2).unwrap();
+    restart();
+    let again = vm.run(&l).unwrap();
+    assert_eq!((again.kind, again.rip), (strio, e.rip));
+    assert_eq!((get(RSI), get(RCX)), (0x1001, 2));
+    // Restarted with the count run out: done, no exit for it.
+    l.vcpu().regs.lock().set(RCX as i32, 0).unwrap();
+    restart();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
+}
+
+/// Review cases: a debugger stepping a guest halted in its HLT state
+/// (MTRAP, MASK_HWINTR, no HLT exit) gets its exit at once; a refused
+/// RDMSR under MASK_HWINTR delivers no value; a script's WAIT_INTR_EOI
+/// enables interrupts; a string instruction userland faults is
+/// abandoned; VM_REINIT forgets a pending one.
+#[test]
+fn stepping_faulting_and_reinit_leave_no_instruction_half_done() {
+    crate::test_util::with_watchdog(20, || {
+        use crate::regs::reg::RAX;
+        use crate::regs::{CAP_HALT_EXIT, CAP_MASK_HWINTR};
+        use crate::vlapic::regs::LAPIC_BASE;
+        let vm = Vm::with_sim_backend("review", 1).unwrap();
+        vm.activate_cpu(0).unwrap();
+        assert_eq!(vm.mmio_write(0, LAPIC_BASE + 0xF0, 4, 0x1FF), Ok(Some(())));
+        let set = |script: Vec<crate::guest::GuestAction>| {
+            let l = vm.lock_one(0).unwrap();
+            vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+        };
+        let run = || vm.run(&vm.lock_one(0).unwrap()).unwrap();
+        let caps = |halt: i32, mtrap: i32, mask: i32| {
+            let mut r = vm.vcpu(0).unwrap().regs.lock();
+            r.set_cap(CAP_HALT_EXIT, halt).unwrap();
+            r.set_cap(CAP_MTRAP_EXIT, mtrap).unwrap();
+            r.set_cap(CAP_MASK_HWINTR, mask).unwrap();
+        };
+        let out = PortOut { port: 0x80, size: 1, value: 0 };
+
+        set(vec![EnableInterrupts, Compute, Hlt, out]);
+        caps(0, 1, 1);
+        vm.inject_nmi(0).unwrap();
+        assert_eq!(run().kind, ExitKind::Mtrap);
+        assert_eq!(run().kind, ExitKind::Mtrap);
+        let e = run();
+        assert_eq!(e.kind, ExitKind::Mtrap, "the HLT done, the guest halted");
+        assert!(vm.vcpu(0).unwrap().regs.lock().halted);
+        assert_eq!(run().rip, e.rip, "still halted: each step is an exit");
+        caps(1, 0, 0);
+        assert!(matches!(run().kind, ExitKind::Inout { .. }), "the NMI ended it");
+        assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(2));
+
+        set(vec![Rdmsr { msr: 0x802 }, out]);
+        caps(1, 0, 1);
+        vm.vcpu(0).unwrap().regs.lock().set(RAX as i32, 0x1234).unwrap();
+        assert!(matches!(run().kind, ExitKind::Inout { .. }));
+        assert_eq!(vm.guest_stats(0).unwrap().last_read, 0, "the faulting RDMSR read nothing");
+        caps(1, 0, 0);
+        set(vec![out]);
+        assert!(matches!(run().kind, ExitKind::Inout { .. }));
+        assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(13), "the #GP held back, taken now");
+
+        vm.vcpu(0).unwrap().regs.lock().set(crate::regs::reg::RFLAGS as i32, 2).unwrap();
+        set(vec![WaitInterruptEoi, out]);
+        vm.lapic_irq(0, 0x41).unwrap();
+        assert!(matches!(run().kind, ExitKind::Inout { .. }), "WAIT_INTR_EOI took the interrupt");
+        assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(0x41));
+
+        let outs = StringIo { port: 0xe9, size: 1, is_in: false, index: 0, count: Some(4) };
+        set(vec![outs, out]);
+        assert!(matches!(run().kind, ExitKind::InoutStr { .. }));
+        {
+            let mut r = vm.vcpu(0).unwrap().regs.lock();
+            r.inject_exception(13, Some(0), true).unwrap();
+        }
+        assert!(matches!(run().kind, ExitKind::Inout { .. }), "abandoned after #GP");
+
+        set(vec![outs, out]);
+        assert!(matches!(run().kind, ExitKind::InoutStr { .. }));
+        vm.cpus().suspended = vm.active_cpus();
+        vm.reinit(&vm.lock_all().unwrap()).unwrap();
+        vm.activate_cpu(0).unwrap();
+        assert!(matches!(run().kind, ExitKind::Inout { .. }), "VM_REINIT forgot the string instruction");
+    });
+}
+
+/// The idle loop (no program) is `sti; hlt`: halted in the guest
+/// (VM_CAP_HALT_EXIT off) it takes an interrupt, then halts again.
+#[test]
+fn the_idle_loop_takes_interrupts_halted_in_the_guest() {
+    use crate::regs::CAP_HALT_EXIT;
+    use crate::test_util::with_watchdog;
+    use crate::vcpu::VcpuState;
+    use std::sync::Arc;
+    with_watchdog(20, || {
+        let vm = Arc::new(Vm::with_sim_backend("idle", 1).unwrap());
+        vm.activate_cpu(0).unwrap();
+        let svr = crate::vlapic::regs::LAPIC_BASE + 0xF0;
+        assert_eq!(vm.mmio_write(0, svr, 4, 0x1FF), Ok(Some(())));
+        vm.vcpu(0).unwrap().regs.lock().set_cap(CAP_HALT_EXIT, 0).unwrap();
+        let vm2 = vm.clone();
+        let runner = std::thread::spawn(move || vm2.run(&vm2.lock_one(0).unwrap()).unwrap().kind);
+        while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+            std::thread::yield_now();
+        }
+        vm.lapic_irq(0, 0x40).unwrap();
+        while vm.guest_stats(0).unwrap().interrupts == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(0x40));
+        vm.suspend_cpu(Some(0)).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Debug);
+        assert_eq!(vm.vcpu_stats(0, Stat::Hlt as i32, 1).unwrap(), [0], "no HLT exit counted");
+    });
+}
+
+/// An MMIO store is a `mov` from RAX: the value is there at the exit,
+/// merged into AL or AX, zero-extended from EAX, as the moves that
+/// load it would leave RAX.
+#[test]
+fn an_mmio_store_leaves_its_value_in_rax() {
+    use crate::regs::reg::RAX;
+    let vm = Vm::with_sim_backend("store", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let store = |size, value| MmioWrite { gpa: 0xd000_0000, size, value };
+    let script = vec![store(1, 0x1ab), store(2, 0xcdef), store(4, 0x8765_4321), store(8, u64::MAX - 1)];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, Some(0))))).unwrap();
+    l.vcpu().regs.lock().set(RAX as i32, 0x1111_2222_3333_4444).unwrap();
+    for (value, rax) in [
+        (0xab, 0x1111_2222_3333_44ab),
+        (0xcdef, 0x1111_2222_3333_cdef),
+        (0x8765_4321, 0x8765_4321),
+        (u64::MAX - 1, u64::MAX - 1),
+    ] {
+        let e = vm.run(&l).unwrap();
+        assert!(matches!(e.kind, ExitKind::Mmio(a) if a.write && a.value == value), "{e:?}");
+        assert_eq!(l.vcpu().regs.lock().get(RAX as i32), Ok(rax));
+    }
+}
+
+/// With VM_CAP_MTRAP_EXIT each instruction that does not exit by
+/// itself is one VM_EXITCODE_MTRAP at the next RIP; off, the guest
+/// runs on to its own exit.
+#[test]
+fn the_monitor_trap_flag_steps_the_guest() {
+    let vm = Vm::with_sim_backend("mtrap", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let script = vec![Compute, DisableInterrupts, PortOut { port: 0x80, size: 1, value: 7 }, Compute];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script.clone(), Some(0))))).unwrap();
+    l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 1).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let e = vm.run(&l).unwrap();
+        seen.push((e.kind, e.rip, e.inst_length));
+    }
+    let out = ExitKind::Inout { port: 0x80, bytes: 1, is_in: false, eax: 7 };
+    assert_eq!(
+        seen,
+        [(ExitKind::Mtrap, 1, 0), (ExitKind::Mtrap, 2, 0), (out, 2, 1), (ExitKind::Mtrap, 4, 0), (ExitKind::Mtrap, 5, 0)]
+    );
+    assert_eq!(l.vcpu().stats.get(Stat::Mtrap), 4);
+    l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 0).unwrap();
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, Some(0))))).unwrap();
+    assert_eq!(vm.run(&l).unwrap().kind, out, "off: straight to the port access");
+}
+
+/// Records at which action each interrupt came.
+struct Probe {
+    actions: Vec<crate::guest::GuestAction>,
+    pc: usize,
+    taken_before: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl crate::guest::GuestProgram for Probe {
+    fn next(&mut self, _rip: u64) -> crate::guest::GuestAction {
+        let a = self.actions.get(self.pc).copied().unwrap_or(Hlt);
+        self.pc += 1;
+        a
+    }
+    fn interrupt(&mut self, _vector: u8) {
+        self.taken_before.lock().unwrap().push(self.pc);
+    }
+    fn read_result(&mut self, _value: u64) {}
+}
+
+/// `sti; hlt` with an interrupt already pending: the STI's shadow
+/// lets the HLT run first, the HLT ends at once, and the interrupt
+/// comes after it (hardware's way to wait for an interrupt). An STI
+/// with interrupts already on has no shadow.
+#[test]
+fn sti_shadows_the_next_instruction() {
+    crate::test_util::with_watchdog(20, || {
+        let vm = Vm::with_sim_backend("shadow", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        assert_eq!(vm.mmio_write(0, crate::vlapic::regs::LAPIC_BASE + 0xf0, 4, 0x1ff), Ok(Some(())));
+        let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = PortOut { port: 0x80, size: 1, value: 0 };
+        let actions = vec![EnableInterrupts, Hlt, out, EnableInterrupts, Compute, out];
+        let probe = Probe { actions, pc: 0, taken_before: taken.clone() };
+        vm.set_guest(&l, Some(Box::new(probe))).unwrap();
+        vm.lapic_irq(0, 0x40).unwrap();
+        assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
+        assert_eq!(*taken.lock().unwrap(), [2], "after the HLT, before the out");
+        // IF already set: the second STI has no shadow. Single-step
+        // (monitor trap) to stop right after it; an interrupt pending
+        // then is taken at the next entry, before the Compute.
+        l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 1).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the STI");
+        vm.lapic_irq(0, 0x50).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the Compute");
+        assert_eq!(*taken.lock().unwrap(), [2, 4], "before the Compute (action 4)");
+    });
+}
+
+/// The same single-step view of an STI that sets the flag: the
+/// interrupt waits for the action after it.
+#[test]
+fn an_sti_that_sets_the_flag_holds_interrupts_for_one_action() {
+    let vm = Vm::with_sim_backend("shadow1", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    assert_eq!(vm.mmio_write(0, crate::vlapic::regs::LAPIC_BASE + 0xf0, 4, 0x1ff), Ok(Some(())));
+    let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let probe = Probe { actions: vec![EnableInterrupts, Compute, Compute], pc: 0, taken_before: taken.clone() };
+    vm.set_guest(&l, Some(Box::new(probe))).unwrap();
+    l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 1).unwrap();
+    assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the STI");
+    vm.lapic_irq(0, 0x50).unwrap();
+    assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the shadowed Compute");
+    assert!(taken.lock().unwrap().is_empty(), "held by the shadow");
+    assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap);
+    assert_eq!(*taken.lock().unwrap(), [2], "before the second Compute");
+}
+
+/// INT3 with VM_CAP_BPT_EXIT is VM_EXITCODE_BPT at its RIP; without,
+/// the guest takes #BP (vector 3) and runs on.
+#[test]
+fn int3_exits_for_a_debugger_or_raises_bp_in_the_guest() {
+    let vm = Vm::with_sim_backend("bpt", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let script = vec![Compute, Breakpoint, PortOut { port: 0x80, size: 1, value: 0 }];
+    let out = ExitKind::Inout { port: 0x80, bytes: 1, is_in: false, eax: 0 };
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script.clone(), None)))).unwrap();
+    l.vcpu().regs.lock().set_cap(CAP_BPT_EXIT, 1).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip, e.inst_length), (ExitKind::Breakpoint, 1, 0));
+    assert_eq!(l.vcpu().regs.lock().rip(), 1, "RIP stays at the INT3");
+    assert_eq!(vm.run(&l).unwrap().kind, out, "the script's INT3 was taken");
+    assert_eq!(l.vcpu().stats.get(Stat::Exception), 1);
+    l.vcpu().regs.lock().set_cap(CAP_BPT_EXIT, 0).unwrap();
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    assert_eq!(vm.run(&l).unwrap().kind, out);
+    let gs = vm.guest_stats(0).unwrap();
+    assert_eq!((gs.interrupts, gs.last_vector), (1, Some(3)), "#BP in the guest");
+}
