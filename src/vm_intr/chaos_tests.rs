@@ -16,7 +16,8 @@
 //! PAUSE-exit and interrupt-masking capabilities, sets the RTC's time and
 //! NVRAM, and suspends and resumes vCPUs. The stress test checks exact delivery under a protocol; this one
 //! checks that arbitrary input cannot deadlock, panic or corrupt state.
-//! Seeded per thread; the interleaving is the machine's.
+//! The VM's callout thread fires timers meanwhile. Seeded per thread; the
+//! interleaving is the machine's.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
@@ -283,6 +284,8 @@ fn control(vm: &Vm, stop: &AtomicBool, seed: u64) -> u64 {
 fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
     with_watchdog(60 + 2 * secs(), || {
         let vm = Arc::new(Vm::with_sim_backend("chaos", VCPUS).unwrap());
+        // Timers also fire from the callout thread, as in a VM vm_create made.
+        vm.start_callout_thread().unwrap();
         let steps = Arc::new(AtomicU64::new(0));
         for id in 0..VCPUS {
             let lock = vm.lock_one(id).unwrap();
