@@ -9,11 +9,11 @@ use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
 use crate::regs::{reg, EntryEvent, MsrAccess, CAP_HALT_EXIT, CAP_MASK_HWINTR, CAP_MTRAP_EXIT};
-use hlt::Hlt;
 use crate::stats::Stat;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::Injection;
 use crate::vm::{VcpuLock, Vm};
+use hlt::Hlt;
 
 /// What the entry work found.
 enum Entry {
@@ -25,7 +25,6 @@ enum Entry {
     /// A nested fault became a triple fault and suspended the VM.
     TripleFault,
 }
-
 
 /// What the before-entry checks found.
 enum Pending {
