@@ -250,6 +250,60 @@ mod tests {
         assert_eq!(r.wrmsr(0x201, 0x1), MsrAccess::Fault, "PHYSMASK reserved bit");
     }
 
+    /// Seeded random accesses over every MSR kept here and their
+    /// neighbours: no panic, a refused write changes nothing, and a kept
+    /// value reads back as written (EFER keeps the processor's LMA,
+    /// machine-check and MISC_ENABLE writes are not stored).
+    #[test]
+    fn random_accesses_keep_the_msrs_consistent() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let msrs = [
+            MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SF_MASK, MSR_FSBASE, MSR_GSBASE, MSR_KGSBASE,
+            MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP, MSR_MCG_CAP, MSR_MCG_STATUS, MSR_MISC_ENABLE,
+            MSR_PAT, MSR_MTRRCAP, MSR_MTRR_DEF_TYPE, MSR_MTRR_64K,
+        ];
+        let mut r = VcpuRegs::default();
+        for _ in 0..200_000 {
+            let n = next();
+            let msr = match n % 4 {
+                0 => msrs[(n >> 8) as usize % msrs.len()],
+                1 => MSR_MTRR_VAR_BASE + (n >> 8) as u32 % 0x80, // variable and fixed ranges, and past them
+                2 => 0xc000_0080 + (n >> 8) as u32 % 8,
+                _ => (n >> 8) as u32,
+            };
+            // Mostly values with few bits, so that some writes are accepted.
+            let val = match (n >> 40) % 3 {
+                0 => next() & 0xfff,
+                1 => next() & 0x000f_ffff_ffff_f8ff,
+                _ => next(),
+            };
+            if next() % 2 == 0 {
+                let _ = r.rdmsr(msr);
+                continue;
+            }
+            let before = r.rdmsr(msr);
+            match r.wrmsr(msr, val) {
+                MsrAccess::Done(_) => {
+                    let after = r.rdmsr(msr);
+                    let expect = match msr {
+                        MSR_EFER => MsrAccess::Done(val & !EFER_LMA | (r.regs[reg::EFER] & EFER_LMA)),
+                        MSR_MCG_CAP | MSR_MCG_STATUS => MsrAccess::Done(0),
+                        MSR_MISC_ENABLE => MsrAccess::Done(MISC_ENABLE),
+                        _ => MsrAccess::Done(val),
+                    };
+                    assert_eq!(after, expect, "{msr:#x} <- {val:#x}");
+                }
+                MsrAccess::Fault | MsrAccess::Userland => assert_eq!(r.rdmsr(msr), before, "{msr:#x} <- {val:#x} refused"),
+            }
+        }
+    }
+
     #[test]
     fn efer_pat_and_misc_enable_writes_are_checked() {
         let mut r = VcpuRegs::default();

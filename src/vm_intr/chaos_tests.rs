@@ -161,7 +161,19 @@ impl GuestProgram for ChaosGuest {
                 let dest = if msr == 0x830 { rng.below(VCPUS as u64 + 1) << 32 } else { 0 };
                 GuestAction::Wrmsr { msr, value: lapic_value(rng) | dest }
             }
-            99 => GuestAction::Rdmsr { msr: if rng.chance(8) { 0x1b } else { 0x800 + (lapic_offset(rng) >> 4) as u32 } },
+            99 if rng.chance(2) => GuestAction::Rdmsr { msr: if rng.chance(8) { 0x1b } else { 0x800 + (lapic_offset(rng) >> 4) as u32 } },
+            // The MSRs the run loop keeps (EFER, PAT, MTRRs, bases, ...),
+            // and their neighbours that go to userland.
+            99 => {
+                let msrs = [0xc000_0080, 0xc000_0100, 0x277, 0x2ff, 0x1a0, 0x179, 0x10, 0x200 + rng.below(0x80) as u32];
+                let msr = msrs[rng.below(msrs.len() as u64) as usize];
+                let value = if rng.chance(2) { rng.below(0x1000) } else { rng.next() };
+                if rng.chance(2) {
+                    GuestAction::Rdmsr { msr }
+                } else {
+                    GuestAction::Wrmsr { msr, value }
+                }
+            }
             _ => GuestAction::Compute,
         }
     }
