@@ -221,17 +221,29 @@ fn cap_index(cap: i32) -> Result<usize> {
 
 impl VcpuRegs {
     /// `vm_get_register`; EINVAL for an unknown register, and for GDTR and
-    /// IDTR, which have descriptors only (FreeBSD VMX and SVM).
+    /// IDTR, which have descriptors only (FreeBSD VMX and SVM). FS_BASE
+    /// and GS_BASE are the FS and GS descriptors' bases (the processor
+    /// has one of each).
     pub fn get(&self, regnum: i32) -> Result<u64> {
-        Ok(self.regs[scalar_index(regnum)?])
+        Ok(match scalar_index(regnum)? {
+            reg::FS_BASE => self.segs[reg::FS - reg::ES].base,
+            reg::GS_BASE => self.segs[reg::GS - reg::ES].base,
+            r => self.regs[r],
+        })
     }
 
-    /// `vm_set_register`; setting RIP also sets where the guest resumes.
+    /// `vm_set_register`; setting RIP also sets where the guest resumes,
+    /// setting FS_BASE or GS_BASE the descriptor's base.
     pub fn set(&mut self, regnum: i32, val: u64) -> Result<()> {
-        let r = scalar_index(regnum)?;
-        self.regs[r] = val;
-        if r == reg::RIP {
-            self.nextrip = val;
+        match scalar_index(regnum)? {
+            reg::FS_BASE => self.segs[reg::FS - reg::ES].base = val,
+            reg::GS_BASE => self.segs[reg::GS - reg::ES].base = val,
+            r => {
+                self.regs[r] = val;
+                if r == reg::RIP {
+                    self.nextrip = val;
+                }
+            }
         }
         Ok(())
     }
@@ -436,8 +448,8 @@ mod tests {
         assert_eq!((d(reg::GDTR), d(reg::IDTR)), (SegDesc { base: 0, limit: 0xffff, access: 0 }, d(reg::GDTR)));
         assert_eq!((g(reg::TR), d(reg::TR)), (0, SegDesc { base: 0, limit: 0, access: 0x8b }));
         assert_eq!((g(reg::LDTR), d(reg::LDTR)), (0, SegDesc { base: 0, limit: 0xffff, access: 0x82 }));
-        // Left alone, as libvmmapi leaves them.
-        assert_eq!((g(39), g(45)), (0x5a5a, 0x5a5a), "DR0, FS_BASE");
+        // Left alone, as libvmmapi leaves them; FS_BASE is the FS base.
+        assert_eq!((g(39), g(45), g(47)), (0x5a5a, 0, 0x5a5a), "DR0, FS_BASE, KGS_BASE");
         assert_eq!(r.get_cap(CAP_IPI_EXIT), Ok(1));
         assert_eq!(r.intinfo().1 & 0xff, 13, "a queued exception stays");
     }

@@ -6,7 +6,7 @@
 //! IA32_MISC_ENABLE, PAT). Others (platform and turbo information, the
 //! TSC, model-specific ones) go to userland here.
 
-use super::{reg, VcpuRegs, SegDesc};
+use super::{reg, VcpuRegs, CR0_PG, CR4_LA57, EFER_LMA, EFER_LME};
 
 pub const MSR_MCG_CAP: u32 = 0x179;
 pub const MSR_MCG_STATUS: u32 = 0x17a;
@@ -111,7 +111,14 @@ pub const MISC_ENABLE: u64 = (1 << 12) | (1 << 11);
 const MISC_ENABLE_XD_DISABLE: u64 = 1 << 34;
 /// EFER bits a guest may set: SCE, LME, NXE (LMA is the processor's).
 const EFER_WRITABLE: u64 = (1 << 0) | (1 << 8) | (1 << 11);
-const EFER_LMA: u64 = 1 << 10;
+
+/// Whether `addr` is canonical for the guest's linear-address width (57
+/// bits with CR4.LA57, else 48).
+fn canonical(regs: &VcpuRegs, addr: u64) -> bool {
+    let bits = if regs.regs[reg::CR4] & CR4_LA57 != 0 { 57 } else { 48 };
+    let shift = 64 - bits;
+    ((addr << shift) as i64 >> shift) as u64 == addr
+}
 
 /// The guest MSRs kept beside the register file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,8 +160,8 @@ impl VcpuRegs {
         let m = &self.msrs;
         MsrAccess::Done(match msr {
             MSR_EFER => self.regs[reg::EFER],
-            MSR_FSBASE => self.regs[reg::FS_BASE],
-            MSR_GSBASE => self.regs[reg::GS_BASE],
+            MSR_FSBASE => self.segs[reg::FS - reg::ES].base,
+            MSR_GSBASE => self.segs[reg::GS - reg::ES].base,
             MSR_KGSBASE => self.regs[reg::KGS_BASE],
             MSR_STAR => m.star,
             MSR_LSTAR => m.lstar,
@@ -168,25 +175,32 @@ impl VcpuRegs {
         })
     }
 
-    /// WRMSR of one of the MSRs above: #GP for a reserved EFER bit or an
-    /// invalid PAT, userland for a MISC_ENABLE change it must judge (as
-    /// FreeBSD punts it); machine-check writes are ignored.
+    /// WRMSR of one of the MSRs above, with the processor's checks (these
+    /// MSRs pass through to it on VMX): #GP for a reserved EFER bit, an
+    /// LME change while paging is on, a non-canonical address in a base
+    /// or entry-point MSR, or an invalid PAT; userland for a MISC_ENABLE
+    /// change it must judge (as FreeBSD punts it); machine-check writes
+    /// are ignored; SYSENTER_CS keeps 32 bits.
     pub fn wrmsr(&mut self, msr: u32, val: u64) -> MsrAccess {
-        let base = |r: &mut Self, n: usize, seg: usize| {
-            r.regs[n] = val;
-            r.segs[seg - reg::ES] = SegDesc { base: val, ..r.segs[seg - reg::ES] };
-        };
+        let efer = self.regs[reg::EFER];
+        let paging = self.regs[reg::CR0] & CR0_PG != 0;
+        let address = matches!(msr, MSR_FSBASE | MSR_GSBASE | MSR_KGSBASE | MSR_LSTAR | MSR_SYSENTER_ESP | MSR_SYSENTER_EIP);
+        if address && !canonical(self, val) {
+            return MsrAccess::Fault;
+        }
         match msr {
             MSR_EFER if val & !(EFER_WRITABLE | EFER_LMA) != 0 => return MsrAccess::Fault,
-            MSR_EFER => self.regs[reg::EFER] = (val & EFER_WRITABLE) | (self.regs[reg::EFER] & EFER_LMA),
-            MSR_FSBASE => base(self, reg::FS_BASE, reg::FS),
-            MSR_GSBASE => base(self, reg::GS_BASE, reg::GS),
+            MSR_EFER if paging && (val ^ efer) & EFER_LME != 0 => return MsrAccess::Fault,
+            MSR_EFER => self.regs[reg::EFER] = (val & EFER_WRITABLE) | (efer & EFER_LMA),
+            MSR_FSBASE => self.segs[reg::FS - reg::ES].base = val,
+            MSR_GSBASE => self.segs[reg::GS - reg::ES].base = val,
             MSR_KGSBASE => self.regs[reg::KGS_BASE] = val,
             MSR_STAR => self.msrs.star = val,
             MSR_LSTAR => self.msrs.lstar = val,
             MSR_CSTAR => self.msrs.cstar = val,
             MSR_SF_MASK => self.msrs.sf_mask = val,
-            MSR_SYSENTER_CS..=MSR_SYSENTER_EIP => self.msrs.sysenter[(msr - MSR_SYSENTER_CS) as usize] = val,
+            MSR_SYSENTER_CS => self.msrs.sysenter[0] = val & 0xffff_ffff,
+            MSR_SYSENTER_ESP..=MSR_SYSENTER_EIP => self.msrs.sysenter[(msr - MSR_SYSENTER_CS) as usize] = val,
             MSR_MCG_CAP | MSR_MCG_STATUS => {}
             MSR_MISC_ENABLE if (val ^ MISC_ENABLE) & !MISC_ENABLE_XD_DISABLE != 0 => return MsrAccess::Userland,
             MSR_MISC_ENABLE => {}
@@ -271,16 +285,29 @@ mod tests {
         let mut r = VcpuRegs::default();
         for _ in 0..200_000 {
             let n = next();
+            // Now and then the processor's side changes: paging, long mode
+            // active, 5-level paging.
+            if n % 64 == 0 {
+                let cr0 = if next() % 2 == 0 { CR0_PG } else { 0 };
+                let lma = if next() % 2 == 0 { EFER_LMA } else { 0 };
+                r.regs[reg::CR0] = cr0;
+                r.regs[reg::EFER] = (r.regs[reg::EFER] & !EFER_LMA) | lma;
+                r.regs[reg::CR4] = if next() % 2 == 0 { CR4_LA57 } else { 0 };
+            }
             let msr = match n % 4 {
                 0 => msrs[(n >> 8) as usize % msrs.len()],
                 1 => MSR_MTRR_VAR_BASE + (n >> 8) as u32 % 0x80, // variable and fixed ranges, and past them
                 2 => 0xc000_0080 + (n >> 8) as u32 % 8,
                 _ => (n >> 8) as u32,
             };
-            // Mostly values with few bits, so that some writes are accepted.
-            let val = match (n >> 40) % 3 {
+            // Mostly values with few bits, so that some writes are
+            // accepted: small ones, PHYSBASE- and PHYSMASK-shaped ones,
+            // canonical and non-canonical addresses.
+            let val = match (n >> 40) % 5 {
                 0 => next() & 0xfff,
-                1 => next() & 0x000f_ffff_ffff_f8ff,
+                1 => next() & 0x000f_ffff_ffff_f0ff,
+                2 => (next() & 0x000f_ffff_ffff_f000) | 0x800,
+                3 => (((next() << 16) as i64) >> 16) as u64,
                 _ => next(),
             };
             if next() % 2 == 0 {
@@ -288,18 +315,29 @@ mod tests {
                 continue;
             }
             let before = r.rdmsr(msr);
+            let efer_before = r.regs[reg::EFER];
             match r.wrmsr(msr, val) {
                 MsrAccess::Done(_) => {
-                    let after = r.rdmsr(msr);
                     let expect = match msr {
-                        MSR_EFER => MsrAccess::Done(val & !EFER_LMA | (r.regs[reg::EFER] & EFER_LMA)),
-                        MSR_MCG_CAP | MSR_MCG_STATUS => MsrAccess::Done(0),
-                        MSR_MISC_ENABLE => MsrAccess::Done(MISC_ENABLE),
-                        _ => MsrAccess::Done(val),
+                        MSR_EFER => (val & EFER_WRITABLE) | (efer_before & EFER_LMA),
+                        MSR_SYSENTER_CS => val & 0xffff_ffff,
+                        MSR_MCG_CAP | MSR_MCG_STATUS => 0,
+                        MSR_MISC_ENABLE => MISC_ENABLE,
+                        _ => val,
                     };
-                    assert_eq!(after, expect, "{msr:#x} <- {val:#x}");
+                    assert_eq!(r.rdmsr(msr), MsrAccess::Done(expect), "{msr:#x} <- {val:#x}");
+                    if msr == MSR_EFER && r.regs[reg::CR0] & CR0_PG != 0 {
+                        assert_eq!((val ^ efer_before) & EFER_LME, 0, "LME changed under paging");
+                    }
                 }
-                MsrAccess::Fault | MsrAccess::Userland => assert_eq!(r.rdmsr(msr), before, "{msr:#x} <- {val:#x} refused"),
+                MsrAccess::Fault => {
+                    assert_ne!(before, MsrAccess::Userland, "{msr:#x}: a kept MSR faults");
+                    assert_eq!(r.rdmsr(msr), before, "{msr:#x} <- {val:#x} refused");
+                    assert_eq!(r.regs[reg::EFER], efer_before);
+                }
+                // Only a MISC_ENABLE change is read here but written there.
+                MsrAccess::Userland if msr == MSR_MISC_ENABLE => assert_eq!(r.rdmsr(msr), before),
+                MsrAccess::Userland => assert_eq!(before, MsrAccess::Userland, "{msr:#x}: reads and writes agree"),
             }
         }
     }
@@ -311,6 +349,16 @@ mod tests {
         assert_eq!(r.wrmsr(MSR_EFER, (1 << 8) | (1 << 11) | 1), MsrAccess::Done((1 << 8) | (1 << 11) | 1));
         assert_eq!(r.get(reg::EFER as i32), Ok(EFER_LMA | (1 << 8) | (1 << 11) | 1), "LMA stays the processor's");
         assert_eq!(r.wrmsr(MSR_EFER, 1 << 2), MsrAccess::Fault, "reserved bit");
+        r.set(reg::CR0 as i32, CR0_PG | 1).unwrap();
+        assert_eq!(r.wrmsr(MSR_EFER, 1 << 11), MsrAccess::Fault, "LME cleared under paging");
+        assert_eq!(r.wrmsr(MSR_EFER, (1 << 8) | 1), MsrAccess::Done((1 << 8) | 1), "LME kept: fine");
+        assert_eq!(r.wrmsr(MSR_LSTAR, 0x0000_8000_0000_0000), MsrAccess::Fault, "non-canonical");
+        assert_eq!(r.wrmsr(MSR_LSTAR, 0xffff_8000_0000_0000), MsrAccess::Done(0xffff_8000_0000_0000));
+        assert_eq!(r.wrmsr(MSR_CSTAR, 0x0000_8000_0000_0000), MsrAccess::Done(0x0000_8000_0000_0000), "CSTAR is not checked");
+        r.set(reg::CR4 as i32, CR4_LA57).unwrap();
+        assert_eq!(r.wrmsr(MSR_FSBASE, 0x0000_8000_0000_0000), MsrAccess::Done(0x0000_8000_0000_0000), "57-bit");
+        assert_eq!(r.wrmsr(MSR_SYSENTER_CS, 0x1_0000_0010), MsrAccess::Done(0x1_0000_0010));
+        assert_eq!(r.rdmsr(MSR_SYSENTER_CS), MsrAccess::Done(0x10), "32 bits");
         assert_eq!(r.wrmsr(MSR_PAT, 0x0007_0406_0007_0402), MsrAccess::Fault, "type 2");
         assert_eq!(r.wrmsr(MSR_PAT, 0x0101_0101_0606_0606), MsrAccess::Done(0x0101_0101_0606_0606));
         assert_eq!(r.rdmsr(MSR_PAT), MsrAccess::Done(0x0101_0101_0606_0606));
