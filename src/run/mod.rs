@@ -181,52 +181,23 @@ impl Vm {
                 GuestExit::InoutStr { port, bytes, is_in, rep } => {
                     return exit(ExitKind::InoutStr { port, bytes, is_in, rep });
                 }
-                GuestExit::Rdmsr { msr } => {
-                    // The local APIC's MSRs are emulated here (FreeBSD
-                    // `lapic_rdmsr`), and so are those VMX keeps or
-                    // emulates in the kernel; a refused one is #GP.
-                    let value = if Self::is_lapic_msr(msr) {
-                        self.lapic_rdmsr(id, msr).map_or(MsrAccess::Fault, MsrAccess::Done)
-                    } else {
-                        vcpu.regs.lock().rdmsr(msr)
-                    };
-                    match value {
-                        MsrAccess::Done(v) => self.backend().emulated_read_result(vcpu, v),
-                        MsrAccess::Fault => self.msr_fault(vcpu)?,
-                        MsrAccess::Userland => return exit(ExitKind::Rdmsr { msr }),
-                    }
-                    continue;
-                }
-                GuestExit::Wrmsr { msr, value } => {
-                    if Self::is_lapic_msr(msr) {
-                        match self.guest_lapic_wrmsr(id, msr, value) {
-                            Ok(Some(start)) => {
-                                if let Some(kind) = self.handle_start_ipi(start) {
-                                    return exit(kind);
-                                }
-                            }
-                            Ok(None) => {}
-                            // A change of IA32_APIC_BASE, which the APIC
-                            // refuses, is userland's to decide, as in
-                            // FreeBSD (`vlapic_set_apicbase` fails the
-                            // write into a VM_EXITCODE_WRMSR).
-                            Err(_) if msr == crate::vlapic::regs::MSR_APICBASE => {
-                                return exit(ExitKind::Wrmsr { msr, value });
-                            }
-                            Err(_) => self.msr_fault(vcpu)?,
+                // The local APIC's MSRs and those VMX keeps or emulates in
+                // the kernel are emulated here; a refused one is #GP.
+                GuestExit::Rdmsr { msr } => match self.guest_rdmsr(vcpu, msr) {
+                    MsrAccess::Done(v) => self.backend().emulated_read_result(vcpu, v),
+                    MsrAccess::Fault => self.msr_fault(vcpu)?,
+                    MsrAccess::Userland => return exit(ExitKind::Rdmsr { msr }),
+                },
+                GuestExit::Wrmsr { msr, value } => match self.guest_wrmsr(vcpu, msr, value) {
+                    (MsrAccess::Done(_), Some(start)) => {
+                        if let Some(kind) = self.handle_start_ipi(start) {
+                            return exit(kind);
                         }
-                        continue;
                     }
-                    let done = vcpu.regs.lock().wrmsr(msr, value);
-                    match done {
-                        MsrAccess::Done(_) => continue,
-                        MsrAccess::Fault => {
-                            self.msr_fault(vcpu)?;
-                            continue;
-                        }
-                        MsrAccess::Userland => return exit(ExitKind::Wrmsr { msr, value }),
-                    }
-                }
+                    (MsrAccess::Done(_), None) => {}
+                    (MsrAccess::Fault, _) => self.msr_fault(vcpu)?,
+                    (MsrAccess::Userland, _) => return exit(ExitKind::Wrmsr { msr, value }),
+                },
                 GuestExit::Mmio(a) => {
                     // The local APIC and vioapic are emulated here; other
                     // addresses go to userland.

@@ -18,6 +18,7 @@ mod fuzz_tests;
 mod atpic;
 mod hpet;
 mod ioport;
+mod msr;
 mod rtc;
 #[cfg(all(test, not(loom)))]
 mod run_tests;
@@ -264,12 +265,6 @@ impl Vm {
         }
     }
 
-    /// Whether the local APIC handles `msr` (FreeBSD `lapic_msr`):
-    /// IA32_APIC_BASE and the x2APIC range, 0x800-0xBFF.
-    pub(crate) fn is_lapic_msr(msr: u32) -> bool {
-        use crate::vlapic::regs::{MSR_APICBASE, MSR_X2APIC_FIRST, MSR_X2APIC_LAST};
-        msr == MSR_APICBASE || (MSR_X2APIC_FIRST..=MSR_X2APIC_LAST).contains(&msr)
-    }
 
     /// Carries out what a register write of vCPU `id`'s APIC asked for,
     /// with no vlapic mutex held.
