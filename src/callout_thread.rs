@@ -115,7 +115,7 @@ impl crate::vm::Vm {
     /// Call it with no lock held: it delivers interrupts. It holds the
     /// callout gate shared, so VM_REINIT, which takes it exclusively,
     /// resets no device while a timer of the old VM is being delivered.
-    pub fn fire_due_timers(&self, now: Instant) -> Option<Instant> {
+    pub(crate) fn fire_due_timers(&self, now: Instant) -> Option<Instant> {
         let _gate = self.callout_gate();
         self.poll_device_timers(now);
         for v in self.vcpus() {

@@ -236,3 +236,8 @@ unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
 pub(crate) fn guest_paging(p: &vm_guest_paging) -> crate::gla2gpa::GuestPaging {
     crate::gla2gpa::GuestPaging { cr3: p.cr3, cpl: p.cpl, cpu_mode: p.cpu_mode, paging_mode: p.paging_mode }
 }
+
+/// The C layout of the core's paging state (what an exit reports).
+pub(crate) fn c_guest_paging(p: &crate::gla2gpa::GuestPaging) -> vm_guest_paging {
+    vm_guest_paging { cr3: p.cr3, cpl: p.cpl, cpu_mode: p.cpu_mode, paging_mode: p.paging_mode }
+}

@@ -4,7 +4,8 @@
 //! count registers, the address size and the segment, read from the
 //! vCPU's registers at the exit as VMX's exit handler reads them.
 
-use super::abi::{seg_desc, vm_guest_paging, vm_inout, vm_inout_str, vm_reg_name};
+use super::abi::{seg_desc, vm_inout, vm_inout_str, vm_reg_name};
+use super::commands::c_guest_paging;
 use crate::regs::{reg, VcpuRegs};
 
 /// The exit's `u.inout_str` for `bytes`-byte items at `port`.
@@ -24,12 +25,7 @@ pub(crate) fn inout_str(port: u16, bytes: u8, is_in: bool, rep: bool, regs: &Vcp
     let desc = regs.get_seg(seg as i32).unwrap_or_default();
     vm_inout_str {
         inout,
-        paging: vm_guest_paging {
-            cr3: paging.cr3,
-            cpl: paging.cpl,
-            cpu_mode: paging.cpu_mode,
-            paging_mode: paging.paging_mode,
-        },
+        paging: c_guest_paging(&paging),
         rflags: get(reg::RFLAGS),
         cr0: get(reg::CR0),
         index,

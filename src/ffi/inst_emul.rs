@@ -11,7 +11,8 @@
 //! described the same way, with 16-bit operand and address sizes (an
 //! extension: bhyve's MOV emulation reads only the operand size).
 
-use super::abi::{vie, vie_op, vm_exit_inst_emul, vm_guest_paging, vm_reg_name};
+use super::abi::{vie, vie_op, vm_exit_inst_emul, vm_reg_name};
+use super::commands::c_guest_paging;
 use crate::exit::MmioAccess;
 use crate::gla2gpa::CPU_MODE_64BIT;
 use crate::regs::VcpuRegs;
@@ -72,12 +73,7 @@ pub(crate) fn inst_emul(a: &MmioAccess, inst_length: u32, regs: &VcpuRegs) -> vm
         gla: VIE_INVALID_GLA,
         cs_base: cs.base,
         cs_d: i32::from(cs.d),
-        paging: vm_guest_paging {
-            cr3: paging.cr3,
-            cpl: paging.cpl,
-            cpu_mode: paging.cpu_mode,
-            paging_mode: paging.paging_mode,
-        },
+        paging: c_guest_paging(&paging),
         vie,
     }
 }

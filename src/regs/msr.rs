@@ -32,6 +32,10 @@ pub const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
 
 /// Variable-range MTRR pairs (FreeBSD `VMM_MTRR_VAR_MAX`).
 pub const MTRR_VAR_MAX: usize = 10;
+/// The last MSR of each MTRR block.
+const MSR_MTRR_4K_LAST: u32 = MSR_MTRR_4K + 7;
+const MSR_MTRR_16K_LAST: u32 = MSR_MTRR_16K + 1;
+const MSR_MTRR_VAR_LAST: u32 = MSR_MTRR_VAR_BASE + 2 * MTRR_VAR_MAX as u32 - 1;
 /// MTRRcap: write-combining and fixed ranges supported, 10 variable ranges.
 pub const MTRR_CAP: u64 = 0x400 | 0x100 | MTRR_VAR_MAX as u64;
 /// Writable bits: MTRRdefType's enable, fixed-range enable and type;
@@ -57,10 +61,10 @@ impl Mtrrs {
         Some(match msr {
             MSR_MTRRCAP => MTRR_CAP,
             MSR_MTRR_DEF_TYPE => self.def_type,
-            MSR_MTRR_4K..=0x26f => self.fixed4k[(msr - MSR_MTRR_4K) as usize],
-            MSR_MTRR_16K..=0x259 => self.fixed16k[(msr - MSR_MTRR_16K) as usize],
+            MSR_MTRR_4K..=MSR_MTRR_4K_LAST => self.fixed4k[(msr - MSR_MTRR_4K) as usize],
+            MSR_MTRR_16K..=MSR_MTRR_16K_LAST => self.fixed16k[(msr - MSR_MTRR_16K) as usize],
             MSR_MTRR_64K => self.fixed64k,
-            MSR_MTRR_VAR_BASE..=0x213 => {
+            MSR_MTRR_VAR_BASE..=MSR_MTRR_VAR_LAST => {
                 let (base, mask) = self.var[((msr - MSR_MTRR_VAR_BASE) / 2) as usize];
                 if msr.is_multiple_of(2) {
                     base
@@ -85,10 +89,10 @@ impl Mtrrs {
         Some(match msr {
             MSR_MTRRCAP => false,
             MSR_MTRR_DEF_TYPE => checked(&mut self.def_type, MTRR_DEF_MASK),
-            MSR_MTRR_4K..=0x26f => checked(&mut self.fixed4k[(msr - MSR_MTRR_4K) as usize], u64::MAX),
-            MSR_MTRR_16K..=0x259 => checked(&mut self.fixed16k[(msr - MSR_MTRR_16K) as usize], u64::MAX),
+            MSR_MTRR_4K..=MSR_MTRR_4K_LAST => checked(&mut self.fixed4k[(msr - MSR_MTRR_4K) as usize], u64::MAX),
+            MSR_MTRR_16K..=MSR_MTRR_16K_LAST => checked(&mut self.fixed16k[(msr - MSR_MTRR_16K) as usize], u64::MAX),
             MSR_MTRR_64K => checked(&mut self.fixed64k, u64::MAX),
-            MSR_MTRR_VAR_BASE..=0x213 => {
+            MSR_MTRR_VAR_BASE..=MSR_MTRR_VAR_LAST => {
                 let pair = &mut self.var[((msr - MSR_MTRR_VAR_BASE) / 2) as usize];
                 if msr.is_multiple_of(2) {
                     checked(&mut pair.0, MTRR_PHYSBASE_MASK)

@@ -110,6 +110,14 @@ fn load_rax(vcpu: &Vcpu, size: u8, value: u64) {
     let _ = r.set(reg::RAX as i32, rax);
 }
 
+/// EDX:EAX = `value` (the upper halves of RDX and RAX cleared), as RDMSR
+/// leaves it and WRMSR takes it.
+fn load_edx_eax(vcpu: &Vcpu, value: u64) {
+    let mut r = vcpu.regs.lock();
+    let _ = r.set(reg::RAX as i32, value & 0xffff_ffff);
+    let _ = r.set(reg::RDX as i32, value >> 32);
+}
+
 fn intr_enabled(vcpu: &Vcpu) -> bool {
     vcpu.regs.lock().get(reg::RFLAGS as i32).unwrap_or(0) & RFLAGS_IF != 0
 }
@@ -243,9 +251,7 @@ impl Backend for SimBackend {
                 }
                 GuestAction::Wrmsr { msr, value } => {
                     // WRMSR takes its value from EDX:EAX.
-                    let mut r = vcpu.regs.lock();
-                    let _ = r.set(reg::RAX as i32, value & 0xffff_ffff);
-                    let _ = r.set(reg::RDX as i32, value >> 32);
+                    load_edx_eax(vcpu, value);
                     Some(GuestExit::Wrmsr { msr, value })
                 }
                 GuestAction::MmioWrite { gpa, size, value } => {
@@ -327,11 +333,7 @@ impl Backend for SimBackend {
             let mut slot = slot.lock();
             match slot.pending_read.take() {
                 Some(ReadInto::Rax(size)) => load_rax(vcpu, size, value & mask(size)),
-                Some(ReadInto::EdxEax) => {
-                    let mut r = vcpu.regs.lock();
-                    let _ = r.set(reg::RAX as i32, value & 0xffff_ffff);
-                    let _ = r.set(reg::RDX as i32, value >> 32);
-                }
+                Some(ReadInto::EdxEax) => load_edx_eax(vcpu, value),
                 None => {}
             }
             if let Some(p) = slot.program.as_mut() {
