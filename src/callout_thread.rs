@@ -137,6 +137,10 @@ mod tests {
 
     #[test]
     fn the_waker_returns_on_a_poke_a_deadline_or_a_stop() {
+        crate::test_util::with_watchdog(20, waker_cases);
+    }
+
+    fn waker_cases() {
         let w = Arc::new(CalloutWaker::default());
         w.poke();
         assert!(w.wait(None), "a poke made before the wait is seen");

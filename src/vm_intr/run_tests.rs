@@ -520,6 +520,15 @@ fn halt_exit_and_if(vm: &Vm, id: usize, halt_exit: i32, intr_enabled: bool) {
     r.set(crate::regs::reg::RFLAGS as i32, rflags).unwrap();
 }
 
+/// Takes vCPU `id`, asleep in VM_RUN (`runner`), out of VM_RUN with a
+/// debug exit and lets it run again: whatever HLT it was in, it is still
+/// in (or not) at the next VM_RUN.
+fn debug_exit(vm: &Vm, id: usize, runner: thread::JoinHandle<ExitKind>) {
+    vm.suspend_cpu(Some(id)).unwrap();
+    assert_eq!(runner.join().unwrap(), ExitKind::Debug);
+    vm.resume_cpu(Some(id)).unwrap();
+}
+
 /// Without VM_CAP_HALT_EXIT a HLT is no exit: the guest stays in its HLT
 /// activity state, across a return to userland (here a debug exit), until
 /// an interrupt it accepts ends it; VMEXIT_HLT is not counted. With the
@@ -534,10 +543,7 @@ fn without_halt_exit_the_guest_stays_halted_until_an_interrupt() {
             let (vm, s) = vm_with(Script::playing(exits, true), 1);
             assert_eq!(vm.vcpu(0).unwrap().regs.lock().get_cap(crate::regs::CAP_HALT_EXIT), Ok(1), "default");
             halt_exit_and_if(&vm, 0, halt_exit, true);
-            let runner = run_until_sleeping(&vm, 0);
-            vm.suspend_cpu(Some(0)).unwrap();
-            assert_eq!(runner.join().unwrap(), ExitKind::Debug);
-            vm.resume_cpu(Some(0)).unwrap();
+            debug_exit(&vm, 0, run_until_sleeping(&vm, 0));
             let out = if halt_exit == 1 {
                 run_once(&vm, 0)
             } else {
@@ -577,9 +583,7 @@ fn without_halt_exit_a_halt_with_interrupts_off_ends_only_for_an_nmi() {
         let runner = run_until_sleeping(&vm, 0);
         vm.lapic_irq(0, 0x41).unwrap();
         assert!(vm.vcpu(0).unwrap().regs.lock().halted);
-        vm.suspend_cpu(Some(0)).unwrap();
-        assert_eq!(runner.join().unwrap(), ExitKind::Debug);
-        vm.resume_cpu(Some(0)).unwrap();
+        debug_exit(&vm, 0, runner);
         halt_exit_and_if(&vm, 0, 0, true);
         assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), [0x41]);
@@ -595,10 +599,7 @@ fn in_guest_hlt_ends_for_what_the_entry_would_inject() {
     with_watchdog(20, || {
         let (vm, s) = halting_once(1, false, true);
         halt_exit_and_if(&vm, 0, 0, false);
-        let runner = run_until_sleeping(&vm, 0);
-        vm.suspend_cpu(Some(0)).unwrap();
-        assert_eq!(runner.join().unwrap(), ExitKind::Debug);
-        vm.resume_cpu(Some(0)).unwrap();
+        debug_exit(&vm, 0, run_until_sleeping(&vm, 0));
         vm.vcpu(0).unwrap().regs.lock().inject_exception(6, None, false).unwrap();
         assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), [6]);
