@@ -91,7 +91,13 @@ fn pf_error_code(usermode: bool, prot: u32, rsvd: bool, pte: u64) -> u32 {
 
 /// Bits 63:48 copy bit 47.
 fn canonical(gla: u64) -> bool {
-    let top = (gla as i64) >> 47;
+    canonical_for(gla, 48)
+}
+
+/// Whether `addr` is canonical for `bits`-bit linear addresses (48, or 57
+/// with 5-level paging): its top bits all copy bit `bits - 1`.
+pub(crate) fn canonical_for(addr: u64, bits: u32) -> bool {
+    let top = (addr as i64) >> (bits - 1);
     top == 0 || top == -1
 }
 

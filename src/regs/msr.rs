@@ -120,8 +120,7 @@ const EFER_WRITABLE: u64 = (1 << 0) | (1 << 8) | (1 << 11);
 /// bits with CR4.LA57, else 48).
 fn canonical(regs: &VcpuRegs, addr: u64) -> bool {
     let bits = if regs.regs[reg::CR4] & CR4_LA57 != 0 { 57 } else { 48 };
-    let shift = 64 - bits;
-    ((addr << shift) as i64 >> shift) as u64 == addr
+    crate::gla2gpa::canonical_for(addr, bits)
 }
 
 /// The guest MSRs kept beside the register file.
