@@ -550,6 +550,11 @@ struct vm_readwrite_kernemu_device {
 #define VM_RESTORE_TIME 3221517939
 
 /*
+ The rate of the guest TSC (RDTSC, RDTSCP, MSR 0x10), in Hz.
+ */
+#define VMM_RS_TSC_HZ 2000000000
+
+/*
  Why a task switch happened (`enum task_switch_reason`, in
  `struct vm_task_switch`).
  */
@@ -830,16 +835,22 @@ enum vmm_rs_action_kind {
    */
   VMM_RS_ACT_INT3 = 10,
   /*
-   RDMSR of `msr`. IA32_APIC_BASE and the x2APIC MSRs are emulated
-   inside VM_RUN (an x2APIC MSR in xAPIC mode is #GP, vector 13);
-   others return VM_EXITCODE_RDMSR (`u.msr.code`), and the guest
-   reads EDX:EAX as set in RDX and RAX with VM_SET_REGISTER before
-   the next VM_RUN (what bhyve's `vmexit_rdmsr` does).
+   RDMSR of `msr`. The local APIC's (IA32_APIC_BASE, the x2APIC
+   range; one in xAPIC mode is #GP, vector 13) and those FreeBSD's
+   VMX backend keeps or emulates (EFER, the segment bases, SYSCALL
+   and SYSENTER, PAT, the MTRRs, machine check, MISC_ENABLE, platform
+   and turbo information, the TSC and TSC_AUX) are handled inside
+   VM_RUN; others return VM_EXITCODE_RDMSR (`u.msr.code`), and the
+   guest reads EDX:EAX as set in RDX and RAX with VM_SET_REGISTER
+   before the next VM_RUN (what bhyve's `vmexit_rdmsr` does).
    */
   VMM_RS_ACT_RDMSR = 11,
   /*
    WRMSR of `value` to `msr`, with EDX:EAX loaded with `value` first:
-   the local APIC's inside VM_RUN, others VM_EXITCODE_WRMSR
+   the MSRs RDMSR handles inside VM_RUN are written there (with the
+   processor's checks: #GP for a reserved bit or a non-canonical
+   address; platform and turbo information and MISC_ENABLE changes go
+   to userland, as in FreeBSD), others return VM_EXITCODE_WRMSR
    (`u.msr.code`, `u.msr.wval`).
    */
   VMM_RS_ACT_WRMSR = 12,
@@ -860,6 +871,35 @@ enum vmm_rs_action_kind {
    `port`.
    */
   VMM_RS_ACT_OUTS = 14,
+  /*
+   CPUID with EAX = `value` bits 31:0 (the leaf) and ECX = `value`
+   bits 63:32 (the subleaf): answered inside VM_RUN as FreeBSD's
+   `x86_emulate_cpuid` does (the host's leaves with bhyve's edits,
+   this vCPU's APIC id, the VM's topology, x2APIC per
+   vm_set_x2apic_state, RDTSCP, RDPID and INVPCID per the vCPU's
+   capabilities; XSAVE hidden). EAX, EBX, ECX, EDX land in RAX, RBX,
+   RCX, RDX and go to `cpuid_result`.
+   */
+  VMM_RS_ACT_CPUID = 15,
+  /*
+   RDTSC: the guest's TSC in EDX:EAX, also given to `read_result`.
+   It runs in the guest (no exit): the TSC counts at
+   `VMM_RS_TSC_HZ` on a clock every VM shares, plus the vCPU's offset,
+   which a WRMSR of the TSC (MSR 0x10) sets so that it reads the
+   value written. VM_REINIT clears the offset.
+   */
+  VMM_RS_ACT_RDTSC = 16,
+  /*
+   RDTSCP: as RDTSC, and IA32_TSC_AUX (MSR 0xC0000103, written with
+   WRMSR) in ECX. Without VM_CAP_RDTSCP the guest takes #UD (vector
+   6) at the instruction instead: its RIP stays there.
+   */
+  VMM_RS_ACT_RDTSCP = 17,
+  /*
+   RDPID: IA32_TSC_AUX in RAX, also given to `read_result`; #UD
+   without VM_CAP_RDPID.
+   */
+  VMM_RS_ACT_RDPID = 18,
 };
 
 /*
@@ -984,9 +1024,15 @@ struct vmm_rs_guest_ops {
    */
   void (*interrupt)(void *cookie, int vcpuid, int vector);
   /*
-   The value of the last MMIO read or port `in` (may be NULL).
+   The value of the last MMIO read, port `in`, RDMSR, RDTSC, RDTSCP
+   or RDPID (may be NULL).
    */
   void (*read_result)(void *cookie, int vcpuid, uint64_t value);
+  /*
+   EAX, EBX, ECX and EDX (`regs[0..4]`) of the last CPUID (may be
+   NULL).
+   */
+  void (*cpuid_result)(void *cookie, int vcpuid, const uint32_t *regs);
 };
 
 /*

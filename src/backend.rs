@@ -25,6 +25,9 @@ pub enum GuestExit {
     Rdmsr { msr: u32 },
     /// WRMSR of `value` (EDX:EAX) to `msr` (ECX).
     Wrmsr { msr: u32, value: u64 },
+    /// CPUID (of EAX and ECX): always intercepted, answered by the run
+    /// loop.
+    Cpuid,
     /// PAUSE, with VM_CAP_PAUSE_EXIT on.
     Pause,
     /// An instruction completed with VM_CAP_MTRAP_EXIT on (the monitor
@@ -96,6 +99,10 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     /// local APIC, vioapic or HPET, or an RDMSR of a local APIC MSR), for
     /// the instruction that exited with `GuestExit::Mmio` or `Rdmsr`.
     fn emulated_read_result(&self, _vcpu: &Vcpu, _value: u64) {}
+
+    /// The run loop answered the CPUID that exited: RAX, RBX, RCX and RDX
+    /// now hold `regs`.
+    fn emulated_cpuid_result(&self, _vcpu: &Vcpu, _regs: [u32; 4]) {}
 
     /// The instruction that exited faulted (the library raised an
     /// exception for it): it completes nothing, so a read it was waiting

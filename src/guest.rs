@@ -38,6 +38,15 @@ pub enum GuestAction {
     Rdmsr { msr: u32 },
     /// WRMSR of `value` to `msr` (EDX:EAX loaded with it first).
     Wrmsr { msr: u32, value: u64 },
+    /// CPUID with EAX = `leaf`, ECX = `subleaf`: the library answers it
+    /// (`cpuid`) in EAX, EBX, ECX, EDX.
+    Cpuid { leaf: u32, subleaf: u32 },
+    /// RDTSC: the guest's TSC in EDX:EAX (its read result). No exit.
+    Rdtsc,
+    /// RDTSCP: as RDTSC, and TSC_AUX in ECX; #UD without VM_CAP_RDTSCP.
+    Rdtscp,
+    /// RDPID: TSC_AUX in RAX (its read result); #UD without VM_CAP_RDPID.
+    Rdpid,
     /// Scripted guests only: halt with interrupts enabled until an
     /// interrupt arrives, then EOI it (a write to the local APIC's EOI).
     WaitInterruptEoi,
@@ -51,6 +60,8 @@ pub trait GuestProgram: Send {
     fn interrupt(&mut self, vector: u8);
     /// The value of the last MMIO read or port `in`.
     fn read_result(&mut self, value: u64);
+    /// EAX, EBX, ECX, EDX of the last CPUID.
+    fn cpuid_result(&mut self, _regs: [u32; 4]) {}
 }
 
 /// A guest that runs an array of actions in order, then loops from

@@ -24,7 +24,8 @@
 //!   [`callout_thread`]: the thread that fires them (and the local APIC
 //!   timers) when no vCPU polls.
 //! - [`registry`]: the process-wide table of named VMs (not under loom).
-//! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop.
+//! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop;
+//!   [`cpuid`]: the guest's CPUID; [`tsc`]: the clock its TSC counts.
 //! - [`guest`], [`sim`]: guest programs (scripted or C callbacks) and the
 //!   simulated backend that runs them.
 //! - [`mem`]: guest memory: segments, guest-physical maps, host access, and
@@ -37,6 +38,7 @@
 pub mod backend;
 pub mod callout;
 pub mod callout_thread;
+pub mod cpuid;
 pub mod cpuset;
 pub mod error;
 pub mod exit;
@@ -59,6 +61,7 @@ pub mod sync;
 #[cfg(not(loom))]
 pub mod thread_exit;
 pub mod thread_slot;
+pub mod tsc;
 pub mod vatpic;
 pub mod vatpit;
 pub mod vcpu;

@@ -64,6 +64,12 @@ pub const CAP_MTRAP_EXIT: i32 = 1;
 pub const CAP_PAUSE_EXIT: i32 = 2;
 /// VM_CAP_BPT_EXIT: INT3 exits (VM_EXITCODE_BPT) instead of #BP.
 pub const CAP_BPT_EXIT: i32 = 5;
+/// VM_CAP_ENABLE_INVPCID, VM_CAP_RDPID, VM_CAP_RDTSCP: the instructions
+/// exist for the guest (CPUID reports them; RDPID and RDTSCP are #UD
+/// without them).
+pub const CAP_ENABLE_INVPCID: i32 = 4;
+pub const CAP_RDPID: i32 = 6;
+pub const CAP_RDTSCP: i32 = 7;
 /// VM_CAP_UNRESTRICTED_GUEST: real mode and unpaged protected mode.
 pub const CAP_UNRESTRICTED_GUEST: i32 = 3;
 /// VM_CAP_IPI_EXIT: INIT and STARTUP IPIs leave VM_RUN as VM_EXITCODE_IPI.

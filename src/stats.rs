@@ -1,7 +1,7 @@
 //! Per-vCPU statistics (FreeBSD `vmm_stat`), read with VM_STATS and named
 //! by VM_STAT_DESC. The descriptions are FreeBSD's, so `bhyvectl
 //! --get-stats` output reads the same; the set is what this VMM can
-//! count (no EPT or CPUID exits here), and the indexes are this
+//! count (no EPT exits here), and the indexes are this
 //! library's (FreeBSD's depend on its link order).
 //!
 //! Only the thread that holds a vCPU (RUNNING or FROZEN) counts into it,
@@ -29,6 +29,8 @@ pub enum Stat {
     /// Exits for guest exceptions (INT3 with VM_CAP_BPT_EXIT).
     Exception,
     InOut,
+    /// CPUID, answered in the run loop.
+    Cpuid,
     /// RDMSR and WRMSR, inside (the local APIC's) or to userland.
     Rdmsr,
     Wrmsr,
@@ -58,6 +60,7 @@ pub const DESCRIPTIONS: [&str; NSTATS] = [
     "number of monitor trap exits",
     "number of vm exits due to exceptions",
     "number of times in/out was intercepted",
+    "number of times cpuid was intercepted",
     "number of times rdmsr was intercepted",
     "number of times wrmsr was intercepted",
     "vm exits for instruction emulation",

@@ -212,6 +212,8 @@ impl Vm {
         if maxcpus == 0 || maxcpus > CPUSET_BITS {
             return Err(Error::Inval);
         }
+        // The guest TSC's clock runs from before any VM's first guest entry.
+        crate::tsc::start();
         Ok(Vm {
             name: name.to_owned(),
             maxcpus,

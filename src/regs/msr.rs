@@ -3,17 +3,23 @@
 //! (EFER, the FS/GS/kernel-GS bases, SYSENTER, the SYSCALL targets), and
 //! those `vmx_rdmsr` / `vmx_wrmsr` emulate (machine-check capability and
 //! status, the MTRRs as FreeBSD's `vm_rdmtrr` / `vm_wrmtrr`,
-//! IA32_MISC_ENABLE, PAT). Others (platform and turbo information, the
-//! TSC, model-specific ones) go to userland here.
+//! IA32_MISC_ENABLE, PAT, platform and turbo information), and the TSC and
+//! TSC_AUX (read through to the guest, written to its TSC offset and
+//! saved value). Model-specific others go to userland here.
 
 use super::{reg, VcpuRegs, CR0_PG, CR4_LA57, EFER_LMA, EFER_LME};
+use crate::tsc;
 
+pub const MSR_TSC: u32 = 0x10;
+pub const MSR_PLATFORM_INFO: u32 = 0xce;
 pub const MSR_MCG_CAP: u32 = 0x179;
 pub const MSR_MCG_STATUS: u32 = 0x17a;
 pub const MSR_SYSENTER_CS: u32 = 0x174;
 pub const MSR_SYSENTER_ESP: u32 = 0x175;
 pub const MSR_SYSENTER_EIP: u32 = 0x176;
 pub const MSR_MISC_ENABLE: u32 = 0x1a0;
+pub const MSR_TURBO_RATIO_LIMIT: u32 = 0x1ad;
+pub const MSR_TURBO_RATIO_LIMIT1: u32 = 0x1ae;
 pub const MSR_PAT: u32 = 0x277;
 pub const MSR_EFER: u32 = 0xc000_0080;
 pub const MSR_STAR: u32 = 0xc000_0081;
@@ -23,6 +29,7 @@ pub const MSR_SF_MASK: u32 = 0xc000_0084;
 pub const MSR_FSBASE: u32 = 0xc000_0100;
 pub const MSR_GSBASE: u32 = 0xc000_0101;
 pub const MSR_KGSBASE: u32 = 0xc000_0102;
+pub const MSR_TSC_AUX: u32 = 0xc000_0103;
 pub const MSR_MTRRCAP: u32 = 0xfe;
 pub const MSR_MTRR_VAR_BASE: u32 = 0x200;
 pub const MSR_MTRR_64K: u32 = 0x250;
@@ -133,11 +140,26 @@ pub struct GuestMsrs {
     sysenter: [u64; 3],
     pat: u64,
     mtrr: Mtrrs,
+    /// Added to the clock (`tsc`) for the guest's TSC; 0 until it writes
+    /// the TSC (FreeBSD's VMCS TSC offset). Wraps, as the sum does.
+    tsc_offset: u64,
+    /// What RDTSCP and RDPID return (only the low 32 bits are writable).
+    tsc_aux: u64,
 }
 
 impl Default for GuestMsrs {
     fn default() -> Self {
-        GuestMsrs { star: 0, lstar: 0, cstar: 0, sf_mask: 0, sysenter: [0; 3], pat: PAT_RESET, mtrr: Mtrrs::default() }
+        GuestMsrs {
+            star: 0,
+            lstar: 0,
+            cstar: 0,
+            sf_mask: 0,
+            sysenter: [0; 3],
+            pat: PAT_RESET,
+            mtrr: Mtrrs::default(),
+            tsc_offset: 0,
+            tsc_aux: 0,
+        }
     }
 }
 
@@ -158,10 +180,24 @@ fn pat_valid(val: u64) -> bool {
 }
 
 impl VcpuRegs {
+    /// The guest's TSC when the clock reads `host_tsc`.
+    pub fn guest_tsc(&self, host_tsc: u64) -> u64 {
+        host_tsc.wrapping_add(self.msrs.tsc_offset)
+    }
+
+    /// IA32_TSC_AUX (RDTSCP's ECX, RDPID's result).
+    pub fn tsc_aux(&self) -> u64 {
+        self.msrs.tsc_aux
+    }
+
     /// RDMSR of one of the MSRs above.
     pub fn rdmsr(&self, msr: u32) -> MsrAccess {
         let m = &self.msrs;
         MsrAccess::Done(match msr {
+            MSR_TSC => self.guest_tsc(tsc::host_tsc()),
+            MSR_TSC_AUX => m.tsc_aux,
+            MSR_PLATFORM_INFO => tsc::PLATFORM_INFO,
+            MSR_TURBO_RATIO_LIMIT | MSR_TURBO_RATIO_LIMIT1 => tsc::TURBO_RATIO_LIMIT,
             MSR_EFER => self.regs[reg::EFER],
             MSR_FSBASE => self.segs[reg::FS - reg::ES].base,
             MSR_GSBASE => self.segs[reg::GS - reg::ES].base,
@@ -181,9 +217,12 @@ impl VcpuRegs {
     /// WRMSR of one of the MSRs above, with the processor's checks (these
     /// MSRs pass through to it on VMX): #GP for a reserved EFER bit, an
     /// LME change while paging is on, a non-canonical address in a base
-    /// or entry-point MSR, or an invalid PAT; userland for a MISC_ENABLE
-    /// change it must judge (as FreeBSD punts it); machine-check writes
-    /// are ignored; SYSENTER_CS keeps 32 bits.
+    /// or entry-point MSR, an invalid PAT, or a TSC_AUX above 32 bits;
+    /// userland for a MISC_ENABLE change it must judge (as FreeBSD punts
+    /// it) and for the read-only platform and turbo MSRs (as FreeBSD);
+    /// machine-check writes are ignored; SYSENTER_CS keeps 32 bits; a TSC
+    /// write sets the offset that makes the guest's TSC read the value
+    /// now (`vmx_set_tsc_offset`).
     pub fn wrmsr(&mut self, msr: u32, val: u64) -> MsrAccess {
         let efer = self.regs[reg::EFER];
         let paging = self.regs[reg::CR0] & CR0_PG != 0;
@@ -209,6 +248,9 @@ impl VcpuRegs {
             MSR_MISC_ENABLE => {}
             MSR_PAT if !pat_valid(val) => return MsrAccess::Fault,
             MSR_PAT => self.msrs.pat = val,
+            MSR_TSC => self.msrs.tsc_offset = val.wrapping_sub(tsc::host_tsc()),
+            MSR_TSC_AUX if val >> 32 != 0 => return MsrAccess::Fault,
+            MSR_TSC_AUX => self.msrs.tsc_aux = val,
             _ => {
                 return match self.msrs.mtrr.write(msr, val) {
                     Some(true) => MsrAccess::Done(val),
@@ -241,10 +283,44 @@ mod tests {
         assert_eq!(r.get_seg(reg::FS as i32).unwrap().base, 0x7000, "the segment's base too");
         assert_eq!(r.wrmsr(MSR_MCG_STATUS, 5), MsrAccess::Done(5));
         assert_eq!(r.rdmsr(MSR_MCG_STATUS), MsrAccess::Done(0), "ignored");
-        for msr in [0x10, 0xce, 0x3a, 0x1ad, 0x214] {
-            assert_eq!(r.rdmsr(msr), MsrAccess::Userland, "{msr:#x}: TSC, platform info, ...");
+        for msr in [0x3a, 0x1a2, 0x214, 0xc000_0104] {
+            assert_eq!(r.rdmsr(msr), MsrAccess::Userland, "{msr:#x}: feature control, temperature target, ...");
             assert_eq!(r.wrmsr(msr, 0), MsrAccess::Userland);
         }
+        // Platform and turbo information: read-only, from the TSC's rate.
+        assert_eq!(r.rdmsr(MSR_PLATFORM_INFO), MsrAccess::Done(tsc::PLATFORM_INFO));
+        assert_eq!(r.rdmsr(MSR_TURBO_RATIO_LIMIT1), MsrAccess::Done(tsc::TURBO_RATIO_LIMIT));
+        assert_eq!(r.wrmsr(MSR_PLATFORM_INFO, 0), MsrAccess::Userland);
+        assert_eq!(r.wrmsr(MSR_TURBO_RATIO_LIMIT, 0), MsrAccess::Userland);
+    }
+
+    /// The guest's TSC is the clock plus its offset: a write makes it read
+    /// the value written (and on from there); TSC_AUX keeps 32 bits.
+    #[test]
+    fn tsc_writes_move_the_guests_clock_and_tsc_aux_keeps_32_bits() {
+        let mut r = VcpuRegs::default();
+        let read = |r: &VcpuRegs| match r.rdmsr(MSR_TSC) {
+            MsrAccess::Done(v) => v,
+            other => panic!("{other:?}"),
+        };
+        let before = tsc::host_tsc();
+        let t = read(&r);
+        assert!(t >= before && t <= tsc::host_tsc(), "offset 0: the clock");
+        let target = 1u64 << 50;
+        let start = tsc::host_tsc();
+        assert_eq!(r.wrmsr(MSR_TSC, target), MsrAccess::Done(target));
+        let t = read(&r);
+        let elapsed = tsc::host_tsc() - start;
+        assert!(t >= target && t <= target + elapsed, "{t:#x} within {elapsed} ticks of {target:#x}");
+        // Backwards, and across the wrap.
+        assert_eq!(r.wrmsr(MSR_TSC, 5), MsrAccess::Done(5));
+        assert!(read(&r) < 5 + (1 << 40));
+        assert_eq!(r.wrmsr(MSR_TSC, u64::MAX), MsrAccess::Done(u64::MAX));
+        assert_eq!(r.guest_tsc(0).wrapping_sub(r.guest_tsc(10)), u64::MAX - 9);
+        assert_eq!(r.rdmsr(MSR_TSC_AUX), MsrAccess::Done(0));
+        assert_eq!(r.wrmsr(MSR_TSC_AUX, 0xffff_ffff), MsrAccess::Done(0xffff_ffff));
+        assert_eq!(r.wrmsr(MSR_TSC_AUX, 1 << 32), MsrAccess::Fault, "reserved bits");
+        assert_eq!((r.rdmsr(MSR_TSC_AUX), r.tsc_aux()), (MsrAccess::Done(0xffff_ffff), 0xffff_ffff));
     }
 
     /// FreeBSD's `vm_rdmtrr` / `vm_wrmtrr`: MTRRcap reads 10 variable
@@ -283,7 +359,7 @@ mod tests {
         let msrs = [
             MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SF_MASK, MSR_FSBASE, MSR_GSBASE, MSR_KGSBASE,
             MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP, MSR_MCG_CAP, MSR_MCG_STATUS, MSR_MISC_ENABLE,
-            MSR_PAT, MSR_MTRRCAP, MSR_MTRR_DEF_TYPE, MSR_MTRR_64K,
+            MSR_PAT, MSR_MTRRCAP, MSR_MTRR_DEF_TYPE, MSR_MTRR_64K, MSR_TSC_AUX, MSR_PLATFORM_INFO,
         ];
         let mut r = VcpuRegs::default();
         for _ in 0..200_000 {
@@ -313,7 +389,8 @@ mod tests {
                 3 => (((next() << 16) as i64) >> 16) as u64,
                 _ => next(),
             };
-            if next() % 2 == 0 {
+            // The TSC moves on by itself (its own test covers it).
+            if next() % 2 == 0 || msr == MSR_TSC {
                 let _ = r.rdmsr(msr);
                 continue;
             }
@@ -338,8 +415,13 @@ mod tests {
                     assert_eq!(r.rdmsr(msr), before, "{msr:#x} <- {val:#x} refused");
                     assert_eq!(r.regs[reg::EFER], efer_before);
                 }
-                // Only a MISC_ENABLE change is read here but written there.
-                MsrAccess::Userland if msr == MSR_MISC_ENABLE => assert_eq!(r.rdmsr(msr), before),
+                // Only a MISC_ENABLE change and the read-only MSRs are
+                // read here but written there.
+                MsrAccess::Userland
+                    if matches!(msr, MSR_MISC_ENABLE | MSR_PLATFORM_INFO | MSR_TURBO_RATIO_LIMIT | MSR_TURBO_RATIO_LIMIT1) =>
+                {
+                    assert_eq!(r.rdmsr(msr), before)
+                }
                 MsrAccess::Userland => assert_eq!(before, MsrAccess::Userland, "{msr:#x}: reads and writes agree"),
             }
         }

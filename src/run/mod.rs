@@ -1,6 +1,7 @@
 //! The run loop of FreeBSD `vm_run`: before-entry checks, guest entry
 //! through the backend, and the exits handled inside the library.
 
+mod cpuid;
 mod hlt;
 
 use std::time::Instant;
@@ -137,6 +138,7 @@ impl Vm {
                 GuestExit::Mtrap => Some(Stat::Mtrap),
                 GuestExit::Breakpoint => Some(Stat::Exception),
                 GuestExit::Inout { .. } | GuestExit::InoutStr { .. } => Some(Stat::InOut),
+                GuestExit::Cpuid => Some(Stat::Cpuid),
                 GuestExit::Rdmsr { .. } => Some(Stat::Rdmsr),
                 GuestExit::Wrmsr { .. } => Some(Stat::Wrmsr),
                 GuestExit::Mmio(_) => Some(Stat::InstEmul),
@@ -216,6 +218,7 @@ impl Vm {
                     }
                     return exit(ExitKind::Mmio(a));
                 }
+                GuestExit::Cpuid => self.guest_cpuid(vcpu),
                 GuestExit::Hlt { intr_enabled } if hlt_exits => self.handle_hlt(id, intr_enabled)?,
                 GuestExit::Hlt { .. } => vcpu.regs.lock().halted = true,
             }

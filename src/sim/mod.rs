@@ -11,13 +11,14 @@ use crate::backend::{Backend, GuestExit, GuestStats};
 use crate::error::{Error, Result};
 use crate::exit::MmioAccess;
 use crate::guest::{GuestAction, GuestProgram};
-use crate::regs::{reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
+use crate::regs::{reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, CAP_PAUSE_EXIT, CAP_RDPID, CAP_RDTSCP, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
 
-/// The IDT vectors of an NMI and a breakpoint.
+/// The IDT vectors of an NMI, a breakpoint and an invalid opcode.
 const IDT_NMI: u8 = 2;
 const IDT_BP: u8 = 3;
+const IDT_UD: u8 = 6;
 
 /// Actions run per guest entry before the backend yields to the run loop
 /// (which re-checks timers and pending work); kicks end an entry sooner.
@@ -118,6 +119,19 @@ fn load_edx_eax(vcpu: &Vcpu, value: u64) {
     let _ = r.set(reg::RDX as i32, value >> 32);
 }
 
+/// The guest took exception `vector` without an exit.
+fn take_exception(program: &mut dyn GuestProgram, stats: &mut GuestStats, vector: u8) {
+    program.interrupt(vector);
+    stats.interrupts += 1;
+    stats.last_vector = Some(vector);
+}
+
+/// A read instruction completed with `value`.
+fn read_done(program: &mut dyn GuestProgram, stats: &mut GuestStats, value: u64) {
+    program.read_result(value);
+    stats.last_read = value;
+}
+
 fn intr_enabled(vcpu: &Vcpu) -> bool {
     vcpu.regs.lock().get(reg::RFLAGS as i32).unwrap_or(0) & RFLAGS_IF != 0
 }
@@ -151,15 +165,14 @@ impl Backend for SimBackend {
                     ReadInto::EdxEax => (get(reg::RDX) << 32) | (get(reg::RAX) & 0xffff_ffff),
                 }
             };
-            program.read_result(value);
-            slot.stats.last_read = value;
+            read_done(program.as_mut(), &mut slot.stats, value);
         }
         // With the monitor trap flag every instruction that does not exit
         // by itself ends the entry (a debugger steps the guest).
-        let (mtrap, bpt, pause_exit) = {
+        let (mtrap, bpt, pause_exit, rdtscp, rdpid) = {
             let r = vcpu.regs.lock();
             let on = |cap| r.get_cap(cap) == Ok(1);
-            (on(CAP_MTRAP_EXIT), on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT))
+            (on(CAP_MTRAP_EXIT), on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT), on(CAP_RDTSCP), on(CAP_RDPID))
         };
         let mut rip = rip;
         if let Some((at, op)) = slot.string_op.take() {
@@ -187,7 +200,8 @@ impl Backend for SimBackend {
             }
             slot.stats.steps += 1;
             let shadowed = std::mem::take(&mut slot.sti_shadow);
-            let exit = match program.next(rip) {
+            let action = program.next(rip);
+            let exit = match action {
                 GuestAction::Compute => None,
                 GuestAction::EnableInterrupts if intr_enabled(vcpu) => None,
                 GuestAction::EnableInterrupts => {
@@ -213,10 +227,45 @@ impl Backend for SimBackend {
                 GuestAction::Breakpoint => {
                     // #BP through the guest's IDT, no exit (as VMX without
                     // the exception in its bitmap).
-                    program.interrupt(IDT_BP);
-                    slot.stats.interrupts += 1;
-                    slot.stats.last_vector = Some(IDT_BP);
+                    take_exception(program.as_mut(), &mut slot.stats, IDT_BP);
                     None
+                }
+                // An instruction the vCPU lacks: #UD through the guest's
+                // IDT at the instruction (a fault: RIP stays on it, the
+                // guest's handler decides what comes next).
+                GuestAction::Rdtscp if !rdtscp => {
+                    take_exception(program.as_mut(), &mut slot.stats, IDT_UD);
+                    return (GuestExit::Yield, rip, 0);
+                }
+                GuestAction::Rdpid if !rdpid => {
+                    take_exception(program.as_mut(), &mut slot.stats, IDT_UD);
+                    return (GuestExit::Yield, rip, 0);
+                }
+                // The TSC instructions run in the guest (VMX offsets the
+                // TSC instead of exiting).
+                GuestAction::Rdtsc | GuestAction::Rdtscp => {
+                    let (tsc, aux) = {
+                        let r = vcpu.regs.lock();
+                        (r.guest_tsc(crate::tsc::host_tsc()), r.tsc_aux())
+                    };
+                    load_edx_eax(vcpu, tsc);
+                    if matches!(action, GuestAction::Rdtscp) {
+                        let _ = vcpu.regs.lock().set(reg::RCX as i32, aux & 0xffff_ffff);
+                    }
+                    read_done(program.as_mut(), &mut slot.stats, tsc);
+                    None
+                }
+                GuestAction::Rdpid => {
+                    let aux = vcpu.regs.lock().tsc_aux();
+                    let _ = vcpu.regs.lock().set(reg::RAX as i32, aux);
+                    read_done(program.as_mut(), &mut slot.stats, aux);
+                    None
+                }
+                GuestAction::Cpuid { leaf, subleaf } => {
+                    let mut r = vcpu.regs.lock();
+                    let _ = r.set(reg::RAX as i32, u64::from(leaf));
+                    let _ = r.set(reg::RCX as i32, u64::from(subleaf));
+                    Some(GuestExit::Cpuid)
                 }
                 GuestAction::PortIn { port, size } => {
                     slot.pending_read = Some(ReadInto::Rax(size));
@@ -340,6 +389,14 @@ impl Backend for SimBackend {
                 p.read_result(value);
             }
             slot.stats.last_read = value;
+        }
+    }
+
+    fn emulated_cpuid_result(&self, vcpu: &Vcpu, regs: [u32; 4]) {
+        if let Ok(slot) = self.slot(vcpu.id()) {
+            if let Some(p) = slot.lock().program.as_mut() {
+                p.cpuid_result(regs);
+            }
         }
     }
 

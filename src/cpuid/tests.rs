@@ -1,0 +1,223 @@
+use std::collections::HashMap;
+
+use super::*;
+
+/// A host with these leaves (others read as zero).
+struct FakeHost(HashMap<(u32, u32), [u32; 4]>);
+
+impl CpuidSource for FakeHost {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        self.0.get(&(leaf, subleaf)).copied().unwrap_or([0; 4])
+    }
+}
+
+fn vendor_regs(v: &[u8; 12], high: u32) -> [u32; 4] {
+    let w = |i: usize| u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+    [high, w(0), w(8), w(4)]
+}
+
+/// A processor of `vendor` (family 0x17 on AMD, 6 on Intel) with every
+/// feature bit set in leaves 1, 7 and 0x80000001.
+fn fake(vendor: &[u8; 12]) -> Cpuid<FakeHost> {
+    let family_id = if vendor == b"GenuineIntel" { 0x0005_0654 } else { 0x0080_0f12 };
+    let mut m = HashMap::new();
+    m.insert((0, 0), vendor_regs(vendor, 0x16));
+    m.insert((1, 0), [family_id, 0x5a5a_5a5a, u32::MAX, u32::MAX]);
+    m.insert((4, 0), [0xfc00_4121, 0x01c0_003f, 0x3f, 0]);
+    m.insert((4, 3), [0xfc0f_c163, 0x03c0_003f, 0x3fff, 6]);
+    m.insert((7, 0), [2, u32::MAX, u32::MAX, u32::MAX]);
+    m.insert((0xd, 0), [7, 0x340, 0x340, 0]);
+    m.insert((0x15, 0), [2, 100, 0, 0]);
+    m.insert((0x16, 0), [0x16, 1, 2, 3]);
+    m.insert((0x8000_0000, 0), [0x8000_0008, 0, 0, 0]);
+    m.insert((0x8000_0001, 0), [0, 0, u32::MAX, u32::MAX]);
+    m.insert((0x8000_0007, 0), [1, 2, 3, 0x100]);
+    m.insert((0x8000_0008, 0), [0x3030, u32::MAX, 0x1234, 0]);
+    Cpuid::new(FakeHost(m))
+}
+
+fn guest(vcpu_id: u32) -> GuestCpu {
+    GuestCpu { vcpu_id, cores: 1, threads: 1, x2apic: false, rdtscp: false, rdpid: false, invpcid: false }
+}
+
+const INTEL: &[u8; 12] = b"GenuineIntel";
+const AMD: &[u8; 12] = b"AuthenticAMD";
+
+#[test]
+fn the_host_model_is_probed_from_leaves_0_1_and_0x80000000() {
+    assert_eq!(
+        fake(INTEL).host,
+        HostModel { high: 0x16, exthigh: 0x8000_0008, intel: true, svm: false, family: 6 }
+    );
+    assert_eq!(
+        fake(AMD).host,
+        HostModel { high: 0x16, exthigh: 0x8000_0008, intel: false, svm: true, family: 0x17 }
+    );
+    let none = Cpuid::new(FakeHost(HashMap::new()));
+    assert_eq!(none.host, HostModel { high: 0, exthigh: 0, intel: false, svm: false, family: 0 });
+}
+
+#[test]
+fn log2_ceil_is_freebsds_log2() {
+    // FreeBSD: fls(x << (1 - powerof2(x))) - 1, powerof2(0) true.
+    let freebsd = |x: u32| {
+        let pow2 = (x.wrapping_sub(1) & x) == 0;
+        let y = if pow2 { x } else { x << 1 };
+        32 - y.leading_zeros() as i32 - 1
+    };
+    for x in 0..=4096 {
+        assert_eq!(log2_ceil(x), freebsd(x), "{x}");
+    }
+}
+
+#[test]
+fn leaves_past_the_highest_read_as_the_highest_and_the_vmm_leaf_is_bhyves() {
+    let c = fake(INTEL);
+    let g = guest(0);
+    let bhyve = [VM_HIGH, u32::from_le_bytes(*b"bhyv"), u32::from_le_bytes(*b"e bh"), u32::from_le_bytes(*b"yve ")];
+    assert_eq!(c.emulate(&g, VM_HIGH, 0), bhyve);
+    assert_eq!(c.emulate(&g, 0x4000_0010, 0), bhyve, "clamped to 0x40000000");
+    assert_eq!(c.emulate(&g, 0x16, 0), [0x16, 1, 2, 3], "passed through");
+    assert_eq!(c.emulate(&g, 0x17, 0), [0x16, 1, 2, 3], "clamped to the host's highest");
+    assert_eq!(c.emulate(&g, 0x8000_00ff, 0)[0], 0x3030, "clamped to the highest extended leaf");
+    assert_eq!(c.emulate(&g, 0, 0), vendor_regs(INTEL, 0x16));
+    // Without extended leaves, 0x8000xxxx falls into the VMM range.
+    let none = Cpuid::new(FakeHost(HashMap::new()));
+    assert_eq!(none.emulate(&g, 0x8000_0001, 0), bhyve);
+}
+
+#[test]
+fn leaf_1_carries_the_apic_id_topology_and_the_vmms_feature_edits() {
+    let c = fake(INTEL);
+    let mut g = guest(5);
+    g.cores = 2;
+    g.threads = 2;
+    let [a, b, ecx, edx] = c.emulate(&g, 1, 0);
+    assert_eq!(a, 0x0005_0654, "signature passed through");
+    assert_eq!(b, (5 << 24) | (4 << 16) | 0x5a5a, "APIC id 5, 4 logical processors, the rest the host's");
+    for (bit, what) in [
+        (l1c::MON, "MONITOR"),
+        (l1c::VMX, "VMX"),
+        (l1c::SMX, "SMX"),
+        (l1c::EST, "SpeedStep"),
+        (l1c::TM2, "TM2"),
+        (l1c::PDCM, "PDCM"),
+        (l1c::TSCDLT, "TSC deadline"),
+        (l1c::XSAVE, "XSAVE"),
+        (l1c::OSXSAVE, "OSXSAVE"),
+        (l1c::X2APIC, "x2APIC while X2APIC_DISABLED"),
+    ] {
+        assert_eq!(ecx & bit, 0, "{what} hidden");
+    }
+    assert_ne!(ecx & l1c::HV, 0, "hypervisor bit");
+    assert_eq!(ecx | 0x8000_0000 | 0x0c00_0000 | 0x0120_81e8, u32::MAX, "nothing else hidden");
+    assert_eq!(edx & (l1d::ACPI | l1d::TM | l1d::DS), 0);
+    g.x2apic = true;
+    assert_ne!(c.emulate(&g, 1, 0)[2] & l1c::X2APIC, 0, "x2APIC with X2APIC_ENABLED");
+    // Machine check, MTRR and HTT are set even if the host lacks them.
+    let mut bare = HashMap::new();
+    bare.insert((0, 0), vendor_regs(INTEL, 1));
+    let [_, _, c1, d1] = Cpuid::new(FakeHost(bare)).emulate(&guest(0), 1, 0);
+    assert_eq!(d1, l1d::MCA | l1d::MCE | l1d::MTRR | l1d::HTT);
+    assert_eq!(c1, l1c::HV);
+}
+
+#[test]
+fn topology_leaf_0xb_on_intel_reports_threads_then_cores() {
+    let c = fake(INTEL);
+    let mut g = guest(3);
+    g.cores = 4;
+    g.threads = 2;
+    assert_eq!(c.emulate(&g, 0xb, 0), [1, 2, (TOPO_SMT << 8), 3]);
+    assert_eq!(c.emulate(&g, 0xb, 1), [3, 8, (TOPO_CORE << 8) | 1, 3]);
+    assert_eq!(c.emulate(&g, 0xb, 2), [0, 0, 2, 0], "the end of the list (level type 0)");
+    g.cores = 3;
+    assert_eq!(c.emulate(&g, 0xb, 1)[0], 3, "6 logical processors need 3 bits");
+    assert_eq!(fake(AMD).emulate(&g, 0xb, 0), [0; 4], "not on AMD");
+}
+
+#[test]
+fn cache_leaf_4_describes_the_vms_sharing() {
+    let c = fake(INTEL);
+    let mut g = guest(0);
+    g.cores = 4;
+    g.threads = 2;
+    // L1: shared by the threads of a core.
+    let [a, b, cx, d] = c.emulate(&g, 4, 0);
+    assert_eq!(a, 0x121 | (3 << 26) | (1 << 14));
+    assert_eq!((b, cx, d), (0x01c0_003f, 0x3f, 0));
+    // L3: shared by the package.
+    assert_eq!(c.emulate(&g, 4, 3)[0], 0x163 | (3 << 26) | (7 << 14));
+    assert_eq!(c.emulate(&g, 4, 4), [0; 4], "no more caches");
+}
+
+#[test]
+fn leaf_7_passes_only_the_safe_features_and_the_enabled_capabilities() {
+    let c = fake(INTEL);
+    let mut g = guest(0);
+    assert_eq!(c.emulate(&g, 7, 0), [0, L7B_SAFE, L7C_SAFE, L7D_SAFE]);
+    assert_eq!(c.emulate(&g, 7, 1), [0; 4], "only subleaf 0");
+    g.rdpid = true;
+    g.invpcid = true;
+    assert_eq!(c.emulate(&g, 7, 0), [0, L7B_SAFE | L7B_INVPCID, L7C_SAFE | L7C_RDPID, L7D_SAFE]);
+}
+
+#[test]
+fn power_performance_xsave_and_crystal_leaves_are_fixed() {
+    let c = fake(INTEL);
+    let g = guest(0);
+    assert_eq!(c.emulate(&g, 6, 0), [L6A_ARAT, 0, 0, 0]);
+    for leaf in [0xa, 0xd, 0xf, 0x10, 0x15] {
+        assert_eq!(c.emulate(&g, leaf, 0), [0; 4], "leaf {leaf:#x}");
+    }
+    assert_eq!(c.emulate(&g, 0x8000_0007, 0), [0, 0, 0, E7D_TSC_INVARIANT]);
+}
+
+#[test]
+fn extended_features_hide_svm_and_follow_the_rdtscp_capability() {
+    for vendor in [INTEL, AMD] {
+        let c = fake(vendor);
+        let mut g = guest(0);
+        let [_, _, ecx, edx] = c.emulate(&g, 0x8000_0001, 0);
+        assert_eq!(ecx, !E1C_HIDDEN);
+        assert_eq!(edx, !E1D_RDTSCP, "RDTSCP off without the capability");
+        g.rdtscp = true;
+        assert_eq!(c.emulate(&g, 0x8000_0001, 0)[3], u32::MAX);
+    }
+}
+
+#[test]
+fn amd_topology_leaves_follow_the_vm() {
+    let c = fake(AMD);
+    let mut g = guest(6);
+    g.cores = 8;
+    g.threads = 2;
+    let [a, b, cx, _] = c.emulate(&g, 0x8000_0008, 0);
+    assert_eq!(a, 0x3030);
+    assert_eq!(b, E8B_SAFE_AMD);
+    assert_eq!(cx, (4 << E8C_CORE_ID_SIZE_SHIFT) | 15, "16 logical processors");
+    g.cores = 2;
+    assert_eq!(c.emulate(&g, 0x8000_0008, 0)[2], 3, "narrow: no ApicIdCoreIdSize");
+    assert_eq!(fake(INTEL).emulate(&g, 0x8000_0008, 0), [0x3030, u32::MAX, 0x1234, 0], "Intel: the host's");
+    // 0x8000001D and 0x8000001E are past this fake's highest extended
+    // leaf; give it more.
+    let mut big = fake(AMD);
+    big.host.exthigh = 0x8000_001e;
+    assert_eq!(big.emulate(&g, 0x8000_001d, 0), [(1 << 14) | (1 << 8) | (1 << 5) | 1, 63, 0, 0]);
+    assert_eq!(big.emulate(&g, 0x8000_001d, 2), [(3 << 14) | (1 << 8) | (3 << 5) | 3, 63, 0, 0]);
+    assert_eq!(big.emulate(&g, 0x8000_001d, 3), [(0xfff << 14) | (1 << 8), 0, 0, 0]);
+    assert_eq!(big.emulate(&g, 0x8000_001e, 0), [6, (1 << 8) | 3, 0, 0]);
+    big.host.family = 0x15;
+    assert_eq!(big.emulate(&g, 0x8000_001e, 0), [0; 4], "family 15h: the host's (zero here)");
+}
+
+#[test]
+fn the_real_host_answers_with_the_vmms_edits() {
+    let g = guest(7);
+    let c = host();
+    assert_eq!(c.emulate(&g, VM_HIGH, 0)[0], VM_HIGH);
+    let [_, b, ecx, _] = c.emulate(&g, 1, 0);
+    assert_eq!(b >> 24, 7);
+    assert_ne!(ecx & l1c::HV, 0);
+    assert_eq!(ecx & (l1c::VMX | l1c::XSAVE), 0);
+}
