@@ -152,7 +152,18 @@ impl GuestProgram for ChaosGuest {
                 GuestAction::PortOut { port, size: 1, value: value as u32 }
             }
             96 => GuestAction::PortIn { port: [0x20, 0x21, 0xa0, 0xa1, 0x4d0][rng.below(5) as usize], size: 1 },
-            76..=78 => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
+            76 | 77 => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
+            // CPUID of any leaf (mostly real ones); the TSC instructions
+            // (#UD without their capabilities).
+            78 => match rng.below(4) {
+                0 => {
+                    let leaf = if rng.chance(2) { rng.below(0x20) as u32 } else { rng.next() as u32 };
+                    GuestAction::Cpuid { leaf, subleaf: rng.below(4) as u32 }
+                }
+                1 => GuestAction::Rdtsc,
+                2 => GuestAction::Rdtscp,
+                _ => GuestAction::Rdpid,
+            },
             79 => GuestAction::Pause,
             // x2APIC registers as MSRs (the ICR with a destination), and
             // IA32_APIC_BASE.
@@ -165,7 +176,18 @@ impl GuestProgram for ChaosGuest {
             // The MSRs the run loop keeps (EFER, PAT, MTRRs, bases, ...),
             // and their neighbours that go to userland.
             99 => {
-                let msrs = [0xc000_0080, 0xc000_0100, 0x277, 0x2ff, 0x1a0, 0x179, 0x10, 0x200 + rng.below(0x80) as u32];
+                let msrs = [
+                    0xc000_0080,
+                    0xc000_0100,
+                    0x277,
+                    0x2ff,
+                    0x1a0,
+                    0x179,
+                    0x10,
+                    0xc000_0103,
+                    0xce,
+                    0x200 + rng.below(0x80) as u32,
+                ];
                 let msr = msrs[rng.below(msrs.len() as u64) as usize];
                 let value = if rng.chance(2) { rng.below(0x1000) } else { rng.next() };
                 if rng.chance(2) {
@@ -262,6 +284,8 @@ fn control(vm: &Vm, stop: &AtomicBool, seed: u64) -> u64 {
                 r.set_cap(crate::regs::CAP_HALT_EXIT, rng.below(2) as i32).unwrap();
                 r.set_cap(crate::regs::CAP_PAUSE_EXIT, rng.below(2) as i32).unwrap();
                 r.set_cap(crate::regs::CAP_MASK_HWINTR, i32::from(rng.chance(8))).unwrap();
+                r.set_cap(crate::regs::CAP_RDTSCP, rng.below(2) as i32).unwrap();
+                r.set_cap(crate::regs::CAP_RDPID, rng.below(2) as i32).unwrap();
             }
             3 => {
                 // A SIPI to every other vCPU: the one event that restarts
@@ -370,6 +394,9 @@ fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
             })
             .sum();
         assert!(msrs > 100, "the guests used MSRs ({msrs})");
+        let cpuids: u64 =
+            (0..VCPUS).map(|id| vm.vcpu_stats(id, 0, 64).unwrap()[crate::stats::Stat::Cpuid as usize]).sum();
+        assert!(cpuids > 10, "the guests ran CPUID ({cpuids})");
 
         for id in 0..VCPUS {
             let (irr, isr) = (vm.irr_snapshot(id).unwrap(), vm.isr_snapshot(id).unwrap());
