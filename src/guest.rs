@@ -43,9 +43,9 @@ pub enum GuestAction {
     Cpuid { leaf: u32, subleaf: u32 },
     /// RDTSC: the guest's TSC in EDX:EAX (its read result). No exit.
     Rdtsc,
-    /// RDTSCP: as RDTSC, and TSC_AUX in ECX; #UD without VM_CAP_RDTSCP.
+    /// RDTSCP: as RDTSC, and TSC_AUX in ECX.
     Rdtscp,
-    /// RDPID: TSC_AUX in RAX (its read result); #UD without VM_CAP_RDPID.
+    /// RDPID: TSC_AUX in RAX (its read result).
     Rdpid,
     /// Scripted guests only: halt with interrupts enabled until an
     /// interrupt arrives, then EOI it (a write to the local APIC's EOI).

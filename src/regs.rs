@@ -64,10 +64,11 @@ pub const CAP_MTRAP_EXIT: i32 = 1;
 pub const CAP_PAUSE_EXIT: i32 = 2;
 /// VM_CAP_BPT_EXIT: INT3 exits (VM_EXITCODE_BPT) instead of #BP.
 pub const CAP_BPT_EXIT: i32 = 5;
-/// VM_CAP_ENABLE_INVPCID, VM_CAP_RDPID, VM_CAP_RDTSCP: the instructions
-/// exist for the guest (CPUID reports them; RDPID and RDTSCP are #UD
-/// without them).
+/// VM_CAP_ENABLE_INVPCID: CPUID reports INVPCID (off by default).
 pub const CAP_ENABLE_INVPCID: i32 = 4;
+/// VM_CAP_RDPID, VM_CAP_RDTSCP: the guest has the instructions. Always
+/// on, as on FreeBSD's VMX backend on a host that has them (it enables
+/// them for every vCPU and refuses to change them).
 pub const CAP_RDPID: i32 = 6;
 pub const CAP_RDTSCP: i32 = 7;
 /// VM_CAP_UNRESTRICTED_GUEST: real mode and unpaged protected mode.
@@ -189,6 +190,8 @@ impl Default for VcpuRegs {
         // Bit 1 of RFLAGS is reserved and reads as one.
         r.regs[reg::RFLAGS] = 0x2;
         r.caps[CAP_HALT_EXIT as usize] = 1;
+        r.caps[CAP_RDTSCP as usize] = 1;
+        r.caps[CAP_RDPID as usize] = 1;
         r
     }
 }
@@ -272,9 +275,15 @@ impl VcpuRegs {
     }
 
     /// A capability is on or off: any non-zero value reads back as 1, as
-    /// FreeBSD's `vmx_getcap`/`svm_getcap`.
+    /// FreeBSD's `vmx_getcap`/`svm_getcap`. RDTSCP and RDPID are always
+    /// on and cannot be changed (ENOENT, what FreeBSD's `vmx_setcap`
+    /// returns for them on a host that has them).
     pub fn set_cap(&mut self, cap: i32, val: i32) -> Result<()> {
-        self.caps[cap_index(cap)?] = i32::from(val != 0);
+        let i = cap_index(cap)?;
+        if cap == CAP_RDTSCP || cap == CAP_RDPID {
+            return Err(Error::NoEnt);
+        }
+        self.caps[i] = i32::from(val != 0);
         Ok(())
     }
 
@@ -415,6 +424,11 @@ mod tests {
         r.set_cap(0, 5).unwrap();
         assert_eq!(r.get_cap(0), Ok(1), "on is 1");
         assert_eq!(r.get_cap(CAP_MAX as i32), Err(Error::Inval));
+        for cap in [CAP_RDTSCP, CAP_RDPID] {
+            assert_eq!(r.get_cap(cap), Ok(1), "always on");
+            assert_eq!(r.set_cap(cap, 0), Err(Error::NoEnt), "and fixed");
+            assert_eq!(r.get_cap(cap), Ok(1));
+        }
         // NMI type needs vector 2; exceptions need vector < 32.
         let nmi = intinfo::VALID | intinfo::NMI | 3;
         assert_eq!(r.set_exitintinfo(nmi), Err(Error::Inval));

@@ -7,13 +7,18 @@
 //! APIC id and the VM's topology (VM_SET_TOPOLOGY) in the identification
 //! and topology leaves. Leaves past the host's highest are clamped to it.
 //!
-//! Two differences, both because this VMM does not emulate XSETBV (its
-//! guests have no XCR0): XSAVE and OSXSAVE are hidden and leaf 0xD is all
-//! zero, as FreeBSD answers on a host without XSAVE; and the TSC is
-//! reported invariant, which this VMM's clock is (see `tsc`).
+//! Differences, all because of what this VMM emulates: it has no XSETBV
+//! (its guests have no XCR0), so XSAVE, OSXSAVE and the features whose
+//! state XSAVE manages (AVX and its successors, FMA, F16C, VAES,
+//! VPCLMULQDQ) are hidden and leaf 0xD is all zero, as on a host without
+//! them; its TSC is the clock of `tsc`, so the TSC is reported invariant
+//! and leaf 0x16 gives that clock's 2000 MHz (FreeBSD passes the host's
+//! leaf, which matches its guests' TSC, the host's).
 //!
 //! The host's leaves come from a [`CpuidSource`]: the processor on x86-64
-//! hosts, zeroes elsewhere (then a guest sees only what the VMM adds).
+//! hosts. A source without leaves (any other host) is taken as a
+//! processor with leaves 0, 1 and 0x80000001 and no features, so a guest
+//! still sees what the VMM adds.
 
 #[cfg(test)]
 mod tests;
@@ -95,6 +100,8 @@ const L1B_APIC_ID: u32 = 0xff << L1B_APIC_ID_SHIFT;
 const L1B_LOGICAL: u32 = 0xff << 16;
 /// Leaf 6 EAX: the APIC timer runs in every C-state (ARAT).
 const L6A_ARAT: u32 = 1 << 2;
+/// Leaf 1 ECX: FMA, AVX, F16C (state XSAVE manages).
+const L1C_AVX: u32 = (1 << 12) | (1 << 28) | (1 << 29);
 /// Leaf 7.0 EBX: the features FreeBSD passes through (FSGSBASE, BMI1,
 /// HLE, AVX2, SMEP, BMI2, ERMS, RTM, AVX512F/DQ, RDSEED, SMAP,
 /// AVX512PF/ER/CD, SHA, AVX512BW/VL).
@@ -116,9 +123,13 @@ const L7B_SAFE: u32 = (1 << 0)
     | (1 << 29)
     | (1 << 30)
     | (1 << 31);
+/// Leaf 7.0 EBX: AVX2 and AVX-512 of those (state XSAVE manages).
+const L7B_AVX: u32 = (1 << 5) | (1 << 16) | (1 << 17) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 30) | (1 << 31);
 const L7B_INVPCID: u32 = 1 << 10;
-/// Leaf 7.0 ECX: VAES, VPCLMULQDQ pass through; RDPID by capability.
+/// Leaf 7.0 ECX: VAES, VPCLMULQDQ pass through on FreeBSD (both AVX, so
+/// hidden here); RDPID by capability.
 const L7C_SAFE: u32 = (1 << 9) | (1 << 10);
+const L7C_AVX: u32 = (1 << 9) | (1 << 10);
 const L7C_RDPID: u32 = 1 << 22;
 /// Leaf 7.0 EDX: MD_CLEAR passes through.
 const L7D_SAFE: u32 = 1 << 10;
@@ -138,6 +149,11 @@ const E8B_SAFE_AMD: u32 = 0b111;
 const E8C_CORE_ID_SIZE_SHIFT: u32 = 12;
 /// The cache-line size leaf 0x8000001D reports (FreeBSD CACHE_LINE_SIZE).
 const CACHE_LINE: u32 = 64;
+/// The guest TSC's rate in MHz (leaf 0x16).
+const TSC_MHZ: u32 = (crate::tsc::TSC_HZ / 1_000_000) as u32;
+/// The highest leaves of a source without leaves (see the module doc).
+const BARE_HIGH: u32 = 1;
+const BARE_EXTHIGH: u32 = 0x8000_0001;
 
 /// The host processor as the emulation needs it (FreeBSD `cpu_high`,
 /// `cpu_exthigh`, `cpu_vendor_id`, `cpu_id`).
@@ -161,6 +177,9 @@ impl HostModel {
         vendor[8..].copy_from_slice(&c.to_le_bytes());
         let ext = src.cpuid(EXT_BASE, 0)[0];
         let id = src.cpuid(1, 0)[0];
+        if high == 0 && ext == 0 {
+            return HostModel { high: BARE_HIGH, exthigh: BARE_EXTHIGH, intel: false, svm: false, family: 0 };
+        }
         HostModel {
             high,
             exthigh: if ext >= EXT_BASE { ext } else { 0 },
@@ -183,13 +202,12 @@ pub fn host() -> &'static Cpuid<HostCpu> {
     HOST.get_or_init(|| Cpuid::new(HostCpu))
 }
 
-/// FreeBSD's `log2`: of the next power of two at or above `x`; -1 for 0.
+/// FreeBSD's `log2`, bit for bit: of the next power of two at or above
+/// `x`, computed as fls(x << 1) - 1 for a non-power of two, so -1 for 0
+/// and, where the shift drops the top bit (x > 2^31), whatever remains.
 fn log2_ceil(x: u32) -> i32 {
-    if x == 0 {
-        -1
-    } else {
-        x.next_power_of_two().trailing_zeros() as i32
-    }
+    let y = if x & x.wrapping_sub(1) == 0 { x } else { x << 1 };
+    31 - y.leading_zeros() as i32
 }
 
 impl<S: CpuidSource> Cpuid<S> {
@@ -215,7 +233,7 @@ impl<S: CpuidSource> Cpuid<S> {
         let cores = u32::from(guest.cores);
         let id = guest.vcpu_id;
         match func {
-            0x0 | 0x2 | 0x3 | 0x8000_0000 | 0x8000_0002..=0x8000_0004 | 0x8000_0006 => host(),
+            0x0 | 0x2 | 0x3 | 0x8000_0000 | 0x8000_0002..=0x8000_0004 | 0x8000_0006 => self.host_leaf(func, subleaf),
             0x1 => self.leaf1(guest, host()),
             0x4 => {
                 let mut r = host();
@@ -233,8 +251,8 @@ impl<S: CpuidSource> Cpuid<S> {
             0x7 if subleaf != 0 => [0; 4],
             0x7 => {
                 let [_, b, c, d] = host();
-                let mut b = b & L7B_SAFE;
-                let mut c = c & L7C_SAFE;
+                let mut b = b & L7B_SAFE & !L7B_AVX;
+                let mut c = c & L7C_SAFE & !L7C_AVX;
                 if guest.rdpid {
                     c |= L7C_RDPID;
                 }
@@ -257,6 +275,8 @@ impl<S: CpuidSource> Cpuid<S> {
                 [width & 0x1f, sharing & 0xffff, (level << 8) | (subleaf & 0xff), x2apic_id]
             }
             0xb => [0; 4],
+            // The TSC's frequency as base and maximum, the 100 MHz bus.
+            0x16 => [TSC_MHZ, TSC_MHZ, 100, 0],
             VM_HIGH => {
                 let w = |i: usize| u32::from_le_bytes([BHYVE_ID[i], BHYVE_ID[i + 1], BHYVE_ID[i + 2], BHYVE_ID[i + 3]]);
                 [VM_HIGH, w(0), w(4), w(8)]
@@ -299,13 +319,25 @@ impl<S: CpuidSource> Cpuid<S> {
         }
     }
 
+    /// Leaves 0 and 0x80000000 (the highest leaf in EAX) as the model has
+    /// them, the rest of a passed-through leaf from the source.
+    fn host_leaf(&self, func: u32, subleaf: u32) -> [u32; 4] {
+        let mut r = self.src.cpuid(func, subleaf);
+        match func {
+            0 => r[0] = self.host.high,
+            EXT_BASE => r[0] = self.host.exthigh,
+            _ => {}
+        }
+        r
+    }
+
     /// Leaf 1: the host's, with the vCPU's APIC id and the VM's logical
     /// processor count in EBX and the feature bits edited.
     fn leaf1(&self, guest: &GuestCpu, [a, b, c, d]: [u32; 4]) -> [u32; 4] {
         let logical = u32::from(guest.threads) * u32::from(guest.cores);
         let b = (b & !(L1B_APIC_ID | L1B_LOGICAL)) | (guest.vcpu_id << L1B_APIC_ID_SHIFT) | ((logical & 0xff) << 16);
         let mut c = c & !(l1c::VMX | l1c::EST | l1c::TM2 | l1c::SMX | l1c::MON | l1c::PDCM | l1c::TSCDLT);
-        c &= !(l1c::XSAVE | l1c::OSXSAVE);
+        c &= !(l1c::XSAVE | l1c::OSXSAVE | L1C_AVX);
         c |= l1c::HV;
         if guest.x2apic {
             c |= l1c::X2APIC;

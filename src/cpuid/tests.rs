@@ -28,7 +28,8 @@ fn fake(vendor: &[u8; 12]) -> Cpuid<FakeHost> {
     m.insert((7, 0), [2, u32::MAX, u32::MAX, u32::MAX]);
     m.insert((0xd, 0), [7, 0x340, 0x340, 0]);
     m.insert((0x15, 0), [2, 100, 0, 0]);
-    m.insert((0x16, 0), [0x16, 1, 2, 3]);
+    m.insert((0x14, 0), [0x14, 1, 2, 3]);
+    m.insert((0x16, 0), [2100, 3900, 100, 0]);
     m.insert((0x8000_0000, 0), [0x8000_0008, 0, 0, 0]);
     m.insert((0x8000_0001, 0), [0, 0, u32::MAX, u32::MAX]);
     m.insert((0x8000_0007, 0), [1, 2, 3, 0x100]);
@@ -54,7 +55,23 @@ fn the_host_model_is_probed_from_leaves_0_1_and_0x80000000() {
         HostModel { high: 0x16, exthigh: 0x8000_0008, intel: false, svm: true, family: 0x17 }
     );
     let none = Cpuid::new(FakeHost(HashMap::new()));
-    assert_eq!(none.host, HostModel { high: 0, exthigh: 0, intel: false, svm: false, family: 0 });
+    assert_eq!(none.host, HostModel { high: 1, exthigh: 0x8000_0001, intel: false, svm: false, family: 0 });
+}
+
+/// A host without leaves (not x86) still gives the guest what the VMM
+/// adds, and a leaf 0 and 0x80000000 that say which leaves there are.
+#[test]
+fn a_source_without_leaves_is_a_bare_processor() {
+    let none = Cpuid::new(FakeHost(HashMap::new()));
+    let g = guest(3);
+    assert_eq!(none.emulate(&g, 0, 0), [1, 0, 0, 0]);
+    assert_eq!(none.emulate(&g, 0x8000_0000, 0), [0x8000_0001, 0, 0, 0]);
+    let [_, b, c, d] = none.emulate(&g, 5, 0);
+    assert_eq!((b >> 24, c, d), (3, l1c::HV, l1d::MCA | l1d::MCE | l1d::MTRR | l1d::HTT), "clamped to leaf 1");
+    assert_eq!(none.emulate(&g, 0x8000_0007, 0), [0; 4], "clamped to 0x80000001");
+    let g = GuestCpu { rdtscp: true, ..g };
+    assert_eq!(none.emulate(&g, 0x8000_0001, 0), [0, 0, 0, E1D_RDTSCP]);
+    assert_eq!(none.emulate(&g, VM_HIGH, 0)[0], VM_HIGH);
 }
 
 #[test]
@@ -62,12 +79,15 @@ fn log2_ceil_is_freebsds_log2() {
     // FreeBSD: fls(x << (1 - powerof2(x))) - 1, powerof2(0) true.
     let freebsd = |x: u32| {
         let pow2 = (x.wrapping_sub(1) & x) == 0;
-        let y = if pow2 { x } else { x << 1 };
-        32 - y.leading_zeros() as i32 - 1
+        // C's unsigned shift drops the top bit.
+        let y = if pow2 { x } else { x.wrapping_shl(1) };
+        let fls = 32 - y.leading_zeros() as i32;
+        fls - 1
     };
-    for x in 0..=4096 {
-        assert_eq!(log2_ceil(x), freebsd(x), "{x}");
+    for x in (0..=4096).chain(0x7fff_fff0..=0x8000_0010).chain(u32::MAX - 16..=u32::MAX).chain([0xfffe_0001]) {
+        assert_eq!(log2_ceil(x), freebsd(x), "{x:#x}");
     }
+    assert_eq!(log2_ceil(0xfffe_0001), 31, "65535 x 65535, a topology VM_SET_TOPOLOGY takes");
 }
 
 #[test]
@@ -77,13 +97,16 @@ fn leaves_past_the_highest_read_as_the_highest_and_the_vmm_leaf_is_bhyves() {
     let bhyve = [VM_HIGH, u32::from_le_bytes(*b"bhyv"), u32::from_le_bytes(*b"e bh"), u32::from_le_bytes(*b"yve ")];
     assert_eq!(c.emulate(&g, VM_HIGH, 0), bhyve);
     assert_eq!(c.emulate(&g, 0x4000_0010, 0), bhyve, "clamped to 0x40000000");
-    assert_eq!(c.emulate(&g, 0x16, 0), [0x16, 1, 2, 3], "passed through");
-    assert_eq!(c.emulate(&g, 0x17, 0), [0x16, 1, 2, 3], "clamped to the host's highest");
+    assert_eq!(c.emulate(&g, 0x14, 0), [0x14, 1, 2, 3], "passed through");
+    let tsc = [2000, 2000, 100, 0];
+    assert_eq!(c.emulate(&g, 0x16, 0), tsc, "the TSC's frequency");
+    assert_eq!(c.emulate(&g, 0x17, 0), tsc, "clamped to the host's highest");
     assert_eq!(c.emulate(&g, 0x8000_00ff, 0)[0], 0x3030, "clamped to the highest extended leaf");
     assert_eq!(c.emulate(&g, 0, 0), vendor_regs(INTEL, 0x16));
     // Without extended leaves, 0x8000xxxx falls into the VMM range.
-    let none = Cpuid::new(FakeHost(HashMap::new()));
-    assert_eq!(none.emulate(&g, 0x8000_0001, 0), bhyve);
+    let mut m = HashMap::new();
+    m.insert((0, 0), vendor_regs(INTEL, 1));
+    assert_eq!(Cpuid::new(FakeHost(m)).emulate(&g, 0x8000_0001, 0), bhyve);
 }
 
 #[test]
@@ -105,12 +128,13 @@ fn leaf_1_carries_the_apic_id_topology_and_the_vmms_feature_edits() {
         (l1c::TSCDLT, "TSC deadline"),
         (l1c::XSAVE, "XSAVE"),
         (l1c::OSXSAVE, "OSXSAVE"),
+        (L1C_AVX, "AVX, FMA, F16C"),
         (l1c::X2APIC, "x2APIC while X2APIC_DISABLED"),
     ] {
         assert_eq!(ecx & bit, 0, "{what} hidden");
     }
     assert_ne!(ecx & l1c::HV, 0, "hypervisor bit");
-    assert_eq!(ecx | 0x8000_0000 | 0x0c00_0000 | 0x0120_81e8, u32::MAX, "nothing else hidden");
+    assert_eq!(ecx | 0x0c00_0000 | 0x0120_81e8 | L1C_AVX, u32::MAX, "nothing else hidden");
     assert_eq!(edx & (l1d::ACPI | l1d::TM | l1d::DS), 0);
     g.x2apic = true;
     assert_ne!(c.emulate(&g, 1, 0)[2] & l1c::X2APIC, 0, "x2APIC with X2APIC_ENABLED");
@@ -155,11 +179,15 @@ fn cache_leaf_4_describes_the_vms_sharing() {
 fn leaf_7_passes_only_the_safe_features_and_the_enabled_capabilities() {
     let c = fake(INTEL);
     let mut g = guest(0);
-    assert_eq!(c.emulate(&g, 7, 0), [0, L7B_SAFE, L7C_SAFE, L7D_SAFE]);
+    // FSGSBASE, BMI1, HLE, SMEP, BMI2, ERMS, RTM, RDSEED, SMAP, SHA: the
+    // AVX ones of FreeBSD's list are hidden with XSAVE.
+    let safe_b = 0b0010_0000_0001_0100_0000_1011_1001_1001;
+    assert_eq!(L7B_SAFE & !L7B_AVX, safe_b);
+    assert_eq!(c.emulate(&g, 7, 0), [0, safe_b, 0, L7D_SAFE]);
     assert_eq!(c.emulate(&g, 7, 1), [0; 4], "only subleaf 0");
     g.rdpid = true;
     g.invpcid = true;
-    assert_eq!(c.emulate(&g, 7, 0), [0, L7B_SAFE | L7B_INVPCID, L7C_SAFE | L7C_RDPID, L7D_SAFE]);
+    assert_eq!(c.emulate(&g, 7, 0), [0, safe_b | L7B_INVPCID, L7C_RDPID, L7D_SAFE]);
 }
 
 #[test]

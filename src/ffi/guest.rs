@@ -81,8 +81,9 @@ pub enum vmm_rs_action_kind {
     /// `x86_emulate_cpuid` does (the host's leaves with bhyve's edits,
     /// this vCPU's APIC id, the VM's topology, x2APIC per
     /// vm_set_x2apic_state, RDTSCP, RDPID and INVPCID per the vCPU's
-    /// capabilities; XSAVE hidden). EAX, EBX, ECX, EDX land in RAX, RBX,
-    /// RCX, RDX and go to `cpuid_result`.
+    /// capabilities; XSAVE and AVX hidden, leaf 0x16 the TSC's 2000
+    /// MHz). EAX, EBX, ECX, EDX land in RAX, RBX, RCX, RDX and go to
+    /// `cpuid_result`.
     VMM_RS_ACT_CPUID = 15,
     /// RDTSC: the guest's TSC in EDX:EAX, also given to `read_result`.
     /// It runs in the guest (no exit): the TSC counts at
@@ -91,11 +92,10 @@ pub enum vmm_rs_action_kind {
     /// value written. VM_REINIT clears the offset.
     VMM_RS_ACT_RDTSC = 16,
     /// RDTSCP: as RDTSC, and IA32_TSC_AUX (MSR 0xC0000103, written with
-    /// WRMSR) in ECX. Without VM_CAP_RDTSCP the guest takes #UD (vector
-    /// 6) at the instruction instead: its RIP stays there.
+    /// WRMSR) in ECX. (VM_CAP_RDTSCP and VM_CAP_RDPID are always on, as
+    /// on FreeBSD's VMX backend on a host that has the instructions.)
     VMM_RS_ACT_RDTSCP = 17,
-    /// RDPID: IA32_TSC_AUX in RAX, also given to `read_result`; #UD
-    /// without VM_CAP_RDPID.
+    /// RDPID: IA32_TSC_AUX in RAX, also given to `read_result`.
     VMM_RS_ACT_RDPID = 18,
 }
 
@@ -124,7 +124,10 @@ pub struct vmm_rs_action {
 
 /// Callbacks of a guest driven by C code. They run on the vCPU's thread
 /// while it is RUNNING and should return quickly: the library checks for
-/// kicks (reqidle, suspend, runblock) between actions.
+/// kicks (reqidle, suspend, runblock) between actions. Fill it with a
+/// designated initialiser, leaving the callbacks you do not use NULL:
+/// new optional callbacks are added at the end (`cpuid_result` was), so
+/// code built against an older header must be rebuilt.
 #[repr(C)]
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy)]

@@ -11,14 +11,13 @@ use crate::backend::{Backend, GuestExit, GuestStats};
 use crate::error::{Error, Result};
 use crate::exit::MmioAccess;
 use crate::guest::{GuestAction, GuestProgram};
-use crate::regs::{reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, CAP_PAUSE_EXIT, CAP_RDPID, CAP_RDTSCP, RFLAGS_IF};
+use crate::regs::{reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
 
-/// The IDT vectors of an NMI, a breakpoint and an invalid opcode.
+/// The IDT vectors of an NMI and a breakpoint.
 const IDT_NMI: u8 = 2;
 const IDT_BP: u8 = 3;
-const IDT_UD: u8 = 6;
 
 /// Actions run per guest entry before the backend yields to the run loop
 /// (which re-checks timers and pending work); kicks end an entry sooner.
@@ -169,10 +168,10 @@ impl Backend for SimBackend {
         }
         // With the monitor trap flag every instruction that does not exit
         // by itself ends the entry (a debugger steps the guest).
-        let (mtrap, bpt, pause_exit, rdtscp, rdpid) = {
+        let (mtrap, bpt, pause_exit) = {
             let r = vcpu.regs.lock();
             let on = |cap| r.get_cap(cap) == Ok(1);
-            (on(CAP_MTRAP_EXIT), on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT), on(CAP_RDTSCP), on(CAP_RDPID))
+            (on(CAP_MTRAP_EXIT), on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT))
         };
         let mut rip = rip;
         if let Some((at, op)) = slot.string_op.take() {
@@ -230,19 +229,9 @@ impl Backend for SimBackend {
                     take_exception(program.as_mut(), &mut slot.stats, IDT_BP);
                     None
                 }
-                // An instruction the vCPU lacks: #UD through the guest's
-                // IDT at the instruction (a fault: RIP stays on it, the
-                // guest's handler decides what comes next).
-                GuestAction::Rdtscp if !rdtscp => {
-                    take_exception(program.as_mut(), &mut slot.stats, IDT_UD);
-                    return (GuestExit::Yield, rip, 0);
-                }
-                GuestAction::Rdpid if !rdpid => {
-                    take_exception(program.as_mut(), &mut slot.stats, IDT_UD);
-                    return (GuestExit::Yield, rip, 0);
-                }
                 // The TSC instructions run in the guest (VMX offsets the
-                // TSC instead of exiting).
+                // TSC instead of exiting; RDTSCP and RDPID are always
+                // enabled, see CAP_RDTSCP).
                 GuestAction::Rdtsc | GuestAction::Rdtscp => {
                     let (tsc, aux) = {
                         let r = vcpu.regs.lock();

@@ -323,7 +323,7 @@ fn int3_exits_for_a_debugger_or_raises_bp_in_the_guest() {
 fn cpuid_is_answered_in_the_run_loop_from_the_vcpu_and_its_vm() {
     use crate::cpuid::{self, GuestCpu};
     use crate::regs::reg::{RAX, RBX, RCX, RDX};
-    use crate::regs::{CAP_ENABLE_INVPCID, CAP_RDPID, CAP_RDTSCP};
+    use crate::regs::CAP_ENABLE_INVPCID;
     let vm = Vm::with_sim_backend("cpuid", 4).unwrap();
     vm.set_topology(1, 2, 2).unwrap();
     vm.set_x2apic_state(3, 1).unwrap();
@@ -342,7 +342,7 @@ fn cpuid_is_answered_in_the_run_loop_from_the_vcpu_and_its_vm() {
     ];
     vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
     let mut guest =
-        GuestCpu { vcpu_id: 3, cores: 2, threads: 2, x2apic: true, rdtscp: false, rdpid: false, invpcid: false };
+        GuestCpu { vcpu_id: 3, cores: 2, threads: 2, x2apic: true, rdtscp: true, rdpid: true, invpcid: false };
     let regs = || {
         let r = l.vcpu().regs.lock();
         [RAX, RBX, RCX, RDX].map(|n| r.get(n as i32).unwrap())
@@ -353,27 +353,21 @@ fn cpuid_is_answered_in_the_run_loop_from_the_vcpu_and_its_vm() {
         let want = cpuid::host().emulate(&guest, leaf, subleaf).map(u64::from);
         assert_eq!(regs(), want, "leaf {leaf:#x}.{subleaf}: upper halves cleared");
     }
-    {
-        let mut r = l.vcpu().regs.lock();
-        for cap in [CAP_RDTSCP, CAP_RDPID, CAP_ENABLE_INVPCID] {
-            r.set_cap(cap, 1).unwrap();
-        }
-    }
-    (guest.rdtscp, guest.rdpid, guest.invpcid) = (true, true, true);
+    l.vcpu().regs.lock().set_cap(CAP_ENABLE_INVPCID, 1).unwrap();
+    guest.invpcid = true;
     assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
     assert_eq!(regs(), cpuid::host().emulate(&guest, 7, 0).map(u64::from), "capabilities reach leaf 7");
     assert_eq!(regs()[2] & (1 << 22), 1 << 22, "RDPID");
+    assert_eq!(regs()[1] & (1 << 10), 1 << 10, "INVPCID");
     assert_eq!(l.vcpu().stats.get(Stat::Cpuid), 4);
     assert_eq!(l.vcpu().stats.get(Stat::Userspace), 4, "one return to the caller per OUT");
 }
 
 /// RDTSC runs in the guest: the TSC moves on, a WRMSR of the TSC sets it,
-/// VM_REINIT clears the offset. RDTSCP and RDPID are #UD without their
-/// capabilities and read TSC_AUX with them.
+/// VM_REINIT clears the offset. RDTSCP and RDPID read TSC_AUX.
 #[test]
-fn the_guest_tsc_counts_takes_writes_and_rdtscp_needs_its_capability() {
+fn the_guest_tsc_counts_takes_writes_and_rdtscp_reads_tsc_aux() {
     use crate::regs::reg::{RAX, RCX, RDX};
-    use crate::regs::{CAP_RDPID, CAP_RDTSCP};
     use crate::tsc::host_tsc;
     let vm = Vm::with_sim_backend("tsc", 1).unwrap();
     vm.activate_cpu(0).unwrap();
@@ -401,26 +395,13 @@ fn the_guest_tsc_counts_takes_writes_and_rdtscp_needs_its_capability() {
     let t2 = edx_eax(run_script(vec![Rdtsc, out]));
     assert!(t2 >= t, "and on from there");
 
+    vm.vcpu(0).unwrap().regs.lock().set(RCX as i32, u64::MAX).unwrap();
     let r = run_script(vec![Wrmsr { msr: 0xc000_0103, value: 0xabcd }, Rdtscp, out]);
-    let gs = vm.guest_stats(0).unwrap();
-    assert_eq!(gs.last_vector, Some(6), "#UD without VM_CAP_RDTSCP");
-    assert_ne!(r[1], 0xabcd, "no ECX");
-    vm.vcpu(0).unwrap().regs.lock().set(RAX as i32, u64::MAX).unwrap();
-    let r = run_script(vec![Rdpid, out]);
-    let gs = vm.guest_stats(0).unwrap();
-    assert_eq!((gs.interrupts, gs.last_vector), (1, Some(6)), "#UD without VM_CAP_RDPID");
-    assert_eq!(r[0], u64::MAX, "RAX untouched");
-    {
-        let mut regs = vm.vcpu(0).unwrap().regs.lock();
-        regs.set_cap(CAP_RDTSCP, 1).unwrap();
-        regs.set_cap(CAP_RDPID, 1).unwrap();
-        regs.set(RCX as i32, u64::MAX).unwrap();
-    }
-    let r = run_script(vec![Rdtscp, out]);
     assert_eq!(r[1], 0xabcd, "TSC_AUX in ECX, the upper half cleared");
     assert!(edx_eax(r) >= t2);
     let r = run_script(vec![Rdpid, out]);
     assert_eq!((r[0], vm.guest_stats(0).unwrap().last_read), (0xabcd, 0xabcd));
+    assert_eq!(vm.guest_stats(0).unwrap().interrupts, 0, "no #UD: the capabilities are always on");
 
     vm.cpus().suspended = vm.active_cpus();
     vm.reinit(&vm.lock_all().unwrap()).unwrap();

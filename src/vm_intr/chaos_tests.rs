@@ -153,8 +153,7 @@ impl GuestProgram for ChaosGuest {
             }
             96 => GuestAction::PortIn { port: [0x20, 0x21, 0xa0, 0xa1, 0x4d0][rng.below(5) as usize], size: 1 },
             76 | 77 => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
-            // CPUID of any leaf (mostly real ones); the TSC instructions
-            // (#UD without their capabilities).
+            // CPUID of any leaf (mostly real ones); the TSC instructions.
             78 => match rng.below(4) {
                 0 => {
                     let leaf = if rng.chance(2) { rng.below(0x20) as u32 } else { rng.next() as u32 };
@@ -284,8 +283,6 @@ fn control(vm: &Vm, stop: &AtomicBool, seed: u64) -> u64 {
                 r.set_cap(crate::regs::CAP_HALT_EXIT, rng.below(2) as i32).unwrap();
                 r.set_cap(crate::regs::CAP_PAUSE_EXIT, rng.below(2) as i32).unwrap();
                 r.set_cap(crate::regs::CAP_MASK_HWINTR, i32::from(rng.chance(8))).unwrap();
-                r.set_cap(crate::regs::CAP_RDTSCP, rng.below(2) as i32).unwrap();
-                r.set_cap(crate::regs::CAP_RDPID, rng.below(2) as i32).unwrap();
             }
             3 => {
                 // A SIPI to every other vCPU: the one event that restarts
