@@ -4,7 +4,19 @@
 use crate::error::{Error, Result};
 use crate::exit::MmioAccess;
 use crate::guest::GuestProgram;
+use crate::mem::RamAccess;
 use crate::vcpu::Vcpu;
+
+/// The guest's RAM as the processor reaches it (FreeBSD: through the
+/// nested page tables, with no exit). A backend whose guest code runs on
+/// the processor never calls it; the simulated one does for each guest
+/// load and store.
+pub trait GuestRam {
+    /// A load of `size` bytes (1, 2, 4, 8) at `gpa`.
+    fn load(&self, gpa: u64, size: u8) -> RamAccess<u64>;
+    /// A store of the low `size` bytes of `value` at `gpa`.
+    fn store(&self, gpa: u64, size: u8, value: u64) -> RamAccess<()>;
+}
 
 /// What the guest did that stopped it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,8 +25,13 @@ pub enum GuestExit {
     Bogus,
     /// Port I/O: `eax` is the value written for an `out`.
     Inout { port: u16, bytes: u8, is_in: bool, eax: u32 },
-    /// An MMIO access.
+    /// An MMIO access (a load or store no memory map covers).
     Mmio(MmioAccess),
+    /// A load or store at `gpa` that a memory map covers but refuses (a
+    /// store to the read-only boot ROM): FreeBSD's nested page fault that
+    /// `vm_handle_paging` cannot resolve, so VM_RUN fails (EFAULT). The
+    /// instruction did not complete.
+    RamFault { gpa: u64 },
     /// HLT, with the guest's interrupt flag at that point. The run loop
     /// handles it as an exit with VM_CAP_HALT_EXIT on, and otherwise as
     /// the guest entering its HLT activity state (no exit).
@@ -65,9 +82,10 @@ pub struct GuestStats {
 /// while it runs guest code (only the leaf locks of the guest's own
 /// memory or registers).
 pub trait Backend: Send + Sync + core::fmt::Debug {
-    /// Runs `vcpu`'s guest from `rip` until an exit; returns the exit, the
-    /// RIP of the exiting instruction and its length.
-    fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32);
+    /// Runs `vcpu`'s guest from `rip` until an exit, its loads and stores
+    /// reaching RAM through `ram`; returns the exit, the RIP of the exiting
+    /// instruction and its length.
+    fn run(&self, vcpu: &Vcpu, ram: &dyn GuestRam, rip: u64) -> (GuestExit, u64, u32);
 
     /// Whether the guest can take an external interrupt before the next
     /// `run` (interrupts enabled, no event already being injected). The
@@ -134,7 +152,7 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
 pub struct IdleBackend;
 
 impl Backend for IdleBackend {
-    fn run(&self, _vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
+    fn run(&self, _vcpu: &Vcpu, _ram: &dyn GuestRam, rip: u64) -> (GuestExit, u64, u32) {
         (GuestExit::Hlt { intr_enabled: true }, rip, 1)
     }
 }

@@ -9,9 +9,10 @@ pub const LAPIC_EOI_GPA: u64 = 0xFEE0_00B0;
 pub enum GuestAction {
     /// A step that touches nothing outside the guest.
     Compute,
-    /// MMIO read of `size` bytes (1, 2, 4, 8) at `gpa`.
+    /// A load of `size` bytes (1, 2, 4, 8) at `gpa`: from RAM in place
+    /// (no exit) where a memory map covers `gpa`, else MMIO.
     MmioRead { gpa: u64, size: u8 },
-    /// MMIO write.
+    /// A store, likewise.
     MmioWrite { gpa: u64, size: u8, value: u64 },
     /// `in` of `size` bytes (1, 2, 4) from `port`.
     PortIn { port: u16, size: u8 },

@@ -28,6 +28,9 @@ use crate::error::{Error, Result};
 
 use self::host::HostMapping;
 
+mod access;
+pub use access::RamAccess;
+
 /// Guest page size (FreeBSD/amd64 `PAGE_SIZE`). Segment lengths and map
 /// addresses, offsets and lengths must be multiples of it.
 pub const PAGE_SIZE: usize = 4096;
@@ -858,7 +861,7 @@ fn path_contains(p1: &[u8], p2: &[u8]) -> bool {
 mod host {
     use core::num::NonZeroUsize;
     use core::ptr::NonNull;
-    use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
+    use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
 
     use nix::sys::mman::{madvise, mlock, mmap_anonymous, mprotect, munlock, munmap, MapFlags, MmapAdvise, ProtFlags};
 
@@ -988,6 +991,16 @@ mod host {
             // every user of `bytes` (atomics) already allows for.
             let r = unsafe { madvise(self.ptr.cast(), self.len, MmapAdvise::MADV_DONTNEED) };
             debug_assert!(r.is_ok(), "madvise of guest memory failed: {r:?}");
+        }
+
+        /// The naturally aligned 2 bytes at `off` as one atomic (a guest's
+        /// aligned 16-bit access), or `None` if unaligned or outside.
+        pub(super) fn atomic_u16_at(&self, off: usize) -> Option<&AtomicU16> {
+            if !off.is_multiple_of(2) || off.checked_add(2)? > self.len {
+                return None;
+            }
+            // SAFETY: as in `atomic_u32_at`, with 2-byte alignment.
+            Some(unsafe { AtomicU16::from_ptr(self.ptr.as_ptr().add(off).cast()) })
         }
 
         /// The naturally aligned 4 bytes at `off` as one atomic (a guest

@@ -16,9 +16,18 @@ use crate::guest::{GuestAction, GuestProgram, ScriptedGuest};
 pub enum vmm_rs_action_kind {
     /// A step touching nothing outside the guest.
     VMM_RS_ACT_COMPUTE = 0,
-    /// MMIO read of `size` bytes at `gpa`; the value goes to `read_result`.
+    /// Load of `size` bytes at `gpa` (a `mov` into RAX); the value goes to
+    /// `read_result`. Where a memory map covers `gpa` (RAM, the boot ROM,
+    /// a devmem segment) the guest reads the memory in place, with no exit,
+    /// as through the nested page tables; a map's protection that refuses
+    /// it fails VM_RUN with EFAULT (FreeBSD's unresolvable nested page
+    /// fault), the instruction left at RIP. Elsewhere it is MMIO: the
+    /// local APIC, I/O APIC and HPET are emulated inside VM_RUN, other
+    /// addresses return VM_EXITCODE_INST_EMUL.
     VMM_RS_ACT_MMIO_READ = 1,
-    /// MMIO write of `value` (`size` bytes) at `gpa`.
+    /// Store of `value` (`size` bytes) at `gpa` (a `mov` from RAX):
+    /// RAM in place, likewise (a store to a read-only map, such as the boot
+    /// ROM, fails VM_RUN with EFAULT), else MMIO.
     VMM_RS_ACT_MMIO_WRITE = 2,
     /// `in` of `size` bytes from `port`: VM_RUN returns VM_EXITCODE_INOUT;
     /// the guest reads RAX as set with VM_SET_REGISTER before the next

@@ -3,6 +3,7 @@
 
 mod cpuid;
 mod hlt;
+mod ram;
 
 use std::time::Instant;
 
@@ -121,7 +122,7 @@ impl Vm {
                 }
             }
             let rip = vcpu.regs.lock().nextrip;
-            let (gexit, rip, len) = self.backend().run(vcpu, rip);
+            let (gexit, rip, len) = self.backend().run(vcpu, self, rip);
             vcpu.set_state(VcpuState::Frozen, false)?;
             // A HLT without VM_CAP_HALT_EXIT is no exit: the guest just
             // enters its HLT activity state.
@@ -142,6 +143,7 @@ impl Vm {
                 GuestExit::Rdmsr { .. } => Some(Stat::Rdmsr),
                 GuestExit::Wrmsr { .. } => Some(Stat::Wrmsr),
                 GuestExit::Mmio(_) => Some(Stat::InstEmul),
+                GuestExit::RamFault { .. } => None,
                 GuestExit::Yield | GuestExit::Bogus => None,
             };
             if let Some(stat) = kind {
@@ -219,6 +221,9 @@ impl Vm {
                     return exit(ExitKind::Mmio(a));
                 }
                 GuestExit::Cpuid => self.guest_cpuid(vcpu),
+                // FreeBSD's `vm_handle_paging` fails the ioctl; the
+                // instruction is still at RIP.
+                GuestExit::RamFault { .. } => return Err(Error::Fault),
                 GuestExit::Hlt { intr_enabled } if hlt_exits => self.handle_hlt(id, intr_enabled)?,
                 GuestExit::Hlt { .. } => vcpu.regs.lock().halted = true,
             }

@@ -3,14 +3,17 @@
 //! calls VM_RUN. A vCPU without a program runs an idle loop (`sti; hlt`).
 //!
 //! The guest's interrupt flag is RFLAGS.IF in the vCPU's registers, so
-//! VM_SET_REGISTER can set it too. Port `in` and MMIO reads that go to
-//! userland return, to the guest, the RAX that userland set with
-//! VM_SET_REGISTER before the next VM_RUN (bhyve's convention for `in`).
+//! VM_SET_REGISTER can set it too. Loads and stores reach RAM in place
+//! (`GuestRam`), as through the nested page tables. Port `in` and MMIO
+//! reads that go to userland return, to the guest, the RAX that userland
+//! set with VM_SET_REGISTER before the next VM_RUN (bhyve's convention for
+//! `in`).
 
-use crate::backend::{Backend, GuestExit, GuestStats};
+use crate::backend::{Backend, GuestExit, GuestRam, GuestStats};
 use crate::error::{Error, Result};
 use crate::exit::MmioAccess;
 use crate::guest::{GuestAction, GuestProgram};
+use crate::mem::RamAccess;
 use crate::regs::{reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
@@ -143,7 +146,7 @@ fn set_intr_flag(vcpu: &Vcpu, on: bool) {
 }
 
 impl Backend for SimBackend {
-    fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
+    fn run(&self, vcpu: &Vcpu, ram: &dyn GuestRam, rip: u64) -> (GuestExit, u64, u32) {
         let Ok(slot) = self.slot(vcpu.id()) else {
             return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
         };
@@ -264,13 +267,22 @@ impl Backend for SimBackend {
                     let eax = (u64::from(value) & mask(size)) as u32;
                     Some(GuestExit::Inout { port, bytes: size, is_in: false, eax })
                 }
-                GuestAction::MmioRead { gpa, size } => {
+                GuestAction::MmioRead { gpa, size } => match ram.load(gpa, size) {
+                    // RAM: read in place, no exit.
+                    RamAccess::Done(value) => {
+                        load_rax(vcpu, size, value);
+                        read_done(program.as_mut(), &mut slot.stats, value);
+                        None
+                    }
+                    RamAccess::Fault => return (GuestExit::RamFault { gpa }, rip, 0),
                     // If the library emulates `gpa`, emulated_read_result
                     // delivers the value and this is cleared; otherwise
                     // userland answers through RAX.
-                    slot.pending_read = Some(ReadInto::Rax(size));
-                    Some(GuestExit::Mmio(MmioAccess { gpa, size, write: false, value: 0 }))
-                }
+                    RamAccess::Mmio => {
+                        slot.pending_read = Some(ReadInto::Rax(size));
+                        Some(GuestExit::Mmio(MmioAccess { gpa, size, write: false, value: 0 }))
+                    }
+                },
                 GuestAction::StringIo { port, size, is_in, index, count } => {
                     let mut r = vcpu.regs.lock();
                     let _ = r.set(if is_in { reg::RDI } else { reg::RSI } as i32, index);
@@ -297,7 +309,11 @@ impl Backend for SimBackend {
                     // value is there for an instruction emulator to read.
                     let value = value & mask(size);
                     load_rax(vcpu, size, value);
-                    Some(GuestExit::Mmio(MmioAccess { gpa, size, write: true, value }))
+                    match ram.store(gpa, size, value) {
+                        RamAccess::Done(()) => None,
+                        RamAccess::Fault => return (GuestExit::RamFault { gpa }, rip, 0),
+                        RamAccess::Mmio => Some(GuestExit::Mmio(MmioAccess { gpa, size, write: true, value })),
+                    }
                 }
             };
             match exit {

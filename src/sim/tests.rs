@@ -411,3 +411,56 @@ fn the_guest_tsc_counts_takes_writes_and_rdtscp_reads_tsc_aux() {
     let l = vm.lock_one(0).unwrap();
     assert_eq!(l.vcpu().regs.lock().tsc_aux(), 0, "and TSC_AUX");
 }
+
+/// Loads and stores where memory is mapped reach it in place, without an
+/// exit, as through the nested page tables: what the guest stores, the
+/// host sees; what the host writes, the guest loads. A store to a
+/// read-only map (the boot ROM) fails VM_RUN with EFAULT, the instruction
+/// left at RIP; addresses no map covers stay MMIO.
+#[test]
+fn guest_loads_and_stores_reach_ram_in_place_and_a_rom_store_faults() {
+    use crate::error::Error;
+    use crate::mem::{PROT_EXEC, PROT_READ, PROT_WRITE};
+    use crate::regs::reg::RAX;
+    let vm = Vm::with_sim_backend("ram", 1).unwrap();
+    {
+        let all = vm.lock_all().unwrap();
+        let mut m = vm.mem_write(&all);
+        m.alloc_memseg(0, 0x10_0000, None).unwrap();
+        m.mmap_memseg(0, 0, 0, 0x10_0000, PROT_READ | PROT_WRITE | PROT_EXEC, 0).unwrap();
+        m.alloc_memseg(1, 0x1000, Some(b"bootrom")).unwrap();
+        m.mmap_memseg(0xffff_f000, 1, 0, 0x1000, PROT_READ | PROT_EXEC, 0).unwrap();
+    }
+    vm.mem().write_gpa(0x2000, &0xfeed_face_cafe_f00du64.to_le_bytes()).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let out = PortOut { port: 0x80, size: 1, value: 0 };
+    let script = vec![
+        MmioWrite { gpa: 0x1000, size: 4, value: 0x1234_5678 },
+        MmioWrite { gpa: 0x1006, size: 2, value: 0xabcd },
+        MmioRead { gpa: 0x2000, size: 8 },
+        out,
+        MmioRead { gpa: 0xffff_f000, size: 4 },
+        out,
+        MmioWrite { gpa: 0xffff_f000, size: 1, value: 0x90 },
+        MmioRead { gpa: 0xc000_0000, size: 4 },
+    ];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }), "no exit for RAM");
+    let mut b = [0u8; 8];
+    vm.mem().read_gpa(0x1000, &mut b).unwrap();
+    assert_eq!(u64::from_le_bytes(b), 0xabcd_0000_1234_5678);
+    assert_eq!(vm.guest_stats(0).unwrap().last_read, 0xfeed_face_cafe_f00d);
+    assert_eq!(l.vcpu().regs.lock().get(RAX as i32), Ok(0xfeed_face_cafe_f00d));
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }), "the ROM reads");
+    assert_eq!(l.vcpu().stats.get(Stat::InstEmul), 0);
+    let rip = l.vcpu().regs.lock().rip();
+    assert_eq!(vm.run(&l).unwrap_err(), Error::Fault, "a ROM store is EFAULT");
+    assert_eq!(l.vcpu().regs.lock().rip(), rip + 1, "at the store");
+    let mut rom = [0u8; 1];
+    vm.mem().read_gpa(0xffff_f000, &mut rom).unwrap();
+    assert_eq!(rom, [0], "the ROM unchanged");
+    let e = vm.run(&l).unwrap();
+    assert!(matches!(e.kind, ExitKind::Mmio(a) if a.gpa == 0xc000_0000 && !a.write), "no map: MMIO ({e:?})");
+    assert_eq!(l.vcpu().stats.get(Stat::InstEmul), 1);
+}

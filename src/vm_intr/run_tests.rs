@@ -43,7 +43,7 @@ impl Script {
 struct Guest(Arc<Script>);
 
 impl Backend for Guest {
-    fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
+    fn run(&self, vcpu: &Vcpu, _ram: &dyn crate::backend::GuestRam, rip: u64) -> (GuestExit, u64, u32) {
         self.0.at_entry.lock().unwrap().push((vcpu.vlapic.tmr(), vcpu.vlapic.irr()));
         if self.0.reqidle_during_run.swap(false, std::sync::atomic::Ordering::SeqCst) {
             vcpu.lock().reqidle = true;

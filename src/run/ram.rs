@@ -1,0 +1,18 @@
+//! The VM's RAM as its guests' loads and stores reach it (the nested page
+//! tables' view): guest memory taken shared for each access. A RUNNING
+//! vCPU never waits for it, since it is exclusive only with every vCPU
+//! frozen (see the lock order in `vm`).
+
+use crate::backend::GuestRam;
+use crate::mem::RamAccess;
+use crate::vm::Vm;
+
+impl GuestRam for Vm {
+    fn load(&self, gpa: u64, size: u8) -> RamAccess<u64> {
+        self.mem().guest_load(gpa, size)
+    }
+
+    fn store(&self, gpa: u64, size: u8, value: u64) -> RamAccess<()> {
+        self.mem().guest_store(gpa, size, value)
+    }
+}
