@@ -11,7 +11,9 @@
 //!    while it fires timers (taking the locks below), VM_REINIT holds it
 //!    exclusively while it resets the devices.
 //! 2. `Vm::mem` (guest memory; exclusive only with every vCPU frozen, so a
-//!    vCPU never waits for it while RUNNING).
+//!    vCPU never waits for it while RUNNING: the simulated backend takes
+//!    it shared, under its guest-program mutex, for the guest's own RAM
+//!    accesses).
 //!    `Vhpet::state` (the HPET) and `Vatpic::state` (the 8259 pair): each
 //!    held while its device raises and lowers interrupts (vioapic pins,
 //!    MSIs, LINT0), so they rank before everything below; each is taken

@@ -71,8 +71,9 @@ pub struct SimBackend {
     /// Guest-program mutexes, one per vCPU. Protects: that vCPU's program
     /// and counters. Rank: after the vCPU and vlapic mutexes, before the
     /// vCPU's registers; taken only by the thread that holds the vCPU
-    /// (RUNNING in the run loop, or FROZEN by an ioctl). C callbacks run
-    /// under it, so they must not make calls on their own vCPU (they may
+    /// (RUNNING in the run loop, or FROZEN by an ioctl). Guest RAM
+    /// accesses take `Vm::mem` shared under it, out of rank order but
+    /// never waiting (see `vm`). C callbacks run under it, so they must not make calls on their own vCPU (they may
     /// assert pins, send MSIs, or act on other vCPUs).
     guests: Vec<Mutex<GuestSlot>>,
 }
