@@ -21,7 +21,7 @@ use loom::model::Builder;
 use loom::sync::atomic::AtomicBool;
 use loom::thread;
 
-use vmm_rs::backend::{Backend, GuestExit};
+use vmm_rs::backend::{Backend, GuestExit, GuestRam};
 use vmm_rs::exit::ExitKind;
 use vmm_rs::sync::Arc;
 use vmm_rs::vcpu::{Vcpu, VcpuState};
@@ -44,7 +44,7 @@ const BROADCAST: u8 = 0xFF;
 struct PauseGuest;
 
 impl Backend for PauseGuest {
-    fn run(&self, _vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
+    fn run(&self, _vcpu: &Vcpu, _ram: &dyn GuestRam, rip: u64) -> (GuestExit, u64, u32) {
         (GuestExit::Pause, rip, 2)
     }
 }
@@ -60,7 +60,7 @@ struct SpinUntilKickedGuest {
 }
 
 impl Backend for SpinUntilKickedGuest {
-    fn run(&self, vcpu: &Vcpu, rip: u64) -> (GuestExit, u64, u32) {
+    fn run(&self, vcpu: &Vcpu, _ram: &dyn GuestRam, rip: u64) -> (GuestExit, u64, u32) {
         loop {
             if vcpu.kicked() {
                 self.kicked.store(true, SeqCst);
