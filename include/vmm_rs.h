@@ -789,8 +789,9 @@ enum vmm_rs_action_kind {
    a devmem segment) the guest reads the memory in place, with no exit,
    as through the nested page tables; a map's protection that refuses
    it fails VM_RUN with EFAULT (FreeBSD's unresolvable nested page
-   fault), the instruction left at RIP. Elsewhere it is MMIO: the
-   local APIC, I/O APIC and HPET are emulated inside VM_RUN, other
+   fault), the instruction left at RIP to fault again when retried.
+   Elsewhere it is MMIO: the local APIC, I/O APIC and HPET are
+   emulated inside VM_RUN (unless a memory map covers them), other
    addresses return VM_EXITCODE_INST_EMUL.
    */
   VMM_RS_ACT_MMIO_READ = 1,

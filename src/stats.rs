@@ -36,6 +36,8 @@ pub enum Stat {
     Wrmsr,
     /// MMIO: the accesses FreeBSD decodes and emulates.
     InstEmul,
+    /// Guest accesses a memory map refused (VM_RUN fails with EFAULT).
+    NestedFault,
     /// VM_RUN returned to its caller.
     Userspace,
     Rendezvous,
@@ -64,6 +66,7 @@ pub const DESCRIPTIONS: [&str; NSTATS] = [
     "number of times rdmsr was intercepted",
     "number of times wrmsr was intercepted",
     "vm exits for instruction emulation",
+    "vm exits due to nested page fault",
     "number of vm exits handled in userspace",
     "number of times rendezvous pending at exit",
     "number of times idle requested at exit",

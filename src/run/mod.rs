@@ -143,7 +143,7 @@ impl Vm {
                 GuestExit::Rdmsr { .. } => Some(Stat::Rdmsr),
                 GuestExit::Wrmsr { .. } => Some(Stat::Wrmsr),
                 GuestExit::Mmio(_) => Some(Stat::InstEmul),
-                GuestExit::RamFault { .. } => None,
+                GuestExit::RamFault { .. } => Some(Stat::NestedFault),
                 GuestExit::Yield | GuestExit::Bogus => None,
             };
             if let Some(stat) = kind {

@@ -48,6 +48,10 @@ struct GuestSlot {
     /// The string I/O instruction that last exited, and its RIP: entered
     /// again at that RIP (userland restarted it) it runs again.
     string_op: Option<(u64, StringOp)>,
+    /// A load or store that faulted (`GuestExit::RamFault`), and its RIP:
+    /// entered again at that RIP it runs again, as the instruction does
+    /// when VM_RUN is retried after EFAULT.
+    faulted: Option<(u64, GuestAction)>,
     stats: GuestStats,
 }
 
@@ -72,8 +76,8 @@ pub struct SimBackend {
     /// and counters. Rank: after the vCPU and vlapic mutexes, before the
     /// vCPU's registers; taken only by the thread that holds the vCPU
     /// (RUNNING in the run loop, or FROZEN by an ioctl). Guest RAM
-    /// accesses take `Vm::mem` shared under it, out of rank order but
-    /// never waiting (see `vm`). C callbacks run under it, so they must not make calls on their own vCPU (they may
+    /// accesses take `Vm::mem` shared under it, out of rank order (why
+    /// that is safe: the lock order in `vm`). C callbacks run under it, so they must not make calls on their own vCPU (they may
     /// assert pins, send MSIs, or act on other vCPUs).
     guests: Vec<Mutex<GuestSlot>>,
 }
@@ -203,7 +207,17 @@ impl Backend for SimBackend {
             }
             slot.stats.steps += 1;
             let shadowed = std::mem::take(&mut slot.sti_shadow);
-            let action = program.next(rip);
+            let action = match slot.faulted.take() {
+                Some((at, action)) if at == rip => action,
+                _ => program.next(rip),
+            };
+            // A fault completes nothing: the action stays for the next
+            // entry at this RIP, the STI shadow with it.
+            let fault = |slot: &mut GuestSlot, gpa| {
+                slot.faulted = Some((rip, action));
+                slot.sti_shadow = shadowed;
+                (GuestExit::RamFault { gpa }, rip, 0)
+            };
             let exit = match action {
                 GuestAction::Compute => None,
                 GuestAction::EnableInterrupts if intr_enabled(vcpu) => None,
@@ -275,7 +289,7 @@ impl Backend for SimBackend {
                         read_done(program.as_mut(), &mut slot.stats, value);
                         None
                     }
-                    RamAccess::Fault => return (GuestExit::RamFault { gpa }, rip, 0),
+                    RamAccess::Fault => return fault(slot, gpa),
                     // If the library emulates `gpa`, emulated_read_result
                     // delivers the value and this is cleared; otherwise
                     // userland answers through RAX.
@@ -312,7 +326,7 @@ impl Backend for SimBackend {
                     load_rax(vcpu, size, value);
                     match ram.store(gpa, size, value) {
                         RamAccess::Done(()) => None,
-                        RamAccess::Fault => return (GuestExit::RamFault { gpa }, rip, 0),
+                        RamAccess::Fault => return fault(slot, gpa),
                         RamAccess::Mmio => Some(GuestExit::Mmio(MmioAccess { gpa, size, write: true, value })),
                     }
                 }
@@ -363,6 +377,7 @@ impl Backend for SimBackend {
             let mut slot = slot.lock();
             slot.pending_read = None;
             slot.string_op = None;
+            slot.faulted = None;
         }
     }
 
@@ -371,6 +386,7 @@ impl Backend for SimBackend {
             let mut slot = slot.lock();
             slot.pending_read = None;
             slot.string_op = None;
+            slot.faulted = None;
             slot.sti_shadow = false;
         }
     }

@@ -457,10 +457,106 @@ fn guest_loads_and_stores_reach_ram_in_place_and_a_rom_store_faults() {
     let rip = l.vcpu().regs.lock().rip();
     assert_eq!(vm.run(&l).unwrap_err(), Error::Fault, "a ROM store is EFAULT");
     assert_eq!(l.vcpu().regs.lock().rip(), rip + 1, "at the store");
+    assert_eq!(vm.run(&l).unwrap_err(), Error::Fault, "retried, it faults again");
+    assert_eq!(l.vcpu().stats.get(Stat::NestedFault), 2);
+    // Userland skips it (as a debugger could).
+    l.vcpu().regs.lock().set(crate::regs::reg::RIP as i32, rip + 2).unwrap();
     let mut rom = [0u8; 1];
     vm.mem().read_gpa(0xffff_f000, &mut rom).unwrap();
     assert_eq!(rom, [0], "the ROM unchanged");
     let e = vm.run(&l).unwrap();
     assert!(matches!(e.kind, ExitKind::Mmio(a) if a.gpa == 0xc000_0000 && !a.write), "no map: MMIO ({e:?})");
     assert_eq!(l.vcpu().stats.get(Stat::InstEmul), 1);
+}
+
+/// Guests loading and storing RAM on two vCPU threads while a control
+/// thread unmaps and remaps it (lock-all, exclusive guest memory) and a
+/// device thread writes it, then destroys the VM under them: no
+/// deadlock, no panic; a guest's access is RAM when the map is there and
+/// MMIO (an exit) when it is not, and its own store reads back.
+#[test]
+fn ram_accesses_race_unmaps_remaps_and_destroy() {
+    use crate::error::Error;
+    use crate::mem::{PROT_READ, PROT_WRITE};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+    crate::test_util::with_watchdog(60, || {
+        const LEN: usize = 0x10_0000;
+        let vm = Arc::new(Vm::with_sim_backend("ramrace", 2).unwrap());
+        {
+            let all = vm.lock_all().unwrap();
+            let mut m = vm.mem_write(&all);
+            m.alloc_memseg(0, LEN, None).unwrap();
+            m.mmap_memseg(0, 0, 0, LEN, PROT_READ | PROT_WRITE, 0).unwrap();
+        }
+        for id in 0..2u64 {
+            let l = vm.lock_one(id as usize).unwrap();
+            vm.activate_cpu(id as usize).unwrap();
+            let gpa = 0x1000 + id * 8;
+            let value = 0x1111_1111_1111_1111 * (id + 1);
+            let script = vec![
+                MmioWrite { gpa, size: 8, value },
+                MmioRead { gpa, size: 8 },
+                PortOut { port: 0x80, size: 1, value: 0 },
+            ];
+            vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, Some(0))))).unwrap();
+        }
+        let (ram_rounds, mmio_exits) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let runners: Vec<_> = (0..2u64)
+            .map(|id| {
+                let (vm, ram_rounds, mmio_exits) = (vm.clone(), ram_rounds.clone(), mmio_exits.clone());
+                std::thread::spawn(move || loop {
+                    let Ok(lock) = vm.lock_one(id as usize) else { return };
+                    match vm.run(&lock) {
+                        Ok(e) if matches!(e.kind, ExitKind::Mmio(_)) => {
+                            mmio_exits.fetch_add(1, SeqCst);
+                        }
+                        Ok(e) if matches!(e.kind, ExitKind::Inout { .. }) => {
+                            // The store and load of this round both found
+                            // RAM only if the load read the store back.
+                            let last = vm.guest_stats(id as usize).unwrap().last_read;
+                            if last == 0x1111_1111_1111_1111 * (id + 1) {
+                                ram_rounds.fetch_add(1, SeqCst);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(Error::Destroyed) => return,
+                        Err(e) => panic!("vCPU {id}: {e:?}"),
+                    }
+                })
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let device = {
+            let (vm, stop) = (vm.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(SeqCst) {
+                    let _ = vm.mem().write_gpa(0x2000, &[0x5a; 64]);
+                }
+            })
+        };
+        // Unmap and remap until both kinds of access have been seen a few
+        // times (bounded by the watchdog).
+        let mut cycles = 0;
+        while cycles < 20 || ram_rounds.load(SeqCst) < 20 || mmio_exits.load(SeqCst) < 5 {
+            {
+                let all = vm.lock_all().unwrap();
+                vm.mem_write(&all).munmap_memseg(0, LEN).unwrap();
+            }
+            std::thread::yield_now();
+            {
+                let all = vm.lock_all().unwrap();
+                vm.mem_write(&all).mmap_memseg(0, 0, 0, LEN, PROT_READ | PROT_WRITE, 0).unwrap();
+            }
+            std::thread::yield_now();
+            cycles += 1;
+        }
+        vm.destroy();
+        stop.store(true, SeqCst);
+        for r in runners {
+            r.join().unwrap();
+        }
+        device.join().unwrap();
+        assert!(ram_rounds.load(SeqCst) >= 20 && mmio_exits.load(SeqCst) >= 5);
+    });
 }
