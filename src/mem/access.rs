@@ -7,14 +7,18 @@
 //!
 //! A naturally aligned access of 2, 4 or 8 bytes is one atomic of that
 //! width, as on x86, so a device model on another thread never sees half
-//! of a ring index the guest wrote. Other accesses go byte by byte.
+//! of a ring index the guest wrote. Other accesses go byte by byte, page
+//! by page: one that crosses into another map works, one that crosses
+//! into unmapped space is MMIO.
 //! (Rust leaves races between atomics of different widths on the same
 //! bytes undefined; x86 gives them the meaning guests and device models
 //! rely on, as for the page-table walk.)
 
 use core::sync::atomic::Ordering;
 
-use super::{GuestMemory, PROT_READ, PROT_WRITE};
+use core::sync::atomic::AtomicU8;
+
+use super::{GuestMemory, MemSeg, PAGE_MASK, PROT_READ, PROT_WRITE};
 
 /// What a guest load or store found at its address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,56 +31,112 @@ pub enum RamAccess<T> {
     Fault,
 }
 
+impl<T> RamAccess<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> RamAccess<U> {
+        match self {
+            RamAccess::Done(v) => RamAccess::Done(f(v)),
+            RamAccess::Mmio => RamAccess::Mmio,
+            RamAccess::Fault => RamAccess::Fault,
+        }
+    }
+}
+
 impl GuestMemory {
     /// A guest load of `size` bytes (1, 2, 4 or 8; others are `Fault`)
     /// at `gpa`, little-endian.
     pub fn guest_load(&self, gpa: u64, size: u8) -> RamAccess<u64> {
-        if !self.mem_allocated(gpa) {
-            return RamAccess::Mmio;
-        }
-        let len = usize::from(size);
-        let Ok((seg, off)) = self.resolve(gpa, len, PROT_READ) else {
-            return RamAccess::Fault;
-        };
-        let h = &seg.host;
-        let value = match size {
-            2 if off % 2 == 0 => h.atomic_u16_at(off).map(|a| u64::from(a.load(Ordering::SeqCst))),
-            4 if off % 4 == 0 => h.atomic_u32_at(off).map(|a| u64::from(a.load(Ordering::SeqCst))),
-            8 if off % 8 == 0 => h.atomic_u64_at(off).map(|a| a.load(Ordering::SeqCst)),
-            1 | 2 | 4 | 8 => h.bytes().get(off..off + len).map(|b| {
-                let mut v = [0u8; 8];
-                for (d, s) in v.iter_mut().zip(b) {
-                    *d = s.load(Ordering::SeqCst);
-                }
-                u64::from_le_bytes(v)
-            }),
-            _ => None,
-        };
-        value.map_or(RamAccess::Fault, RamAccess::Done)
+        self.guest_access(
+            gpa,
+            size,
+            PROT_READ,
+            |seg, off| {
+                let h = &seg.host;
+                Some(match size {
+                    2 => u64::from(h.atomic_u16_at(off)?.load(Ordering::SeqCst)),
+                    4 => u64::from(h.atomic_u32_at(off)?.load(Ordering::SeqCst)),
+                    _ => h.atomic_u64_at(off)?.load(Ordering::SeqCst),
+                })
+            },
+            |byte, _| byte.load(Ordering::SeqCst),
+        )
     }
 
     /// A guest store of the low `size` bytes of `value` at `gpa`.
     pub fn guest_store(&self, gpa: u64, size: u8, value: u64) -> RamAccess<()> {
-        if !self.mem_allocated(gpa) {
+        let v = value.to_le_bytes();
+        self.guest_access(
+            gpa,
+            size,
+            PROT_WRITE,
+            |seg, off| {
+                let h = &seg.host;
+                match size {
+                    2 => h.atomic_u16_at(off)?.store(value as u16, Ordering::SeqCst),
+                    4 => h.atomic_u32_at(off)?.store(value as u32, Ordering::SeqCst),
+                    _ => h.atomic_u64_at(off)?.store(value, Ordering::SeqCst),
+                }
+                Some(value)
+            },
+            |byte, i| {
+                byte.store(v[i], Ordering::SeqCst);
+                v[i]
+            },
+        )
+        .map(|_| ())
+    }
+
+    /// The common part of a load or store; the value (the bytes moved,
+    /// little-endian). `aligned` does a naturally aligned access of 2, 4
+    /// or 8 bytes at a segment offset; `byte` does byte `i` of any other.
+    /// An access that crosses a page is resolved page by page, as the
+    /// nested page tables translate it: RAM if both pages are, MMIO if
+    /// either is unmapped, `Fault` if either map refuses.
+    fn guest_access(
+        &self,
+        gpa: u64,
+        size: u8,
+        prot: u32,
+        aligned: impl FnOnce(&MemSeg, usize) -> Option<u64>,
+        mut byte: impl FnMut(&AtomicU8, usize) -> u8,
+    ) -> RamAccess<u64> {
+        if !matches!(size, 1 | 2 | 4 | 8) {
+            return RamAccess::Fault;
+        }
+        let Some(end) = gpa.checked_add(u64::from(size)) else {
+            return RamAccess::Mmio;
+        };
+        // At most two pieces: up to the page boundary, and after it.
+        let boundary = (gpa | PAGE_MASK).wrapping_add(1);
+        let split = if boundary == 0 { end } else { boundary.min(end) };
+        let pieces = [(gpa, split - gpa), (split, end - split)];
+        let pieces = &pieces[..if split == end { 1 } else { 2 }];
+        if pieces.iter().any(|&(g, _)| !self.mem_allocated(g)) {
             return RamAccess::Mmio;
         }
-        let len = usize::from(size);
-        let Ok((seg, off)) = self.resolve(gpa, len, PROT_WRITE) else {
-            return RamAccess::Fault;
-        };
-        let h = &seg.host;
-        let done = match size {
-            2 if off % 2 == 0 => h.atomic_u16_at(off).map(|a| a.store(value as u16, Ordering::SeqCst)),
-            4 if off % 4 == 0 => h.atomic_u32_at(off).map(|a| a.store(value as u32, Ordering::SeqCst)),
-            8 if off % 8 == 0 => h.atomic_u64_at(off).map(|a| a.store(value, Ordering::SeqCst)),
-            1 | 2 | 4 | 8 => h.bytes().get(off..off + len).map(|b| {
-                for (d, s) in b.iter().zip(value.to_le_bytes()) {
-                    d.store(s, Ordering::SeqCst);
-                }
-            }),
-            _ => None,
-        };
-        done.map_or(RamAccess::Fault, RamAccess::Done)
+        let mut resolved = [None, None];
+        for (slot, &(g, n)) in resolved.iter_mut().zip(pieces) {
+            match self.resolve(g, n as usize, prot) {
+                Ok(r) => *slot = Some(r),
+                Err(_) => return RamAccess::Fault,
+            }
+        }
+        if let [Some((seg, off)), None] = resolved {
+            if size > 1 && off % usize::from(size) == 0 {
+                return aligned(seg, off).map_or(RamAccess::Fault, RamAccess::Done);
+            }
+        }
+        let mut v = [0u8; 8];
+        let mut i = 0;
+        for ((seg, off), &(_, n)) in resolved.iter().flatten().zip(pieces) {
+            let Some(bytes) = seg.host.bytes().get(*off..*off + n as usize) else {
+                return RamAccess::Fault;
+            };
+            for b in bytes {
+                v[i] = byte(b, i);
+                i += 1;
+            }
+        }
+        RamAccess::Done(u64::from_le_bytes(v))
     }
 }
 
@@ -118,6 +178,30 @@ mod tests {
         assert_eq!(m.guest_load(base + P as u64 - 4, 8), RamAccess::Done(u64::MAX));
     }
 
+    /// An access crossing a page is translated page by page: into an
+    /// adjacent map it works (even of another segment), into unmapped
+    /// space it is MMIO, into a map that refuses it faults.
+    #[test]
+    fn accesses_across_pages_are_resolved_page_by_page() {
+        let mut m = memory();
+        // Another segment right after the RAM, and a read-only one after that.
+        m.alloc_memseg(2, P, None).unwrap();
+        m.mmap_memseg(0x10_2000, 2, 0, P, PROT_READ | PROT_WRITE, 0).unwrap();
+        m.alloc_memseg(3, P, None).unwrap();
+        m.mmap_memseg(0x10_3000, 3, 0, P, PROT_READ, 0).unwrap();
+        let value = 0x0807_0605_0403_0201u64;
+        assert_eq!(m.guest_store(0x10_1ffe, 8, value), RamAccess::Done(()), "RAM into the next map");
+        assert_eq!(m.guest_load(0x10_1ffe, 8), RamAccess::Done(value));
+        let mut b = [0u8; 6];
+        m.read_gpa(0x10_2000, &mut b).unwrap();
+        assert_eq!(b, [3, 4, 5, 6, 7, 8], "the second segment has the upper bytes");
+        assert_eq!(m.guest_store(0x10_2ffe, 4, 0), RamAccess::Fault, "into the read-only map");
+        assert_eq!(m.guest_load(0x10_2ffe, 4), RamAccess::Done(0x0000_0000), "which reads");
+        assert_eq!(m.guest_load(0x10_3ffc, 8), RamAccess::Mmio, "into unmapped space");
+        assert_eq!(m.guest_load(0xffff_ffff_ffff_fff8, 8), RamAccess::Mmio, "the top page");
+        assert_eq!(m.guest_load(0xffff_ffff_ffff_fffc, 8), RamAccess::Mmio, "past the top");
+    }
+
     #[test]
     fn mmio_rom_and_the_end_of_a_map_are_told_apart() {
         let m = memory();
@@ -125,7 +209,7 @@ mod tests {
         assert_eq!(m.guest_store(0x10_0000 + 2 * P as u64, 4, 0), RamAccess::Mmio, "just past the RAM");
         assert_eq!(m.guest_load(0x100_0000, 4), RamAccess::Done(0), "ROM reads");
         assert_eq!(m.guest_store(0x100_0000, 4, 1), RamAccess::Fault, "ROM refuses stores");
-        assert_eq!(m.guest_load(0x10_0000 + 2 * P as u64 - 2, 4), RamAccess::Fault, "runs past the map");
+        assert_eq!(m.guest_load(0x10_0000 + 2 * P as u64 - 2, 4), RamAccess::Mmio, "runs past the map into nothing");
         assert_eq!(m.guest_load(0x10_0000, 3), RamAccess::Fault, "no 3-byte access");
         assert_eq!(m.guest_load(u64::MAX, 8), RamAccess::Mmio);
     }
