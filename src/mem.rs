@@ -1004,7 +1004,8 @@ mod host {
         }
 
         /// The naturally aligned 4 bytes at `off` as one atomic (a guest
-        /// page-table entry); `None` if out of range or misaligned.
+        /// page-table entry, a guest's aligned 32-bit access); `None` if
+        /// out of range or misaligned.
         pub(super) fn atomic_u32_at(&self, off: usize) -> Option<&AtomicU32> {
             if !off.is_multiple_of(4) || off.checked_add(4)? > self.len {
                 return None;
@@ -1012,12 +1013,15 @@ mod host {
             // SAFETY: in the live read-write mapping (checked above), 4-byte
             // aligned (the mapping is page-aligned), valid for any bit
             // pattern, and the borrow cannot outlive `self`. Other accesses
-            // to these bytes are atomics too (`bytes`), but byte-sized: Rust's
-            // memory model leaves a race between atomics of different sizes
-            // on the same bytes undefined. One needs another thread writing
-            // the very page-table entry this walk updates through
-            // `write_gpa`; x86 gives that race the meaning FreeBSD's walker
-            // relies on (a locked update of the whole entry).
+            // to these bytes are atomics too, of this or another width
+            // (`bytes` for the host's copies, the guest's own accesses in
+            // `access`): Rust's memory model leaves a race between atomics
+            // of different sizes on the same bytes undefined. Such races
+            // are what guests and device models do (a guest stores a ring
+            // index while a device thread copies the ring byte by byte;
+            // another thread writes the page-table entry this walk
+            // updates); x86 gives them the meaning both sides rely on,
+            // each atomic access whole.
             Some(unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(off).cast()) })
         }
 

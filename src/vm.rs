@@ -10,10 +10,13 @@
 //!    `Vm::callout_gate` comes next: the callout thread holds it shared
 //!    while it fires timers (taking the locks below), VM_REINIT holds it
 //!    exclusively while it resets the devices.
-//! 2. `Vm::mem` (guest memory; exclusive only with every vCPU frozen, so a
-//!    vCPU never waits for it while RUNNING: the simulated backend takes
-//!    it shared, under its guest-program mutex, for the guest's own RAM
-//!    accesses).
+//! 2. `Vm::mem` (guest memory; exclusive with every vCPU frozen, or
+//!    briefly by `destroy`). The simulated backend takes it shared, under
+//!    its guest-program mutex (rank 5), for the guest's own RAM accesses:
+//!    out of rank order, which is safe because no thread holding `mem`,
+//!    shared or exclusive, waits for a vCPU or a guest-program mutex. (A
+//!    RUNNING vCPU may wait behind `destroy`'s short exclusive hold, never
+//!    behind a lock-all holder's, which needs it frozen first.)
 //!    `Vhpet::state` (the HPET) and `Vatpic::state` (the 8259 pair): each
 //!    held while its device raises and lowers interrupts (vioapic pins,
 //!    MSIs, LINT0), so they rank before everything below; each is taken

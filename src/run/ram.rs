@@ -1,7 +1,7 @@
 //! The VM's RAM as its guests' loads and stores reach it (the nested page
-//! tables' view): guest memory taken shared for each access. A RUNNING
-//! vCPU never waits for it, since it is exclusive only with every vCPU
-//! frozen (see the lock order in `vm`).
+//! tables' view): guest memory taken shared for each access, so a
+//! device model's map or unmap (lock-all) happens between accesses (see
+//! the lock order in `vm`).
 
 use crate::backend::GuestRam;
 use crate::mem::RamAccess;
