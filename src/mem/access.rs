@@ -99,10 +99,9 @@ impl GuestMemory {
         aligned: impl FnOnce(&MemSeg, usize) -> Option<u64>,
         mut byte: impl FnMut(&AtomicU8, usize) -> u8,
     ) -> RamAccess<u64> {
-        if !matches!(size, 1 | 2 | 4 | 8) {
-            return RamAccess::Fault;
-        }
-        let Some(end) = gpa.checked_add(u64::from(size)) else {
+        // Where no map is, the access is MMIO whatever its size (the
+        // emulated devices judge sizes).
+        let Some(end) = gpa.checked_add(u64::from(size.max(1))) else {
             return RamAccess::Mmio;
         };
         // At most two pieces: up to the page boundary, and after it.
@@ -112,6 +111,9 @@ impl GuestMemory {
         let pieces = &pieces[..if split == end { 1 } else { 2 }];
         if pieces.iter().any(|&(g, _)| !self.mem_allocated(g)) {
             return RamAccess::Mmio;
+        }
+        if !matches!(size, 1 | 2 | 4 | 8) {
+            return RamAccess::Fault;
         }
         let mut resolved = [None, None];
         for (slot, &(g, n)) in resolved.iter_mut().zip(pieces) {
@@ -210,7 +212,9 @@ mod tests {
         assert_eq!(m.guest_load(0x100_0000, 4), RamAccess::Done(0), "ROM reads");
         assert_eq!(m.guest_store(0x100_0000, 4, 1), RamAccess::Fault, "ROM refuses stores");
         assert_eq!(m.guest_load(0x10_0000 + 2 * P as u64 - 2, 4), RamAccess::Mmio, "runs past the map into nothing");
-        assert_eq!(m.guest_load(0x10_0000, 3), RamAccess::Fault, "no 3-byte access");
+        assert_eq!(m.guest_load(0x10_0000, 3), RamAccess::Fault, "no 3-byte access to RAM");
+        assert_eq!(m.guest_load(0xfee0_0000, 3), RamAccess::Mmio, "the devices judge sizes");
+        assert_eq!(m.guest_store(0xfee0_0000, 0, 0), RamAccess::Mmio);
         assert_eq!(m.guest_load(u64::MAX, 8), RamAccess::Mmio);
     }
 }
