@@ -910,6 +910,21 @@ enum vmm_rs_action_kind {
    RDPID: IA32_TSC_AUX in RAX, also given to `read_result`.
    */
   VMM_RS_ACT_RDPID = 18,
+  /*
+   A task switch by the guest: a far CALL or JMP to the TSS selector
+   `value` (0..=0xFFFF), or an IRET with NT set, `size` being the
+   `enum task_switch_reason` (TSR_CALL, TSR_IRET or TSR_JMP). VM_RUN
+   returns VM_EXITCODE_TASK_SWITCH at the instruction, of length one,
+   with the paging state, for userland to carry out (bhyve's
+   `vmexit_task_switch` loads the new task's registers, RIP
+   included). An interrupt or exception the library delivers through
+   a present task gate of the guest's IDT (protected mode, the IDT
+   read from guest memory) exits the same way with TSR_IDT_GATE,
+   `ext` set for hardware events, the error code if the exception has
+   one, RIP where the event struck, length zero, and the event left
+   in the exit intinfo (bhyve clears it with vm_set_intinfo()).
+   */
+  VMM_RS_ACT_TASK_SWITCH = 19,
 };
 
 /*

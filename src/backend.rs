@@ -2,7 +2,8 @@
 //! until it exits.
 
 use crate::error::{Error, Result};
-use crate::exit::MmioAccess;
+use crate::exit::{MmioAccess, TaskSwitch};
+use crate::gla2gpa::GuestPaging;
 use crate::guest::GuestProgram;
 use crate::mem::RamAccess;
 use crate::vcpu::Vcpu;
@@ -16,6 +17,10 @@ pub trait GuestRam {
     fn load(&self, gpa: u64, size: u8) -> RamAccess<u64>;
     /// A store of the low `size` bytes of `value` at `gpa`.
     fn store(&self, gpa: u64, size: u8, value: u64) -> RamAccess<()>;
+    /// The guest-physical address of the processor's own (supervisor)
+    /// read of linear address `gla` under `paging`: how it reaches its
+    /// descriptor tables. `None` if the walk faults.
+    fn translate(&self, paging: &GuestPaging, gla: u64) -> Option<u64>;
 }
 
 /// What the guest did that stopped it.
@@ -45,6 +50,11 @@ pub enum GuestExit {
     /// CPUID (of EAX and ECX): always intercepted, answered by the run
     /// loop.
     Cpuid,
+    /// A task switch: by the guest's CALL, JMP or IRET, or by an event
+    /// the processor delivered through a task gate (`delivering`: that
+    /// event as an intinfo word, which the exit leaves in the exit
+    /// intinfo, as VMX's IDT-vectoring information).
+    TaskSwitch { ts: TaskSwitch, delivering: Option<u64> },
     /// PAUSE, with VM_CAP_PAUSE_EXIT on.
     Pause,
     /// An instruction completed with VM_CAP_MTRAP_EXIT on (the monitor
@@ -100,18 +110,18 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     /// from IRR to ISR, or the 8259 gave it for an ExtINT), so whatever
     /// the guest does on seeing it (signal a device that then raises the
     /// same vector again) finds the controller ready to take the next one.
-    fn inject(&self, _vcpu: &Vcpu, _vector: u8) {}
+    fn inject(&self, _vcpu: &Vcpu, _ram: &dyn GuestRam, _vector: u8) {}
 
     /// Hands the guest the event of intinfo word `info` (a queued
     /// exception, or the event an earlier exit interrupted; FreeBSD
     /// `vm_entry_intinfo`) before the next `run`; nothing else is injected
     /// on that entry.
-    fn inject_event(&self, _vcpu: &Vcpu, _info: u64) {}
+    fn inject_event(&self, _vcpu: &Vcpu, _ram: &dyn GuestRam, _info: u64) {}
 
     /// Hands a pending NMI to the guest before the next `run`, whatever
     /// its interrupt flag (the run loop injects nothing else on that
     /// entry, as VMX injects one event per VM entry).
-    fn inject_nmi(&self, _vcpu: &Vcpu) {}
+    fn inject_nmi(&self, _vcpu: &Vcpu, _ram: &dyn GuestRam) {}
 
     /// The value of a read the library emulated (an MMIO load from the
     /// local APIC, vioapic or HPET, or an RDMSR of a local APIC MSR), for

@@ -36,6 +36,30 @@ pub struct MmioAccess {
     pub value: u64,
 }
 
+/// Why a task switch happened (`enum task_switch_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskSwitchReason {
+    Call = 0,
+    Iret = 1,
+    Jmp = 2,
+    /// An event delivered through a task gate in the IDT.
+    IdtGate = 3,
+}
+
+/// A hardware task switch for userland to carry out (`struct
+/// vm_task_switch`; bhyve's `vmexit_task_switch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSwitch {
+    /// The new task's TSS selector.
+    pub tsssel: u16,
+    pub reason: TaskSwitchReason,
+    /// Caused by an external event (a hardware exception, NMI or
+    /// interrupt delivered through a task gate).
+    pub ext: bool,
+    /// The error code to push on the new task's stack.
+    pub errcode: Option<u32>,
+}
+
 /// Why `vm_run` returned to its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
@@ -80,6 +104,12 @@ pub enum ExitKind {
     /// `vector`) IPI to `cpus`, for userland to act on (VM_EXITCODE_IPI;
     /// the sender's VM_CAP_IPI_EXIT is on).
     Ipi { mode: u32, vector: u8, cpus: CpuSet },
+    /// A task switch (VM_EXITCODE_TASK_SWITCH): a CALL, JMP or IRET to a
+    /// TSS (RIP at the instruction), or an event delivered through a
+    /// task gate (RIP where the event interrupted the guest, length 0; the
+    /// event stays in the exit intinfo, which userland clears once it has
+    /// switched).
+    TaskSwitch(TaskSwitch),
 }
 
 /// A complete exit: the reason plus where the guest stopped.

@@ -1,6 +1,8 @@
 //! Guest programs for the simulated backend: what a vCPU's guest does,
 //! one action at a time, and the built-in scripted guest.
 
+use crate::exit::TaskSwitchReason;
+
 /// The local APIC's EOI register, where a guest acknowledges an interrupt.
 pub const LAPIC_EOI_GPA: u64 = 0xFEE0_00B0;
 
@@ -48,6 +50,9 @@ pub enum GuestAction {
     Rdtscp,
     /// RDPID: TSC_AUX in RAX (its read result).
     Rdpid,
+    /// A far CALL or JMP to a TSS selector, or an IRET with NT set
+    /// (`reason` Call, Jmp or Iret): a task switch for userland.
+    TaskSwitch { tsssel: u16, reason: TaskSwitchReason },
     /// Scripted guests only: halt with interrupts enabled until an
     /// interrupt arrives, then EOI it (a write to the local APIC's EOI).
     WaitInterruptEoi,

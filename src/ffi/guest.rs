@@ -7,6 +7,7 @@ use super::errno::{errno_of, fail, to_rc};
 use super::handle::{self, vcpu};
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
+use crate::exit::TaskSwitchReason;
 use crate::guest::{GuestAction, GuestProgram, ScriptedGuest};
 
 /// What a simulated guest does next (`struct vmm_rs_action.kind`).
@@ -107,6 +108,19 @@ pub enum vmm_rs_action_kind {
     VMM_RS_ACT_RDTSCP = 17,
     /// RDPID: IA32_TSC_AUX in RAX, also given to `read_result`.
     VMM_RS_ACT_RDPID = 18,
+    /// A task switch by the guest: a far CALL or JMP to the TSS selector
+    /// `value` (0..=0xFFFF), or an IRET with NT set, `size` being the
+    /// `enum task_switch_reason` (TSR_CALL, TSR_IRET or TSR_JMP). VM_RUN
+    /// returns VM_EXITCODE_TASK_SWITCH at the instruction, of length one,
+    /// with the paging state, for userland to carry out (bhyve's
+    /// `vmexit_task_switch` loads the new task's registers, RIP
+    /// included). An interrupt or exception the library delivers through
+    /// a present task gate of the guest's IDT (protected mode, the IDT
+    /// read from guest memory) exits the same way with TSR_IDT_GATE,
+    /// `ext` set for hardware events, the error code if the exception has
+    /// one, RIP where the event struck, length zero, and the event left
+    /// in the exit intinfo (bhyve clears it with vm_set_intinfo()).
+    VMM_RS_ACT_TASK_SWITCH = 19,
 }
 
 /// The rate of the guest TSC (RDTSC, RDTSCP, MSR 0x10), in Hz.
@@ -205,6 +219,15 @@ fn action_from_c(a: &vmm_rs_action) -> Result<GuestAction> {
         k if k == VMM_RS_ACT_RDTSC as c_int => GuestAction::Rdtsc,
         k if k == VMM_RS_ACT_RDTSCP as c_int => GuestAction::Rdtscp,
         k if k == VMM_RS_ACT_RDPID as c_int => GuestAction::Rdpid,
+        k if k == VMM_RS_ACT_TASK_SWITCH as c_int => GuestAction::TaskSwitch {
+            tsssel: u16::try_from(a.value).map_err(|_| Error::Inval)?,
+            reason: match a.size {
+                0 => TaskSwitchReason::Call,
+                1 => TaskSwitchReason::Iret,
+                2 => TaskSwitchReason::Jmp,
+                _ => return Err(Error::Inval),
+            },
+        },
         _ => return Err(Error::Inval),
     })
 }

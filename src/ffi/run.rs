@@ -7,6 +7,7 @@ use super::cpuset::copy_out_cpuset_any_size;
 use super::errno::{errno_of, fail};
 use super::handle;
 use super::inout_str::inout_str;
+use super::commands::c_guest_paging;
 use super::inst_emul::inst_emul;
 use super::ioctl::copy_in;
 use super::panic::ffi_boundary;
@@ -38,6 +39,16 @@ pub(crate) unsafe fn vm_run_ioctl(vm: &Vm, lock: &VcpuLock<'_>, arg: *mut c_void
         }
         ExitKind::InoutStr { port, bytes, is_in, rep } => {
             out.u.inout_str = inout_str(port, bytes, is_in, rep, &lock.vcpu().regs.lock());
+        }
+        ExitKind::TaskSwitch(ts) => {
+            out.u.task_switch = vm_task_switch {
+                tsssel: ts.tsssel,
+                ext: c_int::from(ts.ext),
+                errcode: ts.errcode.unwrap_or(0),
+                errcode_valid: c_int::from(ts.errcode.is_some()),
+                reason: ts.reason as c_int,
+                paging: c_guest_paging(&lock.vcpu().regs.lock().paging()),
+            };
         }
         _ => {}
     }
@@ -104,6 +115,8 @@ fn to_vm_exit(e: &VmExit) -> vm_exit {
             out.u.ipi = vm_exit_ipi { mode, vector };
             vm_exitcode::VM_EXITCODE_IPI
         }
+        // `u.task_switch` needs the paging state: `vm_run_ioctl` fills it.
+        ExitKind::TaskSwitch(_) => vm_exitcode::VM_EXITCODE_TASK_SWITCH,
     } as c_int;
     out
 }

@@ -140,6 +140,7 @@ impl Vm {
                 GuestExit::Breakpoint => Some(Stat::Exception),
                 GuestExit::Inout { .. } | GuestExit::InoutStr { .. } => Some(Stat::InOut),
                 GuestExit::Cpuid => Some(Stat::Cpuid),
+                GuestExit::TaskSwitch { .. } => None,
                 GuestExit::Rdmsr { .. } => Some(Stat::Rdmsr),
                 GuestExit::Wrmsr { .. } => Some(Stat::Wrmsr),
                 GuestExit::Mmio(_) => Some(Stat::InstEmul),
@@ -221,6 +222,15 @@ impl Vm {
                     return exit(ExitKind::Mmio(a));
                 }
                 GuestExit::Cpuid => self.guest_cpuid(vcpu),
+                GuestExit::TaskSwitch { ts, delivering } => {
+                    // The event a task gate interrupted stays pending in
+                    // the exit intinfo (VMX's IDT-vectoring information);
+                    // bhyve clears it once it has switched tasks.
+                    if let Some(info) = delivering {
+                        vcpu.regs.lock().set_exitintinfo(info)?;
+                    }
+                    return exit(ExitKind::TaskSwitch(ts));
+                }
                 // FreeBSD's `vm_handle_paging` fails the ioctl; the
                 // instruction is still at RIP.
                 GuestExit::RamFault { .. } => return Err(Error::Fault),
@@ -260,14 +270,14 @@ impl Vm {
                 return Entry::TripleFault;
             }
             Some(EntryEvent::Inject(info)) => {
-                self.backend().inject_event(vcpu, info);
+                self.backend().inject_event(vcpu, self, info);
                 return Entry::Go;
             }
             None => {}
         }
         if vcpu.vlapic.take_nmi() {
             vcpu.stats.add(Stat::Nmis, 1);
-            self.backend().inject_nmi(vcpu);
+            self.backend().inject_nmi(vcpu, self);
             return Entry::Go;
         }
         // An ExtINT goes first, its vector from the 8259 (FreeBSD
@@ -280,9 +290,9 @@ impl Vm {
                 Some(Injection::ExtInt) => {
                     let v = self.atpic_accept_intr();
                     vcpu.stats.add(Stat::ExtInts, 1);
-                    self.backend().inject(vcpu, v);
+                    self.backend().inject(vcpu, self, v);
                 }
-                Some(Injection::Vector(v)) => self.backend().inject(vcpu, v),
+                Some(Injection::Vector(v)) => self.backend().inject(vcpu, self, v),
                 None => {}
             }
         }

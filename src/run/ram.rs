@@ -4,7 +4,8 @@
 //! the lock order in `vm`).
 
 use crate::backend::GuestRam;
-use crate::mem::RamAccess;
+use crate::gla2gpa::{gla2gpa, GuestPaging};
+use crate::mem::{RamAccess, PROT_READ};
 use crate::vm::Vm;
 
 impl GuestRam for Vm {
@@ -14,5 +15,10 @@ impl GuestRam for Vm {
 
     fn store(&self, gpa: u64, size: u8, value: u64) -> RamAccess<()> {
         self.mem().guest_store(gpa, size, value)
+    }
+
+    fn translate(&self, paging: &GuestPaging, gla: u64) -> Option<u64> {
+        let system = GuestPaging { cpl: 0, ..*paging };
+        gla2gpa(&self.mem(), &system, gla, PROT_READ, false).ok()?.ok()
     }
 }

@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::exit::MmioAccess;
 use crate::guest::{GuestAction, GuestProgram};
 use crate::mem::RamAccess;
-use crate::regs::{reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
+use crate::exit::{TaskSwitch, TaskSwitchReason};
+use crate::gla2gpa::CPU_MODE_PROTECTED;
+use crate::regs::{intinfo, reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
 
@@ -52,6 +54,8 @@ struct GuestSlot {
     /// entered again at that RIP it runs again, as the instruction does
     /// when VM_RUN is retried after EFAULT.
     faulted: Option<(u64, GuestAction)>,
+    /// An event met a task gate: the exit the next entry makes.
+    task_gate: Option<GuestExit>,
     stats: GuestStats,
 }
 
@@ -150,6 +154,60 @@ fn set_intr_flag(vcpu: &Vcpu, on: bool) {
     let _ = r.set(reg::RFLAGS as i32, rflags);
 }
 
+impl SimBackend {
+    /// The processor delivers the event of intinfo word `info`: through
+    /// a task gate of the guest's IDT (protected mode) it is a task switch
+    /// instead, the exit of the next entry (`GuestExit::TaskSwitch`);
+    /// otherwise the guest takes its vector.
+    fn deliver(&self, vcpu: &Vcpu, ram: &dyn GuestRam, info: u64) {
+        let Ok(slot) = self.slot(vcpu.id()) else {
+            return;
+        };
+        let mut slot = slot.lock();
+        let slot = &mut *slot;
+        let vector = info as u8;
+        let Some(program) = slot.program.as_mut() else {
+            // The idle loop takes everything.
+            slot.stats.interrupts += 1;
+            slot.stats.last_vector = Some(vector);
+            return;
+        };
+        if let Some(tsssel) = task_gate(vcpu, ram, vector) {
+            let ext = matches!(info & intinfo::TYPE, intinfo::HWINTR | intinfo::NMI | intinfo::HWEXCEPTION);
+            let errcode = (info & intinfo::DEL_ERRCODE != 0).then_some((info >> 32) as u32);
+            let ts = TaskSwitch { tsssel, reason: TaskSwitchReason::IdtGate, ext, errcode };
+            slot.task_gate = Some(GuestExit::TaskSwitch { ts, delivering: Some(info) });
+            return;
+        }
+        take_exception(program.as_mut(), &mut slot.stats, vector);
+    }
+}
+
+/// The TSS selector of vector `vector`'s IDT entry if it is a present
+/// task gate and the guest is in protected mode (not long mode, where
+/// task gates do not exist). An IDT entry past the limit or on a page the
+/// walk cannot reach is no task gate here (the processor would fault).
+fn task_gate(vcpu: &Vcpu, ram: &dyn GuestRam, vector: u8) -> Option<u16> {
+    /// Present, system descriptor, type 5 (DPL masked off).
+    const TASK_GATE: u64 = 0x85;
+    let (paging, idt) = {
+        let r = vcpu.regs.lock();
+        (r.paging(), r.get_seg(reg::IDTR as i32).ok()?)
+    };
+    if paging.cpu_mode != CPU_MODE_PROTECTED {
+        return None;
+    }
+    let off = u64::from(vector) * 8;
+    if off + 7 > u64::from(idt.limit) {
+        return None;
+    }
+    let gpa = ram.translate(&paging, idt.base.wrapping_add(off) & 0xffff_ffff)?;
+    let RamAccess::Done(d) = ram.load(gpa, 8) else {
+        return None;
+    };
+    ((d >> 40) & 0x9f == TASK_GATE).then_some((d >> 16) as u16)
+}
+
 impl Backend for SimBackend {
     fn run(&self, vcpu: &Vcpu, ram: &dyn GuestRam, rip: u64) -> (GuestExit, u64, u32) {
         let Ok(slot) = self.slot(vcpu.id()) else {
@@ -173,6 +231,11 @@ impl Backend for SimBackend {
                 }
             };
             read_done(program.as_mut(), &mut slot.stats, value);
+        }
+        // An event being delivered met a task gate: no guest instruction
+        // runs; RIP stays where the event interrupted it.
+        if let Some(exit) = slot.task_gate.take() {
+            return (exit, rip, 0);
         }
         // With the monitor trap flag every instruction that does not exit
         // by itself ends the entry (a debugger steps the guest).
@@ -268,6 +331,10 @@ impl Backend for SimBackend {
                     read_done(program.as_mut(), &mut slot.stats, aux);
                     None
                 }
+                GuestAction::TaskSwitch { tsssel, reason } => {
+                    let ts = TaskSwitch { tsssel, reason, ext: false, errcode: None };
+                    Some(GuestExit::TaskSwitch { ts, delivering: None })
+                }
                 GuestAction::Cpuid { leaf, subleaf } => {
                     let mut r = vcpu.regs.lock();
                     let _ = r.set(reg::RAX as i32, u64::from(leaf));
@@ -349,27 +416,19 @@ impl Backend for SimBackend {
         };
         // The idle loop always has interrupts enabled.
         let slot = slot.lock();
-        slot.program.is_none() || (intr_enabled(vcpu) && !slot.sti_shadow)
+        slot.program.is_none() || (intr_enabled(vcpu) && !slot.sti_shadow && slot.task_gate.is_none())
     }
 
-    fn inject(&self, vcpu: &Vcpu, vector: u8) {
-        let Ok(slot) = self.slot(vcpu.id()) else {
-            return;
-        };
-        let mut slot = slot.lock();
-        if let Some(p) = slot.program.as_mut() {
-            p.interrupt(vector);
-        }
-        slot.stats.interrupts += 1;
-        slot.stats.last_vector = Some(vector);
+    fn inject(&self, vcpu: &Vcpu, ram: &dyn GuestRam, vector: u8) {
+        self.deliver(vcpu, ram, intinfo::VALID | intinfo::HWINTR | u64::from(vector));
     }
 
     /// An exception or re-injected event reaches the guest as its vector.
     /// The instruction that exited faulted (userland injected for it), so
     /// it completes nothing.
-    fn inject_event(&self, vcpu: &Vcpu, info: u64) {
+    fn inject_event(&self, vcpu: &Vcpu, ram: &dyn GuestRam, info: u64) {
         self.instruction_faulted(vcpu);
-        self.inject(vcpu, info as u8);
+        self.deliver(vcpu, ram, info);
     }
 
     fn instruction_faulted(&self, vcpu: &Vcpu) {
@@ -387,14 +446,15 @@ impl Backend for SimBackend {
             slot.pending_read = None;
             slot.string_op = None;
             slot.faulted = None;
+            slot.task_gate = None;
             slot.sti_shadow = false;
         }
     }
 
     /// An NMI reaches the guest as vector 2 (its IDT entry), whether or
     /// not the guest has interrupts enabled.
-    fn inject_nmi(&self, vcpu: &Vcpu) {
-        self.inject(vcpu, IDT_NMI);
+    fn inject_nmi(&self, vcpu: &Vcpu, ram: &dyn GuestRam) {
+        self.deliver(vcpu, ram, intinfo::VALID | intinfo::NMI | u64::from(IDT_NMI));
     }
 
     /// The value lands where the instruction puts it (RAX for a load,

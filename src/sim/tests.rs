@@ -560,3 +560,110 @@ fn ram_accesses_race_unmaps_remaps_and_destroy() {
         assert!(ram_rounds.load(SeqCst) >= 20 && mmio_exits.load(SeqCst) >= 5);
     });
 }
+
+/// A guest's CALL, JMP or IRET to a TSS exits as a task switch at the
+/// instruction; an interrupt or exception delivered through a task gate
+/// of the guest's IDT (protected mode, read from guest RAM, through the
+/// page tables when paging is on) exits as one too, the guest not taking
+/// the vector, the event left in the exit intinfo; other gates, and real
+/// mode, deliver as before.
+#[test]
+fn task_switches_by_instruction_and_through_idt_task_gates() {
+    use crate::exit::{TaskSwitch as Ts, TaskSwitchReason};
+    use crate::mem::{PROT_READ, PROT_WRITE};
+    use crate::regs::intinfo;
+    use crate::regs::reg::{CR0, CR3, IDTR};
+    use crate::regs::SegDesc;
+    let vm = Vm::with_sim_backend("tss", 1).unwrap();
+    {
+        let all = vm.lock_all().unwrap();
+        let mut m = vm.mem_write(&all);
+        m.alloc_memseg(0, 0x10_0000, None).unwrap();
+        m.mmap_memseg(0, 0, 0, 0x10_0000, PROT_READ | PROT_WRITE, 0).unwrap();
+    }
+    // The IDT at 0x3000: a task gate (TSS 0x30) for 0x41, a task gate
+    // (TSS 0x38) for #GP, an interrupt gate for 0x52.
+    let gate = |sel: u16, access: u8| [0, 0, sel as u8, (sel >> 8) as u8, 0, access, 0, 0];
+    let mem = vm.mem();
+    mem.write_gpa(0x3000 + 0x41 * 8, &gate(0x30, 0x85)).unwrap();
+    mem.write_gpa(0x3000 + 13 * 8, &gate(0x38, 0xe5)).unwrap();
+    mem.write_gpa(0x3000 + 0x52 * 8, &gate(0x08, 0x8e)).unwrap();
+    drop(mem);
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    assert_eq!(vm.mmio_write(0, crate::vlapic::regs::LAPIC_BASE + 0xF0, 4, 0x1FF), Ok(Some(())));
+    let out = PortOut { port: 0x80, size: 1, value: 0 };
+    let script = vec![
+        TaskSwitch { tsssel: 0x28, reason: TaskSwitchReason::Jmp },
+        EnableInterrupts,
+        Compute,
+        Compute,
+        out,
+    ];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, Some(1))))).unwrap();
+    let regs = || l.vcpu().regs.lock();
+    {
+        let mut r = regs();
+        r.set(CR0 as i32, 1).unwrap(); // protected mode, no paging
+        r.set_seg(IDTR as i32, SegDesc { base: 0x3000, limit: 0x7ff, access: 0 }).unwrap();
+    }
+    let plain = |tsssel, reason| Ts { tsssel, reason, ext: false, errcode: None };
+
+    let e = vm.run(&l).unwrap();
+    assert_eq!(e.kind, ExitKind::TaskSwitch(plain(0x28, TaskSwitchReason::Jmp)));
+    assert_eq!((e.rip, e.inst_length), (0, 1), "at the JMP");
+    assert_eq!(regs().intinfo().0, 0);
+
+    // An interrupt through the task gate.
+    vm.lapic_irq(0, 0x41).unwrap();
+    let e = vm.run(&l).unwrap();
+    let gated = Ts { tsssel: 0x30, reason: TaskSwitchReason::IdtGate, ext: true, errcode: None };
+    assert_eq!(e.kind, ExitKind::TaskSwitch(gated));
+    assert_eq!(e.inst_length, 0);
+    assert_eq!(regs().intinfo().0, intinfo::VALID | intinfo::HWINTR | 0x41, "the event, pending");
+    assert_eq!(vm.guest_stats(0).unwrap().interrupts, 0, "the guest did not take it");
+    // Userland switched tasks: it clears the event and goes on.
+    regs().set_exitintinfo(0).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+
+    // An exception with an error code (VM_INJECT_EXCEPTION) through the
+    // other gate, whatever its DPL.
+    regs().inject_exception(13, Some(0x18), true).unwrap();
+    let e = vm.run(&l).unwrap();
+    let gp = Ts { tsssel: 0x38, reason: TaskSwitchReason::IdtGate, ext: true, errcode: Some(0x18) };
+    assert_eq!(e.kind, ExitKind::TaskSwitch(gp));
+    regs().set_exitintinfo(0).unwrap();
+
+    // An interrupt gate: taken as usual (0x41 is still in service: the
+    // new task would EOI it; 0x52 is of a higher class).
+    vm.lapic_irq(0, 0x52).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+    assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(0x52));
+    assert_eq!(vm.mmio_write(0, crate::vlapic::regs::LAPIC_BASE + 0xB0, 4, 0), Ok(Some(())));
+    assert_eq!(vm.mmio_write(0, crate::vlapic::regs::LAPIC_BASE + 0xB0, 4, 0), Ok(Some(())));
+
+    // Paging on: the IDT's linear address goes through the page tables
+    // (32-bit paging: directory at 0x10000, table at 0x11000, the page
+    // at linear 0x4000_0000 is 0x3000).
+    {
+        let mem = vm.mem();
+        mem.write_gpa(0x10000 + 0x100 * 4, &(0x11000u32 | 3).to_le_bytes()).unwrap();
+        mem.write_gpa(0x11000, &(0x3000u32 | 3).to_le_bytes()).unwrap();
+        let mut r = regs();
+        r.set(CR3 as i32, 0x10000).unwrap();
+        r.set(CR0 as i32, 1 | (1 << 31)).unwrap();
+        r.set_seg(IDTR as i32, SegDesc { base: 0x4000_0000, limit: 0x7ff, access: 0 }).unwrap();
+    }
+    vm.lapic_irq(0, 0x41).unwrap();
+    assert_eq!(vm.run(&l).unwrap().kind, ExitKind::TaskSwitch(gated));
+    regs().set_exitintinfo(0).unwrap();
+
+    assert_eq!(vm.mmio_write(0, crate::vlapic::regs::LAPIC_BASE + 0xB0, 4, 0), Ok(Some(())));
+
+    // Real mode: no task gates.
+    regs().set(CR0 as i32, 0).unwrap();
+    let before = vm.guest_stats(0).unwrap().interrupts;
+    vm.lapic_irq(0, 0x41).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+    assert_eq!(vm.guest_stats(0).unwrap().interrupts, before + 1);
+}

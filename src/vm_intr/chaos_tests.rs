@@ -153,8 +153,14 @@ impl GuestProgram for ChaosGuest {
             }
             96 => GuestAction::PortIn { port: [0x20, 0x21, 0xa0, 0xa1, 0x4d0][rng.below(5) as usize], size: 1 },
             76 | 77 => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
-            // CPUID of any leaf (mostly real ones); the TSC instructions.
-            78 => match rng.below(4) {
+            // CPUID of any leaf (mostly real ones); the TSC instructions;
+            // task switches (to userland, which just goes on).
+            78 => match rng.below(5) {
+                4 => {
+                    use crate::exit::TaskSwitchReason::*;
+                    let reason = [Call, Iret, Jmp][rng.below(3) as usize];
+                    GuestAction::TaskSwitch { tsssel: rng.below(0x10000) as u16, reason }
+                }
                 0 => {
                     let leaf = if rng.chance(2) { rng.below(0x20) as u32 } else { rng.next() as u32 };
                     GuestAction::Cpuid { leaf, subleaf: rng.below(4) as u32 }

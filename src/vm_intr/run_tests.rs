@@ -54,14 +54,14 @@ impl Backend for Guest {
     fn can_inject(&self, _vcpu: &Vcpu) -> bool {
         self.0.accepts
     }
-    fn inject(&self, vcpu: &Vcpu, vector: u8) {
+    fn inject(&self, vcpu: &Vcpu, _ram: &dyn crate::backend::GuestRam, vector: u8) {
         self.0.injected.lock().unwrap().push(vector);
         self.0.at_inject.lock().unwrap().push((vcpu.vlapic.irr(), vcpu.vlapic.isr()));
     }
-    fn inject_nmi(&self, _vcpu: &Vcpu) {
+    fn inject_nmi(&self, _vcpu: &Vcpu, _ram: &dyn crate::backend::GuestRam) {
         self.0.injected.lock().unwrap().push(2);
     }
-    fn inject_event(&self, _vcpu: &Vcpu, info: u64) {
+    fn inject_event(&self, _vcpu: &Vcpu, _ram: &dyn crate::backend::GuestRam, info: u64) {
         self.0.injected.lock().unwrap().push(info as u8);
     }
     fn emulated_read_result(&self, _vcpu: &Vcpu, value: u64) {
