@@ -85,6 +85,7 @@ main(void)
 	CHECK(vme.u.task_switch.reason == TSR_IDT_GATE && vme.u.task_switch.tsssel == 0x30);
 	CHECK(vme.u.task_switch.ext == 1 && vme.u.task_switch.errcode_valid == 0);
 	CHECK(vme.inst_length == 0);
+	CHECK(vme.u.task_switch.paging.cpu_mode == CPU_MODE_PROTECTED);
 	CHECK_OK(vm_get_intinfo(v, &info1, &info2));
 	CHECK(info1 == (INTINFO_VALID | 0x41)); /* the event, pending */
 	CHECK_OK(vmm_rs_guest_stats(v, &gs));
@@ -94,6 +95,16 @@ main(void)
 	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0x80);
 	CHECK_OK(vm_get_intinfo(v, &info1, &info2));
 	CHECK(info1 == 0);
+
+	/* An NMI through a task gate: external, pending in the intinfo. */
+	idt_entry(ctx, 2, 0x40, 0x85);
+	CHECK_OK(vm_inject_nmi(v));
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_TASK_SWITCH && vme.u.task_switch.reason == TSR_IDT_GATE);
+	CHECK(vme.u.task_switch.tsssel == 0x40 && vme.u.task_switch.ext == 1);
+	CHECK_OK(vm_get_intinfo(v, &info1, &info2));
+	CHECK(info1 == (INTINFO_VALID | (2 << 8) | 2));
+	CHECK_OK(vm_set_intinfo(v, 0));
 
 	/* The new task EOIs; an interrupt gate delivers as usual. */
 	struct vmm_rs_action eoi[] = {

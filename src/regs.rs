@@ -99,6 +99,7 @@ pub mod intinfo {
     pub const NMI: u64 = 2 << 8;
     pub const HWEXCEPTION: u64 = 3 << 8;
     pub const SWINTR: u64 = 4 << 8;
+    pub const SWEXCEPTION: u64 = 6 << 8;
     pub const RSVD: u64 = 0x7fff_f000;
     pub const VALID: u64 = 1 << 31;
 }

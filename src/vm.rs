@@ -12,7 +12,8 @@
 //!    exclusively while it resets the devices.
 //! 2. `Vm::mem` (guest memory; exclusive with every vCPU frozen, or
 //!    briefly by `destroy`). The simulated backend takes it shared, under
-//!    its guest-program mutex (rank 5), for the guest's own RAM accesses:
+//!    its guest-program mutex (rank 5), for the guest's own RAM accesses
+//!    and the processor's IDT reads (with no register or vlapic lock held):
 //!    out of rank order, which is safe because no thread holding `mem`,
 //!    shared or exclusive, waits for a vCPU or a guest-program mutex. (A
 //!    RUNNING vCPU may wait behind `destroy`'s short exclusive hold, never

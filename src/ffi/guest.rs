@@ -56,7 +56,9 @@ pub enum vmm_rs_action_kind {
     /// INT3. With VM_CAP_BPT_EXIT on, VM_RUN returns VM_EXITCODE_BPT at
     /// its RIP (`inst_length` 0, `u.bpt.inst_length` 1, as FreeBSD; a
     /// script's INT3 is done once taken, a callback guest decides by the
-    /// RIP it is given); off, the guest takes #BP (vector 3) itself.
+    /// RIP it is given); off, the guest takes #BP (vector 3) itself, or,
+    /// where its protected-mode IDT has a task gate for vector 3, exits
+    /// with a task switch at the INT3 (TSR_IDT_GATE, `ext` 0, length one).
     VMM_RS_ACT_INT3 = 10,
     /// RDMSR of `msr`. The local APIC's (IA32_APIC_BASE, the x2APIC
     /// range; one in xAPIC mode is #GP, vector 13) and those FreeBSD's

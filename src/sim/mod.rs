@@ -54,7 +54,9 @@ struct GuestSlot {
     /// entered again at that RIP it runs again, as the instruction does
     /// when VM_RUN is retried after EFAULT.
     faulted: Option<(u64, GuestAction)>,
-    /// An event met a task gate: the exit the next entry makes.
+    /// An event met a task gate: the exit the next entry makes. Set only
+    /// by the entry work, which the entry itself follows, so it never
+    /// holds more than that one event.
     task_gate: Option<GuestExit>,
     stats: GuestStats,
 }
@@ -79,9 +81,10 @@ pub struct SimBackend {
     /// Guest-program mutexes, one per vCPU. Protects: that vCPU's program
     /// and counters. Rank: after the vCPU and vlapic mutexes, before the
     /// vCPU's registers; taken only by the thread that holds the vCPU
-    /// (RUNNING in the run loop, or FROZEN by an ioctl). Guest RAM
-    /// accesses take `Vm::mem` shared under it, out of rank order (why
-    /// that is safe: the lock order in `vm`). C callbacks run under it, so they must not make calls on their own vCPU (they may
+    /// (RUNNING in the run loop, or FROZEN by an ioctl). The guest's RAM
+    /// accesses and the processor's IDT reads (page walks that may set
+    /// accessed bits) take `Vm::mem` shared under it, out of rank order
+    /// (why that is safe: the lock order in `vm`). C callbacks run under it, so they must not make calls on their own vCPU (they may
     /// assert pins, send MSIs, or act on other vCPUs).
     guests: Vec<Mutex<GuestSlot>>,
 }
@@ -173,10 +176,15 @@ impl SimBackend {
             return;
         };
         if let Some(tsssel) = task_gate(vcpu, ram, vector) {
+            // FreeBSD reports an error code only with an external event
+            // (bhyve asserts as much). A software event userland queued
+            // (VM_SET_INTINFO) is reported with length 0 here.
             let ext = matches!(info & intinfo::TYPE, intinfo::HWINTR | intinfo::NMI | intinfo::HWEXCEPTION);
-            let errcode = (info & intinfo::DEL_ERRCODE != 0).then_some((info >> 32) as u32);
+            let errcode = (ext && info & intinfo::DEL_ERRCODE != 0).then_some((info >> 32) as u32);
             let ts = TaskSwitch { tsssel, reason: TaskSwitchReason::IdtGate, ext, errcode };
             slot.task_gate = Some(GuestExit::TaskSwitch { ts, delivering: Some(info) });
+            // The new task starts outside any STI shadow.
+            slot.sti_shadow = false;
             return;
         }
         take_exception(program.as_mut(), &mut slot.stats, vector);
@@ -185,8 +193,12 @@ impl SimBackend {
 
 /// The TSS selector of vector `vector`'s IDT entry if it is a present
 /// task gate and the guest is in protected mode (not long mode, where
-/// task gates do not exist). An IDT entry past the limit or on a page the
-/// walk cannot reach is no task gate here (the processor would fault).
+/// task gates do not exist). The processor reads the entry with
+/// supervisor rights (`GuestRam::translate`), each page on its own, as an
+/// unaligned IDT may put an entry across two. An entry past the limit or
+/// on a page the walk cannot reach is no task gate here (the processor
+/// would fault), and the gate's DPL is not checked (as for every gate
+/// the simulated guest takes).
 fn task_gate(vcpu: &Vcpu, ram: &dyn GuestRam, vector: u8) -> Option<u16> {
     /// Present, system descriptor, type 5 (DPL masked off).
     const TASK_GATE: u64 = 0x85;
@@ -201,9 +213,16 @@ fn task_gate(vcpu: &Vcpu, ram: &dyn GuestRam, vector: u8) -> Option<u16> {
     if off + 7 > u64::from(idt.limit) {
         return None;
     }
-    let gpa = ram.translate(&paging, idt.base.wrapping_add(off) & 0xffff_ffff)?;
-    let RamAccess::Done(d) = ram.load(gpa, 8) else {
-        return None;
+    // Linear addresses are 32 bits here: the base wraps.
+    let gla = |k: u64| idt.base.wrapping_add(off + k) & 0xffff_ffff;
+    let load = |gla: u64, size: u8| match ram.load(ram.translate(&paging, gla)?, size) {
+        RamAccess::Done(v) => Some(v),
+        _ => None,
+    };
+    let d = if gla(0) >> 12 == gla(7) >> 12 {
+        load(gla(0), 8)?
+    } else {
+        (0..8).try_fold(0u64, |d, k| Some(d | load(gla(k), 1)? << (8 * k)))?
     };
     ((d >> 40) & 0x9f == TASK_GATE).then_some((d >> 16) as u16)
 }
@@ -306,7 +325,14 @@ impl Backend for SimBackend {
                 GuestAction::Breakpoint if bpt => return (GuestExit::Breakpoint, rip, 0),
                 GuestAction::Breakpoint => {
                     // #BP through the guest's IDT, no exit (as VMX without
-                    // the exception in its bitmap).
+                    // the exception in its bitmap), unless the IDT has a
+                    // task gate there: a task switch at the INT3, which a
+                    // software exception is (not external, no error code).
+                    if let Some(tsssel) = task_gate(vcpu, ram, IDT_BP) {
+                        let ts = TaskSwitch { tsssel, reason: TaskSwitchReason::IdtGate, ext: false, errcode: None };
+                        let info = intinfo::VALID | intinfo::SWEXCEPTION | u64::from(IDT_BP);
+                        return (GuestExit::TaskSwitch { ts, delivering: Some(info) }, rip, 1);
+                    }
                     take_exception(program.as_mut(), &mut slot.stats, IDT_BP);
                     None
                 }
@@ -416,7 +442,7 @@ impl Backend for SimBackend {
         };
         // The idle loop always has interrupts enabled.
         let slot = slot.lock();
-        slot.program.is_none() || (intr_enabled(vcpu) && !slot.sti_shadow && slot.task_gate.is_none())
+        slot.program.is_none() || (intr_enabled(vcpu) && !slot.sti_shadow)
     }
 
     fn inject(&self, vcpu: &Vcpu, ram: &dyn GuestRam, vector: u8) {

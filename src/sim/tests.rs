@@ -667,3 +667,116 @@ fn task_switches_by_instruction_and_through_idt_task_gates() {
     assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
     assert_eq!(vm.guest_stats(0).unwrap().interrupts, before + 1);
 }
+
+/// The IDT entry as the processor finds it: only a present system
+/// descriptor of type 5 is a task gate; the limit must cover all 8 bytes;
+/// protected mode only (not real or long mode); read with supervisor
+/// rights whatever the guest's CPL; the 32-bit base wraps; an entry may
+/// straddle two pages. INT3 (a software exception) and NMI (external)
+/// through a gate; the #GP's error code in the exit intinfo; RIP where
+/// the event struck.
+#[test]
+fn idt_task_gates_are_found_as_the_processor_finds_them() {
+    use crate::exit::{TaskSwitch as Ts, TaskSwitchReason::IdtGate};
+    use crate::mem::{PROT_READ, PROT_WRITE};
+    use crate::regs::intinfo;
+    use crate::regs::reg::{CR0, CR3, CS, EFER, IDTR, SS};
+    use crate::regs::SegDesc;
+    let vm = Vm::with_sim_backend("idt", 1).unwrap();
+    {
+        let all = vm.lock_all().unwrap();
+        let mut m = vm.mem_write(&all);
+        m.alloc_memseg(0, 0x10_0000, None).unwrap();
+        m.mmap_memseg(0, 0, 0, 0x10_0000, PROT_READ | PROT_WRITE, 0).unwrap();
+    }
+    let entry = |base: u64, vector: u64, access: u8| {
+        let d = [0, 0, 0x30, 0, 0, access, 0, 0];
+        vm.mem().write_gpa(base + vector * 8, &d).unwrap();
+    };
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let regs = || l.vcpu().regs.lock();
+    let idtr = |base: u64, limit: u32| regs().set_seg(IDTR as i32, SegDesc { base, limit, access: 0 }).unwrap();
+    regs().set(CR0 as i32, 1).unwrap();
+    // A guest that sits in a loop with interrupts on; `check` injects an
+    // NMI and tells whether it met a task gate (then clears the event).
+    let out = PortOut { port: 0x80, size: 1, value: 0 };
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(vec![Compute, out], Some(0))))).unwrap();
+    let gated = Ts { tsssel: 0x30, reason: IdtGate, ext: true, errcode: None };
+    let check = || {
+        vm.inject_nmi(0).unwrap();
+        let e = vm.run(&l).unwrap();
+        let hit = e.kind == ExitKind::TaskSwitch(gated);
+        if hit {
+            assert_eq!(regs().intinfo().0, intinfo::VALID | intinfo::NMI | 2);
+            regs().set_exitintinfo(0).unwrap();
+        } else {
+            assert!(matches!(e.kind, ExitKind::Inout { .. }), "{e:?}");
+        }
+        hit
+    };
+    idtr(0x3000, 0x7ff);
+    entry(0x3000, 2, 0x85);
+    assert!(check(), "a task gate");
+    entry(0x3000, 2, 0x95);
+    assert!(!check(), "type 5 with the system bit clear is no gate");
+    entry(0x3000, 2, 0x05);
+    assert!(!check(), "not present");
+    entry(0x3000, 2, 0xe5);
+    idtr(0x3000, 2 * 8 + 7);
+    assert!(check(), "the limit covers the entry exactly (any DPL)");
+    idtr(0x3000, 2 * 8 + 6);
+    assert!(!check(), "a byte short");
+    idtr(0x3000, 0x7ff);
+    regs().set(CR0 as i32, 0).unwrap();
+    assert!(!check(), "real mode");
+    regs().set(CR0 as i32, 1 | (1 << 31)).unwrap();
+    regs().set(EFER as i32, (1 << 8) | (1 << 10)).unwrap();
+    regs().set_seg(CS as i32, SegDesc { base: 0, limit: 0xffff_ffff, access: 0xa09b }).unwrap();
+    assert!(!check(), "long mode");
+    regs().set(EFER as i32, 0).unwrap();
+    regs().set_seg(CS as i32, SegDesc { base: 0, limit: 0xffff_ffff, access: 0xc09b }).unwrap();
+    regs().set(CR0 as i32, 1).unwrap();
+
+    // The base wraps at 4 GiB; an entry straddling two pages is read.
+    idtr(0xffff_fff0, 0x7ff); // entry 2 at 0x1_0000_0000: linear 0
+    vm.mem().write_gpa(0, &[0, 0, 0x30, 0, 0, 0x85, 0, 0]).unwrap();
+    assert!(check(), "wrapped");
+    idtr(0x3ff8 - 2 * 8 + 4, 0x7ff); // entry 2 at 0x3ffc..0x4004
+    entry(0x3ff8 - 2 * 8 + 4, 2, 0x85);
+    assert!(check(), "across two pages");
+
+    // CPL 3 with paging and a supervisor-only IDT page (no U bit): the
+    // processor's own read still finds the gate.
+    {
+        let mem = vm.mem();
+        mem.write_gpa(0x10000 + 0x100 * 4, &(0x11000u32 | 7).to_le_bytes()).unwrap();
+        mem.write_gpa(0x11000, &(0x3000u32 | 3).to_le_bytes()).unwrap();
+    }
+    entry(0x3000, 2, 0x85);
+    regs().set(CR3 as i32, 0x10000).unwrap();
+    regs().set(CR0 as i32, 1 | (1 << 31)).unwrap();
+    regs().set_seg(SS as i32, SegDesc { base: 0, limit: 0xffff_ffff, access: 0xc0f3 }).unwrap();
+    idtr(0x4000_0000, 0x7ff);
+    assert_eq!(regs().paging().cpl, 3);
+    assert!(check(), "CPL 3, supervisor page");
+
+    // #GP with its error code: in the exit intinfo too; RIP where it struck.
+    entry(0x3000, 13, 0x85);
+    let rip = regs().nextrip;
+    regs().inject_exception(13, Some(0x18), true).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!(e.kind, ExitKind::TaskSwitch(Ts { errcode: Some(0x18), ..gated }));
+    assert_eq!((e.rip, e.inst_length), (rip, 0));
+    assert_eq!(regs().intinfo().0, intinfo::VALID | intinfo::HWEXCEPTION | intinfo::DEL_ERRCODE | 13 | (0x18 << 32));
+    regs().set_exitintinfo(0).unwrap();
+
+    // INT3 through a gate: a software exception, at the INT3.
+    entry(0x3000, 3, 0x85);
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(vec![Compute, Breakpoint, out], None)))).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!(e.kind, ExitKind::TaskSwitch(Ts { ext: false, ..gated }));
+    assert_eq!(e.inst_length, 1);
+    assert_eq!(regs().intinfo().0, intinfo::VALID | intinfo::SWEXCEPTION | 3);
+    assert_eq!(vm.guest_stats(0).unwrap().interrupts, 0);
+}
