@@ -6,6 +6,19 @@ use crate::regs::{CAP_BPT_EXIT, CAP_MTRAP_EXIT};
 use crate::stats::Stat;
 use crate::vm::Vm;
 
+/// A simulated VM with `len` bytes of read-write RAM at guest-physical 0.
+fn vm_with_ram(name: &str, vcpus: usize, len: usize) -> Vm {
+    use crate::mem::{PROT_READ, PROT_WRITE};
+    let vm = Vm::with_sim_backend(name, vcpus).unwrap();
+    {
+        let all = vm.lock_all().unwrap();
+        let mut m = vm.mem_write(&all);
+        m.alloc_memseg(0, len, None).unwrap();
+        m.mmap_memseg(0, 0, 0, len, PROT_READ | PROT_WRITE, 0).unwrap();
+    }
+    vm
+}
+
 /// Reads the library emulates land where the instruction puts them:
 /// a load in RAX, RDMSR in EDX:EAX. A read whose instruction faults
 /// (an x2APIC MSR in xAPIC mode: #GP) delivers nothing.
@@ -420,14 +433,12 @@ fn the_guest_tsc_counts_takes_writes_and_rdtscp_reads_tsc_aux() {
 #[test]
 fn guest_loads_and_stores_reach_ram_in_place_and_a_rom_store_faults() {
     use crate::error::Error;
-    use crate::mem::{PROT_EXEC, PROT_READ, PROT_WRITE};
+    use crate::mem::{PROT_EXEC, PROT_READ};
     use crate::regs::reg::RAX;
-    let vm = Vm::with_sim_backend("ram", 1).unwrap();
+    let vm = vm_with_ram("ram", 1, 0x10_0000);
     {
         let all = vm.lock_all().unwrap();
         let mut m = vm.mem_write(&all);
-        m.alloc_memseg(0, 0x10_0000, None).unwrap();
-        m.mmap_memseg(0, 0, 0, 0x10_0000, PROT_READ | PROT_WRITE | PROT_EXEC, 0).unwrap();
         m.alloc_memseg(1, 0x1000, Some(b"bootrom")).unwrap();
         m.mmap_memseg(0xffff_f000, 1, 0, 0x1000, PROT_READ | PROT_EXEC, 0).unwrap();
     }
@@ -482,13 +493,7 @@ fn ram_accesses_race_unmaps_remaps_and_destroy() {
     use std::sync::Arc;
     crate::test_util::with_watchdog(60, || {
         const LEN: usize = 0x10_0000;
-        let vm = Arc::new(Vm::with_sim_backend("ramrace", 2).unwrap());
-        {
-            let all = vm.lock_all().unwrap();
-            let mut m = vm.mem_write(&all);
-            m.alloc_memseg(0, LEN, None).unwrap();
-            m.mmap_memseg(0, 0, 0, LEN, PROT_READ | PROT_WRITE, 0).unwrap();
-        }
+        let vm = Arc::new(vm_with_ram("ramrace", 2, LEN));
         for id in 0..2u64 {
             let l = vm.lock_one(id as usize).unwrap();
             vm.activate_cpu(id as usize).unwrap();
@@ -570,17 +575,10 @@ fn ram_accesses_race_unmaps_remaps_and_destroy() {
 #[test]
 fn task_switches_by_instruction_and_through_idt_task_gates() {
     use crate::exit::{TaskSwitch as Ts, TaskSwitchReason};
-    use crate::mem::{PROT_READ, PROT_WRITE};
     use crate::regs::intinfo;
     use crate::regs::reg::{CR0, CR3, IDTR};
     use crate::regs::SegDesc;
-    let vm = Vm::with_sim_backend("tss", 1).unwrap();
-    {
-        let all = vm.lock_all().unwrap();
-        let mut m = vm.mem_write(&all);
-        m.alloc_memseg(0, 0x10_0000, None).unwrap();
-        m.mmap_memseg(0, 0, 0, 0x10_0000, PROT_READ | PROT_WRITE, 0).unwrap();
-    }
+    let vm = vm_with_ram("tss", 1, 0x10_0000);
     // The IDT at 0x3000: a task gate (TSS 0x30) for 0x41, a task gate
     // (TSS 0x38) for #GP, an interrupt gate for 0x52.
     let gate = |sel: u16, access: u8| [0, 0, sel as u8, (sel >> 8) as u8, 0, access, 0, 0];
@@ -678,17 +676,10 @@ fn task_switches_by_instruction_and_through_idt_task_gates() {
 #[test]
 fn idt_task_gates_are_found_as_the_processor_finds_them() {
     use crate::exit::{TaskSwitch as Ts, TaskSwitchReason::IdtGate};
-    use crate::mem::{PROT_READ, PROT_WRITE};
     use crate::regs::intinfo;
     use crate::regs::reg::{CR0, CR3, CS, EFER, IDTR, SS};
     use crate::regs::SegDesc;
-    let vm = Vm::with_sim_backend("idt", 1).unwrap();
-    {
-        let all = vm.lock_all().unwrap();
-        let mut m = vm.mem_write(&all);
-        m.alloc_memseg(0, 0x10_0000, None).unwrap();
-        m.mmap_memseg(0, 0, 0, 0x10_0000, PROT_READ | PROT_WRITE, 0).unwrap();
-    }
+    let vm = vm_with_ram("idt", 1, 0x10_0000);
     let entry = |base: u64, vector: u64, access: u8| {
         let d = [0, 0, 0x30, 0, 0, access, 0, 0];
         vm.mem().write_gpa(base + vector * 8, &d).unwrap();
