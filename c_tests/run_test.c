@@ -100,6 +100,24 @@ main(void)
 		CHECK_OK(vmm_rs_guest_stats(v0, &gs));
 		CHECK(gs.interrupts == 1 && gs.last_vector == 2);
 		CHECK_OK(vm_set_capability(v0, VM_CAP_MTRAP_EXIT, 0));
+		/* bhyve's gdb stub on AMD: VM_CAP_RFLAGS_TF sets RFLAGS.TF and each
+		 * instruction's #DB is VM_EXITCODE_DB (trace_trap) at the next RIP;
+		 * turned off, the guest's own TF is back. */
+		uint64_t rflags = 0;
+		CHECK_OK(vm_get_register(v0, VM_REG_GUEST_RFLAGS, &rflags));
+		CHECK((rflags & 0x100) == 0);
+		CHECK_OK(vm_set_capability(v0, VM_CAP_RFLAGS_TF, 1));
+		CHECK_OK(vm_get_register(v0, VM_REG_GUEST_RFLAGS, &rflags));
+		CHECK(rflags & 0x100);
+		CHECK_OK(vm_get_register(v0, VM_REG_GUEST_RIP, &rip0));
+		for (uint64_t i = 1; i <= 2; i++) {
+			CHECK_OK(vm_run(v0, &vmrun));
+			CHECK(vme.exitcode == VM_EXITCODE_DB && vme.u.dbg.trace_trap == 1 &&
+			    vme.u.dbg.pushf_intercept == 0 && vme.rip == rip0 + i && vme.inst_length == 0);
+		}
+		CHECK_OK(vm_set_capability(v0, VM_CAP_RFLAGS_TF, 0));
+		CHECK_OK(vm_get_register(v0, VM_REG_GUEST_RFLAGS, &rflags));
+		CHECK((rflags & 0x100) == 0);
 		/* A breakpoint: INT3 with VM_CAP_BPT_EXIT is VM_EXITCODE_BPT at
 		 * its RIP, the one-byte length in u.bpt. */
 		struct vmm_rs_action brk[] = { { .kind = VMM_RS_ACT_INT3 }, { .kind = VMM_RS_ACT_COMPUTE } };

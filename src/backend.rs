@@ -60,6 +60,9 @@ pub enum GuestExit {
     /// An instruction completed with VM_CAP_MTRAP_EXIT on (the monitor
     /// trap flag: a debugger single-stepping the guest).
     Mtrap,
+    /// An instruction completed with VM_CAP_RFLAGS_TF stepping: the
+    /// single-step #DB, intercepted.
+    DebugTrap,
     /// INT3 with VM_CAP_BPT_EXIT on (a debugger's breakpoint); the RIP
     /// stays at it.
     Breakpoint,

@@ -88,6 +88,10 @@ pub enum ExitKind {
     /// INT3 with VM_CAP_BPT_EXIT on (VM_EXITCODE_BPT, one-byte
     /// instruction at the exit's RIP).
     Breakpoint,
+    /// One guest instruction completed with VM_CAP_RFLAGS_TF on: its
+    /// single-step #DB (VM_EXITCODE_DB, `trace_trap`; FreeBSD's SVM
+    /// stepping, where there is no monitor trap flag).
+    DebugTrap,
     /// Nothing to do; call VM_RUN again (VM_EXITCODE_BOGUS).
     Bogus,
     /// Another thread asked for this vCPU (VM_EXITCODE_REQIDLE).

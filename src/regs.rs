@@ -78,9 +78,16 @@ pub const CAP_IPI_EXIT: i32 = 8;
 /// VM_CAP_MASK_HWINTR: no event is injected on guest entry (a debugger
 /// stepping the guest does not want to land in interrupt handlers).
 pub const CAP_MASK_HWINTR: i32 = 9;
+/// VM_CAP_RFLAGS_TF: single-stepping as FreeBSD's SVM backend does it
+/// (bhyve's gdb stub uses it where VM_CAP_MTRAP_EXIT fails): RFLAGS.TF is
+/// set, the guest's own TF kept aside until the capability goes off, and
+/// the #DB each instruction raises exits as VM_EXITCODE_DB.
+pub const CAP_RFLAGS_TF: i32 = 10;
 
 /// RFLAGS.IF: the guest accepts maskable interrupts.
 pub const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.TF: trap after the next instruction (#DB).
+pub const RFLAGS_TF: u64 = 1 << 8;
 
 /// A segment descriptor (`struct seg_desc`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -174,6 +181,8 @@ pub struct VcpuRegs {
     pub halted: bool,
     /// The MSRs kept beside the register file (see `msr`).
     pub msrs: GuestMsrs,
+    /// The guest's own RFLAGS.TF while VM_CAP_RFLAGS_TF steps it.
+    tf_shadow: u64,
 }
 
 impl Default for VcpuRegs {
@@ -187,6 +196,7 @@ impl Default for VcpuRegs {
             nextrip: 0,
             halted: false,
             msrs: GuestMsrs::default(),
+            tf_shadow: 0,
         };
         // Bit 1 of RFLAGS is reserved and reads as one.
         r.regs[reg::RFLAGS] = 0x2;
@@ -284,8 +294,35 @@ impl VcpuRegs {
         if cap == CAP_RDTSCP || cap == CAP_RDPID {
             return Err(Error::NoEnt);
         }
+        if cap == CAP_RFLAGS_TF {
+            self.set_rflags_tf_stepping(val != 0);
+        }
         self.caps[i] = i32::from(val != 0);
         Ok(())
+    }
+
+    /// VM_CAP_RFLAGS_TF on: the guest's TF kept aside, TF set; off (after
+    /// on): TF back to the guest's (FreeBSD `svm_setcap`; a second "on"
+    /// keeps the guest's TF from the first, where FreeBSD would keep the
+    /// TF it set itself).
+    fn set_rflags_tf_stepping(&mut self, on: bool) {
+        let was_on = self.caps[CAP_RFLAGS_TF as usize] != 0;
+        let rflags = &mut self.regs[reg::RFLAGS];
+        if on {
+            if !was_on {
+                self.tf_shadow = *rflags & RFLAGS_TF;
+            }
+            *rflags |= RFLAGS_TF;
+        } else if was_on {
+            *rflags = (*rflags & !RFLAGS_TF) | self.tf_shadow;
+            self.tf_shadow = 0;
+        }
+    }
+
+    /// Whether the guest traps (#DB) after each instruction for a
+    /// debugger: VM_CAP_RFLAGS_TF on and TF still set.
+    pub fn rflags_tf_stepping(&self) -> bool {
+        self.caps[CAP_RFLAGS_TF as usize] != 0 && self.regs[reg::RFLAGS] & RFLAGS_TF != 0
     }
 
     /// `vm_exit_intinfo`: validate and record the event being delivered at
@@ -429,6 +466,19 @@ mod tests {
             assert_eq!(r.get_cap(cap), Ok(1), "always on");
             assert_eq!(r.set_cap(cap, 0), Err(Error::NoEnt), "and fixed");
             assert_eq!(r.get_cap(cap), Ok(1));
+        }
+        // RFLAGS_TF sets TF and gives the guest's back when it goes off.
+        let tf = |r: &VcpuRegs| r.get(reg::RFLAGS as i32).unwrap() & RFLAGS_TF;
+        for guest_tf in [0, RFLAGS_TF] {
+            r.set(reg::RFLAGS as i32, 0x2 | guest_tf).unwrap();
+            r.set_cap(CAP_RFLAGS_TF, 0).unwrap();
+            assert_eq!(tf(&r), guest_tf, "off while off: nothing changes");
+            r.set_cap(CAP_RFLAGS_TF, 1).unwrap();
+            assert!(r.rflags_tf_stepping() && tf(&r) == RFLAGS_TF);
+            r.set_cap(CAP_RFLAGS_TF, 1).unwrap();
+            r.set_cap(CAP_RFLAGS_TF, 0).unwrap();
+            assert!(!r.rflags_tf_stepping());
+            assert_eq!(tf(&r), guest_tf, "the guest's TF back");
         }
         // NMI type needs vector 2; exceptions need vector < 32.
         let nmi = intinfo::VALID | intinfo::NMI | 3;

@@ -26,7 +26,8 @@ pub enum Stat {
     Pause,
     /// Monitor-trap exits (VM_CAP_MTRAP_EXIT).
     Mtrap,
-    /// Exits for guest exceptions (INT3 with VM_CAP_BPT_EXIT).
+    /// Exits for guest exceptions (INT3 with VM_CAP_BPT_EXIT, the
+    /// single-step #DB with VM_CAP_RFLAGS_TF).
     Exception,
     InOut,
     /// CPUID, answered in the run loop.

@@ -100,6 +100,10 @@ fn to_vm_exit(e: &VmExit) -> vm_exit {
             out.u.bpt = vm_exit_bpt { inst_length: 1 };
             vm_exitcode::VM_EXITCODE_BPT
         }
+        ExitKind::DebugTrap => {
+            out.u.dbg = vm_exit_dbg { trace_trap: 1, ..vm_exit_dbg::default() };
+            vm_exitcode::VM_EXITCODE_DB
+        }
         ExitKind::Bogus => vm_exitcode::VM_EXITCODE_BOGUS,
         ExitKind::ReqIdle => vm_exitcode::VM_EXITCODE_REQIDLE,
         ExitKind::Suspended(how) => {

@@ -137,7 +137,7 @@ impl Vm {
                 GuestExit::Hlt { .. } => None,
                 GuestExit::Pause => Some(Stat::Pause),
                 GuestExit::Mtrap => Some(Stat::Mtrap),
-                GuestExit::Breakpoint => Some(Stat::Exception),
+                GuestExit::Breakpoint | GuestExit::DebugTrap => Some(Stat::Exception),
                 GuestExit::Inout { .. } | GuestExit::InoutStr { .. } => Some(Stat::InOut),
                 GuestExit::Cpuid => Some(Stat::Cpuid),
                 GuestExit::TaskSwitch { .. } => None,
@@ -162,6 +162,7 @@ impl Vm {
                 GuestExit::Pause => return exit(ExitKind::Pause),
                 GuestExit::Mtrap => return exit(ExitKind::Mtrap),
                 GuestExit::Breakpoint => return exit(ExitKind::Breakpoint),
+                GuestExit::DebugTrap => return exit(ExitKind::DebugTrap),
                 GuestExit::Inout { port, bytes, is_in, eax } => {
                     // The 8259, PIT, RTC and PM timer ports are emulated
                     // here, as FreeBSD's kernel does (`emulate_inout`).

@@ -256,12 +256,20 @@ impl Backend for SimBackend {
         if let Some(exit) = slot.task_gate.take() {
             return (exit, rip, 0);
         }
-        // With the monitor trap flag every instruction that does not exit
-        // by itself ends the entry (a debugger steps the guest).
-        let (mtrap, bpt, pause_exit) = {
+        // With the monitor trap flag, or with VM_CAP_RFLAGS_TF (the #DB of
+        // RFLAGS.TF intercepted), every instruction that does not exit by
+        // itself ends the entry (a debugger steps the guest).
+        let (step, bpt, pause_exit) = {
             let r = vcpu.regs.lock();
             let on = |cap| r.get_cap(cap) == Ok(1);
-            (on(CAP_MTRAP_EXIT), on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT))
+            let step = if on(CAP_MTRAP_EXIT) {
+                Some(GuestExit::Mtrap)
+            } else if r.rflags_tf_stepping() {
+                Some(GuestExit::DebugTrap)
+            } else {
+                None
+            };
+            (step, on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT))
         };
         let mut rip = rip;
         if let Some((at, op)) = slot.string_op.take() {
@@ -277,8 +285,8 @@ impl Backend for SimBackend {
                 }
                 // Done: a completed instruction, so a stepping debugger
                 // sees it before the next one runs.
-                if mtrap {
-                    return (GuestExit::Mtrap, rip + 1, 0);
+                if let Some(step) = step {
+                    return (step, rip + 1, 0);
                 }
                 rip += 1;
             }
@@ -425,7 +433,7 @@ impl Backend for SimBackend {
                 }
             };
             match exit {
-                None | Some(GuestExit::Yield) if mtrap => return (GuestExit::Mtrap, rip + 1, 0),
+                None | Some(GuestExit::Yield) if step.is_some() => return (step.unwrap_or(GuestExit::Mtrap), rip + 1, 0),
                 // The shadow is over: back to the run loop, which may now
                 // inject what is pending.
                 None if shadowed => return (GuestExit::Yield, rip, 1),

@@ -771,3 +771,34 @@ fn idt_task_gates_are_found_as_the_processor_finds_them() {
     assert_eq!(regs().intinfo().0, intinfo::VALID | intinfo::SWEXCEPTION | 3);
     assert_eq!(vm.guest_stats(0).unwrap().interrupts, 0);
 }
+
+/// VM_CAP_RFLAGS_TF (FreeBSD's SVM stepping): each completed instruction
+/// is a debug exit at the next RIP, counted as an exception exit; an
+/// instruction that exits by itself is reported as such; the guest
+/// clearing TF (a debugger's register write) ends it; off, the guest's
+/// TF comes back.
+#[test]
+fn rflags_tf_steps_the_guest_with_debug_exits() {
+    use crate::regs::reg::RFLAGS;
+    use crate::regs::{CAP_RFLAGS_TF, RFLAGS_TF};
+    let vm = Vm::with_sim_backend("tf", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let out = PortOut { port: 0x80, size: 1, value: 0 };
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(vec![Compute, Compute, out, Compute], Some(0))))).unwrap();
+    l.vcpu().regs.lock().set_cap(CAP_RFLAGS_TF, 1).unwrap();
+    let rip0 = l.vcpu().regs.lock().rip();
+    for i in 1..=2 {
+        let e = vm.run(&l).unwrap();
+        assert_eq!((e.kind, e.rip, e.inst_length), (ExitKind::DebugTrap, rip0 + i, 0));
+    }
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }), "the OUT exits as itself");
+    assert_eq!(vm.run(&l).unwrap().kind, ExitKind::DebugTrap);
+    assert_eq!(l.vcpu().stats.get(Stat::Exception), 3);
+    // The debugger clears TF: no more traps.
+    let rflags = l.vcpu().regs.lock().get(RFLAGS as i32).unwrap();
+    l.vcpu().regs.lock().set(RFLAGS as i32, rflags & !RFLAGS_TF).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+    l.vcpu().regs.lock().set_cap(CAP_RFLAGS_TF, 0).unwrap();
+    assert_eq!(l.vcpu().regs.lock().get(RFLAGS as i32).unwrap() & RFLAGS_TF, 0, "the guest's TF (clear)");
+}

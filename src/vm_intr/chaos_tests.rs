@@ -289,6 +289,7 @@ fn control(vm: &Vm, stop: &AtomicBool, seed: u64) -> u64 {
                 r.set_cap(crate::regs::CAP_HALT_EXIT, rng.below(2) as i32).unwrap();
                 r.set_cap(crate::regs::CAP_PAUSE_EXIT, rng.below(2) as i32).unwrap();
                 r.set_cap(crate::regs::CAP_MASK_HWINTR, i32::from(rng.chance(8))).unwrap();
+                r.set_cap(crate::regs::CAP_RFLAGS_TF, i32::from(rng.chance(8))).unwrap();
             }
             3 => {
                 // A SIPI to every other vCPU: the one event that restarts
