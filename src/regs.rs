@@ -78,6 +78,15 @@ pub const CAP_IPI_EXIT: i32 = 8;
 /// VM_CAP_MASK_HWINTR: no event is injected on guest entry (a debugger
 /// stepping the guest does not want to land in interrupt handlers).
 pub const CAP_MASK_HWINTR: i32 = 9;
+/// A debugger stepping the guest, one exit per completed instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stepping {
+    /// VM_CAP_MTRAP_EXIT: VM_EXITCODE_MTRAP.
+    MonitorTrap,
+    /// VM_CAP_RFLAGS_TF: the #DB of RFLAGS.TF, VM_EXITCODE_DB.
+    RflagsTf,
+}
+
 /// VM_CAP_RFLAGS_TF: single-stepping as FreeBSD's SVM backend does it
 /// (bhyve's gdb stub uses it where VM_CAP_MTRAP_EXIT fails): RFLAGS.TF is
 /// set, the guest's own TF kept aside until the capability goes off, and
@@ -323,6 +332,18 @@ impl VcpuRegs {
     /// debugger: VM_CAP_RFLAGS_TF on and TF still set.
     pub fn rflags_tf_stepping(&self) -> bool {
         self.caps[CAP_RFLAGS_TF as usize] != 0 && self.regs[reg::RFLAGS] & RFLAGS_TF != 0
+    }
+
+    /// How a debugger steps the guest, if it does: the monitor trap flag
+    /// first (VMX), else RFLAGS.TF (SVM).
+    pub fn stepping(&self) -> Option<Stepping> {
+        if self.caps[CAP_MTRAP_EXIT as usize] != 0 {
+            Some(Stepping::MonitorTrap)
+        } else if self.rflags_tf_stepping() {
+            Some(Stepping::RflagsTf)
+        } else {
+            None
+        }
     }
 
     /// `vm_exit_intinfo`: validate and record the event being delivered at

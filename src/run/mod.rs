@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
-use crate::regs::{reg, EntryEvent, MsrAccess, CAP_HALT_EXIT, CAP_MASK_HWINTR, CAP_MTRAP_EXIT};
+use crate::regs::{reg, EntryEvent, MsrAccess, Stepping, CAP_HALT_EXIT, CAP_MASK_HWINTR};
 use crate::stats::Stat;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::Injection;
@@ -103,17 +103,22 @@ impl Vm {
                     // injects what ended it.
                     vcpu.set_state(VcpuState::Frozen, false)?;
                     let ends = self.hlt_ends(vcpu, Hlt::InGuest);
-                    if !ends && vcpu.regs.lock().get_cap(CAP_MTRAP_EXIT) == Ok(1) {
-                        // A debugger stepping a halted guest: the monitor
-                        // trap exit comes at once, the guest still in HLT
-                        // (as VMX delivers a pending MTF exit in the HLT
-                        // state).
+                    let stepping = vcpu.regs.lock().stepping();
+                    if let (false, Some(stepping)) = (ends, stepping) {
+                        // A debugger stepping a halted guest: the step's
+                        // exit comes at once, the guest still in HLT (as
+                        // VMX delivers a pending MTF exit in the HLT
+                        // state), so that a step over HLT returns.
+                        let (stat, kind) = match stepping {
+                            Stepping::MonitorTrap => (Stat::Mtrap, ExitKind::Mtrap),
+                            Stepping::RflagsTf => (Stat::Exception, ExitKind::DebugTrap),
+                        };
                         vcpu.stats.add(Stat::VmExits, 1);
-                        vcpu.stats.add(Stat::Mtrap, 1);
+                        vcpu.stats.add(stat, 1);
                         let mut r = vcpu.regs.lock();
                         let rip = r.nextrip;
                         r.set(reg::RIP as i32, rip)?;
-                        return Ok(VmExit { kind: ExitKind::Mtrap, rip, inst_length: 0 });
+                        return Ok(VmExit { kind, rip, inst_length: 0 });
                     }
                     if ends || self.sleep_in_hlt(vcpu, id, Hlt::InGuest)? {
                         vcpu.regs.lock().halted = false;

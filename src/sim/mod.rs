@@ -16,7 +16,7 @@ use crate::guest::{GuestAction, GuestProgram};
 use crate::mem::RamAccess;
 use crate::exit::{TaskSwitch, TaskSwitchReason};
 use crate::gla2gpa::CPU_MODE_PROTECTED;
-use crate::regs::{intinfo, reg, CAP_BPT_EXIT, CAP_MTRAP_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
+use crate::regs::{intinfo, reg, Stepping, CAP_BPT_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
 
@@ -262,13 +262,10 @@ impl Backend for SimBackend {
         let (step, bpt, pause_exit) = {
             let r = vcpu.regs.lock();
             let on = |cap| r.get_cap(cap) == Ok(1);
-            let step = if on(CAP_MTRAP_EXIT) {
-                Some(GuestExit::Mtrap)
-            } else if r.rflags_tf_stepping() {
-                Some(GuestExit::DebugTrap)
-            } else {
-                None
-            };
+            let step = r.stepping().map(|s| match s {
+                Stepping::MonitorTrap => GuestExit::Mtrap,
+                Stepping::RflagsTf => GuestExit::DebugTrap,
+            });
             (step, on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT))
         };
         let mut rip = rip;
@@ -432,13 +429,13 @@ impl Backend for SimBackend {
                     }
                 }
             };
-            match exit {
-                None | Some(GuestExit::Yield) if step.is_some() => return (step.unwrap_or(GuestExit::Mtrap), rip + 1, 0),
+            match (exit, step) {
+                (None | Some(GuestExit::Yield), Some(step)) => return (step, rip + 1, 0),
                 // The shadow is over: back to the run loop, which may now
                 // inject what is pending.
-                None if shadowed => return (GuestExit::Yield, rip, 1),
-                None => rip += 1,
-                Some(e) => return (e, rip, 1),
+                (None, _) if shadowed => return (GuestExit::Yield, rip, 1),
+                (None, _) => rip += 1,
+                (Some(e), _) => return (e, rip, 1),
             }
         }
         (GuestExit::Yield, rip, 0)

@@ -806,3 +806,30 @@ fn rflags_tf_steps_the_guest_with_debug_exits() {
     l.vcpu().regs.lock().set_cap(CAP_RFLAGS_TF, 0).unwrap();
     assert_eq!(l.vcpu().regs.lock().get(RFLAGS as i32).unwrap() & RFLAGS_TF, 0, "the guest's TF (clear)");
 }
+
+/// Stepping over a HLT that halts the guest in place (no
+/// VM_CAP_HALT_EXIT, events masked as bhyve's gdb stub masks them)
+/// returns at once, with either way of stepping, and keeps returning
+/// while the guest stays halted.
+#[test]
+fn a_step_over_a_halting_hlt_returns() {
+    use crate::regs::{CAP_HALT_EXIT, CAP_MASK_HWINTR, CAP_RFLAGS_TF};
+    crate::test_util::with_watchdog(20, || {
+        for (cap, exit) in [(CAP_MTRAP_EXIT, ExitKind::Mtrap), (CAP_RFLAGS_TF, ExitKind::DebugTrap)] {
+            let vm = Vm::with_sim_backend("hltstep", 1).unwrap();
+            let l = vm.lock_one(0).unwrap();
+            vm.activate_cpu(0).unwrap();
+            vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(vec![Compute, Hlt], None)))).unwrap();
+            {
+                let mut r = l.vcpu().regs.lock();
+                r.set_cap(CAP_HALT_EXIT, 0).unwrap();
+                r.set_cap(CAP_MASK_HWINTR, 1).unwrap();
+                r.set_cap(cap, 1).unwrap();
+            }
+            for _ in 0..3 {
+                assert_eq!(vm.run(&l).unwrap().kind, exit);
+            }
+            assert!(l.vcpu().regs.lock().halted);
+        }
+    });
+}
