@@ -25,6 +25,9 @@ impl Vm {
                 cores: topology.cores,
                 threads: topology.threads,
                 x2apic,
+                // Always on here (see CAP_RDTSCP), read as FreeBSD reads
+                // them, so the answer follows the capability if that
+                // changes.
                 rdtscp: on(CAP_RDTSCP),
                 rdpid: on(CAP_RDPID),
                 invpcid: on(CAP_ENABLE_INVPCID),

@@ -11,11 +11,10 @@
 
 use crate::backend::{Backend, GuestExit, GuestRam, GuestStats};
 use crate::error::{Error, Result};
-use crate::exit::MmioAccess;
+use crate::exit::{MmioAccess, TaskSwitch, TaskSwitchReason};
+use crate::gla2gpa::CPU_MODE_PROTECTED;
 use crate::guest::{GuestAction, GuestProgram};
 use crate::mem::RamAccess;
-use crate::exit::{TaskSwitch, TaskSwitchReason};
-use crate::gla2gpa::CPU_MODE_PROTECTED;
 use crate::regs::{intinfo, reg, Stepping, CAP_BPT_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
@@ -84,8 +83,9 @@ pub struct SimBackend {
     /// (RUNNING in the run loop, or FROZEN by an ioctl). The guest's RAM
     /// accesses and the processor's IDT reads (page walks that may set
     /// accessed bits) take `Vm::mem` shared under it, out of rank order
-    /// (why that is safe: the lock order in `vm`). C callbacks run under it, so they must not make calls on their own vCPU (they may
-    /// assert pins, send MSIs, or act on other vCPUs).
+    /// (why that is safe: the lock order in `vm`). C callbacks run under
+    /// it, so they must not make calls on their own vCPU (they may assert
+    /// pins, send MSIs, or act on other vCPUs).
     guests: Vec<Mutex<GuestSlot>>,
 }
 
@@ -176,19 +176,25 @@ impl SimBackend {
             return;
         };
         if let Some(tsssel) = task_gate(vcpu, ram, vector) {
-            // FreeBSD reports an error code only with an external event
-            // (bhyve asserts as much). A software event userland queued
-            // (VM_SET_INTINFO) is reported with length 0 here.
-            let ext = matches!(info & intinfo::TYPE, intinfo::HWINTR | intinfo::NMI | intinfo::HWEXCEPTION);
-            let errcode = (ext && info & intinfo::DEL_ERRCODE != 0).then_some((info >> 32) as u32);
-            let ts = TaskSwitch { tsssel, reason: TaskSwitchReason::IdtGate, ext, errcode };
-            slot.task_gate = Some(GuestExit::TaskSwitch { ts, delivering: Some(info) });
+            // A software event userland queued (VM_SET_INTINFO) is
+            // reported with length 0 here.
+            slot.task_gate = Some(gated_exit(tsssel, info));
             // The new task starts outside any STI shadow.
             slot.sti_shadow = false;
             return;
         }
         take_exception(program.as_mut(), &mut slot.stats, vector);
     }
+}
+
+/// The exit of the event of intinfo word `info` meeting a task gate for
+/// TSS `tsssel`: external for hardware events, with an error code only
+/// then (as FreeBSD reports it; bhyve asserts as much).
+fn gated_exit(tsssel: u16, info: u64) -> GuestExit {
+    let ext = matches!(info & intinfo::TYPE, intinfo::HWINTR | intinfo::NMI | intinfo::HWEXCEPTION);
+    let errcode = (ext && info & intinfo::DEL_ERRCODE != 0).then_some((info >> 32) as u32);
+    let ts = TaskSwitch { tsssel, reason: TaskSwitchReason::IdtGate, ext, errcode };
+    GuestExit::TaskSwitch { ts, delivering: Some(info) }
 }
 
 /// The TSS selector of vector `vector`'s IDT entry if it is a present
@@ -334,9 +340,8 @@ impl Backend for SimBackend {
                     // task gate there: a task switch at the INT3, which a
                     // software exception is (not external, no error code).
                     if let Some(tsssel) = task_gate(vcpu, ram, IDT_BP) {
-                        let ts = TaskSwitch { tsssel, reason: TaskSwitchReason::IdtGate, ext: false, errcode: None };
                         let info = intinfo::VALID | intinfo::SWEXCEPTION | u64::from(IDT_BP);
-                        return (GuestExit::TaskSwitch { ts, delivering: Some(info) }, rip, 1);
+                        return (gated_exit(tsssel, info), rip, 1);
                     }
                     take_exception(program.as_mut(), &mut slot.stats, IDT_BP);
                     None
