@@ -162,7 +162,10 @@ test_tsc(struct vcpu *v)
 	CHECK(t1 == ((reg(v, VM_REG_GUEST_RDX) << 32) | reg(v, VM_REG_GUEST_RAX)));
 	CHECK(reg(v, VM_REG_GUEST_RDX) >> 32 == 0 && reg(v, VM_REG_GUEST_RAX) >> 32 == 0);
 
-	/* The rate: between two RDTSCs at least a measured 1 ms of host time passes, at most the span of both runs. */
+	/*
+	 * The rate: between two RDTSCs at least a measured 1 ms of host time passes, at most the span of both
+	 * runs. (The library's clock and CLOCK_MONOTONIC are the same clock on Linux, where Rust's Instant is it.)
+	 */
 	before = mono_ns();
 	t1 = run_to_out(v, 0x80);
 	mid1 = mono_ns();

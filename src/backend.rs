@@ -1,5 +1,6 @@
 //! The hardware's VMRUN, as a trait: something that runs a vCPU's guest
-//! until it exits.
+//! until it exits ([`Backend`]), delivers the events the run loop injects,
+//! and reaches the guest's RAM as the nested page tables do ([`GuestRam`]).
 
 use crate::error::{Error, Result};
 use crate::exit::{MmioAccess, TaskSwitch};

@@ -64,7 +64,8 @@ pub trait GuestProgram: Send {
     fn next(&mut self, rip: u64) -> GuestAction;
     /// The library injected `vector` (the guest had interrupts enabled).
     fn interrupt(&mut self, vector: u8);
-    /// The value of the last MMIO read or port `in`.
+    /// The value of the last load (RAM or MMIO), port `in`, RDMSR,
+    /// RDTSC, RDTSCP or RDPID.
     fn read_result(&mut self, value: u64);
     /// EAX, EBX, ECX, EDX of the last CPUID.
     fn cpuid_result(&mut self, _regs: [u32; 4]) {}

@@ -24,11 +24,13 @@
 //!   [`callout_thread`]: the thread that fires them (and the local APIC
 //!   timers) when no vCPU polls.
 //! - [`registry`]: the process-wide table of named VMs (not under loom).
-//! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait, the run loop;
+//! - [`exit`], [`backend`], [`run`]: VM exits, the VMRUN trait (with the
+//!   guest RAM it reaches), the run loop;
 //!   [`cpuid`]: the guest's CPUID; [`tsc`]: the clock its TSC counts.
 //! - [`guest`], [`sim`]: guest programs (scripted or C callbacks) and the
 //!   simulated backend that runs them.
-//! - [`mem`]: guest memory: segments, guest-physical maps, host access, and
+//! - [`mem`]: guest memory: segments, guest-physical maps, host access, a
+//!   guest's own loads and stores, and
 //!   the libvmmapi memory layout (`vm_setup_memory`, `vm_map_gpa`);
 //!   [`memsize`]: bhyve's memory-size argument (`vm_parse_memsize`);
 //!   [`gla2gpa`]: the guest page-table walk (VM_GLA2GPA); [`guest_copy`]:

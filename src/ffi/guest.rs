@@ -93,8 +93,8 @@ pub enum vmm_rs_action_kind {
     /// bits 63:32 (the subleaf): answered inside VM_RUN as FreeBSD's
     /// `x86_emulate_cpuid` does (the host's leaves with bhyve's edits,
     /// this vCPU's APIC id, the VM's topology, x2APIC per
-    /// vm_set_x2apic_state, RDTSCP, RDPID and INVPCID per the vCPU's
-    /// capabilities; XSAVE and AVX hidden, leaf 0x16 the TSC's 2000
+    /// vm_set_x2apic_state, INVPCID per VM_CAP_ENABLE_INVPCID, RDTSCP
+    /// and RDPID always (as their capabilities); XSAVE and AVX hidden, leaf 0x16 the TSC's 2000
     /// MHz). EAX, EBX, ECX, EDX land in RAX, RBX, RCX, RDX and go to
     /// `cpuid_result`.
     VMM_RS_ACT_CPUID = 15,
