@@ -17,8 +17,12 @@ LEGACY_BINS := $(BUILD)/legacy/rte_lockall_test
 README_EX := $(shell sed -n 's/^```c readme-\([a-z]*\)$$/\1/p' README.md)
 C_BINS  := $(patsubst c_tests/%.c,$(BUILD)/%,$(C_SRCS)) $(README_EX:%=$(BUILD)/readme_%)
 COMPAT  := $(wildcard c_tests/header_compat_*.c)
+# The shared library's version and its soname's (build.rs): MAJOR, or
+# 0.MINOR before 1.0.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+ABI     := $(shell echo $(VERSION) | awk -F. '{ print ($$1 == 0) ? $$1 "." $$2 : $$1 }')
 
-.PHONY: all lib lib-legacy stress verify bench check cargo-test c-tests header-check install clean
+.PHONY: all lib lib-legacy stress verify bench check cargo-test c-tests header-check install install-check clean
 
 all: lib
 
@@ -26,7 +30,7 @@ all: lib
 lib:
 	$(CARGO) build --release
 
-check: lib header-check cargo-test c-tests stress verify
+check: lib header-check cargo-test c-tests install-check stress verify
 
 # The committed header must equal a fresh generation.
 header-check: lib
@@ -94,9 +98,27 @@ c-tests: lib $(C_BINS) $(LEGACY_BINS)
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 $(LIBDIR)/libvmm_rs.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(LIBDIR)/libvmm_rs.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIBDIR)/libvmm_rs.so $(DESTDIR)$(PREFIX)/lib/libvmm_rs.so.$(VERSION)
+	ln -sf libvmm_rs.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libvmm_rs.so.$(ABI)
+	ln -sf libvmm_rs.so.$(ABI) $(DESTDIR)$(PREFIX)/lib/libvmm_rs.so
 	install -m 644 include/vmm_rs.h $(DESTDIR)$(PREFIX)/include/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' vmm_rs.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/vmm_rs.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' vmm_rs.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/vmm_rs.pc
+
+# `make install` into a scratch prefix, then a program linked against the
+# installed shared library through pkg-config runs, loading it by soname.
+INSTALL_CHECK := $(BUILD)/install-check
+install-check: lib
+	rm -rf $(INSTALL_CHECK)
+	$(MAKE) --no-print-directory install PREFIX=$(abspath $(INSTALL_CHECK)) >/dev/null
+	test "$$(readlink $(INSTALL_CHECK)/lib/libvmm_rs.so)" = libvmm_rs.so.$(ABI)
+	readelf -d $(INSTALL_CHECK)/lib/libvmm_rs.so.$(VERSION) | grep -q 'SONAME.*\[libvmm_rs.so.$(ABI)\]'
+	sed -n '/^```c readme-registers$$/,/^```$$/p' README.md | sed '1d;$$d' > $(INSTALL_CHECK)/prog.c
+	PKG_CONFIG_PATH=$(INSTALL_CHECK)/lib/pkgconfig; export PKG_CONFIG_PATH; \
+	  test "$$(pkg-config --modversion vmm_rs)" = $(VERSION) && \
+	  $(CC) -o $(INSTALL_CHECK)/prog $(INSTALL_CHECK)/prog.c $$(pkg-config --cflags --libs vmm_rs) -lpthread -ldl -lm
+	readelf -d $(INSTALL_CHECK)/prog | grep -q 'NEEDED.*\[libvmm_rs.so.$(ABI)\]'
+	LD_LIBRARY_PATH=$(INSTALL_CHECK)/lib $(INSTALL_CHECK)/prog > /dev/null
+	@echo "install-check: libvmm_rs.so.$(VERSION), soname libvmm_rs.so.$(ABI): ok"
 
 clean:
 	$(CARGO) clean

@@ -10,6 +10,14 @@ fn main() {
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    // The shared library's soname carries the ABI version: the major
+    // number, or for 0.x the minor too (every 0.x may break the ABI), so
+    // a binary built against one never loads an incompatible other.
+    // `make install` adds the matching links.
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if matches!(os.as_str(), "linux" | "freebsd" | "netbsd" | "openbsd" | "dragonfly" | "illumos" | "solaris") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libvmm_rs.so.{}", abi_version());
+    }
     // Under loom the crate is built for model checking only; no header.
     if env::var("CARGO_CFG_LOOM").is_ok() {
         return;
@@ -26,5 +34,15 @@ fn main() {
             bindings.write_to_file(crate_dir.join("include/vmm_rs.h"));
         }
         Err(e) => panic!("cbindgen failed: {e}"),
+    }
+}
+
+/// "0.MINOR" for 0.x versions, "MAJOR" from 1.0 on.
+fn abi_version() -> String {
+    let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+    if major == "0" {
+        format!("0.{}", env::var("CARGO_PKG_VERSION_MINOR").unwrap())
+    } else {
+        major
     }
 }
