@@ -11,8 +11,8 @@
 #include "vmm_rs.h"
 #include "test_util.h"
 
-#define LOAD(a, s) { .kind = VMM_RS_ACT_MMIO_READ, .gpa = (a), .size = (s) }
-#define STORE(a, s, v) { .kind = VMM_RS_ACT_MMIO_WRITE, .gpa = (a), .size = (s), .value = (v) }
+#define LOAD(a, s) { .kind = VMM_RS_ACT_LOAD, .gpa = (a), .size = (s) }
+#define STORE(a, s, v) { .kind = VMM_RS_ACT_STORE, .gpa = (a), .size = (s), .value = (v) }
 #define OUT(p) { .kind = VMM_RS_ACT_PORT_OUT, .port = (p), .size = 1 }
 #define ACT(k) { .kind = (k) }
 

@@ -550,6 +550,17 @@ struct vm_readwrite_kernemu_device {
 #define VM_RESTORE_TIME 3221517939
 
 /*
+ VMM_RS_ACT_MMIO_READ by the name of what it does: a load, from RAM in
+ place where memory is mapped, else MMIO.
+ */
+#define VMM_RS_ACT_LOAD 1
+
+/*
+ VMM_RS_ACT_MMIO_WRITE by the name of what it does: a store.
+ */
+#define VMM_RS_ACT_STORE 2
+
+/*
  The rate of the guest TSC (RDTSC, RDTSCP, MSR 0x10), in Hz.
  */
 #define VMM_RS_TSC_HZ 2000000000

@@ -125,6 +125,14 @@ pub enum vmm_rs_action_kind {
     VMM_RS_ACT_TASK_SWITCH = 19,
 }
 
+/// VMM_RS_ACT_MMIO_READ by the name of what it does: a load, from RAM in
+/// place where memory is mapped, else MMIO.
+pub const VMM_RS_ACT_LOAD: c_int = 1;
+/// VMM_RS_ACT_MMIO_WRITE by the name of what it does: a store.
+pub const VMM_RS_ACT_STORE: c_int = 2;
+const _: () = assert!(VMM_RS_ACT_LOAD == vmm_rs_action_kind::VMM_RS_ACT_MMIO_READ as c_int);
+const _: () = assert!(VMM_RS_ACT_STORE == vmm_rs_action_kind::VMM_RS_ACT_MMIO_WRITE as c_int);
+
 /// The rate of the guest TSC (RDTSC, RDTSCP, MSR 0x10), in Hz.
 pub const VMM_RS_TSC_HZ: u64 = 2_000_000_000;
 const _: () = assert!(VMM_RS_TSC_HZ == crate::tsc::TSC_HZ);
