@@ -9,6 +9,9 @@
 //! set with VM_SET_REGISTER before the next VM_RUN (bhyve's convention for
 //! `in`).
 
+#[cfg(all(test, not(loom)))]
+mod fuzz_tests;
+
 use crate::backend::{Backend, GuestExit, GuestRam, GuestStats};
 use crate::error::{Error, Result};
 use crate::exit::{MmioAccess, TaskSwitch, TaskSwitchReason};
