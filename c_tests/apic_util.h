@@ -137,4 +137,20 @@ run_script_to_port80(struct vcpu *v, const struct vmm_rs_action *acts, int n)
 	return gs.last_read;
 }
 
+/*
+ * Runs `v`'s guest (as scripted) to its next exit, which must be an OUT to
+ * `port` (checked; the exit is left in `*vme`). Returns the last value the
+ * guest read.
+ */
+static inline uint64_t
+run_to_out(struct vcpu *v, int port, struct vm_exit *vme)
+{
+	struct vm_run vmrun = { .vm_exit = vme };
+	struct vmm_rs_guest_stats gs = { 0 };
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme->exitcode == VM_EXITCODE_INOUT && vme->u.inout.port == port);
+	CHECK_OK(vmm_rs_guest_stats(v, &gs));
+	return gs.last_read;
+}
+
 #endif

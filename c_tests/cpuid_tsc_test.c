@@ -10,8 +10,7 @@
 #include <pthread.h>
 #include <time.h>
 
-#include "vmm_rs.h"
-#include "test_util.h"
+#include "apic_util.h"
 
 #define OUT(p) { .kind = VMM_RS_ACT_PORT_OUT, .port = (p), .size = 1 }
 #define RD(m) { .kind = VMM_RS_ACT_RDMSR, .msr = (m) }
@@ -39,17 +38,6 @@ static uint64_t
 ticks(uint64_t ns)
 {
 	return ns * (VMM_RS_TSC_HZ / 1000000000u);
-}
-
-/* Runs to the next exit, which must be an OUT to `port`; returns the guest's last read. */
-static uint64_t
-run_to_out(struct vcpu *v, int port)
-{
-	struct vmm_rs_guest_stats gs = { 0 };
-	CHECK_OK(vm_run(v, &vmrun));
-	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == port);
-	CHECK_OK(vmm_rs_guest_stats(v, &gs));
-	return gs.last_read;
 }
 
 static uint64_t
@@ -158,7 +146,7 @@ test_tsc(struct vcpu *v)
 	watchdog_phase("cpuid_tsc_test: TSC");
 	struct vmm_rs_action rdtsc[] = { ACT(VMM_RS_ACT_RDTSC), OUT(0x80) };
 	CHECK_OK(vmm_rs_guest_set_script(v, rdtsc, 2, 0));
-	t1 = run_to_out(v, 0x80);
+	t1 = run_to_out(v, 0x80, &vme);
 	CHECK(t1 == ((reg(v, VM_REG_GUEST_RDX) << 32) | reg(v, VM_REG_GUEST_RAX)));
 	CHECK(reg(v, VM_REG_GUEST_RDX) >> 32 == 0 && reg(v, VM_REG_GUEST_RAX) >> 32 == 0);
 
@@ -167,12 +155,12 @@ test_tsc(struct vcpu *v)
 	 * runs. (The library's clock and CLOCK_MONOTONIC are the same clock on Linux, where Rust's Instant is it.)
 	 */
 	before = mono_ns();
-	t1 = run_to_out(v, 0x80);
+	t1 = run_to_out(v, 0x80, &vme);
 	mid1 = mono_ns();
 	while (mono_ns() - mid1 < 1000000)
 		;
 	mid2 = mono_ns();
-	t2 = run_to_out(v, 0x80);
+	t2 = run_to_out(v, 0x80, &vme);
 	after = mono_ns();
 	CHECK(t2 - t1 + 2 >= ticks(mid2 - mid1));
 	CHECK(t2 - t1 <= ticks(after - before) + 2);
@@ -185,13 +173,13 @@ test_tsc(struct vcpu *v)
 	};
 	CHECK_OK(vmm_rs_guest_set_script(v, wr, 7, -1));
 	before = mono_ns();
-	t1 = run_to_out(v, 0x81);
+	t1 = run_to_out(v, 0x81, &vme);
 	after = mono_ns();
 	CHECK(t1 >= 1ULL << 40 && t1 - (1ULL << 40) <= ticks(after - before) + 2);
-	t2 = run_to_out(v, 0x82);
+	t2 = run_to_out(v, 0x82, &vme);
 	CHECK(t2 >= t1 && t2 < (1ULL << 40) + (1ULL << 39));
 	uint64_t ratio = VMM_RS_TSC_HZ / 100000000u;
-	CHECK(run_to_out(v, 0x83) == ((ratio << 8) | (ratio << 40)));
+	CHECK(run_to_out(v, 0x83, &vme) == ((ratio << 8) | (ratio << 40)));
 
 	/* RDTSCP and RDPID: on, and fixed, as on FreeBSD's VMX backend. */
 	int on = 0;
@@ -211,14 +199,14 @@ test_tsc(struct vcpu *v)
 	};
 	CHECK_OK(vmm_rs_guest_set_script(v, aux, 9, -1));
 	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RCX, ~0ULL));
-	CHECK(run_to_out(v, 0x90) >= 1ULL << 40); /* the TSC, still offset */
+	CHECK(run_to_out(v, 0x90, &vme) >= 1ULL << 40); /* the TSC, still offset */
 	CHECK(reg(v, VM_REG_GUEST_RCX) == 0x1234); /* upper half cleared */
-	CHECK(run_to_out(v, 0x91) == 0x1234);
+	CHECK(run_to_out(v, 0x91, &vme) == 0x1234);
 	CHECK(reg(v, VM_REG_GUEST_RAX) == 0x1234);
 	CHECK(last_vector(v) == -1);
-	run_to_out(v, 0x92);
+	run_to_out(v, 0x92, &vme);
 	CHECK(last_vector(v) == 13);
-	CHECK(run_to_out(v, 0x93) == 0x1234); /* unchanged by the refused write */
+	CHECK(run_to_out(v, 0x93, &vme) == 0x1234); /* unchanged by the refused write */
 }
 
 /* vm_run on another thread: both vCPUs must reach the suspend. */
@@ -265,13 +253,13 @@ main(void)
 	CHECK_OK(vm_activate_cpu(v0));
 	struct vmm_rs_action after[] = { ACT(VMM_RS_ACT_RDTSC), OUT(0x80), ACT(VMM_RS_ACT_RDPID), OUT(0x81) };
 	CHECK_OK(vmm_rs_guest_set_script(v0, after, 4, -1));
-	CHECK(run_to_out(v0, 0x80) < 1ULL << 40);
-	CHECK(run_to_out(v0, 0x81) == 0);
+	CHECK(run_to_out(v0, 0x80, &vme) < 1ULL << 40);
+	CHECK(run_to_out(v0, 0x81, &vme) == 0);
 
 	/* A CPUID action takes any leaf and subleaf. */
 	struct vmm_rs_action any[] = { CPUID(0xffffffffu, 0xffffffffu), OUT(0x80) };
 	CHECK_OK(vmm_rs_guest_set_script(v0, any, 2, -1));
-	run_to_out(v0, 0x80);
+	run_to_out(v0, 0x80, &vme);
 
 	vm_vcpu_close(v0);
 	vm_vcpu_close(v1);

@@ -6,8 +6,7 @@
  * RDX:RAX as bhyve's vmexit_rdmsr sets them. An x2APIC guest takes an
  * interrupt and EOIs it through the MSRs.
  */
-#include "vmm_rs.h"
-#include "test_util.h"
+#include "apic_util.h"
 
 #define RD(m) { .kind = VMM_RS_ACT_RDMSR, .msr = (m) }
 #define WR(m, v) { .kind = VMM_RS_ACT_WRMSR, .msr = (m), .value = (v) }
@@ -15,17 +14,6 @@
 
 static struct vm_exit vme;
 static struct vm_run vmrun = { .vm_exit = &vme };
-
-/* Runs to the next exit, which must be an OUT to `port`; returns the guest's last read. */
-static uint64_t
-run_to_out(struct vcpu *v, int port)
-{
-	struct vmm_rs_guest_stats gs = { 0 };
-	CHECK_OK(vm_run(v, &vmrun));
-	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == port);
-	CHECK_OK(vmm_rs_guest_stats(v, &gs));
-	return gs.last_read;
-}
 
 int
 main(void)
@@ -50,19 +38,19 @@ main(void)
 		RD(0x802), OUT(0x82),
 	};
 	CHECK_OK(vmm_rs_guest_set_script(v, xapic, 7, 6));
-	CHECK(run_to_out(v, 0x80) == 0xfee00900); /* base, enabled, BSP */
+	CHECK(run_to_out(v, 0x80, &vme) == 0xfee00900); /* base, enabled, BSP */
 	CHECK_OK(vm_run(v, &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_RDMSR && vme.u.msr.code == 0x40000000);
 	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RAX, 0xffffffff89abcdefULL)); /* EAX only counts */
 	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RDX, 0x01234567));
-	CHECK(run_to_out(v, 0x81) == 0x0123456789abcdefULL);
+	CHECK(run_to_out(v, 0x81, &vme) == 0x0123456789abcdefULL);
 	CHECK_OK(vm_run(v, &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_WRMSR && vme.u.msr.code == 0x40000001 &&
 	    vme.u.msr.wval == 0x1122334455667788ULL);
 	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RAX, &rax));
 	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RDX, &rdx));
 	CHECK(rax == 0x55667788 && rdx == 0x11223344); /* EDX:EAX, as WRMSR takes it */
-	run_to_out(v, 0x82);
+	run_to_out(v, 0x82, &vme);
 	CHECK_OK(vmm_rs_guest_stats(v, &gs));
 	CHECK(gs.last_vector == 13); /* x2APIC MSR in xAPIC mode: #GP */
 
@@ -77,12 +65,12 @@ main(void)
 		WR(0x80b, 0), RD(0x813), OUT(0x92),      /* EOI */
 	};
 	CHECK_OK(vmm_rs_guest_set_script(v, x2apic, 11, 10));
-	CHECK(run_to_out(v, 0x90) == 0); /* vCPU 0's x2APIC id */
+	CHECK(run_to_out(v, 0x90, &vme) == 0); /* vCPU 0's x2APIC id */
 	CHECK_OK(vm_lapic_irq(v, 0x61));
-	CHECK(run_to_out(v, 0x91) == 1u << (0x61 - 0x60));
+	CHECK(run_to_out(v, 0x91, &vme) == 1u << (0x61 - 0x60));
 	CHECK_OK(vmm_rs_guest_stats(v, &gs));
 	CHECK(gs.last_vector == 0x61);
-	CHECK(run_to_out(v, 0x92) == 0);
+	CHECK(run_to_out(v, 0x92, &vme) == 0);
 
 	/* Counted as FreeBSD counts them. */
 	int rd = stat_index(ctx, "number of times rdmsr was intercepted");
