@@ -31,114 +31,95 @@ pub enum RamAccess<T> {
     Fault,
 }
 
-impl<T> RamAccess<T> {
-    fn map<U>(self, f: impl FnOnce(T) -> U) -> RamAccess<U> {
-        match self {
-            RamAccess::Done(v) => RamAccess::Done(f(v)),
-            RamAccess::Mmio => RamAccess::Mmio,
-            RamAccess::Fault => RamAccess::Fault,
-        }
-    }
+/// Where a guest access lands in host memory.
+enum Place<'a> {
+    /// A naturally aligned access of 2, 4 or 8 bytes at this offset of
+    /// this segment: one atomic.
+    Aligned(&'a MemSeg, usize),
+    /// Any other: its bytes, up to the page boundary and past it.
+    Bytes(&'a [AtomicU8], &'a [AtomicU8]),
 }
 
 impl GuestMemory {
     /// A guest load of `size` bytes (1, 2, 4 or 8; others are `Fault`)
     /// at `gpa`, little-endian.
     pub fn guest_load(&self, gpa: u64, size: u8) -> RamAccess<u64> {
-        self.guest_access(
-            gpa,
-            size,
-            PROT_READ,
-            |seg, off| {
+        let value = match self.place(gpa, size, PROT_READ) {
+            RamAccess::Done(Place::Aligned(seg, off)) => {
                 let h = &seg.host;
-                Some(match size {
-                    2 => u64::from(h.atomic_u16_at(off)?.load(Ordering::SeqCst)),
-                    4 => u64::from(h.atomic_u32_at(off)?.load(Ordering::SeqCst)),
-                    _ => h.atomic_u64_at(off)?.load(Ordering::SeqCst),
-                })
-            },
-            |byte, _| byte.load(Ordering::SeqCst),
-        )
+                match size {
+                    2 => h.atomic_u16_at(off).map(|a| u64::from(a.load(Ordering::SeqCst))),
+                    4 => h.atomic_u32_at(off).map(|a| u64::from(a.load(Ordering::SeqCst))),
+                    _ => h.atomic_u64_at(off).map(|a| a.load(Ordering::SeqCst)),
+                }
+            }
+            RamAccess::Done(Place::Bytes(a, b)) => {
+                let mut v = [0u8; 8];
+                for (d, s) in v.iter_mut().zip(a.iter().chain(b)) {
+                    *d = s.load(Ordering::SeqCst);
+                }
+                Some(u64::from_le_bytes(v))
+            }
+            RamAccess::Mmio => return RamAccess::Mmio,
+            RamAccess::Fault => return RamAccess::Fault,
+        };
+        value.map_or(RamAccess::Fault, RamAccess::Done)
     }
 
     /// A guest store of the low `size` bytes of `value` at `gpa`.
     pub fn guest_store(&self, gpa: u64, size: u8, value: u64) -> RamAccess<()> {
-        let v = value.to_le_bytes();
-        self.guest_access(
-            gpa,
-            size,
-            PROT_WRITE,
-            |seg, off| {
+        let done = match self.place(gpa, size, PROT_WRITE) {
+            RamAccess::Done(Place::Aligned(seg, off)) => {
                 let h = &seg.host;
                 match size {
-                    2 => h.atomic_u16_at(off)?.store(value as u16, Ordering::SeqCst),
-                    4 => h.atomic_u32_at(off)?.store(value as u32, Ordering::SeqCst),
-                    _ => h.atomic_u64_at(off)?.store(value, Ordering::SeqCst),
+                    2 => h.atomic_u16_at(off).map(|a| a.store(value as u16, Ordering::SeqCst)),
+                    4 => h.atomic_u32_at(off).map(|a| a.store(value as u32, Ordering::SeqCst)),
+                    _ => h.atomic_u64_at(off).map(|a| a.store(value, Ordering::SeqCst)),
                 }
-                Some(value)
-            },
-            |byte, i| {
-                byte.store(v[i], Ordering::SeqCst);
-                v[i]
-            },
-        )
-        .map(|_| ())
+            }
+            RamAccess::Done(Place::Bytes(a, b)) => {
+                for (d, s) in a.iter().chain(b).zip(value.to_le_bytes()) {
+                    d.store(s, Ordering::SeqCst);
+                }
+                Some(())
+            }
+            RamAccess::Mmio => return RamAccess::Mmio,
+            RamAccess::Fault => return RamAccess::Fault,
+        };
+        done.map_or(RamAccess::Fault, RamAccess::Done)
     }
 
-    /// The common part of a load or store; the value (the bytes moved,
-    /// little-endian). `aligned` does a naturally aligned access of 2, 4
-    /// or 8 bytes at a segment offset; `byte` does byte `i` of any other.
-    /// An access that crosses a page is resolved page by page, as the
-    /// nested page tables translate it: RAM if both pages are, MMIO if
-    /// either is unmapped, `Fault` if either map refuses.
-    fn guest_access(
-        &self,
-        gpa: u64,
-        size: u8,
-        prot: u32,
-        aligned: impl FnOnce(&MemSeg, usize) -> Option<u64>,
-        mut byte: impl FnMut(&AtomicU8, usize) -> u8,
-    ) -> RamAccess<u64> {
-        // Where no map is, the access is MMIO whatever its size (the
-        // emulated devices judge sizes).
+    /// Where an access of `size` bytes at `gpa` with `prot` lands. An
+    /// access that crosses a page is resolved page by page, as the nested
+    /// page tables translate it: RAM if both pages are, MMIO if either is
+    /// unmapped (whatever the size: the emulated devices judge sizes),
+    /// `Fault` if either map refuses it or the size is not 1, 2, 4 or 8.
+    fn place(&self, gpa: u64, size: u8, prot: u32) -> RamAccess<Place<'_>> {
         let Some(end) = gpa.checked_add(u64::from(size.max(1))) else {
             return RamAccess::Mmio;
         };
-        // At most two pieces: up to the page boundary, and after it.
         let boundary = (gpa | PAGE_MASK).wrapping_add(1);
         let split = if boundary == 0 { end } else { boundary.min(end) };
-        let pieces = [(gpa, split - gpa), (split, end - split)];
-        let pieces = &pieces[..if split == end { 1 } else { 2 }];
-        if pieces.iter().any(|&(g, _)| !self.mem_allocated(g)) {
+        if !self.mem_allocated(gpa) || (split < end && !self.mem_allocated(split)) {
             return RamAccess::Mmio;
         }
         if !matches!(size, 1 | 2 | 4 | 8) {
             return RamAccess::Fault;
         }
-        let mut resolved = [None, None];
-        for (slot, &(g, n)) in resolved.iter_mut().zip(pieces) {
-            match self.resolve(g, n as usize, prot) {
-                Ok(r) => *slot = Some(r),
-                Err(_) => return RamAccess::Fault,
-            }
-        }
-        if let [Some((seg, off)), None] = resolved {
-            if size > 1 && off % usize::from(size) == 0 {
-                return aligned(seg, off).map_or(RamAccess::Fault, RamAccess::Done);
-            }
-        }
-        let mut v = [0u8; 8];
-        let mut i = 0;
-        for ((seg, off), &(_, n)) in resolved.iter().flatten().zip(pieces) {
-            let Some(bytes) = seg.host.bytes().get(*off..*off + n as usize) else {
-                return RamAccess::Fault;
+        if split == end && size > 1 && gpa.is_multiple_of(u64::from(size)) {
+            // Offsets keep the alignment of guest addresses (maps are
+            // page-aligned), so this is one atomic.
+            return match self.resolve(gpa, usize::from(size), prot) {
+                Ok((seg, off)) => RamAccess::Done(Place::Aligned(seg, off)),
+                Err(_) => RamAccess::Fault,
             };
-            for b in bytes {
-                v[i] = byte(b, i);
-                i += 1;
-            }
         }
-        RamAccess::Done(u64::from_le_bytes(v))
+        let bytes = |g: u64, n: u64| self.guest_bytes(g, n as usize, prot);
+        let second = if split < end { bytes(split, end - split) } else { Ok(&[][..]) };
+        match (bytes(gpa, split - gpa), second) {
+            (Ok(a), Ok(b)) => RamAccess::Done(Place::Bytes(a, b)),
+            _ => RamAccess::Fault,
+        }
     }
 }
 
@@ -214,6 +195,8 @@ mod tests {
         assert_eq!(m.guest_load(0x10_0000 + 2 * P as u64 - 2, 4), RamAccess::Mmio, "runs past the map into nothing");
         assert_eq!(m.guest_load(0x10_0000, 3), RamAccess::Fault, "no 3-byte access to RAM");
         assert_eq!(m.guest_load(0xfee0_0000, 3), RamAccess::Mmio, "the devices judge sizes");
+        assert_eq!(m.guest_store(0x10_0000 + 2 * P as u64 - 1, 1, 7), RamAccess::Done(()), "the last byte");
+        assert_eq!(m.guest_load(0x10_0000 + 2 * P as u64 - 1, 1), RamAccess::Done(7));
         assert_eq!(m.guest_store(0xfee0_0000, 0, 0), RamAccess::Mmio);
         assert_eq!(m.guest_load(u64::MAX, 8), RamAccess::Mmio);
     }
