@@ -7,6 +7,7 @@ use crate::exit::{MmioAccess, TaskSwitch};
 use crate::gla2gpa::GuestPaging;
 use crate::guest::GuestProgram;
 use crate::mem::RamAccess;
+use crate::regs::Stepping;
 use crate::vcpu::Vcpu;
 
 /// The guest's RAM as the processor reaches it (FreeBSD: through the
@@ -72,6 +73,16 @@ pub enum GuestExit {
     /// The guest wants the run loop's entry work (e.g. it just enabled
     /// interrupts, so a pending one can be injected) and then to go on.
     Yield,
+}
+
+/// The exit a debugger's step makes after a completed instruction.
+impl From<Stepping> for GuestExit {
+    fn from(step: Stepping) -> Self {
+        match step {
+            Stepping::MonitorTrap => GuestExit::Mtrap,
+            Stepping::RflagsTf => GuestExit::DebugTrap,
+        }
+    }
 }
 
 /// Counters of a simulated guest.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
-use crate::regs::{reg, EntryEvent, MsrAccess, Stepping, CAP_HALT_EXIT, CAP_MASK_HWINTR};
+use crate::regs::{reg, EntryEvent, MsrAccess, CAP_HALT_EXIT, CAP_MASK_HWINTR};
 use crate::stats::Stat;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::Injection;
@@ -88,8 +88,13 @@ impl Vm {
                     }
                 }
             }
-            match self.prepare_guest_entry(vcpu) {
-                Entry::Go => {}
+            let (gexit, rip, len) = match self.prepare_guest_entry(vcpu) {
+                Entry::Go => {
+                    let rip = vcpu.regs.lock().nextrip;
+                    let ran = self.backend().run(vcpu, self, rip);
+                    vcpu.set_state(VcpuState::Frozen, false)?;
+                    ran
+                }
                 Entry::TripleFault => {
                     // The VM is suspended: the checks above see it.
                     vcpu.set_state(VcpuState::Frozen, false)?;
@@ -104,42 +109,36 @@ impl Vm {
                     vcpu.set_state(VcpuState::Frozen, false)?;
                     let ends = self.hlt_ends(vcpu, Hlt::InGuest);
                     let stepping = vcpu.regs.lock().stepping();
-                    if let (false, Some(stepping)) = (ends, stepping) {
+                    match stepping {
                         // A debugger stepping a halted guest: the step's
                         // exit comes at once, the guest still in HLT (as
                         // VMX delivers a pending MTF exit in the HLT
                         // state), so that a step over HLT returns.
-                        let (stat, kind) = match stepping {
-                            Stepping::MonitorTrap => (Stat::Mtrap, ExitKind::Mtrap),
-                            Stepping::RflagsTf => (Stat::Exception, ExitKind::DebugTrap),
-                        };
-                        vcpu.stats.add(Stat::VmExits, 1);
-                        vcpu.stats.add(stat, 1);
-                        let mut r = vcpu.regs.lock();
-                        let rip = r.nextrip;
-                        r.set(reg::RIP as i32, rip)?;
-                        return Ok(VmExit { kind, rip, inst_length: 0 });
+                        Some(step) if !ends => (GuestExit::from(step), vcpu.regs.lock().nextrip, 0),
+                        _ => {
+                            if ends || self.sleep_in_hlt(vcpu, id, Hlt::InGuest)? {
+                                vcpu.regs.lock().halted = false;
+                            }
+                            continue;
+                        }
                     }
-                    if ends || self.sleep_in_hlt(vcpu, id, Hlt::InGuest)? {
-                        vcpu.regs.lock().halted = false;
-                    }
+                }
+            };
+            {
+                let mut r = vcpu.regs.lock();
+                r.set(reg::RIP as i32, rip)?;
+                r.nextrip = rip + u64::from(len);
+                // A HLT without VM_CAP_HALT_EXIT is no exit: the guest
+                // just enters its HLT activity state.
+                if matches!(gexit, GuestExit::Hlt { .. }) && r.get_cap(CAP_HALT_EXIT) != Ok(1) {
+                    r.halted = true;
                     continue;
                 }
             }
-            let rip = vcpu.regs.lock().nextrip;
-            let (gexit, rip, len) = self.backend().run(vcpu, self, rip);
-            vcpu.set_state(VcpuState::Frozen, false)?;
-            // A HLT without VM_CAP_HALT_EXIT is no exit: the guest just
-            // enters its HLT activity state.
-            let hlt_exits = !matches!(gexit, GuestExit::Hlt { .. })
-                || vcpu.regs.lock().get_cap(CAP_HALT_EXIT) == Ok(1);
-            if hlt_exits {
-                vcpu.stats.add(Stat::VmExits, 1);
-            }
+            vcpu.stats.add(Stat::VmExits, 1);
             let kind = match gexit {
                 GuestExit::Kicked => Some(Stat::ExtIntExits),
-                GuestExit::Hlt { .. } if hlt_exits => Some(Stat::Hlt),
-                GuestExit::Hlt { .. } => None,
+                GuestExit::Hlt { .. } => Some(Stat::Hlt),
                 GuestExit::Pause => Some(Stat::Pause),
                 GuestExit::Mtrap => Some(Stat::Mtrap),
                 GuestExit::Breakpoint | GuestExit::DebugTrap => Some(Stat::Exception),
@@ -154,11 +153,6 @@ impl Vm {
             };
             if let Some(stat) = kind {
                 vcpu.stats.add(stat, 1);
-            }
-            {
-                let mut r = vcpu.regs.lock();
-                r.set(crate::regs::reg::RIP as i32, rip)?;
-                r.nextrip = rip + u64::from(len);
             }
             let exit = |kind| Ok(VmExit { kind, rip, inst_length: len });
             match gexit {
@@ -240,8 +234,7 @@ impl Vm {
                 // FreeBSD's `vm_handle_paging` fails the ioctl; the
                 // instruction is still at RIP.
                 GuestExit::RamFault { .. } => return Err(Error::Fault),
-                GuestExit::Hlt { intr_enabled } if hlt_exits => self.handle_hlt(id, intr_enabled)?,
-                GuestExit::Hlt { .. } => vcpu.regs.lock().halted = true,
+                GuestExit::Hlt { intr_enabled } => self.handle_hlt(id, intr_enabled)?,
             }
         }
     }
@@ -330,10 +323,9 @@ impl Vm {
     /// events back), that one stays and this one is not raised: the guest
     /// takes the queued one first, then meets the instruction again.
     fn msr_fault(&self, vcpu: &Vcpu) -> Result<()> {
-        const IDT_GP: i32 = 13;
         self.backend().instruction_faulted(vcpu);
         let mut r = vcpu.regs.lock();
-        match r.inject_exception(IDT_GP, Some(0), true) {
+        match r.inject_exception(crate::regs::IDT_GP, Some(0), true) {
             Err(Error::Busy) => {
                 r.nextrip = r.rip();
                 Ok(())

@@ -18,7 +18,7 @@ use crate::exit::{MmioAccess, TaskSwitch, TaskSwitchReason};
 use crate::gla2gpa::CPU_MODE_PROTECTED;
 use crate::guest::{GuestAction, GuestProgram};
 use crate::mem::RamAccess;
-use crate::regs::{intinfo, reg, Stepping, CAP_BPT_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
+use crate::regs::{intinfo, reg, CAP_BPT_EXIT, CAP_PAUSE_EXIT, RFLAGS_IF};
 use crate::sync::Mutex;
 use crate::vcpu::Vcpu;
 
@@ -61,6 +61,17 @@ struct GuestSlot {
     /// holds more than that one event.
     task_gate: Option<GuestExit>,
     stats: GuestStats,
+}
+
+impl GuestSlot {
+    /// The instruction under way completes nothing (it faulted, or the
+    /// vCPU is reset): no read is waiting for it, it is not restarted or
+    /// replayed.
+    fn abandon_instruction(&mut self) {
+        self.pending_read = None;
+        self.string_op = None;
+        self.faulted = None;
+    }
 }
 
 /// An INS or OUTS, as it exits.
@@ -137,8 +148,10 @@ fn load_edx_eax(vcpu: &Vcpu, value: u64) {
 }
 
 /// The guest took exception `vector` without an exit.
-fn take_exception(program: &mut dyn GuestProgram, stats: &mut GuestStats, vector: u8) {
-    program.interrupt(vector);
+fn take_exception(program: Option<&mut (dyn GuestProgram + 'static)>, stats: &mut GuestStats, vector: u8) {
+    if let Some(program) = program {
+        program.interrupt(vector);
+    }
     stats.interrupts += 1;
     stats.last_vector = Some(vector);
 }
@@ -172,13 +185,9 @@ impl SimBackend {
         let mut slot = slot.lock();
         let slot = &mut *slot;
         let vector = info as u8;
-        let Some(program) = slot.program.as_mut() else {
-            // The idle loop takes everything.
-            slot.stats.interrupts += 1;
-            slot.stats.last_vector = Some(vector);
-            return;
-        };
-        if let Some(tsssel) = task_gate(vcpu, ram, vector) {
+        // The idle loop has no IDT: it takes everything.
+        let gate = slot.program.is_some().then(|| task_gate(vcpu, ram, vector)).flatten();
+        if let Some(tsssel) = gate {
             // A software event userland queued (VM_SET_INTINFO) is
             // reported with length 0 here.
             slot.task_gate = Some(gated_exit(tsssel, info));
@@ -186,7 +195,7 @@ impl SimBackend {
             slot.sti_shadow = false;
             return;
         }
-        take_exception(program.as_mut(), &mut slot.stats, vector);
+        take_exception(slot.program.as_deref_mut(), &mut slot.stats, vector);
     }
 }
 
@@ -271,10 +280,7 @@ impl Backend for SimBackend {
         let (step, bpt, pause_exit) = {
             let r = vcpu.regs.lock();
             let on = |cap| r.get_cap(cap) == Ok(1);
-            let step = r.stepping().map(|s| match s {
-                Stepping::MonitorTrap => GuestExit::Mtrap,
-                Stepping::RflagsTf => GuestExit::DebugTrap,
-            });
+            let step = r.stepping().map(GuestExit::from);
             (step, on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT))
         };
         let mut rip = rip;
@@ -346,7 +352,7 @@ impl Backend for SimBackend {
                         let info = intinfo::VALID | intinfo::SWEXCEPTION | u64::from(IDT_BP);
                         return (gated_exit(tsssel, info), rip, 1);
                     }
-                    take_exception(program.as_mut(), &mut slot.stats, IDT_BP);
+                    take_exception(Some(program.as_mut()), &mut slot.stats, IDT_BP);
                     None
                 }
                 // The TSC instructions run in the guest (VMX offsets the
@@ -472,19 +478,14 @@ impl Backend for SimBackend {
 
     fn instruction_faulted(&self, vcpu: &Vcpu) {
         if let Ok(slot) = self.slot(vcpu.id()) {
-            let mut slot = slot.lock();
-            slot.pending_read = None;
-            slot.string_op = None;
-            slot.faulted = None;
+            slot.lock().abandon_instruction();
         }
     }
 
     fn reinit(&self) {
         for slot in &self.guests {
             let mut slot = slot.lock();
-            slot.pending_read = None;
-            slot.string_op = None;
-            slot.faulted = None;
+            slot.abandon_instruction();
             slot.task_gate = None;
             slot.sti_shadow = false;
         }
