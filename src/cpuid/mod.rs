@@ -126,10 +126,8 @@ const L7B_SAFE: u32 = (1 << 0)
 /// Leaf 7.0 EBX: AVX2 and AVX-512 of those (state XSAVE manages).
 const L7B_AVX: u32 = (1 << 5) | (1 << 16) | (1 << 17) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 30) | (1 << 31);
 const L7B_INVPCID: u32 = 1 << 10;
-/// Leaf 7.0 ECX: VAES, VPCLMULQDQ pass through on FreeBSD (both AVX, so
-/// hidden here); RDPID by capability.
-const L7C_SAFE: u32 = (1 << 9) | (1 << 10);
-const L7C_AVX: u32 = (1 << 9) | (1 << 10);
+/// Leaf 7.0 ECX: RDPID by capability. (FreeBSD also passes VAES and
+/// VPCLMULQDQ; both are AVX, so hidden here.)
 const L7C_RDPID: u32 = 1 << 22;
 /// Leaf 7.0 EDX: MD_CLEAR passes through.
 const L7D_SAFE: u32 = 1 << 10;
@@ -250,12 +248,9 @@ impl<S: CpuidSource> Cpuid<S> {
             0x6 => [L6A_ARAT, 0, 0, 0],
             0x7 if subleaf != 0 => [0; 4],
             0x7 => {
-                let [_, b, c, d] = host();
+                let [_, b, _, d] = host();
                 let mut b = b & L7B_SAFE & !L7B_AVX;
-                let mut c = c & L7C_SAFE & !L7C_AVX;
-                if guest.rdpid {
-                    c |= L7C_RDPID;
-                }
+                let c = if guest.rdpid { L7C_RDPID } else { 0 };
                 if guest.invpcid {
                     b |= L7B_INVPCID;
                 }

