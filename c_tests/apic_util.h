@@ -153,4 +153,20 @@ run_to_out(struct vcpu *v, int port, struct vm_exit *vme)
 	return gs.last_read;
 }
 
+/*
+ * A thread body: vm_run on vCPU `arg` until it reports the VM suspended
+ * (every active vCPU must get there before any does). Returns NULL then,
+ * `arg` if vm_run fails first.
+ */
+static inline void *
+run_to_suspend(void *arg)
+{
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+	while (vm_run(arg, &vmrun) == 0)
+		if (vme.exitcode == VM_EXITCODE_SUSPENDED)
+			return NULL;
+	return arg;
+}
+
 #endif

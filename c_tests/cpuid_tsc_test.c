@@ -209,17 +209,6 @@ test_tsc(struct vcpu *v)
 	CHECK(run_to_out(v, 0x93, &vme) == 0x1234); /* unchanged by the refused write */
 }
 
-/* vm_run on another thread: both vCPUs must reach the suspend. */
-static void *
-run_thread(void *arg)
-{
-	static struct vm_exit vme1;
-	struct vm_run run1 = { .vm_exit = &vme1 };
-	if (vm_run(arg, &run1) != 0 || vme1.exitcode != VM_EXITCODE_SUSPENDED)
-		return arg;
-	return NULL;
-}
-
 int
 main(void)
 {
@@ -245,7 +234,7 @@ main(void)
 	pthread_t t;
 	void *bad = v1;
 	CHECK_OK(vm_suspend(ctx, VM_SUSPEND_RESET));
-	CHECK(pthread_create(&t, NULL, run_thread, v1) == 0);
+	CHECK(pthread_create(&t, NULL, run_to_suspend, v1) == 0);
 	CHECK_OK(vm_run(v0, &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_SUSPENDED);
 	CHECK(pthread_join(t, &bad) == 0 && bad == NULL);

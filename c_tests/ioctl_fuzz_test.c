@@ -12,8 +12,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
-#include "vmm_rs.h"
-#include "test_util.h"
+#include "apic_util.h"
 
 static uint64_t rng_state = 0x243f6a8885a308d3ULL;
 
@@ -116,18 +115,6 @@ fill(unsigned long cmd)
 	default:
 		break;
 	}
-}
-
-/* vm_run until the VM's suspend is acknowledged (on its own thread). */
-static void *
-run_to_suspend(void *arg)
-{
-	struct vm_exit vme;
-	struct vm_run vmrun = { .vm_exit = &vme };
-	while (vm_run(arg, &vmrun) == 0)
-		if (vme.exitcode == VM_EXITCODE_SUSPENDED)
-			return NULL;
-	return arg;
 }
 
 /* The errno values the library documents. */
