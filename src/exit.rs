@@ -46,6 +46,13 @@ pub enum TaskSwitchReason {
     IdtGate = 3,
 }
 
+impl TaskSwitchReason {
+    /// The reason numbered `raw` (FreeBSD's values), if any.
+    pub fn from_raw(raw: i32) -> Option<Self> {
+        [Self::Call, Self::Iret, Self::Jmp, Self::IdtGate].into_iter().find(|r| *r as i32 == raw)
+    }
+}
+
 /// A hardware task switch for userland to carry out (`struct
 /// vm_task_switch`; bhyve's `vmexit_task_switch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -231,12 +231,10 @@ fn action_from_c(a: &vmm_rs_action) -> Result<GuestAction> {
         k if k == VMM_RS_ACT_RDPID as c_int => GuestAction::Rdpid,
         k if k == VMM_RS_ACT_TASK_SWITCH as c_int => GuestAction::TaskSwitch {
             tsssel: u16::try_from(a.value).map_err(|_| Error::Inval)?,
-            reason: match a.size {
-                0 => TaskSwitchReason::Call,
-                1 => TaskSwitchReason::Iret,
-                2 => TaskSwitchReason::Jmp,
-                _ => return Err(Error::Inval),
-            },
+            // The processor's own reason (an IDT gate) is no instruction.
+            reason: TaskSwitchReason::from_raw(a.size.into())
+                .filter(|r| *r != TaskSwitchReason::IdtGate)
+                .ok_or(Error::Inval)?,
         },
         _ => return Err(Error::Inval),
     })

@@ -12,7 +12,7 @@ use super::inst_emul::inst_emul;
 use super::ioctl::copy_in;
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
-use crate::exit::{ExitKind, VmExit};
+use crate::exit::{ExitKind, TaskSwitchReason, VmExit};
 use crate::vcpu::VcpuState;
 use crate::vm::{VcpuLock, Vm};
 
@@ -63,6 +63,14 @@ pub(crate) unsafe fn vm_run_ioctl(vm: &Vm, lock: &VcpuLock<'_>, arg: *mut c_void
     }
     Ok(())
 }
+
+// `struct vm_task_switch.reason` is the core's reason as a number.
+const _: () = assert!(
+    TaskSwitchReason::Call as i32 == task_switch_reason::TSR_CALL as i32
+        && TaskSwitchReason::Iret as i32 == task_switch_reason::TSR_IRET as i32
+        && TaskSwitchReason::Jmp as i32 == task_switch_reason::TSR_JMP as i32
+        && TaskSwitchReason::IdtGate as i32 == task_switch_reason::TSR_IDT_GATE as i32
+);
 
 /// The C layout of an exit.
 fn to_vm_exit(e: &VmExit) -> vm_exit {
