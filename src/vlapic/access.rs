@@ -72,6 +72,7 @@ impl LapicState {
     pub fn write_reg(&mut self, offset: u32, val: u64, now: Instant) -> LapicEffects {
         let data = val as u32;
         let mut fx = LapicEffects::default();
+        let deadline = self.timer.deadline();
         match offset {
             // The ID is fixed (FreeBSD resets it on every write).
             off::ID => self.id = self.apic_id(),
@@ -112,6 +113,7 @@ impl LapicState {
                 }
             }
         }
+        fx.timer_armed = self.timer.deadline().is_some() && self.timer.deadline() != deadline;
         fx
     }
 

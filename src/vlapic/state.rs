@@ -39,6 +39,10 @@ pub struct LapicEffects {
     pub eoi_vector: Option<u8>,
     /// An IPI to deliver.
     pub ipi: Option<Ipi>,
+    /// The timer got a new deadline (an initial-count write, or a software
+    /// enable restarting a periodic timer): whoever sleeps until the next
+    /// deadline must look again.
+    pub timer_armed: bool,
 }
 
 /// One local APIC's state.

@@ -217,7 +217,6 @@ impl Vm {
                 return Err(Error::Inval);
             }
             let fx = vcpu.vlapic.mmio_write(off as u32, value as u32, Instant::now());
-            self.poke_callouts_for(off as u32);
             return Ok(Some(self.apply_lapic_effects(vcpuid, fx)));
         }
         Ok(None)
@@ -251,20 +250,8 @@ impl Vm {
     pub(crate) fn guest_lapic_wrmsr(&self, vcpuid: usize, msr: u32, value: u64) -> Result<Option<StartIpi>> {
         let vcpu = self.vcpu(vcpuid)?;
         let fx = vcpu.vlapic.write_msr(msr, value, Instant::now()).ok_or(Error::Inval)?;
-        self.poke_callouts_for(msr.wrapping_sub(crate::vlapic::regs::MSR_X2APIC_FIRST) << 4);
         Ok(self.apply_lapic_effects(vcpuid, fx))
     }
-
-    /// After a write of local APIC register `offset`: a timer register (or
-    /// SVR, whose software enable re-arms a periodic timer) may have armed
-    /// the timer sooner, which the callout thread must see.
-    fn poke_callouts_for(&self, offset: u32) {
-        use crate::vlapic::regs::off;
-        if matches!(offset, off::SVR | off::LVT_TIMER | off::TIMER_ICR | off::TIMER_DCR) {
-            self.callout_waker().poke();
-        }
-    }
-
 
     /// Carries out what a register write of vCPU `id`'s APIC asked for,
     /// with no vlapic mutex held.
@@ -272,6 +259,10 @@ impl Vm {
     fn apply_lapic_effects(&self, id: usize, fx: LapicEffects) -> Option<StartIpi> {
         if fx.notify {
             self.vcpus()[id].notify();
+        }
+        // The callout thread fires APIC timers too.
+        if fx.timer_armed {
+            self.callout_waker().poke();
         }
         if let Some(v) = fx.eoi_vector {
             self.vioapic().process_eoi(v, self);

@@ -815,6 +815,32 @@ fn the_callout_thread_fires_timers_no_vcpu_polls() {
     });
 }
 
+/// The callout thread, asleep with nothing to fire, wakes for a local APIC
+/// timer armed afterwards (by the initial-count write, then by a software
+/// enable restarting a periodic timer).
+#[test]
+fn the_callout_thread_wakes_for_an_apic_timer_armed_later() {
+    with_watchdog(20, || {
+        let (vm, _) = vm_with(Script::default(), 1);
+        vm.start_callout_thread().unwrap();
+        let apic = &vm.vcpu(0).unwrap().vlapic;
+        lapic_write(&vm, 0, off::TIMER_DCR, 0xB);
+        lapic_write(&vm, 0, off::LVT_TIMER, 0x51 | (1 << 17)); // periodic
+        lapic_write(&vm, 0, off::TIMER_ICR, 100_000);
+        while apic.timer_interrupts() == 0 {
+            thread::yield_now();
+        }
+        lapic_write(&vm, 0, off::SVR, 0xFF); // software-disabled: stopped, LVTs masked
+        let fired = apic.timer_interrupts();
+        lapic_write(&vm, 0, off::SVR, 0x1FF); // enabled: the periodic timer restarts
+        lapic_write(&vm, 0, off::LVT_TIMER, 0x51 | (1 << 17)); // unmasked
+        while apic.timer_interrupts() == fired {
+            thread::yield_now();
+        }
+        vm.destroy();
+    });
+}
+
 /// A level HPET interrupt holds its pin asserted until the guest clears
 /// the timer's ISR bit; VM_REINIT brings back a stopped HPET.
 #[test]
