@@ -956,27 +956,32 @@ mod host {
         /// CAP_IPC_LOCK, or no memory), as FreeBSD's `vm_map_wire`
         /// resource shortage; nothing stays locked then.
         pub(super) fn wire(&self, off: usize, len: usize) -> Result<()> {
-            let end = off.checked_add(len).filter(|e| *e <= self.len).ok_or(Error::Inval)?;
-            if off == end {
+            let Some(start) = self.range(off, len)? else {
                 return Ok(());
+            };
+            // SAFETY: `start..start+len` is inside this value's own mapping
+            // (`range`); locking changes residency only.
+            unsafe { mlock(start.cast(), len) }.map_err(|_| Error::NoMem)
+        }
+
+        /// The address of bytes `[off, off + len)`, `None` for an empty
+        /// range; `Inval` past the mapping.
+        fn range(&self, off: usize, len: usize) -> Result<Option<NonNull<u8>>> {
+            off.checked_add(len).filter(|e| *e <= self.len).ok_or(Error::Inval)?;
+            if len == 0 {
+                return Ok(None);
             }
-            let start = self.addr_at(off).ok_or(Error::Inval)?;
-            // SAFETY: `start..start+(end-off)` is inside this value's own
-            // mapping (checked above); locking changes residency only.
-            unsafe { mlock(start.cast(), end - off) }.map_err(|_| Error::NoMem)
+            self.addr_at(off).ok_or(Error::Inval).map(Some)
         }
 
         /// Unwires bytes `[off, off + len)` (munlock; Linux locks do not
         /// nest, so one call undoes any number of `wire`s of a page).
         pub(super) fn unwire(&self, off: usize, len: usize) {
-            let Some(end) = off.checked_add(len).filter(|e| *e <= self.len) else {
-                return;
-            };
-            let Some(start) = self.addr_at(off).filter(|_| off < end) else {
+            let Ok(Some(start)) = self.range(off, len) else {
                 return;
             };
             // SAFETY: as in `wire`.
-            let r = unsafe { munlock(start.cast(), end - off) };
+            let r = unsafe { munlock(start.cast(), len) };
             debug_assert!(r.is_ok(), "munlock of guest memory failed: {r:?}");
         }
 
