@@ -5,7 +5,8 @@
  * its x2APIC state and capabilities. RDTSC runs in the guest at
  * VMM_RS_TSC_HZ on the host's monotonic clock; a WRMSR of the TSC moves
  * it; RDTSCP and RDPID (always on, as on FreeBSD's VMX backend) read
- * TSC_AUX; VM_REINIT clears what the guest wrote.
+ * TSC_AUX; VM_REINIT clears what the guest wrote. MONITOR, MWAIT and VMX
+ * instructions, which CPUID does not offer, are #UD inside VM_RUN.
  */
 #include <pthread.h>
 #include <time.h>
@@ -107,7 +108,7 @@ test_cpuid(struct vmctx *ctx, struct vcpu *v1)
 	CHECK(((g.got[0][1] >> 16) & 0xff) == 2);
 	CHECK(g.got[0][2] & (1u << 31));
 	CHECK(g.got[0][2] & (1u << 21));
-	CHECK((g.got[0][2] & ((1u << 5) | (1u << 26) | (1u << 27))) == 0);
+	CHECK((g.got[0][2] & ((1u << 3) | (1u << 5) | (1u << 26) | (1u << 27))) == 0); /* MONITOR VMX XSAVE OSXSAVE */
 	CHECK((g.got[0][3] & ((1u << 7) | (1u << 12) | (1u << 14))) == ((1u << 7) | (1u << 12) | (1u << 14)));
 
 	/* The VMM leaf, also for leaves past it. */
@@ -209,6 +210,30 @@ test_tsc(struct vcpu *v)
 	CHECK(run_to_out(v, 0x93, &vme) == 0x1234); /* unchanged by the refused write */
 }
 
+/*
+ * MONITOR, MWAIT and a VMX instruction: #UD at each, no exit, as
+ * FreeBSD's vm_run. Each completes nothing, so RIP stays where the first
+ * was (the script goes on, as a #UD handler that skips the instruction).
+ */
+static void
+test_refused(struct vcpu *v)
+{
+	struct vmm_rs_action ud[] = {
+		ACT(VMM_RS_ACT_MONITOR), ACT(VMM_RS_ACT_MWAIT), ACT(VMM_RS_ACT_VMX_INSN), OUT(0x80),
+	};
+	struct vmm_rs_guest_stats gs = { 0 };
+
+	watchdog_phase("cpuid_tsc_test: #UD");
+	CHECK_OK(vmm_rs_guest_set_script(v, ud, 4, -1));
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RIP, 0x1000));
+	run_to_out(v, 0x80, &vme);
+	CHECK(vme.rip == 0x1000);
+	CHECK_OK(vmm_rs_guest_stats(v, &gs));
+	CHECK(gs.interrupts == 3 && gs.last_vector == 6);
+	struct vmm_rs_action bad = { .kind = VMM_RS_ACT_VMX_INSN + 1 };
+	CHECK_ERR(vmm_rs_guest_set_script(v, &bad, 1, -1), EINVAL);
+}
+
 int
 main(void)
 {
@@ -228,6 +253,7 @@ main(void)
 
 	test_cpuid(ctx, v1);
 	test_tsc(v0);
+	test_refused(v0);
 
 	/* VM_REINIT: the offset and TSC_AUX go. */
 	watchdog_phase("cpuid_tsc_test: VM_REINIT");

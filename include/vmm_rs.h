@@ -938,6 +938,22 @@ enum vmm_rs_action_kind {
    in the exit intinfo (bhyve clears it with vm_set_intinfo()).
    */
   VMM_RS_ACT_TASK_SWITCH = 19,
+  /*
+   MONITOR: the guest takes #UD (vector 6, to `interrupt`) at it,
+   inside VM_RUN, as FreeBSD's kernel answers VM_EXITCODE_MONITOR
+   (CPUID does not offer MONITOR/MWAIT). The instruction completes
+   nothing; RIP stays at it.
+   */
+  VMM_RS_ACT_MONITOR = 20,
+  /*
+   MWAIT: #UD, as MONITOR.
+   */
+  VMM_RS_ACT_MWAIT = 21,
+  /*
+   A VMX instruction (VMCALL, VMXON, VMREAD, ...): #UD, as MONITOR
+   (FreeBSD's VM_EXITCODE_VMINSN; CPUID does not offer VMX).
+   */
+  VMM_RS_ACT_VMX_INSN = 22,
 };
 
 /*

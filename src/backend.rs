@@ -59,6 +59,9 @@ pub enum GuestExit {
     TaskSwitch { ts: TaskSwitch, delivering: Option<u64> },
     /// PAUSE, with VM_CAP_PAUSE_EXIT on.
     Pause,
+    /// MONITOR, MWAIT or a VMX instruction, always intercepted: the run
+    /// loop raises #UD at it, as FreeBSD's `vm_run` (`vm_inject_ud`).
+    Refused,
     /// An instruction completed with VM_CAP_MTRAP_EXIT on (the monitor
     /// trap flag: a debugger single-stepping the guest).
     Mtrap,

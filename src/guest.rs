@@ -53,9 +53,25 @@ pub enum GuestAction {
     /// A far CALL or JMP to a TSS selector, or an IRET with NT set
     /// (`reason` Call, Jmp or Iret): a task switch for userland.
     TaskSwitch { tsssel: u16, reason: TaskSwitchReason },
+    /// An instruction the VM does not offer that the processor
+    /// intercepts: MONITOR, MWAIT, or a VMX instruction (VMCALL, VMXON,
+    /// ...). The guest takes #UD at it, without an exit to userland.
+    Refused(RefusedInstruction),
     /// Scripted guests only: halt with interrupts enabled until an
     /// interrupt arrives, then EOI it (a write to the local APIC's EOI).
     WaitInterruptEoi,
+}
+
+/// The instructions of [`GuestAction::Refused`]: CPUID offers neither
+/// MONITOR/MWAIT nor VMX, so FreeBSD's `vm_run` answers their exits
+/// (VM_EXITCODE_MONITOR, MWAIT, VMINSN) with #UD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedInstruction {
+    Monitor,
+    Mwait,
+    /// VMCALL, VMCLEAR, VMLAUNCH, VMPTRLD, VMPTRST, VMREAD, VMRESUME,
+    /// VMWRITE, VMXOFF or VMXON.
+    Vmx,
 }
 
 /// A guest: called on the vCPU's thread while it is RUNNING.

@@ -122,7 +122,8 @@ pub mod intinfo {
 
 const IDT_NMI: u64 = 2;
 const IDT_DF: i32 = 8;
-/// General protection and page fault vectors.
+/// Invalid opcode, general protection and page fault vectors.
+pub const IDT_UD: i32 = 6;
 pub const IDT_GP: i32 = 13;
 pub const IDT_PF: i32 = 14;
 

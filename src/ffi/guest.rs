@@ -8,7 +8,7 @@ use super::handle::{self, vcpu};
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 use crate::exit::TaskSwitchReason;
-use crate::guest::{GuestAction, GuestProgram, ScriptedGuest};
+use crate::guest::{GuestAction, GuestProgram, RefusedInstruction, ScriptedGuest};
 
 /// What a simulated guest does next (`struct vmm_rs_action.kind`).
 #[repr(C)]
@@ -123,6 +123,16 @@ pub enum vmm_rs_action_kind {
     /// one, RIP where the event struck, length zero, and the event left
     /// in the exit intinfo (bhyve clears it with vm_set_intinfo()).
     VMM_RS_ACT_TASK_SWITCH = 19,
+    /// MONITOR: the guest takes #UD (vector 6, to `interrupt`) at it,
+    /// inside VM_RUN, as FreeBSD's kernel answers VM_EXITCODE_MONITOR
+    /// (CPUID does not offer MONITOR/MWAIT). The instruction completes
+    /// nothing; RIP stays at it.
+    VMM_RS_ACT_MONITOR = 20,
+    /// MWAIT: #UD, as MONITOR.
+    VMM_RS_ACT_MWAIT = 21,
+    /// A VMX instruction (VMCALL, VMXON, VMREAD, ...): #UD, as MONITOR
+    /// (FreeBSD's VM_EXITCODE_VMINSN; CPUID does not offer VMX).
+    VMM_RS_ACT_VMX_INSN = 22,
 }
 
 /// VMM_RS_ACT_MMIO_READ by the name of what it does: a load, from RAM in
@@ -236,6 +246,9 @@ fn action_from_c(a: &vmm_rs_action) -> Result<GuestAction> {
                 .filter(|r| *r != TaskSwitchReason::IdtGate)
                 .ok_or(Error::Inval)?,
         },
+        k if k == VMM_RS_ACT_MONITOR as c_int => GuestAction::Refused(RefusedInstruction::Monitor),
+        k if k == VMM_RS_ACT_MWAIT as c_int => GuestAction::Refused(RefusedInstruction::Mwait),
+        k if k == VMM_RS_ACT_VMX_INSN as c_int => GuestAction::Refused(RefusedInstruction::Vmx),
         _ => return Err(Error::Inval),
     })
 }

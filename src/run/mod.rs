@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::backend::GuestExit;
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, SuspendHow, VmExit};
-use crate::regs::{reg, EntryEvent, MsrAccess, CAP_HALT_EXIT, CAP_MASK_HWINTR};
+use crate::regs::{reg, EntryEvent, MsrAccess, CAP_HALT_EXIT, CAP_MASK_HWINTR, IDT_GP, IDT_UD};
 use crate::stats::Stat;
 use crate::vcpu::{Vcpu, VcpuState};
 use crate::vlapic::Injection;
@@ -144,7 +144,8 @@ impl Vm {
                 GuestExit::Breakpoint | GuestExit::DebugTrap => Some(Stat::Exception),
                 GuestExit::Inout { .. } | GuestExit::InoutStr { .. } => Some(Stat::InOut),
                 GuestExit::Cpuid => Some(Stat::Cpuid),
-                GuestExit::TaskSwitch { .. } => None,
+                // FreeBSD counts neither (beyond VMEXIT_COUNT).
+                GuestExit::TaskSwitch { .. } | GuestExit::Refused => None,
                 GuestExit::Rdmsr { .. } => Some(Stat::Rdmsr),
                 GuestExit::Wrmsr { .. } => Some(Stat::Wrmsr),
                 GuestExit::Mmio(_) => Some(Stat::InstEmul),
@@ -190,7 +191,7 @@ impl Vm {
                 // the kernel are emulated here; a refused one is #GP.
                 GuestExit::Rdmsr { msr } => match self.guest_rdmsr(vcpu, msr) {
                     MsrAccess::Done(v) => self.backend().emulated_read_result(vcpu, v),
-                    MsrAccess::Fault => self.msr_fault(vcpu)?,
+                    MsrAccess::Fault => self.fault_instruction(vcpu, IDT_GP, Some(0))?,
                     MsrAccess::Userland => return exit(ExitKind::Rdmsr { msr }),
                 },
                 GuestExit::Wrmsr { msr, value } => match self.guest_wrmsr(vcpu, msr, value) {
@@ -200,7 +201,7 @@ impl Vm {
                         }
                     }
                     (MsrAccess::Done(_), None) => {}
-                    (MsrAccess::Fault, _) => self.msr_fault(vcpu)?,
+                    (MsrAccess::Fault, _) => self.fault_instruction(vcpu, IDT_GP, Some(0))?,
                     (MsrAccess::Userland, _) => return exit(ExitKind::Wrmsr { msr, value }),
                 },
                 GuestExit::Mmio(a) => {
@@ -222,6 +223,7 @@ impl Vm {
                     return exit(ExitKind::Mmio(a));
                 }
                 GuestExit::Cpuid => self.guest_cpuid(vcpu),
+                GuestExit::Refused => self.fault_instruction(vcpu, IDT_UD, None)?,
                 GuestExit::TaskSwitch { ts, delivering } => {
                     // The event a task gate interrupted stays pending in
                     // the exit intinfo (VMX's IDT-vectoring information);
@@ -317,15 +319,17 @@ impl Vm {
         None
     }
 
-    /// An MSR access the local APIC refused: #GP(0) at the instruction,
+    /// Exception `vector` (with `errcode`) at the instruction that exited,
     /// which completes nothing and is restarted (the fault reports its
-    /// RIP). If an exception is still queued (VM_CAP_MASK_HWINTR holds
-    /// events back), that one stays and this one is not raised: the guest
-    /// takes the queued one first, then meets the instruction again.
-    fn msr_fault(&self, vcpu: &Vcpu) -> Result<()> {
+    /// RIP): #GP(0) for an MSR access refused here, #UD for an instruction
+    /// the VM does not offer. If an exception is still queued
+    /// (VM_CAP_MASK_HWINTR holds events back), that one stays and this one
+    /// is not raised: the guest takes the queued one first, then meets the
+    /// instruction again.
+    fn fault_instruction(&self, vcpu: &Vcpu, vector: i32, errcode: Option<u32>) -> Result<()> {
         self.backend().instruction_faulted(vcpu);
         let mut r = vcpu.regs.lock();
-        match r.inject_exception(crate::regs::IDT_GP, Some(0), true) {
+        match r.inject_exception(vector, errcode, true) {
             Err(Error::Busy) => {
                 r.nextrip = r.rip();
                 Ok(())

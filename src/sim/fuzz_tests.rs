@@ -66,6 +66,10 @@ impl GuestProgram for RandomGuest {
             11 => GuestAction::Breakpoint,
             12 => GuestAction::EnableInterrupts,
             13 => GuestAction::DisableInterrupts,
+            14 if rng.chance(4) => {
+                use crate::guest::RefusedInstruction::*;
+                GuestAction::Refused(rng.pick(&[Monitor, Mwait, Vmx]))
+            }
             14 => GuestAction::Compute,
             _ => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
         }

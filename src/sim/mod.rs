@@ -380,6 +380,7 @@ impl Backend for SimBackend {
                     let ts = TaskSwitch { tsssel, reason, ext: false, errcode: None };
                     Some(GuestExit::TaskSwitch { ts, delivering: None })
                 }
+                GuestAction::Refused(_) => Some(GuestExit::Refused),
                 GuestAction::Cpuid { leaf, subleaf } => {
                     let mut r = vcpu.regs.lock();
                     let _ = r.set(reg::RAX as i32, u64::from(leaf));

@@ -329,6 +329,40 @@ fn int3_exits_for_a_debugger_or_raises_bp_in_the_guest() {
     assert_eq!((gs.interrupts, gs.last_vector), (1, Some(3)), "#BP in the guest");
 }
 
+/// MONITOR, MWAIT and VMX instructions are #UD at the instruction,
+/// without an exit to userland (FreeBSD's `vm_run`): each completes
+/// nothing, so the guest's next instruction (here the script's next
+/// action, as a #UD handler that skips it) starts at the same RIP. Under
+/// VM_CAP_MASK_HWINTR the #UD waits; the instruction meets it again.
+#[test]
+fn monitor_mwait_and_vmx_instructions_are_ud_in_the_guest() {
+    use crate::guest::RefusedInstruction::*;
+    use crate::regs::CAP_MASK_HWINTR;
+    let vm = Vm::with_sim_backend("ud", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let out = PortOut { port: 0x80, size: 1, value: 0 };
+    let script = vec![Compute, Refused(Monitor), Refused(Mwait), Refused(Vmx), out];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (ExitKind::Inout { port: 0x80, bytes: 1, is_in: false, eax: 0 }, 1));
+    let gs = vm.guest_stats(0).unwrap();
+    assert_eq!((gs.interrupts, gs.last_vector), (3, Some(6)), "three #UD");
+    assert_eq!(l.vcpu().stats.get(Stat::Exception), 0, "not intercepted exceptions");
+
+    // A #UD held back by VM_CAP_MASK_HWINTR: VM_RUN goes on; the second
+    // VMCALL finds the first #UD still queued and raises none of its own.
+    let script = vec![Refused(Vmx), Refused(Vmx), out, out];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    l.vcpu().regs.lock().set_cap(CAP_MASK_HWINTR, 1).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+    assert_eq!(vm.guest_stats(0).unwrap().interrupts, 0, "nothing taken while masked (a new guest's count)");
+    l.vcpu().regs.lock().set_cap(CAP_MASK_HWINTR, 0).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+    let gs = vm.guest_stats(0).unwrap();
+    assert_eq!((gs.interrupts, gs.last_vector), (1, Some(6)), "one #UD once unmasked");
+}
+
 /// CPUID exits to the run loop, which answers it in RAX..RDX from this
 /// vCPU, its VM's topology, its x2APIC state and capabilities, counts it,
 /// and goes on without returning to userland.

@@ -154,8 +154,12 @@ impl GuestProgram for ChaosGuest {
             96 => GuestAction::PortIn { port: [0x20, 0x21, 0xa0, 0xa1, 0x4d0][rng.below(5) as usize], size: 1 },
             76 | 77 => GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
             // CPUID of any leaf (mostly real ones); the TSC instructions;
-            // task switches (to userland, which just goes on).
-            78 => match rng.below(5) {
+            // task switches (to userland, which just goes on); #UD.
+            78 => match rng.below(6) {
+                5 => {
+                    use crate::guest::RefusedInstruction::*;
+                    GuestAction::Refused([Monitor, Mwait, Vmx][rng.below(3) as usize])
+                }
                 4 => {
                     use crate::exit::TaskSwitchReason::*;
                     let reason = [Call, Iret, Jmp][rng.below(3) as usize];
