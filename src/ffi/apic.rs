@@ -141,17 +141,20 @@ pub unsafe extern "C" fn vm_ioapic_pincount(ctx: *mut vmctx, pincount: *mut c_in
 /// Asserts ISA IRQ `atpic_irq` (0-15) on the 8259 pair, then its IOAPIC
 /// pin `ioapic_irq` (-1 = none). Returns 0, or -1 with errno EINVAL (IRQ
 /// or pin out of range) or E2BIG (the IRQ's or the pin's assert count is
-/// at its top).
-/// The 8259 ignores its IRQs until the guest initialises it.
+/// at its top; the other chip still takes the assert).
+/// Until the guest initialises the 8259, it counts its IRQs but requests
+/// no interrupt for them.
 #[no_mangle]
 pub extern "C" fn vm_isa_assert_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_irq: c_int) -> c_int {
     ffi_boundary!({ ctx_ioctl(ctx, VM_ISA_ASSERT_IRQ, &mut vm_isa_irq { atpic_irq, ioapic_irq }) })
 }
 
 /// Deasserts an ISA IRQ on the 8259 pair and its IOAPIC pin (-1 = none).
-/// ERANGE when the 8259 IRQ (once the guest initialised the 8259) or the
-/// pin is not asserted: the 8259 refuses first and then nothing changes
-/// (FreeBSD counts below zero, after which the IRQ repeats for good).
+/// ERANGE when the 8259 IRQ or the pin is not asserted: that chip's count
+/// stays at zero and the other chip still takes the deassert (FreeBSD
+/// counts below zero, after which the IRQ repeats for good). An assert
+/// made before the guest initialised the 8259 is counted, so its
+/// deassert after balances.
 #[no_mangle]
 pub extern "C" fn vm_isa_deassert_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_irq: c_int) -> c_int {
     ffi_boundary!({ ctx_ioctl(ctx, VM_ISA_DEASSERT_IRQ, &mut vm_isa_irq { atpic_irq, ioapic_irq }) })

@@ -235,11 +235,13 @@ impl Chip {
     }
 
     /// Pin `pin`'s assert count moves by one (`asserted`: up); `level`:
-    /// the ELCR makes it level-triggered. A rising edge, or a level pin
-    /// still asserted, requests; a level pin's falling edge withdraws its
-    /// request (an edge request stays until acknowledged). The count stays
-    /// within 0..=i32::MAX: a deassert at 0 is `Range`, an assert at the
-    /// top `TooBig`, and neither changes anything.
+    /// the ELCR makes it level-triggered. Once the chip is initialised, a
+    /// rising edge, or a level pin still asserted, requests; a level pin's
+    /// falling edge withdraws its request (an edge request stays until
+    /// acknowledged). Before, the count only follows the line: a line
+    /// asserted then deasserted across the initialisation balances. The
+    /// count stays within 0..=i32::MAX: a deassert at 0 is `Range`, an
+    /// assert at the top `TooBig`, and neither changes anything.
     pub fn set_pin(&mut self, pin: u8, asserted: bool, level: bool) -> Result<()> {
         let cnt = &mut self.acnt[usize::from(pin)];
         let old = *cnt;
@@ -251,6 +253,9 @@ impl Chip {
             return Err(Error::Range);
         };
         let new = *cnt;
+        if !self.ready {
+            return Ok(());
+        }
         let bit = 1 << pin;
         if (old == 0 && new == 1) || (new > 0 && level) {
             self.request |= bit;

@@ -12,7 +12,7 @@
 //!
 //! As FreeBSD: only cascade mode with ICW4 in 8086 mode is accepted
 //! (other initialisations fail the guest's access with EIO); ICW3 is
-//! ignored; pins are ignored until their chip is initialised (an
+//! ignored; pins request nothing until their chip is initialised (an
 //! acknowledge then gives vector 7: the base is 0); ICW1 clears IRR, IMR
 //! and special mask mode but not ISR; the poll command is taken
 //! only with the read-register bit (OCW3 RR); a poll read acknowledges
@@ -24,6 +24,9 @@
 //! - ICW1 also lowers a raised output: the acknowledge that would lower
 //!   it can no longer come (FreeBSD keeps it raised, and a slave reset
 //!   that way never cascades again).
+//! - An uninitialised chip still counts its pins' asserts and deasserts
+//!   (FreeBSD ignores them, so a device's deassert after the guest's
+//!   initialisation finds a count of zero for an assert from before).
 //! - A pin's assert count stays within 0..=INT_MAX: a deassert at zero is
 //!   ERANGE and an assert at the top E2BIG, both changing nothing
 //!   (FreeBSD's count goes negative, after which the pin's edge request
@@ -170,7 +173,7 @@ impl Pair {
 
 impl Vatpic {
     /// A pair as before the guest's first ICW1: uninitialised (pins are
-    /// ignored), every pin edge-triggered.
+    /// counted but request nothing), every pin edge-triggered.
     pub fn new() -> Self {
         Vatpic::default()
     }
@@ -192,16 +195,14 @@ impl Vatpic {
     }
 
     /// VM_ISA_ASSERT/DEASSERT/PULSE_IRQ's 8259 half: EINVAL unless `irq`
-    /// is 0..=15; ignored while its chip is uninitialised; ERANGE for a
-    /// deassert of a pin not asserted and E2BIG for an assert at the top
-    /// count, changing nothing (FreeBSD counts below zero, and the pin's
-    /// edge request is then never consumed: the IRQ repeats for good).
+    /// is 0..=15; while its chip is uninitialised only counted (it
+    /// requests nothing); ERANGE for a deassert of a pin not asserted and
+    /// E2BIG for an assert at the top count, changing nothing (FreeBSD
+    /// counts below zero, and the pin's edge request is then never
+    /// consumed: the IRQ repeats for good).
     pub fn set_irq(&self, irq: i32, op: IrqOp, bus: &dyn AtpicBus) -> Result<()> {
         let irq = isa_irq(irq)?;
         self.with(bus, |s| {
-            if !s.chips[usize::from(irq >> 3)].ready {
-                return (Ok(()), false);
-            }
             if op != IrqOp::Deassert {
                 if let Err(e) = s.set_pin(irq, true) {
                     return (Err(e), false);

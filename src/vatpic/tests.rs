@@ -53,7 +53,7 @@ fn pulse(p: &Vatpic, bus: &Bus, irq: i32) {
 const EOI: u8 = 0x20;
 
 #[test]
-fn an_uninitialised_pair_ignores_its_pins_and_bad_irqs_are_einval() {
+fn an_uninitialised_pair_counts_its_pins_but_requests_nothing() {
     let (p, bus) = (Vatpic::new(), Bus::default());
     for op in [IrqOp::Assert, IrqOp::Deassert, IrqOp::Pulse] {
         p.set_irq(4, op, &bus).unwrap();
@@ -62,10 +62,23 @@ fn an_uninitialised_pair_ignores_its_pins_and_bad_irqs_are_einval() {
     }
     assert_eq!(bus.take(), 0);
     assert_eq!(p.chip(0), Chip::default());
-    // The slave may be ready before the master: its pins count then.
+    assert_eq!(p.set_irq(4, IrqOp::Deassert, &bus), Err(Error::Range));
+    // A line asserted before the initialisation and deasserted after
+    // balances, and makes no request: its edge came before.
+    p.set_irq(3, IrqOp::Assert, &bus).unwrap();
+    assert_eq!((p.chip(0).acnt[3], p.chip(0).request), (1, 0));
+    init_chip(&p, &bus, IO_ICU1, 0x20, 0);
+    p.set_irq(3, IrqOp::Deassert, &bus).unwrap();
+    assert_eq!((p.chip(0).acnt[3], p.chip(0).request), (0, 0));
+    assert_eq!(bus.take(), 0);
+    // The slave may be ready before the master: its pins request then,
+    // and its cascade pulse counts on the master without a request.
+    let (p, bus) = (Vatpic::new(), Bus::default());
     init_chip(&p, &bus, IO_ICU2, 0x70, 0);
     pulse(&p, &bus, 9);
     assert_eq!(p.chip(1).request, 1 << 1);
+    assert_eq!((p.chip(0).acnt[2], p.chip(0).request), (0, 0));
+    assert_eq!(bus.take(), 0, "no INTR from an uninitialised master");
 }
 
 #[test]

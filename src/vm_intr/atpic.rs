@@ -22,21 +22,25 @@ impl AtpicBus for Vm {
 impl Vm {
     /// VM_ISA_ASSERT/DEASSERT/PULSE_IRQ: the 8259's IRQ `atpic_irq`
     /// (0..=15, else EINVAL), then, unless `ioapic_irq` is -1, that
-    /// vioapic pin (whose errors are returned). Both numbers are checked
-    /// first; an 8259 refusal (a deassert at zero) leaves the pin alone.
+    /// vioapic pin. Both numbers are checked first. The two chips count
+    /// the same line each on its own: one refusing its count (a deassert
+    /// at zero, an assert at the top) does not stop the other, so that
+    /// the vioapic pin never stays asserted for an 8259 refusal (FreeBSD's
+    /// 8259 never refuses). The 8259's error is returned, else the pin's.
     fn isa_irq(&self, atpic_irq: i32, ioapic_irq: i32, op: IrqOp) -> Result<()> {
         if ioapic_irq != -1 && !(0..self.ioapic_pincount()).contains(&ioapic_irq) {
             return Err(Error::Inval);
         }
-        self.vatpic().set_irq(atpic_irq, op, self)?;
-        if ioapic_irq == -1 {
-            return Ok(());
+        let atpic = self.vatpic().set_irq(atpic_irq, op, self);
+        if ioapic_irq == -1 || atpic == Err(Error::Inval) {
+            return atpic;
         }
-        match op {
+        let ioapic = match op {
             IrqOp::Assert => self.ioapic_assert_irq(ioapic_irq),
             IrqOp::Deassert => self.ioapic_deassert_irq(ioapic_irq),
             IrqOp::Pulse => self.ioapic_pulse_irq(ioapic_irq),
-        }
+        };
+        atpic.and(ioapic)
     }
 
     /// VM_ISA_ASSERT_IRQ (see `isa_irq`).

@@ -234,14 +234,20 @@ fn isa_irq_ioctls_drive_the_8259_then_the_ioapic_pin() {
         assert_eq!(vm.isa_pulse_irq(bad, 4), Err(Error::Inval));
     }
     assert_eq!(vm.vioapic().assert_count(4), 0, "a bad ISA IRQ stops before the pin");
-    // Before the guest initialises the 8259 only the pin sees anything.
+    // Before the guest initialises the 8259 it only counts: no request.
+    let acnt = |irq: usize| vm.vatpic().chip(irq >> 3).acnt[irq & 7];
     vm.isa_assert_irq(4, -1).unwrap();
-    assert_eq!(vm.vioapic().assert_count(4), 0);
+    assert_eq!((acnt(4), vm.vioapic().assert_count(4)), (1, 0));
     vm.isa_assert_irq(4, 4).unwrap();
-    assert_eq!(vm.vioapic().assert_count(4), 1);
+    assert_eq!((acnt(4), vm.vioapic().assert_count(4)), (2, 1));
     vm.isa_deassert_irq(4, 4).unwrap();
-    assert_eq!(vm.isa_deassert_irq(4, 4), Err(Error::Range));
+    assert_eq!(vm.isa_deassert_irq(4, 4), Err(Error::Range), "the pin's count is 0");
+    assert_eq!(acnt(4), 0);
+    assert_eq!(vm.isa_deassert_irq(4, -1), Err(Error::Range), "the 8259's too");
     assert_eq!(vm.vatpic().chip(0).request, 0);
+    // A PCI INTx line (bhyve's PIRQ routing) asserted before the guest
+    // initialises the 8259 and deasserted after: both counts balance.
+    vm.isa_assert_irq(10, 18).unwrap();
     vm.isa_pulse_irq(0, 2).unwrap();
     assert_eq!(vm.isa_pulse_irq(0, 32), Err(Error::Inval));
     assert_eq!(vm.ioapic_pincount(), 32);
@@ -249,17 +255,21 @@ fn isa_irq_ioctls_drive_the_8259_then_the_ioapic_pin() {
     // disabled APIC is the INTR pin, so an ExtINT is pending.
     lapic_write(&vm, 0, off::SVR, 0xFF);
     program_8259(&vm, 0x20, 0x28);
+    vm.isa_deassert_irq(10, 18).unwrap();
+    assert_eq!((acnt(10), vm.vioapic().assert_count(18)), (0, 0));
+    assert_eq!(vm.vatpic().chip(1).request, 0, "no edge came after initialisation");
     vm.isa_assert_irq(5, 5).unwrap();
     assert_eq!((vm.vatpic().chip(0).request, vm.vioapic().assert_count(5)), (1 << 5, 1));
     assert!(vm.vcpu(0).unwrap().vlapic.extint_pending());
     assert_eq!(vm.atpic_accept_intr(), 0x25);
     // A bad pin fails the call before the 8259 takes the IRQ; a deassert
-    // the 8259 refuses (not asserted) leaves the pin alone.
+    // the 8259 refuses (not asserted) still deasserts the pin, and is
+    // reported.
     assert_eq!(vm.isa_assert_irq(6, 99), Err(Error::Inval));
     assert_eq!(vm.vatpic().chip(0).request & (1 << 6), 0);
     vm.ioapic_assert_irq(7).unwrap();
     assert_eq!(vm.isa_deassert_irq(7, 7), Err(Error::Range));
-    assert_eq!(vm.vioapic().assert_count(7), 1);
+    assert_eq!(vm.vioapic().assert_count(7), 0);
     // The 8259 goes first: a pin the IOAPIC refuses after it took the IRQ.
     assert_eq!(vm.isa_deassert_irq(5, 6), Err(Error::Range));
     assert_eq!(vm.vatpic().chip(0).acnt[5], 0);
