@@ -57,8 +57,11 @@ pub enum GuestAction {
     /// intercepts: MONITOR, MWAIT, or a VMX instruction (VMCALL, VMXON,
     /// ...). The guest takes #UD at it, without an exit to userland.
     Refused(RefusedInstruction),
-    /// Scripted guests only: halt with interrupts enabled until an
-    /// interrupt arrives, then EOI it (a write to the local APIC's EOI).
+    /// Scripted guests only: EOI an interrupt the script took (a write to
+    /// the local APIC's EOI), halting with interrupts enabled until one
+    /// arrives if it owes none. Every interrupt a script takes (vector 32
+    /// or above, wherever in the script it arrives) is owed one EOI, so a
+    /// loop of waits never leaves one in service for good.
     WaitInterruptEoi,
 }
 
@@ -95,8 +98,8 @@ pub struct ScriptedGuest {
     actions: Vec<GuestAction>,
     loop_at: Option<usize>,
     pc: usize,
-    /// A WaitInterruptEoi has seen its interrupt; the EOI is next.
-    eoi_due: bool,
+    /// Interrupts taken and not yet EOIed by a WaitInterruptEoi.
+    eoi_owed: u32,
     /// Interrupts received, and the last read value (for inspection).
     pub interrupts: Vec<u8>,
     pub last_read: u64,
@@ -110,7 +113,7 @@ impl ScriptedGuest {
             actions,
             loop_at,
             pc: 0,
-            eoi_due: false,
+            eoi_owed: 0,
             interrupts: Vec::new(),
             last_read: 0,
         }
@@ -137,8 +140,8 @@ impl GuestProgram for ScriptedGuest {
             return GuestAction::Hlt;
         };
         match action {
-            GuestAction::WaitInterruptEoi if self.eoi_due => {
-                self.eoi_due = false;
+            GuestAction::WaitInterruptEoi if self.eoi_owed > 0 => {
+                self.eoi_owed -= 1;
                 self.advance();
                 GuestAction::MmioWrite { gpa: LAPIC_EOI_GPA, size: 4, value: 0 }
             }
@@ -151,10 +154,11 @@ impl GuestProgram for ScriptedGuest {
         }
     }
 
+    /// Vectors below 32 are exceptions and NMIs, which take no EOI.
     fn interrupt(&mut self, vector: u8) {
         self.interrupts.push(vector);
-        if self.actions.get(self.pc) == Some(&GuestAction::WaitInterruptEoi) {
-            self.eoi_due = true;
+        if vector >= 32 {
+            self.eoi_owed = self.eoi_owed.saturating_add(1);
         }
     }
 
@@ -195,5 +199,18 @@ mod tests {
         assert_eq!(g.next(1), out);
         assert_eq!(g.next(2), WaitInterruptEoi, "back at the wait");
         assert_eq!(g.interrupts, vec![0x30]);
+        // Taken during the OUT: owed, EOIed at the next wait at once. An
+        // exception or NMI (below 32) is owed nothing.
+        assert_eq!(g.next(2), WaitInterruptEoi);
+        g.interrupt(0x31);
+        let eoi = MmioWrite { gpa: LAPIC_EOI_GPA, size: 4, value: 0 };
+        assert_eq!(g.next(2), eoi);
+        g.interrupt(0x32);
+        g.interrupt(13);
+        g.interrupt(2);
+        assert_eq!(g.next(3), out);
+        assert_eq!(g.next(4), eoi, "0x32's");
+        assert_eq!(g.next(5), out);
+        assert_eq!(g.next(6), WaitInterruptEoi, "nothing owed for #GP or NMI");
     }
 }

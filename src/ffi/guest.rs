@@ -50,8 +50,12 @@ pub enum vmm_rs_action_kind {
     VMM_RS_ACT_STI = 7,
     /// CLI.
     VMM_RS_ACT_CLI = 8,
-    /// Scripts only: halt with interrupts enabled until an interrupt
-    /// arrives, then EOI it at the local APIC.
+    /// Scripts only: EOI at the local APIC an interrupt the script took,
+    /// first halting with interrupts enabled until one arrives if it owes
+    /// none. Every interrupt a script takes (vector 32 or above, whatever
+    /// action it arrives at) is owed one EOI, so `WAIT_INTR_EOI, OUT` in
+    /// a loop EOIs an interrupt taken during the OUT at the next wait,
+    /// without halting. A script that never waits EOIs nothing.
     VMM_RS_ACT_WAIT_INTR_EOI = 9,
     /// INT3. With VM_CAP_BPT_EXIT on, VM_RUN returns VM_EXITCODE_BPT at
     /// its RIP (`inst_length` 0, `u.bpt.inst_length` 1, as FreeBSD; a

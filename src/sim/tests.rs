@@ -329,6 +329,37 @@ fn int3_exits_for_a_debugger_or_raises_bp_in_the_guest() {
     assert_eq!((gs.interrupts, gs.last_vector), (1, Some(3)), "#BP in the guest");
 }
 
+/// A script owes an EOI for every interrupt it takes, wherever it takes
+/// it: one injected right after a wait's EOI, before the script's next
+/// action, is EOIed at the next wait (which then does not halt), instead
+/// of staying in service and blocking its vector for good.
+#[test]
+fn a_script_eois_an_interrupt_taken_between_its_waits() {
+    crate::test_util::with_watchdog(20, || {
+        use crate::vlapic::regs::LAPIC_BASE;
+        let vm = Vm::with_sim_backend("owed-eoi", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        let out = |port| PortOut { port, size: 1, value: 0 };
+        let svr = MmioWrite { gpa: LAPIC_BASE + 0xf0, size: 4, value: 0x1ff };
+        let script = vec![svr, out(0x80), EnableInterrupts, WaitInterruptEoi, out(0x81), WaitInterruptEoi, out(0x82)];
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+        let exit = |port| ExitKind::Inout { port, bytes: 1, is_in: false, eax: 0 };
+        assert_eq!(vm.run(&l).unwrap().kind, exit(0x80), "SVR on");
+        // Both pending: the wait takes 0x50 and EOIs it; 0x44 comes at
+        // the entry after that EOI, before the OUT.
+        vm.lapic_irq(0, 0x44).unwrap();
+        vm.lapic_irq(0, 0x50).unwrap();
+        let vlapic = &l.vcpu().vlapic;
+        assert_eq!(vm.run(&l).unwrap().kind, exit(0x81));
+        assert!(vlapic.isr().test(0x44), "taken during the OUT");
+        // The second wait owes 0x44 its EOI: no halt (nothing else comes).
+        assert_eq!(vm.run(&l).unwrap().kind, exit(0x82));
+        assert_eq!(vm.guest_stats(0).unwrap().interrupts, 2);
+        assert!(!vlapic.isr().test(0x44) && !vlapic.isr().test(0x50), "both EOIed");
+    });
+}
+
 /// MONITOR, MWAIT and VMX instructions are #UD at the instruction,
 /// without an exit to userland (FreeBSD's `vm_run`): each completes
 /// nothing, so the guest's next instruction (here the script's next
