@@ -1071,6 +1071,13 @@ struct vmm_rs_action {
  designated initialiser, leaving the callbacks you do not use NULL:
  new optional callbacks are added at the end (`cpuid_result` was), so
  code built against an older header must be rebuilt.
+
+ A callback may raise interrupts (vm_ioapic_*, vm_isa_*, vm_lapic_*,
+ vm_inject_nmi), read statistics, suspend or destroy the VM, and use
+ other VMs. A call that needs a vCPU of its own VM to stand still (the
+ register, capability and other per-vCPU calls, vm_run, memory
+ changes, vm_reinit, installing a guest, vmm_rs_guest_stats) fails
+ with EDEADLK: it would wait for the callback's own thread.
  */
 struct vmm_rs_guest_ops {
   /*

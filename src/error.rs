@@ -38,6 +38,9 @@ pub enum Error {
     /// A device emulated in the library refused a guest access (VM_RUN
     /// fails with EIO, as FreeBSD's in-kernel port handlers make it).
     Io,
+    /// The call would wait for the calling thread itself: a guest callback
+    /// asking for a vCPU of the VM it runs in to stand still (EDEADLK).
+    Deadlock,
 }
 
 /// Result of a core operation.

@@ -77,7 +77,11 @@ pub enum RefusedInstruction {
     Vmx,
 }
 
-/// A guest: called on the vCPU's thread while it is RUNNING.
+/// A guest: called on the vCPU's thread while it is RUNNING, with the
+/// backend's state for that vCPU locked. Its methods must not wait for a
+/// vCPU of the same VM (`lock_one`, `lock_all`, `guest_stats`, ...): that
+/// would wait for their own thread. (The C face refuses those calls from
+/// its callbacks with EDEADLK.)
 pub trait GuestProgram: Send {
     /// The next action. `rip` counts the guest's completed actions.
     fn next(&mut self, rip: u64) -> GuestAction;

@@ -5,6 +5,7 @@ use std::ffi::{c_int, c_void};
 
 use super::abi::*;
 use super::ioctl::{arg_vcpu, copy_in, copy_out, LockClass};
+use super::reentry::refuse_from_callback;
 use crate::error::{Error, Result};
 use crate::regs::SegDesc;
 use crate::vm::{CpuSetKind, Vm};
@@ -18,11 +19,13 @@ pub(crate) unsafe fn run(vm: &Vm, cmd: u64, class: LockClass, arg: *mut c_void) 
         LockClass::One => {
             // SAFETY: every lock-one struct starts with an int vCPU id.
             let id = unsafe { arg_vcpu(vm, arg) }?;
+            refuse_from_callback(vm)?;
             let lock = vm.lock_one(id)?;
             // SAFETY: forwarded.
             unsafe { vcpu_cmd(vm, &lock, cmd, arg) }
         }
         LockClass::All | LockClass::AllMemExclusive => {
+            refuse_from_callback(vm)?;
             let all = vm.lock_all()?;
             // SAFETY: forwarded.
             unsafe { all_cmd(vm, &all, cmd, arg) }

@@ -20,6 +20,7 @@ pub fn errno_of(e: Error) -> i32 {
         Error::NoDev => libc::ENODEV,
         Error::Intr => libc::EINTR,
         Error::Io => libc::EIO,
+        Error::Deadlock => libc::EDEADLK,
     }
 }
 

@@ -8,6 +8,7 @@ use super::handle::{self, vcpu};
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 use crate::exit::TaskSwitchReason;
+use super::reentry::{refuse_from_callback, vm_identity, InCallback};
 use crate::guest::{GuestAction, GuestProgram, RefusedInstruction, ScriptedGuest};
 
 /// What a simulated guest does next (`struct vmm_rs_action.kind`).
@@ -176,6 +177,13 @@ pub struct vmm_rs_action {
 /// designated initialiser, leaving the callbacks you do not use NULL:
 /// new optional callbacks are added at the end (`cpuid_result` was), so
 /// code built against an older header must be rebuilt.
+///
+/// A callback may raise interrupts (vm_ioapic_*, vm_isa_*, vm_lapic_*,
+/// vm_inject_nmi), read statistics, suspend or destroy the VM, and use
+/// other VMs. A call that needs a vCPU of its own VM to stand still (the
+/// register, capability and other per-vCPU calls, vm_run, memory
+/// changes, vm_reinit, installing a guest, vmm_rs_guest_stats) fails
+/// with EDEADLK: it would wait for the callback's own thread.
 #[repr(C)]
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy)]
@@ -262,6 +270,8 @@ struct CallbackGuest {
     ops: vmm_rs_guest_ops,
     cookie: *mut c_void,
     vcpuid: c_int,
+    /// Its VM's [`vm_identity`], for the callbacks' [`InCallback`] mark.
+    vm: usize,
     ended: bool,
 }
 
@@ -276,8 +286,11 @@ impl GuestProgram for CallbackGuest {
         };
         // An ended guest disables interrupts once, then halts for good.
         let mut a = vmm_rs_action { kind: 0, size: 0, port: 0, gpa: 0, value: 0, msr: 0 };
-        // SAFETY: a C callback with the contract documented on the ops.
-        let rc = unsafe { next(self.cookie, self.vcpuid, rip, &mut a) };
+        let rc = {
+            let _mark = InCallback::enter(self.vm);
+            // SAFETY: a C callback with the contract documented on the ops.
+            unsafe { next(self.cookie, self.vcpuid, rip, &mut a) }
+        };
         if rc != 0 {
             self.ended = true;
             return GuestAction::DisableInterrupts;
@@ -292,6 +305,7 @@ impl GuestProgram for CallbackGuest {
 
     fn interrupt(&mut self, vector: u8) {
         if let Some(f) = self.ops.interrupt {
+            let _mark = InCallback::enter(self.vm);
             // SAFETY: a C callback with the documented contract.
             unsafe { f(self.cookie, self.vcpuid, c_int::from(vector)) };
         }
@@ -299,6 +313,7 @@ impl GuestProgram for CallbackGuest {
 
     fn read_result(&mut self, value: u64) {
         if let Some(f) = self.ops.read_result {
+            let _mark = InCallback::enter(self.vm);
             // SAFETY: a C callback with the documented contract.
             unsafe { f(self.cookie, self.vcpuid, value) };
         }
@@ -306,6 +321,7 @@ impl GuestProgram for CallbackGuest {
 
     fn cpuid_result(&mut self, regs: [u32; 4]) {
         if let Some(f) = self.ops.cpuid_result {
+            let _mark = InCallback::enter(self.vm);
             // SAFETY: a C callback with the documented contract; `regs`
             // outlives the call.
             unsafe { f(self.cookie, self.vcpuid, regs.as_ptr()) };
@@ -333,8 +349,8 @@ pub unsafe extern "C" fn vmm_rs_guest_set_ops(vcpu: *mut vcpu, ops: *const vmm_r
         if ops.next.is_none() {
             return fail(libc::EFAULT);
         }
-        let r = handle::vcpu_vm(vcpu).and_then(|(_, id)| {
-            let g = CallbackGuest { ops, cookie, vcpuid: id as c_int, ended: false };
+        let r = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
+            let g = CallbackGuest { ops, cookie, vcpuid: id as c_int, vm: vm_identity(&vm), ended: false };
             install(vcpu, Some(Box::new(g)))
         });
         to_rc(r)
@@ -387,7 +403,12 @@ pub unsafe extern "C" fn vmm_rs_guest_stats(vcpu: *mut vcpu, stats: *mut vmm_rs_
         if stats.is_null() {
             return fail(libc::EFAULT);
         }
-        match handle::vcpu_vm(vcpu).and_then(|(vm, id)| vm.guest_stats(id)) {
+        let counters = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
+            // The guest's state is locked while its callback runs.
+            refuse_from_callback(&vm)?;
+            vm.guest_stats(id)
+        });
+        match counters {
             Ok(s) => {
                 let out = vmm_rs_guest_stats {
                     steps: s.steps,

@@ -131,6 +131,7 @@ pub fn vcpu_vm(vcpu: *const vcpu) -> Result<(Arc<Vm>, usize)> {
 /// are not single ioctls (`vcpu_reset`, `vm_copy_setup`, ...) need.
 pub fn with_locked_vcpu<R>(vcpu: *const vcpu, f: impl FnOnce(&Vm, &VcpuLock<'_>) -> Result<R>) -> Result<R> {
     let (vm, id) = vcpu_vm(vcpu)?;
+    super::reentry::refuse_from_callback(&vm)?;
     let lock = vm.lock_one(id)?;
     f(&vm, &lock)
 }

@@ -91,6 +91,7 @@ pub(crate) unsafe fn shared_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<(
 /// memory-changing ioctls).
 pub(super) fn with_mem_exclusive<R>(ctx: *mut vmctx, f: impl FnOnce(&mut crate::mem::GuestMemory) -> Result<R>) -> Result<R> {
     let vm = handle::ctx_vm(ctx)?;
+    super::reentry::refuse_from_callback(&vm)?;
     let all = vm.lock_all()?;
     let mut mem = vm.mem_write(&all);
     f(&mut mem)
