@@ -27,8 +27,11 @@ ABI     := $(shell echo $(VERSION) | awk -F. '{ print ($$1 == 0) ? $$1 "." $$2 :
 all: lib
 
 # Builds the static and shared library; build.rs regenerates the header.
+# The soname link lets in-tree programs linked with -Ltarget/release run
+# with LD_LIBRARY_PATH=target/release.
 lib:
 	$(CARGO) build --release
+	ln -sf libvmm_rs.so $(LIBDIR)/libvmm_rs.so.$(ABI)
 
 check: lib header-check cargo-test c-tests install-check stress verify
 
@@ -118,6 +121,9 @@ install-check: lib
 	  $(CC) -o $(INSTALL_CHECK)/prog $(INSTALL_CHECK)/prog.c $$(pkg-config --cflags --libs vmm_rs) -lpthread -ldl -lm
 	readelf -d $(INSTALL_CHECK)/prog | grep -q 'NEEDED.*\[libvmm_rs.so.$(ABI)\]'
 	LD_LIBRARY_PATH=$(INSTALL_CHECK)/lib $(INSTALL_CHECK)/prog > /dev/null
+	# And in the tree, as the README's Example says.
+	$(CC) -Iinclude -o $(INSTALL_CHECK)/prog-tree $(INSTALL_CHECK)/prog.c -L$(LIBDIR) -lvmm_rs -lpthread -ldl -lm
+	LD_LIBRARY_PATH=$(LIBDIR) $(INSTALL_CHECK)/prog-tree > /dev/null
 	@echo "install-check: libvmm_rs.so.$(VERSION), soname libvmm_rs.so.$(ABI): ok"
 
 clean:
