@@ -92,6 +92,9 @@ pub trait GuestProgram: Send {
     fn read_result(&mut self, value: u64);
     /// EAX, EBX, ECX, EDX of the last CPUID.
     fn cpuid_result(&mut self, _regs: [u32; 4]) {}
+    /// VM_REINIT reset the processor: the guest starts over (its `rip`
+    /// starts from 0 again).
+    fn restart(&mut self) {}
 }
 
 /// A guest that runs an array of actions in order, then loops from
@@ -168,6 +171,13 @@ impl GuestProgram for ScriptedGuest {
 
     fn read_result(&mut self, value: u64) {
         self.last_read = value;
+    }
+
+    /// From the first action again, owing nothing: the reset took every
+    /// interrupt out of service.
+    fn restart(&mut self) {
+        self.pc = 0;
+        self.eoi_owed = 0;
     }
 }
 

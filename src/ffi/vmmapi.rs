@@ -454,8 +454,13 @@ pub extern "C" fn vm_suspend(ctx: *mut vmctx, how: c_int) -> c_int {
     })
 }
 
-/// Resets a suspended VM to its freshly created state (memory included):
-/// EBUSY unless every active vCPU has acknowledged the suspend.
+/// Resets a suspended VM as FreeBSD's VM_REINIT: registers, local APICs,
+/// the other devices and the vCPU states as when created, every vCPU
+/// inactive again (vm_activate_cpu() before its next vm_run()); system
+/// memory and its contents are kept, device-memory maps removed. A
+/// simulated guest starts over: a script from its first action, a
+/// callback guest with `rip` 0. EBUSY unless every active vCPU has
+/// acknowledged the suspend.
 #[no_mangle]
 pub extern "C" fn vm_reinit(ctx: *mut vmctx) -> c_int {
     ffi_boundary!({

@@ -486,6 +486,9 @@ impl Backend for SimBackend {
     fn reinit(&self) {
         for slot in &self.guests {
             let mut slot = slot.lock();
+            if let Some(p) = slot.program.as_mut() {
+                p.restart();
+            }
             slot.abandon_instruction();
             slot.task_gate = None;
             slot.sti_shadow = false;

@@ -1,0 +1,56 @@
+/*
+ * VM_REINIT as a bhyve user meets it (bhyve's reset: VM_SUSPEND_RESET,
+ * every vCPU sees SUSPENDED, then vm_reinit): the vCPUs are inactive
+ * until activated again, their registers are reset, guest RAM keeps its
+ * contents, and a simulated guest starts over (a script from its first
+ * action).
+ */
+#include "apic_util.h"
+
+#define OUT(p) { .kind = VMM_RS_ACT_PORT_OUT, .port = (p), .size = 1 }
+
+int
+main(void)
+{
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+	struct vmm_rs_action script[] = { OUT(0x90), OUT(0x91) };
+	uint64_t rbx = 0;
+
+	watchdog_start(30, "reinit_test");
+	CHECK_OK(vm_create("reinit"));
+	struct vmctx *ctx = vm_open("reinit");
+	CHECK(ctx != NULL);
+	if (ctx == NULL)
+		return test_finish("reinit_test");
+	struct vcpu *v = vm_vcpu_open(ctx, 0);
+	CHECK_OK(vm_setup_memory(ctx, 1 << 20, VM_MMAP_ALL));
+	char *ram = vm_map_gpa(ctx, 0x1000, 16);
+	CHECK(ram != NULL);
+	if (ram == NULL)
+		return test_finish("reinit_test");
+	memcpy(ram, "kept", 5);
+	CHECK_OK(vm_activate_cpu(v));
+	CHECK_OK(vmm_rs_guest_set_script(v, script, 2, -1));
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RBX, 0x1234));
+	run_to_out(v, 0x90, &vme);
+
+	CHECK_OK(vm_suspend(ctx, VM_SUSPEND_RESET));
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_SUSPENDED && vme.u.suspended.how == VM_SUSPEND_RESET);
+	CHECK_OK(vm_reinit(ctx));
+
+	CHECK_ERR(vm_run(v, &vmrun), EINVAL); /* inactive until activated */
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RBX, &rbx));
+	CHECK(rbx == 0);
+	CHECK(memcmp(ram, "kept", 5) == 0);
+	CHECK(vm_map_gpa(ctx, 0x1000, 16) == ram);
+	CHECK_OK(vm_activate_cpu(v));
+	run_to_out(v, 0x90, &vme); /* the script started over */
+	CHECK(vme.rip == 0);
+	run_to_out(v, 0x91, &vme);
+
+	vm_vcpu_close(v);
+	vm_destroy(ctx);
+	return test_finish("reinit_test");
+}
