@@ -110,8 +110,11 @@ struct vm_readwrite_kernemu_device {
 #define VM_MAX_NAMELEN 229
 
 /*
- Maximum number of vCPUs of a vmm_rs VM. FreeBSD 14 keeps the limit in
- the `hw.vmm.maxcpu` tunable; this is the classic `VM_MAXCPU` value.
+ The default number of vCPUs (maxcpus) of a vmm_rs VM, the classic
+ `VM_MAXCPU` value. FreeBSD 14 keeps the limit in the `hw.vmm.maxcpu`
+ tunable; here vmm_rs_set_maxcpus() or VMM_RS_MAXCPU raise it up to 256,
+ so size per-vCPU arrays with VM_GET_TOPOLOGY's `maxcpus`
+ (vm_get_topology()), not with this.
  */
 #define VM_MAXCPU 16
 
@@ -2023,7 +2026,9 @@ const unsigned long *vm_get_ioctls(size_t *len);
  `ioctl(vmfd, cmd, arg)` does on FreeBSD 14. Returns 0, or -1 with
  errno: ENOTTY for an unknown command, EFAULT for a NULL argument,
  EINVAL for an out-of-range vCPU id, EBADF for a closed handle or a
- destroyed VM, and the command's own errors.
+ destroyed VM, EDEADLK for a command that needs a vCPU of this VM to
+ stand still issued from one of its simulated guest's callbacks, and
+ the command's own errors.
  */
 int vmm_ioctl(struct vmctx *ctx, unsigned long cmd, void *arg);
 
@@ -2085,7 +2090,11 @@ int vmm_rs_set_maxcpus(int maxcpus);
 /*
  Sets up `len` bytes of guest RAM the way libvmmapi does for
  VM_MMAP_ALL: below the low-memory limit (3 GiB) at 0, the rest at
- 4 GiB. Calling it again with the same size is success.
+ 4 GiB. Calling it again with the same size is success. Returns 0, or
+ -1 with errno: EINVAL for another `style` (as FreeBSD's libvmmapi,
+ which supports only VM_MMAP_ALL) or a size the address space cannot
+ hold, EBADF, EFAULT, or VM_ALLOC_MEMSEG's and VM_MMAP_MEMSEG's errors
+ (EINVAL for a size that is not a whole number of pages).
  */
 int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
 
@@ -2292,7 +2301,13 @@ const char *vm_get_stat_desc(struct vmctx *ctx, int index);
  APIC page with other than 4 bytes at a 16-byte boundary: the access is
  dropped and the next call runs on), EIO (as FreeBSD, the guest made a
  port access an emulated device refuses, such as a 2-byte read of port
- 0x71; the next call runs on), EBADF (bad handle, destroyed VM).
+ 0x71; the next call runs on), EBADF (bad handle, destroyed VM),
+ EDEADLK (called from a simulated guest's callback).
+
+ As on FreeBSD, a vCPU is not owned by a thread: a vm_run, or any
+ per-vCPU call such as vm_get_register, from another thread while this
+ one runs the vCPU is no error: it kicks this call out with
+ VM_EXITCODE_REQIDLE and proceeds once the vCPU is out of the guest.
  */
 int vm_run(struct vcpu *vcpu, struct vm_run *vmrun);
 

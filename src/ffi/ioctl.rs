@@ -34,7 +34,9 @@ pub enum LockClass {
 /// `ioctl(vmfd, cmd, arg)` does on FreeBSD 14. Returns 0, or -1 with
 /// errno: ENOTTY for an unknown command, EFAULT for a NULL argument,
 /// EINVAL for an out-of-range vCPU id, EBADF for a closed handle or a
-/// destroyed VM, and the command's own errors.
+/// destroyed VM, EDEADLK for a command that needs a vCPU of this VM to
+/// stand still issued from one of its simulated guest's callbacks, and
+/// the command's own errors.
 #[no_mangle]
 pub unsafe extern "C" fn vmm_ioctl(ctx: *mut vmctx, cmd: c_ulong, arg: *mut c_void) -> c_int {
     ffi_boundary!({

@@ -14,7 +14,11 @@ use crate::error::Error;
 
 /// Sets up `len` bytes of guest RAM the way libvmmapi does for
 /// VM_MMAP_ALL: below the low-memory limit (3 GiB) at 0, the rest at
-/// 4 GiB. Calling it again with the same size is success.
+/// 4 GiB. Calling it again with the same size is success. Returns 0, or
+/// -1 with errno: EINVAL for another `style` (as FreeBSD's libvmmapi,
+/// which supports only VM_MMAP_ALL) or a size the address space cannot
+/// hold, EBADF, EFAULT, or VM_ALLOC_MEMSEG's and VM_MMAP_MEMSEG's errors
+/// (EINVAL for a size that is not a whole number of pages).
 #[no_mangle]
 pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> c_int {
     ffi_boundary!({ to_rc(with_mem_exclusive(ctx, |m| m.setup_memory(len, style))) })

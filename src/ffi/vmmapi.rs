@@ -40,7 +40,13 @@ macro_rules! out {
 /// APIC page with other than 4 bytes at a 16-byte boundary: the access is
 /// dropped and the next call runs on), EIO (as FreeBSD, the guest made a
 /// port access an emulated device refuses, such as a 2-byte read of port
-/// 0x71; the next call runs on), EBADF (bad handle, destroyed VM).
+/// 0x71; the next call runs on), EBADF (bad handle, destroyed VM),
+/// EDEADLK (called from a simulated guest's callback).
+///
+/// As on FreeBSD, a vCPU is not owned by a thread: a vm_run, or any
+/// per-vCPU call such as vm_get_register, from another thread while this
+/// one runs the vCPU is no error: it kicks this call out with
+/// VM_EXITCODE_REQIDLE and proceeds once the vCPU is out of the guest.
 #[no_mangle]
 pub unsafe extern "C" fn vm_run(vcpu: *mut vcpu, vmrun: *mut vm_run) -> c_int {
     ffi_boundary!({

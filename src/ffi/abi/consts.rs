@@ -13,8 +13,11 @@ pub const VM_MIN_NAMELEN: usize = 6;
 /// VM_MAX_PREFIXLEN, VM_MAX_SUFFIXLEN and a separator (`vmm.h`).
 pub const VM_MAX_NAMELEN: usize = 229;
 
-/// Maximum number of vCPUs of a vmm_rs VM. FreeBSD 14 keeps the limit in
-/// the `hw.vmm.maxcpu` tunable; this is the classic `VM_MAXCPU` value.
+/// The default number of vCPUs (maxcpus) of a vmm_rs VM, the classic
+/// `VM_MAXCPU` value. FreeBSD 14 keeps the limit in the `hw.vmm.maxcpu`
+/// tunable; here vmm_rs_set_maxcpus() or VMM_RS_MAXCPU raise it up to 256,
+/// so size per-vCPU arrays with VM_GET_TOPOLOGY's `maxcpus`
+/// (vm_get_topology()), not with this.
 pub const VM_MAXCPU: usize = 16;
 
 /// Number of CPUs a userland `cpuset_t` can hold on FreeBSD 14
