@@ -43,6 +43,9 @@ pub mod reg {
     pub const EFER: usize = 32;
     pub const CR2: usize = 33;
     pub const INTR_SHADOW: usize = 38;
+    /// VMX's VM-entry instruction length: how far past RIP a software
+    /// event's handler returns.
+    pub const ENTRY_INST_LENGTH: usize = 44;
     pub const DR6: usize = 43;
     pub const FS_BASE: usize = 45;
     pub const GS_BASE: usize = 46;
@@ -115,6 +118,8 @@ pub mod intinfo {
     pub const NMI: u64 = 2 << 8;
     pub const HWEXCEPTION: u64 = 3 << 8;
     pub const SWINTR: u64 = 4 << 8;
+    /// VMX's type of INT1 (ICEBP).
+    pub const PRIV_SWEXCEPTION: u64 = 5 << 8;
     pub const SWEXCEPTION: u64 = 6 << 8;
     pub const RSVD: u64 = 0x7fff_f000;
     pub const VALID: u64 = 1 << 31;

@@ -68,7 +68,16 @@ impl Vm {
             vcpu.vlapic.apply_staged_tmr();
             if let Some(p) = self.pending_for(id) {
                 vcpu.set_state(VcpuState::Frozen, false)?;
-                let rip = vcpu.regs.lock().nextrip;
+                // The guest is at `nextrip`, and RIP says so (FreeBSD's
+                // `vmx_run` writes it before these checks): a debugger
+                // reading RIP after a DEBUG exit, or restarting the
+                // instruction, must not see the finished one.
+                let rip = {
+                    let mut r = vcpu.regs.lock();
+                    let rip = r.nextrip;
+                    r.set(reg::RIP as i32, rip)?;
+                    rip
+                };
                 let exit = |kind| VmExit { kind, rip, inst_length: 0 };
                 match p {
                     Pending::Suspend(how) => {

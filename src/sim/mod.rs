@@ -25,6 +25,7 @@ use crate::vcpu::Vcpu;
 /// The IDT vectors of an NMI and a breakpoint.
 const IDT_NMI: u8 = 2;
 const IDT_BP: u8 = 3;
+const IDT_OF: u8 = 4;
 
 /// Actions run per guest entry before the backend yields to the run loop
 /// (which re-checks timers and pending work); kicks end an entry sooner.
@@ -60,6 +61,11 @@ struct GuestSlot {
     /// by the entry work, which the entry itself follows, so it never
     /// holds more than that one event.
     task_gate: Option<GuestExit>,
+    /// The entry work delivered an event the guest took: with the monitor
+    /// trap flag the entry exits before any instruction (SDM 26.7.2: the
+    /// MTF exit is pending before the first instruction after an entry
+    /// that injected an event).
+    took_event: bool,
     stats: GuestStats,
 }
 
@@ -196,6 +202,21 @@ impl SimBackend {
             return;
         }
         take_exception(slot.program.as_deref_mut(), &mut slot.stats, vector);
+        slot.took_event = slot.program.is_some();
+        // A software event's handler returns past the instruction that
+        // raised it: VM-entry's instruction length on (as VMX, which
+        // injects #BP and #OF as software exceptions; bhyve's gdb stub
+        // sets the length before injecting a guest's own #BP).
+        let software = match info & intinfo::TYPE {
+            intinfo::SWINTR | intinfo::PRIV_SWEXCEPTION | intinfo::SWEXCEPTION => true,
+            intinfo::HWEXCEPTION => matches!(vector, IDT_BP | IDT_OF),
+            _ => false,
+        };
+        if software {
+            let mut r = vcpu.regs.lock();
+            let len = r.get(reg::ENTRY_INST_LENGTH as i32).unwrap_or(0);
+            r.nextrip = r.nextrip.wrapping_add(len);
+        }
     }
 }
 
@@ -274,6 +295,7 @@ impl Backend for SimBackend {
         if let Some(exit) = slot.task_gate.take() {
             return (exit, rip, 0);
         }
+        let took_event = std::mem::take(&mut slot.took_event);
         // With the monitor trap flag, or with VM_CAP_RFLAGS_TF (the #DB of
         // RFLAGS.TF intercepted), every instruction that does not exit by
         // itself ends the entry (a debugger steps the guest).
@@ -283,6 +305,11 @@ impl Backend for SimBackend {
             let step = r.stepping().map(GuestExit::from);
             (step, on(CAP_BPT_EXIT), on(CAP_PAUSE_EXIT))
         };
+        // The monitor trap flag's exit comes before the first instruction
+        // after an entry that delivered an event.
+        if took_event && step == Some(GuestExit::Mtrap) {
+            return (GuestExit::Mtrap, rip, 0);
+        }
         let mut rip = rip;
         if let Some((at, op)) = slot.string_op.take() {
             if at == rip {

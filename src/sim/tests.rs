@@ -336,6 +336,126 @@ fn int3_exits_for_a_debugger_or_raises_bp_in_the_guest() {
     assert_eq!((gs.interrupts, gs.last_vector), (1, Some(3)), "#BP in the guest");
 }
 
+/// A guest whose code is at its RIP: action `rip`, as a C callback guest
+/// that indexes its program by `rip`. Records the vectors it takes.
+struct AtRip(Vec<crate::guest::GuestAction>, std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl crate::guest::GuestProgram for AtRip {
+    fn next(&mut self, rip: u64) -> crate::guest::GuestAction {
+        self.0.get(rip as usize).copied().unwrap_or(Hlt)
+    }
+    fn interrupt(&mut self, vector: u8) {
+        self.1.lock().unwrap().push(vector);
+    }
+    fn read_result(&mut self, _value: u64) {}
+}
+
+fn at_rip(vm: &Vm, l: &crate::vm::VcpuLock<'_>, code: Vec<crate::guest::GuestAction>) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    vm.set_guest(l, Some(Box::new(AtRip(code, taken.clone())))).unwrap();
+    taken
+}
+
+/// After an exit made before entering the guest (DEBUG, REQIDLE,
+/// SUSPENDED), RIP reads where the guest resumes, as FreeBSD's `vmx_run`
+/// writes it first: a debugger that reads and writes back the PC, or
+/// restarts the instruction, does not run the finished one again.
+#[test]
+fn rip_after_a_debug_exit_is_where_the_guest_resumes() {
+    use crate::regs::reg::RIP;
+    let vm = Vm::with_sim_backend("dbg-rip", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let out = |port| PortOut { port, size: 1, value: 0 };
+    at_rip(&vm, &l, vec![Compute, out(0x80), out(0x81)]);
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.rip, e.inst_length), (1, 1));
+    vm.suspend_cpu(Some(0)).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (ExitKind::Debug, 2));
+    assert_eq!(l.vcpu().regs.lock().get(RIP as i32), Ok(2));
+    // VM_RESTART_INSTRUCTION now (nextrip = RIP) changes nothing.
+    {
+        let mut r = l.vcpu().regs.lock();
+        r.nextrip = r.rip();
+    }
+    vm.resume_cpu(Some(0)).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (ExitKind::Inout { port: 0x81, bytes: 1, is_in: false, eax: 0 }, 2));
+}
+
+/// A guest's own INT3 that a debugger hands back (bhyve's gdb stub: the
+/// entry instruction length set to the INT3's, then #BP injected) is
+/// taken once and the guest goes on past it, as VMX injects #BP as a
+/// software exception; so does a software interrupt re-injected through
+/// the exit intinfo. Without the length, the handler returns to the INT3.
+#[test]
+fn a_reinjected_breakpoint_returns_past_the_int3() {
+    use crate::regs::{intinfo, reg::ENTRY_INST_LENGTH};
+    let vm = Vm::with_sim_backend("bp-inject", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let out = |port| PortOut { port, size: 1, value: 0 };
+    let exit = |port| ExitKind::Inout { port, bytes: 1, is_in: false, eax: 0 };
+    let taken = at_rip(&vm, &l, vec![Compute, Breakpoint, out(0x80), Breakpoint, out(0x81), Compute, out(0x82)]);
+    l.vcpu().regs.lock().set_cap(CAP_BPT_EXIT, 1).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip, e.inst_length), (ExitKind::Breakpoint, 1, 0));
+    {
+        let mut r = l.vcpu().regs.lock();
+        r.set(ENTRY_INST_LENGTH as i32, 1).unwrap();
+        r.inject_exception(3, None, false).unwrap();
+    }
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (exit(0x80), 2), "past the INT3");
+    assert_eq!(*taken.lock().unwrap(), [3]);
+    // Length 0: the handler returns to the INT3, which exits again.
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (ExitKind::Breakpoint, 3));
+    {
+        let mut r = l.vcpu().regs.lock();
+        r.set(ENTRY_INST_LENGTH as i32, 0).unwrap();
+        r.inject_exception(3, None, false).unwrap();
+    }
+    assert_eq!(vm.run(&l).unwrap().rip, 3, "at the INT3 again");
+    // A software interrupt (INT n, 2 bytes) interrupted at exit and
+    // re-injected: its handler returns past it.
+    {
+        let mut r = l.vcpu().regs.lock();
+        r.set(crate::regs::reg::RIP as i32, 5).unwrap();
+        r.set(ENTRY_INST_LENGTH as i32, 1).unwrap();
+        r.set_exitintinfo(intinfo::VALID | intinfo::SWINTR | 0x80).unwrap();
+    }
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (exit(0x82), 6));
+    assert_eq!(*taken.lock().unwrap(), [3, 3, 0x80]);
+}
+
+/// With the monitor trap flag, an entry that delivers an event exits
+/// before the guest's next instruction (SDM 26.7.2), so a debugger's step
+/// stops where the event struck and the next step runs the instruction.
+#[test]
+fn a_step_that_delivers_an_event_runs_no_instruction() {
+    let vm = Vm::with_sim_backend("mtf-event", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let taken = at_rip(&vm, &l, vec![Compute, Compute, Compute, Compute]);
+    l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 1).unwrap();
+    let step = |rip| {
+        let e = vm.run(&l).unwrap();
+        assert_eq!((e.kind, e.rip), (ExitKind::Mtrap, rip));
+    };
+    step(1);
+    l.vcpu().regs.lock().inject_exception(13, Some(0), false).unwrap();
+    step(1);
+    assert_eq!(*taken.lock().unwrap(), [13], "delivered, no instruction run");
+    step(2);
+    assert!(l.vcpu().vlapic.inject_nmi());
+    step(2);
+    step(3);
+    assert_eq!(*taken.lock().unwrap(), [13, 2]);
+}
+
 /// A script owes an EOI for every interrupt it takes, wherever it takes
 /// it: one injected right after a wait's EOI, before the script's next
 /// action, is EOIed at the next wait (which then does not halt), instead
