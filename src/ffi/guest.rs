@@ -125,8 +125,11 @@ pub enum vmm_rs_action_kind {
     /// a present task gate of the guest's IDT (protected mode, the IDT
     /// read from guest memory) exits the same way with TSR_IDT_GATE,
     /// `ext` set for hardware events, the error code if the exception has
-    /// one, RIP where the event struck, length zero, and the event left
-    /// in the exit intinfo (bhyve clears it with vm_set_intinfo()).
+    /// one, RIP where the event struck, length zero (for a software event:
+    /// an INT3, or a #BP, #OF or INT n injected by userland, its
+    /// instruction's length: one for the INT3, else
+    /// VM_REG_GUEST_ENTRY_INST_LENGTH), and the event left in the exit
+    /// intinfo (bhyve clears it with vm_set_intinfo()).
     VMM_RS_ACT_TASK_SWITCH = 19,
     /// MONITOR: the guest takes #UD (vector 6, to `interrupt`) at it,
     /// inside VM_RUN, as FreeBSD's kernel answers VM_EXITCODE_MONITOR

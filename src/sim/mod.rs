@@ -57,10 +57,10 @@ struct GuestSlot {
     /// entered again at that RIP it runs again, as the instruction does
     /// when VM_RUN is retried after EFAULT.
     faulted: Option<(u64, GuestAction)>,
-    /// An event met a task gate: the exit the next entry makes. Set only
-    /// by the entry work, which the entry itself follows, so it never
-    /// holds more than that one event.
-    task_gate: Option<GuestExit>,
+    /// An event met a task gate: the exit the next entry makes, and its
+    /// instruction length. Set only by the entry work, which the entry
+    /// itself follows, so it never holds more than that one event.
+    task_gate: Option<(GuestExit, u32)>,
     /// The entry work delivered an event the guest took: with the monitor
     /// trap flag the entry exits before any instruction (SDM 26.7.2: the
     /// MTF exit is pending before the first instruction after an entry
@@ -191,38 +191,45 @@ impl SimBackend {
         let mut slot = slot.lock();
         let slot = &mut *slot;
         let vector = info as u8;
+        let info = as_delivered(info);
+        // A software event stands for an instruction of VM-entry's
+        // instruction length (the gdb stub sets it before injecting a
+        // guest's own #BP): its handler returns past it, and a task
+        // switch through a gate reports it as the exit's length.
+        let len = match info & intinfo::TYPE {
+            intinfo::SWINTR | intinfo::PRIV_SWEXCEPTION | intinfo::SWEXCEPTION => {
+                vcpu.regs.lock().get(reg::ENTRY_INST_LENGTH as i32).unwrap_or(0)
+            }
+            _ => 0,
+        };
         // The idle loop has no IDT: it takes everything.
         let gate = slot.program.is_some().then(|| task_gate(vcpu, ram, vector)).flatten();
         if let Some(tsssel) = gate {
-            // A software event userland queued (VM_SET_INTINFO) is
-            // reported with length 0 here.
-            slot.task_gate = Some(gated_exit(tsssel, info));
+            slot.task_gate = Some((gated_exit(tsssel, info), len as u32));
             // The new task starts outside any STI shadow.
             slot.sti_shadow = false;
             return;
         }
         take_exception(slot.program.as_deref_mut(), &mut slot.stats, vector);
         slot.took_event = slot.program.is_some();
-        // A software event's handler returns past the instruction that
-        // raised it: VM-entry's instruction length on (as VMX, which
-        // injects #BP and #OF as software exceptions; bhyve's gdb stub
-        // sets the length before injecting a guest's own #BP).
-        let software = match info & intinfo::TYPE {
-            intinfo::SWINTR | intinfo::PRIV_SWEXCEPTION | intinfo::SWEXCEPTION => true,
-            intinfo::HWEXCEPTION => matches!(vector, IDT_BP | IDT_OF),
-            _ => false,
-        };
-        if software {
-            let mut r = vcpu.regs.lock();
-            let len = r.get(reg::ENTRY_INST_LENGTH as i32).unwrap_or(0);
-            r.nextrip = r.nextrip.wrapping_add(len);
-        }
+        let mut r = vcpu.regs.lock();
+        r.nextrip = r.nextrip.wrapping_add(len);
     }
 }
 
-/// The exit of the event of intinfo word `info` meeting a task gate for
-/// TSS `tsssel`: external for hardware events, with an error code only
-/// then (as FreeBSD reports it; bhyve asserts as much).
+/// Event `info` as the processor delivers it: VMX injects #BP and #OF as
+/// software exceptions (FreeBSD's `vmx_inject_interrupts`).
+fn as_delivered(info: u64) -> u64 {
+    let vector = info as u8;
+    if info & intinfo::TYPE == intinfo::HWEXCEPTION && matches!(vector, IDT_BP | IDT_OF) {
+        return info & !intinfo::TYPE | intinfo::SWEXCEPTION;
+    }
+    info
+}
+
+/// The exit of the event of intinfo word `info` (as delivered) meeting a
+/// task gate for TSS `tsssel`: external for hardware events, with an
+/// error code only then (as FreeBSD reports it; bhyve asserts as much).
 fn gated_exit(tsssel: u16, info: u64) -> GuestExit {
     let ext = matches!(info & intinfo::TYPE, intinfo::HWINTR | intinfo::NMI | intinfo::HWEXCEPTION);
     let errcode = (ext && info & intinfo::DEL_ERRCODE != 0).then_some((info >> 32) as u32);
@@ -292,8 +299,8 @@ impl Backend for SimBackend {
         }
         // An event being delivered met a task gate: no guest instruction
         // runs; RIP stays where the event interrupted it.
-        if let Some(exit) = slot.task_gate.take() {
-            return (exit, rip, 0);
+        if let Some((exit, len)) = slot.task_gate.take() {
+            return (exit, rip, len);
         }
         let took_event = std::mem::take(&mut slot.took_event);
         // With the monitor trap flag, or with VM_CAP_RFLAGS_TF (the #DB of

@@ -965,6 +965,22 @@ fn idt_task_gates_are_found_as_the_processor_finds_them() {
     assert_eq!(e.inst_length, 1);
     assert_eq!(regs().intinfo().0, intinfo::VALID | intinfo::SWEXCEPTION | 3);
     assert_eq!(vm.guest_stats(0).unwrap().interrupts, 0);
+    regs().set_exitintinfo(0).unwrap();
+
+    // A debugger's #BP (injected as a hardware exception, delivered as a
+    // software one) and a re-injected INT n: not external, their length
+    // that of VM-entry.
+    regs().set(crate::regs::reg::ENTRY_INST_LENGTH as i32, 1).unwrap();
+    regs().inject_exception(3, None, false).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.inst_length), (ExitKind::TaskSwitch(Ts { ext: false, ..gated }), 1));
+    assert_eq!(regs().intinfo().0, intinfo::VALID | intinfo::SWEXCEPTION | 3);
+    entry(0x3000, 0x80, 0x85);
+    regs().set(crate::regs::reg::ENTRY_INST_LENGTH as i32, 2).unwrap();
+    regs().set_exitintinfo(intinfo::VALID | intinfo::SWINTR | 0x80).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.inst_length), (ExitKind::TaskSwitch(Ts { ext: false, ..gated }), 2));
+    assert_eq!(regs().intinfo().0, intinfo::VALID | intinfo::SWINTR | 0x80);
 }
 
 /// VM_CAP_RFLAGS_TF (FreeBSD's SVM stepping): each completed instruction
