@@ -331,7 +331,12 @@ impl RtcState {
         Ok(())
     }
 
-    /// The callout: the periodic flag, the 1 Hz alarm/update check.
+    /// The callout: the periodic flag, the 1 Hz alarm/update check. The
+    /// next one is a period after the deadline that fell due, not after
+    /// `now`: FreeBSD re-arms from now, which costs a kernel callout's
+    /// microseconds a period, but a thread's wake-up is late by tens of
+    /// them and would slow an 8192 Hz rate by a third. Whole periods
+    /// missed are skipped, not caught up (as the other timers).
     fn callout(&mut self, now: Instant) {
         if self.enabled(REG_B_PIE) {
             self.set_reg_c(self.regs[reg::C] | REG_C_PF);
@@ -340,8 +345,13 @@ impl RtcState {
             let (t, base) = self.curtime(now);
             let _ = self.time_update(t, base);
         }
-        self.period = self.freq();
-        self.deadline = self.period.map(|p| now + p);
+        let period = self.freq();
+        self.deadline = match (period, self.deadline) {
+            (Some(p), Some(due)) if period == self.period && due + p > now => Some(due + p),
+            (Some(p), _) => Some(now + p),
+            (None, _) => None,
+        };
+        self.period = period;
     }
 }
 

@@ -219,6 +219,26 @@ fn periodic_interrupt_pulses_once_until_register_c_is_read() {
     assert_eq!(rtc.callout().get(), None);
 }
 
+/// The periodic callout keeps its schedule: a late poll does not push
+/// the next deadline back by its lateness (at 8192 Hz a thread's usual
+/// wake-up delay would cost a third of the rate); whole periods missed
+/// are skipped, not caught up.
+#[test]
+fn the_periodic_callout_keeps_its_schedule() {
+    let t0 = Instant::now();
+    let rtc = Vrtc::new(t0);
+    let mut g = guest(&rtc, t0);
+    g.write(10, REG_A_DIVIDER_ON | 3).unwrap(); // 8192 Hz
+    g.write(11, REG_B_24HR | REG_B_PIE).unwrap();
+    let p = Duration::from_nanos(122_070);
+    assert_eq!(rtc.callout().get(), Some(t0 + p));
+    g.advance(p + p / 4);
+    assert_eq!(g.pulses, 1);
+    assert_eq!(rtc.callout().get(), Some(t0 + 2 * p), "not a quarter period late");
+    g.advance(3 * p + p / 2);
+    assert_eq!(rtc.callout().get(), Some(g.now + p), "missed periods skipped");
+}
+
 #[test]
 fn update_and_alarm_interrupts() {
     let now = Instant::now();
