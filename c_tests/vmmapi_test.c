@@ -44,10 +44,17 @@ names_and_rights(struct vmctx *ctx)
 	CHECK(vm_get_name(NULL) == NULL && errno == EFAULT);
 	CHECK(vm_capability_name2type("hlt_exit") == VM_CAP_HALT_EXIT);
 	CHECK(vm_capability_name2type("bpt_exit") == VM_CAP_BPT_EXIT);
-	CHECK(vm_capability_name2type("ipi_exit") == -1);
+	CHECK(vm_capability_name2type("ipi_exit") == VM_CAP_IPI_EXIT);
+	CHECK(vm_capability_name2type("rflags_tf") == VM_CAP_RFLAGS_TF);
+	CHECK(vm_capability_name2type("no_such_cap") == -1);
 	CHECK(vm_capability_name2type(NULL) == -1);
 	CHECK(strcmp(vm_capability_type2name(VM_CAP_PAUSE_EXIT), "pause_exit") == 0);
-	CHECK(vm_capability_type2name(VM_CAP_IPI_EXIT) == NULL);
+	/* Every capability has a name (bhyvectl --getcap lists them all). */
+	for (int cap = 0; cap < VM_CAP_MAX; cap++) {
+		const char *cname = vm_capability_type2name(cap);
+		CHECK(cname != NULL && vm_capability_name2type(cname) == cap);
+	}
+	CHECK(vm_capability_type2name(VM_CAP_MAX) == NULL);
 	CHECK(vm_capability_type2name(-1) == NULL);
 	CHECK(vm_apicid2vcpu(ctx, 3) == 3);
 	CHECK_OK(vm_limit_rights(ctx));

@@ -1848,9 +1848,11 @@ int vm_lapic_irq(struct vcpu *vcpu, int vector);
 int vm_lapic_local_irq(struct vcpu *vcpu, int vector);
 
 /*
- Delivers an MSI: `addr` 0xFEExxxxx (destination bits 12-19, logical
- bit 2, redirection hint bit 3), `msg` vector bits 0-7, delivery mode
- bits 8-10. EINVAL for an address outside 0xFEExxxxx.
+ Delivers an MSI: `addr` 0xFEExxxxx (destination bits 12-19,
+ destination mode bit 2, redirection hint bit 3), `msg` vector bits
+ 0-7, delivery mode bits 8-10. As FreeBSD's `lapic_intr_msi`, the
+ destination is logical only with both bits 2 and 3 set; otherwise it
+ is a physical APIC id. EINVAL for an address outside 0xFEExxxxx.
  */
 int vm_lapic_msi(struct vmctx *ctx, uint64_t addr, uint64_t msg);
 
@@ -1996,8 +1998,9 @@ int vm_apicid2vcpu(struct vmctx *_ctx, int apicid);
 
 /*
  The capability named `capname` ("hlt_exit", "mtrap_exit",
- "pause_exit", "unrestricted_guest", "enable_invpcid", "bpt_exit"), or
- -1 (with errno EFAULT for NULL).
+ "pause_exit", "unrestricted_guest", "enable_invpcid", "bpt_exit",
+ "rdpid", "rdtscp", "ipi_exit", "mask_hwintr", "rflags_tf"), or -1
+ (with errno EFAULT for NULL).
  */
 int vm_capability_name2type(const char *capname);
 
@@ -2357,8 +2360,10 @@ int vm_get_seg_desc(struct vcpu *vcpu, int reg, struct seg_desc *seg_desc);
 
 /*
  Reads capability `cap` (enum vm_cap_type) into `*retval`. A new vCPU
- has VM_CAP_HALT_EXIT on (HLT exits and sleeps in the library) and
- every other capability off.
+ has VM_CAP_HALT_EXIT on (HLT exits and sleeps in the library),
+ VM_CAP_RDPID and VM_CAP_RDTSCP on (always, as on FreeBSD's VMX
+ backend on a host with the instructions) and every other capability
+ off.
  */
 int vm_get_capability(struct vcpu *vcpu, int cap, int *retval);
 
@@ -2517,8 +2522,14 @@ int vm_suspend(struct vmctx *ctx, int how);
  inactive again (vm_activate_cpu() before its next vm_run()); system
  memory and its contents are kept, device-memory maps removed. A
  simulated guest starts over: a script from its first action, a
- callback guest with `rip` 0. EBUSY unless every active vCPU has
- acknowledged the suspend.
+ callback guest with `rip` 0.
+
+ Like every call that locks all vCPUs, it first waits until no thread
+ is inside vm_run() (FreeBSD's `vcpu_lock_all`): threads waiting there
+ for the suspend return SUSPENDED once every active vCPU has seen it,
+ so the thread of an active vCPU that is not in vm_run() must still
+ call it once, and vm_reinit() waits for that. Then EBUSY unless every
+ active vCPU has acknowledged the suspend (seen SUSPENDED).
  */
 int vm_reinit(struct vmctx *ctx);
 

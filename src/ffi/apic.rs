@@ -198,9 +198,11 @@ pub extern "C" fn vm_lapic_local_irq(vcpu: *mut vcpu, vector: c_int) -> c_int {
     })
 }
 
-/// Delivers an MSI: `addr` 0xFEExxxxx (destination bits 12-19, logical
-/// bit 2, redirection hint bit 3), `msg` vector bits 0-7, delivery mode
-/// bits 8-10. EINVAL for an address outside 0xFEExxxxx.
+/// Delivers an MSI: `addr` 0xFEExxxxx (destination bits 12-19,
+/// destination mode bit 2, redirection hint bit 3), `msg` vector bits
+/// 0-7, delivery mode bits 8-10. As FreeBSD's `lapic_intr_msi`, the
+/// destination is logical only with both bits 2 and 3 set; otherwise it
+/// is a physical APIC id. EINVAL for an address outside 0xFEExxxxx.
 #[no_mangle]
 pub extern "C" fn vm_lapic_msi(ctx: *mut vmctx, addr: u64, msg: u64) -> c_int {
     ffi_boundary!({ ctx_ioctl(ctx, VM_LAPIC_MSI, &mut vm_lapic_msi { msg, addr }) })

@@ -27,14 +27,26 @@ pub extern "C" fn vm_apicid2vcpu(_ctx: *mut vmctx, apicid: c_int) -> c_int {
     ffi_boundary!({ apicid })
 }
 
-/// libvmmapi's capability names, by `enum vm_cap_type` (only these six
-/// have one).
-const CAP_NAMES: [&CStr; 6] =
-    [c"hlt_exit", c"mtrap_exit", c"pause_exit", c"unrestricted_guest", c"enable_invpcid", c"bpt_exit"];
+/// FreeBSD 14 libvmmapi's capability names (`capstrmap`), by `enum
+/// vm_cap_type`: every capability has one.
+const CAP_NAMES: [&CStr; vm_cap_type::VM_CAP_MAX as usize] = [
+    c"hlt_exit",
+    c"mtrap_exit",
+    c"pause_exit",
+    c"unrestricted_guest",
+    c"enable_invpcid",
+    c"bpt_exit",
+    c"rdpid",
+    c"rdtscp",
+    c"ipi_exit",
+    c"mask_hwintr",
+    c"rflags_tf",
+];
 
 /// The capability named `capname` ("hlt_exit", "mtrap_exit",
-/// "pause_exit", "unrestricted_guest", "enable_invpcid", "bpt_exit"), or
-/// -1 (with errno EFAULT for NULL).
+/// "pause_exit", "unrestricted_guest", "enable_invpcid", "bpt_exit",
+/// "rdpid", "rdtscp", "ipi_exit", "mask_hwintr", "rflags_tf"), or -1
+/// (with errno EFAULT for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn vm_capability_name2type(capname: *const c_char) -> c_int {
     ffi_boundary!({

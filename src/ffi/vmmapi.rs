@@ -162,8 +162,10 @@ pub unsafe extern "C" fn vm_get_seg_desc(vcpu: *mut vcpu, reg: c_int, seg_desc: 
 }
 
 /// Reads capability `cap` (enum vm_cap_type) into `*retval`. A new vCPU
-/// has VM_CAP_HALT_EXIT on (HLT exits and sleeps in the library) and
-/// every other capability off.
+/// has VM_CAP_HALT_EXIT on (HLT exits and sleeps in the library),
+/// VM_CAP_RDPID and VM_CAP_RDTSCP on (always, as on FreeBSD's VMX
+/// backend on a host with the instructions) and every other capability
+/// off.
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_capability(vcpu: *mut vcpu, cap: c_int, retval: *mut c_int) -> c_int {
     ffi_boundary!({
@@ -465,8 +467,14 @@ pub extern "C" fn vm_suspend(ctx: *mut vmctx, how: c_int) -> c_int {
 /// inactive again (vm_activate_cpu() before its next vm_run()); system
 /// memory and its contents are kept, device-memory maps removed. A
 /// simulated guest starts over: a script from its first action, a
-/// callback guest with `rip` 0. EBUSY unless every active vCPU has
-/// acknowledged the suspend.
+/// callback guest with `rip` 0.
+///
+/// Like every call that locks all vCPUs, it first waits until no thread
+/// is inside vm_run() (FreeBSD's `vcpu_lock_all`): threads waiting there
+/// for the suspend return SUSPENDED once every active vCPU has seen it,
+/// so the thread of an active vCPU that is not in vm_run() must still
+/// call it once, and vm_reinit() waits for that. Then EBUSY unless every
+/// active vCPU has acknowledged the suspend (seen SUSPENDED).
 #[no_mangle]
 pub extern "C" fn vm_reinit(ctx: *mut vmctx) -> c_int {
     ffi_boundary!({
