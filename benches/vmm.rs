@@ -206,6 +206,9 @@ const SAMPLES: usize = 20;
 fn bench(c: &mut Criterion, group: &str, name: &str, mut op: impl FnMut(), mut window: impl FnMut(Duration, u64)) -> f64 {
     let mut per_op = Vec::new();
     let mut g = c.benchmark_group(group);
+    // The group's size wins over a --sample-size given to criterion, so
+    // that the last SAMPLES stretches are its samples.
+    g.sample_size(SAMPLES);
     g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let t = Instant::now();

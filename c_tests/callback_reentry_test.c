@@ -10,7 +10,26 @@
 
 static struct vmctx *ctx, *other_ctx;
 static struct vcpu *v0, *v1, *other_v;
-static int calls;
+static int calls, nested_calls;
+
+/* The other VM's guest, run from inside the first VM's callback: the
+ * first VM's vCPUs are still off limits (that thread runs one of them). */
+static int
+nested_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
+{
+	struct vmm_rs_action out = { .kind = VMM_RS_ACT_PORT_OUT, .port = 0x81, .size = 1 };
+	uint64_t val = 0;
+
+	(void)cookie;
+	(void)vcpuid;
+	(void)rip;
+	*a = out;
+	if (nested_calls++ > 0)
+		return 0;
+	CHECK_ERR(vm_get_register(v0, VM_REG_GUEST_RAX, &val), EDEADLK);
+	CHECK_ERR(vm_get_register(other_v, VM_REG_GUEST_RAX, &val), EDEADLK);
+	return 0;
+}
 
 static int
 reentry_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
@@ -42,9 +61,17 @@ reentry_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 	CHECK_OK(vm_lapic_msi(ctx, 0xfee00000, 0x41));
 	int entries = 0;
 	CHECK(vm_get_stats(v0, NULL, &entries) != NULL && entries > 0);
-	/* Another VM is another matter. */
+	/* Another VM is another matter, even run from here. */
 	CHECK_OK(vm_get_register(other_v, VM_REG_GUEST_RAX, &val));
 	CHECK_OK(vmm_rs_guest_stats(other_v, &gs));
+	struct vmm_rs_guest_ops nested = { .next = nested_next };
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+	CHECK_OK(vmm_rs_guest_set_ops(other_v, &nested, NULL));
+	CHECK_OK(vm_activate_cpu(other_v));
+	CHECK_OK(vm_run(other_v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0x81);
+	CHECK(nested_calls == 1);
 	return 0;
 }
 

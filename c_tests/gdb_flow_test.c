@@ -94,7 +94,8 @@ main(void)
 	CHECK(nvectors == 1 && vectors[0] == 3);
 	CHECK_OK(vm_set_capability(v, VM_CAP_BPT_EXIT, 0));
 
-	/* Steps from 4 with an NMI pending: the first delivers it at 4. */
+	/* A step from 4 runs the COMPUTE there; with an NMI pending, the
+	 * next step delivers it at 5 and runs nothing; the one after runs 5. */
 	CHECK_OK(vm_set_capability(v, VM_CAP_MTRAP_EXIT, 1));
 	CHECK_OK(vm_run(v, &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_MTRAP && vme.rip == 5);

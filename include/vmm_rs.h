@@ -849,10 +849,11 @@ enum vmm_rs_action_kind {
   /*
    Scripts only: EOI at the local APIC an interrupt the script took,
    first halting with interrupts enabled until one arrives if it owes
-   none. Every interrupt a script takes (vector 32 or above, whatever
-   action it arrives at) is owed one EOI, so `WAIT_INTR_EOI, OUT` in
-   a loop EOIs an interrupt taken during the OUT at the next wait,
-   without halting. A script that never waits EOIs nothing.
+   none. Every interrupt a script takes from its local APIC or the
+   8259 (not exceptions, NMIs or software interrupts), whatever action
+   it arrives at, is owed one EOI, so `WAIT_INTR_EOI, OUT` in a loop
+   EOIs an interrupt taken during the OUT at the next wait, without
+   halting. A script that never waits EOIs nothing.
    */
   VMM_RS_ACT_WAIT_INTR_EOI = 9,
   /*
@@ -2005,8 +2006,8 @@ int vm_apicid2vcpu(struct vmctx *_ctx, int apicid);
 int vm_capability_name2type(const char *capname);
 
 /*
- The name of capability `type` (a static string), or NULL for one
- without a name.
+ The name of capability `type` (a static string), or NULL for a `type`
+ outside 0..VM_CAP_MAX.
  */
 const char *vm_capability_type2name(int type);
 

@@ -59,9 +59,10 @@ pub enum GuestAction {
     Refused(RefusedInstruction),
     /// Scripted guests only: EOI an interrupt the script took (a write to
     /// the local APIC's EOI), halting with interrupts enabled until one
-    /// arrives if it owes none. Every interrupt a script takes (vector 32
-    /// or above, wherever in the script it arrives) is owed one EOI, so a
-    /// loop of waits never leaves one in service for good.
+    /// arrives if it owes none. Every external interrupt a script takes,
+    /// wherever in the script it arrives, is owed one EOI (exceptions,
+    /// NMIs and software interrupts none), so a loop of waits never leaves
+    /// one in service for good.
     WaitInterruptEoi,
 }
 
@@ -85,8 +86,16 @@ pub enum RefusedInstruction {
 pub trait GuestProgram: Send {
     /// The next action. `rip` counts the guest's completed actions.
     fn next(&mut self, rip: u64) -> GuestAction;
-    /// The library injected `vector` (the guest had interrupts enabled).
+    /// The guest took event `vector`: an exception, an NMI (vector 2), a
+    /// software interrupt, or (unless `external_interrupt` says otherwise)
+    /// an interrupt.
     fn interrupt(&mut self, vector: u8);
+    /// The guest took external interrupt `vector` (from its local APIC,
+    /// or the 8259's through ExtINT): what `interrupt` does, unless the
+    /// guest owes such interrupts something (an EOI).
+    fn external_interrupt(&mut self, vector: u8) {
+        self.interrupt(vector);
+    }
     /// The value of the last load (RAM or MMIO), port `in`, RDMSR,
     /// RDTSC, RDTSCP or RDPID.
     fn read_result(&mut self, value: u64);
@@ -161,12 +170,13 @@ impl GuestProgram for ScriptedGuest {
         }
     }
 
-    /// Vectors below 32 are exceptions and NMIs, which take no EOI.
     fn interrupt(&mut self, vector: u8) {
         self.interrupts.push(vector);
-        if vector >= 32 {
-            self.eoi_owed = self.eoi_owed.saturating_add(1);
-        }
+    }
+
+    fn external_interrupt(&mut self, vector: u8) {
+        self.interrupts.push(vector);
+        self.eoi_owed = self.eoi_owed.saturating_add(1);
     }
 
     fn read_result(&mut self, value: u64) {
@@ -208,23 +218,24 @@ mod tests {
         let mut g = ScriptedGuest::new(vec![WaitInterruptEoi, out], Some(0));
         assert_eq!(g.next(0), WaitInterruptEoi);
         assert_eq!(g.next(0), WaitInterruptEoi);
-        g.interrupt(0x30);
+        g.external_interrupt(0x30);
         assert_eq!(g.next(0), MmioWrite { gpa: LAPIC_EOI_GPA, size: 4, value: 0 });
         assert_eq!(g.next(1), out);
         assert_eq!(g.next(2), WaitInterruptEoi, "back at the wait");
         assert_eq!(g.interrupts, vec![0x30]);
         // Taken during the OUT: owed, EOIed at the next wait at once. An
-        // exception or NMI (below 32) is owed nothing.
+        // exception, an NMI or a software interrupt is owed nothing.
         assert_eq!(g.next(2), WaitInterruptEoi);
-        g.interrupt(0x31);
+        g.external_interrupt(0x31);
         let eoi = MmioWrite { gpa: LAPIC_EOI_GPA, size: 4, value: 0 };
         assert_eq!(g.next(2), eoi);
-        g.interrupt(0x32);
+        g.external_interrupt(0x32);
         g.interrupt(13);
         g.interrupt(2);
+        g.interrupt(0x80);
         assert_eq!(g.next(3), out);
         assert_eq!(g.next(4), eoi, "0x32's");
         assert_eq!(g.next(5), out);
-        assert_eq!(g.next(6), WaitInterruptEoi, "nothing owed for #GP or NMI");
+        assert_eq!(g.next(6), WaitInterruptEoi, "nothing owed for #GP, NMI or INT 0x80");
     }
 }

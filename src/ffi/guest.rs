@@ -8,7 +8,7 @@ use super::handle::{self, vcpu};
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 use crate::exit::TaskSwitchReason;
-use super::reentry::{refuse_from_callback, vm_identity, InCallback};
+use super::reentry::{in_callback, refuse_from_callback, vm_identity};
 use crate::guest::{GuestAction, GuestProgram, RefusedInstruction, ScriptedGuest};
 
 /// What a simulated guest does next (`struct vmm_rs_action.kind`).
@@ -53,10 +53,11 @@ pub enum vmm_rs_action_kind {
     VMM_RS_ACT_CLI = 8,
     /// Scripts only: EOI at the local APIC an interrupt the script took,
     /// first halting with interrupts enabled until one arrives if it owes
-    /// none. Every interrupt a script takes (vector 32 or above, whatever
-    /// action it arrives at) is owed one EOI, so `WAIT_INTR_EOI, OUT` in
-    /// a loop EOIs an interrupt taken during the OUT at the next wait,
-    /// without halting. A script that never waits EOIs nothing.
+    /// none. Every interrupt a script takes from its local APIC or the
+    /// 8259 (not exceptions, NMIs or software interrupts), whatever action
+    /// it arrives at, is owed one EOI, so `WAIT_INTR_EOI, OUT` in a loop
+    /// EOIs an interrupt taken during the OUT at the next wait, without
+    /// halting. A script that never waits EOIs nothing.
     VMM_RS_ACT_WAIT_INTR_EOI = 9,
     /// INT3. With VM_CAP_BPT_EXIT on, VM_RUN returns VM_EXITCODE_BPT at
     /// its RIP (`inst_length` 0, `u.bpt.inst_length` 1, as FreeBSD; a
@@ -273,7 +274,7 @@ struct CallbackGuest {
     ops: vmm_rs_guest_ops,
     cookie: *mut c_void,
     vcpuid: c_int,
-    /// Its VM's [`vm_identity`], for the callbacks' [`InCallback`] mark.
+    /// Its VM's [`vm_identity`], for the callbacks' [`in_callback`] mark.
     vm: usize,
     ended: bool,
 }
@@ -289,11 +290,8 @@ impl GuestProgram for CallbackGuest {
         };
         // An ended guest disables interrupts once, then halts for good.
         let mut a = vmm_rs_action { kind: 0, size: 0, port: 0, gpa: 0, value: 0, msr: 0 };
-        let rc = {
-            let _mark = InCallback::enter(self.vm);
-            // SAFETY: a C callback with the contract documented on the ops.
-            unsafe { next(self.cookie, self.vcpuid, rip, &mut a) }
-        };
+        // SAFETY: a C callback with the contract documented on the ops.
+        let rc = in_callback(self.vm, || unsafe { next(self.cookie, self.vcpuid, rip, &mut a) });
         if rc != 0 {
             self.ended = true;
             return GuestAction::DisableInterrupts;
@@ -308,26 +306,29 @@ impl GuestProgram for CallbackGuest {
 
     fn interrupt(&mut self, vector: u8) {
         if let Some(f) = self.ops.interrupt {
-            let _mark = InCallback::enter(self.vm);
             // SAFETY: a C callback with the documented contract.
-            unsafe { f(self.cookie, self.vcpuid, c_int::from(vector)) };
+            in_callback(self.vm, || unsafe { f(self.cookie, self.vcpuid, c_int::from(vector)) });
         }
     }
 
     fn read_result(&mut self, value: u64) {
         if let Some(f) = self.ops.read_result {
-            let _mark = InCallback::enter(self.vm);
             // SAFETY: a C callback with the documented contract.
-            unsafe { f(self.cookie, self.vcpuid, value) };
+            in_callback(self.vm, || unsafe { f(self.cookie, self.vcpuid, value) });
         }
+    }
+
+    /// VM_REINIT: a guest that ended (`next` returned non-zero) is asked
+    /// again, from `rip` 0.
+    fn restart(&mut self) {
+        self.ended = false;
     }
 
     fn cpuid_result(&mut self, regs: [u32; 4]) {
         if let Some(f) = self.ops.cpuid_result {
-            let _mark = InCallback::enter(self.vm);
             // SAFETY: a C callback with the documented contract; `regs`
             // outlives the call.
-            unsafe { f(self.cookie, self.vcpuid, regs.as_ptr()) };
+            in_callback(self.vm, || unsafe { f(self.cookie, self.vcpuid, regs.as_ptr()) });
         }
     }
 }

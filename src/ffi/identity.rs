@@ -59,8 +59,8 @@ pub unsafe extern "C" fn vm_capability_name2type(capname: *const c_char) -> c_in
     })
 }
 
-/// The name of capability `type` (a static string), or NULL for one
-/// without a name.
+/// The name of capability `type` (a static string), or NULL for a `type`
+/// outside 0..VM_CAP_MAX.
 #[no_mangle]
 pub extern "C" fn vm_capability_type2name(r#type: c_int) -> *const c_char {
     ffi_boundary!(std::ptr::null(), {

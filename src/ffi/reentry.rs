@@ -8,42 +8,62 @@
 //! destroy) and calls on other VMs go ahead.
 
 use std::cell::Cell;
+use std::ptr;
 
 use crate::error::{Error, Result};
 use crate::vm::Vm;
 
-thread_local! {
-    /// The VM (its address) whose guest callback this thread is in; 0
-    /// outside callbacks.
-    static CALLBACK_VM: Cell<usize> = const { Cell::new(0) };
+/// One callback under way on this thread: its VM, and the callback it
+/// runs inside (a callback of VM A may run VM B, whose callback must then
+/// not wait for A's vCPUs either). It lives on the stack of
+/// [`in_callback`].
+struct Frame {
+    vm: usize,
+    outer: *const Frame,
 }
 
-/// The identity [`InCallback`] and [`refuse_from_callback`] compare.
+thread_local! {
+    /// The innermost callback under way on this thread, or null. A plain
+    /// pointer cell needs no destructor, so a call made while the
+    /// thread's locals are being destroyed (a pthread key destructor)
+    /// still finds it.
+    static INNERMOST: Cell<*const Frame> = const { Cell::new(ptr::null()) };
+}
+
+/// The identity [`in_callback`] and [`refuse_from_callback`] compare.
 pub(crate) fn vm_identity(vm: &Vm) -> usize {
     vm as *const Vm as usize
 }
 
-/// Marks this thread as inside a callback of the VM `vm` (a
-/// [`vm_identity`]) until dropped; nests, e.g. a callback running another
-/// VM's vCPU.
-pub(crate) struct InCallback(usize);
-
-impl InCallback {
-    pub(crate) fn enter(vm: usize) -> Self {
-        InCallback(CALLBACK_VM.replace(vm))
+/// Runs C callback `f` of the VM `vm` (a [`vm_identity`]) marked as such.
+pub(crate) fn in_callback<R>(vm: usize, f: impl FnOnce() -> R) -> R {
+    /// Puts the outer frame back, also if `f` unwinds.
+    struct Restore(*const Frame);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INNERMOST.set(self.0);
+        }
     }
+    let frame = Frame { vm, outer: INNERMOST.get() };
+    let _restore = Restore(frame.outer);
+    INNERMOST.set(&frame);
+    f()
 }
 
-impl Drop for InCallback {
-    fn drop(&mut self) {
-        CALLBACK_VM.set(self.0);
-    }
-}
-
-/// EDEADLK if this thread is inside a guest callback of `vm`.
+/// EDEADLK if this thread is inside a guest callback of `vm`, at any
+/// depth.
 pub(crate) fn refuse_from_callback(vm: &Vm) -> Result<()> {
-    if CALLBACK_VM.get() == vm_identity(vm) {
-        return Err(Error::Deadlock);
+    let vm = vm_identity(vm);
+    let mut at = INNERMOST.get();
+    while !at.is_null() {
+        // SAFETY: every frame in the chain is on this thread's stack, in
+        // an `in_callback` call still running: it is taken off before
+        // that call returns.
+        let frame = unsafe { &*at };
+        if frame.vm == vm {
+            return Err(Error::Deadlock);
+        }
+        at = frame.outer;
     }
     Ok(())
 }

@@ -104,8 +104,9 @@ pub struct SimBackend {
     /// accesses and the processor's IDT reads (page walks that may set
     /// accessed bits) take `Vm::mem` shared under it, out of rank order
     /// (why that is safe: the lock order in `vm`). C callbacks run under
-    /// it, so they must not make calls on their own vCPU (they may assert
-    /// pins, send MSIs, or act on other vCPUs).
+    /// it, so they must not make calls that wait for a vCPU of their VM
+    /// (the C face refuses those with EDEADLK, `ffi::reentry`); they may
+    /// assert pins and send MSIs.
     guests: Vec<Mutex<GuestSlot>>,
 }
 
@@ -153,10 +154,13 @@ fn load_edx_eax(vcpu: &Vcpu, value: u64) {
     let _ = r.set(reg::RDX as i32, value >> 32);
 }
 
-/// The guest took exception `vector` without an exit.
-fn take_exception(program: Option<&mut (dyn GuestProgram + 'static)>, stats: &mut GuestStats, vector: u8) {
-    if let Some(program) = program {
-        program.interrupt(vector);
+/// The guest took event `vector` without an exit (`external`: an
+/// interrupt from its local APIC or the 8259).
+fn take_event(program: Option<&mut (dyn GuestProgram + 'static)>, stats: &mut GuestStats, vector: u8, external: bool) {
+    match program {
+        Some(p) if external => p.external_interrupt(vector),
+        Some(p) => p.interrupt(vector),
+        None => {}
     }
     stats.interrupts += 1;
     stats.last_vector = Some(vector);
@@ -210,7 +214,8 @@ impl SimBackend {
             slot.sti_shadow = false;
             return;
         }
-        take_exception(slot.program.as_deref_mut(), &mut slot.stats, vector);
+        let external = info & intinfo::TYPE == intinfo::HWINTR;
+        take_event(slot.program.as_deref_mut(), &mut slot.stats, vector, external);
         slot.took_event = slot.program.is_some();
         let mut r = vcpu.regs.lock();
         r.nextrip = r.nextrip.wrapping_add(len);
@@ -386,7 +391,7 @@ impl Backend for SimBackend {
                         let info = intinfo::VALID | intinfo::SWEXCEPTION | u64::from(IDT_BP);
                         return (gated_exit(tsssel, info), rip, 1);
                     }
-                    take_exception(Some(program.as_mut()), &mut slot.stats, IDT_BP);
+                    take_event(Some(program.as_mut()), &mut slot.stats, IDT_BP, false);
                     None
                 }
                 // The TSC instructions run in the guest (VMX offsets the

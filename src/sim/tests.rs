@@ -146,12 +146,11 @@ fn stepping_faulting_and_reinit_leave_no_instruction_half_done() {
         }
         assert!(matches!(run().kind, ExitKind::Inout { .. }), "abandoned after #GP");
 
-        // VM_REINIT forgets the string instruction half done (userland
-        // moved 3 of its 4 items); the script starts over and runs it
-        // afresh.
+        // VM_REINIT forgets the string instruction half done (kept, it
+        // would find RCX reset to 0 and complete); the script starts over
+        // and runs it afresh.
         set(vec![outs, out]);
         assert!(matches!(run().kind, ExitKind::InoutStr { .. }));
-        vm.vcpu(0).unwrap().regs.lock().set(crate::regs::reg::RCX as i32, 1).unwrap();
         vm.cpus().suspended = vm.active_cpus();
         vm.reinit(&vm.lock_all().unwrap()).unwrap();
         vm.activate_cpu(0).unwrap();
@@ -418,12 +417,12 @@ fn a_reinjected_breakpoint_returns_past_the_int3() {
         r.inject_exception(3, None, false).unwrap();
     }
     assert_eq!(vm.run(&l).unwrap().rip, 3, "at the INT3 again");
-    // A software interrupt (INT n, 2 bytes) interrupted at exit and
-    // re-injected: its handler returns past it.
+    // A software interrupt (INT n, 2 bytes, at 4) interrupted at exit
+    // and re-injected: its handler returns past it.
     {
         let mut r = l.vcpu().regs.lock();
-        r.set(crate::regs::reg::RIP as i32, 5).unwrap();
-        r.set(ENTRY_INST_LENGTH as i32, 1).unwrap();
+        r.set(crate::regs::reg::RIP as i32, 4).unwrap();
+        r.set(ENTRY_INST_LENGTH as i32, 2).unwrap();
         r.set_exitintinfo(intinfo::VALID | intinfo::SWINTR | 0x80).unwrap();
     }
     let e = vm.run(&l).unwrap();

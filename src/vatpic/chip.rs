@@ -27,10 +27,10 @@ pub const OCW3_SMM: u8 = 0x20;
 pub const OCW3_ESMM: u8 = 0x40;
 
 /// One 8259A. Zeroed is its state before the guest's first ICW1 (FreeBSD
-/// allocates it zeroed): not ready, so its pins are ignored.
+/// allocates it zeroed): not ready, so its pins only count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Chip {
-    /// Initialised (ICW4 accepted): pins count, OCWs apply.
+    /// Initialised (ICW4 accepted): pins request, OCWs apply.
     pub ready: bool,
     /// The ICW expected next on the data port (2-4), or 0 (OCW1).
     pub icw_num: u8,
@@ -231,6 +231,18 @@ impl Chip {
             }
         } else {
             self.service |= 1 << pin;
+        }
+    }
+
+    /// Just initialised: a level-triggered pin (bit set in `level`) whose
+    /// line is asserted requests, its count having followed the line
+    /// meanwhile; an edge pin waits for its next rising edge (ICW1 reset
+    /// the edge sense, as on hardware).
+    pub fn request_asserted_levels(&mut self, level: u8) {
+        for pin in 0..8 {
+            if level & (1 << pin) != 0 && self.acnt[pin] > 0 {
+                self.request |= 1 << pin;
+            }
         }
     }
 

@@ -278,7 +278,9 @@ impl Vatpic {
                 }
                 _ => usize::from(port >= IO_ICU2),
             };
+            let level = s.elc[chip];
             let c = &mut s.chips[chip];
+            let was_ready = c.ready;
             let r = if port & 1 != 0 {
                 c.data_write(chip == 0, val)
             } else {
@@ -288,6 +290,9 @@ impl Vatpic {
                 }
                 r
             };
+            if c.ready && !was_ready {
+                c.request_asserted_levels(level);
+            }
             let raise = s.chips[chip].ready && s.notify();
             (r, raise)
         })

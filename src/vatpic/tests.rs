@@ -71,6 +71,16 @@ fn an_uninitialised_pair_counts_its_pins_but_requests_nothing() {
     p.set_irq(3, IrqOp::Deassert, &bus).unwrap();
     assert_eq!((p.chip(0).acnt[3], p.chip(0).request), (0, 0));
     assert_eq!(bus.take(), 0);
+    // A level line held across the initialisation requests once it is
+    // done (a PCI INTx line that stays asserted); an edge line does not.
+    let (p, bus) = (Vatpic::new(), Bus::default());
+    p.set_irq_trigger(5, true).unwrap();
+    p.set_irq(5, IrqOp::Assert, &bus).unwrap();
+    p.set_irq(6, IrqOp::Assert, &bus).unwrap();
+    assert_eq!(p.chip(0).request, 0);
+    init_chip(&p, &bus, IO_ICU1, 0x20, 0);
+    assert_eq!(p.chip(0).request, 1 << 5);
+    assert_eq!(bus.take(), 1, "INTR raised for it");
     // The slave may be ready before the master: its pins request then,
     // and its cascade pulse counts on the master without a request.
     let (p, bus) = (Vatpic::new(), Bus::default());
