@@ -3,11 +3,40 @@
  * every vCPU sees SUSPENDED, then vm_reinit): the vCPUs are inactive
  * until activated again, their registers are reset, guest RAM keeps its
  * contents, and a simulated guest starts over (a script from its first
- * action).
+ * action, a callback guest from rip 0, even one that had ended).
  */
 #include "apic_util.h"
 
 #define OUT(p) { .kind = VMM_RS_ACT_PORT_OUT, .port = (p), .size = 1 }
+
+/* A callback guest: OUT 0x90 at rip 0, then it ends (non-zero). */
+static uint64_t first_rips[4];
+static int nexts;
+
+static int
+ending_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
+{
+	struct vmm_rs_action out = OUT(0x90);
+	(void)cookie;
+	(void)vcpuid;
+	if (nexts < 4)
+		first_rips[nexts] = rip;
+	nexts++;
+	*a = out;
+	return rip == 0 ? 0 : 1;
+}
+
+/* VM_SUSPEND_RESET, acknowledged, then vm_reinit. */
+static void
+reset(struct vmctx *ctx, struct vcpu *v)
+{
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+	CHECK_OK(vm_suspend(ctx, VM_SUSPEND_RESET));
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_SUSPENDED && vme.u.suspended.how == VM_SUSPEND_RESET);
+	CHECK_OK(vm_reinit(ctx));
+}
 
 int
 main(void)
@@ -35,11 +64,7 @@ main(void)
 	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RBX, 0x1234));
 	run_to_out(v, 0x90, &vme);
 
-	CHECK_OK(vm_suspend(ctx, VM_SUSPEND_RESET));
-	CHECK_OK(vm_run(v, &vmrun));
-	CHECK(vme.exitcode == VM_EXITCODE_SUSPENDED && vme.u.suspended.how == VM_SUSPEND_RESET);
-	CHECK_OK(vm_reinit(ctx));
-
+	reset(ctx, v);
 	CHECK_ERR(vm_run(v, &vmrun), EINVAL); /* inactive until activated */
 	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RBX, &rbx));
 	CHECK(rbx == 0);
@@ -50,6 +75,17 @@ main(void)
 	CHECK(vme.rip == 0);
 	run_to_out(v, 0x91, &vme);
 
+	/* A callback guest that ended is asked again after the reset. */
+	struct vmm_rs_guest_ops ops = { .next = ending_next };
+	CHECK_OK(vmm_rs_guest_set_ops(v, &ops, NULL));
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RIP, 0));
+	run_to_out(v, 0x90, &vme);
+	CHECK_OK(vm_run(v, &vmrun)); /* it ends: cli; hlt for good */
+	CHECK(vme.exitcode == VM_EXITCODE_SUSPENDED && vme.u.suspended.how == VM_SUSPEND_HALT);
+	CHECK_OK(vm_reinit(ctx));
+	CHECK_OK(vm_activate_cpu(v));
+	run_to_out(v, 0x90, &vme);
+	CHECK(nexts == 3 && first_rips[0] == 0 && first_rips[1] == 1 && first_rips[2] == 0);
 	vm_vcpu_close(v);
 	vm_destroy(ctx);
 	return test_finish("reinit_test");
