@@ -119,10 +119,12 @@ main(void)
 	CHECK(vme.u.inst_emul.vie.op.op_byte == 0x89 && vme.u.inst_emul.vie.opsize == 8);
 	CHECK_OK(emulate_mov(v, &vme));
 	CHECK(dev_regs[0] == 0xfedcba9876543210ULL);
-	emulate_next(v, DEV_GPA + 24, 1, 0x88);
+	/* Byte moves keep long mode's default operand size, as FreeBSD's
+	 * decoder (the size comes from the opcode). */
+	emulate_next(v, DEV_GPA + 24, 4, 0x88);
 	CHECK(dev_regs[3] == 0xee); /* the byte store took AL */
 	emulate_next(v, DEV_GPA + 8, 2, 0x8b);
-	emulate_next(v, DEV_GPA + 16, 1, 0x8a);
+	emulate_next(v, DEV_GPA + 16, 4, 0x8a);
 	CHECK_OK(vmm_rs_guest_stats(v, &gs));
 	CHECK(gs.last_read == 0x7788); /* the word load, as the guest got it */
 	emulate_next(v, DEV_GPA + 8, 8, 0x8b);

@@ -39,6 +39,10 @@ pub(crate) fn inst_emul(a: &MmioAccess, inst_length: u32, regs: &VcpuRegs) -> vm
     // 16 bits where the default is 32 (and in 64-bit mode), 32 where it
     // is 16.
     let other_size = if addrsize == 2 { 4 } else { 2 };
+    // A byte move (0x88, 0x8A) keeps the mode's default operand size in
+    // `opsize`, as FreeBSD's `decode_prefixes` leaves it (its MOV
+    // emulation takes size 1 from the opcode).
+    let opsize = if a.size == 1 { if addrsize == 2 { 2 } else { 4 } } else { a.size };
     let (op_byte, rex, override_) = match (a.size, a.write) {
         (1, true) => (0x88, 0, 0),
         (1, false) => (0x8a, 0, 0),
@@ -59,7 +63,7 @@ pub(crate) fn inst_emul(a: &MmioAccess, inst_length: u32, regs: &VcpuRegs) -> vm
     };
     let vie = vie {
         num_processed: inst_length.min(u32::from(u8::MAX)) as u8,
-        bits: [addrsize | (a.size << 4), rex | override_, 0, rm, 0],
+        bits: [addrsize | (opsize << 4), rex | override_, 0, rm, 0],
         disp_bytes,
         base_register: base as i32,
         index_register: vm_reg_name::VM_REG_LAST as i32,
@@ -99,7 +103,8 @@ mod tests {
         ] {
             let e = inst_emul(&access(size, write), 3, &r);
             assert_eq!((e.vie.op.op_byte, e.vie.op.op_type, e.vie.decoded), (op, VIE_OP_TYPE_MOV, 1));
-            assert_eq!(e.vie.bits, [8 | (size << 4), bits1, 0, 5, 0], "size {size} write {write}");
+            let opsize = if size == 1 { 4 } else { size };
+            assert_eq!(e.vie.bits, [8 | (opsize << 4), bits1, 0, 5, 0], "size {size} write {write}");
             assert_eq!((e.vie.num_valid, e.vie.num_processed), (0, 3));
             assert_eq!(e.vie.base_register, vm_reg_name::VM_REG_GUEST_RIP as i32);
             assert_eq!((e.gpa, e.gla, e.cs_base, e.cs_d), (0xd000_0000, VIE_INVALID_GLA, 0, 0));
@@ -115,6 +120,8 @@ mod tests {
         let e = inst_emul(&access(4, true), 1, &r);
         assert_eq!(e.vie.bits[..2], [2 | (4 << 4), OPSIZE_OVERRIDE]);
         assert_eq!(inst_emul(&access(2, false), 1, &r).vie.bits[1], 0);
+        // A byte move keeps the 16-bit default operand size.
+        assert_eq!(inst_emul(&access(1, true), 1, &r).vie.bits[0], 2 | (2 << 4));
         assert_eq!((e.vie.bits[3], e.vie.disp_bytes), (5, 4));
         assert_eq!(e.vie.base_register, vm_reg_name::VM_REG_LAST as i32);
         assert_eq!((e.cs_base, e.cs_d, e.paging.cpu_mode), (0xffff_0000, 0, 0));
