@@ -2110,8 +2110,8 @@ int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
  vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
  handle or a destroyed VM). Valid across VM_REINIT (system memory
  stays). vm_destroy() gives the memory back to the host at once, but
- the address stays mapped (reading zeros) until every handle to the VM
- is closed, so a thread still using it does not fault.
+ the address stays mapped (reading zeros) for the rest of the process,
+ as FreeBSD's mapping does, so a thread still using it does not fault.
  */
 void *vm_map_gpa(struct vmctx *ctx, uint64_t gaddr, size_t len);
 
@@ -2179,7 +2179,7 @@ int vm_get_memflags(struct vmctx *ctx);
  (/dev/vmm.io/VM.NAME); here the address is the segment's own memory,
  shared with the guest once the segment is mapped. It stays valid as
  long as the segment (VM_REINIT keeps segments, removing device-memory
- maps); after vm_destroy() it reads zeros until the last handle closes,
+ maps); after vm_destroy() it reads zeros for the rest of the process,
  as vm_map_gpa()'s.
  */
 void *vm_create_devmem(struct vmctx *ctx, int segid, const char *name, size_t len);
