@@ -53,10 +53,15 @@ struct GuestSlot {
     /// The string I/O instruction that last exited, and its RIP: entered
     /// again at that RIP (userland restarted it) it runs again.
     string_op: Option<(u64, StringOp)>,
-    /// A load or store that faulted (`GuestExit::RamFault`), and its RIP:
-    /// entered again at that RIP it runs again, as the instruction does
-    /// when VM_RUN is retried after EFAULT.
-    faulted: Option<(u64, GuestAction)>,
+    /// The instruction that last left the guest unfinished, and its RIP:
+    /// a load or store that faulted (`GuestExit::RamFault`), or one that
+    /// exited to the run loop or userland. Entered again at that RIP
+    /// (VM_RUN retried after EFAULT, VM_RESTART_INSTRUCTION, RIP set back)
+    /// it runs again, as the processor re-executes what is at RIP, instead
+    /// of the program's next action. An event delivered meanwhile that
+    /// abandons it (an exception for it) drops it: the guest's handler
+    /// decides what runs next.
+    replay: Option<(u64, GuestAction)>,
     /// An event met a task gate: the exit the next entry makes, and its
     /// instruction length. Set only by the entry work, which the entry
     /// itself follows, so it never holds more than that one event.
@@ -76,7 +81,7 @@ impl GuestSlot {
     fn abandon_instruction(&mut self) {
         self.pending_read = None;
         self.string_op = None;
-        self.faulted = None;
+        self.replay = None;
     }
 }
 
@@ -291,6 +296,10 @@ impl Backend for SimBackend {
             set_intr_flag(vcpu, true);
             return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
         };
+        // A read re-executed from the start has no value to deliver yet.
+        if slot.replay.is_some_and(|(at, _)| at == rip) {
+            slot.pending_read = None;
+        }
         if let Some(into) = slot.pending_read.take() {
             let value = {
                 let r = vcpu.regs.lock();
@@ -348,14 +357,14 @@ impl Backend for SimBackend {
             }
             slot.stats.steps += 1;
             let shadowed = std::mem::take(&mut slot.sti_shadow);
-            let action = match slot.faulted.take() {
+            let action = match slot.replay.take() {
                 Some((at, action)) if at == rip => action,
                 _ => program.next(rip),
             };
             // A fault completes nothing: the action stays for the next
             // entry at this RIP, the STI shadow with it.
             let fault = |slot: &mut GuestSlot, gpa| {
-                slot.faulted = Some((rip, action));
+                slot.replay = Some((rip, action));
                 slot.sti_shadow = shadowed;
                 (GuestExit::RamFault { gpa }, rip, 0)
             };
@@ -489,7 +498,13 @@ impl Backend for SimBackend {
                 // inject what is pending.
                 (None, _) if shadowed => return (GuestExit::Yield, rip, 1),
                 (None, _) => rip += 1,
-                (Some(e), _) => return (e, rip, 1),
+                (Some(e), _) => {
+                    // String I/O restarts by its own rules (`string_op`).
+                    if !matches!(action, GuestAction::StringIo { .. }) {
+                        slot.replay = Some((rip, action));
+                    }
+                    return (e, rip, 1);
+                }
             }
         }
         (GuestExit::Yield, rip, 0)

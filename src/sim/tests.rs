@@ -455,6 +455,48 @@ fn a_step_that_delivers_an_event_runs_no_instruction() {
     assert_eq!(*taken.lock().unwrap(), [13, 2]);
 }
 
+/// An instruction that exited and is restarted (VM_RESTART_INSTRUCTION:
+/// RIP left at it) runs again, a script's too, instead of the script's
+/// next action; a restarted load delivers no value until it completes.
+#[test]
+fn a_restarted_instruction_runs_again() {
+    use crate::exit::MmioAccess;
+    use crate::regs::reg::RAX;
+    let vm = Vm::with_sim_backend("restart", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let dev = 0xd000_0000;
+    let script = vec![
+        Compute,
+        MmioWrite { gpa: dev, size: 4, value: 0x55 },
+        MmioRead { gpa: dev, size: 4 },
+        PortOut { port: 0x81, size: 1, value: 0 },
+    ];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    let restart = || {
+        let mut r = l.vcpu().regs.lock();
+        r.nextrip = r.rip();
+    };
+    let store = ExitKind::Mmio(MmioAccess { gpa: dev, size: 4, write: true, value: 0x55 });
+    let load = ExitKind::Mmio(MmioAccess { gpa: dev, size: 4, write: false, value: 0 });
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (store, 1));
+    restart();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (store, 1), "the store again");
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (load, 2));
+    l.vcpu().regs.lock().set(RAX as i32, 5).unwrap();
+    restart();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (load, 2), "the load again");
+    assert_eq!(vm.guest_stats(0).unwrap().last_read, 0, "no value for the abandoned load");
+    l.vcpu().regs.lock().set(RAX as i32, 7).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (ExitKind::Inout { port: 0x81, bytes: 1, is_in: false, eax: 0 }, 3));
+    assert_eq!(vm.guest_stats(0).unwrap().last_read, 7);
+}
+
 /// A script owes an EOI for every interrupt it takes, wherever it takes
 /// it: one injected right after a wait's EOI, before the script's next
 /// action, is EOIed at the next wait (which then does not halt), instead
