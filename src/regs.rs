@@ -287,6 +287,12 @@ impl VcpuRegs {
         self.regs[reg::RIP]
     }
 
+    /// `vm_restart_instruction` on a vCPU out of the guest: it resumes at
+    /// RIP, the instruction that last exited, instead of after it.
+    pub fn restart_instruction(&mut self) {
+        self.nextrip = self.regs[reg::RIP];
+    }
+
     pub fn get_seg(&self, regnum: i32) -> Result<SegDesc> {
         Ok(self.segs[seg_index(regnum)?])
     }
@@ -442,7 +448,7 @@ impl VcpuRegs {
             info |= intinfo::DEL_ERRCODE | (u64::from(code) << 32);
         }
         if restart_instruction {
-            self.nextrip = self.regs[reg::RIP];
+            self.restart_instruction();
         }
         self.exc_pending = Some(info);
         Ok(())

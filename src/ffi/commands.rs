@@ -117,8 +117,7 @@ unsafe fn vcpu_cmd(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, cmd: u64, arg: *mut 
                     .inject_exception(a.vector, code, a.restart_instruction != 0)
             }
             VM_RESTART_INSTRUCTION => {
-                let mut r = vcpu.regs.lock();
-                r.nextrip = r.rip();
+                vcpu.regs.lock().restart_instruction();
                 Ok(())
             }
             _ => super::apic::vcpu_cmd(vm, lock, cmd, arg),

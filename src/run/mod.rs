@@ -340,7 +340,7 @@ impl Vm {
         let mut r = vcpu.regs.lock();
         match r.inject_exception(vector, errcode, true) {
             Err(Error::Busy) => {
-                r.nextrip = r.rip();
+                r.restart_instruction();
                 Ok(())
             }
             res => res,

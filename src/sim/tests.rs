@@ -62,10 +62,7 @@ fn a_restarted_string_instruction_runs_again_until_its_count_runs_out() {
     assert_eq!(e.kind, strio);
     let get = |r: usize| l.vcpu().regs.lock().get(r as i32).unwrap();
     // VM_RESTART_INSTRUCTION.
-    let restart = || {
-        let mut r = l.vcpu().regs.lock();
-        r.nextrip = r.rip();
-    };
+    let restart = || l.vcpu().regs.lock().restart_instruction();
     assert_eq!((get(RSI), get(RCX)), (0x1000, 3));
     // Userland moved one item and restarts: the same exit, registers
     // as it left them.
@@ -373,11 +370,8 @@ fn rip_after_a_debug_exit_is_where_the_guest_resumes() {
     let e = vm.run(&l).unwrap();
     assert_eq!((e.kind, e.rip), (ExitKind::Debug, 2));
     assert_eq!(l.vcpu().regs.lock().get(RIP as i32), Ok(2));
-    // VM_RESTART_INSTRUCTION now (nextrip = RIP) changes nothing.
-    {
-        let mut r = l.vcpu().regs.lock();
-        r.nextrip = r.rip();
-    }
+    // VM_RESTART_INSTRUCTION now changes nothing.
+    l.vcpu().regs.lock().restart_instruction();
     vm.resume_cpu(Some(0)).unwrap();
     let e = vm.run(&l).unwrap();
     assert_eq!((e.kind, e.rip), (ExitKind::Inout { port: 0x81, bytes: 1, is_in: false, eax: 0 }, 2));
@@ -473,10 +467,7 @@ fn a_restarted_instruction_runs_again() {
         PortOut { port: 0x81, size: 1, value: 0 },
     ];
     vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
-    let restart = || {
-        let mut r = l.vcpu().regs.lock();
-        r.nextrip = r.rip();
-    };
+    let restart = || l.vcpu().regs.lock().restart_instruction();
     let store = ExitKind::Mmio(MmioAccess { gpa: dev, size: 4, write: true, value: 0x55 });
     let load = ExitKind::Mmio(MmioAccess { gpa: dev, size: 4, write: false, value: 0 });
     let e = vm.run(&l).unwrap();
