@@ -98,6 +98,15 @@ run_once_thread(void *p)
 	return NULL;
 }
 
+/* Register `r` of vCPU `v` (checked). */
+static inline uint64_t
+get_reg(struct vcpu *v, int r)
+{
+	uint64_t val = 0;
+	CHECK_OK(vm_get_register(v, r, &val));
+	return val;
+}
+
 /*
  * Runs the vCPU's guest until it sleeps in HLT (the idle loop takes every
  * deliverable interrupt on the way), then takes it back (REQIDLE).

@@ -41,14 +41,6 @@ ticks(uint64_t ns)
 	return ns * (VMM_RS_TSC_HZ / 1000000000u);
 }
 
-static uint64_t
-reg(struct vcpu *v, int r)
-{
-	uint64_t val = 0;
-	CHECK_OK(vm_get_register(v, r, &val));
-	return val;
-}
-
 static int
 last_vector(struct vcpu *v)
 {
@@ -117,8 +109,8 @@ test_cpuid(struct vmctx *ctx, struct vcpu *v1)
 		CHECK(memcmp(&g.got[i][1], "bhyve bhyve ", 12) == 0);
 	}
 	/* The last answer is in the registers, upper halves clear. */
-	CHECK(reg(v1, VM_REG_GUEST_RAX) == g.got[3][0] && reg(v1, VM_REG_GUEST_RBX) == g.got[3][1] &&
-	    reg(v1, VM_REG_GUEST_RCX) == g.got[3][2] && reg(v1, VM_REG_GUEST_RDX) == g.got[3][3]);
+	CHECK(get_reg(v1, VM_REG_GUEST_RAX) == g.got[3][0] && get_reg(v1, VM_REG_GUEST_RBX) == g.got[3][1] &&
+	    get_reg(v1, VM_REG_GUEST_RCX) == g.got[3][2] && get_reg(v1, VM_REG_GUEST_RDX) == g.got[3][3]);
 	CHECK(g.got[2][3] & (1u << 27)); /* RDTSCP: always on, as FreeBSD's VMX */
 
 	/* The x2APIC state and the topology change the answers. */
@@ -148,8 +140,8 @@ test_tsc(struct vcpu *v)
 	struct vmm_rs_action rdtsc[] = { ACT(VMM_RS_ACT_RDTSC), OUT(0x80) };
 	CHECK_OK(vmm_rs_guest_set_script(v, rdtsc, 2, 0));
 	t1 = run_to_out(v, 0x80, &vme);
-	CHECK(t1 == ((reg(v, VM_REG_GUEST_RDX) << 32) | reg(v, VM_REG_GUEST_RAX)));
-	CHECK(reg(v, VM_REG_GUEST_RDX) >> 32 == 0 && reg(v, VM_REG_GUEST_RAX) >> 32 == 0);
+	CHECK(t1 == ((get_reg(v, VM_REG_GUEST_RDX) << 32) | get_reg(v, VM_REG_GUEST_RAX)));
+	CHECK(get_reg(v, VM_REG_GUEST_RDX) >> 32 == 0 && get_reg(v, VM_REG_GUEST_RAX) >> 32 == 0);
 
 	/*
 	 * The rate: between two RDTSCs at least a measured 1 ms of host time passes, at most the span of both
@@ -201,9 +193,9 @@ test_tsc(struct vcpu *v)
 	CHECK_OK(vmm_rs_guest_set_script(v, aux, 9, -1));
 	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RCX, ~0ULL));
 	CHECK(run_to_out(v, 0x90, &vme) >= 1ULL << 40); /* the TSC, still offset */
-	CHECK(reg(v, VM_REG_GUEST_RCX) == 0x1234); /* upper half cleared */
+	CHECK(get_reg(v, VM_REG_GUEST_RCX) == 0x1234); /* upper half cleared */
 	CHECK(run_to_out(v, 0x91, &vme) == 0x1234);
-	CHECK(reg(v, VM_REG_GUEST_RAX) == 0x1234);
+	CHECK(get_reg(v, VM_REG_GUEST_RAX) == 0x1234);
 	CHECK(last_vector(v) == -1);
 	run_to_out(v, 0x92, &vme);
 	CHECK(last_vector(v) == 13);

@@ -46,14 +46,6 @@ code_interrupt(void *cookie, int vcpuid, int vector)
 		vectors[nvectors++] = vector;
 }
 
-static uint64_t
-rip_of(struct vcpu *v)
-{
-	uint64_t rip = 0;
-	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RIP, &rip));
-	return rip;
-}
-
 int
 main(void)
 {
@@ -78,8 +70,8 @@ main(void)
 	CHECK_OK(vm_suspend_cpu(v));
 	CHECK_OK(vm_run(v, &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_DEBUG && vme.rip == 2);
-	CHECK(rip_of(v) == 2);
-	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RIP, rip_of(v)));
+	CHECK(get_reg(v, VM_REG_GUEST_RIP) == 2);
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RIP, get_reg(v, VM_REG_GUEST_RIP)));
 	CHECK_OK(vm_restart_instruction(v)); /* nothing to restart here */
 	CHECK_OK(vm_resume_cpu(v));
 
