@@ -28,6 +28,14 @@ enum Entry {
     TripleFault,
 }
 
+/// How a vCPU's wait for the others to acknowledge a suspend ended.
+enum SuspendWait {
+    /// Every active vCPU has acknowledged: VM_EXITCODE_SUSPENDED.
+    AllSuspended,
+    /// An ioctl wants the vCPU: it withdrew its acknowledgement.
+    ReqIdle,
+}
+
 /// What the before-entry checks found.
 enum Pending {
     Suspend(SuspendHow),
@@ -80,10 +88,14 @@ impl Vm {
                 };
                 let exit = |kind| VmExit { kind, rip, inst_length: 0 };
                 match p {
-                    Pending::Suspend(how) => {
-                        self.handle_suspend(id)?;
-                        return Ok(exit(ExitKind::Suspended(how)));
-                    }
+                    Pending::Suspend(how) => match self.handle_suspend(id)? {
+                        SuspendWait::AllSuspended => return Ok(exit(ExitKind::Suspended(how))),
+                        SuspendWait::ReqIdle => {
+                            vcpu.stats.add(Stat::ReqIdle, 1);
+                            vcpu.take_reqidle();
+                            return Ok(exit(ExitKind::ReqIdle));
+                        }
+                    },
                     Pending::Debug => return Ok(exit(ExitKind::Debug)),
                     Pending::Rendezvous => {
                         vcpu.stats.add(Stat::Rendezvous, 1);
@@ -357,7 +369,15 @@ impl Vm {
     /// `vm_handle_suspend`: join the suspended set and wait (SLEEPING) until
     /// every active vCPU has, servicing rendezvous meanwhile; then wake the
     /// others so they return too.
-    fn handle_suspend(&self, id: usize) -> Result<()> {
+    ///
+    /// Unlike FreeBSD's wait, this one also gives way to an ioctl that wants
+    /// the vCPU (reqidle), as illumos's does: otherwise a VM_REINIT (or any
+    /// vCPU ioctl) issued while another active vCPU has not acknowledged
+    /// froze that vCPU and then waited for this one, which waited for it.
+    /// The vCPU then withdraws its acknowledgement (VM_RUN refuses a vCPU in
+    /// the suspended set), returns REQIDLE, and acknowledges again at its
+    /// next VM_RUN.
+    fn handle_suspend(&self, id: usize) -> Result<SuspendWait> {
         self.cpus().suspended.insert(id);
         let vcpu = self.vcpu(id)?;
         loop {
@@ -375,10 +395,19 @@ impl Vm {
             }
             let g = vcpu.lock();
             // Re-check under our mutex: the last vCPU to arrive notifies us
-            // under it, so the wake-up cannot be lost.
+            // under it, and `set_state(from_idle)` sets reqidle and notifies
+            // under it, so neither wake-up can be lost.
             let all = {
-                let c = self.cpus();
-                c.active.is_subset(&c.suspended)
+                let mut c = self.cpus();
+                let all = c.active.is_subset(&c.suspended);
+                if !all && g.reqidle {
+                    // Withdraw in the same critical section that found the
+                    // set incomplete: no other vCPU can have seen it
+                    // complete with us in it.
+                    c.suspended.remove(id);
+                    return Ok(SuspendWait::ReqIdle);
+                }
+                all
             };
             if all || self.rendezvous_pending() || self.is_destroyed() {
                 continue;
@@ -391,6 +420,6 @@ impl Vm {
         for i in suspended.iter() {
             self.vcpu(i)?.notify();
         }
-        Ok(())
+        Ok(SuspendWait::AllSuspended)
     }
 }

@@ -511,6 +511,38 @@ fn hlt_also_ends_for_reqidle_and_suspend() {
     });
 }
 
+/// A vCPU waiting in VM_RUN for the others to acknowledge a suspend gives
+/// way to an ioctl that wants it: a VM_REINIT while vCPU 0 has not
+/// acknowledged froze vCPU 0, then waited for vCPU 1, which waited for
+/// vCPU 0, for good. Now vCPU 1 withdraws and returns REQIDLE, the REINIT
+/// finds the suspend unfinished (EBUSY), and once vCPU 0 acknowledges,
+/// both leave with SUSPENDED and the REINIT succeeds.
+#[test]
+fn a_vcpu_waiting_out_a_suspend_gives_way_to_an_ioctl() {
+    with_watchdog(20, || {
+        let (vm, _) = halting_once(2, true, false);
+        vm.suspend(2).unwrap();
+        let runner = run_until_sleeping(&vm, 1);
+        assert!(vm.cpus().suspended.contains(1));
+        {
+            let all = vm.lock_all().unwrap();
+            assert_eq!(vm.reinit(&all), Err(Error::Busy));
+        }
+        assert_eq!(runner.join().unwrap(), ExitKind::ReqIdle);
+        assert!(!vm.cpus().suspended.contains(1), "withdrawn: VM_RUN takes it again");
+        // A lock-one ioctl on the waiting vCPU gets it too.
+        let runner = run_until_sleeping(&vm, 1);
+        drop(vm.lock_one(1).unwrap());
+        assert_eq!(runner.join().unwrap(), ExitKind::ReqIdle);
+
+        let runner = run_until_sleeping(&vm, 1);
+        assert!(matches!(run_once(&vm, 0), ExitKind::Suspended(_)));
+        assert!(matches!(runner.join().unwrap(), ExitKind::Suspended(_)));
+        let all = vm.lock_all().unwrap();
+        vm.reinit(&all).unwrap();
+    });
+}
+
 /// Sets a vCPU's VM_CAP_HALT_EXIT and its RFLAGS.IF (which a guest
 /// halted without an exit is woken by: its flag is read live).
 fn halt_exit_and_if(vm: &Vm, id: usize, halt_exit: i32, intr_enabled: bool) {
