@@ -42,6 +42,11 @@
 //! later rewrite of that entry has finished, like an interrupt message
 //! already on the bus; the local APIC records its trigger mode at
 //! acceptance, and a staged TMR change waits until the vector is retired.
+//! Unlike a bus, this can reorder one pin's sends: an edge send that read
+//! the entry before a rewrite to level with the same vector can land after
+//! the rewrite's level send. So an edge message joins a vector the local
+//! APIC holds as level instead of relabelling it, and that interrupt's EOI
+//! still clears remote IRR (`vlapic::state`, `set_intr_ready`).
 //!
 //! Delivery (under the table mutex for level sends and EOI re-sends, under
 //! no vioapic lock for edge sends) takes, one at a time, vCPU mutexes (to

@@ -1,16 +1,16 @@
 //! A lock-free copy of IRR and TMR, so that an interrupt merging into a
-//! vector that is already pending with the same trigger mode (the common
-//! case of a device raising a line faster than the guest takes it) needs
-//! no vlapic mutex.
+//! vector that is already pending (the common case of a device raising a
+//! line faster than the guest takes it) needs no vlapic mutex.
 //!
 //! The copy is written only under the vlapic mutex, when a guard that was
 //! used mutably is dropped ([`Locked`]), so a lock-free reader sees IRR and
 //! TMR exactly as some method left them, never half-way through one. A
-//! merge that reads "pending, same trigger mode" is the same as taking the
-//! mutex at that moment and finding `set_intr_ready` would change nothing
-//! (a software-disabled APIC also changes nothing), so it is ordered just
-//! before the next method that changes the copy. Whoever made the vector
-//! pending notified the vCPU, so a merge asks for no notification.
+//! merge that reads "pending (with TMR set, for a level message)" is the
+//! same as taking the mutex at that moment and finding `set_intr_ready`
+//! would change nothing (a software-disabled APIC also changes nothing), so
+//! it is ordered just before the next method that changes the copy.
+//! Whoever made the vector pending notified the vCPU, so a merge asks for
+//! no notification.
 
 use std::ops::{Deref, DerefMut};
 
@@ -26,11 +26,12 @@ pub(super) struct PendingCopy([AtomicU64; 8]);
 
 impl PendingCopy {
     /// Whether accepting `vector` with trigger mode `level` would change
-    /// nothing: it is in IRR already, with that TMR bit.
+    /// nothing: it is in IRR already, with its TMR bit set if `level` (an
+    /// edge joins a pending vector of either mode, see `set_intr_ready`).
     pub(super) fn merges(&self, vector: u8, level: bool) -> bool {
         let w = self.0[usize::from(vector / 32)].load(Ordering::SeqCst);
         let bit = 1u64 << (vector % 32);
-        w & bit != 0 && (w & (bit << 32) != 0) == level
+        w & bit != 0 && (!level || w & (bit << 32) != 0)
     }
 
     /// Copies `s`'s IRR and TMR (under the vlapic mutex).

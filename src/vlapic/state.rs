@@ -221,6 +221,15 @@ impl LapicState {
     /// only when the vector was not pending already (whoever made it
     /// pending notified the vCPU after doing so, and the vCPU looks at IRR
     /// at its next entry or before it sleeps).
+    ///
+    /// An edge message for a vector held as level (pending or in service
+    /// with its TMR bit set) joins it and leaves TMR alone. Hardware would
+    /// relabel the vector, but there only a guest sharing one vector
+    /// between edge and level sources sends such a message. Here an edge
+    /// send also takes no vioapic lock, so it can read its pin's entry just
+    /// before the guest rewrites the pin to level with the same vector and
+    /// land after the rewrite's level send: relabelling would swallow that
+    /// interrupt's EOI and leave the pin's remote IRR set for good.
     pub fn set_intr_ready(&mut self, vector: u8, level: bool) -> bool {
         if !self.sw_enabled() {
             return false;
@@ -228,7 +237,10 @@ impl LapicState {
         if vector < 16 {
             return self.set_error(ESR_RECEIVE_ILLEGAL_VECTOR, false);
         }
-        self.tmr.put(vector, level);
+        let held_as_level = self.tmr.test(vector) && (self.irr.test(vector) || self.isr.test(vector));
+        if level || !held_as_level {
+            self.tmr.put(vector, level);
+        }
         let newly = !self.irr.test(vector);
         self.irr.set(vector);
         newly

@@ -178,28 +178,33 @@ fn eoi_retires_highest_in_service_and_reports_level() {
 #[test]
 fn trigger_mode_is_recorded_at_acceptance() {
     let l = enabled(0);
-    l.set_intr_ready(0x40, true);
-    assert!(l.tmr().test(0x40) && l.irr().test(0x40));
-    l.intr_accepted(0x40);
     l.set_intr_ready(0x40, false);
-    assert!(!l.tmr().test(0x40));
-    assert_eq!(rd(&l, off::TMR0 + 0x20), 0);
+    assert!(!l.tmr().test(0x40) && l.irr().test(0x40));
+    l.intr_accepted(0x40);
+    l.set_intr_ready(0x40, true);
+    assert!(l.tmr().test(0x40));
+    assert_eq!(rd(&l, off::TMR0 + 0x20), 1);
     assert_eq!(rd(&l, off::IRR0 + 0x20), 1);
     assert_eq!(rd(&l, off::ISR0 + 0x20), 1);
 }
 
 /// The lock-free merge (`pending`) takes only what the mutex would have
-/// left unchanged: the same vector with the same trigger mode while it is
-/// in IRR. Anything else goes through the mutex and is seen at once.
+/// left unchanged: a vector already in IRR, with its TMR bit set if the
+/// message is level. Anything else goes through the mutex and is seen at
+/// once.
 #[test]
-fn only_a_same_mode_pending_vector_merges_without_the_lock() {
+fn only_what_the_mutex_would_leave_unchanged_merges_without_the_lock() {
     let l = enabled(0);
     assert!(l.set_intr_ready(0x50, true), "newly pending");
     assert!(!l.set_intr_ready(0x50, true), "merged");
     assert!(l.tmr().test(0x50));
-    // Pending as level, now edge: TMR follows (under the mutex).
+    // Pending as level, now edge: it joins, TMR stays level.
     assert!(!l.set_intr_ready(0x50, false));
-    assert!(!l.tmr().test(0x50) && l.irr().test(0x50));
+    assert!(l.tmr().test(0x50) && l.irr().test(0x50));
+    // Pending as edge, now level: TMR follows (under the mutex).
+    assert!(l.set_intr_ready(0x51, false));
+    assert!(!l.set_intr_ready(0x51, true));
+    assert!(l.tmr().test(0x51));
     // Taken by the guest: the next one is new again, not merged into a
     // stale copy of IRR.
     assert!(l.set_intr_ready(0x60, true));
@@ -231,6 +236,32 @@ fn staged_tmr_waits_for_vectors_in_irr_or_isr() {
     l.apply_staged_tmr();
     assert!(l.tmr().test(0x42));
     assert!(l.staged_tmr().0.is_empty() && l.staged_tmr().1.is_empty());
+}
+
+/// An edge message for a vector held as level joins it: TMR stays set, so
+/// the EOI still reaches the IOAPIC. That message can be a pin's edge send
+/// that read its entry just before the guest rewrote the pin to level with
+/// the same vector, and landed after the rewrite's level send; relabelling
+/// the vector edge swallowed the EOI and left remote IRR set for good.
+#[test]
+fn a_late_edge_message_does_not_relabel_a_level_vector() {
+    let l = enabled(0);
+    // Pending as level: the edge joins it, locklessly or not.
+    assert!(l.set_intr_ready(0x50, true));
+    assert!(!l.set_intr_ready(0x50, false));
+    assert!(l.tmr().test(0x50));
+    l.intr_accepted(0x50);
+    // In service as level: the edge is pending again, TMR still level.
+    assert!(l.set_intr_ready(0x50, false));
+    assert!(l.tmr().test(0x50));
+    assert_eq!(l.eoi(), Some(0x50), "the level interrupt's EOI is broadcast");
+    // Neither held: an edge acceptance records edge, as hardware does.
+    l.intr_accepted(0x50);
+    assert_eq!(l.eoi(), Some(0x50));
+    assert!(l.set_intr_ready(0x50, false));
+    assert!(!l.tmr().test(0x50));
+    l.intr_accepted(0x50);
+    assert_eq!(l.eoi(), None);
 }
 
 #[test]

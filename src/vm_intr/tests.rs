@@ -346,6 +346,32 @@ fn level_interrupt_round_trip_through_ioapic_and_lapic() {
     assert_eq!(vm.ioapic_stats().interrupts, 2);
 }
 
+/// An edge send reads its pin's entry without a vioapic lock, so it can
+/// land after the guest rewrote the pin to level with the same vector and
+/// after that rewrite's level send (a device thread preempted between the
+/// two). The late edge message (here an MSI with that vector) joins the
+/// level interrupt: its EOI still clears remote IRR. It used to relabel the
+/// vector edge, the EOI stayed in the local APIC, and the pin never
+/// interrupted again.
+#[test]
+fn a_late_edge_send_does_not_wedge_a_pin_rewritten_to_level() {
+    let vm = vm(2);
+    program_rte(&vm, 0, 5, 0x50, 1);
+    program_rte(&vm, 0, 5, LEVEL | 0x50, 1);
+    vm.ioapic_assert_irq(5).unwrap();
+    vm.lapic_msi(0xFEE0_1000, 0x50).unwrap();
+    let v1 = &vm.vcpu(1).unwrap().vlapic;
+    assert_eq!(v1.pending_intr(), Some(0x50));
+    v1.intr_accepted(0x50);
+    vm.ioapic_deassert_irq(5).unwrap();
+    lapic_write(&vm, 1, off::EOI, 0);
+    assert_eq!(rte_low(&vm, 5) & rte::REM_IRR as u32, 0, "the EOI reached the IOAPIC");
+    // The pin works again.
+    vm.ioapic_assert_irq(5).unwrap();
+    assert_eq!(vm.ioapic_stats().interrupts, 2);
+    assert_eq!(rte_low(&vm, 5) & rte::REM_IRR as u32, rte::REM_IRR as u32);
+}
+
 #[test]
 fn icr_writes_send_ipis() {
     let vm = vm(3);
