@@ -3,7 +3,9 @@
  * every vCPU sees SUSPENDED, then vm_reinit): the vCPUs are inactive
  * until activated again, their registers are reset, guest RAM keeps its
  * contents, and a simulated guest starts over (a script from its first
- * action, a callback guest from rip 0, even one that had ended).
+ * action, a callback guest from rip 0, even one that had ended). A
+ * vm_reinit before every vCPU has acknowledged the suspend is EBUSY, also
+ * while a vCPU waits for the others inside VM_RUN.
  */
 #include "apic_util.h"
 
@@ -36,6 +38,69 @@ reset(struct vmctx *ctx, struct vcpu *v)
 	CHECK_OK(vm_run(v, &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_SUSPENDED && vme.u.suspended.how == VM_SUSPEND_RESET);
 	CHECK_OK(vm_reinit(ctx));
+}
+
+/* vCPU 1 of "reinit2": one VM_RUN on its own thread. */
+static struct vm_exit v1_exit;
+
+static void *
+run_v1(void *arg)
+{
+	struct vm_run vmrun = { .vm_exit = &v1_exit };
+	CHECK_OK(vm_run(arg, &vmrun));
+	return NULL;
+}
+
+/* Starts run_v1 and returns once vCPU 1 has acknowledged the suspend. */
+static pthread_t
+v1_waiting_in_suspend(struct vmctx *ctx, struct vcpu *v1)
+{
+	pthread_t t;
+	cpuset_t set;
+	CHECK(pthread_create(&t, NULL, run_v1, v1) == 0);
+	do {
+		sched_yield();
+		CHECK_OK(vm_suspended_cpus(ctx, &set));
+	} while (!(set.__bits[0] & 2));
+	return t;
+}
+
+/*
+ * A vm_reinit while one vCPU waits in VM_RUN for the other to acknowledge
+ * the suspend is refused (EBUSY); the waiting vCPU gives way with REQIDLE.
+ * It used to hang: the lock-all froze vCPU 0, then waited for vCPU 1,
+ * which waited for vCPU 0.
+ */
+static void
+reinit_before_every_vcpu_acknowledged(void)
+{
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+	watchdog_phase("reinit before every vCPU acknowledged the suspend");
+	CHECK_OK(vm_create("reinit2"));
+	struct vmctx *ctx = vm_open("reinit2");
+	CHECK(ctx != NULL);
+	if (ctx == NULL)
+		return;
+	struct vcpu *v0 = vm_vcpu_open(ctx, 0), *v1 = vm_vcpu_open(ctx, 1);
+	CHECK_OK(vm_activate_cpu(v0));
+	CHECK_OK(vm_activate_cpu(v1));
+	CHECK_OK(vm_suspend(ctx, VM_SUSPEND_RESET));
+
+	pthread_t t = v1_waiting_in_suspend(ctx, v1);
+	CHECK_ERR(vm_reinit(ctx), EBUSY);
+	CHECK(pthread_join(t, NULL) == 0);
+	CHECK(v1_exit.exitcode == VM_EXITCODE_REQIDLE);
+
+	t = v1_waiting_in_suspend(ctx, v1);
+	CHECK_OK(vm_run(v0, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_SUSPENDED && vme.u.suspended.how == VM_SUSPEND_RESET);
+	CHECK(pthread_join(t, NULL) == 0);
+	CHECK(v1_exit.exitcode == VM_EXITCODE_SUSPENDED);
+	CHECK_OK(vm_reinit(ctx));
+	vm_vcpu_close(v0);
+	vm_vcpu_close(v1);
+	vm_destroy(ctx);
 }
 
 int
@@ -88,5 +153,7 @@ main(void)
 	CHECK(nexts == 3 && first_rips[0] == 0 && first_rips[1] == 1 && first_rips[2] == 0);
 	vm_vcpu_close(v);
 	vm_destroy(ctx);
+
+	reinit_before_every_vcpu_acknowledged();
 	return test_finish("reinit_test");
 }
