@@ -100,6 +100,7 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what)
 	CHECK_ERR(vm_isa_assert_irq(bad, 9, 9), err);
 	CHECK_ERR(vm_isa_deassert_irq(bad, 9, 9), err);
 	CHECK_ERR(vm_isa_pulse_irq(bad, 9, -1), err);
+	CHECK_ERR(vm_isa_set_irq_trigger(bad, 9, LEVEL_TRIGGER), err);
 	CHECK_ERR(vm_lapic_msi(bad, 0xFEE00000u, 0x49), err);
 	CHECK_ERR(vmm_rs_ioapic_stats(bad, &st), err);
 	CHECK_ERR(vmm_rs_set_mmio_exitcode(bad, VM_EXITCODE_MMIO), err);
@@ -376,9 +377,16 @@ check_interrupts(struct vmctx *ctx, struct vcpu *v0, struct vcpu *v1)
 			CHECK_ERR(vm_isa_assert_irq(ctx, bad[i], 9), EINVAL);
 			CHECK_ERR(vm_isa_deassert_irq(ctx, bad[i], 9), EINVAL);
 			CHECK_ERR(vm_isa_pulse_irq(ctx, bad[i], -1), EINVAL);
+			CHECK_ERR(vm_isa_set_irq_trigger(ctx, bad[i], EDGE_TRIGGER), EINVAL);
 			CHECK_ERR(vmm_ioctl(ctx, VM_ISA_ASSERT_IRQ, &isa), EINVAL);
+			/* A trigger other than edge or level (FreeBSD: edge). */
+			CHECK_ERR(vm_isa_set_irq_trigger(ctx, 9, bad[i]), EINVAL);
 		}
 	}
+	/* Level on an IRQ the 8259 keeps edge-triggered. */
+	CHECK_ERR(vm_isa_set_irq_trigger(ctx, 2, LEVEL_TRIGGER), EINVAL);
+	CHECK_OK(vm_isa_set_irq_trigger(ctx, 9, LEVEL_TRIGGER));
+	CHECK_OK(vm_isa_set_irq_trigger(ctx, 9, EDGE_TRIGGER));
 	CHECK_ERR(vmm_rs_ioapic_stats(ctx, NULL), EFAULT);
 	CHECK_ERR(vmm_rs_ioapic_stats(NULL, NULL), EFAULT);
 

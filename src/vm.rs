@@ -701,11 +701,12 @@ impl Vm {
     /// inside it, so they return (with `Error::Destroyed` or `Error::Intr`).
     ///
     /// Guest memory is given back to the host here, but its addresses stay
-    /// mapped (reading zeros) until the `Vm` is dropped with the last
-    /// handle to it: as a FreeBSD process's mapping of guest memory
-    /// outlives the VM, a device thread still writing through a host
-    /// address from `vm_map_gpa` when another thread destroys the VM must
-    /// not fault. Every memory call fails from now on anyway.
+    /// mapped (reading zeros) for the rest of the process, even after the
+    /// `Vm` is dropped with the last handle to it: as a FreeBSD process's
+    /// mapping of guest memory outlives the VM, a device thread still
+    /// writing through a host address from `vm_map_gpa` when another thread
+    /// destroys the VM must not fault. Every memory call fails from now on
+    /// anyway.
     pub fn destroy(&self) {
         self.destroyed.store(true, Ordering::SeqCst);
         self.callout_waker.stop();
