@@ -602,6 +602,12 @@ check_ioctl(struct vmctx *ctx)
 		rs.regnums = regnums;
 		rs.regvals = NULL;
 		CHECK_ERR(vmm_ioctl(ctx, VM_SET_REGISTER_SET, &rs), EFAULT);
+		/* A get reads the numbers first, as FreeBSD: a bad one is EINVAL
+		 * before the missing value array is noticed. */
+		CHECK_ERR(vmm_ioctl(ctx, VM_GET_REGISTER_SET, &rs), EFAULT);
+		regnums[1] = VM_REG_LAST;
+		CHECK_ERR(vmm_ioctl(ctx, VM_GET_REGISTER_SET, &rs), EINVAL);
+		regnums[1] = 1;
 		rs.regvals = regvals;
 		rs.count = VM_REG_LAST + 1;
 		CHECK_ERR(vmm_ioctl(ctx, VM_GET_REGISTER_SET, &rs), EINVAL);

@@ -129,9 +129,10 @@ unsafe fn vcpu_cmd(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, cmd: u64, arg: *mut 
 ///
 /// # Safety
 /// `a.regnums` and `a.regvals` point to `a.count` elements each.
-/// As FreeBSD: the count is checked first; a set stops at the first bad
-/// register (those before it are set); a get writes the caller's array
-/// only when every register was read.
+/// As FreeBSD: the count is checked first; a set reads both arrays, then
+/// stops at the first bad register (those before it are set); a get reads
+/// the register numbers, then writes the caller's array only when every
+/// register was read (so a bad number is EINVAL even with no value array).
 unsafe fn register_set(vcpu: &crate::vcpu::Vcpu, a: &vm_register_set, set: bool) -> Result<()> {
     if a.count as usize > crate::regs::reg::LAST {
         return Err(Error::Inval);
@@ -139,7 +140,7 @@ unsafe fn register_set(vcpu: &crate::vcpu::Vcpu, a: &vm_register_set, set: bool)
     if a.count == 0 {
         return Ok(());
     }
-    if a.regnums.is_null() || a.regvals.is_null() {
+    if a.regnums.is_null() || (set && a.regvals.is_null()) {
         return Err(Error::Fault);
     }
     let n = a.count as usize;
@@ -153,6 +154,9 @@ unsafe fn register_set(vcpu: &crate::vcpu::Vcpu, a: &vm_register_set, set: bool)
         }
     } else {
         let vals = regnums.iter().map(|regnum| r.get(*regnum)).collect::<Result<Vec<u64>>>()?;
+        if a.regvals.is_null() {
+            return Err(Error::Fault);
+        }
         for (i, v) in vals.into_iter().enumerate() {
             // SAFETY: i < count: a writable element of the caller's array.
             unsafe { a.regvals.add(i).write_unaligned(v) };
