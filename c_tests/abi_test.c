@@ -348,10 +348,25 @@ check_ioctls(void)
 	CHECK_IOC(VM_RESTORE_TIME, T_IOC_INOUT, 115, sizeof(int));
 }
 
+/* FreeBSD vmm.h's helper macros and typedefs, as bhyve uses them. */
+static void
+check_vmm_h_helpers(void)
+{
+	uint64_t info = VM_INTINFO_VALID | VM_INTINFO_HWEXCEPTION | VM_INTINFO_DEL_ERRCODE | 14;
+	CHECK(VM_INTINFO_VECTOR(info) == 14);
+	/* A present 32-bit ring-3 code segment, 4 KiB granular. */
+	uint32_t access = 0xc0fb;
+	CHECK(SEG_DESC_TYPE(access) == 0x1b && SEG_DESC_DPL(access) == 3);
+	CHECK(SEG_DESC_PRESENT(access) && SEG_DESC_DEF32(access) && SEG_DESC_GRANULARITY(access));
+	CHECK(!SEG_DESC_UNUSABLE(access) && SEG_DESC_UNUSABLE(0x10000));
+	CHECK(sizeof(vm_paddr_t) == 8 && sizeof(vm_ooffset_t) == 8 && (vm_ooffset_t)-1 < 0);
+}
+
 int
 main(void)
 {
 	check_sizes();
+	check_vmm_h_helpers();
 	check_offsets();
 	check_bitfields();
 	check_enums();

@@ -80,7 +80,8 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what)
 {
 	int pins = -1, segid, prot, flags;
 	size_t len = 0;
-	uint64_t gpa = 0, segoff;
+	vm_paddr_t gpa = 0;
+	vm_ooffset_t segoff;
 	uint16_t s, c, t, m;
 	cpuset_t set;
 	struct vmm_rs_ioapic_stats st;
@@ -220,7 +221,8 @@ check_bad_vcpu(struct vcpu *bad, int err, const char *what, int id_if_open)
 	uint32_t limit, access;
 	int regs[2] = { VM_REG_GUEST_RAX, VM_REG_GUEST_RBX };
 	uint64_t vals[2] = { 1, 2 };
-	int cap, state;
+	int cap;
+	enum x2apic_state state;
 	struct seg_desc sd;
 	struct vm_exit vme;
 	struct vm_run vmrun = { .vm_exit = &vme };
@@ -341,7 +343,8 @@ check_global(void)
 static void
 check_interrupts(struct vmctx *ctx, struct vcpu *v0, struct vcpu *v1)
 {
-	int pins = 0, state;
+	int pins = 0;
+	enum x2apic_state state;
 	uint64_t val = 0;
 
 	CHECK_OK(vm_ioapic_pincount(ctx, &pins));
@@ -806,7 +809,8 @@ check_memory(struct vmctx *ctx)
 {
 	size_t len;
 	char name[VM_MAX_SUFFIXLEN + 1];
-	uint64_t gpa, segoff;
+	vm_paddr_t gpa;
+	vm_ooffset_t segoff;
 	int segid, prot, flags;
 
 	/* Segments. */
@@ -844,6 +848,7 @@ check_memory(struct vmctx *ctx)
 	/* Maps. */
 	CHECK_ERR(vm_mmap_memseg(ctx, 0x10000001, 1, 0, MB, PROT_READ), EINVAL); /* gpa */
 	CHECK_ERR(vm_mmap_memseg(ctx, 0x10000000, 1, 1, MB, PROT_READ), EINVAL); /* segoff */
+	CHECK_ERR(vm_mmap_memseg(ctx, 0x10000000, 1, -MB, MB, PROT_READ), EINVAL); /* negative */
 	CHECK_ERR(vm_mmap_memseg(ctx, 0x10000000, 1, 0, 0, PROT_READ), EINVAL);  /* len */
 	CHECK_ERR(vm_mmap_memseg(ctx, 0x10000000, 1, 0, 4097, PROT_READ), EINVAL);
 	CHECK_ERR(vm_mmap_memseg(ctx, 0x10000000, 1, 4096, MB, PROT_READ), EINVAL); /* past the end */
@@ -921,7 +926,8 @@ check_lowmem_limit(void)
 {
 	struct vmctx *ctx;
 	size_t len;
-	uint64_t gpa, segoff;
+	vm_paddr_t gpa;
+	vm_ooffset_t segoff;
 	int segid, prot, flags;
 	volatile uint8_t *lo, *hi;
 
@@ -1075,6 +1081,7 @@ main(void)
 	size_t len;
 	cpuset_t set;
 	int x;
+	enum x2apic_state x2;
 
 	watchdog_start(60, "api_misuse_test");
 	check_global();
@@ -1214,8 +1221,8 @@ main(void)
 	CHECK(val == 0xffff0000 && limit == 0xffff && access == 0x9b);
 	CHECK_OK(vm_get_capability(v0, VM_CAP_HALT_EXIT, &x));
 	CHECK(x == 1);
-	CHECK_OK(vm_get_x2apic_state(v0, &x));
-	CHECK(x == X2APIC_DISABLED);
+	CHECK_OK(vm_get_x2apic_state(v0, &x2));
+	CHECK(x2 == X2APIC_DISABLED);
 	CHECK_OK(vm_get_topology(ctx, &s, &c, &t, &m));
 	CHECK(s == 1 && c == 2 && t == 2 && m == 16);
 	CHECK_OK(vm_active_cpus(ctx, &set));
@@ -1263,7 +1270,8 @@ main(void)
 	CHECK_OK(vm_get_memseg(ctx, 2, &len, NULL, 0));
 	CHECK(len == 0);
 	{
-		uint64_t gpa = 0, segoff;
+		vm_paddr_t gpa = 0;
+		vm_ooffset_t segoff;
 		int segid, prot, flags;
 		CHECK_OK(vm_mmap_getnext(ctx, &gpa, &segid, &segoff, &len, &prot, &flags));
 		CHECK(gpa == 0 && segid == VM_SYSMEM && len == 4 * MB && prot == PROT_ALL);

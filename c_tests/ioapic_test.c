@@ -121,7 +121,7 @@ main(void)
 
 	/* x2APIC state. */
 	{
-		int s = -1;
+		enum x2apic_state s = X2APIC_STATE_LAST;
 		CHECK_OK(vm_get_x2apic_state(v0, &s));
 		CHECK(s == X2APIC_DISABLED);
 		CHECK_OK(vm_set_x2apic_state(v0, X2APIC_ENABLED));

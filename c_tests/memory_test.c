@@ -96,7 +96,7 @@ main(void)
 		/* getnext walks the maps in gpa order. */
 		uint64_t gpa = 1;
 		int segid, prot, flags;
-		uint64_t segoff;
+		vm_ooffset_t segoff;
 		size_t mlen;
 		CHECK_OK(vm_mmap_getnext(ctx, &gpa, &segid, &segoff, &mlen, &prot, &flags));
 		CHECK(gpa == 4 * MB && segid == 0 && mlen == 2 * MB);
@@ -148,7 +148,8 @@ main(void)
 	CHECK_OK(vm_get_memseg(ctx, 1, &len, name, sizeof(name)));
 	CHECK(len == MB && strcmp(name, "bootrom") == 0);
 	{
-		uint64_t gpa = 0, segoff;
+		vm_paddr_t gpa = 0;
+		vm_ooffset_t segoff;
 		int segid, prot, flags;
 		size_t mlen;
 		CHECK_OK(vm_mmap_getnext(ctx, &gpa, &segid, &segoff, &mlen, &prot, &flags));

@@ -81,6 +81,20 @@ main(void)
 	if (st != NULL && rd >= 0 && wr >= 0)
 		CHECK(st[rd] == 6 && st[wr] == 3);
 
+	/* bhyve with x86.strictmsr (its default) answers an MSR it does not
+	 * know with vm_inject_gp(): #GP(0) at the WRMSR, which is not retried
+	 * (the guest's handler takes over; a script goes on). */
+	struct vmm_rs_action strict[] = { WR(0x40000002, 1), OUT(0x83) };
+	CHECK_OK(vmm_rs_guest_set_script(v, strict, 2, 1));
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_WRMSR && vme.u.msr.code == 0x40000002);
+	vm_inject_gp(v);
+	run_to_out(v, 0x83, &vme);
+	CHECK_OK(vmm_rs_guest_stats(v, &gs));
+	CHECK(gs.last_vector == 13);
+	vm_inject_ud(NULL); /* no return value: errno only */
+	CHECK(errno == EFAULT);
+
 	/* A malformed action is still refused; an MSR number is any 32 bits. */
 	struct vmm_rs_action odd[] = { RD(0xffffffffu), { .kind = 13 } };
 	CHECK_ERR(vmm_rs_guest_set_script(v, odd, 2, -1), EINVAL);

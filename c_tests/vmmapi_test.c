@@ -71,7 +71,8 @@ names_and_rights(struct vmctx *ctx)
 static void
 memory(struct vmctx *ctx)
 {
-	uint64_t gpa = 0, off;
+	vm_paddr_t gpa = 0;
+	vm_ooffset_t off;
 	int segid, prot, flags;
 	size_t len, low, high;
 	char *base = NULL;

@@ -69,7 +69,8 @@ int
 main(void)
 {
 	struct vmctx *ctx;
-	uint64_t gpa, off;
+	vm_paddr_t gpa;
+	vm_ooffset_t off;
 	int segid, prot, flags;
 	size_t len;
 	char *host;

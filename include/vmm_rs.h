@@ -1133,6 +1133,16 @@ struct vmm_rs_guest_stats {
 };
 
 /*
+ A guest-physical address (FreeBSD `vm_paddr_t`).
+ */
+typedef uint64_t vm_paddr_t;
+
+/*
+ An offset into a memory segment (FreeBSD `vm_ooffset_t`, signed).
+ */
+typedef int64_t vm_ooffset_t;
+
+/*
  FreeBSD's `struct _cpuset`: a bitmap of CPU_MAXSIZE (1024) CPUs in
  `long` words, CPU `n` at bit `n % 64` of word `n / 64`. Use it as
  `cpuset_t`.
@@ -1541,9 +1551,9 @@ struct vm_memseg {
  address `gpa`, with `prot` (PROT_*) and `flags` (VM_MEMMAP_F_*).
  */
 struct vm_memmap {
-  uint64_t gpa;
+  vm_paddr_t gpa;
   int segid;
-  uint64_t segoff;
+  vm_ooffset_t segoff;
   size_t len;
   int prot;
   int flags;
@@ -1553,7 +1563,7 @@ struct vm_memmap {
  `VM_MUNMAP_MEMSEG` argument (`struct vm_munmap`).
  */
 struct vm_munmap {
-  uint64_t gpa;
+  vm_paddr_t gpa;
   size_t len;
 };
 
@@ -1737,8 +1747,8 @@ struct vm_pptdev_mmio {
   int bus;
   int slot;
   int func;
-  uint64_t gpa;
-  uint64_t hpa;
+  vm_paddr_t gpa;
+  vm_paddr_t hpa;
   size_t len;
 };
 
@@ -1865,7 +1875,7 @@ int vm_inject_nmi(struct vcpu *vcpu);
 /*
  Reads the vCPU's x2APIC state (enum x2apic_state).
  */
-int vm_get_x2apic_state(struct vcpu *vcpu, int *state);
+int vm_get_x2apic_state(struct vcpu *vcpu, enum x2apic_state *state);
 
 /*
  Sets the vCPU's x2APIC state: EINVAL unless X2APIC_DISABLED or
@@ -2113,7 +2123,7 @@ int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
  the address stays mapped (reading zeros) for the rest of the process,
  as FreeBSD's mapping does, so a thread still using it does not fault.
  */
-void *vm_map_gpa(struct vmctx *ctx, uint64_t gaddr, size_t len);
+void *vm_map_gpa(struct vmctx *ctx, vm_paddr_t gaddr, size_t len);
 
 /*
  Bytes of guest RAM below 4 GiB (after vm_setup_memory()); 0 with errno
@@ -2191,7 +2201,7 @@ void *vm_create_devmem(struct vmctx *ctx, int segid, const char *name, size_t le
  As libvmmapi, the address just past the end of low memory maps to the
  low-memory size.
  */
-uint64_t vm_rev_map_gpa(struct vmctx *ctx, void *addr);
+vm_paddr_t vm_rev_map_gpa(struct vmctx *ctx, void *addr);
 
 /*
  The host address of guest-physical 0 and the low and high memory sizes
@@ -2230,25 +2240,25 @@ int vm_get_memseg(struct vmctx *ctx, int segid, size_t *lenp, char *name, size_t
  EEXIST.
  */
 int vm_mmap_memseg(struct vmctx *ctx,
-                   uint64_t gpa,
+                   vm_paddr_t gpa,
                    int segid,
-                   uint64_t segoff,
+                   vm_ooffset_t segoff,
                    size_t len,
                    int prot);
 
 /*
  Removes the map of exactly (`gpa`, `len`).
  */
-int vm_munmap_memseg(struct vmctx *ctx, uint64_t gpa, size_t len);
+int vm_munmap_memseg(struct vmctx *ctx, vm_paddr_t gpa, size_t len);
 
 /*
  The first map at or above `*gpa`: fills every out-pointer; ENOENT when
  there is none.
  */
 int vm_mmap_getnext(struct vmctx *ctx,
-                    uint64_t *gpa,
+                    vm_paddr_t *gpa,
                     int *segid,
-                    uint64_t *segoff,
+                    vm_ooffset_t *segoff,
                     size_t *len,
                     int *prot,
                     int *flags);
@@ -2393,6 +2403,15 @@ int vm_inject_exception(struct vcpu *vcpu,
                         int errcode_valid,
                         uint32_t errcode,
                         int restart_instruction);
+
+/*
+ libvmmapi's `vm_inject_fault`: queues exception `vector` to be raised
+ at the instruction that exited (it is restarted), as bhyve's exit
+ handlers do for a refused access. libvmmapi asserts that this works;
+ here a failure (the errors of vm_inject_exception()) only sets errno.
+ The header's vm_inject_ud/gp/ac/ss wrap it, as in FreeBSD's vmm.h.
+ */
+void vm_inject_fault(struct vcpu *vcpu, int vector, int errcode_valid, int errcode);
 
 /*
  Translates guest-linear `gla` with the guest's page tables as `paging`
@@ -2570,6 +2589,26 @@ extern "C" {
  of the same-named bit-field struct.
  */
 int vm_readwrite_kernemu_device(struct vcpu *vcpu, uint64_t gpa, bool write, int size, uint64_t *value);
+
+/*
+ FreeBSD <machine/vmm.h> helpers that bhyve's exit handlers, instruction
+ emulation and task switch use: the vector of a VM_INTINFO_* word, the
+ fields of a segment's access word (`struct seg_desc`), and the faults
+ raised at the instruction that exited (#UD, #GP(0), #AC and #SS with an
+ error code), through vm_inject_fault().
+ */
+#define VM_INTINFO_VECTOR(info) ((info) & 0xff)
+#define SEG_DESC_TYPE(access) ((access) & 0x001f)
+#define SEG_DESC_DPL(access) (((access) >> 5) & 0x3)
+#define SEG_DESC_PRESENT(access) (((access) & 0x0080) ? 1 : 0)
+#define SEG_DESC_DEF32(access) (((access) & 0x4000) ? 1 : 0)
+#define SEG_DESC_GRANULARITY(access) (((access) & 0x8000) ? 1 : 0)
+#define SEG_DESC_UNUSABLE(access) (((access) & 0x10000) ? 1 : 0)
+
+static inline void vm_inject_ud(struct vcpu *vcpu) { vm_inject_fault(vcpu, 6, 0, 0); }
+static inline void vm_inject_gp(struct vcpu *vcpu) { vm_inject_fault(vcpu, 13, 1, 0); }
+static inline void vm_inject_ac(struct vcpu *vcpu, int errcode) { vm_inject_fault(vcpu, 17, 1, errcode); }
+static inline void vm_inject_ss(struct vcpu *vcpu, int errcode) { vm_inject_fault(vcpu, 12, 1, errcode); }
 #ifdef __cplusplus
 }
 #endif

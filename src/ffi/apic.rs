@@ -219,7 +219,7 @@ pub extern "C" fn vm_inject_nmi(vcpu: *mut vcpu) -> c_int {
 
 /// Reads the vCPU's x2APIC state (enum x2apic_state).
 #[no_mangle]
-pub unsafe extern "C" fn vm_get_x2apic_state(vcpu: *mut vcpu, state: *mut c_int) -> c_int {
+pub unsafe extern "C" fn vm_get_x2apic_state(vcpu: *mut vcpu, state: *mut x2apic_state) -> c_int {
     ffi_boundary!({
         if state.is_null() {
             return fail(libc::EFAULT);
@@ -227,8 +227,14 @@ pub unsafe extern "C" fn vm_get_x2apic_state(vcpu: *mut vcpu, state: *mut c_int)
         let mut a = vm_x2apic { cpuid: 0, state: 0 };
         let rc = vcpu_ioctl(vcpu, VM_GET_X2APIC_STATE, &mut a, |a, id| a.cpuid = id);
         if rc == 0 {
+            // The VM only ever holds one of the two states.
+            let s = if a.state == x2apic_state::X2APIC_ENABLED as c_int {
+                x2apic_state::X2APIC_ENABLED
+            } else {
+                x2apic_state::X2APIC_DISABLED
+            };
             // SAFETY: non-NULL out-pointer.
-            unsafe { state.write(a.state) };
+            unsafe { state.write(s) };
         }
         rc
     })

@@ -5,7 +5,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
-use super::abi::VM_MAX_SUFFIXLEN;
+use super::abi::{vm_paddr_t, VM_MAX_SUFFIXLEN};
 use super::errno::{fail, fail_with, or_errno, set_errno, errno_of, to_rc};
 use super::handle::{self, vmctx};
 use super::memory::with_mem_exclusive;
@@ -31,7 +31,7 @@ pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> 
 /// the address stays mapped (reading zeros) for the rest of the process,
 /// as FreeBSD's mapping does, so a thread still using it does not fault.
 #[no_mangle]
-pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: u64, len: usize) -> *mut c_void {
+pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: vm_paddr_t, len: usize) -> *mut c_void {
     ffi_boundary!(std::ptr::null_mut(), {
         let p = handle::live_ctx_vm(ctx).map(|vm| vm.mem().map_gpa(gaddr, len));
         or_errno(p, None).map_or(std::ptr::null_mut(), |p| p.as_ptr() as *mut c_void)
@@ -166,7 +166,7 @@ pub unsafe extern "C" fn vm_create_devmem(ctx: *mut vmctx, segid: c_int, name: *
 /// As libvmmapi, the address just past the end of low memory maps to the
 /// low-memory size.
 #[no_mangle]
-pub extern "C" fn vm_rev_map_gpa(ctx: *mut vmctx, addr: *mut c_void) -> u64 {
+pub extern "C" fn vm_rev_map_gpa(ctx: *mut vmctx, addr: *mut c_void) -> vm_paddr_t {
     ffi_boundary!(u64::MAX, {
         let r = handle::live_ctx_vm(ctx).map(|vm| vm.mem().rev_map_gpa(addr as usize));
         or_errno(r, None).unwrap_or(u64::MAX)

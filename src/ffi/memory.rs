@@ -35,8 +35,8 @@ pub(crate) unsafe fn locked_cmd(vm: &Vm, all: &LockAll<'_>, cmd: u64, arg: *mut 
             }
             VM_MMAP_MEMSEG => {
                 let a: vm_memmap = copy_in(arg);
-                vm.mem_write(all)
-                    .mmap_memseg(a.gpa, a.segid, a.segoff, a.len, a.prot as u32, a.flags as u32)
+                let segoff = segment_offset(a.segoff)?;
+                vm.mem_write(all).mmap_memseg(a.gpa, a.segid, segoff, a.len, a.prot as u32, a.flags as u32)
             }
             VM_MUNMAP_MEMSEG => {
                 let a: vm_munmap = copy_in(arg);
@@ -75,7 +75,8 @@ pub(crate) unsafe fn shared_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<(
                 let m = vm.mem().mmap_getnext(a.gpa)?;
                 a.gpa = m.gpa;
                 a.segid = m.segid;
-                a.segoff = m.segoff;
+                // Offsets are below a segment's length, itself an isize.
+                a.segoff = m.segoff as vm_ooffset_t;
                 a.len = m.len;
                 a.prot = m.prot as c_int;
                 a.flags = m.flags as c_int;
@@ -181,15 +182,30 @@ pub unsafe extern "C" fn vm_get_memseg(
 /// offset, protection and flags) is success; another map at `gpa` is
 /// EEXIST.
 #[no_mangle]
-pub extern "C" fn vm_mmap_memseg(ctx: *mut vmctx, gpa: u64, segid: c_int, segoff: u64, len: usize, prot: c_int) -> c_int {
+pub extern "C" fn vm_mmap_memseg(
+    ctx: *mut vmctx,
+    gpa: vm_paddr_t,
+    segid: c_int,
+    segoff: vm_ooffset_t,
+    len: usize,
+    prot: c_int,
+) -> c_int {
     ffi_boundary!({
-        to_rc(with_mem_exclusive(ctx, |m| m.vmmapi_mmap_memseg(gpa, segid, segoff, len, prot as u32)))
+        to_rc(segment_offset(segoff).and_then(|segoff| {
+            with_mem_exclusive(ctx, |m| m.vmmapi_mmap_memseg(gpa, segid, segoff, len, prot as u32))
+        }))
     })
+}
+
+/// A segment offset from C: negative is EINVAL, as FreeBSD's
+/// `vm_mmap_memseg` checks.
+fn segment_offset(segoff: vm_ooffset_t) -> Result<u64> {
+    u64::try_from(segoff).map_err(|_| Error::Inval)
 }
 
 /// Removes the map of exactly (`gpa`, `len`).
 #[no_mangle]
-pub extern "C" fn vm_munmap_memseg(ctx: *mut vmctx, gpa: u64, len: usize) -> c_int {
+pub extern "C" fn vm_munmap_memseg(ctx: *mut vmctx, gpa: vm_paddr_t, len: usize) -> c_int {
     ffi_boundary!({
         let mut a = vm_munmap { gpa, len };
         ctx_ioctl(ctx, VM_MUNMAP_MEMSEG, &mut a)
@@ -201,9 +217,9 @@ pub extern "C" fn vm_munmap_memseg(ctx: *mut vmctx, gpa: u64, len: usize) -> c_i
 #[no_mangle]
 pub unsafe extern "C" fn vm_mmap_getnext(
     ctx: *mut vmctx,
-    gpa: *mut u64,
+    gpa: *mut vm_paddr_t,
     segid: *mut c_int,
-    segoff: *mut u64,
+    segoff: *mut vm_ooffset_t,
     len: *mut usize,
     prot: *mut c_int,
     flags: *mut c_int,

@@ -239,6 +239,18 @@ pub extern "C" fn vm_inject_exception(
     })
 }
 
+/// libvmmapi's `vm_inject_fault`: queues exception `vector` to be raised
+/// at the instruction that exited (it is restarted), as bhyve's exit
+/// handlers do for a refused access. libvmmapi asserts that this works;
+/// here a failure (the errors of vm_inject_exception()) only sets errno.
+/// The header's vm_inject_ud/gp/ac/ss wrap it, as in FreeBSD's vmm.h.
+#[no_mangle]
+pub extern "C" fn vm_inject_fault(vcpu: *mut vcpu, vector: c_int, errcode_valid: c_int, errcode: c_int) {
+    ffi_boundary!((), {
+        vm_inject_exception(vcpu, vector, errcode_valid, errcode as u32, 1);
+    })
+}
+
 /// The shared body of `vm_gla2gpa` and `vm_gla2gpa_nofault`.
 ///
 /// # Safety

@@ -11,6 +11,11 @@ use core::ffi::{c_char, c_int, c_long, c_uint};
 use super::consts::{CPU_MAXSIZE, MAX_VM_STATS, VM_MAX_SUFFIXLEN};
 use super::exit::{seg_desc, vm_exit, vm_guest_paging};
 
+/// A guest-physical address (FreeBSD `vm_paddr_t`).
+pub type vm_paddr_t = u64;
+/// An offset into a memory segment (FreeBSD `vm_ooffset_t`, signed).
+pub type vm_ooffset_t = i64;
+
 /// Bits in one `cpuset_t` word.
 const NCPUBITS: usize = 8 * core::mem::size_of::<c_long>();
 
@@ -199,9 +204,9 @@ pub struct vm_memseg {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct vm_memmap {
-    pub gpa: u64,
+    pub gpa: vm_paddr_t,
     pub segid: c_int,
-    pub segoff: u64,
+    pub segoff: vm_ooffset_t,
     pub len: usize,
     pub prot: c_int,
     pub flags: c_int,
@@ -211,7 +216,7 @@ pub struct vm_memmap {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct vm_munmap {
-    pub gpa: u64,
+    pub gpa: vm_paddr_t,
     pub len: usize,
 }
 
@@ -426,8 +431,8 @@ pub struct vm_pptdev_mmio {
     pub bus: c_int,
     pub slot: c_int,
     pub func: c_int,
-    pub gpa: u64,
-    pub hpa: u64,
+    pub gpa: vm_paddr_t,
+    pub hpa: vm_paddr_t,
     pub len: usize,
 }
 
