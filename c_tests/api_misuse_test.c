@@ -75,6 +75,23 @@ guest_interrupt(void *cookie, int vcpuid, int vector)
  * The valid arguments aim at the VM "misuse": a call that wrongly reached
  * it would show in its final checks.
  */
+
+/* The pass-through calls and vm_get_gpa_pmap: `ppt_err` from the first,
+ * `pmap_err` from the last. */
+static void
+check_pptdev_calls(struct vmctx *ctx, int ppt_err, int pmap_err)
+{
+	uint64_t pte[4];
+	int num = 0;
+	CHECK_ERR(vm_assign_pptdev(ctx, 1, 0, 0), ppt_err);
+	CHECK_ERR(vm_unassign_pptdev(ctx, 1, 0, 0), ppt_err);
+	CHECK_ERR(vm_map_pptdev_mmio(ctx, 1, 0, 0, 0xc0000000, 4096, 0xe0000000), ppt_err);
+	CHECK_ERR(vm_unmap_pptdev_mmio(ctx, 1, 0, 0, 0xc0000000, 4096), ppt_err);
+	CHECK_ERR(vm_setup_pptdev_msi(ctx, 1, 0, 0, 0xfee00000, 0x40, 1), ppt_err);
+	CHECK_ERR(vm_setup_pptdev_msix(ctx, 1, 0, 0, 0, 0xfee00000, 0x40, 0), ppt_err);
+	CHECK_ERR(vm_disable_pptdev_msix(ctx, 1, 0, 0), ppt_err);
+	CHECK_ERR(vm_get_gpa_pmap(ctx, 0, pte, &num), pmap_err);
+}
 static void
 check_bad_ctx(struct vmctx *bad, int err, const char *what)
 {
@@ -105,6 +122,7 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what)
 	CHECK_ERR(vm_lapic_msi(bad, 0xFEE00000u, 0x49), err);
 	CHECK_ERR(vmm_rs_ioapic_stats(bad, &st), err);
 	CHECK_ERR(vmm_rs_set_mmio_exitcode(bad, VM_EXITCODE_MMIO), err);
+	check_pptdev_calls(bad, err, err);
 	/* vmm_ioctl, one command of each lock class, and the pin fast path. */
 	CHECK_ERR(vmm_ioctl(bad, VM_GET_TOPOLOGY, &topo), err);
 	CHECK_ERR(vmm_ioctl(bad, VM_IOAPIC_PULSE_IRQ, &pin), err);
@@ -268,6 +286,21 @@ check_bad_vcpu(struct vcpu *bad, int err, const char *what, int id_if_open)
 	CHECK_ERR(vm_get_intinfo(bad, &i1, &i2), err);
 	CHECK_ERR(vm_set_intinfo(bad, 0), err);
 	CHECK_ERR(vm_inject_exception(bad, 13, 1, 0, 0), err);
+	errno = 0;
+	vm_inject_fault(bad, 13, 1, 0);
+	CHECK(errno == err);
+	errno = 0;
+	vm_inject_gp(bad);
+	CHECK(errno == err);
+	errno = 0;
+	vm_inject_ud(bad);
+	CHECK(errno == err);
+	errno = 0;
+	vm_inject_ac(bad, 0);
+	CHECK(errno == err);
+	errno = 0;
+	vm_inject_ss(bad, 0);
+	CHECK(errno == err);
 	CHECK_ERR(vm_restart_instruction(bad), err);
 	CHECK_ERR(vm_activate_cpu(bad), err);
 	CHECK_ERR(vm_suspend_cpu(bad), err);
@@ -530,7 +563,9 @@ static const unsigned long known_cmds[] = {
 	VM_ISA_DEASSERT_IRQ, VM_ISA_PULSE_IRQ, VM_ISA_SET_IRQ_TRIGGER, VM_ACTIVATE_CPU,
 	VM_GET_CPUS, VM_SUSPEND_CPU, VM_RESUME_CPU, VM_RTC_READ, VM_RTC_WRITE,
 	VM_RTC_SETTIME, VM_RTC_GETTIME, VM_GET_HPET_CAPABILITIES, VM_STATS, VM_STAT_DESC,
-	VM_GLA2GPA, VM_GLA2GPA_NOFAULT,
+	VM_GLA2GPA, VM_GLA2GPA_NOFAULT, VM_BIND_PPTDEV, VM_UNBIND_PPTDEV,
+	VM_MAP_PPTDEV_MMIO, VM_UNMAP_PPTDEV_MMIO, VM_PPTDEV_MSI, VM_PPTDEV_MSIX,
+	VM_PPTDEV_DISABLE_MSIX,
 };
 
 /* Commands whose argument starts with the vCPU id and that lock that vCPU. */
@@ -555,11 +590,8 @@ check_ioctl(struct vmctx *ctx)
 		0x40107640,                    /* VM_GET_TOPOLOGY's number, 16 bytes */
 		0xc0107614,                    /* VM_SET_REGISTER's number as _IOWR */
 		0xc0107815,                    /* VM_GET_REGISTER's number, group 'x' */
-		/* FreeBSD commands not implemented yet (README: "Not yet there"). */
-		VM_GET_GPA_PMAP,
-		VM_BIND_PPTDEV, VM_UNBIND_PPTDEV, VM_MAP_PPTDEV_MMIO, VM_UNMAP_PPTDEV_MMIO,
-		VM_PPTDEV_MSI, VM_PPTDEV_MSIX, VM_PPTDEV_DISABLE_MSIX,
-		VM_RESTORE_TIME,
+		/* FreeBSD commands not implemented (README: "Not yet there"). */
+		VM_GET_GPA_PMAP, VM_RESTORE_TIME,
 	};
 
 	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
@@ -568,6 +600,16 @@ check_ioctl(struct vmctx *ctx)
 	}
 	for (size_t i = 0; i < sizeof(known_cmds) / sizeof(known_cmds[0]); i++)
 		CHECK_ERR(vmm_ioctl(ctx, known_cmds[i], NULL), EFAULT);
+	/* PCI pass-through: no device is attached to ppt here. */
+	{
+		const unsigned long ppt[] = { VM_BIND_PPTDEV, VM_UNBIND_PPTDEV, VM_MAP_PPTDEV_MMIO,
+			VM_UNMAP_PPTDEV_MMIO, VM_PPTDEV_MSI, VM_PPTDEV_MSIX, VM_PPTDEV_DISABLE_MSIX };
+		for (size_t i = 0; i < sizeof(ppt) / sizeof(ppt[0]); i++) {
+			memset(buf, 0, sizeof(buf));
+			CHECK_ERR(vmm_ioctl(ctx, ppt[i], buf), ENOENT);
+		}
+		check_pptdev_calls(ctx, ENOENT, ENOTTY);
+	}
 	CHECK_ERR(vmm_ioctl(NULL, VM_GET_TOPOLOGY, NULL), EFAULT);
 	CHECK_ERR(vmm_ioctl(NULL, 0xdeadbeef, buf), EFAULT);
 	/* VM_REINIT takes no argument; with active, unsuspended vCPUs: EBUSY. */

@@ -2264,6 +2264,76 @@ int vm_mmap_getnext(struct vmctx *ctx,
                     int *flags);
 
 /*
+ Assigns host PCI device bus/slot/func to the VM (VM_BIND_PPTDEV).
+ Returns -1 with errno ENOENT: no device is attached to `ppt` here.
+ */
+int vm_assign_pptdev(struct vmctx *ctx, int bus, int slot, int func);
+
+/*
+ Gives an assigned device back (VM_UNBIND_PPTDEV): ENOENT, none is.
+ */
+int vm_unassign_pptdev(struct vmctx *ctx, int bus, int slot, int func);
+
+/*
+ Maps an assigned device's BAR at `gpa` (VM_MAP_PPTDEV_MMIO): ENOENT.
+ */
+int vm_map_pptdev_mmio(struct vmctx *ctx,
+                       int bus,
+                       int slot,
+                       int func,
+                       vm_paddr_t gpa,
+                       size_t len,
+                       vm_paddr_t hpa);
+
+/*
+ Removes a BAR map (VM_UNMAP_PPTDEV_MMIO): ENOENT.
+ */
+int vm_unmap_pptdev_mmio(struct vmctx *ctx,
+                         int bus,
+                         int slot,
+                         int func,
+                         vm_paddr_t gpa,
+                         size_t len);
+
+/*
+ Routes an assigned device's MSIs (VM_PPTDEV_MSI): ENOENT.
+ */
+int vm_setup_pptdev_msi(struct vmctx *ctx,
+                        int bus,
+                        int slot,
+                        int func,
+                        uint64_t addr,
+                        uint64_t msg,
+                        int numvec);
+
+/*
+ Routes one MSI-X vector of an assigned device (VM_PPTDEV_MSIX): ENOENT.
+ */
+int vm_setup_pptdev_msix(struct vmctx *ctx,
+                         int bus,
+                         int slot,
+                         int func,
+                         int idx,
+                         uint64_t addr,
+                         uint64_t msg,
+                         uint32_t vector_control);
+
+/*
+ Turns an assigned device's MSI-X off (VM_PPTDEV_DISABLE_MSIX): ENOENT.
+ */
+int vm_disable_pptdev_msix(struct vmctx *ctx, int bus, int slot, int func);
+
+/*
+ The host page-table entries that map guest-physical `gpa`
+ (VM_GET_GPA_PMAP; bhyve prints them after an EPT misconfiguration
+ exit, which never happens here). Guest memory is plain host memory
+ with no nested page tables, so there are none to report: -1 with
+ errno ENOTTY once the handle is checked (EFAULT, EBADF), as
+ `vmm_ioctl` answers the command.
+ */
+int vm_get_gpa_pmap(struct vmctx *ctx, uint64_t gpa, uint64_t *pte, int *num);
+
+/*
  vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1
  with errno EFAULT (NULL) or EBADF (a bad handle, or the VM was
  destroyed). Meant for tests and debugging: it lets a

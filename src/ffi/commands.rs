@@ -169,6 +169,9 @@ unsafe fn register_set(vcpu: &crate::vcpu::Vcpu, a: &vm_register_set, set: bool)
 unsafe fn all_cmd(vm: &Vm, all: &crate::vm::LockAll<'_>, cmd: u64, arg: *mut c_void) -> Result<()> {
     match cmd {
         VM_REINIT => vm.reinit(all),
+        VM_BIND_PPTDEV | VM_UNBIND_PPTDEV | VM_MAP_PPTDEV_MMIO | VM_UNMAP_PPTDEV_MMIO => {
+            super::passthrough::pptdev_cmd(cmd)
+        }
         // SAFETY: forwarded.
         _ => unsafe { super::memory::locked_cmd(vm, all, cmd, arg) },
     }
@@ -233,6 +236,7 @@ unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
                 super::devices::vm_cmd(vm, cmd, arg)
             }
             VM_STATS | VM_STAT_DESC => super::stats::vm_cmd(vm, cmd, arg),
+            VM_PPTDEV_MSI | VM_PPTDEV_MSIX | VM_PPTDEV_DISABLE_MSIX => super::passthrough::pptdev_cmd(cmd),
             _ => super::apic::vm_cmd(vm, cmd, arg),
         }
     }

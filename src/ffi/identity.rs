@@ -70,8 +70,8 @@ pub extern "C" fn vm_capability_type2name(r#type: c_int) -> *const c_char {
 
 /// The commands libvmmapi lets a VM's device file take, in its order
 /// (without VM_SNAPSHOT_REQ, which this ABI lacks, and without its second
-/// VM_MMAP_MEMSEG). Those this library does not implement (PCI
-/// passthrough, VM_GET_GPA_PMAP, VM_RESTORE_TIME) are ENOTTY here.
+/// VM_MMAP_MEMSEG). VM_GET_GPA_PMAP and VM_RESTORE_TIME are ENOTTY here;
+/// the PCI pass-through commands find no device (ENOENT).
 const IOCTL_CMDS: [u64; 60] = [
     VM_RUN, VM_SUSPEND, VM_REINIT, VM_ALLOC_MEMSEG, VM_GET_MEMSEG, VM_MMAP_MEMSEG, VM_MMAP_GETNEXT,
     VM_MUNMAP_MEMSEG, VM_SET_REGISTER, VM_GET_REGISTER, VM_SET_SEGMENT_DESCRIPTOR, VM_GET_SEGMENT_DESCRIPTOR,

@@ -37,6 +37,7 @@ pub mod lifecycle;
 mod layout;
 pub mod memory;
 mod panic;
+mod passthrough;
 mod reentry;
 pub mod run;
 mod stats;
