@@ -543,6 +543,47 @@ fn a_vcpu_waiting_out_a_suspend_gives_way_to_an_ioctl() {
     });
 }
 
+/// The entry checks' order: a suspend comes before the debugger's hold
+/// (FreeBSD's `vmx_run`), so a vCPU held for a debugger still leaves with
+/// SUSPENDED and a powered-off VM does not wait for the debugger.
+#[test]
+fn a_suspend_comes_before_the_debug_hold() {
+    with_watchdog(20, || {
+        let (vm, _) = vm_with(Script::default(), 1);
+        vm.suspend_cpu(Some(0)).unwrap();
+        assert_eq!(run_once(&vm, 0), ExitKind::Debug);
+        vm.suspend(2).unwrap();
+        assert!(matches!(run_once(&vm, 0), ExitKind::Suspended(_)));
+    });
+}
+
+/// A lock-all that finds the VM destroyed once it has frozen every vCPU
+/// fails and unfreezes them all again (the rollback).
+#[test]
+fn a_lock_all_overtaken_by_destroy_unfreezes_every_vcpu() {
+    with_watchdog(20, || {
+        let (vm, _) = halting_once(2, true, false);
+        let vm1 = vm.clone();
+        let runner = thread::spawn(move || {
+            let l = vm1.lock_one(1).unwrap();
+            vm1.run(&l).map(|e| e.kind)
+        });
+        while vm.vcpu(1).unwrap().state() != VcpuState::Sleeping {
+            thread::yield_now();
+        }
+        let vm2 = vm.clone();
+        let locker = thread::spawn(move || vm2.lock_all().map(|_| ()));
+        // The lock-all froze vCPU 0 and waits for vCPU 1, asleep in HLT.
+        while vm.vcpu(0).unwrap().state() != VcpuState::Frozen {
+            thread::yield_now();
+        }
+        vm.destroy();
+        assert_eq!(locker.join().unwrap(), Err(Error::Destroyed));
+        assert_eq!(runner.join().unwrap(), Err(Error::Destroyed));
+        assert!(vm.vcpus().iter().all(|v| v.state() == VcpuState::Idle));
+    });
+}
+
 /// Sets a vCPU's VM_CAP_HALT_EXIT and its RFLAGS.IF (which a guest
 /// halted without an exit is woken by: its flag is read live).
 fn halt_exit_and_if(vm: &Vm, id: usize, halt_exit: i32, intr_enabled: bool) {
