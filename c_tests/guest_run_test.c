@@ -88,9 +88,9 @@ dev_read(void *cookie, int vcpuid, uint64_t value)
 /* bhyve's vm_loop: run, emulate port I/O, repeat until an exit we stop on. */
 struct loop {
 	struct vcpu *vcpu;
-	int stop_on;
+	atomic_int stop_on;
 	int last_exit;
-	int outs;
+	atomic_int outs;  /* incremented after last_out* are written */
 	uint32_t last_out;
 	uint64_t last_out_rip;
 	int last_out_len;
@@ -112,10 +112,10 @@ vcpu_loop(void *p)
 			vm_ioapic_deassert_irq(ctx, DEV_PIN);
 			vm_set_register(l->vcpu, VM_REG_GUEST_RAX, 0xab);
 		} else if (vme.exitcode == VM_EXITCODE_INOUT && !vme.u.inout.in) {
-			l->outs++;
 			l->last_out = vme.u.inout.eax;
 			l->last_out_rip = vme.rip;
 			l->last_out_len = vme.inst_length;
+			atomic_fetch_add(&l->outs, 1);
 		}
 		if (vme.exitcode == l->stop_on)
 			break;

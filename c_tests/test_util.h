@@ -8,13 +8,15 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static int t_failures;
-static int t_checks;
+/* Atomic: tests check from several threads. */
+static atomic_int t_failures;
+static atomic_int t_checks;
 
 #define CHECK(cond)                                                        \
 	do {                                                                   \
@@ -99,7 +101,7 @@ test_finish(const char *name)
 		fprintf(stderr, "%s: no checks ran\n", name);
 		return 1;
 	}
-	printf("%s: %d checks, %d failed\n", name, t_checks, t_failures);
+	printf("%s: %d checks, %d failed\n", name, atomic_load(&t_checks), atomic_load(&t_failures));
 	return t_failures == 0 ? 0 : 1;
 }
 
