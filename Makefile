@@ -22,7 +22,7 @@ COMPAT  := $(wildcard c_tests/header_compat_*.c)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 ABI     := $(shell echo $(VERSION) | awk -F. '{ print ($$1 == 0) ? $$1 "." $$2 : $$1 }')
 
-.PHONY: all lib lib-legacy stress verify bench check cargo-test c-tests header-check install install-check clean
+.PHONY: all lib lib-legacy stress verify tsan bench check cargo-test c-tests header-check install install-check clean
 
 all: lib
 
@@ -73,6 +73,34 @@ LOOM_DIR := target/loom
 verify:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release --target-dir $(LOOM_DIR) \
 	  --test loom_os7622 -- --nocapture
+
+# ThreadSanitizer (not part of `check`: it needs a nightly toolchain with
+# rust-src, `rustup toolchain install nightly --component rust-src`): the
+# library's unit tests, then every C test, C and Rust both instrumented,
+# linked with the nightly's TSan runtime. A report fails the run (exit 66).
+# Skipped: tests of wired memory (TSan makes mlock a no-op) and the chaos
+# test (it asserts progress the 10x slowdown does not make).
+TSAN_DIR    := target/tsan
+TSAN_TARGET := x86_64-unknown-linux-gnu
+TSAN_CARGO  := RUSTFLAGS=-Zsanitizer=thread $(CARGO) +nightly
+TSAN_BUILD  := $(BUILD)/tsan
+tsan:
+	$(TSAN_CARGO) test -Zbuild-std --target $(TSAN_TARGET) --target-dir $(TSAN_DIR) --lib -- \
+	  --skip wired_maps --skip reinit_unwires --skip chaos_tests
+	$(TSAN_CARGO) build -Zbuild-std --target $(TSAN_TARGET) --target-dir $(TSAN_DIR) --release
+	mkdir -p $(TSAN_BUILD)
+	@rt=$$(rustc +nightly --print sysroot)/lib/rustlib/$(TSAN_TARGET)/lib/librustc-nightly_rt.tsan.a; \
+	passed=0; failed=0; \
+	for f in $(filter-out c_tests/wired_test.c,$(C_SRCS)); do \
+	  t=$(TSAN_BUILD)/$$(basename $$f .c); \
+	  $(CC) $(CFLAGS) -fsanitize=thread -c -o $$t.o $$f && \
+	  $(CC) -o $$t $$t.o $(TSAN_DIR)/$(TSAN_TARGET)/release/libvmm_rs.a \
+	    -Wl,--whole-archive $$rt -Wl,--no-whole-archive -lpthread -ldl -lm -lrt && \
+	  TSAN_OPTIONS=report_signal_unsafe=0 $$t > $$t.log 2>&1 && \
+	  { passed=$$((passed + 1)); echo "PASS tsan:$$(basename $$t)"; } || \
+	  { failed=$$((failed + 1)); echo "FAIL tsan:$$(basename $$t)"; cat $$t.log; }; \
+	done; \
+	echo "$$passed passed, $$failed failed"; test $$failed -eq 0
 
 # Benchmarks: the C program (C face, Linux KVM, syscall floor) writes
 # target/bench/c.tsv; then criterion (benches/vmm.rs, its own package)

@@ -562,24 +562,18 @@ fn a_suspend_comes_before_the_debug_hold() {
 #[test]
 fn a_lock_all_overtaken_by_destroy_unfreezes_every_vcpu() {
     with_watchdog(20, || {
-        let (vm, _) = halting_once(2, true, false);
-        let vm1 = vm.clone();
-        let runner = thread::spawn(move || {
-            let l = vm1.lock_one(1).unwrap();
-            vm1.run(&l).map(|e| e.kind)
-        });
-        while vm.vcpu(1).unwrap().state() != VcpuState::Sleeping {
-            thread::yield_now();
-        }
+        let (vm, _) = vm_with(Script::default(), 2);
+        // Held here, vCPU 1 keeps the lock-all waiting after it froze
+        // vCPU 0 (a vCPU in VM_RUN would give way at once).
+        let held = vm.lock_one(1).unwrap();
         let vm2 = vm.clone();
         let locker = thread::spawn(move || vm2.lock_all().map(|_| ()));
-        // The lock-all froze vCPU 0 and waits for vCPU 1, asleep in HLT.
         while vm.vcpu(0).unwrap().state() != VcpuState::Frozen {
             thread::yield_now();
         }
         vm.destroy();
+        drop(held);
         assert_eq!(locker.join().unwrap(), Err(Error::Destroyed));
-        assert_eq!(runner.join().unwrap(), Err(Error::Destroyed));
         assert!(vm.vcpus().iter().all(|v| v.state() == VcpuState::Idle));
     });
 }
