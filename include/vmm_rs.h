@@ -2647,6 +2647,8 @@ int vm_get_topology(struct vmctx *ctx,
 
 #endif  /* VMM_RS_H */
 
+#ifndef VMM_RS_H_TRAILER
+#define VMM_RS_H_TRAILER
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -2682,3 +2684,4 @@ static inline void vm_inject_ss(struct vcpu *vcpu, int errcode) { vm_inject_faul
 #ifdef __cplusplus
 }
 #endif
+#endif /* VMM_RS_H_TRAILER */
