@@ -45,8 +45,10 @@
 //! Unlike a bus, this can reorder one pin's sends: an edge send that read
 //! the entry before a rewrite to level with the same vector can land after
 //! the rewrite's level send. So an edge message joins a vector the local
-//! APIC holds as level instead of relabelling it, and that interrupt's EOI
-//! still clears remote IRR (`vlapic::state`, `set_intr_ready`).
+//! APIC has pending as level instead of relabelling it, and each
+//! in-service instance keeps the mode it was accepted with for its EOI, so
+//! that interrupt's EOI still clears remote IRR and an edge instance's EOI
+//! clears nothing (`vlapic::state`, `set_intr_ready`, `isr_level`).
 //!
 //! Delivery (under the table mutex for level sends and EOI re-sends, under
 //! no vioapic lock for edge sends) takes, one at a time, vCPU mutexes (to

@@ -59,6 +59,12 @@ pub struct LapicState {
     pub(super) isr: VecBitmap,
     pub(super) tmr: VecBitmap,
     pub(super) irr: VecBitmap,
+    /// The trigger mode each in-service vector was accepted with (its TMR
+    /// bit when it moved from IRR to ISR): its EOI goes to the IOAPIC only
+    /// if level. Apart from TMR because a vector can be in service as
+    /// level while an edge instance of it is pending (TMR then reads edge,
+    /// as on hardware).
+    pub(super) isr_level: VecBitmap,
     pub(super) esr: u32,
     /// Errors latched into ESR by the next ESR write.
     pub(super) esr_pending: u32,
@@ -92,6 +98,7 @@ impl LapicState {
             dfr: 0,
             svr: 0,
             isr: VecBitmap::new(),
+            isr_level: VecBitmap::new(),
             tmr: VecBitmap::new(),
             irr: VecBitmap::new(),
             esr: 0,
@@ -121,6 +128,7 @@ impl LapicState {
         self.tpr = 0;
         self.ppr = 0;
         self.isr = VecBitmap::new();
+        self.isr_level = VecBitmap::new();
         self.tmr = VecBitmap::new();
         self.irr = VecBitmap::new();
         self.esr = 0;
@@ -222,14 +230,15 @@ impl LapicState {
     /// pending notified the vCPU after doing so, and the vCPU looks at IRR
     /// at its next entry or before it sleeps).
     ///
-    /// An edge message for a vector held as level (pending or in service
-    /// with its TMR bit set) joins it and leaves TMR alone. Hardware would
-    /// relabel the vector, but there only a guest sharing one vector
-    /// between edge and level sources sends such a message. Here an edge
-    /// send also takes no vioapic lock, so it can read its pin's entry just
-    /// before the guest rewrites the pin to level with the same vector and
-    /// land after the rewrite's level send: relabelling would swallow that
-    /// interrupt's EOI and leave the pin's remote IRR set for good.
+    /// An edge message for a vector pending as level joins it and leaves
+    /// TMR alone. Hardware would relabel the vector, but there only a guest
+    /// sharing one vector between edge and level sources sends such a
+    /// message. Here an edge send also takes no vioapic lock, so it can read
+    /// its pin's entry just before the guest rewrites the pin to level with
+    /// the same vector and land after the rewrite's level send: relabelling
+    /// would swallow that interrupt's EOI and leave the pin's remote IRR set
+    /// for good. (A level instance already in service keeps its own mode in
+    /// `isr_level`.)
     pub fn set_intr_ready(&mut self, vector: u8, level: bool) -> bool {
         if !self.sw_enabled() {
             return false;
@@ -237,8 +246,8 @@ impl LapicState {
         if vector < 16 {
             return self.set_error(ESR_RECEIVE_ILLEGAL_VECTOR, false);
         }
-        let held_as_level = self.tmr.test(vector) && (self.irr.test(vector) || self.isr.test(vector));
-        if level || !held_as_level {
+        let pending_as_level = self.tmr.test(vector) && self.irr.test(vector);
+        if level || !pending_as_level {
             self.tmr.put(vector, level);
         }
         let newly = !self.irr.test(vector);
@@ -257,11 +266,12 @@ impl LapicState {
     pub fn intr_accepted(&mut self, vector: u8) {
         self.irr.clear(vector);
         self.isr.set(vector);
+        self.isr_level.put(vector, self.tmr.test(vector));
         self.update_ppr();
     }
 
-    /// EOI: retire the highest in-service vector. Returns it if its TMR bit
-    /// says level (the vioapic must see the EOI).
+    /// EOI: retire the highest in-service vector. Returns it if it was
+    /// accepted as level (the vioapic must see the EOI).
     pub fn process_eoi(&mut self) -> Option<u8> {
         let Some(v) = self.isr.highest() else {
             self.gratuitous_eoi += 1;
@@ -269,7 +279,9 @@ impl LapicState {
         };
         self.isr.clear(v);
         self.update_ppr();
-        self.tmr.test(v).then_some(v)
+        let level = self.isr_level.test(v);
+        self.isr_level.clear(v);
+        level.then_some(v)
     }
 
     pub fn has_pending_event(&mut self) -> bool {

@@ -238,30 +238,37 @@ fn staged_tmr_waits_for_vectors_in_irr_or_isr() {
     assert!(l.staged_tmr().0.is_empty() && l.staged_tmr().1.is_empty());
 }
 
-/// An edge message for a vector held as level joins it: TMR stays set, so
-/// the EOI still reaches the IOAPIC. That message can be a pin's edge send
-/// that read its entry just before the guest rewrote the pin to level with
-/// the same vector, and landed after the rewrite's level send; relabelling
-/// the vector edge swallowed the EOI and left remote IRR set for good.
+/// An edge message for a vector pending as level joins it: TMR stays set,
+/// so the EOI still reaches the IOAPIC. That message can be a pin's edge
+/// send that read its entry just before the guest rewrote the pin to level
+/// with the same vector, and landed after the rewrite's level send;
+/// relabelling the vector edge swallowed the EOI and left remote IRR set
+/// for good. Each in-service instance keeps the mode it was accepted with:
+/// a level one's EOI is broadcast, an edge one's not, whatever TMR reads
+/// meanwhile.
 #[test]
-fn a_late_edge_message_does_not_relabel_a_level_vector() {
+fn each_interrupt_instance_keeps_its_trigger_mode_for_its_eoi() {
     let l = enabled(0);
     // Pending as level: the edge joins it, locklessly or not.
     assert!(l.set_intr_ready(0x50, true));
     assert!(!l.set_intr_ready(0x50, false));
     assert!(l.tmr().test(0x50));
     l.intr_accepted(0x50);
-    // In service as level: the edge is pending again, TMR still level.
-    assert!(l.set_intr_ready(0x50, false));
-    assert!(l.tmr().test(0x50));
-    assert_eq!(l.eoi(), Some(0x50), "the level interrupt's EOI is broadcast");
-    // Neither held: an edge acceptance records edge, as hardware does.
-    l.intr_accepted(0x50);
-    assert_eq!(l.eoi(), Some(0x50));
+    // In service as level, an edge instance pending: TMR reads edge, as on
+    // hardware, and the level instance's EOI is still broadcast.
     assert!(l.set_intr_ready(0x50, false));
     assert!(!l.tmr().test(0x50));
+    assert_eq!(l.eoi(), Some(0x50), "the level instance's EOI is broadcast");
+    // The edge instance's EOI is not.
     l.intr_accepted(0x50);
     assert_eq!(l.eoi(), None);
+    // In service as edge, a level instance pending: its EOI is broadcast.
+    assert!(l.set_intr_ready(0x50, false));
+    l.intr_accepted(0x50);
+    assert!(l.set_intr_ready(0x50, true));
+    assert_eq!(l.eoi(), None, "the edge instance");
+    l.intr_accepted(0x50);
+    assert_eq!(l.eoi(), Some(0x50), "the level instance");
 }
 
 #[test]
