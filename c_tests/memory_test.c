@@ -177,6 +177,14 @@ main(void)
 		CHECK(vm_map_gpa(ctx, 64 * MB, 4) == NULL); /* past the end */
 	}
 	CHECK_ERR(vm_setup_memory(ctx, 64 * MB, VM_MMAP_SPARSE), EINVAL);
+	/* Another size fails and leaves the recorded layout alone. */
+	{
+		char *base = vm_map_gpa(ctx, 0, 1);
+		CHECK_ERR(vm_setup_memory(ctx, (size_t)5 << 30, VM_MMAP_ALL), EINVAL);
+		CHECK(vm_get_lowmem_size(ctx) == 64 * MB && vm_get_highmem_size(ctx) == 0);
+		CHECK(vm_rev_map_gpa(ctx, base + 80 * MB) == (vm_paddr_t)-1);
+		CHECK(vm_rev_map_gpa(ctx, base + 0x1000) == 0x1000);
+	}
 
 	/*
 	 * A reset keeps guest RAM: the same host address, the same contents,

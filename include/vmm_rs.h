@@ -112,7 +112,7 @@ struct vm_readwrite_kernemu_device {
 /*
  The default number of vCPUs (maxcpus) of a vmm_rs VM, the classic
  `VM_MAXCPU` value. FreeBSD 14 keeps the limit in the `hw.vmm.maxcpu`
- tunable; here vmm_rs_set_maxcpus() or VMM_RS_MAXCPU raise it up to 256,
+ tunable; here vmm_rs_set_maxcpus() or VMM_RS_MAXCPU set it (1 to 256),
  so size per-vCPU arrays with VM_GET_TOPOLOGY's `maxcpus`
  (vm_get_topology()), not with this.
  */
@@ -278,7 +278,8 @@ struct vm_readwrite_kernemu_device {
 #define VM_REINIT 536901125
 
 /*
- `_IOWR('v', 12, struct vm_gpa_pte)` = 0xc030760c.
+ `_IOWR('v', 12, struct vm_gpa_pte)` = 0xc030760c. ENOTTY here: guest
+ memory has no nested page tables to report.
  */
 #define VM_GET_GPA_PMAP 3224401420
 
@@ -548,7 +549,8 @@ struct vm_readwrite_kernemu_device {
 #define VM_RTC_GETTIME 1074296423
 
 /*
- `_IOWR('v', 115, int)` = 0xc0047673.
+ `_IOWR('v', 115, int)` = 0xc0047673. ENOTTY here: there is no
+ snapshot to restore.
  */
 #define VM_RESTORE_TIME 3221517939
 
@@ -1658,7 +1660,7 @@ struct vm_stat_desc {
 /*
  `VM_GLA2GPA` / `VM_GLA2GPA_NOFAULT` argument (`struct vm_gla2gpa`):
  translates guest linear address `gla` for an access with `prot`
- (PROT_READ or PROT_WRITE).
+ (PROT_READ, PROT_WRITE or PROT_EXEC).
  */
 struct vm_gla2gpa {
   /*
@@ -1848,13 +1850,16 @@ int vm_isa_set_irq_trigger(struct vmctx *ctx, int atpic_irq, int trigger);
 int vm_isa_pulse_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 
 /*
- Sends fixed, edge-triggered `vector` (16-255) to the vCPU's local APIC.
+ Sends fixed, edge-triggered `vector` (16-255, else EINVAL) to the vCPU's
+ local APIC.
  */
 int vm_lapic_irq(struct vcpu *vcpu, int vector);
 
 /*
  Triggers local vector table entry `vector` (an LVT index, 0-6) of the
- vCPU's local APIC.
+ vCPU's local APIC. Returns 0, or -1 with errno EINVAL for another index
+ while the APIC is software-enabled (while it is disabled, as FreeBSD,
+ any index is accepted and nothing happens).
  */
 int vm_lapic_local_irq(struct vcpu *vcpu, int vector);
 
@@ -1863,7 +1868,8 @@ int vm_lapic_local_irq(struct vcpu *vcpu, int vector);
  destination mode bit 2, redirection hint bit 3), `msg` vector bits
  0-7, delivery mode bits 8-10. As FreeBSD's `lapic_intr_msi`, the
  destination is logical only with both bits 2 and 3 set; otherwise it
- is a physical APIC id. EINVAL for an address outside 0xFEExxxxx.
+ is a physical APIC id. EINVAL when address bits 31:20 are not 0xFEE
+ (bits 63:32 are ignored, as FreeBSD).
  */
 int vm_lapic_msi(struct vmctx *ctx, uint64_t addr, uint64_t msg);
 
@@ -2003,7 +2009,8 @@ const char *vm_get_name(struct vmctx *ctx);
 
 /*
  The vCPU with local APIC id `apicid`: the same number (a vCPU's APIC
- id is its index, as in FreeBSD).
+ id is its index, as in FreeBSD, whose function neither looks at `ctx`
+ nor checks the number; nor does this one).
  */
 int vm_apicid2vcpu(struct vmctx *_ctx, int apicid);
 
@@ -2041,7 +2048,9 @@ const unsigned long *vm_get_ioctls(size_t *len);
 /*
  Issues VM command `cmd` with argument `arg` on the VM behind `ctx`, as
  `ioctl(vmfd, cmd, arg)` does on FreeBSD 14. Returns 0, or -1 with
- errno: ENOTTY for an unknown command, EFAULT for a NULL argument,
+ errno: ENOTTY for an unknown command (checked first, also on a
+ destroyed VM; VM_GET_GPA_PMAP and VM_RESTORE_TIME are ENOTTY here),
+ EFAULT for a NULL argument,
  EINVAL for an out-of-range vCPU id, EBADF for a closed handle or a
  destroyed VM, EDEADLK for a command that needs a vCPU of this VM to
  stand still issued from one of its simulated guest's callbacks, and
@@ -2072,7 +2081,9 @@ void vm_close(struct vmctx *ctx);
 /*
  Destroys the VM behind `ctx` and closes `ctx`. Its name is free again.
  Other threads inside calls on the VM finish or fail with EBADF; other
- handles to it stay valid to close and fail with EBADF otherwise.
+ handles to it stay valid to close and fail with EBADF otherwise. As
+ libvmmapi's (which returns nothing), a NULL or stale `ctx` does nothing
+ and sets no errno.
  */
 void vm_destroy(struct vmctx *ctx);
 
@@ -2111,7 +2122,10 @@ int vmm_rs_set_maxcpus(int maxcpus);
  -1 with errno: EINVAL for another `style` (as FreeBSD's libvmmapi,
  which supports only VM_MMAP_ALL) or a size the address space cannot
  hold, EBADF, EFAULT, or VM_ALLOC_MEMSEG's and VM_MMAP_MEMSEG's errors
- (EINVAL for a size that is not a whole number of pages).
+ (EINVAL for a size that is not a whole number of pages, or another
+ size than an earlier call's). A failed call leaves the recorded sizes
+ (vm_get_lowmem_size(), vm_rev_map_gpa()) as they were; libvmmapi
+ records the new ones first.
  */
 int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
 
@@ -2154,8 +2168,10 @@ void vm_set_lowmem_limit(struct vmctx *ctx, uint32_t limit);
  plain number below 1 MiB counts megabytes, any other plain number
  bytes; a number with a unit k, m, g, t, p or e (binary, either case,
  optionally followed by "b") or "b" is expand_number()'s. Returns 0, or
- -1 with errno EINVAL (no number, a sign, an unknown unit, trailing
- text), ERANGE (more than 64 bits), EFAULT (NULL pointer).
+ -1 with errno EINVAL (no number, a minus sign, an unknown unit,
+ trailing text), ERANGE (more than 64 bits), EFAULT (NULL pointer). As
+ the C library's strtoul, leading blanks, a plus sign and 0x (hex) or 0
+ (octal) prefixes are accepted.
  */
 int vm_parse_memsize(const char *opt, size_t *memsize);
 
@@ -2225,7 +2241,8 @@ int vm_get_guestmem_from_ctx(struct vmctx *ctx,
 int vm_alloc_memseg(struct vmctx *ctx, int segid, size_t len, const char *name);
 
 /*
- Reads segment `segid`'s length (0 if unallocated) and, when `name` is
+ Reads segment `segid`'s length (0 if unallocated; EINVAL for a segment
+ id outside 0-3) and, when `name` is
  not NULL, its name: ENAMETOOLONG if `namesiz` is too small, with the
  name truncated into the buffer (as libvmmapi's `strlcpy`).
  */
@@ -2247,7 +2264,8 @@ int vm_mmap_memseg(struct vmctx *ctx,
                    int prot);
 
 /*
- Removes the map of exactly (`gpa`, `len`).
+ Removes the map of exactly (`gpa`, `len`): EINVAL unless one matches
+ (as FreeBSD, (0, 0) matches a free map slot and succeeds).
  */
 int vm_munmap_memseg(struct vmctx *ctx, vm_paddr_t gpa, size_t len);
 
@@ -2384,9 +2402,10 @@ const char *vm_get_stat_desc(struct vmctx *ctx, int index);
  FreeBSD). Returns 0, or -1 with errno: EFAULT (NULL `vmrun` or exit
  pointer, or a NULL cpuset of non-zero size for an IPI exit, which is
  written all the same), EINVAL (the vCPU is not active or has
- acknowledged a suspend; or, as FreeBSD, the guest accessed its local
- APIC page with other than 4 bytes at a 16-byte boundary: the access is
- dropped and the next call runs on), EIO (as FreeBSD, the guest made a
+ acknowledged a suspend; or, as FreeBSD's `lapic_mmio_*`, the guest
+ wrote its local APIC page with other than 4 bytes at a 16-byte
+ boundary, or read it away from one (the low two address bits ignored):
+ the access is dropped and the next call runs on), EIO (as FreeBSD, the guest made a
  port access an emulated device refuses, such as a 2-byte read of port
  0x71; the next call runs on), EBADF (bad handle, destroyed VM),
  EDEADLK (called from a simulated guest's callback).
@@ -2399,17 +2418,21 @@ const char *vm_get_stat_desc(struct vmctx *ctx, int index);
 int vm_run(struct vcpu *vcpu, struct vm_run *vmrun);
 
 /*
- Sets register `reg` (enum vm_reg_name) of a vCPU.
+ Sets register `reg` (enum vm_reg_name) of a vCPU. EINVAL for a number
+ outside the enum (no VMCS or VMCB field is reachable).
  */
 int vm_set_register(struct vcpu *vcpu, int reg, uint64_t val);
 
 /*
- Reads register `reg` of a vCPU into `*retval`.
+ Reads register `reg` of a vCPU into `*retval`. EINVAL as
+ vm_set_register().
  */
 int vm_get_register(struct vcpu *vcpu, int reg, uint64_t *retval);
 
 /*
- Sets `count` registers: `regnums[i]` to `regvals[i]`.
+ Sets `count` registers: `regnums[i]` to `regvals[i]`, up to the first
+ bad number (EINVAL, as a count above VM_REG_LAST); EFAULT for a NULL
+ array.
  */
 int vm_set_register_set(struct vcpu *vcpu,
                         unsigned int count,
@@ -2417,7 +2440,9 @@ int vm_set_register_set(struct vcpu *vcpu,
                         uint64_t *regvals);
 
 /*
- Reads `count` registers: `regvals[i]` = register `regnums[i]`.
+ Reads `count` registers: `regvals[i]` = register `regnums[i]`, written
+ only if every number is good (else EINVAL, as a count above
+ VM_REG_LAST); EFAULT for a NULL array.
  */
 int vm_get_register_set(struct vcpu *vcpu,
                         unsigned int count,
@@ -2425,17 +2450,20 @@ int vm_get_register_set(struct vcpu *vcpu,
                         uint64_t *regvals);
 
 /*
- Sets the descriptor (base, limit, access) of segment register `reg`.
+ Sets the descriptor (base, limit, access) of segment register `reg`
+ (a segment, LDTR, TR, GDTR or IDTR; EINVAL for another register).
  */
 int vm_set_desc(struct vcpu *vcpu, int reg, uint64_t base, uint32_t limit, uint32_t access);
 
 /*
- Reads the descriptor of segment register `reg`.
+ Reads the descriptor of segment register `reg` (EINVAL as
+ vm_set_desc()).
  */
 int vm_get_desc(struct vcpu *vcpu, int reg, uint64_t *base, uint32_t *limit, uint32_t *access);
 
 /*
- Reads the descriptor of segment register `reg` into `*seg_desc`.
+ Reads the descriptor of segment register `reg` into `*seg_desc`
+ (EINVAL as vm_set_desc()).
  */
 int vm_get_seg_desc(struct vcpu *vcpu, int reg, struct seg_desc *seg_desc);
 
@@ -2444,12 +2472,14 @@ int vm_get_seg_desc(struct vcpu *vcpu, int reg, struct seg_desc *seg_desc);
  has VM_CAP_HALT_EXIT on (HLT exits and sleeps in the library),
  VM_CAP_RDPID and VM_CAP_RDTSCP on (always, as on FreeBSD's VMX
  backend on a host with the instructions) and every other capability
- off.
+ off. EINVAL for a capability outside 0-10.
  */
 int vm_get_capability(struct vcpu *vcpu, int cap, int *retval);
 
 /*
- Sets capability `cap` to `val`.
+ Sets capability `cap` to `val`. EINVAL for a capability outside 0-10,
+ ENOENT for VM_CAP_RDPID and VM_CAP_RDTSCP (fixed on, as FreeBSD's VMX
+ backend).
  */
 int vm_set_capability(struct vcpu *vcpu, int cap, int val);
 
@@ -2460,6 +2490,7 @@ int vm_get_intinfo(struct vcpu *vcpu, uint64_t *info1, uint64_t *info2);
 
 /*
  Sets the exit intinfo (the event being delivered when the guest exited).
+ EINVAL for a VALID word with reserved bits set.
  */
 int vm_set_intinfo(struct vcpu *vcpu, uint64_t info1);
 
@@ -2582,11 +2613,12 @@ int vm_debug_cpus(struct vmctx *ctx, cpuset_t *cpus);
 
 /*
  Puts one vCPU in the debug set: its VM_RUN returns VM_EXITCODE_DEBUG.
+ EINVAL if the vCPU is not active.
  */
 int vm_suspend_cpu(struct vcpu *vcpu);
 
 /*
- Takes one vCPU out of the debug set.
+ Takes one vCPU out of the debug set. EINVAL if it is not in it.
  */
 int vm_resume_cpu(struct vcpu *vcpu);
 
@@ -2624,7 +2656,8 @@ int vm_suspend(struct vmctx *ctx, int how);
 int vm_reinit(struct vmctx *ctx);
 
 /*
- Sets the CPU topology; `maxcpus` is ignored, as on FreeBSD.
+ Sets the CPU topology; `maxcpus` is ignored, as on FreeBSD. EINVAL when
+ sockets x cores x threads exceeds the VM's vCPU count.
  */
 int vm_set_topology(struct vmctx *ctx,
                     uint16_t sockets,
@@ -2653,12 +2686,17 @@ int vm_get_topology(struct vmctx *ctx,
 extern "C" {
 #endif
 /*
- Reads or writes an in-library device register (IOAPIC at 0xFEC00000,
- the vCPU's local APIC at 0xFEE00000) by guest-physical address, exactly
- as a guest access from this vCPU would. `size` is 1, 2, 4 or 8. Returns
- 0, or -1 with errno (EINVAL for another address or size, EFAULT for a
- NULL value). Declared here by hand: cbindgen excludes the name because
- of the same-named bit-field struct.
+ Reads or writes an in-library device register by guest-physical
+ address, exactly as a guest access from this vCPU would: the IOAPIC
+ window at 0xFEC00000 (4-byte accesses; others read 0 and write nothing,
+ as FreeBSD), the HPET at 0xFED00000 (aligned 4- and 8-byte accesses;
+ others likewise) and the vCPU's local APIC at 0xFEE00000 (a write must
+ be 4 bytes at a 16-byte boundary, a read at one once the low two address
+ bits are dropped, as FreeBSD's lapic_mmio_*). `size` is 1, 2, 4 or 8.
+ Returns 0, or -1 with errno (EINVAL for another address or size or a
+ refused local APIC access, EFAULT for a NULL value). Declared here by
+ hand: cbindgen excludes the name because of the same-named bit-field
+ struct.
  */
 int vm_readwrite_kernemu_device(struct vcpu *vcpu, uint64_t gpa, bool write, int size, uint64_t *value);
 

@@ -684,31 +684,26 @@ impl GuestMemory {
             return Err(Error::Inval);
         }
         let limit = self.lowmem_limit as usize;
-        let objsize = if memsize > limit {
+        let (lowmem, highmem, objsize) = if memsize > limit {
             // A size whose high part cannot sit above 4 GiB is refused
-            // before anything is recorded (libvmmapi's sum wraps).
+            // (libvmmapi's sum wraps).
             let objsize = (VM_HIGHMEM_BASE as usize).checked_add(memsize - limit).ok_or(Error::Inval)?;
-            self.lowmem = limit;
-            self.highmem = memsize - limit;
-            objsize
+            (limit, memsize - limit, objsize)
         } else {
-            self.lowmem = memsize;
-            self.highmem = 0;
-            memsize
+            (memsize, 0, memsize)
         };
         self.vmmapi_alloc_memseg(VM_SYSMEM, objsize, None)?;
-        if self.highmem > 0 {
-            self.vmmapi_mmap_memseg(
-                VM_HIGHMEM_BASE,
-                VM_SYSMEM,
-                VM_HIGHMEM_BASE,
-                self.highmem,
-                PROT_ALL,
-            )?;
+        if highmem > 0 {
+            self.vmmapi_mmap_memseg(VM_HIGHMEM_BASE, VM_SYSMEM, VM_HIGHMEM_BASE, highmem, PROT_ALL)?;
         }
-        if self.lowmem > 0 {
-            self.vmmapi_mmap_memseg(0, VM_SYSMEM, 0, self.lowmem, PROT_ALL)?;
+        if lowmem > 0 {
+            self.vmmapi_mmap_memseg(0, VM_SYSMEM, 0, lowmem, PROT_ALL)?;
         }
+        // Recorded only now (libvmmapi records them first): after a failed
+        // call, vm_map_gpa, vm_rev_map_gpa and the size getters still
+        // describe the memory that is there.
+        self.lowmem = lowmem;
+        self.highmem = highmem;
         self.exclude_from_core_unless_incore(VM_SYSMEM);
         self.setup_done = true;
         Ok(())
@@ -2155,9 +2150,13 @@ mod tests {
         m.setup_memory(16 * MIB, VM_MMAP_ALL).unwrap();
         let p = m.map_gpa(0x1000, 4).unwrap();
         assert_eq!(m.setup_memory(32 * MIB, VM_MMAP_ALL), Err(Error::Inval));
-        assert_eq!(m.lowmem_size(), 32 * MIB);
+        // The layout stays what is there (libvmmapi records the new sizes
+        // first): the size getters and vm_rev_map_gpa agree with map_gpa.
+        assert_eq!((m.lowmem_size(), m.highmem_size()), (16 * MIB, 0));
         assert_eq!(m.map_gpa(0x1000, 4), Some(p));
         assert!(m.map_gpa(16 * MIB as u64, 4).is_none(), "beyond the segment");
+        let base = p.as_ptr() as usize - 0x1000;
+        assert_eq!(m.rev_map_gpa(base + 20 * MIB), None);
         m.setup_memory(16 * MIB, VM_MMAP_ALL).unwrap();
         assert_eq!(m.map_gpa(0x1000, 4), Some(p));
     }
@@ -2300,8 +2299,8 @@ mod tests {
         assert_eq!(m.get_memseg(0).unwrap().len, 0);
         assert!(m.memmaps().is_empty());
         assert!(m.map_gpa(0, 1).is_none());
-        // As in libvmmapi the sizes are recorded even though it failed.
-        assert_eq!(m.lowmem_size(), 3 * GIB);
+        // Nothing is recorded by a failed call (libvmmapi records sizes).
+        assert_eq!((m.lowmem_size(), m.highmem_size()), (0, 0));
     }
 
     #[test]

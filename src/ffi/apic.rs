@@ -179,7 +179,8 @@ pub extern "C" fn vm_isa_pulse_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_irq
     ffi_boundary!({ ctx_ioctl(ctx, VM_ISA_PULSE_IRQ, &mut vm_isa_irq { atpic_irq, ioapic_irq }) })
 }
 
-/// Sends fixed, edge-triggered `vector` (16-255) to the vCPU's local APIC.
+/// Sends fixed, edge-triggered `vector` (16-255, else EINVAL) to the vCPU's
+/// local APIC.
 #[no_mangle]
 pub extern "C" fn vm_lapic_irq(vcpu: *mut vcpu, vector: c_int) -> c_int {
     ffi_boundary!({
@@ -189,7 +190,9 @@ pub extern "C" fn vm_lapic_irq(vcpu: *mut vcpu, vector: c_int) -> c_int {
 }
 
 /// Triggers local vector table entry `vector` (an LVT index, 0-6) of the
-/// vCPU's local APIC.
+/// vCPU's local APIC. Returns 0, or -1 with errno EINVAL for another index
+/// while the APIC is software-enabled (while it is disabled, as FreeBSD,
+/// any index is accepted and nothing happens).
 #[no_mangle]
 pub extern "C" fn vm_lapic_local_irq(vcpu: *mut vcpu, vector: c_int) -> c_int {
     ffi_boundary!({
@@ -202,7 +205,8 @@ pub extern "C" fn vm_lapic_local_irq(vcpu: *mut vcpu, vector: c_int) -> c_int {
 /// destination mode bit 2, redirection hint bit 3), `msg` vector bits
 /// 0-7, delivery mode bits 8-10. As FreeBSD's `lapic_intr_msi`, the
 /// destination is logical only with both bits 2 and 3 set; otherwise it
-/// is a physical APIC id. EINVAL for an address outside 0xFEExxxxx.
+/// is a physical APIC id. EINVAL when address bits 31:20 are not 0xFEE
+/// (bits 63:32 are ignored, as FreeBSD).
 #[no_mangle]
 pub extern "C" fn vm_lapic_msi(ctx: *mut vmctx, addr: u64, msg: u64) -> c_int {
     ffi_boundary!({ ctx_ioctl(ctx, VM_LAPIC_MSI, &mut vm_lapic_msi { msg, addr }) })

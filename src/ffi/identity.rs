@@ -21,7 +21,8 @@ pub extern "C" fn vm_get_name(ctx: *mut vmctx) -> *const c_char {
 }
 
 /// The vCPU with local APIC id `apicid`: the same number (a vCPU's APIC
-/// id is its index, as in FreeBSD).
+/// id is its index, as in FreeBSD, whose function neither looks at `ctx`
+/// nor checks the number; nor does this one).
 #[no_mangle]
 pub extern "C" fn vm_apicid2vcpu(_ctx: *mut vmctx, apicid: c_int) -> c_int {
     ffi_boundary!({ apicid })

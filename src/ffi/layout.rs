@@ -18,7 +18,10 @@ use crate::error::Error;
 /// -1 with errno: EINVAL for another `style` (as FreeBSD's libvmmapi,
 /// which supports only VM_MMAP_ALL) or a size the address space cannot
 /// hold, EBADF, EFAULT, or VM_ALLOC_MEMSEG's and VM_MMAP_MEMSEG's errors
-/// (EINVAL for a size that is not a whole number of pages).
+/// (EINVAL for a size that is not a whole number of pages, or another
+/// size than an earlier call's). A failed call leaves the recorded sizes
+/// (vm_get_lowmem_size(), vm_rev_map_gpa()) as they were; libvmmapi
+/// records the new ones first.
 #[no_mangle]
 pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> c_int {
     ffi_boundary!({ to_rc(with_mem_exclusive(ctx, |m| m.setup_memory(len, style))) })
@@ -76,8 +79,10 @@ pub extern "C" fn vm_set_lowmem_limit(ctx: *mut vmctx, limit: u32) {
 /// plain number below 1 MiB counts megabytes, any other plain number
 /// bytes; a number with a unit k, m, g, t, p or e (binary, either case,
 /// optionally followed by "b") or "b" is expand_number()'s. Returns 0, or
-/// -1 with errno EINVAL (no number, a sign, an unknown unit, trailing
-/// text), ERANGE (more than 64 bits), EFAULT (NULL pointer).
+/// -1 with errno EINVAL (no number, a minus sign, an unknown unit,
+/// trailing text), ERANGE (more than 64 bits), EFAULT (NULL pointer). As
+/// the C library's strtoul, leading blanks, a plus sign and 0x (hex) or 0
+/// (octal) prefixes are accepted.
 #[no_mangle]
 pub unsafe extern "C" fn vm_parse_memsize(opt: *const c_char, memsize: *mut usize) -> c_int {
     ffi_boundary!({

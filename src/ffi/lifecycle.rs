@@ -55,7 +55,9 @@ pub extern "C" fn vm_close(ctx: *mut vmctx) {
 
 /// Destroys the VM behind `ctx` and closes `ctx`. Its name is free again.
 /// Other threads inside calls on the VM finish or fail with EBADF; other
-/// handles to it stay valid to close and fail with EBADF otherwise.
+/// handles to it stay valid to close and fail with EBADF otherwise. As
+/// libvmmapi's (which returns nothing), a NULL or stale `ctx` does nothing
+/// and sets no errno.
 #[no_mangle]
 pub extern "C" fn vm_destroy(ctx: *mut vmctx) {
     ffi_boundary!((), {

@@ -135,7 +135,8 @@ pub unsafe extern "C" fn vm_alloc_memseg(ctx: *mut vmctx, segid: c_int, len: usi
     })
 }
 
-/// Reads segment `segid`'s length (0 if unallocated) and, when `name` is
+/// Reads segment `segid`'s length (0 if unallocated; EINVAL for a segment
+/// id outside 0-3) and, when `name` is
 /// not NULL, its name: ENAMETOOLONG if `namesiz` is too small, with the
 /// name truncated into the buffer (as libvmmapi's `strlcpy`).
 #[no_mangle]
@@ -203,7 +204,8 @@ fn segment_offset(segoff: vm_ooffset_t) -> Result<u64> {
     u64::try_from(segoff).map_err(|_| Error::Inval)
 }
 
-/// Removes the map of exactly (`gpa`, `len`).
+/// Removes the map of exactly (`gpa`, `len`): EINVAL unless one matches
+/// (as FreeBSD, (0, 0) matches a free map slot and succeeds).
 #[no_mangle]
 pub extern "C" fn vm_munmap_memseg(ctx: *mut vmctx, gpa: vm_paddr_t, len: usize) -> c_int {
     ffi_boundary!({

@@ -36,9 +36,10 @@ macro_rules! out {
 /// FreeBSD). Returns 0, or -1 with errno: EFAULT (NULL `vmrun` or exit
 /// pointer, or a NULL cpuset of non-zero size for an IPI exit, which is
 /// written all the same), EINVAL (the vCPU is not active or has
-/// acknowledged a suspend; or, as FreeBSD, the guest accessed its local
-/// APIC page with other than 4 bytes at a 16-byte boundary: the access is
-/// dropped and the next call runs on), EIO (as FreeBSD, the guest made a
+/// acknowledged a suspend; or, as FreeBSD's `lapic_mmio_*`, the guest
+/// wrote its local APIC page with other than 4 bytes at a 16-byte
+/// boundary, or read it away from one (the low two address bits ignored):
+/// the access is dropped and the next call runs on), EIO (as FreeBSD, the guest made a
 /// port access an emulated device refuses, such as a 2-byte read of port
 /// 0x71; the next call runs on), EBADF (bad handle, destroyed VM),
 /// EDEADLK (called from a simulated guest's callback).
@@ -59,7 +60,8 @@ pub unsafe extern "C" fn vm_run(vcpu: *mut vcpu, vmrun: *mut vm_run) -> c_int {
     })
 }
 
-/// Sets register `reg` (enum vm_reg_name) of a vCPU.
+/// Sets register `reg` (enum vm_reg_name) of a vCPU. EINVAL for a number
+/// outside the enum (no VMCS or VMCB field is reachable).
 #[no_mangle]
 pub extern "C" fn vm_set_register(vcpu: *mut vcpu, reg: c_int, val: u64) -> c_int {
     ffi_boundary!({
@@ -68,7 +70,8 @@ pub extern "C" fn vm_set_register(vcpu: *mut vcpu, reg: c_int, val: u64) -> c_in
     })
 }
 
-/// Reads register `reg` of a vCPU into `*retval`.
+/// Reads register `reg` of a vCPU into `*retval`. EINVAL as
+/// vm_set_register().
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_register(vcpu: *mut vcpu, reg: c_int, retval: *mut u64) -> c_int {
     ffi_boundary!({
@@ -84,7 +87,9 @@ pub unsafe extern "C" fn vm_get_register(vcpu: *mut vcpu, reg: c_int, retval: *m
     })
 }
 
-/// Sets `count` registers: `regnums[i]` to `regvals[i]`.
+/// Sets `count` registers: `regnums[i]` to `regvals[i]`, up to the first
+/// bad number (EINVAL, as a count above VM_REG_LAST); EFAULT for a NULL
+/// array.
 #[no_mangle]
 pub unsafe extern "C" fn vm_set_register_set(
     vcpu: *mut vcpu,
@@ -98,7 +103,9 @@ pub unsafe extern "C" fn vm_set_register_set(
     })
 }
 
-/// Reads `count` registers: `regvals[i]` = register `regnums[i]`.
+/// Reads `count` registers: `regvals[i]` = register `regnums[i]`, written
+/// only if every number is good (else EINVAL, as a count above
+/// VM_REG_LAST); EFAULT for a NULL array.
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_register_set(
     vcpu: *mut vcpu,
@@ -112,7 +119,8 @@ pub unsafe extern "C" fn vm_get_register_set(
     })
 }
 
-/// Sets the descriptor (base, limit, access) of segment register `reg`.
+/// Sets the descriptor (base, limit, access) of segment register `reg`
+/// (a segment, LDTR, TR, GDTR or IDTR; EINVAL for another register).
 #[no_mangle]
 pub extern "C" fn vm_set_desc(vcpu: *mut vcpu, reg: c_int, base: u64, limit: u32, access: u32) -> c_int {
     ffi_boundary!({
@@ -121,7 +129,8 @@ pub extern "C" fn vm_set_desc(vcpu: *mut vcpu, reg: c_int, base: u64, limit: u32
     })
 }
 
-/// Reads the descriptor of segment register `reg`.
+/// Reads the descriptor of segment register `reg` (EINVAL as
+/// vm_set_desc()).
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_desc(
     vcpu: *mut vcpu,
@@ -145,7 +154,8 @@ pub unsafe extern "C" fn vm_get_desc(
     })
 }
 
-/// Reads the descriptor of segment register `reg` into `*seg_desc`.
+/// Reads the descriptor of segment register `reg` into `*seg_desc`
+/// (EINVAL as vm_set_desc()).
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_seg_desc(vcpu: *mut vcpu, reg: c_int, seg_desc: *mut seg_desc) -> c_int {
     ffi_boundary!({
@@ -165,7 +175,7 @@ pub unsafe extern "C" fn vm_get_seg_desc(vcpu: *mut vcpu, reg: c_int, seg_desc: 
 /// has VM_CAP_HALT_EXIT on (HLT exits and sleeps in the library),
 /// VM_CAP_RDPID and VM_CAP_RDTSCP on (always, as on FreeBSD's VMX
 /// backend on a host with the instructions) and every other capability
-/// off.
+/// off. EINVAL for a capability outside 0-10.
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_capability(vcpu: *mut vcpu, cap: c_int, retval: *mut c_int) -> c_int {
     ffi_boundary!({
@@ -181,7 +191,9 @@ pub unsafe extern "C" fn vm_get_capability(vcpu: *mut vcpu, cap: c_int, retval: 
     })
 }
 
-/// Sets capability `cap` to `val`.
+/// Sets capability `cap` to `val`. EINVAL for a capability outside 0-10,
+/// ENOENT for VM_CAP_RDPID and VM_CAP_RDTSCP (fixed on, as FreeBSD's VMX
+/// backend).
 #[no_mangle]
 pub extern "C" fn vm_set_capability(vcpu: *mut vcpu, cap: c_int, val: c_int) -> c_int {
     ffi_boundary!({
@@ -208,6 +220,7 @@ pub unsafe extern "C" fn vm_get_intinfo(vcpu: *mut vcpu, info1: *mut u64, info2:
 }
 
 /// Sets the exit intinfo (the event being delivered when the guest exited).
+/// EINVAL for a VALID word with reserved bits set.
 #[no_mangle]
 pub extern "C" fn vm_set_intinfo(vcpu: *mut vcpu, info1: u64) -> c_int {
     ffi_boundary!({
@@ -429,6 +442,7 @@ pub extern "C" fn vm_debug_cpus(ctx: *mut vmctx, cpus: *mut cpuset_t) -> c_int {
 }
 
 /// Puts one vCPU in the debug set: its VM_RUN returns VM_EXITCODE_DEBUG.
+/// EINVAL if the vCPU is not active.
 #[no_mangle]
 pub extern "C" fn vm_suspend_cpu(vcpu: *mut vcpu) -> c_int {
     ffi_boundary!({
@@ -437,7 +451,7 @@ pub extern "C" fn vm_suspend_cpu(vcpu: *mut vcpu) -> c_int {
     })
 }
 
-/// Takes one vCPU out of the debug set.
+/// Takes one vCPU out of the debug set. EINVAL if it is not in it.
 #[no_mangle]
 pub extern "C" fn vm_resume_cpu(vcpu: *mut vcpu) -> c_int {
     ffi_boundary!({
@@ -498,7 +512,8 @@ pub extern "C" fn vm_reinit(ctx: *mut vmctx) -> c_int {
     })
 }
 
-/// Sets the CPU topology; `maxcpus` is ignored, as on FreeBSD.
+/// Sets the CPU topology; `maxcpus` is ignored, as on FreeBSD. EINVAL when
+/// sockets x cores x threads exceeds the VM's vCPU count.
 #[no_mangle]
 pub extern "C" fn vm_set_topology(ctx: *mut vmctx, sockets: u16, cores: u16, threads: u16, maxcpus: u16) -> c_int {
     ffi_boundary!({

@@ -359,7 +359,7 @@ impl Default for vm_stat_desc {
 
 /// `VM_GLA2GPA` / `VM_GLA2GPA_NOFAULT` argument (`struct vm_gla2gpa`):
 /// translates guest linear address `gla` for an access with `prot`
-/// (PROT_READ or PROT_WRITE).
+/// (PROT_READ, PROT_WRITE or PROT_EXEC).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct vm_gla2gpa {

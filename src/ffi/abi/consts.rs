@@ -15,7 +15,7 @@ pub const VM_MAX_NAMELEN: usize = 229;
 
 /// The default number of vCPUs (maxcpus) of a vmm_rs VM, the classic
 /// `VM_MAXCPU` value. FreeBSD 14 keeps the limit in the `hw.vmm.maxcpu`
-/// tunable; here vmm_rs_set_maxcpus() or VMM_RS_MAXCPU raise it up to 256,
+/// tunable; here vmm_rs_set_maxcpus() or VMM_RS_MAXCPU set it (1 to 256),
 /// so size per-vCPU arrays with VM_GET_TOPOLOGY's `maxcpus`
 /// (vm_get_topology()), not with this.
 pub const VM_MAXCPU: usize = 16;

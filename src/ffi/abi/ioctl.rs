@@ -28,7 +28,8 @@ pub const VM_GET_CAPABILITY: u64 = 0xc0107603;
 pub const VM_SUSPEND: u64 = 0x80047604;
 /// `_IO('v', 5)` = 0x20007605.
 pub const VM_REINIT: u64 = 0x20007605;
-/// `_IOWR('v', 12, struct vm_gpa_pte)` = 0xc030760c.
+/// `_IOWR('v', 12, struct vm_gpa_pte)` = 0xc030760c. ENOTTY here: guest
+/// memory has no nested page tables to report.
 pub const VM_GET_GPA_PMAP: u64 = 0xc030760c;
 /// `_IOWR('v', 13, struct vm_gla2gpa)` = 0xc038760d.
 pub const VM_GLA2GPA: u64 = 0xc038760d;
@@ -136,7 +137,8 @@ pub const VM_RTC_WRITE: u64 = 0x80087665;
 pub const VM_RTC_SETTIME: u64 = 0x80087666;
 /// `_IOR('v', 103, struct vm_rtc_time)` = 0x40087667.
 pub const VM_RTC_GETTIME: u64 = 0x40087667;
-/// `_IOWR('v', 115, int)` = 0xc0047673.
+/// `_IOWR('v', 115, int)` = 0xc0047673. ENOTTY here: there is no
+/// snapshot to restore.
 pub const VM_RESTORE_TIME: u64 = 0xc0047673;
 
 #[cfg(test)]
