@@ -80,7 +80,7 @@ mod tests {
     fn vm() -> Vm {
         let vm = Vm::with_idle_backend("copy", 1).unwrap();
         let all = vm.lock_all().unwrap();
-        vm.mem_write(&all).setup_memory(1 << 20, VM_MMAP_ALL).unwrap();
+        vm.mem_write(&all).unwrap().setup_memory(1 << 20, VM_MMAP_ALL).unwrap();
         drop(all);
         vm
     }

@@ -2110,7 +2110,7 @@ mod tests {
         let vm = crate::vm::Vm::with_idle_backend("t", 1).unwrap();
         {
             let all = vm.lock_all().unwrap();
-            vm.mem_write(&all).setup_memory(BIG + 4 * P, VM_MMAP_ALL).unwrap();
+            vm.mem_write(&all).unwrap().setup_memory(BIG + 4 * P, VM_MMAP_ALL).unwrap();
         }
         vm.mem().write_gpa((BIG / 4) as u64, b"k").unwrap();
         let probe = vm.mem().map_gpa((BIG / 4) as u64, 1).unwrap().as_ptr() as usize;
@@ -2130,8 +2130,8 @@ mod tests {
     fn reinit_keeps_the_libvmmapi_layout() {
         let vm = crate::vm::Vm::with_idle_backend("t", 1).unwrap();
         let all = vm.lock_all().unwrap();
-        vm.mem_write(&all).setup_memory(16 * MIB, VM_MMAP_ALL).unwrap();
-        vm.mem_write(&all).write_gpa(0x100, b"boot").unwrap();
+        vm.mem_write(&all).unwrap().setup_memory(16 * MIB, VM_MMAP_ALL).unwrap();
+        vm.mem_write(&all).unwrap().write_gpa(0x100, b"boot").unwrap();
         let p = vm.mem().map_gpa(0x100, 4).unwrap();
         vm.reinit(&all).unwrap();
         assert_eq!(vm.mem().map_gpa(0x100, 4), Some(p));

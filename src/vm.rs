@@ -611,9 +611,14 @@ impl Vm {
         self.mem.read()
     }
 
-    /// Guest memory, exclusive: only with every vCPU frozen.
-    pub fn mem_write<'a>(&'a self, _all: &LockAll<'a>) -> RwLockWriteGuard<'a, GuestMemory> {
-        self.mem.write()
+    /// Guest memory, exclusive: only with every vCPU frozen. `Destroyed`
+    /// once the VM is, checked under the lock: `destroy` gives the memory
+    /// back under it, so no segment is made after that (it would be
+    /// unmapped with the last handle under a pointer the caller got).
+    pub fn mem_write<'a>(&'a self, _all: &LockAll<'a>) -> Result<RwLockWriteGuard<'a, GuestMemory>> {
+        let mem = self.mem.write();
+        self.check_alive()?;
+        Ok(mem)
     }
 
     // --- rendezvous ----------------------------------------------------
@@ -683,7 +688,7 @@ impl Vm {
             v.stats.reset();
         }
         self.backend.reinit();
-        self.mem_write(all).reinit();
+        self.mem_write(all)?.reinit();
         // No callout delivery in flight while the devices are reset.
         let _gate = self.callout_gate.write();
         // The timer devices first: nothing of theirs may reach the
@@ -787,6 +792,18 @@ mod tests {
         }
         assert!(vm.active_cpus().is_empty());
         assert_eq!(vm.suspended_how(), None);
+    }
+
+    /// A memory change whose lock-all was taken before the VM was destroyed
+    /// finds it destroyed under the memory lock: no segment is made after
+    /// `destroy` gave the memory back (it would be unmapped under the
+    /// caller's pointer once the last handle closed).
+    #[test]
+    fn memory_changes_after_destroy_fail_even_under_an_earlier_lock_all() {
+        let vm = Vm::with_idle_backend("t", 1).unwrap();
+        let all = vm.lock_all().unwrap();
+        vm.destroy();
+        assert!(matches!(vm.mem_write(&all), Err(Error::Destroyed)));
     }
 
     /// A rendezvous aimed at a vCPU frozen by lock-all is run on its behalf

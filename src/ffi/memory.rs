@@ -31,16 +31,16 @@ pub(crate) unsafe fn locked_cmd(vm: &Vm, all: &LockAll<'_>, cmd: u64, arg: *mut 
             VM_ALLOC_MEMSEG => {
                 let a: vm_memseg = copy_in(arg);
                 let name = memseg_name(&a.name)?;
-                vm.mem_write(all).alloc_memseg(a.segid, a.len, name.as_deref())
+                vm.mem_write(all)?.alloc_memseg(a.segid, a.len, name.as_deref())
             }
             VM_MMAP_MEMSEG => {
                 let a: vm_memmap = copy_in(arg);
                 let segoff = segment_offset(a.segoff)?;
-                vm.mem_write(all).mmap_memseg(a.gpa, a.segid, segoff, a.len, a.prot as u32, a.flags as u32)
+                vm.mem_write(all)?.mmap_memseg(a.gpa, a.segid, segoff, a.len, a.prot as u32, a.flags as u32)
             }
             VM_MUNMAP_MEMSEG => {
                 let a: vm_munmap = copy_in(arg);
-                vm.mem_write(all).munmap_memseg(a.gpa, a.len)
+                vm.mem_write(all)?.munmap_memseg(a.gpa, a.len)
             }
             _ => Err(Error::Inval),
         }
@@ -94,7 +94,7 @@ pub(super) fn with_mem_exclusive<R>(ctx: *mut vmctx, f: impl FnOnce(&mut crate::
     let vm = handle::ctx_vm(ctx)?;
     super::reentry::refuse_from_callback(&vm)?;
     let all = vm.lock_all()?;
-    let mut mem = vm.mem_write(&all);
+    let mut mem = vm.mem_write(&all)?;
     f(&mut mem)
 }
 

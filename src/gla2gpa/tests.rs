@@ -175,7 +175,7 @@ fn a_fault_is_queued_with_cr2_unless_an_exception_is_pending() {
     let vm = crate::vm::Vm::with_idle_backend("t", 1).unwrap();
     {
         let all = vm.lock_all().unwrap();
-        vm.mem_write(&all).setup_memory((16 * MIB) as usize, crate::mem::VM_MMAP_ALL).unwrap();
+        vm.mem_write(&all).unwrap().setup_memory((16 * MIB) as usize, crate::mem::VM_MMAP_ALL).unwrap();
     }
     let l = vm.lock_one(0).unwrap();
     l.vcpu().regs.lock().set(reg::CR0 as i32, 0x8000_0001).unwrap();

@@ -124,7 +124,7 @@ fn scramble_memory(vm: &Vm, rng: &mut Rng) {
 /// The two RAM maps and the ROM.
 fn memory(vm: &Vm) {
     let all = vm.lock_all().unwrap();
-    let mut m = vm.mem_write(&all);
+    let mut m = vm.mem_write(&all).unwrap();
     m.alloc_memseg(0, RAM as usize, None).unwrap();
     m.mmap_memseg(0, 0, 0, RAM as usize, PROT_READ | PROT_WRITE, 0).unwrap();
     m.alloc_memseg(1, RAM2 as usize, None).unwrap();
@@ -138,7 +138,7 @@ fn memory(vm: &Vm) {
 /// The ROM's map (VM_REINIT removes device-memory maps, as FreeBSD's).
 fn map_rom(vm: &Vm) {
     let all = vm.lock_all().unwrap();
-    vm.mem_write(&all).mmap_memseg(ROM, 2, 0, 0x2000, PROT_READ | PROT_EXEC, 0).unwrap();
+    vm.mem_write(&all).unwrap().mmap_memseg(ROM, 2, 0, 0x2000, PROT_READ | PROT_EXEC, 0).unwrap();
 }
 
 #[test]

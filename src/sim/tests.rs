@@ -12,7 +12,7 @@ fn vm_with_ram(name: &str, vcpus: usize, len: usize) -> Vm {
     let vm = Vm::with_sim_backend(name, vcpus).unwrap();
     {
         let all = vm.lock_all().unwrap();
-        let mut m = vm.mem_write(&all);
+        let mut m = vm.mem_write(&all).unwrap();
         m.alloc_memseg(0, len, None).unwrap();
         m.mmap_memseg(0, 0, 0, len, PROT_READ | PROT_WRITE, 0).unwrap();
     }
@@ -662,7 +662,7 @@ fn guest_loads_and_stores_reach_ram_in_place_and_a_rom_store_faults() {
     let vm = vm_with_ram("ram", 1, 0x10_0000);
     {
         let all = vm.lock_all().unwrap();
-        let mut m = vm.mem_write(&all);
+        let mut m = vm.mem_write(&all).unwrap();
         m.alloc_memseg(1, 0x1000, Some(b"bootrom")).unwrap();
         m.mmap_memseg(0xffff_f000, 1, 0, 0x1000, PROT_READ | PROT_EXEC, 0).unwrap();
     }
@@ -775,12 +775,12 @@ fn ram_accesses_race_unmaps_remaps_and_destroy() {
         for _ in 0..10 {
             {
                 let all = vm.lock_all().unwrap();
-                vm.mem_write(&all).munmap_memseg(0, LEN).unwrap();
+                vm.mem_write(&all).unwrap().munmap_memseg(0, LEN).unwrap();
             }
             wait_for_more(&mmio_exits);
             {
                 let all = vm.lock_all().unwrap();
-                vm.mem_write(&all).mmap_memseg(0, 0, 0, LEN, PROT_READ | PROT_WRITE, 0).unwrap();
+                vm.mem_write(&all).unwrap().mmap_memseg(0, 0, 0, LEN, PROT_READ | PROT_WRITE, 0).unwrap();
             }
             wait_for_more(&ram_rounds);
         }
