@@ -114,10 +114,15 @@ impl Vioapic {
     }
 
     /// VM_IOAPIC_PULSE_IRQ: assert then deassert; the deassert is skipped
-    /// if the assert failed.
+    /// if the assert failed. A reset (VM_REINIT) between the two halves
+    /// already dropped the line this pulse raised, so a deassert that finds
+    /// the count at zero has nothing left to do: success, not ERANGE
+    /// (FreeBSD makes both halves under one lock, which a reset waits for).
     pub fn pulse_irq<B: IoapicBus + ?Sized>(&self, pin: i32, bus: &B) -> Result<()> {
         self.assert_irq(pin, bus)?;
-        self.deassert_irq(pin, bus)
+        // In range: the assert checked it.
+        let _ = self.lines[pin_index(pin)?].deassert();
+        Ok(())
     }
 
     /// EOI of a level-triggered `vector` from a local APIC: clear remote

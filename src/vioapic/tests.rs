@@ -217,6 +217,34 @@ fn edge_pin_sends_on_zero_to_one_only() {
     assert_eq!(rte_lo(&v, &b, 2) & REM_IRR, 0);
 }
 
+/// A bus whose edge delivery resets the vioapic, as a VM_REINIT landing
+/// between a pulse's two halves does.
+struct ResetOnDeliver<'a>(&'a Vioapic);
+
+impl IoapicBus for ResetOnDeliver<'_> {
+    fn deliver(&self, _: bool, _: u8, _: bool, _: u32, _: u8) {
+        self.0.reset();
+    }
+    fn tmr_targets(&self, _: u8, _: bool, _: u32) -> CpuSet {
+        CpuSet::new()
+    }
+    fn block_run(&self, _: usize) {}
+    fn unblock_run(&self, _: usize) {}
+    fn stage_tmr(&self, _: usize, _: u8, _: bool) {}
+}
+
+/// A reset between a pulse's halves already dropped the line: the pulse
+/// succeeds (it was ERANGE) and counts no refused deassert.
+#[test]
+fn a_pulse_overtaken_by_a_reset_succeeds() {
+    let (v, b) = (Vioapic::new(), RecBus::new(1));
+    lo(&v, &b, None, 2, 0x30);
+    v.pulse_irq(2, &ResetOnDeliver(&v)).unwrap();
+    assert_eq!(v.assert_count(2), 0);
+    assert_eq!(v.stats().saturate_low, 0);
+    assert_eq!(v.pulse_irq(40, &b), Err(Error::Inval));
+}
+
 #[test]
 fn level_interrupts_coalesce_and_reinject_after_eoi() {
     let (v, b) = (Vioapic::new(), RecBus::new(1));
