@@ -13,7 +13,7 @@ use super::abi::vm_guest_paging;
 use super::commands::guest_paging;
 use super::errno::{fail, fail_as_value, fail_with, set_errno};
 use super::handle::{self, vcpu};
-use super::panic::ffi_boundary;
+use super::panic::{ffi_boundary, ffi_boundary_errno_only};
 use crate::guest_copy::CopyEnd;
 
 /// Translates guest-linear `[gla, gla + len)` for an access of `prot` into
@@ -74,7 +74,7 @@ pub unsafe extern "C" fn vm_copy_setup(
 /// a NULL pointer.
 #[no_mangle]
 pub unsafe extern "C" fn vm_copyin(guest_iov: *const iovec, host_dst: *mut c_void, len: usize) {
-    ffi_boundary!((), {
+    ffi_boundary_errno_only!((), {
         if len > 0 && (guest_iov.is_null() || host_dst.is_null()) {
             set_errno(libc::EFAULT);
             return;
@@ -98,7 +98,7 @@ pub unsafe extern "C" fn vm_copyin(guest_iov: *const iovec, host_dst: *mut c_voi
 /// describes. As vm_copyin().
 #[no_mangle]
 pub unsafe extern "C" fn vm_copyout(host_src: *const c_void, guest_iov: *const iovec, len: usize) {
-    ffi_boundary!((), {
+    ffi_boundary_errno_only!((), {
         if len > 0 && (guest_iov.is_null() || host_src.is_null()) {
             set_errno(libc::EFAULT);
             return;
@@ -119,7 +119,7 @@ pub unsafe extern "C" fn vm_copyout(host_src: *const c_void, guest_iov: *const i
 /// (libvmmapi's is empty too).
 #[no_mangle]
 pub extern "C" fn vm_copy_teardown(iov: *mut iovec, iovcnt: c_int) {
-    ffi_boundary!((), {
+    ffi_boundary_errno_only!((), {
         let _ = (iov, iovcnt);
     })
 }

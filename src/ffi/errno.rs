@@ -1,5 +1,7 @@
 //! Core errors to errno, and the 0 / -1 return convention.
 
+use std::cell::Cell;
+
 use crate::error::{Error, Result};
 
 /// The errno for a core error.
@@ -24,9 +26,32 @@ pub fn errno_of(e: Error) -> i32 {
     }
 }
 
+thread_local! {
+    /// Whether this library set errno since `errno_only` began (a const
+    /// initialised `Cell`: no destructor, so usable at thread exit).
+    static REPORTED: Cell<bool> = const { Cell::new(false) };
+}
+
 pub fn set_errno(e: i32) {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() = e };
+    REPORTED.with(|r| r.set(true));
+}
+
+/// Runs `f`, the body of a function whose only error channel is errno (it
+/// returns nothing, or a value that may also be a valid answer, such as a
+/// size of 0): unless `f` reports an error, the caller's errno is left as
+/// it was, though a lock's futex wait on the way may have set it.
+pub fn errno_only<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let saved = unsafe { *libc::__errno_location() };
+    REPORTED.with(|r| r.set(false));
+    let v = f();
+    if !REPORTED.with(Cell::get) {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = saved };
+    }
+    v
 }
 
 /// Maps a result to the ioctl convention: 0, or -1 with errno.
@@ -66,4 +91,35 @@ pub fn fail(errno: i32) -> i32 {
 pub fn fail_as_value(errno: i32) -> i32 {
     set_errno(errno);
     errno
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn errno() -> i32 {
+        // SAFETY: this thread's errno slot.
+        unsafe { *libc::__errno_location() }
+    }
+
+    fn clobber(e: i32) {
+        // SAFETY: as above; what a futex wait inside a lock does.
+        unsafe { *libc::__errno_location() = e };
+    }
+
+    /// Success leaves the caller's errno, whatever happened on the way (a
+    /// futex wait's EAGAIN); an error reported by the library is kept.
+    #[test]
+    fn errno_only_keeps_the_callers_errno_unless_it_reports_an_error() {
+        clobber(1234);
+        errno_only(|| clobber(libc::EAGAIN));
+        assert_eq!(errno(), 1234);
+        errno_only(|| {
+            set_errno(libc::EBADF);
+            clobber(libc::EAGAIN);
+        });
+        assert_eq!(errno(), libc::EAGAIN, "the last write stands once the library reported");
+        errno_only(|| fail(libc::EFAULT));
+        assert_eq!(errno(), libc::EFAULT);
+    }
 }

@@ -9,7 +9,7 @@ use super::abi::{vm_paddr_t, VM_MAX_SUFFIXLEN};
 use super::errno::{fail, fail_with, or_errno, set_errno, errno_of, to_rc};
 use super::handle::{self, vmctx};
 use super::memory::with_mem_exclusive;
-use super::panic::ffi_boundary;
+use super::panic::{ffi_boundary, ffi_boundary_errno_only};
 use crate::error::Error;
 
 /// Sets up `len` bytes of guest RAM the way libvmmapi does for
@@ -45,28 +45,28 @@ pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: vm_paddr_t, len: usize) -> 
 /// EFAULT or EBADF for a bad handle or a destroyed VM.
 #[no_mangle]
 pub extern "C" fn vm_get_lowmem_size(ctx: *mut vmctx) -> usize {
-    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().lowmem_size()), 0) })
+    ffi_boundary_errno_only!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().lowmem_size()), 0) })
 }
 
 /// Bytes of guest RAM above 4 GiB (after vm_setup_memory()); 0 with errno
 /// EFAULT or EBADF for a bad handle or a destroyed VM.
 #[no_mangle]
 pub extern "C" fn vm_get_highmem_size(ctx: *mut vmctx) -> usize {
-    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().highmem_size()), 0) })
+    ffi_boundary_errno_only!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().highmem_size()), 0) })
 }
 
 /// The low-memory limit vm_setup_memory() uses (default 3 GiB); 0 with
 /// errno EFAULT or EBADF for a bad handle or a destroyed VM.
 #[no_mangle]
 pub extern "C" fn vm_get_lowmem_limit(ctx: *mut vmctx) -> u32 {
-    ffi_boundary!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().lowmem_limit()), 0) })
+    ffi_boundary_errno_only!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().lowmem_limit()), 0) })
 }
 
 /// Sets the low-memory limit for a later vm_setup_memory(); errno EFAULT
 /// or EBADF for a bad handle or a destroyed VM.
 #[no_mangle]
 pub extern "C" fn vm_set_lowmem_limit(ctx: *mut vmctx, limit: u32) {
-    ffi_boundary!((), {
+    ffi_boundary_errno_only!((), {
         let r = with_mem_exclusive(ctx, |m| {
             m.set_lowmem_limit(limit);
             Ok(())
@@ -114,7 +114,7 @@ pub unsafe extern "C" fn vm_parse_memsize(opt: *const c_char, memsize: *mut usiz
 /// or EBADF for a bad handle or a destroyed VM.
 #[no_mangle]
 pub extern "C" fn vm_set_memflags(ctx: *mut vmctx, flags: c_int) {
-    ffi_boundary!((), {
+    ffi_boundary_errno_only!((), {
         let r = with_mem_exclusive(ctx, |m| {
             m.set_memflags(flags);
             Ok(())
@@ -172,7 +172,7 @@ pub unsafe extern "C" fn vm_create_devmem(ctx: *mut vmctx, segid: c_int, name: *
 /// low-memory size.
 #[no_mangle]
 pub extern "C" fn vm_rev_map_gpa(ctx: *mut vmctx, addr: *mut c_void) -> vm_paddr_t {
-    ffi_boundary!(u64::MAX, {
+    ffi_boundary_errno_only!(u64::MAX, {
         let r = handle::live_ctx_vm(ctx).map(|vm| vm.mem().rev_map_gpa(addr as usize));
         or_errno(r, None).unwrap_or(u64::MAX)
     })

@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_int};
 use super::cstr::str_arg;
 use super::errno::{fail, set_errno, to_rc, errno_of};
 use super::handle::{self, vcpu, vmctx};
-use super::panic::ffi_boundary;
+use super::panic::{ffi_boundary, ffi_boundary_errno_only};
 use crate::error::Error;
 use crate::registry;
 
@@ -48,7 +48,7 @@ pub unsafe extern "C" fn vm_open(name: *const c_char) -> *mut vmctx {
 /// a closed handle, a vcpu handle) is left alone.
 #[no_mangle]
 pub extern "C" fn vm_close(ctx: *mut vmctx) {
-    ffi_boundary!((), {
+    ffi_boundary_errno_only!((), {
         let _ = handle::close_ctx(ctx);
     })
 }
@@ -60,7 +60,7 @@ pub extern "C" fn vm_close(ctx: *mut vmctx) {
 /// and sets no errno.
 #[no_mangle]
 pub extern "C" fn vm_destroy(ctx: *mut vmctx) {
-    ffi_boundary!((), {
+    ffi_boundary_errno_only!((), {
         if let Ok(vm) = handle::ctx_vm(ctx) {
             let _ = registry::destroy(&vm);
             let _ = handle::close_ctx(ctx);
@@ -88,7 +88,7 @@ pub extern "C" fn vm_vcpu_open(ctx: *mut vmctx, vcpuid: c_int) -> *mut vcpu {
 /// handle, a ctx handle) is left alone.
 #[no_mangle]
 pub extern "C" fn vm_vcpu_close(vcpu: *mut vcpu) {
-    ffi_boundary!((), {
+    ffi_boundary_errno_only!((), {
         let _ = handle::close_vcpu(vcpu);
     })
 }

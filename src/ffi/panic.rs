@@ -12,6 +12,15 @@ macro_rules! ffi_boundary {
 }
 pub(crate) use ffi_boundary;
 
+/// `ffi_boundary!` for a function whose only error channel is errno: on
+/// success the caller's errno is left alone (`errno::errno_only`).
+macro_rules! ffi_boundary_errno_only {
+    ($on_panic:expr, $body:block) => {
+        $crate::ffi::panic::catch($on_panic, || $crate::ffi::errno::errno_only(|| $body))
+    };
+}
+pub(crate) use ffi_boundary_errno_only;
+
 /// Runs `f`, mapping a panic to `on_panic` with errno EIO. Inlined:
 /// catching costs nothing until something panics.
 #[inline(always)]

@@ -11,7 +11,7 @@ use super::errno::{errno_of, fail};
 use super::handle::{self, vcpu, vmctx};
 use super::ioctl::ioctl;
 use super::errno::{fail_as_value, fail_with, to_rc};
-use super::panic::ffi_boundary;
+use super::panic::{ffi_boundary, ffi_boundary_errno_only};
 use crate::error::Error;
 use crate::regs::FREEBSD_GDT64;
 
@@ -259,7 +259,7 @@ pub extern "C" fn vm_inject_exception(
 /// The header's vm_inject_ud/gp/ac/ss wrap it, as in FreeBSD's vmm.h.
 #[no_mangle]
 pub extern "C" fn vm_inject_fault(vcpu: *mut vcpu, vector: c_int, errcode_valid: c_int, errcode: c_int) {
-    ffi_boundary!((), {
+    ffi_boundary_errno_only!((), {
         vm_inject_exception(vcpu, vector, errcode_valid, errcode as u32, 1);
     })
 }
