@@ -4,7 +4,8 @@
  * of the same VM to stand still fails with EDEADLK instead of waiting for
  * its own thread (or for another vCPU's thread that may wait for it).
  * Interrupts, statistics and other VMs are fine. The watchdog turns a
- * hang (the behaviour before the check) into a failure.
+ * hang (the behaviour before the check) into a failure. A thread
+ * cancelled during a callback is cancelled once VM_RUN has returned.
  */
 #include "apic_util.h"
 
@@ -75,6 +76,63 @@ reentry_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 	return 0;
 }
 
+/*
+ * A thread cancelled (pthread_cancel) while its guest callback runs: the
+ * cancellation waits until VM_RUN has returned, instead of unwinding
+ * through the library at a cancellation point inside the callback (which
+ * aborted the process).
+ */
+static pthread_barrier_t in_callback;
+static int cancel_reached_testcancel;
+
+static int
+cancelled_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
+{
+	struct vmm_rs_action out = { .kind = VMM_RS_ACT_PORT_OUT, .port = 0x82, .size = 1 };
+	(void)cookie;
+	(void)vcpuid;
+	(void)rip;
+	pthread_barrier_wait(&in_callback); /* main: pthread_cancel() now */
+	pthread_barrier_wait(&in_callback); /* ... done */
+	usleep(1);                          /* a cancellation point */
+	*a = out;
+	return 0;
+}
+
+static void *
+cancelled_vcpu_thread(void *arg)
+{
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+	CHECK_OK(vm_run(arg, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0x82);
+	cancel_reached_testcancel = 1;
+	pthread_testcancel();
+	CHECK(0 && "not cancelled");
+	return NULL;
+}
+
+static void
+cancel_inside_a_callback(struct vcpu *v)
+{
+	struct vmm_rs_guest_ops ops = { .next = cancelled_next };
+	pthread_t t;
+	void *ret = NULL;
+	uint64_t val;
+
+	watchdog_phase("pthread_cancel during a guest callback");
+	CHECK_OK(vmm_rs_guest_set_ops(v, &ops, NULL));
+	pthread_barrier_init(&in_callback, NULL, 2);
+	CHECK(pthread_create(&t, NULL, cancelled_vcpu_thread, v) == 0);
+	pthread_barrier_wait(&in_callback);
+	CHECK(pthread_cancel(t) == 0);
+	pthread_barrier_wait(&in_callback);
+	CHECK(pthread_join(t, &ret) == 0);
+	CHECK(ret == PTHREAD_CANCELED && cancel_reached_testcancel);
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RAX, &val)); /* the vCPU is free */
+	pthread_barrier_destroy(&in_callback);
+}
+
 int
 main(void)
 {
@@ -105,6 +163,8 @@ main(void)
 	CHECK_OK(vm_get_register(v0, VM_REG_GUEST_RAX, &val));
 	CHECK_OK(vmm_rs_guest_stats(v0, &gs));
 	CHECK_OK(vm_setup_memory(ctx, 1 << 20, VM_MMAP_ALL));
+
+	cancel_inside_a_callback(v0);
 
 	vm_vcpu_close(v0);
 	vm_vcpu_close(v1);

@@ -1087,6 +1087,12 @@ struct vmm_rs_action {
  register, capability and other per-vCPU calls, vm_run, memory
  changes, vm_reinit, installing a guest, vmm_rs_guest_stats) fails
  with EDEADLK: it would wait for the callback's own thread.
+
+ A callback must return. Thread cancellation is held off while it runs
+ (a pending pthread_cancel acts at the thread's next cancellation point
+ after vm_run returns); leaving it by pthread_exit, longjmp or a C++
+ exception would unwind through the library's locked frames, and aborts
+ the process.
  */
 struct vmm_rs_guest_ops {
   /*
@@ -2350,6 +2356,8 @@ int vm_disable_pptdev_msix(struct vmctx *ctx, int bus, int slot, int func);
  `vmm_ioctl` answers the command.
  */
 int vm_get_gpa_pmap(struct vmctx *ctx, uint64_t gpa, uint64_t *pte, int *num);
+
+extern int pthread_setcancelstate(int state, int *oldstate);
 
 /*
  vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1

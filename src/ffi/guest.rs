@@ -188,6 +188,12 @@ pub struct vmm_rs_action {
 /// register, capability and other per-vCPU calls, vm_run, memory
 /// changes, vm_reinit, installing a guest, vmm_rs_guest_stats) fails
 /// with EDEADLK: it would wait for the callback's own thread.
+///
+/// A callback must return. Thread cancellation is held off while it runs
+/// (a pending pthread_cancel acts at the thread's next cancellation point
+/// after vm_run returns); leaving it by pthread_exit, longjmp or a C++
+/// exception would unwind through the library's locked frames, and aborts
+/// the process.
 #[repr(C)]
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy)]

@@ -6,8 +6,15 @@
 //! that may be waiting for this one: it fails with EDEADLK instead of
 //! hanging. Calls that need no vCPU (interrupts, statistics, suspend,
 //! destroy) and calls on other VMs go ahead.
+//!
+//! Thread cancellation is disabled while a callback runs: a pending
+//! `pthread_cancel` acted on at a cancellation point inside it (printf,
+//! usleep) would unwind through the library's frames, which hold locks,
+//! and abort the process. It takes effect at the thread's next
+//! cancellation point after VM_RUN returns.
 
 use std::cell::Cell;
+use std::ffi::c_int;
 use std::ptr;
 
 use crate::error::{Error, Result};
@@ -37,17 +44,31 @@ pub(crate) fn vm_identity(vm: &Vm) -> usize {
 
 /// Runs C callback `f` of the VM `vm` (a [`vm_identity`]) marked as such.
 pub(crate) fn in_callback<R>(vm: usize, f: impl FnOnce() -> R) -> R {
-    /// Puts the outer frame back, also if `f` unwinds.
-    struct Restore(*const Frame);
+    /// Puts the outer frame and the cancellation state back, also if `f`
+    /// unwinds.
+    struct Restore(*const Frame, c_int);
     impl Drop for Restore {
         fn drop(&mut self) {
             INNERMOST.set(self.0);
+            // SAFETY: sets this thread's state; not a cancellation point.
+            unsafe { pthread_setcancelstate(self.1, ptr::null_mut()) };
         }
     }
+    let mut cancel_state = PTHREAD_CANCEL_ENABLE;
+    // SAFETY: as above; the old state is written to a local.
+    unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut cancel_state) };
     let frame = Frame { vm, outer: INNERMOST.get() };
-    let _restore = Restore(frame.outer);
+    let _restore = Restore(frame.outer, cancel_state);
     INNERMOST.set(&frame);
     f()
+}
+
+// POSIX; not in the libc crate for Linux. glibc and musl number the
+// states ENABLE 0, DISABLE 1.
+const PTHREAD_CANCEL_ENABLE: c_int = 0;
+const PTHREAD_CANCEL_DISABLE: c_int = 1;
+extern "C" {
+    fn pthread_setcancelstate(state: c_int, oldstate: *mut c_int) -> c_int;
 }
 
 /// EDEADLK if this thread is inside a guest callback of `vm`, at any
