@@ -2068,7 +2068,8 @@ int vmm_ioctl(struct vmctx *ctx, unsigned long cmd, void *arg);
  Creates a VM named `name`. Returns 0, or -1 with errno: EEXIST if the
  name is taken, EINVAL for an empty name, one longer than
  VM_MAX_NAMELEN, one with a '/' or one that is not UTF-8, EFAULT for
- NULL.
+ NULL, ENOMEM when the host refuses the VM's timer thread or memory
+ (the process's memory map is full: see vm_destroy()).
  */
 int vm_create(const char *name);
 
@@ -2087,7 +2088,11 @@ void vm_close(struct vmctx *ctx);
 /*
  Destroys the VM behind `ctx` and closes `ctx`. Its name is free again.
  Other threads inside calls on the VM finish or fail with EBADF; other
- handles to it stay valid to close and fail with EBADF otherwise. As
+ handles to it stay valid to close and fail with EBADF otherwise. Its
+ guest memory goes back to the host, but the addresses stay mapped
+ (reading zeros) for the rest of the process, as FreeBSD's mapping: a
+ device thread still using them does not fault, and each destroyed VM
+ keeps two entries of the process's memory map. As
  libvmmapi's (which returns nothing), a NULL or stale `ctx` does nothing
  and sets no errno.
  */
