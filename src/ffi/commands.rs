@@ -169,9 +169,13 @@ unsafe fn register_set(vcpu: &crate::vcpu::Vcpu, a: &vm_register_set, set: bool)
 unsafe fn all_cmd(vm: &Vm, all: &crate::vm::LockAll<'_>, cmd: u64, arg: *mut c_void) -> Result<()> {
     match cmd {
         VM_REINIT => vm.reinit(all),
-        VM_BIND_PPTDEV | VM_UNBIND_PPTDEV | VM_MAP_PPTDEV_MMIO | VM_UNMAP_PPTDEV_MMIO => {
+        // These two change the memory map on FreeBSD (the IOMMU's): they
+        // hold guest memory exclusively, as VM_ALLOC_MEMSEG does.
+        VM_BIND_PPTDEV | VM_UNBIND_PPTDEV => {
+            let _mem = vm.mem_write(all)?;
             super::passthrough::pptdev_cmd(cmd)
         }
+        VM_MAP_PPTDEV_MMIO | VM_UNMAP_PPTDEV_MMIO => super::passthrough::pptdev_cmd(cmd),
         // SAFETY: forwarded.
         _ => unsafe { super::memory::locked_cmd(vm, all, cmd, arg) },
     }
