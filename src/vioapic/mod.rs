@@ -68,6 +68,7 @@ mod write;
 mod tests;
 
 use crate::cpuset::CpuSet;
+use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Mutex;
 use crate::thread_slot::SplitCounter;
 
@@ -196,6 +197,10 @@ pub struct Vioapic {
     /// with a cell per sending thread, so that counting adds no atomic
     /// read-modify-write to a send.
     sent: SplitCounter,
+    /// Resets so far (an atomic, no lock): a pulse whose deassert finds
+    /// the count at zero tells a reset between its halves (success) from
+    /// another thread's unbalanced deassert (ERANGE) by it.
+    resets: AtomicU64,
 }
 
 impl Vioapic {
@@ -212,6 +217,7 @@ impl Vioapic {
         for l in &self.lines {
             l.reset();
         }
+        self.resets.fetch_add(1, Ordering::SeqCst);
     }
 
     /// VM_IOAPIC_PINCOUNT.

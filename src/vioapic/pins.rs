@@ -3,6 +3,7 @@
 
 use super::rte::{Rte, REM_IRR};
 use super::{pin_index, IoapicBus, Table, Vioapic, PINS};
+use crate::sync::atomic::Ordering;
 use crate::error::{Error, Result};
 
 impl Vioapic {
@@ -115,14 +116,20 @@ impl Vioapic {
 
     /// VM_IOAPIC_PULSE_IRQ: assert then deassert; the deassert is skipped
     /// if the assert failed. A reset (VM_REINIT) between the two halves
-    /// already dropped the line this pulse raised, so a deassert that finds
-    /// the count at zero has nothing left to do: success, not ERANGE
+    /// already dropped the line this pulse raised, so a deassert that then
+    /// finds the count at zero has nothing left to do: success, not ERANGE
     /// (FreeBSD makes both halves under one lock, which a reset waits for).
+    /// Without a reset, zero means another thread deasserted a line it had
+    /// not asserted: ERANGE, as for that deassert.
     pub fn pulse_irq<B: IoapicBus + ?Sized>(&self, pin: i32, bus: &B) -> Result<()> {
+        let resets = self.resets.load(Ordering::SeqCst);
         self.assert_irq(pin, bus)?;
         // In range: the assert checked it.
-        let _ = self.lines[pin_index(pin)?].deassert();
-        Ok(())
+        match self.lines[pin_index(pin)?].deassert() {
+            Some(_) => Ok(()),
+            None if self.resets.load(Ordering::SeqCst) != resets => Ok(()),
+            None => self.deassert_refused(),
+        }
     }
 
     /// EOI of a level-triggered `vector` from a local APIC: clear remote
