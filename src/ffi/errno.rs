@@ -27,30 +27,39 @@ pub fn errno_of(e: Error) -> i32 {
 }
 
 thread_local! {
-    /// Whether this library set errno since `errno_only` began (a const
-    /// initialised `Cell`: no destructor, so usable at thread exit).
-    static REPORTED: Cell<bool> = const { Cell::new(false) };
+    /// The last errno this library reported since the innermost
+    /// `errno_only` began (a const initialised `Cell`: no destructor, so
+    /// usable at thread exit).
+    static REPORTED: Cell<Option<i32>> = const { Cell::new(None) };
+}
+
+fn read_errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+fn write_errno(e: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = e };
 }
 
 pub fn set_errno(e: i32) {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = e };
-    REPORTED.with(|r| r.set(true));
+    write_errno(e);
+    REPORTED.with(|r| r.set(Some(e)));
 }
 
 /// Runs `f`, the body of a function whose only error channel is errno (it
 /// returns nothing, or a value that may also be a valid answer, such as a
-/// size of 0): unless `f` reports an error, the caller's errno is left as
-/// it was, though a lock's futex wait on the way may have set it.
+/// size of 0). On the way out errno is what `f` last reported, or else the
+/// caller's, whatever a lock's futex wait wrote meanwhile. Nests: an
+/// error reported inside stays reported for the enclosing call.
 pub fn errno_only<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    let saved = unsafe { *libc::__errno_location() };
-    REPORTED.with(|r| r.set(false));
+    let saved = read_errno();
+    let outer = REPORTED.with(|r| r.replace(None));
     let v = f();
-    if !REPORTED.with(Cell::get) {
-        // SAFETY: as above.
-        unsafe { *libc::__errno_location() = saved };
-    }
+    let reported = REPORTED.with(|r| r.replace(None));
+    write_errno(reported.unwrap_or(saved));
+    REPORTED.with(|r| r.set(reported.or(outer)));
     v
 }
 
@@ -108,7 +117,9 @@ mod tests {
     }
 
     /// Success leaves the caller's errno, whatever happened on the way (a
-    /// futex wait's EAGAIN); an error reported by the library is kept.
+    /// futex wait's EAGAIN); an error reported by the library is what
+    /// errno holds at the end, also if a futex wait wrote after it, and
+    /// also through a nested call.
     #[test]
     fn errno_only_keeps_the_callers_errno_unless_it_reports_an_error() {
         clobber(1234);
@@ -118,8 +129,19 @@ mod tests {
             set_errno(libc::EBADF);
             clobber(libc::EAGAIN);
         });
-        assert_eq!(errno(), libc::EAGAIN, "the last write stands once the library reported");
+        assert_eq!(errno(), libc::EBADF);
         errno_only(|| fail(libc::EFAULT));
         assert_eq!(errno(), libc::EFAULT);
+        clobber(1234);
+        errno_only(|| {
+            set_errno(libc::EINVAL);
+            errno_only(|| clobber(libc::EAGAIN));
+        });
+        assert_eq!(errno(), libc::EINVAL, "an inner success keeps the outer error");
+        errno_only(|| errno_only(|| set_errno(libc::ENOENT)));
+        assert_eq!(errno(), libc::ENOENT, "an inner error is the outer call's");
+        clobber(1234);
+        errno_only(|| errno_only(|| clobber(libc::EAGAIN)));
+        assert_eq!(errno(), 1234);
     }
 }

@@ -384,7 +384,7 @@ pub extern "C" fn vm_setup_freebsd_registers_i386(vcpu: *mut vcpu, eip: u32, gdt
 /// expects: null, 64-bit code, data. errno EFAULT for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn vm_setup_freebsd_gdt(gdtr: *mut u64) {
-    ffi_boundary!((), {
+    ffi_boundary_errno_only!((), {
         if gdtr.is_null() {
             super::errno::set_errno(libc::EFAULT);
             return;
@@ -429,7 +429,9 @@ pub extern "C" fn vm_active_cpus(ctx: *mut vmctx, cpus: *mut cpuset_t) -> c_int 
     ffi_boundary!({ get_cpus(ctx, VM_ACTIVE_CPUS, cpus) })
 }
 
-/// The set of vCPUs that have acknowledged a VM-wide suspend.
+/// The set of vCPUs that have acknowledged a VM-wide suspend. A vCPU
+/// waiting in vm_run() for the others leaves it again when a call takes
+/// that vCPU (its vm_run() returns VM_EXITCODE_REQIDLE).
 #[no_mangle]
 pub extern "C" fn vm_suspended_cpus(ctx: *mut vmctx, cpus: *mut cpuset_t) -> c_int {
     ffi_boundary!({ get_cpus(ctx, VM_SUSPENDED_CPUS, cpus) })
@@ -495,12 +497,12 @@ pub extern "C" fn vm_suspend(ctx: *mut vmctx, how: c_int) -> c_int {
 /// simulated guest starts over: a script from its first action, a
 /// callback guest with `rip` 0.
 ///
-/// Like every call that locks all vCPUs, it first waits until no thread
-/// is inside vm_run() (FreeBSD's `vcpu_lock_all`): threads waiting there
-/// for the suspend return SUSPENDED once every active vCPU has seen it,
-/// so the thread of an active vCPU that is not in vm_run() must still
-/// call it once, and vm_reinit() waits for that. Then EBUSY unless every
-/// active vCPU has acknowledged the suspend (seen SUSPENDED).
+/// Like every call that locks all vCPUs, it first takes every vCPU out of
+/// vm_run() (FreeBSD's `vcpu_lock_all`). A vCPU waiting there for the
+/// others to acknowledge the suspend withdraws its acknowledgement and
+/// returns VM_EXITCODE_REQIDLE (it acknowledges again at its next
+/// vm_run()); then vm_reinit() is EBUSY unless every active vCPU has
+/// acknowledged the suspend (seen SUSPENDED).
 #[no_mangle]
 pub extern "C" fn vm_reinit(ctx: *mut vmctx) -> c_int {
     ffi_boundary!({
