@@ -2092,7 +2092,8 @@ void vm_close(struct vmctx *ctx);
  guest memory goes back to the host, but the addresses stay mapped
  (reading zeros) for the rest of the process, as FreeBSD's mapping: a
  device thread still using them does not fault, and each destroyed VM
- keeps two entries of the process's memory map. As
+ keeps about two entries of the process's memory map per memory
+ segment. As
  libvmmapi's (which returns nothing), a NULL or stale `ctx` does nothing
  and sets no errno.
  */
@@ -2357,8 +2358,8 @@ int vm_disable_pptdev_msix(struct vmctx *ctx, int bus, int slot, int func);
  (VM_GET_GPA_PMAP; bhyve prints them after an EPT misconfiguration
  exit, which never happens here). Guest memory is plain host memory
  with no nested page tables, so there are none to report: -1 with
- errno ENOTTY once the handle is checked (EFAULT, EBADF), as
- `vmm_ioctl` answers the command.
+ errno ENOTTY, as `vmm_ioctl` answers the command (EFAULT or EBADF for
+ a bad handle); `pte` and `num` are not written.
  */
 int vm_get_gpa_pmap(struct vmctx *ctx, uint64_t gpa, uint64_t *pte, int *num);
 
@@ -2615,7 +2616,9 @@ int vm_activate_cpu(struct vcpu *vcpu);
 int vm_active_cpus(struct vmctx *ctx, cpuset_t *cpus);
 
 /*
- The set of vCPUs that have acknowledged a VM-wide suspend.
+ The set of vCPUs that have acknowledged a VM-wide suspend. A vCPU
+ waiting in vm_run() for the others leaves it again when a call takes
+ that vCPU (its vm_run() returns VM_EXITCODE_REQIDLE).
  */
 int vm_suspended_cpus(struct vmctx *ctx, cpuset_t *cpus);
 
@@ -2659,12 +2662,12 @@ int vm_suspend(struct vmctx *ctx, int how);
  simulated guest starts over: a script from its first action, a
  callback guest with `rip` 0.
 
- Like every call that locks all vCPUs, it first waits until no thread
- is inside vm_run() (FreeBSD's `vcpu_lock_all`): threads waiting there
- for the suspend return SUSPENDED once every active vCPU has seen it,
- so the thread of an active vCPU that is not in vm_run() must still
- call it once, and vm_reinit() waits for that. Then EBUSY unless every
- active vCPU has acknowledged the suspend (seen SUSPENDED).
+ Like every call that locks all vCPUs, it first takes every vCPU out of
+ vm_run() (FreeBSD's `vcpu_lock_all`). A vCPU waiting there for the
+ others to acknowledge the suspend withdraws its acknowledgement and
+ returns VM_EXITCODE_REQIDLE (it acknowledges again at its next
+ vm_run()); then vm_reinit() is EBUSY unless every active vCPU has
+ acknowledged the suspend (seen SUSPENDED).
  */
 int vm_reinit(struct vmctx *ctx);
 

@@ -413,8 +413,10 @@ impl GuestMemory {
     /// `vm_cleanup(vm, true)`'s part: remove every map, free every
     /// segment (its host memory is unmapped now) and reset the libvmmapi
     /// state to [`GuestMemory::new`]'s. Host addresses handed out before
-    /// are dangling afterwards, so the VM does not call it on destroy
-    /// (dropping the `GuestMemory` with the `Vm` does the same, later).
+    /// are dangling afterwards, so the VM does not call it on destroy: it
+    /// gives the memory back with `release_host_memory`, keeping the
+    /// addresses mapped, and dropping the `GuestMemory` then leaves them
+    /// mapped.
     pub fn clear(&mut self) {
         *self = GuestMemory::new();
     }
@@ -675,10 +677,11 @@ impl GuestMemory {
     /// again with the same size succeeds. `memsize` is not rounded: 0 or a
     /// size that leaves the segment unaligned is `Inval`.
     ///
-    /// As in libvmmapi, the lowmem/highmem sizes are recorded before the
-    /// segment is allocated, even if a later step fails, and a failed call
-    /// after a successful one leaves the earlier memory in use
-    /// ([`GuestMemory::map_gpa`] still answers, within the segment).
+    /// Unlike libvmmapi, which records them first, the lowmem/highmem
+    /// sizes are recorded only once both maps exist: a failed call after a
+    /// successful one leaves the earlier memory in use and described
+    /// ([`GuestMemory::map_gpa`], the size getters and `rev_map_gpa`
+    /// agree).
     pub fn setup_memory(&mut self, memsize: usize, style: i32) -> Result<()> {
         if style != VM_MMAP_ALL {
             return Err(Error::Inval);

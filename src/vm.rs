@@ -4,6 +4,9 @@
 //!
 //! # Lock order (whole crate)
 //!
+//! 0. The registry of VM names (`registry`) and the C face's handle table
+//!    (`ffi::handle`): held only to look up or insert, never across a call
+//!    into a VM.
 //! 1. `Vm::lock_all_serial` (lock-all callers, one at a time), then the
 //!    vCPUs frozen by lock-all in ascending id order (a freeze is a wait
 //!    for IDLE, not a mutex, and services pending rendezvous).
@@ -50,6 +53,14 @@
 //! which waits only while the target is RUNNING, and a RUNNING vCPU leaves
 //! RUNNING (once kicked) without taking the write lock or any lock a
 //! waiter holds.
+//!
+//! A simulated vCPU's guest-program mutex (`sim`, rank 5) is taken only by
+//! the thread that holds that vCPU, so nobody waits for it; two
+//! acquisitions run against the order under it, safely: the guest's own
+//! RAM accesses take `Vm::mem` shared, and C guest callbacks run under it
+//! and may assert pins and send MSIs (ranks 2-5 of devices and other
+//! vCPUs). Their calls that would wait for a vCPU of their own VM fail
+//! with EDEADLK (`ffi::reentry`).
 
 use crate::backend::{Backend, IdleBackend};
 use crate::callout_thread::CalloutWaker;
@@ -131,7 +142,9 @@ pub struct Vm {
     rendezvous: Rendezvous,
     /// Guest memory lock. Protects: memory segments and maps. Rank 2:
     /// exclusive only with every vCPU frozen ([`Vm::mem_write`] needs a
-    /// `LockAll`), so a RUNNING vCPU never waits for it.
+    /// `LockAll`), so a RUNNING vCPU never waits for it, or briefly by
+    /// `destroy`, which gives the memory back under it after marking the
+    /// VM destroyed (and `mem_write` checks that mark under it).
     mem: RwLock<GuestMemory>,
     /// The I/O APIC (its own locks rank 3, see the module doc).
     vioapic: Vioapic,

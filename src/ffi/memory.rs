@@ -192,8 +192,8 @@ pub extern "C" fn vm_mmap_memseg(
     prot: c_int,
 ) -> c_int {
     ffi_boundary!({
-        to_rc(segment_offset(segoff).and_then(|segoff| {
-            with_mem_exclusive(ctx, |m| m.vmmapi_mmap_memseg(gpa, segid, segoff, len, prot as u32))
+        to_rc(with_mem_exclusive(ctx, |m| {
+            m.vmmapi_mmap_memseg(gpa, segid, segment_offset(segoff)?, len, prot as u32)
         }))
     })
 }

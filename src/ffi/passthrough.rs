@@ -12,8 +12,7 @@ use std::ffi::c_int;
 
 use super::abi::*;
 use super::call::ctx_ioctl;
-use super::errno::fail;
-use super::handle::{self, vmctx};
+use super::handle::vmctx;
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 
@@ -120,15 +119,12 @@ pub extern "C" fn vm_disable_pptdev_msix(ctx: *mut vmctx, bus: c_int, slot: c_in
 /// (VM_GET_GPA_PMAP; bhyve prints them after an EPT misconfiguration
 /// exit, which never happens here). Guest memory is plain host memory
 /// with no nested page tables, so there are none to report: -1 with
-/// errno ENOTTY once the handle is checked (EFAULT, EBADF), as
-/// `vmm_ioctl` answers the command.
+/// errno ENOTTY, as `vmm_ioctl` answers the command (EFAULT or EBADF for
+/// a bad handle); `pte` and `num` are not written.
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_gpa_pmap(ctx: *mut vmctx, gpa: u64, pte: *mut u64, num: *mut c_int) -> c_int {
     ffi_boundary!({
-        let _ = (gpa, pte, num);
-        match handle::live_ctx_vm(ctx) {
-            Ok(_) => fail(libc::ENOTTY),
-            Err(e) => fail(super::errno::errno_of(e)),
-        }
+        let _ = (pte, num);
+        ctx_ioctl(ctx, VM_GET_GPA_PMAP, &mut vm_gpa_pte { gpa, pte: [0; 4], ptenum: 0 })
     })
 }

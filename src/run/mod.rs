@@ -87,14 +87,15 @@ impl Vm {
                     rip
                 };
                 let exit = |kind| VmExit { kind, rip, inst_length: 0 };
+                let reqidle_exit = || {
+                    vcpu.stats.add(Stat::ReqIdle, 1);
+                    vcpu.take_reqidle();
+                    Ok(exit(ExitKind::ReqIdle))
+                };
                 match p {
                     Pending::Suspend(how) => match self.handle_suspend(id)? {
                         SuspendWait::AllSuspended => return Ok(exit(ExitKind::Suspended(how))),
-                        SuspendWait::ReqIdle => {
-                            vcpu.stats.add(Stat::ReqIdle, 1);
-                            vcpu.take_reqidle();
-                            return Ok(exit(ExitKind::ReqIdle));
-                        }
+                        SuspendWait::ReqIdle => return reqidle_exit(),
                     },
                     Pending::Debug => return Ok(exit(ExitKind::Debug)),
                     Pending::Rendezvous => {
@@ -102,11 +103,7 @@ impl Vm {
                         self.handle_rendezvous(Some(id))?;
                         continue;
                     }
-                    Pending::ReqIdle => {
-                        vcpu.stats.add(Stat::ReqIdle, 1);
-                        vcpu.take_reqidle();
-                        return Ok(exit(ExitKind::ReqIdle));
-                    }
+                    Pending::ReqIdle => return reqidle_exit(),
                 }
             }
             let (gexit, rip, len) = match self.prepare_guest_entry(vcpu) {

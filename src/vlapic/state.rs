@@ -34,8 +34,8 @@ impl X2ApicState {
 pub struct LapicEffects {
     /// Something became pending on this APIC: notify its vCPU.
     pub notify: bool,
-    /// An EOI retired a vector whose TMR bit was set: run the vioapic EOI
-    /// path for it.
+    /// An EOI retired a vector accepted as level (`isr_level`): run the
+    /// vioapic EOI path for it.
     pub eoi_vector: Option<u8>,
     /// An IPI to deliver.
     pub ipi: Option<Ipi>,
@@ -386,9 +386,11 @@ impl LapicState {
     }
 
     /// Apply staged TMR changes to every vector that is neither pending nor
-    /// in service. Those that are keep their acceptance-time TMR bit (their
-    /// EOI must go where the interrupt came from) and stay staged, to be
-    /// applied on a later entry once the vector has left IRR and ISR.
+    /// in service. Those that are keep their acceptance-time TMR bit and
+    /// stay staged, to be applied on a later entry once the vector has left
+    /// IRR and ISR: a pending vector's bit is the mode it will be taken
+    /// with (`isr_level`, which its EOI follows), and the TMR the guest
+    /// reads for one in service stays that of its interrupt.
     pub fn apply_staged_tmr(&mut self) {
         let staged = self.stage_set.union(&self.stage_clear);
         if staged.is_empty() {
