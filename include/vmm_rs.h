@@ -2266,7 +2266,9 @@ int vm_get_memseg(struct vmctx *ctx, int segid, size_t *lenp, char *name, size_t
  VM_MEM_F_WIRED (its host pages locked; ENOMEM and no map if the host
  refuses). As in libvmmapi, an identical existing map (segment,
  offset, protection and flags) is success; another map at `gpa` is
- EEXIST.
+ EEXIST. Also, as FreeBSD: EINVAL for a bad protection, segment, length
+ or alignment or a negative offset, EFAULT for a range that overlaps a
+ map starting elsewhere, ENOSPC when the VM's map table is full.
  */
 int vm_mmap_memseg(struct vmctx *ctx,
                    vm_paddr_t gpa,
@@ -2415,7 +2417,9 @@ const char *vm_get_stat_desc(struct vmctx *ctx, int index);
  `vmrun->cpuset` (its first `cpusetsize` bytes, zero beyond 128, as
  FreeBSD). Returns 0, or -1 with errno: EFAULT (NULL `vmrun` or exit
  pointer, or a NULL cpuset of non-zero size for an IPI exit, which is
- written all the same), EINVAL (the vCPU is not active or has
+ written all the same; or a simulated guest's store to a read-only map
+ such as the boot ROM, as FreeBSD's unresolvable nested page fault, and
+ again when retried), EINVAL (the vCPU is not active or has
  acknowledged a suspend; or, as FreeBSD's `lapic_mmio_*`, the guest
  wrote its local APIC page with other than 4 bytes at a 16-byte
  boundary, or read it away from one (the low two address bits ignored):

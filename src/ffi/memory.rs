@@ -181,7 +181,9 @@ pub unsafe extern "C" fn vm_get_memseg(
 /// VM_MEM_F_WIRED (its host pages locked; ENOMEM and no map if the host
 /// refuses). As in libvmmapi, an identical existing map (segment,
 /// offset, protection and flags) is success; another map at `gpa` is
-/// EEXIST.
+/// EEXIST. Also, as FreeBSD: EINVAL for a bad protection, segment, length
+/// or alignment or a negative offset, EFAULT for a range that overlaps a
+/// map starting elsewhere, ENOSPC when the VM's map table is full.
 #[no_mangle]
 pub extern "C" fn vm_mmap_memseg(
     ctx: *mut vmctx,

@@ -35,7 +35,9 @@ macro_rules! out {
 /// `vmrun->cpuset` (its first `cpusetsize` bytes, zero beyond 128, as
 /// FreeBSD). Returns 0, or -1 with errno: EFAULT (NULL `vmrun` or exit
 /// pointer, or a NULL cpuset of non-zero size for an IPI exit, which is
-/// written all the same), EINVAL (the vCPU is not active or has
+/// written all the same; or a simulated guest's store to a read-only map
+/// such as the boot ROM, as FreeBSD's unresolvable nested page fault, and
+/// again when retried), EINVAL (the vCPU is not active or has
 /// acknowledged a suspend; or, as FreeBSD's `lapic_mmio_*`, the guest
 /// wrote its local APIC page with other than 4 bytes at a 16-byte
 /// boundary, or read it away from one (the low two address bits ignored):

@@ -68,7 +68,6 @@ mod write;
 mod tests;
 
 use crate::cpuset::CpuSet;
-use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Mutex;
 use crate::thread_slot::SplitCounter;
 
@@ -197,10 +196,6 @@ pub struct Vioapic {
     /// with a cell per sending thread, so that counting adds no atomic
     /// read-modify-write to a send.
     sent: SplitCounter,
-    /// Resets so far (an atomic, no lock): a pulse whose deassert finds
-    /// the count at zero tells a reset between its halves (success) from
-    /// another thread's unbalanced deassert (ERANGE) by it.
-    resets: AtomicU64,
 }
 
 impl Vioapic {
@@ -217,7 +212,6 @@ impl Vioapic {
         for l in &self.lines {
             l.reset();
         }
-        self.resets.fetch_add(1, Ordering::SeqCst);
     }
 
     /// VM_IOAPIC_PINCOUNT.

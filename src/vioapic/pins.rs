@@ -3,7 +3,6 @@
 
 use super::rte::{Rte, REM_IRR};
 use super::{pin_index, IoapicBus, Table, Vioapic, PINS};
-use crate::sync::atomic::Ordering;
 use crate::error::{Error, Result};
 
 impl Vioapic {
@@ -115,21 +114,19 @@ impl Vioapic {
     }
 
     /// VM_IOAPIC_PULSE_IRQ: assert then deassert; the deassert is skipped
-    /// if the assert failed. A reset (VM_REINIT) between the two halves
-    /// already dropped the line this pulse raised, so a deassert that then
-    /// finds the count at zero has nothing left to do: success, not ERANGE
-    /// (FreeBSD makes both halves under one lock, which a reset waits for).
-    /// Without a reset, zero means another thread deasserted a line it had
-    /// not asserted: ERANGE, as for that deassert.
+    /// if the assert failed. FreeBSD makes both halves under one lock, so
+    /// a pulse never fails at its falling edge. Here the count can be taken
+    /// between them: by a reset (VM_REINIT) or by another caller's
+    /// deassert (two pulses on one pin across a reset, or a deassert the
+    /// caller never asserted), and a falling edge that finds it at zero has
+    /// nothing left to lower. The pulse did what it was asked either way,
+    /// so that is success: an ERANGE belongs to whoever deasserted too
+    /// often, and that caller's call succeeded.
     pub fn pulse_irq<B: IoapicBus + ?Sized>(&self, pin: i32, bus: &B) -> Result<()> {
-        let resets = self.resets.load(Ordering::SeqCst);
         self.assert_irq(pin, bus)?;
         // In range: the assert checked it.
-        match self.lines[pin_index(pin)?].deassert() {
-            Some(_) => Ok(()),
-            None if self.resets.load(Ordering::SeqCst) != resets => Ok(()),
-            None => self.deassert_refused(),
-        }
+        let _ = self.lines[pin_index(pin)?].deassert();
+        Ok(())
     }
 
     /// EOI of a level-triggered `vector` from a local APIC: clear remote
