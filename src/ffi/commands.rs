@@ -173,9 +173,9 @@ unsafe fn all_cmd(vm: &Vm, all: &crate::vm::LockAll<'_>, cmd: u64, arg: *mut c_v
         // hold guest memory exclusively, as VM_ALLOC_MEMSEG does.
         VM_BIND_PPTDEV | VM_UNBIND_PPTDEV => {
             let _mem = vm.mem_write(all)?;
-            super::passthrough::pptdev_cmd(cmd)
+            super::passthrough::no_device()
         }
-        VM_MAP_PPTDEV_MMIO | VM_UNMAP_PPTDEV_MMIO => super::passthrough::pptdev_cmd(cmd),
+        VM_MAP_PPTDEV_MMIO | VM_UNMAP_PPTDEV_MMIO => super::passthrough::no_device(),
         // SAFETY: forwarded.
         _ => unsafe { super::memory::locked_cmd(vm, all, cmd, arg) },
     }
@@ -240,7 +240,7 @@ unsafe fn vm_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<()> {
                 super::devices::vm_cmd(vm, cmd, arg)
             }
             VM_STATS | VM_STAT_DESC => super::stats::vm_cmd(vm, cmd, arg),
-            VM_PPTDEV_MSI | VM_PPTDEV_MSIX | VM_PPTDEV_DISABLE_MSIX => super::passthrough::pptdev_cmd(cmd),
+            VM_PPTDEV_MSI | VM_PPTDEV_MSIX | VM_PPTDEV_DISABLE_MSIX => super::passthrough::no_device(),
             _ => super::apic::vm_cmd(vm, cmd, arg),
         }
     }

@@ -16,15 +16,12 @@ use super::handle::vmctx;
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 
-/// VM_BIND_PPTDEV, VM_UNBIND_PPTDEV, VM_MAP_PPTDEV_MMIO,
-/// VM_UNMAP_PPTDEV_MMIO (under lock-all), VM_PPTDEV_MSI, VM_PPTDEV_MSIX
-/// and VM_PPTDEV_DISABLE_MSIX (no vCPU lock): no such device.
-pub(crate) fn pptdev_cmd(cmd: u64) -> Result<()> {
-    match cmd {
-        VM_BIND_PPTDEV | VM_UNBIND_PPTDEV | VM_MAP_PPTDEV_MMIO | VM_UNMAP_PPTDEV_MMIO | VM_PPTDEV_MSI
-        | VM_PPTDEV_MSIX | VM_PPTDEV_DISABLE_MSIX => Err(Error::NoEnt),
-        _ => Err(Error::Inval),
-    }
+/// The answer of every pass-through command (VM_BIND_PPTDEV,
+/// VM_UNBIND_PPTDEV, VM_MAP_PPTDEV_MMIO, VM_UNMAP_PPTDEV_MMIO, VM_PPTDEV_MSI,
+/// VM_PPTDEV_MSIX, VM_PPTDEV_DISABLE_MSIX), once its lock class is taken:
+/// no such device.
+pub(crate) fn no_device() -> Result<()> {
+    Err(Error::NoEnt)
 }
 
 /// Assigns host PCI device bus/slot/func to the VM (VM_BIND_PPTDEV).
