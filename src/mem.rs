@@ -936,18 +936,21 @@ mod host {
 
         /// Puts the mapping in the process's core dumps or leaves it out
         /// (FreeBSD libvmmapi maps guest memory MAP_NOCORE unless asked
-        /// to keep it). Advice only: where the host has no such advice,
-        /// nothing.
+        /// to keep it). Advice only: where the host has no such advice
+        /// (macOS), nothing.
         pub(super) fn set_in_core_dumps(&self, included: bool) {
             #[cfg(any(target_os = "linux", target_os = "android"))]
+            let advice = if included { MmapAdvise::MADV_DODUMP } else { MmapAdvise::MADV_DONTDUMP };
+            #[cfg(any(target_os = "freebsd", target_os = "dragonfly"))]
+            let advice = if included { MmapAdvise::MADV_CORE } else { MmapAdvise::MADV_NOCORE };
+            #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "dragonfly"))]
             {
-                let advice = if included { MmapAdvise::MADV_DODUMP } else { MmapAdvise::MADV_DONTDUMP };
                 // SAFETY: `ptr..ptr+len` is this value's own mapping; the
                 // advice changes only whether a core dump includes it.
                 let r = unsafe { madvise(self.ptr.cast(), self.len, advice) };
                 debug_assert!(r.is_ok(), "madvise({advice:?}) of guest memory failed: {r:?}");
             }
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "dragonfly")))]
             let _ = included;
         }
 

@@ -24,6 +24,11 @@
 //! - [`args`]: the ioctl argument structs (`vm_run`, `vm_register`, ...).
 //! - [`ioctl`]: the `VM_*` ioctl command numbers.
 
+// bhyve's ABI exists only for LP64 hosts (`long` and pointers are 64
+// bits): say so, rather than fail on a layout check.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("vmm_rs follows FreeBSD's LP64 vmm_dev.h ABI: build it for a 64-bit host");
+
 pub mod args;
 pub mod consts;
 pub mod enums;

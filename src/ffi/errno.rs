@@ -33,14 +33,14 @@ thread_local! {
     static REPORTED: Cell<Option<i32>> = const { Cell::new(None) };
 }
 
+// nix finds this thread's errno slot on every host (`__errno_location`
+// on Linux, `__error` on FreeBSD and macOS).
 fn read_errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() }
+    nix::errno::Errno::last_raw()
 }
 
 fn write_errno(e: i32) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = e };
+    nix::errno::Errno::set_raw(e);
 }
 
 pub fn set_errno(e: i32) {
@@ -107,13 +107,12 @@ mod tests {
     use super::*;
 
     fn errno() -> i32 {
-        // SAFETY: this thread's errno slot.
-        unsafe { *libc::__errno_location() }
+        read_errno()
     }
 
+    /// What a futex wait inside a lock does.
     fn clobber(e: i32) {
-        // SAFETY: as above; what a futex wait inside a lock does.
-        unsafe { *libc::__errno_location() = e };
+        write_errno(e);
     }
 
     /// Success leaves the caller's errno, whatever happened on the way (a

@@ -15,7 +15,8 @@ use crate::vm::{LockAll, Vm};
 /// The name in a `vm_memseg`: `None` for system memory (empty name);
 /// ENAMETOOLONG when it has no NUL within the field.
 fn memseg_name(name: &[c_char]) -> Result<Option<Vec<u8>>> {
-    let bytes: Vec<u8> = name.iter().map(|c| *c as u8).collect();
+    // c_char is i8 on x86-64 and u8 on aarch64 Linux: take the byte.
+    let bytes: Vec<u8> = name.iter().map(|c| c.to_ne_bytes()[0]).collect();
     let len = bytes.iter().position(|b| *b == 0).ok_or(Error::NameTooLong)?;
     Ok((len > 0).then(|| bytes[..len].to_vec()))
 }
