@@ -17,8 +17,8 @@
 //!
 //! The host's leaves come from a [`CpuidSource`]: the processor on x86-64
 //! hosts. A source without leaves (any other host) is taken as a
-//! processor with leaves 0, 1 and 0x80000001 and no features, so a guest
-//! still sees what the VMM adds.
+//! processor with leaves up to 7 and 0x80000007 and no features, so a
+//! guest still sees what the VMM adds.
 
 #[cfg(test)]
 mod tests;
@@ -149,9 +149,11 @@ const E8C_CORE_ID_SIZE_SHIFT: u32 = 12;
 const CACHE_LINE: u32 = 64;
 /// The guest TSC's rate in MHz (leaf 0x16).
 const TSC_MHZ: u32 = (crate::tsc::TSC_HZ / 1_000_000) as u32;
-/// The highest leaves of a source without leaves (see the module doc).
-const BARE_HIGH: u32 = 1;
-const BARE_EXTHIGH: u32 = 0x8000_0001;
+/// The highest leaves of a source without leaves (see the module doc):
+/// up to the leaves where the VMM adds features (RDPID and INVPCID in 7,
+/// the invariant TSC in 0x80000007).
+const BARE_HIGH: u32 = 7;
+const BARE_EXTHIGH: u32 = 0x8000_0007;
 
 /// The host processor as the emulation needs it (FreeBSD `cpu_high`,
 /// `cpu_exthigh`, `cpu_vendor_id`, `cpu_id`).

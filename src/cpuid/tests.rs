@@ -55,7 +55,7 @@ fn the_host_model_is_probed_from_leaves_0_1_and_0x80000000() {
         HostModel { high: 0x16, exthigh: 0x8000_0008, intel: false, svm: true, family: 0x17 }
     );
     let none = Cpuid::new(FakeHost(HashMap::new()));
-    assert_eq!(none.host, HostModel { high: 1, exthigh: 0x8000_0001, intel: false, svm: false, family: 0 });
+    assert_eq!(none.host, HostModel { high: 7, exthigh: 0x8000_0007, intel: false, svm: false, family: 0 });
 }
 
 /// A host without leaves (not x86) still gives the guest what the VMM
@@ -64,13 +64,16 @@ fn the_host_model_is_probed_from_leaves_0_1_and_0x80000000() {
 fn a_source_without_leaves_is_a_bare_processor() {
     let none = Cpuid::new(FakeHost(HashMap::new()));
     let g = guest(3);
-    assert_eq!(none.emulate(&g, 0, 0), [1, 0, 0, 0]);
-    assert_eq!(none.emulate(&g, 0x8000_0000, 0), [0x8000_0001, 0, 0, 0]);
-    let [_, b, c, d] = none.emulate(&g, 5, 0);
-    assert_eq!((b >> 24, c, d), (3, l1c::HV, l1d::MCA | l1d::MCE | l1d::MTRR | l1d::HTT), "clamped to leaf 1");
-    assert_eq!(none.emulate(&g, 0x8000_0007, 0), [0; 4], "clamped to 0x80000001");
-    let g = GuestCpu { rdtscp: true, ..g };
+    assert_eq!(none.emulate(&g, 0, 0), [7, 0, 0, 0]);
+    assert_eq!(none.emulate(&g, 0x8000_0000, 0), [0x8000_0007, 0, 0, 0]);
+    let [_, b, c, d] = none.emulate(&g, 1, 0);
+    assert_eq!((b >> 24, c, d), (3, l1c::HV, l1d::MCA | l1d::MCE | l1d::MTRR | l1d::HTT));
+    assert_eq!(none.emulate(&g, 6, 0), [L6A_ARAT, 0, 0, 0]);
+    assert_eq!(none.emulate(&g, 8, 0), [0; 4], "clamped to leaf 7, no features");
+    assert_eq!(none.emulate(&g, 0x8000_0008, 0), [0, 0, 0, E7D_TSC_INVARIANT], "clamped to 0x80000007");
+    let g = GuestCpu { rdtscp: true, rdpid: true, invpcid: true, ..g };
     assert_eq!(none.emulate(&g, 0x8000_0001, 0), [0, 0, 0, E1D_RDTSCP]);
+    assert_eq!(none.emulate(&g, 7, 0), [0, L7B_INVPCID, L7C_RDPID, 0], "what the capabilities add");
     assert_eq!(none.emulate(&g, VM_HIGH, 0)[0], VM_HIGH);
 }
 
