@@ -3,7 +3,10 @@
 # (memcheck; any error fails); runs the binaries after --expect-deadlock
 # (built with the 2019 protocol), which pass only if their watchdog reports
 # a deadlock; compiles the header-compatibility units after --; and ends
-# with the line "N passed, N failed".
+# with the line "N passed, N failed". With VMM_RS_RUN_WITH set (an
+# emulator such as "qemu-aarch64 -L /usr/aarch64-linux-gnu", for binaries
+# built for another architecture) every test runs under it, and the
+# valgrind pass is left out.
 set -u
 build=$1; shift
 expect_deadlock=()
@@ -13,6 +16,7 @@ if [ "${1:-}" = "--expect-deadlock" ]; then
 fi
 [ "${1:-}" = "--" ] && shift
 cc=${CC:-cc}
+read -r -a run_with <<< "${VMM_RS_RUN_WITH:-}"
 passed=0; failed=0
 
 pass() { passed=$((passed + 1)); echo "PASS $1"; }
@@ -21,10 +25,12 @@ fail() { failed=$((failed + 1)); echo "FAIL $1"; }
 for t in "$build"/*; do
   [ -x "$t" ] && [ -f "$t" ] || continue
   name=$(basename "$t")
-  if "$t" > "$build/$name.log" 2>&1; then pass "$name"; else fail "$name"; cat "$build/$name.log"; fi
+  if "${run_with[@]}" "$t" > "$build/$name.log" 2>&1; then pass "$name"; else fail "$name"; cat "$build/$name.log"; fi
 done
 
-if command -v valgrind >/dev/null 2>&1; then
+if [ ${#run_with[@]} -gt 0 ]; then
+  echo "(no valgrind pass: the tests ran under ${run_with[*]})"
+elif command -v valgrind >/dev/null 2>&1; then
   for t in "$build"/*; do
     [ -x "$t" ] && [ -f "$t" ] || continue
     name=$(basename "$t")
@@ -59,13 +65,29 @@ for t in "${expect_deadlock[@]}"; do
   fi
 done
 
+# A unit's " * cflags: ..." line adds flags; a header_reject_* unit
+# passes only if it does not compile, for the reason its
+# " * refused-by: ..." line names (a word of the compiler's message).
 for src in "$@"; do
   name=$(basename "$src" .c)
-  if $cc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude -c -o /dev/null "$src" 2> "$build/$name.log"; then
-    pass "$name"
+  read -r -a extra <<< "$(sed -n 's/^ \* cflags: //p' "$src")"
+  if $cc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude "${extra[@]}" -c -o /dev/null "$src" \
+       > "$build/$name.log" 2>&1; then
+    compiled=1
   else
-    fail "$name"; cat "$build/$name.log"
+    compiled=0
   fi
+  case "$name" in
+    header_reject_*)
+      reason=$(sed -n 's/^ \* refused-by: //p' "$src")
+      if [ $compiled -eq 0 ] && [ -n "$reason" ] && grep -qF -- "$reason" "$build/$name.log"; then
+        pass "$name (refused: $reason)"
+      else
+        fail "$name (expected a compile error naming '$reason')"; cat "$build/$name.log"
+      fi;;
+    *)
+      if [ $compiled -eq 1 ]; then pass "$name"; else fail "$name"; cat "$build/$name.log"; fi;;
+  esac
 done
 
 echo "$passed passed, $failed failed"

@@ -10,6 +10,31 @@
 #include <sys/uio.h>
 
 /*
+ cpuset_t (vm_active_cpus(), struct vm_run, struct vm_cpuset): FreeBSD's
+ `struct _cpuset`, a bitmap of CPU_MAXSIZE (1024) CPUs in `long` words,
+ CPU `n` at bit `n % 64` of word `n / 64`, 128 bytes. On FreeBSD, or
+ where VMM_RS_SYSTEM_CPUSET is defined (a port that brings its own
+ FreeBSD-style <sys/cpuset.h>), it is the system's (<sys/cpuset.h>,
+ which libvmmapi's vmmapi.h includes too, with the CPU_SET() family), so
+ that the two headers can be included in either order; it must then have
+ this size (CPU_SETSIZE left at its default). Elsewhere it is declared
+ here. CPU_MAXSIZE is the number of CPUs a userland `cpuset_t` holds on
+ FreeBSD 14 (not named CPU_SETSIZE here because glibc's <sched.h> defines
+ that name).
+ */
+#if defined(__FreeBSD__) || defined(VMM_RS_SYSTEM_CPUSET)
+#include <sys/param.h>
+#include <sys/cpuset.h>
+typedef char vmm_rs_cpuset_t_must_be_128_bytes[sizeof(cpuset_t) == 128 ? 1 : -1];
+#else
+#define CPU_MAXSIZE 1024
+struct _cpuset {
+  long __bits[16];
+};
+typedef struct _cpuset cpuset_t;
+#endif
+
+/*
  Pointer arguments. Handles (struct vmctx *, struct vcpu *) are checked:
  NULL is EFAULT; a closed handle, the other kind of handle, anything that
  is not a handle, or a handle of a destroyed VM is EBADF (such a handle
@@ -117,13 +142,6 @@ struct vm_readwrite_kernemu_device {
  (vm_get_topology()), not with this.
  */
 #define VM_MAXCPU 16
-
-/*
- Number of CPUs a userland `cpuset_t` can hold on FreeBSD 14
- (`sys/_cpuset.h`; `CPU_SETSIZE` defaults to it). Not named
- `CPU_SETSIZE` here because glibc's `<sched.h>` defines that name.
- */
-#define CPU_MAXSIZE 1024
 
 /*
  `struct vm_cpuset.which`: the set of activated vCPUs (`vmm_dev.h`).
@@ -1149,20 +1167,6 @@ typedef uint64_t vm_paddr_t;
  An offset into a memory segment (FreeBSD `vm_ooffset_t`, signed).
  */
 typedef int64_t vm_ooffset_t;
-
-/*
- FreeBSD's `struct _cpuset`: a bitmap of CPU_MAXSIZE (1024) CPUs in
- `long` words, CPU `n` at bit `n % 64` of word `n / 64`. Use it as
- `cpuset_t`.
- */
-struct _cpuset {
-  long __bits[16];
-};
-
-/*
- FreeBSD's `cpuset_t` (`sys/_cpuset.h`; 128 bytes on FreeBSD 14 amd64).
- */
-typedef struct _cpuset cpuset_t;
 
 /*
  Segment descriptor as vmm sees it (`struct seg_desc`): base, limit and

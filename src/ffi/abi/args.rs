@@ -26,7 +26,8 @@ const _: () = assert!(16 == VM_MAX_SUFFIXLEN + 1);
 
 /// FreeBSD's `struct _cpuset`: a bitmap of CPU_MAXSIZE (1024) CPUs in
 /// `long` words, CPU `n` at bit `n % 64` of word `n / 64`. Use it as
-/// `cpuset_t`.
+/// `cpuset_t`. Declared for C by hand in `cbindgen.toml`, which takes the
+/// system's on FreeBSD.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct _cpuset {
