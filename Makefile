@@ -10,12 +10,16 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Ic_tests -pth
 LDLIBS  := $(LIBDIR)/libvmm_rs.a -lpthread -ldl -lm
 
 C_SRCS  := $(filter-out c_tests/header_compat_%.c c_tests/header_reject_%.c,$(wildcard c_tests/*.c))
+# C++ programs (the header's C linkage): c_tests/*.cc, built with $(CXX).
+CXX_SRCS := $(wildcard c_tests/*.cc)
+CXX_TEST_FLAGS := -O1 -g -std=c++11 -Wall -Wextra -Werror -pedantic -Iinclude -pthread
 # The 2019 protocol (cargo feature legacy-rendezvous) must deadlock here.
 LEGACY_DIR := target/legacy
 LEGACY_BINS := $(BUILD)/legacy/rte_lockall_test
 # Every ```c readme-NAME block of README.md becomes the program readme_NAME.
 README_EX := $(shell sed -n 's/^```c readme-\([a-z]*\)$$/\1/p' README.md)
-C_BINS  := $(patsubst c_tests/%.c,$(BUILD)/%,$(C_SRCS)) $(README_EX:%=$(BUILD)/readme_%)
+C_BINS  := $(patsubst c_tests/%.c,$(BUILD)/%,$(C_SRCS)) $(patsubst c_tests/%.cc,$(BUILD)/%,$(CXX_SRCS)) \
+           $(README_EX:%=$(BUILD)/readme_%)
 COMPAT  := $(wildcard c_tests/header_compat_*.c c_tests/header_reject_*.c)
 # The shared library's version and its soname's (build.rs): MAJOR, or
 # 0.MINOR before 1.0.
@@ -50,6 +54,9 @@ $(BUILD):
 
 $(BUILD)/%: c_tests/%.c c_tests/test_util.h c_tests/apic_util.h include/vmm_rs.h $(LIBDIR)/libvmm_rs.a | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+$(BUILD)/%: c_tests/%.cc include/vmm_rs.h $(LIBDIR)/libvmm_rs.a | $(BUILD)
+	$(CXX) $(CXX_TEST_FLAGS) -o $@ $< $(LDLIBS)
 
 # The README's C examples are compiled and run exactly as printed there.
 $(BUILD)/readme_%.c: README.md | $(BUILD)
@@ -105,7 +112,7 @@ tsan:
 # Other hosts (not part of `check`: it needs the targets' standard
 # libraries, `rustup target add x86_64-unknown-freebsd aarch64-apple-darwin
 # aarch64-unknown-linux-gnu`, and Debian's gcc-aarch64-linux-gnu,
-# libc6-dev-arm64-cross and qemu-user). The library and its tests
+# g++-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user). The library and its tests
 # type-check for FreeBSD and macOS; on Linux aarch64 the unit tests and
 # every C test run under qemu-user. Skipped there: the core-dump test
 # (qemu-user ignores MADV_DONTDUMP) and the valgrind pass.
@@ -113,6 +120,7 @@ CROSS_DIR   := target/cross
 CROSS_TYPES := x86_64-unknown-freebsd aarch64-apple-darwin
 A64         := aarch64-unknown-linux-gnu
 A64_CC      := aarch64-linux-gnu-gcc
+A64_CXX     := aarch64-linux-gnu-g++
 A64_RUN     := qemu-aarch64 -L /usr/aarch64-linux-gnu
 A64_ENV     := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=$(A64_CC) \
                CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(A64_RUN)"
@@ -122,12 +130,12 @@ cross-check:
 	$(A64_ENV) $(CARGO) test --lib --target $(A64) --target-dir $(CROSS_DIR) -- \
 	  --skip guest_memory_is_left_out_of_core_dumps
 	$(A64_ENV) $(CARGO) build --release --target $(A64) --target-dir $(CROSS_DIR)
-	$(MAKE) --no-print-directory cross-c-tests CC=$(A64_CC) \
+	$(MAKE) --no-print-directory cross-c-tests CC=$(A64_CC) CXX=$(A64_CXX) \
 	  LIBDIR=$(CROSS_DIR)/$(A64)/release BUILD=$(BUILD)/$(A64)
 
 # (run by cross-check, with CC, LIBDIR and BUILD set for the target)
 cross-c-tests: $(C_BINS)
-	VMM_RS_RUN_WITH="$(A64_RUN)" CC=$(CC) c_tests/run.sh $(BUILD) -- $(COMPAT)
+	VMM_RS_RUN_WITH="$(A64_RUN)" CC=$(CC) CXX=$(CXX) c_tests/run.sh $(BUILD) -- $(COMPAT)
 
 # Benchmarks: the C program (C face, Linux KVM, syscall floor) writes
 # target/bench/c.tsv; then criterion (benches/vmm.rs, its own package)

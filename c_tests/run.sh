@@ -2,11 +2,11 @@
 # Runs every C test binary in $1, then once more each under valgrind
 # (memcheck; any error fails); runs the binaries after --expect-deadlock
 # (built with the 2019 protocol), which pass only if their watchdog reports
-# a deadlock; compiles the header-compatibility units after --; and ends
-# with the line "N passed, N failed". With VMM_RS_RUN_WITH set (an
-# emulator such as "qemu-aarch64 -L /usr/aarch64-linux-gnu", for binaries
-# built for another architecture) every test runs under it, and the
-# valgrind pass is left out.
+# a deadlock; compiles the header-compatibility units after -- (as C and
+# as C++); and ends with the line "N passed, N failed". With
+# VMM_RS_RUN_WITH set (an emulator such as "qemu-aarch64 -L
+# /usr/aarch64-linux-gnu", for binaries built for another architecture)
+# every test runs under it, and the valgrind pass is left out.
 set -u
 build=$1; shift
 expect_deadlock=()
@@ -65,29 +65,39 @@ for t in "${expect_deadlock[@]}"; do
   fi
 done
 
-# A unit's " * cflags: ..." line adds flags; a header_reject_* unit
-# passes only if it does not compile, for the reason its
+# Each unit is compiled as C11 and as C++11 (the header is meant for
+# both). A unit's " * cflags: ..." line adds flags; a header_reject_*
+# unit passes only if it does not compile, for the reason its
 # " * refused-by: ..." line names (a word of the compiler's message).
+cxx=${CXX:-c++}
 for src in "$@"; do
-  name=$(basename "$src" .c)
+  base=$(basename "$src" .c)
   read -r -a extra <<< "$(sed -n 's/^ \* cflags: //p' "$src")"
-  if $cc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude "${extra[@]}" -c -o /dev/null "$src" \
-       > "$build/$name.log" 2>&1; then
-    compiled=1
-  else
-    compiled=0
-  fi
-  case "$name" in
-    header_reject_*)
-      reason=$(sed -n 's/^ \* refused-by: //p' "$src")
-      if [ $compiled -eq 0 ] && [ -n "$reason" ] && grep -qF -- "$reason" "$build/$name.log"; then
-        pass "$name (refused: $reason)"
-      else
-        fail "$name (expected a compile error naming '$reason')"; cat "$build/$name.log"
-      fi;;
-    *)
-      if [ $compiled -eq 1 ]; then pass "$name"; else fail "$name"; cat "$build/$name.log"; fi;;
-  esac
+  for lang in c c++; do
+    if [ $lang = c ]; then
+      name=$base; compile=("$cc" -std=c11)
+    else
+      name="c++:$base"; compile=("$cxx" -x c++ -std=c++11)
+    fi
+    log="$build/$lang.$base.log"
+    if "${compile[@]}" -Wall -Wextra -Werror -pedantic -Iinclude "${extra[@]}" -c -o /dev/null "$src" \
+         > "$log" 2>&1; then
+      compiled=1
+    else
+      compiled=0
+    fi
+    case "$base" in
+      header_reject_*)
+        reason=$(sed -n 's/^ \* refused-by: //p' "$src")
+        if [ $compiled -eq 0 ] && [ -n "$reason" ] && grep -qF -- "$reason" "$log"; then
+          pass "$name (refused: $reason)"
+        else
+          fail "$name (expected a compile error naming '$reason')"; cat "$log"
+        fi;;
+      *)
+        if [ $compiled -eq 1 ]; then pass "$name"; else fail "$name"; cat "$log"; fi;;
+    esac
+  done
 done
 
 echo "$passed passed, $failed failed"
