@@ -73,13 +73,15 @@ stress:
 	$(CARGO) test --release --features deadlock-detection --target-dir $(STRESS_DIR) \
 	  --test stress -- --ignored --nocapture
 
-# Model checking (tests/loom_os7622.rs): the crate built with --cfg loom,
-# every lock and atomic of the core replaced by loom's; prints the
-# interleavings explored. LOOM_MAX_PREEMPTIONS=n changes the depth.
+# Model checking (tests/loom_os7622.rs: the RTE-write protocol;
+# tests/loom_merge.rs: the local APIC's lock-free merge): the crate built
+# with --cfg loom, every lock and atomic of the core replaced by loom's;
+# prints the interleavings explored. LOOM_MAX_PREEMPTIONS=n changes the
+# depth.
 LOOM_DIR := target/loom
 verify:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release --target-dir $(LOOM_DIR) \
-	  --test loom_os7622 -- --nocapture
+	  --test loom_os7622 --test loom_merge -- --nocapture
 
 # ThreadSanitizer (not part of `check`: it needs a nightly toolchain with
 # rust-src, `rustup toolchain install nightly --component rust-src`): the

@@ -578,7 +578,12 @@ impl Vm {
         self.suspend
             .compare_exchange(0, how as i32, Ordering::SeqCst, Ordering::SeqCst)
             .map_err(|_| Error::Already)?;
-        for i in self.active_cpus().iter() {
+        // The active set under its mutex, not the lock-free copy: a vCPU
+        // activated after this read then reads the suspend when it runs
+        // (the mutex orders the two), where with the copy (a release
+        // store) both reads could miss.
+        let active = self.cpus.lock().active;
+        for i in active.iter() {
             self.vcpus[i].notify();
         }
         Ok(())

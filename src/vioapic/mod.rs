@@ -96,8 +96,14 @@ pub const VERSION: u32 = (((PINS - 1) as u32) << 16) | 0x11;
 /// What the vioapic needs from the VM.
 pub trait IoapicBus {
     /// `vlapic_deliver_intr` (xAPIC destination format). Called with the
-    /// table mutex held.
+    /// table mutex held, or lock-free by an edge send.
     fn deliver(&self, level: bool, dest: u8, phys: bool, delmode: u32, vector: u8);
+    /// `deliver` from an edge send whose last atomic was the sequentially
+    /// consistent read-modify-write of its assert count, which may stand
+    /// in for the lock-free merge's own barrier (see `vlapic::pending`).
+    fn deliver_after_rmw(&self, level: bool, dest: u8, phys: bool, delmode: u32, vector: u8) {
+        self.deliver(level, dest, phys, delmode, vector);
+    }
     /// The vCPUs whose TMR a level entry with this addressing sets (empty
     /// unless fixed or lowest-priority). Called with the table mutex held.
     fn tmr_targets(&self, dest: u8, phys: bool, delmode: u32) -> CpuSet;

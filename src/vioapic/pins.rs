@@ -69,7 +69,9 @@ impl Vioapic {
             return;
         }
         if !e.level() {
-            self.deliver(e, bus);
+            // Lock-free; the count's increment was the last RMW.
+            bus.deliver_after_rmw(e.level(), e.dest(), e.phys(), e.delmode(), e.vector());
+            self.sent.add(1);
             return;
         }
         self.send_asserted_level(pin, bus);

@@ -126,11 +126,24 @@ impl Vm {
     /// EINVAL for a vector outside 16..=255 (nothing is recorded then).
     #[inline]
     pub fn lapic_set_intr(&self, id: usize, vector: u32, level: bool) -> Result<()> {
+        self.lapic_set_intr_from::<false>(id, vector, level)
+    }
+
+    /// `lapic_set_intr`; AFTER_RMW: the caller's last atomic was a
+    /// sequentially consistent read-modify-write
+    /// (`Vlapic::set_intr_ready_after_rmw`).
+    #[inline(always)]
+    fn lapic_set_intr_from<const AFTER_RMW: bool>(&self, id: usize, vector: u32, level: bool) -> Result<()> {
         if !(16..=255).contains(&vector) {
             return Err(Error::Inval);
         }
         let vcpu = self.vcpu(id)?;
-        if vcpu.vlapic.set_intr_ready(vector as u8, level) {
+        let notify = if AFTER_RMW {
+            vcpu.vlapic.set_intr_ready_after_rmw(vector as u8, level)
+        } else {
+            vcpu.vlapic.set_intr_ready(vector as u8, level)
+        };
+        if notify {
             vcpu.notify();
         }
         Ok(())
@@ -166,9 +179,21 @@ impl Vm {
     /// (`calcdest` finds the same); the rest is out of line.
     #[inline(always)]
     pub fn deliver_intr(&self, level: bool, dest: u32, phys: bool, delmode: u32, vector: u8) {
+        self.deliver_intr_from::<false>(level, dest, phys, delmode, vector);
+    }
+
+    /// `deliver_intr` for a caller whose last atomic was a sequentially
+    /// consistent read-modify-write (the IOAPIC's lock-free edge send).
+    #[inline(always)]
+    pub fn deliver_intr_after_rmw(&self, level: bool, dest: u32, phys: bool, delmode: u32, vector: u8) {
+        self.deliver_intr_from::<true>(level, dest, phys, delmode, vector);
+    }
+
+    #[inline(always)]
+    fn deliver_intr_from<const AFTER_RMW: bool>(&self, level: bool, dest: u32, phys: bool, delmode: u32, vector: u8) {
         if phys && dest != 0xFF && matches!(delmode, DELMODE_FIXED | DELMODE_LOWPRIO) {
             if let Some(id) = self.phys_dest(dest) {
-                let _ = self.lapic_set_intr(id, u32::from(vector), level);
+                let _ = self.lapic_set_intr_from::<AFTER_RMW>(id, u32::from(vector), level);
             }
             return;
         }

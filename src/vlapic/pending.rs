@@ -11,6 +11,31 @@
 //! it is ordered just before the next method that changes the copy.
 //! Whoever made the vector pending notified the vCPU, so a merge asks for
 //! no notification.
+//!
+//! "Ordered just before" must hold for the sender's other memory accesses
+//! too, as the mutex would order them: a device that writes its ring in
+//! guest RAM and then sends must have that write seen by the guest that
+//! takes the interrupt it merged into (store buffering), and a device that
+//! read what the guest wrote after taking the vector must not merge into
+//! the taken vector (message passing). So the merge reads the word with a
+//! read-modify-write that changes nothing ([`PendingCopy::merges`]), whose
+//! release publishes what the sender did before, and the vCPU's
+//! publication is a read-modify-write too (`swap`), whose acquire reads
+//! from every merge before it in the word's order: a merge into a vector
+//! the vCPU then takes happens before everything the vCPU does next. A bare
+//! load would allow both shapes, on aarch64 and, in a tiny window, on x86
+//! (`tests/loom_merge.rs` models both; with a bare load it finds the
+//! first).
+//!
+//! [`PendingCopy::merges_after_rmw`] is for a sender that has just made a
+//! sequentially consistent read-modify-write of its own (the IOAPIC's
+//! assert count): on x86-64 that is a locked instruction, a full barrier;
+//! on aarch64 a release write, which a later load-acquire (this load) may
+//! not pass. Either way the sender's earlier accesses are visible before
+//! the load reads, and the vCPU's acquiring `swap` orders its later ones,
+//! so a plain load suffices there. That is the hardware's model, not the
+//! language's (whose fences or RMW pairs it replaces); on any other
+//! architecture, and under loom, it is `merges`.
 
 use std::ops::{Deref, DerefMut};
 
@@ -29,7 +54,26 @@ impl PendingCopy {
     /// nothing: it is in IRR already, with its TMR bit set if `level` (an
     /// edge joins a pending vector of either mode, see `set_intr_ready`).
     pub(super) fn merges(&self, vector: u8, level: bool) -> bool {
+        // An RMW that changes nothing, for its ordering (module doc).
+        let w = self.0[usize::from(vector / 32)].fetch_or(0, Ordering::SeqCst);
+        Self::merges_into(w, vector, level)
+    }
+
+    /// `merges`, for a sender whose last atomic was a sequentially
+    /// consistent read-modify-write (module doc): a plain load on x86-64
+    /// and aarch64.
+    #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(loom)))]
+    pub(super) fn merges_after_rmw(&self, vector: u8, level: bool) -> bool {
         let w = self.0[usize::from(vector / 32)].load(Ordering::SeqCst);
+        Self::merges_into(w, vector, level)
+    }
+
+    #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(loom))))]
+    pub(super) fn merges_after_rmw(&self, vector: u8, level: bool) -> bool {
+        self.merges(vector, level)
+    }
+
+    fn merges_into(w: u64, vector: u8, level: bool) -> bool {
         let bit = 1u64 << (vector % 32);
         w & bit != 0 && (!level || w & (bit << 32) != 0)
     }
@@ -41,7 +85,8 @@ impl PendingCopy {
             let w = u64::from(irr[i]) | u64::from(tmr[i]) << 32;
             // Only this mutex's holder stores: a relaxed read is exact.
             if word.load(Ordering::Relaxed) != w {
-                word.store(w, Ordering::SeqCst);
+                // An RMW, to read from the merges before it (module doc).
+                word.swap(w, Ordering::SeqCst);
             }
         }
     }

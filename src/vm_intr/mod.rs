@@ -41,6 +41,11 @@ impl IoapicBus for Vm {
         self.deliver_intr(level, u32::from(dest), phys, delmode, vector);
     }
 
+    #[inline(always)]
+    fn deliver_after_rmw(&self, level: bool, dest: u8, phys: bool, delmode: u32, vector: u8) {
+        self.deliver_intr_after_rmw(level, u32::from(dest), phys, delmode, vector);
+    }
+
     fn tmr_targets(&self, dest: u8, phys: bool, delmode: u32) -> CpuSet {
         match delmode {
             DELMODE_FIXED | DELMODE_LOWPRIO => {
