@@ -1929,7 +1929,9 @@ int vm_copy_setup(struct vcpu *vcpu,
  Copies `len` bytes from the guest memory `guest_iov` describes (from
  vm_copy_setup()) to `host_dst`. Stops, with errno EFAULT, at an iovec
  that is empty or has a NULL base (libvmmapi asserts); errno EFAULT for
- a NULL pointer.
+ a NULL pointer. Like memcpy, it orders nothing: a device that reads an
+ index the guest published and then what it indexes needs an acquire
+ fence between the two copies on a weakly ordered host (aarch64).
  */
 void vm_copyin(const struct iovec *guest_iov, void *host_dst, size_t len);
 

@@ -71,7 +71,9 @@ pub unsafe extern "C" fn vm_copy_setup(
 /// Copies `len` bytes from the guest memory `guest_iov` describes (from
 /// vm_copy_setup()) to `host_dst`. Stops, with errno EFAULT, at an iovec
 /// that is empty or has a NULL base (libvmmapi asserts); errno EFAULT for
-/// a NULL pointer.
+/// a NULL pointer. Like memcpy, it orders nothing: a device that reads an
+/// index the guest published and then what it indexes needs an acquire
+/// fence between the two copies on a weakly ordered host (aarch64).
 #[no_mangle]
 pub unsafe extern "C" fn vm_copyin(guest_iov: *const iovec, host_dst: *mut c_void, len: usize) {
     ffi_boundary_errno_only!((), {
