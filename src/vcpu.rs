@@ -288,9 +288,15 @@ impl Vcpu {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::test_util::with_watchdog;
     use std::sync::{Arc, Barrier};
     use std::thread;
     use VcpuState::*;
+
+    /// The transitions semantics.md section 2 allows, written out (not
+    /// computed with `may_become`, which is what is tested).
+    const ALLOWED: [(VcpuState, VcpuState); 6] =
+        [(Idle, Frozen), (Frozen, Idle), (Frozen, Running), (Running, Frozen), (Frozen, Sleeping), (Sleeping, Frozen)];
 
     #[test]
     fn transitions_follow_the_state_machine() {
@@ -308,7 +314,8 @@ mod tests {
                     }
                 }
                 let r = v.set_state(to, false);
-                let ok = from.may_become(to);
+                let ok = ALLOWED.contains(&(from, to));
+                assert_eq!(from.may_become(to), ok, "{from:?} -> {to:?}");
                 assert_eq!(r.is_ok(), ok, "{from:?} -> {to:?}");
                 if !ok {
                     assert_eq!(r, Err(Error::Busy));
@@ -324,6 +331,10 @@ mod tests {
 
     #[test]
     fn from_idle_waits_and_requests_idle() {
+        with_watchdog(10, from_idle_waits_and_requests_idle_body);
+    }
+
+    fn from_idle_waits_and_requests_idle_body() {
         let v = Arc::new(Vcpu::new(0));
         v.set_state(Frozen, false).unwrap();
         v.set_state(Running, false).unwrap();
@@ -350,7 +361,7 @@ mod tests {
     /// overtake a waiting lock-all.
     #[test]
     fn waiters_for_idle_take_the_vcpu_in_fifo_order() {
-        crate::test_util::with_watchdog(10, || {
+        with_watchdog(10, || {
             let v = Arc::new(Vcpu::new(0));
             v.set_state(Frozen, false).unwrap();
             let order = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -385,45 +396,65 @@ mod tests {
         });
     }
 
+    /// A runner asking for RUNNING while the block is held does not get
+    /// it (it stays RUNNING once in, so a missed block shows), and gets it
+    /// once the block goes.
     #[test]
     fn runblock_keeps_vcpu_out_of_running() {
-        let v = Arc::new(Vcpu::new(0));
-        v.set_state(Frozen, false).unwrap();
-        v.block_run(); // FROZEN: returns at once.
-        let start = Arc::new(Barrier::new(2));
-        let (v2, s2) = (v.clone(), start.clone());
-        let t = thread::spawn(move || {
-            s2.wait();
-            v2.set_state(Running, false).unwrap();
-            v2.set_state(Frozen, false).unwrap();
+        with_watchdog(10, || {
+            let v = Arc::new(Vcpu::new(0));
+            v.set_state(Frozen, false).unwrap();
+            v.block_run(); // FROZEN: returns at once.
+            let start = Arc::new(Barrier::new(2));
+            let entered = Arc::new(AtomicBool::new(false));
+            let leave = Arc::new(AtomicBool::new(false));
+            let runner = {
+                let (v, start, entered, leave) = (v.clone(), start.clone(), entered.clone(), leave.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    v.set_state(Running, false).unwrap();
+                    entered.store(true, Ordering::SeqCst);
+                    while !leave.load(Ordering::SeqCst) {
+                        thread::yield_now();
+                    }
+                    v.set_state(Frozen, false).unwrap();
+                })
+            };
+            start.wait();
+            for _ in 0..1000 {
+                assert!(!entered.load(Ordering::SeqCst), "RUNNING under a runblock");
+                assert_ne!(v.state(), Running);
+                thread::yield_now();
+            }
+            v.unblock_run();
+            while !entered.load(Ordering::SeqCst) {
+                thread::yield_now();
+            }
+            assert_eq!(v.state(), Running);
+            leave.store(true, Ordering::SeqCst);
+            runner.join().unwrap();
+            assert_eq!(v.state(), Frozen);
         });
-        start.wait();
-        // The runner cannot be RUNNING while we hold the block.
-        for _ in 0..1000 {
-            assert_ne!(v.state(), Running);
-            thread::yield_now();
-        }
-        v.unblock_run();
-        t.join().unwrap();
-        assert_eq!(v.state(), Frozen);
     }
 
     #[test]
     fn block_run_kicks_and_waits_for_running_vcpu() {
-        let v = Arc::new(Vcpu::new(0));
-        v.set_state(Frozen, false).unwrap();
-        v.set_state(Running, false).unwrap();
-        let v2 = v.clone();
-        // The "guest" leaves RUNNING once kicked.
-        let guest = thread::spawn(move || {
-            while !v2.kicked() {
-                thread::yield_now();
-            }
-            v2.set_state(Frozen, false).unwrap();
+        with_watchdog(10, || {
+            let v = Arc::new(Vcpu::new(0));
+            v.set_state(Frozen, false).unwrap();
+            v.set_state(Running, false).unwrap();
+            let v2 = v.clone();
+            // The "guest" leaves RUNNING once kicked.
+            let guest = thread::spawn(move || {
+                while !v2.kicked() {
+                    thread::yield_now();
+                }
+                v2.set_state(Frozen, false).unwrap();
+            });
+            v.block_run();
+            assert_eq!(v.state(), Frozen);
+            v.unblock_run();
+            guest.join().unwrap();
         });
-        v.block_run();
-        assert_eq!(v.state(), Frozen);
-        v.unblock_run();
-        guest.join().unwrap();
     }
 }

@@ -860,4 +860,60 @@ mod tests {
             locker.join().unwrap();
         });
     }
+
+    /// Holds vCPU 0 of a new 1-vCPU VM while another thread's lock_one
+    /// waits for it (it has asked for IDLE: reqidle is set); returns the
+    /// VM, the held lock's release, and the waiter (which releases the
+    /// vCPU at once if it gets it).
+    fn lock_one_waiting_behind_another(name: &str) -> (Arc<Vm>, impl FnOnce(), thread::JoinHandle<Result<()>>) {
+        let vm = Arc::new(Vm::with_idle_backend(name, 1).unwrap());
+        let vm_held = vm.clone();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = thread::spawn(move || {
+            let held = vm_held.lock_one(0).unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            drop(held);
+        });
+        locked_rx.recv().unwrap();
+        let waiter = {
+            let vm = vm.clone();
+            thread::spawn(move || vm.lock_one(0).map(drop))
+        };
+        while !vm.vcpu(0).unwrap().lock().reqidle {
+            thread::yield_now();
+        }
+        let release = move || {
+            release_tx.send(()).unwrap();
+            holder.join().unwrap();
+        };
+        (vm, release, waiter)
+    }
+
+    /// The reqidle a waiting lock_one sets is cleared when it gets the
+    /// vCPU (entering IDLE), so it does not end a later VM_RUN or HLT.
+    #[test]
+    fn reqidle_does_not_outlive_the_ioctl_that_asked_for_it() {
+        with_watchdog(10, || {
+            let (vm, release, waiter) = lock_one_waiting_behind_another("reqidle");
+            release();
+            assert_eq!(waiter.join().unwrap(), Ok(()));
+            assert!(!vm.vcpu(0).unwrap().lock().reqidle);
+        })
+    }
+
+    /// A lock_one waiting for a vCPU when the VM is destroyed fails with
+    /// Destroyed once it gets the vCPU, and leaves it IDLE (as lock-all
+    /// does, see `vm_intr::run_tests`).
+    #[test]
+    fn a_lock_one_overtaken_by_destroy_fails_and_leaves_the_vcpu_idle() {
+        with_watchdog(10, || {
+            let (vm, release, waiter) = lock_one_waiting_behind_another("overtaken");
+            vm.destroy();
+            release();
+            assert_eq!(waiter.join().unwrap(), Err(Error::Destroyed));
+            assert_eq!(vm.vcpu(0).unwrap().state(), VcpuState::Idle);
+        })
+    }
 }

@@ -463,11 +463,38 @@ fn write_pin_low(vm: &Vm, low: u32) {
 /// pin `PIN` level-triggered, vector 0x40, aimed at it; `mask` is 0 or the
 /// mask bit.
 fn one_vcpu_vm_with_level_pin(mask: u32) -> Shared<Vm> {
+    one_vcpu_vm_with_pin(mask | LEVEL | 0x40)
+}
+
+/// A 1-vCPU VM, vCPU 0 active with its local APIC software-enabled, and
+/// pin `PIN`'s low half `low` (destination vCPU 0).
+fn one_vcpu_vm_with_pin(low: u32) -> Shared<Vm> {
     let vm = Shared::new(Vm::new("loom", 1, Box::new(PauseGuest)).unwrap());
     vm.activate_cpu(0).unwrap();
     vm.mmio_write(0, 0xFEE0_00F0, 4, 0x1ff).unwrap();
-    write_pin_low(&vm, mask | LEVEL | 0x40);
+    write_pin_low(&vm, low);
     vm
+}
+
+/// A device thread asserting `PIN` while another writes `low` to its low
+/// half; returns when both are done.
+fn assert_racing_a_write(vm: &Shared<Vm>, low: u32) {
+    let device = {
+        let vm = vm.share();
+        thread::spawn(move || {
+            vm.ioapic_assert_irq(PIN as i32).unwrap();
+            vm.release();
+        })
+    };
+    let writer = {
+        let vm = vm.share();
+        thread::spawn(move || {
+            write_pin_low(&vm, low);
+            vm.release();
+        })
+    };
+    device.join().unwrap();
+    writer.join().unwrap();
 }
 
 /// (d) An assert racing an RTE write that unmasks a masked level pin: a
@@ -535,23 +562,7 @@ fn an_assert_racing_a_rewrite_in_flux_is_sent_exactly_once() {
         |counts: &'static Counts| {
             move || {
                 let vm = one_vcpu_vm_with_level_pin(0);
-
-                let device = {
-                    let vm = vm.share();
-                    thread::spawn(move || {
-                        vm.ioapic_assert_irq(PIN as i32).unwrap();
-                        vm.release();
-                    })
-                };
-                let writer = {
-                    let vm = vm.share();
-                    thread::spawn(move || {
-                        write_pin_low(&vm, 0x41);
-                        vm.release();
-                    })
-                };
-                device.join().unwrap();
-                writer.join().unwrap();
+                assert_racing_a_write(&vm, 0x41);
 
                 let s = vm.ioapic_stats();
                 assert_eq!(s.interrupts, 1, "sent exactly once");
@@ -561,6 +572,66 @@ fn an_assert_racing_a_rewrite_in_flux_is_sent_exactly_once() {
                 let irr = vm.vcpu(0).unwrap().vlapic.irr();
                 assert!(irr.test(0x40) != irr.test(0x41), "one of the two vectors delivered");
                 assert_eq!(vm.vioapic().assert_count(PIN as usize), 1);
+                vm.release();
+            }
+        },
+    );
+}
+
+/// An edge assert racing a write that masks the pin and changes its
+/// vector never delivers the new, masked entry: the lock-free send reads
+/// the entry after its count increment and drops it if masked by then
+/// (the assert is sent with the old entry, or not at all).
+#[test]
+fn an_edge_assert_racing_a_mask_never_sends_the_masked_entry() {
+    check(
+        "an_edge_assert_racing_a_mask_never_sends_the_masked_entry",
+        None,
+        "with the assert dropped because the mask landed",
+        Expect::Pass,
+        |counts: &'static Counts| {
+            move || {
+                let vm = one_vcpu_vm_with_pin(0x40);
+                assert_racing_a_write(&vm, 0x1_0000 | 0x41);
+                let irr = vm.vcpu(0).unwrap().vlapic.irr();
+                assert!(!irr.test(0x41), "a masked entry was delivered");
+                if vm.ioapic_stats().interrupts == 0 {
+                    counts.interesting.fetch_add(1, SeqCst);
+                }
+                vm.release();
+            }
+        },
+    );
+}
+
+/// A vCPU waiting out a VM-wide suspend (vCPU 0 never acknowledges)
+/// returns once the VM is destroyed, in every interleaving: the wait
+/// checks for destroy under the vCPU mutex that destroy's wake-up takes.
+#[test]
+fn destroy_ends_a_suspend_wait() {
+    check(
+        "destroy_ends_a_suspend_wait",
+        None,
+        "with VM_RUN inside the suspend wait when destroy came",
+        Expect::Pass,
+        |counts: &'static Counts| {
+            move || {
+                let vm = two_vcpu_vm(Box::new(PauseGuest), 0, false);
+                vm.suspend(2).unwrap();
+                let vcpu1 = {
+                    let vm = vm.share();
+                    thread::spawn(move || {
+                        if let Ok(lock) = vm.lock_one(1) {
+                            if vm.run(&lock).is_err() && vm.cpuset(vmm_rs::vm::CpuSetKind::Suspended).contains(1) {
+                                counts.interesting.fetch_add(1, SeqCst);
+                            }
+                            drop(lock);
+                        }
+                        vm.release();
+                    })
+                };
+                vm.destroy();
+                vcpu1.join().unwrap();
                 vm.release();
             }
         },

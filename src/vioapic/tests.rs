@@ -565,3 +565,43 @@ fn sends_from_many_threads_are_all_counted_and_reset_starts_from_zero() {
     v.pulse_irq(0, &b).unwrap();
     assert_eq!(v.stats().interrupts, 1);
 }
+
+/// A level assert that counted, then reached the table mutex only after
+/// its line was deasserted, sends nothing: the line is sampled under the
+/// mutex (a send then would be spurious, and a duplicate if a step-5 or
+/// EOI send had handled the assertion).
+#[test]
+fn a_level_assert_that_reaches_the_table_after_its_deassert_sends_nothing() {
+    crate::test_util::with_watchdog(10, || {
+        let vm = std::sync::Arc::new(crate::vm::Vm::with_idle_backend("late-level", 1).unwrap());
+        vm.activate_cpu(0).unwrap();
+        vm.vcpu(0).unwrap().vlapic.mmio_write(0xF0, 0x1FF, std::time::Instant::now());
+        vm.ioapic_mmio_write_nonvcpu(IOAPIC_BASE, 4, REG_REDTBL + 10).unwrap();
+        vm.ioapic_mmio_write_nonvcpu(IOAPIC_BASE + IOWIN, 4, LEVEL | 0x40).unwrap();
+        // Holding the table mutex keeps the assert's send waiting.
+        let table = vm.vioapic().table.lock();
+        let asserter = {
+            let vm = vm.clone();
+            std::thread::spawn(move || vm.ioapic_assert_irq(5).unwrap())
+        };
+        while vm.vioapic().assert_count(5) == 0 {
+            std::thread::yield_now();
+        }
+        vm.ioapic_deassert_irq(5).unwrap();
+        drop(table);
+        asserter.join().unwrap();
+        assert!(vm.vcpu(0).unwrap().vlapic.irr().is_empty(), "no send for a line already lowered");
+        assert_eq!(vm.vioapic().rte(5) & rte::REM_IRR, 0);
+    });
+}
+
+/// A lowest-priority level entry stages its TMR bit like a fixed one
+/// (FreeBSD's REDIR_IS_LVLTRIG covers both).
+#[test]
+fn a_lowest_priority_level_entry_stages_its_tmr() {
+    let v = Vioapic::new();
+    let b = RecBus::new(2);
+    hi(&v, &b, None, 3, 0);
+    lo(&v, &b, None, 3, LEVEL | LOWPRI | 0x45);
+    assert_eq!(b.staged(), vec![(0, 0x45, true)]);
+}

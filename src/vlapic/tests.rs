@@ -448,3 +448,15 @@ fn reinit_returns_to_a_new_apic() {
     assert!(l.staged_tmr().0.is_empty());
     assert_eq!(l.mmio_read(off::ID, Instant::now()), 1 << 24);
 }
+
+/// The locked path keeps the rule the lock-free merge keeps: an edge
+/// message joins a vector pending as level, which stays level (it is
+/// reached when the two race, the merge check seeing the vector not yet
+/// pending).
+#[test]
+fn an_edge_message_joins_a_level_pending_vector_under_the_mutex_too() {
+    let l = enabled(0);
+    assert!(l.set_intr_ready(0x50, true));
+    assert!(!l.lock().set_intr_ready(0x50, false));
+    assert!(l.tmr().test(0x50) && l.irr().test(0x50));
+}

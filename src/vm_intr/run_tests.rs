@@ -487,6 +487,10 @@ fn queued_exceptions_are_injected_on_entry_and_a_fault_on_a_double_fault_shuts_d
     regs().set_exitintinfo(0x8000_0308).unwrap(); // valid #DF
     regs().inject_exception(13, Some(0), false).unwrap();
     assert_eq!(run_once(&vm, 0), ExitKind::Suspended(SuspendHow::Triplefault));
+    // Acknowledged: another VM_RUN is EINVAL (FreeBSD's vm_run), until
+    // VM_REINIT.
+    let l = vm.lock_one(0).unwrap();
+    assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Inval));
 }
 
 #[test]
