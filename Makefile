@@ -6,7 +6,12 @@ PREFIX  ?= /usr/local
 LIBDIR  := target/release
 BUILD   := c_tests/build
 CFLAGS  ?= -O1 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Ic_tests -pthread
+# (override: a CFLAGS given on the command line keeps what the tests need)
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Ic_tests -pthread
+# make's built-in default is g++; c++ is what CI installs and run.sh uses.
+ifeq ($(origin CXX),default)
+CXX     := c++
+endif
 LDLIBS  := $(LIBDIR)/libvmm_rs.a -lpthread -ldl -lm
 
 C_SRCS  := $(filter-out c_tests/header_compat_%.c c_tests/header_reject_%.c,$(wildcard c_tests/*.c))
@@ -56,7 +61,7 @@ $(BUILD)/%: c_tests/%.c c_tests/test_util.h c_tests/apic_util.h include/vmm_rs.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 $(BUILD)/%: c_tests/%.cc include/vmm_rs.h $(LIBDIR)/libvmm_rs.a | $(BUILD)
-	$(CXX) $(CXX_TEST_FLAGS) -o $@ $< $(LDLIBS)
+	$(CXX) $(CXXFLAGS) $(CXX_TEST_FLAGS) -o $@ $< $(LDLIBS)
 
 # The README's C examples are compiled and run exactly as printed there.
 $(BUILD)/readme_%.c: README.md | $(BUILD)
@@ -137,7 +142,7 @@ cross-check:
 
 # (run by cross-check, with CC, LIBDIR and BUILD set for the target)
 cross-c-tests: $(C_BINS)
-	VMM_RS_RUN_WITH="$(A64_RUN)" CC=$(CC) CXX=$(CXX) c_tests/run.sh $(BUILD) -- $(COMPAT)
+	VMM_RS_RUN_WITH="$(A64_RUN)" CC="$(CC)" CXX="$(CXX)" c_tests/run.sh $(BUILD) -- $(COMPAT)
 
 # Benchmarks: the C program (C face, Linux KVM, syscall floor) writes
 # target/bench/c.tsv; then criterion (benches/vmm.rs, its own package)
@@ -161,7 +166,7 @@ $(BUILD)/legacy/%: c_tests/%.c c_tests/test_util.h include/vmm_rs.h lib-legacy
 	$(CC) $(CFLAGS) -o $@ $< $(LEGACY_DIR)/release/libvmm_rs.a -lpthread -ldl -lm
 
 c-tests: lib $(C_BINS) $(LEGACY_BINS)
-	c_tests/run.sh $(BUILD) --expect-deadlock $(LEGACY_BINS) -- $(COMPAT)
+	CC="$(CC)" CXX="$(CXX)" c_tests/run.sh $(BUILD) --expect-deadlock $(LEGACY_BINS) -- $(COMPAT)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig

@@ -1,6 +1,6 @@
 /*
  * cflags: -DVMM_RS_SYSTEM_CPUSET -Ic_tests/freebsd_stub
- * refused-by: vmm_rs_cpuset_t_must_be_128_bytes
+ * refused-by: vmm_rs: cpuset_t must be 128 bytes
  * Must NOT compile: on FreeBSD a program that shrinks cpuset_t
  * (CPU_SETSIZE 256, FreeBSD 13's size) would let vm_active_cpus() and
  * friends write 128 bytes into a smaller set. The header refuses it

@@ -15,7 +15,10 @@ if [ "${1:-}" = "--expect-deadlock" ]; then
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do expect_deadlock+=("$1"); shift; done
 fi
 [ "${1:-}" = "--" ] && shift
-cc=${CC:-cc}
+# CC, CXX and VMM_RS_RUN_WITH may be commands with arguments
+# ("ccache gcc"); split on blanks.
+read -r -a cc <<< "${CC:-cc}"
+read -r -a cxx <<< "${CXX:-c++}"
 read -r -a run_with <<< "${VMM_RS_RUN_WITH:-}"
 passed=0; failed=0
 
@@ -68,20 +71,21 @@ done
 # Each unit is compiled as C11 and as C++11 (the header is meant for
 # both). A unit's " * cflags: ..." line adds flags; a header_reject_*
 # unit passes only if it does not compile, for the reason its
-# " * refused-by: ..." line names (a word of the compiler's message).
-cxx=${CXX:-c++}
+# " * refused-by: ..." line names (text of the compiler's message; the
+# source lines a compiler quotes are turned off, so that naming text in
+# the header's source does not count).
 for src in "$@"; do
   base=$(basename "$src" .c)
   read -r -a extra <<< "$(sed -n 's/^ \* cflags: //p' "$src")"
   for lang in c c++; do
     if [ $lang = c ]; then
-      name=$base; compile=("$cc" -std=c11)
+      name=$base; compile=("${cc[@]}" -std=c11)
     else
-      name="c++:$base"; compile=("$cxx" -x c++ -std=c++11)
+      name="c++:$base"; compile=("${cxx[@]}" -x c++ -std=c++11)
     fi
     log="$build/$lang.$base.log"
-    if "${compile[@]}" -Wall -Wextra -Werror -pedantic -Iinclude "${extra[@]}" -c -o /dev/null "$src" \
-         > "$log" 2>&1; then
+    if "${compile[@]}" -Wall -Wextra -Werror -pedantic -fno-diagnostics-show-caret -Iinclude "${extra[@]}" \
+         -c -o /dev/null "$src" > "$log" 2>&1; then
       compiled=1
     else
       compiled=0

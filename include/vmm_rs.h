@@ -17,15 +17,21 @@
  FreeBSD-style <sys/cpuset.h>), it is the system's (<sys/cpuset.h>,
  which libvmmapi's vmmapi.h includes too, with the CPU_SET() family), so
  that the two headers can be included in either order; it must then have
- this size (CPU_SETSIZE left at its default). Elsewhere it is declared
- here. CPU_MAXSIZE is the number of CPUs a userland `cpuset_t` holds on
+ this size, FreeBSD 14's default (on FreeBSD 13, whose default is 256
+ CPUs, define CPU_SETSIZE as 1024 first). Elsewhere it is declared here. CPU_MAXSIZE is the number of CPUs a userland `cpuset_t` holds on
  FreeBSD 14 (not named CPU_SETSIZE here because glibc's <sched.h> defines
  that name).
  */
 #if defined(__FreeBSD__) || defined(VMM_RS_SYSTEM_CPUSET)
 #include <sys/param.h>
 #include <sys/cpuset.h>
+#if defined(__cplusplus) && __cplusplus >= 201103L
+static_assert(sizeof(cpuset_t) == 128, "vmm_rs: cpuset_t must be 128 bytes (CPU_SETSIZE 1024)");
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(cpuset_t) == 128, "vmm_rs: cpuset_t must be 128 bytes (CPU_SETSIZE 1024)");
+#else
 typedef char vmm_rs_cpuset_t_must_be_128_bytes[sizeof(cpuset_t) == 128 ? 1 : -1];
+#endif
 #else
 #define CPU_MAXSIZE 1024
 struct _cpuset {

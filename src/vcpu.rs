@@ -293,8 +293,9 @@ mod tests {
     use std::thread;
     use VcpuState::*;
 
-    /// The transitions semantics.md section 2 allows, written out (not
-    /// computed with `may_become`, which is what is tested).
+    /// The transitions the spec's state machine allows (FreeBSD's
+    /// `vcpu_set_state_locked`), written out, not computed with
+    /// `may_become`, which is what is tested.
     const ALLOWED: [(VcpuState, VcpuState); 6] =
         [(Idle, Frozen), (Frozen, Idle), (Frozen, Running), (Running, Frozen), (Frozen, Sleeping), (Sleeping, Frozen)];
 
@@ -353,7 +354,9 @@ mod tests {
         v.set_state(Idle, false).unwrap();
         assert_eq!(t.join().unwrap(), Ok(()));
         assert_eq!(v.state(), Frozen);
-        assert!(!v.lock().reqidle || v.take_reqidle());
+        // The waiter's request ended when it got the vCPU (entering IDLE
+        // clears reqidle).
+        assert!(!v.lock().reqidle);
     }
 
     /// Threads waiting for an IDLE vCPU get it in the order they asked:

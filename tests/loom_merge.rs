@@ -107,13 +107,3 @@ fn a_sender_that_saw_the_vcpu_take_the_vector_does_not_merge_into_it() {
         assert!(!(merged(&apic) && seen == 1), "the device saw the vector taken, yet merged into it");
     });
 }
-
-/// The IOAPIC edge path's variant behaves the same under the model (there
-/// it is the same code; on x86-64 and aarch64 hardware a plain load that
-/// the preceding RMW orders, see `pending`).
-#[test]
-fn the_after_rmw_merge_publishes_too() {
-    store_buffering("the_after_rmw_merge_publishes_too", |apic| {
-        apic.set_intr_ready_after_rmw(VECTOR, false);
-    });
-}

@@ -637,3 +637,46 @@ fn destroy_ends_a_suspend_wait() {
         },
     );
 }
+
+/// A VM_SUSPEND racing the activation of a vCPU that then enters RUNNING
+/// reaches it: the suspend's notification kicks it, or the vCPU sees the
+/// suspend when it checks after entering RUNNING (as the run loop does).
+/// The suspend reads the active set under its mutex; with the lock-free
+/// copy (a release store, an acquire load) both could miss.
+#[test]
+fn a_suspend_racing_an_activation_reaches_the_vcpu() {
+    check(
+        "a_suspend_racing_an_activation_reaches_the_vcpu",
+        None,
+        "with the vCPU kicked by the suspend",
+        Expect::Pass,
+        |counts: &'static Counts| {
+            move || {
+                let vm = Shared::new(Vm::new("loom", 2, Box::new(PauseGuest)).unwrap());
+                vm.activate_cpu(0).unwrap();
+                let suspender = {
+                    let vm = vm.share();
+                    thread::spawn(move || {
+                        vm.suspend(2).unwrap();
+                        vm.release();
+                    })
+                };
+                let lock = vm.lock_one(1).unwrap();
+                vm.activate_cpu(1).unwrap();
+                let vcpu = vm.vcpu(1).unwrap();
+                vcpu.set_state(VcpuState::Running, false).unwrap();
+                let saw = vm.suspended_how().is_some();
+                // Still RUNNING (in the guest) when the suspend is done.
+                suspender.join().unwrap();
+                let kicked = vcpu.kicked();
+                assert!(saw || kicked, "the suspend missed vCPU 1");
+                if kicked && !saw {
+                    counts.interesting.fetch_add(1, SeqCst);
+                }
+                vcpu.set_state(VcpuState::Frozen, false).unwrap();
+                drop(lock);
+                vm.release();
+            }
+        },
+    );
+}

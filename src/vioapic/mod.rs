@@ -98,9 +98,11 @@ pub trait IoapicBus {
     /// `vlapic_deliver_intr` (xAPIC destination format). Called with the
     /// table mutex held, or lock-free by an edge send.
     fn deliver(&self, level: bool, dest: u8, phys: bool, delmode: u32, vector: u8);
-    /// `deliver` from an edge send whose last atomic was the sequentially
-    /// consistent read-modify-write of its assert count, which may stand
-    /// in for the lock-free merge's own barrier (see `vlapic::pending`).
+    /// `deliver` from the vioapic's lock-free edge send, which made a
+    /// successful sequentially consistent read-modify-write (its assert
+    /// count) earlier in program order; on x86-64 that stands in for the
+    /// lock-free merge's own (see `vlapic::pending`). Only the vioapic
+    /// calls it.
     fn deliver_after_rmw(&self, level: bool, dest: u8, phys: bool, delmode: u32, vector: u8) {
         self.deliver(level, dest, phys, delmode, vector);
     }

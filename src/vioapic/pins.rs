@@ -69,7 +69,7 @@ impl Vioapic {
             return;
         }
         if !e.level() {
-            // Lock-free; the count's increment was the last RMW.
+            // Lock-free, after the count's successful SC increment.
             bus.deliver_after_rmw(e.level(), e.dest(), e.phys(), e.delmode(), e.vector());
             self.sent.add(1);
             return;

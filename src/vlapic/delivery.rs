@@ -129,8 +129,8 @@ impl Vm {
         self.lapic_set_intr_from::<false>(id, vector, level)
     }
 
-    /// `lapic_set_intr`; AFTER_RMW: the caller's last atomic was a
-    /// sequentially consistent read-modify-write
+    /// `lapic_set_intr`; AFTER_RMW: the caller made a successful
+    /// sequentially consistent read-modify-write earlier in program order
     /// (`Vlapic::set_intr_ready_after_rmw`).
     #[inline(always)]
     fn lapic_set_intr_from<const AFTER_RMW: bool>(&self, id: usize, vector: u32, level: bool) -> Result<()> {
@@ -182,10 +182,11 @@ impl Vm {
         self.deliver_intr_from::<false>(level, dest, phys, delmode, vector);
     }
 
-    /// `deliver_intr` for a caller whose last atomic was a sequentially
-    /// consistent read-modify-write (the IOAPIC's lock-free edge send).
+    /// `deliver_intr` for a caller that made a successful sequentially
+    /// consistent read-modify-write earlier in program order (the IOAPIC's
+    /// lock-free edge send, after its assert count).
     #[inline(always)]
-    pub fn deliver_intr_after_rmw(&self, level: bool, dest: u32, phys: bool, delmode: u32, vector: u8) {
+    pub(crate) fn deliver_intr_after_rmw(&self, level: bool, dest: u32, phys: bool, delmode: u32, vector: u8) {
         self.deliver_intr_from::<true>(level, dest, phys, delmode, vector);
     }
 

@@ -133,12 +133,12 @@ impl Vlapic {
         self.set_intr_ready_locked(vector, level)
     }
 
-    /// `set_intr_ready` for a sender whose last atomic was a sequentially
-    /// consistent read-modify-write (the IOAPIC's edge send after its
-    /// assert count): the merge needs no barrier of its own on x86-64 and
-    /// aarch64 (see `pending`).
+    /// `set_intr_ready` for a sender that made a successful sequentially
+    /// consistent read-modify-write earlier in program order (the IOAPIC's
+    /// edge send, after its assert count): on x86-64 the merge needs no
+    /// barrier of its own (see `pending`).
     #[inline(always)]
-    pub fn set_intr_ready_after_rmw(&self, vector: u8, level: bool) -> bool {
+    pub(crate) fn set_intr_ready_after_rmw(&self, vector: u8, level: bool) -> bool {
         if self.pending.merges_after_rmw(vector, level) {
             return false;
         }

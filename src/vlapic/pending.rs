@@ -27,15 +27,16 @@
 //! (`tests/loom_merge.rs` models both; with a bare load it finds the
 //! first).
 //!
-//! [`PendingCopy::merges_after_rmw`] is for a sender that has just made a
-//! sequentially consistent read-modify-write of its own (the IOAPIC's
-//! assert count): on x86-64 that is a locked instruction, a full barrier;
-//! on aarch64 a release write, which a later load-acquire (this load) may
-//! not pass. Either way the sender's earlier accesses are visible before
-//! the load reads, and the vCPU's acquiring `swap` orders its later ones,
-//! so a plain load suffices there. That is the hardware's model, not the
-//! language's (whose fences or RMW pairs it replaces); on any other
-//! architecture, and under loom, it is `merges`.
+//! [`PendingCopy::merges_after_rmw`] is for a sender that has made a
+//! successful sequentially consistent read-modify-write earlier in program
+//! order (the IOAPIC's assert count). On x86-64 that is a locked
+//! instruction and the vCPU's `swap` an `xchg`, both full barriers, so
+//! neither side's later load can pass its own earlier store and a plain
+//! load suffices there. That is x86's memory model, not the language's.
+//! Elsewhere it is `merges`: on aarch64 the vCPU's swap may be an
+//! exclusive pair whose store a later plain load can pass, which only the
+//! sender's own read-modify-write of the word (read by that swap) rules
+//! out; under loom too.
 
 use std::ops::{Deref, DerefMut};
 
@@ -59,16 +60,16 @@ impl PendingCopy {
         Self::merges_into(w, vector, level)
     }
 
-    /// `merges`, for a sender whose last atomic was a sequentially
-    /// consistent read-modify-write (module doc): a plain load on x86-64
-    /// and aarch64.
-    #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(loom)))]
+    /// `merges`, for a sender that made a successful sequentially
+    /// consistent read-modify-write earlier in program order (module doc):
+    /// a plain load on x86-64.
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
     pub(super) fn merges_after_rmw(&self, vector: u8, level: bool) -> bool {
         let w = self.0[usize::from(vector / 32)].load(Ordering::SeqCst);
         Self::merges_into(w, vector, level)
     }
 
-    #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(loom))))]
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
     pub(super) fn merges_after_rmw(&self, vector: u8, level: bool) -> bool {
         self.merges(vector, level)
     }

@@ -403,7 +403,7 @@ fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
         // which the checks below fail.
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(secs())
-            || (!enough() && start.elapsed() < Duration::from_secs(PROGRESS_LIMIT_SECS))
+            || (!enough() && start.elapsed() < Duration::from_secs(secs() + PROGRESS_LIMIT_SECS))
         {
             thread::park_timeout(Duration::from_millis(20));
         }

@@ -3,8 +3,9 @@
  * the header_*_freebsd_* units: the same names and layout for a userland
  * program (CPU_MAXSIZE 1024; CPU_SETSIZE defaults to it; `struct _cpuset`
  * of `long` words, typedef'd cpuset_t), and two of the CPU_* macros.
- * Not FreeBSD's text. Like FreeBSD's, it wants <sys/param.h> first (here
- * glibc's, for NBBY and howmany).
+ * Not FreeBSD's text. Like FreeBSD's (cpuset(2) includes <sys/param.h>
+ * first), it wants <sys/param.h> before it: here glibc's, for NBBY and
+ * howmany.
  */
 #ifndef VMM_RS_STUB_SYS_CPUSET_H
 #define VMM_RS_STUB_SYS_CPUSET_H
