@@ -33,3 +33,28 @@ pub fn catch<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    /// A panic inside the boundary becomes the fallback value with errno
+    /// EIO, and does not unwind out.
+    #[test]
+    fn a_panic_becomes_the_fallback_with_errno_eio() {
+        let r = std::panic::catch_unwind(|| {
+            nix::errno::Errno::set_raw(0);
+            let v: i32 = ffi_boundary!({
+                if std::hint::black_box(true) {
+                    panic!("boom");
+                }
+                0
+            });
+            (v, nix::errno::Errno::last_raw())
+        });
+        let p: *mut u8 = std::panic::catch_unwind(|| {
+            super::catch(std::ptr::null_mut(), || -> *mut u8 { panic!("boom") })
+        })
+        .unwrap_or(std::ptr::dangling_mut());
+        assert_eq!(r.ok(), Some((-1, libc::EIO)), "the panic was caught");
+        assert!(p.is_null(), "the given fallback");
+    }
+}

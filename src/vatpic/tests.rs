@@ -501,3 +501,20 @@ fn fuzz_no_request_is_left_unraised() {
         }
     }
 }
+
+/// Rotate in automatic-EOI mode (OCW2 0x80): the pin retired at the
+/// acknowledge becomes lowest priority (FreeBSD `vatpic_pin_accepted`).
+#[test]
+fn automatic_eoi_with_rotation_makes_the_acknowledged_pin_lowest_priority() {
+    let (p, bus) = (Vatpic::new(), Bus::default());
+    init_chip(&p, &bus, IO_ICU1, 0x20, chip::ICW4_AEOI);
+    out(&p, &bus, IO_ICU1, 0x80); // rotate in AEOI mode
+    pulse(&p, &bus, 1);
+    assert_eq!(p.accept_intr(&bus), 0x21);
+    assert_eq!(p.chip(0).lowprio, 1, "IRQ 1 rotated to lowest");
+    assert_eq!(p.chip(0).service, 0);
+    pulse(&p, &bus, 0);
+    pulse(&p, &bus, 3);
+    assert_eq!(p.accept_intr(&bus), 0x23, "after IRQ 1: 2 (no request), then 3 before 0");
+    assert_eq!(p.accept_intr(&bus), 0x20);
+}

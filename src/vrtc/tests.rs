@@ -131,6 +131,11 @@ fn rtc_to_secs_rejects_what_freebsd_rejects() {
     for (o, v) in [(0, 0x60), (2, 0x60), (4, 0x24), (7, 0), (7, 0x32), (8, 0), (8, 0x13), (9, 0xa0), (0x32, 0x19)] {
         assert_eq!(bad(o, v), VRTC_BROKEN_TIME, "offset {o:#x} = {v:#x}");
     }
+    // BCD bytes with a low nibble above 9, whose value read as 10 * hi +
+    // lo would be in range (0x1a as 20 seconds): refused all the same.
+    for (o, v) in [(0, 0x1a), (2, 0x0f), (4, 0x0b), (7, 0x0c), (9, 0x2b)] {
+        assert_eq!(bad(o, v), VRTC_BROKEN_TIME, "offset {o:#x} = {v:#x}");
+    }
     assert_eq!(bad(6, 0x77), T, "the day of the week is ignored");
     // 12-hour mode: hour 0 and 13 are invalid, 12 AM is midnight.
     let mut r = good;
@@ -381,4 +386,18 @@ fn random_accesses_keep_the_registers_sane() {
         }
     }
     assert!(g.pulses > 0, "the run raised IRQ 8 at least once");
+}
+
+/// VM_RTC_READ brings every date/time byte (0-9) and the century up to
+/// now first (FreeBSD `vrtc_nvram_read`), the year byte included.
+#[test]
+fn nvram_read_of_the_year_byte_shows_the_current_year() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    // 1999-12-31 23:59:59 UTC, two seconds before 2000.
+    assert_eq!(rtc.set_time(946_684_799, now).value, Ok(()));
+    let later = now + Duration::from_secs(2);
+    assert_eq!(rtc.nvram_read(9, later), Ok(0x00), "year 2000, BCD");
+    assert_eq!(rtc.nvram_read(8, later), Ok(0x01), "January");
+    assert_eq!(rtc.nvram_read(0x32, later), Ok(0x20), "century");
 }
