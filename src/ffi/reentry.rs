@@ -63,10 +63,15 @@ pub(crate) fn in_callback<R>(vm: usize, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-// POSIX; not in the libc crate for Linux. glibc and musl number the
-// states ENABLE 0, DISABLE 1.
+// POSIX, but not in the libc crate for Linux or FreeBSD. Their values
+// differ by host: glibc, musl and FreeBSD number the states ENABLE 0,
+// DISABLE 1; Apple's the other way round (the libc crate has those).
+#[cfg(not(target_vendor = "apple"))]
 const PTHREAD_CANCEL_ENABLE: c_int = 0;
+#[cfg(not(target_vendor = "apple"))]
 const PTHREAD_CANCEL_DISABLE: c_int = 1;
+#[cfg(target_vendor = "apple")]
+use libc::{PTHREAD_CANCEL_DISABLE, PTHREAD_CANCEL_ENABLE};
 extern "C" {
     fn pthread_setcancelstate(state: c_int, oldstate: *mut c_int) -> c_int;
 }
