@@ -332,31 +332,29 @@ mod tests {
 
     #[test]
     fn from_idle_waits_and_requests_idle() {
-        with_watchdog(10, from_idle_waits_and_requests_idle_body);
-    }
-
-    fn from_idle_waits_and_requests_idle_body() {
-        let v = Arc::new(Vcpu::new(0));
-        v.set_state(Frozen, false).unwrap();
-        v.set_state(Running, false).unwrap();
-        let v2 = v.clone();
-        let t = thread::spawn(move || v2.set_state(Frozen, true));
-        // The waiter sets reqidle and kicks the running vCPU.
-        loop {
-            let g = v.lock();
-            if g.reqidle && v.kicked() {
-                break;
+        with_watchdog(10, || {
+            let v = Arc::new(Vcpu::new(0));
+            v.set_state(Frozen, false).unwrap();
+            v.set_state(Running, false).unwrap();
+            let v2 = v.clone();
+            let t = thread::spawn(move || v2.set_state(Frozen, true));
+            // The waiter sets reqidle and kicks the running vCPU.
+            loop {
+                let g = v.lock();
+                if g.reqidle && v.kicked() {
+                    break;
+                }
+                drop(g);
+                thread::yield_now();
             }
-            drop(g);
-            thread::yield_now();
-        }
-        v.set_state(Frozen, false).unwrap();
-        v.set_state(Idle, false).unwrap();
-        assert_eq!(t.join().unwrap(), Ok(()));
-        assert_eq!(v.state(), Frozen);
-        // The waiter's request ended when it got the vCPU (entering IDLE
-        // clears reqidle).
-        assert!(!v.lock().reqidle);
+            v.set_state(Frozen, false).unwrap();
+            v.set_state(Idle, false).unwrap();
+            assert_eq!(t.join().unwrap(), Ok(()));
+            assert_eq!(v.state(), Frozen);
+            // The waiter's request ended when it got the vCPU (entering IDLE
+            // clears reqidle).
+            assert!(!v.lock().reqidle);
+        });
     }
 
     /// Threads waiting for an IDLE vCPU get it in the order they asked:
