@@ -595,6 +595,17 @@ struct vm_readwrite_kernemu_device {
 #define VMM_RS_TSC_HZ 2000000000
 
 /*
+ vm_openf() flag: create the VM if no VM has the name.
+ */
+#define VMMAPI_OPEN_CREATE 1
+
+/*
+ vm_openf() flag: reset a VM that existed before the call, as
+ vm_reinit() (a VM the call creates is new already).
+ */
+#define VMMAPI_OPEN_REINIT 2
+
+/*
  Why a task switch happened (`enum task_switch_reason`, in
  `struct vm_task_switch`).
  */
@@ -2090,6 +2101,22 @@ int vm_create(const char *name);
  (no such VM) or EFAULT (NULL name). Close it with vm_close().
  */
 struct vmctx *vm_open(const char *name);
+
+/*
+ Opens the VM named `name`, as FreeBSD 15's libvmmapi (whose bhyve
+ starts with `vm_openf(name, romboot ? VMMAPI_OPEN_REINIT : 0)` and,
+ on ENOENT, `vm_openf(name, VMMAPI_OPEN_CREATE)`). `flags`:
+ VMMAPI_OPEN_CREATE creates the VM if there is none (in one step: of
+ threads racing to create one name, all open the same VM);
+ VMMAPI_OPEN_REINIT resets a VM that already existed, as vm_reinit().
+ Returns a handle to close with vm_close() (or vm_destroy()), or NULL
+ with errno: ENOENT (no such VM and no VMMAPI_OPEN_CREATE), EFAULT
+ (NULL name), EINVAL (flags other than these two; or, with
+ VMMAPI_OPEN_CREATE, a name vm_create() refuses), ENOMEM as
+ vm_create(), or vm_reinit()'s error (EBUSY: a vCPU is active that has
+ not seen its VM_SUSPEND); the VM is then left as it was.
+ */
+struct vmctx *vm_openf(const char *name, int flags);
 
 /*
  Closes a handle from vm_open(). The VM lives on. Anything else (NULL,

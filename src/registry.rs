@@ -61,6 +61,24 @@ pub fn create(name: &str) -> Result<Arc<Vm>> {
     if map.contains_key(name) {
         return Err(Error::Exist);
     }
+    insert_new(&mut map, name)
+}
+
+/// `vm_openf` with VMMAPI_OPEN_CREATE: the VM named `name`, created if
+/// there is none, in one step under the registry lock, so that threads
+/// racing to open-or-create one name all get the same VM and only one of
+/// them sees `true` (it created the VM). EINVAL for a bad name.
+pub fn open_or_create(name: &str) -> Result<(Arc<Vm>, bool)> {
+    check_name(name)?;
+    let mut map = vms().lock();
+    if let Some(vm) = map.get(name) {
+        return Ok((vm.clone(), false));
+    }
+    Ok((insert_new(&mut map, name)?, true))
+}
+
+/// Builds a VM and enters it in `map` (whose lock the caller holds).
+fn insert_new(map: &mut HashMap<String, Arc<Vm>>, name: &str) -> Result<Arc<Vm>> {
     let vm = Arc::new(Vm::with_sim_backend(name, default_maxcpus())?);
     vm.start_callout_thread()?;
     map.insert(name.to_owned(), vm.clone());
@@ -107,5 +125,19 @@ mod tests {
         assert_eq!(destroy(&vm), Err(Error::Destroyed));
         let again = create("registry-test").unwrap();
         destroy(&again).unwrap();
+    }
+
+    #[test]
+    fn open_or_create_creates_once() {
+        assert_eq!(open_or_create("a/b").err(), Some(Error::Inval));
+        let (vm, created) = open_or_create("registry-openf").unwrap();
+        assert!(created);
+        let (again, created) = open_or_create("registry-openf").unwrap();
+        assert!(!created && Arc::ptr_eq(&vm, &again));
+        assert_eq!(create("registry-openf").err(), Some(Error::Exist));
+        destroy(&vm).unwrap();
+        let (fresh, created) = open_or_create("registry-openf").unwrap();
+        assert!(created && !Arc::ptr_eq(&vm, &fresh));
+        destroy(&fresh).unwrap();
     }
 }

@@ -3,11 +3,13 @@
 
 use std::ffi::{c_char, c_int};
 
+use super::abi::VM_REINIT;
 use super::cstr::str_arg;
+use super::{commands, ioctl};
 use super::errno::{fail, set_errno, to_rc, errno_of};
 use super::handle::{self, vcpu, vmctx};
 use super::panic::{ffi_boundary, ffi_boundary_errno_only};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::registry;
 
 /// Creates a VM named `name`. Returns 0, or -1 with errno: EEXIST if the
@@ -43,6 +45,66 @@ pub unsafe extern "C" fn vm_open(name: *const c_char) -> *mut vmctx {
             }
         }
     })
+}
+
+/// vm_openf() flag: create the VM if no VM has the name.
+pub const VMMAPI_OPEN_CREATE: c_int = 0x01;
+/// vm_openf() flag: reset a VM that existed before the call, as
+/// vm_reinit() (a VM the call creates is new already).
+pub const VMMAPI_OPEN_REINIT: c_int = 0x02;
+
+/// Opens the VM named `name`, as FreeBSD 15's libvmmapi (whose bhyve
+/// starts with `vm_openf(name, romboot ? VMMAPI_OPEN_REINIT : 0)` and,
+/// on ENOENT, `vm_openf(name, VMMAPI_OPEN_CREATE)`). `flags`:
+/// VMMAPI_OPEN_CREATE creates the VM if there is none (in one step: of
+/// threads racing to create one name, all open the same VM);
+/// VMMAPI_OPEN_REINIT resets a VM that already existed, as vm_reinit().
+/// Returns a handle to close with vm_close() (or vm_destroy()), or NULL
+/// with errno: ENOENT (no such VM and no VMMAPI_OPEN_CREATE), EFAULT
+/// (NULL name), EINVAL (flags other than these two; or, with
+/// VMMAPI_OPEN_CREATE, a name vm_create() refuses), ENOMEM as
+/// vm_create(), or vm_reinit()'s error (EBUSY: a vCPU is active that has
+/// not seen its VM_SUSPEND); the VM is then left as it was.
+#[no_mangle]
+pub unsafe extern "C" fn vm_openf(name: *const c_char, flags: c_int) -> *mut vmctx {
+    ffi_boundary!(std::ptr::null_mut(), {
+        // SAFETY: forwarded from the caller.
+        match unsafe { openf(name, flags) } {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                set_errno(errno_of(e));
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// vm_openf() without the errno.
+///
+/// # Safety
+/// `name` is a C string or NULL.
+unsafe fn openf(name: *const c_char, flags: c_int) -> Result<*mut vmctx> {
+    // SAFETY: forwarded.
+    let name = unsafe { str_arg(name) };
+    if name == Err(Error::Fault) {
+        return Err(Error::Fault);
+    }
+    if flags & !(VMMAPI_OPEN_CREATE | VMMAPI_OPEN_REINIT) != 0 {
+        return Err(Error::Inval);
+    }
+    let (vm, created) = if flags & VMMAPI_OPEN_CREATE != 0 {
+        registry::open_or_create(name?)?
+    } else {
+        // As vm_open(): a name vm_create() refuses names no VM.
+        let name = name.map_err(|e| if e == Error::Inval { Error::NoEnt } else { e });
+        (registry::open(name?)?, false)
+    };
+    if !created && flags & VMMAPI_OPEN_REINIT != 0 {
+        let class = ioctl::lock_class(VM_REINIT).ok_or(Error::Inval)?;
+        // SAFETY: VM_REINIT takes no argument.
+        unsafe { commands::run(&vm, VM_REINIT, class, std::ptr::null_mut()) }?;
+    }
+    Ok(handle::new_ctx(vm))
 }
 
 /// Closes a handle from vm_open(). The VM lives on. Anything else (NULL,
