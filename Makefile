@@ -31,7 +31,7 @@ COMPAT  := $(wildcard c_tests/header_compat_*.c c_tests/header_reject_*.c)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 ABI     := $(shell echo $(VERSION) | awk -F. '{ print ($$1 == 0) ? $$1 "." $$2 : $$1 }')
 
-.PHONY: all lib lib-legacy stress verify tsan cross-check cross-c-tests bench check cargo-test c-tests header-check install install-check clean
+.PHONY: all lib lib-legacy stress verify tsan cross-check cross-c-tests bench check doc-check cargo-test c-tests header-check install install-check clean
 
 all: lib
 
@@ -42,7 +42,7 @@ lib:
 	$(CARGO) build --release
 	ln -sf libvmm_rs.so $(LIBDIR)/libvmm_rs.so.$(ABI)
 
-check: lib header-check cargo-test c-tests install-check stress verify
+check: lib header-check doc-check cargo-test c-tests install-check stress verify
 
 # The committed header must equal a fresh generation.
 header-check: lib
@@ -53,6 +53,11 @@ header-check: lib
 
 cargo-test:
 	$(CARGO) test
+
+# The Rust API's documentation (the rlib's users read it with `cargo doc`)
+# builds without warnings: no broken or private intra-doc links.
+doc-check:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --lib
 
 $(BUILD):
 	mkdir -p $(BUILD)

@@ -4,23 +4,23 @@
 //!
 //! # Lock order
 //!
-//! 1. [`Vioapic::write_lock`], the *RTE write lock*: exclusive, taken
+//! 1. `Vioapic::write_lock`, the *RTE write lock*: exclusive, taken
 //!    first, only by writes through IOWIN (RTE, ID). It serialises RTE
 //!    writes and the TMR staging they do, and is held while the writer
 //!    waits for a target vCPU to leave RUNNING (`block_run`). That wait
 //!    ends because a RUNNING vCPU leaves RUNNING without taking this lock.
-//! 2. [`Vioapic::table`], the *table mutex*: the redirection table (with
+//! 2. `Vioapic::table`, the *table mutex*: the redirection table (with
 //!    remote IRR), IOREGSEL, ID and statistics; the entry copies and in-flux
 //!    marks are written under it. Never held while waiting on a vCPU. EOI
 //!    processing, MMIO reads and level sends take only this mutex, so a vCPU
 //!    that is being waited for can always finish what it is doing.
 //!
 //! Asserts, deasserts and edge sends take no vioapic lock. Each pin has a
-//! cache line of atomics ([`Vioapic::lines`], see `line`): its assert count
+//! cache line of atomics (`Vioapic::lines`, see `line`): its assert count
 //! with a copy of the mask bit in one word, a copy of its entry with an
 //! in-flux mark, and its count of held-back sends. Asserting a masked pin
 //! and every deassert are one read-modify-write of the count word; sends
-//! are counted in [`Vioapic::sent`], a cell per sending thread, with plain
+//! are counted in `Vioapic::sent`, a cell per sending thread, with plain
 //! stores (`thread_slot`). An assert that
 //! takes the count from 0 to 1 on an unmasked pin reads the entry copy: an
 //! edge entry is delivered at once; a level entry takes the table mutex,

@@ -223,7 +223,7 @@ impl Vm {
     /// (FreeBSD fails such an ICR write, so VM_RUN fails; we deliver them
     /// like lowest-priority device interrupts); NMI to every destination.
     /// INIT and STARTUP are returned, with their targets, for the run loop
-    /// ([`Vm::handle_start_ipi`]); which targets follows FreeBSD 14's
+    /// (`Vm::handle_start_ipi`); which targets follows FreeBSD 14's
     /// `vlapic_icrlo_write_handler`: with the sender's VM_CAP_IPI_EXIT on,
     /// the destinations; off, only a physical destination other than the
     /// sender, the shorthand ignored. SMI and remote read are ignored.

@@ -4,7 +4,7 @@
 //!
 //! All state of one APIC (registers, IRR/ISR/TMR, timer, staged TMR
 //! changes, pending NMI/ExtINT/SIPI) sits behind one mutex, the *vlapic
-//! mutex* ([`Vlapic::state`]). Rank (see the crate lock order in `vm.rs`):
+//! mutex* (`Vlapic::state`). Rank (see the crate lock order in `vm.rs`):
 //! below the VM-level locks, the vioapic locks and the vCPU mutex; above
 //! the vCPU register mutex. So code holding a vCPU mutex or the vioapic
 //! table mutex may take a vlapic mutex, never the reverse, and:
