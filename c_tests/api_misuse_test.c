@@ -120,6 +120,9 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what)
 	CHECK_ERR(vm_isa_pulse_irq(bad, 9, -1), err);
 	CHECK_ERR(vm_isa_set_irq_trigger(bad, 9, LEVEL_TRIGGER), err);
 	CHECK_ERR(vm_lapic_msi(bad, 0xFEE00000u, 0x49), err);
+	CHECK_ERR(vm_raise_msi(bad, 0xFEE00000u, 0x49, 0, 3, 0), err);
+	errno = 0;
+	CHECK(vm_get_highmem_base(bad) == 0 && errno == err);
 	CHECK_ERR(vmm_rs_ioapic_stats(bad, &st), err);
 	CHECK_ERR(vmm_rs_set_mmio_exitcode(bad, VM_EXITCODE_MMIO), err);
 	/* VM_GET_GPA_PMAP is refused before the VM is looked at, as

@@ -3,7 +3,8 @@
  * argument (vm_parse_memsize), memory flags, device memory
  * (vm_create_devmem), the reverse map and layout queries, vcpu_reset for
  * an AP, bhyveload's register setups, guest-linear copies (vm_copy_setup/copyin/copyout, string I/O),
- * and the bookkeeping calls (names, capability names, APIC ids, rights).
+ * and the bookkeeping calls (names, capability names, APIC ids, rights);
+ * FreeBSD 15's vm_get_highmem_base and vm_raise_msi.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +217,51 @@ linear_copies(struct vmctx *ctx, struct vcpu *v)
 	CHECK((i2 & 0xff) == 14);
 }
 
+/*
+ * FreeBSD 15's additions that newer bhyve calls: the high-memory base
+ * (boot-ROM code) and vm_raise_msi (PCI MSI), and the API version
+ * code built for several releases tests.
+ */
+#if VMMAPI_VERSION != 0200
+#error "VMMAPI_VERSION must be FreeBSD 14's 0200"
+#endif
+
+static void
+freebsd15_calls(void)
+{
+	watchdog_phase("FreeBSD 15 calls");
+	CHECK_OK(vm_create("vmmapi15"));
+	struct vmctx *ctx = vm_open("vmmapi15");
+	struct vcpu *v = vm_vcpu_open(ctx, 0);
+	CHECK(ctx != NULL && v != NULL);
+	if (ctx == NULL || v == NULL)
+		return;
+	CHECK(vm_get_highmem_base(ctx) == 4 * GB);
+	CHECK_OK(vm_setup_memory(ctx, 3 * GB + 2 * MB, VM_MMAP_ALL));
+	CHECK(vm_get_highmem_base(ctx) == 4 * GB);
+	CHECK(vm_get_highmem_size(ctx) == 2 * MB);
+	CHECK(vm_map_gpa(ctx, vm_get_highmem_base(ctx), 2 * MB) != NULL);
+	CHECK(vm_map_gpa(ctx, vm_get_highmem_base(ctx) - 1, 1) == NULL);
+	errno = 0;
+	CHECK(vm_get_highmem_base(NULL) == 0 && errno == EFAULT);
+
+	/* An MSI from a device at 0:3.0 to APIC 0, vector 0x49. */
+	CHECK_OK(vm_activate_cpu(v));
+	lapic_enable(v);
+	CHECK(lapic_bit(v, LAPIC_IRR, 0x49) == 0);
+	CHECK_OK(vm_raise_msi(ctx, LAPIC_GPA, 0x49, 0, 3, 0));
+	CHECK(lapic_bit(v, LAPIC_IRR, 0x49) == 1);
+	CHECK_ERR(vm_raise_msi(ctx, IOAPIC_GPA, 0x4a, 0, 3, 0), EINVAL);
+	CHECK(lapic_bit(v, LAPIC_IRR, 0x4a) == 0);
+	CHECK_ERR(vm_raise_msi(NULL, LAPIC_GPA, 0x49, 0, 3, 0), EFAULT);
+
+	vm_vcpu_close(v);
+	vm_destroy(ctx);
+	errno = 0;
+	CHECK(vm_get_highmem_base(ctx) == 0 && errno == EBADF);
+	CHECK_ERR(vm_raise_msi(ctx, LAPIC_GPA, 0x49, 0, 3, 0), EBADF);
+}
+
 int
 main(void)
 {
@@ -232,6 +278,7 @@ main(void)
 	reset_for_an_ap(v);
 	freebsd_loader_states(ctx, v);
 	linear_copies(ctx, v);
+	freebsd15_calls();
 
 	vm_vcpu_close(v);
 	vm_destroy(ctx);

@@ -606,6 +606,13 @@ struct vm_readwrite_kernemu_device {
 #define VMMAPI_OPEN_REINIT 2
 
 /*
+ libvmmapi's API version, which code built for several FreeBSD releases
+ (grub2-bhyve) tests at compile time: FreeBSD 14's 0200 (octal, as
+ FreeBSD writes it; 128), the `struct vcpu *` calls.
+ */
+#define VMMAPI_VERSION 128
+
+/*
  Why a task switch happened (`enum task_switch_reason`, in
  `struct vm_task_switch`).
  */
@@ -1901,6 +1908,13 @@ int vm_lapic_local_irq(struct vcpu *vcpu, int vector);
 int vm_lapic_msi(struct vmctx *ctx, uint64_t addr, uint64_t msg);
 
 /*
+ vm_lapic_msi() under FreeBSD 15's machine-independent name, with which
+ bhyve's PCI code raises an MSI: on x86 the requester's `bus`, `slot`
+ and `func` are ignored, as in FreeBSD's amd64 libvmmapi.
+ */
+int vm_raise_msi(struct vmctx *ctx, uint64_t addr, uint64_t msg, int bus, int slot, int func);
+
+/*
  Makes an NMI pending on the vCPU.
  */
 int vm_inject_nmi(struct vcpu *vcpu);
@@ -2201,6 +2215,14 @@ size_t vm_get_lowmem_size(struct vmctx *ctx);
  EFAULT or EBADF for a bad handle or a destroyed VM.
  */
 size_t vm_get_highmem_size(struct vmctx *ctx);
+
+/*
+ Where guest RAM above the low-memory limit starts: VM_HIGHMEM_BASE,
+ 4 GiB (FreeBSD 15's libvmmapi added this call; bhyve's boot-ROM code
+ asks it). 0 with errno EFAULT or EBADF for a bad handle or a
+ destroyed VM.
+ */
+vm_paddr_t vm_get_highmem_base(struct vmctx *ctx);
 
 /*
  The low-memory limit vm_setup_memory() uses (default 3 GiB); 0 with

@@ -212,6 +212,15 @@ pub extern "C" fn vm_lapic_msi(ctx: *mut vmctx, addr: u64, msg: u64) -> c_int {
     ffi_boundary!({ ctx_ioctl(ctx, VM_LAPIC_MSI, &mut vm_lapic_msi { msg, addr }) })
 }
 
+/// vm_lapic_msi() under FreeBSD 15's machine-independent name, with which
+/// bhyve's PCI code raises an MSI: on x86 the requester's `bus`, `slot`
+/// and `func` are ignored, as in FreeBSD's amd64 libvmmapi.
+#[no_mangle]
+pub extern "C" fn vm_raise_msi(ctx: *mut vmctx, addr: u64, msg: u64, bus: c_int, slot: c_int, func: c_int) -> c_int {
+    let _ = (bus, slot, func);
+    ffi_boundary!({ vm_lapic_msi(ctx, addr, msg) })
+}
+
 /// Makes an NMI pending on the vCPU.
 #[no_mangle]
 pub extern "C" fn vm_inject_nmi(vcpu: *mut vcpu) -> c_int {

@@ -11,6 +11,7 @@ use super::handle::{self, vmctx};
 use super::memory::with_mem_exclusive;
 use super::panic::{ffi_boundary, ffi_boundary_errno_only};
 use crate::error::Error;
+use crate::mem::VM_HIGHMEM_BASE;
 
 /// Sets up `len` bytes of guest RAM the way libvmmapi does for
 /// VM_MMAP_ALL: below the low-memory limit (3 GiB) at 0, the rest at
@@ -53,6 +54,15 @@ pub extern "C" fn vm_get_lowmem_size(ctx: *mut vmctx) -> usize {
 #[no_mangle]
 pub extern "C" fn vm_get_highmem_size(ctx: *mut vmctx) -> usize {
     ffi_boundary_errno_only!(0, { or_errno(handle::live_ctx_vm(ctx).map(|vm| vm.mem().highmem_size()), 0) })
+}
+
+/// Where guest RAM above the low-memory limit starts: VM_HIGHMEM_BASE,
+/// 4 GiB (FreeBSD 15's libvmmapi added this call; bhyve's boot-ROM code
+/// asks it). 0 with errno EFAULT or EBADF for a bad handle or a
+/// destroyed VM.
+#[no_mangle]
+pub extern "C" fn vm_get_highmem_base(ctx: *mut vmctx) -> vm_paddr_t {
+    ffi_boundary_errno_only!(0, { or_errno(handle::live_ctx_vm(ctx).map(|_| VM_HIGHMEM_BASE), 0) })
 }
 
 /// The low-memory limit vm_setup_memory() uses (default 3 GiB); 0 with

@@ -15,6 +15,11 @@ use super::panic::{ffi_boundary, ffi_boundary_errno_only};
 use crate::error::Error;
 use crate::regs::FREEBSD_GDT64;
 
+/// libvmmapi's API version, which code built for several FreeBSD releases
+/// (grub2-bhyve) tests at compile time: FreeBSD 14's 0200 (octal, as
+/// FreeBSD writes it; 128), the `struct vcpu *` calls.
+pub const VMMAPI_VERSION: c_int = 0o200;
+
 /// Writes through an out-pointer after a successful call; EFAULT for NULL.
 macro_rules! out {
     ($p:expr, $v:expr) => {{
