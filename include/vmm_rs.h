@@ -2426,8 +2426,6 @@ int vm_disable_pptdev_msix(struct vmctx *ctx, int bus, int slot, int func);
  */
 int vm_get_gpa_pmap(struct vmctx *ctx, uint64_t gpa, uint64_t *pte, int *num);
 
-extern int pthread_setcancelstate(int state, int *oldstate);
-
 /*
  vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1
  with errno EFAULT (NULL) or EBADF (a bad handle, or the VM was
@@ -2569,7 +2567,9 @@ int vm_get_intinfo(struct vcpu *vcpu, uint64_t *info1, uint64_t *info2);
 
 /*
  Sets the exit intinfo (the event being delivered when the guest exited).
- EINVAL for a VALID word with reserved bits set.
+ EINVAL for a VALID word with reserved bits set, of type NMI with a
+ vector other than 2, or of type hardware exception with a vector of
+ 32 or more (FreeBSD's `vm_exit_intinfo` checks).
  */
 int vm_set_intinfo(struct vcpu *vcpu, uint64_t info1);
 
