@@ -342,6 +342,20 @@ check_global(void)
 	/* A name vm_create refuses names no VM. */
 	CHECK_ERR(vm_create("\xff\xfe-vm"), EINVAL);
 	CHECK_NULL(vm_open("\xff\xfe-vm"), ENOENT);
+	/* vm_openf: vm_open's answers without VMMAPI_OPEN_CREATE, vm_create's
+	 * with it; flags it does not know are EINVAL. */
+	CHECK_NULL(vm_openf(NULL, 0), EFAULT);
+	CHECK_NULL(vm_openf(NULL, VMMAPI_OPEN_CREATE | VMMAPI_OPEN_REINIT), EFAULT);
+	CHECK_NULL(vm_openf("", 0), ENOENT);
+	CHECK_NULL(vm_openf(longname, VMMAPI_OPEN_REINIT), ENOENT);
+	CHECK_NULL(vm_openf("\xff\xfe-vm", 0), ENOENT);
+	CHECK_NULL(vm_openf("", VMMAPI_OPEN_CREATE), EINVAL);
+	CHECK_NULL(vm_openf(longname, VMMAPI_OPEN_CREATE), EINVAL);
+	CHECK_NULL(vm_openf("a/b", VMMAPI_OPEN_CREATE), EINVAL);
+	CHECK_NULL(vm_openf("\xff\xfe-vm", VMMAPI_OPEN_CREATE), EINVAL);
+	CHECK_NULL(vm_openf("no-such-vm", 4), EINVAL);
+	CHECK_NULL(vm_openf("no-such-vm", INT_MIN), EINVAL);
+	CHECK_NULL(vm_openf("no-such-vm", 0), ENOENT); /* none was made */
 
 	CHECK_ERR(vmm_rs_set_maxcpus(0), EINVAL);
 	CHECK_ERR(vmm_rs_set_maxcpus(-1), EINVAL);
@@ -1196,6 +1210,7 @@ main(void)
 	CHECK_OK(vm_setup_memory(va, 2 * MB, VM_MMAP_ALL));
 	vm_destroy(va);
 	check_bad_ctx(vb, EBADF, "destroyed VM");
+	CHECK_NULL(vm_openf("victim", VMMAPI_OPEN_REINIT), ENOENT);
 
 	/* Bad vCPU handles. */
 	check_bad_vcpu(NULL, EFAULT, "NULL", -1);

@@ -95,6 +95,7 @@ static const struct cmd nonlocking[] = {
 	C(VM_SET_TOPOLOGY), C(VM_GET_TOPOLOGY), C(VM_RTC_READ), C(VM_RTC_WRITE),
 	C(VM_RTC_SETTIME), C(VM_RTC_GETTIME), C(VM_GET_HPET_CAPABILITIES),
 	C(VM_PPTDEV_MSI), C(VM_PPTDEV_MSIX), C(VM_PPTDEV_DISABLE_MSIX),
+	C(VM_SUSPEND), /* how 0, VM_SUSPEND_NONE: refused, nothing suspended */
 };
 
 /* A zeroed argument for `cmd`, with what keeps the guest undisturbed. */

@@ -264,7 +264,8 @@ pub extern "C" fn vm_set_x2apic_state(vcpu: *mut vcpu, state: c_int) -> c_int {
 }
 
 /// Reads or writes an in-library device register (IOAPIC at 0xFEC00000,
-/// the vCPU's local APIC at 0xFEE00000) by guest-physical address, exactly
+/// HPET at 0xFED00000, the vCPU's local APIC at 0xFEE00000) by
+/// guest-physical address, exactly
 /// as a guest access from this vCPU would. `size` is 1, 2, 4 or 8.
 #[no_mangle]
 pub unsafe extern "C" fn vm_readwrite_kernemu_device(

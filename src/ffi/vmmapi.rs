@@ -227,7 +227,9 @@ pub unsafe extern "C" fn vm_get_intinfo(vcpu: *mut vcpu, info1: *mut u64, info2:
 }
 
 /// Sets the exit intinfo (the event being delivered when the guest exited).
-/// EINVAL for a VALID word with reserved bits set.
+/// EINVAL for a VALID word with reserved bits set, of type NMI with a
+/// vector other than 2, or of type hardware exception with a vector of
+/// 32 or more (FreeBSD's `vm_exit_intinfo` checks).
 #[no_mangle]
 pub extern "C" fn vm_set_intinfo(vcpu: *mut vcpu, info1: u64) -> c_int {
     ffi_boundary!({
