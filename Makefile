@@ -62,7 +62,7 @@ doc-check:
 $(BUILD):
 	mkdir -p $(BUILD)
 
-$(BUILD)/%: c_tests/%.c c_tests/test_util.h c_tests/apic_util.h include/vmm_rs.h $(LIBDIR)/libvmm_rs.a | $(BUILD)
+$(BUILD)/%: c_tests/%.c c_tests/test_util.h c_tests/apic_util.h c_tests/wired_util.h include/vmm_rs.h $(LIBDIR)/libvmm_rs.a | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 $(BUILD)/%: c_tests/%.cc include/vmm_rs.h $(LIBDIR)/libvmm_rs.a | $(BUILD)
@@ -110,7 +110,7 @@ tsan:
 	mkdir -p $(TSAN_BUILD)
 	@rt=$$(rustc +nightly --print sysroot)/lib/rustlib/$(TSAN_TARGET)/lib/librustc-nightly_rt.tsan.a; \
 	passed=0; failed=0; \
-	for f in $(filter-out c_tests/wired_test.c,$(C_SRCS)); do \
+	for f in $(filter-out c_tests/wired_test.c c_tests/wired_limits_test.c,$(C_SRCS)); do \
 	  t=$(TSAN_BUILD)/$$(basename $$f .c); \
 	  $(CC) $(CFLAGS) -fsanitize=thread -c -o $$t.o $$f && \
 	  $(CC) -o $$t $$t.o $(TSAN_DIR)/$(TSAN_TARGET)/release/libvmm_rs.a \

@@ -4,14 +4,13 @@
  * will not lock (RLIMIT_MEMLOCK without CAP_IPC_LOCK) fails with ENOMEM
  * and leaves no map behind, as FreeBSD's vm_map_wire failure does.
  */
-#include <linux/capability.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 
 #include "vmm_rs.h"
 #include "test_util.h"
+#include "wired_util.h"
 
 #define MB (1024UL * 1024)
 
@@ -50,19 +49,6 @@ host_locked(const void *p, size_t len)
 	if (unlocked > 0 && locked == 0)
 		return 0;
 	return -1;
-}
-
-/* Leaves this (single) thread without CAP_IPC_LOCK, so RLIMIT_MEMLOCK applies. */
-static int
-drop_ipc_lock(void)
-{
-	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct d[2];
-
-	if (syscall(SYS_capget, &h, d) != 0)
-		return -1;
-	d[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
-	return (int)syscall(SYS_capset, &h, d);
 }
 
 int

@@ -2188,9 +2188,13 @@ int vmm_rs_set_maxcpus(int maxcpus);
  which supports only VM_MMAP_ALL) or a size the address space cannot
  hold, EBADF, EFAULT, or VM_ALLOC_MEMSEG's and VM_MMAP_MEMSEG's errors
  (EINVAL for a size that is not a whole number of pages, or another
- size than an earlier call's). A failed call leaves the recorded sizes
- (vm_get_lowmem_size(), vm_rev_map_gpa()) as they were; libvmmapi
- records the new ones first.
+ size than an earlier call's; ENOMEM when the host refuses memory or,
+ with VM_MEM_F_WIRED, to lock it). A failed call leaves the VM as it
+ was: the recorded sizes (vm_get_lowmem_size(), vm_rev_map_gpa()) as
+ they were, and the system-memory segment and high-memory map it made
+ taken back, so that a retry with another size or other memflags
+ works. libvmmapi records the sizes first and leaves the segment and
+ map.
  */
 int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
 
@@ -2340,7 +2344,10 @@ int vm_mmap_memseg(struct vmctx *ctx,
 
 /*
  Removes the map of exactly (`gpa`, `len`): EINVAL unless one matches
- (as FreeBSD, (0, 0) matches a free map slot and succeeds).
+ (as FreeBSD, (0, 0) matches a free map slot and succeeds). ENOMEM, and
+ the map stays, when unlocking a wired map's pages while another wired
+ map keeps some of them locked needs the host to split a locked area
+ and the host refuses (its map-count limit, `vm.max_map_count`).
  */
 int vm_munmap_memseg(struct vmctx *ctx, vm_paddr_t gpa, size_t len);
 

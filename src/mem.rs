@@ -300,7 +300,9 @@ impl GuestMemory {
             // pages locked on its account (mlock may lock part of the
             // range before it fails).
             if let Err(e) = seg.host.wire(segoff as usize, len) {
-                self.unwire_keeping_others(segid, segoff, len);
+                // What mlock locked before failing are whole areas of
+                // their own, so unlocking them needs no split.
+                let _ = self.unwire_keeping_others(segid, segoff, len, None);
                 return Err(e);
             }
         }
@@ -322,12 +324,16 @@ impl GuestMemory {
     /// FreeBSD quirk kept: a free map slot reads as `gpa` 0, `len` 0, so
     /// `munmap_memseg(0, 0)` succeeds (and does nothing) while a slot is
     /// free.
+    ///
+    /// Unwiring a wired map can need the host to split its memory area
+    /// (the part another wired map keeps locked stays locked); where the
+    /// host refuses (its map-count limit), this is `NoMem` and the map
+    /// stays, wired.
     pub fn munmap_memseg(&mut self, gpa: u64, len: usize) -> Result<()> {
         for i in 0..self.maps.len() {
             match self.maps[i] {
                 Some(m) if m.gpa == gpa && m.len == len && m.flags & VM_MEMMAP_F_IOMMU == 0 => {
-                    self.remove_map(i);
-                    return Ok(());
+                    return self.remove_map(i);
                 }
                 None if gpa == 0 && len == 0 => return Ok(()),
                 _ => {}
@@ -336,33 +342,47 @@ impl GuestMemory {
         Err(Error::Inval)
     }
 
-    /// Frees map slot `i`, unwiring what only it kept wired.
-    fn remove_map(&mut self, i: usize) {
-        let Some(gone) = self.maps[i].take() else {
-            return;
+    /// Frees map slot `i`, unwiring what only it kept wired; `NoMem`, and
+    /// the map stays, if the host refuses the unwiring.
+    fn remove_map(&mut self, i: usize) -> Result<()> {
+        let Some(gone) = self.maps[i] else {
+            return Ok(());
         };
         if gone.flags & VM_MEMMAP_F_WIRED != 0 {
-            self.unwire_keeping_others(gone.segid, gone.segoff, gone.len);
+            self.unwire_keeping_others(gone.segid, gone.segoff, gone.len, Some(i))?;
         }
+        self.maps[i] = None;
+        Ok(())
     }
 
     /// Unwires `[segoff, segoff + len)` of segment `segid` except what a
-    /// wired map in the table still covers. Host locks do not nest, so
-    /// that part is wired again: its pages are resident and were locked a
-    /// moment ago, so this does not fail for lack of memory.
-    fn unwire_keeping_others(&self, segid: i32, segoff: u64, len: usize) {
+    /// wired map in the table (other than slot `except`) still covers.
+    /// Only the uncovered pieces are unlocked: locking a piece again
+    /// after unlocking it would need the host to split its memory area,
+    /// which it may refuse. Unlocking part of a locked area needs such a
+    /// split too; if the host refuses one, the pieces already unlocked
+    /// are locked again (they are whole areas by then, so that needs no
+    /// split) and the result is `NoMem`.
+    fn unwire_keeping_others(&self, segid: i32, segoff: u64, len: usize, except: Option<usize>) -> Result<()> {
         let Some(seg) = self.segs.get(segid as usize).and_then(Option::as_ref) else {
-            return;
+            return Ok(());
         };
-        let (start, end) = (segoff, segoff + len as u64);
-        seg.host.unwire(start as usize, len);
-        for m in self.maps().filter(|m| m.segid == segid && m.flags & VM_MEMMAP_F_WIRED != 0) {
-            let (a, b) = (start.max(m.segoff), end.min(m.segoff + m.len as u64));
-            if a < b {
-                let r = seg.host.wire(a as usize, (b - a) as usize);
-                debug_assert!(r.is_ok(), "re-wiring {a:#x}..{b:#x} of segment {segid}: {r:?}");
+        let kept = self.maps.iter().enumerate().filter_map(|(i, m)| match m {
+            Some(m) if Some(i) != except && m.segid == segid && m.flags & VM_MEMMAP_F_WIRED != 0 => {
+                Some((m.segoff, m.segoff + m.len as u64))
+            }
+            _ => None,
+        });
+        let pieces = uncovered(segoff, segoff + len as u64, kept);
+        for (n, &(a, b)) in pieces.iter().enumerate() {
+            if let Err(e) = seg.host.unwire(a as usize, (b - a) as usize) {
+                for &(a, b) in &pieces[..n] {
+                    let _ = seg.host.wire(a as usize, (b - a) as usize);
+                }
+                return Err(e);
             }
         }
+        Ok(())
     }
 
     /// `VM_MMAP_GETNEXT`: the map with the lowest start address `>= gpa`
@@ -392,8 +412,12 @@ impl GuestMemory {
                 if !self.segs[m.segid as usize]
                     .as_ref()
                     .is_some_and(|s| s.sysmem)
+                    && self.remove_map(i).is_err()
                 {
-                    self.remove_map(i);
+                    // The host refused to split a locked area: the map
+                    // goes anyway (a reset cannot fail), and its pages
+                    // stay locked until the segment is released.
+                    self.maps[i] = None;
                 }
             }
         }
@@ -681,7 +705,9 @@ impl GuestMemory {
     /// sizes are recorded only once both maps exist: a failed call after a
     /// successful one leaves the earlier memory in use and described
     /// ([`GuestMemory::map_gpa`], the size getters and `rev_map_gpa`
-    /// agree).
+    /// agree). And unlike libvmmapi, a failed call takes back the segment
+    /// and the highmem map it made (libvmmapi leaves them, so that a
+    /// retry with another size or other memflags fails).
     pub fn setup_memory(&mut self, memsize: usize, style: i32) -> Result<()> {
         if style != VM_MMAP_ALL {
             return Err(Error::Inval);
@@ -695,12 +721,21 @@ impl GuestMemory {
         } else {
             (memsize, 0, memsize)
         };
+        let seg_made = self.get_memseg(VM_SYSMEM)?.len == 0;
         self.vmmapi_alloc_memseg(VM_SYSMEM, objsize, None)?;
-        if highmem > 0 {
-            self.vmmapi_mmap_memseg(VM_HIGHMEM_BASE, VM_SYSMEM, VM_HIGHMEM_BASE, highmem, PROT_ALL)?;
-        }
-        if lowmem > 0 {
-            self.vmmapi_mmap_memseg(0, VM_SYSMEM, 0, lowmem, PROT_ALL)?;
+        let high_made = highmem > 0 && self.map_slot_at(VM_HIGHMEM_BASE).is_none();
+        let mut map_both = || -> Result<()> {
+            if highmem > 0 {
+                self.vmmapi_mmap_memseg(VM_HIGHMEM_BASE, VM_SYSMEM, VM_HIGHMEM_BASE, highmem, PROT_ALL)?;
+            }
+            if lowmem > 0 {
+                self.vmmapi_mmap_memseg(0, VM_SYSMEM, 0, lowmem, PROT_ALL)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = map_both() {
+            self.undo_setup(seg_made, high_made);
+            return Err(e);
         }
         // Recorded only now (libvmmapi records them first): after a failed
         // call, vm_map_gpa, vm_rev_map_gpa and the size getters still
@@ -710,6 +745,30 @@ impl GuestMemory {
         self.exclude_from_core_unless_incore(VM_SYSMEM);
         self.setup_done = true;
         Ok(())
+    }
+
+    /// Takes back what a failed `setup_memory` made: the highmem map if
+    /// it made it, the system-memory segment if it made it (dropping the
+    /// segment unmaps its host memory, which unlocks it whole).
+    fn undo_setup(&mut self, seg_made: bool, high_made: bool) {
+        if let Some(i) = self.map_slot_at(VM_HIGHMEM_BASE).filter(|_| high_made) {
+            if seg_made {
+                self.maps[i] = None;
+            } else {
+                // Unwiring may be refused (the host's area limit): then
+                // the map stays, as a failed VM_MUNMAP_MEMSEG leaves it.
+                let _ = self.remove_map(i);
+            }
+        }
+        if seg_made {
+            debug_assert!(self.maps().all(|m| m.segid != VM_SYSMEM), "a map of a segment being freed");
+            self.segs[VM_SYSMEM as usize] = None;
+        }
+    }
+
+    /// The slot of the map that starts at `gpa`, if any.
+    fn map_slot_at(&self, gpa: u64) -> Option<usize> {
+        self.maps.iter().position(|m| m.is_some_and(|m| m.gpa == gpa))
     }
 
     /// Segment `segid`'s memory goes in core dumps with
@@ -827,6 +886,24 @@ impl GuestMemory {
         }
         Ok(())
     }
+}
+
+/// The parts of `[start, end)` that no range of `kept` covers, in order.
+fn uncovered(start: u64, end: u64, kept: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut kept: Vec<(u64, u64)> = kept.filter(|&(a, b)| a < end && start < b && a < b).collect();
+    kept.sort_unstable();
+    let mut pieces = Vec::new();
+    let mut at = start;
+    for (a, b) in kept {
+        if a > at {
+            pieces.push((at, a));
+        }
+        at = at.max(b);
+    }
+    if at < end {
+        pieces.push((at, end));
+    }
+    pieces
 }
 
 fn seg_index(segid: i32) -> Result<usize> {
@@ -980,13 +1057,14 @@ mod host {
 
         /// Unwires bytes `[off, off + len)` (munlock; Linux locks do not
         /// nest, so one call undoes any number of `wire`s of a page).
-        pub(super) fn unwire(&self, off: usize, len: usize) {
-            let Ok(Some(start)) = self.range(off, len) else {
-                return;
+        /// `NoMem` if the host refuses: unlocking part of a locked memory
+        /// area splits it, and the host caps the number of areas.
+        pub(super) fn unwire(&self, off: usize, len: usize) -> Result<()> {
+            let Some(start) = self.range(off, len)? else {
+                return Ok(());
             };
             // SAFETY: as in `wire`.
-            let r = unsafe { munlock(start.cast(), len) };
-            debug_assert!(r.is_ok(), "munlock of guest memory failed: {r:?}");
+            unsafe { munlock(start.cast(), len) }.map_err(|_| Error::NoMem)
         }
 
         /// Returns the pages to the host (MADV_DONTNEED on this private
@@ -995,7 +1073,10 @@ mod host {
         /// dropped).
         pub(super) fn release_pages(&self) {
             self.released.store(true, std::sync::atomic::Ordering::Relaxed);
-            self.unwire(0, self.len);
+            // The whole mapping: every area in it is unlocked whole, with
+            // no split to refuse.
+            let r = self.unwire(0, self.len);
+            debug_assert!(r.is_ok(), "munlock of guest memory failed: {r:?}");
             // SAFETY: `ptr..ptr+len` is this value's own mapping; dropping
             // private anonymous pages only makes them read as zeros, which
             // every user of `bytes` (atomics) already allows for.
@@ -2054,6 +2135,56 @@ mod tests {
         m.setup_memory(16 * P, VM_MMAP_ALL).unwrap();
         let rom = m.create_devmem(VM_BOOTROM, b"rom", 4 * P).unwrap();
         assert!(!dontdump(m.guestmem_base().unwrap()) && !dontdump(rom));
+    }
+
+    /// A setup whose lowmem map fails (a device map in the way) takes
+    /// back the segment and the highmem map it made, so that a retry with
+    /// another size works (libvmmapi leaves them, and the retry fails).
+    #[test]
+    fn failed_setup_memory_takes_back_what_it_made() {
+        let mut m = GuestMemory::new();
+        m.set_lowmem_limit((16 * MIB) as u32);
+        m.create_devmem(1, b"rom", MIB).unwrap();
+        m.mmap_memseg(8 * MIB as u64, 1, 0, MIB, PROT_READ, 0).unwrap();
+        assert_eq!(m.setup_memory(20 * MIB, VM_MMAP_ALL), Err(Error::Fault));
+        assert_eq!(m.get_memseg(VM_SYSMEM).unwrap().len, 0);
+        assert_eq!(m.memmaps().iter().map(|m| m.segid).collect::<Vec<_>>(), [1]);
+        assert_eq!((m.lowmem_size(), m.highmem_size()), (0, 0));
+        m.munmap_memseg(8 * MIB as u64, MIB).unwrap();
+        m.setup_memory(8 * MIB, VM_MMAP_ALL).unwrap();
+        assert_eq!(m.get_memseg(VM_SYSMEM).unwrap().len, 8 * MIB);
+    }
+
+    /// A segment or highmem map that was there before the failed call
+    /// stays: the call takes back only what it made.
+    #[test]
+    fn failed_setup_memory_keeps_what_was_there() {
+        let mut m = GuestMemory::new();
+        m.set_lowmem_limit((16 * MIB) as u32);
+        let objsize = VM_HIGHMEM_BASE as usize + 4 * MIB;
+        m.alloc_memseg(VM_SYSMEM, objsize, None).unwrap();
+        m.mmap_memseg(VM_HIGHMEM_BASE, VM_SYSMEM, VM_HIGHMEM_BASE, 4 * MIB, PROT_ALL, 0).unwrap();
+        m.create_devmem(1, b"rom", MIB).unwrap();
+        m.mmap_memseg(8 * MIB as u64, 1, 0, MIB, PROT_READ, 0).unwrap();
+        assert_eq!(m.setup_memory(20 * MIB, VM_MMAP_ALL), Err(Error::Fault));
+        assert_eq!(m.get_memseg(VM_SYSMEM).unwrap().len, objsize);
+        assert_eq!(m.mmap_getnext(VM_HIGHMEM_BASE).unwrap().len, 4 * MIB);
+        m.munmap_memseg(8 * MIB as u64, MIB).unwrap();
+        m.setup_memory(20 * MIB, VM_MMAP_ALL).unwrap();
+    }
+
+    #[test]
+    fn uncovered_pieces() {
+        let r = |kept: &[(u64, u64)]| uncovered(10, 20, kept.iter().copied());
+        assert_eq!(r(&[]), [(10, 20)]);
+        assert_eq!(r(&[(0, 10), (20, 30)]), [(10, 20)]);
+        assert_eq!(r(&[(12, 14)]), [(10, 12), (14, 20)]);
+        assert_eq!(r(&[(15, 18), (11, 16), (5, 10)]), [(10, 11), (18, 20)]);
+        assert_eq!(r(&[(0, 30)]), []);
+        assert_eq!(r(&[(10, 20)]), []);
+        assert_eq!(r(&[(10, 12), (12, 20)]), []);
+        assert_eq!(r(&[(19, 25), (8, 11)]), [(11, 19)]);
+        assert_eq!(r(&[(14, 14)]), [(10, 20)]);
     }
 
     /// A size whose high part cannot sit above 4 GiB changes nothing (the

@@ -20,9 +20,13 @@ use crate::mem::VM_HIGHMEM_BASE;
 /// which supports only VM_MMAP_ALL) or a size the address space cannot
 /// hold, EBADF, EFAULT, or VM_ALLOC_MEMSEG's and VM_MMAP_MEMSEG's errors
 /// (EINVAL for a size that is not a whole number of pages, or another
-/// size than an earlier call's). A failed call leaves the recorded sizes
-/// (vm_get_lowmem_size(), vm_rev_map_gpa()) as they were; libvmmapi
-/// records the new ones first.
+/// size than an earlier call's; ENOMEM when the host refuses memory or,
+/// with VM_MEM_F_WIRED, to lock it). A failed call leaves the VM as it
+/// was: the recorded sizes (vm_get_lowmem_size(), vm_rev_map_gpa()) as
+/// they were, and the system-memory segment and high-memory map it made
+/// taken back, so that a retry with another size or other memflags
+/// works. libvmmapi records the sizes first and leaves the segment and
+/// map.
 #[no_mangle]
 pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> c_int {
     ffi_boundary!({ to_rc(with_mem_exclusive(ctx, |m| m.setup_memory(len, style))) })
