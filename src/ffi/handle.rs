@@ -178,8 +178,14 @@ struct Hot {
     /// Calls of this thread in progress that use a cached VM (C callbacks
     /// can call back in, with other handles).
     depth: Cell<u32>,
-    /// `OWNED` has parked entries to drop when `depth` returns to 0.
-    parked: Cell<bool>,
+    /// The outermost call level (1 = outermost) that started on the
+    /// cached entry since it was installed; `NOT_USED` if none. Calls
+    /// nest, so that call is still running iff `depth` reaches its level:
+    /// only then must a replaced entry be parked.
+    used_from: Cell<u32>,
+    /// The level of the innermost call whose entry `OWNED` parked (0:
+    /// none), dropped when `depth` falls below it.
+    parked_top: Cell<u32>,
 }
 
 impl Hot {
@@ -192,16 +198,19 @@ impl Hot {
 }
 
 const NOT_VCPU: usize = usize::MAX;
+/// `Hot::used_from` of an entry no call has used yet.
+const NOT_USED: u32 = u32::MAX;
 /// No handle cached: never a handle (those are multiples of 16) nor NULL,
 /// so neither hits.
 const EMPTY: u64 = u64::MAX;
 
 /// The owning half: the cached entry's `Arc`, and entries replaced while
-/// an outer call may still be using their VM (dropped when the outermost
-/// call returns). Touched only on a cache miss.
+/// a running call uses their VM, each with the level of the outermost
+/// such call (dropped when that call returns). Touched only on a cache
+/// miss.
 struct Owned {
     entry: Option<Entry>,
-    parked: Vec<Entry>,
+    parked: Vec<(u32, Entry)>,
 }
 
 impl Drop for Owned {
@@ -224,7 +233,8 @@ thread_local! {
             vm: Cell::new(std::ptr::null()),
             vcpu: Cell::new(NOT_VCPU),
             depth: Cell::new(0),
-            parked: Cell::new(false),
+            used_from: Cell::new(NOT_USED),
+            parked_top: Cell::new(0),
         }
     };
 }
@@ -238,17 +248,25 @@ impl Drop for Using<'_> {
         let h = self.0;
         let depth = h.depth.get() - 1;
         h.depth.set(depth);
-        if depth == 0 && h.parked.get() {
-            drop_parked(h);
+        if depth < h.parked_top.get() {
+            drop_parked(h, depth);
         }
     }
 }
 
 #[cold]
 #[inline(never)]
-fn drop_parked(h: &Hot) {
-    h.parked.set(false);
-    let _ = OWNED.with_existing(|o| o.borrow_mut().parked.clear());
+fn drop_parked(h: &Hot, depth: u32) {
+    // Levels rise along the list: while a call runs, every entry parked
+    // after its own is used from deeper levels.
+    let top = OWNED.with_existing(|o| {
+        let parked = &mut o.borrow_mut().parked;
+        while parked.last().is_some_and(|&(level, _)| level > depth) {
+            parked.pop();
+        }
+        parked.last().map_or(0, |&(level, _)| level)
+    });
+    h.parked_top.set(top.unwrap_or(0));
 }
 
 /// Installs `id`'s entry in the cache (a miss). Err(EBADF) if `id` is not
@@ -266,9 +284,12 @@ fn fill(h: &Hot, id: u64, generation: u64) -> Result<bool> {
     let installed = OWNED.with_or_init(fresh, |o| {
         let mut o = o.borrow_mut();
         if let Some(old) = o.entry.replace(e) {
-            if h.depth.get() > 0 {
-                o.parked.push(old);
-                h.parked.set(true);
+            // Parked only if a call still running uses it: at most one
+            // entry per running call, however many handles a long VM_RUN's
+            // callbacks go through (dropping `old` here drops nobody's VM).
+            if h.used_from.get() <= h.depth.get() {
+                o.parked.push((h.used_from.get(), old));
+                h.parked_top.set(h.used_from.get());
             }
         }
     });
@@ -279,6 +300,7 @@ fn fill(h: &Hot, id: u64, generation: u64) -> Result<bool> {
     h.generation.set(generation);
     h.vm.set(vm);
     h.vcpu.set(vcpu);
+    h.used_from.set(NOT_USED);
     Ok(true)
 }
 
@@ -312,13 +334,16 @@ fn with_entry<R>(id: u64, f: impl FnOnce(&Vm, Option<usize>) -> R) -> Result<R> 
 #[inline(always)]
 fn with_cached<R>(h: &Hot, f: impl FnOnce(&Vm, Option<usize>) -> R) -> R {
     // SAFETY: `vm` points into the `Arc` that `OWNED` holds for this
-    // handle, or, once a nested call has replaced it, parks until the
-    // outermost call (this one or an enclosing one) returns; at thread exit
-    // `OWNED` empties the cache before dropping the `Arc`. So it outlives
-    // `f`.
+    // handle, or, once a nested call has replaced it, parks (this call
+    // marks it used from its level or an outer one, `used_from`) until
+    // the call at that level, this one or an enclosing one, returns; at
+    // thread exit `OWNED` empties the cache before dropping the `Arc`. So
+    // it outlives `f`.
     let vm = unsafe { &*h.vm.get() };
     let i = h.vcpu.get();
-    h.depth.set(h.depth.get() + 1);
+    let level = h.depth.get() + 1;
+    h.depth.set(level);
+    h.used_from.set(h.used_from.get().min(level));
     let _using = Using(h);
     f(vm, (i != NOT_VCPU).then_some(i))
 }
@@ -403,6 +428,48 @@ mod tests {
             close_ctx(ctx).unwrap();
             assert_eq!(with_cached_ctx(ctx, |_| ()), None, "closed");
             close_vcpu(vcpu).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Entries parked by this thread's nested calls.
+    fn parked_len() -> usize {
+        OWNED.with_existing(|o| o.borrow().parked.len()).unwrap_or(0)
+    }
+
+    /// A long outer call (VM_RUN) whose callbacks go through other
+    /// handles again and again, while handles are closed elsewhere, parks
+    /// only the entries of calls still running: one here, not one per
+    /// callback (which grew without bound until the outer call returned).
+    #[test]
+    fn nested_calls_park_only_entries_in_use() {
+        std::thread::spawn(|| {
+            let (a, b) = (vm("cache-f"), vm("cache-g"));
+            let ctx_a = new_ctx(a.clone());
+            let vcpu_a = new_vcpu(a, 0);
+            let ctx_b = new_ctx(b);
+            let r = with_vcpu(vcpu_a, |outer, _| {
+                for _ in 0..1000 {
+                    assert_eq!(with_ctx(ctx_a, |vm| vm.maxcpus()), Ok(2));
+                    assert_eq!(with_ctx(ctx_b, |vm| vm.maxcpus()), Ok(2));
+                    // A deeper nesting parks the entry its caller uses,
+                    // until that caller returns.
+                    let inner = with_ctx(ctx_a, |_| {
+                        assert_eq!(with_ctx(ctx_b, |_| parked_len()), Ok(2));
+                    });
+                    assert_eq!((inner, parked_len()), (Ok(()), 1));
+                    close_ctx(new_ctx(vm("cache-h"))).unwrap();
+                }
+                assert_eq!(parked_len(), 1, "the outer call's entry only");
+                outer.maxcpus()
+            });
+            assert_eq!(r, Ok(2));
+            assert_eq!(parked_len(), 0, "dropped when the outer call returned");
+            for h in [ctx_a, ctx_b] {
+                close_ctx(h).unwrap();
+            }
+            close_vcpu(vcpu_a).unwrap();
         })
         .join()
         .unwrap();
