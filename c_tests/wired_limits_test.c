@@ -3,9 +3,10 @@
  * error and leaves the VM as it was.
  *
  * - At the process's map-count limit (vm.max_map_count), unmapping a
- *   wired map whose first MiB another wired map shares would need the
- *   host to split a locked area: ENOMEM, both maps stay, still locked
- *   (it used to succeed and leave the other map's pages unlocked).
+ *   wired map whose first MiB another wired map shares, or that another
+ *   wired map adjoins, would need the host to split a locked area:
+ *   ENOMEM, both maps stay, still locked (it used to succeed and leave
+ *   the other map's pages unlocked).
  * - A wired vm_setup_memory over RLIMIT_MEMLOCK (no CAP_IPC_LOCK) fails
  *   at its low-memory map with ENOMEM and takes back the segment and
  *   the high-memory map it made, unlocking them, so that a smaller
@@ -96,8 +97,13 @@ fill_map_count(long max, size_t *len)
 	return p;
 }
 
+/*
+ * Map A (segment offset 0, 4 MiB) and map B (1 MiB at segment offset
+ * `b_off` of a `seglen` segment) are wired; B overlaps A (b_off 0) or
+ * adjoins it (b_off 4 MiB: the host merges the two locked areas).
+ */
 static void
-unmap_at_the_map_count_limit(void)
+unmap_at_the_map_count_limit(const char *name, size_t seglen, vm_ooffset_t b_off)
 {
 	long max = 0;
 	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
@@ -113,19 +119,19 @@ unmap_at_the_map_count_limit(void)
 		    getenv("VMM_RS_UNDER_VALGRIND") != NULL ? ", under valgrind" : "");
 		return;
 	}
-	watchdog_phase("unmap at the map-count limit");
-	CHECK_OK(vm_create("wiredlimit"));
-	struct vmctx *ctx = vm_open("wiredlimit");
+	watchdog_phase(name);
+	CHECK_OK(vm_create(name));
+	struct vmctx *ctx = vm_open(name);
 	CHECK(ctx != NULL);
 	if (ctx == NULL)
 		return;
 	vm_set_memflags(ctx, VM_MEM_F_WIRED);
-	CHECK(vm_create_devmem(ctx, VM_FRAMEBUFFER, "fb", 4 * MB) != MAP_FAILED);
+	CHECK(vm_create_devmem(ctx, VM_FRAMEBUFFER, "fb", seglen) != MAP_FAILED);
 	const vm_paddr_t a = 1UL << 32, b = 2UL << 32;
 	CHECK_OK(vm_mmap_memseg(ctx, a, VM_FRAMEBUFFER, 0, 4 * MB, PROT_READ | PROT_WRITE));
-	CHECK_OK(vm_mmap_memseg(ctx, b, VM_FRAMEBUFFER, 0, MB, PROT_READ | PROT_WRITE));
+	CHECK_OK(vm_mmap_memseg(ctx, b, VM_FRAMEBUFFER, b_off, MB, PROT_READ | PROT_WRITE));
 	long locked = status_kb("VmLck:");
-	CHECK(locked >= 4096);
+	CHECK(locked >= (b_off == 0 ? 4096 : 5120));
 
 	size_t fill_len = 0;
 	void *fill = fill_map_count(max, &fill_len);
@@ -140,7 +146,7 @@ unmap_at_the_map_count_limit(void)
 	CHECK(map_gpas(ctx, gpas, 4) == 2 && gpas[0] == a && gpas[1] == b);
 	/* With room again, the same call works and B keeps its MiB locked. */
 	CHECK_OK(vm_munmap_memseg(ctx, a, 4 * MB));
-	CHECK(status_kb("VmLck:") == locked - 3 * 1024);
+	CHECK(status_kb("VmLck:") == locked - (b_off == 0 ? 3 : 4) * 1024);
 	CHECK(map_gpas(ctx, gpas, 4) == 1 && gpas[0] == b);
 	vm_destroy(ctx);
 }
@@ -195,7 +201,8 @@ main(void)
 	}
 	rl.rlim_cur = rl.rlim_max;
 	CHECK_OK(setrlimit(RLIMIT_MEMLOCK, &rl));
-	unmap_at_the_map_count_limit();
+	unmap_at_the_map_count_limit("wired maps overlapping", 4 * MB, 0);
+	unmap_at_the_map_count_limit("wired maps adjoining", 8 * MB, 4 * MB);
 	setup_over_memlock(); /* drops CAP_IPC_LOCK: last */
 	return test_finish("wired_limits_test");
 }

@@ -2145,8 +2145,8 @@ void vm_close(struct vmctx *ctx);
  guest memory goes back to the host, but the addresses stay mapped
  (reading zeros) for the rest of the process, as FreeBSD's mapping: a
  device thread still using them does not fault, and each destroyed VM
- keeps about two entries of the process's memory map per memory
- segment. As
+ keeps two to five entries of the process's memory map (two for
+ vm_setup_memory() alone, five with a boot ROM too). As
  libvmmapi's (which returns nothing), a NULL or stale `ctx` does nothing
  and sets no errno.
  */
@@ -2190,7 +2190,8 @@ int vmm_rs_set_maxcpus(int maxcpus);
  (EINVAL for a size that is not a whole number of pages, or another
  size than an earlier call's; ENOMEM when the host refuses memory or,
  with VM_MEM_F_WIRED, to lock it). A failed call leaves the VM as it
- was: the recorded sizes (vm_get_lowmem_size(), vm_rev_map_gpa()) as
+ was (short of the host's map-count limit, where a wired high-memory
+ map may stay): the recorded sizes (vm_get_lowmem_size(), vm_rev_map_gpa()) as
  they were, and the system-memory segment and high-memory map it made
  taken back, so that a retry with another size or other memflags
  works. libvmmapi records the sizes first and leaves the segment and
@@ -2345,9 +2346,10 @@ int vm_mmap_memseg(struct vmctx *ctx,
 /*
  Removes the map of exactly (`gpa`, `len`): EINVAL unless one matches
  (as FreeBSD, (0, 0) matches a free map slot and succeeds). ENOMEM, and
- the map stays, when unlocking a wired map's pages while another wired
- map keeps some of them locked needs the host to split a locked area
- and the host refuses (its map-count limit, `vm.max_map_count`).
+ the map stays, when unlocking a wired map's pages needs the host to
+ split a locked area (another wired map of the segment overlaps or
+ adjoins it) and the host refuses (its map-count limit,
+ `vm.max_map_count`).
  */
 int vm_munmap_memseg(struct vmctx *ctx, vm_paddr_t gpa, size_t len);
 

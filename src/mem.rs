@@ -300,8 +300,12 @@ impl GuestMemory {
             // pages locked on its account (mlock may lock part of the
             // range before it fails).
             if let Err(e) = seg.host.wire(segoff as usize, len) {
-                // What mlock locked before failing are whole areas of
-                // their own, so unlocking them needs no split.
+                // Unlocking what mlock locked before failing needs no
+                // split when it failed on the limit or on a split; when it
+                // failed faulting pages in, the locked part may have
+                // merged with a neighbouring wired map's area, and at the
+                // host's area limit those pages then stay locked, with no
+                // map, until the segment is released.
                 let _ = self.unwire_keeping_others(segid, segoff, len, None);
                 return Err(e);
             }
@@ -326,9 +330,9 @@ impl GuestMemory {
     /// free.
     ///
     /// Unwiring a wired map can need the host to split its memory area
-    /// (the part another wired map keeps locked stays locked); where the
-    /// host refuses (its map-count limit), this is `NoMem` and the map
-    /// stays, wired.
+    /// (when another wired map of the segment overlaps or adjoins it: the
+    /// host merges adjacent locked areas); where the host refuses (its
+    /// map-count limit), this is `NoMem` and the map stays, wired.
     pub fn munmap_memseg(&mut self, gpa: u64, len: usize) -> Result<()> {
         for i in 0..self.maps.len() {
             match self.maps[i] {

@@ -500,4 +500,122 @@ mod tests {
         assert_eq!(with_ctx(ctx_a, |_| ()), Err(Error::Destroyed));
         close_vcpu(vcpu_b).unwrap();
     }
+
+    /// Random nesting (calls through random handles inside calls, up to
+    /// depth 8, as C callbacks can), with handles closed on this thread
+    /// and others (generation bumps), VMs created, and panics caught
+    /// mid-nesting: every running call's VM stays alive until the call
+    /// returns, and nothing stays parked at depth 0.
+    #[test]
+    fn random_nesting_keeps_every_running_calls_vm() {
+        use std::cell::RefCell;
+        use std::sync::Weak;
+        struct St {
+            rng: u64,
+            handles: Vec<(usize, bool, Weak<Vm>)>,
+            n: u64,
+        }
+        impl St {
+            fn r(&mut self, m: u64) -> u64 {
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                self.rng % m
+            }
+            fn add(&mut self) {
+                self.n += 1;
+                let v = vm(&format!("rnd-{}", self.n));
+                let w = Arc::downgrade(&v);
+                let k = self.r(3);
+                if k != 1 {
+                    self.handles.push((new_ctx(v.clone()) as usize, false, w.clone()));
+                }
+                if k != 0 {
+                    self.handles.push((new_vcpu(v.clone(), 1) as usize, true, w));
+                }
+            }
+        }
+        fn level(st: &RefCell<St>, depth: u32) {
+            for _ in 0..4 {
+                let a = st.borrow_mut().r(8);
+                match a {
+                    0..=4 => {
+                        let pick = {
+                            let mut s = st.borrow_mut();
+                            if s.handles.is_empty() {
+                                continue;
+                            }
+                            let len = s.handles.len() as u64;
+                            let i = s.r(len) as usize;
+                            s.handles[i].clone()
+                        };
+                        let (h, is_vcpu, w) = pick;
+                        let body = |vm: &Vm| {
+                            assert!(std::ptr::eq(vm, w.as_ptr()));
+                            if depth < 7 {
+                                level(st, depth + 1);
+                            }
+                            assert!(w.strong_count() > 0, "a VM in use was dropped at depth {depth}");
+                            assert_eq!(vm.maxcpus(), 2);
+                        };
+                        if is_vcpu {
+                            let _ = with_vcpu(h as *const vcpu, |vm, _| body(vm));
+                        } else if a == 4 {
+                            let _ = with_cached_ctx(h as *const vmctx, |vm| body(vm));
+                        } else if a == 3 {
+                            // A panic caught at the FFI boundary.
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                let _ = with_ctx(h as *const vmctx, |vm| {
+                                    body(vm);
+                                    std::panic::resume_unwind(Box::new("nested panic"));
+                                });
+                            }));
+                            let _ = r;
+                        } else {
+                            let _ = with_ctx(h as *const vmctx, body);
+                        }
+                    }
+                    5 => {
+                        let mut s = st.borrow_mut();
+                        if !s.handles.is_empty() {
+                            let len = s.handles.len() as u64;
+                            let i = s.r(len) as usize;
+                            let (h, is_vcpu, _) = s.handles.swap_remove(i);
+                            if is_vcpu {
+                                close_vcpu(h as *const vcpu).unwrap();
+                            } else {
+                                close_ctx(h as *const vmctx).unwrap();
+                            }
+                        }
+                    }
+                    6 => st.borrow_mut().add(),
+                    _ => {
+                        // A close on another thread: only the generation.
+                        std::thread::spawn(|| close_ctx(new_ctx(vm("rnd-other"))).unwrap()).join().unwrap();
+                    }
+                }
+            }
+        }
+        for seed in 1..9u64 {
+            std::thread::spawn(move || {
+                let st = RefCell::new(St { rng: seed.wrapping_mul(0x9E3779B97F4A7C15) | 1, handles: Vec::new(), n: 0 });
+                for _ in 0..4 {
+                    st.borrow_mut().add();
+                }
+                for _ in 0..20 {
+                    level(&st, 0);
+                }
+                assert_eq!(parked_len(), 0);
+                for (h, is_vcpu, _) in st.into_inner().handles {
+                    if is_vcpu {
+                        close_vcpu(h as *const vcpu).unwrap();
+                    } else {
+                        close_ctx(h as *const vmctx).unwrap();
+                    }
+                }
+            })
+            .join()
+            .unwrap();
+        }
+    }
 }

@@ -22,7 +22,8 @@ use crate::mem::VM_HIGHMEM_BASE;
 /// (EINVAL for a size that is not a whole number of pages, or another
 /// size than an earlier call's; ENOMEM when the host refuses memory or,
 /// with VM_MEM_F_WIRED, to lock it). A failed call leaves the VM as it
-/// was: the recorded sizes (vm_get_lowmem_size(), vm_rev_map_gpa()) as
+/// was (short of the host's map-count limit, where a wired high-memory
+/// map may stay): the recorded sizes (vm_get_lowmem_size(), vm_rev_map_gpa()) as
 /// they were, and the system-memory segment and high-memory map it made
 /// taken back, so that a retry with another size or other memflags
 /// works. libvmmapi records the sizes first and leaves the segment and

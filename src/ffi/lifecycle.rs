@@ -122,8 +122,8 @@ pub extern "C" fn vm_close(ctx: *mut vmctx) {
 /// guest memory goes back to the host, but the addresses stay mapped
 /// (reading zeros) for the rest of the process, as FreeBSD's mapping: a
 /// device thread still using them does not fault, and each destroyed VM
-/// keeps about two entries of the process's memory map per memory
-/// segment. As
+/// keeps two to five entries of the process's memory map (two for
+/// vm_setup_memory() alone, five with a boot ROM too). As
 /// libvmmapi's (which returns nothing), a NULL or stale `ctx` does nothing
 /// and sets no errno.
 #[no_mangle]

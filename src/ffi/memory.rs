@@ -209,9 +209,10 @@ fn segment_offset(segoff: vm_ooffset_t) -> Result<u64> {
 
 /// Removes the map of exactly (`gpa`, `len`): EINVAL unless one matches
 /// (as FreeBSD, (0, 0) matches a free map slot and succeeds). ENOMEM, and
-/// the map stays, when unlocking a wired map's pages while another wired
-/// map keeps some of them locked needs the host to split a locked area
-/// and the host refuses (its map-count limit, `vm.max_map_count`).
+/// the map stays, when unlocking a wired map's pages needs the host to
+/// split a locked area (another wired map of the segment overlaps or
+/// adjoins it) and the host refuses (its map-count limit,
+/// `vm.max_map_count`).
 #[no_mangle]
 pub extern "C" fn vm_munmap_memseg(ctx: *mut vmctx, gpa: vm_paddr_t, len: usize) -> c_int {
     ffi_boundary!({
