@@ -502,7 +502,7 @@ mod tests {
     }
 
     /// Random nesting (calls through random handles inside calls, up to
-    /// depth 8, as C callbacks can), with handles closed on this thread
+    /// depth 6, as C callbacks can), with handles closed on this thread
     /// and others (generation bumps), VMs created, and panics caught
     /// mid-nesting: every running call's VM stays alive until the call
     /// returns, and nothing stays parked at depth 0.
@@ -552,7 +552,7 @@ mod tests {
                         let (h, is_vcpu, w) = pick;
                         let body = |vm: &Vm| {
                             assert!(std::ptr::eq(vm, w.as_ptr()));
-                            if depth < 7 {
+                            if depth < 5 {
                                 level(st, depth + 1);
                             }
                             assert!(w.strong_count() > 0, "a VM in use was dropped at depth {depth}");
@@ -596,7 +596,7 @@ mod tests {
                 }
             }
         }
-        for seed in 1..9u64 {
+        for seed in 1..5u64 {
             std::thread::spawn(move || {
                 let st = RefCell::new(St { rng: seed.wrapping_mul(0x9E3779B97F4A7C15) | 1, handles: Vec::new(), n: 0 });
                 for _ in 0..4 {

@@ -247,9 +247,16 @@ fn an_nmi_wakes_a_halt_with_interrupts_off_and_is_injected_alone() {
         // vCPU 1 stays out of HLT, so the VM does not suspend itself.
         let (vm, s) = halting_once(2, false, true);
         let runner = run_until_sleeping(&vm, 0);
-        // A vector does not wake a HLT with interrupts off; an NMI does.
+        // A vector does not end a HLT with interrupts off; an NMI does.
+        // The vector's notification may wake the vCPU to look (FROZEN for
+        // a moment, as FreeBSD's vm_handle_hlt), but it sleeps again; one
+        // that left the HLT would never be SLEEPING again here, and the
+        // watchdog would fail the test.
         vm.lapic_irq(0, 0x41).unwrap();
-        assert_eq!(vm.vcpu(0).unwrap().state(), VcpuState::Sleeping);
+        while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+            thread::yield_now();
+        }
+        assert!(!runner.is_finished());
         vm.inject_nmi(0).unwrap();
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), [2], "the NMI alone on its entry");
