@@ -30,21 +30,9 @@ pub unsafe extern "C" fn vm_create(name: *const c_char) -> c_int {
 /// (no such VM) or EFAULT (NULL name). Close it with vm_close().
 #[no_mangle]
 pub unsafe extern "C" fn vm_open(name: *const c_char) -> *mut vmctx {
-    ffi_boundary!(std::ptr::null_mut(), {
-        // A name vm_create() refuses names no VM: ENOENT, as FreeBSD.
-        // SAFETY: the caller passes a C string or NULL.
-        let name = unsafe { str_arg(name) }.map_err(|e| match e {
-            Error::Inval => Error::NoEnt,
-            e => e,
-        });
-        match name.and_then(registry::open) {
-            Ok(vm) => handle::new_ctx(vm),
-            Err(e) => {
-                set_errno(errno_of(e));
-                std::ptr::null_mut()
-            }
-        }
-    })
+    // As FreeBSD 15's libvmmapi: vm_openf() without flags.
+    // SAFETY: forwarded from the caller.
+    ffi_boundary!(std::ptr::null_mut(), { unsafe { vm_openf(name, 0) } })
 }
 
 /// vm_openf() flag: create the VM if no VM has the name.
@@ -95,7 +83,7 @@ unsafe fn openf(name: *const c_char, flags: c_int) -> Result<*mut vmctx> {
     let (vm, created) = if flags & VMMAPI_OPEN_CREATE != 0 {
         registry::open_or_create(name?)?
     } else {
-        // As vm_open(): a name vm_create() refuses names no VM.
+        // A name vm_create() refuses names no VM: ENOENT, as FreeBSD.
         let name = name.map_err(|e| if e == Error::Inval { Error::NoEnt } else { e });
         (registry::open(name?)?, false)
     };
