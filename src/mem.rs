@@ -942,7 +942,7 @@ mod host {
     use core::ptr::NonNull;
     use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
 
-    use nix::sys::mman::{madvise, mlock, mmap_anonymous, mprotect, munlock, munmap, MapFlags, MmapAdvise, ProtFlags};
+    use nix::sys::mman::{madvise, mlock, mmap_anonymous, munlock, munmap, MapFlags, MmapAdvise, ProtFlags};
 
     use crate::error::{Error, Result};
 
@@ -989,9 +989,18 @@ mod host {
             let base = unsafe { mmap_anonymous(None, nz, ProtFlags::PROT_NONE, flags) }.map_err(|_| Error::NoMem)?;
             // Inside the reservation just made: GUARD < total - len.
             let ptr = base.cast::<u8>().map_addr(|a| a.saturating_add(GUARD));
-            // SAFETY: `ptr..ptr+len` lies inside the reservation above,
-            // which nothing else refers to yet.
-            let rw = unsafe { mprotect(ptr.cast(), len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE) };
+            // The middle is mapped afresh read-write over the reservation
+            // rather than mprotect()ed: the same three areas, but valgrind's
+            // memcheck takes seconds per GiB to mprotect and none to map.
+            // SAFETY: MAP_FIXED replaces `ptr..ptr+len`, which lies inside
+            // the reservation above, which nothing else refers to yet.
+            let rw = match (NonZeroUsize::new(ptr.as_ptr() as usize), NonZeroUsize::new(len)) {
+                (Some(at), Some(len)) => unsafe {
+                    let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+                    mmap_anonymous(Some(at), len, prot, flags | MapFlags::MAP_FIXED).map(drop)
+                },
+                _ => Err(nix::Error::EINVAL),
+            };
             if rw.is_err() {
                 // SAFETY: the reservation made above, not yet handed out.
                 let _ = unsafe { munmap(base, total) };
