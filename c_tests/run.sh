@@ -34,17 +34,31 @@ done
 if [ ${#run_with[@]} -gt 0 ]; then
   echo "(no valgrind pass: the tests ran under ${run_with[*]})"
 elif command -v valgrind >/dev/null 2>&1; then
+  # valgrind runs a process's threads one at a time, so the tests run
+  # $VMM_RS_TEST_JOBS at once (default: one per CPU); results are
+  # reported in order once all have finished.
+  njobs=${VMM_RS_TEST_JOBS:-$(nproc 2>/dev/null || echo 1)}
+  vg_names=()
   for t in "$build"/*; do
     [ -x "$t" ] && [ -f "$t" ] || continue
     name=$(basename "$t")
     # Tests that measure or stress many threads opt out by name.
     case "$name" in *_stress*) continue;; esac
-    # valgrind runs one thread at a time; its default hand-over lets a
-    # thread that never blocks (a vCPU whose guest computes) keep the CPU
-    # for seconds while the test's own thread waits to observe it.
-    # --fair-sched hands over in FIFO order.
-    if VMM_RS_UNDER_VALGRIND=1 valgrind -q --fair-sched=try --error-exitcode=99 \
-         --leak-check=full --errors-for-leak-kinds=definite "$t" > "$build/$name.vg.log" 2>&1; then
+    vg_names+=("$name")
+    # valgrind's default hand-over lets a thread that never blocks (a
+    # vCPU whose guest computes) keep the CPU for seconds while the
+    # test's own thread waits to observe it. --fair-sched hands over in
+    # FIFO order.
+    (
+      VMM_RS_UNDER_VALGRIND=1 valgrind -q --fair-sched=try --error-exitcode=99 \
+        --leak-check=full --errors-for-leak-kinds=definite "$t" > "$build/$name.vg.log" 2>&1
+      echo $? > "$build/$name.vg.rc"
+    ) &
+    while [ "$(jobs -rp | wc -l)" -ge "$njobs" ]; do wait -n; done
+  done
+  wait
+  for name in "${vg_names[@]}"; do
+    if [ "$(cat "$build/$name.vg.rc" 2>/dev/null)" = 0 ]; then
       pass "valgrind:$name"
     else
       fail "valgrind:$name"; cat "$build/$name.vg.log"
