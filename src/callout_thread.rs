@@ -30,6 +30,10 @@ pub struct CalloutWaker {
     cv: Condvar,
     /// A thread was started (there is at most one).
     started: crate::sync::atomic::AtomicBool,
+    /// Protects: the thread's join handle, taken by whoever stops the
+    /// thread and waits for it to exit. A leaf (rank 6), never held
+    /// across the wait.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl CalloutWaker {
@@ -43,6 +47,26 @@ impl CalloutWaker {
     pub fn stop(&self) {
         self.state.lock().stopped = true;
         self.cv.notify_all();
+    }
+
+    /// Stops the thread and waits until it has exited, as FreeBSD's
+    /// `vm_cleanup` drains the VM's callouts: after this no timer of the
+    /// VM fires, and the thread no longer counts against the process's
+    /// limits. Call it with no lock held. The thread takes no lock a
+    /// caller can hold while it waits (a C guest callback holds only its
+    /// vCPU's guest-program mutex; VM_REINIT's callout gate is taken only
+    /// with every vCPU frozen), so the wait is short. On the callout
+    /// thread itself (it drops the last reference to its VM) it only
+    /// stops.
+    pub fn stop_and_join(&self) {
+        self.stop();
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                // A panic on the thread was reported when it happened.
+                let _ = h.join();
+            }
+        }
     }
 
     /// Waits until `deadline` passes or a poke; false once stopped.
@@ -85,11 +109,13 @@ mod thread {
                 return Ok(());
             }
             let vm = Arc::downgrade(self);
-            std::thread::Builder::new()
+            let w = waker.clone();
+            let handle = std::thread::Builder::new()
                 .name(format!("vmm_rs callouts {}", self.name()))
-                .spawn(move || run(vm, &waker))
-                .map(drop)
-                .map_err(|_| Error::NoMem)
+                .spawn(move || run(vm, &w))
+                .map_err(|_| Error::NoMem)?;
+            *waker.thread.lock() = Some(handle);
+            Ok(())
         }
     }
 
@@ -138,6 +164,42 @@ mod tests {
     #[test]
     fn the_waker_returns_on_a_poke_a_deadline_or_a_stop() {
         crate::test_util::with_watchdog(20, waker_cases);
+    }
+
+    #[test]
+    fn destroy_returns_once_the_callout_thread_has_exited() {
+        crate::test_util::with_watchdog(20, || {
+            for _ in 0..20 {
+                let vm = Arc::new(crate::vm::Vm::with_idle_backend("callout-join", 1).unwrap());
+                vm.start_callout_thread().unwrap();
+                // The thread's closure holds the only weak reference.
+                assert_eq!(Arc::weak_count(&vm), 1);
+                vm.destroy();
+                assert_eq!(Arc::weak_count(&vm), 0, "the thread has not exited yet");
+            }
+        });
+    }
+
+    #[test]
+    fn the_callout_thread_stopping_itself_does_not_join_itself() {
+        crate::test_util::with_watchdog(20, || {
+            let w = Arc::new(CalloutWaker::default());
+            let go = Arc::new(std::sync::Barrier::new(2));
+            let (done_tx, done) = std::sync::mpsc::channel();
+            let (w2, go2) = (w.clone(), go.clone());
+            let t = std::thread::spawn(move || {
+                go2.wait();
+                w2.stop_and_join(); // as Vm::drop on the callout thread
+                done_tx.send(()).unwrap();
+            });
+            *w.thread.lock() = Some(t);
+            go.wait();
+            // A self-join is EDEADLK, a panic in std: the sender would be
+            // dropped unsent.
+            assert!(done.recv().is_ok(), "stop_and_join panicked on the thread itself");
+            assert!(w.thread.lock().is_none());
+            assert!(!w.wait(None), "stopped");
+        });
     }
 
     fn waker_cases() {

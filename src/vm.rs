@@ -41,8 +41,13 @@
 //!    interrupt merging into an already pending vector reads an atomic
 //!    copy of IRR and TMR instead: see `vlapic`.)
 //! 6. `Vm::cpus` (cpusets, topology): a leaf, taken under any of the
-//!    above and never held while taking another lock. So is the callout
-//!    thread's wake-up mutex (`CalloutWaker::state`).
+//!    above and never held while taking another lock. So are the callout
+//!    thread's wake-up mutex and join-handle mutex (`CalloutWaker`).
+//!    `Vm::destroy` waits for the callout thread to exit, with no lock
+//!    held. That thread never takes the vioapic write lock (the one lock
+//!    held while waiting for a vCPU), so it never waits for a vCPU, and
+//!    the destroying thread may be one in a C guest callback (see
+//!    `CalloutWaker::stop_and_join`).
 //! 7. The vRTC and vPIT mutexes (`Vrtc::state`, `Vatpit::state`): leaves,
 //!    taken with no other lock held but rank 1 (VM_REINIT); the IRQ 8 and
 //!    IRQ 0 they raise are delivered (8259, then vioapic) after they are
@@ -171,9 +176,9 @@ pub struct Vm {
 
 impl Drop for Vm {
     /// A VM dropped without VM_DESTROY (a handle-less `Vm`) stops its
-    /// callout thread too.
+    /// callout thread too, and waits for it.
     fn drop(&mut self) {
-        self.callout_waker.stop();
+        self.callout_waker.stop_and_join();
     }
 }
 
@@ -721,7 +726,8 @@ impl Vm {
     }
 
     /// Tears the VM down: marks it destroyed and wakes every thread waiting
-    /// inside it, so they return (with `Error::Destroyed` or `Error::Intr`).
+    /// inside it, so they return (with `Error::Destroyed` or `Error::Intr`),
+    /// then waits for the callout thread to exit. Call it with no lock held.
     ///
     /// Guest memory is given back to the host here, but its addresses stay
     /// mapped (reading zeros) for the rest of the process, even after the
@@ -739,6 +745,7 @@ impl Vm {
         }
         self.rendezvous.wake_all();
         self.mem.write().release_host_memory();
+        self.callout_waker.stop_and_join();
     }
 }
 

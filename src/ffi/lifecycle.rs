@@ -111,9 +111,12 @@ pub extern "C" fn vm_close(ctx: *mut vmctx) {
 /// (reading zeros) for the rest of the process, as FreeBSD's mapping: a
 /// device thread still using them does not fault, and each destroyed VM
 /// keeps two to five entries of the process's memory map (two for
-/// vm_setup_memory() alone, five with a boot ROM too). As
-/// libvmmapi's (which returns nothing), a NULL or stale `ctx` does nothing
-/// and sets no errno.
+/// vm_setup_memory() alone, five with a boot ROM too). The VM's timer
+/// thread has been joined when it returns (FreeBSD drains the VM's
+/// callouts): no timer of the VM fires after it, and the thread is gone
+/// but for the moment the kernel takes to remove it. It may be called
+/// from a guest callback of the same VM. As libvmmapi's (which returns
+/// nothing), a NULL or stale `ctx` does nothing and sets no errno.
 #[no_mangle]
 pub extern "C" fn vm_destroy(ctx: *mut vmctx) {
     ffi_boundary_errno_only!((), {
