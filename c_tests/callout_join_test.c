@@ -8,9 +8,13 @@
  *  2. a guest callback may destroy its own VM while the timer thread is
  *     delivering a fast periodic HPET interrupt: the wait ends (watchdog),
  *     and VM_RUN then fails with EBADF.
+ * Under an emulator (VMM_RS_RUN_WITH, qemu-user), which wakes a joiner
+ * before the joined thread's host side exits, the thread is only checked
+ * to go away.
  */
 #include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "apic_util.h"
@@ -67,6 +71,24 @@ callout_threads(void)
 	return n;
 }
 
+/* The timer threads are gone now, or (under an emulator) go away. */
+static int
+check_no_callout_thread(int round)
+{
+	int left = callout_threads();
+
+	if (getenv("VMM_RS_RUN_WITH") != NULL) {
+		while (left != 0) {
+			sched_yield();
+			left = callout_threads();
+		}
+	}
+	CHECK(left == 0);
+	if (left != 0)
+		printf("round %d: %d timer thread(s) still there after vm_destroy\n", round, left);
+	return left == 0;
+}
+
 static void
 hpet_write(struct vcpu *v, uint64_t off, uint64_t val)
 {
@@ -74,7 +96,7 @@ hpet_write(struct vcpu *v, uint64_t off, uint64_t val)
 }
 
 static struct vmctx *cb_ctx;
-static int cb_calls, threads_after_cb_destroy = -1;
+static int cb_calls, destroyed_in_cb;
 
 static int
 destroy_in_callback(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
@@ -85,7 +107,8 @@ destroy_in_callback(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action
 	/* Some guest steps first, with the HPET firing meanwhile. */
 	if (++cb_calls == 200) {
 		vm_destroy(cb_ctx);
-		threads_after_cb_destroy = callout_threads();
+		check_no_callout_thread(-1);
+		destroyed_in_cb = 1;
 	}
 	*a = (struct vmm_rs_action){ .kind = VMM_RS_ACT_COMPUTE };
 	return 0;
@@ -109,12 +132,8 @@ main(void)
 		while (callout_threads() != 1)
 			sched_yield();
 		vm_destroy(ctx);
-		int left = callout_threads();
-		CHECK(left == 0);
-		if (left != 0) {
-			printf("round %d: %d timer thread(s) still there after vm_destroy\n", i, left);
+		if (!check_no_callout_thread(i))
 			break;
-		}
 	}
 
 	/* 2. A guest callback destroys its own VM while the timer thread
@@ -147,10 +166,10 @@ main(void)
 
 		CHECK_ERR(vm_run(v0, &vmrun), EBADF);
 		CHECK(cb_calls == 200);
-		CHECK(threads_after_cb_destroy == 0);
+		CHECK(destroyed_in_cb);
 		vm_vcpu_close(v0);
 		vm_vcpu_close(v1);
 	}
-	CHECK(callout_threads() == 0);
+	check_no_callout_thread(-2);
 	return test_finish("callout_join_test");
 }
