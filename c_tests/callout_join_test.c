@@ -8,11 +8,18 @@
  *  2. a guest callback may destroy its own VM while the timer thread is
  *     delivering a fast periodic HPET interrupt: the wait ends (watchdog),
  *     and VM_RUN then fails with EBADF.
+ *  3. a thread with a cancellation pending calls vm_destroy: the join is
+ *     not acted on as a cancellation point (that aborted the process);
+ *     the thread is cancelled at its next one;
+ *  4. vm_destroy from a pthread key destructor that runs after the Rust
+ *     standard library's own thread clean-up (the join's self-check used
+ *     std's thread identity there, which panics: EIO, and a leaked handle).
  * Under an emulator (VMM_RS_RUN_WITH, qemu-user), which wakes a joiner
  * before the joined thread's host side exits, the thread is only checked
  * to go away.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +121,47 @@ destroy_in_callback(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action
 	return 0;
 }
 
+static pthread_barrier_t cancel_barrier;
+static int returned_from_destroy;
+
+static void *
+destroy_with_cancel_pending(void *ctx)
+{
+	int old;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	pthread_barrier_wait(&cancel_barrier); /* main cancels this thread */
+	pthread_barrier_wait(&cancel_barrier);
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old); /* pending, deferred */
+	vm_destroy(ctx);
+	returned_from_destroy = 1;
+	pthread_testcancel();
+	return NULL;
+}
+
+static pthread_key_t destroy_key;
+static struct vmctx *first_ctx, *dtor_ctx;
+static int dtor_errno = -1, dtor_ran;
+
+static void
+destroy_in_key_destructor(void *arg)
+{
+	(void)arg;
+	errno = 0;
+	vm_destroy(dtor_ctx);
+	dtor_errno = errno;
+	dtor_ran = check_no_callout_thread(-4);
+}
+
+static void *
+destroy_then_exit(void *arg)
+{
+	(void)arg;
+	vm_destroy(first_ctx); /* this thread's std thread data is set up */
+	pthread_setspecific(destroy_key, (void *)1);
+	return NULL;
+}
+
 int
 main(void)
 {
@@ -171,5 +219,56 @@ main(void)
 		vm_vcpu_close(v1);
 	}
 	check_no_callout_thread(-2);
+
+	/* 3. A pending cancellation is not acted on inside vm_destroy. */
+	watchdog_phase("callout_join_test 3: destroy with a cancellation pending");
+	for (int i = 0; i < 20; i++) {
+		struct vmctx *ctx;
+		pthread_t t;
+		void *ret;
+
+		CHECK_OK(vm_create("callout-join-cancel"));
+		ctx = vm_open("callout-join-cancel");
+		CHECK(ctx != NULL);
+		returned_from_destroy = 0;
+		CHECK(pthread_barrier_init(&cancel_barrier, NULL, 2) == 0);
+		CHECK(pthread_create(&t, NULL, destroy_with_cancel_pending, ctx) == 0);
+		pthread_barrier_wait(&cancel_barrier);
+		CHECK(pthread_cancel(t) == 0);
+		pthread_barrier_wait(&cancel_barrier);
+		CHECK(pthread_join(t, &ret) == 0);
+		CHECK(ret == PTHREAD_CANCELED);
+		CHECK(returned_from_destroy);
+		pthread_barrier_destroy(&cancel_barrier);
+		CHECK(check_no_callout_thread(i));
+	}
+
+	/*
+	 * 4. From a key destructor run after std's thread clean-up: a thread
+	 * that used the library (and so std's thread identity, as before)
+	 * exits. std's clean-up key was made by the first destroy above; a
+	 * dummy key takes the lowest free index (std freed it again), so ours
+	 * comes after std's and its destructor runs after std's.
+	 */
+	watchdog_phase("callout_join_test 4: destroy from a key destructor");
+	{
+		pthread_key_t dummy;
+		pthread_t t;
+
+		CHECK(pthread_key_create(&dummy, NULL) == 0);
+		CHECK(pthread_key_create(&destroy_key, destroy_in_key_destructor) == 0);
+		CHECK_OK(vm_create("callout-join-k1"));
+		CHECK_OK(vm_create("callout-join-k2"));
+		first_ctx = vm_open("callout-join-k1");
+		dtor_ctx = vm_open("callout-join-k2");
+		CHECK(first_ctx != NULL && dtor_ctx != NULL);
+		CHECK(pthread_create(&t, NULL, destroy_then_exit, NULL) == 0);
+		CHECK(pthread_join(t, NULL) == 0);
+		CHECK(dtor_ran);
+		CHECK(dtor_errno == 0);
+		/* The name is free: the VM was destroyed and its handle closed. */
+		CHECK_OK(vm_create("callout-join-k2"));
+		vm_destroy(vm_open("callout-join-k2"));
+	}
 	return test_finish("callout_join_test");
 }

@@ -49,20 +49,25 @@ impl CalloutWaker {
         self.cv.notify_all();
     }
 
-    /// Stops the thread and waits until it has exited, as FreeBSD's
-    /// `vm_cleanup` drains the VM's callouts: after this no timer of the
-    /// VM fires, and the thread no longer counts against the process's
-    /// limits. Call it with no lock held. The thread takes no lock a
-    /// caller can hold while it waits (a C guest callback holds only its
-    /// vCPU's guest-program mutex; VM_REINIT's callout gate is taken only
-    /// with every vCPU frozen), so the wait is short. On the callout
-    /// thread itself (it drops the last reference to its VM) it only
-    /// stops.
+    /// Stops the thread and waits until it has exited (joins it), as
+    /// FreeBSD's `vm_cleanup` drains the VM's callouts: after this the
+    /// thread fires no timer of the VM. The thread takes no lock a caller
+    /// can hold while it waits, and waits for no vCPU: it never takes the
+    /// lock-all serialiser, the vioapic write lock (the locks held while
+    /// waiting for a vCPU), guest memory or a guest-program mutex (all a
+    /// C guest callback holds); VM_REINIT's callout gate is taken
+    /// exclusively only with every vCPU frozen. So the wait is short. On
+    /// the callout thread itself (it drops the last reference to its VM)
+    /// it only stops. The join is a cancellation point: the C face calls
+    /// this with cancellation disabled.
     pub fn stop_and_join(&self) {
+        use std::os::unix::thread::JoinHandleExt;
         self.stop();
         let handle = self.thread.lock().take();
         if let Some(h) = handle {
-            if h.thread().id() != std::thread::current().id() {
+            // pthread_self, not std::thread::current(): the latter panics
+            // in a pthread key destructor run after std's own.
+            if h.as_pthread_t() != nix::sys::pthread::pthread_self() {
                 // A panic on the thread was reported when it happened.
                 let _ = h.join();
             }

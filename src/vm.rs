@@ -43,9 +43,10 @@
 //! 6. `Vm::cpus` (cpusets, topology): a leaf, taken under any of the
 //!    above and never held while taking another lock. So are the callout
 //!    thread's wake-up mutex and join-handle mutex (`CalloutWaker`).
-//!    `Vm::destroy` waits for the callout thread to exit, with no lock
-//!    held. That thread never takes the vioapic write lock (the one lock
-//!    held while waiting for a vCPU), so it never waits for a vCPU, and
+//!    `Vm::destroy` waits for the callout thread to exit, holding no lock
+//!    that thread takes. That thread never takes the lock-all serialiser
+//!    or the vioapic write lock (the locks held while waiting for a
+//!    vCPU), nor a guest-program mutex, so it never waits for a vCPU, and
 //!    the destroying thread may be one in a C guest callback (see
 //!    `CalloutWaker::stop_and_join`).
 //! 7. The vRTC and vPIT mutexes (`Vrtc::state`, `Vatpit::state`): leaves,
@@ -727,7 +728,8 @@ impl Vm {
 
     /// Tears the VM down: marks it destroyed and wakes every thread waiting
     /// inside it, so they return (with `Error::Destroyed` or `Error::Intr`),
-    /// then waits for the callout thread to exit. Call it with no lock held.
+    /// then waits for the callout thread to exit. Call it with no lock held
+    /// but guest-program mutexes (from a C guest callback).
     ///
     /// Guest memory is given back to the host here, but its addresses stay
     /// mapped (reading zeros) for the rest of the process, even after the

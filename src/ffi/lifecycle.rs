@@ -111,18 +111,25 @@ pub extern "C" fn vm_close(ctx: *mut vmctx) {
 /// (reading zeros) for the rest of the process, as FreeBSD's mapping: a
 /// device thread still using them does not fault, and each destroyed VM
 /// keeps two to five entries of the process's memory map (two for
-/// vm_setup_memory() alone, five with a boot ROM too). The VM's timer
-/// thread has been joined when it returns (FreeBSD drains the VM's
-/// callouts): no timer of the VM fires after it, and the thread is gone
-/// but for the moment the kernel takes to remove it. It may be called
-/// from a guest callback of the same VM. As libvmmapi's (which returns
+/// vm_setup_memory() alone, five with a boot ROM too). The call that
+/// destroys the VM returns once the VM's timer thread has been joined
+/// (FreeBSD drains the VM's callouts): that thread fires no timer after
+/// it (a vCPU thread still inside vm_run may deliver one on its way
+/// out), and is gone but for the moment the kernel takes to remove it (a
+/// create at once under a tight RLIMIT_NPROC can, rarely, still find it
+/// counted). A second vm_destroy racing the first returns at once, as
+/// FreeBSD's. It is not a cancellation point, and may be called from a
+/// guest callback of the same VM. As libvmmapi's (which returns
 /// nothing), a NULL or stale `ctx` does nothing and sets no errno.
 #[no_mangle]
 pub extern "C" fn vm_destroy(ctx: *mut vmctx) {
     ffi_boundary_errno_only!((), {
         if let Ok(vm) = handle::ctx_vm(ctx) {
-            let _ = registry::destroy(&vm);
-            let _ = handle::close_ctx(ctx);
+            // The join of the timer thread is a cancellation point.
+            super::cancel::without_cancellation(|| {
+                let _ = registry::destroy(&vm);
+                let _ = handle::close_ctx(ctx);
+            });
         }
     })
 }

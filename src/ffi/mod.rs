@@ -21,6 +21,7 @@
 pub mod abi;
 mod apic;
 mod call;
+mod cancel;
 pub mod commands;
 mod cpuset;
 mod copy;

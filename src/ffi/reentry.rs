@@ -10,11 +10,10 @@
 //! Thread cancellation is disabled while a callback runs: a pending
 //! `pthread_cancel` acted on at a cancellation point inside it (printf,
 //! usleep) would unwind through the library's frames, which hold locks,
-//! and abort the process. It takes effect at the thread's next
-//! cancellation point after VM_RUN returns.
+//! and abort the process (see `cancel`). It takes effect at the thread's
+//! next cancellation point after VM_RUN returns.
 
 use std::cell::Cell;
-use std::ffi::c_int;
 use std::ptr;
 
 use crate::error::{Error, Result};
@@ -42,38 +41,22 @@ pub(crate) fn vm_identity(vm: &Vm) -> usize {
     vm as *const Vm as usize
 }
 
-/// Runs C callback `f` of the VM `vm` (a [`vm_identity`]) marked as such.
+/// Runs C callback `f` of the VM `vm` (a [`vm_identity`]) marked as such,
+/// with thread cancellation disabled (see [`super::cancel`]).
 pub(crate) fn in_callback<R>(vm: usize, f: impl FnOnce() -> R) -> R {
-    /// Puts the outer frame and the cancellation state back, also if `f`
-    /// unwinds.
-    struct Restore(*const Frame, c_int);
+    /// Puts the outer frame back, also if `f` unwinds.
+    struct Restore(*const Frame);
     impl Drop for Restore {
         fn drop(&mut self) {
             INNERMOST.set(self.0);
-            // SAFETY: sets this thread's state; not a cancellation point.
-            unsafe { pthread_setcancelstate(self.1, ptr::null_mut()) };
         }
     }
-    let mut cancel_state = PTHREAD_CANCEL_ENABLE;
-    // SAFETY: as above; the old state is written to a local.
-    unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut cancel_state) };
-    let frame = Frame { vm, outer: INNERMOST.get() };
-    let _restore = Restore(frame.outer, cancel_state);
-    INNERMOST.set(&frame);
-    f()
-}
-
-// POSIX, but not in the libc crate for Linux or FreeBSD. Their values
-// differ by host: glibc, musl and FreeBSD number the states ENABLE 0,
-// DISABLE 1; Apple's the other way round (the libc crate has those).
-#[cfg(not(target_vendor = "apple"))]
-const PTHREAD_CANCEL_ENABLE: c_int = 0;
-#[cfg(not(target_vendor = "apple"))]
-const PTHREAD_CANCEL_DISABLE: c_int = 1;
-#[cfg(target_vendor = "apple")]
-use libc::{PTHREAD_CANCEL_DISABLE, PTHREAD_CANCEL_ENABLE};
-extern "C" {
-    fn pthread_setcancelstate(state: c_int, oldstate: *mut c_int) -> c_int;
+    super::cancel::without_cancellation(|| {
+        let frame = Frame { vm, outer: INNERMOST.get() };
+        let _restore = Restore(frame.outer);
+        INNERMOST.set(&frame);
+        f()
+    })
 }
 
 /// EDEADLK if this thread is inside a guest callback of `vm`, at any
