@@ -30,10 +30,10 @@ pub struct CalloutWaker {
     cv: Condvar,
     /// A thread was started (there is at most one).
     started: crate::sync::atomic::AtomicBool,
-    /// Protects: the thread's join handle, taken by whoever stops the
-    /// thread and waits for it to exit. A leaf (rank 6), never held
-    /// across the wait.
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Protects: the thread's join handle and the id of the process that
+    /// started it, taken by whoever stops the thread and waits for it to
+    /// exit. A leaf (rank 6), never held across the wait.
+    thread: Mutex<Option<(std::thread::JoinHandle<()>, u32)>>,
 }
 
 impl CalloutWaker {
@@ -64,10 +64,15 @@ impl CalloutWaker {
         use std::os::unix::thread::JoinHandleExt;
         self.stop();
         let handle = self.thread.lock().take();
-        if let Some(h) = handle {
-            // pthread_self, not std::thread::current(): the latter panics
-            // in a pthread key destructor run after std's own.
-            if h.as_pthread_t() != nix::sys::pthread::pthread_self() {
+        if let Some((h, pid)) = handle {
+            if pid != std::process::id() {
+                // A fork()ed child's copy: the thread is not in this
+                // process, and joining it would panic in std. The handle's
+                // memory is freed; the pthread_t is left alone.
+                let _ = h.into_pthread_t();
+            } else if h.as_pthread_t() != nix::sys::pthread::pthread_self() {
+                // (pthread_self, not std::thread::current(): the latter
+                // panics in a pthread key destructor run after std's own.)
                 // A panic on the thread was reported when it happened.
                 let _ = h.join();
             }
@@ -119,7 +124,7 @@ mod thread {
                 .name(format!("vmm_rs callouts {}", self.name()))
                 .spawn(move || run(vm, &w))
                 .map_err(|_| Error::NoMem)?;
-            *waker.thread.lock() = Some(handle);
+            *waker.thread.lock() = Some((handle, std::process::id()));
             Ok(())
         }
     }
@@ -197,7 +202,7 @@ mod tests {
                 w2.stop_and_join(); // as Vm::drop on the callout thread
                 done_tx.send(()).unwrap();
             });
-            *w.thread.lock() = Some(t);
+            *w.thread.lock() = Some((t, std::process::id()));
             go.wait();
             // A self-join is EDEADLK, a panic in std: the sender would be
             // dropped unsent.
