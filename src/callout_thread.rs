@@ -106,12 +106,13 @@ mod thread {
     use super::CalloutWaker;
     use crate::error::{Error, Result};
     use crate::vm::Vm;
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 
     impl Vm {
         /// Starts the callout thread (the VMs `vm_create` makes have one;
         /// a `Vm` built directly has none, and its timers fire only when a
-        /// vCPU polls them). Once: a second call does nothing. ENOMEM if
-        /// the host has no thread for it.
+        /// vCPU polls them). Once: a second call does nothing. The thread
+        /// blocks every signal. ENOMEM if the host has no thread for it.
         pub fn start_callout_thread(self: &Arc<Self>) -> Result<()> {
             use crate::sync::atomic::Ordering;
             let waker = self.callout_waker().clone();
@@ -120,10 +121,20 @@ mod thread {
             }
             let vm = Arc::downgrade(self);
             let w = waker.clone();
-            let handle = std::thread::Builder::new()
+            // The thread starts with every signal blocked (it inherits
+            // this thread's mask): a library thread must not take the
+            // process's signals, which the program's own threads wait
+            // for or handle (a handler would run inside the callout's
+            // locks). Then this thread's mask is put back.
+            let mut old = SigSet::empty();
+            let blocked = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old));
+            let spawned = std::thread::Builder::new()
                 .name(format!("vmm_rs callouts {}", self.name()))
-                .spawn(move || run(vm, &w))
-                .map_err(|_| Error::NoMem)?;
+                .spawn(move || run(vm, &w));
+            if blocked.is_ok() {
+                let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+            }
+            let handle = spawned.map_err(|_| Error::NoMem)?;
             *waker.thread.lock() = Some((handle, std::process::id()));
             Ok(())
         }
