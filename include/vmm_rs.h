@@ -1840,7 +1840,9 @@ int vm_ioapic_assert_irq(struct vmctx *ctx, int irq);
 int vm_ioapic_deassert_irq(struct vmctx *ctx, int irq);
 
 /*
- Asserts then deasserts IOAPIC pin `irq`.
+ Raises and lowers IOAPIC pin `irq` at once, as FreeBSD's one-lock
+ pulse: an interrupt is sent unless an assert holds the line (or the
+ pin is masked); the pin's assert count is left as it was.
  */
 int vm_ioapic_pulse_irq(struct vmctx *ctx, int irq);
 

@@ -49,6 +49,12 @@ impl Default for PinLine {
 }
 
 impl PinLine {
+    /// The count word: 0 when no assert holds the line and the mask copy
+    /// is clear (what a pulse sends on).
+    pub(super) fn word(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
     pub(super) fn count(&self) -> u32 {
         self.count.load(Ordering::SeqCst) as u32
     }

@@ -49,7 +49,7 @@ impl Vioapic {
         match self.lines[pin].assert() {
             // Count 0 and mask copy clear as of the increment (module doc).
             Some(0) => {
-                self.send_asserted(pin, bus);
+                self.send_raised::<B, false>(pin, bus);
                 Ok(())
             }
             Some(_) => Ok(()),
@@ -57,35 +57,43 @@ impl Vioapic {
         }
     }
 
-    /// The send of an assert that took an unmasked pin's count from 0 to 1.
+    /// The send of an assert that took an unmasked pin's count from 0 to 1
+    /// (`PULSE` false), or of a pulse that read the count word 0 (`PULSE`
+    /// true).
     #[inline(never)]
-    fn send_asserted<B: IoapicBus + ?Sized>(&self, pin: usize, bus: &B) {
+    fn send_raised<B: IoapicBus + ?Sized, const PULSE: bool>(&self, pin: usize, bus: &B) {
         let line = &self.lines[pin];
         let Some(e) = line.entry_or_defer() else {
             return;
         };
         if e.masked() {
-            // Masked since the increment: the write came first.
+            // Masked since the increment or load: the write came first.
             return;
         }
         if !e.level() {
-            // Lock-free, after the count's successful SC increment.
-            bus.deliver_after_rmw(e.level(), e.dest(), e.phys(), e.delmode(), e.vector());
+            if PULSE {
+                // After a load only: the plain delivery.
+                bus.deliver(e.level(), e.dest(), e.phys(), e.delmode(), e.vector());
+            } else {
+                // Lock-free, after the count's successful SC increment.
+                bus.deliver_after_rmw(e.level(), e.dest(), e.phys(), e.delmode(), e.vector());
+            }
             self.sent.add(1);
             return;
         }
-        self.send_asserted_level(pin, bus);
+        self.send_raised_level::<B, PULSE>(pin, bus);
     }
 
-    /// `send_asserted` for a level entry: under the table mutex.
+    /// `send_raised` for a level entry: under the table mutex.
     #[inline(never)]
-    fn send_asserted_level<B: IoapicBus + ?Sized>(&self, pin: usize, bus: &B) {
+    fn send_raised_level<B: IoapicBus + ?Sized, const PULSE: bool>(&self, pin: usize, bus: &B) {
         let line = &self.lines[pin];
         let mut t = self.table.lock();
         // A level line is sampled now: deasserted meanwhile, it may
         // already have been delivered and handled. (Rewritten to edge
-        // meanwhile, the assertion is still an edge.)
-        if !t.rte(pin).level() || line.count() > 0 {
+        // meanwhile, the assertion is still an edge.) A pulse is the
+        // line's high: sent as it stands.
+        if PULSE || !t.rte(pin).level() || line.count() > 0 {
             self.send_or_defer(&mut t, pin, bus);
         }
     }
@@ -115,19 +123,20 @@ impl Vioapic {
         Err(Error::Range)
     }
 
-    /// VM_IOAPIC_PULSE_IRQ: assert then deassert; the deassert is skipped
-    /// if the assert failed. FreeBSD makes both halves under one lock, so
-    /// a pulse never fails at its falling edge. Here the count can be taken
-    /// between them: by a reset (VM_REINIT) or by another caller's
-    /// deassert (two pulses on one pin across a reset, or a deassert the
-    /// caller never asserted), and a falling edge that finds it at zero has
-    /// nothing left to lower. The pulse did what it was asked either way,
-    /// so that is success: an ERANGE belongs to whoever deasserted too
-    /// often, and that caller's call succeeded.
+    /// VM_IOAPIC_PULSE_IRQ. FreeBSD raises and lowers the line under one
+    /// lock, so a pulse is a rising edge exactly when no assert holds the
+    /// line, and no other call sees it high. Here the count is not touched
+    /// at all: the pulse sends when the count word reads 0 (count 0, mask
+    /// copy clear). Two pulses overlapping on two threads both send (with
+    /// a count, the first one's raised line hid the second's edge, and a
+    /// driver could miss the second event), a reset or another caller's
+    /// deassert has nothing to take from it, and a level entry sees its
+    /// line high for the send (sampled at the pulse, as FreeBSD's).
     pub fn pulse_irq<B: IoapicBus + ?Sized>(&self, pin: i32, bus: &B) -> Result<()> {
-        self.assert_irq(pin, bus)?;
-        // In range: the assert checked it.
-        let _ = self.lines[pin_index(pin)?].deassert();
+        let pin = pin_index(pin)?;
+        if self.lines[pin].word() == 0 {
+            self.send_raised::<B, true>(pin, bus);
+        }
         Ok(())
     }
 
