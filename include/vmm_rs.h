@@ -1841,8 +1841,9 @@ int vm_ioapic_deassert_irq(struct vmctx *ctx, int irq);
 
 /*
  Raises and lowers IOAPIC pin `irq` at once, as FreeBSD's one-lock
- pulse: an interrupt is sent unless an assert holds the line (or the
- pin is masked); the pin's assert count is left as it was.
+ pulse: an interrupt is sent unless an assert holds the line, the pin
+ is masked, or (a level entry) its remote IRR is set; the pin's assert
+ count is left as it was.
  */
 int vm_ioapic_pulse_irq(struct vmctx *ctx, int irq);
 

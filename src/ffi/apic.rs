@@ -121,8 +121,9 @@ pub extern "C" fn vm_ioapic_deassert_irq(ctx: *mut vmctx, irq: c_int) -> c_int {
 }
 
 /// Raises and lowers IOAPIC pin `irq` at once, as FreeBSD's one-lock
-/// pulse: an interrupt is sent unless an assert holds the line (or the
-/// pin is masked); the pin's assert count is left as it was.
+/// pulse: an interrupt is sent unless an assert holds the line, the pin
+/// is masked, or (a level entry) its remote IRR is set; the pin's assert
+/// count is left as it was.
 #[no_mangle]
 pub extern "C" fn vm_ioapic_pulse_irq(ctx: *mut vmctx, irq: c_int) -> c_int {
     ffi_boundary!({ ctx_pin(ctx, PinCmd::Pulse, irq) })

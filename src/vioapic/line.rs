@@ -15,12 +15,25 @@ const COUNT: u64 = u32::MAX as u64;
 /// count.
 pub const MAX_ASSERTS: u32 = i32::MAX as u32;
 /// Entry copy: the entry is being rewritten (steps 1-5 of the write path);
-/// a send must be held back. Reserved RTE bits 48 and 49 carry the marks;
+/// a send must be held back. Reserved RTE bits 48 to 50 carry the marks;
 /// whatever a guest wrote there is not copied.
 const FLUX: u64 = 1 << 48;
 /// Entry copy: a send was held back while in flux; step 5 makes it.
 const DEFERRED: u64 = 1 << 49;
-const MARKS: u64 = FLUX | DEFERRED;
+/// Entry copy: a pulse's send was among those held back. A level entry
+/// is sent for it at step 5 though its line is low by then (a pulse is
+/// the line's high), as FreeBSD's pulse sends the entry it finds.
+const PULSED: u64 = 1 << 50;
+const MARKS: u64 = FLUX | DEFERRED | PULSED;
+
+/// The sends held back while a pin was in flux (`PinLine::leave_flux`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct HeldBack {
+    /// At least one.
+    pub any: bool,
+    /// At least one was a pulse's.
+    pub pulse: bool,
+}
 
 /// One pin's atomics, on their own cache line so that pins do not share
 /// one between device threads.
@@ -120,23 +133,24 @@ impl PinLine {
     /// marked due (and counted), and the writer makes it in step 5. The
     /// entry returned is the one whose copy was seen out of flux.
     #[inline(always)]
-    pub(super) fn entry_or_defer(&self) -> Option<Rte> {
+    pub(super) fn entry_or_defer(&self, pulse: bool) -> Option<Rte> {
         let e = self.entry.load(Ordering::SeqCst);
         if e & FLUX == 0 {
             return Some(Rte(e));
         }
-        self.defer(e)
+        self.defer(e, pulse)
     }
 
     /// `entry_or_defer` once the entry copy `e` was seen in flux.
     #[cold]
     #[inline(never)]
-    fn defer(&self, mut e: u64) -> Option<Rte> {
+    fn defer(&self, mut e: u64, pulse: bool) -> Option<Rte> {
+        let marks = if pulse { DEFERRED | PULSED } else { DEFERRED };
         loop {
             if e & FLUX == 0 {
                 return Some(Rte(e));
             }
-            match self.entry.compare_exchange_weak(e, e | DEFERRED, Ordering::SeqCst, Ordering::SeqCst) {
+            match self.entry.compare_exchange_weak(e, e | marks, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => {
                     self.deferred.fetch_add(1, Ordering::Relaxed);
                     return None;
@@ -148,8 +162,9 @@ impl PinLine {
 
     /// Step 5 (under the table mutex): the entry leaves flux; returns
     /// whether a send was held back meanwhile.
-    pub(super) fn leave_flux(&self, reg: u64) -> bool {
-        self.entry.swap(reg & !MARKS, Ordering::SeqCst) & DEFERRED != 0
+    pub(super) fn leave_flux(&self, reg: u64) -> HeldBack {
+        let w = self.entry.swap(reg & !MARKS, Ordering::SeqCst);
+        HeldBack { any: w & DEFERRED != 0, pulse: w & PULSED != 0 }
     }
 
     pub(super) fn deferred(&self) -> u64 {

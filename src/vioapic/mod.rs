@@ -28,6 +28,10 @@
 //! back by setting a mark in the entry copy, and the writer makes the send
 //! in step 5, so pins do not serialise on the table mutex to send and two
 //! devices on different edge pins do not meet in the vioapic at all.
+//! A pulse changes no count: it sends as a 0 -> 1 assert would when it
+//! reads the count word 0 (a load, so its edge delivery takes the plain
+//! path), and a pulse's send held back is marked as such, so that the
+//! writer sends a level entry for it though the line is low by step 5.
 //!
 //! The writer publishes the entry copy, then the mask copy (both under the
 //! table mutex). So the assert's read-modify-write of the count word and

@@ -31,10 +31,11 @@ impl Vioapic {
         self.sent.add(1);
     }
 
-    /// Send, unless the entry is being rewritten: then mark a send due; the
-    /// writer makes it once the new entry is in place.
-    pub(super) fn send_or_defer<B: IoapicBus + ?Sized>(&self, t: &mut Table, pin: usize, bus: &B) {
-        if self.lines[pin].entry_or_defer().is_some() {
+    /// Send, unless the entry is being rewritten: then mark a send due (a
+    /// pulse's, if `pulse`); the writer makes it once the new entry is in
+    /// place.
+    pub(super) fn send_or_defer<B: IoapicBus + ?Sized>(&self, t: &mut Table, pin: usize, bus: &B, pulse: bool) {
+        if self.lines[pin].entry_or_defer(pulse).is_some() {
             self.send(t, pin, bus);
         }
     }
@@ -63,7 +64,7 @@ impl Vioapic {
     #[inline(never)]
     fn send_raised<B: IoapicBus + ?Sized, const PULSE: bool>(&self, pin: usize, bus: &B) {
         let line = &self.lines[pin];
-        let Some(e) = line.entry_or_defer() else {
+        let Some(e) = line.entry_or_defer(PULSE) else {
             return;
         };
         if e.masked() {
@@ -94,7 +95,7 @@ impl Vioapic {
         // meanwhile, the assertion is still an edge.) A pulse is the
         // line's high: sent as it stands.
         if PULSE || !t.rte(pin).level() || line.count() > 0 {
-            self.send_or_defer(&mut t, pin, bus);
+            self.send_or_defer(&mut t, pin, bus, PULSE);
         }
     }
 
@@ -131,7 +132,11 @@ impl Vioapic {
     /// a count, the first one's raised line hid the second's edge, and a
     /// driver could miss the second event), a reset or another caller's
     /// deassert has nothing to take from it, and a level entry sees its
-    /// line high for the send (sampled at the pulse, as FreeBSD's).
+    /// line high for the send (sampled at the pulse, as FreeBSD's), also
+    /// when the send is held back while the pin is rewritten (the writer
+    /// makes it in step 5). As every send here, a level entry with remote
+    /// IRR set coalesces it (illumos; FreeBSD 14 sends again), and sends
+    /// held back on one pin during one rewrite are made once.
     pub fn pulse_irq<B: IoapicBus + ?Sized>(&self, pin: i32, bus: &B) -> Result<()> {
         let pin = pin_index(pin)?;
         if self.lines[pin].word() == 0 {
@@ -158,7 +163,7 @@ impl Vioapic {
         }
         for p in (0..PINS).filter(|p| hit & (1 << p) != 0) {
             if self.lines[p].count() > 0 {
-                self.send_or_defer(&mut t, p, bus);
+                self.send_or_defer(&mut t, p, bus, false);
             }
         }
     }

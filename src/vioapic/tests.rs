@@ -647,3 +647,39 @@ fn a_lowest_priority_level_entry_stages_its_tmr() {
     lo(&v, &b, None, 3, LEVEL | LOWPRI | 0x45);
     assert_eq!(b.staged(), vec![(0, 0x45, true)]);
 }
+/// A pulse of a level entry while the pin is in flux (level ->
+/// level, vector change). FreeBSD 14: vioapic_write drops the lock for the
+/// TMR rendezvous with the new entry already in rtbl; a pulse in that
+/// window takes the lock, acnt 0 -> 1, vioapic_send_intr sends the new
+/// level entry (sets remote IRR). Here the send is held back, marked as a
+/// pulse's, and step 5 makes it though the count is 0.
+#[test]
+fn a_level_pulse_during_a_rewrite_is_sent() {
+    let (v, b) = (Rc::new(Vioapic::new()), RecBus::new(2));
+    hi(&v, &b, None, 7, 1);
+    lo(&v, &b, None, 7, LEVEL | 0x70);
+    let v2 = v.clone();
+    *b.hook.borrow_mut() = Some(Box::new(move |bus: &RecBus| {
+        v2.pulse_irq(7, bus).unwrap();
+    }));
+    lo(&v, &b, Some(0), 7, LEVEL | 0x71);
+    b.hook.borrow_mut().take();
+    assert_eq!(v.stats().deferred_sends, 1);
+    assert_eq!(b.sent(), vec![fixed(0x71, 1, true)], "the pulse was lost");
+}
+
+/// The same, edge -> level rewrite (the pulse reads the new level
+/// entry in flux).
+#[test]
+fn a_pulse_during_an_edge_to_level_rewrite_is_sent() {
+    let (v, b) = (Rc::new(Vioapic::new()), RecBus::new(2));
+    hi(&v, &b, None, 7, 1);
+    lo(&v, &b, None, 7, 0x70);
+    let v2 = v.clone();
+    *b.hook.borrow_mut() = Some(Box::new(move |bus: &RecBus| {
+        v2.pulse_irq(7, bus).unwrap();
+    }));
+    lo(&v, &b, Some(0), 7, LEVEL | 0x71);
+    b.hook.borrow_mut().take();
+    assert_eq!(b.sent(), vec![fixed(0x71, 1, true)], "the pulse was lost");
+}

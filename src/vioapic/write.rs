@@ -17,6 +17,7 @@
 //!    if a send was held back meanwhile. At most once.
 
 use super::rte::{Rte, INTMASK, INTPOL};
+use super::line::HeldBack;
 use super::{rte_index, IoapicBus, Table, Vioapic, IOREGSEL, IOWIN, REG_ARB, REG_ID, REG_VER};
 use crate::cpuset::CpuSet;
 
@@ -82,7 +83,7 @@ impl Vioapic {
         // ordered with concurrent asserts (see the module doc).
         let line = &self.lines[pin];
         line.publish(new.0, new.masked(), needs_work);
-        let mut deferred = false;
+        let mut held = HeldBack::default();
         if needs_work {
             t.stats.tmr_updates += 1;
             // Step 3.
@@ -96,15 +97,17 @@ impl Vioapic {
                 stage(&ops, writer, bus)
             };
             t = self.table.lock();
-            deferred = line.leave_flux(t.pins[pin].reg);
+            held = line.leave_flux(t.pins[pin].reg);
             t.stats.tmr_block_runs += blocks;
             t.stats.tmr_stagings += stagings;
         }
 
         // Step 5. A level entry is sent while its line is asserted now (a
         // send held back for it may belong to an assertion already
-        // delivered and handled); an edge held back is sent once.
-        let due = if new.level() { line.count() > 0 } else { deferred };
+        // delivered and handled), or for a pulse held back (a pulse is the
+        // line's high, sampled when it came); an edge held back is sent
+        // once.
+        let due = if new.level() { line.count() > 0 || held.pulse } else { held.any };
         if due {
             self.send(&mut t, pin, bus);
         }

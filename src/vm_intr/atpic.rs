@@ -12,8 +12,8 @@ const EXTINT_IOAPIC_PIN: i32 = 0;
 
 impl AtpicBus for Vm {
     fn raise_intr(&self) {
-        // LINT0 never fails, and pin 0 exists; a saturated count (E2BIG)
-        // means a device thread holds pin 0 asserted, which signals it.
+        // LINT0 never fails, and pin 0 exists: a pulse cannot fail (it
+        // sends nothing while a device thread holds the pin asserted).
         let _ = self.lapic_local_irq(-1, lvt::LINT0 as i32);
         let _ = self.ioapic_pulse_irq(EXTINT_IOAPIC_PIN);
     }
@@ -80,8 +80,7 @@ impl Vm {
     /// Pulses ISA IRQ `irq` on the 8259 and its vioapic pin (the PIT's and
     /// RTC's interrupts, as FreeBSD's `vatpit` and `vrtc` raise them).
     pub(crate) fn isa_pulse_device_irq(&self, irq: i32, ioapic_pin: i32) {
-        // Both exist; a saturated vioapic count (E2BIG) means a device
-        // thread holds the pin asserted, which already signals it.
+        // Both exist, and a pulse leaves the counts alone: it cannot fail.
         let _ = self.isa_pulse_irq(irq, ioapic_pin);
     }
 

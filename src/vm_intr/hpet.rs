@@ -8,9 +8,8 @@ use crate::vhpet::{HpetBus, CAPABILITIES, VHPET_BASE, VHPET_SIZE};
 use crate::vm::Vm;
 
 impl HpetBus for Vm {
-    // Pins 24-31 exist; a saturated assert count (E2BIG) or a deassert at
-    // zero (ERANGE) can only come from a device thread driving the same
-    // pin, which the counts already account for.
+    // Pins 24-31 exist, and a pulse leaves the count alone: it cannot
+    // fail.
     fn ioapic_pulse(&self, pin: u32) {
         let _ = self.ioapic_pulse_irq(pin as i32);
     }
