@@ -45,6 +45,7 @@ elif command -v valgrind >/dev/null 2>&1; then
     # Tests that measure or stress many threads opt out by name.
     case "$name" in *_stress*) continue;; esac
     vg_names+=("$name")
+    rm -f "$build/$name.vg.rc"
     # valgrind's default hand-over lets a thread that never blocks (a
     # vCPU whose guest computes) keep the CPU for seconds while the
     # test's own thread waits to observe it. --fair-sched hands over in
@@ -57,7 +58,7 @@ elif command -v valgrind >/dev/null 2>&1; then
     while [ "$(jobs -rp | wc -l)" -ge "$njobs" ]; do wait -n; done
   done
   wait
-  for name in "${vg_names[@]}"; do
+  for name in ${vg_names[@]+"${vg_names[@]}"}; do
     if [ "$(cat "$build/$name.vg.rc" 2>/dev/null)" = 0 ]; then
       pass "valgrind:$name"
     else
