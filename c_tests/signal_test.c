@@ -10,7 +10,7 @@
  *     handler and vm_run goes on: it returns for the guest's own exit once
  *     an interrupt wakes it (no VM_EXITCODE_BOGUS, as FreeBSD's).
  * Under an emulator (VMM_RS_RUN_WITH) part 1 is skipped: /proc shows the
- * emulator's own host-side masks.
+ * emulator's own host-side masks; under ThreadSanitizer, part 3.
  */
 #include <dirent.h>
 #include <signal.h>
@@ -130,8 +130,16 @@ main(void)
 		CHECK(pthread_sigmask(SIG_UNBLOCK, &term, NULL) == 0);
 	}
 
-	/* 3. A signal to a vCPU thread asleep in HLT: handled, vm_run goes on. */
+	/*
+	 * 3. A signal to a vCPU thread asleep in HLT: handled, vm_run goes on.
+	 * Not under ThreadSanitizer, which holds an asynchronous signal back
+	 * while the thread waits in a call it does not intercept (the raw
+	 * futex system call): the handler would run only after vm_run.
+	 */
 	watchdog_phase("signal_test 3: a signal to a thread in vm_run");
+#if defined(__SANITIZE_THREAD__)
+	if (0)
+#endif
 	{
 		struct sigaction sa = { .sa_handler = on_usr1, .sa_flags = SA_RESTART };
 		const struct vmm_rs_action script[] = {
