@@ -63,15 +63,11 @@ main(void)
 	struct vm_run vmrun = { .vm_exit = &vme };
 
 	watchdog_start(120, "callback_handles_test");
-	CHECK_OK(vm_create("cbhandles"));
-	ctx = vm_open("cbhandles");
-	CHECK(ctx != NULL);
+	struct vcpu *v0;
+
+	ctx = open_vm_with_two_vcpus("cbhandles", &v0, &v1);
 	if (ctx == NULL)
 		return test_finish("callback_handles_test");
-	struct vcpu *v0 = vm_vcpu_open(ctx, 0);
-	v1 = vm_vcpu_open(ctx, 1);
-	CHECK_OK(vm_activate_cpu(v0));
-	CHECK_OK(vm_activate_cpu(v1));
 	CHECK_OK(vmm_rs_guest_set_ops(v0, &ops, NULL));
 
 	/* One VM_RUN: every callback is made inside it. */

@@ -224,15 +224,9 @@ main(void)
 		struct vm_run vmrun = { .vm_exit = &vme };
 		struct vcpu *v0, *v1;
 
-		CHECK_OK(vm_create("callout-join-cb"));
-		cb_ctx = vm_open("callout-join-cb");
-		CHECK(cb_ctx != NULL);
+		cb_ctx = open_vm_with_two_vcpus("callout-join-cb", &v0, &v1);
 		if (cb_ctx == NULL)
 			return test_finish("callout_join_test");
-		v0 = vm_vcpu_open(cb_ctx, 0);
-		v1 = vm_vcpu_open(cb_ctx, 1);
-		CHECK_OK(vm_activate_cpu(v0));
-		CHECK_OK(vm_activate_cpu(v1));
 		lapic_enable(v1);
 		rte_write(v0, 25, 0x51, 1);
 		hpet_write(v0, HPET_TCNF(2), 25 << 9 | TCNF_INT_ENB | TCNF_PERIODIC | TCNF_VAL_SET);

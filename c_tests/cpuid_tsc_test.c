@@ -233,15 +233,9 @@ main(void)
 	struct vcpu *v0, *v1;
 
 	watchdog_start(60, "cpuid_tsc_test");
-	CHECK_OK(vm_create("cpuid_tsc"));
-	ctx = vm_open("cpuid_tsc");
-	CHECK(ctx != NULL);
+	ctx = open_vm_with_two_vcpus("cpuid_tsc", &v0, &v1);
 	if (ctx == NULL)
 		return test_finish("cpuid_tsc_test");
-	v0 = vm_vcpu_open(ctx, 0);
-	v1 = vm_vcpu_open(ctx, 1);
-	CHECK_OK(vm_activate_cpu(v0));
-	CHECK_OK(vm_activate_cpu(v1));
 
 	test_cpuid(ctx, v1);
 	test_tsc(v0);
