@@ -17,6 +17,19 @@ mod imp {
         arc
     }
 
+    /// Runs a wait that may sleep, then gives the thread's errno back.
+    /// parking_lot retries a futex wait that a signal handler installed
+    /// without SA_RESTART interrupted, but leaves errno at EINTR; a C caller
+    /// should find errno as it was after a call that succeeded, as after
+    /// FreeBSD's ioctl. Only the sleeping paths pay for this: the locks try
+    /// their uncontended fast path first.
+    fn keeping_errno<R>(wait: impl FnOnce() -> R) -> R {
+        let saved = nix::errno::Errno::last_raw();
+        let r = wait();
+        nix::errno::Errno::set_raw(saved);
+        r
+    }
+
     /// A mutex (parking_lot).
     #[derive(Debug, Default)]
     pub struct Mutex<T>(parking_lot::Mutex<T>);
@@ -26,7 +39,10 @@ mod imp {
             Mutex(parking_lot::Mutex::new(value))
         }
         pub fn lock(&self) -> MutexGuard<'_, T> {
-            self.0.lock()
+            match self.0.try_lock() {
+                Some(g) => g,
+                None => keeping_errno(|| self.0.lock()),
+            }
         }
     }
 
@@ -39,10 +55,16 @@ mod imp {
             RwLock(parking_lot::RwLock::new(value))
         }
         pub fn read(&self) -> RwLockReadGuard<'_, T> {
-            self.0.read()
+            match self.0.try_read() {
+                Some(g) => g,
+                None => keeping_errno(|| self.0.read()),
+            }
         }
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
-            self.0.write()
+            match self.0.try_write() {
+                Some(g) => g,
+                None => keeping_errno(|| self.0.write()),
+            }
         }
     }
 
@@ -55,7 +77,7 @@ mod imp {
             Condvar(parking_lot::Condvar::new())
         }
         pub fn wait<'a, T>(&self, mut guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-            self.0.wait(&mut guard);
+            keeping_errno(|| self.0.wait(&mut guard));
             guard
         }
         /// Waits until notified or `deadline` passes.
@@ -64,7 +86,7 @@ mod imp {
             mut guard: MutexGuard<'a, T>,
             deadline: std::time::Instant,
         ) -> MutexGuard<'a, T> {
-            let _ = self.0.wait_until(&mut guard, deadline);
+            let _ = keeping_errno(|| self.0.wait_until(&mut guard, deadline));
             guard
         }
         pub fn notify_all(&self) {
