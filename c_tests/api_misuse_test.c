@@ -1145,6 +1145,13 @@ main(void)
 	enum x2apic_state x2;
 
 	watchdog_start(60, "api_misuse_test");
+	/*
+	 * (void *)-1 (MAP_FAILED, a common "no VM") is not a handle either,
+	 * first thing on a thread whose handle cache is empty: the empty
+	 * cache's marker was that value, so it hit, with a NULL VM.
+	 */
+	check_bad_ctx((struct vmctx *)(uintptr_t)-1, EBADF, "(void *)-1");
+	check_bad_vcpu((struct vcpu *)(uintptr_t)-1, EBADF, "(void *)-1", -1);
 	check_global();
 
 	/* The VM that takes every bad call, with some state to keep. */

@@ -203,6 +203,9 @@ const NOT_USED: u32 = u32::MAX;
 /// No handle cached: never a handle (those are multiples of 16) nor NULL,
 /// so neither hits.
 const EMPTY: u64 = u64::MAX;
+/// `Hot::generation` of an empty cache: never `GENERATION` (2^64 closes
+/// away), so no id, EMPTY included (C may pass `(void *)-1`), hits it.
+const NO_GENERATION: u64 = u64::MAX;
 
 /// The owning half: the cached entry's `Arc`, and entries replaced while
 /// a running call uses their VM, each with the level of the outermost
@@ -216,7 +219,10 @@ struct Owned {
 impl Drop for Owned {
     /// At thread exit: the cached pointer must not outlive the `Arc`.
     fn drop(&mut self) {
-        let _ = HOT.try_with(|h| h.id.set(EMPTY));
+        let _ = HOT.try_with(|h| {
+            h.id.set(EMPTY);
+            h.generation.set(NO_GENERATION);
+        });
     }
 }
 
@@ -229,7 +235,7 @@ thread_local! {
     static HOT: Hot = const {
         Hot {
             id: Cell::new(EMPTY),
-            generation: Cell::new(0),
+            generation: Cell::new(NO_GENERATION),
             vm: Cell::new(std::ptr::null()),
             vcpu: Cell::new(NOT_VCPU),
             depth: Cell::new(0),
@@ -399,6 +405,21 @@ mod tests {
 
     fn vm(name: &str) -> Arc<Vm> {
         Arc::new(Vm::with_idle_backend(name, 2).unwrap())
+    }
+
+    /// A "handle" equal to the cache's EMPTY sentinel ((void *)-1,
+    /// MAP_FAILED) is not a handle: EBADF, never a hit on the empty cache
+    /// (whose VM pointer is null on a fresh thread, stale after exit).
+    #[test]
+    fn the_empty_sentinel_is_not_a_handle() {
+        std::thread::spawn(|| {
+            let bogus = EMPTY as usize;
+            assert_eq!(with_ctx(bogus as *const vmctx, |vm| vm.maxcpus()), Err(Error::Destroyed));
+            assert_eq!(with_cached_ctx(bogus as *const vmctx, |vm| vm.maxcpus()), None);
+            assert_eq!(with_vcpu(bogus as *const vcpu, |_, id| id), Err(Error::Destroyed));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
