@@ -61,9 +61,18 @@ pub unsafe extern "C" fn vm_run(vcpu: *mut vcpu, vmrun: *mut vm_run) -> c_int {
         if vmrun.is_null() {
             return fail(libc::EFAULT);
         }
-        // SAFETY: non-NULL; the caller owns the struct for the call.
-        let a = unsafe { &mut *vmrun };
-        vcpu_ioctl(vcpu, VM_RUN, a, |a, id| a.cpuid = id)
+        // No `&mut` to `*vmrun`: one would stay protected (noalias) for
+        // the whole run, during which the guest's C callbacks run on this
+        // thread and may read the caller's struct. Raw accesses only.
+        handle::with_vcpu(vcpu, |vm, id| {
+            // SAFETY: non-NULL; the caller's struct for the call; `ioctl`
+            // copies it in before the guest runs.
+            unsafe {
+                std::ptr::addr_of_mut!((*vmrun).cpuid).write_unaligned(id as c_int);
+                ioctl(vm, VM_RUN, vmrun.cast())
+            }
+        })
+        .unwrap_or_else(fail_with)
     })
 }
 
