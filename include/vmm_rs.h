@@ -1843,7 +1843,9 @@ int vm_ioapic_deassert_irq(struct vmctx *ctx, int irq);
  Raises and lowers IOAPIC pin `irq` at once, as FreeBSD's one-lock
  pulse: an interrupt is sent unless an assert holds the line, the pin
  is masked, or (a level entry) its remote IRR is set; the pin's assert
- count is left as it was.
+ count is left as it was. A pulse refused is dropped: nothing is sent
+ for it later (after the EOI or the unmask). EINVAL for a pin out of
+ range.
  */
 int vm_ioapic_pulse_irq(struct vmctx *ctx, int irq);
 
@@ -1882,7 +1884,14 @@ int vm_isa_deassert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 int vm_isa_set_irq_trigger(struct vmctx *ctx, int atpic_irq, int trigger);
 
 /*
- Pulses an ISA IRQ on the 8259 pair and its IOAPIC pin (-1 = none).
+ Pulses ISA IRQ `atpic_irq` (0-15) on the 8259 pair, as an assert then
+ a deassert under the pair's lock (its count ends as it was), then
+ IOAPIC pin `ioapic_irq` (-1 = none) as vm_ioapic_pulse_irq() does: an
+ interrupt is sent unless an assert holds the pin, the pin is masked,
+ or (a level entry) its remote IRR is set, and the pin's count is left
+ alone. A pulse refused is dropped, not kept for later. Returns 0, or
+ -1 with errno EINVAL (IRQ or pin out of range) or E2BIG (the 8259
+ IRQ's assert count is at its top; the pin is still pulsed).
  */
 int vm_isa_pulse_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 
@@ -2146,10 +2155,12 @@ void vm_close(struct vmctx *ctx);
  Other threads inside calls on the VM finish or fail with EBADF; other
  handles to it stay valid to close and fail with EBADF otherwise. Its
  guest memory goes back to the host, but the addresses stay mapped
- (reading zeros) for the rest of the process, as FreeBSD's mapping: a
- device thread still using them does not fault, and each destroyed VM
- keeps two to five entries of the process's memory map (two for
- vm_setup_memory() alone, five with a boot ROM too). The call that
+ (reading zeros until written; what is written after takes host memory
+ again, until the process exits) for the rest of the process, as
+ FreeBSD's mapping: a device thread still using them does not fault,
+ and each destroyed VM keeps some entries of the process's memory map
+ (over many VMs, about two for vm_setup_memory() alone and five with a
+ boot ROM too, as neighbouring guard areas merge). The call that
  destroys the VM returns once the VM's timer thread has been joined
  (FreeBSD drains the VM's callouts): that thread fires no timer after
  it (a vCPU thread still inside vm_run may deliver one on its way
@@ -2214,8 +2225,10 @@ int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
  vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
  handle or a destroyed VM). Valid across VM_REINIT (system memory
  stays). vm_destroy() gives the memory back to the host at once, but
- the address stays mapped (reading zeros) for the rest of the process,
- as FreeBSD's mapping does, so a thread still using it does not fault.
+ the address stays mapped (reading zeros until written; a write takes
+ host memory again, until the process exits) for the rest of the
+ process, as FreeBSD's mapping does, so a thread still using it does
+ not fault.
  */
 void *vm_map_gpa(struct vmctx *ctx, vm_paddr_t gaddr, size_t len);
 
@@ -2293,8 +2306,8 @@ int vm_get_memflags(struct vmctx *ctx);
  (/dev/vmm.io/VM.NAME); here the address is the segment's own memory,
  shared with the guest once the segment is mapped. It stays valid as
  long as the segment (VM_REINIT keeps segments, removing device-memory
- maps); after vm_destroy() it reads zeros for the rest of the process,
- as vm_map_gpa()'s.
+ maps); after vm_destroy() it stays mapped, reading zeros until
+ written, for the rest of the process, as vm_map_gpa()'s.
  */
 void *vm_create_devmem(struct vmctx *ctx, int segid, const char *name, size_t len);
 

@@ -123,7 +123,9 @@ pub extern "C" fn vm_ioapic_deassert_irq(ctx: *mut vmctx, irq: c_int) -> c_int {
 /// Raises and lowers IOAPIC pin `irq` at once, as FreeBSD's one-lock
 /// pulse: an interrupt is sent unless an assert holds the line, the pin
 /// is masked, or (a level entry) its remote IRR is set; the pin's assert
-/// count is left as it was.
+/// count is left as it was. A pulse refused is dropped: nothing is sent
+/// for it later (after the EOI or the unmask). EINVAL for a pin out of
+/// range.
 #[no_mangle]
 pub extern "C" fn vm_ioapic_pulse_irq(ctx: *mut vmctx, irq: c_int) -> c_int {
     ffi_boundary!({ ctx_pin(ctx, PinCmd::Pulse, irq) })
@@ -176,7 +178,14 @@ pub extern "C" fn vm_isa_set_irq_trigger(ctx: *mut vmctx, atpic_irq: c_int, trig
     })
 }
 
-/// Pulses an ISA IRQ on the 8259 pair and its IOAPIC pin (-1 = none).
+/// Pulses ISA IRQ `atpic_irq` (0-15) on the 8259 pair, as an assert then
+/// a deassert under the pair's lock (its count ends as it was), then
+/// IOAPIC pin `ioapic_irq` (-1 = none) as vm_ioapic_pulse_irq() does: an
+/// interrupt is sent unless an assert holds the pin, the pin is masked,
+/// or (a level entry) its remote IRR is set, and the pin's count is left
+/// alone. A pulse refused is dropped, not kept for later. Returns 0, or
+/// -1 with errno EINVAL (IRQ or pin out of range) or E2BIG (the 8259
+/// IRQ's assert count is at its top; the pin is still pulsed).
 #[no_mangle]
 pub extern "C" fn vm_isa_pulse_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_irq: c_int) -> c_int {
     ffi_boundary!({ ctx_ioctl(ctx, VM_ISA_PULSE_IRQ, &mut vm_isa_irq { atpic_irq, ioapic_irq }) })

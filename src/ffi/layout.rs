@@ -37,8 +37,10 @@ pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> 
 /// vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
 /// handle or a destroyed VM). Valid across VM_REINIT (system memory
 /// stays). vm_destroy() gives the memory back to the host at once, but
-/// the address stays mapped (reading zeros) for the rest of the process,
-/// as FreeBSD's mapping does, so a thread still using it does not fault.
+/// the address stays mapped (reading zeros until written; a write takes
+/// host memory again, until the process exits) for the rest of the
+/// process, as FreeBSD's mapping does, so a thread still using it does
+/// not fault.
 #[no_mangle]
 pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: vm_paddr_t, len: usize) -> *mut c_void {
     ffi_boundary!(std::ptr::null_mut(), {
@@ -154,8 +156,8 @@ pub extern "C" fn vm_get_memflags(ctx: *mut vmctx) -> c_int {
 /// (/dev/vmm.io/VM.NAME); here the address is the segment's own memory,
 /// shared with the guest once the segment is mapped. It stays valid as
 /// long as the segment (VM_REINIT keeps segments, removing device-memory
-/// maps); after vm_destroy() it reads zeros for the rest of the process,
-/// as vm_map_gpa()'s.
+/// maps); after vm_destroy() it stays mapped, reading zeros until
+/// written, for the rest of the process, as vm_map_gpa()'s.
 #[no_mangle]
 pub unsafe extern "C" fn vm_create_devmem(ctx: *mut vmctx, segid: c_int, name: *const c_char, len: usize) -> *mut c_void {
     let failed = libc::MAP_FAILED;

@@ -108,10 +108,12 @@ pub extern "C" fn vm_close(ctx: *mut vmctx) {
 /// Other threads inside calls on the VM finish or fail with EBADF; other
 /// handles to it stay valid to close and fail with EBADF otherwise. Its
 /// guest memory goes back to the host, but the addresses stay mapped
-/// (reading zeros) for the rest of the process, as FreeBSD's mapping: a
-/// device thread still using them does not fault, and each destroyed VM
-/// keeps two to five entries of the process's memory map (two for
-/// vm_setup_memory() alone, five with a boot ROM too). The call that
+/// (reading zeros until written; what is written after takes host memory
+/// again, until the process exits) for the rest of the process, as
+/// FreeBSD's mapping: a device thread still using them does not fault,
+/// and each destroyed VM keeps some entries of the process's memory map
+/// (over many VMs, about two for vm_setup_memory() alone and five with a
+/// boot ROM too, as neighbouring guard areas merge). The call that
 /// destroys the VM returns once the VM's timer thread has been joined
 /// (FreeBSD drains the VM's callouts): that thread fires no timer after
 /// it (a vCPU thread still inside vm_run may deliver one on its way
