@@ -15,6 +15,8 @@ mod chaos_tests;
 mod deadlock_tests;
 #[cfg(all(test, not(loom)))]
 mod fuzz_tests;
+#[cfg(all(test, not(loom)))]
+mod model_tests;
 mod atpic;
 mod hpet;
 mod ioport;
