@@ -1125,7 +1125,10 @@ struct vmm_rs_action {
 
  A callback may raise interrupts (vm_ioapic_*, vm_isa_*, vm_lapic_*,
  vm_inject_nmi), read statistics, suspend or destroy the VM, and use
- other VMs. A call that needs a vCPU of its own VM to stand still (the
+ other VMs; but a call that waits for another VM's vCPU (a per-vCPU
+ call, vm_run, a call that locks all vCPUs, vmm_rs_guest_stats) waits
+ for that VM's callbacks too, so two VMs whose callbacks make such
+ calls on each other deadlock: make them in one direction only. A call that needs a vCPU of its own VM to stand still (the
  register, capability and other per-vCPU calls, vm_run, memory
  changes, vm_reinit, installing a guest, vmm_rs_guest_stats) fails
  with EDEADLK: it would wait for the callback's own thread.

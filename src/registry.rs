@@ -15,7 +15,9 @@ use crate::cpuset::CPUSET_BITS;
 pub const MAX_NAMELEN: usize = 229;
 
 /// Registry mutex. Protects: the name -> VM map. Rank 0: taken with no
-/// other lock held, and only for the map update itself.
+/// other lock held, and held for the map update and, on a create, while
+/// the new VM is built and its timer thread started (the thread's
+/// join-handle mutex, a leaf); never across a call into an existing VM.
 static VMS: OnceLock<Mutex<HashMap<String, Arc<Vm>>>> = OnceLock::new();
 
 /// vCPUs per new VM (FreeBSD's hw.vmm.maxcpu tunable); 0 = not yet set.

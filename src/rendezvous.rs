@@ -37,8 +37,10 @@ struct Pending {
 /// The VM's rendezvous slot (one at a time, as in FreeBSD).
 pub struct Rendezvous {
     /// Rendezvous mutex. Protects: the pending callback and its req/done
-    /// sets. Rank: VM-level, taken with no vCPU, vioapic or vlapic lock
-    /// held, and never held while a callback runs.
+    /// sets. Rank 4: taken with no vCPU or vlapic lock held (and no
+    /// vioapic lock, but for the legacy RTE protocol, whose writer posts
+    /// its rendezvous under the RTE write lock, rank 3), and never held
+    /// while a callback runs.
     mtx: Mutex<Pending>,
     /// Signalled when a vCPU finishes its callback or the slot frees up.
     cv: Condvar,

@@ -12,9 +12,11 @@
 //! # Why the writer of an RTE cannot deadlock with lock-all
 //!
 //! [`Vcpu::block_run`] waits only while the target is RUNNING. A RUNNING
-//! vCPU leaves RUNNING in bounded time once kicked (the backend checks
-//! [`Vcpu::kicked`] between guest steps, and no lock a RUNNING vCPU needs is
-//! held by the waiter), so the wait ends. IDLE, FROZEN and SLEEPING vCPUs,
+//! vCPU leaves RUNNING once kicked, at the end of its current guest step
+//! (the backend checks [`Vcpu::kicked`] between steps, and no lock a
+//! RUNNING vCPU needs is held by the waiter), so the wait ends; a step
+//! that is a C callback ends when the callback returns, which is the
+//! program's part (see the lock order in `vm`). IDLE, FROZEN and SLEEPING vCPUs,
 //! including ones frozen by a lock-all in progress, are never waited on.
 
 use crate::error::{Error, Result};

@@ -24,8 +24,9 @@
 //!    `Vhpet::state` (the HPET) and `Vatpic::state` (the 8259 pair): each
 //!    held while its device raises and lowers interrupts (vioapic pins,
 //!    MSIs, LINT0), so they rank before everything below; each is taken
-//!    with no other lock held but rank 1 (VM_REINIT), never one under the
-//!    other.
+//!    with no other lock held but rank 1 (VM_REINIT, exclusive on the
+//!    callout gate; the timer thread, shared on it) or a guest-program
+//!    mutex (a C callback's `vm_isa_*`), never one under the other.
 //! 3. `Vioapic::write_lock` (the RTE write lock: exclusive, serialises RTE
 //!    writes and their TMR staging), then `Vioapic::table` (the vioapic
 //!    table mutex: redirection table with remote IRR, IOREGSEL, stats;
@@ -50,7 +51,9 @@
 //!    the destroying thread may be one in a C guest callback (see
 //!    `CalloutWaker::stop_and_join`).
 //! 7. The vRTC and vPIT mutexes (`Vrtc::state`, `Vatpit::state`): leaves,
-//!    taken with no other lock held but rank 1 (VM_REINIT); the IRQ 8 and
+//!    taken with no other lock held but rank 1 (VM_REINIT, and the timer
+//!    thread's shared callout gate) or a guest-program mutex (a C
+//!    callback's `vm_rtc_*`); the IRQ 8 and
 //!    IRQ 0 they raise are delivered (8259, then vioapic) after they are
 //!    released.
 //!
@@ -60,13 +63,20 @@
 //! RUNNING (once kicked) without taking the write lock or any lock a
 //! waiter holds.
 //!
-//! A simulated vCPU's guest-program mutex (`sim`, rank 5) is taken only by
-//! the thread that holds that vCPU, so nobody waits for it; two
-//! acquisitions run against the order under it, safely: the guest's own
-//! RAM accesses take `Vm::mem` shared, and C guest callbacks run under it
-//! and may assert pins and send MSIs (ranks 2-5 of devices and other
-//! vCPUs). Their calls that would wait for a vCPU of their own VM fail
-//! with EDEADLK (`ffi::reentry`).
+//! A simulated vCPU's guest-program mutex (`sim`) is taken with no core
+//! lock held: by the thread that runs or holds that vCPU, and briefly by
+//! `Vm::guest_stats` and VM_REINIT's `Backend::reinit`, which wait at most
+//! for one guest step or callback. Two acquisitions run against the order
+//! under it, safely: the guest's own RAM accesses take `Vm::mem` shared,
+//! and C guest callbacks run under it and may assert pins and send MSIs
+//! (ranks 2-7 of devices and other vCPUs). Their calls that would wait for
+//! a vCPU or guest program of their own VM fail with EDEADLK
+//! (`ffi::reentry`). Calls on another VM are not checked: a callback that
+//! waits for another VM's vCPU or guest program (a per-vCPU call, `vm_run`,
+//! a lock-all call, `vmm_rs_guest_stats`) waits for that VM's callbacks,
+//! so two VMs whose callbacks wait for each other deadlock, as two
+//! mutexes taken in opposite orders; such calls between VMs must follow
+//! one order.
 
 use crate::backend::{Backend, IdleBackend};
 use crate::callout_thread::CalloutWaker;

@@ -49,7 +49,9 @@
 //! One mutex, `Vatpic::state`, held while INTR is raised (so raises keep
 //! their order): it ranks before the vioapic, the vCPU and vlapic mutexes
 //! it reaches through the bus, and is taken with no other lock held but
-//! lock-all's serialiser (VM_REINIT). Nothing the bus reaches takes it.
+//! lock-all's serialiser and the callout gate (VM_REINIT; the timer
+//! thread's RTC and PIT interrupts) or a guest-program mutex (a C
+//! callback's `vm_isa_*`). Nothing the bus reaches takes it.
 
 mod chip;
 #[cfg(all(test, not(loom)))]

@@ -19,8 +19,9 @@
 //! FreeBSD holds its vHPET lock across `vioapic_assert_irq`: so a level
 //! pin's assert and its clear can never reach the IOAPIC in the wrong
 //! order. It is taken with no other lock held (guest MMIO in the run loop,
-//! VM_SET/GET_KERNEMU_DEV, the timer poll) and nothing the bus does takes
-//! it again: it ranks before the vioapic locks.
+//! VM_SET/GET_KERNEMU_DEV) but the callout gate (the timer poll, VM_REINIT's
+//! reset) or a guest-program mutex (a C guest callback's call), and
+//! nothing the bus does takes it again: it ranks before the vioapic locks.
 //!
 //! # Time
 //!

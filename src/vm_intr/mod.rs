@@ -188,8 +188,10 @@ impl Vm {
         Ok(None)
     }
 
-    /// Writes the emulated register at `gpa` as vCPU `vcpuid` would: the
-    /// vioapic (the RTE write path with `vcpuid` as the writer), the HPET,
+    /// Writes the emulated register at `gpa` as vCPU `vcpuid` would, from
+    /// the thread that holds that vCPU (RUNNING or FROZEN: the RTE write
+    /// path neither blocks nor waits for its writer): the vioapic (the
+    /// RTE write path with `vcpuid` as the writer), the HPET,
     /// or the vCPU's local APIC (EOI reaches the vioapic, ICR sends IPIs). Local
     /// APIC writes must be 4 bytes at a 16-byte boundary (EINVAL, as
     /// FreeBSD `lapic_mmio_write`). `Ok(None)` when `gpa` is not emulated.
@@ -229,7 +231,9 @@ impl Vm {
         Ok(None)
     }
 
-    /// A vioapic window write from a thread that is not a vCPU.
+    /// A vioapic window write from a thread that is not a vCPU's (one that
+    /// holds a vCPU uses `mmio_write`: an RTE write here would wait for
+    /// every target, its own vCPU included, to leave RUNNING).
     pub fn ioapic_mmio_write_nonvcpu(&self, gpa: u64, size: u8, value: u32) -> Result<()> {
         if !(IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa) {
             return Err(Error::Inval);
