@@ -10,7 +10,9 @@
  *     handler and vm_run goes on: it returns for the guest's own exit once
  *     an interrupt wakes it (no VM_EXITCODE_BOGUS, as FreeBSD's);
  *  4. the same with a handler without SA_RESTART: vm_run still succeeds,
- *     and leaves errno as it was (it read EINTR from the interrupted wait).
+ *     and leaves errno as it was (it read EINTR from the interrupted wait);
+ *  5. with no signal at all: a HLT that its local APIC timer ends leaves
+ *     errno as it was (it read ETIMEDOUT from the timed wait).
  * Under an emulator (VMM_RS_RUN_WITH) part 1 is skipped: /proc shows the
  * emulator's own host-side masks; under ThreadSanitizer, parts 3 and 4.
  */
@@ -99,6 +101,34 @@ run_to_exit(void *v)
 /* Parts 3 and 4: 100 signals to a thread whose guest (on vCPU `vcpuid`)
  * sleeps in HLT, with a handler installed with `sa_flags`; then an
  * interrupt ends the HLT. */
+/* Part 5: twenty HLTs, each ended by a one-shot local APIC timer whose
+ * interrupt the guest EOIs, on vCPU `vcpuid`; vm_run must leave errno
+ * alone each time. */
+static void
+timer_ends_a_sleep(struct vmctx *ctx, int vcpuid)
+{
+	const struct vmm_rs_action script[] = {
+		{ .kind = VMM_RS_ACT_STI },
+		{ .kind = VMM_RS_ACT_WAIT_INTR_EOI },
+		{ .kind = VMM_RS_ACT_PORT_OUT, .port = 0x80, .size = 1 },
+	};
+	struct vcpu *v = vm_vcpu_open(ctx, vcpuid);
+
+	CHECK(v != NULL);
+	if (v == NULL)
+		return;
+	CHECK_OK(vm_activate_cpu(v));
+	lapic_enable(v);
+	kwrite(v, LAPIC_GPA + 0x3e0, 0xb);  /* divide by 1 */
+	kwrite(v, LAPIC_GPA + 0x320, 0x40); /* one-shot, vector 0x40 */
+	for (int i = 0; i < 20; i++) {
+		CHECK_OK(vmm_rs_guest_set_script(v, script, 3, -1));
+		kwrite(v, LAPIC_GPA + 0x380, 1000000); /* initial count */
+		run_to_exit(v);
+	}
+	vm_vcpu_close(v);
+}
+
 static void
 signals_to_a_sleeping_vcpu(struct vmctx *ctx, int vcpuid, int sa_flags)
 {
@@ -194,6 +224,8 @@ main(void)
 		watchdog_phase("signal_test 4: the same without SA_RESTART");
 		signals_to_a_sleeping_vcpu(ctx, 1, 0);
 	}
+	watchdog_phase("signal_test 5: a timer ends a HLT");
+	timer_ends_a_sleep(ctx, 2);
 	vm_destroy(ctx);
 	return test_finish("signal_test");
 }

@@ -18,9 +18,11 @@ mod imp {
     }
 
     /// Runs a wait that may sleep, then gives the thread's errno back.
-    /// parking_lot retries a futex wait that a signal handler installed
-    /// without SA_RESTART interrupted, but leaves errno at EINTR; a C caller
-    /// should find errno as it was after a call that succeeded, as after
+    /// parking_lot's futex waits leave errno at ETIMEDOUT (a timed wait
+    /// that timed out, such as a HLT ended by the guest's timer), EAGAIN
+    /// (the word changed before the sleep) or EINTR (a signal handler ran;
+    /// parking_lot retries), although nothing failed; a C caller should
+    /// find errno as it was after a call that succeeded, as after
     /// FreeBSD's ioctl. Only the sleeping paths pay for this: the locks try
     /// their uncontended fast path first.
     fn keeping_errno<R>(wait: impl FnOnce() -> R) -> R {
