@@ -5,8 +5,9 @@
 //! # Lock order (whole crate)
 //!
 //! 0. The registry of VM names (`registry`) and the C face's handle table
-//!    (`ffi::handle`): held only to look up or insert, never across a call
-//!    into a VM.
+//!    (`ffi::handle`): held only to look up or insert (the registry also
+//!    while a new VM is built and its timer thread started), never across
+//!    a call into an existing VM.
 //! 1. `Vm::lock_all_serial` (lock-all callers, one at a time), then the
 //!    vCPUs frozen by lock-all in ascending id order (a freeze is a wait
 //!    for IDLE, not a mutex, and services pending rendezvous).
@@ -15,7 +16,7 @@
 //!    exclusively while it resets the devices.
 //! 2. `Vm::mem` (guest memory; exclusive with every vCPU frozen, or
 //!    briefly by `destroy`). The simulated backend takes it shared, under
-//!    its guest-program mutex (rank 5), for the guest's own RAM accesses
+//!    its guest-program mutex (below), for the guest's own RAM accesses
 //!    and the processor's IDT reads (with no register or vlapic lock held):
 //!    out of rank order, which is safe because no thread holding `mem`,
 //!    shared or exclusive, waits for a vCPU or a guest-program mutex. (A
@@ -64,9 +65,10 @@
 //! waiter holds.
 //!
 //! A simulated vCPU's guest-program mutex (`sim`) is taken with no core
-//! lock held: by the thread that runs or holds that vCPU, and briefly by
-//! `Vm::guest_stats` and VM_REINIT's `Backend::reinit`, which wait at most
-//! for one guest step or callback. Two acquisitions run against the order
+//! lock held but lock-all's serialiser (VM_REINIT's `Backend::reinit`,
+//! with every vCPU frozen): by the thread that runs or holds that vCPU,
+//! and briefly by `Vm::guest_stats`, which waits at most for one guest
+//! step or callback. Two acquisitions run against the order
 //! under it, safely: the guest's own RAM accesses take `Vm::mem` shared,
 //! and C guest callbacks run under it and may assert pins and send MSIs
 //! (ranks 2-7 of devices and other vCPUs). Their calls that would wait for

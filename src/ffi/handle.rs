@@ -413,6 +413,9 @@ mod tests {
     #[test]
     fn the_empty_sentinel_is_not_a_handle() {
         std::thread::spawn(|| {
+            // The invariant itself, which the calls below test only while
+            // no handle has been closed in the process (GENERATION 0).
+            assert_eq!(hot().generation.get(), NO_GENERATION, "an empty cache matches no generation");
             let bogus = EMPTY as usize;
             assert_eq!(with_ctx(bogus as *const vmctx, |vm| vm.maxcpus()), Err(Error::Destroyed));
             assert_eq!(with_cached_ctx(bogus as *const vmctx, |vm| vm.maxcpus()), None);

@@ -103,11 +103,11 @@ impl StringOp {
 /// The simulated VMRUN.
 pub struct SimBackend {
     /// Guest-program mutexes, one per vCPU. Protects: that vCPU's program
-    /// and counters. Rank: taken with no core lock held, before the
-    /// vCPU's registers; by the thread that holds the vCPU (RUNNING in the
-    /// run loop, or FROZEN by an ioctl), and briefly by `guest_stats` and
-    /// `reinit` from other threads, which wait for at most one guest step
-    /// or callback (see the lock order in `vm` on callbacks that wait for
+    /// and counters. Rank: taken with no core lock held (but lock-all's
+    /// serialiser, by `reinit` with every vCPU frozen), before the vCPU's
+    /// registers; by the thread that holds the vCPU (RUNNING in the run
+    /// loop, or FROZEN by an ioctl), and briefly by `guest_stats` from
+    /// other threads, which waits for at most one guest step or callback (see the lock order in `vm` on callbacks that wait for
     /// another VM). The guest's RAM
     /// accesses and the processor's IDT reads (page walks that may set
     /// accessed bits) take `Vm::mem` shared under it, out of rank order
