@@ -1125,13 +1125,22 @@ struct vmm_rs_action {
 
  A callback may raise interrupts (vm_ioapic_*, vm_isa_*, vm_lapic_*,
  vm_inject_nmi), read statistics, suspend or destroy the VM, and use
- other VMs; but a call that waits for another VM's vCPU (a per-vCPU
- call, vm_run, a call that locks all vCPUs, vmm_rs_guest_stats) waits
- for that VM's callbacks too, so two VMs whose callbacks make such
- calls on each other deadlock: make them in one direction only. A call that needs a vCPU of its own VM to stand still (the
+ other VMs. A call that needs a vCPU of its own VM to stand still (the
  register, capability and other per-vCPU calls, vm_run, memory
  changes, vm_reinit, installing a guest, vmm_rs_guest_stats) fails
- with EDEADLK: it would wait for the callback's own thread.
+ with EDEADLK: it would wait for the callback's own thread. Such a call
+ on another VM waits for that VM's callbacks on the vCPUs it needs (a
+ per-vCPU call or vmm_rs_guest_stats: that vCPU; a call that locks all
+ vCPUs, vm_run or a kernemu write: any of them). When callbacks would
+ wait for each other in a cycle (A's callback waits for B's vCPU while
+ B's callback waits for A's, or through more VMs), the call that closes
+ the cycle fails with EDEADLK instead of hanging, and the others go on;
+ waits in one direction are never refused. The check sees only threads
+ inside callbacks: a cycle through a thread outside one (a lock-all
+ caller that froze part of a VM, a vm_run whose vCPU waits for another
+ in an I/O APIC write) still hangs, and a vm_run from a callback counts
+ as waiting for all its VM's vCPUs while it runs. Make such calls in
+ one direction between VMs where you can.
 
  A callback must return. Thread cancellation is held off while it runs
  (a pending pthread_cancel acts at the thread's next cancellation point

@@ -4,8 +4,9 @@
 //!
 //! # Lock order (whole crate)
 //!
-//! 0. The registry of VM names (`registry`) and the C face's handle table
-//!    (`ffi::handle`): held only to look up or insert (the registry also
+//! 0. The registry of VM names (`registry`), the C face's handle table
+//!    (`ffi::handle`) and its callbacks' wait-for registry
+//!    (`ffi::reentry`): held only to look up or insert (the registry also
 //!    while a new VM is built and its timer thread started), never across
 //!    a call into an existing VM.
 //! 1. `Vm::lock_all_serial` (lock-all callers, one at a time), then the
@@ -73,12 +74,18 @@
 //! and C guest callbacks run under it and may assert pins and send MSIs
 //! (ranks 2-7 of devices and other vCPUs). Their calls that would wait for
 //! a vCPU or guest program of their own VM fail with EDEADLK
-//! (`ffi::reentry`). Calls on another VM are not checked: a callback that
-//! waits for another VM's vCPU or guest program (a per-vCPU call, `vm_run`,
-//! a lock-all call, `vmm_rs_guest_stats`) waits for that VM's callbacks,
-//! so two VMs whose callbacks wait for each other deadlock, as two
-//! mutexes taken in opposite orders; such calls between VMs must follow
-//! one order.
+//! (`ffi::reentry`). A callback that waits for another VM's vCPU or guest
+//! program (a per-vCPU call, `vm_run`, a lock-all call,
+//! `vmm_rs_guest_stats`) waits for that VM's callbacks, so callbacks of
+//! VMs that wait for each other would deadlock, as mutexes taken in
+//! opposite orders. Such waits from callbacks are registered in
+//! `ffi::reentry`'s wait-for registry (its own mutex, rank 0, taken with
+//! no other lock held, on that slow path only): the wait that would close
+//! a cycle among callback threads fails with EDEADLK. A cycle through a
+//! thread outside any callback that waits for a vCPU while holding one (a
+//! lock-all caller partway through, a `vm_run` thread whose vCPU waits in
+//! `block_run` or a rendezvous) is not seen: such calls between VMs should
+//! still follow one order.
 
 use crate::backend::{Backend, IdleBackend};
 use crate::callout_thread::CalloutWaker;

@@ -5,7 +5,7 @@ use std::ffi::{c_int, c_void};
 
 use super::abi::*;
 use super::ioctl::{arg_vcpu, copy_in, copy_out, LockClass};
-use super::reentry::refuse_from_callback;
+use super::reentry::{wait_for, Waits};
 use crate::error::{Error, Result};
 use crate::regs::SegDesc;
 use crate::vm::{CpuSetKind, Vm};
@@ -19,14 +19,29 @@ pub(crate) unsafe fn run(vm: &Vm, cmd: u64, class: LockClass, arg: *mut c_void) 
         LockClass::One => {
             // SAFETY: every lock-one struct starts with an int vCPU id.
             let id = unsafe { arg_vcpu(vm, arg) }?;
-            refuse_from_callback(vm)?;
+            // VM_RUN's vCPU may wait for the others (rendezvous, RTE
+            // writes), and so may a kernemu write (an RTE write): the
+            // wait lasts the whole command.
+            let all_from = cmd == VM_RUN || cmd == VM_SET_KERNEMU_DEV;
+            let wait = wait_for(vm, if all_from { Waits::AllFrom(id) } else { Waits::One(id) })?;
             let lock = vm.lock_one(id)?;
+            // A one-vCPU wait is over.
+            let wait = if all_from {
+                Some(wait)
+            } else {
+                drop(wait);
+                None
+            };
             // SAFETY: forwarded.
-            unsafe { vcpu_cmd(vm, &lock, cmd, arg) }
+            let r = unsafe { vcpu_cmd(vm, &lock, cmd, arg) };
+            // Unregistered before the vCPU is released.
+            drop(wait);
+            r
         }
         LockClass::All | LockClass::AllMemExclusive => {
-            refuse_from_callback(vm)?;
+            let wait = wait_for(vm, Waits::All)?;
             let all = vm.lock_all()?;
+            drop(wait);
             // SAFETY: forwarded.
             unsafe { all_cmd(vm, &all, cmd, arg) }
         }

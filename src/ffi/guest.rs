@@ -8,7 +8,7 @@ use super::handle::{self, vcpu};
 use super::panic::ffi_boundary;
 use crate::error::{Error, Result};
 use crate::exit::TaskSwitchReason;
-use super::reentry::{in_callback, refuse_from_callback, vm_identity};
+use super::reentry::{in_callback, vm_identity, wait_for, Waits};
 use crate::guest::{GuestAction, GuestProgram, RefusedInstruction, ScriptedGuest};
 
 /// What a simulated guest does next (`struct vmm_rs_action.kind`).
@@ -184,13 +184,22 @@ pub struct vmm_rs_action {
 ///
 /// A callback may raise interrupts (vm_ioapic_*, vm_isa_*, vm_lapic_*,
 /// vm_inject_nmi), read statistics, suspend or destroy the VM, and use
-/// other VMs; but a call that waits for another VM's vCPU (a per-vCPU
-/// call, vm_run, a call that locks all vCPUs, vmm_rs_guest_stats) waits
-/// for that VM's callbacks too, so two VMs whose callbacks make such
-/// calls on each other deadlock: make them in one direction only. A call that needs a vCPU of its own VM to stand still (the
+/// other VMs. A call that needs a vCPU of its own VM to stand still (the
 /// register, capability and other per-vCPU calls, vm_run, memory
 /// changes, vm_reinit, installing a guest, vmm_rs_guest_stats) fails
-/// with EDEADLK: it would wait for the callback's own thread.
+/// with EDEADLK: it would wait for the callback's own thread. Such a call
+/// on another VM waits for that VM's callbacks on the vCPUs it needs (a
+/// per-vCPU call or vmm_rs_guest_stats: that vCPU; a call that locks all
+/// vCPUs, vm_run or a kernemu write: any of them). When callbacks would
+/// wait for each other in a cycle (A's callback waits for B's vCPU while
+/// B's callback waits for A's, or through more VMs), the call that closes
+/// the cycle fails with EDEADLK instead of hanging, and the others go on;
+/// waits in one direction are never refused. The check sees only threads
+/// inside callbacks: a cycle through a thread outside one (a lock-all
+/// caller that froze part of a VM, a vm_run whose vCPU waits for another
+/// in an I/O APIC write) still hangs, and a vm_run from a callback counts
+/// as waiting for all its VM's vCPUs while it runs. Make such calls in
+/// one direction between VMs where you can.
 ///
 /// A callback must return. Thread cancellation is held off while it runs
 /// (a pending pthread_cancel acts at the thread's next cancellation point
@@ -300,7 +309,7 @@ impl GuestProgram for CallbackGuest {
         // An ended guest disables interrupts once, then halts for good.
         let mut a = vmm_rs_action { kind: 0, size: 0, port: 0, gpa: 0, value: 0, msr: 0 };
         // SAFETY: a C callback with the contract documented on the ops.
-        let rc = in_callback(self.vm, || unsafe { next(self.cookie, self.vcpuid, rip, &mut a) });
+        let rc = in_callback(self.vm, self.vcpuid as usize, || unsafe { next(self.cookie, self.vcpuid, rip, &mut a) });
         if rc != 0 {
             self.ended = true;
             return GuestAction::DisableInterrupts;
@@ -316,14 +325,14 @@ impl GuestProgram for CallbackGuest {
     fn interrupt(&mut self, vector: u8) {
         if let Some(f) = self.ops.interrupt {
             // SAFETY: a C callback with the documented contract.
-            in_callback(self.vm, || unsafe { f(self.cookie, self.vcpuid, c_int::from(vector)) });
+            in_callback(self.vm, self.vcpuid as usize, || unsafe { f(self.cookie, self.vcpuid, c_int::from(vector)) });
         }
     }
 
     fn read_result(&mut self, value: u64) {
         if let Some(f) = self.ops.read_result {
             // SAFETY: a C callback with the documented contract.
-            in_callback(self.vm, || unsafe { f(self.cookie, self.vcpuid, value) });
+            in_callback(self.vm, self.vcpuid as usize, || unsafe { f(self.cookie, self.vcpuid, value) });
         }
     }
 
@@ -337,7 +346,7 @@ impl GuestProgram for CallbackGuest {
         if let Some(f) = self.ops.cpuid_result {
             // SAFETY: a C callback with the documented contract; `regs`
             // outlives the call.
-            in_callback(self.vm, || unsafe { f(self.cookie, self.vcpuid, regs.as_ptr()) });
+            in_callback(self.vm, self.vcpuid as usize, || unsafe { f(self.cookie, self.vcpuid, regs.as_ptr()) });
         }
     }
 }
@@ -418,7 +427,7 @@ pub unsafe extern "C" fn vmm_rs_guest_stats(vcpu: *mut vcpu, stats: *mut vmm_rs_
         }
         let counters = handle::vcpu_vm(vcpu).and_then(|(vm, id)| {
             // The guest's state is locked while its callback runs.
-            refuse_from_callback(&vm)?;
+            let _wait = wait_for(&vm, Waits::One(id))?;
             vm.guest_stats(id)
         });
         match counters {

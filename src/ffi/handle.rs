@@ -131,8 +131,9 @@ pub fn vcpu_vm(vcpu: *const vcpu) -> Result<(Arc<Vm>, usize)> {
 /// are not single ioctls (`vcpu_reset`, `vm_copy_setup`, ...) need.
 pub fn with_locked_vcpu<R>(vcpu: *const vcpu, f: impl FnOnce(&Vm, &VcpuLock<'_>) -> Result<R>) -> Result<R> {
     let (vm, id) = vcpu_vm(vcpu)?;
-    super::reentry::refuse_from_callback(&vm)?;
+    let wait = super::reentry::wait_for(&vm, super::reentry::Waits::One(id))?;
     let lock = vm.lock_one(id)?;
+    drop(wait);
     f(&vm, &lock)
 }
 

@@ -93,8 +93,9 @@ pub(crate) unsafe fn shared_cmd(vm: &Vm, cmd: u64, arg: *mut c_void) -> Result<(
 /// memory-changing ioctls).
 pub(super) fn with_mem_exclusive<R>(ctx: *mut vmctx, f: impl FnOnce(&mut crate::mem::GuestMemory) -> Result<R>) -> Result<R> {
     let vm = handle::ctx_vm(ctx)?;
-    super::reentry::refuse_from_callback(&vm)?;
+    let wait = super::reentry::wait_for(&vm, super::reentry::Waits::All)?;
     let all = vm.lock_all()?;
+    drop(wait);
     let mut mem = vm.mem_write(&all)?;
     f(&mut mem)
 }

@@ -7,6 +7,34 @@
 //! hanging. Calls that need no vCPU (interrupts, statistics, suspend,
 //! destroy) and calls on other VMs go ahead.
 //!
+//! A call on another VM may still close a cycle: a callback of VM A
+//! waiting for a vCPU of B while a callback of B waits for a vCPU of A
+//! (directly, or through more VMs). Such waits are registered, only on
+//! that slow path, in a process-wide wait-for registry ([`wait_for`]): a
+//! thread inside a callback chain holds the vCPUs of its chain's frames
+//! RUNNING (and, in `vm_run` or a kernemu write, the vCPU it locked), and
+//! waits for one vCPU (lock-one calls, `vmm_rs_guest_stats`, installing
+//! a guest) or for all of the VM's (lock-all and memory-changing calls,
+//! `vm_run`, whose vCPU may wait for the others in rendezvous and RTE
+//! writes, and kernemu writes, which are RTE writes). Entry E waits for
+//! entry D when E waits for a vCPU D holds. Every thread of a cycle
+//! registers under the registry mutex before it blocks, so the last one
+//! finds the cycle: its call fails with EDEADLK and the others go on. A
+//! one-way wait closes no cycle and is never refused; threads outside
+//! callbacks hold no RUNNING vCPU a callback can wait on and do not
+//! register, and the callback path itself only pushes a stack frame.
+//!
+//! Not caught: cycles through a thread that is not in a callback and
+//! waits while holding a vCPU: a lock-all caller that froze some vCPUs
+//! and waits for the next, or a `vm_run` thread (outside callbacks) whose
+//! vCPU waits in an RTE write (`block_run`) or a rendezvous for another
+//! vCPU of its VM. And an over-approximation: a `vm_run` from a callback
+//! counts as waiting for every vCPU of its VM for as long as it runs, and
+//! a `vmm_rs_guest_stats` stays registered a moment after it took the
+//! guest mutex, so two VMs used in both directions at once may see
+//! EDEADLK where the calls would have ended. Calls between VMs should
+//! still go one way; the check turns the hang into an error.
+//!
 //! Thread cancellation is disabled while a callback runs: a pending
 //! `pthread_cancel` acted on at a cancellation point inside it (printf,
 //! usleep) would unwind through the library's frames, which hold locks,
@@ -15,16 +43,19 @@
 
 use std::cell::Cell;
 use std::ptr;
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
+use crate::sync::Mutex;
 use crate::vm::Vm;
 
-/// One callback under way on this thread: its VM, and the callback it
-/// runs inside (a callback of VM A may run VM B, whose callback must then
-/// not wait for A's vCPUs either). It lives on the stack of
-/// [`in_callback`].
+/// One callback under way on this thread: its VM and vCPU, and the
+/// callback it runs inside (a callback of VM A may run VM B, whose
+/// callback must then not wait for A's vCPUs either). It lives on the
+/// stack of [`in_callback`].
 struct Frame {
     vm: usize,
+    vcpu: usize,
     outer: *const Frame,
 }
 
@@ -34,6 +65,9 @@ thread_local! {
     /// thread's locals are being destroyed (a pthread key destructor)
     /// still finds it.
     static INNERMOST: Cell<*const Frame> = const { Cell::new(ptr::null()) };
+    /// This thread's registered wait ([`WaitEntry`] token), 0 if none.
+    /// Used only on the slow path of [`wait_for`].
+    static CURRENT: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The identity [`in_callback`] and [`refuse_from_callback`] compare.
@@ -41,9 +75,10 @@ pub(crate) fn vm_identity(vm: &Vm) -> usize {
     vm as *const Vm as usize
 }
 
-/// Runs C callback `f` of the VM `vm` (a [`vm_identity`]) marked as such,
-/// with thread cancellation disabled (see [`super::cancel`]).
-pub(crate) fn in_callback<R>(vm: usize, f: impl FnOnce() -> R) -> R {
+/// Runs C callback `f` of vCPU `vcpu` of the VM `vm` (a [`vm_identity`])
+/// marked as such, with thread cancellation disabled (see
+/// [`super::cancel`]).
+pub(crate) fn in_callback<R>(vm: usize, vcpu: usize, f: impl FnOnce() -> R) -> R {
     /// Puts the outer frame back, also if `f` unwinds.
     struct Restore(*const Frame);
     impl Drop for Restore {
@@ -52,27 +87,312 @@ pub(crate) fn in_callback<R>(vm: usize, f: impl FnOnce() -> R) -> R {
         }
     }
     super::cancel::without_cancellation(|| {
-        let frame = Frame { vm, outer: INNERMOST.get() };
+        let frame = Frame { vm, vcpu, outer: INNERMOST.get() };
         let _restore = Restore(frame.outer);
         INNERMOST.set(&frame);
         f()
     })
 }
 
-/// EDEADLK if this thread is inside a guest callback of `vm`, at any
-/// depth.
-pub(crate) fn refuse_from_callback(vm: &Vm) -> Result<()> {
-    let vm = vm_identity(vm);
+/// Whether `f` is true for a frame of this thread's callback chain
+/// (innermost first; it stops at the first).
+fn any_frame(mut f: impl FnMut(&Frame) -> bool) -> bool {
     let mut at = INNERMOST.get();
     while !at.is_null() {
         // SAFETY: every frame in the chain is on this thread's stack, in
         // an `in_callback` call still running: it is taken off before
         // that call returns.
         let frame = unsafe { &*at };
-        if frame.vm == vm {
-            return Err(Error::Deadlock);
+        if f(frame) {
+            return true;
         }
         at = frame.outer;
     }
+    false
+}
+
+/// EDEADLK if this thread is inside a guest callback of `vm`, at any
+/// depth.
+pub(crate) fn refuse_from_callback(vm: &Vm) -> Result<()> {
+    let vm = vm_identity(vm);
+    if any_frame(|f| f.vm == vm) {
+        return Err(Error::Deadlock);
+    }
     Ok(())
+}
+
+/// What a call on another VM waits for, for [`wait_for`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waits {
+    /// vCPU `id` (lock-one calls, installing a guest, the guest's
+    /// counters).
+    One(usize),
+    /// Every vCPU (lock-all and memory-changing calls).
+    All,
+    /// vCPU `id`, then, holding it, any other (`vm_run`, whose vCPU may
+    /// wait for the others; a kernemu write, which may be an RTE write).
+    AllFrom(usize),
+}
+
+/// A (VM identity, vCPU id) pair.
+type VcpuRef = (usize, usize);
+
+/// A registered wait of a thread inside a callback chain.
+struct Registered {
+    token: u64,
+    /// False while a later wait of the same thread (from a callback run
+    /// inside this call: `vm_run` of another VM) stands for it.
+    active: bool,
+    /// The vCPUs the thread holds while it waits.
+    holds: Vec<VcpuRef>,
+    /// The VM it waits for, and the vCPU (None: any of them).
+    vm: usize,
+    vcpu: Option<usize>,
+}
+
+impl Registered {
+    /// Whether this wait needs a vCPU `other` holds.
+    fn waits_on(&self, other: &Registered) -> bool {
+        other.holds.iter().any(|&(vm, id)| vm == self.vm && self.vcpu.is_none_or(|w| w == id))
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    next_token: u64,
+    entries: Vec<Registered>,
+}
+
+impl Registry {
+    fn position(&self, token: u64) -> Option<usize> {
+        self.entries.iter().position(|e| e.token == token)
+    }
+
+    /// Whether the active waits lead from entry `start` back to it.
+    fn cycle_through(&self, start: usize) -> bool {
+        let mut seen = vec![false; self.entries.len()];
+        let mut todo = vec![start];
+        while let Some(d) = todo.pop() {
+            for (i, e) in self.entries.iter().enumerate() {
+                if i == d || !e.active || !self.entries[d].waits_on(e) {
+                    continue;
+                }
+                if i == start {
+                    return true;
+                }
+                if !seen[i] {
+                    seen[i] = true;
+                    todo.push(i);
+                }
+            }
+        }
+        false
+    }
+
+    /// Takes entry `token` off and makes the thread's `outer` one count
+    /// again.
+    fn remove(&mut self, token: u64, outer: u64) {
+        if let Some(i) = self.position(token) {
+            self.entries.swap_remove(i);
+        }
+        if let Some(i) = self.position(outer) {
+            self.entries[i].active = true;
+        }
+    }
+}
+
+/// The wait-for registry. Rank 0: taken with no other lock held (before
+/// the call it guards waits), and no lock is taken under it.
+static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
+
+fn registry() -> &'static Mutex<Registry> {
+    REGISTRY.get_or_init(|| Mutex::new(Registry::default()))
+}
+
+/// A registered wait (see [`wait_for`]); dropping it unregisters.
+#[must_use]
+pub(crate) struct WaitEntry {
+    /// 0: nothing registered (the thread is in no callback).
+    token: u64,
+    /// The thread's wait this one stands for, or 0.
+    outer: u64,
+}
+
+impl Drop for WaitEntry {
+    fn drop(&mut self) {
+        if self.token != 0 {
+            registry().lock().remove(self.token, self.outer);
+            CURRENT.set(self.outer);
+        }
+    }
+}
+
+/// Before a call on `vm` that may wait for its vCPUs (`waits`): EDEADLK
+/// if this thread is inside a callback of `vm` ([`refuse_from_callback`]),
+/// or if the wait would close a cycle of waits between callbacks of
+/// different VMs; otherwise the wait stays registered until the returned
+/// entry is dropped, which the caller does once it no longer waits (and
+/// before it releases what it locked). Outside callbacks this only reads
+/// the thread's callback mark.
+pub(crate) fn wait_for(vm: &Vm, waits: Waits) -> Result<WaitEntry> {
+    if INNERMOST.get().is_null() {
+        return Ok(WaitEntry { token: 0, outer: 0 });
+    }
+    refuse_from_callback(vm)?;
+    let target = vm_identity(vm);
+    let mut holds = Vec::new();
+    any_frame(|f| {
+        holds.push((f.vm, f.vcpu));
+        false
+    });
+    let vcpu = match waits {
+        Waits::One(id) => Some(id),
+        Waits::All => None,
+        Waits::AllFrom(id) => {
+            holds.push((target, id));
+            None
+        }
+    };
+    let outer = CURRENT.get();
+    let mut reg = registry().lock();
+    if let Some(i) = reg.position(outer) {
+        let e = &mut reg.entries[i];
+        e.active = false;
+        let outer_holds = e.holds.clone();
+        holds.extend(outer_holds);
+    }
+    let token = reg.next_token.wrapping_add(1).max(1);
+    reg.next_token = token;
+    reg.entries.push(Registered { token, active: true, holds, vm: target, vcpu });
+    let me = reg.entries.len() - 1;
+    if reg.cycle_through(me) {
+        reg.remove(token, outer);
+        return Err(Error::Deadlock);
+    }
+    drop(reg);
+    CURRENT.set(token);
+    Ok(WaitEntry { token, outer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::with_watchdog;
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::thread;
+
+    fn vm(name: &str) -> Arc<Vm> {
+        Arc::new(Vm::with_idle_backend(name, 2).unwrap())
+    }
+
+    /// Registers, on a new thread inside a callback of (`from`, `vcpu`),
+    /// a wait for `to`'s `waits`, and keeps it until the returned sender
+    /// is dropped or sent to.
+    fn hold_wait(from: &Arc<Vm>, vcpu: usize, to: &Arc<Vm>, waits: Waits) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+        let (from, to) = (from.clone(), to.clone());
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let t = thread::spawn(move || {
+            in_callback(vm_identity(&from), vcpu, || {
+                let entry = wait_for(&to, waits).unwrap();
+                ready_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                drop(entry);
+            })
+        });
+        ready_rx.recv().unwrap();
+        (release_tx, t)
+    }
+
+    fn from_callback(vm: &Arc<Vm>, vcpu: usize, f: impl FnOnce() -> Result<WaitEntry>) -> Result<()> {
+        in_callback(vm_identity(vm), vcpu, f).map(drop)
+    }
+
+    #[test]
+    fn outside_callbacks_nothing_is_registered() {
+        let a = vm("reentry-out");
+        let e = wait_for(&a, Waits::All).unwrap();
+        assert_eq!(e.token, 0);
+    }
+
+    #[test]
+    fn same_vm_is_refused_at_any_depth() {
+        let (a, b) = (vm("reentry-same-a"), vm("reentry-same-b"));
+        let r = from_callback(&a, 0, || in_callback(vm_identity(&b), 1, || wait_for(&a, Waits::One(1))));
+        assert_eq!(r, Err(Error::Deadlock));
+        assert_eq!(from_callback(&a, 0, || wait_for(&a, Waits::One(1))), Err(Error::Deadlock));
+    }
+
+    #[test]
+    fn two_vm_lock_one_cycle_is_refused_one_way_is_not() {
+        with_watchdog(20, || {
+            let (a, b, c) = (vm("reentry-2a"), vm("reentry-2b"), vm("reentry-2c"));
+            // A0 waits for B0.
+            let (release, t) = hold_wait(&a, 0, &b, Waits::One(0));
+            // B0 waiting for A0 closes the cycle; for A1, or C0, it does not.
+            assert_eq!(from_callback(&b, 0, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+            assert_eq!(from_callback(&b, 0, || wait_for(&a, Waits::One(1))), Ok(()));
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+            assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Ok(()));
+            // Waiting for all of A includes A0.
+            assert_eq!(from_callback(&b, 0, || wait_for(&a, Waits::All)), Err(Error::Deadlock));
+            drop(release);
+            t.join().unwrap();
+            // Unregistered: the reverse is free again.
+            assert_eq!(from_callback(&b, 0, || wait_for(&a, Waits::One(0))), Ok(()));
+        });
+    }
+
+    #[test]
+    fn lock_all_and_three_vm_cycles_are_refused() {
+        with_watchdog(20, || {
+            let (a, b, c) = (vm("reentry-3a"), vm("reentry-3b"), vm("reentry-3c"));
+            // A0 locks all of B: B1 waiting for A0 closes the cycle.
+            let (r1, t1) = hold_wait(&a, 0, &b, Waits::All);
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+            drop(r1);
+            t1.join().unwrap();
+            // A0 -> B0 -> C0, then C0 -> A0.
+            let (r1, t1) = hold_wait(&a, 0, &b, Waits::One(0));
+            let (r2, t2) = hold_wait(&b, 0, &c, Waits::One(0));
+            assert_eq!(from_callback(&c, 0, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+            assert_eq!(from_callback(&c, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+            drop((r1, r2));
+            t1.join().unwrap();
+            t2.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_nested_wait_stands_for_the_outer_one() {
+        with_watchdog(20, || {
+            let (a, b, c) = (vm("reentry-na"), vm("reentry-nb"), vm("reentry-nc"));
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            let (a2, b2, c2) = (a.clone(), b.clone(), c.clone());
+            // A0's callback runs B0 (vm_run: holds B0, may wait for all of
+            // B), and B0's callback waits for C0.
+            let t = thread::spawn(move || {
+                in_callback(vm_identity(&a2), 0, || {
+                    let run = wait_for(&b2, Waits::AllFrom(0)).unwrap();
+                    in_callback(vm_identity(&b2), 0, || {
+                        let inner = wait_for(&c2, Waits::One(0)).unwrap();
+                        ready_tx.send(()).unwrap();
+                        let _ = release_rx.recv();
+                        drop(inner);
+                    });
+                    drop(run);
+                })
+            });
+            ready_rx.recv().unwrap();
+            // The thread waits for C0 now, holding A0 and B0.
+            assert_eq!(from_callback(&c, 0, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+            assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Err(Error::Deadlock));
+            // Not for B1: the vm_run's wait is suspended meanwhile.
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+            drop(release_tx);
+            t.join().unwrap();
+        });
+    }
 }

@@ -1,0 +1,205 @@
+/*
+ * Callbacks of different VMs that wait for each other's vCPUs. A callback
+ * runs on the thread in vm_run with its vCPU RUNNING and its guest locked;
+ * a call from it on another VM that waits for that VM's vCPU (a per-vCPU
+ * call, a lock-all call, vmm_rs_guest_stats) waits for that vCPU's
+ * callback to return. When callbacks wait for each other in a cycle (two
+ * VMs, or three), the last call to join the cycle fails with EDEADLK and
+ * the others complete; a one-way chain of such waits is never refused.
+ * Every callback first meets the others at a barrier, so each call is made
+ * while its target is inside its callback. Before the check the cycles
+ * hung: the watchdog fails the test.
+ */
+#include "apic_util.h"
+
+enum op { OP_NONE, OP_GETREG, OP_STATS, OP_REINIT };
+
+struct role {
+	struct vcpu *self;
+	enum op op;
+	struct vcpu *target;        /* OP_GETREG, OP_STATS */
+	struct vmctx *target_ctx;   /* OP_REINIT (a lock-all call) */
+	pthread_barrier_t *bar;
+	int fired;
+	int rc, err;
+};
+
+static int
+role_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
+{
+	struct vmm_rs_action out = { .kind = VMM_RS_ACT_PORT_OUT, .port = 0x90, .size = 1 };
+	struct role *r = cookie;
+	struct vmm_rs_guest_stats gs;
+	uint64_t val = 0;
+
+	(void)vcpuid;
+	(void)rip;
+	*a = out;
+	if (r->fired)
+		return 0;
+	r->fired = 1;
+	pthread_barrier_wait(r->bar); /* every role is inside its callback */
+	errno = 0;
+	switch (r->op) {
+	case OP_NONE:
+		r->rc = 0;
+		break;
+	case OP_GETREG:
+		r->rc = vm_get_register(r->target, VM_REG_GUEST_RAX, &val);
+		break;
+	case OP_STATS:
+		r->rc = vmm_rs_guest_stats(r->target, &gs);
+		break;
+	case OP_REINIT:
+		r->rc = vm_reinit(r->target_ctx);
+		break;
+	}
+	r->err = r->rc == 0 ? 0 : errno;
+	return 0;
+}
+
+static void *
+role_thread(void *arg)
+{
+	struct role *r = arg;
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+
+	/* A kick left from an earlier phase may end a run before the step. */
+	while (!r->fired)
+		CHECK_OK(vm_run(r->self, &vmrun));
+	return NULL;
+}
+
+/* Runs every role's vCPU on its own thread; returns the EDEADLK count. */
+static int
+run_roles(const char *phase, struct role *roles, int n)
+{
+	static const struct vmm_rs_guest_ops ops = { .next = role_next };
+	pthread_barrier_t bar;
+	pthread_t t[8];
+	int deadlocks = 0;
+
+	watchdog_phase(phase);
+	pthread_barrier_init(&bar, NULL, (unsigned)n);
+	for (int i = 0; i < n; i++) {
+		roles[i].bar = &bar;
+		roles[i].fired = 0;
+		roles[i].rc = -2;
+		CHECK_OK(vmm_rs_guest_set_ops(roles[i].self, &ops, &roles[i]));
+	}
+	for (int i = 0; i < n; i++)
+		CHECK(pthread_create(&t[i], NULL, role_thread, &roles[i]) == 0);
+	for (int i = 0; i < n; i++)
+		CHECK(pthread_join(t[i], NULL) == 0);
+	pthread_barrier_destroy(&bar);
+	for (int i = 0; i < n; i++)
+		if (roles[i].rc == -1 && roles[i].err == EDEADLK)
+			deadlocks++;
+	return deadlocks;
+}
+
+/* Exactly one role got EDEADLK; the others' calls did their work. */
+static void
+check_one_refused(const char *phase, struct role *roles, int n)
+{
+	int deadlocks = run_roles(phase, roles, n);
+
+	if (deadlocks != 1)
+		fprintf(stderr, "%s: %d calls got EDEADLK\n", phase, deadlocks);
+	CHECK(deadlocks == 1);
+	for (int i = 0; i < n; i++) {
+		struct role *r = &roles[i];
+		if (r->rc == -1 && r->err == EDEADLK)
+			continue;
+		/* vm_reinit waits for every vCPU, then finds the VM not suspended. */
+		if (r->op == OP_REINIT)
+			CHECK(r->rc == -1 && r->err == EBUSY);
+		else
+			CHECK(r->rc == 0);
+	}
+}
+
+int
+main(void)
+{
+	struct vcpu *a0, *a1, *b0, *b1, *c0, *c1;
+	struct vmctx *a, *b, *c;
+
+	watchdog_start(30, "callback_cycle_test");
+	a = open_vm_with_two_vcpus("cycle-a", &a0, &a1);
+	b = open_vm_with_two_vcpus("cycle-b", &b0, &b1);
+	c = open_vm_with_two_vcpus("cycle-c", &c0, &c1);
+	if (a == NULL || b == NULL || c == NULL)
+		return test_finish("callback_cycle_test");
+
+	/*
+	 * One way: A0 waits for B0, whose callback waits for C0 (its guest
+	 * counters), whose callback waits for nobody; A1 locks all of C.
+	 * Nothing is refused.
+	 */
+	{
+		struct role r[] = {
+			{ .self = a0, .op = OP_GETREG, .target = b0 },
+			{ .self = b0, .op = OP_STATS, .target = c0 },
+			{ .self = c0, .op = OP_NONE },
+			{ .self = a1, .op = OP_REINIT, .target_ctx = c },
+		};
+		CHECK(run_roles("one-way chain", r, 4) == 0);
+		CHECK(r[0].rc == 0 && r[1].rc == 0 && r[2].rc == 0);
+		CHECK(r[3].rc == -1 && r[3].err == EBUSY);
+	}
+	/* Two VMs, lock-one both ways: A0 reads B0's register, B0 A0's. */
+	{
+		struct role r[] = {
+			{ .self = a0, .op = OP_GETREG, .target = b0 },
+			{ .self = b0, .op = OP_GETREG, .target = a0 },
+		};
+		check_one_refused("two-VM lock-one cycle", r, 2);
+	}
+	/* The guest counters: each waits for the other's guest mutex. */
+	{
+		struct role r[] = {
+			{ .self = a1, .op = OP_STATS, .target = b1 },
+			{ .self = b1, .op = OP_STATS, .target = a1 },
+		};
+		check_one_refused("guest_stats cycle", r, 2);
+	}
+	/* Lock-all: A0 locks all of B (vm_reinit) while B1 reads A0. */
+	{
+		struct role r[] = {
+			{ .self = a0, .op = OP_REINIT, .target_ctx = b },
+			{ .self = b1, .op = OP_GETREG, .target = a0 },
+		};
+		check_one_refused("lock-all cycle", r, 2);
+	}
+	/* Three VMs: A0 -> B0 -> C0 -> A0, mixing both kinds of wait. */
+	{
+		struct role r[] = {
+			{ .self = a0, .op = OP_GETREG, .target = b0 },
+			{ .self = b0, .op = OP_STATS, .target = c0 },
+			{ .self = c0, .op = OP_GETREG, .target = a0 },
+		};
+		check_one_refused("three-VM cycle", r, 3);
+	}
+	/* The refused waits left nothing registered: one way works again. */
+	{
+		struct role r[] = {
+			{ .self = b0, .op = OP_GETREG, .target = a0 },
+			{ .self = a0, .op = OP_NONE },
+		};
+		CHECK(run_roles("one-way after the cycles", r, 2) == 0);
+		CHECK(r[0].rc == 0);
+	}
+
+	vm_vcpu_close(a0);
+	vm_vcpu_close(a1);
+	vm_vcpu_close(b0);
+	vm_vcpu_close(b1);
+	vm_vcpu_close(c0);
+	vm_vcpu_close(c1);
+	vm_destroy(a);
+	vm_destroy(b);
+	vm_destroy(c);
+	return test_finish("callback_cycle_test");
+}
