@@ -12,17 +12,56 @@
  */
 #include "apic_util.h"
 
-enum op { OP_NONE, OP_GETREG, OP_STATS, OP_REINIT };
+enum op { OP_NONE, OP_GETREG, OP_STATS, OP_REINIT, OP_RUN };
 
 struct role {
 	struct vcpu *self;
 	enum op op;
-	struct vcpu *target;        /* OP_GETREG, OP_STATS */
+	struct vcpu *target;        /* OP_GETREG, OP_STATS, OP_RUN */
 	struct vmctx *target_ctx;   /* OP_REINIT (a lock-all call) */
 	pthread_barrier_t *bar;
+	int *await;  /* a flag to wait for before the call, or NULL */
+	int *raise;  /* a flag to raise after it, or NULL */
 	int fired;
 	int rc, err;
 };
+
+static pthread_mutex_t flag_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t flag_cv = PTHREAD_COND_INITIALIZER;
+
+static void
+raise_flag(int *f)
+{
+	pthread_mutex_lock(&flag_mtx);
+	*f = 1;
+	pthread_cond_broadcast(&flag_cv);
+	pthread_mutex_unlock(&flag_mtx);
+}
+
+static void
+await_flag(int *f)
+{
+	pthread_mutex_lock(&flag_mtx);
+	while (!*f)
+		pthread_cond_wait(&flag_cv, &flag_mtx);
+	pthread_mutex_unlock(&flag_mtx);
+}
+
+/* A guest (of B0) whose one callback raises flags[0], then waits for
+ * flags[1] before its port write. */
+static int
+signal_then_wait_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
+{
+	struct vmm_rs_action out = { .kind = VMM_RS_ACT_PORT_OUT, .port = 0x91, .size = 1 };
+	int *flags = cookie;
+
+	(void)vcpuid;
+	(void)rip;
+	*a = out;
+	raise_flag(&flags[0]);
+	await_flag(&flags[1]);
+	return 0;
+}
 
 static int
 role_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
@@ -30,6 +69,8 @@ role_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 	struct vmm_rs_action out = { .kind = VMM_RS_ACT_PORT_OUT, .port = 0x90, .size = 1 };
 	struct role *r = cookie;
 	struct vmm_rs_guest_stats gs;
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
 	uint64_t val = 0;
 
 	(void)vcpuid;
@@ -39,6 +80,8 @@ role_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 		return 0;
 	r->fired = 1;
 	pthread_barrier_wait(r->bar); /* every role is inside its callback */
+	if (r->await != NULL)
+		await_flag(r->await);
 	errno = 0;
 	switch (r->op) {
 	case OP_NONE:
@@ -53,8 +96,13 @@ role_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 	case OP_REINIT:
 		r->rc = vm_reinit(r->target_ctx);
 		break;
+	case OP_RUN:
+		r->rc = vm_run(r->target, &vmrun);
+		break;
 	}
 	r->err = r->rc == 0 ? 0 : errno;
+	if (r->raise != NULL)
+		raise_flag(r->raise);
 	return 0;
 }
 
@@ -181,6 +229,27 @@ main(void)
 			{ .self = c0, .op = OP_GETREG, .target = a0 },
 		};
 		check_one_refused("three-VM cycle", r, 3);
+	}
+	/*
+	 * One way, two callbacks of A each running a vCPU of B (B as A's
+	 * nested guest): A1 runs B1 while A0's run of B0 is inside B0's
+	 * callback, which waits for A1's run to end. Each holds one vCPU of
+	 * B, and neither is refused.
+	 */
+	{
+		static const struct vmm_rs_guest_ops b0_ops = { .next = signal_then_wait_next };
+		const struct vmm_rs_action out[] = {
+			{ .kind = VMM_RS_ACT_PORT_OUT, .port = 0x91, .size = 1 },
+		};
+		static int flags[2]; /* B0's callback runs; A1's run ended */
+		struct role r[] = {
+			{ .self = a0, .op = OP_RUN, .target = b0 },
+			{ .self = a1, .op = OP_RUN, .target = b1, .await = &flags[0], .raise = &flags[1] },
+		};
+		CHECK_OK(vmm_rs_guest_set_ops(b0, &b0_ops, flags));
+		CHECK_OK(vmm_rs_guest_set_script(b1, out, 1, -1));
+		CHECK(run_roles("two callbacks running vCPUs of one VM", r, 2) == 0);
+		CHECK(r[0].rc == 0 && r[1].rc == 0);
 	}
 	/* The refused waits left nothing registered: one way works again. */
 	{

@@ -1130,17 +1130,17 @@ struct vmm_rs_action {
  changes, vm_reinit, installing a guest, vmm_rs_guest_stats) fails
  with EDEADLK: it would wait for the callback's own thread. Such a call
  on another VM waits for that VM's callbacks on the vCPUs it needs (a
- per-vCPU call or vmm_rs_guest_stats: that vCPU; a call that locks all
- vCPUs, vm_run or a kernemu write: any of them). When callbacks would
- wait for each other in a cycle (A's callback waits for B's vCPU while
- B's callback waits for A's, or through more VMs), the call that closes
- the cycle fails with EDEADLK instead of hanging, and the others go on;
- waits in one direction are never refused. The check sees only threads
- inside callbacks: a cycle through a thread outside one (a lock-all
- caller that froze part of a VM, a vm_run whose vCPU waits for another
- in an I/O APIC write) still hangs, and a vm_run from a callback counts
- as waiting for all its VM's vCPUs while it runs. Make such calls in
- one direction between VMs where you can.
+ per-vCPU call, vm_run or vmm_rs_guest_stats: that vCPU; a call that
+ locks all vCPUs: all of them). When callbacks would wait for each
+ other in a cycle (A's callback waits for B's vCPU while B's callback
+ waits for A's, or through more VMs), the call that closes the cycle
+ fails with EDEADLK instead of hanging, and the others go on; waits in
+ one direction are never refused. The check sees only threads inside
+ callbacks and their calls: a cycle through a thread outside one (a
+ lock-all caller that froze part of a VM) or through a vCPU waiting
+ for another in an I/O APIC write or a rendezvous still hangs, and a
+ lock-all counts as holding all of its VM's vCPUs from its start. Make
+ such calls in one direction between VMs where you can.
 
  A callback must return. Thread cancellation is held off while it runs
  (a pending pthread_cancel acts at the thread's next cancellation point

@@ -19,16 +19,15 @@ pub(crate) unsafe fn run(vm: &Vm, cmd: u64, class: LockClass, arg: *mut c_void) 
         LockClass::One => {
             // SAFETY: every lock-one struct starts with an int vCPU id.
             let id = unsafe { arg_vcpu(vm, arg) }?;
-            // VM_RUN's vCPU may wait for the others (rendezvous, RTE
-            // writes), and so may a kernemu write (an RTE write): the
-            // wait lasts the whole command.
-            let all_from = cmd == VM_RUN || cmd == VM_SET_KERNEMU_DEV;
-            let wait = wait_for(vm, if all_from { Waits::AllFrom(id) } else { Waits::One(id) })?;
+            // VM_RUN holds its vCPU RUNNING while its guest's callbacks
+            // run, which may wait in turn: registered for the whole run.
+            let wait = wait_for(vm, if cmd == VM_RUN { Waits::Claim(id) } else { Waits::One(id) })?;
             let lock = vm.lock_one(id)?;
-            // A one-vCPU wait is over.
-            let wait = if all_from {
+            let wait = if cmd == VM_RUN {
+                wait.claimed();
                 Some(wait)
             } else {
+                // The wait is over.
                 drop(wait);
                 None
             };

@@ -12,25 +12,27 @@
 //! (directly, or through more VMs). Such waits are registered, only on
 //! that slow path, in a process-wide wait-for registry ([`wait_for`]): a
 //! thread inside a callback chain holds the vCPUs of its chain's frames
-//! RUNNING (and, in `vm_run` or a kernemu write, the vCPU it locked), and
+//! RUNNING (and, once it has it, the vCPU of a `vm_run` it makes), and
 //! waits for one vCPU (lock-one calls, `vmm_rs_guest_stats`, installing
-//! a guest) or for all of the VM's (lock-all and memory-changing calls,
-//! `vm_run`, whose vCPU may wait for the others in rendezvous and RTE
-//! writes, and kernemu writes, which are RTE writes). Entry E waits for
-//! entry D when E waits for a vCPU D holds. Every thread of a cycle
-//! registers under the registry mutex before it blocks, so the last one
-//! finds the cycle: its call fails with EDEADLK and the others go on. A
-//! one-way wait closes no cycle and is never refused; threads outside
-//! callbacks hold no RUNNING vCPU a callback can wait on and do not
-//! register, and the callback path itself only pushes a stack frame.
+//! a guest, `vm_run` until it has its vCPU) or for all of the VM's
+//! (lock-all and memory-changing calls, which count as holding every
+//! vCPU of that VM from the start, as they freeze them one by one).
+//! Entry E waits for entry D when E waits for a vCPU D holds. Every
+//! thread of a cycle registers under the registry mutex before it
+//! blocks, so the last one finds the cycle: its call fails with EDEADLK
+//! and the others go on. A one-way wait closes no cycle and is never
+//! refused; threads outside callbacks hold no RUNNING vCPU a callback can
+//! wait on and do not register, and the callback path itself only pushes
+//! a stack frame.
 //!
 //! Not caught: cycles through a thread that is not in a callback and
-//! waits while holding a vCPU: a lock-all caller that froze some vCPUs
-//! and waits for the next, or a `vm_run` thread (outside callbacks) whose
-//! vCPU waits in an RTE write (`block_run`) or a rendezvous for another
-//! vCPU of its VM. And an over-approximation: a `vm_run` from a callback
-//! counts as waiting for every vCPU of its VM for as long as it runs, and
-//! a `vmm_rs_guest_stats` stays registered a moment after it took the
+//! waits while holding a vCPU (a lock-all caller that froze some vCPUs
+//! and waits for the next; a `vm_run` thread whose vCPU waits in an RTE
+//! write's `block_run` or a rendezvous for another vCPU of its VM, also
+//! one running from a callback, or a kernemu RTE write from a callback),
+//! and cycles through two lock-alls of one VM. Over-approximated: a
+//! lock-all counts as holding vCPUs it has not frozen yet, and a
+//! `vmm_rs_guest_stats` stays registered a moment after it took the
 //! guest mutex, so two VMs used in both directions at once may see
 //! EDEADLK where the calls would have ended. Calls between VMs should
 //! still go one way; the check turns the hang into an error.
@@ -127,11 +129,22 @@ pub(crate) enum Waits {
     /// vCPU `id` (lock-one calls, installing a guest, the guest's
     /// counters).
     One(usize),
-    /// Every vCPU (lock-all and memory-changing calls).
+    /// Every vCPU (lock-all and memory-changing calls). The call counts
+    /// as holding them all from the start, as it freezes them one by one.
     All,
-    /// vCPU `id`, then, holding it, any other (`vm_run`, whose vCPU may
-    /// wait for the others; a kernemu write, which may be an RTE write).
-    AllFrom(usize),
+    /// vCPU `id`, which the call then holds for as long as it runs
+    /// (`vm_run`, whose guest's callbacks may wait in turn): the caller
+    /// says so with [`WaitEntry::claimed`] once it has the vCPU.
+    Claim(usize),
+}
+
+/// What a registered entry waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitFor {
+    /// Nothing any more (a claimed `vm_run`): it only holds.
+    Nothing,
+    One(usize),
+    All,
 }
 
 /// A (VM identity, vCPU id) pair.
@@ -143,17 +156,29 @@ struct Registered {
     /// False while a later wait of the same thread (from a callback run
     /// inside this call: `vm_run` of another VM) stands for it.
     active: bool,
-    /// The vCPUs the thread holds while it waits.
+    /// The vCPUs the thread holds while it waits: RUNNING (its callback
+    /// chain, a claimed `vm_run`) or FROZEN (a claimed lock-one).
     holds: Vec<VcpuRef>,
-    /// The VM it waits for, and the vCPU (None: any of them).
+    /// A lock-all's VM, every vCPU of which it counts as frozen.
+    freezes_all: Option<usize>,
+    /// The VM it waits for, and what of it.
     vm: usize,
-    vcpu: Option<usize>,
+    waits: WaitFor,
 }
 
 impl Registered {
-    /// Whether this wait needs a vCPU `other` holds.
+    /// Whether this wait needs a vCPU `other` holds. A lock-all does not
+    /// wait on another lock-all's frozen vCPUs: the lock-all serialiser
+    /// orders the two (so a cycle through two lock-alls of one VM is not
+    /// seen), and counting them would refuse two lock-alls of one VM made
+    /// from two callbacks, which wait only one for the other.
     fn waits_on(&self, other: &Registered) -> bool {
-        other.holds.iter().any(|&(vm, id)| vm == self.vm && self.vcpu.is_none_or(|w| w == id))
+        let held = |w: Option<usize>| other.holds.iter().any(|&(vm, id)| vm == self.vm && w.is_none_or(|w| w == id));
+        match self.waits {
+            WaitFor::Nothing => false,
+            WaitFor::One(id) => held(Some(id)) || other.freezes_all == Some(self.vm),
+            WaitFor::All => held(None),
+        }
     }
 }
 
@@ -201,8 +226,9 @@ impl Registry {
     }
 }
 
-/// The wait-for registry. Rank 0: taken with no other lock held (before
-/// the call it guards waits), and no lock is taken under it.
+/// The wait-for registry. Rank 0: taken with no core lock held (under
+/// the calling callback's guest-program mutex, before or after the wait
+/// it guards), and no lock is taken under it.
 static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
 
 fn registry() -> &'static Mutex<Registry> {
@@ -227,6 +253,27 @@ impl Drop for WaitEntry {
     }
 }
 
+impl WaitEntry {
+    /// A [`Waits::Claim`] wait is over: the thread now holds the vCPU
+    /// (RUNNING in its `vm_run`) and waits for nothing else of that VM,
+    /// until the entry is dropped. (A vCPU waiting in an RTE write's
+    /// `block_run` or a rendezvous for another is not seen.)
+    pub(crate) fn claimed(&self) {
+        if self.token == 0 {
+            return;
+        }
+        let mut reg = registry().lock();
+        if let Some(i) = reg.position(self.token) {
+            let e = &mut reg.entries[i];
+            if let WaitFor::One(id) = e.waits {
+                let vm = e.vm;
+                e.holds.push((vm, id));
+                e.waits = WaitFor::Nothing;
+            }
+        }
+    }
+}
+
 /// Before a call on `vm` that may wait for its vCPUs (`waits`): EDEADLK
 /// if this thread is inside a callback of `vm` ([`refuse_from_callback`]),
 /// or if the wait would close a cycle of waits between callbacks of
@@ -245,13 +292,9 @@ pub(crate) fn wait_for(vm: &Vm, waits: Waits) -> Result<WaitEntry> {
         holds.push((f.vm, f.vcpu));
         false
     });
-    let vcpu = match waits {
-        Waits::One(id) => Some(id),
-        Waits::All => None,
-        Waits::AllFrom(id) => {
-            holds.push((target, id));
-            None
-        }
+    let (waits, freezes_all) = match waits {
+        Waits::One(id) | Waits::Claim(id) => (WaitFor::One(id), None),
+        Waits::All => (WaitFor::All, Some(target)),
     };
     let outer = CURRENT.get();
     let mut reg = registry().lock();
@@ -263,7 +306,7 @@ pub(crate) fn wait_for(vm: &Vm, waits: Waits) -> Result<WaitEntry> {
     }
     let token = reg.next_token.wrapping_add(1).max(1);
     reg.next_token = token;
-    reg.entries.push(Registered { token, active: true, holds, vm: target, vcpu });
+    reg.entries.push(Registered { token, active: true, holds, freezes_all, vm: target, waits });
     let me = reg.entries.len() - 1;
     if reg.cycle_through(me) {
         reg.remove(token, outer);
@@ -287,8 +330,8 @@ mod tests {
     }
 
     /// Registers, on a new thread inside a callback of (`from`, `vcpu`),
-    /// a wait for `to`'s `waits`, and keeps it until the returned sender
-    /// is dropped or sent to.
+    /// a wait for `to`'s `waits` (a claim claimed at once), and keeps it
+    /// until the returned sender is dropped or sent to.
     fn hold_wait(from: &Arc<Vm>, vcpu: usize, to: &Arc<Vm>, waits: Waits) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
         let (from, to) = (from.clone(), to.clone());
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -296,6 +339,9 @@ mod tests {
         let t = thread::spawn(move || {
             in_callback(vm_identity(&from), vcpu, || {
                 let entry = wait_for(&to, waits).unwrap();
+                if matches!(waits, Waits::Claim(_)) {
+                    entry.claimed();
+                }
                 ready_tx.send(()).unwrap();
                 let _ = release_rx.recv();
                 drop(entry);
@@ -364,6 +410,44 @@ mod tests {
         });
     }
 
+    /// A lock-all counts as holding every vCPU of its VM from the start
+    /// (it freezes them one by one): A0 locking all of B, A1 waiting for
+    /// B0 (maybe frozen by A0 already), B1 waiting for A1 is a cycle.
+    /// Two lock-alls of one VM do not refuse each other.
+    #[test]
+    fn a_lock_all_under_way_holds_its_vm() {
+        with_watchdog(20, || {
+            let (a, b) = (vm("reentry-pa"), vm("reentry-pb"));
+            let (r1, t1) = hold_wait(&a, 0, &b, Waits::All);
+            let (r2, t2) = hold_wait(&a, 1, &b, Waits::One(0));
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(1))), Err(Error::Deadlock));
+            drop(r2);
+            t2.join().unwrap();
+            assert_eq!(from_callback(&a, 1, || wait_for(&b, Waits::All)), Ok(()));
+            drop(r1);
+            t1.join().unwrap();
+        });
+    }
+
+    /// Callbacks of A running (or writing) two vCPUs of B wait for nothing
+    /// of B once they have them: no cycle, though each holds one of B's
+    /// vCPUs.
+    #[test]
+    fn two_callbacks_running_vcpus_of_one_vm_do_not_refuse_each_other() {
+        with_watchdog(20, || {
+            let (a, b, c) = (vm("reentry-ra"), vm("reentry-rb"), vm("reentry-rc"));
+            let (r1, t1) = hold_wait(&a, 0, &b, Waits::Claim(0));
+            let (r2, t2) = hold_wait(&a, 1, &b, Waits::Claim(1));
+            // A wait for a claimed vCPU is a wait on a thread that waits
+            // for nothing: no cycle.
+            assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Ok(()));
+            assert_eq!(from_callback(&c, 0, || wait_for(&a, Waits::All)), Ok(()));
+            drop((r1, r2));
+            t1.join().unwrap();
+            t2.join().unwrap();
+        });
+    }
+
     #[test]
     fn a_nested_wait_stands_for_the_outer_one() {
         with_watchdog(20, || {
@@ -375,7 +459,8 @@ mod tests {
             // B), and B0's callback waits for C0.
             let t = thread::spawn(move || {
                 in_callback(vm_identity(&a2), 0, || {
-                    let run = wait_for(&b2, Waits::AllFrom(0)).unwrap();
+                    let run = wait_for(&b2, Waits::Claim(0)).unwrap();
+                    run.claimed();
                     in_callback(vm_identity(&b2), 0, || {
                         let inner = wait_for(&c2, Waits::One(0)).unwrap();
                         ready_tx.send(()).unwrap();
