@@ -197,7 +197,9 @@ pub struct vmm_rs_action {
 /// one direction are never refused. The check sees only threads inside
 /// callbacks and their calls: a cycle through a thread outside one (a
 /// lock-all caller that froze part of a VM) or through a vCPU waiting
-/// for another in an I/O APIC write or a rendezvous still hangs, and a
+/// for others of its VM in an I/O APIC write, a rendezvous or a
+/// suspended VM's vm_run (until every active vCPU has suspended) still
+/// hangs, and a
 /// lock-all counts as holding all of its VM's vCPUs from its start. Make
 /// such calls in one direction between VMs where you can.
 ///

@@ -27,9 +27,10 @@
 //!
 //! Not caught: cycles through a thread that is not in a callback and
 //! waits while holding a vCPU (a lock-all caller that froze some vCPUs
-//! and waits for the next; a `vm_run` thread whose vCPU waits in an RTE
-//! write's `block_run` or a rendezvous for another vCPU of its VM, also
-//! one running from a callback, or a kernemu RTE write from a callback),
+//! and waits for the next; a `vm_run` thread whose vCPU waits for other
+//! vCPUs of its VM, in an RTE write's `block_run`, a rendezvous or a
+//! suspend (until every active vCPU has suspended), also one running from
+//! a callback, or a kernemu RTE write from a callback),
 //! and cycles through two lock-alls of one VM. Over-approximated: a
 //! lock-all counts as holding vCPUs it has not frozen yet, and a
 //! `vmm_rs_guest_stats` stays registered a moment after it took the
@@ -256,8 +257,8 @@ impl Drop for WaitEntry {
 impl WaitEntry {
     /// A [`Waits::Claim`] wait is over: the thread now holds the vCPU
     /// (RUNNING in its `vm_run`) and waits for nothing else of that VM,
-    /// until the entry is dropped. (A vCPU waiting in an RTE write's
-    /// `block_run` or a rendezvous for another is not seen.)
+    /// until the entry is dropped. (A vCPU waiting for others in an RTE
+    /// write's `block_run`, a rendezvous or a suspend is not seen.)
     pub(crate) fn claimed(&self) {
         if self.token == 0 {
             return;
