@@ -157,8 +157,9 @@ struct Registered {
     /// False while a later wait of the same thread (from a callback run
     /// inside this call: `vm_run` of another VM) stands for it.
     active: bool,
-    /// The vCPUs the thread holds while it waits: RUNNING (its callback
-    /// chain, a claimed `vm_run`) or FROZEN (a claimed lock-one).
+    /// The vCPUs the thread holds RUNNING while it waits: its callback
+    /// chain's and a claimed `vm_run`'s (with an outer entry's, which
+    /// this one stands for).
     holds: Vec<VcpuRef>,
     /// A lock-all's VM, every vCPU of which it counts as frozen.
     freezes_all: Option<usize>,
