@@ -19,22 +19,21 @@ pub(crate) unsafe fn run(vm: &Vm, cmd: u64, class: LockClass, arg: *mut c_void) 
         LockClass::One => {
             // SAFETY: every lock-one struct starts with an int vCPU id.
             let id = unsafe { arg_vcpu(vm, arg) }?;
-            // VM_RUN holds its vCPU RUNNING while its guest's callbacks
-            // run, which may wait in turn: registered for the whole run.
-            let wait = wait_for(vm, if cmd == VM_RUN { Waits::Claim(id) } else { Waits::One(id) })?;
+            let wait = wait_for(vm, Waits::One(id))?;
             let lock = vm.lock_one(id)?;
-            let wait = if cmd == VM_RUN {
+            // The wait is over. VM_RUN holds its vCPU RUNNING while its
+            // guest's callbacks run, which may wait in turn: it stays
+            // registered, holding the vCPU, until the vCPU is released.
+            let running = if cmd == VM_RUN {
                 wait.claimed();
                 Some(wait)
             } else {
-                // The wait is over.
                 drop(wait);
                 None
             };
             // SAFETY: forwarded.
             let r = unsafe { vcpu_cmd(vm, &lock, cmd, arg) };
-            // Unregistered before the vCPU is released.
-            drop(wait);
+            drop(running);
             r
         }
         LockClass::All | LockClass::AllMemExclusive => {

@@ -116,7 +116,7 @@ fn any_frame(mut f: impl FnMut(&Frame) -> bool) -> bool {
 
 /// EDEADLK if this thread is inside a guest callback of `vm`, at any
 /// depth.
-pub(crate) fn refuse_from_callback(vm: &Vm) -> Result<()> {
+fn refuse_from_callback(vm: &Vm) -> Result<()> {
     let vm = vm_identity(vm);
     if any_frame(|f| f.vm == vm) {
         return Err(Error::Deadlock);
@@ -133,19 +133,6 @@ pub(crate) enum Waits {
     /// Every vCPU (lock-all and memory-changing calls). The call counts
     /// as holding them all from the start, as it freezes them one by one.
     All,
-    /// vCPU `id`, which the call then holds for as long as it runs
-    /// (`vm_run`, whose guest's callbacks may wait in turn): the caller
-    /// says so with [`WaitEntry::claimed`] once it has the vCPU.
-    Claim(usize),
-}
-
-/// What a registered entry waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WaitFor {
-    /// Nothing any more (a claimed `vm_run`): it only holds.
-    Nothing,
-    One(usize),
-    All,
 }
 
 /// A (VM identity, vCPU id) pair.
@@ -161,11 +148,11 @@ struct Registered {
     /// chain's and a claimed `vm_run`'s (with an outer entry's, which
     /// this one stands for).
     holds: Vec<VcpuRef>,
-    /// A lock-all's VM, every vCPU of which it counts as frozen.
-    freezes_all: Option<usize>,
-    /// The VM it waits for, and what of it.
+    /// The VM it waits for, and what of it: None once a `vm_run` has its
+    /// vCPU ([`WaitEntry::claimed`]). A lock-all (`Waits::All`) counts as
+    /// holding every vCPU of its VM, as it freezes them one by one.
     vm: usize,
-    waits: WaitFor,
+    waits: Option<Waits>,
 }
 
 impl Registered {
@@ -176,10 +163,11 @@ impl Registered {
     /// from two callbacks, which wait only one for the other.
     fn waits_on(&self, other: &Registered) -> bool {
         let held = |w: Option<usize>| other.holds.iter().any(|&(vm, id)| vm == self.vm && w.is_none_or(|w| w == id));
+        let freezes_all = other.waits == Some(Waits::All) && other.vm == self.vm;
         match self.waits {
-            WaitFor::Nothing => false,
-            WaitFor::One(id) => held(Some(id)) || other.freezes_all == Some(self.vm),
-            WaitFor::All => held(None),
+            None => false,
+            Some(Waits::One(id)) => held(Some(id)) || freezes_all,
+            Some(Waits::All) => held(None),
         }
     }
 }
@@ -256,9 +244,10 @@ impl Drop for WaitEntry {
 }
 
 impl WaitEntry {
-    /// A [`Waits::Claim`] wait is over: the thread now holds the vCPU
-    /// (RUNNING in its `vm_run`) and waits for nothing else of that VM,
-    /// until the entry is dropped. (A vCPU waiting for others in an RTE
+    /// A `vm_run`'s wait for its vCPU ([`Waits::One`]) is over: the thread
+    /// now holds the vCPU RUNNING, while its guest's callbacks may wait in
+    /// turn, and waits for nothing else of that VM until the entry is
+    /// dropped. (A vCPU waiting for others in an RTE
     /// write's `block_run`, a rendezvous or a suspend is not seen.)
     pub(crate) fn claimed(&self) {
         if self.token == 0 {
@@ -267,10 +256,10 @@ impl WaitEntry {
         let mut reg = registry().lock();
         if let Some(i) = reg.position(self.token) {
             let e = &mut reg.entries[i];
-            if let WaitFor::One(id) = e.waits {
+            if let Some(Waits::One(id)) = e.waits {
                 let vm = e.vm;
                 e.holds.push((vm, id));
-                e.waits = WaitFor::Nothing;
+                e.waits = None;
             }
         }
     }
@@ -294,10 +283,6 @@ pub(crate) fn wait_for(vm: &Vm, waits: Waits) -> Result<WaitEntry> {
         holds.push((f.vm, f.vcpu));
         false
     });
-    let (waits, freezes_all) = match waits {
-        Waits::One(id) | Waits::Claim(id) => (WaitFor::One(id), None),
-        Waits::All => (WaitFor::All, Some(target)),
-    };
     let outer = CURRENT.get();
     let mut reg = registry().lock();
     if let Some(i) = reg.position(outer) {
@@ -308,7 +293,7 @@ pub(crate) fn wait_for(vm: &Vm, waits: Waits) -> Result<WaitEntry> {
     }
     let token = reg.next_token.wrapping_add(1).max(1);
     reg.next_token = token;
-    reg.entries.push(Registered { token, active: true, holds, freezes_all, vm: target, waits });
+    reg.entries.push(Registered { token, active: true, holds, vm: target, waits: Some(waits) });
     let me = reg.entries.len() - 1;
     if reg.cycle_through(me) {
         reg.remove(token, outer);
@@ -332,16 +317,25 @@ mod tests {
     }
 
     /// Registers, on a new thread inside a callback of (`from`, `vcpu`),
-    /// a wait for `to`'s `waits` (a claim claimed at once), and keeps it
-    /// until the returned sender is dropped or sent to.
+    /// a wait for `to`'s `waits`, and keeps it until the returned sender
+    /// is dropped or sent to.
     fn hold_wait(from: &Arc<Vm>, vcpu: usize, to: &Arc<Vm>, waits: Waits) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+        hold(from, vcpu, to, waits, false)
+    }
+
+    /// `hold_wait` for a `vm_run` of `to`'s vCPU `id` that has it.
+    fn hold_run(from: &Arc<Vm>, vcpu: usize, to: &Arc<Vm>, id: usize) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+        hold(from, vcpu, to, Waits::One(id), true)
+    }
+
+    fn hold(from: &Arc<Vm>, vcpu: usize, to: &Arc<Vm>, waits: Waits, claim: bool) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
         let (from, to) = (from.clone(), to.clone());
         let (ready_tx, ready_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let t = thread::spawn(move || {
             in_callback(vm_identity(&from), vcpu, || {
                 let entry = wait_for(&to, waits).unwrap();
-                if matches!(waits, Waits::Claim(_)) {
+                if claim {
                     entry.claimed();
                 }
                 ready_tx.send(()).unwrap();
@@ -438,8 +432,8 @@ mod tests {
     fn two_callbacks_running_vcpus_of_one_vm_do_not_refuse_each_other() {
         with_watchdog(20, || {
             let (a, b, c) = (vm("reentry-ra"), vm("reentry-rb"), vm("reentry-rc"));
-            let (r1, t1) = hold_wait(&a, 0, &b, Waits::Claim(0));
-            let (r2, t2) = hold_wait(&a, 1, &b, Waits::Claim(1));
+            let (r1, t1) = hold_run(&a, 0, &b, 0);
+            let (r2, t2) = hold_run(&a, 1, &b, 1);
             // A wait for a claimed vCPU is a wait on a thread that waits
             // for nothing: no cycle.
             assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Ok(()));
@@ -461,7 +455,7 @@ mod tests {
             // B), and B0's callback waits for C0.
             let t = thread::spawn(move || {
                 in_callback(vm_identity(&a2), 0, || {
-                    let run = wait_for(&b2, Waits::Claim(0)).unwrap();
+                    let run = wait_for(&b2, Waits::One(0)).unwrap();
                     run.claimed();
                     in_callback(vm_identity(&b2), 0, || {
                         let inner = wait_for(&c2, Waits::One(0)).unwrap();
