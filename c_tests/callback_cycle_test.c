@@ -9,6 +9,10 @@
  * Every callback first meets the others at a barrier, so each call is made
  * while its target is inside its callback. Before the check the cycles
  * hung: the watchdog fails the test.
+ *
+ * The last phase closes a cycle through a suspend: a vCPU run from a
+ * callback waits there for the other vCPUs of its VM to suspend, and one
+ * of them waits in its callback for the first callback's vCPU.
  */
 #include "apic_util.h"
 
@@ -168,6 +172,115 @@ check_one_refused(const char *phase, struct role *roles, int n)
 	}
 }
 
+/*
+ * The suspend phase: D0's callback runs E0 of the suspended VM E, so E0
+ * waits for E1 to suspend too; E1's callback, entered before the suspend,
+ * then reads D0's register, which waits for D0's callback.
+ */
+static struct {
+	struct vcpu *d0, *e0;
+	int e1_in, go;          /* flags */
+	int d0_fired, e1_fired;
+	int run_rc, run_err, run_exit;
+	int getreg_rc, getreg_err;
+} sw;
+
+static int
+suspend_d0_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
+{
+	struct vmm_rs_action out = { .kind = VMM_RS_ACT_PORT_OUT, .port = 0x92, .size = 1 };
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+
+	(void)cookie;
+	(void)vcpuid;
+	(void)rip;
+	*a = out;
+	if (sw.d0_fired)
+		return 0;
+	sw.d0_fired = 1;
+	errno = 0;
+	sw.run_rc = vm_run(sw.e0, &vmrun);
+	sw.run_err = errno;
+	sw.run_exit = vme.exitcode;
+	return 0;
+}
+
+static int
+suspend_e1_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
+{
+	struct vmm_rs_action out = { .kind = VMM_RS_ACT_PORT_OUT, .port = 0x92, .size = 1 };
+	uint64_t val;
+
+	(void)cookie;
+	(void)vcpuid;
+	(void)rip;
+	*a = out;
+	if (sw.e1_fired)
+		return 0;
+	sw.e1_fired = 1;
+	raise_flag(&sw.e1_in);
+	await_flag(&sw.go);
+	errno = 0;
+	sw.getreg_rc = vm_get_register(sw.d0, VM_REG_GUEST_RAX, &val);
+	sw.getreg_err = errno;
+	return 0;
+}
+
+/* Runs a vCPU until its callback has fired and it has left with SUSPENDED
+ * (E1: its first exit is the port write after the callback) or, for D0,
+ * until its callback has fired. */
+static void *
+suspend_runner(void *arg)
+{
+	struct vcpu *v = arg;
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+
+	for (;;) {
+		CHECK_OK(vm_run(v, &vmrun));
+		if (v == sw.d0 ? sw.d0_fired : vme.exitcode == VM_EXITCODE_SUSPENDED)
+			return NULL;
+	}
+}
+
+static void
+suspend_cycle(void)
+{
+	static const struct vmm_rs_guest_ops d0_ops = { .next = suspend_d0_next };
+	static const struct vmm_rs_guest_ops e1_ops = { .next = suspend_e1_next };
+	struct vcpu *d1, *e1;
+	struct vmctx *d, *e;
+	pthread_t td, te;
+
+	watchdog_phase("suspend-wait cycle");
+	d = open_vm_with_two_vcpus("cycle-d", &sw.d0, &d1);
+	e = open_vm_with_two_vcpus("cycle-e", &sw.e0, &e1);
+	if (d == NULL || e == NULL)
+		return;
+	CHECK_OK(vmm_rs_guest_set_ops(sw.d0, &d0_ops, NULL));
+	CHECK_OK(vmm_rs_guest_set_ops(e1, &e1_ops, NULL));
+	CHECK(pthread_create(&te, NULL, suspend_runner, e1) == 0);
+	await_flag(&sw.e1_in);
+	CHECK_OK(vm_suspend(e, VM_SUSPEND_POWEROFF));
+	CHECK(pthread_create(&td, NULL, suspend_runner, sw.d0) == 0);
+	/* E0 sleeps in the suspend wait, inside D0's callback. */
+	while (vmm_rs_vcpu_state(sw.e0) != VCPU_SLEEPING)
+		sched_yield();
+	raise_flag(&sw.go);
+	CHECK(pthread_join(td, NULL) == 0);
+	CHECK(pthread_join(te, NULL) == 0);
+	/* E1's call closed the cycle; then it suspended and E0's wait ended. */
+	CHECK(sw.getreg_rc == -1 && sw.getreg_err == EDEADLK);
+	CHECK(sw.run_rc == 0 && sw.run_exit == VM_EXITCODE_SUSPENDED);
+	vm_vcpu_close(sw.d0);
+	vm_vcpu_close(d1);
+	vm_vcpu_close(sw.e0);
+	vm_vcpu_close(e1);
+	vm_destroy(d);
+	vm_destroy(e);
+}
+
 int
 main(void)
 {
@@ -260,6 +373,7 @@ main(void)
 		CHECK(run_roles("one-way after the cycles", r, 2) == 0);
 		CHECK(r[0].rc == 0);
 	}
+	suspend_cycle();
 
 	vm_vcpu_close(a0);
 	vm_vcpu_close(a1);

@@ -1135,14 +1135,15 @@ struct vmm_rs_action {
  other in a cycle (A's callback waits for B's vCPU while B's callback
  waits for A's, or through more VMs), the call that closes the cycle
  fails with EDEADLK instead of hanging, and the others go on; waits in
- one direction are never refused. The check sees only threads inside
- callbacks and their calls: a cycle through a thread outside one (a
- lock-all caller that froze part of a VM) or through a vCPU waiting
- for others of its VM in an I/O APIC write, a rendezvous or a
- suspended VM's vm_run (until every active vCPU has suspended) still
- hangs, and a
- lock-all counts as holding all of its VM's vCPUs from its start. Make
- such calls in one direction between VMs where you can.
+ one direction are never refused. A vm_run from a callback on a
+ suspended VM, which waits for the VM's other vCPUs to suspend, takes
+ part too (it fails with EDEADLK if that wait would close a cycle).
+ The check sees only threads inside callbacks and their calls: a cycle
+ through a thread outside one (a lock-all caller that froze part of a
+ VM) or through a vCPU waiting for others of its VM in an I/O APIC
+ write or a rendezvous still hangs, and a lock-all counts as holding
+ all of its VM's vCPUs from its start. Make such calls in one direction
+ between VMs where you can.
 
  A callback must return. Thread cancellation is held off while it runs
  (a pending pthread_cancel acts at the thread's next cancellation point
@@ -2534,7 +2535,11 @@ const char *vm_get_stat_desc(struct vmctx *ctx, int index);
  the access is dropped and the next call runs on), EIO (as FreeBSD, the guest made a
  port access an emulated device refuses, such as a 2-byte read of port
  0x71; the next call runs on), EBADF (bad handle, destroyed VM),
- EDEADLK (called from a simulated guest's callback).
+ EDEADLK (called from a simulated guest's callback of the same VM; or,
+ from another VM's callback, on a suspended VM where waiting for the
+ other vCPUs to suspend would close a cycle of callbacks waiting for
+ each other: the vCPU withdraws its acknowledgement, and a later
+ vm_run acknowledges again).
 
  As on FreeBSD, a vCPU is not owned by a thread: a vm_run, or any
  per-vCPU call such as vm_get_register, from another thread while this

@@ -11,7 +11,9 @@
 //!   [`stats`]: its statistics (VM_STATS).
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo, and
 //!   the states loaders set up; [`loader`]: those that write guest RAM.
-//! - [`rendezvous`]: the vCPU rendezvous (`vm_smp_rendezvous`).
+//! - [`rendezvous`]: the vCPU rendezvous (`vm_smp_rendezvous`);
+//!   [`peer_wait`]: a vCPU's suspend wait for the others, as the C face's
+//!   cycle check sees it.
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
 //! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs;
 //!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).
@@ -50,6 +52,7 @@ pub mod guest_copy;
 pub mod loader;
 pub mod mem;
 pub mod memsize;
+pub mod peer_wait;
 // A process-wide static table: loom primitives cannot live in statics,
 // and model checking has no use for it.
 #[cfg(not(loom))]

@@ -81,12 +81,12 @@
 //! opposite orders. Such waits from callbacks are registered in
 //! `ffi::reentry`'s wait-for registry (its own mutex, rank 0, taken with
 //! no other lock held, on that slow path only): the wait that would close
-//! a cycle among callback threads fails with EDEADLK. A cycle through a
-//! thread outside any callback that waits for a vCPU while holding one (a
-//! lock-all caller partway through) or through a vCPU that waits for
-//! others in `block_run`, a rendezvous or a suspend is not seen: such
-//! calls between VMs should
-//! still follow one order.
+//! a cycle among callback threads fails with EDEADLK; the suspend wait of
+//! a vCPU run from a callback is reported there too (`peer_wait`). A
+//! cycle through a thread outside any callback that waits for a vCPU
+//! while holding one (a lock-all caller partway through) or through a
+//! vCPU that waits for others in `block_run` or a rendezvous is not
+//! seen: such calls between VMs should still follow one order.
 
 use crate::backend::{Backend, IdleBackend};
 use crate::callout_thread::CalloutWaker;

@@ -17,6 +17,11 @@
 //! a guest, `vm_run` until it has its vCPU) or for all of the VM's
 //! (lock-all and memory-changing calls, which count as holding every
 //! vCPU of that VM from the start, as they freeze them one by one).
+//! A claimed `vm_run` whose vCPU joins a suspend waits, while the run
+//! loop waits there, for every other vCPU of its VM ([`Waits::Suspend`],
+//! reported through `peer_wait`; its own vCPU gives way to calls that
+//! want it meanwhile, so it does not count as held); if that closes a
+//! cycle, VM_RUN fails with EDEADLK after the vCPU withdraws.
 //! Entry E waits for entry D when E waits for a vCPU D holds. Every
 //! thread of a cycle registers under the registry mutex before it
 //! blocks, so the last one finds the cycle: its call fails with EDEADLK
@@ -28,9 +33,8 @@
 //! Not caught: cycles through a thread that is not in a callback and
 //! waits while holding a vCPU (a lock-all caller that froze some vCPUs
 //! and waits for the next; a `vm_run` thread whose vCPU waits for other
-//! vCPUs of its VM, in an RTE write's `block_run`, a rendezvous or a
-//! suspend (until every active vCPU has suspended), also one running from
-//! a callback, or a kernemu RTE write from a callback),
+//! vCPUs of its VM in an RTE write's `block_run` or a rendezvous, also
+//! one running from a callback, or a kernemu RTE write from a callback),
 //! and cycles through two lock-alls of one VM. Over-approximated: a
 //! lock-all counts as holding vCPUs it has not frozen yet, and a
 //! `vmm_rs_guest_stats` stays registered a moment after it took the
@@ -49,6 +53,7 @@ use std::ptr;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
+use crate::peer_wait::PeerWaitObserver;
 use crate::sync::Mutex;
 use crate::vm::Vm;
 
@@ -133,6 +138,10 @@ pub(crate) enum Waits {
     /// Every vCPU (lock-all and memory-changing calls). The call counts
     /// as holding them all from the start, as it freezes them one by one.
     All,
+    /// Every other vCPU, to join a suspend: a claimed `vm_run` whose vCPU
+    /// is in the suspend wait ([`SUSPEND_WAITS`]). Meanwhile its own vCPU
+    /// gives way to calls that want it (reqidle), so it is not held.
+    Suspend,
 }
 
 /// A (VM identity, vCPU id) pair.
@@ -149,8 +158,9 @@ struct Registered {
     /// this one stands for).
     holds: Vec<VcpuRef>,
     /// The VM it waits for, and what of it: None once a `vm_run` has its
-    /// vCPU ([`WaitEntry::claimed`]). A lock-all (`Waits::All`) counts as
-    /// holding every vCPU of its VM, as it freezes them one by one.
+    /// vCPU ([`WaitEntry::claimed`]), `Waits::Suspend` while that vCPU is
+    /// in the suspend wait. A lock-all (`Waits::All`) counts as holding
+    /// every vCPU of its VM, as it freezes them one by one.
     vm: usize,
     waits: Option<Waits>,
 }
@@ -162,12 +172,17 @@ impl Registered {
     /// seen), and counting them would refuse two lock-alls of one VM made
     /// from two callbacks, which wait only one for the other.
     fn waits_on(&self, other: &Registered) -> bool {
-        let held = |w: Option<usize>| other.holds.iter().any(|&(vm, id)| vm == self.vm && w.is_none_or(|w| w == id));
+        // The only vCPU of its own VM an entry holds is its claimed one.
+        let yields = |vm: usize| other.waits == Some(Waits::Suspend) && vm == other.vm;
+        let held = |w: Option<usize>| {
+            other.holds.iter().any(|&(vm, id)| vm == self.vm && w.is_none_or(|w| w == id) && !yields(vm))
+        };
         let freezes_all = other.waits == Some(Waits::All) && other.vm == self.vm;
         match self.waits {
             None => false,
             Some(Waits::One(id)) => held(Some(id)) || freezes_all,
             Some(Waits::All) => held(None),
+            Some(Waits::Suspend) => held(None) || freezes_all,
         }
     }
 }
@@ -247,18 +262,61 @@ impl WaitEntry {
     /// A `vm_run`'s wait for its vCPU ([`Waits::One`]) is over: the thread
     /// now holds the vCPU RUNNING, while its guest's callbacks may wait in
     /// turn, and waits for nothing else of that VM until the entry is
-    /// dropped. (A vCPU waiting for others in an RTE
-    /// write's `block_run`, a rendezvous or a suspend is not seen.)
+    /// dropped, but in the suspend wait ([`SUSPEND_WAITS`]). (A vCPU
+    /// waiting for others in an RTE write's `block_run` or a rendezvous is
+    /// not seen.)
     pub(crate) fn claimed(&self) {
         if self.token == 0 {
             return;
         }
+        crate::peer_wait::set_observer(&SUSPEND_WAITS);
         let mut reg = registry().lock();
         if let Some(i) = reg.position(self.token) {
             let e = &mut reg.entries[i];
             if let Some(Waits::One(id)) = e.waits {
                 let vm = e.vm;
                 e.holds.push((vm, id));
+                e.waits = None;
+            }
+        }
+    }
+}
+
+/// The suspend waits of claimed `vm_run`s ([`Waits::Suspend`]), as the
+/// run loop reports them: the thread's current entry waits for the other
+/// vCPUs of its VM meanwhile, and the report is refused with EDEADLK if
+/// that closes a cycle.
+struct SuspendWaits;
+
+static SUSPEND_WAITS: SuspendWaits = SuspendWaits;
+
+impl PeerWaitObserver for SuspendWaits {
+    fn begin(&self, vm: &Vm) -> Result<bool> {
+        let token = CURRENT.get();
+        if token == 0 {
+            return Ok(false);
+        }
+        let mut reg = registry().lock();
+        let Some(i) = reg.position(token) else {
+            return Ok(false);
+        };
+        let e = &mut reg.entries[i];
+        if e.vm != vm_identity(vm) || e.waits.is_some() {
+            return Ok(false);
+        }
+        e.waits = Some(Waits::Suspend);
+        if reg.cycle_through(i) {
+            reg.entries[i].waits = None;
+            return Err(Error::Deadlock);
+        }
+        Ok(true)
+    }
+
+    fn end(&self) {
+        let mut reg = registry().lock();
+        if let Some(i) = reg.position(CURRENT.get()) {
+            let e = &mut reg.entries[i];
+            if e.waits == Some(Waits::Suspend) {
                 e.waits = None;
             }
         }
@@ -307,7 +365,9 @@ pub(crate) fn wait_for(vm: &Vm, waits: Waits) -> Result<WaitEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::ExitKind;
     use crate::test_util::with_watchdog;
+    use crate::vcpu::VcpuState;
     use std::sync::mpsc;
     use std::sync::Arc;
     use std::thread;
@@ -441,6 +501,81 @@ mod tests {
             drop((r1, r2));
             t1.join().unwrap();
             t2.join().unwrap();
+        });
+    }
+
+    /// `vm(name)` with both vCPUs active, suspended.
+    fn suspended_vm(name: &str) -> Arc<Vm> {
+        let v = vm(name);
+        v.activate_cpu(0).unwrap();
+        v.activate_cpu(1).unwrap();
+        v.suspend(2).unwrap();
+        v
+    }
+
+    /// VM_RUN of `to`'s vCPU `id` from a callback of (`from`, 0), as
+    /// `ffi::commands` makes it.
+    fn run_from_callback(from: &Arc<Vm>, to: &Arc<Vm>, id: usize) -> Result<crate::exit::ExitKind> {
+        in_callback(vm_identity(from), 0, || {
+            let wait = wait_for(to, Waits::One(id))?;
+            let lock = to.lock_one(id)?;
+            wait.claimed();
+            to.run(&lock).map(|e| e.kind)
+        })
+    }
+
+    /// A0's callback runs B0 of a suspended B, whose suspend wait waits for
+    /// B1, whose callback waits for A0. Reported last, the suspend wait is
+    /// refused: VM_RUN fails and B0 withdraws from the suspended set.
+    #[test]
+    fn a_suspend_wait_that_closes_a_cycle_is_refused() {
+        with_watchdog(20, || {
+            let (a, b) = (vm("reentry-sa"), suspended_vm("reentry-sb"));
+            let (release, t) = hold_wait(&b, 1, &a, Waits::One(0));
+            assert_eq!(run_from_callback(&a, &b, 0), Err(Error::Deadlock));
+            assert!(!b.cpus().suspended.contains(0), "withdrawn");
+            drop(release);
+            t.join().unwrap();
+            // B1 waiting for A1 instead is one way: B0 waits, then both
+            // leave suspended.
+            let (release, t) = hold_wait(&b, 1, &a, Waits::One(1));
+            let (a2, b2) = (a.clone(), b.clone());
+            let runner = thread::spawn(move || run_from_callback(&a2, &b2, 0));
+            while b.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+                thread::yield_now();
+            }
+            drop(release);
+            t.join().unwrap();
+            let l = b.lock_one(1).unwrap();
+            assert!(matches!(b.run(&l).map(|e| e.kind), Ok(ExitKind::Suspended(_))));
+            drop(l);
+            assert!(matches!(runner.join().unwrap(), Ok(ExitKind::Suspended(_))));
+        });
+    }
+
+    /// The same cycle with the suspend wait reported first: B1's wait for
+    /// A0 is refused. A wait for B0 itself is not, nor a lock-all of B: the
+    /// suspend wait gives way to them (reqidle), so B0 is not held.
+    #[test]
+    fn a_suspend_wait_reported_first_refuses_the_closing_wait_only() {
+        with_watchdog(20, || {
+            let (a, b, c) = (vm("reentry-sfa"), suspended_vm("reentry-sfb"), vm("reentry-sfc"));
+            let (a2, b2) = (a.clone(), b.clone());
+            let runner = thread::spawn(move || run_from_callback(&a2, &b2, 0));
+            // Registered before it sleeps.
+            while b.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+                thread::yield_now();
+            }
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(1))), Ok(()));
+            assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Ok(()));
+            assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::All)), Ok(()));
+            let l = b.lock_one(1).unwrap();
+            assert!(matches!(b.run(&l).map(|e| e.kind), Ok(ExitKind::Suspended(_))));
+            drop(l);
+            assert!(matches!(runner.join().unwrap(), Ok(ExitKind::Suspended(_))));
+            // Over: A0 is free again.
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
         });
     }
 

@@ -49,7 +49,11 @@ macro_rules! out {
 /// the access is dropped and the next call runs on), EIO (as FreeBSD, the guest made a
 /// port access an emulated device refuses, such as a 2-byte read of port
 /// 0x71; the next call runs on), EBADF (bad handle, destroyed VM),
-/// EDEADLK (called from a simulated guest's callback).
+/// EDEADLK (called from a simulated guest's callback of the same VM; or,
+/// from another VM's callback, on a suspended VM where waiting for the
+/// other vCPUs to suspend would close a cycle of callbacks waiting for
+/// each other: the vCPU withdraws its acknowledgement, and a later
+/// vm_run acknowledges again).
 ///
 /// As on FreeBSD, a vCPU is not owned by a thread: a vm_run, or any
 /// per-vCPU call such as vm_get_register, from another thread while this

@@ -374,6 +374,11 @@ impl Vm {
     /// The vCPU then withdraws its acknowledgement (VM_RUN refuses a vCPU in
     /// the suspended set), returns REQIDLE, and acknowledges again at its
     /// next VM_RUN.
+    ///
+    /// The wait is reported to `peer_wait`'s observer first. If that
+    /// refuses it (the thread runs this vCPU from a guest callback that
+    /// one of the awaited vCPUs waits for), the vCPU withdraws likewise
+    /// and the error (EDEADLK) ends VM_RUN.
     fn handle_suspend(&self, id: usize) -> Result<SuspendWait> {
         self.cpus().suspended.insert(id);
         let vcpu = self.vcpu(id)?;
@@ -390,6 +395,22 @@ impl Vm {
                 self.handle_rendezvous(Some(id))?;
                 continue;
             }
+            // Reported before the wait and kept through it (it is dropped
+            // after `g`): see `peer_wait`.
+            let _waiting = match crate::peer_wait::begin_suspend_wait(self) {
+                Ok(w) => w,
+                Err(e) => {
+                    // Refused (a cycle through this thread's guest
+                    // callback): withdraw as for reqidle, unless the set
+                    // is complete after all.
+                    let mut c = self.cpus();
+                    if c.active.is_subset(&c.suspended) {
+                        continue;
+                    }
+                    c.suspended.remove(id);
+                    return Err(e);
+                }
+            };
             let g = vcpu.lock();
             // Re-check under our mutex: the last vCPU to arrive notifies us
             // under it, and `set_state(from_idle)` sets reqidle and notifies
