@@ -1141,8 +1141,14 @@ struct vmm_rs_action {
  The check sees only threads inside callbacks and their calls: a cycle
  through a thread outside one (a lock-all caller that froze part of a
  VM) or through a vCPU waiting for others of its VM in an I/O APIC
- write or a rendezvous still hangs, and a lock-all counts as holding
- all of its VM's vCPUs from its start. Make such calls in one direction
+ write that makes an entry level-triggered (until each target is out
+ of its callback; other writes to that I/O APIC, from callbacks too,
+ wait behind it) or a rendezvous still hangs, and a lock-all counts as
+ holding all of its VM's vCPUs from its start. A vm_run from a
+ callback whose guest halts keeps that callback, and so its vCPU,
+ busy until the guest wakes: calls that want that vCPU wait as long,
+ and a cycle through the wake-up (an interrupt a waiting callback
+ would send) is not seen either. Make such calls in one direction
  between VMs where you can.
 
  A callback must return. Thread cancellation is held off while it runs

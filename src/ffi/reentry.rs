@@ -34,8 +34,11 @@
 //! waits while holding a vCPU (a lock-all caller that froze some vCPUs
 //! and waits for the next; a `vm_run` thread whose vCPU waits for other
 //! vCPUs of its VM in an RTE write's `block_run` or a rendezvous, also
-//! one running from a callback, or a kernemu RTE write from a callback),
-//! and cycles through two lock-alls of one VM. Over-approximated: a
+//! one running from a callback, or a kernemu RTE write from a callback,
+//! and threads waiting for that I/O APIC's write lock behind them),
+//! cycles through two lock-alls of one VM, and cycles through a guest's
+//! wake-up (a `vm_run` from a callback whose guest halts until a waiting
+//! callback would send it an interrupt). Over-approximated: a
 //! lock-all counts as holding vCPUs it has not frozen yet, and a
 //! `vmm_rs_guest_stats` stays registered a moment after it took the
 //! guest mutex, so two VMs used in both directions at once may see
