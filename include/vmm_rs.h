@@ -1144,7 +1144,10 @@ struct vmm_rs_action {
  write that makes an entry level-triggered (until each target is out
  of its callback; other writes to that I/O APIC, from callbacks too,
  wait behind it) or a rendezvous still hangs, and a lock-all counts as
- holding all of its VM's vCPUs from its start. A vm_run from a
+ holding all of its VM's vCPUs from its start, and a vm_run in a
+ suspend wait as waiting until it has given way to a call that wants
+ its vCPU (so such calls may see EDEADLK where they would have ended).
+ A vm_run from a
  callback whose guest halts keeps that callback, and so its vCPU,
  busy until the guest wakes: calls that want that vCPU wait as long,
  and a cycle through the wake-up (an interrupt a waiting callback

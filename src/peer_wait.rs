@@ -19,8 +19,10 @@ use crate::vm::Vm;
 pub trait PeerWaitObserver: Sync {
     /// The calling thread, which holds a vCPU of `vm`, is about to wait
     /// until the others have joined a suspend. An error refuses the wait
-    /// (it would close a cycle); `Ok(true)` means [`end`](Self::end) is
-    /// owed once the wait is over. Called with no core lock held.
+    /// (it would close a cycle) and leaves the observer's state as it
+    /// was, so the caller may report again later; `Ok(true)` means
+    /// [`end`](Self::end) is owed once the wait is over. Called with no
+    /// core lock held.
     fn begin(&self, vm: &Vm) -> Result<bool>;
     /// The wait `begin` accepted is over. Called with no core lock held.
     fn end(&self);

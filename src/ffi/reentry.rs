@@ -39,9 +39,11 @@
 //! cycles through two lock-alls of one VM, and cycles through a guest's
 //! wake-up (a `vm_run` from a callback whose guest halts until a waiting
 //! callback would send it an interrupt). Over-approximated: a
-//! lock-all counts as holding vCPUs it has not frozen yet, and a
+//! lock-all counts as holding vCPUs it has not frozen yet, a
 //! `vmm_rs_guest_stats` stays registered a moment after it took the
-//! guest mutex, so two VMs used in both directions at once may see
+//! guest mutex, and a suspend wait stays registered after a lock call
+//! asked its vCPU to give way, until the vCPU wakes and withdraws, so
+//! two VMs used in both directions at once may see
 //! EDEADLK where the calls would have ended. Calls between VMs should
 //! still go one way; the check turns the hang into an error.
 //!

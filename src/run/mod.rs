@@ -377,8 +377,9 @@ impl Vm {
     ///
     /// The wait is reported to `peer_wait`'s observer first. If that
     /// refuses it (the thread runs this vCPU from a guest callback that
-    /// one of the awaited vCPUs waits for), the vCPU withdraws likewise
-    /// and the error (EDEADLK) ends VM_RUN.
+    /// one of the awaited vCPUs waits for, directly or through other
+    /// VMs), the vCPU withdraws likewise and the error (EDEADLK) ends
+    /// VM_RUN.
     fn handle_suspend(&self, id: usize) -> Result<SuspendWait> {
         self.cpus().suspended.insert(id);
         let vcpu = self.vcpu(id)?;
