@@ -10,9 +10,10 @@
  * while its target is inside its callback. Before the check the cycles
  * hung: the watchdog fails the test.
  *
- * The last phase closes a cycle through a suspend: a vCPU run from a
- * callback waits there for the other vCPUs of its VM to suspend, and one
- * of them waits in its callback for the first callback's vCPU.
+ * The last phases close cycles through a vCPU's wait for others of its
+ * VM: a vCPU run from a callback waits for the other vCPUs to suspend, or
+ * its guest's I/O APIC write waits for them to leave RUNNING (block_run),
+ * and one of them waits in its callback for the first callback's vCPU.
  */
 #include "apic_util.h"
 
@@ -173,20 +174,23 @@ check_one_refused(const char *phase, struct role *roles, int n)
 }
 
 /*
- * The suspend phase: D0's callback runs E0 of the suspended VM E, so E0
- * waits for E1 to suspend too; E1's callback, entered before the suspend,
- * then reads D0's register, which waits for D0's callback.
+ * The peer-wait phases: Y1's callback is entered first; then X0's callback
+ * runs Y0, which waits for the other vCPUs of Y, Y1 among them: to
+ * suspend (Y is suspended), or, for its guest's write making pin 5
+ * level-triggered for Y1, to leave RUNNING (block_run). Then Y1's
+ * callback reads X0's register, which waits for X0's callback.
  */
 static struct {
-	struct vcpu *d0, *e0;
-	int e1_in, go;          /* flags */
-	int d0_fired, e1_fired;
-	int run_rc, run_err, run_exit;
+	struct vcpu *x0, *y0;
+	int y1_in, go;          /* flags */
+	int x0_fired, y1_fired;
+	int y1_until;           /* the exit code Y1 runs to */
+	int run_rc, run_exit;
 	int getreg_rc, getreg_err;
-} sw;
+} pc;
 
 static int
-suspend_d0_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
+peer_x0_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 {
 	struct vmm_rs_action out = { .kind = VMM_RS_ACT_PORT_OUT, .port = 0x92, .size = 1 };
 	struct vm_exit vme;
@@ -196,18 +200,16 @@ suspend_d0_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 	(void)vcpuid;
 	(void)rip;
 	*a = out;
-	if (sw.d0_fired)
+	if (pc.x0_fired)
 		return 0;
-	sw.d0_fired = 1;
-	errno = 0;
-	sw.run_rc = vm_run(sw.e0, &vmrun);
-	sw.run_err = errno;
-	sw.run_exit = vme.exitcode;
+	pc.x0_fired = 1;
+	pc.run_rc = vm_run(pc.y0, &vmrun);
+	pc.run_exit = vme.exitcode;
 	return 0;
 }
 
 static int
-suspend_e1_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
+peer_y1_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 {
 	struct vmm_rs_action out = { .kind = VMM_RS_ACT_PORT_OUT, .port = 0x92, .size = 1 };
 	uint64_t val;
@@ -216,22 +218,21 @@ suspend_e1_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 	(void)vcpuid;
 	(void)rip;
 	*a = out;
-	if (sw.e1_fired)
+	if (pc.y1_fired)
 		return 0;
-	sw.e1_fired = 1;
-	raise_flag(&sw.e1_in);
-	await_flag(&sw.go);
+	pc.y1_fired = 1;
+	raise_flag(&pc.y1_in);
+	await_flag(&pc.go);
 	errno = 0;
-	sw.getreg_rc = vm_get_register(sw.d0, VM_REG_GUEST_RAX, &val);
-	sw.getreg_err = errno;
+	pc.getreg_rc = vm_get_register(pc.x0, VM_REG_GUEST_RAX, &val);
+	pc.getreg_err = errno;
 	return 0;
 }
 
-/* Runs a vCPU until its callback has fired and it has left with SUSPENDED
- * (E1: its first exit is the port write after the callback) or, for D0,
- * until its callback has fired. */
+/* Runs X0 until its callback has fired, Y1 until its callback has fired
+ * and it has left with pc.y1_until. */
 static void *
-suspend_runner(void *arg)
+peer_runner(void *arg)
 {
 	struct vcpu *v = arg;
 	struct vm_exit vme;
@@ -239,46 +240,76 @@ suspend_runner(void *arg)
 
 	for (;;) {
 		CHECK_OK(vm_run(v, &vmrun));
-		if (v == sw.d0 ? sw.d0_fired : vme.exitcode == VM_EXITCODE_SUSPENDED)
+		if (v == pc.x0 ? pc.x0_fired : pc.y1_fired && vme.exitcode == pc.y1_until)
 			return NULL;
 	}
 }
 
 static void
-suspend_cycle(void)
+peer_cycle(int suspend)
 {
-	static const struct vmm_rs_guest_ops d0_ops = { .next = suspend_d0_next };
-	static const struct vmm_rs_guest_ops e1_ops = { .next = suspend_e1_next };
-	struct vcpu *d1, *e1;
-	struct vmctx *d, *e;
-	pthread_t td, te;
+	static const struct vmm_rs_guest_ops x0_ops = { .next = peer_x0_next };
+	static const struct vmm_rs_guest_ops y1_ops = { .next = peer_y1_next };
+	const struct vmm_rs_action y0_script[] = {
+		/* Pin 5: destination APIC 1 (high half), then level, vector 0x45. */
+		{ .kind = VMM_RS_ACT_MMIO_WRITE, .gpa = 0xfec00000, .size = 4, .value = 0x10 + 2 * 5 + 1 },
+		{ .kind = VMM_RS_ACT_MMIO_WRITE, .gpa = 0xfec00010, .size = 4, .value = 1u << 24 },
+		{ .kind = VMM_RS_ACT_MMIO_WRITE, .gpa = 0xfec00000, .size = 4, .value = 0x10 + 2 * 5 },
+		{ .kind = VMM_RS_ACT_MMIO_WRITE, .gpa = 0xfec00010, .size = 4, .value = 0x8000 | 0x45 },
+		{ .kind = VMM_RS_ACT_PORT_OUT, .port = 0x93, .size = 1 },
+	};
+	struct vmm_rs_ioapic_stats st;
+	struct vcpu *x1, *y1;
+	struct vmctx *x, *y;
+	pthread_t tx, ty;
+	int rc;
 
-	watchdog_phase("suspend-wait cycle");
-	d = open_vm_with_two_vcpus("cycle-d", &sw.d0, &d1);
-	e = open_vm_with_two_vcpus("cycle-e", &sw.e0, &e1);
-	if (d == NULL || e == NULL)
+	watchdog_phase(suspend ? "suspend-wait cycle" : "RTE-write cycle");
+	memset(&pc, 0, sizeof(pc));
+	x = open_vm_with_two_vcpus(suspend ? "cycle-sx" : "cycle-rx", &pc.x0, &x1);
+	y = open_vm_with_two_vcpus(suspend ? "cycle-sy" : "cycle-ry", &pc.y0, &y1);
+	if (x == NULL || y == NULL)
 		return;
-	CHECK_OK(vmm_rs_guest_set_ops(sw.d0, &d0_ops, NULL));
-	CHECK_OK(vmm_rs_guest_set_ops(e1, &e1_ops, NULL));
-	CHECK(pthread_create(&te, NULL, suspend_runner, e1) == 0);
-	await_flag(&sw.e1_in);
-	CHECK_OK(vm_suspend(e, VM_SUSPEND_POWEROFF));
-	CHECK(pthread_create(&td, NULL, suspend_runner, sw.d0) == 0);
-	/* E0 sleeps in the suspend wait, inside D0's callback. */
-	while (vmm_rs_vcpu_state(sw.e0) != VCPU_SLEEPING)
-		sched_yield();
-	raise_flag(&sw.go);
-	CHECK(pthread_join(td, NULL) == 0);
-	CHECK(pthread_join(te, NULL) == 0);
-	/* E1's call closed the cycle; then it suspended and E0's wait ended. */
-	CHECK(sw.getreg_rc == -1 && sw.getreg_err == EDEADLK);
-	CHECK(sw.run_rc == 0 && sw.run_exit == VM_EXITCODE_SUSPENDED);
-	vm_vcpu_close(sw.d0);
-	vm_vcpu_close(d1);
-	vm_vcpu_close(sw.e0);
-	vm_vcpu_close(e1);
-	vm_destroy(d);
-	vm_destroy(e);
+	pc.y1_until = suspend ? VM_EXITCODE_SUSPENDED : VM_EXITCODE_INOUT;
+	CHECK_OK(vmm_rs_guest_set_ops(pc.x0, &x0_ops, NULL));
+	CHECK_OK(vmm_rs_guest_set_ops(y1, &y1_ops, NULL));
+	if (!suspend)
+		CHECK_OK(vmm_rs_guest_set_script(pc.y0, y0_script, 5, -1));
+	CHECK(pthread_create(&ty, NULL, peer_runner, y1) == 0);
+	await_flag(&pc.y1_in);
+	if (suspend)
+		CHECK_OK(vm_suspend(y, VM_SUSPEND_POWEROFF));
+	CHECK(pthread_create(&tx, NULL, peer_runner, pc.x0) == 0);
+	/* Y0's wait is registered before it sleeps in the suspend wait, or
+	 * before its RTE write counts a TMR update. */
+	if (suspend) {
+		while (vmm_rs_vcpu_state(pc.y0) != VCPU_SLEEPING)
+			sched_yield();
+	} else {
+		do {
+			rc = vmm_rs_ioapic_stats(y, &st);
+			sched_yield();
+		} while (rc == 0 && st.tmr_updates == 0);
+		CHECK(rc == 0);
+	}
+	raise_flag(&pc.go);
+	CHECK(pthread_join(tx, NULL) == 0);
+	CHECK(pthread_join(ty, NULL) == 0);
+	/* Y1's call closed the cycle. Then Y1 suspended, and Y0's run ended
+	 * SUSPENDED; or Y1 left RUNNING, the write was staged, and Y0's guest
+	 * went on to its port write. */
+	CHECK(pc.getreg_rc == -1 && pc.getreg_err == EDEADLK);
+	CHECK(pc.run_rc == 0 && pc.run_exit == (suspend ? VM_EXITCODE_SUSPENDED : VM_EXITCODE_INOUT));
+	if (!suspend) {
+		CHECK_OK(vmm_rs_ioapic_stats(y, &st));
+		CHECK(st.tmr_updates == 1 && st.tmr_block_runs == 1);
+	}
+	vm_vcpu_close(pc.x0);
+	vm_vcpu_close(x1);
+	vm_vcpu_close(pc.y0);
+	vm_vcpu_close(y1);
+	vm_destroy(x);
+	vm_destroy(y);
 }
 
 int
@@ -373,7 +404,8 @@ main(void)
 		CHECK(run_roles("one-way after the cycles", r, 2) == 0);
 		CHECK(r[0].rc == 0);
 	}
-	suspend_cycle();
+	peer_cycle(1);
+	peer_cycle(0);
 
 	vm_vcpu_close(a0);
 	vm_vcpu_close(a1);

@@ -1135,15 +1135,21 @@ struct vmm_rs_action {
  other in a cycle (A's callback waits for B's vCPU while B's callback
  waits for A's, or through more VMs), the call that closes the cycle
  fails with EDEADLK instead of hanging, and the others go on; waits in
- one direction are never refused. A vm_run from a callback on a
- suspended VM, which waits for the VM's other vCPUs to suspend, takes
- part too (it fails with EDEADLK if that wait would close a cycle).
- The check sees only threads inside callbacks and their calls: a cycle
- through a thread outside one (a lock-all caller that froze part of a
- VM) or through a vCPU waiting for others of its VM in an I/O APIC
- write that makes an entry level-triggered (until each target is out
- of its callback; other writes to that I/O APIC, from callbacks too,
- wait behind it) or a rendezvous still hangs, and a lock-all counts as
+ one direction are never refused. Waits of a vCPU run or locked from a
+ callback for the other vCPUs of its VM take part too: a vm_run on a
+ suspended VM waits for them to suspend (it fails with EDEADLK if that
+ would close a cycle), and an I/O APIC write that makes an entry
+ level-triggered, by its guest or by vm_readwrite_kernemu_device,
+ waits for each target to be out of its callback (the write is refused
+ before it changes anything: the kernemu call fails with EDEADLK, or
+ vm_run does, and the guest makes the write again at the next
+ vm_run). The check sees only threads inside callbacks and their
+ calls: a cycle through a thread outside one (a lock-all caller that
+ froze part of a VM, a vm_run whose guest's I/O APIC write waits for
+ a target), through a thread waiting behind such an I/O APIC write (a
+ write to the same I/O APIC, from a callback too) or through a vCPU
+ waiting for others of its VM in a rendezvous (the 2019 protocol)
+ still hangs, and a lock-all counts as
  holding all of its VM's vCPUs from its start, and a vm_run in a
  suspend wait as waiting until it has given way to a call that wants
  its vCPU (so such calls may see EDEADLK where they would have ended).
@@ -2545,10 +2551,11 @@ const char *vm_get_stat_desc(struct vmctx *ctx, int index);
  port access an emulated device refuses, such as a 2-byte read of port
  0x71; the next call runs on), EBADF (bad handle, destroyed VM),
  EDEADLK (called from a simulated guest's callback of the same VM; or,
- from another VM's callback, on a suspended VM where waiting for the
- other vCPUs to suspend would close a cycle of callbacks waiting for
- each other: the vCPU withdraws its acknowledgement, and a later
- vm_run acknowledges again).
+ from another VM's callback, where the vCPU's wait for the VM's other
+ vCPUs would close a cycle of callbacks waiting for each other: on a
+ suspended VM, the vCPU withdraws its acknowledgement and a later
+ vm_run acknowledges again; for the guest's I/O APIC write, the write
+ is not made and the guest makes it again at the next vm_run).
 
  As on FreeBSD, a vCPU is not owned by a thread: a vm_run, or any
  per-vCPU call such as vm_get_register, from another thread while this

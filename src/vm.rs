@@ -4,9 +4,8 @@
 //!
 //! # Lock order (whole crate)
 //!
-//! 0. The registry of VM names (`registry`), the C face's handle table
-//!    (`ffi::handle`) and its callbacks' wait-for registry
-//!    (`ffi::reentry`): held only to look up or insert (the registry also
+//! 0. The registry of VM names (`registry`) and the C face's handle table
+//!    (`ffi::handle`): held only to look up or insert (the registry also
 //!    while a new VM is built and its timer thread started), never across
 //!    a call into an existing VM.
 //! 1. `Vm::lock_all_serial` (lock-all callers, one at a time), then the
@@ -46,6 +45,10 @@
 //! 6. `Vm::cpus` (cpusets, topology): a leaf, taken under any of the
 //!    above and never held while taking another lock. So are the callout
 //!    thread's wake-up mutex and join-handle mutex (`CalloutWaker`).
+//!    The C face's wait-for registry of guest callbacks (`ffi::reentry`)
+//!    is a leaf too: taken with no core lock held, or under the vioapic
+//!    write lock and table mutex (an RTE write reporting its
+//!    `block_run`s, `peer_wait`), and its holder never waits.
 //!    `Vm::destroy` waits for the callout thread to exit, holding no lock
 //!    that thread takes. That thread never takes the lock-all serialiser
 //!    or the vioapic write lock (the locks held while waiting for a
@@ -79,14 +82,16 @@
 //! `vmm_rs_guest_stats`) waits for that VM's callbacks, so callbacks of
 //! VMs that wait for each other would deadlock, as mutexes taken in
 //! opposite orders. Such waits from callbacks are registered in
-//! `ffi::reentry`'s wait-for registry (its own mutex, rank 0, taken with
-//! no other lock held, on that slow path only): the wait that would close
-//! a cycle among callback threads fails with EDEADLK; the suspend wait of
-//! a vCPU run from a callback is reported there too (`peer_wait`). A
-//! cycle through a thread outside any callback that waits for a vCPU
-//! while holding one (a lock-all caller partway through) or through a
-//! vCPU that waits for others in `block_run` or a rendezvous is not
-//! seen: such calls between VMs should still follow one order.
+//! `ffi::reentry`'s wait-for registry (its own mutex, a leaf of rank 6,
+//! on that slow path only): the wait that would close a cycle among
+//! callback threads fails with EDEADLK. The suspend wait and an RTE
+//! write's `block_run`s of a vCPU run (or locked) from a callback are
+//! reported there too (`peer_wait`). A cycle through a thread outside any
+//! callback that waits for a vCPU while holding one (a lock-all caller
+//! partway through, a plain `vm_run` whose RTE write waits in
+//! `block_run`), through a thread waiting for the vioapic write lock, or
+//! through a vCPU that waits for others in a rendezvous is not seen: such
+//! calls between VMs should still follow one order.
 
 use crate::backend::{Backend, IdleBackend};
 use crate::callout_thread::CalloutWaker;

@@ -22,9 +22,11 @@ pub(crate) unsafe fn run(vm: &Vm, cmd: u64, class: LockClass, arg: *mut c_void) 
             let wait = wait_for(vm, Waits::One(id))?;
             let lock = vm.lock_one(id)?;
             // The wait is over. VM_RUN holds its vCPU RUNNING while its
-            // guest's callbacks run, which may wait in turn: it stays
-            // registered, holding the vCPU, until the vCPU is released.
-            let running = if cmd == VM_RUN {
+            // guest's callbacks run, which may wait in turn, and its RTE
+            // writes wait for other vCPUs, as a kernemu RTE write does:
+            // they stay registered, holding the vCPU, until it is
+            // released.
+            let running = if cmd == VM_RUN || cmd == VM_SET_KERNEMU_DEV {
                 wait.claimed();
                 Some(wait)
             } else {

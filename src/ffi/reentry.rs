@@ -17,11 +17,19 @@
 //! a guest, `vm_run` until it has its vCPU) or for all of the VM's
 //! (lock-all and memory-changing calls, which count as holding every
 //! vCPU of that VM from the start, as they freeze them one by one).
-//! A claimed `vm_run` whose vCPU joins a suspend waits, while the run
-//! loop waits there, for every other vCPU of its VM ([`Waits::Suspend`],
-//! reported through `peer_wait`; its own vCPU gives way to calls that
-//! want it meanwhile, so it does not count as held); if that closes a
-//! cycle, VM_RUN fails with EDEADLK after the vCPU withdraws.
+//! The core reports the thread's waits for other vCPUs of the VM whose
+//! vCPU it holds (through `peer_wait`; the `vm_run` or kernemu call stays
+//! registered as holding that vCPU while it runs):
+//! - a `vm_run`'s vCPU that joins a suspend waits for every other vCPU
+//!   of its VM ([`Waits::Suspend`]; its own vCPU gives way to calls that
+//!   want it meanwhile, so it does not count as held). If that closes a
+//!   cycle, VM_RUN fails with EDEADLK after the vCPU withdraws.
+//! - an RTE write, by the guest of a `vm_run` or by a kernemu call, waits
+//!   for its other target vCPUs while they are RUNNING (`block_run`,
+//!   [`Waits::Running`]). If that closes a cycle, the write is refused
+//!   before it changes anything: the kernemu call fails with EDEADLK, or
+//!   VM_RUN does, with the guest's instruction restarted.
+//!
 //! Entry E waits for entry D when E waits for a vCPU D holds. Every
 //! thread of a cycle registers under the registry mutex before it
 //! blocks, so the last one finds the cycle: its call fails with EDEADLK
@@ -32,10 +40,10 @@
 //!
 //! Not caught: cycles through a thread that is not in a callback and
 //! waits while holding a vCPU (a lock-all caller that froze some vCPUs
-//! and waits for the next; a `vm_run` thread whose vCPU waits for other
-//! vCPUs of its VM in an RTE write's `block_run` or a rendezvous, also
-//! one running from a callback, or a kernemu RTE write from a callback,
-//! and threads waiting for that I/O APIC's write lock behind them),
+//! and waits for the next; a `vm_run` thread whose RTE write waits in
+//! `block_run`), through a thread waiting for an I/O APIC's write lock
+//! (behind such a writer, or one in a callback), through a vCPU that
+//! waits for others of its VM in a rendezvous (the 2019 protocol only),
 //! cycles through two lock-alls of one VM, and cycles through a guest's
 //! wake-up (a `vm_run` from a callback whose guest halts until a waiting
 //! callback would send it an interrupt). Over-approximated: a
@@ -58,7 +66,8 @@ use std::ptr;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::peer_wait::PeerWaitObserver;
+use crate::cpuset::CpuSet;
+use crate::peer_wait::{PeerWaitObserver, PeerWaits};
 use crate::sync::Mutex;
 use crate::vm::Vm;
 
@@ -144,9 +153,12 @@ pub(crate) enum Waits {
     /// as holding them all from the start, as it freezes them one by one.
     All,
     /// Every other vCPU, to join a suspend: a claimed `vm_run` whose vCPU
-    /// is in the suspend wait ([`SUSPEND_WAITS`]). Meanwhile its own vCPU
+    /// is in the suspend wait ([`PEER_WAITS`]). Meanwhile its own vCPU
     /// gives way to calls that want it (reqidle), so it is not held.
     Suspend,
+    /// These vCPUs, each while it is RUNNING: a claimed `vm_run` or
+    /// kernemu call whose RTE write blocks them ([`PEER_WAITS`]).
+    Running(CpuSet),
 }
 
 /// A (VM identity, vCPU id) pair.
@@ -188,6 +200,11 @@ impl Registered {
             Some(Waits::One(id)) => held(Some(id)) || freezes_all,
             Some(Waits::All) => held(None),
             Some(Waits::Suspend) => held(None) || freezes_all,
+            // `block_run` does not wait for a vCPU out of RUNNING: one a
+            // lock-all froze, or one in the suspend wait (`yields`).
+            Some(Waits::Running(set)) => {
+                other.holds.iter().any(|&(vm, id)| vm == self.vm && set.contains(id) && !yields(vm))
+            }
         }
     }
 }
@@ -236,9 +253,11 @@ impl Registry {
     }
 }
 
-/// The wait-for registry. Rank 0: taken with no core lock held (under
-/// the calling callback's guest-program mutex, before or after the wait
-/// it guards), and no lock is taken under it.
+/// The wait-for registry. A leaf: taken with no core lock held (under the
+/// calling callback's guest-program mutex, before or after the wait it
+/// guards), or under the vioapic write lock and table mutex (an RTE
+/// write's report, [`PEER_WAITS`]); no lock is taken under it and its
+/// holder never waits.
 static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
 
 fn registry() -> &'static Mutex<Registry> {
@@ -264,17 +283,17 @@ impl Drop for WaitEntry {
 }
 
 impl WaitEntry {
-    /// A `vm_run`'s wait for its vCPU ([`Waits::One`]) is over: the thread
-    /// now holds the vCPU RUNNING, while its guest's callbacks may wait in
-    /// turn, and waits for nothing else of that VM until the entry is
-    /// dropped, but in the suspend wait ([`SUSPEND_WAITS`]). (A vCPU
-    /// waiting for others in an RTE write's `block_run` or a rendezvous is
-    /// not seen.)
+    /// A `vm_run`'s (or kernemu call's) wait for its vCPU ([`Waits::One`])
+    /// is over: the thread now holds the vCPU (RUNNING while its guest's
+    /// callbacks may wait in turn), and waits for nothing else of that VM
+    /// until the entry is
+    /// dropped, but for the waits the core reports ([`PEER_WAITS`]). (A
+    /// vCPU waiting for others in a rendezvous is not seen.)
     pub(crate) fn claimed(&self) {
         if self.token == 0 {
             return;
         }
-        crate::peer_wait::set_observer(&SUSPEND_WAITS);
+        crate::peer_wait::set_observer(&PEER_WAITS);
         let mut reg = registry().lock();
         if let Some(i) = reg.position(self.token) {
             let e = &mut reg.entries[i];
@@ -287,16 +306,17 @@ impl WaitEntry {
     }
 }
 
-/// The suspend waits of claimed `vm_run`s ([`Waits::Suspend`]), as the
-/// run loop reports them: the thread's current entry waits for the other
-/// vCPUs of its VM meanwhile, and the report is refused with EDEADLK if
-/// that closes a cycle.
-struct SuspendWaits;
+/// The waits of claimed `vm_run`s and kernemu calls for other vCPUs of
+/// their VM ([`Waits::Suspend`], [`Waits::Running`]), as the core reports
+/// them (`peer_wait`): the thread's current entry waits for them
+/// meanwhile, and the report is refused with EDEADLK if that closes a
+/// cycle.
+struct PeerWaitsSeen;
 
-static SUSPEND_WAITS: SuspendWaits = SuspendWaits;
+static PEER_WAITS: PeerWaitsSeen = PeerWaitsSeen;
 
-impl PeerWaitObserver for SuspendWaits {
-    fn begin(&self, vm: &Vm) -> Result<bool> {
+impl PeerWaitObserver for PeerWaitsSeen {
+    fn begin(&self, vm: &Vm, waits: PeerWaits) -> Result<bool> {
         let token = CURRENT.get();
         if token == 0 {
             return Ok(false);
@@ -309,7 +329,10 @@ impl PeerWaitObserver for SuspendWaits {
         if e.vm != vm_identity(vm) || e.waits.is_some() {
             return Ok(false);
         }
-        e.waits = Some(Waits::Suspend);
+        e.waits = Some(match waits {
+            PeerWaits::Suspend => Waits::Suspend,
+            PeerWaits::Running(set) => Waits::Running(set),
+        });
         if reg.cycle_through(i) {
             reg.entries[i].waits = None;
             return Err(Error::Deadlock);
@@ -321,7 +344,7 @@ impl PeerWaitObserver for SuspendWaits {
         let mut reg = registry().lock();
         if let Some(i) = reg.position(CURRENT.get()) {
             let e = &mut reg.entries[i];
-            if e.waits == Some(Waits::Suspend) {
+            if matches!(e.waits, Some(Waits::Suspend | Waits::Running(_))) {
                 e.waits = None;
             }
         }
@@ -581,6 +604,126 @@ mod tests {
             assert!(matches!(runner.join().unwrap(), Ok(ExitKind::Suspended(_))));
             // Over: A0 is free again.
             assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+        });
+    }
+
+    /// Makes pin 5 of `vm`'s I/O APIC level-triggered, vector 0x45, aimed
+    /// at vCPU 1 (physical), written as vCPU 0; its steps' results.
+    fn level_rte_for_vcpu1(vm: &Vm) -> Result<()> {
+        use crate::vioapic::{rte::TRGRLVL, IOAPIC_BASE, IOREGSEL, IOWIN, REG_REDTBL};
+        let w = |off: u64, v: u64| vm.mmio_write(0, IOAPIC_BASE + off, 4, v).map(drop);
+        w(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5 + 1)?;
+        w(IOWIN, 1 << 24)?;
+        w(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5)?;
+        w(IOWIN, TRGRLVL | 0x45)
+    }
+
+    /// An RTE write whose `block_run` would wait for B1 while B1's
+    /// callback waits for A0, whose callback holds the writer B0 (as a
+    /// kernemu write does), is refused before it changes anything; once
+    /// B1 waits for nothing it goes through.
+    #[test]
+    fn an_rte_write_that_closes_a_cycle_is_refused_unchanged() {
+        with_watchdog(20, || {
+            let (a, b) = (vm("reentry-ra"), vm("reentry-rb"));
+            b.activate_cpu(0).unwrap();
+            b.activate_cpu(1).unwrap();
+            let write_from_a0 = || {
+                in_callback(vm_identity(&a), 0, || {
+                    let wait = wait_for(&b, Waits::One(0))?;
+                    let _lock = b.lock_one(0)?;
+                    wait.claimed();
+                    level_rte_for_vcpu1(&b)
+                })
+            };
+            let (release, t) = hold_wait(&b, 1, &a, Waits::One(0));
+            let before = b.vioapic().rte(5);
+            assert_eq!(write_from_a0(), Err(Error::Deadlock));
+            assert_eq!(b.vioapic().rte(5) & 0xffff_ffff, before & 0xffff_ffff, "low half unchanged");
+            assert_eq!(b.ioapic_stats().tmr_updates, 0);
+            drop(release);
+            t.join().unwrap();
+            assert_eq!(write_from_a0(), Ok(()));
+            assert_eq!(b.vioapic().rte(5) & 0xffff, 0x8045);
+            assert_eq!(b.ioapic_stats().tmr_updates, 1);
+        });
+    }
+
+    /// The same cycle with the RTE write's wait registered first: B1's
+    /// wait for A0 is refused, a lock-all of B (`block_run` does not wait
+    /// for frozen vCPUs) and waits for A1 are not.
+    #[test]
+    fn an_rte_write_waiting_first_refuses_the_closing_wait_only() {
+        with_watchdog(20, || {
+            let (a, b, c) = (vm("reentry-rfa"), vm("reentry-rfb"), vm("reentry-rfc"));
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            let (a2, b2) = (a.clone(), b.clone());
+            let t = thread::spawn(move || {
+                in_callback(vm_identity(&a2), 0, || {
+                    let wait = wait_for(&b2, Waits::One(0)).unwrap();
+                    wait.claimed();
+                    let mut targets = CpuSet::new();
+                    targets.insert(1);
+                    let blocking = crate::peer_wait::begin(&b2, PeerWaits::Running(targets)).unwrap();
+                    ready_tx.send(()).unwrap();
+                    let _ = release_rx.recv();
+                    drop(blocking);
+                    drop(wait);
+                })
+            });
+            ready_rx.recv().unwrap();
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(1))), Ok(()));
+            assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::All)), Ok(()));
+            drop(release_tx);
+            t.join().unwrap();
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+        });
+    }
+
+    /// A guest's own RTE write, refused in a `vm_run` from a callback,
+    /// fails VM_RUN with the instruction restarted: the next run makes the
+    /// write.
+    #[test]
+    fn a_refused_guest_rte_write_is_made_again_at_the_next_run() {
+        use crate::guest::{GuestAction, ScriptedGuest};
+        use crate::vioapic::{rte::TRGRLVL, IOAPIC_BASE, IOREGSEL, IOWIN, REG_REDTBL};
+        with_watchdog(20, || {
+            let a = vm("reentry-ga");
+            let b = Arc::new(Vm::with_sim_backend("reentry-gb", 2).unwrap());
+            b.activate_cpu(0).unwrap();
+            b.activate_cpu(1).unwrap();
+            let w = |off: u64, value: u64| GuestAction::MmioWrite { gpa: IOAPIC_BASE + off, size: 4, value };
+            let script = vec![
+                w(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5 + 1),
+                w(IOWIN, 1 << 24),
+                w(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5),
+                w(IOWIN, TRGRLVL | 0x45),
+                GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
+            ];
+            {
+                let l = b.lock_one(0).unwrap();
+                b.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+            }
+            let run_b0 = || {
+                in_callback(vm_identity(&a), 0, || {
+                    let wait = wait_for(&b, Waits::One(0))?;
+                    let lock = b.lock_one(0)?;
+                    wait.claimed();
+                    b.run(&lock).map(|e| (e.kind, e.rip))
+                })
+            };
+            let (release, t) = hold_wait(&b, 1, &a, Waits::One(0));
+            assert_eq!(run_b0(), Err(Error::Deadlock));
+            assert_eq!(b.vioapic().rte(5) & 0x1ffff, crate::vioapic::rte::INTMASK, "unchanged: masked edge");
+            let rip = b.vcpu(0).unwrap().regs.lock().nextrip;
+            drop(release);
+            t.join().unwrap();
+            let (kind, at) = run_b0().unwrap();
+            assert!(matches!(kind, ExitKind::Inout { .. }), "{kind:?}");
+            assert_eq!(at, rip + 1, "the restarted write ran, then the OUT");
+            assert_eq!(b.vioapic().rte(5) & 0x1ffff, 0x8045);
         });
     }
 

@@ -50,10 +50,11 @@ macro_rules! out {
 /// port access an emulated device refuses, such as a 2-byte read of port
 /// 0x71; the next call runs on), EBADF (bad handle, destroyed VM),
 /// EDEADLK (called from a simulated guest's callback of the same VM; or,
-/// from another VM's callback, on a suspended VM where waiting for the
-/// other vCPUs to suspend would close a cycle of callbacks waiting for
-/// each other: the vCPU withdraws its acknowledgement, and a later
-/// vm_run acknowledges again).
+/// from another VM's callback, where the vCPU's wait for the VM's other
+/// vCPUs would close a cycle of callbacks waiting for each other: on a
+/// suspended VM, the vCPU withdraws its acknowledgement and a later
+/// vm_run acknowledges again; for the guest's I/O APIC write, the write
+/// is not made and the guest makes it again at the next vm_run).
 ///
 /// As on FreeBSD, a vCPU is not owned by a thread: a vm_run, or any
 /// per-vCPU call such as vm_get_register, from another thread while this

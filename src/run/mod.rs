@@ -226,7 +226,14 @@ impl Vm {
                     // The local APIC and vioapic are emulated here; other
                     // addresses go to userland.
                     if a.write {
-                        match self.guest_mmio_write(id, a.gpa, a.size, a.value)? {
+                        let done = self.guest_mmio_write(id, a.gpa, a.size, a.value);
+                        if matches!(done, Err(Error::Deadlock)) {
+                            // An RTE write refused before it changed
+                            // anything (`peer_wait`): the guest makes it
+                            // again at its next entry.
+                            vcpu.regs.lock().restart_instruction();
+                        }
+                        match done? {
                             Some(None) => continue,
                             Some(Some(start)) => match self.handle_start_ipi(start) {
                                 Some(kind) => return exit(kind),
@@ -398,7 +405,7 @@ impl Vm {
             }
             // Reported before the wait and kept through it (it is dropped
             // after `g`): see `peer_wait`.
-            let _waiting = match crate::peer_wait::begin_suspend_wait(self) {
+            let _waiting = match crate::peer_wait::begin(self, crate::peer_wait::PeerWaits::Suspend) {
                 Ok(w) => w,
                 Err(e) => {
                     // Refused (a cycle through this thread's guest

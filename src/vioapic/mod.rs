@@ -72,6 +72,8 @@ mod write;
 mod tests;
 
 use crate::cpuset::CpuSet;
+use crate::error::Result;
+use crate::peer_wait::PeerWait;
 use crate::sync::Mutex;
 use crate::thread_slot::SplitCounter;
 
@@ -113,6 +115,13 @@ pub trait IoapicBus {
     /// The vCPUs whose TMR a level entry with this addressing sets (empty
     /// unless fixed or lowest-priority). Called with the table mutex held.
     fn tmr_targets(&self, dest: u8, phys: bool, delmode: u32) -> CpuSet;
+    /// Step 4 is about to keep `targets` (the writer's own vCPU not among
+    /// them) out of RUNNING: reports the wait to `peer_wait`, which may
+    /// refuse it (EDEADLK), before the write changes anything. Called
+    /// with the write lock and the table mutex held.
+    fn before_block_runs(&self, _targets: CpuSet) -> Result<PeerWait> {
+        Ok(PeerWait::none())
+    }
     /// Keep vCPU `id` out of RUNNING, waiting while it is RUNNING. Called
     /// with the write lock held and the table mutex released.
     fn block_run(&self, id: usize);

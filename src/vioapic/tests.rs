@@ -101,18 +101,18 @@ impl IoapicBus for RecBus {
 }
 
 fn sel(v: &Vioapic, b: &RecBus, reg: u32) {
-    v.mmio_write(None, IOREGSEL, 4, reg, b);
+    v.mmio_write(None, IOREGSEL, 4, reg, b).unwrap();
 }
 
 /// Writes the low half of `pin`'s entry as vCPU `writer`.
 fn lo(v: &Vioapic, b: &RecBus, writer: Option<usize>, pin: usize, val: u32) {
     sel(v, b, REG_REDTBL + 2 * pin as u32);
-    v.mmio_write(writer, IOWIN, 4, val, b);
+    v.mmio_write(writer, IOWIN, 4, val, b).unwrap();
 }
 
 fn hi(v: &Vioapic, b: &RecBus, writer: Option<usize>, pin: usize, dest: u8) {
     sel(v, b, REG_REDTBL + 2 * pin as u32 + 1);
-    v.mmio_write(writer, IOWIN, 4, u32::from(dest) << 24, b);
+    v.mmio_write(writer, IOWIN, 4, u32::from(dest) << 24, b).unwrap();
 }
 
 fn read(v: &Vioapic, b: &RecBus, reg: u32) -> u32 {
@@ -141,12 +141,12 @@ fn reset_values_and_identification_registers() {
     }
     // ID keeps bits 31:24 only; ARB reads the ID; VER and ARB are read-only.
     sel(&v, &b, REG_ID);
-    v.mmio_write(Some(0), IOWIN, 4, 0xABCD_EF12, &b);
+    v.mmio_write(Some(0), IOWIN, 4, 0xABCD_EF12, &b).unwrap();
     assert_eq!(read(&v, &b, REG_ID), 0xAB00_0000);
     assert_eq!(read(&v, &b, REG_ARB), 0xAB00_0000);
     for r in [REG_VER, REG_ARB] {
         sel(&v, &b, r);
-        v.mmio_write(Some(0), IOWIN, 4, 0x1234_5678, &b);
+        v.mmio_write(Some(0), IOWIN, 4, 0x1234_5678, &b).unwrap();
     }
     assert_eq!(read(&v, &b, REG_VER), 0x001F_0011);
     assert_eq!(read(&v, &b, REG_ID), 0xAB00_0000);
@@ -162,22 +162,22 @@ fn window_accepts_only_4_byte_ioregsel_and_iowin() {
     for size in [1, 2, 8] {
         assert_eq!(v.mmio_read(IOREGSEL, size), 0);
         assert_eq!(v.mmio_read(IOWIN, size), 0);
-        v.mmio_write(None, IOREGSEL, size, 0x10, &b);
+        v.mmio_write(None, IOREGSEL, size, 0x10, &b).unwrap();
     }
     assert_eq!(v.mmio_read(IOREGSEL, 4), 0x101, "narrow writes ignored");
     sel(&v, &b, REG_REDTBL);
     for size in [1, 2, 8] {
-        v.mmio_write(None, IOWIN, size, 0x30, &b);
+        v.mmio_write(None, IOWIN, size, 0x30, &b).unwrap();
     }
     for offset in [0x04, 0x20, 0x40, 0xFFC] {
         assert_eq!(v.mmio_read(offset, 4), 0);
-        v.mmio_write(None, offset, 4, 0x30, &b);
+        v.mmio_write(None, offset, 4, 0x30, &b).unwrap();
     }
     assert_eq!(v.rte(0), rte::RESET);
     assert_eq!(v.stats().rte_writes, 0);
     // Past the table: reads 0, writes ignored.
     assert_eq!(read(&v, &b, REG_REDTBL + 64), 0);
-    v.mmio_write(None, IOWIN, 4, 0x30, &b);
+    v.mmio_write(None, IOWIN, 4, 0x30, &b).unwrap();
     assert_eq!(v.stats().rte_writes, 0);
 }
 
@@ -565,7 +565,7 @@ fn a_held_back_level_send_for_a_dropped_line_is_not_made() {
 fn reset_restores_power_on_state() {
     let (v, b) = (Vioapic::new(), RecBus::new(1));
     sel(&v, &b, REG_ID);
-    v.mmio_write(None, IOWIN, 4, 0x0F00_0000, &b);
+    v.mmio_write(None, IOWIN, 4, 0x0F00_0000, &b).unwrap();
     lo(&v, &b, None, 1, LEVEL | 0x40);
     v.assert_irq(1, &b).unwrap();
     v.reset();

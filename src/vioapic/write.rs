@@ -1,8 +1,11 @@
 //! Guest writes through the MMIO window, and the redirection-table write
 //! path of `semantics.md` section 1:
 //!
-//! 1. Take the write lock, then the table mutex. Update the RTE half (read-
-//!    only bits kept; remote IRR cleared if now edge).
+//! 1. Take the write lock, then the table mutex. Work out the new RTE half
+//!    (read-only bits kept; remote IRR cleared if now edge) and the TMR
+//!    changes of step 2; if step 4 will wait for other vCPUs, report that
+//!    wait (`IoapicBus::before_block_runs`), which may refuse the write
+//!    (EDEADLK, nothing changed). Update the RTE half.
 //! 2. If the entry was or is level-triggered fixed/lowest-priority and its
 //!    vector, destination or trigger/delivery/destination mode changed,
 //!    work out per vCPU which TMR bits to clear (old vector, unless another
@@ -20,6 +23,8 @@ use super::rte::{Rte, INTMASK, INTPOL};
 use super::line::HeldBack;
 use super::{rte_index, IoapicBus, Table, Vioapic, IOREGSEL, IOWIN, REG_ARB, REG_ID, REG_VER};
 use crate::cpuset::CpuSet;
+use crate::error::Result;
+use crate::peer_wait::PeerWait;
 
 /// TMR changes for one vCPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +37,9 @@ struct TmrOp {
 impl Vioapic {
     /// MMIO write at `offset` in the window, on behalf of vCPU `writer`
     /// (`None` for a thread that is not a vCPU). Anything but a 4-byte
-    /// access to IOREGSEL or IOWIN is ignored.
+    /// access to IOREGSEL or IOWIN is ignored. Fails only if
+    /// `IoapicBus::before_block_runs` refuses an RTE write, which then
+    /// changes nothing.
     pub fn mmio_write(
         &self,
         writer: Option<usize>,
@@ -40,18 +47,19 @@ impl Vioapic {
         size: u8,
         data: u32,
         bus: &dyn IoapicBus,
-    ) {
+    ) -> Result<()> {
         if size != 4 {
-            return;
+            return Ok(());
         }
         match offset {
             IOREGSEL => self.table.lock().ioregsel = data,
-            IOWIN => self.iowin_write(writer, data, bus),
+            IOWIN => self.iowin_write(writer, data, bus)?,
             _ => {}
         }
+        Ok(())
     }
 
-    fn iowin_write(&self, writer: Option<usize>, data: u32, bus: &dyn IoapicBus) {
+    fn iowin_write(&self, writer: Option<usize>, data: u32, bus: &dyn IoapicBus) -> Result<()> {
         // Step 1.
         let _serial = self.write_lock.lock();
         let mut t = self.table.lock();
@@ -59,26 +67,33 @@ impl Vioapic {
         match regnum {
             REG_ID => {
                 t.id = data & 0xFF00_0000;
-                return;
+                return Ok(());
             }
             // Read-only.
-            REG_VER | REG_ARB => return,
+            REG_VER | REG_ARB => return Ok(()),
             _ => {}
         }
         let Some((pin, high)) = rte_index(regnum) else {
-            return;
+            return Ok(());
         };
-        t.stats.rte_writes += 1;
         let old = t.rte(pin);
         let new = old.written(data, high);
-        t.pins[pin].reg = new.0;
 
-        // Step 2. The 2019 protocol rendezvoused for every change but mask
-        // and polarity, edge entries included (what FreeBSD PR #1838
-        // measured Windows guests paying for).
+        // Step 2 (it reads only the other pins' entries). The 2019
+        // protocol rendezvoused for every change but mask and polarity,
+        // edge entries included (what FreeBSD PR #1838 measured Windows
+        // guests paying for).
         let ops = t.tmr_ops(pin, old, new, bus);
         let legacy = bus.legacy_protocol();
         let needs_work = if legacy { (old.0 ^ new.0) & !(INTMASK | INTPOL) != 0 } else { !ops.is_empty() };
+        // Step 4's waits, reported before anything changes.
+        let others = ops.iter().map(|op| op.vcpu).filter(|&v| writer != Some(v)).fold(CpuSet::new(), |mut s, v| {
+            s.insert(v);
+            s
+        });
+        let waiting = if legacy || others.is_empty() { PeerWait::none() } else { bus.before_block_runs(others)? };
+        t.stats.rte_writes += 1;
+        t.pins[pin].reg = new.0;
         // The entry copy (in flux if steps 3-4 follow), then the mask copy:
         // ordered with concurrent asserts (see the module doc).
         let line = &self.lines[pin];
@@ -96,6 +111,7 @@ impl Vioapic {
             } else {
                 stage(&ops, writer, bus)
             };
+            drop(waiting);
             t = self.table.lock();
             held = line.leave_flux(t.pins[pin].reg);
             t.stats.tmr_block_runs += blocks;
@@ -111,6 +127,7 @@ impl Vioapic {
         if due {
             self.send(&mut t, pin, bus);
         }
+        Ok(())
     }
 }
 

@@ -57,6 +57,10 @@ impl IoapicBus for Vm {
         }
     }
 
+    fn before_block_runs(&self, targets: CpuSet) -> Result<crate::peer_wait::PeerWait> {
+        crate::peer_wait::begin(self, crate::peer_wait::PeerWaits::Running(targets))
+    }
+
     fn block_run(&self, id: usize) {
         self.vcpus()[id].block_run();
     }
@@ -195,6 +199,8 @@ impl Vm {
     /// or the vCPU's local APIC (EOI reaches the vioapic, ICR sends IPIs). Local
     /// APIC writes must be 4 bytes at a 16-byte boundary (EINVAL, as
     /// FreeBSD `lapic_mmio_write`). `Ok(None)` when `gpa` is not emulated.
+    /// EDEADLK if an RTE write's wait for other vCPUs would close a cycle
+    /// through the caller's guest callback (`peer_wait`): nothing changed.
     /// An INIT or STARTUP IPI sent by such a write needs the run loop
     /// (FreeBSD's `vm_handle_ipi`): outside it, as for FreeBSD's kernemu
     /// ioctls, it has no effect.
@@ -213,7 +219,7 @@ impl Vm {
     ) -> Result<Option<Option<StartIpi>>> {
         let vcpu = self.vcpu(vcpuid)?;
         if (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa) {
-            self.vioapic().mmio_write(Some(vcpuid), gpa - IOAPIC_BASE, size, value as u32, self);
+            self.vioapic().mmio_write(Some(vcpuid), gpa - IOAPIC_BASE, size, value as u32, self)?;
             return Ok(Some(None));
         }
         if Self::is_hpet_gpa(gpa) {
@@ -238,8 +244,7 @@ impl Vm {
         if !(IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&gpa) {
             return Err(Error::Inval);
         }
-        self.vioapic().mmio_write(None, gpa - IOAPIC_BASE, size, value, self);
-        Ok(())
+        self.vioapic().mmio_write(None, gpa - IOAPIC_BASE, size, value, self)
     }
 
     /// RDMSR of IA32_APIC_BASE or an x2APIC register; EINVAL stands for
