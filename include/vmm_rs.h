@@ -2567,12 +2567,17 @@ int vm_run(struct vcpu *vcpu, struct vm_run *vmrun);
 /*
  Sets register `reg` (enum vm_reg_name) of a vCPU. EINVAL for a number
  outside the enum (no VMCS or VMCB field is reachable).
+ VM_REG_GUEST_INTR_SHADOW takes 0 only, which ends the guest's interrupt
+ shadow; any other value is EINVAL (as FreeBSD on Intel: a vCPU cannot be
+ forced into an interrupt shadow).
  */
 int vm_set_register(struct vcpu *vcpu, int reg, uint64_t val);
 
 /*
  Reads register `reg` of a vCPU into `*retval`. EINVAL as
- vm_set_register().
+ vm_set_register(). VM_REG_GUEST_INTR_SHADOW reads 1 while the guest is
+ in an interrupt shadow (an exit taken by the instruction right after an
+ STI that enabled interrupts, until the guest resumes past it), else 0.
  */
 int vm_get_register(struct vcpu *vcpu, int reg, uint64_t *retval);
 
@@ -2694,10 +2699,10 @@ int vm_gla2gpa_nofault(struct vcpu *vcpu,
  Puts the vCPU's registers in the power-on state (libvmmapi's
  `vcpu_reset`, Intel SDM table 9-1): real mode at F000:FFF0, CR0.NE
  alone, RDX 0xF00, the other general registers, CR2-CR4 and EFER zero,
- 64 KiB segments, DR6/DR7 at their reset values. bhyve calls it before
- starting an AP. Done in one step with the vCPU locked (libvmmapi makes
- some 40 register calls). Returns 0, or -1 with errno EFAULT or EBADF
- (bad handle, destroyed VM).
+ 64 KiB segments, DR6/DR7 at their reset values, no interrupt shadow.
+ bhyve calls it before starting an AP. Done in one step with the vCPU
+ locked (libvmmapi makes some 40 register calls). Returns 0, or -1 with
+ errno EFAULT or EBADF (bad handle, destroyed VM).
  */
 int vcpu_reset(struct vcpu *vcpu);
 

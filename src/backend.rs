@@ -116,11 +116,27 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     fn run(&self, vcpu: &Vcpu, ram: &dyn GuestRam, rip: u64) -> (GuestExit, u64, u32);
 
     /// Whether the guest can take an external interrupt before the next
-    /// `run` (interrupts enabled, no event already being injected). The
-    /// default guest never can.
+    /// `run` (interrupts enabled, no interrupt shadow, no event already
+    /// being injected). The default guest never can.
     fn can_inject(&self, _vcpu: &Vcpu) -> bool {
         false
     }
+
+    /// The guest's interrupt shadow (blocking by STI or MOV SS: VMX's
+    /// guest interruptibility state, SVM's VMCB interrupt shadow): the RIP
+    /// of the instruction it covers, which the guest stopped at and runs
+    /// before it takes any interrupt or NMI. It outlives an exit that
+    /// instruction made (VM_GET_REGISTER of VM_REG_GUEST_INTR_SHADOW reads
+    /// it as 1) until the instruction completes; the run loop ends it when
+    /// the guest resumes elsewhere. A backend without one reports none.
+    fn intr_shadow(&self, _vcpu: &Vcpu) -> Option<u64> {
+        None
+    }
+
+    /// Ends the guest's interrupt shadow (VM_SET_REGISTER of
+    /// VM_REG_GUEST_INTR_SHADOW to 0, an exception queued for the guest,
+    /// the guest resuming at another RIP).
+    fn clear_intr_shadow(&self, _vcpu: &Vcpu) {}
 
     /// Hands external interrupt `vector` to the guest before the next
     /// `run`. Called only right after [`Backend::can_inject`] said yes and
@@ -138,7 +154,8 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
 
     /// Hands a pending NMI to the guest before the next `run`, whatever
     /// its interrupt flag (the run loop injects nothing else on that
-    /// entry, as VMX injects one event per VM entry).
+    /// entry, as VMX injects one event per VM entry). Not called while the
+    /// guest is in its interrupt shadow ([`Backend::intr_shadow`]).
     fn inject_nmi(&self, _vcpu: &Vcpu, _ram: &dyn GuestRam) {}
 
     /// The value of a read the library emulated (an MMIO load from the

@@ -268,9 +268,12 @@ impl VcpuRegs {
     }
 
     /// `vm_set_register`; setting RIP also sets where the guest resumes,
-    /// setting FS_BASE or GS_BASE the descriptor's base.
+    /// setting FS_BASE or GS_BASE the descriptor's base. INTR_SHADOW takes
+    /// 0 only (EINVAL otherwise, as FreeBSD's `vmx_setreg`): the shadow is
+    /// the backend's, which `Vm::set_register` ends.
     pub fn set(&mut self, regnum: i32, val: u64) -> Result<()> {
         match scalar_index(regnum)? {
+            reg::INTR_SHADOW if val != 0 => return Err(Error::Inval),
             reg::FS_BASE => self.segs[reg::FS - reg::ES].base = val,
             reg::GS_BASE => self.segs[reg::GS - reg::ES].base = val,
             r => {
@@ -426,9 +429,9 @@ impl VcpuRegs {
     /// `vm_inject_exception`, as FreeBSD 14: queue an exception; EINVAL for
     /// a vector outside 0..32 or #DF (a double fault only ever results
     /// from nested faults), EBUSY if one is already pending. The error code
-    /// is dropped in real mode (CR0.PE clear), and the interrupt shadow
-    /// (STI / MOV SS blocking) ends, as it does when the guest incurs an
-    /// exception.
+    /// is dropped in real mode (CR0.PE clear). The interrupt shadow (STI /
+    /// MOV SS blocking), which ends as when the guest incurs an exception,
+    /// is the backend's: `Vm::inject_exception` ends it.
     pub fn inject_exception(
         &mut self,
         vector: i32,
@@ -442,7 +445,6 @@ impl VcpuRegs {
             return Err(Error::Busy);
         }
         let errcode = errcode.filter(|_| self.regs[reg::CR0] & CR0_PE != 0);
-        self.regs[reg::INTR_SHADOW] = 0;
         let mut info = intinfo::VALID | intinfo::HWEXCEPTION | vector as u64;
         if let Some(code) = errcode {
             info |= intinfo::DEL_ERRCODE | (u64::from(code) << 32);
@@ -466,6 +468,11 @@ mod tests {
             if i == reg::IDTR as i32 || i == reg::GDTR as i32 {
                 assert_eq!(r.set(i, 1), Err(Error::Inval), "descriptor-only register {i}");
                 assert_eq!(r.get(i), Err(Error::Inval));
+                continue;
+            }
+            if i == reg::INTR_SHADOW as i32 {
+                // Only 0 (the backend's shadow ends).
+                assert_eq!(r.set(i, 1), Err(Error::Inval));
                 continue;
             }
             r.set(i, 0x1000 + i as u64).unwrap();
@@ -595,10 +602,12 @@ mod tests {
         for bad in [-1, 8, 32] {
             assert_eq!(r.inject_exception(bad, None, false), Err(Error::Inval), "vector {bad}");
         }
-        // Real mode: no error code; the interrupt shadow ends.
-        r.set(reg::INTR_SHADOW as i32, 1).unwrap();
+        // Real mode: no error code.
         r.inject_exception(13, Some(0x10), false).unwrap();
         assert_eq!(r.intinfo().1, intinfo::VALID | intinfo::HWEXCEPTION | 13);
+        // The vCPU cannot be forced into an interrupt shadow.
+        assert_eq!(r.set(reg::INTR_SHADOW as i32, 1), Err(Error::Inval));
+        assert_eq!(r.set(reg::INTR_SHADOW as i32, 0), Ok(()));
         assert_eq!(r.get(reg::INTR_SHADOW as i32), Ok(0));
         // Protected mode: the error code is delivered.
         let mut r = VcpuRegs::default();

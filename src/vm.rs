@@ -335,21 +335,63 @@ impl Vm {
             Err(f) => f,
         };
         if !nofault {
-            let mut r = lock.vcpu().regs.lock();
+            let vcpu = lock.vcpu();
             // As FreeBSD (a KASSERT there): an exception already queued
             // stays, and this one is dropped, CR2 with it.
             match fault {
                 GuestFault::PageFault(code) => {
-                    if r.inject_exception(crate::regs::IDT_PF, Some(code), true).is_ok() {
-                        r.set(crate::regs::reg::CR2 as i32, gla)?;
+                    if self.inject_exception(vcpu, crate::regs::IDT_PF, Some(code), true).is_ok() {
+                        vcpu.regs.lock().set(crate::regs::reg::CR2 as i32, gla)?;
                     }
                 }
                 GuestFault::GeneralProtection => {
-                    let _ = r.inject_exception(crate::regs::IDT_GP, Some(0), true);
+                    let _ = self.inject_exception(vcpu, crate::regs::IDT_GP, Some(0), true);
                 }
             }
         }
         Ok(None)
+    }
+
+    /// VM_GET_REGISTER for the vCPU held by `lock` (see
+    /// `VcpuRegs::get`). VM_REG_GUEST_INTR_SHADOW reads the backend's
+    /// interrupt shadow: 1 while the guest is in one (after an exit taken
+    /// by the instruction that follows an STI), as FreeBSD reads the
+    /// VMCS's guest interruptibility state (`vmx_get_intr_shadow`).
+    pub fn get_register(&self, lock: &VcpuLock<'_>, regnum: i32) -> Result<u64> {
+        let vcpu = lock.vcpu();
+        if regnum == crate::regs::reg::INTR_SHADOW as i32 {
+            return Ok(u64::from(self.backend.intr_shadow(vcpu).is_some()));
+        }
+        vcpu.regs.lock().get(regnum)
+    }
+
+    /// VM_SET_REGISTER for the vCPU held by `lock` (see `VcpuRegs::set`).
+    /// VM_REG_GUEST_INTR_SHADOW: 0 ends the guest's interrupt shadow; any
+    /// other value is EINVAL, as on Intel (`vmx_modify_intr_shadow`: a
+    /// vCPU cannot be forced into an interrupt shadow).
+    pub fn set_register(&self, lock: &VcpuLock<'_>, regnum: i32, val: u64) -> Result<()> {
+        let vcpu = lock.vcpu();
+        vcpu.regs.lock().set(regnum, val)?;
+        if regnum == crate::regs::reg::INTR_SHADOW as i32 {
+            self.backend.clear_intr_shadow(vcpu);
+        }
+        Ok(())
+    }
+
+    /// VM_INJECT_EXCEPTION (`vm_inject_exception`) for `vcpu`, which the
+    /// caller holds: queues the exception (see `VcpuRegs::inject_exception`)
+    /// and ends the guest's interrupt shadow, as FreeBSD does (blocking by
+    /// STI or MOV SS ends when the guest incurs an exception).
+    pub fn inject_exception(
+        &self,
+        vcpu: &Vcpu,
+        vector: i32,
+        errcode: Option<u32>,
+        restart_instruction: bool,
+    ) -> Result<()> {
+        vcpu.regs.lock().inject_exception(vector, errcode, restart_instruction)?;
+        self.backend.clear_intr_shadow(vcpu);
+        Ok(())
     }
 
     /// Counters of vCPU `id`'s simulated guest.

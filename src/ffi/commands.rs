@@ -67,11 +67,11 @@ unsafe fn vcpu_cmd(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, cmd: u64, arg: *mut 
             VM_RUN => super::run::vm_run_ioctl(vm, lock, arg),
             VM_SET_REGISTER => {
                 let a: vm_register = copy_in(arg);
-                vcpu.regs.lock().set(a.regnum, a.regval)
+                vm.set_register(lock, a.regnum, a.regval)
             }
             VM_GET_REGISTER => {
                 let mut a: vm_register = copy_in(arg);
-                a.regval = vcpu.regs.lock().get(a.regnum)?;
+                a.regval = vm.get_register(lock, a.regnum)?;
                 copy_out(arg, a);
                 Ok(())
             }
@@ -89,7 +89,7 @@ unsafe fn vcpu_cmd(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, cmd: u64, arg: *mut 
             }
             VM_SET_REGISTER_SET | VM_GET_REGISTER_SET => {
                 let a: vm_register_set = copy_in(arg);
-                register_set(vcpu, &a, cmd == VM_SET_REGISTER_SET)
+                register_set(vm, lock, &a, cmd == VM_SET_REGISTER_SET)
             }
             VM_SET_CAPABILITY => {
                 let a: vm_capability = copy_in(arg);
@@ -127,9 +127,7 @@ unsafe fn vcpu_cmd(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, cmd: u64, arg: *mut 
             VM_INJECT_EXCEPTION => {
                 let a: vm_exception = copy_in(arg);
                 let code = (a.error_code_valid != 0).then_some(a.error_code);
-                vcpu.regs
-                    .lock()
-                    .inject_exception(a.vector, code, a.restart_instruction != 0)
+                vm.inject_exception(vcpu, a.vector, code, a.restart_instruction != 0)
             }
             VM_RESTART_INSTRUCTION => {
                 vcpu.regs.lock().restart_instruction();
@@ -148,7 +146,7 @@ unsafe fn vcpu_cmd(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, cmd: u64, arg: *mut 
 /// stops at the first bad register (those before it are set); a get reads
 /// the register numbers, then writes the caller's array only when every
 /// register was read (so a bad number is EINVAL even with no value array).
-unsafe fn register_set(vcpu: &crate::vcpu::Vcpu, a: &vm_register_set, set: bool) -> Result<()> {
+unsafe fn register_set(vm: &Vm, lock: &crate::vm::VcpuLock<'_>, a: &vm_register_set, set: bool) -> Result<()> {
     if a.count as usize > crate::regs::reg::LAST {
         return Err(Error::Inval);
     }
@@ -161,14 +159,13 @@ unsafe fn register_set(vcpu: &crate::vcpu::Vcpu, a: &vm_register_set, set: bool)
     let n = a.count as usize;
     // SAFETY: the caller's arrays hold `count` elements.
     let regnums = unsafe { std::slice::from_raw_parts(a.regnums, n) };
-    let mut r = vcpu.regs.lock();
     if set {
         for (i, regnum) in regnums.iter().enumerate() {
             // SAFETY: i < count: a readable element of the caller's array.
-            r.set(*regnum, unsafe { a.regvals.add(i).read_unaligned() })?;
+            vm.set_register(lock, *regnum, unsafe { a.regvals.add(i).read_unaligned() })?;
         }
     } else {
-        let vals = regnums.iter().map(|regnum| r.get(*regnum)).collect::<Result<Vec<u64>>>()?;
+        let vals = regnums.iter().map(|regnum| vm.get_register(lock, *regnum)).collect::<Result<Vec<u64>>>()?;
         if a.regvals.is_null() {
             return Err(Error::Fault);
         }

@@ -83,6 +83,9 @@ pub unsafe extern "C" fn vm_run(vcpu: *mut vcpu, vmrun: *mut vm_run) -> c_int {
 
 /// Sets register `reg` (enum vm_reg_name) of a vCPU. EINVAL for a number
 /// outside the enum (no VMCS or VMCB field is reachable).
+/// VM_REG_GUEST_INTR_SHADOW takes 0 only, which ends the guest's interrupt
+/// shadow; any other value is EINVAL (as FreeBSD on Intel: a vCPU cannot be
+/// forced into an interrupt shadow).
 #[no_mangle]
 pub extern "C" fn vm_set_register(vcpu: *mut vcpu, reg: c_int, val: u64) -> c_int {
     ffi_boundary!({
@@ -92,7 +95,9 @@ pub extern "C" fn vm_set_register(vcpu: *mut vcpu, reg: c_int, val: u64) -> c_in
 }
 
 /// Reads register `reg` of a vCPU into `*retval`. EINVAL as
-/// vm_set_register().
+/// vm_set_register(). VM_REG_GUEST_INTR_SHADOW reads 1 while the guest is
+/// in an interrupt shadow (an exit taken by the instruction right after an
+/// STI that enabled interrupts, until the guest resumes past it), else 0.
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_register(vcpu: *mut vcpu, reg: c_int, retval: *mut u64) -> c_int {
     ffi_boundary!({
@@ -352,16 +357,17 @@ pub unsafe extern "C" fn vm_gla2gpa_nofault(
 /// Puts the vCPU's registers in the power-on state (libvmmapi's
 /// `vcpu_reset`, Intel SDM table 9-1): real mode at F000:FFF0, CR0.NE
 /// alone, RDX 0xF00, the other general registers, CR2-CR4 and EFER zero,
-/// 64 KiB segments, DR6/DR7 at their reset values. bhyve calls it before
-/// starting an AP. Done in one step with the vCPU locked (libvmmapi makes
-/// some 40 register calls). Returns 0, or -1 with errno EFAULT or EBADF
-/// (bad handle, destroyed VM).
+/// 64 KiB segments, DR6/DR7 at their reset values, no interrupt shadow.
+/// bhyve calls it before starting an AP. Done in one step with the vCPU
+/// locked (libvmmapi makes some 40 register calls). Returns 0, or -1 with
+/// errno EFAULT or EBADF (bad handle, destroyed VM).
 #[no_mangle]
 pub extern "C" fn vcpu_reset(vcpu: *mut vcpu) -> c_int {
     ffi_boundary!({
-        to_rc(handle::with_locked_vcpu(vcpu, |_, l| {
+        to_rc(handle::with_locked_vcpu(vcpu, |vm, l| {
             l.vcpu().regs.lock().power_on_reset();
-            Ok(())
+            // libvmmapi's vcpu_reset clears the interrupt shadow too.
+            vm.set_register(l, crate::regs::reg::INTR_SHADOW as c_int, 0)
         }))
     })
 }

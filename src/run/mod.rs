@@ -269,14 +269,17 @@ impl Vm {
     /// Event work on entry to the guest, one event per entry as VMX: fire
     /// an expired APIC timer; then inject a queued exception or interrupted
     /// event, else a pending NMI, else a pending ExtINT or the highest
-    /// deliverable vector (FreeBSD `vmx_inject_interrupts`). No entry when
-    /// the guest sits in its HLT state, or when a nested fault became a
-    /// triple fault and suspended the VM.
+    /// deliverable vector (FreeBSD `vmx_inject_interrupts`). Neither an NMI
+    /// nor an interrupt while the guest is in its interrupt shadow: they
+    /// stay pending until the entry after the shadowed instruction (the
+    /// backend leaves the guest right after it). No entry when the guest
+    /// sits in its HLT state, or when a nested fault became a triple fault
+    /// and suspended the VM.
     fn prepare_guest_entry(&self, vcpu: &Vcpu) -> Entry {
         let now = Instant::now();
         self.poll_device_timers(now);
         vcpu.vlapic.timer_poll(now);
-        let event = {
+        let (event, rip) = {
             let mut r = vcpu.regs.lock();
             if r.halted {
                 return Entry::Halted;
@@ -288,7 +291,19 @@ impl Vm {
             if r.get_cap(CAP_MASK_HWINTR) == Ok(1) {
                 return Entry::Go;
             }
-            r.entry_intinfo()
+            (r.entry_intinfo(), r.nextrip)
+        };
+        // The interrupt shadow covers the instruction the guest stopped
+        // at: entered elsewhere (that instruction completed, or RIP was
+        // set), the shadow is over, as FreeBSD clears it on a RIP change
+        // (`vmx_inject_interrupts`, `svm_inject_interrupts`).
+        let shadowed = match self.backend().intr_shadow(vcpu) {
+            Some(at) if at == rip => true,
+            Some(_) => {
+                self.backend().clear_intr_shadow(vcpu);
+                false
+            }
+            None => false,
         };
         match event {
             Some(EntryEvent::TripleFault) => {
@@ -301,7 +316,9 @@ impl Vm {
             }
             None => {}
         }
-        if vcpu.vlapic.take_nmi() {
+        // An NMI waits for the end of the shadow (FreeBSD: NMI-window
+        // exiting on VMX, the interrupt shadow on SVM).
+        if !shadowed && vcpu.vlapic.take_nmi() {
             vcpu.stats.add(Stat::Nmis, 1);
             self.backend().inject_nmi(vcpu, self);
             return Entry::Go;
@@ -353,10 +370,9 @@ impl Vm {
     /// instruction again.
     fn fault_instruction(&self, vcpu: &Vcpu, vector: i32, errcode: Option<u32>) -> Result<()> {
         self.backend().instruction_faulted(vcpu);
-        let mut r = vcpu.regs.lock();
-        match r.inject_exception(vector, errcode, true) {
+        match self.inject_exception(vcpu, vector, errcode, true) {
             Err(Error::Busy) => {
-                r.restart_instruction();
+                vcpu.regs.lock().restart_instruction();
                 Ok(())
             }
             res => res,

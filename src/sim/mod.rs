@@ -46,10 +46,14 @@ struct GuestSlot {
     /// A read went to userland; its value goes to the guest at the next
     /// entry.
     pending_read: Option<ReadInto>,
-    /// The instruction after an STI that set the interrupt flag runs
-    /// before any interrupt is taken (the STI interrupt shadow), so
-    /// `sti; hlt` waits for an interrupt as on hardware.
-    sti_shadow: bool,
+    /// The STI interrupt shadow: the RIP of the instruction after an STI
+    /// that set the interrupt flag, which runs before any interrupt or
+    /// NMI is taken, so `sti; hlt` waits for an interrupt as on hardware.
+    /// An exit that instruction makes leaves it (as VMX's guest
+    /// interruptibility state: VM_GET_REGISTER reads it); it ends when the
+    /// instruction completes, the guest takes an event, or the guest is
+    /// entered at another RIP.
+    sti_shadow: Option<u64>,
     /// The string I/O instruction that last exited, and its RIP: entered
     /// again at that RIP (userland restarted it) it runs again.
     string_op: Option<(u64, StringOp)>,
@@ -180,6 +184,11 @@ fn read_done(program: &mut dyn GuestProgram, stats: &mut GuestStats, value: u64)
     stats.last_read = value;
 }
 
+/// The STI shadow covers the instruction the guest resumes at.
+fn shadow_holds(slot: &GuestSlot, vcpu: &Vcpu) -> bool {
+    slot.sti_shadow.is_some_and(|at| at == vcpu.regs.lock().nextrip)
+}
+
 fn intr_enabled(vcpu: &Vcpu) -> bool {
     vcpu.regs.lock().get(reg::RFLAGS as i32).unwrap_or(0) & RFLAGS_IF != 0
 }
@@ -219,9 +228,11 @@ impl SimBackend {
         if let Some(tsssel) = gate {
             slot.task_gate = Some((gated_exit(tsssel, info), len as u32));
             // The new task starts outside any STI shadow.
-            slot.sti_shadow = false;
+            slot.sti_shadow = None;
             return;
         }
+        // Delivering an event ends the shadow.
+        slot.sti_shadow = None;
         let external = info & intinfo::TYPE == intinfo::HWINTR;
         take_event(slot.program.as_deref_mut(), &mut slot.stats, vector, external);
         slot.took_event = slot.program.is_some();
@@ -354,12 +365,17 @@ impl Backend for SimBackend {
                 rip += 1;
             }
         }
+        // Entered elsewhere than the instruction the shadow covers (that
+        // one completed, or RIP was set): the shadow is over.
+        if slot.sti_shadow != Some(rip) {
+            slot.sti_shadow = None;
+        }
         for _ in 0..STEPS_PER_ENTRY {
             if vcpu.kicked() {
                 return (GuestExit::Kicked, rip, 0);
             }
             slot.stats.steps += 1;
-            let shadowed = std::mem::take(&mut slot.sti_shadow);
+            let shadowed = slot.sti_shadow == Some(rip);
             let action = match slot.replay.take() {
                 Some((at, action)) if at == rip => action,
                 _ => program.next(rip),
@@ -368,7 +384,6 @@ impl Backend for SimBackend {
             // entry at this RIP, the STI shadow with it.
             let fault = |slot: &mut GuestSlot, gpa| {
                 slot.replay = Some((rip, action));
-                slot.sti_shadow = shadowed;
                 (GuestExit::RamFault { gpa }, rip, 0)
             };
             let exit = match action {
@@ -376,7 +391,7 @@ impl Backend for SimBackend {
                 GuestAction::EnableInterrupts if intr_enabled(vcpu) => None,
                 GuestAction::EnableInterrupts => {
                     set_intr_flag(vcpu, true);
-                    slot.sti_shadow = true;
+                    slot.sti_shadow = Some(rip + 1);
                     None
                 }
                 GuestAction::DisableInterrupts => {
@@ -495,6 +510,11 @@ impl Backend for SimBackend {
                     }
                 }
             };
+            // The shadowed instruction completed: the shadow is over. One
+            // that exited keeps it (the exit happened in the shadow).
+            if shadowed && matches!(exit, None | Some(GuestExit::Yield)) {
+                slot.sti_shadow = None;
+            }
             match (exit, step) {
                 (None | Some(GuestExit::Yield), Some(step)) => return (step, rip + 1, 0),
                 // The shadow is over: back to the run loop, which may now
@@ -519,7 +539,18 @@ impl Backend for SimBackend {
         };
         // The idle loop always has interrupts enabled.
         let slot = slot.lock();
-        slot.program.is_none() || (intr_enabled(vcpu) && !slot.sti_shadow)
+        slot.program.is_none() || (intr_enabled(vcpu) && !shadow_holds(&slot, vcpu))
+    }
+
+    /// The STI shadow, until the next entry finds it over.
+    fn intr_shadow(&self, vcpu: &Vcpu) -> Option<u64> {
+        self.slot(vcpu.id()).ok()?.lock().sti_shadow
+    }
+
+    fn clear_intr_shadow(&self, vcpu: &Vcpu) {
+        if let Ok(slot) = self.slot(vcpu.id()) {
+            slot.lock().sti_shadow = None;
+        }
     }
 
     fn inject(&self, vcpu: &Vcpu, ram: &dyn GuestRam, vector: u8) {
@@ -548,7 +579,7 @@ impl Backend for SimBackend {
             }
             slot.abandon_instruction();
             slot.task_gate = None;
-            slot.sti_shadow = false;
+            slot.sti_shadow = None;
         }
     }
 

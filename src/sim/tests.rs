@@ -309,6 +309,95 @@ fn an_sti_that_sets_the_flag_holds_interrupts_for_one_action() {
     assert_eq!(*taken.lock().unwrap(), [2], "before the second Compute");
 }
 
+/// An NMI pending while the guest is in an STI shadow waits for the
+/// shadowed action, and comes right after it, at the next entry (FreeBSD
+/// holds it, with NMI-window exiting on VMX), not at some later exit.
+#[test]
+fn an_nmi_waits_for_the_sti_shadow_and_comes_right_after_it() {
+    crate::test_util::with_watchdog(20, || {
+        let vm = Vm::with_sim_backend("shadownmi", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = PortOut { port: 0x80, size: 1, value: 0 };
+        let actions = vec![DisableInterrupts, EnableInterrupts, Compute, Compute, Compute, out];
+        let probe = Probe { actions, pc: 0, taken_before: taken.clone() };
+        vm.set_guest(&l, Some(Box::new(probe))).unwrap();
+        l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 1).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the CLI");
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the STI");
+        vm.inject_nmi(0).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the shadowed Compute");
+        assert!(taken.lock().unwrap().is_empty(), "held by the shadow");
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap);
+        assert_eq!(*taken.lock().unwrap(), [3], "before the second Compute");
+        // Unstepped: the guest leaves the shadow and takes the NMI at once.
+        vm.set_guest(&l, None).unwrap();
+        taken.lock().unwrap().clear();
+        let actions = vec![DisableInterrupts, EnableInterrupts, Compute, Compute, Compute, out];
+        let probe = Probe { actions, pc: 0, taken_before: taken.clone() };
+        vm.set_guest(&l, Some(Box::new(probe))).unwrap();
+        l.vcpu().regs.lock().set(crate::regs::reg::RIP as i32, 0).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the CLI");
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the STI");
+        l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 0).unwrap();
+        vm.inject_nmi(0).unwrap();
+        assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
+        assert_eq!(*taken.lock().unwrap(), [3], "right after the shadowed Compute");
+    });
+}
+
+/// VM_REG_GUEST_INTR_SHADOW is the guest's STI shadow: 1 after an exit
+/// taken by the action after an STI (VMX's interruptibility state), and
+/// it stays while that action is restarted; the guest resuming past it,
+/// an exception queued for it or a write of 0 ends it. Forcing it on is
+/// EINVAL, as on Intel.
+#[test]
+fn intr_shadow_reads_the_sti_shadow_and_takes_only_zero() {
+    use crate::error::Error;
+    use crate::regs::reg::INTR_SHADOW;
+    const SHADOW: i32 = INTR_SHADOW as i32;
+    let vm = Vm::with_sim_backend("shadowreg", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let out = |port| PortOut { port, size: 1, value: 0 };
+    let script = vec![DisableInterrupts, EnableInterrupts, out(0x81), out(0x80)];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script.clone(), None)))).unwrap();
+    assert_eq!(vm.get_register(&l, SHADOW), Ok(0));
+    assert_eq!(vm.set_register(&l, SHADOW, 1), Err(Error::Inval));
+    assert_eq!(vm.get_register(&l, SHADOW), Ok(0));
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x81, .. }));
+    assert_eq!(vm.get_register(&l, SHADOW), Ok(1), "the out ran in the shadow");
+    // Restarted, the out runs in the shadow again; an NMI waits for it.
+    l.vcpu().regs.lock().restart_instruction();
+    vm.inject_nmi(0).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x81, .. }));
+    assert_eq!(vm.get_register(&l, SHADOW), Ok(1));
+    assert_eq!(vm.guest_stats(0).unwrap().interrupts, 0, "the NMI waits");
+    // Resumed past it: the shadow is over, and the NMI comes first.
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
+    assert_eq!(vm.get_register(&l, SHADOW), Ok(0));
+    assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(2));
+    // A write of 0 ends it, as an exception queued for the guest does.
+    for end in 0..2 {
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script.clone(), None)))).unwrap();
+        l.vcpu().regs.lock().set(crate::regs::reg::RIP as i32, 0).unwrap();
+        assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x81, .. }));
+        assert_eq!(vm.get_register(&l, SHADOW), Ok(1));
+        match end {
+            0 => vm.set_register(&l, SHADOW, 0).unwrap(),
+            _ => vm.inject_exception(l.vcpu(), 6, None, false).unwrap(),
+        }
+        assert_eq!(vm.get_register(&l, SHADOW), Ok(0), "case {end}");
+    }
+    // A backend without a shadow reads none.
+    let idle = Vm::with_idle_backend("shadowidle", 1).unwrap();
+    let l = idle.lock_one(0).unwrap();
+    assert_eq!(idle.get_register(&l, SHADOW), Ok(0));
+    assert_eq!(idle.set_register(&l, SHADOW, 1), Err(Error::Inval));
+    assert_eq!(idle.set_register(&l, SHADOW, 0), Ok(()));
+}
+
 /// INT3 with VM_CAP_BPT_EXIT is VM_EXITCODE_BPT at its RIP; without,
 /// the guest takes #BP (vector 3) and runs on.
 #[test]
