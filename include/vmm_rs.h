@@ -1150,9 +1150,11 @@ struct vmm_rs_action {
  write to the same I/O APIC, from a callback too) or through a vCPU
  waiting for others of its VM in a rendezvous (the 2019 protocol)
  still hangs, and a lock-all counts as
- holding all of its VM's vCPUs from its start, and a vm_run in a
- suspend wait as waiting until it has given way to a call that wants
- its vCPU (so such calls may see EDEADLK where they would have ended).
+ holding all of its VM's vCPUs from its start, a vm_run in a suspend
+ wait as waiting until it has given way to a call that wants its vCPU,
+ and a vCPU in its read_result or cpuid_result callback as RUNNING for
+ an I/O APIC write (so such calls may see EDEADLK where they would have
+ ended).
  A vm_run from a
  callback whose guest halts keeps that callback, and so its vCPU,
  busy until the guest wakes: calls that want that vCPU wait as long,

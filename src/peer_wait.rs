@@ -43,6 +43,10 @@ pub trait PeerWaitObserver: Sync {
     /// I/O APIC's write lock and table mutex (an RTE write): it must take
     /// no core lock and never wait.
     fn begin(&self, vm: &Vm, waits: PeerWaits) -> Result<bool>;
+    /// The wait `begin` accepted now waits only for `waits`, a part of
+    /// it (a `block_run` target done with). Fewer waits close no cycle:
+    /// nothing is refused. Called as `end`.
+    fn narrow(&self, waits: PeerWaits);
     /// The wait `begin` accepted is over. Called under no lock `begin`
     /// could not be called under.
     fn end(&self);
@@ -66,6 +70,16 @@ impl PeerWait {
     /// Nothing reported, nothing owed.
     pub fn none() -> PeerWait {
         PeerWait { owed: false }
+    }
+
+    /// The wait goes on for `waits` only, a part of what was reported
+    /// (see [`PeerWaitObserver::narrow`]).
+    pub fn narrow(&self, waits: PeerWaits) {
+        if self.owed {
+            if let Some(o) = OBSERVER.get() {
+                o.narrow(waits);
+            }
+        }
     }
 }
 

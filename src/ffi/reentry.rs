@@ -26,7 +26,8 @@
 //!   cycle, VM_RUN fails with EDEADLK after the vCPU withdraws.
 //! - an RTE write, by the guest of a `vm_run` or by a kernemu call, waits
 //!   for its other target vCPUs while they are RUNNING (`block_run`,
-//!   [`Waits::Running`]). If that closes a cycle, the write is refused
+//!   [`Waits::Running`]; narrowed as it is done with each). If that
+//!   closes a cycle, the write is refused
 //!   before it changes anything: the kernemu call fails with EDEADLK, or
 //!   VM_RUN does, with the guest's instruction restarted.
 //!
@@ -49,8 +50,11 @@
 //! callback would send it an interrupt). Over-approximated: a
 //! lock-all counts as holding vCPUs it has not frozen yet, a
 //! `vmm_rs_guest_stats` stays registered a moment after it took the
-//! guest mutex, and a suspend wait stays registered after a lock call
-//! asked its vCPU to give way, until the vCPU wakes and withdraws, so
+//! guest mutex, a suspend wait stays registered after a lock call asked
+//! its vCPU to give way, until the vCPU wakes and withdraws, and an RTE
+//! write's wait counts a callback's vCPU as RUNNING also in the
+//! `read_result` and `cpuid_result` callbacks the run loop makes with
+//! the vCPU FROZEN (which `block_run` does not wait for), so
 //! two VMs used in both directions at once may see
 //! EDEADLK where the calls would have ended. Calls between VMs should
 //! still go one way; the check turns the hang into an error.
@@ -338,6 +342,16 @@ impl PeerWaitObserver for PeerWaitsSeen {
             return Err(Error::Deadlock);
         }
         Ok(true)
+    }
+
+    fn narrow(&self, waits: PeerWaits) {
+        let mut reg = registry().lock();
+        if let Some(i) = reg.position(CURRENT.get()) {
+            let e = &mut reg.entries[i];
+            if let (Some(Waits::Running(_)), PeerWaits::Running(set)) = (e.waits, waits) {
+                e.waits = Some(Waits::Running(set));
+            }
+        }
     }
 
     fn end(&self) {
@@ -651,12 +665,15 @@ mod tests {
 
     /// The same cycle with the RTE write's wait registered first: B1's
     /// wait for A0 is refused, a lock-all of B (`block_run` does not wait
-    /// for frozen vCPUs) and waits for A1 are not.
+    /// for frozen vCPUs) and waits for A1 are not. Once the writer is done
+    /// with B1 (narrowed to B2), B1's wait is not refused, B2's is.
     #[test]
     fn an_rte_write_waiting_first_refuses_the_closing_wait_only() {
         with_watchdog(20, || {
-            let (a, b, c) = (vm("reentry-rfa"), vm("reentry-rfb"), vm("reentry-rfc"));
+            let (a, b, c) = (vm("reentry-rfa"), Arc::new(Vm::with_idle_backend("reentry-rfb", 3).unwrap()), vm("reentry-rfc"));
             let (ready_tx, ready_rx) = mpsc::channel();
+            let (narrow_tx, narrow_rx) = mpsc::channel::<()>();
+            let (narrowed_tx, narrowed_rx) = mpsc::channel::<()>();
             let (release_tx, release_rx) = mpsc::channel::<()>();
             let (a2, b2) = (a.clone(), b.clone());
             let t = thread::spawn(move || {
@@ -665,8 +682,13 @@ mod tests {
                     wait.claimed();
                     let mut targets = CpuSet::new();
                     targets.insert(1);
+                    targets.insert(2);
                     let blocking = crate::peer_wait::begin(&b2, PeerWaits::Running(targets)).unwrap();
                     ready_tx.send(()).unwrap();
+                    narrow_rx.recv().unwrap();
+                    targets.remove(1);
+                    blocking.narrow(PeerWaits::Running(targets));
+                    narrowed_tx.send(()).unwrap();
                     let _ = release_rx.recv();
                     drop(blocking);
                     drop(wait);
@@ -676,6 +698,12 @@ mod tests {
             assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
             assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(1))), Ok(()));
             assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::All)), Ok(()));
+            // Done with B1 (the writer went on to other targets): B1 may
+            // wait for A0 now.
+            narrow_tx.send(()).unwrap();
+            narrowed_rx.recv().unwrap();
+            assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+            assert_eq!(from_callback(&b, 2, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
             drop(release_tx);
             t.join().unwrap();
             assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));

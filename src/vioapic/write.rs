@@ -24,7 +24,7 @@ use super::line::HeldBack;
 use super::{rte_index, IoapicBus, Table, Vioapic, IOREGSEL, IOWIN, REG_ARB, REG_ID, REG_VER};
 use crate::cpuset::CpuSet;
 use crate::error::Result;
-use crate::peer_wait::PeerWait;
+use crate::peer_wait::{PeerWait, PeerWaits};
 
 /// TMR changes for one vCPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,10 +87,7 @@ impl Vioapic {
         let legacy = bus.legacy_protocol();
         let needs_work = if legacy { (old.0 ^ new.0) & !(INTMASK | INTPOL) != 0 } else { !ops.is_empty() };
         // Step 4's waits, reported before anything changes.
-        let others = ops.iter().map(|op| op.vcpu).filter(|&v| writer != Some(v)).fold(CpuSet::new(), |mut s, v| {
-            s.insert(v);
-            s
-        });
+        let others = blocked_targets(&ops, writer);
         let waiting = if legacy || others.is_empty() { PeerWait::none() } else { bus.before_block_runs(others)? };
         t.stats.rte_writes += 1;
         t.pins[pin].reg = new.0;
@@ -109,7 +106,7 @@ impl Vioapic {
                 bus.rendezvous_stage_tmr(writer, ops.iter().map(|o| (o.vcpu, o.clear, o.set)).collect());
                 (0, n)
             } else {
-                stage(&ops, writer, bus)
+                stage(&ops, writer, bus, &waiting)
             };
             drop(waiting);
             t = self.table.lock();
@@ -174,11 +171,22 @@ impl Table {
     }
 }
 
+/// The vCPUs step 4 keeps out of RUNNING: every target but the writer.
+fn blocked_targets(ops: &[TmrOp], writer: Option<usize>) -> CpuSet {
+    let mut set = CpuSet::new();
+    for op in ops.iter().filter(|op| writer != Some(op.vcpu)) {
+        set.insert(op.vcpu);
+    }
+    set
+}
+
 /// Step 4: stage each vCPU's changes while it is kept out of RUNNING; the
 /// writer's own vCPU is neither blocked nor waited for. Returns the number
 /// of block_run calls and of staged changes.
-fn stage(ops: &[TmrOp], writer: Option<usize>, bus: &dyn IoapicBus) -> (u64, u64) {
+fn stage(ops: &[TmrOp], writer: Option<usize>, bus: &dyn IoapicBus, waiting: &PeerWait) -> (u64, u64) {
     let (mut blocks, mut stagings) = (0, 0);
+    // The targets still to wait for, as reported (`before_block_runs`).
+    let mut left = blocked_targets(ops, writer);
     for op in ops {
         let other = writer != Some(op.vcpu);
         if other {
@@ -195,6 +203,8 @@ fn stage(ops: &[TmrOp], writer: Option<usize>, bus: &dyn IoapicBus) -> (u64, u64
         }
         if other {
             bus.unblock_run(op.vcpu);
+            left.remove(op.vcpu);
+            waiting.narrow(PeerWaits::Running(left));
         }
     }
     (blocks, stagings)
