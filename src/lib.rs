@@ -12,8 +12,9 @@
 //! - [`regs`]: per-vCPU registers, segments, capabilities, intinfo, and
 //!   the states loaders set up; [`loader`]: those that write guest RAM.
 //! - [`rendezvous`]: the vCPU rendezvous (`vm_smp_rendezvous`);
-//!   [`peer_wait`]: a vCPU's suspend wait for the others, as the C face's
-//!   cycle check sees it.
+//!   [`peer_wait`]: a vCPU's waits for the others of its VM (the suspend
+//!   wait, an RTE write's `block_run`s), as the C face's cycle check sees
+//!   them.
 //! - [`vm`]: the VM, its cpusets, suspend, and vCPU locking.
 //! - [`vioapic`], [`vlapic`]: the I/O APIC and the local APICs;
 //!   [`vm_intr`]: the VM's interrupt entry points (ioctls, MMIO).
