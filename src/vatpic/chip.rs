@@ -255,6 +255,18 @@ impl Chip {
     /// count stays within 0..=i32::MAX: a deassert at 0 is `Range`, an
     /// assert at the top `TooBig`, and neither changes anything.
     pub fn set_pin(&mut self, pin: u8, asserted: bool, level: bool) -> Result<()> {
+        self.move_pin(pin, asserted, level, self.ready)
+    }
+
+    /// The slave's output on the master's cascade pin: as [`Chip::set_pin`],
+    /// but it also requests while the master is between its ICW1 and ICW4,
+    /// as FreeBSD's `vatpic_set_pinstate` (which does not look at `ready`)
+    /// does, so that a slave initialised before the master's ICW4 is heard.
+    pub fn set_cascade_pin(&mut self, pin: u8, asserted: bool, level: bool) -> Result<()> {
+        self.move_pin(pin, asserted, level, self.ready || self.icw_num != 0)
+    }
+
+    fn move_pin(&mut self, pin: u8, asserted: bool, level: bool, request: bool) -> Result<()> {
         let cnt = &mut self.acnt[usize::from(pin)];
         let old = *cnt;
         *cnt = if asserted {
@@ -265,7 +277,7 @@ impl Chip {
             return Err(Error::Range);
         };
         let new = *cnt;
-        if !self.ready {
+        if !request {
             return Ok(());
         }
         let bit = 1 << pin;

@@ -121,10 +121,13 @@ impl Pair {
 
     /// The slave's output pulses the master's cascade pin (an assert and
     /// its deassert, so the count is back where it was).
+    /// It requests on a master between its ICW1 and ICW4 too (FreeBSD
+    /// `vatpic_set_pinstate`).
     fn pulse_cascade(&mut self) {
-        let up = self.set_pin(CASCADE_PIN, true);
-        if up.is_ok() {
-            let _ = self.set_pin(CASCADE_PIN, false);
+        let level = self.elc[0] & (1 << CASCADE_PIN) != 0;
+        let master = &mut self.chips[0];
+        if master.set_cascade_pin(CASCADE_PIN, true, level).is_ok() {
+            let _ = master.set_cascade_pin(CASCADE_PIN, false, level);
         }
     }
 

@@ -518,3 +518,28 @@ fn automatic_eoi_with_rotation_makes_the_acknowledged_pin_lowest_priority() {
     assert_eq!(p.accept_intr(&bus), 0x23, "after IRQ 1: 2 (no request), then 3 before 0");
     assert_eq!(p.accept_intr(&bus), 0x20);
 }
+
+/// FreeBSD `vatpic_notify_intr` / `vatpic_set_pinstate`: the slave's
+/// output pulses the master's cascade pin through `vatpic_set_pinstate`,
+/// which (unlike `vatpic_set_irqstate`) does not look at the master's
+/// `ready`: a slave initialised before the master's ICW4 (a guest that
+/// interleaves the two chips' ICWs) still gets its request onto master
+/// pin 2, and the IRQ is delivered. Before the fix the master only counted the
+/// cascade pulse, the slave stayed `intr_raised`, and IRQs 8-15 were lost
+/// for good. (A master never initialised still only counts it: see
+/// `an_uninitialised_pair_counts_its_pins_but_requests_nothing`.)
+#[test]
+fn a_slave_request_cascades_onto_a_master_still_in_its_icws() {
+    let (p, bus) = (Vatpic::new(), Bus::default());
+    // Master: ICW1-ICW3, its ICW4 not yet written.
+    out(&p, &bus, IO_ICU1, 0x11);
+    out(&p, &bus, IO_ICU1 + 1, 0x20);
+    out(&p, &bus, IO_ICU1 + 1, 0x04);
+    init_chip(&p, &bus, IO_ICU2, 0x28, 0);
+    pulse(&p, &bus, 9);
+    assert!(p.chip(1).intr_raised);
+    assert_eq!(p.chip(0).request, 1 << 2, "the cascade pin requests on the master");
+    out(&p, &bus, IO_ICU1 + 1, 0x01); // master ICW4
+    assert_eq!(bus.take(), 1, "INTR raised once");
+    assert_eq!(p.accept_intr(&bus), 0x29, "IRQ 9 delivered");
+}
