@@ -30,7 +30,9 @@ pub trait GuestRam {
 pub enum GuestExit {
     /// Nothing in particular (the backend yielded).
     Bogus,
-    /// Port I/O: `eax` is the value written for an `out`.
+    /// Port I/O: `eax` is the value written for an `out`, and the guest's
+    /// EAX for an `in` (as VMX reports it: bhyve merges the value read
+    /// into it).
     Inout { port: u16, bytes: u8, is_in: bool, eax: u32 },
     /// An MMIO access (a load or store no memory map covers).
     Mmio(MmioAccess),

@@ -455,7 +455,10 @@ impl Backend for SimBackend {
                 }
                 GuestAction::PortIn { port, size } => {
                     slot.pending_read = Some(ReadInto::Rax(size));
-                    Some(GuestExit::Inout { port, bytes: size, is_in: true, eax: 0 })
+                    // VMX reports the guest's EAX for an `in` too: bhyve
+                    // merges the value read into it.
+                    let eax = vcpu.regs.lock().get(reg::RAX as i32).unwrap_or(0) as u32;
+                    Some(GuestExit::Inout { port, bytes: size, is_in: true, eax })
                 }
                 GuestAction::PortOut { port, size, value } => {
                     let eax = (u64::from(value) & mask(size)) as u32;

@@ -1161,3 +1161,26 @@ fn a_step_over_a_halting_hlt_returns() {
         }
     });
 }
+
+/// FreeBSD's VMX exit handler (`vmx_exit_process`, EXIT_REASON_INOUT)
+/// fills `u.inout.eax` with the guest's EAX for an `in` as for an `out`,
+/// and bhyve's `emulate_inout` merges the value it reads into that EAX
+/// (`eax &= ~mask; eax |= val & mask`) before setting RAX: an `inb`
+/// emulated in userland keeps the guest's AH and EAX bits 16-31, as the
+/// kernel's own `emulate_inout_port` does. Reporting 0 made bhyve zero
+/// them.
+#[test]
+fn an_in_exit_reports_the_guests_eax() {
+    use crate::regs::reg::RAX;
+    let vm = Vm::with_sim_backend("in_eax", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let script = vec![PortIn { port: 0x80, size: 1 }, PortIn { port: 0x3f8, size: 2 }];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    l.vcpu().regs.lock().set(RAX as i32, 0x1_aabb_ccdd).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!(e.kind, ExitKind::Inout { port: 0x80, bytes: 1, is_in: true, eax: 0xaabb_ccdd });
+    l.vcpu().regs.lock().set(RAX as i32, 0x1122_3344).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!(e.kind, ExitKind::Inout { port: 0x3f8, bytes: 2, is_in: true, eax: 0x1122_3344 });
+}
