@@ -291,7 +291,9 @@ impl<S: CpuidSource> Cpuid<S> {
                     let n = threads * cores;
                     let width = log2_ceil(n).clamp(0, 0xf) as u32;
                     let width = if width < 4 { 0 } else { width };
-                    r[2] = (width << E8C_CORE_ID_SIZE_SHIFT) | (n.wrapping_sub(1)).min(0xff);
+                    // FreeBSD's MIN is on ints: a zero topology's -1 wins.
+                    let logical = if n == 0 { u32::MAX } else { (n - 1).min(0xff) };
+                    r[2] = (width << E8C_CORE_ID_SIZE_SHIFT) | logical;
                 }
                 r
             }
@@ -308,7 +310,9 @@ impl<S: CpuidSource> Cpuid<S> {
                 [(sharing << 14) | (1 << 8) | (level << 5) | kind, line, 0, 0]
             }
             0x8000_001e if h.svm && h.family >= 0x16 => {
-                let t = threads.wrapping_sub(1).min(0xff);
+                // As FreeBSD's int MIN stored in a uint16_t: 0 threads
+                // give 0xFFFF.
+                let t = if threads == 0 { 0xffff } else { (threads - 1).min(0xff) };
                 let shift = log2_ceil(t + 1).max(0) as u32;
                 [id, (t << 8) | (id >> shift), 0, 0]
             }

@@ -242,6 +242,27 @@ fn amd_topology_leaves_follow_the_vm() {
     assert_eq!(big.emulate(&g, 0x8000_001e, 0), [0; 4], "family 15h: the host's (zero here)");
 }
 
+/// FreeBSD 14 `x86_emulate_cpuid` takes 0x8000_0008's logical count
+/// (`MIN(0xFF, threads * cores - 1)`) and 0x8000_001E's threads
+/// (`MIN(0xFF, threads - 1)`) in signed int: with a zero topology (which
+/// VM_SET_TOPOLOGY accepts, the product being 0) the -1 wins the MIN, so
+/// ECX is all ones and EBX holds 0xFFFF threads (shift 16), not 0xFF.
+#[test]
+fn amd_topology_leaves_keep_freebsds_signed_min_for_a_zero_topology() {
+    let mut big = fake(AMD);
+    big.host.exthigh = 0x8000_001e;
+    let mut g = guest(0x1_0006);
+    g.cores = 0;
+    g.threads = 2;
+    assert_eq!(big.emulate(&g, 0x8000_0008, 0)[2], u32::MAX, "cores 0: -1 as unsigned");
+    g.cores = 1;
+    g.threads = 0;
+    assert_eq!(big.emulate(&g, 0x8000_0008, 0)[2], u32::MAX, "threads 0");
+    assert_eq!(big.emulate(&g, 0x8000_001e, 0), [0x1_0006, (0xffff << 8) | 1, 0, 0], "threads 0: 0xFFFF, shift 16");
+    // 0x8000001D computes in unsigned: 0xFFF there, as ours.
+    assert_eq!(big.emulate(&g, 0x8000_001d, 0)[0] >> 14, 0xfff);
+}
+
 #[test]
 fn the_real_host_answers_with_the_vmms_edits() {
     let g = guest(7);
