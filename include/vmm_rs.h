@@ -1986,10 +1986,12 @@ int vmm_rs_ioapic_stats(struct vmctx *ctx, struct vmm_rs_ioapic_stats *stats);
  1 when the guest faults (the fault is queued for the vCPU, as by
  vm_gla2gpa()); or, as libvmmapi, -1 with errno when the page walk
  fails, and EFAULT (also in errno) when a page is not guest RAM set up
- by vm_setup_memory(), or the iovecs run out (libvmmapi asserts): the
- iovecs before it are filled. -1 with errno EFAULT for a NULL pointer,
- EINVAL for a negative `iovcnt`, EBADF for a bad handle. The vCPU is
- held (as a VM_GLA2GPA caller holds it) for the whole range.
+ by vm_setup_memory(), or the iovecs run out (libvmmapi asserts): in
+ these three the iovecs of the pages before are filled, the rest
+ zeroed. -1 with
+ errno EFAULT for a NULL pointer, EINVAL for a negative `iovcnt`, EBADF
+ for a bad handle. The vCPU is held (as a VM_GLA2GPA caller holds it)
+ for the whole range.
  */
 int vm_copy_setup(struct vcpu *vcpu,
                   struct vm_guest_paging *paging,

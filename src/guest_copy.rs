@@ -22,6 +22,10 @@ pub enum CopyEnd {
     NotRam,
     /// The range needs more than the pieces allowed.
     OutOfPieces,
+    /// The page walk for the next page failed (`Fault`: its page tables
+    /// are not read-write guest memory); the pages before it are kept, as
+    /// libvmmapi's `vm_copy_setup` leaves them in the iovecs.
+    Failed(crate::error::Error),
 }
 
 /// The host pieces of a guest-linear range, up to where it stopped.
@@ -36,8 +40,8 @@ impl Vm {
     /// Translates guest-linear `[gla, gla + len)` for an access of `prot`
     /// into at most `max_pieces` host pieces, with the vCPU of `lock`
     /// held for the whole range. A fault is queued for the vCPU as by
-    /// [`Vm::gla2gpa`]. Errors are the page walk's (`Fault` for page
-    /// tables outside guest RAM).
+    /// [`Vm::gla2gpa`]. A page walk's error (`Fault` for page tables
+    /// outside guest RAM) ends the range as [`CopyEnd::Failed`].
     pub fn copy_setup(
         &self,
         lock: &VcpuLock<'_>,
@@ -56,8 +60,10 @@ impl Vm {
             if pages.len() == max_pieces {
                 break CopyEnd::OutOfPieces;
             }
-            let Some(gpa) = self.gla2gpa(lock, paging, gla, prot, false)? else {
-                break CopyEnd::GuestFault;
+            let gpa = match self.gla2gpa(lock, paging, gla, prot, false) {
+                Ok(Some(gpa)) => gpa,
+                Ok(None) => break CopyEnd::GuestFault,
+                Err(e) => break CopyEnd::Failed(e),
             };
             let n = len.min(PAGE_SIZE - (gpa & (PAGE_SIZE - 1)));
             let Some(host) = self.mem().map_gpa(gpa, n as usize) else {

@@ -22,10 +22,12 @@ use crate::guest_copy::CopyEnd;
 /// 1 when the guest faults (the fault is queued for the vCPU, as by
 /// vm_gla2gpa()); or, as libvmmapi, -1 with errno when the page walk
 /// fails, and EFAULT (also in errno) when a page is not guest RAM set up
-/// by vm_setup_memory(), or the iovecs run out (libvmmapi asserts): the
-/// iovecs before it are filled. -1 with errno EFAULT for a NULL pointer,
-/// EINVAL for a negative `iovcnt`, EBADF for a bad handle. The vCPU is
-/// held (as a VM_GLA2GPA caller holds it) for the whole range.
+/// by vm_setup_memory(), or the iovecs run out (libvmmapi asserts): in
+/// these three the iovecs of the pages before are filled, the rest
+/// zeroed. -1 with
+/// errno EFAULT for a NULL pointer, EINVAL for a negative `iovcnt`, EBADF
+/// for a bad handle. The vCPU is held (as a VM_GLA2GPA caller holds it)
+/// for the whole range.
 #[no_mangle]
 pub unsafe extern "C" fn vm_copy_setup(
     vcpu: *mut vcpu,
@@ -53,6 +55,8 @@ pub unsafe extern "C" fn vm_copy_setup(
             Ok(p) => p,
             Err(e) => return fail_with(e),
         };
+        // As libvmmapi, the iovecs are filled (the rest zeroed) whatever
+        // ends the range, a failed page walk included.
         let filled = pages.pages.iter().map(|(p, n)| (p.as_ptr().cast::<c_void>(), *n));
         let empty = std::iter::repeat((std::ptr::null_mut(), 0));
         for (i, (base, len)) in filled.chain(empty).take(n_iov).enumerate() {
@@ -64,6 +68,7 @@ pub unsafe extern "C" fn vm_copy_setup(
         match pages.end {
             CopyEnd::Done | CopyEnd::GuestFault => 0,
             CopyEnd::NotRam | CopyEnd::OutOfPieces => fail_as_value(libc::EFAULT),
+            CopyEnd::Failed(e) => fail_with(e),
         }
     })
 }
@@ -147,5 +152,56 @@ unsafe fn copy_iov(mut iov: *const iovec, len: usize, mut each: impl FnMut(*mut 
         off += n;
         // SAFETY: the next iovec of the caller's array.
         iov = unsafe { iov.add(1) };
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::ffi::layout::{vm_map_gpa, vm_setup_memory};
+    use crate::ffi::lifecycle::{vm_destroy, vm_openf, vm_vcpu_open, VMMAPI_OPEN_CREATE};
+    use crate::gla2gpa::{CPU_MODE_64BIT, PAGING_MODE_64};
+    use crate::mem::VM_MMAP_ALL;
+
+    /// libvmmapi's `vm_copy_setup` (FreeBSD 14) zeroes all `iovcnt`
+    /// iovecs first and fills one per page as it goes, so when the page
+    /// walk of a later page fails (VM_GLA2GPA's EFAULT: page tables
+    /// outside guest RAM) it returns -1 with the pages before it in the
+    /// iovecs and the rest zero.
+    #[test]
+    fn a_failed_page_walk_leaves_the_pages_before_it_and_zeroes_the_rest() {
+        let name = c"copy_setup_walk_error";
+        // SAFETY: a C string; the handles are used while the VM lives.
+        unsafe {
+            let ctx = vm_openf(name.as_ptr(), VMMAPI_OPEN_CREATE);
+            assert!(!ctx.is_null());
+            assert_eq!(vm_setup_memory(ctx, 4 << 20, VM_MMAP_ALL), 0);
+            let vcpu = vm_vcpu_open(ctx, 0);
+            assert!(!vcpu.is_null());
+            let put = |gpa: u64, v: u64| vm_map_gpa(ctx, gpa, 8).cast::<u64>().write_unaligned(v);
+            // PML4 at 0x1000: slot 0 -> PDPT 0x2000, slot 1 -> a PDPT at
+            // 2 GiB (not guest RAM). PDPT[511] -> PD 0x3000, PD[511] a
+            // 2 MiB page at 0.
+            put(0x1000, 0x2000 | 3);
+            put(0x1008, 0x8000_0000 | 3);
+            put(0x2000 + 511 * 8, 0x3000 | 3);
+            put(0x3000 + 511 * 8, 0x83);
+            let mut paging =
+                vm_guest_paging { cr3: 0x1000, cpl: 0, cpu_mode: CPU_MODE_64BIT, paging_mode: PAGING_MODE_64 };
+            let junk = iovec { iov_base: 8 as *mut c_void, iov_len: 99 };
+            let mut iov = [junk; 3];
+            let mut fault = 7;
+            // The last page of PML4 slot 0, then the first of slot 1.
+            let gla = 0x7f_ffff_f000u64;
+            let rc = vm_copy_setup(vcpu, &mut paging, gla, 0x2000, 1, iov.as_mut_ptr(), 3, &mut fault);
+            assert_eq!(rc, -1);
+            assert_eq!(nix::errno::Errno::last_raw(), libc::EFAULT);
+            assert_eq!(iov[0].iov_base, vm_map_gpa(ctx, 0x1f_f000, 1), "the first page");
+            assert_eq!(iov[0].iov_len, 0x1000);
+            for i in &iov[1..] {
+                assert_eq!((i.iov_base, i.iov_len), (std::ptr::null_mut(), 0), "zeroed");
+            }
+            vm_destroy(ctx);
+        }
     }
 }
