@@ -1988,7 +1988,8 @@ int vmm_rs_ioapic_stats(struct vmctx *ctx, struct vmm_rs_ioapic_stats *stats);
  fails, and EFAULT (also in errno) when a page is not guest RAM set up
  by vm_setup_memory(), or the iovecs run out (libvmmapi asserts): in
  these three the iovecs of the pages before are filled, the rest
- zeroed. -1 with
+ zeroed, and `*fault` is 0 (left as it was if the first page's walk
+ failed). -1 with
  errno EFAULT for a NULL pointer, EINVAL for a negative `iovcnt`, EBADF
  for a bad handle. The vCPU is held (as a VM_GLA2GPA caller holds it)
  for the whole range.

@@ -24,7 +24,8 @@ use crate::guest_copy::CopyEnd;
 /// fails, and EFAULT (also in errno) when a page is not guest RAM set up
 /// by vm_setup_memory(), or the iovecs run out (libvmmapi asserts): in
 /// these three the iovecs of the pages before are filled, the rest
-/// zeroed. -1 with
+/// zeroed, and `*fault` is 0 (left as it was if the first page's walk
+/// failed). -1 with
 /// errno EFAULT for a NULL pointer, EINVAL for a negative `iovcnt`, EBADF
 /// for a bad handle. The vCPU is held (as a VM_GLA2GPA caller holds it)
 /// for the whole range.
@@ -63,8 +64,12 @@ pub unsafe extern "C" fn vm_copy_setup(
             // SAFETY: `i < iovcnt`, the caller's array length.
             unsafe { iov.add(i).write(iovec { iov_base: base, iov_len: len }) };
         }
-        // SAFETY: non-NULL out-pointer.
-        unsafe { fault.write(c_int::from(pages.end == CopyEnd::GuestFault)) };
+        // libvmmapi's `*fault` is the last completed page walk's: left
+        // alone when the first one failed.
+        if !(pages.pages.is_empty() && matches!(pages.end, CopyEnd::Failed(_))) {
+            // SAFETY: non-NULL out-pointer.
+            unsafe { fault.write(c_int::from(pages.end == CopyEnd::GuestFault)) };
+        }
         match pages.end {
             CopyEnd::Done | CopyEnd::GuestFault => 0,
             CopyEnd::NotRam | CopyEnd::OutOfPieces => fail_as_value(libc::EFAULT),
@@ -201,6 +206,15 @@ mod tests {
             for i in &iov[1..] {
                 assert_eq!((i.iov_base, i.iov_len), (std::ptr::null_mut(), 0), "zeroed");
             }
+            assert_eq!(fault, 0, "the first page's walk completed");
+            // The first page's walk fails: `*fault` is left alone, as
+            // libvmmapi's vm_gla2gpa writes it only after a walk.
+            let mut fault = 7;
+            let mut iov = [junk; 3];
+            let rc = vm_copy_setup(vcpu, &mut paging, 0x80_0000_0000, 0x10, 1, iov.as_mut_ptr(), 3, &mut fault);
+            assert_eq!(rc, -1);
+            assert_eq!(fault, 7);
+            assert!(iov.iter().all(|i| i.iov_base.is_null() && i.iov_len == 0), "all zeroed");
             vm_destroy(ctx);
         }
     }
