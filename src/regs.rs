@@ -50,6 +50,8 @@ pub mod reg {
     pub const FS_BASE: usize = 45;
     pub const GS_BASE: usize = 46;
     pub const KGS_BASE: usize = 47;
+    /// The local APIC's task priority as CR8 (read only).
+    pub const TPR: usize = 48;
     /// `VM_REG_LAST`: number of registers.
     pub const LAST: usize = 49;
 }
@@ -300,8 +302,13 @@ impl VcpuRegs {
         Ok(self.segs[seg_index(regnum)?])
     }
 
+    /// `vm_set_seg_desc`. GDTR and IDTR keep their base and limit only:
+    /// neither backend stores a descriptor table's access rights
+    /// (FreeBSD `vmcs_setdesc`, `vmcb_setdesc`), so they read 0.
     pub fn set_seg(&mut self, regnum: i32, desc: SegDesc) -> Result<()> {
-        self.segs[seg_index(regnum)?] = desc;
+        let i = seg_index(regnum)?;
+        let access = if i >= 8 { 0 } else { desc.access };
+        self.segs[i] = SegDesc { access, ..desc };
         Ok(())
     }
 
@@ -488,12 +495,26 @@ mod tests {
     fn segment_descriptors_only_for_segment_registers() {
         let mut r = VcpuRegs::default();
         let d = SegDesc { base: 0x1000, limit: 0xffff, access: 0x93 };
-        for regnum in [reg::ES, reg::CS, reg::TR, reg::IDTR, reg::GDTR] {
+        for regnum in [reg::ES, reg::CS, reg::LDTR, reg::TR] {
             r.set_seg(regnum as i32, d).unwrap();
             assert_eq!(r.get_seg(regnum as i32), Ok(d));
         }
         assert_eq!(r.set_seg(reg::RAX as i32, d), Err(Error::Inval));
         assert_eq!(r.get_seg(reg::EFER as i32), Err(Error::Inval));
+    }
+
+    /// FreeBSD `vmcs_getdesc`/`vmcs_setdesc` (VMX: GDTR and IDTR have no
+    /// access-rights field in the VMCS) and `vmcb_getdesc` (SVM: "GDT and
+    /// IDT limit and base are stored, access is not"): a descriptor
+    /// table's access is not kept, and libvmmapi's `vm_get_desc` (which
+    /// zeroes its `vm_seg_desc`) reads 0 whatever was set.
+    #[test]
+    fn descriptor_tables_keep_base_and_limit_but_no_access() {
+        let mut r = VcpuRegs::default();
+        for regnum in [reg::IDTR, reg::GDTR] {
+            r.set_seg(regnum as i32, SegDesc { base: 0x1000, limit: 0xffff, access: 0x93 }).unwrap();
+            assert_eq!(r.get_seg(regnum as i32), Ok(SegDesc { base: 0x1000, limit: 0xffff, access: 0 }));
+        }
     }
 
     #[test]

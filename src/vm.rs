@@ -357,20 +357,31 @@ impl Vm {
     /// interrupt shadow: 1 while the guest is in one (after an exit taken
     /// by the instruction that follows an STI), as FreeBSD reads the
     /// VMCS's guest interruptibility state (`vmx_get_intr_shadow`).
+    /// VM_REG_GUEST_TPR reads the local APIC's TPR as CR8 (bits 7:4).
     pub fn get_register(&self, lock: &VcpuLock<'_>, regnum: i32) -> Result<u64> {
         let vcpu = lock.vcpu();
         if regnum == crate::regs::reg::INTR_SHADOW as i32 {
             return Ok(u64::from(self.backend.intr_shadow(vcpu).is_some()));
         }
+        if regnum == crate::regs::reg::TPR as i32 {
+            // FreeBSD `vmx_getreg`: `vlapic_get_cr8`.
+            return Ok(vcpu.vlapic.cr8());
+        }
         vcpu.regs.lock().get(regnum)
     }
 
     /// VM_SET_REGISTER for the vCPU held by `lock` (see `VcpuRegs::set`).
+    /// VM_REG_GUEST_TPR, which reads the local APIC's CR8, is EINVAL.
     /// VM_REG_GUEST_INTR_SHADOW: 0 ends the guest's interrupt shadow; any
     /// other value is EINVAL, as on Intel (`vmx_modify_intr_shadow`: a
     /// vCPU cannot be forced into an interrupt shadow).
     pub fn set_register(&self, lock: &VcpuLock<'_>, regnum: i32, val: u64) -> Result<()> {
         let vcpu = lock.vcpu();
+        if regnum == crate::regs::reg::TPR as i32 {
+            // FreeBSD `vmx_setreg`: no VMCS field (the guest sets its TPR
+            // through its local APIC).
+            return Err(Error::Inval);
+        }
         vcpu.regs.lock().set(regnum, val)?;
         if regnum == crate::regs::reg::INTR_SHADOW as i32 {
             self.backend.clear_intr_shadow(vcpu);
@@ -864,6 +875,22 @@ mod tests {
         assert_eq!(vm.set_topology(2048, 2048, 1024), Err(Error::Inval));
         assert_eq!(vm.set_topology(2, 33025, 65026), Err(Error::Inval));
         assert_eq!(vm.topology().cores, 2);
+    }
+
+    /// FreeBSD `vmx_getreg`: VM_REG_GUEST_TPR reads the local APIC's task
+    /// priority as CR8 (`vlapic_get_cr8`: TPR bits 7:4); `vmx_setreg` has
+    /// no VMCS field for it (`vmcs_setreg`: EINVAL). Not a register of its
+    /// own that reads back what was set.
+    #[test]
+    fn tpr_register_reads_the_local_apics_cr8_and_cannot_be_set() {
+        let vm = Vm::with_idle_backend("t", 1).unwrap();
+        let lock = vm.lock_one(0).unwrap();
+        let tpr = crate::regs::reg::LAST as i32 - 1; // VM_REG_GUEST_TPR, 48
+        assert_eq!(tpr, 48);
+        vm.vcpu(0).unwrap().vlapic.mmio_write(0x80, 0x5a, std::time::Instant::now());
+        assert_eq!(vm.get_register(&lock, tpr), Ok(5));
+        assert_eq!(vm.set_register(&lock, tpr, 3), Err(Error::Inval));
+        assert_eq!(vm.get_register(&lock, tpr), Ok(5));
     }
 
     #[test]

@@ -208,6 +208,12 @@ impl Vlapic {
         self.lock().tmr
     }
 
+    /// The task priority as CR8 sees it (TPR bits 7:4; FreeBSD
+    /// `vlapic_get_cr8`).
+    pub fn cr8(&self) -> u64 {
+        u64::from(self.lock().tpr >> 4)
+    }
+
     pub fn ppr(&self) -> u32 {
         self.lock().ppr()
     }
