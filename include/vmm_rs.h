@@ -2368,11 +2368,14 @@ int vm_get_guestmem_from_ctx(struct vmctx *ctx,
 /*
  Allocates memory segment `segid` of `len` bytes: system memory when
  `name` is NULL, else a device-memory segment with that name. As in
- libvmmapi, an existing segment of the same size and name is success.
- Returns 0, or -1 with errno: EINVAL (bad id, length or name, or a
- different segment there), ENAMETOOLONG (name of more than
- VM_MAX_SUFFIXLEN bytes), EEXIST (name taken by another segment),
- ENOMEM (the host cannot reserve the memory).
+ libvmmapi, the segment is read first: a bad id is EINVAL, and an
+ existing segment is success if it has the same size and name (both
+ unnamed, or equal names; "" is a name that matches none) and EINVAL
+ otherwise; only then is the name checked. Returns 0, or -1 with errno:
+ EINVAL (bad id, length or name, or a different segment there),
+ ENAMETOOLONG (name of more than VM_MAX_SUFFIXLEN bytes), EEXIST (name
+ taken by another segment), ENOMEM (the host cannot reserve the
+ memory).
  */
 int vm_alloc_memseg(struct vmctx *ctx, int segid, size_t len, const char *name);
 

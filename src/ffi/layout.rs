@@ -168,11 +168,15 @@ pub unsafe extern "C" fn vm_create_devmem(ctx: *mut vmctx, segid: c_int, name: *
         }
         // SAFETY: the caller passes a C string.
         let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-        if name.len() > VM_MAX_SUFFIXLEN {
-            set_errno(libc::ENAMETOOLONG);
-            return failed;
-        }
-        match with_mem_exclusive(ctx, |m| m.create_devmem(segid, name, len)) {
+        // As libvmmapi's `vm_alloc_memseg`: a bad id or an existing
+        // segment (EINVAL) is found before the name's length.
+        let r = with_mem_exclusive(ctx, |m| {
+            if name.len() > VM_MAX_SUFFIXLEN && m.get_memseg(segid)?.len == 0 {
+                return Err(Error::NameTooLong);
+            }
+            m.create_devmem(segid, name, len)
+        });
+        match r {
             Ok(p) => p.as_ptr().cast(),
             Err(e) => {
                 set_errno(errno_of(e));

@@ -106,31 +106,41 @@ fn empty_memseg(segid: c_int) -> vm_memseg {
 
 /// Allocates memory segment `segid` of `len` bytes: system memory when
 /// `name` is NULL, else a device-memory segment with that name. As in
-/// libvmmapi, an existing segment of the same size and name is success.
-/// Returns 0, or -1 with errno: EINVAL (bad id, length or name, or a
-/// different segment there), ENAMETOOLONG (name of more than
-/// VM_MAX_SUFFIXLEN bytes), EEXIST (name taken by another segment),
-/// ENOMEM (the host cannot reserve the memory).
+/// libvmmapi, the segment is read first: a bad id is EINVAL, and an
+/// existing segment is success if it has the same size and name (both
+/// unnamed, or equal names; "" is a name that matches none) and EINVAL
+/// otherwise; only then is the name checked. Returns 0, or -1 with errno:
+/// EINVAL (bad id, length or name, or a different segment there),
+/// ENAMETOOLONG (name of more than VM_MAX_SUFFIXLEN bytes), EEXIST (name
+/// taken by another segment), ENOMEM (the host cannot reserve the
+/// memory).
 #[no_mangle]
 pub unsafe extern "C" fn vm_alloc_memseg(ctx: *mut vmctx, segid: c_int, len: usize, name: *const c_char) -> c_int {
     ffi_boundary!({
+        // SAFETY: the caller passes a C string or NULL.
+        let bytes = (!name.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes());
+        let mut cur = empty_memseg(segid);
+        if ctx_ioctl(ctx, VM_GET_MEMSEG, &mut cur) != 0 {
+            return -1;
+        }
+        if cur.len != 0 {
+            // libvmmapi `cmpseg`, with VM_MEMSEG_NAME: an empty name is none.
+            let n = cur.name.iter().position(|c| *c == 0).unwrap_or(cur.name.len());
+            let cur_name: Vec<u8> = cur.name[..n].iter().map(|c| c.to_ne_bytes()[0]).collect();
+            let same_name = match bytes {
+                None => cur_name.is_empty(),
+                Some(b) => !cur_name.is_empty() && b == cur_name.as_slice(),
+            };
+            return if cur.len == len && same_name { 0 } else { fail(libc::EINVAL) };
+        }
         let mut seg = empty_memseg(segid);
-        if !name.is_null() {
-            // SAFETY: the caller passes a C string.
-            let bytes = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
+        if let Some(bytes) = bytes {
             if bytes.len() > VM_MAX_SUFFIXLEN {
                 return fail(libc::ENAMETOOLONG);
             }
             for (d, s) in seg.name.iter_mut().zip(bytes) {
                 *d = *s as c_char;
             }
-        }
-        let mut cur = empty_memseg(segid);
-        if ctx_ioctl(ctx, VM_GET_MEMSEG, &mut cur) != 0 {
-            return -1;
-        }
-        if cur.len != 0 {
-            return if cur.len == len && cur.name == seg.name { 0 } else { fail(libc::EINVAL) };
         }
         seg.len = len;
         ctx_ioctl(ctx, VM_ALLOC_MEMSEG, &mut seg)
@@ -254,4 +264,55 @@ pub unsafe extern "C" fn vm_mmap_getnext(
         }
         rc
     })
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn errno() -> i32 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    /// libvmmapi `vm_alloc_memseg` (static in FreeBSD 14, behind
+    /// `vm_setup_memory` and `vm_create_devmem`): it reads the segment
+    /// (VM_GET_MEMSEG: EINVAL for a bad id) and compares an existing one
+    /// (`cmpseg`: EINVAL unless same length and both unnamed or equal
+    /// names; a non-NULL "" is a name) before it copies the name in
+    /// (ENAMETOOLONG only then).
+    #[test]
+    fn alloc_memseg_checks_the_segment_before_the_name_length() {
+        const P: usize = 4096;
+        // SAFETY: C strings; the handle is closed at the end.
+        unsafe {
+            let name = c"audit6-alloc-order";
+            assert_eq!(crate::ffi::lifecycle::vm_create(name.as_ptr()), 0);
+            let ctx = crate::ffi::lifecycle::vm_open(name.as_ptr());
+            assert!(!ctx.is_null());
+            let long = c"sixteen-bytes-xx";
+            // Bad id: VM_GET_MEMSEG's EINVAL.
+            assert_eq!(vm_alloc_memseg(ctx, 7, P, long.as_ptr()), -1);
+            assert_eq!(errno(), libc::EINVAL, "bad segid");
+            // Existing segments: cmpseg fails, EINVAL.
+            assert_eq!(vm_alloc_memseg(ctx, 0, P, std::ptr::null()), 0);
+            assert_eq!(vm_alloc_memseg(ctx, 0, P, long.as_ptr()), -1);
+            assert_eq!(errno(), libc::EINVAL, "existing sysmem, long name");
+            assert_eq!(vm_alloc_memseg(ctx, 0, P, c"".as_ptr()), -1);
+            assert_eq!(errno(), libc::EINVAL, "existing sysmem, empty (non-NULL) name");
+            assert_eq!(vm_alloc_memseg(ctx, 1, P, c"dev".as_ptr()), 0);
+            assert_eq!(vm_alloc_memseg(ctx, 1, P, long.as_ptr()), -1);
+            assert_eq!(errno(), libc::EINVAL, "existing devmem, long name");
+            // A free id: the name is copied in, ENAMETOOLONG.
+            assert_eq!(vm_alloc_memseg(ctx, 2, P, long.as_ptr()), -1);
+            assert_eq!(errno(), libc::ENAMETOOLONG);
+            // vm_create_devmem goes through it: the same order.
+            let p = crate::ffi::layout::vm_create_devmem(ctx, 1, long.as_ptr(), P);
+            assert_eq!((p, errno()), (libc::MAP_FAILED, libc::EINVAL), "vm_create_devmem, existing");
+            let p = crate::ffi::layout::vm_create_devmem(ctx, 9, long.as_ptr(), P);
+            assert_eq!((p, errno()), (libc::MAP_FAILED, libc::EINVAL), "vm_create_devmem, bad id");
+            let p = crate::ffi::layout::vm_create_devmem(ctx, 3, long.as_ptr(), P);
+            assert_eq!((p, errno()), (libc::MAP_FAILED, libc::ENAMETOOLONG), "vm_create_devmem, free id");
+            crate::ffi::lifecycle::vm_destroy(ctx);
+        }
+    }
 }
