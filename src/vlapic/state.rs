@@ -138,7 +138,11 @@ impl LapicState {
         self.set_mode_registers();
         self.svr = SVR_VECTOR;
         self.lvt = [LVT_M; lvt::COUNT];
+        // The timer-interrupt count is a vCPU statistic (FreeBSD
+        // VLAPIC_INTR_TIMER), which only VM_REINIT zeroes.
+        let fired = self.timer.fired;
         self.timer = Timer::new();
+        self.timer.fired = fired;
     }
 
     /// Back to a new VM's state (VM_REINIT): xAPIC mode, reset, nothing
