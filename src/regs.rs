@@ -270,6 +270,7 @@ impl VcpuRegs {
     }
 
     /// `vm_set_register`; setting RIP also sets where the guest resumes,
+    /// a segment register (ES..TR) keeps the selector's 16 bits,
     /// setting FS_BASE or GS_BASE the descriptor's base. INTR_SHADOW takes
     /// 0 only (EINVAL otherwise, as FreeBSD's `vmx_setreg`): the shadow is
     /// the backend's, which `Vm::set_register` ends.
@@ -278,6 +279,8 @@ impl VcpuRegs {
             reg::INTR_SHADOW if val != 0 => return Err(Error::Inval),
             reg::FS_BASE => self.segs[reg::FS - reg::ES].base = val,
             reg::GS_BASE => self.segs[reg::GS - reg::ES].base = val,
+            // Selectors are 16 bits (a VMCS or VMCB field that wide).
+            r @ reg::ES..=reg::TR => self.regs[r] = val & 0xffff,
             r => {
                 self.regs[r] = val;
                 if r == reg::RIP {
@@ -489,6 +492,19 @@ mod tests {
         assert_eq!(r.set(-1, 0), Err(Error::Inval));
         r.set(reg::RIP as i32, 0xfff0).unwrap();
         assert_eq!(r.nextrip, 0xfff0);
+    }
+
+    /// FreeBSD keeps segment selectors in 16-bit fields on both backends
+    /// (VMX `vmcs_setreg`: a VMWRITE to a 16-bit VMCS field drops the
+    /// high bits; SVM `vmcb_write`: `seg->selector`, a `uint16_t`), so
+    /// VM_SET_REGISTER of ES..TR keeps the low 16 bits.
+    #[test]
+    fn segment_selectors_are_16_bits() {
+        let mut r = VcpuRegs::default();
+        for i in reg::ES..=reg::TR {
+            r.set(i as i32, 0xdead_0008).unwrap();
+            assert_eq!(r.get(i as i32), Ok(0x0008), "selector {i}");
+        }
     }
 
     #[test]
