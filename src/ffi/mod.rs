@@ -20,6 +20,8 @@
 
 pub mod abi;
 mod apic;
+#[cfg(all(test, not(loom)))]
+mod audit7_tests;
 mod call;
 mod cancel;
 pub mod commands;

@@ -1,0 +1,112 @@
+//! Differential checks of libvmmapi-level functions against FreeBSD 14's
+//! `lib/libvmmapi/vmmapi.c` (audit 7).
+
+use std::ffi::c_int;
+
+use super::abi::*;
+use super::apic::vm_get_x2apic_state;
+use super::devices::vm_get_hpet_capabilities;
+use super::layout::vm_create_devmem;
+use super::lifecycle::{vm_close, vm_destroy, vm_open, vm_openf, vm_vcpu_close, vm_vcpu_open, VMMAPI_OPEN_CREATE};
+use super::memory::vm_alloc_memseg;
+use super::vmmapi::{vm_get_capability, vm_get_register};
+
+fn errno() -> c_int {
+    nix::errno::Errno::last_raw()
+}
+
+/// FreeBSD 14 vmmapi.c `vm_get_register` stores `vmreg.regval` (bzeroed,
+/// and not copied out by a failed ioctl) into `*ret_val` whatever the
+/// ioctl returned: a failed call leaves 0 there.
+#[test]
+fn vm_get_register_failure_stores_zero_as_libvmmapi() {
+    // SAFETY: C strings; handles used while the VM lives.
+    unsafe {
+        let ctx = vm_openf(c"audit7_getreg".as_ptr(), VMMAPI_OPEN_CREATE);
+        assert!(!ctx.is_null());
+        let vcpu = vm_vcpu_open(ctx, 0);
+        let mut v: u64 = 0xdead_beef;
+        assert_eq!(vm_get_register(vcpu, 9999, &mut v), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!(v, 0, "libvmmapi writes the zeroed regval on failure");
+        vm_vcpu_close(vcpu);
+        vm_destroy(ctx);
+    }
+}
+
+/// FreeBSD 14 vmmapi.c `vm_get_capability` stores `vmcap.capval` into
+/// `*retval` unconditionally: 0 after a failed call.
+#[test]
+fn vm_get_capability_failure_stores_zero_as_libvmmapi() {
+    // SAFETY: as above.
+    unsafe {
+        let ctx = vm_openf(c"audit7_getcap".as_ptr(), VMMAPI_OPEN_CREATE);
+        assert!(!ctx.is_null());
+        let vcpu = vm_vcpu_open(ctx, 0);
+        let mut v: c_int = 77;
+        assert_eq!(vm_get_capability(vcpu, 99, &mut v), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!(v, 0, "libvmmapi writes the zeroed capval on failure");
+        vm_vcpu_close(vcpu);
+        vm_destroy(ctx);
+    }
+}
+
+/// FreeBSD 14 vmmapi.c `vm_get_x2apic_state` stores `x2apic.state` into
+/// `*state` unconditionally, and `vm_get_hpet_capabilities` stores
+/// `cap.capabilities` whenever the pointer is not NULL: after a failed
+/// ioctl (here, the VM was destroyed through another handle; FreeBSD's
+/// ioctl on the stale descriptor fails) both read 0.
+#[test]
+fn x2apic_and_hpet_getters_failure_store_zero_as_libvmmapi() {
+    // SAFETY: as above.
+    unsafe {
+        let name = c"audit7_x2apic_hpet";
+        let ctx = vm_openf(name.as_ptr(), VMMAPI_OPEN_CREATE);
+        assert!(!ctx.is_null());
+        let ctx2 = vm_open(name.as_ptr());
+        assert!(!ctx2.is_null());
+        let vcpu = vm_vcpu_open(ctx2, 0);
+        assert!(!vcpu.is_null());
+        vm_destroy(ctx);
+        let mut st = x2apic_state::X2APIC_ENABLED;
+        assert_eq!(vm_get_x2apic_state(vcpu, &mut st), -1);
+        assert_eq!(st as c_int, x2apic_state::X2APIC_DISABLED as c_int, "zeroed state written");
+        let mut cap: u32 = 0xdead;
+        assert_eq!(vm_get_hpet_capabilities(ctx2, &mut cap), -1);
+        assert_eq!(cap, 0, "zeroed capabilities written");
+        vm_vcpu_close(vcpu);
+        vm_close(ctx2);
+    }
+}
+
+/// FreeBSD 14 vmmapi.c: `vm_create_devmem` -> static `vm_alloc_memseg`
+/// first asks VM_GET_MEMSEG (EINVAL for a segment id out of range), then
+/// for an allocated segment compares (EINVAL on a mismatch), and only for
+/// a free id copies the name (ENAMETOOLONG). A too-long name with a bad
+/// id, or over an existing segment, is EINVAL there.
+#[test]
+fn devmem_long_name_errno_order_as_libvmmapi() {
+    // SAFETY: as above.
+    unsafe {
+        let ctx = vm_openf(c"audit7_devmem".as_ptr(), VMMAPI_OPEN_CREATE);
+        assert!(!ctx.is_null());
+        let long = c"a_name_longer_than_15";
+        let p = vm_create_devmem(ctx, 99, long.as_ptr(), 4096);
+        assert_eq!(p, libc::MAP_FAILED);
+        assert_eq!(errno(), libc::EINVAL, "bad segid is found before the name length");
+        assert_eq!(vm_alloc_memseg(ctx, 99, 4096, long.as_ptr()), -1);
+        assert_eq!(errno(), libc::EINVAL, "vm_alloc_memseg: same order");
+        // An existing segment: the comparison fails first (EINVAL).
+        let p = vm_create_devmem(ctx, 1, c"fb".as_ptr(), 4096);
+        assert_ne!(p, libc::MAP_FAILED);
+        let p = vm_create_devmem(ctx, 1, long.as_ptr(), 4096);
+        assert_eq!(p, libc::MAP_FAILED);
+        assert_eq!(errno(), libc::EINVAL, "existing segment compared before the name length");
+        // A free id: ENAMETOOLONG, as libvmmapi.
+        let p = vm_create_devmem(ctx, 2, long.as_ptr(), 4096);
+        assert_eq!(p, libc::MAP_FAILED);
+        assert_eq!(errno(), libc::ENAMETOOLONG);
+        vm_destroy(ctx);
+    }
+}
