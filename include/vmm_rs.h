@@ -1964,7 +1964,8 @@ int vm_raise_msi(struct vmctx *ctx, uint64_t addr, uint64_t msg, int bus, int sl
 int vm_inject_nmi(struct vcpu *vcpu);
 
 /*
- Reads the vCPU's x2APIC state (enum x2apic_state).
+ Reads the vCPU's x2APIC state (enum x2apic_state; X2APIC_DISABLED
+ after a failure, as libvmmapi).
  */
 int vm_get_x2apic_state(struct vcpu *vcpu, enum x2apic_state *state);
 
@@ -2056,7 +2057,8 @@ int vm_rtc_gettime(struct vmctx *ctx, time_t *secs);
  The low 32 bits of the HPET's capabilities register into
  `*capabilities` (bhyve puts them in its ACPI HPET table): vendor 8086,
  8 timers, revision 1, a 32-bit counter, no LegacyReplacement. As in
- libvmmapi, a NULL `capabilities` only skips the copy.
+ libvmmapi, a NULL `capabilities` only skips the copy, and a failed
+ call stores 0.
  */
 int vm_get_hpet_capabilities(struct vmctx *ctx, uint32_t *capabilities);
 
@@ -2582,8 +2584,8 @@ int vm_run(struct vcpu *vcpu, struct vm_run *vmrun);
 int vm_set_register(struct vcpu *vcpu, int reg, uint64_t val);
 
 /*
- Reads register `reg` of a vCPU into `*retval`. EINVAL as
- vm_set_register(). VM_REG_GUEST_INTR_SHADOW reads 1 while the guest is
+ Reads register `reg` of a vCPU into `*retval` (0 after a failure, as
+ libvmmapi). EINVAL as vm_set_register(). VM_REG_GUEST_INTR_SHADOW reads 1 while the guest is
  in an interrupt shadow (an exit taken by the instruction right after an
  STI that enabled interrupts, until the guest resumes past it), else 0.
  */
@@ -2628,7 +2630,8 @@ int vm_get_desc(struct vcpu *vcpu, int reg, uint64_t *base, uint32_t *limit, uin
 int vm_get_seg_desc(struct vcpu *vcpu, int reg, struct seg_desc *seg_desc);
 
 /*
- Reads capability `cap` (enum vm_cap_type) into `*retval`. A new vCPU
+ Reads capability `cap` (enum vm_cap_type) into `*retval` (0 after a
+ failure, as libvmmapi). A new vCPU
  has VM_CAP_HALT_EXIT on (HLT exits and sleeps in the library),
  VM_CAP_RDPID and VM_CAP_RDTSCP on (always, as on FreeBSD's VMX
  backend on a host with the instructions) and every other capability

@@ -242,7 +242,8 @@ pub extern "C" fn vm_inject_nmi(vcpu: *mut vcpu) -> c_int {
     })
 }
 
-/// Reads the vCPU's x2APIC state (enum x2apic_state).
+/// Reads the vCPU's x2APIC state (enum x2apic_state; X2APIC_DISABLED
+/// after a failure, as libvmmapi).
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_x2apic_state(vcpu: *mut vcpu, state: *mut x2apic_state) -> c_int {
     ffi_boundary!({
@@ -251,16 +252,16 @@ pub unsafe extern "C" fn vm_get_x2apic_state(vcpu: *mut vcpu, state: *mut x2apic
         }
         let mut a = vm_x2apic { cpuid: 0, state: 0 };
         let rc = vcpu_ioctl(vcpu, VM_GET_X2APIC_STATE, &mut a, |a, id| a.cpuid = id);
-        if rc == 0 {
-            // The VM only ever holds one of the two states.
-            let s = if a.state == x2apic_state::X2APIC_ENABLED as c_int {
-                x2apic_state::X2APIC_ENABLED
-            } else {
-                x2apic_state::X2APIC_DISABLED
-            };
-            // SAFETY: non-NULL out-pointer.
-            unsafe { state.write(s) };
-        }
+        // The VM only ever holds one of the two states. As libvmmapi,
+        // `*state` is written whatever the result: the zeroed state
+        // (X2APIC_DISABLED) after a failure.
+        let s = if rc == 0 && a.state == x2apic_state::X2APIC_ENABLED as c_int {
+            x2apic_state::X2APIC_ENABLED
+        } else {
+            x2apic_state::X2APIC_DISABLED
+        };
+        // SAFETY: non-NULL out-pointer.
+        unsafe { state.write(s) };
         rc
     })
 }

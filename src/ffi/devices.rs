@@ -104,15 +104,17 @@ pub unsafe extern "C" fn vm_rtc_gettime(ctx: *mut vmctx, secs: *mut libc::time_t
 /// The low 32 bits of the HPET's capabilities register into
 /// `*capabilities` (bhyve puts them in its ACPI HPET table): vendor 8086,
 /// 8 timers, revision 1, a 32-bit counter, no LegacyReplacement. As in
-/// libvmmapi, a NULL `capabilities` only skips the copy.
+/// libvmmapi, a NULL `capabilities` only skips the copy, and a failed
+/// call stores 0.
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_hpet_capabilities(ctx: *mut vmctx, capabilities: *mut u32) -> c_int {
     ffi_boundary!({
         let mut a = vm_hpet_cap { capabilities: 0 };
         let rc = ctx_ioctl(ctx, VM_GET_HPET_CAPABILITIES, &mut a);
-        if rc == 0 && !capabilities.is_null() {
+        if !capabilities.is_null() {
+            // As libvmmapi, written whatever the result (0 after a failure).
             // SAFETY: non-NULL out-pointer.
-            unsafe { capabilities.write(a.capabilities) };
+            unsafe { capabilities.write(if rc == 0 { a.capabilities } else { 0 }) };
         }
         rc
     })

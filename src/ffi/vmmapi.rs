@@ -94,8 +94,8 @@ pub extern "C" fn vm_set_register(vcpu: *mut vcpu, reg: c_int, val: u64) -> c_in
     })
 }
 
-/// Reads register `reg` of a vCPU into `*retval`. EINVAL as
-/// vm_set_register(). VM_REG_GUEST_INTR_SHADOW reads 1 while the guest is
+/// Reads register `reg` of a vCPU into `*retval` (0 after a failure, as
+/// libvmmapi). EINVAL as vm_set_register(). VM_REG_GUEST_INTR_SHADOW reads 1 while the guest is
 /// in an interrupt shadow (an exit taken by the instruction right after an
 /// STI that enabled interrupts, until the guest resumes past it), else 0.
 #[no_mangle]
@@ -106,9 +106,9 @@ pub unsafe extern "C" fn vm_get_register(vcpu: *mut vcpu, reg: c_int, retval: *m
         }
         let mut a = vm_register { cpuid: 0, regnum: reg, regval: 0 };
         let rc = vcpu_ioctl(vcpu, VM_GET_REGISTER, &mut a, |a, id| a.cpuid = id);
-        if rc == 0 {
-            out!(retval, a.regval);
-        }
+        // As libvmmapi: `*retval` is written whatever the result (the
+        // zeroed value after a failure).
+        out!(retval, if rc == 0 { a.regval } else { 0 });
         rc
     })
 }
@@ -197,7 +197,8 @@ pub unsafe extern "C" fn vm_get_seg_desc(vcpu: *mut vcpu, reg: c_int, seg_desc: 
     })
 }
 
-/// Reads capability `cap` (enum vm_cap_type) into `*retval`. A new vCPU
+/// Reads capability `cap` (enum vm_cap_type) into `*retval` (0 after a
+/// failure, as libvmmapi). A new vCPU
 /// has VM_CAP_HALT_EXIT on (HLT exits and sleeps in the library),
 /// VM_CAP_RDPID and VM_CAP_RDTSCP on (always, as on FreeBSD's VMX
 /// backend on a host with the instructions) and every other capability
@@ -210,9 +211,8 @@ pub unsafe extern "C" fn vm_get_capability(vcpu: *mut vcpu, cap: c_int, retval: 
         }
         let mut a = vm_capability { cpuid: 0, captype: cap, capval: 0, allcpus: 0 };
         let rc = vcpu_ioctl(vcpu, VM_GET_CAPABILITY, &mut a, |a, id| a.cpuid = id);
-        if rc == 0 {
-            out!(retval, a.capval);
-        }
+        // As libvmmapi: written whatever the result (0 after a failure).
+        out!(retval, if rc == 0 { a.capval } else { 0 });
         rc
     })
 }
