@@ -195,7 +195,8 @@ check_bad_ctx(struct vmctx *bad, int err, const char *what)
 		CHECK_ERR(vm_rtc_gettime(bad, &secs), err);
 		uint32_t caps = 42;
 		CHECK_ERR(vm_get_hpet_capabilities(bad, &caps), err);
-		CHECK(b == 0x42 && secs == 42 && caps == 42); /* nothing written on failure */
+		CHECK(b == 0x42 && secs == 42); /* nothing written on failure */
+		CHECK(caps == 0); /* libvmmapi stores the zeroed value whatever the result */
 		errno = 0;
 		CHECK(vm_get_stat_desc(bad, 0) == NULL && errno == err);
 	}
