@@ -21,7 +21,7 @@
 pub mod abi;
 mod apic;
 #[cfg(all(test, not(loom)))]
-mod audit7_tests;
+mod libvmmapi_parity_tests;
 mod call;
 mod cancel;
 pub mod commands;
