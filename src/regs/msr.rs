@@ -174,6 +174,19 @@ pub enum MsrAccess {
     Userland,
 }
 
+/// Whether FreeBSD's VMX backend lets the guest access `msr` without a VM
+/// exit (its MSR bitmap, `vmx_vminit` and `vmx_msr_guest_init`): FS/GS
+/// base, SYSENTER, EFER, the SYSCALL MSRs and kernel-GS base both ways;
+/// the TSC and TSC_AUX for reads only (the VM has RDTSCP and RDPID).
+pub fn vmx_passthrough(msr: u32, write: bool) -> bool {
+    match msr {
+        MSR_FSBASE | MSR_GSBASE | MSR_KGSBASE | MSR_SYSENTER_CS..=MSR_SYSENTER_EIP | MSR_EFER => true,
+        MSR_STAR | MSR_LSTAR | MSR_CSTAR | MSR_SF_MASK => true,
+        MSR_TSC | MSR_TSC_AUX => !write,
+        _ => false,
+    }
+}
+
 /// FreeBSD `pat_valid`: every entry a memory type (0, 1, 4, 5, 6 or 7).
 fn pat_valid(val: u64) -> bool {
     val.to_le_bytes().iter().all(|t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))

@@ -153,7 +153,17 @@ impl Vm {
                     continue;
                 }
             }
-            vcpu.stats.add(Stat::VmExits, 1);
+            // An MSR FreeBSD's VMX backend passes through is no exit
+            // there (a #GP the processor raises for it neither), so it is
+            // counted nowhere.
+            let passthrough = match gexit {
+                GuestExit::Rdmsr { msr } => crate::regs::msr::vmx_passthrough(msr, false),
+                GuestExit::Wrmsr { msr, .. } => crate::regs::msr::vmx_passthrough(msr, true),
+                _ => false,
+            };
+            if !passthrough {
+                vcpu.stats.add(Stat::VmExits, 1);
+            }
             let kind = match gexit {
                 GuestExit::Kicked => Some(Stat::ExtIntExits),
                 GuestExit::Hlt { .. } => Some(Stat::Hlt),
@@ -170,7 +180,7 @@ impl Vm {
                 GuestExit::RamFault { .. } => Some(Stat::NestedFault),
                 GuestExit::Yield | GuestExit::Bogus => None,
             };
-            if let Some(stat) = kind {
+            if let Some(stat) = kind.filter(|_| !passthrough) {
                 vcpu.stats.add(stat, 1);
             }
             let exit = |kind| Ok(VmExit { kind, rip, inst_length: len });

@@ -220,13 +220,16 @@ impl Vm {
     /// Deliver an IPI sent by vCPU `from` (an ICR or SELF_IPI write).
     ///
     /// Fixed goes to every destination; lowest priority to the first one
-    /// (FreeBSD fails such an ICR write, so VM_RUN fails; we deliver them
-    /// like lowest-priority device interrupts); NMI to every destination.
+    /// (FreeBSD fails such an ICR write: VM_RUN fails for an MMIO write,
+    /// an x2APIC WRMSR goes to userland; we deliver them like
+    /// lowest-priority device interrupts); NMI to every destination.
     /// INIT and STARTUP are returned, with their targets, for the run loop
     /// (`Vm::handle_start_ipi`); which targets follows FreeBSD 14's
     /// `vlapic_icrlo_write_handler`: with the sender's VM_CAP_IPI_EXIT on,
     /// the destinations; off, only a physical destination other than the
-    /// sender, the shorthand ignored. SMI and remote read are ignored.
+    /// sender, the shorthand ignored. SMI and remote read are ignored
+    /// here (FreeBSD fails them as lowest priority; through the x2APIC
+    /// MSR they go to userland as there, see `Vm::guest_wrmsr`).
     pub fn send_ipi(&self, from: usize, ipi: Ipi) -> Option<StartIpi> {
         if matches!(ipi.mode, DELMODE_INIT | DELMODE_STARTUP) {
             return self.start_ipi_targets(from, &ipi);

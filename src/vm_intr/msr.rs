@@ -7,7 +7,11 @@ use std::time::Instant;
 use crate::regs::MsrAccess;
 use crate::vcpu::Vcpu;
 use crate::vlapic::delivery::StartIpi;
-use crate::vlapic::regs::{MSR_APICBASE, MSR_X2APIC_FIRST, MSR_X2APIC_LAST};
+use crate::vlapic::icr::icr_valid;
+use crate::vlapic::regs::{off, DELMODE_MASK, DELMODE_RR, DELMODE_SMI, MSR_APICBASE, MSR_X2APIC_FIRST, MSR_X2APIC_LAST};
+
+/// The x2APIC ICR (both halves in one MSR).
+const MSR_X2APIC_ICR: u32 = MSR_X2APIC_FIRST + (off::ICR_LO >> 4);
 use crate::vm::Vm;
 
 impl Vm {
@@ -35,6 +39,14 @@ impl Vm {
             return (vcpu.regs.lock().wrmsr(msr, value), None);
         }
         match self.guest_lapic_wrmsr(vcpu.id(), msr, value) {
+            // FreeBSD 14's `vlapic_icrlo_write_handler` stores the ICR but
+            // fails a valid one with a delivery mode it has no case for
+            // (SMI, remote read), so `lapic_wrmsr` fails and the WRMSR is
+            // userland's. (Lowest priority fails there too; it is
+            // delivered here on purpose, see `send_ipi`.)
+            Ok(_) if msr == MSR_X2APIC_ICR && icr_valid(value as u32) && matches!(value as u32 & DELMODE_MASK, DELMODE_SMI | DELMODE_RR) => {
+                (MsrAccess::Userland, None)
+            }
             Ok(start) => (MsrAccess::Done(value), start),
             Err(_) if msr == MSR_APICBASE => (MsrAccess::Userland, None),
             Err(_) => (MsrAccess::Fault, None),
