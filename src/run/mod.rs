@@ -142,7 +142,7 @@ impl Vm {
                     }
                 }
             };
-            {
+            let cpl = {
                 let mut r = vcpu.regs.lock();
                 r.set(reg::RIP as i32, rip)?;
                 r.nextrip = rip + u64::from(len);
@@ -152,11 +152,15 @@ impl Vm {
                     r.halted = true;
                     continue;
                 }
-            }
+                r.paging().cpl
+            };
+            // RDMSR and WRMSR at CPL > 0 raise #GP(0) before any VM exit
+            // (SDM 26.1.1): on FreeBSD no exit, no handler, no count.
+            let msr_gp = matches!(gexit, GuestExit::Rdmsr { .. } | GuestExit::Wrmsr { .. }) && cpl != 0;
             // An MSR FreeBSD's VMX backend passes through is no exit
             // there (a #GP the processor raises for it neither), so it is
             // counted nowhere.
-            let passthrough = match gexit {
+            let passthrough = msr_gp || match gexit {
                 GuestExit::Rdmsr { msr } => crate::regs::msr::vmx_passthrough(msr, false),
                 GuestExit::Wrmsr { msr, .. } => crate::regs::msr::vmx_passthrough(msr, true),
                 _ => false,
@@ -217,6 +221,7 @@ impl Vm {
                 }
                 // The local APIC's MSRs and those VMX keeps or emulates in
                 // the kernel are emulated here; a refused one is #GP.
+                GuestExit::Rdmsr { .. } | GuestExit::Wrmsr { .. } if msr_gp => self.fault_instruction(vcpu, IDT_GP, Some(0))?,
                 GuestExit::Rdmsr { msr } => match self.guest_rdmsr(vcpu, msr) {
                     MsrAccess::Done(v) => self.backend().emulated_read_result(vcpu, v),
                     MsrAccess::Fault => self.fault_instruction(vcpu, IDT_GP, Some(0))?,

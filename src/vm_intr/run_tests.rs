@@ -472,6 +472,33 @@ fn msrs_vmx_passes_through_are_no_exits_in_the_statistics() {
     );
 }
 
+/// RDMSR and WRMSR are privileged: at CPL > 0 (SS.DPL under VMX) the
+/// processor raises #GP(0) before any VM exit (SDM 26.1.1), so on FreeBSD
+/// neither `vmx_rdmsr` / `lapic_rdmsr` nor userland (VM_EXITCODE_RDMSR /
+/// WRMSR) sees the access and no exit is counted.
+#[test]
+fn msr_access_at_cpl3_is_gp_without_an_exit() {
+    use crate::regs::msr::MSR_EFER;
+    use crate::regs::{reg, SegDesc};
+    use crate::stats::Stat;
+    let exits = [GuestExit::Rdmsr { msr: 0x3a }, GuestExit::Wrmsr { msr: 0x3a, value: 1 }, GuestExit::Rdmsr { msr: MSR_EFER }];
+    let (vm, s) = vm_with(Script::playing(exits, true), 1);
+    // Protected mode, CPL 3.
+    {
+        let v = vm.vcpu(0).unwrap();
+        let mut r = v.regs.lock();
+        r.set(reg::CR0 as i32, 1).unwrap();
+        r.set_seg(reg::SS as i32, SegDesc { base: 0, limit: 0xffff_ffff, access: 0xc0f3 }).unwrap();
+        r.set_seg(reg::CS as i32, SegDesc { base: 0, limit: 0xffff_ffff, access: 0xc0fb }).unwrap();
+    }
+    let e = run_once(&vm, 0);
+    assert_eq!(e, ExitKind::Bogus, "no RDMSR / WRMSR exit at CPL 3");
+    assert_eq!(*s.injected.lock().unwrap(), [13, 13, 13], "#GP for each");
+    assert!(s.mmio_reads.lock().unwrap().is_empty(), "EFER not read");
+    let st = vm.vcpu_stats(0, 0, 64).unwrap();
+    assert_eq!((st[Stat::Rdmsr as usize], st[Stat::Wrmsr as usize]), (0, 0));
+}
+
 /// The MSRs VMX keeps or emulates in the kernel never reach userland:
 /// EFER reads the register file, PAT is kept (an invalid one is #GP),
 /// and only a MISC_ENABLE change FreeBSD punts goes out.
