@@ -142,6 +142,7 @@ impl Vm {
                     }
                 }
             };
+            let is_msr = matches!(gexit, GuestExit::Rdmsr { .. } | GuestExit::Wrmsr { .. });
             let cpl = {
                 let mut r = vcpu.regs.lock();
                 r.set(reg::RIP as i32, rip)?;
@@ -152,11 +153,16 @@ impl Vm {
                     r.halted = true;
                     continue;
                 }
-                r.paging().cpl
+                // Only an MSR access needs the CPL (a paging-state read).
+                if is_msr {
+                    r.paging().cpl
+                } else {
+                    0
+                }
             };
             // RDMSR and WRMSR at CPL > 0 raise #GP(0) before any VM exit
             // (SDM 26.1.1): on FreeBSD no exit, no handler, no count.
-            let msr_gp = matches!(gexit, GuestExit::Rdmsr { .. } | GuestExit::Wrmsr { .. }) && cpl != 0;
+            let msr_gp = is_msr && cpl != 0;
             // An MSR FreeBSD's VMX backend passes through is no exit
             // there (a #GP the processor raises for it neither), so it is
             // counted nowhere.

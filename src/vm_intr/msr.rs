@@ -9,10 +9,10 @@ use crate::vcpu::Vcpu;
 use crate::vlapic::delivery::StartIpi;
 use crate::vlapic::icr::icr_valid;
 use crate::vlapic::regs::{off, DELMODE_MASK, DELMODE_RR, DELMODE_SMI, MSR_APICBASE, MSR_X2APIC_FIRST, MSR_X2APIC_LAST};
+use crate::vm::Vm;
 
 /// The x2APIC ICR (both halves in one MSR).
 const MSR_X2APIC_ICR: u32 = MSR_X2APIC_FIRST + (off::ICR_LO >> 4);
-use crate::vm::Vm;
 
 impl Vm {
     /// Whether the local APIC handles `msr` (FreeBSD `lapic_msr`):
