@@ -362,14 +362,262 @@ check_vmm_h_helpers(void)
 	CHECK(sizeof(vm_paddr_t) == 8 && sizeof(vm_ooffset_t) == 8 && (vm_ooffset_t)-1 < 0);
 }
 
+/*
+ * The rest of the FreeBSD 14 layouts bhyve reads: every vm_exit union
+ * member's fields, and the argument structs check_offsets() leaves out.
+ */
+static void
+check_more_offsets(void)
+{
+	CHECK(offsetof(struct vm_exit, u.paging.gpa) == 16);
+	CHECK(offsetof(struct vm_exit, u.paging.fault_type) == 24);
+	CHECK(offsetof(struct vm_exit, u.vmx.status) == 16);
+	CHECK(offsetof(struct vm_exit, u.vmx.exit_reason) == 20);
+	CHECK(offsetof(struct vm_exit, u.vmx.exit_qualification) == 24);
+	CHECK(offsetof(struct vm_exit, u.vmx.inst_type) == 32);
+	CHECK(offsetof(struct vm_exit, u.vmx.inst_error) == 36);
+	CHECK(offsetof(struct vm_exit, u.svm.exitcode) == 16);
+	CHECK(offsetof(struct vm_exit, u.svm.exitinfo1) == 24);
+	CHECK(offsetof(struct vm_exit, u.svm.exitinfo2) == 32);
+	CHECK(offsetof(struct vm_exit, u.bpt.inst_length) == 16);
+	CHECK(offsetof(struct vm_exit, u.dbg.trace_trap) == 16);
+	CHECK(offsetof(struct vm_exit, u.dbg.pushf_intercept) == 20);
+	CHECK(offsetof(struct vm_exit, u.dbg.tf_shadow_val) == 24);
+	CHECK(offsetof(struct vm_exit, u.msr.code) == 16);
+	CHECK(sizeof(((struct vm_exit *)0)->u.msr.code) == 4);
+	CHECK(offsetof(struct vm_exit, u.spinup_ap.vcpu) == 16);
+	CHECK(offsetof(struct vm_exit, u.hlt.rflags) == 16);
+	CHECK(offsetof(struct vm_exit, u.ipi.mode) == 16);
+	CHECK(offsetof(struct vm_exit, u.ipi.vector) == 20);
+	CHECK(sizeof(((struct vm_exit *)0)->u.ipi.vector) == 1);
+	CHECK(offsetof(struct vm_exit, u.inout_str.rflags) == 48);
+	CHECK(offsetof(struct vm_exit, u.inout_str.cr0) == 56);
+	CHECK(offsetof(struct vm_exit, u.inout_str.index) == 64);
+	CHECK(offsetof(struct vm_exit, u.inout_str.count) == 72);
+	CHECK(offsetof(struct vm_exit, u.inout_str.addrsize) == 80);
+	CHECK(offsetof(struct vm_exit, u.inout_str.seg_name) == 84);
+	CHECK(offsetof(struct vm_exit, u.task_switch.tsssel) == 16);
+	CHECK(offsetof(struct vm_exit, u.task_switch.ext) == 20);
+	CHECK(offsetof(struct vm_exit, u.task_switch.errcode) == 24);
+	CHECK(offsetof(struct vm_exit, u.task_switch.errcode_valid) == 28);
+	CHECK(offsetof(struct vm_exit, u.task_switch.reason) == 32);
+
+	CHECK(offsetof(struct vm_guest_paging, cpl) == 8);
+	CHECK(offsetof(struct vm_guest_paging, cpu_mode) == 12);
+	CHECK(offsetof(struct vm_guest_paging, paging_mode) == 16);
+	CHECK(offsetof(struct vm_exception, vector) == 4);
+	CHECK(offsetof(struct vm_exception, error_code) == 8);
+	CHECK(offsetof(struct vm_exception, error_code_valid) == 12);
+	CHECK(offsetof(struct vm_exception, restart_instruction) == 16);
+	CHECK(offsetof(struct vm_isa_irq_trigger, trigger) == 4);
+	CHECK(offsetof(struct vm_x2apic, state) == 4);
+	CHECK(offsetof(struct vm_stats, index) == 4);
+	CHECK(offsetof(struct vm_stats, num_entries) == 8);
+	CHECK(offsetof(struct vm_stat_desc, desc) == 4);
+	CHECK(offsetof(struct vm_gla2gpa, prot) == 4);
+	CHECK(offsetof(struct vm_gla2gpa, gla) == 8);
+	CHECK(offsetof(struct vm_gpa_pte, pte) == 8);
+	CHECK(offsetof(struct vm_gpa_pte, ptenum) == 40);
+	CHECK(offsetof(struct vm_rtc_data, value) == 4);
+	CHECK(offsetof(struct vm_cpu_topology, cores) == 2);
+	CHECK(offsetof(struct vm_cpu_topology, threads) == 4);
+	CHECK(offsetof(struct vm_cpu_topology, maxcpus) == 6);
+	CHECK(offsetof(struct vm_pptdev_mmio, gpa) == 16);
+	CHECK(offsetof(struct vm_pptdev_mmio, hpa) == 24);
+	CHECK(offsetof(struct vm_pptdev_mmio, len) == 32);
+	CHECK(offsetof(struct vm_pptdev_msi, numvec) == 16);
+	CHECK(offsetof(struct vm_pptdev_msi, msg) == 24);
+	CHECK(offsetof(struct vm_pptdev_msi, addr) == 32);
+	CHECK(offsetof(struct vm_pptdev_msix, idx) == 16);
+	CHECK(offsetof(struct vm_pptdev_msix, msg) == 24);
+	CHECK(offsetof(struct vm_pptdev_msix, vector_control) == 32);
+	CHECK(offsetof(struct vm_pptdev_msix, addr) == 40);
+}
+
+/* Every value of the FreeBSD 14 enums and the vmm.h / vmmapi.h constants. */
+static void
+check_all_enum_values(void)
+{
+	static const int regs[] = { VM_REG_GUEST_RAX, VM_REG_GUEST_RBX,
+	    VM_REG_GUEST_RCX, VM_REG_GUEST_RDX, VM_REG_GUEST_RSI,
+	    VM_REG_GUEST_RDI, VM_REG_GUEST_RBP, VM_REG_GUEST_R8,
+	    VM_REG_GUEST_R9, VM_REG_GUEST_R10, VM_REG_GUEST_R11,
+	    VM_REG_GUEST_R12, VM_REG_GUEST_R13, VM_REG_GUEST_R14,
+	    VM_REG_GUEST_R15, VM_REG_GUEST_CR0, VM_REG_GUEST_CR3,
+	    VM_REG_GUEST_CR4, VM_REG_GUEST_DR7, VM_REG_GUEST_RSP,
+	    VM_REG_GUEST_RIP, VM_REG_GUEST_RFLAGS, VM_REG_GUEST_ES,
+	    VM_REG_GUEST_CS, VM_REG_GUEST_SS, VM_REG_GUEST_DS,
+	    VM_REG_GUEST_FS, VM_REG_GUEST_GS, VM_REG_GUEST_LDTR,
+	    VM_REG_GUEST_TR, VM_REG_GUEST_IDTR, VM_REG_GUEST_GDTR,
+	    VM_REG_GUEST_EFER, VM_REG_GUEST_CR2, VM_REG_GUEST_PDPTE0,
+	    VM_REG_GUEST_PDPTE1, VM_REG_GUEST_PDPTE2, VM_REG_GUEST_PDPTE3,
+	    VM_REG_GUEST_INTR_SHADOW, VM_REG_GUEST_DR0, VM_REG_GUEST_DR1,
+	    VM_REG_GUEST_DR2, VM_REG_GUEST_DR3, VM_REG_GUEST_DR6,
+	    VM_REG_GUEST_ENTRY_INST_LENGTH, VM_REG_GUEST_FS_BASE,
+	    VM_REG_GUEST_GS_BASE, VM_REG_GUEST_KGS_BASE, VM_REG_GUEST_TPR,
+	    VM_REG_LAST };
+	static const int exits[] = { VM_EXITCODE_INOUT, VM_EXITCODE_VMX,
+	    VM_EXITCODE_BOGUS, VM_EXITCODE_RDMSR, VM_EXITCODE_WRMSR,
+	    VM_EXITCODE_HLT, VM_EXITCODE_MTRAP, VM_EXITCODE_PAUSE,
+	    VM_EXITCODE_PAGING, VM_EXITCODE_INST_EMUL, VM_EXITCODE_SPINUP_AP,
+	    VM_EXITCODE_DEPRECATED1, VM_EXITCODE_RENDEZVOUS,
+	    VM_EXITCODE_IOAPIC_EOI, VM_EXITCODE_SUSPENDED,
+	    VM_EXITCODE_INOUT_STR, VM_EXITCODE_TASK_SWITCH,
+	    VM_EXITCODE_MONITOR, VM_EXITCODE_MWAIT, VM_EXITCODE_SVM,
+	    VM_EXITCODE_REQIDLE, VM_EXITCODE_DEBUG, VM_EXITCODE_VMINSN,
+	    VM_EXITCODE_BPT, VM_EXITCODE_IPI, VM_EXITCODE_DB,
+	    VM_EXITCODE_MAX };
+	static const int caps[] = { VM_CAP_HALT_EXIT, VM_CAP_MTRAP_EXIT,
+	    VM_CAP_PAUSE_EXIT, VM_CAP_UNRESTRICTED_GUEST,
+	    VM_CAP_ENABLE_INVPCID, VM_CAP_BPT_EXIT, VM_CAP_RDPID,
+	    VM_CAP_RDTSCP, VM_CAP_IPI_EXIT, VM_CAP_MASK_HWINTR,
+	    VM_CAP_RFLAGS_TF, VM_CAP_MAX };
+	static const int small[] = { VM_SUSPEND_NONE, VM_SUSPEND_RESET,
+	    VM_SUSPEND_POWEROFF, VM_SUSPEND_HALT, VM_SUSPEND_TRIPLEFAULT };
+	size_t i;
+
+	for (i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
+		CHECK(regs[i] == (int)i);
+	for (i = 0; i < sizeof(exits) / sizeof(exits[0]); i++)
+		CHECK(exits[i] == (int)i);
+	for (i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
+		CHECK(caps[i] == (int)i);
+	for (i = 0; i < sizeof(small) / sizeof(small[0]); i++)
+		CHECK(small[i] == (int)i);
+	CHECK(CPU_MODE_REAL == 0 && CPU_MODE_PROTECTED == 1);
+	CHECK(CPU_MODE_COMPATIBILITY == 2);
+	CHECK(PAGING_MODE_FLAT == 0 && PAGING_MODE_32 == 1);
+	CHECK(PAGING_MODE_PAE == 2 && PAGING_MODE_64 == 3);
+	CHECK(TSR_CALL == 0 && TSR_IRET == 1 && TSR_JMP == 2 && TSR_IDT_GATE == 3);
+	CHECK(VM_SYSMEM == 0 && VM_BOOTROM == 1 && VM_FRAMEBUFFER == 2 && VM_PCIROM == 3);
+	CHECK(VM_MEM_F_INCORE == 1 && VM_MEM_F_WIRED == 2);
+	CHECK(VM_MAX_PREFIXLEN == 10 && VM_MIN_NAMELEN == 6);
+	CHECK(VIE_INST_SIZE == 15 && MAX_VM_STATS == 64);
+	CHECK(VMMAPI_VERSION == 0200);
+	CHECK(VM_INTINFO_DEL_ERRCODE == 0x800 && VM_INTINFO_RSVD == 0x7ffff000);
+	CHECK(VM_INTINFO_VALID == 0x80000000 && VM_INTINFO_TYPE == 0x700);
+	CHECK(VM_INTINFO_HWINTR == 0 && VM_INTINFO_NMI == 0x200);
+	CHECK(VM_INTINFO_HWEXCEPTION == 0x300 && VM_INTINFO_SWINTR == 0x400);
+}
+
+/*
+ * The libvmmapi calls have FreeBSD 14's vmmapi.h types, except where an
+ * enum parameter is an int here (vm_setup_memory, vm_suspend,
+ * vm_isa_set_irq_trigger, vm_get/set_capability, vm_set_x2apic_state:
+ * the same register, and any value C passes is defined) and vm_copyin /
+ * vm_copyout take a const iovec (FreeBSD's callers still compile).
+ */
+#define CHECK_FN(fn, type) \
+	_Static_assert(__builtin_types_compatible_p(__typeof__(&fn), type), #fn)
+CHECK_FN(vm_create, int (*)(const char *));
+CHECK_FN(vm_open, struct vmctx *(*)(const char *));
+CHECK_FN(vm_close, void (*)(struct vmctx *));
+CHECK_FN(vm_destroy, void (*)(struct vmctx *));
+CHECK_FN(vm_limit_rights, int (*)(struct vmctx *));
+CHECK_FN(vm_vcpu_open, struct vcpu *(*)(struct vmctx *, int));
+CHECK_FN(vm_vcpu_close, void (*)(struct vcpu *));
+CHECK_FN(vcpu_id, int (*)(struct vcpu *));
+CHECK_FN(vm_get_memseg, int (*)(struct vmctx *, int, size_t *, char *, size_t));
+CHECK_FN(vm_mmap_getnext, int (*)(struct vmctx *, vm_paddr_t *, int *,
+    vm_ooffset_t *, size_t *, int *, int *));
+CHECK_FN(vm_get_guestmem_from_ctx, int (*)(struct vmctx *, char **, size_t *, size_t *));
+CHECK_FN(vm_create_devmem, void *(*)(struct vmctx *, int, const char *, size_t));
+CHECK_FN(vm_mmap_memseg, int (*)(struct vmctx *, vm_paddr_t, int, vm_ooffset_t, size_t, int));
+CHECK_FN(vm_munmap_memseg, int (*)(struct vmctx *, vm_paddr_t, size_t));
+CHECK_FN(vm_parse_memsize, int (*)(const char *, size_t *));
+CHECK_FN(vm_setup_memory, int (*)(struct vmctx *, size_t, int));
+CHECK_FN(vm_map_gpa, void *(*)(struct vmctx *, vm_paddr_t, size_t));
+CHECK_FN(vm_rev_map_gpa, vm_paddr_t (*)(struct vmctx *, void *));
+CHECK_FN(vm_get_gpa_pmap, int (*)(struct vmctx *, uint64_t, uint64_t *, int *));
+CHECK_FN(vm_gla2gpa, int (*)(struct vcpu *, struct vm_guest_paging *, uint64_t, int, uint64_t *, int *));
+CHECK_FN(vm_gla2gpa_nofault, int (*)(struct vcpu *, struct vm_guest_paging *, uint64_t, int, uint64_t *, int *));
+CHECK_FN(vm_get_lowmem_limit, uint32_t (*)(struct vmctx *));
+CHECK_FN(vm_set_lowmem_limit, void (*)(struct vmctx *, uint32_t));
+CHECK_FN(vm_set_memflags, void (*)(struct vmctx *, int));
+CHECK_FN(vm_get_memflags, int (*)(struct vmctx *));
+CHECK_FN(vm_get_name, const char *(*)(struct vmctx *));
+CHECK_FN(vm_get_lowmem_size, size_t (*)(struct vmctx *));
+CHECK_FN(vm_get_highmem_size, size_t (*)(struct vmctx *));
+CHECK_FN(vm_set_desc, int (*)(struct vcpu *, int, uint64_t, uint32_t, uint32_t));
+CHECK_FN(vm_get_desc, int (*)(struct vcpu *, int, uint64_t *, uint32_t *, uint32_t *));
+CHECK_FN(vm_get_seg_desc, int (*)(struct vcpu *, int, struct seg_desc *));
+CHECK_FN(vm_set_register, int (*)(struct vcpu *, int, uint64_t));
+CHECK_FN(vm_get_register, int (*)(struct vcpu *, int, uint64_t *));
+CHECK_FN(vm_set_register_set, int (*)(struct vcpu *, unsigned int, const int *, uint64_t *));
+CHECK_FN(vm_get_register_set, int (*)(struct vcpu *, unsigned int, const int *, uint64_t *));
+CHECK_FN(vm_run, int (*)(struct vcpu *, struct vm_run *));
+CHECK_FN(vm_suspend, int (*)(struct vmctx *, int));
+CHECK_FN(vm_reinit, int (*)(struct vmctx *));
+CHECK_FN(vm_apicid2vcpu, int (*)(struct vmctx *, int));
+CHECK_FN(vm_inject_exception, int (*)(struct vcpu *, int, int, uint32_t, int));
+CHECK_FN(vm_lapic_irq, int (*)(struct vcpu *, int));
+CHECK_FN(vm_lapic_local_irq, int (*)(struct vcpu *, int));
+CHECK_FN(vm_lapic_msi, int (*)(struct vmctx *, uint64_t, uint64_t));
+CHECK_FN(vm_ioapic_assert_irq, int (*)(struct vmctx *, int));
+CHECK_FN(vm_ioapic_deassert_irq, int (*)(struct vmctx *, int));
+CHECK_FN(vm_ioapic_pulse_irq, int (*)(struct vmctx *, int));
+CHECK_FN(vm_ioapic_pincount, int (*)(struct vmctx *, int *));
+CHECK_FN(vm_readwrite_kernemu_device, int (*)(struct vcpu *, vm_paddr_t, bool, int, uint64_t *));
+CHECK_FN(vm_isa_assert_irq, int (*)(struct vmctx *, int, int));
+CHECK_FN(vm_isa_deassert_irq, int (*)(struct vmctx *, int, int));
+CHECK_FN(vm_isa_pulse_irq, int (*)(struct vmctx *, int, int));
+CHECK_FN(vm_isa_set_irq_trigger, int (*)(struct vmctx *, int, int));
+CHECK_FN(vm_inject_nmi, int (*)(struct vcpu *));
+CHECK_FN(vm_capability_name2type, int (*)(const char *));
+CHECK_FN(vm_capability_type2name, const char *(*)(int));
+CHECK_FN(vm_get_capability, int (*)(struct vcpu *, int, int *));
+CHECK_FN(vm_set_capability, int (*)(struct vcpu *, int, int));
+CHECK_FN(vm_assign_pptdev, int (*)(struct vmctx *, int, int, int));
+CHECK_FN(vm_unassign_pptdev, int (*)(struct vmctx *, int, int, int));
+CHECK_FN(vm_map_pptdev_mmio, int (*)(struct vmctx *, int, int, int, vm_paddr_t, size_t, vm_paddr_t));
+CHECK_FN(vm_unmap_pptdev_mmio, int (*)(struct vmctx *, int, int, int, vm_paddr_t, size_t));
+CHECK_FN(vm_setup_pptdev_msi, int (*)(struct vmctx *, int, int, int, uint64_t, uint64_t, int));
+CHECK_FN(vm_setup_pptdev_msix, int (*)(struct vmctx *, int, int, int, int, uint64_t, uint64_t, uint32_t));
+CHECK_FN(vm_disable_pptdev_msix, int (*)(struct vmctx *, int, int, int));
+CHECK_FN(vm_get_intinfo, int (*)(struct vcpu *, uint64_t *, uint64_t *));
+CHECK_FN(vm_set_intinfo, int (*)(struct vcpu *, uint64_t));
+CHECK_FN(vm_get_stats, uint64_t *(*)(struct vcpu *, struct timeval *, int *));
+CHECK_FN(vm_get_stat_desc, const char *(*)(struct vmctx *, int));
+CHECK_FN(vm_get_x2apic_state, int (*)(struct vcpu *, enum x2apic_state *));
+CHECK_FN(vm_set_x2apic_state, int (*)(struct vcpu *, int));
+CHECK_FN(vm_get_hpet_capabilities, int (*)(struct vmctx *, uint32_t *));
+CHECK_FN(vm_copy_setup, int (*)(struct vcpu *, struct vm_guest_paging *, uint64_t,
+    size_t, int, struct iovec *, int, int *));
+CHECK_FN(vm_copyin, void (*)(const struct iovec *, void *, size_t));
+CHECK_FN(vm_copyout, void (*)(const void *, const struct iovec *, size_t));
+CHECK_FN(vm_copy_teardown, void (*)(struct iovec *, int));
+CHECK_FN(vm_rtc_write, int (*)(struct vmctx *, int, uint8_t));
+CHECK_FN(vm_rtc_read, int (*)(struct vmctx *, int, uint8_t *));
+CHECK_FN(vm_rtc_settime, int (*)(struct vmctx *, time_t));
+CHECK_FN(vm_rtc_gettime, int (*)(struct vmctx *, time_t *));
+CHECK_FN(vcpu_reset, int (*)(struct vcpu *));
+CHECK_FN(vm_active_cpus, int (*)(struct vmctx *, cpuset_t *));
+CHECK_FN(vm_suspended_cpus, int (*)(struct vmctx *, cpuset_t *));
+CHECK_FN(vm_debug_cpus, int (*)(struct vmctx *, cpuset_t *));
+CHECK_FN(vm_activate_cpu, int (*)(struct vcpu *));
+CHECK_FN(vm_suspend_all_cpus, int (*)(struct vmctx *));
+CHECK_FN(vm_suspend_cpu, int (*)(struct vcpu *));
+CHECK_FN(vm_resume_all_cpus, int (*)(struct vmctx *));
+CHECK_FN(vm_resume_cpu, int (*)(struct vcpu *));
+CHECK_FN(vm_restart_instruction, int (*)(struct vcpu *));
+CHECK_FN(vm_set_topology, int (*)(struct vmctx *, uint16_t, uint16_t, uint16_t, uint16_t));
+CHECK_FN(vm_get_topology, int (*)(struct vmctx *, uint16_t *, uint16_t *, uint16_t *, uint16_t *));
+CHECK_FN(vm_setup_freebsd_registers, int (*)(struct vcpu *, uint64_t, uint64_t, uint64_t, uint64_t));
+CHECK_FN(vm_setup_freebsd_registers_i386, int (*)(struct vcpu *, uint32_t, uint32_t, uint32_t));
+CHECK_FN(vm_setup_freebsd_gdt, void (*)(uint64_t *));
+CHECK_FN(vm_get_ioctls, const unsigned long *(*)(size_t *));
+CHECK_FN(vm_inject_fault, void (*)(struct vcpu *, int, int, int));
+
 int
 main(void)
 {
 	check_sizes();
 	check_vmm_h_helpers();
 	check_offsets();
+	check_more_offsets();
 	check_bitfields();
 	check_enums();
+	check_all_enum_values();
 	check_ioctls();
 	return test_finish("abi_test");
 }

@@ -10,8 +10,11 @@
 //! cbindgen writes integer constants in decimal, so each doc comment also
 //! gives the value in hex.
 //!
-//! Directions are FreeBSD's. Note that `VM_GET_CPUS` is `_IOW` (the kernel
-//! writes through `vm_cpuset.cpus`, not into the argument) and
+//! Directions are FreeBSD's, except `VM_RUN`: `_IOWR` here, as the spec
+//! (semantics.md section 4) has it, where FreeBSD 14's `vmm_dev.h` made it
+//! `_IOW` (0x80207601) when `struct vm_run` became pointers only; 13.x's
+//! `_IOWR` had the whole `vm_exit` inside. Note that `VM_GET_CPUS` is `_IOW`
+//! (the kernel writes through `vm_cpuset.cpus`, not into the argument) and
 //! `VM_RESTART_INSTRUCTION` is `_IOW` with an `int`.
 //!
 //! Not included: the COMPAT_FREEBSD12/13 variants (`VM_ALLOC_MEMSEG_FBSD12`,
