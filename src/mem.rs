@@ -625,10 +625,13 @@ impl GuestMemory {
             .map(|s| s.host.addr())
     }
 
-    /// libvmmapi's (static) `vm_alloc_memseg`: like
-    /// [`GuestMemory::alloc_memseg`], but an existing segment with the same
-    /// length and name (both unnamed, or equal names) is success, and any
-    /// other existing segment is `Inval`.
+    /// libvmmapi's (static) `vm_alloc_memseg`, in its order: the segment
+    /// is read first (`Inval` for a bad id); an existing one is success
+    /// if it has the same length and name (both unnamed, or equal names:
+    /// `cmpseg` on `VM_MEMSEG_NAME`, so an empty name given is a name
+    /// that matches none) and `Inval` otherwise; only for a free one is
+    /// the name's length checked (`NameTooLong` above
+    /// [`VM_MAX_SUFFIXLEN`] bytes), then [`GuestMemory::alloc_memseg`].
     pub fn vmmapi_alloc_memseg(
         &mut self,
         segid: i32,
@@ -637,12 +640,18 @@ impl GuestMemory {
     ) -> Result<()> {
         let cur = self.get_memseg(segid)?;
         if cur.len != 0 {
-            let want = name.filter(|n| !n.is_empty()).unwrap_or_default();
-            return if cur.len == len && cur.name == want {
+            let same_name = match name {
+                None => cur.name.is_empty(),
+                Some(n) => !cur.name.is_empty() && cur.name == n,
+            };
+            return if cur.len == len && same_name {
                 Ok(())
             } else {
                 Err(Error::Inval)
             };
+        }
+        if name.is_some_and(|n| n.len() > VM_MAX_SUFFIXLEN) {
+            return Err(Error::NameTooLong);
         }
         self.alloc_memseg(segid, len, name)
     }
@@ -2540,7 +2549,14 @@ mod tests {
         );
         assert_eq!(m.vmmapi_alloc_memseg(1, 4 * P, None), Err(Error::Inval));
         m.vmmapi_alloc_memseg(0, 4 * P, None).unwrap();
-        m.vmmapi_alloc_memseg(0, 4 * P, Some(b"")).unwrap();
+        // An empty name is a name: it matches no segment.
+        assert_eq!(m.vmmapi_alloc_memseg(0, 4 * P, Some(b"")), Err(Error::Inval));
+        // The segment comes before the name's length: a bad id and an
+        // existing segment are `Inval`, a free one `NameTooLong`.
+        let long = [b'x'; VM_MAX_SUFFIXLEN + 1];
+        assert_eq!(m.vmmapi_alloc_memseg(4, 4 * P, Some(&long)), Err(Error::Inval));
+        assert_eq!(m.vmmapi_alloc_memseg(1, 4 * P, Some(&long)), Err(Error::Inval));
+        assert_eq!(m.vmmapi_alloc_memseg(2, 4 * P, Some(&long)), Err(Error::NameTooLong));
         assert_eq!(
             m.vmmapi_alloc_memseg(0, 4 * P, Some(b"rom")),
             Err(Error::Inval)

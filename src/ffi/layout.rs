@@ -5,7 +5,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
-use super::abi::{vm_paddr_t, VM_MAX_SUFFIXLEN};
+use super::abi::vm_paddr_t;
 use super::errno::{fail, fail_with, or_errno, set_errno, errno_of, to_rc};
 use super::handle::{self, vmctx};
 use super::memory::with_mem_exclusive;
@@ -168,15 +168,7 @@ pub unsafe extern "C" fn vm_create_devmem(ctx: *mut vmctx, segid: c_int, name: *
         }
         // SAFETY: the caller passes a C string.
         let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-        // As libvmmapi's `vm_alloc_memseg`: a bad id or an existing
-        // segment (EINVAL) is found before the name's length.
-        let r = with_mem_exclusive(ctx, |m| {
-            if name.len() > VM_MAX_SUFFIXLEN && m.get_memseg(segid)?.len == 0 {
-                return Err(Error::NameTooLong);
-            }
-            m.create_devmem(segid, name, len)
-        });
-        match r {
+        match with_mem_exclusive(ctx, |m| m.create_devmem(segid, name, len)) {
             Ok(p) => p.as_ptr().cast(),
             Err(e) => {
                 set_errno(errno_of(e));

@@ -118,32 +118,8 @@ fn empty_memseg(segid: c_int) -> vm_memseg {
 pub unsafe extern "C" fn vm_alloc_memseg(ctx: *mut vmctx, segid: c_int, len: usize, name: *const c_char) -> c_int {
     ffi_boundary!({
         // SAFETY: the caller passes a C string or NULL.
-        let bytes = (!name.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes());
-        let mut cur = empty_memseg(segid);
-        if ctx_ioctl(ctx, VM_GET_MEMSEG, &mut cur) != 0 {
-            return -1;
-        }
-        if cur.len != 0 {
-            // libvmmapi `cmpseg`, with VM_MEMSEG_NAME: an empty name is none.
-            let n = cur.name.iter().position(|c| *c == 0).unwrap_or(cur.name.len());
-            let cur_name: Vec<u8> = cur.name[..n].iter().map(|c| c.to_ne_bytes()[0]).collect();
-            let same_name = match bytes {
-                None => cur_name.is_empty(),
-                Some(b) => !cur_name.is_empty() && b == cur_name.as_slice(),
-            };
-            return if cur.len == len && same_name { 0 } else { fail(libc::EINVAL) };
-        }
-        let mut seg = empty_memseg(segid);
-        if let Some(bytes) = bytes {
-            if bytes.len() > VM_MAX_SUFFIXLEN {
-                return fail(libc::ENAMETOOLONG);
-            }
-            for (d, s) in seg.name.iter_mut().zip(bytes) {
-                *d = *s as c_char;
-            }
-        }
-        seg.len = len;
-        ctx_ioctl(ctx, VM_ALLOC_MEMSEG, &mut seg)
+        let name = (!name.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes());
+        to_rc(with_mem_exclusive(ctx, |m| m.vmmapi_alloc_memseg(segid, len, name)))
     })
 }
 
