@@ -31,6 +31,12 @@ COMPAT  := $(wildcard c_tests/header_compat_*.c c_tests/header_reject_*.c)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 ABI     := $(shell echo $(VERSION) | awk -F. '{ print ($$1 == 0) ? $$1 "." $$2 : $$1 }')
 
+# The test-only builds in their own target directories (stress, verify,
+# lib-legacy, tsan, cross-check) leave out the header's generation
+# (feature `header`): the committed header is what they test, and
+# compiling cbindgen once per directory cost CI over a minute.
+NO_HEADER := --no-default-features
+
 .PHONY: all lib lib-legacy stress verify tsan cross-check cross-c-tests bench check doc-check cargo-test c-tests header-check install install-check clean
 
 all: lib
@@ -80,7 +86,7 @@ $(BUILD)/readme_%: $(BUILD)/readme_%.c include/vmm_rs.h $(LIBDIR)/libvmm_rs.a
 # without it). VMM_RS_STRESS_SECS sets its length (default 60).
 STRESS_DIR := target/stress
 stress:
-	$(CARGO) test --release --features deadlock-detection --target-dir $(STRESS_DIR) \
+	$(CARGO) test --release $(NO_HEADER) --features deadlock-detection --target-dir $(STRESS_DIR) \
 	  --test stress -- --ignored --nocapture
 
 # Model checking (tests/loom_os7622.rs: the RTE-write protocol;
@@ -90,7 +96,7 @@ stress:
 # depth.
 LOOM_DIR := target/loom
 verify:
-	RUSTFLAGS="--cfg loom" $(CARGO) test --release --target-dir $(LOOM_DIR) \
+	RUSTFLAGS="--cfg loom" $(CARGO) test --release $(NO_HEADER) --target-dir $(LOOM_DIR) \
 	  --test loom_os7622 --test loom_merge -- --nocapture
 
 # ThreadSanitizer (not part of `check`: it needs a nightly toolchain with
@@ -104,9 +110,9 @@ TSAN_TARGET := x86_64-unknown-linux-gnu
 TSAN_CARGO  := RUSTFLAGS=-Zsanitizer=thread $(CARGO) +nightly
 TSAN_BUILD  := $(BUILD)/tsan
 tsan:
-	$(TSAN_CARGO) test -Zbuild-std --target $(TSAN_TARGET) --target-dir $(TSAN_DIR) --lib -- \
+	$(TSAN_CARGO) test $(NO_HEADER) -Zbuild-std --target $(TSAN_TARGET) --target-dir $(TSAN_DIR) --lib -- \
 	  --skip wired_maps --skip reinit_unwires
-	$(TSAN_CARGO) build -Zbuild-std --target $(TSAN_TARGET) --target-dir $(TSAN_DIR) --release
+	$(TSAN_CARGO) build $(NO_HEADER) -Zbuild-std --target $(TSAN_TARGET) --target-dir $(TSAN_DIR) --release
 	mkdir -p $(TSAN_BUILD)
 	@rt=$$(rustc +nightly --print sysroot)/lib/rustlib/$(TSAN_TARGET)/lib/librustc-nightly_rt.tsan.a; \
 	passed=0; failed=0; \
@@ -140,10 +146,10 @@ A64_ENV     := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=$(A64_CC) \
                CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(A64_RUN)"
 cross-check:
 	set -e; for t in $(CROSS_TYPES); do \
-	  $(CARGO) check --lib --tests --target $$t --target-dir $(CROSS_DIR); done
-	$(A64_ENV) VMM_RS_MODEL_SEQS=100 $(CARGO) test --lib --target $(A64) --target-dir $(CROSS_DIR) -- \
+	  $(CARGO) check $(NO_HEADER) --lib --tests --target $$t --target-dir $(CROSS_DIR); done
+	$(A64_ENV) VMM_RS_MODEL_SEQS=100 $(CARGO) test $(NO_HEADER) --lib --target $(A64) --target-dir $(CROSS_DIR) -- \
 	  --skip guest_memory_is_left_out_of_core_dumps
-	$(A64_ENV) $(CARGO) build --release --target $(A64) --target-dir $(CROSS_DIR)
+	$(A64_ENV) $(CARGO) build --release $(NO_HEADER) --target $(A64) --target-dir $(CROSS_DIR)
 	$(MAKE) --no-print-directory cross-c-tests CC=$(A64_CC) CXX=$(A64_CXX) \
 	  LIBDIR=$(CROSS_DIR)/$(A64)/release BUILD=$(BUILD)/$(A64)
 
@@ -166,7 +172,7 @@ bench: lib
 
 # The library built with the 2019 protocol, to show the tests catch it.
 lib-legacy:
-	$(CARGO) build --release --features legacy-rendezvous --target-dir $(LEGACY_DIR)
+	$(CARGO) build --release $(NO_HEADER) --features legacy-rendezvous --target-dir $(LEGACY_DIR)
 
 $(BUILD)/legacy/%: c_tests/%.c c_tests/test_util.h include/vmm_rs.h lib-legacy
 	mkdir -p $(BUILD)/legacy

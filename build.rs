@@ -1,4 +1,5 @@
-//! Generates `include/vmm_rs.h` from the crate with cbindgen.
+//! Generates `include/vmm_rs.h` from the crate with cbindgen (feature
+//! `header`, on by default), and sets the shared library's soname.
 //!
 //! The header is committed; `make check` fails when a fresh generation
 //! differs from the committed file.
@@ -18,6 +19,12 @@ fn main() {
     if matches!(os.as_str(), "linux" | "freebsd" | "netbsd" | "openbsd" | "dragonfly" | "illumos" | "solaris") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libvmm_rs.so.{}", abi_version());
     }
+    generate_header(&crate_dir);
+}
+
+/// Writes `include/vmm_rs.h` (feature `header`, on by default).
+#[cfg(feature = "header")]
+fn generate_header(crate_dir: &std::path::Path) {
     // Under loom the crate is built for model checking only; no header.
     if env::var("CARGO_CFG_LOOM").is_ok() {
         return;
@@ -36,6 +43,9 @@ fn main() {
         Err(e) => panic!("cbindgen failed: {e}"),
     }
 }
+
+#[cfg(not(feature = "header"))]
+fn generate_header(_crate_dir: &std::path::Path) {}
 
 /// "0.MINOR" for 0.x versions, "MAJOR" from 1.0 on.
 fn abi_version() -> String {
