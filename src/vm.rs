@@ -336,8 +336,10 @@ impl Vm {
         };
         if !nofault {
             let vcpu = lock.vcpu();
-            // As FreeBSD (a KASSERT there): an exception already queued
-            // stays, and this one is dropped, CR2 with it.
+            // An exception already queued stays and this one is dropped
+            // (FreeBSD asserts it cannot happen), CR2 left as it was:
+            // FreeBSD writes CR2 before its queueing fails, which leaves
+            // the guest a CR2 for a #PF it never takes.
             match fault {
                 GuestFault::PageFault(code) => {
                     if self.inject_exception(vcpu, crate::regs::IDT_PF, Some(code), true).is_ok() {
