@@ -2524,9 +2524,9 @@ int vmm_rs_set_mmio_exitcode(struct vmctx *ctx, int exitcode);
 
 /*
  Every statistic of the vCPU, fetched 64 at a time: a pointer to this
- thread's buffer of them (valid until this thread's next call or its
- exit: the buffer is freed among the thread's key destructors, so one
- of those must not read it), with
+ thread's buffer of them (the same buffer each call, refilled, as
+ libvmmapi's; valid until the thread's exit: it is freed among the
+ thread's key destructors, so one of those must not read it), with
  their number in `*ret_entries` and the time read in `*ret_tv` (either
  may be NULL). NULL with errno on failure (EFAULT, EBADF for a bad
  handle or destroyed VM, ENOMEM if the thread can have no buffer).
@@ -2535,8 +2535,8 @@ uint64_t *vm_get_stats(struct vcpu *vcpu, struct timeval *ret_tv, int *ret_entri
 
 /*
  The description of statistic `index` (a pointer to this thread's
- buffer, valid until its next call or exit, as vm_get_stats()'s), or
- NULL with errno EINVAL for an
+ buffer, the same each call, refilled; valid until the thread's exit,
+ as vm_get_stats()'s), or NULL with errno EINVAL for an
  index with none (EFAULT/EBADF for a bad handle).
  */
 const char *vm_get_stat_desc(struct vmctx *ctx, int index);

@@ -66,9 +66,9 @@ impl Default for Buffers {
 static BUFFERS: ThreadExitKey<RefCell<Buffers>> = ThreadExitKey::new();
 
 /// Every statistic of the vCPU, fetched 64 at a time: a pointer to this
-/// thread's buffer of them (valid until this thread's next call or its
-/// exit: the buffer is freed among the thread's key destructors, so one
-/// of those must not read it), with
+/// thread's buffer of them (the same buffer each call, refilled, as
+/// libvmmapi's; valid until the thread's exit: it is freed among the
+/// thread's key destructors, so one of those must not read it), with
 /// their number in `*ret_entries` and the time read in `*ret_tv` (either
 /// may be NULL). NULL with errno on failure (EFAULT, EBADF for a bad
 /// handle or destroyed VM, ENOMEM if the thread can have no buffer).
@@ -94,8 +94,12 @@ pub unsafe extern "C" fn vm_get_stats(vcpu: *mut vcpu, ret_tv: *mut timeval, ret
         }
         let count = all.len() as c_int;
         let Some(ptr) = BUFFERS.with_or_init(RefCell::default, |b| {
+            // Refilled in place, as libvmmapi's `stats_buf` (realloc'd
+            // only to grow): the pointer an earlier call returned stays
+            // valid and now reads these counts.
             let mut b = b.borrow_mut();
-            b.stats = all;
+            b.stats.clear();
+            b.stats.extend_from_slice(&all);
             b.stats.as_mut_ptr()
         }) else {
             // No per-thread buffer (no POSIX key or memory left).
@@ -116,8 +120,8 @@ pub unsafe extern "C" fn vm_get_stats(vcpu: *mut vcpu, ret_tv: *mut timeval, ret
 }
 
 /// The description of statistic `index` (a pointer to this thread's
-/// buffer, valid until its next call or exit, as vm_get_stats()'s), or
-/// NULL with errno EINVAL for an
+/// buffer, the same each call, refilled; valid until the thread's exit,
+/// as vm_get_stats()'s), or NULL with errno EINVAL for an
 /// index with none (EFAULT/EBADF for a bad handle).
 #[no_mangle]
 pub extern "C" fn vm_get_stat_desc(ctx: *mut vmctx, index: c_int) -> *const c_char {
