@@ -308,7 +308,7 @@ impl Vm {
     /// (at the end: none).
     pub fn vcpu_stats(&self, id: usize, index: i32, max: usize) -> Result<Vec<u64>> {
         let v = self.vcpu(id)?;
-        match v.stats.copy_from(index, max, v.vlapic.timer_interrupts()) {
+        match v.stats.copy_from(index, max, &v.vlapic.counts()) {
             None => Err(Error::Inval),
             Some(Err(())) => Err(Error::NoEnt),
             Some(Ok(stats)) => Ok(stats),

@@ -238,6 +238,14 @@ impl Vm {
         if ipi.mode == DELMODE_LOWPRIO {
             dmask = dmask.first().map(CpuSet::single).unwrap_or_default();
         }
+        // "ipis sent to vcpu[id]", in the sender's statistics: fixed IPIs
+        // only, as FreeBSD (which fails lowest priority). The sender's
+        // thread holds it (this is its ICR or SELF_IPI write).
+        if ipi.mode == DELMODE_FIXED {
+            if let Ok(v) = self.vcpu(from) {
+                dmask.iter().for_each(|id| v.stats.add_ipi_sent(id));
+            }
+        }
         for id in dmask.iter() {
             match ipi.mode {
                 DELMODE_FIXED | DELMODE_LOWPRIO => {

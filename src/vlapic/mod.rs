@@ -256,6 +256,18 @@ impl Vlapic {
         self.lock().timer.fired
     }
 
+    /// The statistics this APIC keeps, read together for VM_STATS.
+    /// INIT leaves them; VM_REINIT zeroes them (as FreeBSD's vCPU stats).
+    pub fn counts(&self) -> crate::stats::LapicCounts {
+        let s = self.lock();
+        crate::stats::LapicCounts {
+            timer: s.timer.fired,
+            error: s.error_interrupts,
+            gratuitous_eoi: s.gratuitous_eoi,
+            lvts: s.lvts_triggered,
+        }
+    }
+
     // --- local interrupts, NMI, ExtINT, INIT/SIPI -------------------------
 
     /// VM_LAPIC_LOCAL_IRQ on this APIC (`lvt` is an LVT index); returns

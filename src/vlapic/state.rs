@@ -83,6 +83,10 @@ pub struct LapicState {
     extint_pending: bool,
     /// EOIs with nothing in service (FreeBSD `VLAPIC_GRATUITOUS_EOI`).
     pub(super) gratuitous_eoi: u64,
+    /// Error LVT interrupts an error raised (`VLAPIC_INTR_ERROR`).
+    pub(super) error_interrupts: u64,
+    /// LVTs VM_LAPIC_LOCAL_IRQ fired, by index (`LVTS_TRIGGERRED`).
+    pub(super) lvts_triggered: [u64; lvt::COUNT],
 }
 
 impl LapicState {
@@ -112,6 +116,8 @@ impl LapicState {
             nmi_pending: false,
             extint_pending: false,
             gratuitous_eoi: 0,
+            error_interrupts: 0,
+            lvts_triggered: [0; lvt::COUNT],
         };
         s.reset();
         s
@@ -301,7 +307,23 @@ impl LapicState {
         if from_error_lvt {
             return false;
         }
+        if self.lvt_raises(lvt::ERROR) {
+            self.error_interrupts += 1;
+        }
         self.fire_lvt(lvt::ERROR)
+    }
+
+    /// Whether firing LVT `idx` raises something: FreeBSD's
+    /// `vlapic_fire_lvt` result, which its statistics count on (our
+    /// `fire_lvt` returns whether to notify instead).
+    fn lvt_raises(&self, idx: usize) -> bool {
+        let reg = self.lvt[idx];
+        reg & LVT_M == 0
+            && match reg & DELMODE_MASK {
+                DELMODE_FIXED => reg & VECTOR_MASK >= 16,
+                DELMODE_NMI | DELMODE_EXTINT => true,
+                _ => false,
+            }
     }
 
     /// `vlapic_fire_lvt`: raise LVT `idx` unless masked. Fixed mode sets
@@ -328,7 +350,8 @@ impl LapicState {
     /// `vlapic_trigger_lvt` (VM_LAPIC_LOCAL_IRQ). With the APIC disabled,
     /// LINT0 is the INTR pin (ExtINT) and LINT1 the NMI pin, other LVTs do
     /// nothing; enabled, any LVT index fires its entry. EINVAL for an
-    /// unknown index on an enabled APIC.
+    /// unknown index on an enabled APIC. Counted in "lvts triggered" as
+    /// FreeBSD: only when enabled and the entry raised something.
     pub fn trigger_lvt(&mut self, idx: i32) -> Result<bool> {
         if !self.sw_enabled() {
             return Ok(match idx {
@@ -338,7 +361,12 @@ impl LapicState {
             });
         }
         match usize::try_from(idx) {
-            Ok(i) if i < lvt::COUNT => Ok(self.fire_lvt(i)),
+            Ok(i) if i < lvt::COUNT => {
+                if self.lvt_raises(i) {
+                    self.lvts_triggered[i] += 1;
+                }
+                Ok(self.fire_lvt(i))
+            }
             _ => Err(Error::Inval),
         }
     }

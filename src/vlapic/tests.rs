@@ -526,3 +526,63 @@ fn an_init_ipi_keeps_the_timer_interrupt_statistic() {
     l.reinit();
     assert_eq!(l.timer_interrupts(), 0, "VM_REINIT (vcpu_init: vmm_stat_init) zeroes it");
 }
+
+/// FreeBSD 14's LVTS_TRIGGERRED: VM_LAPIC_LOCAL_IRQ counts "lvts
+/// triggered[index]" when the enabled APIC's entry raised something (not
+/// masked, not an illegal vector, not an ignored mode); a timer expiry
+/// counts only VLAPIC_INTR_TIMER.
+#[test]
+fn local_irqs_count_lvts_triggered_by_index() {
+    let l = Vlapic::new(0);
+    assert_eq!(l.trigger_lvt(lvt::LINT1 as i32), Ok(true));
+    assert_eq!(l.counts().lvts, [0; lvt::COUNT], "disabled: the pins, uncounted");
+    wr(&l, off::SVR, SVR_ENABLE | 0xFF);
+    l.trigger_lvt(lvt::TIMER as i32).unwrap();
+    assert_eq!(l.counts().lvts, [0; lvt::COUNT], "masked");
+    wr(&l, off::LVT_TIMER, 0x40);
+    wr(&l, off::LVT_LINT1, DELMODE_NMI);
+    wr(&l, off::LVT_PERF, 0x05);
+    l.trigger_lvt(lvt::TIMER as i32).unwrap();
+    l.trigger_lvt(lvt::TIMER as i32).unwrap();
+    l.trigger_lvt(lvt::LINT1 as i32).unwrap();
+    l.trigger_lvt(lvt::PMC as i32).unwrap();
+    let mut want = [0; lvt::COUNT];
+    want[lvt::TIMER] = 2;
+    want[lvt::LINT1] = 1;
+    assert_eq!(l.counts().lvts, want, "an illegal vector raises nothing");
+    assert_eq!(l.trigger_lvt(lvt::COUNT as i32), Err(Error::Inval));
+    let t0 = Instant::now();
+    l.mmio_write(off::TIMER_ICR, 1000, t0);
+    l.timer_poll(t0 + Duration::from_secs(1));
+    assert_eq!((l.counts().timer, l.counts().lvts), (1, want));
+    l.init_ipi();
+    assert_eq!(l.counts().lvts, want, "INIT keeps the statistics");
+    l.reinit();
+    assert_eq!(l.counts(), crate::stats::LapicCounts::default(), "VM_REINIT zeroes them");
+}
+
+/// VLAPIC_INTR_ERROR counts the error LVT an APIC error raised (not a
+/// VM_LAPIC_LOCAL_IRQ of it, nor a masked or illegal one);
+/// VLAPIC_GRATUITOUS_EOI an EOI with nothing in service.
+#[test]
+fn error_interrupts_and_gratuitous_eois_are_counted() {
+    let l = enabled(0);
+    wr(&l, off::ICR_LO, DELMODE_FIXED | 0x05); // send illegal vector
+    assert_eq!(l.counts().error, 0, "masked error LVT");
+    wr(&l, off::LVT_ERROR, 0x03);
+    wr(&l, off::ICR_LO, DELMODE_FIXED | 0x05);
+    assert_eq!(l.counts().error, 0, "illegal error vector");
+    wr(&l, off::LVT_ERROR, 0x50);
+    wr(&l, off::ICR_LO, DELMODE_FIXED | 0x05);
+    wr(&l, off::LVT_PERF, 0x06); // its firing errors too
+    l.trigger_lvt(lvt::PMC as i32).unwrap();
+    l.trigger_lvt(lvt::ERROR as i32).unwrap();
+    let c = l.counts();
+    assert_eq!((c.error, c.lvts[lvt::ERROR], c.lvts[lvt::PMC]), (2, 1, 0));
+    assert_eq!(c.gratuitous_eoi, 0);
+    wr(&l, off::EOI, 0);
+    l.set_intr_ready(0x50, false);
+    l.accept_pending_intr();
+    wr(&l, off::EOI, 0);
+    assert_eq!(l.counts().gratuitous_eoi, 1);
+}

@@ -422,6 +422,43 @@ fn icr_writes_send_ipis() {
     assert!(!irr_has(&vm, 1, 0x0E));
 }
 
+/// FreeBSD 14's IPIS_SENT: each fixed IPI counts one in the sender's
+/// "ipis sent to vcpu[destination]", shorthands included, the x2APIC
+/// SELF_IPI register too; NMI, lowest priority and an illegal vector
+/// count nothing.
+#[test]
+fn fixed_ipis_are_counted_by_the_sender_per_destination() {
+    use crate::stats::{IPIS_SENT, IPI_ELEMS};
+    let vm = vm(3);
+    let sent = |from: usize| -> Vec<u64> { vm.vcpu_stats(from, IPIS_SENT as i32, 64).unwrap() };
+    lapic_write(&vm, 0, off::ICR_HI, 1 << 24);
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_FIXED | 0x55);
+    let mut want = vec![0; IPI_ELEMS];
+    want[1] = 1;
+    assert_eq!(sent(0), want);
+    assert_eq!(sent(1), vec![0; IPI_ELEMS], "the receiver counts nothing");
+    lapic_write(&vm, 0, off::ICR_LO, DEST_ALLISELF | 0x56);
+    want[0] += 1;
+    want[1] += 1;
+    want[2] += 1;
+    assert_eq!(sent(0), want);
+    lapic_write(&vm, 0, off::ICR_HI, 0xFF << 24);
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_NMI);
+    for i in 0..3 {
+        lapic_write(&vm, i, off::LDR, 1 << (24 + i));
+    }
+    lapic_write(&vm, 0, off::ICR_HI, 0x06 << 24);
+    lapic_write(&vm, 0, off::ICR_LO, DELMODE_LOWPRIO | DESTMODE_LOG | 0x59);
+    lapic_write(&vm, 0, off::ICR_LO, DEST_ALLESELF | 0x0E);
+    assert_eq!(sent(0), want, "NMI, lowest priority, illegal vector");
+    vm.set_x2apic_state(2, 1).unwrap();
+    vm.lapic_wrmsr(2, 0x83F, 0x60).unwrap(); // SELF_IPI
+    assert_eq!(sent(2)[2], 1);
+    vm.cpus().suspended = vm.active_cpus();
+    vm.reinit(&vm.lock_all().unwrap()).unwrap();
+    assert_eq!(sent(0), vec![0; IPI_ELEMS], "VM_REINIT zeroes them");
+}
+
 #[test]
 fn init_and_sipi_outside_the_run_loop_do_nothing() {
     // As FreeBSD's kernemu ioctls: the IPI exit they make is dropped.
