@@ -2369,7 +2369,8 @@ int vm_get_guestmem_from_ctx(struct vmctx *ctx,
 
 /*
  Allocates memory segment `segid` of `len` bytes: system memory when
- `name` is NULL, else a device-memory segment with that name. As in
+ `name` is NULL or "" (as FreeBSD's VM_ALLOC_MEMSEG, which takes an
+ empty name for none), else a device-memory segment with that name. As in
  libvmmapi, the segment is read first: a bad id is EINVAL, and an
  existing segment is success if it has the same size and name (both
  unnamed, or equal names; "" is a name that matches none) and EINVAL
