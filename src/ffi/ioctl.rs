@@ -34,7 +34,7 @@ pub enum LockClass {
 /// `ioctl(vmfd, cmd, arg)` does on FreeBSD 14. Returns 0, or -1 with
 /// errno: ENOTTY for an unknown command (checked first, also on a
 /// destroyed VM; VM_GET_GPA_PMAP and VM_RESTORE_TIME are ENOTTY here),
-/// EFAULT for a NULL argument,
+/// EFAULT for a NULL argument (VM_REINIT, an `_IO` command, takes none),
 /// EINVAL for an out-of-range vCPU id, EBADF for a closed handle or a
 /// destroyed VM, EDEADLK for a command that needs a vCPU of this VM to
 /// stand still issued from one of its simulated guest's callbacks, and
