@@ -2494,8 +2494,10 @@ int vm_disable_pptdev_msix(struct vmctx *ctx, int bus, int slot, int func);
  (VM_GET_GPA_PMAP; bhyve prints them after an EPT misconfiguration
  exit, which never happens here). Guest memory is plain host memory
  with no nested page tables, so there are none to report: -1 with
- errno ENOTTY, as `vmm_ioctl` answers the command (EFAULT or EBADF for
- a bad handle); `pte` and `num` are not written.
+ errno ENOTTY, as `vmm_ioctl` answers the command (EFAULT for a NULL
+ handle, EBADF for a closed one or one of the other kind; a handle of a
+ destroyed VM gets ENOTTY too, as from `vmm_ioctl`, which checks the
+ command first); `pte` and `num` are not written.
  */
 int vm_get_gpa_pmap(struct vmctx *ctx, uint64_t gpa, uint64_t *pte, int *num);
 

@@ -116,8 +116,10 @@ pub extern "C" fn vm_disable_pptdev_msix(ctx: *mut vmctx, bus: c_int, slot: c_in
 /// (VM_GET_GPA_PMAP; bhyve prints them after an EPT misconfiguration
 /// exit, which never happens here). Guest memory is plain host memory
 /// with no nested page tables, so there are none to report: -1 with
-/// errno ENOTTY, as `vmm_ioctl` answers the command (EFAULT or EBADF for
-/// a bad handle); `pte` and `num` are not written.
+/// errno ENOTTY, as `vmm_ioctl` answers the command (EFAULT for a NULL
+/// handle, EBADF for a closed one or one of the other kind; a handle of a
+/// destroyed VM gets ENOTTY too, as from `vmm_ioctl`, which checks the
+/// command first); `pte` and `num` are not written.
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_gpa_pmap(ctx: *mut vmctx, gpa: u64, pte: *mut u64, num: *mut c_int) -> c_int {
     ffi_boundary!({
