@@ -89,6 +89,22 @@ pub struct LapicState {
     pub(super) lvts_triggered: [u64; lvt::COUNT],
 }
 
+/// What firing an LVT did ([`LapicState::fire_lvt`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LvtFired {
+    /// The entry raised its interrupt (FreeBSD `vlapic_fire_lvt`'s
+    /// result, which its statistics count on): not masked, a legal
+    /// vector, a mode that delivers.
+    pub(super) raised: bool,
+    /// The vCPU needs a notification (also for an error LVT an illegal
+    /// vector raised instead).
+    pub(super) notify: bool,
+}
+
+impl LvtFired {
+    const NOTHING: LvtFired = LvtFired { raised: false, notify: false };
+}
+
 impl LapicState {
     /// A new APIC for `vcpuid`, in xAPIC mode, after reset.
     pub fn new(vcpuid: usize) -> Self {
@@ -307,43 +323,34 @@ impl LapicState {
         if from_error_lvt {
             return false;
         }
-        if self.lvt_raises(lvt::ERROR) {
+        let fired = self.fire_lvt(lvt::ERROR);
+        if fired.raised {
             self.error_interrupts += 1;
         }
-        self.fire_lvt(lvt::ERROR)
-    }
-
-    /// Whether firing LVT `idx` raises something: FreeBSD's
-    /// `vlapic_fire_lvt` result, which its statistics count on (our
-    /// `fire_lvt` returns whether to notify instead).
-    fn lvt_raises(&self, idx: usize) -> bool {
-        let reg = self.lvt[idx];
-        reg & LVT_M == 0
-            && match reg & DELMODE_MASK {
-                DELMODE_FIXED => reg & VECTOR_MASK >= 16,
-                DELMODE_NMI | DELMODE_EXTINT => true,
-                _ => false,
-            }
+        fired.notify
     }
 
     /// `vlapic_fire_lvt`: raise LVT `idx` unless masked. Fixed mode sets
     /// the vector (edge) in IRR, NMI and ExtINT modes make those pending,
-    /// other modes are ignored. Returns whether the vCPU needs a
-    /// notification.
-    pub(super) fn fire_lvt(&mut self, idx: usize) -> bool {
+    /// other modes are ignored.
+    pub(super) fn fire_lvt(&mut self, idx: usize) -> LvtFired {
         let reg = self.lvt[idx];
         if reg & LVT_M != 0 {
-            return false;
+            return LvtFired::NOTHING;
         }
         let vec = (reg & VECTOR_MASK) as u8;
+        let raised = |notify| LvtFired { raised: true, notify };
         match reg & DELMODE_MASK {
             // An illegal vector raises the error LVT instead (at most once:
             // the error LVT's own illegal vector only latches ESR).
-            DELMODE_FIXED if vec < 16 => self.set_error(ESR_SEND_ILLEGAL_VECTOR, idx == lvt::ERROR),
-            DELMODE_FIXED => self.set_intr_ready(vec, false),
-            DELMODE_NMI => self.inject_nmi(),
-            DELMODE_EXTINT => self.inject_extint(),
-            _ => false,
+            DELMODE_FIXED if vec < 16 => LvtFired {
+                raised: false,
+                notify: self.set_error(ESR_SEND_ILLEGAL_VECTOR, idx == lvt::ERROR),
+            },
+            DELMODE_FIXED => raised(self.set_intr_ready(vec, false)),
+            DELMODE_NMI => raised(self.inject_nmi()),
+            DELMODE_EXTINT => raised(self.inject_extint()),
+            _ => LvtFired::NOTHING,
         }
     }
 
@@ -362,10 +369,11 @@ impl LapicState {
         }
         match usize::try_from(idx) {
             Ok(i) if i < lvt::COUNT => {
-                if self.lvt_raises(i) {
+                let fired = self.fire_lvt(i);
+                if fired.raised {
                     self.lvts_triggered[i] += 1;
                 }
-                Ok(self.fire_lvt(i))
+                Ok(fired.notify)
             }
             _ => Err(Error::Inval),
         }

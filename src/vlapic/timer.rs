@@ -122,12 +122,12 @@ impl LapicState {
             return false;
         }
         // Counted as FreeBSD's `vlapic_fire_timer`: only when the LVT raised
-        // something (unmasked, legal vector; the timer LVT is always fixed).
-        let reg = self.lvt[lvt::TIMER];
-        if reg & LVT_M == 0 && reg & VECTOR_MASK >= 16 {
+        // something.
+        let fired = self.fire_lvt(lvt::TIMER);
+        if fired.raised {
             self.timer.fired += 1;
         }
-        let notify = self.fire_lvt(lvt::TIMER);
+        let notify = fired.notify;
         let period = self.timer.period;
         self.timer.deadline = if self.timer_periodic() && !period.is_zero() {
             Some(if now - due >= period { now + period } else { due + period })
