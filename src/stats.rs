@@ -150,8 +150,7 @@ impl VcpuStats {
     /// Adds `n` to `stat`. Only the thread holding the vCPU may call it.
     #[inline]
     pub fn add(&self, stat: Stat, n: u64) {
-        let c = &self.0[stat as usize];
-        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.bump(stat as usize, n);
     }
 
     /// Counts a fixed IPI to vCPU `dest` (dropped past the array, as
@@ -159,9 +158,15 @@ impl VcpuStats {
     #[inline]
     pub fn add_ipi_sent(&self, dest: usize) {
         if dest < IPI_ELEMS {
-            let c = &self.0[IPIS_SENT + dest];
-            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            self.bump(IPIS_SENT + dest, 1);
         }
+    }
+
+    /// A plain load and store: only the vCPU's holder writes.
+    #[inline]
+    fn bump(&self, index: usize, n: u64) {
+        let c = &self.0[index];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 
     pub fn get(&self, stat: Stat) -> u64 {
