@@ -3,7 +3,6 @@
 //! handled in the library, HLT sleeping until an interrupt or the timer.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::thread;
 
@@ -31,13 +30,14 @@ struct Script {
     mmio_reads: StdMutex<Vec<u64>>,
     /// Another thread's lock request lands while the guest runs (set once).
     reqidle_during_run: std::sync::atomic::AtomicBool,
-    /// The guest's handler EOIs every vector it takes, with an EOI write
-    /// before its next scripted exit: a timer tick taken at the entry
-    /// before a HLT is done with, not left in service to block the HLT's
-    /// wake-up at the same priority.
-    handles_eois: bool,
-    /// Vectors taken and not yet EOIed by the handler.
-    eois_owed: std::sync::atomic::AtomicUsize,
+    /// The guest's interrupt handler: the exits it makes for every vector
+    /// it takes, before its next scripted exit (an EOI, and whatever
+    /// re-arms the device), so a timer tick taken at the entry before a
+    /// HLT is done with, not left in service (or its device's flag up)
+    /// to block the HLT's wake-up.
+    handler: Vec<GuestExit>,
+    /// The handlers' exits still to make, for the vectors taken.
+    handler_exits: StdMutex<VecDeque<GuestExit>>,
 }
 
 impl Script {
@@ -48,7 +48,13 @@ impl Script {
 
     /// The same guest with a handler that EOIs each vector it takes.
     fn handling_eois(self) -> Script {
-        Script { handles_eois: true, ..self }
+        self.handling_with([mmio(LAPIC_BASE + u64::from(off::EOI), true, 0)])
+    }
+
+    /// The same guest with a handler that makes `exits` for each vector
+    /// it takes.
+    fn handling_with(self, exits: impl IntoIterator<Item = GuestExit>) -> Script {
+        Script { handler: exits.into_iter().collect(), ..self }
     }
 }
 
@@ -61,9 +67,8 @@ impl Backend for Guest {
         if self.0.reqidle_during_run.swap(false, std::sync::atomic::Ordering::SeqCst) {
             vcpu.lock().reqidle = true;
         }
-        let owed = &self.0.eois_owed;
-        if self.0.handles_eois && owed.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return (mmio(LAPIC_BASE + u64::from(off::EOI), true, 0), rip, 3);
+        if let Some(e) = self.0.handler_exits.lock().unwrap().pop_front() {
+            return (e, rip, 3);
         }
         let e = self.0.exits.lock().unwrap().pop_front().unwrap_or(GuestExit::Bogus);
         (e, rip, 3)
@@ -73,7 +78,7 @@ impl Backend for Guest {
     }
     fn inject(&self, vcpu: &Vcpu, _ram: &dyn crate::backend::GuestRam, vector: u8) {
         self.0.injected.lock().unwrap().push(vector);
-        self.0.eois_owed.fetch_add(1, SeqCst);
+        self.0.handler_exits.lock().unwrap().extend(self.0.handler.iter().copied());
         self.0.at_inject.lock().unwrap().push((vcpu.vlapic.irr(), vcpu.vlapic.isr()));
     }
     fn inject_nmi(&self, _vcpu: &Vcpu, _ram: &dyn crate::backend::GuestRam) {
@@ -837,9 +842,11 @@ fn a_wide_rtc_access_fails_vm_run() {
 
 /// The RTC's periodic interrupt reaches a guest asleep in HLT through
 /// IOAPIC pin 8: the sleep ends at the RTC's deadline, which fires it.
-/// Before the HLT the guest reads register C and EOIs, as a handler
-/// would: a tick that came first (2 Hz: one would need a 500 ms stall)
-/// is then taken and done with, and the HLT waits for the next.
+/// The guest's handler reads register C and EOIs for every tick it takes,
+/// wherever: a tick taken at an entry after the guest's own register C
+/// read before the HLT (2 Hz: a 500 ms stall there) would otherwise keep
+/// IRQF up, so no later tick could raise IRQ 8, and the HLT would wait
+/// for good.
 #[test]
 fn the_rtc_periodic_interrupt_wakes_a_halted_guest() {
     with_watchdog(20, || {
@@ -853,13 +860,28 @@ fn the_rtc_periodic_interrupt_wakes_a_halted_guest() {
             mmio(LAPIC_BASE + u64::from(off::EOI), true, 0),
             GuestExit::Hlt { intr_enabled: true },
         ];
-        let script = Script::playing(exits, true);
+        let handler = [
+            port(0x70, 1, false, 0x0c),
+            port(0x71, 1, true, 0),
+            mmio(LAPIC_BASE + u64::from(off::EOI), true, 0),
+        ];
+        let script = Script::playing(exits, true).handling_with(handler);
         let (vm, s) = vm_with(script, 1);
         program_rte(&vm, 0, 8, 0x48, 0); // edge, fixed, vector 0x48, APIC 0
         assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
         let injected = s.injected.lock().unwrap().clone();
         assert!(!injected.is_empty() && injected.iter().all(|v| *v == 0x48), "{injected:x?}");
-        assert_eq!(vm.rtc_nvram_read(12), Ok(0xc0), "IRQF and PF, not cleared by VM_RTC_READ");
+        let rax = vm.vcpu(0).unwrap().regs.lock().get(crate::regs::reg::RAX as i32).unwrap();
+        assert_eq!(rax & 0xff, 0xc0, "the handler read IRQF and PF");
+        assert!(!vm.vcpu(0).unwrap().vlapic.isr().test(0x48), "every tick EOIed");
+        // The next tick raises the flags again; VM_RTC_READ leaves them.
+        let next = vm.device_timer_deadline().expect("periodic");
+        while std::time::Instant::now() < next {
+            thread::yield_now();
+        }
+        vm.poll_device_timers(std::time::Instant::now());
+        assert_eq!(vm.rtc_nvram_read(12), Ok(0xc0), "IRQF and PF");
+        assert_eq!(vm.rtc_nvram_read(12), Ok(0xc0), "not cleared by VM_RTC_READ");
     });
 }
 
