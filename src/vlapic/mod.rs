@@ -251,11 +251,6 @@ impl Vlapic {
         self.lock().timer_poll(now)
     }
 
-    /// Timer expirations that raised the (unmasked) timer LVT.
-    pub fn timer_interrupts(&self) -> u64 {
-        self.lock().timer.fired
-    }
-
     /// The statistics this APIC keeps, read together for VM_STATS.
     /// INIT leaves them; VM_REINIT zeroes them (as FreeBSD's vCPU stats).
     pub fn counts(&self) -> crate::stats::LapicCounts {

@@ -476,7 +476,7 @@ fn a_timer_with_an_illegal_vector_is_not_counted() {
     assert!(l.irr().is_empty());
     wr(&l, off::ESR, 0);
     assert_eq!(rd(&l, off::ESR), ESR_SEND_ILLEGAL_VECTOR);
-    assert_eq!(l.timer_interrupts(), 0, "FreeBSD does not count an illegal-vector timer");
+    assert_eq!(l.counts().timer, 0, "FreeBSD does not count an illegal-vector timer");
 }
 
 /// PPR rises when the guest takes an interrupt, as the SDM says. A
@@ -520,11 +520,11 @@ fn an_init_ipi_keeps_the_timer_interrupt_statistic() {
     l.mmio_write(off::LVT_TIMER, 0x40, t0);
     l.mmio_write(off::TIMER_ICR, 1000, t0);
     assert!(l.timer_poll(t0 + Duration::from_secs(1)));
-    assert_eq!(l.timer_interrupts(), 1);
+    assert_eq!(l.counts().timer, 1);
     l.init_ipi();
-    assert_eq!(l.timer_interrupts(), 1, "vlapic_reset does not touch the vCPU's statistics");
+    assert_eq!(l.counts().timer, 1, "vlapic_reset does not touch the vCPU's statistics");
     l.reinit();
-    assert_eq!(l.timer_interrupts(), 0, "VM_REINIT (vcpu_init: vmm_stat_init) zeroes it");
+    assert_eq!(l.counts().timer, 0, "VM_REINIT (vcpu_init: vmm_stat_init) zeroes it");
 }
 
 /// FreeBSD 14's LVTS_TRIGGERRED: VM_LAPIC_LOCAL_IRQ counts "lvts

@@ -1028,7 +1028,7 @@ fn the_callout_thread_fires_timers_no_vcpu_polls() {
             thread::yield_now();
         }
         assert_eq!(vm.vcpu(0).unwrap().state(), VcpuState::Idle, "no vCPU ran");
-        assert_eq!(apic.timer_interrupts(), 1);
+        assert_eq!(apic.counts().timer, 1);
         vm.destroy();
     });
 }
@@ -1045,14 +1045,14 @@ fn the_callout_thread_wakes_for_an_apic_timer_armed_later() {
         lapic_write(&vm, 0, off::TIMER_DCR, 0xB);
         lapic_write(&vm, 0, off::LVT_TIMER, 0x51 | (1 << 17)); // periodic
         lapic_write(&vm, 0, off::TIMER_ICR, 100_000);
-        while apic.timer_interrupts() == 0 {
+        while apic.counts().timer == 0 {
             thread::yield_now();
         }
         lapic_write(&vm, 0, off::SVR, 0xFF); // software-disabled: stopped, LVTs masked
-        let fired = apic.timer_interrupts();
+        let fired = apic.counts().timer;
         lapic_write(&vm, 0, off::SVR, 0x1FF); // enabled: the periodic timer restarts
         lapic_write(&vm, 0, off::LVT_TIMER, 0x51 | (1 << 17)); // unmasked
-        while apic.timer_interrupts() == fired {
+        while apic.counts().timer == fired {
             thread::yield_now();
         }
         vm.destroy();
