@@ -61,6 +61,10 @@ main(void)
 	 * memory, so an earlier result still points at readable counts.
 	 */
 	CHECK(vm_get_stats(v, NULL, NULL) == s && s != NULL && s[pause] == 1);
+	/* A failed call returns NULL and leaves the buffer and *ret_entries. */
+	n = -7;
+	CHECK(vm_get_stats(NULL, NULL, &n) == NULL && errno == EFAULT && n == -7);
+	CHECK(s != NULL && s[pause] == 1 && s[exits] == 3);
 
 	/* The ioctl's index rules (vmm_stat_copy). */
 	{

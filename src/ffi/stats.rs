@@ -75,32 +75,31 @@ static BUFFERS: ThreadExitKey<RefCell<Buffers>> = ThreadExitKey::new();
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_stats(vcpu: *mut vcpu, ret_tv: *mut timeval, ret_entries: *mut c_int) -> *mut u64 {
     ffi_boundary!(std::ptr::null_mut(), {
-        let mut all = Vec::new();
-        let mut tv = timeval::default();
-        loop {
-            let mut a = vm_stats { index: all.len() as c_int, ..vm_stats::default() };
-            if vcpu_ioctl(vcpu, VM_STATS, &mut a, |a, id| a.cpuid = id) != 0 {
-                if all.is_empty() {
-                    return std::ptr::null_mut();
-                }
-                break;
-            }
-            let n = a.num_entries.clamp(0, MAX_VM_STATS as c_int) as usize;
-            all.extend_from_slice(&a.statbuf[..n]);
-            tv = a.tv;
-            if n != MAX_VM_STATS {
-                break;
-            }
+        // The first batch before the buffer: a failed call leaves the
+        // last result in it, as libvmmapi's.
+        let mut a = vm_stats::default();
+        if vcpu_ioctl(vcpu, VM_STATS, &mut a, |a, id| a.cpuid = id) != 0 {
+            return std::ptr::null_mut();
         }
-        let count = all.len() as c_int;
-        let Some(ptr) = BUFFERS.with_or_init(RefCell::default, |b| {
+        let Some((ptr, count, tv)) = BUFFERS.with_or_init(RefCell::default, |b| {
             // Refilled in place, as libvmmapi's `stats_buf` (realloc'd
             // only to grow): the pointer an earlier call returned stays
             // valid and now reads these counts.
             let mut b = b.borrow_mut();
             b.stats.clear();
-            b.stats.extend_from_slice(&all);
-            b.stats.as_mut_ptr()
+            loop {
+                let n = a.num_entries.clamp(0, MAX_VM_STATS as c_int) as usize;
+                b.stats.extend_from_slice(&a.statbuf[..n]);
+                let filled = (b.stats.as_mut_ptr(), b.stats.len() as c_int, a.tv);
+                if n != MAX_VM_STATS {
+                    return filled;
+                }
+                a = vm_stats { index: b.stats.len() as c_int, ..vm_stats::default() };
+                if vcpu_ioctl(vcpu, VM_STATS, &mut a, |a, id| a.cpuid = id) != 0 {
+                    // A later batch that fails ends the list, as libvmmapi.
+                    return filled;
+                }
+            }
         }) else {
             // No per-thread buffer (no POSIX key or memory left).
             set_errno(libc::ENOMEM);
