@@ -2582,15 +2582,19 @@ int vm_run(struct vcpu *vcpu, struct vm_run *vmrun);
  outside the enum (no VMCS or VMCB field is reachable).
  VM_REG_GUEST_INTR_SHADOW takes 0 only, which ends the guest's interrupt
  shadow; any other value is EINVAL (as FreeBSD on Intel: a vCPU cannot be
- forced into an interrupt shadow).
+ forced into an interrupt shadow). VM_REG_GUEST_TPR cannot be set
+ (EINVAL, as FreeBSD's backends). A segment selector keeps 16 bits.
  */
 int vm_set_register(struct vcpu *vcpu, int reg, uint64_t val);
 
 /*
  Reads register `reg` of a vCPU into `*retval` (0 after a failure, as
- libvmmapi). EINVAL as vm_set_register(). VM_REG_GUEST_INTR_SHADOW reads 1 while the guest is
- in an interrupt shadow (an exit taken by the instruction right after an
- STI that enabled interrupts, until the guest resumes past it), else 0.
+ libvmmapi). EINVAL for a number outside the enum.
+ VM_REG_GUEST_INTR_SHADOW reads 1 while the guest is in an interrupt
+ shadow (an exit taken by the instruction right after an STI that
+ enabled interrupts, until the guest resumes past it), else 0.
+ VM_REG_GUEST_TPR reads the local APIC's task priority as CR8 (TPR bits
+ 7:4).
  */
 int vm_get_register(struct vcpu *vcpu, int reg, uint64_t *retval);
 
@@ -2617,6 +2621,7 @@ int vm_get_register_set(struct vcpu *vcpu,
 /*
  Sets the descriptor (base, limit, access) of segment register `reg`
  (a segment, LDTR, TR, GDTR or IDTR; EINVAL for another register).
+ GDTR and IDTR keep base and limit only: their access rights read 0.
  */
 int vm_set_desc(struct vcpu *vcpu, int reg, uint64_t base, uint32_t limit, uint32_t access);
 

@@ -85,7 +85,8 @@ pub unsafe extern "C" fn vm_run(vcpu: *mut vcpu, vmrun: *mut vm_run) -> c_int {
 /// outside the enum (no VMCS or VMCB field is reachable).
 /// VM_REG_GUEST_INTR_SHADOW takes 0 only, which ends the guest's interrupt
 /// shadow; any other value is EINVAL (as FreeBSD on Intel: a vCPU cannot be
-/// forced into an interrupt shadow).
+/// forced into an interrupt shadow). VM_REG_GUEST_TPR cannot be set
+/// (EINVAL, as FreeBSD's backends). A segment selector keeps 16 bits.
 #[no_mangle]
 pub extern "C" fn vm_set_register(vcpu: *mut vcpu, reg: c_int, val: u64) -> c_int {
     ffi_boundary!({
@@ -95,9 +96,12 @@ pub extern "C" fn vm_set_register(vcpu: *mut vcpu, reg: c_int, val: u64) -> c_in
 }
 
 /// Reads register `reg` of a vCPU into `*retval` (0 after a failure, as
-/// libvmmapi). EINVAL as vm_set_register(). VM_REG_GUEST_INTR_SHADOW reads 1 while the guest is
-/// in an interrupt shadow (an exit taken by the instruction right after an
-/// STI that enabled interrupts, until the guest resumes past it), else 0.
+/// libvmmapi). EINVAL for a number outside the enum.
+/// VM_REG_GUEST_INTR_SHADOW reads 1 while the guest is in an interrupt
+/// shadow (an exit taken by the instruction right after an STI that
+/// enabled interrupts, until the guest resumes past it), else 0.
+/// VM_REG_GUEST_TPR reads the local APIC's task priority as CR8 (TPR bits
+/// 7:4).
 #[no_mangle]
 pub unsafe extern "C" fn vm_get_register(vcpu: *mut vcpu, reg: c_int, retval: *mut u64) -> c_int {
     ffi_boundary!({
@@ -147,6 +151,7 @@ pub unsafe extern "C" fn vm_get_register_set(
 
 /// Sets the descriptor (base, limit, access) of segment register `reg`
 /// (a segment, LDTR, TR, GDTR or IDTR; EINVAL for another register).
+/// GDTR and IDTR keep base and limit only: their access rights read 0.
 #[no_mangle]
 pub extern "C" fn vm_set_desc(vcpu: *mut vcpu, reg: c_int, base: u64, limit: u32, access: u32) -> c_int {
     ffi_boundary!({
