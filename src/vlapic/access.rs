@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::icr::{icr_valid, Ipi};
+use super::icr::{icr_valid, Ipi, UnhandledIpi};
 use super::regs::*;
 use super::state::{LapicEffects, LapicState};
 
@@ -117,14 +117,19 @@ impl LapicState {
         fx
     }
 
-    /// An ICR low write sends: validate, reject illegal fixed vectors on
-    /// the sender (ESR "send illegal vector"), else hand the IPI out.
+    /// An ICR low write sends: validate, refuse SMI and remote read
+    /// (no delivery for them), reject illegal fixed vectors on the sender
+    /// (ESR "send illegal vector"), else hand the IPI out.
     fn icr_send(&mut self, fx: &mut LapicEffects) {
         let lo = self.icr_lo;
         if !icr_valid(lo) {
             return;
         }
         let mode = lo & DELMODE_MASK;
+        if matches!(mode, DELMODE_SMI | DELMODE_RR) {
+            fx.unhandled_ipi = Some(UnhandledIpi { mode });
+            return;
+        }
         let vector = (lo & VECTOR_MASK) as u8;
         if (mode == DELMODE_FIXED || mode == DELMODE_LOWPRIO) && vector < 16 {
             fx.notify |= self.set_error(ESR_SEND_ILLEGAL_VECTOR, false);

@@ -18,6 +18,16 @@ pub struct Ipi {
     pub x2apic_dest: bool,
 }
 
+/// A valid ICR write whose delivery mode the APIC has no case for: SMI or
+/// remote read. FreeBSD 14's `vlapic_icrlo_write_handler` returns 1 for it
+/// (after the ICR is stored), which its callers pass on: the x2APIC WRMSR
+/// becomes VM_EXITCODE_WRMSR, the xAPIC MMIO write fails VM_RUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnhandledIpi {
+    /// `DELMODE_SMI` or `DELMODE_RR`.
+    pub mode: u32,
+}
+
 /// FreeBSD `vlapic_is_icr_valid`: ICR combinations a vCPU may send. The
 /// rest (including a level-deassert INIT, which needs no emulation) are
 /// ignored.

@@ -41,7 +41,7 @@ use crate::sync::Mutex;
 
 use pending::{Locked, PendingCopy};
 
-pub use icr::Ipi;
+pub use icr::{Ipi, UnhandledIpi};
 pub use regs::VecBitmap;
 pub use state::{LapicEffects, LapicState, X2ApicState};
 

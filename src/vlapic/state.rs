@@ -5,7 +5,7 @@
 //! runs with the vlapic mutex held and touches only this APIC; effects on
 //! other vCPUs or the vioapic are returned to the caller ([`LapicEffects`]).
 
-use super::icr::Ipi;
+use super::icr::{Ipi, UnhandledIpi};
 use super::regs::*;
 use super::timer::Timer;
 use crate::error::{Error, Result};
@@ -39,6 +39,9 @@ pub struct LapicEffects {
     pub eoi_vector: Option<u8>,
     /// An IPI to deliver.
     pub ipi: Option<Ipi>,
+    /// An ICR write the APIC cannot deliver (the ICR is stored): the
+    /// caller fails the write as FreeBSD does.
+    pub unhandled_ipi: Option<UnhandledIpi>,
     /// The timer got a new deadline (an initial-count write, or a software
     /// enable restarting a periodic timer): whoever sleeps until the next
     /// deadline must look again.

@@ -365,6 +365,30 @@ fn icr_writes_produce_ipis_or_send_errors() {
     assert_eq!(wr(&l, off::ICR_LO, DELMODE_NMI | DEST_SELF).ipi, None);
 }
 
+/// FreeBSD 14 `vlapic_icrlo_write_handler`: a valid SMI or remote-read ICR
+/// is stored and then failed (its `default: return (1)`); an invalid one
+/// is ignored (return 0), as the reserved mode 0x700 is.
+#[test]
+fn icr_smi_and_remote_read_are_stored_and_refused() {
+    let l = enabled(0);
+    wr(&l, off::ICR_HI, 1 << 24);
+    for mode in [DELMODE_SMI, DELMODE_RR] {
+        let fx = wr(&l, off::ICR_LO, DELSTAT_PEND | mode | 0x31);
+        assert_eq!((fx.ipi, fx.unhandled_ipi), (None, Some(UnhandledIpi { mode })), "mode {mode:#x}");
+        assert_eq!(rd(&l, off::ICR_LO), mode | 0x31, "stored, delivery status clear");
+    }
+    for icr in [DELMODE_SMI | DEST_SELF, DELMODE_RR | DEST_ALLESELF, DELMODE_RR | TRIGMOD_LEVEL | LEVEL_ASSERT, DELMODE_EXTINT] {
+        let fx = wr(&l, off::ICR_LO, icr);
+        assert_eq!((fx.ipi, fx.unhandled_ipi), (None, None), "invalid {icr:#x}: ignored");
+    }
+    // x2APIC: the same through the 64-bit ICR MSR.
+    let l = Vlapic::new(0);
+    l.set_x2apic_state(X2ApicState::Enabled);
+    let fx = l.write_msr(0x830, (1 << 32) | u64::from(DELMODE_SMI), Instant::now()).unwrap();
+    assert_eq!(fx.unhandled_ipi, Some(UnhandledIpi { mode: DELMODE_SMI }));
+    assert_eq!(l.read_msr(0x830, Instant::now()), Some((1 << 32) | u64::from(DELMODE_SMI)));
+}
+
 #[test]
 fn trigger_lvt_on_disabled_and_enabled_apic() {
     let l = Vlapic::new(0);
