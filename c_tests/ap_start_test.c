@@ -90,6 +90,28 @@ main(void)
 	CHECK_OK(vm_run(v[0], &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_IPI);
 
+	/* An SMI or remote-read IPI, which the local APIC keeps in its ICR but
+	 * cannot send (FreeBSD 14's vlapic_icrlo_write_handler returns 1):
+	 * the guest's store fails VM_RUN with EPERM, no exit written, and the
+	 * next VM_RUN runs on after the store; VM_SET_KERNEMU_DEV fails alike. */
+	struct vmm_rs_action bsp4[] = {
+		ICR_HI(1),
+		ICR(0x200),        /* SMI */
+		ICR(0x300 | 0x31), /* remote read */
+		{ .kind = VMM_RS_ACT_PORT_OUT, .port = 0x80, .size = 1, .value = 4 },
+	};
+	CHECK_OK(vmm_rs_guest_set_script(v[0], bsp4, 4, -1));
+	vme.exitcode = -1;
+	CHECK_ERR(vm_run(v[0], &vmrun), EPERM);
+	CHECK(vme.exitcode == -1);
+	CHECK(kread(v[0], LAPIC_GPA + LAPIC_ICR_LO) == 0x200);
+	CHECK_ERR(vm_run(v[0], &vmrun), EPERM);
+	CHECK(kread(v[0], LAPIC_GPA + LAPIC_ICR_LO) == 0x331);
+	CHECK_OK(vm_run(v[0], &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.eax == 4);
+	uint64_t smi = 0x200;
+	CHECK_ERR(vm_readwrite_kernemu_device(v[0], LAPIC_GPA + LAPIC_ICR_LO, true, 4, &smi), EPERM);
+
 	for (int i = 0; i < 3; i++)
 		vm_vcpu_close(v[i]);
 	vm_destroy(ctx);

@@ -81,6 +81,15 @@ main(void)
 	if (st != NULL && rd >= 0 && wr >= 0)
 		CHECK(st[rd] == 6 && st[wr] == 3);
 
+	/* An x2APIC ICR write of an SMI IPI, which the local APIC keeps but
+	 * cannot send: userland's WRMSR, as FreeBSD's lapic_wrmsr fails it. */
+	struct vmm_rs_action smi[] = { WR(0x830, (1ULL << 32) | 0x200), RD(0x830), OUT(0x84) };
+	CHECK_OK(vmm_rs_guest_set_script(v, smi, 3, 2));
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_WRMSR && vme.u.msr.code == 0x830 &&
+	    vme.u.msr.wval == ((1ULL << 32) | 0x200));
+	CHECK(run_to_out(v, 0x84, &vme) == ((1ULL << 32) | 0x200)); /* stored */
+
 	/* bhyve with x86.strictmsr (its default) answers an MSR it does not
 	 * know with vm_inject_gp(): #GP(0) at the WRMSR, which is not retried
 	 * (the guest's handler takes over; a script goes on). */

@@ -2560,7 +2560,10 @@ const char *vm_get_stat_desc(struct vmctx *ctx, int index);
  acknowledged a suspend; or, as FreeBSD's `lapic_mmio_*`, the guest
  wrote its local APIC page with other than 4 bytes at a 16-byte
  boundary, or read it away from one (the low two address bits ignored):
- the access is dropped and the next call runs on), EIO (as FreeBSD, the guest made a
+ the access is dropped and the next call runs on), EPERM (as FreeBSD's
+ `vlapic_icrlo_write_handler`, the guest stored an SMI or remote-read
+ IPI in its local APIC's ICR: the ICR holds it, nothing is sent, and the
+ next call runs on after the store), EIO (as FreeBSD, the guest made a
  port access an emulated device refuses, such as a 2-byte read of port
  0x71; the next call runs on), EBADF (bad handle, destroyed VM),
  EDEADLK (called from a simulated guest's callback of the same VM; or,
@@ -2869,7 +2872,9 @@ extern "C" {
  be 4 bytes at a 16-byte boundary, a read at one once the low two address
  bits are dropped, as FreeBSD's lapic_mmio_*). `size` is 1, 2, 4 or 8.
  Returns 0, or -1 with errno (EINVAL for another address or size or a
- refused local APIC access, EFAULT for a NULL value). Declared here by
+ refused local APIC access; EPERM for a local APIC ICR write of an SMI
+ or remote-read IPI, which the ICR keeps but nothing sends, as FreeBSD's
+ vlapic_icrlo_write_handler; EFAULT for a NULL value). Declared here by
  hand: cbindgen excludes the name because of the same-named bit-field
  struct.
  */

@@ -41,6 +41,11 @@ pub enum Error {
     /// The call would wait for the calling thread itself: a guest callback
     /// asking for a vCPU of the VM it runs in to stand still (EDEADLK).
     Deadlock,
+    /// The guest's local APIC ICR write asked for an IPI the APIC has no
+    /// delivery for (SMI, remote read): FreeBSD's
+    /// `vlapic_icrlo_write_handler` returns 1 for it, which VM_RUN (an
+    /// MMIO write) and VM_SET_KERNEMU_DEV pass out as errno 1 (EPERM).
+    Perm,
 }
 
 /// Result of a core operation.

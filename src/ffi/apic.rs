@@ -280,6 +280,8 @@ pub extern "C" fn vm_set_x2apic_state(vcpu: *mut vcpu, state: c_int) -> c_int {
 /// HPET at 0xFED00000, the vCPU's local APIC at 0xFEE00000) by
 /// guest-physical address, exactly
 /// as a guest access from this vCPU would. `size` is 1, 2, 4 or 8.
+/// A local APIC ICR write of an SMI or remote-read IPI is stored but
+/// fails with EPERM, as FreeBSD's VM_SET_KERNEMU_DEV.
 /// From a simulated guest's callback (of another VM: of this VM it is
 /// EDEADLK), an I/O APIC write whose wait for its target vCPUs would
 /// close a cycle of callbacks waiting for each other fails with EDEADLK

@@ -23,6 +23,7 @@ pub fn errno_of(e: Error) -> i32 {
         Error::Intr => libc::EINTR,
         Error::Io => libc::EIO,
         Error::Deadlock => libc::EDEADLK,
+        Error::Perm => libc::EPERM,
     }
 }
 

@@ -46,7 +46,10 @@ macro_rules! out {
 /// acknowledged a suspend; or, as FreeBSD's `lapic_mmio_*`, the guest
 /// wrote its local APIC page with other than 4 bytes at a 16-byte
 /// boundary, or read it away from one (the low two address bits ignored):
-/// the access is dropped and the next call runs on), EIO (as FreeBSD, the guest made a
+/// the access is dropped and the next call runs on), EPERM (as FreeBSD's
+/// `vlapic_icrlo_write_handler`, the guest stored an SMI or remote-read
+/// IPI in its local APIC's ICR: the ICR holds it, nothing is sent, and the
+/// next call runs on after the store), EIO (as FreeBSD, the guest made a
 /// port access an emulated device refuses, such as a 2-byte read of port
 /// 0x71; the next call runs on), EBADF (bad handle, destroyed VM),
 /// EDEADLK (called from a simulated guest's callback of the same VM; or,

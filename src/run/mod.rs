@@ -254,6 +254,11 @@ impl Vm {
                             // again at its next entry.
                             vcpu.regs.lock().restart_instruction();
                         }
+                        // Another error fails VM_RUN past the instruction,
+                        // as FreeBSD's `vm_handle_inst_emul` (which moved
+                        // `nextrip` on before emulating): EINVAL for a bad
+                        // local APIC access, EPERM for an ICR write of an
+                        // SMI or remote-read IPI (stored, not delivered).
                         match done? {
                             Some(None) => continue,
                             Some(Some(start)) => match self.handle_start_ipi(start) {

@@ -227,9 +227,8 @@ impl Vm {
     /// (`Vm::handle_start_ipi`); which targets follows FreeBSD 14's
     /// `vlapic_icrlo_write_handler`: with the sender's VM_CAP_IPI_EXIT on,
     /// the destinations; off, only a physical destination other than the
-    /// sender, the shorthand ignored. SMI and remote read are ignored
-    /// here (FreeBSD fails them as lowest priority; through the x2APIC
-    /// MSR they go to userland as there, see `Vm::guest_wrmsr`).
+    /// sender, the shorthand ignored. SMI and remote read never get here:
+    /// the ICR write fails (`UnhandledIpi`), as in FreeBSD.
     pub fn send_ipi(&self, from: usize, ipi: Ipi) -> Option<StartIpi> {
         if matches!(ipi.mode, DELMODE_INIT | DELMODE_STARTUP) {
             return self.start_ipi_targets(from, &ipi);

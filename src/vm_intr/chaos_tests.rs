@@ -362,9 +362,11 @@ fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
                         // alignment fails VM_RUN (EINVAL, as FreeBSD); so
                         // does VM_RUN once the vCPU acknowledged a suspend;
                         // an RTC access the RTC refuses (a wide one, or a
-                        // garbage date left under SET) fails it with EIO.
+                        // garbage date left under SET) fails it with EIO;
+                        // an xAPIC ICR write of an SMI or remote-read IPI
+                        // with EPERM.
                         Err(e) => {
-                            assert!(matches!(e, Error::Inval | Error::Io), "{e:?}");
+                            assert!(matches!(e, Error::Inval | Error::Io | Error::Perm), "{e:?}");
                             if vm.cpus().suspended.contains(id) {
                                 return;
                             }

@@ -199,6 +199,9 @@ impl Vm {
     /// or the vCPU's local APIC (EOI reaches the vioapic, ICR sends IPIs). Local
     /// APIC writes must be 4 bytes at a 16-byte boundary (EINVAL, as
     /// FreeBSD `lapic_mmio_write`). `Ok(None)` when `gpa` is not emulated.
+    /// EPERM for a valid ICR write of an SMI or remote-read IPI, which the
+    /// APIC stores but cannot deliver (FreeBSD's `lapic_mmio_write` fails
+    /// with the handler's 1, errno 1 once it reaches userland).
     /// EDEADLK if an RTE write's wait for other vCPUs would close a cycle
     /// through the caller's guest callback (`peer_wait`): nothing changed.
     /// An INIT or STARTUP IPI sent by such a write needs the run loop
@@ -232,7 +235,7 @@ impl Vm {
                 return Err(Error::Inval);
             }
             let fx = vcpu.vlapic.mmio_write(off as u32, value as u32, Instant::now());
-            return Ok(Some(self.apply_lapic_effects(vcpuid, fx)));
+            return Ok(Some(self.apply_lapic_effects(vcpuid, fx)?));
         }
         Ok(None)
     }
@@ -254,7 +257,10 @@ impl Vm {
         vcpu.vlapic.read_msr(msr, Instant::now()).ok_or(Error::Inval)
     }
 
-    /// WRMSR of IA32_APIC_BASE or an x2APIC register; EINVAL stands for #GP.
+    /// WRMSR of IA32_APIC_BASE or an x2APIC register; EINVAL stands for
+    /// #GP. EPERM for a valid x2APIC ICR write of an SMI or remote-read
+    /// IPI, stored but not delivered: FreeBSD's `lapic_wrmsr` fails it,
+    /// and the guest's WRMSR is userland's (`Vm::guest_wrmsr`).
     pub fn lapic_wrmsr(&self, vcpuid: usize, msr: u32, value: u64) -> Result<()> {
         // An INIT or STARTUP sent by an x2APIC ICR write outside the run
         // loop has no effect (see `mmio_write`).
@@ -266,13 +272,14 @@ impl Vm {
     pub(crate) fn guest_lapic_wrmsr(&self, vcpuid: usize, msr: u32, value: u64) -> Result<Option<StartIpi>> {
         let vcpu = self.vcpu(vcpuid)?;
         let fx = vcpu.vlapic.write_msr(msr, value, Instant::now()).ok_or(Error::Inval)?;
-        Ok(self.apply_lapic_effects(vcpuid, fx))
+        self.apply_lapic_effects(vcpuid, fx)
     }
 
     /// Carries out what a register write of vCPU `id`'s APIC asked for,
     /// with no vlapic mutex held.
-    /// Returns an INIT or STARTUP IPI it sent, for the run loop.
-    fn apply_lapic_effects(&self, id: usize, fx: LapicEffects) -> Option<StartIpi> {
+    /// Returns an INIT or STARTUP IPI it sent, for the run loop; EPERM for
+    /// an ICR write the APIC has no delivery for (`UnhandledIpi`).
+    fn apply_lapic_effects(&self, id: usize, fx: LapicEffects) -> Result<Option<StartIpi>> {
         if fx.notify {
             self.vcpus()[id].notify();
         }
@@ -283,7 +290,10 @@ impl Vm {
         if let Some(v) = fx.eoi_vector {
             self.vioapic().process_eoi(v, self);
         }
-        fx.ipi.and_then(|ipi| self.send_ipi(id, ipi))
+        if fx.unhandled_ipi.is_some() {
+            return Err(Error::Perm);
+        }
+        Ok(fx.ipi.and_then(|ipi| self.send_ipi(id, ipi)))
     }
 
     // --- inspection ---------------------------------------------------------

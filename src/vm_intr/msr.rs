@@ -4,15 +4,12 @@
 
 use std::time::Instant;
 
+use crate::error::Error;
 use crate::regs::MsrAccess;
 use crate::vcpu::Vcpu;
 use crate::vlapic::delivery::StartIpi;
-use crate::vlapic::icr::icr_valid;
-use crate::vlapic::regs::{off, DELMODE_MASK, DELMODE_RR, DELMODE_SMI, MSR_APICBASE, MSR_X2APIC_FIRST, MSR_X2APIC_LAST};
+use crate::vlapic::regs::{MSR_APICBASE, MSR_X2APIC_FIRST, MSR_X2APIC_LAST};
 use crate::vm::Vm;
-
-/// The x2APIC ICR (both halves in one MSR).
-const MSR_X2APIC_ICR: u32 = MSR_X2APIC_FIRST + (off::ICR_LO >> 4);
 
 impl Vm {
     /// Whether the local APIC handles `msr` (FreeBSD `lapic_msr`):
@@ -31,23 +28,19 @@ impl Vm {
     }
 
     /// WRMSR by `vcpu`'s guest, with the INIT or STARTUP IPI an x2APIC ICR
-    /// write sent. A change of IA32_APIC_BASE, which the APIC refuses, is
-    /// userland's, as in FreeBSD (`vlapic_set_apicbase` fails the write
-    /// into a VM_EXITCODE_WRMSR); another refused APIC MSR is #GP.
+    /// write sent. A write the APIC fails is userland's, as in FreeBSD
+    /// (`lapic_wrmsr` fails, `vmx_exit_process` makes a VM_EXITCODE_WRMSR):
+    /// a change of IA32_APIC_BASE (`vlapic_set_apicbase`), and an ICR
+    /// write of an SMI or remote-read IPI, stored but not delivered
+    /// (EPERM, `vlapic_icrlo_write_handler`'s 1). Another refused APIC
+    /// MSR is #GP.
     pub(crate) fn guest_wrmsr(&self, vcpu: &Vcpu, msr: u32, value: u64) -> (MsrAccess, Option<StartIpi>) {
         if !Self::is_lapic_msr(msr) {
             return (vcpu.regs.lock().wrmsr(msr, value), None);
         }
         match self.guest_lapic_wrmsr(vcpu.id(), msr, value) {
-            // FreeBSD 14's `vlapic_icrlo_write_handler` stores the ICR but
-            // fails a valid one with a delivery mode it has no case for
-            // (SMI, remote read), so `lapic_wrmsr` fails and the WRMSR is
-            // userland's. (Lowest priority fails there too; it is
-            // delivered here on purpose, see `send_ipi`.)
-            Ok(_) if msr == MSR_X2APIC_ICR && icr_valid(value as u32) && matches!(value as u32 & DELMODE_MASK, DELMODE_SMI | DELMODE_RR) => {
-                (MsrAccess::Userland, None)
-            }
             Ok(start) => (MsrAccess::Done(value), start),
+            Err(Error::Perm) => (MsrAccess::Userland, None),
             Err(_) if msr == MSR_APICBASE => (MsrAccess::Userland, None),
             Err(_) => (MsrAccess::Fault, None),
         }

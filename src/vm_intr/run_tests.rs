@@ -461,6 +461,48 @@ fn x2apic_icr_smi_and_remote_read_go_to_userland_as_freebsd() {
     let e = vm.run(&vm.lock_one(0).unwrap()).unwrap();
     assert_eq!(e.kind, ExitKind::Wrmsr { msr: 0x830, value: rr }, "remote read: userland's");
     assert!(s.injected.lock().unwrap().is_empty());
+    // Outside the run loop, `lapic_wrmsr` fails as FreeBSD's does.
+    assert_eq!(vm.lapic_wrmsr(0, 0x830, smi), Err(Error::Perm));
+}
+
+/// The xAPIC MMIO path of the same ICR write: FreeBSD 14's
+/// `lapic_mmio_write` returns `vlapic_write`'s 1, which
+/// `vmm_emulate_instruction` and `vm_handle_inst_emul` pass up, so
+/// `vm_run` leaves its loop with error 1 and the VM_RUN ioctl fails with
+/// errno 1, EPERM (no exit is copied out). The ICR is stored; `nextrip`
+/// already moved past the instruction (`vm_handle_inst_emul` adds its
+/// length before emulating), so the next VM_RUN runs on after it, while
+/// RIP still reads the store. VM_SET_KERNEMU_DEV fails the same way.
+#[test]
+fn xapic_mmio_icr_smi_and_remote_read_fail_vm_run_with_eperm() {
+    let icr_hi = mmio(LAPIC_BASE + u64::from(off::ICR_HI), true, 1 << 24);
+    let icr_lo = |v: u32| mmio(LAPIC_BASE + u64::from(off::ICR_LO), true, u64::from(v));
+    let exits = [
+        icr_hi,
+        icr_lo(DELMODE_SMI),
+        icr_lo(DELMODE_RR | 0x31),
+        icr_lo(DELMODE_SMI | DEST_SELF), // invalid: ignored, no error
+        icr_lo(DELMODE_FIXED | 0x55),
+        mmio(0xD000_0000, true, 7),
+    ];
+    let (vm, s) = vm_with(Script::playing(exits, true), 2);
+    let l = vm.lock_one(0).unwrap();
+    let rip = || l.vcpu().regs.lock().get(crate::regs::reg::RIP as i32).unwrap();
+    assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Perm), "SMI IPI");
+    assert_eq!(rip(), 3, "RIP at the store (ICR_HI took 0..3)");
+    assert_eq!(lapic_read(&vm, 0, off::ICR_LO), DELMODE_SMI, "ICR stored first");
+    assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Perm), "remote read, the next instruction");
+    assert_eq!(rip(), 6);
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (ExitKind::Mmio(MmioAccess { gpa: 0xD000_0000, size: 4, write: true, value: 7 }), 15));
+    assert!(vm.vcpu(1).unwrap().vlapic.irr().test(0x55), "the fixed IPI after them was sent");
+    assert!(s.injected.lock().unwrap().is_empty(), "nothing reached vCPU 0");
+    // Failed VM_RUNs return to userland all the same (VM_STATS).
+    let userspace = crate::stats::Stat::Userspace as usize;
+    assert_eq!(vm.vcpu_stats(0, 0, 64).unwrap()[userspace], 3);
+    drop(l);
+    // VM_SET_KERNEMU_DEV's path.
+    assert_eq!(vm.mmio_write(0, LAPIC_BASE + u64::from(off::ICR_LO), 4, u64::from(DELMODE_SMI)), Err(Error::Perm));
 }
 
 /// FreeBSD 14 `vmx_vminit` / `vmx_msr_guest_init` open the MSR bitmap for
