@@ -501,11 +501,10 @@ check_all_enum_values(void)
 }
 
 /*
- * The libvmmapi calls have FreeBSD 14's vmmapi.h types, except where an
- * enum parameter is an int here (vm_setup_memory, vm_suspend,
- * vm_isa_set_irq_trigger, vm_get/set_capability, vm_set_x2apic_state:
- * the same register, and any value C passes is defined) and vm_copyin /
- * vm_copyout take a const iovec (FreeBSD's callers still compile).
+ * The libvmmapi calls have FreeBSD 14's vmmapi.h types, enum parameters
+ * and the non-const iovec of vm_copyin / vm_copyout included, so that a
+ * program's own declaration of one, or a function pointer of FreeBSD's
+ * type, matches.
  */
 #define CHECK_FN(fn, type) \
 	_Static_assert(__builtin_types_compatible_p(__typeof__(&fn), type), #fn)
@@ -525,7 +524,7 @@ CHECK_FN(vm_create_devmem, void *(*)(struct vmctx *, int, const char *, size_t))
 CHECK_FN(vm_mmap_memseg, int (*)(struct vmctx *, vm_paddr_t, int, vm_ooffset_t, size_t, int));
 CHECK_FN(vm_munmap_memseg, int (*)(struct vmctx *, vm_paddr_t, size_t));
 CHECK_FN(vm_parse_memsize, int (*)(const char *, size_t *));
-CHECK_FN(vm_setup_memory, int (*)(struct vmctx *, size_t, int));
+CHECK_FN(vm_setup_memory, int (*)(struct vmctx *, size_t, enum vm_mmap_style));
 CHECK_FN(vm_map_gpa, void *(*)(struct vmctx *, vm_paddr_t, size_t));
 CHECK_FN(vm_rev_map_gpa, vm_paddr_t (*)(struct vmctx *, void *));
 CHECK_FN(vm_get_gpa_pmap, int (*)(struct vmctx *, uint64_t, uint64_t *, int *));
@@ -546,7 +545,7 @@ CHECK_FN(vm_get_register, int (*)(struct vcpu *, int, uint64_t *));
 CHECK_FN(vm_set_register_set, int (*)(struct vcpu *, unsigned int, const int *, uint64_t *));
 CHECK_FN(vm_get_register_set, int (*)(struct vcpu *, unsigned int, const int *, uint64_t *));
 CHECK_FN(vm_run, int (*)(struct vcpu *, struct vm_run *));
-CHECK_FN(vm_suspend, int (*)(struct vmctx *, int));
+CHECK_FN(vm_suspend, int (*)(struct vmctx *, enum vm_suspend_how));
 CHECK_FN(vm_reinit, int (*)(struct vmctx *));
 CHECK_FN(vm_apicid2vcpu, int (*)(struct vmctx *, int));
 CHECK_FN(vm_inject_exception, int (*)(struct vcpu *, int, int, uint32_t, int));
@@ -561,12 +560,12 @@ CHECK_FN(vm_readwrite_kernemu_device, int (*)(struct vcpu *, vm_paddr_t, bool, i
 CHECK_FN(vm_isa_assert_irq, int (*)(struct vmctx *, int, int));
 CHECK_FN(vm_isa_deassert_irq, int (*)(struct vmctx *, int, int));
 CHECK_FN(vm_isa_pulse_irq, int (*)(struct vmctx *, int, int));
-CHECK_FN(vm_isa_set_irq_trigger, int (*)(struct vmctx *, int, int));
+CHECK_FN(vm_isa_set_irq_trigger, int (*)(struct vmctx *, int, enum vm_intr_trigger));
 CHECK_FN(vm_inject_nmi, int (*)(struct vcpu *));
 CHECK_FN(vm_capability_name2type, int (*)(const char *));
 CHECK_FN(vm_capability_type2name, const char *(*)(int));
-CHECK_FN(vm_get_capability, int (*)(struct vcpu *, int, int *));
-CHECK_FN(vm_set_capability, int (*)(struct vcpu *, int, int));
+CHECK_FN(vm_get_capability, int (*)(struct vcpu *, enum vm_cap_type, int *));
+CHECK_FN(vm_set_capability, int (*)(struct vcpu *, enum vm_cap_type, int));
 CHECK_FN(vm_assign_pptdev, int (*)(struct vmctx *, int, int, int));
 CHECK_FN(vm_unassign_pptdev, int (*)(struct vmctx *, int, int, int));
 CHECK_FN(vm_map_pptdev_mmio, int (*)(struct vmctx *, int, int, int, vm_paddr_t, size_t, vm_paddr_t));
@@ -579,12 +578,12 @@ CHECK_FN(vm_set_intinfo, int (*)(struct vcpu *, uint64_t));
 CHECK_FN(vm_get_stats, uint64_t *(*)(struct vcpu *, struct timeval *, int *));
 CHECK_FN(vm_get_stat_desc, const char *(*)(struct vmctx *, int));
 CHECK_FN(vm_get_x2apic_state, int (*)(struct vcpu *, enum x2apic_state *));
-CHECK_FN(vm_set_x2apic_state, int (*)(struct vcpu *, int));
+CHECK_FN(vm_set_x2apic_state, int (*)(struct vcpu *, enum x2apic_state));
 CHECK_FN(vm_get_hpet_capabilities, int (*)(struct vmctx *, uint32_t *));
 CHECK_FN(vm_copy_setup, int (*)(struct vcpu *, struct vm_guest_paging *, uint64_t,
     size_t, int, struct iovec *, int, int *));
-CHECK_FN(vm_copyin, void (*)(const struct iovec *, void *, size_t));
-CHECK_FN(vm_copyout, void (*)(const void *, const struct iovec *, size_t));
+CHECK_FN(vm_copyin, void (*)(struct iovec *, void *, size_t));
+CHECK_FN(vm_copyout, void (*)(const void *, struct iovec *, size_t));
 CHECK_FN(vm_copy_teardown, void (*)(struct iovec *, int));
 CHECK_FN(vm_rtc_write, int (*)(struct vmctx *, int, uint8_t));
 CHECK_FN(vm_rtc_read, int (*)(struct vmctx *, int, uint8_t *));

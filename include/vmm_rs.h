@@ -1910,10 +1910,10 @@ int vm_isa_deassert_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
  Sets 8259 IRQ `atpic_irq` (0-15) edge- or level-triggered (its ELCR
  bit, which the guest sees at ports 0x4d0/0x4d1). Returns 0, or -1 with errno
  EINVAL for another IRQ or trigger, or level on IRQ 0, 1, 2, 8 or 13.
- (`trigger` is an `enum vm_intr_trigger`, taken as an int so that any
- value C passes is defined.)
+ (A `trigger` outside the enum is EINVAL too: the library reads it as
+ the int C passes.)
  */
-int vm_isa_set_irq_trigger(struct vmctx *ctx, int atpic_irq, int trigger);
+int vm_isa_set_irq_trigger(struct vmctx *ctx, int atpic_irq, enum vm_intr_trigger trigger);
 
 /*
  Pulses ISA IRQ `atpic_irq` (0-15) on the 8259 pair, as an assert then
@@ -1973,7 +1973,7 @@ int vm_get_x2apic_state(struct vcpu *vcpu, enum x2apic_state *state);
  Sets the vCPU's x2APIC state: EINVAL unless X2APIC_DISABLED or
  X2APIC_ENABLED.
  */
-int vm_set_x2apic_state(struct vcpu *vcpu, int state);
+int vm_set_x2apic_state(struct vcpu *vcpu, enum x2apic_state state);
 
 /*
  vmm_rs extension: reads the vioapic's counters.
@@ -2012,13 +2012,13 @@ int vm_copy_setup(struct vcpu *vcpu,
  index the guest published and then what it indexes needs an acquire
  fence between the two copies on a weakly ordered host (aarch64).
  */
-void vm_copyin(const struct iovec *guest_iov, void *host_dst, size_t len);
+void vm_copyin(struct iovec *guest_iov, void *host_dst, size_t len);
 
 /*
  Copies `len` bytes from `host_src` to the guest memory `guest_iov`
  describes. As vm_copyin().
  */
-void vm_copyout(const void *host_src, const struct iovec *guest_iov, size_t len);
+void vm_copyout(const void *host_src, struct iovec *guest_iov, size_t len);
 
 /*
  Nothing to release: the iovecs point into guest RAM that stays mapped
@@ -2255,7 +2255,7 @@ int vmm_rs_set_maxcpus(int maxcpus);
  works. libvmmapi records the sizes first and leaves the segment and
  map.
  */
-int vm_setup_memory(struct vmctx *ctx, size_t len, int style);
+int vm_setup_memory(struct vmctx *ctx, size_t len, enum vm_mmap_style style);
 
 /*
  A host pointer to `len` bytes of guest RAM at `gaddr` set up by
@@ -2648,14 +2648,14 @@ int vm_get_seg_desc(struct vcpu *vcpu, int reg, struct seg_desc *seg_desc);
  backend on a host with the instructions) and every other capability
  off. EINVAL for a capability outside 0-10.
  */
-int vm_get_capability(struct vcpu *vcpu, int cap, int *retval);
+int vm_get_capability(struct vcpu *vcpu, enum vm_cap_type cap, int *retval);
 
 /*
  Sets capability `cap` to `val`. EINVAL for a capability outside 0-10,
  ENOENT for VM_CAP_RDPID and VM_CAP_RDTSCP (fixed on, as FreeBSD's VMX
  backend).
  */
-int vm_set_capability(struct vcpu *vcpu, int cap, int val);
+int vm_set_capability(struct vcpu *vcpu, enum vm_cap_type cap, int val);
 
 /*
  Reads (exit intinfo, pending exception intinfo).
@@ -2814,7 +2814,7 @@ int vm_resume_all_cpus(struct vmctx *ctx);
  Suspends the VM (enum vm_suspend_how): EINVAL for NONE or an unknown
  value, EALREADY if it is already suspended.
  */
-int vm_suspend(struct vmctx *ctx, int how);
+int vm_suspend(struct vmctx *ctx, enum vm_suspend_how how);
 
 /*
  Resets a suspended VM as FreeBSD's VM_REINIT: registers, local APICs,

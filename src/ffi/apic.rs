@@ -168,10 +168,10 @@ pub extern "C" fn vm_isa_deassert_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_
 /// Sets 8259 IRQ `atpic_irq` (0-15) edge- or level-triggered (its ELCR
 /// bit, which the guest sees at ports 0x4d0/0x4d1). Returns 0, or -1 with errno
 /// EINVAL for another IRQ or trigger, or level on IRQ 0, 1, 2, 8 or 13.
-/// (`trigger` is an `enum vm_intr_trigger`, taken as an int so that any
-/// value C passes is defined.)
+/// (A `trigger` outside the enum is EINVAL too: the library reads it as
+/// the int C passes.)
 #[no_mangle]
-pub extern "C" fn vm_isa_set_irq_trigger(ctx: *mut vmctx, atpic_irq: c_int, trigger: c_int) -> c_int {
+pub extern "C" fn vm_isa_set_irq_trigger(ctx: *mut vmctx, atpic_irq: c_int, trigger: vm_intr_trigger_arg) -> c_int {
     ffi_boundary!({
         let mut a = vm_isa_irq_trigger { atpic_irq, trigger };
         ctx_ioctl(ctx, VM_ISA_SET_IRQ_TRIGGER, &mut a)
@@ -269,7 +269,7 @@ pub unsafe extern "C" fn vm_get_x2apic_state(vcpu: *mut vcpu, state: *mut x2apic
 /// Sets the vCPU's x2APIC state: EINVAL unless X2APIC_DISABLED or
 /// X2APIC_ENABLED.
 #[no_mangle]
-pub extern "C" fn vm_set_x2apic_state(vcpu: *mut vcpu, state: c_int) -> c_int {
+pub extern "C" fn vm_set_x2apic_state(vcpu: *mut vcpu, state: x2apic_state_arg) -> c_int {
     ffi_boundary!({
         let mut a = vm_x2apic { cpuid: 0, state };
         vcpu_ioctl(vcpu, VM_SET_X2APIC_STATE, &mut a, |a, id| a.cpuid = id)

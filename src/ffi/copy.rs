@@ -85,7 +85,7 @@ pub unsafe extern "C" fn vm_copy_setup(
 /// index the guest published and then what it indexes needs an acquire
 /// fence between the two copies on a weakly ordered host (aarch64).
 #[no_mangle]
-pub unsafe extern "C" fn vm_copyin(guest_iov: *const iovec, host_dst: *mut c_void, len: usize) {
+pub unsafe extern "C" fn vm_copyin(guest_iov: *mut iovec, host_dst: *mut c_void, len: usize) {
     ffi_boundary_errno_only!((), {
         if len > 0 && (guest_iov.is_null() || host_dst.is_null()) {
             set_errno(libc::EFAULT);
@@ -109,7 +109,7 @@ pub unsafe extern "C" fn vm_copyin(guest_iov: *const iovec, host_dst: *mut c_voi
 /// Copies `len` bytes from `host_src` to the guest memory `guest_iov`
 /// describes. As vm_copyin().
 #[no_mangle]
-pub unsafe extern "C" fn vm_copyout(host_src: *const c_void, guest_iov: *const iovec, len: usize) {
+pub unsafe extern "C" fn vm_copyout(host_src: *const c_void, guest_iov: *mut iovec, len: usize) {
     ffi_boundary_errno_only!((), {
         if len > 0 && (guest_iov.is_null() || host_src.is_null()) {
             set_errno(libc::EFAULT);

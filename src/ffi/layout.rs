@@ -5,7 +5,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
-use super::abi::vm_paddr_t;
+use super::abi::{vm_mmap_style_arg, vm_paddr_t};
 use super::errno::{fail, fail_with, or_errno, set_errno, errno_of, to_rc};
 use super::handle::{self, vmctx};
 use super::memory::with_mem_exclusive;
@@ -29,7 +29,7 @@ use crate::mem::VM_HIGHMEM_BASE;
 /// works. libvmmapi records the sizes first and leaves the segment and
 /// map.
 #[no_mangle]
-pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: c_int) -> c_int {
+pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: vm_mmap_style_arg) -> c_int {
     ffi_boundary!({ to_rc(with_mem_exclusive(ctx, |m| m.setup_memory(len, style))) })
 }
 

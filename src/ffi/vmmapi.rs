@@ -212,7 +212,7 @@ pub unsafe extern "C" fn vm_get_seg_desc(vcpu: *mut vcpu, reg: c_int, seg_desc: 
 /// backend on a host with the instructions) and every other capability
 /// off. EINVAL for a capability outside 0-10.
 #[no_mangle]
-pub unsafe extern "C" fn vm_get_capability(vcpu: *mut vcpu, cap: c_int, retval: *mut c_int) -> c_int {
+pub unsafe extern "C" fn vm_get_capability(vcpu: *mut vcpu, cap: vm_cap_type_arg, retval: *mut c_int) -> c_int {
     ffi_boundary!({
         if retval.is_null() {
             return fail(libc::EFAULT);
@@ -229,7 +229,7 @@ pub unsafe extern "C" fn vm_get_capability(vcpu: *mut vcpu, cap: c_int, retval: 
 /// ENOENT for VM_CAP_RDPID and VM_CAP_RDTSCP (fixed on, as FreeBSD's VMX
 /// backend).
 #[no_mangle]
-pub extern "C" fn vm_set_capability(vcpu: *mut vcpu, cap: c_int, val: c_int) -> c_int {
+pub extern "C" fn vm_set_capability(vcpu: *mut vcpu, cap: vm_cap_type_arg, val: c_int) -> c_int {
     ffi_boundary!({
         let mut a = vm_capability { cpuid: 0, captype: cap, capval: val, allcpus: 0 };
         vcpu_ioctl(vcpu, VM_SET_CAPABILITY, &mut a, |a, id| a.cpuid = id)
@@ -520,7 +520,7 @@ pub extern "C" fn vm_resume_all_cpus(ctx: *mut vmctx) -> c_int {
 /// Suspends the VM (enum vm_suspend_how): EINVAL for NONE or an unknown
 /// value, EALREADY if it is already suspended.
 #[no_mangle]
-pub extern "C" fn vm_suspend(ctx: *mut vmctx, how: c_int) -> c_int {
+pub extern "C" fn vm_suspend(ctx: *mut vmctx, how: vm_suspend_how_arg) -> c_int {
     ffi_boundary!({
         let mut a = vm_suspend { how };
         ctx_ioctl(ctx, VM_SUSPEND, &mut a)

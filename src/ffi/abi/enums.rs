@@ -371,6 +371,17 @@ c_enum_try_from!(vm_mmap_style {
     VM_MMAP_SPARSE,
 });
 
+/// The enum arguments of libvmmapi functions, received as the `int` C
+/// passes: a value outside the enum is then an error (EINVAL), not
+/// undefined behaviour. The header declares each with FreeBSD's enum type
+/// (cbindgen.toml renames these names), so that FreeBSD's own prototypes
+/// and function-pointer types of these functions match ours.
+pub type vm_cap_type_arg = std::ffi::c_int;
+pub type vm_suspend_how_arg = std::ffi::c_int;
+pub type vm_mmap_style_arg = std::ffi::c_int;
+pub type vm_intr_trigger_arg = std::ffi::c_int;
+pub type x2apic_state_arg = std::ffi::c_int;
+
 #[cfg(test)]
 mod tests {
     use super::*;
