@@ -1,7 +1,8 @@
 /*
  * VM_REINIT as a bhyve user meets it (bhyve's reset: VM_SUSPEND_RESET,
  * every vCPU sees SUSPENDED, then vm_reinit): the vCPUs are inactive
- * until activated again, their registers are reset, guest RAM keeps its
+ * until activated again, their registers are reset (DR6 and DR7 to their
+ * power-on values, as a new vCPU's), guest RAM keeps its
  * contents, and a simulated guest starts over (a script from its first
  * action, a callback guest from rip 0, even one that had ended). A
  * vm_reinit before every vCPU has acknowledged the suspend is EBUSY, also
@@ -109,7 +110,7 @@ main(void)
 	struct vm_exit vme;
 	struct vm_run vmrun = { .vm_exit = &vme };
 	struct vmm_rs_action script[] = { OUT(0x90), OUT(0x91) };
-	uint64_t rbx = 0;
+	uint64_t rbx = 0, dr6 = 0, dr7 = 0;
 
 	watchdog_start(30, "reinit_test");
 	CHECK_OK(vm_create("reinit"));
@@ -126,6 +127,13 @@ main(void)
 	memcpy(ram, "kept", 5);
 	CHECK_OK(vm_activate_cpu(v));
 	CHECK_OK(vmm_rs_guest_set_script(v, script, 2, -1));
+	/* DR6 and DR7 start at their power-on values (FreeBSD's backends
+	 * set them for a new vCPU), and come back to them at VM_REINIT. */
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_DR6, &dr6));
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_DR7, &dr7));
+	CHECK(dr6 == 0xffff0ff0 && dr7 == 0x400);
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_DR6, 0));
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_DR7, 0x401));
 	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RBX, 0x1234));
 	run_to_out(v, 0x90, &vme);
 
@@ -133,6 +141,9 @@ main(void)
 	CHECK_ERR(vm_run(v, &vmrun), EINVAL); /* inactive until activated */
 	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RBX, &rbx));
 	CHECK(rbx == 0);
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_DR6, &dr6));
+	CHECK_OK(vm_get_register(v, VM_REG_GUEST_DR7, &dr7));
+	CHECK(dr6 == 0xffff0ff0 && dr7 == 0x400);
 	CHECK(memcmp(ram, "kept", 5) == 0);
 	CHECK(vm_map_gpa(ctx, 0x1000, 16) == ram);
 	CHECK_OK(vm_activate_cpu(v));

@@ -217,6 +217,10 @@ impl Default for VcpuRegs {
         };
         // Bit 1 of RFLAGS is reserved and reads as one.
         r.regs[reg::RFLAGS] = 0x2;
+        // DR6 and DR7 at their power-on values, as FreeBSD's backends set
+        // them for a new vCPU (svm.c vmcb_init, vmx.c vmx_vcpu_init).
+        r.regs[reg::DR6] = 0xffff_0ff0;
+        r.regs[reg::DR7] = 0x400;
         r.caps[CAP_HALT_EXIT as usize] = 1;
         r.caps[CAP_RDTSCP as usize] = 1;
         r.caps[CAP_RDPID as usize] = 1;
@@ -470,6 +474,16 @@ impl VcpuRegs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_vcpu_has_the_debug_registers_at_their_reset_values() {
+        // FreeBSD's backends set DR6 and DR7 when they create a vCPU (and
+        // again at VM_REINIT): svm.c vmcb_init, vmx.c vmx_vcpu_init.
+        let r = VcpuRegs::default();
+        let g = |n: usize| r.get(n as i32).unwrap();
+        assert_eq!((g(reg::DR6), g(reg::DR7)), (0xffff_0ff0, 0x400));
+        assert_eq!((g(39), g(42), g(reg::RFLAGS)), (0, 0, 2), "DR0, DR3, RFLAGS");
+    }
 
     #[test]
     fn registers_round_trip_and_reject_unknown() {
