@@ -406,6 +406,45 @@ impl GuestMemory {
         v
     }
 
+    /// Bytes of guest memory resident in host RAM now (the "Resident
+    /// memory" statistic): every segment's, system and device memory,
+    /// each counted once however many maps (if any) place it in the
+    /// guest, as mincore(2) reports its host mapping.
+    ///
+    /// FreeBSD counts `vmspace_resident_count` of the guest's vmspace:
+    /// the pages its nested page tables map, so a page mapped at two
+    /// guest addresses counts twice there, and a page only the host
+    /// touched (through its own mapping) not until the guest faults it
+    /// in. This VMM has no guest page tables to count; the pages of the
+    /// segments that back the guest are the nearest honest measure of
+    /// what the guest holds in host RAM. Pages read but never written
+    /// count too where the host maps them to its shared zero page
+    /// (Linux), as FreeBSD's guest fault gives them a page of their own.
+    pub fn resident_bytes(&self) -> u64 {
+        self.segs.iter().flatten().map(|s| s.host.resident_bytes() as u64).sum()
+    }
+
+    /// Bytes of guest memory the library keeps wired (the "Wired memory"
+    /// statistic): what the wired maps cover, each segment byte counted
+    /// once however many wired maps cover it (the pages they mlock).
+    /// FreeBSD counts the guest pmap's wired entries
+    /// (`pmap_wired_count`), which would count a page wired at two guest
+    /// addresses twice. Pages left locked with no wired map (an unlock
+    /// the host refused, see `reinit`) are not counted.
+    pub fn wired_bytes(&self) -> u64 {
+        self.segs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as i32, s.as_ref()?.len as u64)))
+            .map(|(segid, len)| {
+                let wired = self.maps().filter(|m| m.segid == segid && m.flags & VM_MEMMAP_F_WIRED != 0);
+                let not_wired: u64 =
+                    uncovered(0, len, wired.map(|m| (m.segoff, m.segoff + m.len as u64))).iter().map(|(a, b)| b - a).sum();
+                len - not_wired
+            })
+            .sum()
+    }
+
     /// The memory part of `VM_REINIT` (`vm_cleanup(vm, false)`): maps of
     /// device-memory segments are removed (the guest may relocate them);
     /// system-memory maps, every segment and all contents stay, as does the
@@ -1067,6 +1106,39 @@ mod host {
             unsafe { mlock(start.cast(), len) }.map_err(|_| Error::NoMem)
         }
 
+        /// Bytes of the mapping resident in host RAM now (mincore(2), a
+        /// bounded number of host pages per call so that its vector
+        /// stays small); a host page past the end counts only the bytes
+        /// of the mapping in it.
+        pub(super) fn resident_bytes(&self) -> usize {
+            // SAFETY: sysconf has no preconditions.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
+            const CHUNK_PAGES: usize = 1 << 16;
+            let mut vec = vec![0u8; CHUNK_PAGES.min(self.len.div_ceil(page))];
+            let mut resident = 0;
+            let mut off = 0;
+            while off < self.len {
+                let len = (self.len - off).min(CHUNK_PAGES * page);
+                let pages = len.div_ceil(page);
+                // SAFETY: `ptr + off` is host-page-aligned (the mapping
+                // starts on a host page and `off` advances by whole
+                // chunks of host pages) and `off..off+len` lies inside
+                // this value's own mapping; `vec` has room for one byte
+                // per page of it. mincore only reports residency.
+                let r = unsafe { libc::mincore(self.ptr.as_ptr().add(off).cast(), len, vec.as_mut_ptr().cast()) };
+                debug_assert_eq!(r, 0, "mincore of guest memory failed");
+                if r == 0 {
+                    for (i, v) in vec[..pages].iter().enumerate() {
+                        if v & 1 != 0 {
+                            resident += page.min(len - i * page);
+                        }
+                    }
+                }
+                off += len;
+            }
+            resident
+        }
+
         /// The address of bytes `[off, off + len)`, `None` for an empty
         /// range; `Inval` past the mapping.
         fn range(&self, off: usize, len: usize) -> Result<Option<NonNull<u8>>> {
@@ -1350,6 +1422,58 @@ mod tests {
         let mut b = [1u8];
         m.read_gpa(5, &mut b).unwrap();
         assert_eq!(b, [0]);
+    }
+
+    /// "Resident memory": the segments' pages in host RAM, each segment
+    /// counted once however many maps alias it, device memory too.
+    #[test]
+    fn resident_bytes_count_touched_pages_of_every_segment_once() {
+        let mut m = GuestMemory::new();
+        m.alloc_memseg(0, 40 * P, None).unwrap();
+        m.alloc_memseg(1, 8 * P, Some(b"rom")).unwrap();
+        assert_eq!(m.resident_bytes(), 0, "nothing touched yet");
+        // Segment 0 mapped twice (aliases), segment 1 once.
+        m.mmap_memseg(0, 0, 0, 40 * P, PROT_ALL, 0).unwrap();
+        m.mmap_memseg(1 << 20, 0, 0, 40 * P, PROT_ALL, 0).unwrap();
+        m.mmap_memseg(1 << 30, 1, 0, 8 * P, PROT_ALL, 0).unwrap();
+        for page in 0..10u64 {
+            m.write_gpa(page * P64, &[1]).unwrap();
+            m.write_gpa((1 << 20) + page * P64, &[2]).unwrap(); // the same pages
+        }
+        m.write_gpa(1 << 30, &[3]).unwrap();
+        let r = m.resident_bytes();
+        assert!(r >= 11 * P64, "{r}");
+        assert!(r <= 48 * P64, "{r}: at most the segments' sizes");
+        // Written through the host mapping, unmapped: still the guest's.
+        m.munmap_memseg(1 << 30, 8 * P).unwrap();
+        assert!(m.resident_bytes() >= 11 * P64);
+        m.release_host_memory();
+        assert_eq!(m.resident_bytes(), 0, "given back to the host");
+    }
+
+    /// "Wired memory": what the wired maps cover, each byte once.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn wired_bytes_count_each_wired_byte_once() {
+        if !can_wire(16 << 20) {
+            return;
+        }
+        let mut m = GuestMemory::new();
+        m.alloc_memseg(0, 28 * P, None).unwrap();
+        m.alloc_memseg(1, 4 * P, Some(b"fb")).unwrap();
+        assert_eq!(m.wired_bytes(), 0);
+        // Pages 2..8 and 4..10 of segment 0 (8 pages wired), 12..16 not.
+        m.mmap_memseg(0, 0, 2 * P64, 6 * P, PROT_ALL, VM_MEMMAP_F_WIRED).unwrap();
+        m.mmap_memseg(1 << 20, 0, 4 * P64, 6 * P, PROT_ALL, VM_MEMMAP_F_WIRED).unwrap();
+        m.mmap_memseg(2 << 20, 0, 12 * P64, 4 * P, PROT_ALL, 0).unwrap();
+        assert_eq!(m.wired_bytes(), 8 * P64);
+        m.mmap_memseg(1 << 30, 1, 0, 4 * P, PROT_ALL, VM_MEMMAP_F_WIRED).unwrap();
+        assert_eq!(m.wired_bytes(), 12 * P64);
+        assert!(m.resident_bytes() >= 12 * P64, "wired pages are resident");
+        m.munmap_memseg(0, 6 * P).unwrap();
+        assert_eq!(m.wired_bytes(), 10 * P64);
+        m.reinit(); // device memory's maps go
+        assert_eq!(m.wired_bytes(), 6 * P64);
     }
 
     /// The segment mapping `[start, start + len)` that held `MARKER` at
