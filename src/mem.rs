@@ -1255,7 +1255,7 @@ mod host {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MIB: usize = 1 << 20;
@@ -1364,7 +1364,7 @@ mod tests {
     /// too little for a process without CAP_IPC_LOCK (not root): the
     /// wired tests cannot run there.
     #[cfg(target_os = "linux")]
-    fn can_wire(need: u64) -> bool {
+    pub(crate) fn can_wire(need: u64) -> bool {
         use nix::sys::resource::{getrlimit, setrlimit, Resource};
         let (_, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).unwrap();
         setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).unwrap();

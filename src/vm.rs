@@ -305,10 +305,30 @@ impl Vm {
 
     /// VM_STATS (`vmm_stat_copy`): vCPU `id`'s statistics from `index`
     /// on, at most `max`. EINVAL for a negative index, ENOENT past the end
-    /// (at the end: none).
+    /// (at the end: none). The memory statistics are measured now, for
+    /// vCPU 0 only, as FreeBSD's `vm_get_rescnt` / `vm_get_wiredcnt`;
+    /// other vCPUs read 0.
     pub fn vcpu_stats(&self, id: usize, index: i32, max: usize) -> Result<Vec<u64>> {
+        use crate::stats::{MemCounts, Stat};
         let v = self.vcpu(id)?;
-        match v.stats.copy_from(index, max, &v.vlapic.counts()) {
+        // Measured only when the copy includes them (mincore of a large
+        // guest is not free); what is copied is the same either way.
+        let wanted = |s: Stat| usize::try_from(index).is_ok_and(|i| (i..i.saturating_add(max)).contains(&(s as usize)));
+        let mem = if id == 0 && (wanted(Stat::MemResident) || wanted(Stat::MemWired)) {
+            // `mem` shared (rank 2), with no other lock held (VM_STATS
+            // takes no vCPU lock, as FreeBSD), and released before the
+            // vlapic mutex (rank 5) below. It waits at most for an
+            // exclusive holder (a lock-all caller with every vCPU frozen,
+            // or `destroy`), and no holder of `mem` waits for a vCPU or a
+            // guest-program mutex (see the lock order above), so this is
+            // safe from any thread, a C guest callback's too, as
+            // VM_GET_MEMSEG is. mincore and the map table wait for nothing.
+            let m = self.mem();
+            MemCounts { resident: m.resident_bytes(), wired: m.wired_bytes() }
+        } else {
+            MemCounts::default()
+        };
+        match v.stats.copy_from(index, max, &v.vlapic.counts(), &mem) {
             None => Err(Error::Inval),
             Some(Err(())) => Err(Error::NoEnt),
             Some(Ok(stats)) => Ok(stats),
@@ -853,6 +873,51 @@ mod tests {
         assert!(vm.vcpus().iter().all(|v| v.state() == VcpuState::Idle));
         assert_eq!(vm.vcpu_id(4), Err(Error::Inval));
         assert_eq!(vm.vcpu_id(-1), Err(Error::Inval));
+    }
+
+    /// FreeBSD 14's "Resident memory" and "Wired memory" (`vm_get_rescnt`,
+    /// `vm_get_wiredcnt`): in bytes, measured when read, for vCPU 0 only.
+    #[test]
+    fn memory_statistics_are_measured_when_read_for_vcpu_0() {
+        use crate::mem::{PAGE_SIZE, VM_MEM_F_WIRED, VM_MMAP_ALL};
+        use crate::stats::Stat;
+        const MIB: usize = 1 << 20;
+        let read = |vm: &Vm, id: usize| {
+            let s = vm.vcpu_stats(id, 0, 64).unwrap();
+            (s[Stat::MemResident as usize], s[Stat::MemWired as usize])
+        };
+        let vm = Vm::with_idle_backend("t", 2).unwrap();
+        assert_eq!(read(&vm, 0), (0, 0), "no guest memory yet");
+        {
+            let all = vm.lock_all().unwrap();
+            vm.mem_write(&all).unwrap().setup_memory(8 * MIB, VM_MMAP_ALL).unwrap();
+        }
+        let (before, wired) = read(&vm, 0);
+        assert_eq!(wired, 0);
+        for page in 0..32 {
+            vm.mem().write_gpa((2 * page * PAGE_SIZE) as u64, b"x").unwrap();
+        }
+        let (after, _) = read(&vm, 0);
+        assert!(after >= before + 32 * PAGE_SIZE as u64, "{before} -> {after}");
+        assert!(after <= 8 * MIB as u64, "{after}: at most the segment");
+        assert_eq!(read(&vm, 1), (0, 0), "vCPU 1 reads 0");
+        // Read alone, as a window of VM_STATS.
+        assert_eq!(vm.vcpu_stats(0, Stat::MemWired as i32, 1).unwrap(), vec![0]);
+
+        #[cfg(target_os = "linux")]
+        if crate::mem::tests::can_wire(16 << 20) {
+            let vm = Vm::with_idle_backend("t", 2).unwrap();
+            {
+                let all = vm.lock_all().unwrap();
+                let mut m = vm.mem_write(&all).unwrap();
+                m.set_memflags(VM_MEM_F_WIRED);
+                m.setup_memory(4 * MIB, VM_MMAP_ALL).unwrap();
+            }
+            let (resident, wired) = read(&vm, 0);
+            assert_eq!(wired, 4 * MIB as u64, "the wired map's size");
+            assert!(resident >= wired, "wired pages are resident: {resident}");
+            assert_eq!(read(&vm, 1), (0, 0));
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::thread_exit::ThreadExitKey;
 use crate::vm::Vm;
 
-/// The statistics commands (no vCPU lock, as FreeBSD).
+/// The statistics commands (no vCPU lock, as FreeBSD; vCPU 0's memory
+/// statistics take the guest-memory lock shared, briefly: see
+/// `Vm::vcpu_stats`).
 ///
 /// # Safety
 /// `arg` points to `cmd`'s struct.
