@@ -14,8 +14,8 @@
 //!
 //! Locking: none here. The VM keeps its `GuestMemory` in a reader-writer
 //! lock: ALLOC_MEMSEG, MMAP_MEMSEG, MUNMAP_MEMSEG and REINIT take it
-//! exclusively (with all vCPUs frozen), GET_MEMSEG, MMAP_GETNEXT and guest
-//! accesses take it shared. Guest accesses through `&self` are atomic byte
+//! exclusively (with all vCPUs frozen), GET_MEMSEG, MMAP_GETNEXT, vCPU 0's
+//! VM_STATS (the memory statistics) and guest accesses take it shared. Guest accesses through `&self` are atomic byte
 //! copies, so concurrent readers and writers of the same bytes are sound.
 //!
 //! The only `unsafe` code of the module is in the private `host` submodule
