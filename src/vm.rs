@@ -879,7 +879,7 @@ mod tests {
     /// `vm_get_wiredcnt`): in bytes, measured when read, for vCPU 0 only.
     #[test]
     fn memory_statistics_are_measured_when_read_for_vcpu_0() {
-        use crate::mem::{PAGE_SIZE, VM_MEM_F_WIRED, VM_MMAP_ALL};
+        use crate::mem::{PAGE_SIZE, VM_MMAP_ALL};
         use crate::stats::Stat;
         const MIB: usize = 1 << 20;
         let read = |vm: &Vm, id: usize| {
@@ -910,7 +910,7 @@ mod tests {
             {
                 let all = vm.lock_all().unwrap();
                 let mut m = vm.mem_write(&all).unwrap();
-                m.set_memflags(VM_MEM_F_WIRED);
+                m.set_memflags(crate::mem::VM_MEM_F_WIRED);
                 m.setup_memory(4 * MIB, VM_MMAP_ALL).unwrap();
             }
             let (resident, wired) = read(&vm, 0);
