@@ -214,7 +214,11 @@ main(void)
 			vm_set_memflags(ctx, VM_MEM_F_WIRED);
 			CHECK_OK(vm_setup_memory(ctx, 2 * MB, VM_MMAP_ALL));
 			s = vm_get_stats(v, NULL, &n);
-			CHECK(s != NULL && ok && s[wired] == 2 * MB && s[res] == 2 * MB);
+			CHECK(s != NULL && ok && s[wired] == 2 * MB);
+#ifndef __SANITIZE_THREAD__
+			/* Wired pages are resident (TSan makes mlock a no-op). */
+			CHECK(s != NULL && ok && s[res] == 2 * MB);
+#endif
 			s = vm_get_stats(v1, NULL, &n);
 			CHECK(s != NULL && ok && s[res] == 0 && s[wired] == 0);
 			vm_vcpu_close(v1);
