@@ -501,6 +501,20 @@ check_all_enum_values(void)
 }
 
 /*
+ * FreeBSD declares `enum vcpu_state` only for its kernel; bhyve's gdb.c
+ * has a `struct vcpu_state` of its own, which the header must leave free
+ * (vmm_rs_vcpu_state() returns an enum vmm_rs_vcpu_run_state).
+ */
+struct vcpu_state {
+	bool stepping;
+};
+_Static_assert(sizeof(struct vcpu_state) == sizeof(bool), "struct vcpu_state");
+_Static_assert(VCPU_IDLE == 0 && VCPU_FROZEN == 1 && VCPU_RUNNING == 2 &&
+    VCPU_SLEEPING == 3, "enum vmm_rs_vcpu_run_state");
+_Static_assert(sizeof(enum vmm_rs_vcpu_run_state) == sizeof(int),
+    "enum vmm_rs_vcpu_run_state");
+
+/*
  * The libvmmapi calls have FreeBSD 14's vmmapi.h types, enum parameters
  * and the non-const iovec of vm_copyin / vm_copyout included, so that a
  * program's own declaration of one, or a function pointer of FreeBSD's

@@ -627,16 +627,6 @@ enum task_switch_reason {
 };
 
 /*
- State of a vCPU (FreeBSD `enum vcpu_state`, numbered as there).
- */
-enum vcpu_state {
-  VCPU_IDLE = 0,
-  VCPU_FROZEN = 1,
-  VCPU_RUNNING = 2,
-  VCPU_SLEEPING = 3,
-};
-
-/*
  Optional vCPU capabilities (`enum vm_cap_type`, `VM_SET_CAPABILITY` /
  `VM_GET_CAPABILITY`).
  */
@@ -1009,6 +999,20 @@ enum vmm_rs_action_kind {
    (FreeBSD's VM_EXITCODE_VMINSN; CPUID does not offer VMX).
    */
   VMM_RS_ACT_VMX_INSN = 22,
+};
+
+/*
+ State of a vCPU (FreeBSD's kernel-only `enum vcpu_state`, numbered as
+ there), as `vmm_rs_vcpu_state()` returns it. Not named `vcpu_state`:
+ FreeBSD's userland headers do not declare that tag, and bhyve's gdb.c
+ declares its own `struct vcpu_state`, which the same tag as an enum
+ would refuse to compile.
+ */
+enum vmm_rs_vcpu_run_state {
+  VCPU_IDLE = 0,
+  VCPU_FROZEN = 1,
+  VCPU_RUNNING = 2,
+  VCPU_SLEEPING = 3,
 };
 
 /*
@@ -2502,7 +2506,8 @@ int vm_disable_pptdev_msix(struct vmctx *ctx, int bus, int slot, int func);
 int vm_get_gpa_pmap(struct vmctx *ctx, uint64_t gpa, uint64_t *pte, int *num);
 
 /*
- vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1
+ vmm_rs extension: the current state of a vCPU (enum
+ vmm_rs_vcpu_run_state: VCPU_IDLE ... VCPU_SLEEPING), or -1
  with errno EFAULT (NULL) or EBADF (a bad handle, or the VM was
  destroyed). Meant for tests and debugging: it lets a
  test wait for "the vCPU is inside VM_RUN, sleeping" without sleeping.

@@ -138,17 +138,22 @@ fn finish(mut out: vm_exit, code: c_int) -> vm_exit {
     out
 }
 
-/// State of a vCPU (FreeBSD `enum vcpu_state`, numbered as there).
+/// State of a vCPU (FreeBSD's kernel-only `enum vcpu_state`, numbered as
+/// there), as `vmm_rs_vcpu_state()` returns it. Not named `vcpu_state`:
+/// FreeBSD's userland headers do not declare that tag, and bhyve's gdb.c
+/// declares its own `struct vcpu_state`, which the same tag as an enum
+/// would refuse to compile.
 #[repr(C)]
 #[allow(non_camel_case_types)]
-pub enum vcpu_state {
+pub enum vmm_rs_vcpu_run_state {
     VCPU_IDLE = 0,
     VCPU_FROZEN = 1,
     VCPU_RUNNING = 2,
     VCPU_SLEEPING = 3,
 }
 
-/// vmm_rs extension: the current state of a vCPU (enum vcpu_state), or -1
+/// vmm_rs extension: the current state of a vCPU (enum
+/// vmm_rs_vcpu_run_state: VCPU_IDLE ... VCPU_SLEEPING), or -1
 /// with errno EFAULT (NULL) or EBADF (a bad handle, or the VM was
 /// destroyed). Meant for tests and debugging: it lets a
 /// test wait for "the vCPU is inside VM_RUN, sleeping" without sleeping.
@@ -161,10 +166,10 @@ pub extern "C" fn vmm_rs_vcpu_state(vcpu: *mut handle::vcpu) -> c_int {
         });
         match state {
             Ok(s) => (match s {
-                VcpuState::Idle => vcpu_state::VCPU_IDLE,
-                VcpuState::Frozen => vcpu_state::VCPU_FROZEN,
-                VcpuState::Running => vcpu_state::VCPU_RUNNING,
-                VcpuState::Sleeping => vcpu_state::VCPU_SLEEPING,
+                VcpuState::Idle => vmm_rs_vcpu_run_state::VCPU_IDLE,
+                VcpuState::Frozen => vmm_rs_vcpu_run_state::VCPU_FROZEN,
+                VcpuState::Running => vmm_rs_vcpu_run_state::VCPU_RUNNING,
+                VcpuState::Sleeping => vmm_rs_vcpu_run_state::VCPU_SLEEPING,
             }) as c_int,
             Err(e) => fail(errno_of(e)),
         }
