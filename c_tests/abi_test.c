@@ -621,6 +621,37 @@ CHECK_FN(vm_setup_freebsd_gdt, void (*)(uint64_t *));
 CHECK_FN(vm_get_ioctls, const unsigned long *(*)(size_t *));
 CHECK_FN(vm_inject_fault, void (*)(struct vcpu *, int, int, int));
 
+/*
+ * FreeBSD 14's <machine/vmm_instruction_emul.h> (userland): declared, not
+ * defined, by vmm_rs; bhyve builds the emulator from FreeBSD's source.
+ */
+CHECK_FN(vmm_emulate_instruction, int (*)(struct vcpu *, uint64_t,
+    struct vie *, struct vm_guest_paging *, mem_region_read_t,
+    mem_region_write_t, void *));
+CHECK_FN(vie_update_register, int (*)(struct vcpu *, enum vm_reg_name,
+    uint64_t, int));
+CHECK_FN(vie_alignment_check, int (*)(int, int, uint64_t, uint64_t,
+    uint64_t));
+CHECK_FN(vie_canonical_check, int (*)(enum vm_cpu_mode, uint64_t));
+CHECK_FN(vie_size2mask, uint64_t (*)(int));
+CHECK_FN(vie_calculate_gla, int (*)(enum vm_cpu_mode, enum vm_reg_name,
+    struct seg_desc *, uint64_t, int, int, int, uint64_t *));
+CHECK_FN(vie_restart, void (*)(struct vie *));
+CHECK_FN(vie_init, void (*)(struct vie *, const char *, int));
+CHECK_FN(vmm_decode_instruction, int (*)(enum vm_cpu_mode, int,
+    struct vie *));
+_Static_assert(__builtin_types_compatible_p(mem_region_read_t,
+    int (*)(struct vcpu *, uint64_t, uint64_t *, int, void *)),
+    "mem_region_read_t");
+_Static_assert(__builtin_types_compatible_p(mem_region_write_t,
+    int (*)(struct vcpu *, uint64_t, uint64_t, int, void *)),
+    "mem_region_write_t");
+/* FreeBSD 14's vmm_instruction_emul.c declares the opcode types itself. */
+enum { VIE_OP_TYPE_NONE = 0, VIE_OP_TYPE_MOV };
+_Static_assert(offsetof(struct vie, vie_startzero) == 16, "vie_startzero");
+_Static_assert(PROT_READ != 0 && PROT_WRITE != 0,
+    "<sys/mman.h>, which vmm_instruction_emul.h includes");
+
 int
 main(void)
 {

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 
@@ -67,6 +68,8 @@ struct vie_op {
 struct vie {
   uint8_t inst[15];
   uint8_t num_valid;
+  /* vie_restart() zeroes the fields from here on (FreeBSD's vmm.h). */
+#define vie_startzero num_processed
   uint8_t num_processed;
   unsigned int addrsize: 4, opsize: 4;
   unsigned int rex_w: 1, rex_r: 1, rex_x: 1, rex_b: 1, rex_present: 1,
@@ -2904,6 +2907,29 @@ static inline void vm_inject_ud(struct vcpu *vcpu) { vm_inject_fault(vcpu, 6, 0,
 static inline void vm_inject_gp(struct vcpu *vcpu) { vm_inject_fault(vcpu, 13, 1, 0); }
 static inline void vm_inject_ac(struct vcpu *vcpu, int errcode) { vm_inject_fault(vcpu, 17, 1, errcode); }
 static inline void vm_inject_ss(struct vcpu *vcpu, int errcode) { vm_inject_fault(vcpu, 12, 1, errcode); }
+
+/*
+ FreeBSD 14's <machine/vmm_instruction_emul.h>, as userland sees it:
+ the guest-memory callbacks and the entry points of the x86 instruction
+ emulator that bhyve's mem.c, inout.c, task_switch.c and
+ VM_EXITCODE_INST_EMUL handler call. vmm_rs does not define these
+ functions: as on FreeBSD, where they are not in libvmmapi either, bhyve
+ builds FreeBSD's vmm_instruction_emul.c into itself, and that file
+ implements them with the libvmmapi calls above. The VIE_OP_TYPE_*
+ opcode types are that file's own in FreeBSD 14 (FreeBSD 15 moved them
+ into this header), so they are not declared here.
+ */
+typedef int (*mem_region_read_t)(struct vcpu *vcpu, uint64_t gpa, uint64_t *rval, int rsize, void *arg);
+typedef int (*mem_region_write_t)(struct vcpu *vcpu, uint64_t gpa, uint64_t wval, int wsize, void *arg);
+int vmm_emulate_instruction(struct vcpu *vcpu, uint64_t gpa, struct vie *vie, struct vm_guest_paging *paging, mem_region_read_t mrr, mem_region_write_t mrw, void *mrarg);
+int vie_update_register(struct vcpu *vcpu, enum vm_reg_name reg, uint64_t val, int size);
+int vie_alignment_check(int cpl, int operand_size, uint64_t cr0, uint64_t rflags, uint64_t gla);
+int vie_canonical_check(enum vm_cpu_mode cpu_mode, uint64_t gla);
+uint64_t vie_size2mask(int size);
+int vie_calculate_gla(enum vm_cpu_mode cpu_mode, enum vm_reg_name seg, struct seg_desc *desc, uint64_t off, int length, int addrsize, int prot, uint64_t *gla);
+void vie_restart(struct vie *vie);
+void vie_init(struct vie *vie, const char *inst_bytes, int inst_length);
+int vmm_decode_instruction(enum vm_cpu_mode cpu_mode, int csd, struct vie *vie);
 #ifdef __cplusplus
 }
 #endif
