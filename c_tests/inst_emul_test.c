@@ -58,7 +58,11 @@ emulate_next(struct vcpu *v, uint64_t gpa, int opsize, int op_byte)
 	CHECK_OK(vm_run(v, &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_INST_EMUL && vme.u.inst_emul.gpa == gpa);
 	CHECK(vme.u.inst_emul.vie.opsize == opsize && vme.u.inst_emul.vie.op.op_byte == op_byte);
-	/* RIP is past the instruction already, as FreeBSD's kernel leaves it. */
+	/*
+	 * RIP reads the start of the instruction, inst_length its length; the
+	 * next VM_RUN resumes past it (FreeBSD's kernel keeps the next RIP
+	 * itself), so the emulator does not move RIP.
+	 */
 	CHECK(vme.inst_length == vme.u.inst_emul.vie.num_processed && vme.inst_length > 0);
 	CHECK_OK(vm_get_register(v, VM_REG_GUEST_RIP, &rip));
 	CHECK(rip == vme.rip);
