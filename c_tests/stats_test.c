@@ -5,10 +5,9 @@
  * statistics, arrays ("desc[i]", one index per element) among them, and
  * the memory statistics vmm.c measures when they are read.
  */
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include "apic_util.h"
+#include "wired_util.h"
 
 #define MB (1024UL * 1024)
 #define PAGE 4096UL
@@ -194,14 +193,7 @@ main(void)
 	 * vm_setup_memory wires the whole map, and "Wired memory" reads its
 	 * size. Needs 2 MiB of RLIMIT_MEMLOCK (or root), as wired_test.
 	 */
-	struct rlimit rl;
-	CHECK_OK(getrlimit(RLIMIT_MEMLOCK, &rl));
-	rl.rlim_cur = rl.rlim_max;
-	CHECK_OK(setrlimit(RLIMIT_MEMLOCK, &rl));
-	if (rl.rlim_max < 2 * MB && geteuid() != 0) {
-		printf("stats_test: wired memory check skipped: RLIMIT_MEMLOCK hard limit %llu < 2 MiB\n",
-		    (unsigned long long)rl.rlim_max);
-	} else {
+	if (memlock_room("stats_test: wired memory check", 2 * MB)) {
 		CHECK_OK(vm_create("stats_wired"));
 		ctx = vm_open("stats_wired");
 		CHECK(ctx != NULL);

@@ -192,15 +192,8 @@ int
 main(void)
 {
 	watchdog_start(120, "wired_limits_test");
-	struct rlimit rl;
-	CHECK_OK(getrlimit(RLIMIT_MEMLOCK, &rl));
-	if (rl.rlim_max < 16 * MB && geteuid() != 0) {
-		printf("wired_limits_test: skipped: RLIMIT_MEMLOCK hard limit %llu < 16 MiB\n",
-		    (unsigned long long)rl.rlim_max);
+	if (!memlock_room("wired_limits_test:", 16 * MB))
 		return 0;
-	}
-	rl.rlim_cur = rl.rlim_max;
-	CHECK_OK(setrlimit(RLIMIT_MEMLOCK, &rl));
 	unmap_at_the_map_count_limit("wired maps overlapping", 4 * MB, 0);
 	unmap_at_the_map_count_limit("wired maps adjoining", 8 * MB, 4 * MB);
 	setup_over_memlock(); /* drops CAP_IPC_LOCK: last */

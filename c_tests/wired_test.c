@@ -64,15 +64,8 @@ main(void)
 	watchdog_start(60, "wired_test");
 	/* Lock up to the hard limit; without that room (or root) the test
 	 * cannot run. */
-	struct rlimit rl;
-	CHECK_OK(getrlimit(RLIMIT_MEMLOCK, &rl));
-	rl.rlim_cur = rl.rlim_max;
-	CHECK_OK(setrlimit(RLIMIT_MEMLOCK, &rl));
-	if (rl.rlim_max < 16 * MB && geteuid() != 0) {
-		printf("wired_test: skipped: RLIMIT_MEMLOCK hard limit %llu < 16 MiB\n",
-		    (unsigned long long)rl.rlim_max);
+	if (!memlock_room("wired_test:", 16 * MB))
 		return 0;
-	}
 	CHECK_OK(vm_create("wired"));
 	ctx = vm_open("wired");
 	CHECK(ctx != NULL);
@@ -106,6 +99,8 @@ main(void)
 	CHECK_OK(vm_munmap_memseg(ctx, 64 * MB, MB));
 
 	/* Over RLIMIT_MEMLOCK without the privilege: ENOMEM, no map. */
+	struct rlimit rl;
+	CHECK_OK(getrlimit(RLIMIT_MEMLOCK, &rl));
 	rl.rlim_cur = MB;
 	CHECK_OK(setrlimit(RLIMIT_MEMLOCK, &rl));
 	CHECK_OK(drop_ipc_lock());

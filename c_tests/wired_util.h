@@ -6,8 +6,33 @@
 #define VMM_RS_WIRED_UTIL_H
 
 #include <linux/capability.h>
+#include <stdio.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "test_util.h"
+
+/*
+ * Raises RLIMIT_MEMLOCK's soft limit to its hard limit. Whether `need`
+ * bytes can be wired (the hard limit allows it, or root): if not, prints
+ * "<what> skipped: ..." and returns 0.
+ */
+static inline int
+memlock_room(const char *what, unsigned long long need)
+{
+	struct rlimit rl;
+
+	CHECK_OK(getrlimit(RLIMIT_MEMLOCK, &rl));
+	rl.rlim_cur = rl.rlim_max;
+	CHECK_OK(setrlimit(RLIMIT_MEMLOCK, &rl));
+	if (rl.rlim_max < need && geteuid() != 0) {
+		printf("%s skipped: RLIMIT_MEMLOCK hard limit %llu < %llu MiB\n", what,
+		    (unsigned long long)rl.rlim_max, need >> 20);
+		return 0;
+	}
+	return 1;
+}
 
 /* Leaves this (single) thread without CAP_IPC_LOCK, so RLIMIT_MEMLOCK applies. */
 static inline int
