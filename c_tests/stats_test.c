@@ -191,7 +191,7 @@ main(void)
 	/*
 	 * Wired memory (bhyve -S): vm_set_memflags(VM_MEM_F_WIRED) before
 	 * vm_setup_memory wires the whole map, and "Wired memory" reads its
-	 * size. Needs 2 MiB of RLIMIT_MEMLOCK (or root), as wired_test.
+	 * size. Needs 2 MiB of RLIMIT_MEMLOCK (or CAP_IPC_LOCK), as wired_test.
 	 */
 	if (memlock_room("stats_test: wired memory check", 2 * MB)) {
 		CHECK_OK(vm_create("stats_wired"));

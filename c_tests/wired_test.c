@@ -62,7 +62,7 @@ main(void)
 	char *host;
 
 	watchdog_start(60, "wired_test");
-	/* Lock up to the hard limit; without that room (or root) the test
+	/* Lock up to the hard limit; without that room (or CAP_IPC_LOCK) the test
 	 * cannot run. */
 	if (!memlock_room("wired_test:", 16 * MB))
 		return 0;
