@@ -513,6 +513,13 @@ _Static_assert(VCPU_IDLE == 0 && VCPU_FROZEN == 1 && VCPU_RUNNING == 2 &&
     VCPU_SLEEPING == 3, "enum vmm_rs_vcpu_run_state");
 _Static_assert(sizeof(enum vmm_rs_vcpu_run_state) == sizeof(int),
     "enum vmm_rs_vcpu_run_state");
+/* The library reads these enum parameters (and writes the x2APIC state
+ * through its pointer) as an int. */
+_Static_assert(sizeof(enum vm_cap_type) == sizeof(int), "enum vm_cap_type");
+_Static_assert(sizeof(enum vm_suspend_how) == sizeof(int), "enum vm_suspend_how");
+_Static_assert(sizeof(enum vm_mmap_style) == sizeof(int), "enum vm_mmap_style");
+_Static_assert(sizeof(enum vm_intr_trigger) == sizeof(int), "enum vm_intr_trigger");
+_Static_assert(sizeof(enum x2apic_state) == sizeof(int), "enum x2apic_state");
 
 /*
  * The libvmmapi calls have FreeBSD 14's vmmapi.h types, enum parameters
