@@ -22,6 +22,16 @@ pub fn with_watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send 
     }
 }
 
+/// An EPERM from a guest's local APIC store is the APIC refusing an SMI
+/// or remote-read IPI it stored in its xAPIC ICR (FreeBSD's
+/// `vlapic_icrlo_write_handler`); any other EPERM is a bug. Called with
+/// the vCPU held, right after the failed VM_RUN.
+pub fn assert_icr_holds_unhandled_ipi(vcpu: &crate::vcpu::Vcpu) {
+    use crate::vlapic::regs::{off, DELMODE_MASK, DELMODE_RR, DELMODE_SMI};
+    let icr = vcpu.vlapic.mmio_read(off::ICR_LO, std::time::Instant::now());
+    assert!(matches!(icr & DELMODE_MASK, DELMODE_SMI | DELMODE_RR), "EPERM, but the ICR holds {icr:#x}");
+}
+
 /// xorshift64*: deterministic, no dependency.
 pub struct Rng(pub u64);
 

@@ -367,6 +367,9 @@ fn random_guests_devices_and_controls_at_once_never_deadlock_or_corrupt() {
                         // with EPERM.
                         Err(e) => {
                             assert!(matches!(e, Error::Inval | Error::Io | Error::Perm), "{e:?}");
+                            if e == Error::Perm {
+                                crate::test_util::assert_icr_holds_unhandled_ipi(lock.vcpu());
+                            }
                             if vm.cpus().suspended.contains(id) {
                                 return;
                             }
