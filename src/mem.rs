@@ -371,13 +371,7 @@ impl GuestMemory {
         let Some(seg) = self.segs.get(segid as usize).and_then(Option::as_ref) else {
             return Ok(());
         };
-        let kept = self.maps.iter().enumerate().filter_map(|(i, m)| match m {
-            Some(m) if Some(i) != except && m.segid == segid && m.flags & VM_MEMMAP_F_WIRED != 0 => {
-                Some((m.segoff, m.segoff + m.len as u64))
-            }
-            _ => None,
-        });
-        let pieces = uncovered(segoff, segoff + len as u64, kept);
+        let pieces = uncovered(segoff, segoff + len as u64, self.wired_ranges(segid, except));
         for (n, &(a, b)) in pieces.iter().enumerate() {
             if let Err(e) = seg.host.unwire(a as usize, (b - a) as usize) {
                 for &(a, b) in &pieces[..n] {
@@ -387,6 +381,17 @@ impl GuestMemory {
             }
         }
         Ok(())
+    }
+
+    /// The segment-offset ranges of segment `segid` that wired maps cover
+    /// (map slot `except` left out), overlapping as the maps do.
+    fn wired_ranges(&self, segid: i32, except: Option<usize>) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.maps.iter().enumerate().filter_map(move |(i, m)| match m {
+            Some(m) if Some(i) != except && m.segid == segid && m.flags & VM_MEMMAP_F_WIRED != 0 => {
+                Some((m.segoff, m.segoff + m.len as u64))
+            }
+            _ => None,
+        })
     }
 
     /// `VM_MMAP_GETNEXT`: the map with the lowest start address `>= gpa`
@@ -437,9 +442,7 @@ impl GuestMemory {
             .enumerate()
             .filter_map(|(i, s)| Some((i as i32, s.as_ref()?.len as u64)))
             .map(|(segid, len)| {
-                let wired = self.maps().filter(|m| m.segid == segid && m.flags & VM_MEMMAP_F_WIRED != 0);
-                let not_wired: u64 =
-                    uncovered(0, len, wired.map(|m| (m.segoff, m.segoff + m.len as u64))).iter().map(|(a, b)| b - a).sum();
+                let not_wired: u64 = uncovered(0, len, self.wired_ranges(segid, None)).iter().map(|(a, b)| b - a).sum();
                 len - not_wired
             })
             .sum()
