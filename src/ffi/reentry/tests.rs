@@ -1,0 +1,381 @@
+use super::*;
+use crate::exit::ExitKind;
+use crate::test_util::with_watchdog;
+use crate::vcpu::VcpuState;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+
+fn vm(name: &str) -> Arc<Vm> {
+    Arc::new(Vm::with_idle_backend(name, 2).unwrap())
+}
+
+/// Registers, on a new thread inside a callback of (`from`, `vcpu`),
+/// a wait for `to`'s `waits`, and keeps it until the returned sender
+/// is dropped or sent to.
+fn hold_wait(from: &Arc<Vm>, vcpu: usize, to: &Arc<Vm>, waits: Waits) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+    hold(from, vcpu, to, waits, false)
+}
+
+/// `hold_wait` for a `vm_run` of `to`'s vCPU `id` that has it.
+fn hold_run(from: &Arc<Vm>, vcpu: usize, to: &Arc<Vm>, id: usize) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+    hold(from, vcpu, to, Waits::One(id), true)
+}
+
+fn hold(from: &Arc<Vm>, vcpu: usize, to: &Arc<Vm>, waits: Waits, claim: bool) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+    let (from, to) = (from.clone(), to.clone());
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let t = thread::spawn(move || {
+        in_callback(vm_identity(&from), vcpu, || {
+            let entry = wait_for(&to, waits).unwrap();
+            if claim {
+                entry.claimed();
+            }
+            ready_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            drop(entry);
+        })
+    });
+    ready_rx.recv().unwrap();
+    (release_tx, t)
+}
+
+fn from_callback(vm: &Arc<Vm>, vcpu: usize, f: impl FnOnce() -> Result<WaitEntry>) -> Result<()> {
+    in_callback(vm_identity(vm), vcpu, f).map(drop)
+}
+
+#[test]
+fn outside_callbacks_nothing_is_registered() {
+    let a = vm("reentry-out");
+    let e = wait_for(&a, Waits::All).unwrap();
+    assert_eq!(e.token, 0);
+}
+
+#[test]
+fn same_vm_is_refused_at_any_depth() {
+    let (a, b) = (vm("reentry-same-a"), vm("reentry-same-b"));
+    let r = from_callback(&a, 0, || in_callback(vm_identity(&b), 1, || wait_for(&a, Waits::One(1))));
+    assert_eq!(r, Err(Error::Deadlock));
+    assert_eq!(from_callback(&a, 0, || wait_for(&a, Waits::One(1))), Err(Error::Deadlock));
+}
+
+#[test]
+fn two_vm_lock_one_cycle_is_refused_one_way_is_not() {
+    with_watchdog(20, || {
+        let (a, b, c) = (vm("reentry-2a"), vm("reentry-2b"), vm("reentry-2c"));
+        // A0 waits for B0.
+        let (release, t) = hold_wait(&a, 0, &b, Waits::One(0));
+        // B0 waiting for A0 closes the cycle; for A1, or C0, it does not.
+        assert_eq!(from_callback(&b, 0, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        assert_eq!(from_callback(&b, 0, || wait_for(&a, Waits::One(1))), Ok(()));
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+        assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Ok(()));
+        // Waiting for all of A includes A0.
+        assert_eq!(from_callback(&b, 0, || wait_for(&a, Waits::All)), Err(Error::Deadlock));
+        drop(release);
+        t.join().unwrap();
+        // Unregistered: the reverse is free again.
+        assert_eq!(from_callback(&b, 0, || wait_for(&a, Waits::One(0))), Ok(()));
+    });
+}
+
+#[test]
+fn lock_all_and_three_vm_cycles_are_refused() {
+    with_watchdog(20, || {
+        let (a, b, c) = (vm("reentry-3a"), vm("reentry-3b"), vm("reentry-3c"));
+        // A0 locks all of B: B1 waiting for A0 closes the cycle.
+        let (r1, t1) = hold_wait(&a, 0, &b, Waits::All);
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        drop(r1);
+        t1.join().unwrap();
+        // A0 -> B0 -> C0, then C0 -> A0.
+        let (r1, t1) = hold_wait(&a, 0, &b, Waits::One(0));
+        let (r2, t2) = hold_wait(&b, 0, &c, Waits::One(0));
+        assert_eq!(from_callback(&c, 0, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        assert_eq!(from_callback(&c, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+        drop((r1, r2));
+        t1.join().unwrap();
+        t2.join().unwrap();
+    });
+}
+
+/// A lock-all counts as holding every vCPU of its VM from the start
+/// (it freezes them one by one): A0 locking all of B, A1 waiting for
+/// B0 (maybe frozen by A0 already), B1 waiting for A1 is a cycle.
+/// Two lock-alls of one VM do not refuse each other.
+#[test]
+fn a_lock_all_under_way_holds_its_vm() {
+    with_watchdog(20, || {
+        let (a, b) = (vm("reentry-pa"), vm("reentry-pb"));
+        let (r1, t1) = hold_wait(&a, 0, &b, Waits::All);
+        let (r2, t2) = hold_wait(&a, 1, &b, Waits::One(0));
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(1))), Err(Error::Deadlock));
+        drop(r2);
+        t2.join().unwrap();
+        assert_eq!(from_callback(&a, 1, || wait_for(&b, Waits::All)), Ok(()));
+        drop(r1);
+        t1.join().unwrap();
+    });
+}
+
+/// Callbacks of A running (or writing) two vCPUs of B wait for nothing
+/// of B once they have them: no cycle, though each holds one of B's
+/// vCPUs.
+#[test]
+fn two_callbacks_running_vcpus_of_one_vm_do_not_refuse_each_other() {
+    with_watchdog(20, || {
+        let (a, b, c) = (vm("reentry-ra"), vm("reentry-rb"), vm("reentry-rc"));
+        let (r1, t1) = hold_run(&a, 0, &b, 0);
+        let (r2, t2) = hold_run(&a, 1, &b, 1);
+        // A wait for a claimed vCPU is a wait on a thread that waits
+        // for nothing: no cycle.
+        assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Ok(()));
+        assert_eq!(from_callback(&c, 0, || wait_for(&a, Waits::All)), Ok(()));
+        drop((r1, r2));
+        t1.join().unwrap();
+        t2.join().unwrap();
+    });
+}
+
+/// `vm(name)` with both vCPUs active, suspended.
+fn suspended_vm(name: &str) -> Arc<Vm> {
+    let v = vm(name);
+    v.activate_cpu(0).unwrap();
+    v.activate_cpu(1).unwrap();
+    v.suspend(2).unwrap();
+    v
+}
+
+/// VM_RUN of `to`'s vCPU `id` from a callback of (`from`, 0), as
+/// `ffi::commands` makes it.
+fn run_from_callback(from: &Arc<Vm>, to: &Arc<Vm>, id: usize) -> Result<crate::exit::ExitKind> {
+    in_callback(vm_identity(from), 0, || {
+        let wait = wait_for(to, Waits::One(id))?;
+        let lock = to.lock_one(id)?;
+        wait.claimed();
+        to.run(&lock).map(|e| e.kind)
+    })
+}
+
+/// A0's callback runs B0 of a suspended B, whose suspend wait waits for
+/// B1, whose callback waits for A0. Reported last, the suspend wait is
+/// refused: VM_RUN fails and B0 withdraws from the suspended set.
+#[test]
+fn a_suspend_wait_that_closes_a_cycle_is_refused() {
+    with_watchdog(20, || {
+        let (a, b) = (vm("reentry-sa"), suspended_vm("reentry-sb"));
+        let (release, t) = hold_wait(&b, 1, &a, Waits::One(0));
+        assert_eq!(run_from_callback(&a, &b, 0), Err(Error::Deadlock));
+        assert!(!b.cpus().suspended.contains(0), "withdrawn");
+        drop(release);
+        t.join().unwrap();
+        // B1 waiting for A1 instead is one way: B0 waits, then both
+        // leave suspended.
+        let (release, t) = hold_wait(&b, 1, &a, Waits::One(1));
+        let (a2, b2) = (a.clone(), b.clone());
+        let runner = thread::spawn(move || run_from_callback(&a2, &b2, 0));
+        while b.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+            thread::yield_now();
+        }
+        drop(release);
+        t.join().unwrap();
+        let l = b.lock_one(1).unwrap();
+        assert!(matches!(b.run(&l).map(|e| e.kind), Ok(ExitKind::Suspended(_))));
+        drop(l);
+        assert!(matches!(runner.join().unwrap(), Ok(ExitKind::Suspended(_))));
+    });
+}
+
+/// The same cycle with the suspend wait reported first: B1's wait for
+/// A0 is refused. A wait for B0 itself is not, nor a lock-all of B: the
+/// suspend wait gives way to them (reqidle), so B0 is not held.
+#[test]
+fn a_suspend_wait_reported_first_refuses_the_closing_wait_only() {
+    with_watchdog(20, || {
+        let (a, b, c) = (vm("reentry-sfa"), suspended_vm("reentry-sfb"), vm("reentry-sfc"));
+        let (a2, b2) = (a.clone(), b.clone());
+        let runner = thread::spawn(move || run_from_callback(&a2, &b2, 0));
+        // Registered before it sleeps.
+        while b.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+            thread::yield_now();
+        }
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(1))), Ok(()));
+        assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Ok(()));
+        assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::All)), Ok(()));
+        let l = b.lock_one(1).unwrap();
+        assert!(matches!(b.run(&l).map(|e| e.kind), Ok(ExitKind::Suspended(_))));
+        drop(l);
+        assert!(matches!(runner.join().unwrap(), Ok(ExitKind::Suspended(_))));
+        // Over: A0 is free again.
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+    });
+}
+
+/// Makes pin 5 of `vm`'s I/O APIC level-triggered, vector 0x45, aimed
+/// at vCPU 1 (physical), written as vCPU 0; its steps' results.
+fn level_rte_for_vcpu1(vm: &Vm) -> Result<()> {
+    use crate::vioapic::{rte::TRGRLVL, IOAPIC_BASE, IOREGSEL, IOWIN, REG_REDTBL};
+    let w = |off: u64, v: u64| vm.mmio_write(0, IOAPIC_BASE + off, 4, v).map(drop);
+    w(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5 + 1)?;
+    w(IOWIN, 1 << 24)?;
+    w(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5)?;
+    w(IOWIN, TRGRLVL | 0x45)
+}
+
+/// An RTE write whose `block_run` would wait for B1 while B1's
+/// callback waits for A0, whose callback holds the writer B0 (as a
+/// kernemu write does), is refused before it changes anything; once
+/// B1 waits for nothing it goes through.
+#[test]
+fn an_rte_write_that_closes_a_cycle_is_refused_unchanged() {
+    with_watchdog(20, || {
+        let (a, b) = (vm("reentry-ra"), vm("reentry-rb"));
+        b.activate_cpu(0).unwrap();
+        b.activate_cpu(1).unwrap();
+        let write_from_a0 = || {
+            in_callback(vm_identity(&a), 0, || {
+                let wait = wait_for(&b, Waits::One(0))?;
+                let _lock = b.lock_one(0)?;
+                wait.claimed();
+                level_rte_for_vcpu1(&b)
+            })
+        };
+        let (release, t) = hold_wait(&b, 1, &a, Waits::One(0));
+        let before = b.vioapic().rte(5);
+        assert_eq!(write_from_a0(), Err(Error::Deadlock));
+        assert_eq!(b.vioapic().rte(5) & 0xffff_ffff, before & 0xffff_ffff, "low half unchanged");
+        assert_eq!(b.ioapic_stats().tmr_updates, 0);
+        drop(release);
+        t.join().unwrap();
+        assert_eq!(write_from_a0(), Ok(()));
+        assert_eq!(b.vioapic().rte(5) & 0xffff, 0x8045);
+        assert_eq!(b.ioapic_stats().tmr_updates, 1);
+    });
+}
+
+/// The same cycle with the RTE write's wait registered first: B1's
+/// wait for A0 is refused, a lock-all of B (`block_run` does not wait
+/// for frozen vCPUs) and waits for A1 are not. Once the writer is done
+/// with B1 (narrowed to B2), B1's wait is not refused, B2's is.
+#[test]
+fn an_rte_write_waiting_first_refuses_the_closing_wait_only() {
+    with_watchdog(20, || {
+        let (a, b, c) = (vm("reentry-rfa"), Arc::new(Vm::with_idle_backend("reentry-rfb", 3).unwrap()), vm("reentry-rfc"));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (narrow_tx, narrow_rx) = mpsc::channel::<()>();
+        let (narrowed_tx, narrowed_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (a2, b2) = (a.clone(), b.clone());
+        let t = thread::spawn(move || {
+            in_callback(vm_identity(&a2), 0, || {
+                let wait = wait_for(&b2, Waits::One(0)).unwrap();
+                wait.claimed();
+                let mut targets = CpuSet::new();
+                targets.insert(1);
+                targets.insert(2);
+                let blocking = crate::peer_wait::begin(&b2, PeerWaits::Running(targets)).unwrap();
+                ready_tx.send(()).unwrap();
+                narrow_rx.recv().unwrap();
+                targets.remove(1);
+                blocking.narrow(PeerWaits::Running(targets));
+                narrowed_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                drop(blocking);
+                drop(wait);
+            })
+        });
+        ready_rx.recv().unwrap();
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(1))), Ok(()));
+        assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::All)), Ok(()));
+        // Done with B1 (the writer went on to other targets): B1 may
+        // wait for A0 now.
+        narrow_tx.send(()).unwrap();
+        narrowed_rx.recv().unwrap();
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+        assert_eq!(from_callback(&b, 2, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        drop(release_tx);
+        t.join().unwrap();
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+    });
+}
+
+/// A guest's own RTE write, refused in a `vm_run` from a callback,
+/// fails VM_RUN with the instruction restarted: the next run makes the
+/// write.
+#[test]
+fn a_refused_guest_rte_write_is_made_again_at_the_next_run() {
+    use crate::guest::{GuestAction, ScriptedGuest};
+    use crate::vioapic::{rte::TRGRLVL, IOAPIC_BASE, IOREGSEL, IOWIN, REG_REDTBL};
+    with_watchdog(20, || {
+        let a = vm("reentry-ga");
+        let b = Arc::new(Vm::with_sim_backend("reentry-gb", 2).unwrap());
+        b.activate_cpu(0).unwrap();
+        b.activate_cpu(1).unwrap();
+        let w = |off: u64, value: u64| GuestAction::MmioWrite { gpa: IOAPIC_BASE + off, size: 4, value };
+        let script = vec![
+            w(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5 + 1),
+            w(IOWIN, 1 << 24),
+            w(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5),
+            w(IOWIN, TRGRLVL | 0x45),
+            GuestAction::PortOut { port: 0x80, size: 1, value: 0 },
+        ];
+        {
+            let l = b.lock_one(0).unwrap();
+            b.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+        }
+        let run_b0 = || {
+            in_callback(vm_identity(&a), 0, || {
+                let wait = wait_for(&b, Waits::One(0))?;
+                let lock = b.lock_one(0)?;
+                wait.claimed();
+                b.run(&lock).map(|e| (e.kind, e.rip))
+            })
+        };
+        let (release, t) = hold_wait(&b, 1, &a, Waits::One(0));
+        assert_eq!(run_b0(), Err(Error::Deadlock));
+        assert_eq!(b.vioapic().rte(5) & 0x1ffff, crate::vioapic::rte::INTMASK, "unchanged: masked edge");
+        let rip = b.vcpu(0).unwrap().regs.lock().nextrip;
+        drop(release);
+        t.join().unwrap();
+        let (kind, at) = run_b0().unwrap();
+        assert!(matches!(kind, ExitKind::Inout { .. }), "{kind:?}");
+        assert_eq!(at, rip + 1, "the restarted write ran, then the OUT");
+        assert_eq!(b.vioapic().rte(5) & 0x1ffff, 0x8045);
+    });
+}
+
+#[test]
+fn a_nested_wait_stands_for_the_outer_one() {
+    with_watchdog(20, || {
+        let (a, b, c) = (vm("reentry-na"), vm("reentry-nb"), vm("reentry-nc"));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (a2, b2, c2) = (a.clone(), b.clone(), c.clone());
+        // A0's callback runs B0 (vm_run: holds B0, may wait for all of
+        // B), and B0's callback waits for C0.
+        let t = thread::spawn(move || {
+            in_callback(vm_identity(&a2), 0, || {
+                let run = wait_for(&b2, Waits::One(0)).unwrap();
+                run.claimed();
+                in_callback(vm_identity(&b2), 0, || {
+                    let inner = wait_for(&c2, Waits::One(0)).unwrap();
+                    ready_tx.send(()).unwrap();
+                    let _ = release_rx.recv();
+                    drop(inner);
+                });
+                drop(run);
+            })
+        });
+        ready_rx.recv().unwrap();
+        // The thread waits for C0 now, holding A0 and B0.
+        assert_eq!(from_callback(&c, 0, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Err(Error::Deadlock));
+        // Not for B1: the vm_run's wait is suspended meanwhile.
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+        drop(release_tx);
+        t.join().unwrap();
+    });
+}
