@@ -219,6 +219,9 @@ impl RtcState {
                     break;
                 }
             }
+            // The bytes show the new time, as after FreeBSD's walk: a
+            // time made broken next leaves them on view.
+            time::secs_to_rtc(&mut self.regs, newtime, false);
         }
         self.base_rtctime = newtime;
         if self.enabled(REG_B_UIE) {

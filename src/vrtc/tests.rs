@@ -401,3 +401,24 @@ fn nvram_read_of_the_year_byte_shows_the_current_year() {
     assert_eq!(rtc.nvram_read(8, later), Ok(0x01), "January");
     assert_eq!(rtc.nvram_read(0x32, later), Ok(0x20), "century");
 }
+
+/// A jump with AIE set leaves the date/time bytes at the new time even
+/// when the alarm matched on the way (FreeBSD's `vrtc_time_update` walks
+/// every second up to it); a time made broken afterwards keeps showing
+/// them.
+#[test]
+fn an_alarm_matched_during_a_jump_leaves_the_bytes_at_the_new_time() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    assert_eq!(rtc.set_time(T, now).value, Ok(()));
+    let mut g = guest(&rtc, now);
+    // Alarm at any hh:mm:29; T is 19:24:27.
+    g.write(1, 0x29).unwrap();
+    g.write(3, 0xc0).unwrap();
+    g.write(5, 0xc0).unwrap();
+    g.write(11, REG_B_24HR | REG_B_AIE).unwrap();
+    assert!(rtc.set_time(T + 5, g.now).pulse, "19:24:29 passed");
+    assert_eq!(rtc.set_time(VRTC_BROKEN_TIME, g.now).value, Ok(()));
+    assert_eq!(rtc.nvram_read(0, g.now), Ok(0x32), "19:24:32, not the alarm's second");
+    assert_eq!(g.read(0), 0x32);
+}
