@@ -160,6 +160,15 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
     /// guest is in its interrupt shadow ([`Backend::intr_shadow`]).
     fn inject_nmi(&self, _vcpu: &Vcpu, _ram: &dyn GuestRam) {}
 
+    /// This entry injected an event and an NMI (`nmi`), or else an
+    /// external interrupt, is still pending: the guest leaves (a
+    /// [`GuestExit::Yield`]) as soon as it could take it, before its next
+    /// instruction if nothing blocks it (for an interrupt: RFLAGS.IF), so
+    /// the run loop injects it right after the event. VMX's NMI- and
+    /// interrupt-window exiting, which FreeBSD's `vmx_inject_interrupts`
+    /// sets then (SVM: the VINTR intercept).
+    fn request_event_window(&self, _vcpu: &Vcpu, _nmi: bool) {}
+
     /// The value of a read the library emulated (an MMIO load from the
     /// local APIC, vioapic or HPET, or an RDMSR of a local APIC MSR), for
     /// the instruction that exited with `GuestExit::Mmio` or `Rdmsr`.

@@ -295,8 +295,10 @@ impl Vm {
     /// Event work on entry to the guest, one event per entry as VMX: fire
     /// an expired APIC timer; then inject a queued exception or interrupted
     /// event, else a pending NMI, else a pending ExtINT or the highest
-    /// deliverable vector (FreeBSD `vmx_inject_interrupts`). Neither an NMI
-    /// nor an interrupt while the guest is in its interrupt shadow: they
+    /// deliverable vector (FreeBSD `vmx_inject_interrupts`); what the
+    /// event held back comes right after it (`request_event_window`).
+    /// Neither an NMI nor an interrupt while the guest is in its interrupt
+    /// shadow: they
     /// stay pending until the entry after the shadowed instruction (the
     /// backend leaves the guest right after it). No entry when the guest
     /// sits in its HLT state, or when a nested fault became a triple fault
@@ -338,6 +340,7 @@ impl Vm {
             }
             Some(EntryEvent::Inject(info)) => {
                 self.backend().inject_event(vcpu, self, info);
+                self.request_event_window(vcpu);
                 return Entry::Go;
             }
             None => {}
@@ -347,6 +350,7 @@ impl Vm {
         if !shadowed && vcpu.vlapic.take_nmi() {
             vcpu.stats.add(Stat::Nmis, 1);
             self.backend().inject_nmi(vcpu, self);
+            self.request_event_window(vcpu);
             return Entry::Go;
         }
         // An ExtINT goes first, its vector from the 8259 (FreeBSD
@@ -360,12 +364,25 @@ impl Vm {
                     let v = self.atpic_accept_intr();
                     vcpu.stats.add(Stat::ExtInts, 1);
                     self.backend().inject(vcpu, self, v);
+                    // Another ExtINT, or an APIC vector it preempted.
+                    self.request_event_window(vcpu);
                 }
                 Some(Injection::Vector(v)) => self.backend().inject(vcpu, self, v),
                 None => {}
             }
         }
         Entry::Go
+    }
+
+    /// After an entry injected an event: what it held back (an NMI, an
+    /// interrupt) comes as soon as the guest can take it, as FreeBSD's
+    /// `vmx_inject_interrupts` sets NMI- or interrupt-window exiting.
+    fn request_event_window(&self, vcpu: &Vcpu) {
+        if vcpu.vlapic.nmi_pending() {
+            self.backend().request_event_window(vcpu, true);
+        } else if vcpu.vlapic.has_pending_event() {
+            self.backend().request_event_window(vcpu, false);
+        }
     }
 
     /// The before-entry checks, in FreeBSD's order (`vmx_run`: suspend,

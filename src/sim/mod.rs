@@ -75,6 +75,9 @@ struct GuestSlot {
     /// MTF exit is pending before the first instruction after an entry
     /// that injected an event).
     took_event: bool,
+    /// The entry work left an NMI (true) or an interrupt pending behind
+    /// the event it delivered (`Backend::request_event_window`).
+    event_window: Option<bool>,
     stats: GuestStats,
 }
 
@@ -331,6 +334,7 @@ impl Backend for SimBackend {
             return (exit, rip, len);
         }
         let took_event = std::mem::take(&mut slot.took_event);
+        let event_window = slot.event_window.take();
         // With the monitor trap flag, or with VM_CAP_RFLAGS_TF (the #DB of
         // RFLAGS.TF intercepted), every instruction that does not exit by
         // itself ends the entry (a debugger steps the guest).
@@ -344,6 +348,13 @@ impl Backend for SimBackend {
         // after an entry that delivered an event.
         if took_event && step == Some(GuestExit::Mtrap) {
             return (GuestExit::Mtrap, rip, 0);
+        }
+        // The window for what the event held back is open: an NMI's at
+        // once (delivering the event ended any STI shadow), an
+        // interrupt's if the guest has interrupts enabled (else its STI
+        // yields, after the shadow).
+        if event_window.is_some_and(|nmi| nmi || intr_enabled(vcpu)) {
+            return (GuestExit::Yield, rip, 0);
         }
         let mut rip = rip;
         if let Some((at, op)) = slot.string_op.take() {
@@ -590,6 +601,12 @@ impl Backend for SimBackend {
     /// not the guest has interrupts enabled.
     fn inject_nmi(&self, vcpu: &Vcpu, ram: &dyn GuestRam) {
         self.deliver(vcpu, ram, intinfo::VALID | intinfo::NMI | u64::from(IDT_NMI));
+    }
+
+    fn request_event_window(&self, vcpu: &Vcpu, nmi: bool) {
+        if let Ok(slot) = self.slot(vcpu.id()) {
+            slot.lock().event_window = Some(nmi);
+        }
     }
 
     /// The value lands where the instruction puts it (RAX for a load,

@@ -1184,3 +1184,68 @@ fn an_in_exit_reports_the_guests_eax() {
     let e = vm.run(&l).unwrap();
     assert_eq!(e.kind, ExitKind::Inout { port: 0x3f8, bytes: 2, is_in: true, eax: 0x1122_3344 });
 }
+
+/// Records each event the guest takes: (actions run before it, vector).
+struct EventLog {
+    actions: Vec<crate::guest::GuestAction>,
+    pc: usize,
+    taken: std::sync::Arc<std::sync::Mutex<Vec<(usize, u8)>>>,
+}
+
+impl crate::guest::GuestProgram for EventLog {
+    fn next(&mut self, _rip: u64) -> crate::guest::GuestAction {
+        let a = self.actions.get(self.pc).copied().unwrap_or(Hlt);
+        self.pc += 1;
+        a
+    }
+    fn interrupt(&mut self, vector: u8) {
+        self.taken.lock().unwrap().push((self.pc, vector));
+    }
+    fn read_result(&mut self, _value: u64) {}
+}
+
+/// An NMI or interrupt still pending when an entry injects another event
+/// comes right after that event, before the guest's next instruction:
+/// FreeBSD's `vmx_inject_interrupts` then sets NMI- or interrupt-window
+/// exiting (`svm_inject_interrupts` the VINTR intercept), and the window
+/// is open as soon as the event is delivered. The guest here takes its
+/// events at once (its handlers run in no time), so nothing blocks them.
+#[test]
+fn what_an_injected_event_holds_back_comes_right_after_it() {
+    use crate::regs::reg::RFLAGS;
+    crate::test_util::with_watchdog(20, || {
+        let vm = Vm::with_sim_backend("window", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        assert_eq!(vm.mmio_write(0, crate::vlapic::regs::LAPIC_BASE + 0xf0, 4, 0x1ff), Ok(Some(())));
+        let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = PortOut { port: 0x80, size: 1, value: 0 };
+        let run = |what: &str, flags: u64, want: &[(usize, u8)]| {
+            let mut actions = vec![Compute; 50];
+            actions.push(out);
+            let log = EventLog { actions, pc: 0, taken: taken.clone() };
+            vm.set_guest(&l, Some(Box::new(log))).unwrap();
+            l.vcpu().regs.lock().set(RFLAGS as i32, flags).unwrap();
+            assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }), "{what}");
+            assert_eq!(std::mem::take(&mut *taken.lock().unwrap()), want, "{what}");
+        };
+        // An exception, then the NMI (interrupts disabled or not).
+        vm.inject_exception(l.vcpu(), 6, None, false).unwrap();
+        vm.inject_nmi(0).unwrap();
+        run("#UD and NMI", 0x2, &[(0, 6), (0, 2)]);
+        // An exception, then the interrupt the guest accepts.
+        vm.inject_exception(l.vcpu(), 6, None, false).unwrap();
+        vm.lapic_irq(0, 0x40).unwrap();
+        run("#UD and an interrupt", 0x202, &[(0, 6), (0, 0x40)]);
+        vm.mmio_write(0, crate::guest::LAPIC_EOI_GPA, 4, 0).unwrap();
+        // An NMI, then the interrupt.
+        vm.inject_nmi(0).unwrap();
+        vm.lapic_irq(0, 0x40).unwrap();
+        run("NMI and an interrupt", 0x202, &[(0, 2), (0, 0x40)]);
+        vm.mmio_write(0, crate::guest::LAPIC_EOI_GPA, 4, 0).unwrap();
+        // Interrupts disabled: the interrupt waits (for good, here).
+        vm.inject_exception(l.vcpu(), 6, None, false).unwrap();
+        vm.lapic_irq(0, 0x40).unwrap();
+        run("#UD, an interrupt held by IF", 0x2, &[(0, 6)]);
+    });
+}
