@@ -187,6 +187,23 @@ fn read_done(program: &mut dyn GuestProgram, stats: &mut GuestStats, value: u64)
     stats.last_read = value;
 }
 
+/// The read that went to userland completes: the guest gets its value
+/// from the registers userland set.
+fn finish_read(slot: &mut GuestSlot, vcpu: &Vcpu) {
+    let (Some(into), Some(program)) = (slot.pending_read.take(), slot.program.as_mut()) else {
+        return;
+    };
+    let value = {
+        let r = vcpu.regs.lock();
+        let get = |n: usize| r.get(n as i32).unwrap_or(0);
+        match into {
+            ReadInto::Rax(size) => get(reg::RAX) & mask(size),
+            ReadInto::EdxEax => (get(reg::RDX) << 32) | (get(reg::RAX) & 0xffff_ffff),
+        }
+    };
+    read_done(program.as_mut(), &mut slot.stats, value);
+}
+
 /// The STI shadow covers the instruction the guest resumes at.
 fn shadow_holds(slot: &GuestSlot, vcpu: &Vcpu) -> bool {
     slot.sti_shadow.is_some_and(|at| at == vcpu.regs.lock().nextrip)
@@ -308,26 +325,19 @@ impl Backend for SimBackend {
         let mut slot = slot.lock();
         let slot = &mut *slot;
         slot.stats.entries += 1;
-        let Some(program) = slot.program.as_mut() else {
+        if slot.program.is_none() {
             // The idle loop: sti; hlt.
             set_intr_flag(vcpu, true);
             return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
-        };
+        }
         // A read re-executed from the start has no value to deliver yet.
         if slot.replay.is_some_and(|(at, _)| at == rip) {
             slot.pending_read = None;
         }
-        if let Some(into) = slot.pending_read.take() {
-            let value = {
-                let r = vcpu.regs.lock();
-                let get = |n: usize| r.get(n as i32).unwrap_or(0);
-                match into {
-                    ReadInto::Rax(size) => get(reg::RAX) & mask(size),
-                    ReadInto::EdxEax => (get(reg::RDX) << 32) | (get(reg::RAX) & 0xffff_ffff),
-                }
-            };
-            read_done(program.as_mut(), &mut slot.stats, value);
-        }
+        finish_read(slot, vcpu);
+        let Some(program) = slot.program.as_mut() else {
+            return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
+        };
         // An event being delivered met a task gate: no guest instruction
         // runs; RIP stays where the event interrupted it.
         if let Some((exit, len)) = slot.task_gate.take() {
@@ -572,10 +582,22 @@ impl Backend for SimBackend {
     }
 
     /// An exception or re-injected event reaches the guest as its vector.
-    /// The instruction that exited faulted (userland injected for it), so
-    /// it completes nothing.
+    /// If the instruction that exited is restarted, it faulted (userland
+    /// injected for it) and completes nothing; if the guest resumes past
+    /// it, it completed first (a read gets its value) and the event comes
+    /// after it, as FreeBSD delivers at `nextrip`.
     fn inject_event(&self, vcpu: &Vcpu, ram: &dyn GuestRam, info: u64) {
-        self.instruction_faulted(vcpu);
+        if let Ok(slot) = self.slot(vcpu.id()) {
+            let mut slot = slot.lock();
+            let nextrip = vcpu.regs.lock().nextrip;
+            let restarted = slot.replay.is_some_and(|(at, _)| at == nextrip)
+                || slot.string_op.is_some_and(|(at, _)| at == nextrip);
+            if restarted {
+                slot.abandon_instruction();
+            } else {
+                finish_read(&mut slot, vcpu);
+            }
+        }
         self.deliver(vcpu, ram, info);
     }
 

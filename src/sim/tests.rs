@@ -1249,3 +1249,29 @@ fn what_an_injected_event_holds_back_comes_right_after_it() {
         run("#UD, an interrupt held by IF", 0x2, &[(0, 6)]);
     });
 }
+
+/// An exception injected without restarting the instruction that exited
+/// comes after it, as a trap: that instruction completed, so an `in` gets
+/// the value userland left in RAX before the guest takes the exception
+/// (FreeBSD: the guest resumes past it, `nextrip`, with RAX as set, and
+/// the exception's handler returns there). Restarted, it completes
+/// nothing and its value never arrives.
+#[test]
+fn an_exception_injected_past_an_in_comes_after_the_value() {
+    use crate::regs::reg::RAX;
+    let vm = Vm::with_sim_backend("trapin", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let script = vec![PortIn { port: 0x60, size: 1 }, PortOut { port: 0x80, size: 1, value: 0 }];
+    for restart in [true, false] {
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script.clone(), None)))).unwrap();
+        l.vcpu().regs.lock().set(crate::regs::reg::RIP as i32, 0).unwrap();
+        assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x60, .. }));
+        l.vcpu().regs.lock().set(RAX as i32, 0x55).unwrap();
+        vm.inject_exception(l.vcpu(), 6, None, restart).unwrap();
+        assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
+        let gs = vm.guest_stats(0).unwrap();
+        let want = if restart { 0 } else { 0x55 };
+        assert_eq!((gs.last_vector, gs.last_read), (Some(6), want), "restart {restart}");
+    }
+}
