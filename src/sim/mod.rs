@@ -616,6 +616,11 @@ impl Backend for SimBackend {
             slot.abandon_instruction();
             slot.task_gate = None;
             slot.sti_shadow = None;
+            // A fresh VMCS: no event delivered, no window asked for (one
+            // an event that met a task gate left would otherwise make
+            // the first entry an exit).
+            slot.took_event = false;
+            slot.event_window = None;
         }
     }
 

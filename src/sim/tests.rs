@@ -1275,3 +1275,40 @@ fn an_exception_injected_past_an_in_comes_after_the_value() {
         assert_eq!((gs.last_vector, gs.last_read), (Some(6), want), "restart {restart}");
     }
 }
+
+/// An event window the entry work asked for is that entry's only: an
+/// event that met a task gate exits before the guest could take what it
+/// held back (that comes at the entry after the task switch), and
+/// VM_REINIT starts every vCPU without one (FreeBSD builds a fresh VMCS,
+/// no NMI- or interrupt-window exiting). Left over, it made the first
+/// entry after VM_REINIT a spurious exit.
+#[test]
+fn a_window_left_by_a_task_gate_exit_does_not_outlive_vm_reinit() {
+    use crate::regs::reg::{CR0, IDTR};
+    use crate::regs::SegDesc;
+    let vm = vm_with_ram("winreinit", 1, 0x10_0000);
+    // #UD through a task gate (TSS 0x30); the NMI's entry is no gate.
+    vm.mem().write_gpa(0x3000 + 6 * 8, &[0, 0, 0x30, 0, 0, 0x85, 0, 0]).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let script = vec![PortOut { port: 0x80, size: 1, value: 0 }];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    {
+        let mut r = l.vcpu().regs.lock();
+        r.set(CR0 as i32, 1).unwrap();
+        r.set_seg(IDTR as i32, SegDesc { base: 0x3000, limit: 0x7ff, access: 0 }).unwrap();
+    }
+    vm.inject_exception(l.vcpu(), 6, None, false).unwrap();
+    vm.inject_nmi(0).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::TaskSwitch(_)));
+    drop(l);
+    vm.cpus().suspended = vm.active_cpus();
+    vm.reinit(&vm.lock_all().unwrap()).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    let entries = vm.guest_stats(0).unwrap().entries;
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
+    assert_eq!(vm.guest_stats(0).unwrap().entries - entries, 1, "one entry, no window");
+    let st = vm.vcpu_stats(0, 0, 64).unwrap();
+    assert_eq!(st[Stat::VmExits as usize], 1, "the OUT alone");
+}
