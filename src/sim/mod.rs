@@ -582,20 +582,26 @@ impl Backend for SimBackend {
     }
 
     /// An exception or re-injected event reaches the guest as its vector.
-    /// If the instruction that exited is restarted, it faulted (userland
-    /// injected for it) and completes nothing; if the guest resumes past
-    /// it, it completed first (a read gets its value) and the event comes
-    /// after it, as FreeBSD delivers at `nextrip`.
+    /// If the instruction that exited is restarted and the event is an
+    /// exception, it faulted (userland injected for it) and completes
+    /// nothing; if the guest resumes past it, it completed first (a read
+    /// gets its value) and the event comes after it, as FreeBSD delivers
+    /// at `nextrip`. An interrupt or NMI (re-injected from the exit
+    /// intinfo) comes between instructions: a restarted one runs after it.
     fn inject_event(&self, vcpu: &Vcpu, ram: &dyn GuestRam, info: u64) {
         if let Ok(slot) = self.slot(vcpu.id()) {
             let mut slot = slot.lock();
             let nextrip = vcpu.regs.lock().nextrip;
+            let exception =
+                matches!(info & intinfo::TYPE, intinfo::HWEXCEPTION | intinfo::SWEXCEPTION | intinfo::PRIV_SWEXCEPTION);
             let restarted = slot.replay.is_some_and(|(at, _)| at == nextrip)
                 || slot.string_op.is_some_and(|(at, _)| at == nextrip);
-            if restarted {
-                slot.abandon_instruction();
-            } else {
+            // Restarted under an interrupt or NMI, it stays: its read, if
+            // any, is made again when it runs again.
+            if !restarted {
                 finish_read(&mut slot, vcpu);
+            } else if exception {
+                slot.abandon_instruction();
             }
         }
         self.deliver(vcpu, ram, info);

@@ -1312,3 +1312,30 @@ fn a_window_left_by_a_task_gate_exit_does_not_outlive_vm_reinit() {
     let st = vm.vcpu_stats(0, 0, 64).unwrap();
     assert_eq!(st[Stat::VmExits as usize], 1, "the OUT alone");
 }
+
+/// Only an exception abandons the instruction the guest is restarted at
+/// (the sim's stand-in for a fault of it): an external interrupt or NMI
+/// re-injected there from the exit intinfo (VM_SET_INTINFO, a snapshot
+/// restored) comes between instructions, so the restarted `in` runs
+/// after it and exits again.
+#[test]
+fn a_reinjected_interrupt_does_not_abandon_a_restarted_instruction() {
+    use crate::regs::intinfo;
+    let vm = Vm::with_sim_backend("reinj", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let script = vec![PortIn { port: 0x60, size: 1 }, PortOut { port: 0x80, size: 1, value: 0 }];
+    for info in [intinfo::VALID | intinfo::HWINTR | 0x41, intinfo::VALID | intinfo::NMI | 2] {
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script.clone(), None)))).unwrap();
+        l.vcpu().regs.lock().set(crate::regs::reg::RIP as i32, 0).unwrap();
+        assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x60, .. }));
+        {
+            let mut r = l.vcpu().regs.lock();
+            r.restart_instruction();
+            r.set_exitintinfo(info).unwrap();
+        }
+        let e = vm.run(&l).unwrap();
+        assert!(matches!(e.kind, ExitKind::Inout { port: 0x60, .. }), "{info:#x}: {:?}", e.kind);
+        assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(info as u8));
+    }
+}
