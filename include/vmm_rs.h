@@ -1472,9 +1472,10 @@ struct vm_exit {
 
 /*
  `VM_RUN` argument (`struct vm_run`, FreeBSD 14 form, 32 bytes): run
- vCPU `cpuid` until an exit, described in `*vm_exit`. For exits that
- name vCPUs (IPI, rendezvous) the set is copied to `cpuset`, at most
- `cpusetsize` bytes of it.
+ vCPU `cpuid` until an exit, described in `*vm_exit`. Only for
+ VM_EXITCODE_IPI, as FreeBSD's VM_RUN, are the target vCPUs written to
+ `cpuset`: all `cpusetsize` bytes, zeros beyond the set's 128; other
+ exits leave `cpuset` alone.
  */
 struct vm_run {
   int cpuid;
