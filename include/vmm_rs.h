@@ -1955,7 +1955,10 @@ int vm_lapic_local_irq(struct vcpu *vcpu, int vector);
  0-7, delivery mode bits 8-10. As FreeBSD's `lapic_intr_msi`, the
  destination is logical only with both bits 2 and 3 set; otherwise it
  is a physical APIC id. EINVAL when address bits 31:20 are not 0xFEE
- (bits 63:32 are ignored, as FreeBSD).
+ (bits 63:32 are ignored, as FreeBSD). As FreeBSD, an MSI that reaches
+ no vCPU (no such APIC id, a vCPU not activated, or a local APIC the
+ guest has not software-enabled through its SVR) is dropped and the
+ call still returns 0.
  */
 int vm_lapic_msi(struct vmctx *ctx, uint64_t addr, uint64_t msg);
 
@@ -2214,7 +2217,10 @@ void vm_close(struct vmctx *ctx);
  counted). A second vm_destroy racing the first returns at once, as
  FreeBSD's. It is not a cancellation point, and may be called from a
  guest callback of the same VM. As libvmmapi's (which returns
- nothing), a NULL or stale `ctx` does nothing and sets no errno.
+ nothing), a NULL or stale (closed) `ctx` does nothing and sets no
+ errno; another open handle of a VM already destroyed is only closed
+ (a VM created since under the same name is not touched). vCPU
+ handles are not closed by it: close them with vm_vcpu_close().
  */
 void vm_destroy(struct vmctx *ctx);
 
@@ -2267,8 +2273,11 @@ int vm_setup_memory(struct vmctx *ctx, size_t len, enum vm_mmap_style style);
 
 /*
  A host pointer to `len` bytes of guest RAM at `gaddr` set up by
- vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
- handle or a destroyed VM). Valid across VM_REINIT (system memory
+ vm_setup_memory(), or NULL: with errno EFAULT or EBADF for a bad
+ handle or a destroyed VM; without touching errno, as libvmmapi's,
+ when `[gaddr, gaddr + len)` is not all in that RAM (before
+ vm_setup_memory(), past its end, or across the gap below 4 GiB), so
+ set errno to 0 first to tell the cases apart. Valid across VM_REINIT (system memory
  stays). vm_destroy() gives the memory back to the host at once, but
  the address stays mapped (reading zeros until written; a write takes
  host memory again, until the process exits) for the rest of the
@@ -2558,7 +2567,9 @@ const char *vm_get_stat_desc(struct vmctx *ctx, int index);
  written to `vmrun->vm_exit`. The local APIC, IOAPIC and HPET MMIO and
  the 8259 (0x20, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1), PIT (0x40-0x43, 0x61),
  RTC (0x70, 0x71) and PM timer (0x408) ports
- are emulated inside, as FreeBSD's kernel does. For VM_EXITCODE_IPI (the guest sent INIT
+ are emulated inside, as FreeBSD's kernel does; so is HLT (with
+ VM_CAP_HALT_EXIT on, the default, the call sleeps until the HLT ends):
+ VM_EXITCODE_HLT is never returned. For VM_EXITCODE_IPI (the guest sent INIT
  or STARTUP with VM_CAP_IPI_EXIT set) the target vCPUs are written to
  `vmrun->cpuset` (its first `cpusetsize` bytes, zero beyond 128, as
  FreeBSD). Returns 0, or -1 with errno: EFAULT (NULL `vmrun` or exit
@@ -2821,7 +2832,15 @@ int vm_resume_all_cpus(struct vmctx *ctx);
 
 /*
  Suspends the VM (enum vm_suspend_how): EINVAL for NONE or an unknown
- value, EALREADY if it is already suspended.
+ value, EALREADY if it is already suspended. It does not wait: each
+ active vCPU's vm_run() returns VM_EXITCODE_SUSPENDED (`u.suspended.how`)
+ only once every active vCPU has reached the suspend inside vm_run(),
+ as on FreeBSD. So every activated vCPU needs a thread in vm_run()
+ until then: one activated but never run (or whose thread has stopped
+ calling vm_run()) keeps the others waiting inside vm_run() (a
+ per-vCPU call such as vm_get_register() on a waiting vCPU takes it
+ out with VM_EXITCODE_REQIDLE). After VM_EXITCODE_SUSPENDED, vm_run()
+ on that vCPU fails with EINVAL until vm_reinit().
  */
 int vm_suspend(struct vmctx *ctx, enum vm_suspend_how how);
 

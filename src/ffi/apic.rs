@@ -218,7 +218,10 @@ pub extern "C" fn vm_lapic_local_irq(vcpu: *mut vcpu, vector: c_int) -> c_int {
 /// 0-7, delivery mode bits 8-10. As FreeBSD's `lapic_intr_msi`, the
 /// destination is logical only with both bits 2 and 3 set; otherwise it
 /// is a physical APIC id. EINVAL when address bits 31:20 are not 0xFEE
-/// (bits 63:32 are ignored, as FreeBSD).
+/// (bits 63:32 are ignored, as FreeBSD). As FreeBSD, an MSI that reaches
+/// no vCPU (no such APIC id, a vCPU not activated, or a local APIC the
+/// guest has not software-enabled through its SVR) is dropped and the
+/// call still returns 0.
 #[no_mangle]
 pub extern "C" fn vm_lapic_msi(ctx: *mut vmctx, addr: u64, msg: u64) -> c_int {
     ffi_boundary!({ ctx_ioctl(ctx, VM_LAPIC_MSI, &mut vm_lapic_msi { msg, addr }) })

@@ -34,8 +34,11 @@ pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: vm_mmap_st
 }
 
 /// A host pointer to `len` bytes of guest RAM at `gaddr` set up by
-/// vm_setup_memory(), or NULL (with errno EFAULT or EBADF for a bad
-/// handle or a destroyed VM). Valid across VM_REINIT (system memory
+/// vm_setup_memory(), or NULL: with errno EFAULT or EBADF for a bad
+/// handle or a destroyed VM; without touching errno, as libvmmapi's,
+/// when `[gaddr, gaddr + len)` is not all in that RAM (before
+/// vm_setup_memory(), past its end, or across the gap below 4 GiB), so
+/// set errno to 0 first to tell the cases apart. Valid across VM_REINIT (system memory
 /// stays). vm_destroy() gives the memory back to the host at once, but
 /// the address stays mapped (reading zeros until written; a write takes
 /// host memory again, until the process exits) for the rest of the

@@ -122,7 +122,10 @@ pub extern "C" fn vm_close(ctx: *mut vmctx) {
 /// counted). A second vm_destroy racing the first returns at once, as
 /// FreeBSD's. It is not a cancellation point, and may be called from a
 /// guest callback of the same VM. As libvmmapi's (which returns
-/// nothing), a NULL or stale `ctx` does nothing and sets no errno.
+/// nothing), a NULL or stale (closed) `ctx` does nothing and sets no
+/// errno; another open handle of a VM already destroyed is only closed
+/// (a VM created since under the same name is not touched). vCPU
+/// handles are not closed by it: close them with vm_vcpu_close().
 #[no_mangle]
 pub extern "C" fn vm_destroy(ctx: *mut vmctx) {
     ffi_boundary_errno_only!((), {

@@ -35,7 +35,9 @@ macro_rules! out {
 /// written to `vmrun->vm_exit`. The local APIC, IOAPIC and HPET MMIO and
 /// the 8259 (0x20, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1), PIT (0x40-0x43, 0x61),
 /// RTC (0x70, 0x71) and PM timer (0x408) ports
-/// are emulated inside, as FreeBSD's kernel does. For VM_EXITCODE_IPI (the guest sent INIT
+/// are emulated inside, as FreeBSD's kernel does; so is HLT (with
+/// VM_CAP_HALT_EXIT on, the default, the call sleeps until the HLT ends):
+/// VM_EXITCODE_HLT is never returned. For VM_EXITCODE_IPI (the guest sent INIT
 /// or STARTUP with VM_CAP_IPI_EXIT set) the target vCPUs are written to
 /// `vmrun->cpuset` (its first `cpusetsize` bytes, zero beyond 128, as
 /// FreeBSD). Returns 0, or -1 with errno: EFAULT (NULL `vmrun` or exit
@@ -518,7 +520,15 @@ pub extern "C" fn vm_resume_all_cpus(ctx: *mut vmctx) -> c_int {
 }
 
 /// Suspends the VM (enum vm_suspend_how): EINVAL for NONE or an unknown
-/// value, EALREADY if it is already suspended.
+/// value, EALREADY if it is already suspended. It does not wait: each
+/// active vCPU's vm_run() returns VM_EXITCODE_SUSPENDED (`u.suspended.how`)
+/// only once every active vCPU has reached the suspend inside vm_run(),
+/// as on FreeBSD. So every activated vCPU needs a thread in vm_run()
+/// until then: one activated but never run (or whose thread has stopped
+/// calling vm_run()) keeps the others waiting inside vm_run() (a
+/// per-vCPU call such as vm_get_register() on a waiting vCPU takes it
+/// out with VM_EXITCODE_REQIDLE). After VM_EXITCODE_SUSPENDED, vm_run()
+/// on that vCPU fails with EINVAL until vm_reinit().
 #[no_mangle]
 pub extern "C" fn vm_suspend(ctx: *mut vmctx, how: vm_suspend_how_arg) -> c_int {
     ffi_boundary!({
