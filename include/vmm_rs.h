@@ -2277,12 +2277,12 @@ int vm_setup_memory(struct vmctx *ctx, size_t len, enum vm_mmap_style style);
  handle or a destroyed VM; without touching errno, as libvmmapi's,
  when `[gaddr, gaddr + len)` is not all in that RAM (before
  vm_setup_memory(), past its end, or across the gap below 4 GiB), so
- set errno to 0 first to tell the cases apart. Valid across VM_REINIT (system memory
- stays). vm_destroy() gives the memory back to the host at once, but
- the address stays mapped (reading zeros until written; a write takes
- host memory again, until the process exits) for the rest of the
- process, as FreeBSD's mapping does, so a thread still using it does
- not fault.
+ set errno to 0 first to tell the cases apart. Valid across VM_REINIT
+ (system memory stays). vm_destroy() gives the memory back to the host
+ at once, but the address stays mapped (reading zeros until written; a
+ write takes host memory again, until the process exits) for the rest
+ of the process, as FreeBSD's mapping does, so a thread still using it
+ does not fault.
  */
 void *vm_map_gpa(struct vmctx *ctx, vm_paddr_t gaddr, size_t len);
 

@@ -38,12 +38,12 @@ pub extern "C" fn vm_setup_memory(ctx: *mut vmctx, len: usize, style: vm_mmap_st
 /// handle or a destroyed VM; without touching errno, as libvmmapi's,
 /// when `[gaddr, gaddr + len)` is not all in that RAM (before
 /// vm_setup_memory(), past its end, or across the gap below 4 GiB), so
-/// set errno to 0 first to tell the cases apart. Valid across VM_REINIT (system memory
-/// stays). vm_destroy() gives the memory back to the host at once, but
-/// the address stays mapped (reading zeros until written; a write takes
-/// host memory again, until the process exits) for the rest of the
-/// process, as FreeBSD's mapping does, so a thread still using it does
-/// not fault.
+/// set errno to 0 first to tell the cases apart. Valid across VM_REINIT
+/// (system memory stays). vm_destroy() gives the memory back to the host
+/// at once, but the address stays mapped (reading zeros until written; a
+/// write takes host memory again, until the process exits) for the rest
+/// of the process, as FreeBSD's mapping does, so a thread still using it
+/// does not fault.
 #[no_mangle]
 pub extern "C" fn vm_map_gpa(ctx: *mut vmctx, gaddr: vm_paddr_t, len: usize) -> *mut c_void {
     ffi_boundary!(std::ptr::null_mut(), {
