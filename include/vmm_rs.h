@@ -1937,7 +1937,9 @@ int vm_isa_pulse_irq(struct vmctx *ctx, int atpic_irq, int ioapic_irq);
 
 /*
  Sends fixed, edge-triggered `vector` (16-255, else EINVAL) to the vCPU's
- local APIC.
+ local APIC. As FreeBSD's `vlapic_set_intr_ready`, a local APIC the
+ guest has not software-enabled (SVR bit 8, clear at power-on) drops
+ the vector and the call still returns 0.
  */
 int vm_lapic_irq(struct vcpu *vcpu, int vector);
 

@@ -192,7 +192,9 @@ pub extern "C" fn vm_isa_pulse_irq(ctx: *mut vmctx, atpic_irq: c_int, ioapic_irq
 }
 
 /// Sends fixed, edge-triggered `vector` (16-255, else EINVAL) to the vCPU's
-/// local APIC.
+/// local APIC. As FreeBSD's `vlapic_set_intr_ready`, a local APIC the
+/// guest has not software-enabled (SVR bit 8, clear at power-on) drops
+/// the vector and the call still returns 0.
 #[no_mangle]
 pub extern "C" fn vm_lapic_irq(vcpu: *mut vcpu, vector: c_int) -> c_int {
     ffi_boundary!({
