@@ -1,4 +1,6 @@
-use super::tests::{can_wire, map, peek, two_segs, GIB, MIB, P, P64};
+#[cfg(target_os = "linux")]
+use super::tests::{can_wire, peek};
+use super::tests::{map, two_segs, GIB, MIB, P, P64};
 use super::*;
 
 // ---------------------------------------------------------------
