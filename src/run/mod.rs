@@ -298,9 +298,8 @@ impl Vm {
     /// deliverable vector (FreeBSD `vmx_inject_interrupts`); what the
     /// event held back comes right after it (`request_event_window`).
     /// Neither an NMI nor an interrupt while the guest is in its interrupt
-    /// shadow: they
-    /// stay pending until the entry after the shadowed instruction (the
-    /// backend leaves the guest right after it). No entry when the guest
+    /// shadow: they stay pending until the entry after the shadowed
+    /// instruction (the backend leaves the guest right after it). No entry when the guest
     /// sits in its HLT state, or when a nested fault became a triple fault
     /// and suspended the VM.
     fn prepare_guest_entry(&self, vcpu: &Vcpu) -> Entry {

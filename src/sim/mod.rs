@@ -325,17 +325,14 @@ impl Backend for SimBackend {
         let mut slot = slot.lock();
         let slot = &mut *slot;
         slot.stats.entries += 1;
-        if slot.program.is_none() {
-            // The idle loop: sti; hlt.
-            set_intr_flag(vcpu, true);
-            return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
-        }
         // A read re-executed from the start has no value to deliver yet.
         if slot.replay.is_some_and(|(at, _)| at == rip) {
             slot.pending_read = None;
         }
         finish_read(slot, vcpu);
         let Some(program) = slot.program.as_mut() else {
+            // The idle loop: sti; hlt.
+            set_intr_flag(vcpu, true);
             return (GuestExit::Hlt { intr_enabled: true }, rip, 1);
         };
         // An event being delivered met a task gate: no guest instruction
