@@ -240,11 +240,11 @@ fn the_monitor_trap_flag_steps_the_guest() {
     assert_eq!(vm.run(&l).unwrap().kind, out, "off: straight to the port access");
 }
 
-/// Records at which action each interrupt came.
+/// Records each event the guest takes: (actions run before it, vector).
 struct Probe {
     actions: Vec<crate::guest::GuestAction>,
     pc: usize,
-    taken_before: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    taken: std::sync::Arc<std::sync::Mutex<Vec<(usize, u8)>>>,
 }
 
 impl crate::guest::GuestProgram for Probe {
@@ -253,8 +253,8 @@ impl crate::guest::GuestProgram for Probe {
         self.pc += 1;
         a
     }
-    fn interrupt(&mut self, _vector: u8) {
-        self.taken_before.lock().unwrap().push(self.pc);
+    fn interrupt(&mut self, vector: u8) {
+        self.taken.lock().unwrap().push((self.pc, vector));
     }
     fn read_result(&mut self, _value: u64) {}
 }
@@ -273,11 +273,11 @@ fn sti_shadows_the_next_instruction() {
         let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let out = PortOut { port: 0x80, size: 1, value: 0 };
         let actions = vec![EnableInterrupts, Hlt, out, EnableInterrupts, Compute, out];
-        let probe = Probe { actions, pc: 0, taken_before: taken.clone() };
+        let probe = Probe { actions, pc: 0, taken: taken.clone() };
         vm.set_guest(&l, Some(Box::new(probe))).unwrap();
         vm.lapic_irq(0, 0x40).unwrap();
         assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
-        assert_eq!(*taken.lock().unwrap(), [2], "after the HLT, before the out");
+        assert_eq!(*taken.lock().unwrap(), [(2, 0x40)], "after the HLT, before the out");
         // IF already set: the second STI has no shadow. Single-step
         // (monitor trap) to stop right after it; an interrupt pending
         // then is taken at the next entry, before the Compute.
@@ -285,7 +285,7 @@ fn sti_shadows_the_next_instruction() {
         assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the STI");
         vm.lapic_irq(0, 0x50).unwrap();
         assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the Compute");
-        assert_eq!(*taken.lock().unwrap(), [2, 4], "before the Compute (action 4)");
+        assert_eq!(*taken.lock().unwrap(), [(2, 0x40), (4, 0x50)], "before the Compute (action 4)");
     });
 }
 
@@ -298,7 +298,7 @@ fn an_sti_that_sets_the_flag_holds_interrupts_for_one_action() {
     vm.activate_cpu(0).unwrap();
     assert_eq!(vm.mmio_write(0, crate::vlapic::regs::LAPIC_BASE + 0xf0, 4, 0x1ff), Ok(Some(())));
     let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let probe = Probe { actions: vec![EnableInterrupts, Compute, Compute], pc: 0, taken_before: taken.clone() };
+    let probe = Probe { actions: vec![EnableInterrupts, Compute, Compute], pc: 0, taken: taken.clone() };
     vm.set_guest(&l, Some(Box::new(probe))).unwrap();
     l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 1).unwrap();
     assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the STI");
@@ -306,7 +306,7 @@ fn an_sti_that_sets_the_flag_holds_interrupts_for_one_action() {
     assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the shadowed Compute");
     assert!(taken.lock().unwrap().is_empty(), "held by the shadow");
     assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap);
-    assert_eq!(*taken.lock().unwrap(), [2], "before the second Compute");
+    assert_eq!(*taken.lock().unwrap(), [(2, 0x50)], "before the second Compute");
 }
 
 /// An NMI pending while the guest is in an STI shadow waits for the
@@ -321,7 +321,7 @@ fn an_nmi_waits_for_the_sti_shadow_and_comes_right_after_it() {
         let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let out = PortOut { port: 0x80, size: 1, value: 0 };
         let actions = vec![DisableInterrupts, EnableInterrupts, Compute, Compute, Compute, out];
-        let probe = Probe { actions, pc: 0, taken_before: taken.clone() };
+        let probe = Probe { actions, pc: 0, taken: taken.clone() };
         vm.set_guest(&l, Some(Box::new(probe))).unwrap();
         l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 1).unwrap();
         assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the CLI");
@@ -330,12 +330,12 @@ fn an_nmi_waits_for_the_sti_shadow_and_comes_right_after_it() {
         assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the shadowed Compute");
         assert!(taken.lock().unwrap().is_empty(), "held by the shadow");
         assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap);
-        assert_eq!(*taken.lock().unwrap(), [3], "before the second Compute");
+        assert_eq!(*taken.lock().unwrap(), [(3, 2)], "before the second Compute");
         // Unstepped: the guest leaves the shadow and takes the NMI at once.
         vm.set_guest(&l, None).unwrap();
         taken.lock().unwrap().clear();
         let actions = vec![DisableInterrupts, EnableInterrupts, Compute, Compute, Compute, out];
-        let probe = Probe { actions, pc: 0, taken_before: taken.clone() };
+        let probe = Probe { actions, pc: 0, taken: taken.clone() };
         vm.set_guest(&l, Some(Box::new(probe))).unwrap();
         l.vcpu().regs.lock().set(crate::regs::reg::RIP as i32, 0).unwrap();
         assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Mtrap, "after the CLI");
@@ -343,7 +343,7 @@ fn an_nmi_waits_for_the_sti_shadow_and_comes_right_after_it() {
         l.vcpu().regs.lock().set_cap(CAP_MTRAP_EXIT, 0).unwrap();
         vm.inject_nmi(0).unwrap();
         assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
-        assert_eq!(*taken.lock().unwrap(), [3], "right after the shadowed Compute");
+        assert_eq!(*taken.lock().unwrap(), [(3, 2)], "right after the shadowed Compute");
     });
 }
 
@@ -1185,25 +1185,6 @@ fn an_in_exit_reports_the_guests_eax() {
     assert_eq!(e.kind, ExitKind::Inout { port: 0x3f8, bytes: 2, is_in: true, eax: 0x1122_3344 });
 }
 
-/// Records each event the guest takes: (actions run before it, vector).
-struct EventLog {
-    actions: Vec<crate::guest::GuestAction>,
-    pc: usize,
-    taken: std::sync::Arc<std::sync::Mutex<Vec<(usize, u8)>>>,
-}
-
-impl crate::guest::GuestProgram for EventLog {
-    fn next(&mut self, _rip: u64) -> crate::guest::GuestAction {
-        let a = self.actions.get(self.pc).copied().unwrap_or(Hlt);
-        self.pc += 1;
-        a
-    }
-    fn interrupt(&mut self, vector: u8) {
-        self.taken.lock().unwrap().push((self.pc, vector));
-    }
-    fn read_result(&mut self, _value: u64) {}
-}
-
 /// An NMI or interrupt still pending when an entry injects another event
 /// comes right after that event, before the guest's next instruction:
 /// FreeBSD's `vmx_inject_interrupts` then sets NMI- or interrupt-window
@@ -1223,7 +1204,7 @@ fn what_an_injected_event_holds_back_comes_right_after_it() {
         let run = |what: &str, flags: u64, want: &[(usize, u8)]| {
             let mut actions = vec![Compute; 50];
             actions.push(out);
-            let log = EventLog { actions, pc: 0, taken: taken.clone() };
+            let log = Probe { actions, pc: 0, taken: taken.clone() };
             vm.set_guest(&l, Some(Box::new(log))).unwrap();
             l.vcpu().regs.lock().set(RFLAGS as i32, flags).unwrap();
             assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }), "{what}");
