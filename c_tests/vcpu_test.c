@@ -72,6 +72,10 @@ main(void)
 		CHECK_OK(vm_get_register(v0, r, &val));
 		CHECK(val == (r == VM_REG_GUEST_INTR_SHADOW || r == VM_REG_GUEST_TPR ? 0 : 0x1000u + r));
 	}
+	/* VMX's VM-entry instruction length is a 32-bit VMCS field. */
+	CHECK_OK(vm_set_register(v0, VM_REG_GUEST_ENTRY_INST_LENGTH, 0x700000001ull));
+	CHECK_OK(vm_get_register(v0, VM_REG_GUEST_ENTRY_INST_LENGTH, &val));
+	CHECK(val == 1);
 	CHECK_ERR(vm_set_register(v0, VM_REG_LAST, 1), EINVAL);
 	CHECK_ERR(vm_get_register(v0, -1, &val), EINVAL);
 	CHECK_ERR(vm_get_register(v0, VM_REG_GUEST_RIP, NULL), EFAULT);

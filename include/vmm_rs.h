@@ -2608,7 +2608,8 @@ int vm_run(struct vcpu *vcpu, struct vm_run *vmrun);
  VM_REG_GUEST_INTR_SHADOW takes 0 only, which ends the guest's interrupt
  shadow; any other value is EINVAL (as FreeBSD on Intel: a vCPU cannot be
  forced into an interrupt shadow). VM_REG_GUEST_TPR cannot be set
- (EINVAL, as FreeBSD's backends). A segment selector keeps 16 bits.
+ (EINVAL, as FreeBSD's backends). A segment selector keeps 16 bits,
+ VM_REG_GUEST_ENTRY_INST_LENGTH 32 (VMX's VMCS field widths).
  */
 int vm_set_register(struct vcpu *vcpu, int reg, uint64_t val);
 

@@ -275,6 +275,7 @@ impl VcpuRegs {
 
     /// `vm_set_register`; setting RIP also sets where the guest resumes,
     /// a segment register (ES..TR) keeps the selector's 16 bits,
+    /// ENTRY_INST_LENGTH its low 32 bits (a 32-bit VMCS field),
     /// setting FS_BASE or GS_BASE the descriptor's base. INTR_SHADOW takes
     /// 0 only (EINVAL otherwise, as FreeBSD's `vmx_setreg`): the shadow is
     /// the backend's, which `Vm::set_register` ends.
@@ -285,6 +286,9 @@ impl VcpuRegs {
             reg::GS_BASE => self.segs[reg::GS - reg::ES].base = val,
             // Selectors are 16 bits (a VMCS or VMCB field that wide).
             r @ reg::ES..=reg::TR => self.regs[r] = val & 0xffff,
+            // VMX's VM-entry instruction length is a 32-bit VMCS field
+            // (`vmcs_setreg`: VMWRITE drops the high bits).
+            reg::ENTRY_INST_LENGTH => self.regs[reg::ENTRY_INST_LENGTH] = val & 0xffff_ffff,
             r => {
                 self.regs[r] = val;
                 if r == reg::RIP {
@@ -519,6 +523,19 @@ mod tests {
             r.set(i as i32, 0xdead_0008).unwrap();
             assert_eq!(r.get(i as i32), Ok(0x0008), "selector {i}");
         }
+    }
+
+    /// FreeBSD `vmx_setreg` -> `vmcs_setreg`: VM_REG_GUEST_ENTRY_INST_LENGTH
+    /// is the VMCS's VM-entry instruction length, a 32-bit field, so a
+    /// VMWRITE keeps the value's low 32 bits.
+    #[test]
+    fn entry_instruction_length_is_32_bits() {
+        let mut r = VcpuRegs::default();
+        let n = reg::ENTRY_INST_LENGTH as i32;
+        r.set(n, 0xdead_beef_0000_0003).unwrap();
+        assert_eq!(r.get(n), Ok(3));
+        r.set(n, u64::MAX).unwrap();
+        assert_eq!(r.get(n), Ok(0xffff_ffff));
     }
 
     #[test]

@@ -91,7 +91,8 @@ pub unsafe extern "C" fn vm_run(vcpu: *mut vcpu, vmrun: *mut vm_run) -> c_int {
 /// VM_REG_GUEST_INTR_SHADOW takes 0 only, which ends the guest's interrupt
 /// shadow; any other value is EINVAL (as FreeBSD on Intel: a vCPU cannot be
 /// forced into an interrupt shadow). VM_REG_GUEST_TPR cannot be set
-/// (EINVAL, as FreeBSD's backends). A segment selector keeps 16 bits.
+/// (EINVAL, as FreeBSD's backends). A segment selector keeps 16 bits,
+/// VM_REG_GUEST_ENTRY_INST_LENGTH 32 (VMX's VMCS field widths).
 #[no_mangle]
 pub extern "C" fn vm_set_register(vcpu: *mut vcpu, reg: c_int, val: u64) -> c_int {
     ffi_boundary!({
