@@ -70,9 +70,11 @@ impl CalloutWaker {
                 // process, and joining it would panic in std. The handle's
                 // memory is freed; the pthread_t is left alone.
                 let _ = h.into_pthread_t();
-            } else if h.as_pthread_t() != nix::sys::pthread::pthread_self() {
+            } else if h.as_pthread_t() as usize != nix::sys::pthread::pthread_self() as usize {
                 // (pthread_self, not std::thread::current(): the latter
-                // panics in a pthread key destructor run after std's own.)
+                // panics in a pthread key destructor run after std's own.
+                // Compared as integers: on musl, std's pthread_t is an
+                // integer and the libc crate's a pointer.)
                 // A panic on the thread was reported when it happened.
                 let _ = h.join();
             }

@@ -79,14 +79,14 @@ pub unsafe extern "C" fn vm_rtc_read(ctx: *mut vmctx, offset: c_int, retval: *mu
 /// bit); EINVAL before 1970 (except -1, which stops the clock) or after
 /// 9999.
 #[no_mangle]
-pub extern "C" fn vm_rtc_settime(ctx: *mut vmctx, secs: libc::time_t) -> c_int {
+pub extern "C" fn vm_rtc_settime(ctx: *mut vmctx, secs: time_t) -> c_int {
     ffi_boundary!({ ctx_ioctl(ctx, VM_RTC_SETTIME, &mut vm_rtc_time { secs }) })
 }
 
 /// The RTC's time, in seconds since the epoch, into `*secs`: -1 while the
 /// guest has updates halted or the date/time bytes are invalid.
 #[no_mangle]
-pub unsafe extern "C" fn vm_rtc_gettime(ctx: *mut vmctx, secs: *mut libc::time_t) -> c_int {
+pub unsafe extern "C" fn vm_rtc_gettime(ctx: *mut vmctx, secs: *mut time_t) -> c_int {
     ffi_boundary!({
         if secs.is_null() {
             return fail(libc::EFAULT);
