@@ -37,7 +37,7 @@ ABI     := $(shell echo $(VERSION) | awk -F. '{ print ($$1 == 0) ? $$1 "." $$2 :
 # compiling cbindgen once per directory cost CI over a minute.
 NO_HEADER := --no-default-features
 
-.PHONY: all lib lib-legacy stress verify tsan cross-check cross-c-tests bench bench-build check doc-check cargo-test c-tests header-check install install-check clean
+.PHONY: all lib lib-legacy stress verify tsan cross-check cross-c-tests musl-check musl-c-tests bench bench-build check doc-check cargo-test c-tests header-check install install-check clean
 
 all: lib
 
@@ -157,6 +157,33 @@ cross-check:
 # (run by cross-check, with CC, LIBDIR and BUILD set for the target)
 cross-c-tests: $(C_BINS)
 	VMM_RS_RUN_WITH="$(A64_RUN)" CC="$(CC)" CXX="$(CXX)" c_tests/run.sh $(BUILD) -- $(COMPAT)
+
+# Linux x86-64 with musl, the C library of Alpine and of static builds
+# (not part of `check`: it needs `rustup target add
+# x86_64-unknown-linux-musl` and Debian's musl-tools): the unit tests,
+# then every C test linked statically with musl-gcc and run. musl-gcc
+# leaves the system's headers out, so the kernel's (linux/, asm/), which
+# some tests include, come back through a directory of links; Debian's
+# libgcc_eh is built for glibc, so Rust's libunwind for musl is linked
+# before it. Left out: the C++ test and the header units (no C++ library
+# for musl here) and valgrind (it cannot see a static binary's malloc).
+MUSL        := x86_64-unknown-linux-musl
+MUSL_KHDRS  := $(CROSS_DIR)/$(MUSL)/kernel-headers
+MUSL_UNWIND  = $(shell rustc --print sysroot)/lib/rustlib/$(MUSL)/lib/self-contained/libunwind.a
+musl-check:
+	$(CARGO) test $(NO_HEADER) --lib --target $(MUSL) --target-dir $(CROSS_DIR)
+	$(CARGO) build --release $(NO_HEADER) --target $(MUSL) --target-dir $(CROSS_DIR)
+	mkdir -p $(MUSL_KHDRS)
+	ln -sfn /usr/include/linux $(MUSL_KHDRS)/linux
+	ln -sfn /usr/include/asm-generic $(MUSL_KHDRS)/asm-generic
+	ln -sfn $(firstword $(wildcard /usr/include/x86_64-linux-gnu/asm /usr/include/asm)) $(MUSL_KHDRS)/asm
+	$(MAKE) --no-print-directory musl-c-tests CC=musl-gcc CXX_SRCS= CFLAGS="-O1 -g -idirafter $(MUSL_KHDRS)" \
+	  LIBDIR=$(CROSS_DIR)/$(MUSL)/release BUILD=$(BUILD)/$(MUSL) \
+	  LDLIBS="$(CROSS_DIR)/$(MUSL)/release/libvmm_rs.a $(MUSL_UNWIND) -lpthread -lm"
+
+# (run by musl-check, with CC, LIBDIR, BUILD and LDLIBS set for musl)
+musl-c-tests: $(C_BINS)
+	VMM_RS_NO_VALGRIND="static musl binaries" c_tests/run.sh $(BUILD)
 
 # Benchmarks: the C program (C face, Linux KVM, syscall floor) writes
 # target/bench/c.tsv; then criterion (benches/vmm.rs, its own package)

@@ -6,7 +6,9 @@
 # as C++); and ends with the line "N passed, N failed". With
 # VMM_RS_RUN_WITH set (an emulator such as "qemu-aarch64 -L
 # /usr/aarch64-linux-gnu", for binaries built for another architecture)
-# every test runs under it, and the valgrind pass is left out.
+# every test runs under it, and the valgrind pass is left out; with
+# VMM_RS_NO_VALGRIND set (statically linked musl binaries, whose malloc
+# valgrind cannot see) it is left out too.
 set -u
 build=$1; shift
 expect_deadlock=()
@@ -33,6 +35,8 @@ done
 
 if [ ${#run_with[@]} -gt 0 ]; then
   echo "(no valgrind pass: the tests ran under ${run_with[*]})"
+elif [ -n "${VMM_RS_NO_VALGRIND:-}" ]; then
+  echo "(no valgrind pass: $VMM_RS_NO_VALGRIND)"
 elif command -v valgrind >/dev/null 2>&1; then
   # valgrind runs a process's threads one at a time, so the tests run
   # $VMM_RS_TEST_JOBS at once (default: one per CPU); results are
