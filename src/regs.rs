@@ -664,6 +664,39 @@ mod tests {
         assert_eq!(r.intinfo(), (0, 0), "both taken");
     }
 
+    /// FreeBSD `exception_class` and `nested_fault`: the class comes from
+    /// the type first (an interrupt, NMI or INT n is benign whatever its
+    /// vector), then from the vector (#VE is a page fault); only a
+    /// hardware #DF being delivered makes a triple fault. A legacy 8259
+    /// guest takes IRQ0 as vector 8, INT 0x0d and INT 0x0e are software.
+    #[test]
+    fn nested_faults_classify_by_type_before_vector() {
+        let exc = |v: u64| intinfo::VALID | intinfo::HWEXCEPTION | v;
+        let df = exc(8) | intinfo::DEL_ERRCODE;
+        let mut r = VcpuRegs::default();
+        for (first, want) in [
+            (intinfo::VALID | intinfo::HWINTR | 8, EntryEvent::Inject(exc(13))),
+            (intinfo::VALID | intinfo::SWINTR | 13, EntryEvent::Inject(exc(13))),
+            (intinfo::VALID | intinfo::SWINTR | 14, EntryEvent::Inject(exc(13))),
+            (exc(20), EntryEvent::Inject(df)),
+        ] {
+            r.set_exitintinfo(first).unwrap();
+            r.inject_exception(13, None, false).unwrap();
+            assert_eq!(r.entry_intinfo(), Some(want), "{first:#x} then #GP");
+        }
+    }
+
+    /// An exception's vector is below 32 (FreeBSD `vm_exit_intinfo`).
+    #[test]
+    fn exit_intinfo_exceptions_stop_at_vector_31() {
+        let mut r = VcpuRegs::default();
+        let exc = |v: u64| intinfo::VALID | intinfo::HWEXCEPTION | v;
+        assert_eq!(r.set_exitintinfo(exc(31)), Ok(()));
+        assert_eq!(r.set_exitintinfo(exc(32)), Err(Error::Inval));
+        assert_eq!(r.intinfo().0, exc(31), "the refused word changed nothing");
+        assert_eq!(r.set_exitintinfo(intinfo::VALID | intinfo::HWINTR | 32), Ok(()), "an interrupt may be 32");
+    }
+
     #[test]
     fn injected_exceptions_follow_freebsd() {
         let mut r = VcpuRegs::default();
