@@ -463,4 +463,59 @@ mod tests {
         assert_eq!(r.wrmsr(MSR_MISC_ENABLE, MISC_ENABLE | MISC_ENABLE_XD_DISABLE), MsrAccess::Done(MISC_ENABLE | MISC_ENABLE_XD_DISABLE));
         assert_eq!(r.wrmsr(MSR_MISC_ENABLE, MISC_ENABLE | 1 << 18), MsrAccess::Userland, "FreeBSD punts");
     }
+
+    /// EFER as the processor takes a WRMSR: LME may change while paging
+    /// is off (how a guest enters long mode), and a read-modify-write in
+    /// long mode that carries LMA back is fine (Linux sets NXE so), LMA
+    /// staying the processor's either way.
+    #[test]
+    fn efer_takes_lme_without_paging_and_lma_written_back() {
+        let mut r = VcpuRegs::default();
+        let lme = 1 << 8;
+        assert_eq!(r.wrmsr(MSR_EFER, lme), MsrAccess::Done(lme), "LME on, paging off");
+        assert_eq!(r.get(reg::EFER as i32), Ok(lme));
+        assert_eq!(r.wrmsr(MSR_EFER, 0), MsrAccess::Done(0), "and off again");
+        assert_eq!(r.wrmsr(MSR_EFER, EFER_LMA | 1), MsrAccess::Done(EFER_LMA | 1));
+        assert_eq!(r.get(reg::EFER as i32), Ok(1), "LMA written is not LMA set");
+        // Long mode: read, add NXE, write back.
+        r.set(reg::CR0 as i32, CR0_PG | 1).unwrap();
+        r.set(reg::EFER as i32, EFER_LMA | lme).unwrap();
+        let MsrAccess::Done(efer) = r.rdmsr(MSR_EFER) else { panic!("EFER is kept") };
+        assert_eq!(r.wrmsr(MSR_EFER, efer | 1 << 11), MsrAccess::Done(efer | 1 << 11));
+        assert_eq!(r.get(reg::EFER as i32), Ok(EFER_LMA | lme | 1 << 11));
+    }
+
+    /// Every base and entry-point MSR the processor checks is canonical
+    /// or #GP, IA32_KERNEL_GS_BASE too (SDM WRMSR); the refused value is
+    /// not stored.
+    #[test]
+    fn base_msrs_refuse_non_canonical_addresses() {
+        let mut r = VcpuRegs::default();
+        let bad = 0x0000_8000_0000_0000;
+        for msr in [MSR_FSBASE, MSR_GSBASE, MSR_KGSBASE, MSR_LSTAR, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP] {
+            assert_eq!(r.wrmsr(msr, bad), MsrAccess::Fault, "{msr:#x}");
+            assert_eq!(r.rdmsr(msr), MsrAccess::Done(0), "{msr:#x} unchanged");
+        }
+    }
+
+    /// FreeBSD's VMX MSR bitmap: read-write pass-through for the FS, GS
+    /// and kernel-GS bases, SYSENTER, EFER and the SYSCALL MSRs
+    /// (`vmx_vminit`, `vmx_msr_guest_init`); read-only for the TSC and
+    /// TSC_AUX; everything else exits.
+    #[test]
+    fn vmx_passthrough_is_freebsds_msr_bitmap() {
+        let both = [
+            MSR_FSBASE, MSR_GSBASE, MSR_KGSBASE, MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP, MSR_EFER,
+            MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SF_MASK,
+        ];
+        for msr in both {
+            assert!(vmx_passthrough(msr, false) && vmx_passthrough(msr, true), "{msr:#x}");
+        }
+        for msr in [MSR_TSC, MSR_TSC_AUX] {
+            assert!(vmx_passthrough(msr, false) && !vmx_passthrough(msr, true), "{msr:#x}");
+        }
+        for msr in [MSR_PAT, MSR_MISC_ENABLE, MSR_MTRR_DEF_TYPE, MSR_MCG_CAP, 0x1b, 0x3a, 0xc000_0104] {
+            assert!(!vmx_passthrough(msr, false) && !vmx_passthrough(msr, true), "{msr:#x}");
+        }
+    }
 }
