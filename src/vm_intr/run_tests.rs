@@ -30,6 +30,8 @@ struct Script {
     mmio_reads: StdMutex<Vec<u64>>,
     /// Another thread's lock request lands while the guest runs (set once).
     reqidle_during_run: std::sync::atomic::AtomicBool,
+    /// An NMI lands while the guest runs (set once).
+    nmi_during_run: std::sync::atomic::AtomicBool,
     /// The guest's interrupt handler: the exits it makes for every vector
     /// it takes, before its next scripted exit (an EOI, and whatever
     /// re-arms the device), so a timer tick taken at the entry before a
@@ -66,6 +68,9 @@ impl Backend for Guest {
         self.0.at_entry.lock().unwrap().push((vcpu.vlapic.tmr(), vcpu.vlapic.irr()));
         if self.0.reqidle_during_run.swap(false, std::sync::atomic::Ordering::SeqCst) {
             vcpu.lock().reqidle = true;
+        }
+        if self.0.nmi_during_run.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            vcpu.vlapic.inject_nmi();
         }
         if let Some(e) = self.0.handler_exits.lock().unwrap().pop_front() {
             return (e, rip, 3);
@@ -540,28 +545,31 @@ fn msrs_vmx_passes_through_are_no_exits_in_the_statistics() {
 /// RDMSR and WRMSR are privileged: at CPL > 0 (SS.DPL under VMX) the
 /// processor raises #GP(0) before any VM exit (SDM 26.1.1), so on FreeBSD
 /// neither `vmx_rdmsr` / `lapic_rdmsr` nor userland (VM_EXITCODE_RDMSR /
-/// WRMSR) sees the access and no exit is counted.
+/// WRMSR) sees the access and no exit is counted. CPL 1 as CPL 3: a ring-1
+/// kernel is no ring 0.
 #[test]
-fn msr_access_at_cpl3_is_gp_without_an_exit() {
+fn msr_access_above_cpl0_is_gp_without_an_exit() {
     use crate::regs::msr::MSR_EFER;
     use crate::regs::{reg, SegDesc};
     use crate::stats::Stat;
-    let exits = [GuestExit::Rdmsr { msr: 0x3a }, GuestExit::Wrmsr { msr: 0x3a, value: 1 }, GuestExit::Rdmsr { msr: MSR_EFER }];
-    let (vm, s) = vm_with(Script::playing(exits, true), 1);
-    // Protected mode, CPL 3.
-    {
-        let v = vm.vcpu(0).unwrap();
-        let mut r = v.regs.lock();
-        r.set(reg::CR0 as i32, 1).unwrap();
-        r.set_seg(reg::SS as i32, SegDesc { base: 0, limit: 0xffff_ffff, access: 0xc0f3 }).unwrap();
-        r.set_seg(reg::CS as i32, SegDesc { base: 0, limit: 0xffff_ffff, access: 0xc0fb }).unwrap();
+    for dpl in [1u32, 3] {
+        let exits = [GuestExit::Rdmsr { msr: 0x3a }, GuestExit::Wrmsr { msr: 0x3a, value: 1 }, GuestExit::Rdmsr { msr: MSR_EFER }];
+        let (vm, s) = vm_with(Script::playing(exits, true), 1);
+        // Protected mode, CPL `dpl`.
+        {
+            let v = vm.vcpu(0).unwrap();
+            let mut r = v.regs.lock();
+            r.set(reg::CR0 as i32, 1).unwrap();
+            r.set_seg(reg::SS as i32, SegDesc { base: 0, limit: 0xffff_ffff, access: 0xc093 | dpl << 5 }).unwrap();
+            r.set_seg(reg::CS as i32, SegDesc { base: 0, limit: 0xffff_ffff, access: 0xc09b | dpl << 5 }).unwrap();
+        }
+        let e = run_once(&vm, 0);
+        assert_eq!(e, ExitKind::Bogus, "no RDMSR / WRMSR exit at CPL {dpl}");
+        assert_eq!(*s.injected.lock().unwrap(), [13, 13, 13], "#GP for each at CPL {dpl}");
+        assert!(s.mmio_reads.lock().unwrap().is_empty(), "EFER not read at CPL {dpl}");
+        let st = vm.vcpu_stats(0, 0, 64).unwrap();
+        assert_eq!((st[Stat::Rdmsr as usize], st[Stat::Wrmsr as usize]), (0, 0));
     }
-    let e = run_once(&vm, 0);
-    assert_eq!(e, ExitKind::Bogus, "no RDMSR / WRMSR exit at CPL 3");
-    assert_eq!(*s.injected.lock().unwrap(), [13, 13, 13], "#GP for each");
-    assert!(s.mmio_reads.lock().unwrap().is_empty(), "EFER not read");
-    let st = vm.vcpu_stats(0, 0, 64).unwrap();
-    assert_eq!((st[Stat::Rdmsr as usize], st[Stat::Wrmsr as usize]), (0, 0));
 }
 
 /// The MSRs VMX keeps or emulates in the kernel never reach userland:
@@ -596,6 +604,45 @@ fn a_reqidle_landing_before_the_hlt_is_handled_does_not_halt_the_vm() {
     let (vm, _) = vm_with(script, 1);
     assert_eq!(run_once(&vm, 0), ExitKind::ReqIdle);
     assert_eq!(vm.suspended_how(), None);
+}
+
+/// FreeBSD's `vm_handle_hlt` looks for a pending NMI before it counts
+/// the vCPU as halted: one that lands between the guest's `cli; hlt` and
+/// the HLT's handling ends the HLT, and the VM does not suspend.
+#[test]
+fn an_nmi_landing_before_the_hlt_is_handled_does_not_halt_the_vm() {
+    let exits = [GuestExit::Hlt { intr_enabled: false }];
+    let script = Script::playing(exits, false);
+    script.nmi_during_run.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (vm, s) = vm_with(script, 1);
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
+    assert_eq!(vm.suspended_how(), None);
+    assert_eq!(*s.injected.lock().unwrap(), [2], "the NMI taken after the HLT");
+}
+
+/// A vCPU whose HLT with interrupts off has ended no longer counts as
+/// halted: another vCPU's `cli; hlt` later leaves the VM running (FreeBSD
+/// `vm_handle_hlt` clears its bit in `halted_cpus` on the way out).
+#[test]
+fn a_halt_that_ended_no_longer_counts_toward_suspending_the_vm() {
+    with_watchdog(20, || {
+        // The vCPUs share the script: vCPU 0 takes the first HLT and the
+        // exit after it, vCPU 1 the second HLT.
+        let cli_hlt = GuestExit::Hlt { intr_enabled: false };
+        let (vm, _) = vm_with(Script::playing([cli_hlt, GuestExit::Bogus, cli_hlt], true), 2);
+        let runner = run_until_sleeping(&vm, 0);
+        vm.inject_nmi(0).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+        // vCPU 1 halts alone: it sleeps, it does not suspend the VM.
+        let vm2 = vm.clone();
+        let runner = thread::spawn(move || run_once(&vm2, 1));
+        while vm.vcpu(1).unwrap().state() != VcpuState::Sleeping && !runner.is_finished() {
+            thread::yield_now();
+        }
+        assert_eq!(vm.suspended_how(), None, "vCPU 0 is not halted any more");
+        vm.inject_nmi(1).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+    });
 }
 
 #[test]
