@@ -1189,8 +1189,9 @@ fn an_in_exit_reports_the_guests_eax() {
 /// comes right after that event, before the guest's next instruction:
 /// FreeBSD's `vmx_inject_interrupts` then sets NMI- or interrupt-window
 /// exiting (`svm_inject_interrupts` the VINTR intercept), and the window
-/// is open as soon as the event is delivered. The guest here takes its
-/// events at once (its handlers run in no time), so nothing blocks them.
+/// is open as soon as the event is delivered (after an ExtINT too). The
+/// guest here takes its events at once (its handlers run in no time), so
+/// nothing blocks them.
 #[test]
 fn what_an_injected_event_holds_back_comes_right_after_it() {
     use crate::regs::reg::RFLAGS;
@@ -1223,6 +1224,18 @@ fn what_an_injected_event_holds_back_comes_right_after_it() {
         vm.inject_nmi(0).unwrap();
         vm.lapic_irq(0, 0x40).unwrap();
         run("NMI and an interrupt", 0x202, &[(0, 2), (0, 0x40)]);
+        vm.mmio_write(0, crate::guest::LAPIC_EOI_GPA, 4, 0).unwrap();
+        // An ExtINT (the 8259's vector, master at 0x20), then the APIC
+        // vector it went before.
+        let icws = [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)];
+        for (port, val) in icws.into_iter().chain([(0xa0, 0x11), (0xa1, 0x28), (0xa1, 0x02), (0xa1, 0x01)]) {
+            assert_eq!(vm.emulate_inout(port, 1, false, val), Some(Ok(None)), "8259 port {port:#x}");
+        }
+        let lint0 = crate::vlapic::regs::LAPIC_BASE + 0x350;
+        assert_eq!(vm.mmio_write(0, lint0, 4, 0x700), Ok(Some(())), "LINT0: ExtINT");
+        vm.isa_pulse_irq(1, -1).unwrap();
+        vm.lapic_irq(0, 0x40).unwrap();
+        run("ExtINT and an interrupt", 0x202, &[(0, 0x21), (0, 0x40)]);
         vm.mmio_write(0, crate::guest::LAPIC_EOI_GPA, 4, 0).unwrap();
         // Interrupts disabled: the interrupt waits (for good, here).
         vm.inject_exception(l.vcpu(), 6, None, false).unwrap();
