@@ -94,6 +94,9 @@ fn protection_faults_carry_freebsds_error_codes() {
     let walk = |cpl, prot| gla2gpa(&m, &paging64(cpl), GLA, prot, true);
     assert_eq!(walk(0, PROT_READ), Ok(Ok(8 * MIB + 0x678)));
     assert_eq!(walk(3, PROT_READ), Ok(Err(GuestFault::PageFault(PGEX_P | PGEX_U))));
+    // Only CPL 3 is a user access (FreeBSD: `usermode = cpl == 3`).
+    assert_eq!(walk(1, PROT_READ), Ok(Ok(8 * MIB + 0x678)), "CPL 1 is supervisor");
+    assert_eq!(walk(2, PROT_READ), Ok(Ok(8 * MIB + 0x678)), "CPL 2 is supervisor");
     assert_eq!(walk(0, PROT_WRITE), Ok(Err(GuestFault::PageFault(PGEX_P | PGEX_W))), "as CR0.WP=1");
     assert_eq!(walk(0, PROT_EXEC), Ok(Ok(8 * MIB + 0x678)), "no NX check");
     put64(&m, PT + 5 * 8, 0);
@@ -137,6 +140,9 @@ fn thirty_two_bit_and_pae_walks() {
     let p32 = GuestPaging { cr3: 0x6000, cpl: 0, cpu_mode: 1, paging_mode: PAGING_MODE_32 };
     assert_eq!(gla2gpa(&m, &p32, 0x0040_1abc, PROT_WRITE, false), Ok(Ok(0x0090_0abc)));
     assert_eq!(m.read_pte(0x7004, 4).unwrap() & (PG_A | PG_M), PG_A | PG_M);
+    // Only CR3's low 32 bits name the page directory.
+    let high = GuestPaging { cr3: (1 << 32) | 0x6000, ..p32 };
+    assert_eq!(gla2gpa(&m, &high, 0x0040_1abc, PROT_READ, true), Ok(Ok(0x0090_0abc)), "CR3 bits 63:32");
     // A 4 MiB page (PDE 2, PS), CR4.PSE not consulted.
     put32(&m, 0x6000 + 8, 0x0140_0000 | (PG_V | PG_PS) as u32);
     assert_eq!(gla2gpa(&m, &p32, 0x0081_2345, PROT_READ, true), Ok(Ok(0x0141_2345)));
