@@ -26,6 +26,8 @@ fn fake(vendor: &[u8; 12]) -> Cpuid<FakeHost> {
     m.insert((4, 0), [0xfc00_4121, 0x01c0_003f, 0x3f, 0]);
     m.insert((4, 3), [0xfc0f_c163, 0x03c0_003f, 0x3fff, 6]);
     m.insert((7, 0), [2, u32::MAX, u32::MAX, u32::MAX]);
+    m.insert((7, 1), [u32::MAX; 4]);
+    m.insert((7, 2), [u32::MAX; 4]);
     m.insert((0xd, 0), [7, 0x340, 0x340, 0]);
     m.insert((0x15, 0), [2, 100, 0, 0]);
     m.insert((0x14, 0), [0x14, 1, 2, 3]);
@@ -191,6 +193,11 @@ fn leaf_7_passes_only_the_safe_features_and_the_enabled_capabilities() {
     g.rdpid = true;
     g.invpcid = true;
     assert_eq!(c.emulate(&g, 7, 0), [0, safe_b | L7B_INVPCID, L7C_RDPID, L7D_SAFE]);
+    // The host's other subleaves (every bit set here) stay hidden, the
+    // capabilities' bits too (FreeBSD fills subleaf 0 only).
+    for sub in [1, 2] {
+        assert_eq!(c.emulate(&g, 7, sub), [0; 4], "subleaf {sub}");
+    }
 }
 
 #[test]
