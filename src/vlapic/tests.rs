@@ -318,6 +318,32 @@ fn periodic_timer_rearms_and_resyncs_when_late() {
     assert_eq!(l.timer_deadline(), None);
 }
 
+/// A DCR write changes the rate, not the running deadline (FreeBSD
+/// `vlapic_dcr_write_handler` recomputes the period only): the current
+/// count, read at the new rate, never exceeds the initial count, and the
+/// next reload runs at the new rate. A reload exactly one period late
+/// restarts from now, as FreeBSD's `vlapic_callout_handler` (which
+/// catches up only when less than a period late).
+#[test]
+fn a_dcr_write_takes_effect_at_the_next_reload() {
+    let l = enabled(0);
+    let t0 = Instant::now();
+    l.mmio_write(off::TIMER_DCR, 0x0, t0); // divide by 2
+    l.mmio_write(off::LVT_TIMER, LVTT_PERIODIC | 0x41, t0);
+    l.mmio_write(off::TIMER_ICR, 1 << 19, t0);
+    let p = Duration::from_nanos(7_812_500);
+    l.mmio_write(off::TIMER_DCR, 0xB, t0); // divide by 1: half the period
+    assert_eq!(l.timer_deadline(), Some(t0 + p), "the running countdown keeps its deadline");
+    assert_eq!(l.mmio_read(off::TIMER_CCR, t0), 1 << 19, "twice the ticks left, capped at ICR");
+    assert!(l.timer_poll(t0 + p));
+    assert_eq!(l.timer_deadline(), Some(t0 + p + p / 2), "reloaded at the new rate");
+    l.intr_accepted(0x41);
+    // Exactly one (new) period late.
+    let late = t0 + p * 2;
+    assert!(l.timer_poll(late));
+    assert_eq!(l.timer_deadline(), Some(late + p / 2));
+}
+
 #[test]
 fn software_disable_stops_timer_and_enable_restarts_periodic() {
     let l = enabled(0);
