@@ -159,6 +159,9 @@ mod tests {
         assert_eq!(decode(gdt[2]), (0, 0xffff_ffff, 0x12, true, true), "data: read/write");
         assert_eq!(decode(gdt[3]), (0x3000, 103, 0x09, true, false), "available 32-bit TSS");
         assert_eq!(decode(freebsd_gdt32(0x0100_0000)[3]).0, 0x00_1000, "only base bits 23:0, as FreeBSD");
+        // Base bits 31:24 do not spill into the type byte (an available
+        // TSS turned busy).
+        assert_eq!(decode(freebsd_gdt32(0x0200_0000)[3]), (0x00_1000, 103, 0x09, true, false), "TSS above 32 MiB");
         let mut r = VcpuRegs::default();
         r.freebsd_i386(0x10_0000, 0x2000, 0x8000);
         let (cs, ds, tr) = (r.get_seg(reg::CS as i32).unwrap(), r.get_seg(reg::DS as i32).unwrap(), r.get_seg(reg::TR as i32).unwrap());
