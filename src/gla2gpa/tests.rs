@@ -173,8 +173,9 @@ fn page_tables_outside_guest_ram_are_efault() {
     assert_eq!(gla2gpa(&ro, &paging64(0), GLA, PROT_READ, true), Err(Error::Fault));
 }
 
-/// The faulting form queues #PF with CR2; with an exception already
-/// queued, neither the #PF nor its CR2 is taken (FreeBSD: a KASSERT).
+/// The faulting form queues #PF with CR2, or #GP(0) for a non-canonical
+/// address; with an exception already queued, neither the #PF nor its
+/// CR2 is taken (FreeBSD: a KASSERT).
 #[test]
 fn a_fault_is_queued_with_cr2_unless_an_exception_is_pending() {
     use crate::regs::reg;
@@ -194,5 +195,11 @@ fn a_fault_is_queued_with_cr2_unless_an_exception_is_pending() {
     assert_eq!(l.vcpu().regs.lock().get(reg::CR2 as i32), Ok(GLA));
     // Another fault with the #PF still queued: CR2 stays.
     assert_eq!(vm.gla2gpa(&l, &p, GLA + 0x1000, PROT_READ, false), Ok(None));
+    assert_eq!(l.vcpu().regs.lock().get(reg::CR2 as i32), Ok(GLA));
+    // A non-canonical address queues #GP(0), CR2 untouched.
+    let _ = l.vcpu().regs.lock().entry_intinfo();
+    assert_eq!(vm.gla2gpa(&l, &p, 0x0000_8000_0000_0000, PROT_READ, false), Ok(None));
+    let (_, info) = l.vcpu().regs.lock().intinfo();
+    assert_eq!((info & 0xff, info & crate::regs::intinfo::DEL_ERRCODE != 0, info >> 32), (13, true, 0), "#GP(0)");
     assert_eq!(l.vcpu().regs.lock().get(reg::CR2 as i32), Ok(GLA));
 }
