@@ -143,6 +143,12 @@ fn leaf_1_carries_the_apic_id_topology_and_the_vmms_feature_edits() {
     assert_eq!(edx & (l1d::ACPI | l1d::TM | l1d::DS), 0);
     g.x2apic = true;
     assert_ne!(c.emulate(&g, 1, 0)[2] & l1c::X2APIC, 0, "x2APIC with X2APIC_ENABLED");
+    // 256 logical processors: the 8-bit count wraps to 0 and stays out
+    // of the APIC id's byte (FreeBSD `logical_cpus & 0xff`).
+    let mut wide = guest(4);
+    wide.cores = 16;
+    wide.threads = 16;
+    assert_eq!(c.emulate(&wide, 1, 0)[1], (4 << 24) | 0x5a5a, "APIC id 4, count 256 & 0xff");
     // Machine check, MTRR and HTT are set even if the host lacks them.
     let mut bare = HashMap::new();
     bare.insert((0, 0), vendor_regs(INTEL, 1));
@@ -178,6 +184,12 @@ fn cache_leaf_4_describes_the_vms_sharing() {
     // L3: shared by the package.
     assert_eq!(c.emulate(&g, 4, 3)[0], 0x163 | (3 << 26) | (7 << 14));
     assert_eq!(c.emulate(&g, 4, 4), [0; 4], "no more caches");
+    // The host's own sharing fields are replaced and EAX bits 13:10
+    // (reserved) cleared: FreeBSD keeps EAX bits 9:0 only.
+    let mut host = HashMap::new();
+    host.insert((0, 0), vendor_regs(INTEL, 4));
+    host.insert((4, 0), [!0x3ff | 0x121, 0, 0, 0]);
+    assert_eq!(Cpuid::new(FakeHost(host)).emulate(&g, 4, 0)[0], 0x121 | (3 << 26) | (1 << 14));
 }
 
 #[test]
@@ -245,6 +257,8 @@ fn amd_topology_leaves_follow_the_vm() {
     assert_eq!(big.emulate(&g, 0x8000_001d, 2), [(3 << 14) | (1 << 8) | (3 << 5) | 3, 63, 0, 0]);
     assert_eq!(big.emulate(&g, 0x8000_001d, 3), [(0xfff << 14) | (1 << 8), 0, 0, 0]);
     assert_eq!(big.emulate(&g, 0x8000_001e, 0), [6, (1 << 8) | 3, 0, 0]);
+    big.host.family = 0x16;
+    assert_eq!(big.emulate(&g, 0x8000_001e, 0), [6, (1 << 8) | 3, 0, 0], "from family 16h on");
     big.host.family = 0x15;
     assert_eq!(big.emulate(&g, 0x8000_001e, 0), [0; 4], "family 15h: the host's (zero here)");
 }
