@@ -1179,6 +1179,7 @@ fn the_run_loop_counts_its_exits_for_vm_stats() {
     use crate::stats::{Stat, NSTATS};
     let exits = [
         GuestExit::Pause,
+        GuestExit::Refused,         // #UD: no exit kind FreeBSD counts
         port(0x70, 1, false, 0x0a), // emulated: no return to the caller
         port(0x80, 1, false, 0),
         mmio(0xd000_0000, true, 1),
@@ -1193,10 +1194,11 @@ fn the_run_loop_counts_its_exits_for_vm_stats() {
     assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
     let s = vm.vcpu_stats(0, 0, 64).unwrap();
     assert_eq!(s.len(), NSTATS);
-    assert_eq!(s[Stat::VmExits as usize], 6, "pause, two in/out, mmio, yield, bogus");
+    assert_eq!(s[Stat::VmExits as usize], 7, "pause, #UD, two in/out, mmio, yield, bogus");
     assert_eq!(s[Stat::Pause as usize], 1);
     assert_eq!(s[Stat::InOut as usize], 2);
-    assert_eq!(s[Stat::InstEmul as usize], 1);
+    assert_eq!(s[Stat::InstEmul as usize], 1, "the MMIO write only");
+    assert_eq!(s[Stat::Exception as usize], 0);
     assert_eq!(s[Stat::Userspace as usize], 4);
     assert_eq!(s[Stat::Nmis as usize], 1);
     assert_eq!(vm.vcpu_stats(0, -1, 64), Err(Error::Inval));
