@@ -458,6 +458,7 @@ mod tests {
         assert_eq!(r.wrmsr(MSR_SYSENTER_CS, 0x1_0000_0010), MsrAccess::Done(0x1_0000_0010));
         assert_eq!(r.rdmsr(MSR_SYSENTER_CS), MsrAccess::Done(0x10), "32 bits");
         assert_eq!(r.wrmsr(MSR_PAT, 0x0007_0406_0007_0402), MsrAccess::Fault, "type 2");
+        assert_eq!(r.wrmsr(MSR_PAT, PAT_RESET), MsrAccess::Done(PAT_RESET), "UC- (7) is a type");
         assert_eq!(r.wrmsr(MSR_PAT, 0x0101_0101_0606_0606), MsrAccess::Done(0x0101_0101_0606_0606));
         assert_eq!(r.rdmsr(MSR_PAT), MsrAccess::Done(0x0101_0101_0606_0606));
         assert_eq!(r.wrmsr(MSR_MISC_ENABLE, MISC_ENABLE | MISC_ENABLE_XD_DISABLE), MsrAccess::Done(MISC_ENABLE | MISC_ENABLE_XD_DISABLE));
