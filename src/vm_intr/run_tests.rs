@@ -706,6 +706,26 @@ fn hlt_sleeps_no_later_than_the_apic_timer() {
     });
 }
 
+/// The time a HLT exit spends asleep is the "vCPU idle ticks" statistic
+/// (FreeBSD `vm_handle_hlt`, reported in milliseconds here).
+#[test]
+fn a_halt_exit_counts_its_sleep_as_idle_time() {
+    use crate::stats::Stat;
+    with_watchdog(20, || {
+        let (vm, _) = halting_once(1, true, true);
+        let runner = run_until_sleeping(&vm, 0);
+        // Idle for at least 5 ms before the interrupt that ends the HLT.
+        let asleep = std::time::Instant::now();
+        while asleep.elapsed() < std::time::Duration::from_millis(5) {
+            thread::yield_now();
+        }
+        vm.lapic_irq(0, 0x41).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+        let idle_ms = vm.vcpu_stats(0, 0, 64).unwrap()[Stat::IdleTicks as usize];
+        assert!(idle_ms >= 1, "{idle_ms} ms idle");
+    });
+}
+
 #[test]
 fn hlt_also_ends_for_reqidle_and_suspend() {
     with_watchdog(20, || {
@@ -1226,6 +1246,28 @@ fn a_sleeping_vcpu_wakes_for_a_device_timer_armed_after_it_slept() {
         hpet(reg::CONFIG, CNF_ENABLE);
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), vec![0x51]);
+    });
+}
+
+/// A HLT sleeps until the sooner of the APIC timer and the devices'
+/// timers: an APIC timer 32 s away does not hold back an HPET interrupt
+/// due in 1 ms.
+#[test]
+fn hlt_sleeps_until_the_sooner_of_the_apic_and_device_timers() {
+    use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, VHPET_BASE};
+    with_watchdog(20, || {
+        let (vm, s) = halting_once(2, true, true);
+        program_rte(&vm, 0, 25, 0x51, 0);
+        lapic_write(&vm, 0, off::LVT_TIMER, 0xEE);
+        lapic_write(&vm, 0, off::TIMER_DCR, 0xB);
+        lapic_write(&vm, 0, off::TIMER_ICR, u32::MAX); // 2^32 ticks at 2^27 Hz
+        let runner = run_until_sleeping(&vm, 0);
+        let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(1, VHPET_BASE + off, 8, v), Ok(Some(())));
+        hpet(reg::timer_cap_cnf(0), 25 << 9 | TCNF_INT_ENB);
+        hpet(reg::timer_comparator(0), 16_777); // 1 ms after the enable
+        hpet(reg::CONFIG, CNF_ENABLE);
+        assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+        assert_eq!(*s.injected.lock().unwrap(), vec![0x51], "the HPET's vector, not the APIC timer's");
     });
 }
 
