@@ -185,6 +185,50 @@ mod tests {
         assert_eq!(m.guest_load(0xffff_ffff_ffff_fffc, 8), RamAccess::Mmio, "past the top");
     }
 
+    /// A naturally aligned store of 2, 4 or 8 bytes is one atomic: a load
+    /// on another thread sees the old value or the new one, never half of
+    /// each (a device model reading a ring index the guest writes).
+    #[test]
+    fn aligned_accesses_are_never_torn() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        crate::test_util::with_watchdog(60, || {
+            let m = memory();
+            for size in [2u8, 4, 8] {
+                let gpa = 0x10_0000 + 0x40 * u64::from(size);
+                let ones = if size == 8 { u64::MAX } else { (1 << (8 * size)) - 1 };
+                let stop = AtomicBool::new(false);
+                let seen = std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let mut v = 0;
+                        while !stop.load(SeqCst) {
+                            v ^= ones;
+                            assert_eq!(m.guest_store(gpa, size, v), RamAccess::Done(()));
+                        }
+                    });
+                    // Until the loads have seen the value change 20000
+                    // times, with the stores running all along; the
+                    // writer is stopped before any verdict.
+                    let (mut changes, mut last) = (0, 0);
+                    let seen = loop {
+                        match m.guest_load(gpa, size) {
+                            RamAccess::Done(v) if v == 0 || v == ones => {
+                                changes += u32::from(v != last);
+                                last = v;
+                                if changes == 20_000 {
+                                    break None;
+                                }
+                            }
+                            other => break Some(other),
+                        }
+                    };
+                    stop.store(true, SeqCst);
+                    seen
+                });
+                assert_eq!(seen, None, "{size}-byte load torn");
+            }
+        });
+    }
+
     #[test]
     fn mmio_rom_and_the_end_of_a_map_are_told_apart() {
         let m = memory();
