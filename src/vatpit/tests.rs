@@ -195,3 +195,75 @@ fn random_port_accesses_keep_the_counters_sane() {
     }
     assert!(g.pulses > 0, "the run raised IRQ 0 at least once");
 }
+
+/// FreeBSD re-arms channel 0 from its callout in mode 2 only: a mode 3
+/// (square wave) count interrupts once, like mode 0.
+#[test]
+fn mode_3_interrupts_once_per_count_as_freebsd() {
+    let mut g = G::new();
+    g.out(IO_TIMER_MODE, 0x36).unwrap(); // channel 0, 16-bit, mode 3
+    g.load(0, 1000);
+    g.advance_ticks(1000);
+    assert_eq!((g.pulses, g.pit.callout().get()), (1, None));
+    g.advance_ticks(5000);
+    assert_eq!(g.pulses, 1, "not re-armed");
+}
+
+/// After periods missed in one poll, the next interrupt is one period after
+/// that poll, not at once again (no catching up).
+#[test]
+fn after_missed_periods_the_next_interrupt_is_a_period_after_the_poll() {
+    let mut g = G::new();
+    g.out(IO_TIMER_MODE, 0x34).unwrap(); // mode 2
+    g.load(0, 1000);
+    g.advance_ticks(10_500);
+    assert_eq!(g.pulses, 1);
+    let polled = g.now;
+    assert_eq!(g.pit.callout().get(), Some(polled + tick_duration(1000)));
+    g.advance_ticks(10);
+    assert_eq!(g.pulses, 1, "not due again at once");
+}
+
+/// A count of 0 loads 65535 (FreeBSD's reading of 65536): it counts from
+/// there and arms channel 0 for that many ticks.
+#[test]
+fn a_count_of_0_loads_65535() {
+    let mut g = G::new();
+    g.out(IO_TIMER_MODE, 0x30).unwrap(); // mode 0
+    g.load(0, 0);
+    assert_eq!(g.read16(0), 0xffff);
+    assert_eq!(g.pit.callout().get(), Some(g.now + tick_duration(0xffff)));
+    g.advance_ticks(0xffff);
+    assert_eq!(g.pulses, 1);
+}
+
+/// Writing a count restarts the free-running read at the LSB, and writing
+/// a mode drops a latched count not yet read (FreeBSD: "reset latch after
+/// reprogramming").
+#[test]
+fn a_count_write_restarts_reads_at_the_lsb_and_a_mode_write_drops_the_latch() {
+    let mut g = G::new();
+    g.out(IO_TIMER_MODE, 0xb4).unwrap(); // channel 2, 16-bit, mode 2
+    g.load(2, 0x1234);
+    assert_eq!(g.inb(0x42), 0x34, "LSB only: the next read would be the MSB");
+    g.load(2, 0x5678);
+    assert_eq!(g.read16(2), 0x5678, "LSB first again");
+    g.out(IO_TIMER_MODE, 0x80).unwrap(); // latch channel 2
+    g.out(IO_TIMER_MODE, 0xb4).unwrap(); // reprogram it
+    g.load(2, 0x2000);
+    g.advance_ticks(0x10);
+    assert_eq!(g.read16(2), 0x1ff0, "the live count, not the dropped latch");
+}
+
+/// A latch command's mode bits are ignored (FreeBSD checks the mode only
+/// when the access mode is not a latch): it is accepted and latches.
+#[test]
+fn a_latch_command_ignores_its_mode_bits() {
+    let mut g = G::new();
+    g.out(IO_TIMER_MODE, 0x34).unwrap();
+    g.load(0, 1000);
+    g.advance_ticks(100);
+    assert_eq!(g.out(IO_TIMER_MODE, 0x0e), Ok(()), "latch channel 0, mode bits 7 (no such mode)");
+    g.advance_ticks(100);
+    assert_eq!(g.read16(0), 900, "latched");
+}
