@@ -142,4 +142,25 @@ mod tests {
         assert!(created && !Arc::ptr_eq(&vm, &fresh));
         destroy(&fresh).unwrap();
     }
+
+    #[test]
+    fn the_longest_name_is_accepted() {
+        let name = "r".repeat(MAX_NAMELEN);
+        let vm = create(&name).unwrap();
+        assert!(Arc::ptr_eq(&open(&name).unwrap(), &vm));
+        destroy(&vm).unwrap();
+    }
+
+    /// A handle to a destroyed VM cannot destroy the new VM that took its
+    /// name.
+    #[test]
+    fn a_stale_handle_does_not_destroy_the_vm_that_reused_its_name() {
+        let old = create("registry-stale").unwrap();
+        destroy(&old).unwrap();
+        let new = create("registry-stale").unwrap();
+        assert_eq!(destroy(&old), Err(Error::Destroyed));
+        assert!(!new.is_destroyed());
+        assert!(Arc::ptr_eq(&open("registry-stale").unwrap(), &new));
+        destroy(&new).unwrap();
+    }
 }
