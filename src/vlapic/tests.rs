@@ -636,3 +636,19 @@ fn error_interrupts_and_gratuitous_eois_are_counted() {
     wr(&l, off::EOI, 0);
     assert_eq!(l.counts().gratuitous_eoi, 1);
 }
+
+/// The lock-free copy follows IRR and TMR: an interrupt into a pending
+/// vector merges without the mutex (a level one only if TMR is set), and
+/// not once the guest took it.
+#[test]
+fn a_pending_vector_merges_without_the_lock() {
+    let l = enabled(0);
+    assert!(!l.pending.merges(0x50, false), "nothing pending");
+    assert!(l.set_intr_ready(0x50, false));
+    assert!(l.pending.merges(0x50, false), "edge into pending");
+    assert!(!l.pending.merges(0x50, true), "level into edge: TMR changes, under the mutex");
+    assert!(l.set_intr_ready(0x71, true));
+    assert!(l.pending.merges(0x71, true) && l.pending.merges(0x71, false), "into level");
+    assert_eq!(l.accept_pending_intr(), Some(0x71));
+    assert!(!l.pending.merges(0x71, false), "taken");
+}
