@@ -225,10 +225,31 @@ mod tests {
         });
     }
 
+    /// A guest port write that arms a device callout sooner pokes the
+    /// callout thread, which may sleep with no deadline while every vCPU
+    /// is in userland: a PIT channel 0 count, the RTC's periodic interrupt.
+    #[test]
+    fn a_guest_port_write_arming_a_device_timer_pokes_the_callout_thread() {
+        let vm = crate::vm::Vm::with_idle_backend("callout-poke", 1).unwrap();
+        let poked = || std::mem::take(&mut vm.callout_waker().state.lock().poked);
+        let out = |port: u16, v: u32| assert_eq!(vm.emulate_inout(port, 1, false, v), Some(Ok(None)));
+        out(0x43, 0x30); // PIT channel 0, 16-bit, mode 0
+        out(0x40, 0xe8);
+        assert!(!poked(), "half a count arms nothing");
+        out(0x40, 0x03); // 1000
+        assert!(poked(), "PIT channel 0 armed");
+        out(0x70, 0x0a);
+        out(0x71, 0x26); // divider on, 1024 Hz
+        out(0x70, 0x0b);
+        out(0x71, 0x42); // periodic interrupt on, 24-hour
+        assert!(poked(), "RTC periodic interrupt armed");
+    }
+
     fn waker_cases() {
         let w = Arc::new(CalloutWaker::default());
         w.poke();
         assert!(w.wait(None), "a poke made before the wait is seen");
+        assert!(!w.state.lock().poked, "the wait took the poke");
         let past = Instant::now();
         assert!(w.wait(Some(past)));
         let (w2, t0) = (w.clone(), Instant::now());
