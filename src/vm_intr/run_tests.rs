@@ -1296,3 +1296,28 @@ fn the_pit_wakes_a_halted_guest_through_ioapic_pin_2() {
         assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io));
     });
 }
+
+/// The HPET's window is 1 KiB: an access just past it is not emulated
+/// (it exits to userland).
+#[test]
+fn the_hpet_window_ends_after_1_kib() {
+    use crate::vhpet::{VHPET_BASE, VHPET_SIZE};
+    let (vm, _) = vm_with(Script::default(), 1);
+    assert_eq!(vm.mmio_read(0, VHPET_BASE + VHPET_SIZE - 8, 8), Ok(Some(0)));
+    assert_eq!(vm.mmio_read(0, VHPET_BASE + VHPET_SIZE, 8), Ok(None));
+    assert_eq!(vm.mmio_write(0, VHPET_BASE + VHPET_SIZE, 8, 1), Ok(None));
+}
+
+/// An INIT resets only its active targets' local APICs: a vCPU not yet
+/// activated keeps what was set up in it, and waits for a STARTUP.
+#[test]
+fn an_init_leaves_an_inactive_targets_local_apic_alone() {
+    use crate::vlapic::delivery::StartIpi;
+    let vm = Vm::with_idle_backend("init-inactive", 2).unwrap();
+    vm.activate_cpu(0).unwrap();
+    lapic_write(&vm, 1, off::SVR, SVR_ENABLE | 0xFF);
+    let init = StartIpi { mode: DELMODE_INIT, vector: 0, targets: CpuSet::single(1), ipi_exit: false };
+    assert_eq!(vm.handle_start_ipi(init), None);
+    assert_eq!(lapic_read(&vm, 1, off::SVR), SVR_ENABLE | 0xFF, "not reset");
+    assert_eq!(vm.cpus().startup, CpuSet::single(1));
+}
