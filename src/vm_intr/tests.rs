@@ -186,6 +186,26 @@ fn lapic_irq_validates_and_notifies() {
     assert!(!irr_has(&vm, 0, 0x40));
 }
 
+/// The callout thread's timer pass kicks a RUNNING vCPU whose local APIC
+/// timer it fired, so that its guest takes the interrupt without waiting
+/// for another exit.
+#[test]
+fn firing_a_local_apic_timer_kicks_its_running_vcpu() {
+    let vm = vm(1);
+    lapic_write(&vm, 0, off::TIMER_DCR, 0xB);
+    lapic_write(&vm, 0, off::LVT_TIMER, 0x51);
+    lapic_write(&vm, 0, off::TIMER_ICR, 1000);
+    let v0 = vm.vcpu(0).unwrap();
+    let due = v0.vlapic.timer_deadline().unwrap();
+    v0.set_state(VcpuState::Frozen, false).unwrap();
+    v0.set_state(VcpuState::Running, false).unwrap();
+    assert!(!v0.kicked());
+    assert_eq!(vm.fire_due_timers(due), None, "one-shot: nothing left armed");
+    assert!(irr_has(&vm, 0, 0x51));
+    assert!(v0.kicked(), "a RUNNING vCPU is kicked to take it");
+    v0.set_state(VcpuState::Frozen, false).unwrap();
+}
+
 #[test]
 fn lapic_local_irq_one_or_all_vcpus() {
     let vm = vm(3);
