@@ -302,6 +302,40 @@ fn an_rte_write_waiting_first_refuses_the_closing_wait_only() {
     });
 }
 
+/// Once the RTE write's wait is over (its `PeerWait` dropped), the writer,
+/// still holding its vCPUs, waits for nobody: the wait that closed the
+/// cycle before is not refused.
+#[test]
+fn an_ended_rte_write_wait_refuses_nothing() {
+    with_watchdog(20, || {
+        let (a, b) = (vm("reentry-ea"), Arc::new(Vm::with_idle_backend("reentry-eb", 2).unwrap()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (a2, b2) = (a.clone(), b.clone());
+        let t = thread::spawn(move || {
+            in_callback(vm_identity(&a2), 0, || {
+                let wait = wait_for(&b2, Waits::One(0)).unwrap();
+                wait.claimed();
+                let blocking = crate::peer_wait::begin(&b2, PeerWaits::Running(CpuSet::single(1))).unwrap();
+                ready_tx.send(()).unwrap();
+                end_rx.recv().unwrap();
+                drop(blocking);
+                ready_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                drop(wait);
+            })
+        });
+        ready_rx.recv().unwrap();
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        end_tx.send(()).unwrap();
+        ready_rx.recv().unwrap();
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()), "the wait is over");
+        drop(release_tx);
+        t.join().unwrap();
+    });
+}
+
 /// A guest's own RTE write, refused in a `vm_run` from a callback,
 /// fails VM_RUN with the instruction restarted: the next run makes the
 /// write.
