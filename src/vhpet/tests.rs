@@ -341,3 +341,24 @@ fn random_accesses_keep_the_interrupt_state_consistent() {
     }
     assert!(events > 100, "the run raised interrupts ({events})");
 }
+
+/// A one-shot timer made periodic takes its period from the next
+/// comparator write (without VAL_SET), which re-arms it as FreeBSD does
+/// for a changed period: its comparator, long passed, moves to the first
+/// period boundary after the counter.
+#[test]
+fn a_period_written_re_arms_a_one_shot_timer_made_periodic() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(T0), 26 << 9 | TCNF_INT_ENB);
+    g.w(reg::timer_comparator(T0), 100);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(200);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(26)]);
+    g.w(reg::timer_cap_cnf(T0), 26 << 9 | TCNF_INT_ENB | TCNF_TYPE);
+    g.w(reg::timer_comparator(T0), 1000);
+    assert_eq!(g.r(reg::timer_comparator(T0)), 1100, "100 + one period");
+    g.advance(899);
+    assert_eq!(g.bus.take(), vec![]);
+    g.advance(1);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(26)]);
+}
