@@ -267,3 +267,14 @@ fn a_latch_command_ignores_its_mode_bits() {
     g.advance_ticks(100);
     assert_eq!(g.read16(0), 900, "latched");
 }
+
+/// A channel read before any count was loaded starts it at the 100 Hz
+/// count, which counts as loaded: the null-count status bit clears.
+#[test]
+fn a_read_before_any_count_loads_the_100_hz_count_and_clears_null_count() {
+    let g = G::new();
+    g.out(IO_TIMER_MODE, 0xb4).unwrap(); // channel 2, mode 2: null count
+    assert_eq!(g.read16(2), DEFAULT_COUNT);
+    g.out(IO_TIMER_MODE, 0xc0 | RB_LCTR | 0x08).unwrap(); // status of channel 2
+    assert_eq!(g.inb(0x42) & STS_NULLCNT, 0);
+}
