@@ -206,6 +206,16 @@ fn firing_a_local_apic_timer_kicks_its_running_vcpu() {
     v0.set_state(VcpuState::Frozen, false).unwrap();
 }
 
+/// VM_ISA_*_IRQ checks both numbers before either chip counts the line:
+/// a pin past the vioapic's leaves the 8259's IRQ unasserted.
+#[test]
+fn an_isa_irq_with_a_bad_ioapic_pin_changes_no_chip() {
+    let vm = vm(1);
+    let pins = vm.ioapic_pincount();
+    assert_eq!(vm.isa_assert_irq(3, pins), Err(Error::Inval));
+    assert_eq!(vm.isa_deassert_irq(3, -1), Err(Error::Range), "IRQ 3 was never asserted");
+}
+
 #[test]
 fn lapic_local_irq_one_or_all_vcpus() {
     let vm = vm(3);
