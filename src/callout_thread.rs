@@ -19,6 +19,10 @@ struct WakeState {
     poked: bool,
     /// The VM is gone: exit.
     stopped: bool,
+    /// Threads blocked in `wait` (tests: a stop or poke must wake a
+    /// thread already asleep, not only one that has yet to look).
+    #[cfg(test)]
+    waiting: usize,
 }
 
 /// Wakes the callout thread.
@@ -91,11 +95,21 @@ impl CalloutWaker {
             if std::mem::take(&mut s.poked) {
                 return true;
             }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return true;
+            }
+            #[cfg(test)]
+            {
+                s.waiting += 1;
+            }
             s = match deadline {
-                Some(d) if Instant::now() >= d => return true,
                 Some(d) => self.cv.wait_until(s, d),
                 None => self.cv.wait(s),
             };
+            #[cfg(test)]
+            {
+                s.waiting -= 1;
+            }
         }
     }
 }
@@ -245,6 +259,27 @@ mod tests {
         assert!(poked(), "RTC periodic interrupt armed");
     }
 
+    /// Returns once a thread is blocked in `w.wait`: seen under the state
+    /// mutex, which the waiter gives up only inside the condvar wait.
+    fn asleep(w: &CalloutWaker) {
+        while w.state.lock().waiting == 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// A poke wakes a thread already asleep without a deadline.
+    #[test]
+    fn a_poke_wakes_a_sleeping_waiter() {
+        crate::test_util::with_watchdog(20, || {
+            let w = Arc::new(CalloutWaker::default());
+            let w2 = w.clone();
+            let waiter = std::thread::spawn(move || w2.wait(None));
+            asleep(&w);
+            w.poke();
+            assert!(waiter.join().unwrap(), "poked, not stopped");
+        });
+    }
+
     fn waker_cases() {
         let w = Arc::new(CalloutWaker::default());
         w.poke();
@@ -254,6 +289,7 @@ mod tests {
         assert!(w.wait(Some(past)));
         let (w2, t0) = (w.clone(), Instant::now());
         let waiter = std::thread::spawn(move || w2.wait(Some(t0 + Duration::from_secs(60))));
+        asleep(&w);
         w.stop();
         assert!(!waiter.join().unwrap(), "stopped");
         assert!(t0.elapsed() < Duration::from_secs(60));
