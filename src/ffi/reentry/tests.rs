@@ -258,7 +258,9 @@ fn an_rte_write_that_closes_a_cycle_is_refused_unchanged() {
 /// The same cycle with the RTE write's wait registered first: B1's
 /// wait for A0 is refused, a lock-all of B (`block_run` does not wait
 /// for frozen vCPUs) and waits for A1 are not. Once the writer is done
-/// with B1 (narrowed to B2), B1's wait is not refused, B2's is.
+/// with B1 (narrowed to B2), B1's wait is not refused, B2's is; once its
+/// wait is over (the `PeerWait` dropped), the writer, still holding its
+/// vCPUs, waits for nobody and B2's wait is not refused either.
 #[test]
 fn an_rte_write_waiting_first_refuses_the_closing_wait_only() {
     with_watchdog(20, || {
@@ -281,8 +283,10 @@ fn an_rte_write_waiting_first_refuses_the_closing_wait_only() {
                 targets.remove(1);
                 blocking.narrow(PeerWaits::Running(targets));
                 narrowed_tx.send(()).unwrap();
-                let _ = release_rx.recv();
+                narrow_rx.recv().unwrap();
                 drop(blocking);
+                narrowed_tx.send(()).unwrap();
+                let _ = release_rx.recv();
                 drop(wait);
             })
         });
@@ -296,43 +300,13 @@ fn an_rte_write_waiting_first_refuses_the_closing_wait_only() {
         narrowed_rx.recv().unwrap();
         assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
         assert_eq!(from_callback(&b, 2, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        // The write's wait ends; A0 still holds B0.
+        narrow_tx.send(()).unwrap();
+        narrowed_rx.recv().unwrap();
+        assert_eq!(from_callback(&b, 2, || wait_for(&a, Waits::One(0))), Ok(()), "the write's wait is over");
         drop(release_tx);
         t.join().unwrap();
         assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
-    });
-}
-
-/// Once the RTE write's wait is over (its `PeerWait` dropped), the writer,
-/// still holding its vCPUs, waits for nobody: the wait that closed the
-/// cycle before is not refused.
-#[test]
-fn an_ended_rte_write_wait_refuses_nothing() {
-    with_watchdog(20, || {
-        let (a, b) = (vm("reentry-ea"), Arc::new(Vm::with_idle_backend("reentry-eb", 2).unwrap()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (end_tx, end_rx) = mpsc::channel::<()>();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let (a2, b2) = (a.clone(), b.clone());
-        let t = thread::spawn(move || {
-            in_callback(vm_identity(&a2), 0, || {
-                let wait = wait_for(&b2, Waits::One(0)).unwrap();
-                wait.claimed();
-                let blocking = crate::peer_wait::begin(&b2, PeerWaits::Running(CpuSet::single(1))).unwrap();
-                ready_tx.send(()).unwrap();
-                end_rx.recv().unwrap();
-                drop(blocking);
-                ready_tx.send(()).unwrap();
-                let _ = release_rx.recv();
-                drop(wait);
-            })
-        });
-        ready_rx.recv().unwrap();
-        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
-        end_tx.send(()).unwrap();
-        ready_rx.recv().unwrap();
-        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()), "the wait is over");
-        drop(release_tx);
-        t.join().unwrap();
     });
 }
 
