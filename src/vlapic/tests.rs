@@ -292,14 +292,20 @@ fn one_shot_timer_fires_once_at_its_deadline() {
     assert!(!l.timer_poll(t0 + period * 3));
 }
 
-#[test]
-fn periodic_timer_rearms_and_resyncs_when_late() {
+/// A periodic timer on vector 0x41 started at `t0`: 2^19 ticks divided by
+/// 2, a period `p` of 7.8125 ms.
+fn periodic_timer() -> (Vlapic, Instant, Duration) {
     let l = enabled(0);
     let t0 = Instant::now();
     l.mmio_write(off::TIMER_DCR, 0x0, t0); // divide by 2
     l.mmio_write(off::LVT_TIMER, LVTT_PERIODIC | 0x41, t0);
     l.mmio_write(off::TIMER_ICR, 1 << 19, t0);
-    let p = Duration::from_nanos(7_812_500);
+    (l, t0, Duration::from_nanos(7_812_500))
+}
+
+#[test]
+fn periodic_timer_rearms_and_resyncs_when_late() {
+    let (l, t0, p) = periodic_timer();
     assert!(l.timer_poll(t0 + p + Duration::from_micros(10)));
     assert_eq!(l.timer_deadline(), Some(t0 + p * 2), "no drift");
     l.intr_accepted(0x41);
@@ -326,12 +332,7 @@ fn periodic_timer_rearms_and_resyncs_when_late() {
 /// catches up only when less than a period late).
 #[test]
 fn a_dcr_write_takes_effect_at_the_next_reload() {
-    let l = enabled(0);
-    let t0 = Instant::now();
-    l.mmio_write(off::TIMER_DCR, 0x0, t0); // divide by 2
-    l.mmio_write(off::LVT_TIMER, LVTT_PERIODIC | 0x41, t0);
-    l.mmio_write(off::TIMER_ICR, 1 << 19, t0);
-    let p = Duration::from_nanos(7_812_500);
+    let (l, t0, p) = periodic_timer();
     l.mmio_write(off::TIMER_DCR, 0xB, t0); // divide by 1: half the period
     assert_eq!(l.timer_deadline(), Some(t0 + p), "the running countdown keeps its deadline");
     assert_eq!(l.mmio_read(off::TIMER_CCR, t0), 1 << 19, "twice the ticks left, capped at ICR");

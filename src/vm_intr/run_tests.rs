@@ -594,30 +594,23 @@ fn vmx_kernel_msrs_stay_inside_the_run_loop() {
     assert_eq!(*s.injected.lock().unwrap(), [13]);
 }
 
+/// A lock request or an NMI that lands between the guest's `cli; hlt` and
+/// the HLT's handling ends the HLT before the vCPU counts as halted
+/// (FreeBSD's `vm_handle_hlt` looks for both first): had it counted, this
+/// one vCPU would suspend the VM (VM_SUSPEND_HALT).
 #[test]
-fn a_reqidle_landing_before_the_hlt_is_handled_does_not_halt_the_vm() {
-    // One vCPU, `cli; hlt`: had it counted as halted first, the VM would
-    // suspend (VM_SUSPEND_HALT) instead of answering the lock request.
-    let exits = [GuestExit::Hlt { intr_enabled: false }];
-    let script = Script::playing(exits, false);
-    script.reqidle_during_run.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (vm, _) = vm_with(script, 1);
-    assert_eq!(run_once(&vm, 0), ExitKind::ReqIdle);
-    assert_eq!(vm.suspended_how(), None);
-}
-
-/// FreeBSD's `vm_handle_hlt` looks for a pending NMI before it counts
-/// the vCPU as halted: one that lands between the guest's `cli; hlt` and
-/// the HLT's handling ends the HLT, and the VM does not suspend.
-#[test]
-fn an_nmi_landing_before_the_hlt_is_handled_does_not_halt_the_vm() {
-    let exits = [GuestExit::Hlt { intr_enabled: false }];
-    let script = Script::playing(exits, false);
-    script.nmi_during_run.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (vm, s) = vm_with(script, 1);
-    assert_eq!(run_once(&vm, 0), ExitKind::Bogus);
-    assert_eq!(vm.suspended_how(), None);
-    assert_eq!(*s.injected.lock().unwrap(), [2], "the NMI taken after the HLT");
+fn a_reqidle_or_nmi_landing_before_the_hlt_is_handled_does_not_halt_the_vm() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for nmi in [false, true] {
+        let script = Script::playing([GuestExit::Hlt { intr_enabled: false }], false);
+        let landing = if nmi { &script.nmi_during_run } else { &script.reqidle_during_run };
+        landing.store(true, SeqCst);
+        let (vm, s) = vm_with(script, 1);
+        let (exit, injected) = if nmi { (ExitKind::Bogus, vec![2]) } else { (ExitKind::ReqIdle, vec![]) };
+        assert_eq!(run_once(&vm, 0), exit, "nmi: {nmi}");
+        assert_eq!(vm.suspended_how(), None, "nmi: {nmi}");
+        assert_eq!(*s.injected.lock().unwrap(), injected, "an NMI is taken after the HLT");
+    }
 }
 
 /// A vCPU whose HLT with interrupts off has ended no longer counts as
