@@ -1222,21 +1222,27 @@ fn the_run_loop_counts_its_exits_for_vm_stats() {
     assert!(vm.vcpu_stats(0, 0, 64).unwrap().iter().all(|c| *c == 0));
 }
 
+/// vCPU 1 arms HPET timer 0 (I/O APIC pin 25) to fire 1 ms after it
+/// enables the HPET.
+fn arm_hpet_in_1ms_on_pin_25(vm: &Vm) {
+    use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, VHPET_BASE};
+    let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(1, VHPET_BASE + off, 8, v), Ok(Some(())));
+    hpet(reg::timer_cap_cnf(0), 25 << 9 | TCNF_INT_ENB);
+    hpet(reg::timer_comparator(0), 16_777); // 1 ms after the enable
+    hpet(reg::CONFIG, CNF_ENABLE);
+}
+
 /// A vCPU already asleep in HLT, with no timer to wake it, sees a device
 /// timer armed afterwards (here another vCPU's HPET write): arming a
 /// sooner callout wakes the sleepers to take the new bound.
 #[test]
 fn a_sleeping_vcpu_wakes_for_a_device_timer_armed_after_it_slept() {
-    use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, VHPET_BASE};
     with_watchdog(20, || {
         let (vm, s) = halting_once(2, true, true);
         program_rte(&vm, 0, 25, 0x51, 0);
         assert_eq!(vm.device_timer_deadline(), None);
         let runner = run_until_sleeping(&vm, 0);
-        let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(1, VHPET_BASE + off, 8, v), Ok(Some(())));
-        hpet(reg::timer_cap_cnf(0), 25 << 9 | TCNF_INT_ENB);
-        hpet(reg::timer_comparator(0), 16_777); // 1 ms after the enable
-        hpet(reg::CONFIG, CNF_ENABLE);
+        arm_hpet_in_1ms_on_pin_25(&vm);
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), vec![0x51]);
     });
@@ -1247,7 +1253,6 @@ fn a_sleeping_vcpu_wakes_for_a_device_timer_armed_after_it_slept() {
 /// due in 1 ms.
 #[test]
 fn hlt_sleeps_until_the_sooner_of_the_apic_and_device_timers() {
-    use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, VHPET_BASE};
     with_watchdog(20, || {
         let (vm, s) = halting_once(2, true, true);
         program_rte(&vm, 0, 25, 0x51, 0);
@@ -1255,10 +1260,7 @@ fn hlt_sleeps_until_the_sooner_of_the_apic_and_device_timers() {
         lapic_write(&vm, 0, off::TIMER_DCR, 0xB);
         lapic_write(&vm, 0, off::TIMER_ICR, u32::MAX); // 2^32 ticks at 2^27 Hz
         let runner = run_until_sleeping(&vm, 0);
-        let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(1, VHPET_BASE + off, 8, v), Ok(Some(())));
-        hpet(reg::timer_cap_cnf(0), 25 << 9 | TCNF_INT_ENB);
-        hpet(reg::timer_comparator(0), 16_777); // 1 ms after the enable
-        hpet(reg::CONFIG, CNF_ENABLE);
+        arm_hpet_in_1ms_on_pin_25(&vm);
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
         assert_eq!(*s.injected.lock().unwrap(), vec![0x51], "the HPET's vector, not the APIC timer's");
     });
