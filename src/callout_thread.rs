@@ -9,6 +9,7 @@
 //! sooner (a device callout armed earlier, a local APIC timer register
 //! written) and stopped when the VM is destroyed or dropped.
 
+#[cfg(not(loom))]
 use std::time::Instant;
 
 use crate::sync::{Condvar, Mutex};
@@ -21,7 +22,7 @@ struct WakeState {
     stopped: bool,
     /// Threads blocked in `wait` (tests: a stop or poke must wake a
     /// thread already asleep, not only one that has yet to look).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     waiting: usize,
 }
 
@@ -32,7 +33,8 @@ pub struct CalloutWaker {
     /// them, never while taking another lock.
     state: Mutex<WakeState>,
     cv: Condvar,
-    /// A thread was started (there is at most one).
+    /// A thread was started (there is at most one). No thread under loom.
+    #[cfg(not(loom))]
     started: crate::sync::atomic::AtomicBool,
     /// Protects: the thread's join handle and the id of the process that
     /// started it, taken by whoever stops the thread and waits for it to
@@ -86,6 +88,7 @@ impl CalloutWaker {
     }
 
     /// Waits until `deadline` passes or a poke; false once stopped.
+    #[cfg(not(loom))]
     fn wait(&self, deadline: Option<Instant>) -> bool {
         let mut s = self.state.lock();
         loop {
@@ -178,6 +181,7 @@ impl crate::vm::Vm {
     /// Call it with no lock held: it delivers interrupts. It holds the
     /// callout gate shared, so VM_REINIT, which takes it exclusively,
     /// resets no device while a timer of the old VM is being delivered.
+    #[cfg(not(loom))]
     pub(crate) fn fire_due_timers(&self, now: Instant) -> Option<Instant> {
         let _gate = self.callout_gate();
         self.poll_device_timers(now);

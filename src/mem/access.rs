@@ -123,7 +123,7 @@ impl GuestMemory {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::super::{PAGE_SIZE, PROT_EXEC};
     use super::*;
