@@ -738,6 +738,31 @@ fn the_guest_tsc_counts_takes_writes_and_rdtscp_reads_tsc_aux() {
     assert_eq!(l.vcpu().regs.lock().tsc_aux(), 0, "and TSC_AUX");
 }
 
+/// WRMSR and RDMSR to userland move their value in EDX:EAX, 32 bits in
+/// each: a WRMSR's 64-bit value leaves RAX's upper half clear, and the
+/// value RDMSR reads takes nothing from the upper half of RAX that
+/// userland left there (as a 32-bit register half, it is not the MSR's).
+#[test]
+fn msr_values_to_and_from_userland_are_split_in_edx_eax() {
+    use crate::regs::reg::{RAX, RDX};
+    let vm = Vm::with_sim_backend("edxeax", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let script = vec![Wrmsr { msr: 0x3a, value: 0xaaaa_bbbb_cccc_dddd }, Rdmsr { msr: 0x3a }, PortOut { port: 0x80, size: 1, value: 0 }];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    let regs = || { let r = l.vcpu().regs.lock(); (r.get(RAX as i32).unwrap(), r.get(RDX as i32).unwrap()) };
+    assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Wrmsr { msr: 0x3a, value: 0xaaaa_bbbb_cccc_dddd });
+    assert_eq!(regs(), (0xcccc_dddd, 0xaaaa_bbbb), "RAX, RDX");
+    assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Rdmsr { msr: 0x3a });
+    {
+        let mut r = l.vcpu().regs.lock();
+        r.set(RAX as i32, 0xffff_ffff_1111_2222).unwrap();
+        r.set(RDX as i32, 0x3333_4444).unwrap();
+    }
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
+    assert_eq!(vm.guest_stats(0).unwrap().last_read, 0x3333_4444_1111_2222);
+}
+
 /// Loads and stores where memory is mapped reach it in place, without an
 /// exit, as through the nested page tables: what the guest stores, the
 /// host sees; what the host writes, the guest loads. A store to a
