@@ -78,6 +78,40 @@ fn a_restarted_string_instruction_runs_again_until_its_count_runs_out() {
     assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { port: 0x80, .. }));
 }
 
+/// A restarted INS or OUTS completes only with a REP prefix and its count
+/// run out, the count being what the address size takes of RCX (CX with
+/// the 16-bit addresses here: RCX's upper bits do not count); one without
+/// REP exits again, as one without REP, whatever RCX holds. Completed on
+/// a restart under the monitor trap flag, it is a step, reported past it.
+#[test]
+fn a_restarted_string_instruction_completes_by_its_rep_count_only() {
+    use crate::regs::reg::{RCX, RIP};
+    let vm = Vm::with_sim_backend("strio-rep", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let ins = |count| StringIo { port: 0x60, size: 1, is_in: true, index: 0, count };
+    let strio = |rep| ExitKind::InoutStr { port: 0x60, bytes: 1, is_in: true, rep };
+    let out = ExitKind::Inout { port: 0x80, bytes: 1, is_in: false, eax: 0 };
+    for (count, rcx, mtrap, want) in [
+        (Some(3), 0x1_0000, 0, (out, 1)),
+        (None, 0, 0, (strio(false), 0)),
+        (Some(3), 0, 1, (ExitKind::Mtrap, 1)),
+    ] {
+        let script = vec![ins(count), PortOut { port: 0x80, size: 1, value: 0 }];
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+        l.vcpu().regs.lock().set(RIP as i32, 0).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, strio(count.is_some()));
+        {
+            let mut r = l.vcpu().regs.lock();
+            r.set(RCX as i32, rcx).unwrap();
+            r.set_cap(CAP_MTRAP_EXIT, mtrap).unwrap();
+            r.restart_instruction();
+        }
+        let e = vm.run(&l).unwrap();
+        assert_eq!((e.kind, e.rip), want, "count {count:?}, RCX {rcx:#x}, MTF {mtrap}");
+    }
+}
+
 /// Review cases: a debugger stepping a guest halted in its HLT state
 /// (MTRAP, MASK_HWINTR, no HLT exit) gets its exit at once; a refused
 /// RDMSR under MASK_HWINTR delivers no value; a script's WAIT_INTR_EOI
