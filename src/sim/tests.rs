@@ -343,6 +343,20 @@ fn an_sti_that_sets_the_flag_holds_interrupts_for_one_action() {
     assert_eq!(*taken.lock().unwrap(), [(2, 0x50)], "before the second Compute");
 }
 
+/// An entry that ends after the action an STI shadowed (so that the run
+/// loop may inject what the shadow held back) ends past that action: the
+/// guest's RIP counts it.
+#[test]
+fn the_guest_resumes_past_the_action_an_sti_shadowed() {
+    let vm = Vm::with_sim_backend("shadowrip", 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let script = vec![EnableInterrupts, Compute, PortOut { port: 0x80, size: 1, value: 0 }];
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    let e = vm.run(&l).unwrap();
+    assert_eq!((e.kind, e.rip), (ExitKind::Inout { port: 0x80, bytes: 1, is_in: false, eax: 0 }, 2));
+}
+
 /// An NMI pending while the guest is in an STI shadow waits for the
 /// shadowed action, and comes right after it, at the next entry (FreeBSD
 /// holds it, with NMI-window exiting on VMX), not at some later exit.
