@@ -1262,12 +1262,12 @@ fn a_step_over_a_halting_hlt_returns() {
 /// kernel's own `emulate_inout_port` does. Reporting 0 made bhyve zero
 /// them.
 #[test]
-fn an_in_exit_reports_the_guests_eax() {
+fn an_in_exit_reports_the_guests_eax_and_an_out_only_its_bytes() {
     use crate::regs::reg::RAX;
     let vm = Vm::with_sim_backend("in_eax", 1).unwrap();
     let l = vm.lock_one(0).unwrap();
     vm.activate_cpu(0).unwrap();
-    let script = vec![PortIn { port: 0x80, size: 1 }, PortIn { port: 0x3f8, size: 2 }];
+    let script = vec![PortIn { port: 0x80, size: 1 }, PortIn { port: 0x3f8, size: 2 }, PortOut { port: 0x80, size: 1, value: 0x1234 }];
     vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
     l.vcpu().regs.lock().set(RAX as i32, 0x1_aabb_ccdd).unwrap();
     let e = vm.run(&l).unwrap();
@@ -1275,6 +1275,9 @@ fn an_in_exit_reports_the_guests_eax() {
     l.vcpu().regs.lock().set(RAX as i32, 0x1122_3344).unwrap();
     let e = vm.run(&l).unwrap();
     assert_eq!(e.kind, ExitKind::Inout { port: 0x3f8, bytes: 2, is_in: true, eax: 0x1122_3344 });
+    // An `out` reports the bytes it writes, and nothing above them.
+    let e = vm.run(&l).unwrap();
+    assert_eq!(e.kind, ExitKind::Inout { port: 0x80, bytes: 1, is_in: false, eax: 0x34 });
 }
 
 /// An NMI or interrupt still pending when an entry injects another event
