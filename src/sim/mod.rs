@@ -640,15 +640,24 @@ impl Backend for SimBackend {
     }
 
     /// The value lands where the instruction puts it (RAX for a load,
-    /// EDX:EAX for RDMSR), as when userland supplies it.
+    /// EDX:EAX for RDMSR), as when userland supplies it. A load narrower
+    /// than the register it read gets (and the guest reads) its bytes
+    /// alone.
     fn emulated_read_result(&self, vcpu: &Vcpu, value: u64) {
         if let Ok(slot) = self.slot(vcpu.id()) {
             let mut slot = slot.lock();
-            match slot.pending_read.take() {
-                Some(ReadInto::Rax(size)) => load_rax(vcpu, size, value & mask(size)),
-                Some(ReadInto::EdxEax) => load_edx_eax(vcpu, value),
-                None => {}
-            }
+            let value = match slot.pending_read.take() {
+                Some(ReadInto::Rax(size)) => {
+                    let value = value & mask(size);
+                    load_rax(vcpu, size, value);
+                    value
+                }
+                Some(ReadInto::EdxEax) => {
+                    load_edx_eax(vcpu, value);
+                    value
+                }
+                None => value,
+            };
             if let Some(p) = slot.program.as_mut() {
                 p.read_result(value);
             }

@@ -42,6 +42,16 @@ fn emulated_reads_land_in_registers_and_a_faulting_one_in_none() {
     let gs = vm.guest_stats(0).unwrap();
     assert_eq!((gs.last_vector, gs.last_read), (Some(13), 0xFEE0_0900), "#GP, and no read");
     assert_eq!(l.vcpu().regs.lock().get(RAX as i32), Ok(0x1234));
+    // A byte load of a wider register (FreeBSD's `lapic_mmio_read` gives
+    // the whole version register) reads its low byte alone, as FreeBSD's
+    // `vie_update_register` stores it: AL replaced, the rest of RAX kept.
+    let version = vm.mmio_read(0, LAPIC_BASE + 0x30, 4).unwrap().unwrap();
+    assert!(version > 0xff, "{version:#x}");
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(vec![MmioRead { gpa: LAPIC_BASE + 0x30, size: 1 }, out], None)))).unwrap();
+    l.vcpu().regs.lock().set(RAX as i32, 0x1111_2222_3333_4444).unwrap();
+    assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }));
+    assert_eq!(l.vcpu().regs.lock().get(RAX as i32), Ok(0x1111_2222_3333_4400 | (version & 0xff)));
+    assert_eq!(vm.guest_stats(0).unwrap().last_read, version & 0xff, "the byte read, not the register");
 }
 
 /// A string I/O instruction loads its registers once and exits; entered
