@@ -228,4 +228,16 @@ mod tests {
         assert_eq!(g.next(5), out);
         assert_eq!(g.next(6), WaitInterruptEoi, "nothing owed for #GP, NMI or INT 0x80");
     }
+
+    /// VM_REINIT's reset took every interrupt out of service: the script
+    /// starts over owing no EOI (one owed would be a stray EOI, at once).
+    #[test]
+    fn a_restarted_script_starts_over_owing_nothing() {
+        let mut g = ScriptedGuest::new(vec![Compute, WaitInterruptEoi], None);
+        assert_eq!(g.next(0), Compute);
+        g.external_interrupt(0x30);
+        g.restart();
+        assert_eq!(g.next(0), Compute, "from the first action");
+        assert_eq!(g.next(1), WaitInterruptEoi, "waiting, not EOIing");
+    }
 }
