@@ -85,6 +85,7 @@ pub(crate) fn inst_emul(a: &MmioAccess, inst_length: u32, regs: &VcpuRegs) -> vm
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gla2gpa::{CPU_MODE_PROTECTED, CPU_MODE_REAL};
 
     fn access(size: u8, write: bool) -> MmioAccess {
         MmioAccess { gpa: 0xd000_0000, size, write, value: 0 }
@@ -112,18 +113,25 @@ mod tests {
         }
     }
 
+    /// Outside 64-bit mode the default sizes are CS.D's: 16 bits in real
+    /// mode (a doubleword needs the operand-size prefix), 32 in protected
+    /// mode (a word needs it); a byte move keeps the default operand size;
+    /// no RIP-relative base; CS's base and D bit as they are.
     #[test]
-    fn real_mode_has_16_bit_sizes_and_the_cs_base() {
-        let mut r = VcpuRegs::default();
-        r.power_on_reset();
-        // A doubleword needs the operand-size prefix; a word does not.
-        let e = inst_emul(&access(4, true), 1, &r);
-        assert_eq!(e.vie.bits[..2], [2 | (4 << 4), OPSIZE_OVERRIDE]);
-        assert_eq!(inst_emul(&access(2, false), 1, &r).vie.bits[1], 0);
-        // A byte move keeps the 16-bit default operand size.
-        assert_eq!(inst_emul(&access(1, true), 1, &r).vie.bits[0], 2 | (2 << 4));
-        assert_eq!((e.vie.bits[3], e.vie.disp_bytes), (5, 4));
-        assert_eq!(e.vie.base_register, vm_reg_name::VM_REG_LAST as i32);
-        assert_eq!((e.cs_base, e.cs_d, e.paging.cpu_mode), (0xffff_0000, 0, 0));
+    fn real_and_protected_mode_have_the_sizes_and_cs_of_cs_d() {
+        let mut real = VcpuRegs::default();
+        real.power_on_reset();
+        let mut protected = VcpuRegs::default();
+        protected.freebsd_i386(0x1000, 0x5000, 0x8000);
+        let modes = [(&real, 2, 4, (0xffff_0000, 0, CPU_MODE_REAL)), (&protected, 4, 2, (0, 1, CPU_MODE_PROTECTED))];
+        for (r, size, other, cs) in modes {
+            let e = inst_emul(&access(other, true), 1, r);
+            assert_eq!(e.vie.bits[..2], [size | (other << 4), OPSIZE_OVERRIDE]);
+            assert_eq!(inst_emul(&access(size, false), 1, r).vie.bits[..2], [size | (size << 4), 0]);
+            assert_eq!(inst_emul(&access(1, true), 1, r).vie.bits[0], size | (size << 4));
+            assert_eq!((e.vie.bits[3], e.vie.disp_bytes), (5, 4));
+            assert_eq!(e.vie.base_register, vm_reg_name::VM_REG_LAST as i32);
+            assert_eq!((e.cs_base, e.cs_d, e.paging.cpu_mode), cs);
+        }
     }
 }
