@@ -81,19 +81,10 @@ impl Vm {
 mod tests {
     use super::*;
     use crate::gla2gpa::{CPU_MODE_64BIT, CPU_MODE_PROTECTED, PAGING_MODE_64, PAGING_MODE_FLAT};
-    use crate::mem::VM_MMAP_ALL;
-
-    fn vm() -> Vm {
-        let vm = Vm::with_idle_backend("copy", 1).unwrap();
-        let all = vm.lock_all().unwrap();
-        vm.mem_write(&all).unwrap().setup_memory(1 << 20, VM_MMAP_ALL).unwrap();
-        drop(all);
-        vm
-    }
 
     #[test]
     fn a_range_becomes_one_piece_per_page_until_it_stops() {
-        let vm = vm();
+        let vm = crate::test_util::vm_with_standard_memory("copy", 1 << 20);
         let l = vm.lock_one(0).unwrap();
         let flat = GuestPaging { cr3: 0, cpl: 0, cpu_mode: CPU_MODE_PROTECTED, paging_mode: PAGING_MODE_FLAT };
         let c = vm.copy_setup(&l, &flat, 0x1ff0, 0x1020, 1, 4).unwrap();

@@ -28,3 +28,42 @@ impl Vm {
         Ok(())
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::error::Error;
+    use crate::regs::{freebsd_gdt32, reg};
+    use crate::vm::VcpuLock;
+
+    /// The GDT lands at `gdtbase` (its TSS descriptor's base the page
+    /// above), the vCPU at `eip` with its stack at `esp`. As libvmmapi
+    /// maps a whole page at `gdtbase`, that page must be guest RAM, and
+    /// mapped in the guest: else Fault, nothing written, the registers
+    /// as they were.
+    #[test]
+    fn the_gdt_and_entry_state_need_the_gdts_whole_page_mapped() {
+        let vm = crate::test_util::vm_with_standard_memory("loader", 1 << 20);
+        let rip_rsp = |l: &VcpuLock<'_>| {
+            let r = l.vcpu().regs.lock();
+            (r.get(reg::RIP as i32).unwrap(), r.get(reg::RSP as i32).unwrap())
+        };
+        let l = vm.lock_one(0).unwrap();
+        vm.setup_freebsd_i386(&l, 0x10_0000, 0x2000, 0x8000).unwrap();
+        assert_eq!(rip_rsp(&l), (0x10_0000, 0x8000));
+        let mut gdt = [0u8; 32];
+        vm.mem().read_gpa(0x2000, &mut gdt).unwrap();
+        let want: Vec<u8> = freebsd_gdt32(0x2000).iter().flat_map(|d| d.to_le_bytes()).collect();
+        assert_eq!(gdt[..], want[..]);
+        let end = (1u32 << 20) - 32;
+        assert_eq!(vm.setup_freebsd_i386(&l, 0, end, 0), Err(Error::Fault), "the GDT fits, its page does not");
+        vm.mem().read_gpa(u64::from(end), &mut gdt).unwrap();
+        assert_eq!(gdt, [0; 32], "nothing written");
+        drop(l);
+        let all = vm.lock_all().unwrap();
+        vm.mem_write(&all).unwrap().munmap_memseg(0, 1 << 20).unwrap();
+        drop(all);
+        let l = vm.lock_one(0).unwrap();
+        assert_eq!(vm.setup_freebsd_i386(&l, 0, 0x2000, 0), Err(Error::Fault), "RAM, unmapped in the guest");
+        assert_eq!(rip_rsp(&l), (0x10_0000, 0x8000), "the registers as they were");
+    }
+}

@@ -32,6 +32,17 @@ pub fn assert_icr_holds_unhandled_ipi(vcpu: &crate::vcpu::Vcpu) {
     assert!(matches!(icr & DELMODE_MASK, DELMODE_SMI | DELMODE_RR), "EPERM, but the ICR holds {icr:#x}");
 }
 
+/// An idle VM with `memsize` bytes of guest RAM in the standard layout,
+/// every map made (`vm_setup_memory` with VM_MMAP_ALL), as libvmmapi's
+/// callers have it.
+pub fn vm_with_standard_memory(name: &str, memsize: usize) -> crate::vm::Vm {
+    let vm = crate::vm::Vm::with_idle_backend(name, 1).unwrap();
+    let all = vm.lock_all().unwrap();
+    vm.mem_write(&all).unwrap().setup_memory(memsize, crate::mem::VM_MMAP_ALL).unwrap();
+    drop(all);
+    vm
+}
+
 /// xorshift64*: deterministic, no dependency.
 pub struct Rng(pub u64);
 
