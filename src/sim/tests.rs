@@ -202,6 +202,25 @@ fn stepping_faulting_and_reinit_leave_no_instruction_half_done() {
     });
 }
 
+/// A HLT's exit carries the guest's interrupt flag: a vCPU that halts
+/// after CLI (VM_CAP_HALT_EXIT on) can be woken by nothing but an NMI,
+/// so with every vCPU so halted the VM suspends (VM_SUSPEND_HALT) rather
+/// than sleeping for good.
+#[test]
+fn a_hlt_after_cli_on_every_vcpu_suspends_the_vm() {
+    use crate::exit::SuspendHow;
+    use crate::regs::CAP_HALT_EXIT;
+    crate::test_util::with_watchdog(20, || {
+        let vm = Vm::with_sim_backend("clihlt", 1).unwrap();
+        let l = vm.lock_one(0).unwrap();
+        vm.activate_cpu(0).unwrap();
+        l.vcpu().regs.lock().set_cap(CAP_HALT_EXIT, 1).unwrap();
+        let script = vec![EnableInterrupts, Compute, DisableInterrupts, Hlt];
+        vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+        assert_eq!(vm.run(&l).unwrap().kind, ExitKind::Suspended(SuspendHow::Halt));
+    });
+}
+
 /// The idle loop (no program) is `sti; hlt`: halted in the guest
 /// (VM_CAP_HALT_EXIT off) it takes an interrupt, then halts again.
 #[test]
