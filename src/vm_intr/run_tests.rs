@@ -931,15 +931,18 @@ fn rtc_ports_are_emulated_in_the_run_loop() {
     assert_eq!(l.vcpu().regs.lock().get(crate::regs::reg::RAX as i32), Ok(0x80), "register D, the reset index");
 }
 
-/// An access FreeBSD's RTC handlers refuse makes VM_RUN fail with EIO.
+/// An access FreeBSD's RTC or 8254 handlers refuse (wider than a byte)
+/// makes VM_RUN fail with EIO, an `out` as well as an `in`.
 #[test]
-fn a_wide_rtc_access_fails_vm_run() {
-    let (vm, _s) = vm_with(Script::playing([port(0x71, 2, true, 0)], false), 1);
-    let l = vm.lock_one(0).unwrap();
-    assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io));
-    // The failed VM_RUN returned to userland all the same (VM_STATS).
-    let userspace = crate::stats::Stat::Userspace as usize;
-    assert_eq!(vm.vcpu_stats(0, 0, 64).unwrap()[userspace], 1);
+fn a_wide_rtc_or_pit_access_fails_vm_run() {
+    for access in [port(0x71, 2, true, 0), port(0x40, 2, false, 0x1234)] {
+        let (vm, _s) = vm_with(Script::playing([access], false), 1);
+        let l = vm.lock_one(0).unwrap();
+        assert_eq!(vm.run(&l).map(|e| e.kind), Err(Error::Io), "{access:?}");
+        // The failed VM_RUN returned to userland all the same (VM_STATS).
+        let userspace = crate::stats::Stat::Userspace as usize;
+        assert_eq!(vm.vcpu_stats(0, 0, 64).unwrap()[userspace], 1);
+    }
 }
 
 /// The RTC's periodic interrupt reaches a guest asleep in HLT through
