@@ -91,6 +91,9 @@ mod tests {
         let lens: Vec<usize> = c.pages.iter().map(|p| p.1).collect();
         assert_eq!((lens, c.end), (vec![0x10, 0x1000, 0x10], CopyEnd::Done));
         assert_eq!(c.pages[1].0, vm.mem().map_gpa(0x2000, 1).unwrap());
+        let c = vm.copy_setup(&l, &flat, 0x2fff, 2, 1, 4).unwrap();
+        let lens: Vec<usize> = c.pages.iter().map(|p| p.1).collect();
+        assert_eq!(lens, [1, 1], "a byte either side of a page boundary");
         assert_eq!(vm.copy_setup(&l, &flat, 0x1ff0, 0x1020, 1, 2).unwrap().end, CopyEnd::OutOfPieces);
         let c = vm.copy_setup(&l, &flat, (1 << 20) - 8, 16, 1, 4).unwrap();
         assert_eq!((c.pages.len(), c.end), (1, CopyEnd::NotRam), "past the end of RAM");
