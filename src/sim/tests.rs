@@ -222,15 +222,23 @@ fn a_hlt_after_cli_on_every_vcpu_suspends_the_vm() {
 }
 
 /// The idle loop (no program) is `sti; hlt`: halted in the guest
-/// (VM_CAP_HALT_EXIT off) it takes an interrupt, then halts again.
+/// (VM_CAP_HALT_EXIT off) it takes an interrupt, then halts again. It
+/// has no IDT: a task gate the vCPU's IDTR finds there is not its.
 #[test]
 fn the_idle_loop_takes_interrupts_halted_in_the_guest() {
-    use crate::regs::CAP_HALT_EXIT;
+    use crate::regs::reg::{CR0, IDTR};
+    use crate::regs::{SegDesc, CAP_HALT_EXIT};
     use crate::test_util::with_watchdog;
     use crate::vcpu::VcpuState;
     use std::sync::Arc;
     with_watchdog(20, || {
-        let vm = Arc::new(Vm::with_sim_backend("idle", 1).unwrap());
+        let vm = Arc::new(vm_with_ram("idle", 1, 0x10_0000));
+        vm.mem().write_gpa(0x3000 + 0x40 * 8, &[0, 0, 0x30, 0, 0, 0x85, 0, 0]).unwrap();
+        {
+            let mut r = vm.vcpu(0).unwrap().regs.lock();
+            r.set(CR0 as i32, 1).unwrap();
+            r.set_seg(IDTR as i32, SegDesc { base: 0x3000, limit: 0x7ff, access: 0 }).unwrap();
+        }
         vm.activate_cpu(0).unwrap();
         let svr = crate::vlapic::regs::LAPIC_BASE + 0xF0;
         assert_eq!(vm.mmio_write(0, svr, 4, 0x1FF), Ok(Some(())));
