@@ -396,6 +396,11 @@ fn alloc_devmem_name_collisions() {
     assert_eq!(m.alloc_memseg(0, P, Some(b"d/e")), Err(Error::Exist));
     // Sysmem segments have no name and never clash.
     m.alloc_memseg(0, P, None).unwrap();
+    // Not even with a name whose first component is empty ("<vm>./x"
+    // in devfs): an empty name is no directory of "/x".
+    let mut m3 = GuestMemory::new();
+    m3.alloc_memseg(0, P, None).unwrap();
+    m3.alloc_memseg(1, P, Some(b"/x")).unwrap();
 }
 
 #[test]
@@ -1081,6 +1086,9 @@ fn uncovered_pieces() {
     assert_eq!(r(&[(10, 12), (12, 20)]), []);
     assert_eq!(r(&[(19, 25), (8, 11)]), [(11, 19)]);
     assert_eq!(r(&[(14, 14)]), [(10, 20)]);
+    // A range inside an earlier, longer one (a wired map within another
+    // wired map of the segment) does not end the covered part early.
+    assert_eq!(r(&[(12, 14), (10, 18)]), [(18, 20)]);
 }
 
 /// A size whose high part cannot sit above 4 GiB changes nothing (the
