@@ -241,6 +241,13 @@ mod tests {
         assert_eq!(m.guest_load(0xfee0_0000, 3), RamAccess::Mmio, "the devices judge sizes");
         assert_eq!(m.guest_store(0x10_0000 + 2 * P as u64 - 1, 1, 7), RamAccess::Done(()), "the last byte");
         assert_eq!(m.guest_load(0x10_0000 + 2 * P as u64 - 1, 1), RamAccess::Done(7));
+        // The last aligned 2, 4 and 8 bytes of the map, which end its
+        // segment too: one atomic each, right up to the segment's end.
+        for size in [2u8, 4, 8] {
+            let gpa = 0x10_0000 + 2 * P as u64 - u64::from(size);
+            assert_eq!(m.guest_store(gpa, size, 0x5a), RamAccess::Done(()), "last {size} bytes");
+            assert_eq!(m.guest_load(gpa, size), RamAccess::Done(0x5a), "last {size} bytes");
+        }
         assert_eq!(m.guest_store(0xfee0_0000, 0, 0), RamAccess::Mmio);
         assert_eq!(m.guest_load(u64::MAX, 8), RamAccess::Mmio);
     }
