@@ -138,4 +138,12 @@ mod tests {
         assert_eq!(s.first(), Some(0));
         assert_eq!(s.words()[1], 2);
     }
+
+    /// `first_n` caps at the set's size rather than indexing past it.
+    #[test]
+    fn first_n_beyond_the_set_size_is_every_member() {
+        let all = CpuSet::first_n(CPUSET_BITS + 1);
+        assert_eq!(all, CpuSet::first_n(CPUSET_BITS));
+        assert_eq!(all.len(), CPUSET_BITS);
+    }
 }
