@@ -43,8 +43,10 @@ fn memory_statistics_are_measured_when_read_for_vcpu_0() {
     assert!(after >= before + 32 * PAGE_SIZE as u64, "{before} -> {after}");
     assert!(after <= 8 * MIB as u64, "{after}: at most the segment");
     assert_eq!(read(&vm, 1), (0, 0), "vCPU 1 reads 0");
-    // Read alone, as a window of VM_STATS.
+    // Read alone, as a window of VM_STATS: measured all the same.
     assert_eq!(vm.vcpu_stats(0, Stat::MemWired as i32, 1).unwrap(), vec![0]);
+    let window = vm.vcpu_stats(0, Stat::MemResident as i32, 1).unwrap();
+    assert!(window[0] >= 32 * PAGE_SIZE as u64, "{window:?}");
 }
 
 /// vCPU `id`'s ("Resident memory", "Wired memory").
@@ -88,6 +90,11 @@ fn cpusets_suspend_and_topology() {
     assert_eq!(vm.resume_cpu(Some(1)), Err(Error::Inval));
     vm.resume_cpu(None).unwrap();
     assert!(vm.cpuset(CpuSetKind::Debug).is_empty());
+    // All at once (vcpuid -1): the debug set becomes the active set.
+    vm.activate_cpu(2).unwrap();
+    vm.suspend_cpu(None).unwrap();
+    assert_eq!(vm.cpuset(CpuSetKind::Debug).iter().collect::<Vec<_>>(), [0, 2]);
+    vm.resume_cpu(None).unwrap();
     assert_eq!(vm.suspend(0), Err(Error::Inval));
     assert_eq!(vm.suspend(9), Err(Error::Inval));
     vm.suspend(2).unwrap();
@@ -130,12 +137,29 @@ fn reinit_needs_every_active_vcpu_suspended() {
     }
     vm.cpus().suspended.insert(0);
     vm.suspend(1).unwrap();
+    vm.suspend_cpu(Some(0)).unwrap();
+    vm.cpus().halted.insert(0);
+    vm.cpus().startup.insert(1);
     {
         let all = vm.lock_all().unwrap();
         vm.reinit(&all).unwrap();
     }
     assert!(vm.active_cpus().is_empty());
     assert_eq!(vm.suspended_how(), None);
+    // Every cpuset starts empty again, as FreeBSD's vm_init.
+    let c = vm.cpus();
+    assert!(c.active.is_empty() && c.suspended.is_empty() && c.debug.is_empty(), "{:?}", *c);
+    assert!(c.halted.is_empty() && c.startup.is_empty(), "{:?}", *c);
+}
+
+/// A VM takes 1 to CPUSET_BITS vCPUs; the largest fills the cpuset.
+#[test]
+fn maxcpus_ranges_from_1_to_the_cpuset_size() {
+    assert_eq!(Vm::with_idle_backend("t", 0).unwrap_err(), Error::Inval);
+    assert_eq!(Vm::with_idle_backend("t", CPUSET_BITS + 1).unwrap_err(), Error::Inval);
+    let vm = Vm::with_idle_backend("t", CPUSET_BITS).unwrap();
+    vm.activate_cpu(CPUSET_BITS - 1).unwrap();
+    assert!(vm.is_active(CPUSET_BITS - 1));
 }
 
 /// A memory change whose lock-all was taken before the VM was destroyed
