@@ -1043,10 +1043,7 @@ fn guest_memory_is_left_out_of_core_dumps_unless_incore() {
 /// another size works (libvmmapi leaves them, and the retry fails).
 #[test]
 fn failed_setup_memory_takes_back_what_it_made() {
-    let mut m = GuestMemory::new();
-    m.set_lowmem_limit((16 * MIB) as u32);
-    m.create_devmem(1, b"rom", MIB).unwrap();
-    m.mmap_memseg(8 * MIB as u64, 1, 0, MIB, PROT_READ, 0).unwrap();
+    let mut m = lowmem_blocked_by_a_rom_map(None);
     assert_eq!(m.setup_memory(20 * MIB, VM_MMAP_ALL), Err(Error::Fault));
     assert_eq!(m.get_memseg(VM_SYSMEM).unwrap().len, 0);
     assert_eq!(m.memmaps().iter().map(|m| m.segid).collect::<Vec<_>>(), [1]);
@@ -1060,18 +1057,45 @@ fn failed_setup_memory_takes_back_what_it_made() {
 /// stays: the call takes back only what it made.
 #[test]
 fn failed_setup_memory_keeps_what_was_there() {
-    let mut m = GuestMemory::new();
-    m.set_lowmem_limit((16 * MIB) as u32);
     let objsize = VM_HIGHMEM_BASE as usize + 4 * MIB;
-    m.alloc_memseg(VM_SYSMEM, objsize, None).unwrap();
+    let mut m = lowmem_blocked_by_a_rom_map(Some(objsize));
     m.mmap_memseg(VM_HIGHMEM_BASE, VM_SYSMEM, VM_HIGHMEM_BASE, 4 * MIB, PROT_ALL, 0).unwrap();
-    m.create_devmem(1, b"rom", MIB).unwrap();
-    m.mmap_memseg(8 * MIB as u64, 1, 0, MIB, PROT_READ, 0).unwrap();
     assert_eq!(m.setup_memory(20 * MIB, VM_MMAP_ALL), Err(Error::Fault));
     assert_eq!(m.get_memseg(VM_SYSMEM).unwrap().len, objsize);
     assert_eq!(m.mmap_getnext(VM_HIGHMEM_BASE).unwrap().len, 4 * MIB);
     m.munmap_memseg(8 * MIB as u64, MIB).unwrap();
     m.setup_memory(20 * MIB, VM_MMAP_ALL).unwrap();
+}
+
+/// Memory (lowmem limit 16 MiB) whose setup of 20 MiB fails at its
+/// lowmem map, as a device map sits at 8 MiB; with `sysmem`, segment 0
+/// is already there, that long.
+fn lowmem_blocked_by_a_rom_map(sysmem: Option<usize>) -> GuestMemory {
+    let mut m = GuestMemory::new();
+    m.set_lowmem_limit((16 * MIB) as u32);
+    if let Some(len) = sysmem {
+        m.alloc_memseg(VM_SYSMEM, len, None).unwrap();
+    }
+    m.create_devmem(1, b"rom", MIB).unwrap();
+    m.mmap_memseg(8 * MIB as u64, 1, 0, MIB, PROT_READ, 0).unwrap();
+    m
+}
+
+/// A failed wired setup unwires the highmem map it made in a segment
+/// that was there before: the segment stays, so the map's pages would
+/// otherwise stay locked with no map.
+#[cfg(target_os = "linux")]
+#[test]
+fn failed_wired_setup_memory_unlocks_the_highmem_map_it_made() {
+    if !can_wire(16 << 20) {
+        return;
+    }
+    let mut m = lowmem_blocked_by_a_rom_map(Some(VM_HIGHMEM_BASE as usize + 4 * MIB));
+    m.set_memflags(VM_MEM_F_WIRED);
+    assert_eq!(m.setup_memory(20 * MIB, VM_MMAP_ALL), Err(Error::Fault));
+    assert_eq!(m.memmaps().iter().map(|m| m.segid).collect::<Vec<_>>(), [1]);
+    let high = m.segment_host_addr(VM_SYSMEM).unwrap().as_ptr() as usize + VM_HIGHMEM_BASE as usize;
+    assert_eq!(host_locked(high, 4 * MIB), Some(false));
 }
 
 #[test]
