@@ -91,6 +91,7 @@ fn setup_memory_above_limit() {
     assert_eq!(hi.as_ptr() as usize, base + 4 * GIB);
     assert!(m.map_gpa(VM_HIGHMEM_BASE, 2 * MIB + 1).is_none());
     assert!(m.map_gpa(VM_HIGHMEM_BASE + 2 * MIB as u64, 1).is_none());
+    assert!(m.map_gpa(VM_HIGHMEM_BASE + 2 * MIB as u64, 0).is_none(), "the end of highmem, as lowmem's");
     // The hole between 3 GiB and 4 GiB is neither mapped nor reachable.
     assert!(m.map_gpa(3 << 30, 1).is_none());
     assert!(m.map_gpa((3 << 30) - 1, 2).is_none());
