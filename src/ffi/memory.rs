@@ -292,4 +292,22 @@ mod tests {
             crate::ffi::lifecycle::vm_destroy(ctx);
         }
     }
+
+    /// libvmmapi's `vm_mmap_getnext` writes its out-pointers only when
+    /// it finds a map: ENOENT leaves the caller's values as they were.
+    #[test]
+    fn mmap_getnext_leaves_the_out_pointers_alone_when_no_map_follows() {
+        // SAFETY: a C string and valid out-pointers; the handle is closed at the end.
+        unsafe {
+            let name = c"mut5b-getnext-enoent";
+            assert_eq!(crate::ffi::lifecycle::vm_create(name.as_ptr()), 0);
+            let ctx = crate::ffi::lifecycle::vm_open(name.as_ptr());
+            assert!(!ctx.is_null());
+            let (mut gpa, mut segid, mut segoff, mut len, mut prot, mut flags) = (0x1000, 7, 9, 11, 13, 15);
+            assert_eq!(vm_mmap_getnext(ctx, &mut gpa, &mut segid, &mut segoff, &mut len, &mut prot, &mut flags), -1);
+            assert_eq!(errno(), libc::ENOENT);
+            assert_eq!((gpa, segid, segoff, len, prot, flags), (0x1000, 7, 9, 11, 13, 15));
+            crate::ffi::lifecycle::vm_destroy(ctx);
+        }
+    }
 }
