@@ -872,6 +872,19 @@ fn access_faults() {
     assert_eq!(m.host_addr(0x10_0000 + 8 * P64, 0, 0), Err(Error::Fault));
 }
 
+/// A page-table entry is 4 or 8 bytes, naturally aligned: anything else
+/// is Inval, not a fault of the memory it would read.
+#[test]
+fn pte_accesses_need_a_width_of_4_or_8_naturally_aligned() {
+    let mut m = two_segs();
+    m.mmap_memseg(0, 0, 0, P, PROT_READ | PROT_WRITE, 0).unwrap();
+    assert_eq!(m.read_pte(8, 8), Ok(0));
+    assert_eq!(m.read_pte(8, 2), Err(Error::Inval));
+    assert_eq!(m.read_pte(2, 4), Err(Error::Inval));
+    assert_eq!(m.read_pte(4, 8), Err(Error::Inval));
+    assert_eq!(m.cmpxchg_pte(4, 8, 0, 1), Err(Error::Inval));
+}
+
 #[test]
 fn host_addr_points_at_segment_memory() {
     let mut m = two_segs();
