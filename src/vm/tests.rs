@@ -211,6 +211,22 @@ fn lock_all_services_pending_rendezvous() {
     });
 }
 
+/// A rendezvous aimed at a whole cpuset, ids past maxcpus included,
+/// notifies only the VM's vCPUs (FreeBSD loops up to maxcpus) and is
+/// done once the active ones have run it.
+#[test]
+fn a_rendezvous_over_ids_past_maxcpus_runs_on_the_active_vcpus() {
+    with_watchdog(10, || {
+        let vm = Vm::with_idle_backend("t", 2).unwrap();
+        vm.activate_cpu(1).unwrap();
+        let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ran2 = ran.clone();
+        let dest = CpuSet::first_n(CPUSET_BITS);
+        vm.smp_rendezvous(Some(1), dest, Arc::new(move |_vm: &Vm, id| ran2.lock().unwrap().push(id))).unwrap();
+        assert_eq!(*ran.lock().unwrap(), [1]);
+    });
+}
+
 /// Holds vCPU 0 of a new 1-vCPU VM while another thread's lock_one
 /// waits for it (it has asked for IDLE: reqidle is set); returns the
 /// VM, the held lock's release, and the waiter (which releases the
