@@ -922,6 +922,8 @@ check_memory(struct vmctx *ctx)
 	CHECK_ERR(vm_mmap_memseg(ctx, 0x10000000, 1000, 0, MB, PROT_READ), EINVAL);
 	CHECK_ERR(vm_mmap_memseg(ctx, UINT64_MAX & ~4095ULL, 1, 0, 8192, PROT_READ), EFAULT);
 	CHECK_ERR(vm_mmap_memseg(ctx, 0, VM_SYSMEM, MB, MB, PROT_READ), EEXIST); /* another map at 0 */
+	/* libvmmapi compares with the map at gpa before the kernel sees the offset. */
+	CHECK_ERR(vm_mmap_memseg(ctx, 0, VM_SYSMEM, -MB, MB, PROT_READ), EEXIST);
 	CHECK_ERR(vm_mmap_memseg(ctx, MB, VM_SYSMEM, 0, MB, PROT_READ), EFAULT); /* overlaps it */
 	CHECK_OK(vm_mmap_memseg(ctx, 0, VM_SYSMEM, 0, 4 * MB, PROT_ALL));       /* the same: success */
 	CHECK_ERR(vm_mmap_memseg(NULL, 0x10000000, 1, 0, MB, PROT_READ), EFAULT);

@@ -2415,9 +2415,11 @@ int vm_get_memseg(struct vmctx *ctx, int segid, size_t *lenp, char *name, size_t
  VM_MEM_F_WIRED (its host pages locked; ENOMEM and no map if the host
  refuses). As in libvmmapi, an identical existing map (segment,
  offset, protection and flags) is success; another map at `gpa` is
- EEXIST. Also, as FreeBSD: EINVAL for a bad protection, segment, length
- or alignment or a negative offset, EFAULT for a range that overlaps a
- map starting elsewhere, ENOSPC when the VM's map table is full.
+ EEXIST (a negative offset too: libvmmapi compares before the kernel
+ checks it). Also, as FreeBSD: EINVAL for a bad protection, segment,
+ length or alignment or a negative offset, EFAULT for a range that
+ overlaps a map starting elsewhere, ENOSPC when the VM's map table is
+ full.
  */
 int vm_mmap_memseg(struct vmctx *ctx,
                    vm_paddr_t gpa,

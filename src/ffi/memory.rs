@@ -170,9 +170,11 @@ pub unsafe extern "C" fn vm_get_memseg(
 /// VM_MEM_F_WIRED (its host pages locked; ENOMEM and no map if the host
 /// refuses). As in libvmmapi, an identical existing map (segment,
 /// offset, protection and flags) is success; another map at `gpa` is
-/// EEXIST. Also, as FreeBSD: EINVAL for a bad protection, segment, length
-/// or alignment or a negative offset, EFAULT for a range that overlaps a
-/// map starting elsewhere, ENOSPC when the VM's map table is full.
+/// EEXIST (a negative offset too: libvmmapi compares before the kernel
+/// checks it). Also, as FreeBSD: EINVAL for a bad protection, segment,
+/// length or alignment or a negative offset, EFAULT for a range that
+/// overlaps a map starting elsewhere, ENOSPC when the VM's map table is
+/// full.
 #[no_mangle]
 pub extern "C" fn vm_mmap_memseg(
     ctx: *mut vmctx,
@@ -183,9 +185,10 @@ pub extern "C" fn vm_mmap_memseg(
     prot: c_int,
 ) -> c_int {
     ffi_boundary!({
-        to_rc(with_mem_exclusive(ctx, |m| {
-            m.vmmapi_mmap_memseg(gpa, segid, segment_offset(segoff)?, len, prot as u32)
-        }))
+        // A negative offset, as a u64 of 2^63 or more, matches no map's
+        // and lies past every segment: EINVAL from the kernel's checks,
+        // after libvmmapi's comparison with a map at `gpa`.
+        to_rc(with_mem_exclusive(ctx, |m| m.vmmapi_mmap_memseg(gpa, segid, segoff as u64, len, prot as u32)))
     })
 }
 
