@@ -321,8 +321,10 @@ fn alloc_existing_same_is_eexist_else_einval() {
     assert_eq!(m.alloc_memseg(1, 16 * P, Some(b"other")), Err(Error::Exist));
     assert_eq!(m.alloc_memseg(1, 16 * P, None), Err(Error::Inval));
     assert_eq!(m.alloc_memseg(1, 32 * P, Some(b"dev")), Err(Error::Inval));
-    // Bad length is reported before "exists".
+    // Bad length is reported before "exists", and before a devmem name
+    // that clashes (FreeBSD checks the length first, devfs last).
     assert_eq!(m.alloc_memseg(0, 0, None), Err(Error::Inval));
+    assert_eq!(m.alloc_memseg(2, 0, Some(b"dev")), Err(Error::Inval));
     assert_eq!(m.get_memseg(1).unwrap().name, b"dev");
 }
 
