@@ -110,6 +110,9 @@ mod tests {
         }
         assert_eq!(parse_memsize(b"16e"), Err(Error::Range));
         assert_eq!(parse_memsize(b"18446744073709551616"), Err(Error::Range));
+        // Too large already before the last digit is added.
+        assert_eq!(parse_memsize(b"99999999999999999999"), Err(Error::Range));
+        assert_eq!(parse_memsize(b"0x10000000000000000"), Err(Error::Range));
         assert_eq!(parse_memsize(b"18446744073709551615"), Ok(u64::MAX));
     }
 }
