@@ -898,6 +898,7 @@ check_memory(struct vmctx *ctx)
 	CHECK_ERR(vm_get_memseg(ctx, 1, &len, name, 3), ENAMETOOLONG); /* "rom" + NUL */
 	CHECK(strcmp(name, "ro") == 0); /* truncated, as strlcpy */
 	CHECK_ERR(vm_get_memseg(ctx, 1, &len, name, 0), ENAMETOOLONG);
+	CHECK(strcmp(name, "ro") == 0); /* no room: nothing written, as strlcpy */
 	{
 		/* VM_GET_MEMSEG leaves the name alone for an unallocated segment. */
 		struct vm_memseg ms = { .segid = 2, .name = "junk" };
