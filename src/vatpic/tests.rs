@@ -328,6 +328,9 @@ fn rotation_makes_the_retired_pin_lowest_priority() {
     // Set priority: IRQ 4 lowest, so 5 is highest.
     out(&p, &bus, IO_ICU1, 0xc4);
     assert_eq!(p.chip(0).lowprio, 4);
+    // Specific level without the rotate bit (nor EOI) is no operation.
+    out(&p, &bus, IO_ICU1, 0x42);
+    assert_eq!(p.chip(0).lowprio, 4);
 }
 
 #[test]
@@ -344,8 +347,24 @@ fn special_mask_mode_ignores_what_is_in_service() {
     // A non-specific EOI skips the masked in-service pin.
     out(&p, &bus, IO_ICU1, EOI);
     assert_eq!(p.chip(0).service, 1 << 1);
+    // Without ESMM an OCW3 (here: read IRR) leaves the mode alone.
+    out(&p, &bus, IO_ICU1, 0x0a);
+    assert!(p.chip(0).smm);
     out(&p, &bus, IO_ICU1, 0x48); // leave it
     assert!(!p.chip(0).smm);
+}
+
+/// Outside special mask mode a non-specific EOI retires the highest pin
+/// in service even when it is masked (FreeBSD skips masked pins only in
+/// special mask mode).
+#[test]
+fn a_non_specific_eoi_retires_a_masked_pin_outside_special_mask_mode() {
+    let (p, bus) = pair();
+    pulse(&p, &bus, 3);
+    assert_eq!(p.accept_intr(&bus), 0x23);
+    out(&p, &bus, 0x21, 1 << 3);
+    out(&p, &bus, IO_ICU1, EOI);
+    assert_eq!(p.chip(0).service, 0);
 }
 
 #[test]
@@ -368,9 +387,11 @@ fn icw1_clears_requests_and_the_mask_but_not_isr() {
     assert_eq!(p.accept_intr(&bus), 0x23);
     pulse(&p, &bus, 5);
     out(&p, &bus, 0x21, 0x80);
+    out(&p, &bus, IO_ICU1, 0x0b); // read ISR...
     out(&p, &bus, IO_ICU1, 0x11);
     let m = p.chip(0);
     assert_eq!((m.ready, m.request, m.mask, m.service, m.lowprio), (false, 0, 0, 1 << 3, 7));
+    assert_eq!(inb(&p, IO_ICU1), 0, "...until ICW1 selects IRR again");
     pulse(&p, &bus, 4);
     assert_eq!(p.chip(0).request, 0, "ignored until ICW4");
 }
@@ -543,3 +564,4 @@ fn a_slave_request_cascades_onto_a_master_still_in_its_icws() {
     assert_eq!(bus.take(), 1, "INTR raised once");
     assert_eq!(p.accept_intr(&bus), 0x29, "IRQ 9 delivered");
 }
+
