@@ -217,6 +217,7 @@ fn elcr_keeps_edge_only_irqs_edge() {
     }
     assert_eq!(p.set_irq_trigger(16, false), Err(Error::Inval));
     out(&p, &bus, IO_ELCR1, 0xff);
+    assert_eq!((inb(&p, IO_ELCR1), inb(&p, IO_ELCR2)), (0xf8, 0), "0x4d0 is the master's alone");
     out(&p, &bus, IO_ELCR2, 0xff);
     assert_eq!((inb(&p, IO_ELCR1), inb(&p, IO_ELCR2)), (0xf8, 0xde));
     assert_eq!(p.elcr(), 0xdef8);
@@ -565,3 +566,35 @@ fn a_slave_request_cascades_onto_a_master_still_in_its_icws() {
     assert_eq!(p.accept_intr(&bus), 0x29, "IRQ 9 delivered");
 }
 
+/// A level line that two sources assert still requests when one lets go
+/// (FreeBSD `vatpic_set_pinstate`: a level pin with a count above 0
+/// requests), here after a reinitialisation dropped the request of the
+/// pin while it was edge-triggered.
+#[test]
+fn a_level_line_still_held_by_another_source_requests_on_a_deassert() {
+    let (p, bus) = pair();
+    p.set_irq(5, IrqOp::Assert, &bus).unwrap();
+    p.set_irq(5, IrqOp::Assert, &bus).unwrap();
+    init_chip(&p, &bus, IO_ICU1, 0x20, 0);
+    assert_eq!(p.chip(0).request, 0, "an edge pin waits for its next rising edge");
+    bus.take();
+    p.set_irq_trigger(5, true).unwrap();
+    p.set_irq(5, IrqOp::Deassert, &bus).unwrap();
+    assert_eq!(p.chip(0).request, 1 << 5);
+    assert_eq!(bus.take(), 1);
+    assert_eq!(p.accept_intr(&bus), 0x25);
+}
+
+/// A pulse on a level-triggered IRQ raises INTR for its rising edge,
+/// although the falling edge withdraws the request before the CPU
+/// acknowledges (FreeBSD notifies after each half); the acknowledge then
+/// finds nothing and is spurious.
+#[test]
+fn a_level_irq_pulse_raises_intr_for_its_rising_edge() {
+    let (p, bus) = pair();
+    p.set_irq_trigger(5, true).unwrap();
+    pulse(&p, &bus, 5);
+    assert_eq!((bus.take(), p.chip(0).request), (1, 0));
+    assert_eq!(p.accept_intr(&bus), 0x27);
+    assert_eq!(p.chip(0).service, 0);
+}
