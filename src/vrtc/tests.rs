@@ -313,6 +313,11 @@ fn a_stopped_divider_stops_the_clock() {
     assert_eq!(rtc.get_time(g.now), T, "the second restarts when the divider does");
     g.advance(Duration::from_millis(1));
     assert_eq!(rtc.get_time(g.now), T + 1);
+    // Divider bits 011 are not the running 010 either (FreeBSD
+    // `divider_enabled` compares all three).
+    g.write(10, 0x30).unwrap();
+    g.advance(Duration::from_secs(10));
+    assert_eq!(rtc.get_time(g.now), T + 1);
 }
 
 #[test]
@@ -421,4 +426,35 @@ fn an_alarm_matched_during_a_jump_leaves_the_bytes_at_the_new_time() {
     assert_eq!(rtc.set_time(VRTC_BROKEN_TIME, g.now).value, Ok(()));
     assert_eq!(rtc.nvram_read(0, g.now), Ok(0x32), "19:24:32, not the alarm's second");
     assert_eq!(g.read(0), 0x32);
+}
+
+/// Clearing UIE with an update flag pending drops IRQF (register C is
+/// recomputed when an interrupt enable changes) but keeps UF.
+#[test]
+fn disabling_the_update_interrupt_drops_irqf() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    assert_eq!(rtc.set_time(T, now).value, Ok(()));
+    let mut g = guest(&rtc, now);
+    g.write(11, REG_B_24HR | REG_B_UIE).unwrap();
+    g.advance(Duration::from_secs(1));
+    assert_eq!(g.pulses, 1);
+    g.write(11, REG_B_24HR).unwrap();
+    assert_eq!(g.read(12), REG_C_UF);
+}
+
+/// Register A's rate select gives FreeBSD's periodic rates (`vrtc_freq`):
+/// 256 and 128 Hz for 1 and 2, then 8192 Hz halving down to 2 Hz for 15.
+#[test]
+fn rate_selects_give_freebsds_periodic_rates() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    let mut g = guest(&rtc, now);
+    g.write(11, REG_B_24HR | REG_B_PIE).unwrap();
+    let hz: [u64; 16] = [0, 256, 128, 8192, 4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 8, 4, 2];
+    for (rs, hz) in hz.into_iter().enumerate() {
+        g.write(10, REG_A_DIVIDER_ON | rs as u8).unwrap();
+        let want = (hz != 0).then(|| g.now + Duration::from_nanos(1_000_000_000 / hz));
+        assert_eq!(rtc.callout().get(), want, "rate select {rs}");
+    }
 }
