@@ -443,6 +443,24 @@ fn disabling_the_update_interrupt_drops_irqf() {
     assert_eq!(g.read(12), REG_C_UF);
 }
 
+/// A jump of hours with AIE set finds an alarm at a set hour passed hours
+/// before the new time (up to a day of the jump is checked, as FreeBSD
+/// checks every second of it).
+#[test]
+fn a_jump_of_hours_passes_an_alarm_at_a_set_hour() {
+    let now = Instant::now();
+    let rtc = Vrtc::new(now);
+    assert_eq!(rtc.set_time(T, now).value, Ok(()));
+    let mut g = guest(&rtc, now);
+    // Alarm at 20:00:00; T is 19:24:27 and the jump ends at 05:24:27.
+    for (o, v) in [(1, 0x00), (3, 0x00), (5, 0x20)] {
+        g.write(o, v).unwrap();
+    }
+    g.write(11, REG_B_24HR | REG_B_AIE).unwrap();
+    assert!(rtc.set_time(T + 10 * 3600, g.now).pulse);
+    assert_eq!(g.read(12), REG_C_IRQF | REG_C_AF);
+}
+
 /// Register A's rate select gives FreeBSD's periodic rates (`vrtc_freq`):
 /// 256 and 128 Hz for 1 and 2, then 8192 Hz halving down to 2 Hz for 15.
 #[test]
