@@ -75,6 +75,7 @@ fn an_uninitialised_pair_counts_its_pins_but_requests_nothing() {
     // done (a PCI INTx line that stays asserted); an edge line does not.
     let (p, bus) = (Vatpic::new(), Bus::default());
     p.set_irq_trigger(5, true).unwrap();
+    p.set_irq_trigger(7, true).unwrap(); // level, but not asserted
     p.set_irq(5, IrqOp::Assert, &bus).unwrap();
     p.set_irq(6, IrqOp::Assert, &bus).unwrap();
     assert_eq!(p.chip(0).request, 0);
@@ -132,6 +133,22 @@ fn an_edge_irq_raises_intr_once_until_acknowledged() {
     out(&p, &bus, IO_ICU1, EOI);
     assert_eq!(p.chip(0).service, 0);
     assert_eq!(bus.take(), 0);
+}
+
+/// After initialisation IR0 is highest and IR7 lowest priority: IR7
+/// waits behind a lower-numbered request and while one is in service.
+#[test]
+fn ir7_has_the_lowest_priority_after_initialisation() {
+    let (p, bus) = pair();
+    pulse(&p, &bus, 7);
+    pulse(&p, &bus, 3);
+    assert_eq!(bus.take(), 1);
+    assert_eq!(p.accept_intr(&bus), 0x23);
+    assert_eq!(bus.take(), 0, "IR7 is held back by IR3 in service");
+    out(&p, &bus, IO_ICU1, EOI);
+    assert_eq!(bus.take(), 1);
+    assert_eq!(p.accept_intr(&bus), 0x27);
+    assert_eq!(p.chip(0).service, 1 << 7);
 }
 
 #[test]
@@ -395,6 +412,18 @@ fn icw1_clears_requests_and_the_mask_but_not_isr() {
     assert_eq!(inb(&p, IO_ICU1), 0, "...until ICW1 selects IRR again");
     pulse(&p, &bus, 4);
     assert_eq!(p.chip(0).request, 0, "ignored until ICW4");
+}
+
+/// ICW1 cancels a poll command not yet read (FreeBSD clears the poll
+/// bit): the next command-port read returns IRR and acknowledges nothing.
+#[test]
+fn icw1_cancels_a_pending_poll() {
+    let (p, bus) = pair();
+    out(&p, &bus, IO_ICU1, 0x0c | chip::OCW3_RR);
+    init_chip(&p, &bus, IO_ICU1, 0x20, 0);
+    pulse(&p, &bus, 4);
+    assert_eq!(inb(&p, IO_ICU1), 1 << 4);
+    assert_eq!((p.chip(0).request, p.chip(0).service), (1 << 4, 0));
 }
 
 #[test]
