@@ -82,8 +82,8 @@ fn the_guest_sets_the_time_under_set() {
     g.write(11, REG_B_24HR | REG_B_HALT).unwrap();
     assert_eq!(rtc.get_time(g.now), VRTC_BROKEN_TIME, "halted");
     assert_eq!(rtc.set_time(T, g.now).value, Err(Error::Busy));
-    // 2000-02-29 23:59:58.
-    for (o, v) in [(0, 0x58), (2, 0x59), (4, 0x23), (7, 0x29), (8, 0x02), (9, 0x00), (0x32, 0x20)] {
+    // 2000-02-29 23:59:58 (bit 7 of the seconds is read-only).
+    for (o, v) in [(0, 0x80 | 0x58), (2, 0x59), (4, 0x23), (7, 0x29), (8, 0x02), (9, 0x00), (0x32, 0x20)] {
         g.write(o, v).unwrap();
     }
     g.advance(Duration::from_secs(5)); // no time passes while halted
@@ -242,6 +242,8 @@ fn the_periodic_callout_keeps_its_schedule() {
     assert_eq!(rtc.callout().get(), Some(t0 + 2 * p), "not a quarter period late");
     g.advance(3 * p + p / 2);
     assert_eq!(rtc.callout().get(), Some(g.now + p), "missed periods skipped");
+    g.advance(2 * p);
+    assert_eq!(rtc.callout().get(), Some(g.now + p), "a period missed exactly is skipped too");
 }
 
 #[test]
