@@ -154,11 +154,19 @@ main(void)
 		CHECK_ERR(vm_set_intinfo(v0, (1u << 31) | (2u << 8) | 3), EINVAL);
 		CHECK_ERR(vm_set_intinfo(v0, (1u << 31) | (3u << 8) | 40), EINVAL);
 		CHECK_ERR(vm_get_intinfo(v0, NULL, &i2), EFAULT);
-		CHECK_OK(vm_inject_exception(v0, 13, 1, 0, 0));
+		/* In protected mode an exception carries its error code only
+		 * when error_code_valid says so: bit 11 and bits 63:32 of the
+		 * pending intinfo. */
+		CHECK_OK(vm_set_register(v0, VM_REG_GUEST_CR0, 0x11));
+		CHECK_OK(vm_set_register(v1, VM_REG_GUEST_CR0, 0x11));
+		CHECK_OK(vm_inject_exception(v0, 13, 1, 0x18, 0));
 		CHECK_ERR(vm_inject_exception(v0, 6, 0, 0, 0), EBUSY);
 		CHECK_ERR(vm_inject_exception(v1, 32, 0, 0, 0), EINVAL);
 		CHECK_OK(vm_get_intinfo(v0, &i1, &i2));
-		CHECK((i2 & 0xff) == 13 && (i2 & (1u << 31)));
+		CHECK(i2 == ((0x18ull << 32) | (1u << 31) | (1u << 11) | (3u << 8) | 13));
+		CHECK_OK(vm_inject_exception(v1, 6, 0, 0x18, 0));
+		CHECK_OK(vm_get_intinfo(v1, &i1, &i2));
+		CHECK(i2 == ((1u << 31) | (3u << 8) | 6));
 		CHECK_OK(vm_restart_instruction(v0));
 	}
 
