@@ -6,13 +6,15 @@
  *  - hand the guest its own INT3 (BPT exit, then the entry instruction
  *    length 1 and #BP injected): taken once, the guest goes on past it;
  *  - single-step with an interrupt pending: the step that delivers it
- *    runs no instruction (the monitor trap flag's exit comes first).
+ *    runs no instruction (the monitor trap flag's exit comes first);
+ *  - inject a fault with restart_instruction (bhyve's vm_inject_fault):
+ *    the guest takes it, then re-runs the instruction that exited.
  */
 #include "apic_util.h"
 
 #define OUTP 0x80
 
-/* The guest's code: COMPUTE, OUT, INT3, OUT, COMPUTE..., OUT at 9. */
+/* The guest's code: COMPUTE, OUT, INT3, OUT, COMPUTE..., OUT at 9 and 10. */
 static int vectors[8], nvectors;
 
 static int
@@ -22,7 +24,7 @@ code_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 	(void)vcpuid;
 	memset(a, 0, sizeof(*a));
 	switch (rip) {
-	case 1: case 3: case 9:
+	case 1: case 3: case 9: case 10:
 		a->kind = VMM_RS_ACT_PORT_OUT;
 		a->port = OUTP;
 		a->size = 1;
@@ -100,6 +102,13 @@ main(void)
 	CHECK_OK(vm_set_capability(v, VM_CAP_MTRAP_EXIT, 0));
 	run_to_out(v, OUTP, &vme);
 	CHECK(vme.rip == 9);
+
+	/* #GP with restart_instruction: taken, then the OUT at 9 runs again
+	 * (without the restart the guest would go on to the OUT at 10). */
+	CHECK_OK(vm_inject_exception(v, 13, 0, 0, 1));
+	run_to_out(v, OUTP, &vme);
+	CHECK(vme.rip == 9);
+	CHECK(nvectors == 3 && vectors[2] == 13);
 
 	vm_vcpu_close(v);
 	vm_destroy(ctx);
