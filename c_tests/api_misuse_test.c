@@ -1316,6 +1316,12 @@ main(void)
 	{
 		struct vm_ioapic_irq pin = { .irq = 9 };
 		CHECK_OK(vmm_ioctl(ctx, VM_IOAPIC_PULSE_IRQ, &pin));
+		/* vmm_ioctl runs each pin command as itself: the pulse left the
+		 * count at 0, and an assert gives one deassert its count. */
+		CHECK_ERR(vmm_ioctl(ctx, VM_IOAPIC_DEASSERT_IRQ, &pin), ERANGE);
+		CHECK_OK(vmm_ioctl(ctx, VM_IOAPIC_ASSERT_IRQ, &pin));
+		CHECK_OK(vmm_ioctl(ctx, VM_IOAPIC_DEASSERT_IRQ, &pin));
+		CHECK_ERR(vmm_ioctl(ctx, VM_IOAPIC_DEASSERT_IRQ, &pin), ERANGE);
 		CHECK_OK(vm_isa_pulse_irq(ctx, 9, 9));
 	}
 	CHECK_OK(vm_lapic_irq(v1, 0x71));
