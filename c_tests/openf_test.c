@@ -42,6 +42,7 @@ bad_input_creates_nothing(void)
 	watchdog_phase("bad input");
 	CHECK(vm_openf(NULL, 0) == NULL && errno == EFAULT);
 	CHECK(vm_openf(NULL, VMMAPI_OPEN_CREATE) == NULL && errno == EFAULT);
+	CHECK(vm_openf(NULL, 4) == NULL && errno == EFAULT); /* before the flags */
 	CHECK(vm_openf("openf-bad", 0) == NULL && errno == ENOENT);
 	CHECK(vm_openf("openf-bad", VMMAPI_OPEN_REINIT) == NULL && errno == ENOENT);
 	CHECK(vm_openf("openf-bad", VMMAPI_OPEN_CREATE | 4) == NULL && errno == EINVAL);
