@@ -79,16 +79,27 @@ main(void)
 
 	/* The cpuset is copied at any size, zero-filled past cpuset_t. */
 	unsigned char big[sizeof(cpuset_t) + 64];
-	struct vmm_rs_action bsp3[] = { ICR(ALL_BUT_SELF | INIT_ASSERT), ICR(ALL_BUT_SELF | INIT_ASSERT) };
-	CHECK_OK(vmm_rs_guest_set_script(v[0], bsp3, 2, -1));
+	struct vmm_rs_action bsp3[] = {
+		ICR(ALL_BUT_SELF | INIT_ASSERT),
+		ICR(ALL_BUT_SELF | INIT_ASSERT),
+		ICR(ALL_BUT_SELF | INIT_ASSERT),
+	};
+	CHECK_OK(vmm_rs_guest_set_script(v[0], bsp3, 3, -1));
 	memset(big, 0xff, sizeof(big));
 	vmrun.cpuset = (cpuset_t *)big;
 	vmrun.cpusetsize = sizeof(big);
 	CHECK_OK(vm_run(v[0], &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_IPI && big[0] == 0x6 && big[sizeof(big) - 1] == 0);
+	/* Size 0 copies nothing, so a NULL cpuset is fine then (FreeBSD's
+	 * copyout of 0 bytes). */
 	vmrun.cpusetsize = 0;
+	memset(big, 0xff, sizeof(big));
+	CHECK_OK(vm_run(v[0], &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_IPI && big[0] == 0xff);
+	vmrun.cpuset = NULL;
 	CHECK_OK(vm_run(v[0], &vmrun));
 	CHECK(vme.exitcode == VM_EXITCODE_IPI);
+	vmrun.cpuset = (cpuset_t *)big;
 
 	/* An SMI or remote-read IPI, which the local APIC keeps in its ICR but
 	 * cannot send (FreeBSD 14's vlapic_icrlo_write_handler returns 1):
