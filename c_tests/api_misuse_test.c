@@ -514,7 +514,9 @@ check_interrupts(struct vmctx *ctx, struct vcpu *v0, struct vcpu *v1)
 	{
 		const uint64_t bad[] = { 0, 0xFEBFFFFCu, 0xFEC01000u, 0xFEE01000u, UINT64_MAX };
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			val = 0x1234;
 			CHECK_ERR(vm_readwrite_kernemu_device(v0, bad[i], false, 4, &val), EINVAL);
+			CHECK(val == 0x1234); /* a failed read stores nothing, as libvmmapi */
 			CHECK_ERR(vm_readwrite_kernemu_device(v0, bad[i], true, 4, &val), EINVAL);
 		}
 	}
