@@ -213,45 +213,77 @@ fn a_suspend_wait_reported_first_refuses_the_closing_wait_only() {
     });
 }
 
-/// Makes pin 5 of `vm`'s I/O APIC level-triggered, vector 0x45, aimed
-/// at vCPU 1 (physical), written as vCPU 0; its steps' results.
-fn level_rte_for_vcpu1(vm: &Vm) -> Result<()> {
-    use crate::vioapic::{rte::TRGRLVL, IOAPIC_BASE, IOREGSEL, IOWIN, REG_REDTBL};
-    let w = |off: u64, v: u64| vm.mmio_write(0, IOAPIC_BASE + off, 4, v).map(drop);
+/// Makes pin 5 of an I/O APIC level-triggered, vector 0x45, aimed at
+/// vCPU 1 (physical), with `w(offset, value)`, a 4-byte write of vCPU 0;
+/// its steps' results.
+fn level_rte_for_vcpu1(w: impl Fn(u64, u64) -> Result<()>) -> Result<()> {
+    use crate::vioapic::{rte::TRGRLVL, IOREGSEL, IOWIN, REG_REDTBL};
     w(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5 + 1)?;
     w(IOWIN, 1 << 24)?;
     w(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5)?;
     w(IOWIN, TRGRLVL | 0x45)
 }
 
+/// A guest write of vCPU 0 to `vm`'s I/O APIC, for `level_rte_for_vcpu1`.
+fn guest_write(vm: &Vm) -> impl Fn(u64, u64) -> Result<()> + '_ {
+    move |off, v| vm.mmio_write(0, crate::vioapic::IOAPIC_BASE + off, 4, v).map(drop)
+}
+
+/// The same write as VM_SET_KERNEMU_DEV through the ioctl dispatch,
+/// which takes, claims and drops the vCPU's wait itself.
+fn kernemu_write(vm: &Vm) -> impl Fn(u64, u64) -> Result<()> + '_ {
+    use crate::ffi::abi::{vm_readwrite_kernemu_device, VM_SET_KERNEMU_DEV};
+    move |off, v| {
+        let mut a = vm_readwrite_kernemu_device { vcpuid: 0, bits: 0, gpa: crate::vioapic::IOAPIC_BASE + off, value: v };
+        a.set_access_width(2);
+        let arg = &mut a as *mut vm_readwrite_kernemu_device as *mut std::ffi::c_void;
+        // SAFETY: `arg` is VM_SET_KERNEMU_DEV's argument struct.
+        unsafe { super::super::commands::run(vm, VM_SET_KERNEMU_DEV, super::super::ioctl::LockClass::One, arg) }
+    }
+}
+
 /// An RTE write whose `block_run` would wait for B1 while B1's
 /// callback waits for A0, whose callback holds the writer B0 (as a
 /// kernemu write does), is refused before it changes anything; once
-/// B1 waits for nothing it goes through.
-#[test]
-fn an_rte_write_that_closes_a_cycle_is_refused_unchanged() {
-    with_watchdog(20, || {
+/// B1 waits for nothing it goes through. `write_from_a0(a, b)` makes
+/// the write from A0's callback.
+fn rte_write_closing_a_cycle_is_refused_unchanged(write_from_a0: impl Fn(&Arc<Vm>, &Arc<Vm>) -> Result<()> + Send + 'static) {
+    with_watchdog(20, move || {
         let (a, b) = (vm("reentry-ra"), vm("reentry-rb"));
         b.activate_cpu(0).unwrap();
         b.activate_cpu(1).unwrap();
-        let write_from_a0 = || {
-            in_callback(vm_identity(&a), 0, || {
-                let wait = wait_for(&b, Waits::One(0))?;
-                let _lock = b.lock_one(0)?;
-                wait.claimed();
-                level_rte_for_vcpu1(&b)
-            })
-        };
         let (release, t) = hold_wait(&b, 1, &a, Waits::One(0));
         let before = b.vioapic().rte(5);
-        assert_eq!(write_from_a0(), Err(Error::Deadlock));
+        assert_eq!(write_from_a0(&a, &b), Err(Error::Deadlock));
         assert_eq!(b.vioapic().rte(5) & 0xffff_ffff, before & 0xffff_ffff, "low half unchanged");
         assert_eq!(b.ioapic_stats().tmr_updates, 0);
         drop(release);
         t.join().unwrap();
-        assert_eq!(write_from_a0(), Ok(()));
+        assert_eq!(write_from_a0(&a, &b), Ok(()));
         assert_eq!(b.vioapic().rte(5) & 0xffff, 0x8045);
         assert_eq!(b.ioapic_stats().tmr_updates, 1);
+    });
+}
+
+#[test]
+fn an_rte_write_that_closes_a_cycle_is_refused_unchanged() {
+    rte_write_closing_a_cycle_is_refused_unchanged(|a, b| {
+        in_callback(vm_identity(a), 0, || {
+            let wait = wait_for(b, Waits::One(0))?;
+            let _lock = b.lock_one(0)?;
+            wait.claimed();
+            level_rte_for_vcpu1(guest_write(b))
+        })
+    });
+}
+
+/// The same through the ioctl dispatch: VM_SET_KERNEMU_DEV keeps its
+/// claimed wait for B0 registered while its RTE write waits for B1
+/// (with the wait dropped before the write, the cycle went unseen).
+#[test]
+fn a_kernemu_rte_write_that_closes_a_cycle_is_refused_unchanged() {
+    rte_write_closing_a_cycle_is_refused_unchanged(|a, b| {
+        in_callback(vm_identity(a), 0, || level_rte_for_vcpu1(kernemu_write(b)))
     });
 }
 
