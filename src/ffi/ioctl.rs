@@ -166,3 +166,22 @@ pub(crate) unsafe fn arg_vcpu(vm: &Vm, arg: *mut c_void) -> Result<usize> {
     let id: c_int = unsafe { copy_in(arg) };
     vm.vcpu_id(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As FreeBSD 14's vmmdev_ioctl: the commands that change the memory
+    /// map also hold the memory segments exclusively; the pptdev MMIO ones
+    /// only stop every vCPU (the C face cannot tell these apart: commands
+    /// run both classes alike, so only `lock_class` says which it is).
+    #[test]
+    fn only_memory_map_changes_hold_memory_exclusively() {
+        for cmd in [VM_ALLOC_MEMSEG, VM_MMAP_MEMSEG, VM_MUNMAP_MEMSEG, VM_REINIT, VM_BIND_PPTDEV, VM_UNBIND_PPTDEV] {
+            assert_eq!(lock_class(cmd), Some(LockClass::AllMemExclusive), "{cmd:#x}");
+        }
+        for cmd in [VM_MAP_PPTDEV_MMIO, VM_UNMAP_PPTDEV_MMIO] {
+            assert_eq!(lock_class(cmd), Some(LockClass::All), "{cmd:#x}");
+        }
+    }
+}
