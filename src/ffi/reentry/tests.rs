@@ -229,17 +229,41 @@ fn guest_write(vm: &Vm) -> impl Fn(u64, u64) -> Result<()> + '_ {
     move |off, v| vm.mmio_write(0, crate::vioapic::IOAPIC_BASE + off, 4, v).map(drop)
 }
 
-/// The same write as VM_SET_KERNEMU_DEV through the ioctl dispatch,
-/// which takes, claims and drops the vCPU's wait itself.
+/// Lock-one command `cmd` on `vm` through the ioctl dispatch, which
+/// takes (and for some commands claims) the vCPU's wait itself.
+fn lock_one_cmd<T>(vm: &Vm, cmd: u64, arg: &mut T) -> Result<()> {
+    let arg = arg as *mut T as *mut std::ffi::c_void;
+    // SAFETY: the callers pass `cmd`'s argument struct.
+    unsafe { super::super::commands::run(vm, cmd, super::super::ioctl::LockClass::One, arg) }
+}
+
+/// The same write as VM_SET_KERNEMU_DEV through the ioctl dispatch.
 fn kernemu_write(vm: &Vm) -> impl Fn(u64, u64) -> Result<()> + '_ {
     use crate::ffi::abi::{vm_readwrite_kernemu_device, VM_SET_KERNEMU_DEV};
     move |off, v| {
         let mut a = vm_readwrite_kernemu_device { vcpuid: 0, bits: 0, gpa: crate::vioapic::IOAPIC_BASE + off, value: v };
         a.set_access_width(2);
-        let arg = &mut a as *mut vm_readwrite_kernemu_device as *mut std::ffi::c_void;
-        // SAFETY: `arg` is VM_SET_KERNEMU_DEV's argument struct.
-        unsafe { super::super::commands::run(vm, VM_SET_KERNEMU_DEV, super::super::ioctl::LockClass::One, arg) }
+        lock_one_cmd(vm, VM_SET_KERNEMU_DEV, &mut a)
     }
+}
+
+/// Through the ioctl dispatch a lock-one command waits for its own vCPU
+/// only: from A0's callback, while B0's callback waits for A0, reading a
+/// register of B1 closes no cycle; reading one of B0 does.
+#[test]
+fn a_lock_one_command_waits_for_its_vcpu_only() {
+    use crate::ffi::abi::{vm_register, VM_GET_REGISTER};
+    with_watchdog(20, || {
+        let (a, b) = (vm("reentry-l1a"), vm("reentry-l1b"));
+        let (release, t) = hold_wait(&b, 0, &a, Waits::One(0));
+        let get_rax = |cpuid| {
+            in_callback(vm_identity(&a), 0, || lock_one_cmd(&b, VM_GET_REGISTER, &mut vm_register { cpuid, regnum: 0, regval: 0 }))
+        };
+        assert_eq!(get_rax(1), Ok(()));
+        assert_eq!(get_rax(0), Err(Error::Deadlock));
+        drop(release);
+        t.join().unwrap();
+    });
 }
 
 /// An RTE write whose `block_run` would wait for B1 while B1's
