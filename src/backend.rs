@@ -171,7 +171,9 @@ pub trait Backend: Send + Sync + core::fmt::Debug {
 
     /// The value of a read the library emulated (an MMIO load from the
     /// local APIC, vioapic or HPET, or an RDMSR of a local APIC MSR), for
-    /// the instruction that exited with `GuestExit::Mmio` or `Rdmsr`.
+    /// the instruction that exited with `GuestExit::Mmio` or `Rdmsr`. It
+    /// is the whole register, as FreeBSD's device handlers give it; the
+    /// backend keeps the bytes its instruction loads (`vie_update_register`).
     fn emulated_read_result(&self, _vcpu: &Vcpu, _value: u64) {}
 
     /// The run loop answered the CPUID that exited: RAX, RBX, RCX and RDX

@@ -289,6 +289,8 @@ fn rte_write_closing_a_cycle_is_refused_unchanged(write_from_a0: impl Fn(&Arc<Vm
     });
 }
 
+/// The write made by hand: the wait, lock and claim a kernemu write
+/// takes, then the guest's RTE write.
 #[test]
 fn an_rte_write_that_closes_a_cycle_is_refused_unchanged() {
     rte_write_closing_a_cycle_is_refused_unchanged(|a, b| {
