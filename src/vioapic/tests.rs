@@ -40,6 +40,8 @@ struct RecBus {
     /// Plays the 2019 protocol; `rendezvous` counts its rendezvous.
     legacy: bool,
     rendezvous: RefCell<usize>,
+    /// The waits for RUNNING targets reported (`before_block_runs`).
+    reported: RefCell<Vec<CpuSet>>,
 }
 
 impl RecBus {
@@ -77,6 +79,10 @@ impl IoapicBus for RecBus {
             }
         }
         s
+    }
+    fn before_block_runs(&self, targets: CpuSet) -> Result<PeerWait> {
+        self.reported.borrow_mut().push(targets);
+        Ok(PeerWait::none())
     }
     fn block_run(&self, id: usize) {
         self.blocks.borrow_mut().push(id);
@@ -682,4 +688,85 @@ fn a_pulse_during_an_edge_to_level_rewrite_is_sent() {
     lo(&v, &b, Some(0), 7, LEVEL | 0x71);
     b.hook.borrow_mut().take();
     assert_eq!(b.sent(), vec![fixed(0x71, 1, true)], "the pulse was lost");
+}
+
+/// VM_REINIT zeroes every statistic, the count of sends held back during
+/// rewrites (kept per pin, beside the table) included.
+#[test]
+fn reset_zeroes_the_held_back_send_count() {
+    let (v, b) = (Rc::new(Vioapic::new()), RecBus::new(2));
+    hi(&v, &b, None, 5, 1);
+    lo(&v, &b, None, 5, LEVEL | 0x50);
+    let v2 = v.clone();
+    *b.hook.borrow_mut() = Some(Box::new(move |bus: &RecBus| {
+        v2.pulse_irq(5, bus).unwrap();
+    }));
+    lo(&v, &b, Some(0), 5, LEVEL | 0x51);
+    b.hook.borrow_mut().take();
+    assert_eq!(v.stats().deferred_sends, 1);
+    v.reset();
+    assert_eq!(v.stats(), IoapicStats::default());
+}
+
+/// The 2019 protocol counts its TMR changes as the blocking one does:
+/// each clear and each set (a vector change on one target is two).
+#[test]
+fn the_legacy_protocol_counts_each_tmr_clear_and_set() {
+    let (v, b) = (Vioapic::new(), RecBus { legacy: true, ..RecBus::new(2) });
+    hi(&v, &b, Some(0), 3, 1);
+    lo(&v, &b, Some(0), 3, MASKED | LEVEL | 0x40);
+    assert_eq!(v.stats().tmr_stagings, 1, "set 0x40");
+    lo(&v, &b, Some(0), 3, MASKED | LEVEL | 0x41);
+    assert_eq!(v.stats().tmr_stagings, 3, "clear 0x40, set 0x41");
+    lo(&v, &b, Some(0), 3, MASKED | 0x41);
+    assert_eq!(v.stats().tmr_stagings, 4, "clear 0x41");
+    assert_eq!(*b.rendezvous.borrow(), 4, "the destination write too");
+}
+
+/// Only the write path's step 4 waits for other vCPUs to leave RUNNING,
+/// so only it reports that wait (`before_block_runs`, which the C face's
+/// cycle check may refuse with EDEADLK): the 2019 protocol rendezvouses
+/// instead, and reporting a wait it never makes could refuse its write
+/// for nothing.
+#[test]
+fn only_the_blocking_protocol_reports_a_wait_for_running_targets() {
+    for legacy in [false, true] {
+        let (v, b) = (Vioapic::new(), RecBus { legacy, ..RecBus::new(3) });
+        hi(&v, &b, Some(0), 3, 0xFF);
+        lo(&v, &b, Some(0), 3, MASKED | LEVEL | 0x40);
+        let mut others = CpuSet::new();
+        others.insert(1);
+        others.insert(2);
+        let expected = if legacy { vec![] } else { vec![others] };
+        assert_eq!(*b.reported.borrow(), expected, "legacy: {legacy}");
+    }
+}
+
+/// A level assert that counted and read its level entry, then reached
+/// the table mutex only after the entry was rewritten to edge and its
+/// line deasserted, is sent: the rise was an edge under the entry it
+/// meets there, and an edge is not sampled (the rewrite is made here
+/// under the held mutex, as a guest's write that came first would).
+#[test]
+fn a_level_assert_that_reaches_the_table_after_a_rewrite_to_edge_is_sent() {
+    crate::test_util::with_watchdog(10, || {
+        let v = Vioapic::new();
+        let count = NullBus(std::sync::atomic::AtomicU64::new(0));
+        v.mmio_write(None, IOREGSEL, 4, REG_REDTBL + 10, &count).unwrap();
+        v.mmio_write(None, IOWIN, 4, LEVEL | 0x40, &count).unwrap();
+        std::thread::scope(|s| {
+            // Holding the table mutex keeps the assert's level send waiting.
+            let mut t = v.table.lock();
+            let asserter = s.spawn(|| v.assert_irq(5, &count).unwrap());
+            while v.assert_count(5) == 0 {
+                std::thread::yield_now();
+            }
+            t.pins[5].reg = t.rte(5).written(0x40, false).0;
+            v.deassert_irq(5, &count).unwrap();
+            drop(t);
+            asserter.join().unwrap();
+        });
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1, "the edge was lost");
+        assert_eq!(v.stats().interrupts, 1);
+    });
 }
