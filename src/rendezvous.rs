@@ -209,6 +209,9 @@ mod tests {
     /// waiting may find the next already posted, and partly done by the
     /// others; it must run its part of that one, not wait for it (which
     /// left every participant waiting forever: the benchmarks hung so).
+    /// vCPU 1 handles a rendezvous only once vCPU 0 waits, so that vCPU 0
+    /// is never the last of the first one (which it would retire, without
+    /// waiting at all).
     #[test]
     fn a_participant_late_to_wait_runs_its_part_of_the_next_rendezvous() {
         with_watchdog(20, || {
@@ -217,16 +220,18 @@ mod tests {
                 vm.activate_cpu(id).unwrap();
             }
             let calls = std::sync::Arc::new(AtomicU64::new(0));
+            let late_waits = std::sync::Arc::new(AtomicBool::new(false));
             let participant = |id: usize, late: bool| {
-                let (vm, calls) = (vm.clone(), calls.clone());
+                let (vm, calls, late_waits) = (vm.clone(), calls.clone(), late_waits.clone());
                 thread::spawn(move || {
                     if late {
                         // vCPU 0: after its part of the first rendezvous,
                         // wait until the second is posted and both other
                         // vCPUs did their part of it (5 callbacks).
-                        let c = calls.clone();
+                        let (c, w) = (calls.clone(), late_waits.clone());
                         AFTER_PART.with(|h| {
                             *h.borrow_mut() = Some(Box::new(move || {
+                                w.store(true, Ordering::SeqCst);
                                 while c.load(Ordering::SeqCst) < 5 {
                                     thread::yield_now();
                                 }
@@ -236,7 +241,7 @@ mod tests {
                     // Until both rendezvous are done (one handle call
                     // may serve both).
                     while calls.load(Ordering::SeqCst) < 6 {
-                        if vm.rendezvous_pending() {
+                        if (late || late_waits.load(Ordering::SeqCst)) && vm.rendezvous_pending() {
                             vm.handle_rendezvous(Some(id)).unwrap();
                         } else {
                             thread::yield_now();
@@ -255,6 +260,68 @@ mod tests {
             p0.join().unwrap();
             p1.join().unwrap();
             assert_eq!(calls.load(Ordering::SeqCst), 6, "every vCPU ran both callbacks once");
+        });
+    }
+
+    /// One rendezvous at a time (FreeBSD's `vm_smp_rendezvous` waits for
+    /// the slot): a post while one is pending is refused as busy and
+    /// leaves the pending callback and its targets as they were.
+    #[test]
+    fn a_post_while_a_rendezvous_is_pending_is_busy_and_changes_nothing() {
+        let vm = Vm::with_idle_backend("rv-busy", 2).unwrap();
+        let r = Rendezvous::default();
+        let ran = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorder = |tag: &'static str| {
+            let ran = ran.clone();
+            callback(move |_, id| ran.lock().unwrap().push((tag, id)))
+        };
+        assert!(matches!(r.try_post(CpuSet::first_n(2), recorder("first")), Post::Posted));
+        assert!(matches!(r.try_post(CpuSet::single(1), recorder("second")), Post::Busy));
+        // vCPU 0 runs its part of the first; vCPU 1 still owes it.
+        r.run_on_behalf(&vm, &CpuSet::single(0), &CpuSet::first_n(2));
+        assert!(r.pending(), "vCPU 1 still owes the first rendezvous");
+        r.run_on_behalf(&vm, &CpuSet::single(1), &CpuSet::first_n(2));
+        assert!(!r.pending());
+        assert_eq!(*ran.lock().unwrap(), vec![("first", 0), ("first", 1)]);
+    }
+
+    /// VM_REINIT drops a pending rendezvous: none is pending after it (the
+    /// run loop's before-entry check reads that flag), and the slot is free.
+    #[test]
+    fn reset_drops_a_pending_rendezvous() {
+        let r = Rendezvous::default();
+        assert!(matches!(r.try_post(CpuSet::single(0), callback(|_, _| {})), Post::Posted));
+        assert!(r.pending());
+        r.reset();
+        assert!(!r.pending(), "reset left the rendezvous flagged pending");
+        assert!(matches!(r.try_post(CpuSet::single(0), callback(|_, _| {})), Post::Posted));
+    }
+
+    /// A VM destroyed while a vCPU waits for the others' parts of a
+    /// rendezvous (which they will never run) ends the wait with EINTR,
+    /// as FreeBSD's `vm_handle_rendezvous` does for a dying VM.
+    #[test]
+    fn destroying_the_vm_ends_a_rendezvous_wait_with_eintr() {
+        with_watchdog(20, || {
+            let vm = std::sync::Arc::new(Vm::with_idle_backend("rv-destroy", 2).unwrap());
+            for id in 0..2 {
+                vm.activate_cpu(id).unwrap();
+            }
+            let calls = std::sync::Arc::new(AtomicU64::new(0));
+            let initiator = {
+                let (vm, c) = (vm.clone(), calls.clone());
+                let f = callback(move |_, _| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+                thread::spawn(move || vm.smp_rendezvous(Some(0), vm.active_cpus(), f))
+            };
+            // vCPU 0 did its part; vCPU 1 never handles the rendezvous.
+            while calls.load(Ordering::SeqCst) == 0 {
+                thread::yield_now();
+            }
+            vm.destroy();
+            assert_eq!(initiator.join().unwrap(), Err(Error::Intr));
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
         });
     }
 }
