@@ -626,3 +626,52 @@ fn racing_asserts_and_deasserts_at_both_limits_keep_the_count() {
         assert_eq!(s.interrupts, 0, "masked pins send nothing");
     });
 }
+
+/// Under the 2019 protocol each vCPU stages its own TMR changes in the
+/// rendezvous: a level entry aimed at vCPU 1 stages its vector there
+/// only, and a vector change stages the old vector's clear and the new
+/// one's set.
+#[test]
+fn the_legacy_rendezvous_stages_each_vcpus_own_tmr_changes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    crate::test_util::with_watchdog(20, || {
+        let vm = std::sync::Arc::new(vm(2));
+        vm.set_legacy_protocol(true);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        // vCPU 1's thread does its part of each rendezvous.
+        let helper = {
+            let (vm, stop) = (vm.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if vm.rendezvous_pending() {
+                        vm.handle_rendezvous(Some(1)).unwrap();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let staged = |c: usize| {
+            let (set, clear) = vm.vcpus()[c].vlapic.staged_tmr();
+            (set.iter().collect::<Vec<_>>(), clear.iter().collect::<Vec<_>>())
+        };
+        program_rte(&vm, 0, 5, MASKED | LEVEL | 0x40, 1);
+        assert_eq!(staged(1), (vec![0x40], vec![]));
+        assert_eq!(staged(0), (vec![], vec![]), "vCPU 0 is no target");
+        program_rte(&vm, 0, 5, MASKED | LEVEL | 0x41, 1);
+        assert_eq!(staged(1), (vec![0x41], vec![0x40]));
+        assert_eq!(staged(0), (vec![], vec![]));
+        stop.store(true, Ordering::SeqCst);
+        helper.join().unwrap();
+    });
+}
+
+/// The vioapic's window is 4 KiB: the byte past its end is not emulated
+/// (it is the caller's, as any other address the library does not own).
+#[test]
+fn the_address_past_the_ioapic_window_is_not_emulated() {
+    let vm = vm(1);
+    let end = IOAPIC_BASE + IOAPIC_SIZE;
+    assert_eq!(vm.mmio_read(0, end - 4, 4), Ok(Some(0)));
+    assert_eq!(vm.mmio_read(0, end, 4), Ok(None));
+}
