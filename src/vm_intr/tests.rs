@@ -675,3 +675,34 @@ fn the_address_past_the_ioapic_window_is_not_emulated() {
     assert_eq!(vm.mmio_read(0, end - 4, 4), Ok(Some(0)));
     assert_eq!(vm.mmio_read(0, end, 4), Ok(None));
 }
+
+/// HLT sleeps and the callout thread wait until the earliest device
+/// callout: with the HPET's one-shot timer due in a second and the RTC's
+/// periodic interrupt (2 Hz) armed after it, the deadline moves to the
+/// RTC's.
+#[test]
+fn the_device_timer_deadline_is_the_earliest_callout() {
+    use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, VHPET_BASE};
+    let vm = vm(1);
+    let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(0, VHPET_BASE + off, 8, v), Ok(Some(())));
+    hpet(reg::timer_cap_cnf(0), 24 << 9 | TCNF_INT_ENB);
+    hpet(reg::timer_comparator(0), 16_777_216);
+    hpet(reg::CONFIG, CNF_ENABLE);
+    let hpet_only = vm.device_timer_deadline().expect("HPET armed");
+    for (port, val) in [(0x70, 0x0a), (0x71, 0x2f), (0x70, 0x0b), (0x71, 0x42)] {
+        assert_eq!(vm.emulate_inout(port, 1, false, val), Some(Ok(None)), "port {port:#x}");
+    }
+    let both = vm.device_timer_deadline().expect("armed");
+    assert!(both < hpet_only, "the RTC's tick (within 500 ms) comes before the HPET's (1 s)");
+}
+
+/// The RTC ioctls of a destroyed VM fail, VM_RTC_WRITE included.
+#[test]
+fn the_rtc_ioctls_of_a_destroyed_vm_fail() {
+    let vm = vm(1);
+    vm.destroy();
+    assert_eq!(vm.rtc_nvram_write(0x34, 0x5c), Err(Error::Destroyed));
+    assert_eq!(vm.rtc_nvram_read(0x34), Err(Error::Destroyed));
+    assert_eq!(vm.rtc_set_time(0), Err(Error::Destroyed));
+    assert_eq!(vm.rtc_get_time(), Err(Error::Destroyed));
+}
