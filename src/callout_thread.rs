@@ -263,6 +263,26 @@ mod tests {
         assert!(poked(), "RTC periodic interrupt armed");
     }
 
+    /// VM_RTC_SETTIME may arm the RTC's callout sooner: a valid time set
+    /// over a broken one starts the once-a-second update the
+    /// update-ended interrupt needs. It pokes the callout thread too.
+    #[test]
+    fn an_rtc_settime_arming_its_callout_pokes_the_callout_thread() {
+        let vm = crate::vm::Vm::with_idle_backend("callout-settime", 1).unwrap();
+        let poked = || std::mem::take(&mut vm.callout_waker().state.lock().poked);
+        let out = |port: u16, v: u32| assert_eq!(vm.emulate_inout(port, 1, false, v), Some(Ok(None)));
+        vm.rtc_set_time(-1).unwrap(); // broken: no update runs
+        out(0x70, 0x0a);
+        out(0x71, 0x20); // divider on, no periodic interrupt
+        out(0x70, 0x0b);
+        out(0x71, 0x12); // update-ended interrupt on, 24-hour
+        assert_eq!(vm.device_timer_deadline(), None, "no update while the time is broken");
+        let _ = poked();
+        vm.rtc_set_time(1_000_000_000).unwrap();
+        assert!(vm.device_timer_deadline().is_some(), "the update runs");
+        assert!(poked(), "and the callout thread was poked");
+    }
+
     /// Returns once a thread is blocked in `w.wait`: seen under the state
     /// mutex, which the waiter gives up only inside the condvar wait.
     fn asleep(w: &CalloutWaker) {
