@@ -653,3 +653,68 @@ fn a_pending_vector_merges_without_the_lock() {
     assert_eq!(l.accept_pending_intr(), Some(0x71));
     assert!(!l.pending.merges(0x71, false), "taken");
 }
+
+/// `timer_armed` asks whoever sleeps until the next deadline to look again
+/// only when the timer got a new one: not for a write that leaves the
+/// running timer alone, not for a stop (initial count 0).
+#[test]
+fn timer_armed_reports_only_a_new_deadline() {
+    let l = enabled(0);
+    let t0 = Instant::now();
+    l.mmio_write(off::LVT_TIMER, 0x41, t0);
+    assert!(l.mmio_write(off::TIMER_ICR, 1000, t0).timer_armed);
+    assert!(!l.mmio_write(off::TPR, 0x10, t0).timer_armed, "the running timer is untouched");
+    assert!(!l.mmio_write(off::TIMER_ICR, 0, t0).timer_armed, "stopped: no deadline");
+    assert_eq!(l.timer_deadline(), None);
+}
+
+/// FreeBSD 14 `vlapic_icrlo_write_handler`: vectors 0-15 are illegal to
+/// send in lowest-priority mode as in fixed mode, 16 is legal; the error
+/// raising the sender's own unmasked error LVT asks for a notification.
+#[test]
+fn icr_illegal_vectors_are_0_to_15_in_fixed_and_lowest_priority_mode() {
+    let l = enabled(0);
+    wr(&l, off::ICR_HI, 1 << 24);
+    assert_eq!(wr(&l, off::ICR_LO, DELMODE_FIXED | 0x10).ipi.map(|i| i.vector), Some(0x10));
+    wr(&l, off::ESR, 0);
+    assert_eq!(rd(&l, off::ESR), 0, "vector 16 is legal");
+    let fx = wr(&l, off::ICR_LO, DELMODE_LOWPRIO | 0x0F);
+    assert_eq!((fx.ipi, fx.notify), (None, false), "error LVT masked");
+    wr(&l, off::ESR, 0);
+    assert_eq!(rd(&l, off::ESR), ESR_SEND_ILLEGAL_VECTOR);
+    wr(&l, off::LVT_ERROR, 0xEE);
+    let fx = wr(&l, off::ICR_LO, DELMODE_FIXED | 0x05);
+    assert!(fx.notify && l.irr().test(0xEE), "the error LVT raised 0xEE");
+}
+
+/// SELF_IPI (offset 0x3F0) exists only in x2APIC mode: FreeBSD's
+/// `vlapic_write` ignores an xAPIC MMIO write to it.
+#[test]
+fn an_xapic_write_to_self_ipi_sends_nothing() {
+    let l = enabled(0);
+    assert_eq!(wr(&l, off::SELF_IPI, 0x60), LapicEffects::default());
+}
+
+/// Vector 16, the lowest legal one, is in priority class 1: in service it
+/// raises PPR to 0x10 and holds off the rest of its class.
+#[test]
+fn vector_16_in_service_raises_ppr_to_its_class() {
+    let l = enabled(0);
+    assert!(l.set_intr_ready(0x10, false));
+    assert_eq!(l.accept_pending_intr(), Some(0x10));
+    assert_eq!(rd(&l, off::PPR), 0x10);
+    l.set_intr_ready(0x18, false);
+    assert_eq!(l.pending_intr(), None, "same class as in service");
+}
+
+/// FreeBSD `vlapic_fire_lvt`: a fixed LVT with vector 16 raises it; only
+/// vectors 0-15 are illegal there.
+#[test]
+fn an_lvt_with_vector_16_raises_it() {
+    let l = enabled(0);
+    wr(&l, off::LVT_LINT0, 0x10);
+    assert_eq!(l.trigger_lvt(lvt::LINT0 as i32), Ok(true));
+    assert!(l.irr().test(0x10));
+    wr(&l, off::ESR, 0);
+    assert_eq!(rd(&l, off::ESR), 0);
+}
