@@ -489,6 +489,42 @@ fn fixed_ipis_are_counted_by_the_sender_per_destination() {
     assert_eq!(sent(0), vec![0; IPI_ELEMS], "VM_REINIT zeroes them");
 }
 
+/// x2APIC logical destinations: the member bits are 15:0 of the
+/// destination (the derived LDR has bit id % 16), so vCPU 9 is bit 9 of
+/// cluster 0.
+#[test]
+fn x2apic_logical_destinations_use_all_sixteen_member_bits() {
+    let vm = vm(10);
+    for i in 0..10 {
+        vm.set_x2apic_state(i, 1).unwrap();
+    }
+    assert_eq!(vm.calcdest(1 << 9, false, false, true), set(&[9]));
+    assert_eq!(vm.calcdest((1 << 9) | 1, false, false, true), set(&[0, 9]));
+}
+
+/// FreeBSD 14 `vlapic_icrlo_write_handler`: without VM_CAP_IPI_EXIT an
+/// INIT or STARTUP goes only to a physical destination (a logical one is
+/// dropped); with it, one whose destination set is empty makes no IPI
+/// exit (its `CPU_EMPTY(&ipimask)` check).
+#[test]
+fn start_ipis_without_a_target_make_nothing() {
+    let vm = vm(2);
+    lapic_write(&vm, 1, off::LDR, 1 << 24);
+    let init = |dest, phys| crate::vlapic::Ipi {
+        mode: DELMODE_INIT,
+        vector: 0,
+        dest,
+        phys,
+        shorthand: DEST_DESTFLD,
+        x2apic_dest: false,
+    };
+    assert_eq!(vm.send_ipi(0, init(1, false)), None, "logical, no IPI exit");
+    assert_eq!(vm.send_ipi(0, init(1, true)).map(|s| s.targets), Some(set(&[1])), "physical");
+    vm.vcpu(0).unwrap().regs.lock().set_cap(crate::regs::CAP_IPI_EXIT, 1).unwrap();
+    assert_eq!(vm.send_ipi(0, init(1, false)).map(|s| s.targets), Some(set(&[1])), "logical, IPI exit");
+    assert_eq!(vm.send_ipi(0, init(4, false)), None, "no vCPU has logical bit 2");
+}
+
 #[test]
 fn init_and_sipi_outside_the_run_loop_do_nothing() {
     // As FreeBSD's kernemu ioctls: the IPI exit they make is dropped.
