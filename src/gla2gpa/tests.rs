@@ -160,6 +160,26 @@ fn thirty_two_bit_and_pae_walks() {
     );
 }
 
+/// PAE: address bits 31:30 pick one of the four PDPTEs, so the top
+/// gigabyte goes through entry 3, not entry 1; a PDPTE's present bit is
+/// looked at.
+#[test]
+fn pae_addresses_pick_their_pdpte_with_bits_31_and_30() {
+    let m = memory();
+    put64(&m, 0x8000 + 8, 0x9000 | PG_V);
+    put64(&m, 0x8000 + 8 * 3, 0xc000 | PG_V);
+    put64(&m, 0x9000, 0xa000 | PG_V);
+    put64(&m, 0xc000, 0xd000 | PG_V);
+    put64(&m, 0xa000, 0x00b0_0000 | PG_V);
+    put64(&m, 0xd000, 0x00e0_0000 | PG_V);
+    let pae = GuestPaging { cr3: 0x8000, cpl: 0, cpu_mode: 1, paging_mode: PAGING_MODE_PAE };
+    assert_eq!(gla2gpa(&m, &pae, (1 << 30) | 0x42, PROT_READ, true), Ok(Ok(0x00b0_0042)));
+    assert_eq!(gla2gpa(&m, &pae, (3 << 30) | 0x42, PROT_READ, true), Ok(Ok(0x00e0_0042)));
+    // A PDPTE without its present bit faults, whatever frame it names.
+    put64(&m, 0x8000 + 8 * 2, 0x9000);
+    assert_eq!(gla2gpa(&m, &pae, (2 << 30) | 0x42, PROT_READ, true), Ok(Err(GuestFault::PageFault(0))));
+}
+
 #[test]
 fn page_tables_outside_guest_ram_are_efault() {
     let m = memory();
