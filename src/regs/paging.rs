@@ -135,4 +135,39 @@ mod tests {
         r.set(reg::CR4 as i32, CR4_PAE).unwrap();
         assert_eq!(r.paging().paging_mode, PAGING_MODE_PAE);
     }
+
+    /// As FreeBSD's `vmx_cpu_mode` and `vmx_paging_mode`: the CPU mode
+    /// follows EFER.LMA (long mode active), the paging mode EFER.LME. A
+    /// guest that has set LME but not yet enabled paging is still in
+    /// protected mode; register values with LME and paging but no LMA
+    /// (VM_SET_REGISTER allows them) walk 4-level tables.
+    #[test]
+    fn cpu_mode_follows_efer_lma_and_paging_mode_efer_lme() {
+        let mut r = VcpuRegs::default();
+        r.set(reg::CR0 as i32, CR0_PE).unwrap();
+        r.set(reg::EFER as i32, EFER_LME).unwrap();
+        let p = r.paging();
+        assert_eq!((p.cpu_mode, p.paging_mode), (CPU_MODE_PROTECTED, PAGING_MODE_FLAT));
+        r.set(reg::CR0 as i32, CR0_PE | CR0_PG).unwrap();
+        r.set(reg::CR4 as i32, CR4_PAE).unwrap();
+        let p = r.paging();
+        assert_eq!((p.cpu_mode, p.paging_mode), (CPU_MODE_PROTECTED, PAGING_MODE_64));
+        r.set(reg::EFER as i32, EFER_LMA).unwrap();
+        let p = r.paging();
+        assert_eq!((p.cpu_mode, p.paging_mode), (CPU_MODE_COMPATIBILITY, PAGING_MODE_PAE));
+    }
+
+    /// FreeBSD's `vmexit_inst_emul` reports CS.D 0 in real mode whatever the
+    /// CS access rights say (a descriptor cache left 32-bit): the default
+    /// address size stays 2.
+    #[test]
+    fn real_mode_ignores_a_32_bit_cs() {
+        let mut r = VcpuRegs::default();
+        r.power_on_reset();
+        let cs = r.get_seg(reg::CS as i32).unwrap();
+        r.set_seg(reg::CS as i32, SegDesc { access: cs.access | ACCESS_DB, ..cs }).unwrap();
+        assert_eq!(r.paging().cpu_mode, CPU_MODE_REAL);
+        assert_eq!(r.code_segment(), CodeSegment { base: 0xffff_0000, d: false });
+        assert_eq!(r.address_size(), 2);
+    }
 }
