@@ -490,6 +490,18 @@ mod tests {
         assert_eq!(s.__bits[0], 1);
     }
 
+    /// `is_set` reads back each CPU `set` added, and only it: CPU 0 and
+    /// the first and last bit of a word included.
+    #[test]
+    fn cpuset_is_set_reads_back_each_cpu_alone() {
+        for n in [0, 1, 63, 64, 127, 1023] {
+            let mut s = cpuset_t::default();
+            s.set(n);
+            assert!(s.is_set(n), "cpu {n}");
+            assert_eq!((0..1024).filter(|i| s.is_set(*i)).count(), 1, "cpu {n}");
+        }
+    }
+
     #[test]
     fn kernemu_access_width() {
         let mut k = vm_readwrite_kernemu_device::default();

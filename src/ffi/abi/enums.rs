@@ -415,6 +415,15 @@ mod tests {
         check_dense!(vm_mmap_style, vm_mmap_style::VM_MMAP_SPARSE);
     }
 
+    /// vmm_rs's MMIO exit code lies outside FreeBSD's `enum vm_exitcode`,
+    /// sentinel included, so it never collides with a FreeBSD code.
+    #[test]
+    fn the_mmio_exit_code_is_no_freebsd_exit_code() {
+        use super::super::exit::VM_EXITCODE_MMIO;
+        assert!(vm_exitcode::try_from(VM_EXITCODE_MMIO).is_err());
+        assert_eq!(VM_EXITCODE_MMIO, 100);
+    }
+
     #[test]
     fn freebsd_values() {
         // Spot checks of values other code relies on (semantics.md).
