@@ -718,3 +718,19 @@ fn an_lvt_with_vector_16_raises_it() {
     wr(&l, off::ESR, 0);
     assert_eq!(rd(&l, off::ESR), 0);
 }
+
+/// A vector already pending merges without the vlapic mutex (`pending`):
+/// `set_intr_ready` returns while the mutex is held, asking for no
+/// notification.
+#[test]
+fn a_merge_into_a_pending_vector_needs_no_mutex() {
+    let l = std::sync::Arc::new(enabled(0));
+    assert!(l.set_intr_ready(0x40, false));
+    let l2 = l.clone();
+    let notify = crate::test_util::with_watchdog(10, move || {
+        let _held = l2.lock();
+        l2.set_intr_ready(0x40, false)
+    });
+    assert!(!notify);
+    assert!(l.irr().test(0x40));
+}
