@@ -734,3 +734,16 @@ fn a_merge_into_a_pending_vector_needs_no_mutex() {
     assert!(!notify);
     assert!(l.irr().test(0x40));
 }
+
+/// `has_pending_event` (the public "should HLT end" question) counts a
+/// pending NMI as its doc says, with nothing in IRR; the run loop's
+/// callers happen to ask `nmi_pending` first.
+#[test]
+fn a_pending_nmi_is_a_pending_event() {
+    let l = enabled(0);
+    assert!(!l.has_pending_event());
+    assert!(l.inject_nmi());
+    assert!(l.has_pending_event());
+    assert!(l.take_nmi());
+    assert!(!l.has_pending_event());
+}
