@@ -747,3 +747,17 @@ fn a_pending_nmi_is_a_pending_event() {
     assert!(l.take_nmi());
     assert!(!l.has_pending_event());
 }
+
+/// SVR keeps what the guest writes (FreeBSD's `vlapic_write` stores it
+/// whole); only bit 8 software-enables the APIC.
+#[test]
+fn svr_reads_back_as_written_and_only_bit_8_enables() {
+    let l = Vlapic::new(0);
+    wr(&l, off::SVR, 0x12FF);
+    assert_eq!(rd(&l, off::SVR), 0x12FF);
+    assert!(!l.set_intr_ready(0x40, false), "bit 8 clear: disabled");
+    assert!(l.irr().is_empty());
+    wr(&l, off::SVR, 0x11FF);
+    assert_eq!(rd(&l, off::SVR), 0x11FF);
+    assert!(l.set_intr_ready(0x40, false));
+}
