@@ -761,3 +761,44 @@ fn svr_reads_back_as_written_and_only_bit_8_enables() {
     assert_eq!(rd(&l, off::SVR), 0x11FF);
     assert!(l.set_intr_ready(0x40, false));
 }
+
+/// ISR, TMR and IRR each read as eight words at 16-byte steps, vector v at
+/// bit v % 32 of word v / 32, the top word (vectors 224-255) included.
+#[test]
+fn vector_registers_read_all_eight_words() {
+    let l = enabled(0);
+    l.set_intr_ready(0xF1, true);
+    assert_eq!(l.accept_pending_intr(), Some(0xF1));
+    l.set_intr_ready(0xE5, false);
+    assert_eq!(rd(&l, off::ISR0 + 0x70), 1 << 17);
+    assert_eq!(rd(&l, off::TMR0 + 0x70), 1 << 17);
+    assert_eq!(rd(&l, off::IRR0 + 0x70), 1 << 5);
+    for w in 0..7 {
+        assert_eq!(rd(&l, off::IRR0 + 16 * w), 0, "IRR word {w}");
+    }
+}
+
+/// Each LVT offset is its own register, at FreeBSD's index (CMCI at 0x2F0
+/// is index 6, thermal at 0x330 index 5), and fires its own vector.
+#[test]
+fn every_lvt_offset_is_its_own_register() {
+    let l = enabled(0);
+    let offs = [
+        off::LVT_LINT0,
+        off::LVT_LINT1,
+        off::LVT_TIMER,
+        off::LVT_ERROR,
+        off::LVT_PERF,
+        off::LVT_THERMAL,
+        off::LVT_CMCI,
+    ];
+    for (i, o) in offs.into_iter().enumerate() {
+        assert_eq!(lvt::from_offset(o), Some(i));
+        wr(&l, o, 0x40 + i as u32);
+    }
+    for (i, o) in offs.into_iter().enumerate() {
+        assert_eq!(rd(&l, o), 0x40 + i as u32, "LVT {i}");
+    }
+    assert_eq!(l.trigger_lvt(lvt::CMCI as i32), Ok(true));
+    assert!(l.irr().test(0x46) && !l.irr().test(0x45));
+}
