@@ -502,6 +502,17 @@ fn x2apic_logical_destinations_use_all_sixteen_member_bits() {
     assert_eq!(vm.calcdest((1 << 9) | 1, false, false, true), set(&[0, 9]));
 }
 
+/// A self IPI reaches its sender only; an x2APIC physical destination is
+/// the whole 32-bit id, so 0x101 is no vCPU of a small VM (not vCPU 1).
+#[test]
+fn self_ipis_and_x2apic_physical_ids_name_exactly_one_apic() {
+    let vm = vm(3);
+    lapic_write(&vm, 1, off::ICR_LO, DEST_SELF | 0x56);
+    assert!(irr_has(&vm, 1, 0x56) && !irr_has(&vm, 0, 0x56) && !irr_has(&vm, 2, 0x56));
+    assert_eq!(vm.calcdest(0x101, true, false, true), set(&[]));
+    assert_eq!(vm.calcdest(0x1, true, false, true), set(&[1]));
+}
+
 /// FreeBSD 14 `vlapic_icrlo_write_handler`: without VM_CAP_IPI_EXIT an
 /// INIT or STARTUP goes only to a physical destination (a logical one is
 /// dropped); with it, one whose destination set is empty makes no IPI
