@@ -169,8 +169,8 @@ impl Rendezvous {
         self.run_for(vm, frozen, active);
     }
 
-    /// Wakes waiters so they re-check `abort` (VM destroyed) or the active
-    /// set (a vCPU deactivated by reinit).
+    /// Wakes waiters so they re-check `abort` (the VM is being destroyed).
+    /// VM_REINIT, which also ends waits, drops the rendezvous with `reset`.
     pub fn wake_all(&self) {
         let _p = self.mtx.lock();
         self.cv.notify_all();

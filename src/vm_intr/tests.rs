@@ -724,23 +724,23 @@ fn the_address_past_the_ioapic_window_is_not_emulated() {
 }
 
 /// HLT sleeps and the callout thread wait until the earliest device
-/// callout: with the HPET's one-shot timer due in a second and the RTC's
+/// callout: with the HPET's one-shot timer due in 16 s and the RTC's
 /// periodic interrupt (2 Hz) armed after it, the deadline moves to the
-/// RTC's.
+/// RTC's (the 16 s leave a slow machine ample time between the two).
 #[test]
 fn the_device_timer_deadline_is_the_earliest_callout() {
     use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, VHPET_BASE};
     let vm = vm(1);
     let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(0, VHPET_BASE + off, 8, v), Ok(Some(())));
     hpet(reg::timer_cap_cnf(0), 24 << 9 | TCNF_INT_ENB);
-    hpet(reg::timer_comparator(0), 16_777_216);
+    hpet(reg::timer_comparator(0), 16 * 16_777_216);
     hpet(reg::CONFIG, CNF_ENABLE);
     let hpet_only = vm.device_timer_deadline().expect("HPET armed");
     for (port, val) in [(0x70, 0x0a), (0x71, 0x2f), (0x70, 0x0b), (0x71, 0x42)] {
         assert_eq!(vm.emulate_inout(port, 1, false, val), Some(Ok(None)), "port {port:#x}");
     }
     let both = vm.device_timer_deadline().expect("armed");
-    assert!(both < hpet_only, "the RTC's tick (within 500 ms) comes before the HPET's (1 s)");
+    assert!(both < hpet_only, "the RTC's tick (within 500 ms) comes before the HPET's (16 s)");
 }
 
 /// The RTC ioctls of a destroyed VM fail, VM_RTC_WRITE included.
