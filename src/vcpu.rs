@@ -460,4 +460,78 @@ mod tests {
             guest.join().unwrap();
         });
     }
+
+    /// `block_run` waits until the vCPU has left RUNNING, not merely for
+    /// the next wake-up of its condition variable: a wake-up for another
+    /// reason (`wake_waiters`, as a posted rendezvous or the HPET makes)
+    /// finds it still RUNNING, and the blocker kicks it again and waits on.
+    #[test]
+    fn block_run_waits_on_through_a_wakeup_while_the_vcpu_still_runs() {
+        with_watchdog(10, || {
+            let v = Arc::new(Vcpu::new(0));
+            v.set_state(Frozen, false).unwrap();
+            v.set_state(Running, false).unwrap();
+            let returned = Arc::new(AtomicBool::new(false));
+            let blocker = {
+                let (v, returned) = (v.clone(), returned.clone());
+                thread::spawn(move || {
+                    v.block_run();
+                    returned.store(true, Ordering::SeqCst);
+                })
+            };
+            for round in 0..3 {
+                // The blocker kicks under the vCPU mutex and waits, which
+                // releases it: a kick seen with the mutex held means it
+                // is in the wait (or has returned).
+                loop {
+                    let g = v.lock();
+                    assert!(!returned.load(Ordering::SeqCst), "block_run returned while RUNNING (round {round})");
+                    if v.kicked() {
+                        v.kick.store(false, Ordering::SeqCst);
+                        break;
+                    }
+                    drop(g);
+                    thread::yield_now();
+                }
+                v.wake_waiters();
+            }
+            // Leaving RUNNING ends the wait.
+            v.set_state(Frozen, false).unwrap();
+            blocker.join().unwrap();
+            assert!(returned.load(Ordering::SeqCst));
+            v.unblock_run();
+        });
+    }
+
+    /// Each `unblock_run` undoes one `block_run`: with two blockers the
+    /// vCPU stays blocked until both are gone.
+    #[test]
+    fn runblock_counts_each_blocker() {
+        let v = Vcpu::new(0);
+        v.set_state(Frozen, false).unwrap();
+        v.block_run();
+        v.block_run();
+        assert_eq!(v.lock().runblock, 2);
+        v.unblock_run();
+        assert_eq!(v.lock().runblock, 1, "one blocker still holds it");
+        v.unblock_run();
+        assert_eq!(v.lock().runblock, 0);
+        v.set_state(Running, false).unwrap();
+    }
+
+    /// A kick left over from an earlier RUNNING spell (a notification
+    /// that came as the guest was leaving) is cleared on entering RUNNING
+    /// again, so the next guest entry is not cut short for nothing.
+    #[test]
+    fn entering_running_clears_a_stale_kick() {
+        let v = Vcpu::new(0);
+        v.set_state(Frozen, false).unwrap();
+        v.set_state(Running, false).unwrap();
+        v.notify();
+        assert!(v.kicked(), "a RUNNING vCPU is kicked");
+        v.set_state(Frozen, false).unwrap();
+        assert!(v.kicked(), "the kick stays until the next entry");
+        v.set_state(Running, false).unwrap();
+        assert!(!v.kicked(), "entering RUNNING clears it");
+    }
 }
