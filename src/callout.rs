@@ -83,4 +83,19 @@ mod tests {
         assert!(c.take_sooner(), "armed again after being cleared");
         assert!(!c.due(d) && c.due(d + Duration::from_secs(9)));
     }
+
+    /// A deadline too far away to count in nanoseconds from the epoch
+    /// (about 584 years) stays armed at the furthest deadline that can be
+    /// counted; it does not read as "no deadline".
+    #[test]
+    fn a_deadline_beyond_the_nanosecond_range_stays_armed() {
+        let t0 = Instant::now();
+        let c = PublishedCallout::new(t0);
+        let far = t0 + Duration::from_secs(600 * 365 * 86_400);
+        c.publish(Some(far));
+        let got = c.get().expect("armed");
+        assert!(got > t0 + Duration::from_secs(580 * 365 * 86_400) && got <= far, "{:?}", got - t0);
+        assert!(c.take_sooner(), "from nothing");
+        assert!(!c.due(t0 + Duration::from_secs(86_400)));
+    }
 }

@@ -1164,6 +1164,33 @@ fn the_callout_thread_wakes_for_an_apic_timer_armed_later() {
     });
 }
 
+/// The callout thread sleeps until the soonest deadline, not the latest:
+/// an HPET timer armed to fire in a millisecond fires on time while a
+/// local APIC timer is armed an hour ahead.
+#[test]
+fn the_callout_thread_sleeps_until_the_soonest_deadline() {
+    use crate::vhpet::{reg, CNF_ENABLE, TCNF_INT_ENB, TCNF_TYPE, TCNF_VAL_SET, VHPET_BASE};
+    with_watchdog(20, || {
+        let (vm, _) = vm_with(Script::default(), 1);
+        vm.start_callout_thread().unwrap();
+        lapic_write(&vm, 0, off::TIMER_DCR, 0xA); // divide by 128
+        lapic_write(&vm, 0, off::LVT_TIMER, 0x51);
+        lapic_write(&vm, 0, off::TIMER_ICR, 0xFFFF_FFFF); // about 68 minutes
+        program_rte(&vm, 0, 24, 0x50, 0);
+        let hpet = |off: u64, v: u64| assert_eq!(vm.mmio_write(0, VHPET_BASE + off, 8, v), Ok(Some(())));
+        hpet(reg::timer_cap_cnf(0), 24 << 9 | TCNF_INT_ENB | TCNF_TYPE | TCNF_VAL_SET);
+        hpet(reg::timer_comparator(0), 16_777); // about 1 ms
+        hpet(reg::CONFIG, CNF_ENABLE);
+        let apic = &vm.vcpu(0).unwrap().vlapic;
+        while !apic.irr().test(0x50) {
+            thread::yield_now();
+        }
+        assert_eq!(vm.vcpu(0).unwrap().state(), VcpuState::Idle, "no vCPU ran");
+        assert_eq!(apic.counts().timer, 0, "the APIC timer is not due");
+        vm.destroy();
+    });
+}
+
 /// A level HPET interrupt holds its pin asserted until the guest clears
 /// the timer's ISR bit; VM_REINIT brings back a stopped HPET.
 #[test]
