@@ -445,3 +445,159 @@ fn a_nested_wait_stands_for_the_outer_one() {
         t.join().unwrap();
     });
 }
+
+/// On a thread inside A0's callback, a claimed `vm_run` of B0 makes a
+/// nested wait (`nested(a, b, c)`, from B0's callback), then, once that is
+/// over, its RTE write waits for B1 while B1's callback waits for A0:
+/// the run's entry counts again and the B1 wait, which closes the
+/// cycle, is refused.
+fn the_outer_run_counts_again_after(nested: impl FnOnce(&Arc<Vm>, &Arc<Vm>, &Arc<Vm>) + Send + 'static) {
+    with_watchdog(20, || {
+        let (a, b, c) = (vm("reentry-oa"), vm("reentry-ob"), vm("reentry-oc"));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (a2, b2, c2) = (a.clone(), b.clone(), c.clone());
+        let t = thread::spawn(move || {
+            in_callback(vm_identity(&a2), 0, || {
+                let run = wait_for(&b2, Waits::One(0)).unwrap();
+                run.claimed();
+                in_callback(vm_identity(&b2), 0, || nested(&a2, &b2, &c2));
+                let mut targets = CpuSet::new();
+                targets.insert(1);
+                let blocking = crate::peer_wait::begin(&b2, PeerWaits::Running(targets)).unwrap();
+                ready_tx.send(()).unwrap();
+                let _ = done_rx.recv();
+                drop(blocking);
+                drop(run);
+            })
+        });
+        ready_rx.recv().unwrap();
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        drop(done_tx);
+        t.join().unwrap();
+    });
+}
+
+/// A nested wait that ended gives the thread's `vm_run` entry back its
+/// place: it is the thread's current wait again, and active.
+#[test]
+fn a_run_entry_counts_again_once_a_nested_wait_ends() {
+    the_outer_run_counts_again_after(|_, _, c| drop(wait_for(c, Waits::One(0)).unwrap()));
+}
+
+/// The same after a nested wait that was refused (it closed a cycle
+/// through C0's callback, which waits for A0 the thread holds).
+#[test]
+fn a_run_entry_counts_again_once_a_nested_wait_is_refused() {
+    the_outer_run_counts_again_after(|a, _, c| {
+        let (release, t) = hold_wait(c, 0, a, Waits::One(0));
+        assert_eq!(wait_for(c, Waits::One(0)).map(drop), Err(Error::Deadlock));
+        drop(release);
+        t.join().unwrap();
+    });
+}
+
+/// A refused peer wait leaves the thread's entry waiting for nothing
+/// (`PeerWaitObserver::begin` leaves the registry as it was): once the
+/// cycle's other wait is gone, B1's callback may wait for A0, whose
+/// thread still holds B0 but no longer waits for B1.
+#[test]
+fn a_refused_peer_wait_leaves_its_entry_waiting_for_nothing() {
+    with_watchdog(20, || {
+        let (a, b) = (vm("reentry-pra"), vm("reentry-prb"));
+        let (release, t) = hold_wait(&b, 1, &a, Waits::One(0));
+        let (refused_tx, refused_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (a2, b2) = (a.clone(), b.clone());
+        let writer = thread::spawn(move || {
+            in_callback(vm_identity(&a2), 0, || {
+                let run = wait_for(&b2, Waits::One(0)).unwrap();
+                run.claimed();
+                let mut targets = CpuSet::new();
+                targets.insert(1);
+                let r = crate::peer_wait::begin(&b2, PeerWaits::Running(targets)).map(drop);
+                refused_tx.send(r).unwrap();
+                let _ = done_rx.recv();
+                drop(run);
+            })
+        });
+        assert_eq!(refused_rx.recv().unwrap(), Err(Error::Deadlock));
+        drop(release);
+        t.join().unwrap();
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
+        drop(done_tx);
+        writer.join().unwrap();
+    });
+}
+
+/// A lock-all counts as holding the vCPUs of the VM it locks only: while
+/// A0's callback locks all of B, B1's callback waiting for C0 waits for
+/// nothing the lock-all holds (it is not frozen by it), so no cycle.
+#[test]
+fn a_lock_all_holds_only_its_own_vms_vcpus() {
+    with_watchdog(20, || {
+        let (a, b, c) = (vm("reentry-la"), vm("reentry-lb"), vm("reentry-lc"));
+        let (release, t) = hold_wait(&a, 0, &b, Waits::All);
+        assert_eq!(from_callback(&b, 1, || wait_for(&c, Waits::One(0))), Ok(()));
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock), "but A0 is held");
+        drop(release);
+        t.join().unwrap();
+    });
+}
+
+/// An RTE write's wait does not count a vCPU in the suspend wait as
+/// RUNNING (`block_run` does not wait for it): while B1, run from C0's
+/// callback, waits out a suspend (so for B0), a write of B0 from A0's
+/// callback that blocks B1 closes no cycle.
+#[test]
+fn an_rte_write_does_not_wait_for_a_vcpu_in_the_suspend_wait() {
+    with_watchdog(20, || {
+        let (a, b, c) = (vm("reentry-wsa"), suspended_vm("reentry-wsb"), vm("reentry-wsc"));
+        let (b2, c2) = (b.clone(), c.clone());
+        let runner = thread::spawn(move || run_from_callback(&c2, &b2, 1));
+        // Registered before it sleeps.
+        while b.vcpu(1).unwrap().state() != VcpuState::Sleeping {
+            thread::yield_now();
+        }
+        let (a2, b2) = (a.clone(), b.clone());
+        let write = thread::spawn(move || {
+            in_callback(vm_identity(&a2), 0, || {
+                let wait = wait_for(&b2, Waits::One(0)).unwrap();
+                wait.claimed();
+                let mut targets = CpuSet::new();
+                targets.insert(1);
+                crate::peer_wait::begin(&b2, PeerWaits::Running(targets)).map(drop)
+            })
+        });
+        assert_eq!(write.join().unwrap(), Ok(()));
+        let l = b.lock_one(0).unwrap();
+        assert!(matches!(b.run(&l).map(|e| e.kind), Ok(ExitKind::Suspended(_))));
+        drop(l);
+        assert!(matches!(runner.join().unwrap(), Ok(ExitKind::Suspended(_))));
+    });
+}
+
+/// A call that locks one vCPU for several steps (`vcpu_reset`,
+/// `vm_copy_setup`: `handle::with_locked_vcpu`) waits for its vCPU only
+/// until it has it. While one works on B0 from A0's callback, with a
+/// lock-all of B from A1's callback under way, B1's callback may wait
+/// for A0: the call waits for nothing, so no cycle.
+#[test]
+fn a_multi_step_locked_vcpu_call_waits_for_nothing_once_it_has_its_vcpu() {
+    use crate::ffi::handle::{close_vcpu, new_vcpu, with_locked_vcpu};
+    with_watchdog(20, || {
+        let (a, b) = (vm("reentry-lva"), vm("reentry-lvb"));
+        let (release, t) = hold_wait(&a, 1, &b, Waits::All);
+        let vcpu = new_vcpu(b.clone(), 0);
+        let r = in_callback(vm_identity(&a), 0, || {
+            with_locked_vcpu(vcpu, |_, _| {
+                let (a, b) = (a.clone(), b.clone());
+                Ok(thread::spawn(move || from_callback(&b, 1, || wait_for(&a, Waits::One(0)))).join().unwrap())
+            })
+        });
+        assert_eq!(r, Ok(Ok(())));
+        drop(release);
+        t.join().unwrap();
+        close_vcpu(vcpu).unwrap();
+    });
+}
