@@ -244,3 +244,43 @@ fn random_nesting_keeps_every_running_calls_vm() {
         .unwrap();
     }
 }
+
+/// Handles are multiples of 16, so they never collide with the small
+/// integers or odd sentinel values C code may compare a handle against,
+/// and the cache's EMPTY sentinel is never one.
+#[test]
+fn handles_are_multiples_of_16() {
+    let v = vm("handle-align");
+    let handles: Vec<usize> = (0..32).map(|i| if i % 2 == 0 { new_ctx(v.clone()) as usize } else { new_vcpu(v.clone(), 1) as usize }).collect();
+    for &h in &handles {
+        assert_eq!(h % 16, 0, "handle {h:#x}");
+        assert_ne!(h, 0);
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        if i % 2 == 0 {
+            close_ctx(h as *const vmctx).unwrap();
+        } else {
+            close_vcpu(h as *const vcpu).unwrap();
+        }
+    }
+}
+
+/// Dropping a thread's cache owner (as its thread-exit destructor does)
+/// leaves the cache matching no handle, (void *)-1 (the EMPTY id)
+/// included, whatever handles are closed meanwhile: its VM pointer
+/// dangles from then on, and a call made later in the thread's exit
+/// must miss.
+#[test]
+fn a_dropped_cache_owner_leaves_the_cache_matching_nothing() {
+    std::thread::spawn(|| {
+        let ctx = new_ctx(vm("cache-exit"));
+        assert_eq!(with_ctx(ctx, |vm| vm.maxcpus()), Ok(2));
+        drop(Owned { entry: None, parked: Vec::new() });
+        let h = hot();
+        assert_eq!(h.generation.get(), NO_GENERATION, "an empty cache matches no generation");
+        assert!(!h.holds(EMPTY) && !h.holds(ctx as u64));
+        close_ctx(ctx).unwrap();
+    })
+    .join()
+    .unwrap();
+}
