@@ -601,3 +601,37 @@ fn a_multi_step_locked_vcpu_call_waits_for_nothing_once_it_has_its_vcpu() {
         close_vcpu(vcpu).unwrap();
     });
 }
+
+/// A claimed `vm_run` holds its vCPU: while A0's callback runs B0 and
+/// B0's RTE write waits for B1, and B1's callback waits for C0, C0's
+/// callback waiting for B0 closes the cycle; C1's does not.
+#[test]
+fn a_claimed_run_holds_its_vcpu() {
+    with_watchdog(20, || {
+        let (a, b, c) = (vm("reentry-ca"), vm("reentry-cb"), vm("reentry-cc"));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (a2, b2) = (a.clone(), b.clone());
+        let t = thread::spawn(move || {
+            in_callback(vm_identity(&a2), 0, || {
+                let run = wait_for(&b2, Waits::One(0)).unwrap();
+                run.claimed();
+                let mut targets = CpuSet::new();
+                targets.insert(1);
+                let blocking = crate::peer_wait::begin(&b2, PeerWaits::Running(targets)).unwrap();
+                ready_tx.send(()).unwrap();
+                let _ = done_rx.recv();
+                drop(blocking);
+                drop(run);
+            })
+        });
+        ready_rx.recv().unwrap();
+        let (release, t2) = hold_wait(&b, 1, &c, Waits::One(0));
+        assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Err(Error::Deadlock));
+        assert_eq!(from_callback(&c, 1, || wait_for(&b, Waits::One(0))), Ok(()));
+        drop(release);
+        t2.join().unwrap();
+        drop(done_tx);
+        t.join().unwrap();
+    });
+}
