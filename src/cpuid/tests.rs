@@ -294,3 +294,74 @@ fn the_real_host_answers_with_the_vmms_edits() {
     assert_ne!(ecx & l1c::HV, 0);
     assert_eq!(ecx & (l1c::VMX | l1c::XSAVE), 0);
 }
+
+/// FreeBSD takes `cpu_exthigh` from leaf 0x80000000 when it is at least
+/// 0x80000000: a host whose only extended leaf is 0x80000000 still has
+/// the extended range, so a guest's 0x80000001 reads as 0x80000000 (the
+/// highest), not as the VMM leaf.
+#[test]
+fn a_host_with_only_leaf_0x80000000_keeps_its_extended_range() {
+    let mut m = HashMap::new();
+    m.insert((0, 0), vendor_regs(INTEL, 1));
+    m.insert((0x8000_0000, 0), [0x8000_0000, 0, 0, 0]);
+    let c = Cpuid::new(FakeHost(m));
+    assert_eq!(c.host.exthigh, 0x8000_0000);
+    assert_eq!(c.emulate(&guest(0), 0x8000_0001, 0), [0x8000_0000, 0, 0, 0]);
+}
+
+/// FreeBSD's `vmm_is_svm` covers Hygon as well as AMD: a Hygon host gets
+/// the SVM backend's leaves (0x80000008's masked EBX and topology ECX).
+#[test]
+fn a_hygon_host_is_an_svm_host() {
+    let c = fake(b"HygonGenuine");
+    assert!(c.host.svm && !c.host.intel);
+    let mut g = guest(0);
+    g.cores = 8;
+    g.threads = 2;
+    let [_, b, cx, _] = c.emulate(&g, 0x8000_0008, 0);
+    assert_eq!((b, cx), (E8B_SAFE_AMD, (4 << E8C_CORE_ID_SIZE_SHIFT) | 15));
+}
+
+/// The family adds the whole 8-bit extended family field (EAX 27:20) to
+/// the base family 0xF, as FreeBSD's CPUID_TO_FAMILY: a family past 0x1E
+/// is not cut back below 0x16 (which would hide leaf 0x8000001E's edits).
+#[test]
+fn the_family_takes_the_whole_extended_family_field() {
+    let mut m = HashMap::new();
+    m.insert((0, 0), vendor_regs(AMD, 1));
+    m.insert((1, 0), [0x0100_0f00, 0, 0, 0]);
+    assert_eq!(Cpuid::new(FakeHost(m)).host.family, 0x1f);
+}
+
+/// Leaf 0xB's fields are FreeBSD's masks: EAX 4:0 (the width of a zero
+/// thread count, FreeBSD's log2(0) = -1, is 31), EBX 15:0 (65536 logical
+/// processors, which VM_SET_TOPOLOGY takes with zero sockets, read as 0)
+/// and the subleaf's low byte in ECX.
+#[test]
+fn topology_leaf_0xb_keeps_freebsds_field_masks() {
+    let c = fake(INTEL);
+    let mut g = guest(1);
+    g.cores = 256;
+    g.threads = 256;
+    assert_eq!(c.emulate(&g, 0xb, 1), [16, 0, (TOPO_CORE << 8) | 1, 1], "65536 & 0xffff");
+    assert_eq!(c.emulate(&g, 0xb, 0x102), [0, 0, 2, 0], "subleaf 0x102: level 0, ECX's low byte 2");
+    g.threads = 0;
+    assert_eq!(c.emulate(&g, 0xb, 0), [31, 0, TOPO_SMT << 8, 1], "log2(0) & 0x1f");
+}
+
+/// AMD's counts are capped at 0xFF as FreeBSD's MIN(0xFF, ...): 512
+/// logical processors give 0x80000008 ECX 0xFF (with 9 ApicIdCoreIdSize
+/// bits), 300 threads a core give 0x8000001E EBX's threads 0xFF and the
+/// APIC id shifted by log2(256).
+#[test]
+fn amd_topology_counts_are_capped_at_0xff() {
+    let mut big = fake(AMD);
+    big.host.exthigh = 0x8000_001e;
+    let mut g = guest(0x305);
+    g.cores = 16;
+    g.threads = 32;
+    assert_eq!(big.emulate(&g, 0x8000_0008, 0)[2], (9 << E8C_CORE_ID_SIZE_SHIFT) | 0xff);
+    g.cores = 1;
+    g.threads = 300;
+    assert_eq!(big.emulate(&g, 0x8000_001e, 0), [0x305, (0xff << 8) | 3, 0, 0]);
+}
