@@ -774,6 +774,48 @@ fn cpuid_is_answered_in_the_run_loop_from_the_vcpu_and_its_vm() {
     assert_eq!(l.vcpu().stats.get(Stat::Userspace), 4, "one return to the caller per OUT");
 }
 
+/// The run loop's CPUID takes the subleaf from ECX (not another
+/// register) and the VM's cores and threads each in its own place: leaf
+/// 7's subleaf 0 has RDPID (always on) where subleaf 1 is zero; leaf 1
+/// counts 4 cores of one thread as 4 logical processors, and the
+/// topology leaves (0xB on Intel, 0x8000001D/E on AMD) tell them from 4
+/// threads of one core.
+#[test]
+fn cpuid_in_the_run_loop_takes_the_subleaf_from_ecx_and_keeps_cores_and_threads_apart() {
+    use crate::cpuid::{self, GuestCpu};
+    use crate::regs::reg::{RAX, RBX, RCX, RDX};
+    let vm = Vm::with_sim_backend("cpuid-topo", 4).unwrap();
+    vm.set_topology(1, 4, 1).unwrap();
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    let out = PortOut { port: 0x80, size: 1, value: 0 };
+    let leaves = [(7, 0), (1, 0), (0xb, 0), (0xb, 1), (0x8000_001d, 0), (0x8000_001d, 2), (0x8000_001e, 0)];
+    let script = leaves.iter().flat_map(|&(leaf, subleaf)| [Cpuid { leaf, subleaf }, out]).collect();
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+    let guest = GuestCpu { vcpu_id: 0, cores: 4, threads: 1, x2apic: false, rdtscp: true, rdpid: true, invpcid: false };
+    let swapped = GuestCpu { cores: 1, threads: 4, ..guest };
+    assert!(
+        leaves.iter().any(|&(leaf, sub)| cpuid::host().emulate(&guest, leaf, sub) != cpuid::host().emulate(&swapped, leaf, sub)),
+        "a topology leaf of this host tells cores from threads"
+    );
+    // Another register holding a subleaf of 1 must not be taken for ECX.
+    l.vcpu().regs.lock().set(RBX as i32, 1).unwrap();
+    let regs = || {
+        let r = l.vcpu().regs.lock();
+        [RAX, RBX, RCX, RDX].map(|n| r.get(n as i32).unwrap())
+    };
+    for (leaf, subleaf) in leaves {
+        assert!(matches!(vm.run(&l).unwrap().kind, ExitKind::Inout { .. }), "no exit for CPUID");
+        assert_eq!(regs(), cpuid::host().emulate(&guest, leaf, subleaf).map(u64::from), "leaf {leaf:#x}.{subleaf}");
+        if leaf == 7 {
+            assert_eq!(regs()[2] & (1 << 22), 1 << 22, "subleaf 0: RDPID");
+        }
+        if leaf == 1 {
+            assert_eq!(regs()[1] >> 16 & 0xff, 4, "4 logical processors");
+        }
+    }
+}
+
 /// RDTSC runs in the guest: the TSC moves on, a WRMSR of the TSC sets it,
 /// VM_REINIT clears the offset. RDTSCP and RDPID read TSC_AUX.
 #[test]
@@ -1288,6 +1330,36 @@ fn a_step_over_a_halting_hlt_returns() {
             }
             assert!(l.vcpu().regs.lock().halted);
         }
+    });
+}
+
+/// A debugger stepping a guest halted in its HLT state (no
+/// VM_CAP_HALT_EXIT, events not masked) gets no step exit in the HLT once
+/// an event that ends it is pending: the HLT ends and the entry delivers
+/// the event (here an NMI), as VMX leaves the HLT state for an event
+/// before its MTF exit.
+#[test]
+fn a_step_of_a_halted_guest_with_an_event_pending_delivers_the_event() {
+    use crate::regs::CAP_HALT_EXIT;
+    crate::test_util::with_watchdog(20, || {
+        let vm = Vm::with_sim_backend("hltstep-nmi", 1).unwrap();
+        vm.activate_cpu(0).unwrap();
+        let run = || vm.run(&vm.lock_one(0).unwrap()).unwrap();
+        {
+            let l = vm.lock_one(0).unwrap();
+            let script = vec![Compute, Hlt, PortOut { port: 0x80, size: 1, value: 0 }];
+            vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+            let mut r = l.vcpu().regs.lock();
+            r.set_cap(CAP_HALT_EXIT, 0).unwrap();
+            r.set_cap(CAP_MTRAP_EXIT, 1).unwrap();
+        }
+        assert_eq!(run().kind, ExitKind::Mtrap);
+        assert_eq!(run().kind, ExitKind::Mtrap);
+        assert!(vm.vcpu(0).unwrap().regs.lock().halted, "the HLT done, the guest halted");
+        vm.inject_nmi(0).unwrap();
+        let _ = run();
+        assert!(!vm.vcpu(0).unwrap().regs.lock().halted, "the NMI ended the HLT");
+        assert_eq!(vm.guest_stats(0).unwrap().last_vector, Some(2));
     });
 }
 
