@@ -356,6 +356,27 @@ mod tests {
         assert_eq!(r.wrmsr(0x201, 0x1), MsrAccess::Fault, "PHYSMASK reserved bit");
     }
 
+    /// Every bit FreeBSD's `vm_wrmtrr` and `pat_valid` accept is taken:
+    /// MTRRdefType's whole type byte, PHYSBASE's 52-bit address and type
+    /// byte, PAT's WP (5) in any entry; and what they refuse is #GP in
+    /// every PAT entry (types 3 and 8 up, in the upper bytes too).
+    /// IA32_MISC_ENABLE reads BTS and PEBS unavailable (bits 11 and 12).
+    #[test]
+    fn mtrr_and_pat_writes_take_every_bit_freebsd_allows() {
+        let mut r = VcpuRegs::default();
+        for (msr, v) in [(MSR_MTRR_DEF_TYPE, 0xcff), (0x200, 0x000f_ffff_ffff_f0ff), (0x201, 0x000f_ffff_ffff_f800)] {
+            assert_eq!(r.wrmsr(msr, v), MsrAccess::Done(v), "{msr:#x}");
+            assert_eq!(r.rdmsr(msr), MsrAccess::Done(v), "{msr:#x}");
+        }
+        let every_type = 0x0706_0504_0100_0706;
+        assert_eq!(r.wrmsr(MSR_PAT, every_type), MsrAccess::Done(every_type));
+        for bad in [0x0003_0406_0007_0406, 0x0807_0406_0007_0406, 0x0007_0406_0307_0406] {
+            assert_eq!(r.wrmsr(MSR_PAT, bad), MsrAccess::Fault, "{bad:#x}");
+        }
+        assert_eq!(r.rdmsr(MSR_PAT), MsrAccess::Done(every_type));
+        assert_eq!(r.rdmsr(MSR_MISC_ENABLE), MsrAccess::Done(0x1800));
+    }
+
     /// Seeded random accesses over every MSR kept here and their
     /// neighbours: no panic, a refused write changes nothing, and a kept
     /// value reads back as written (EFER keeps the processor's LMA,
