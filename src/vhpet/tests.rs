@@ -362,3 +362,120 @@ fn a_period_written_re_arms_a_one_shot_timer_made_periodic() {
     g.advance(1);
     assert_eq!(g.bus.take(), vec![Ev::Pulse(26)]);
 }
+
+/// FSB delivery sends all 32 bits of the data word (FreeBSD's `msireg &
+/// 0xffffffff`), and a route written with FSB on is kept (FreeBSD checks
+/// only a pin in use against the allowed ones): turning FSB off later
+/// interrupts on that pin.
+#[test]
+fn fsb_delivery_sends_32_bits_of_data_and_keeps_the_pin_route() {
+    let mut g = G::new();
+    g.w(reg::timer_fsb(3), 0xFEE0_1000u64 << 32 | 0xdead_4051);
+    g.w(reg::timer_cap_cnf(3), 25 << 9 | TCNF_INT_ENB | TCNF_FSB_EN | TCNF_INT_TYPE | TCNF_TYPE | TCNF_VAL_SET);
+    assert_eq!(g.r(reg::timer_cap_cnf(3)) & TCNF_INT_ROUTE, 25 << 9, "route kept under FSB");
+    g.w(reg::timer_comparator(3), 7);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(7);
+    assert_eq!(g.bus.take(), vec![Ev::Msi(0xFEE0_1000, 0xdead_4051)]);
+    g.w(reg::timer_cap_cnf(3), 25 << 9 | TCNF_INT_ENB | TCNF_INT_TYPE | TCNF_TYPE);
+    g.advance(7);
+    assert_eq!(g.bus.take(), vec![Ev::Assert(25)], "FSB off: the pin written before");
+}
+
+/// A level interrupt still asserted is lowered when its timer becomes
+/// edge-triggered on the same pin, enabled (FreeBSD
+/// `vhpet_timer_update_config`), and its ISR bit goes.
+#[test]
+fn a_level_interrupt_made_edge_on_the_same_pin_is_lowered() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(2), 30 << 9 | TCNF_INT_ENB | TCNF_INT_TYPE);
+    g.w(reg::timer_comparator(2), 10);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(10);
+    assert_eq!(g.bus.take(), vec![Ev::Assert(30)]);
+    g.w(reg::timer_cap_cnf(2), 30 << 9 | TCNF_INT_ENB);
+    assert_eq!(g.bus.take(), vec![Ev::Deassert(30)]);
+    assert_eq!(g.r(reg::ISR), 0);
+}
+
+/// Writing the configuration with ENABLE already set changes nothing: the
+/// counter keeps running from where it was (only a change of ENABLE
+/// starts or stops it).
+#[test]
+fn rewriting_enable_keeps_the_counter_running() {
+    let mut g = G::new();
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(1000);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    assert_eq!(g.r(reg::MAIN_COUNTER), 1000);
+    g.advance(10);
+    assert_eq!(g.r(reg::MAIN_COUNTER), 1010);
+}
+
+/// A one-shot timer armed with its comparator equal to the counter fires
+/// at once, as FreeBSD's `vhpet_start_timer` (a zero delta), not a full
+/// wrap later.
+#[test]
+fn a_one_shot_armed_at_the_counter_fires_at_once() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(T0), 24 << 9 | TCNF_INT_ENB);
+    g.w(reg::timer_comparator(T0), 0);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(0);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(24)]);
+}
+
+/// A comparator write of the value it already holds does not re-arm the
+/// timer (FreeBSD re-arms only for a changed comparator or period): a
+/// one-shot that has just fired does not fire again.
+#[test]
+fn rewriting_an_unchanged_comparator_does_not_re_arm() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(T0), 24 << 9 | TCNF_INT_ENB);
+    g.w(reg::timer_comparator(T0), 100);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(100);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(24)]);
+    g.w(reg::timer_comparator(T0), 100);
+    g.advance(0);
+    assert_eq!(g.bus.take(), vec![], "no second expiry");
+}
+
+/// Stopping the counter at the very instant of an expiry (not yet polled)
+/// delivers it once: not at the stop (FreeBSD delivers only a callout
+/// already past), but when the counter restarts at its comparator.
+#[test]
+fn an_expiry_reached_as_the_counter_stops_comes_once_at_restart() {
+    let mut g = G::new();
+    g.w(reg::timer_cap_cnf(T0), 27 << 9 | TCNF_INT_ENB);
+    g.w(reg::timer_comparator(T0), 50);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.now += tick_duration(50);
+    assert_eq!(g.h.callout().get(), Some(g.now), "due now");
+    g.w(reg::CONFIG, 0);
+    assert_eq!(g.r(reg::MAIN_COUNTER), 50);
+    g.w(reg::CONFIG, CNF_ENABLE);
+    g.advance(0);
+    assert_eq!(g.bus.take(), vec![Ev::Pulse(27)]);
+}
+
+/// A periodic comparator up to 2^31 - 1 ticks ahead of the counter is
+/// ahead and kept when the counter starts; 2^31 ahead is behind, and
+/// moves to the first period boundary after the counter.
+#[test]
+fn a_periodic_comparator_is_ahead_up_to_half_the_counters_range() {
+    for (compval, kept) in [(0x7fff_ffffu32, true), (0x8000_0000, false)] {
+        let g = G::new();
+        g.w(reg::timer_cap_cnf(T0), 24 << 9 | TCNF_INT_ENB | TCNF_TYPE | TCNF_VAL_SET);
+        g.w(reg::timer_comparator(T0), u64::from(compval));
+        g.w(reg::timer_comparator(T0), 100);
+        g.w(reg::CONFIG, CNF_ENABLE);
+        let now = g.r(reg::timer_comparator(T0)) as u32;
+        if kept {
+            assert_eq!(now, compval);
+        } else {
+            assert_eq!(now, compval.wrapping_add((compval.wrapping_neg() / 100 + 1) * 100), "{compval:#x}");
+            assert!(now > 0 && now <= 100, "{now}");
+        }
+    }
+}
