@@ -32,6 +32,9 @@ struct Script {
     reqidle_during_run: std::sync::atomic::AtomicBool,
     /// An NMI lands while the guest runs (set once).
     nmi_during_run: std::sync::atomic::AtomicBool,
+    /// Something another thread does to the VM lands while the guest runs
+    /// (taken once).
+    vm_during_run: StdMutex<Option<VmLanding>>,
     /// The guest's interrupt handler: the exits it makes for every vector
     /// it takes, before its next scripted exit (an EOI, and whatever
     /// re-arms the device), so a timer tick taken at the entry before a
@@ -60,6 +63,9 @@ impl Script {
     }
 }
 
+/// The VM (held weakly: it owns the script) and what lands on it.
+type VmLanding = (std::sync::Weak<Vm>, fn(&Vm));
+
 #[derive(Debug)]
 struct Guest(Arc<Script>);
 
@@ -71,6 +77,10 @@ impl Backend for Guest {
         }
         if self.0.nmi_during_run.swap(false, std::sync::atomic::Ordering::SeqCst) {
             vcpu.vlapic.inject_nmi();
+        }
+        let landing = self.0.vm_during_run.lock().unwrap().take();
+        if let Some((vm, f)) = landing {
+            f(&vm.upgrade().expect("the test holds the VM"));
         }
         if let Some(e) = self.0.handler_exits.lock().unwrap().pop_front() {
             return (e, rip, 3);
@@ -613,6 +623,20 @@ fn a_reqidle_or_nmi_landing_before_the_hlt_is_handled_does_not_halt_the_vm() {
     }
 }
 
+/// A debug hold (VM_SUSPEND_CPU) landing between the guest's `cli; hlt`
+/// and the HLT's handling ends the HLT before the vCPU counts as halted,
+/// as FreeBSD's `vm_handle_hlt` looks at `vcpu_debugged` first: this one
+/// vCPU returns DEBUG rather than suspend the VM (VM_SUSPEND_HALT).
+#[test]
+fn a_debug_hold_landing_before_the_hlt_is_handled_does_not_halt_the_vm() {
+    with_watchdog(20, || {
+        let (vm, s) = halting_once(1, false, false);
+        *s.vm_during_run.lock().unwrap() = Some((Arc::downgrade(&vm), |vm| vm.suspend_cpu(Some(0)).unwrap()));
+        assert_eq!(run_once(&vm, 0), ExitKind::Debug);
+        assert_eq!(vm.suspended_how(), None);
+    });
+}
+
 /// A vCPU whose HLT with interrupts off has ended no longer counts as
 /// halted: another vCPU's `cli; hlt` later leaves the VM running (FreeBSD
 /// `vm_handle_hlt` clears its bit in `halted_cpus` on the way out).
@@ -662,6 +686,31 @@ fn a_debugged_vcpu_still_runs_a_rendezvous_first() {
         assert!(ran.load(std::sync::atomic::Ordering::SeqCst), "the callback ran before DEBUG");
         vm.resume_cpu(Some(1)).unwrap();
         initiator.join().unwrap();
+    });
+}
+
+/// A lock request and a rendezvous that stop a vCPU before its entry are
+/// counted as FreeBSD's `vm_exit_reqidle` and `vm_exit_rendezvous` count
+/// them (VMEXIT_REQIDLE, VMEXIT_RENDEZVOUS).
+#[test]
+fn reqidle_and_rendezvous_stops_are_counted() {
+    use crate::stats::Stat;
+    use std::sync::atomic::Ordering::SeqCst;
+    with_watchdog(20, || {
+        let (vm, s) = halting_once(2, false, false);
+        s.reqidle_during_run.store(true, SeqCst);
+        assert_eq!(run_once(&vm, 0), ExitKind::ReqIdle);
+        assert_eq!(vm.vcpu(0).unwrap().stats.get(Stat::ReqIdle), 1);
+        let vm2 = vm.clone();
+        let initiator = thread::spawn(move || {
+            vm2.smp_rendezvous(None, CpuSet::single(1), crate::rendezvous::callback(|_, _| {})).unwrap();
+        });
+        while !vm.rendezvous_pending() {
+            thread::yield_now();
+        }
+        assert_eq!(run_once(&vm, 1), ExitKind::Bogus, "the guest runs after the rendezvous");
+        initiator.join().unwrap();
+        assert_eq!(vm.vcpu(1).unwrap().stats.get(Stat::Rendezvous), 1);
     });
 }
 
@@ -716,6 +765,27 @@ fn a_halt_exit_counts_its_sleep_as_idle_time() {
         assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
         let idle_ms = vm.vcpu_stats(0, 0, 64).unwrap()[Stat::IdleTicks as usize];
         assert!(idle_ms >= 1, "{idle_ms} ms idle");
+    });
+}
+
+/// A guest sitting in its HLT state (no VM_CAP_HALT_EXIT) is no idle
+/// time: FreeBSD counts VCPU_IDLE_TICKS in `vm_handle_hlt` only, after a
+/// HLT exit, and that HLT is no exit there.
+#[test]
+fn an_in_guest_hlt_is_not_counted_as_idle_time() {
+    use crate::stats::Stat;
+    with_watchdog(20, || {
+        let (vm, _) = halting_once(1, true, true);
+        halt_exit_and_if(&vm, 0, 0, true);
+        let runner = run_until_sleeping(&vm, 0);
+        // Asleep for at least 5 ms, which a count would show.
+        let asleep = std::time::Instant::now();
+        while asleep.elapsed() < std::time::Duration::from_millis(5) {
+            thread::yield_now();
+        }
+        vm.lapic_irq(0, 0x41).unwrap();
+        assert_eq!(runner.join().unwrap(), ExitKind::Bogus);
+        assert_eq!(vm.vcpu(0).unwrap().stats.get(Stat::IdleTicks), 0);
     });
 }
 
@@ -793,6 +863,29 @@ fn a_lock_all_overtaken_by_destroy_unfreezes_every_vcpu() {
         drop(held);
         assert_eq!(locker.join().unwrap(), Err(Error::Destroyed));
         assert!(vm.vcpus().iter().all(|v| v.state() == VcpuState::Idle));
+    });
+}
+
+/// Destroying the VM ends the HLT sleep of a vCPU nothing else would
+/// wake, after a HLT exit and in the guest's HLT state alike: VM_RUN
+/// fails with Destroyed rather than sleep on.
+#[test]
+fn destroy_ends_a_hlt_sleep() {
+    with_watchdog(20, || {
+        for halt_exit in [1, 0] {
+            let (vm, _) = halting_once(1, true, false);
+            halt_exit_and_if(&vm, 0, halt_exit, true);
+            let vm2 = vm.clone();
+            let runner = thread::spawn(move || {
+                let l = vm2.lock_one(0).unwrap();
+                vm2.run(&l).map(|e| e.kind)
+            });
+            while vm.vcpu(0).unwrap().state() != VcpuState::Sleeping {
+                thread::yield_now();
+            }
+            vm.destroy();
+            assert_eq!(runner.join().unwrap(), Err(Error::Destroyed), "halt_exit {halt_exit}");
+        }
     });
 }
 
