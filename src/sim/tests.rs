@@ -1134,6 +1134,43 @@ fn task_switches_by_instruction_and_through_idt_task_gates() {
     assert_eq!(vm.guest_stats(0).unwrap().interrupts, before + 1);
 }
 
+/// The IDT is read with read rights only: a gate on a page the guest's
+/// page tables map read-only is found with CR0.WP set, and the walk
+/// leaves the page's dirty bit clear (a write walk would refuse the page
+/// or set the bit).
+#[test]
+fn an_idt_on_a_read_only_page_is_read_without_write_rights() {
+    use crate::exit::{TaskSwitch as Ts, TaskSwitchReason::IdtGate};
+    use crate::regs::reg::{CR0, CR3, IDTR};
+    use crate::regs::SegDesc;
+    let vm = vm_with_ram("idt-ro", 1, 0x10_0000);
+    let l = vm.lock_one(0).unwrap();
+    vm.activate_cpu(0).unwrap();
+    {
+        let mem = vm.mem();
+        // 0x4000_0000 -> page table 0x11000 -> 0x3000, present, read-only.
+        mem.write_gpa(0x10000 + 0x100 * 4, &(0x11000u32 | 7).to_le_bytes()).unwrap();
+        mem.write_gpa(0x11000, &(0x3000u32 | 1).to_le_bytes()).unwrap();
+        mem.write_gpa(0x3000 + 2 * 8, &[0, 0, 0x30, 0, 0, 0x85, 0, 0]).unwrap();
+    }
+    {
+        let mut r = l.vcpu().regs.lock();
+        r.set(CR3 as i32, 0x10000).unwrap();
+        r.set(CR0 as i32, 1 | (1 << 16) | (1 << 31)).unwrap();
+        r.set_seg(IDTR as i32, SegDesc { base: 0x4000_0000, limit: 0x7ff, access: 0 }).unwrap();
+        assert_eq!(r.paging().cpl, 0);
+    }
+    // Without the gate the NMI is taken in place and the OUT exits.
+    let out = PortOut { port: 0x80, size: 1, value: 0 };
+    vm.set_guest(&l, Some(Box::new(ScriptedGuest::new(vec![Compute, out], Some(0))))).unwrap();
+    vm.inject_nmi(0).unwrap();
+    let gated = Ts { tsssel: 0x30, reason: IdtGate, ext: true, errcode: None };
+    assert_eq!(vm.run(&l).unwrap().kind, ExitKind::TaskSwitch(gated));
+    let mut pte = [0u8; 4];
+    vm.mem().read_gpa(0x11000, &mut pte).unwrap();
+    assert_eq!(u32::from_le_bytes(pte) & (1 << 6), 0, "not dirtied");
+}
+
 /// The IDT entry as the processor finds it: only a present system
 /// descriptor of type 5 is a task gate; the limit must cover all 8 bytes;
 /// protected mode only (not real or long mode); read with supervisor
