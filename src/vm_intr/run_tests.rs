@@ -689,6 +689,18 @@ fn a_debugged_vcpu_still_runs_a_rendezvous_first() {
     });
 }
 
+/// An exit for a host interrupt (the vCPU kicked out of the guest) goes
+/// back into the guest without returning, counted as FreeBSD counts
+/// EXIT_REASON_EXT_INTR (VMEXIT_EXTINT) besides VMEXIT_COUNT.
+#[test]
+fn a_kicked_guest_is_reentered_and_counted_as_an_external_interrupt_exit() {
+    use crate::stats::Stat;
+    let (vm, _) = vm_with(Script::playing([GuestExit::Kicked], false), 1);
+    assert_eq!(run_once(&vm, 0), ExitKind::Bogus, "the scripted exit after the kick");
+    let stats = &vm.vcpu(0).unwrap().stats;
+    assert_eq!((stats.get(Stat::ExtIntExits), stats.get(Stat::VmExits)), (1, 2));
+}
+
 /// A lock request and a rendezvous that stop a vCPU before its entry are
 /// counted as FreeBSD's `vm_exit_reqidle` and `vm_exit_rendezvous` count
 /// them (VMEXIT_REQIDLE, VMEXIT_RENDEZVOUS).
