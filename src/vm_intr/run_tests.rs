@@ -846,6 +846,27 @@ fn a_vcpu_waiting_out_a_suspend_gives_way_to_an_ioctl() {
 /// The entry checks' order: a suspend comes before the debugger's hold
 /// (FreeBSD's `vmx_run`), so a vCPU held for a debugger still leaves with
 /// SUSPENDED and a powered-off VM does not wait for the debugger.
+/// A vCPU waiting out a suspend for the others still runs a rendezvous
+/// callback aimed at it, as FreeBSD's `vm_handle_suspend` calls
+/// `vm_handle_rendezvous` while it waits: the initiator is not left
+/// waiting, and the suspend completes afterwards.
+#[test]
+fn a_vcpu_waiting_out_a_suspend_runs_a_rendezvous_meanwhile() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    with_watchdog(20, || {
+        let (vm, _) = vm_with(Script::default(), 2);
+        vm.suspend(SuspendHow::Poweroff as i32).unwrap();
+        let runner = run_until_sleeping(&vm, 0);
+        let ran = Arc::new(AtomicBool::new(false));
+        let ran2 = ran.clone();
+        let f = crate::rendezvous::callback(move |_, id| ran2.store(id == 0, SeqCst));
+        vm.smp_rendezvous(None, CpuSet::single(0), f).unwrap();
+        assert!(ran.load(SeqCst), "vCPU 0 ran the callback");
+        assert_eq!(run_once(&vm, 1), ExitKind::Suspended(SuspendHow::Poweroff));
+        assert_eq!(runner.join().unwrap(), ExitKind::Suspended(SuspendHow::Poweroff));
+    });
+}
+
 #[test]
 fn a_suspend_comes_before_the_debug_hold() {
     with_watchdog(20, || {
