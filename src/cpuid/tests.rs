@@ -325,12 +325,17 @@ fn a_hygon_host_is_an_svm_host() {
 /// The family adds the whole 8-bit extended family field (EAX 27:20) to
 /// the base family 0xF, as FreeBSD's CPUID_TO_FAMILY: a family past 0x1E
 /// is not cut back below 0x16 (which would hide leaf 0x8000001E's edits).
+/// FreeBSD's amd64 macro adds the extended field to any base family (its
+/// i386 one only to 0xF); real processors report it 0 below 0xF.
 #[test]
 fn the_family_takes_the_whole_extended_family_field() {
     let mut m = HashMap::new();
     m.insert((0, 0), vendor_regs(AMD, 1));
     m.insert((1, 0), [0x0100_0f00, 0, 0, 0]);
-    assert_eq!(Cpuid::new(FakeHost(m)).host.family, 0x1f);
+    assert_eq!(Cpuid::new(FakeHost(m.clone())).host.family, 0x1f);
+    // amd64's macro adds it whatever the base family.
+    m.insert((1, 0), [0x0100_0e00, 0, 0, 0]);
+    assert_eq!(Cpuid::new(FakeHost(m)).host.family, 0x1e);
 }
 
 /// Leaf 0xB's fields are FreeBSD's masks: EAX 4:0 (the width of a zero
