@@ -158,6 +158,26 @@ fn run_from_callback(from: &Arc<Vm>, to: &Arc<Vm>, id: usize) -> Result<crate::e
     })
 }
 
+/// `run_from_callback` on a thread of its own, returned once `to`'s
+/// vCPU `id` sleeps in its suspend wait (registered before it sleeps).
+fn suspend_waiter(from: &Arc<Vm>, to: &Arc<Vm>, id: usize) -> thread::JoinHandle<Result<crate::exit::ExitKind>> {
+    let (from2, to2) = (from.clone(), to.clone());
+    let runner = thread::spawn(move || run_from_callback(&from2, &to2, id));
+    while to.vcpu(id).unwrap().state() != VcpuState::Sleeping {
+        thread::yield_now();
+    }
+    runner
+}
+
+/// Runs `vm`'s vCPU `last` into the suspend, which ends `runner`'s
+/// suspend wait too: both leave VM_RUN suspended.
+fn end_suspend(vm: &Vm, last: usize, runner: thread::JoinHandle<Result<crate::exit::ExitKind>>) {
+    let l = vm.lock_one(last).unwrap();
+    assert!(matches!(vm.run(&l).map(|e| e.kind), Ok(ExitKind::Suspended(_))));
+    drop(l);
+    assert!(matches!(runner.join().unwrap(), Ok(ExitKind::Suspended(_))));
+}
+
 /// A0's callback runs B0 of a suspended B, whose suspend wait waits for
 /// B1, whose callback waits for A0. Reported last, the suspend wait is
 /// refused: VM_RUN fails and B0 withdraws from the suspended set.
@@ -173,17 +193,10 @@ fn a_suspend_wait_that_closes_a_cycle_is_refused() {
         // B1 waiting for A1 instead is one way: B0 waits, then both
         // leave suspended.
         let (release, t) = hold_wait(&b, 1, &a, Waits::One(1));
-        let (a2, b2) = (a.clone(), b.clone());
-        let runner = thread::spawn(move || run_from_callback(&a2, &b2, 0));
-        while b.vcpu(0).unwrap().state() != VcpuState::Sleeping {
-            thread::yield_now();
-        }
+        let runner = suspend_waiter(&a, &b, 0);
         drop(release);
         t.join().unwrap();
-        let l = b.lock_one(1).unwrap();
-        assert!(matches!(b.run(&l).map(|e| e.kind), Ok(ExitKind::Suspended(_))));
-        drop(l);
-        assert!(matches!(runner.join().unwrap(), Ok(ExitKind::Suspended(_))));
+        end_suspend(&b, 1, runner);
     });
 }
 
@@ -194,20 +207,12 @@ fn a_suspend_wait_that_closes_a_cycle_is_refused() {
 fn a_suspend_wait_reported_first_refuses_the_closing_wait_only() {
     with_watchdog(20, || {
         let (a, b, c) = (vm("reentry-sfa"), suspended_vm("reentry-sfb"), vm("reentry-sfc"));
-        let (a2, b2) = (a.clone(), b.clone());
-        let runner = thread::spawn(move || run_from_callback(&a2, &b2, 0));
-        // Registered before it sleeps.
-        while b.vcpu(0).unwrap().state() != VcpuState::Sleeping {
-            thread::yield_now();
-        }
+        let runner = suspend_waiter(&a, &b, 0);
         assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
         assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(1))), Ok(()));
         assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::One(0))), Ok(()));
         assert_eq!(from_callback(&c, 0, || wait_for(&b, Waits::All)), Ok(()));
-        let l = b.lock_one(1).unwrap();
-        assert!(matches!(b.run(&l).map(|e| e.kind), Ok(ExitKind::Suspended(_))));
-        drop(l);
-        assert!(matches!(runner.join().unwrap(), Ok(ExitKind::Suspended(_))));
+        end_suspend(&b, 1, runner);
         // Over: A0 is free again.
         assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()));
     });
@@ -553,12 +558,7 @@ fn a_lock_all_holds_only_its_own_vms_vcpus() {
 fn an_rte_write_does_not_wait_for_a_vcpu_in_the_suspend_wait() {
     with_watchdog(20, || {
         let (a, b, c) = (vm("reentry-wsa"), suspended_vm("reentry-wsb"), vm("reentry-wsc"));
-        let (b2, c2) = (b.clone(), c.clone());
-        let runner = thread::spawn(move || run_from_callback(&c2, &b2, 1));
-        // Registered before it sleeps.
-        while b.vcpu(1).unwrap().state() != VcpuState::Sleeping {
-            thread::yield_now();
-        }
+        let runner = suspend_waiter(&c, &b, 1);
         let (a2, b2) = (a.clone(), b.clone());
         let write = thread::spawn(move || {
             in_callback(vm_identity(&a2), 0, || {
@@ -570,10 +570,7 @@ fn an_rte_write_does_not_wait_for_a_vcpu_in_the_suspend_wait() {
             })
         });
         assert_eq!(write.join().unwrap(), Ok(()));
-        let l = b.lock_one(0).unwrap();
-        assert!(matches!(b.run(&l).map(|e| e.kind), Ok(ExitKind::Suspended(_))));
-        drop(l);
-        assert!(matches!(runner.join().unwrap(), Ok(ExitKind::Suspended(_))));
+        end_suspend(&b, 0, runner);
     });
 }
 
