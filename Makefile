@@ -90,7 +90,8 @@ stress:
 	  --test stress -- --ignored --nocapture
 
 # Model checking (tests/loom_os7622.rs: the RTE-write protocol;
-# tests/loom_merge.rs: the local APIC's lock-free merge): the crate built
+# tests/loom_merge.rs: the local APIC's lock-free merge;
+# tests/loom_rendezvous.rs: a rendezvous wait against destroy): the crate built
 # with --cfg loom, every lock and atomic of the core replaced by loom's;
 # prints the interleavings explored. LOOM_MAX_PREEMPTIONS=n changes the
 # depth. The unit tests that need no lock (decoders, register rules,
@@ -98,7 +99,7 @@ stress:
 LOOM_DIR := target/loom
 verify:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release $(NO_HEADER) --target-dir $(LOOM_DIR) \
-	  --lib --test loom_os7622 --test loom_merge -- --nocapture
+	  --lib --test loom_os7622 --test loom_merge --test loom_rendezvous -- --nocapture
 
 # ThreadSanitizer (not part of `check`: it needs a nightly toolchain with
 # rust-src, `rustup toolchain install nightly --component rust-src`): the
