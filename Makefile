@@ -91,8 +91,9 @@ stress:
 
 # Model checking (tests/loom_os7622.rs: the RTE-write protocol;
 # tests/loom_merge.rs: the local APIC's lock-free merge;
-# tests/loom_rendezvous.rs: a rendezvous wait against destroy): the crate built
-# with --cfg loom, every lock and atomic of the core replaced by loom's;
+# tests/loom_rendezvous.rs: rendezvous waits against destroy and suspend):
+# the crate built with --cfg loom, every lock and atomic of the core
+# replaced by loom's;
 # prints the interleavings explored. LOOM_MAX_PREEMPTIONS=n changes the
 # depth. The unit tests that need no lock (decoders, register rules,
 # parsers) run there too, so the loom build of the tests keeps compiling.
