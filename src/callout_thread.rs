@@ -185,6 +185,8 @@ impl crate::vm::Vm {
     pub(crate) fn fire_due_timers(&self, now: Instant) -> Option<Instant> {
         let _gate = self.callout_gate();
         self.poll_device_timers(now);
+        #[cfg(all(test, not(loom)))]
+        tests::while_firing(self);
         for v in self.vcpus() {
             if v.vlapic.timer_poll(now) {
                 v.notify();
@@ -201,6 +203,33 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    type Hook = Box<dyn FnOnce(&crate::vm::Vm)>;
+
+    thread_local! {
+        static WHILE_FIRING: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Runs (once) the hook this thread set, inside `fire_due_timers`
+    /// between the device timers and the APIC timers.
+    pub(super) fn while_firing(vm: &crate::vm::Vm) {
+        if let Some(f) = WHILE_FIRING.with(|h| h.borrow_mut().take()) {
+            f(vm);
+        }
+    }
+
+    /// VM_REINIT resets no device while timers are being fired: the
+    /// callout gate is held (shared) from the device timers to the APIC
+    /// timers, so a reinit, which takes it exclusively, waits.
+    #[test]
+    fn firing_timers_holds_a_reinit_off() {
+        let vm = crate::vm::Vm::with_idle_backend("callout-gate", 1).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        WHILE_FIRING.with(|h| *h.borrow_mut() = Some(Box::new(move |vm: &crate::vm::Vm| tx.send(vm.callout_gate_free()).unwrap())));
+        vm.fire_due_timers(Instant::now());
+        assert_eq!(rx.try_recv(), Ok(false), "a reinit could reset the devices while a timer is delivered");
+        assert!(vm.callout_gate_free(), "released once the timers are fired");
+    }
 
     #[test]
     fn the_waker_returns_on_a_poke_a_deadline_or_a_stop() {

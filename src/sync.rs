@@ -68,6 +68,11 @@ mod imp {
                 None => keeping_errno(|| self.0.write()),
             }
         }
+        /// Tests: whether the lock is free for a writer now.
+        #[cfg(test)]
+        pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
+            self.0.try_write()
+        }
     }
 
     /// A condition variable (parking_lot).

@@ -598,6 +598,12 @@ impl Vm {
         self.callout_gate.read()
     }
 
+    /// Whether a VM_REINIT could take the callout gate now (tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn callout_gate_free(&self) -> bool {
+        self.callout_gate.try_write().is_some()
+    }
+
     // --- cpusets -------------------------------------------------------
 
     pub fn cpus(&self) -> MutexGuard<'_, CpuSets> {
