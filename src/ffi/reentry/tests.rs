@@ -318,43 +318,6 @@ fn a_kernemu_rte_write_that_closes_a_cycle_is_refused_unchanged() {
     });
 }
 
-/// The same write by B0's guest, in a VM_RUN from A0's callback: VM_RUN
-/// fails with EDEADLK and the guest's store is not lost, as the run loop
-/// leaves its RIP on it: the next VM_RUN, once B1 waits for nothing,
-/// makes the write before the guest's next instruction.
-#[test]
-fn a_guest_rte_write_that_closes_a_cycle_is_made_again_at_the_next_entry() {
-    use crate::guest::{GuestAction::*, ScriptedGuest};
-    use crate::vioapic::{rte::TRGRLVL, IOAPIC_BASE, IOREGSEL, IOWIN, REG_REDTBL};
-    with_watchdog(20, || {
-        let (a, b) = (vm("reentry-ga"), Arc::new(Vm::with_sim_backend("reentry-gb", 2).unwrap()));
-        b.activate_cpu(0).unwrap();
-        b.activate_cpu(1).unwrap();
-        let store = |off, value| MmioWrite { gpa: IOAPIC_BASE + off, size: 4, value };
-        let script = vec![
-            store(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5 + 1),
-            store(IOWIN, 1 << 24),
-            store(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5),
-            store(IOWIN, TRGRLVL | 0x45),
-            PortOut { port: 0x80, size: 1, value: 0 },
-        ];
-        {
-            let l = b.lock_one(0).unwrap();
-            b.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
-        }
-        let before = b.vioapic().rte(5);
-        let (release, t) = hold_wait(&b, 1, &a, Waits::One(0));
-        assert!(matches!(run_from_callback(&a, &b, 0), Err(Error::Deadlock)));
-        assert_eq!(b.vioapic().rte(5) & 0xffff_ffff, before & 0xffff_ffff, "low half unchanged");
-        drop(release);
-        t.join().unwrap();
-        let l = b.lock_one(0).unwrap();
-        assert!(matches!(b.run(&l).map(|e| e.kind), Ok(ExitKind::Inout { .. })));
-        assert_eq!(b.vioapic().rte(5) & 0xffff, 0x8045, "the refused store was made again");
-        assert_eq!(b.ioapic_stats().tmr_updates, 1);
-    });
-}
-
 /// The same cycle with the RTE write's wait registered first: B1's
 /// wait for A0 is refused, a lock-all of B (`block_run` does not wait
 /// for frozen vCPUs) and waits for A1 are not. Once the writer is done
