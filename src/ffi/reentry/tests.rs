@@ -373,6 +373,79 @@ fn an_rte_write_waiting_first_refuses_the_closing_wait_only() {
     });
 }
 
+/// A guest step that, the first time, reports it is running and stays
+/// in the guest (RUNNING) until released; every step is an OUT.
+struct HeldInGuest {
+    entered: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
+}
+
+impl crate::guest::GuestProgram for HeldInGuest {
+    fn next(&mut self, _rip: u64) -> crate::guest::GuestAction {
+        if let Some((entered, release)) = self.entered.take() {
+            entered.send(()).unwrap();
+            let _ = release.recv();
+        }
+        crate::guest::GuestAction::PortOut { port: 0x80, size: 1, value: 0 }
+    }
+    fn interrupt(&mut self, _vector: u8) {}
+    fn read_result(&mut self, _value: u64) {}
+}
+
+/// The real write's narrowing: B0's guest, run from A0's callback, makes
+/// a broadcast entry level-triggered, so step 4 keeps B1, then B2, out of
+/// RUNNING. B2 is in its guest, so the write waits for it; by then it is
+/// done with B1, whose wait for A0 is not refused, while B2's is.
+#[test]
+fn an_rte_write_stops_waiting_for_each_target_it_is_done_with() {
+    use crate::guest::{GuestAction::*, ScriptedGuest};
+    use crate::vioapic::{rte::TRGRLVL, IOAPIC_BASE, IOREGSEL, IOWIN, REG_REDTBL};
+    with_watchdog(20, || {
+        let a = vm("reentry-na");
+        let b = Arc::new(Vm::with_sim_backend("reentry-nb", 3).unwrap());
+        for id in 0..3 {
+            b.activate_cpu(id).unwrap();
+        }
+        let store = |off, value| MmioWrite { gpa: IOAPIC_BASE + off, size: 4, value };
+        let script = vec![
+            store(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5 + 1),
+            store(IOWIN, 0xFF << 24),
+            store(IOREGSEL, u64::from(REG_REDTBL) + 2 * 5),
+            store(IOWIN, TRGRLVL | 0x45),
+            PortOut { port: 0x80, size: 1, value: 0 },
+        ];
+        {
+            let l = b.lock_one(0).unwrap();
+            b.set_guest(&l, Some(Box::new(ScriptedGuest::new(script, None)))).unwrap();
+        }
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let b2 = {
+            let b = b.clone();
+            thread::spawn(move || {
+                let l = b.lock_one(2).unwrap();
+                b.set_guest(&l, Some(Box::new(HeldInGuest { entered: Some((entered_tx, release_rx)) }))).unwrap();
+                b.run(&l).map(|e| e.kind)
+            })
+        };
+        entered_rx.recv().unwrap();
+        let writer = {
+            let (a, b) = (a.clone(), b.clone());
+            thread::spawn(move || run_from_callback(&a, &b, 0))
+        };
+        // Kicked by the write's block_run, which comes after B1's.
+        while !b.vcpu(2).unwrap().kicked() {
+            thread::yield_now();
+        }
+        assert_eq!(from_callback(&b, 1, || wait_for(&a, Waits::One(0))), Ok(()), "the write is done with B1");
+        assert_eq!(from_callback(&b, 2, || wait_for(&a, Waits::One(0))), Err(Error::Deadlock));
+        release_tx.send(()).unwrap();
+        assert!(matches!(writer.join().unwrap(), Ok(ExitKind::Inout { .. })));
+        assert!(matches!(b2.join().unwrap(), Ok(ExitKind::Inout { .. })));
+        assert_eq!(b.vioapic().rte(5) & 0xffff, 0x8045);
+        assert_eq!(b.ioapic_stats().tmr_block_runs, 2);
+    });
+}
+
 /// A guest's own RTE write, refused in a `vm_run` from a callback,
 /// fails VM_RUN with the instruction restarted: the next run makes the
 /// write.
