@@ -68,7 +68,7 @@ mod imp {
                 None => keeping_errno(|| self.0.write()),
             }
         }
-        /// Tests: whether the lock is free for a writer now.
+        /// Takes the lock for writing if it is free now (tests).
         #[cfg(test)]
         pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
             self.0.try_write()
