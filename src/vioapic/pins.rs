@@ -85,9 +85,10 @@ impl Vioapic {
         self.send_raised_level::<B, PULSE>(pin, bus);
     }
 
-    /// `send_raised` for a level entry: under the table mutex.
+    /// `send_raised` for a level entry: under the table mutex. (Visible to
+    /// the tests, which play the states it can find there.)
     #[inline(never)]
-    fn send_raised_level<B: IoapicBus + ?Sized, const PULSE: bool>(&self, pin: usize, bus: &B) {
+    pub(super) fn send_raised_level<B: IoapicBus + ?Sized, const PULSE: bool>(&self, pin: usize, bus: &B) {
         let line = &self.lines[pin];
         let mut t = self.table.lock();
         // A level line is sampled now: deasserted meanwhile, it may

@@ -643,6 +643,27 @@ fn a_level_assert_that_reaches_the_table_after_its_deassert_sends_nothing() {
     });
 }
 
+/// What a level assert's send finds at the table mutex, having counted
+/// the line up on a level entry: rewritten to edge meanwhile (and the line
+/// lowered again), the assertion was an edge and is sent as one; still
+/// level with the line lowered, nothing; a pulse of a level entry, sent
+/// (the pulse is the line's high). Each is a three-thread race through
+/// the public calls (asserter, writer, deasserter), played here as the
+/// state the send finds.
+#[test]
+fn a_raised_level_send_samples_the_entry_and_line_under_the_mutex() {
+    let (v, b) = (Vioapic::new(), RecBus::new(2));
+    hi(&v, &b, None, 6, 1);
+    lo(&v, &b, None, 6, 0x60);
+    v.send_raised_level::<_, false>(6, &b);
+    assert_eq!(b.sent(), vec![fixed(0x60, 1, false)], "an edge made while the send waited was lost");
+    lo(&v, &b, None, 6, LEVEL | 0x61);
+    v.send_raised_level::<_, false>(6, &b);
+    assert_eq!(b.sent().len(), 1, "a level send for a lowered line");
+    v.send_raised_level::<_, true>(6, &b);
+    assert_eq!(b.sent()[1..], [fixed(0x61, 1, true)], "a level pulse was lost");
+}
+
 /// A lowest-priority level entry stages its TMR bit like a fixed one
 /// (FreeBSD's REDIR_IS_LVLTRIG covers both).
 #[test]
