@@ -254,6 +254,17 @@ mod tests {
         std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
     }
 
+    /// Creates VM `name` and opens it (vm_destroy() closes it).
+    fn new_vm(name: &std::ffi::CStr) -> *mut vmctx {
+        // SAFETY: a C string.
+        let ctx = unsafe {
+            assert_eq!(crate::ffi::lifecycle::vm_create(name.as_ptr()), 0);
+            crate::ffi::lifecycle::vm_open(name.as_ptr())
+        };
+        assert!(!ctx.is_null());
+        ctx
+    }
+
     /// libvmmapi `vm_alloc_memseg` (static in FreeBSD 14, behind
     /// `vm_setup_memory` and `vm_create_devmem`): it reads the segment
     /// (VM_GET_MEMSEG: EINVAL for a bad id) and compares an existing one
@@ -265,10 +276,7 @@ mod tests {
         const P: usize = 4096;
         // SAFETY: C strings; the handle is closed at the end.
         unsafe {
-            let name = c"audit6-alloc-order";
-            assert_eq!(crate::ffi::lifecycle::vm_create(name.as_ptr()), 0);
-            let ctx = crate::ffi::lifecycle::vm_open(name.as_ptr());
-            assert!(!ctx.is_null());
+            let ctx = new_vm(c"audit6-alloc-order");
             let long = c"sixteen-bytes-xx";
             // Bad id: VM_GET_MEMSEG's EINVAL.
             assert_eq!(vm_alloc_memseg(ctx, 7, P, long.as_ptr()), -1);
@@ -302,14 +310,42 @@ mod tests {
     fn mmap_getnext_leaves_the_out_pointers_alone_when_no_map_follows() {
         // SAFETY: a C string and valid out-pointers; the handle is closed at the end.
         unsafe {
-            let name = c"mut5b-getnext-enoent";
-            assert_eq!(crate::ffi::lifecycle::vm_create(name.as_ptr()), 0);
-            let ctx = crate::ffi::lifecycle::vm_open(name.as_ptr());
-            assert!(!ctx.is_null());
+            let ctx = new_vm(c"mut5b-getnext-enoent");
             let (mut gpa, mut segid, mut segoff, mut len, mut prot, mut flags) = (0x1000, 7, 9, 11, 13, 15);
             assert_eq!(vm_mmap_getnext(ctx, &mut gpa, &mut segid, &mut segoff, &mut len, &mut prot, &mut flags), -1);
             assert_eq!(errno(), libc::ENOENT);
             assert_eq!((gpa, segid, segoff, len, prot, flags), (0x1000, 7, 9, 11, 13, 15));
+            crate::ffi::lifecycle::vm_destroy(ctx);
+        }
+    }
+
+    /// libvmmapi's `vm_get_memseg` copies the name with `strlcpy`: a
+    /// one-byte buffer gets just the NUL (and ENAMETOOLONG), a zero-byte
+    /// one nothing. VM_MUNMAP_MEMSEG removes only a map of exactly
+    /// (`gpa`, `len`): a length one byte longer matches none (EINVAL) and
+    /// the map stays.
+    #[test]
+    fn get_memseg_copies_names_as_strlcpy_and_munmap_needs_the_exact_length() {
+        const P: usize = 4096;
+        // SAFETY: C strings and valid out-pointers; the handle is closed at the end.
+        unsafe {
+            let ctx = new_vm(c"mut10b-memseg-edges");
+            assert_eq!(vm_alloc_memseg(ctx, 1, P, c"dev".as_ptr()), 0);
+            let (mut buf, mut len) = ([b'X' as c_char; 4], 0);
+            assert_eq!(vm_get_memseg(ctx, 1, &mut len, buf.as_mut_ptr(), 1), -1);
+            assert_eq!((errno(), len, buf[0], buf[1]), (libc::ENAMETOOLONG, P, 0, b'X' as c_char));
+            let mut buf = [b'X' as c_char; 4];
+            assert_eq!(vm_get_memseg(ctx, 1, &mut len, buf.as_mut_ptr(), 0), -1);
+            assert_eq!((errno(), buf[0]), (libc::ENAMETOOLONG, b'X' as c_char), "no room: untouched");
+
+            assert_eq!(vm_alloc_memseg(ctx, 0, P, std::ptr::null()), 0);
+            assert_eq!(vm_mmap_memseg(ctx, 0x10_0000, 0, 0, P, libc::PROT_READ | libc::PROT_WRITE), 0);
+            assert_eq!(vm_munmap_memseg(ctx, 0x10_0000, P + 1), -1);
+            assert_eq!(errno(), libc::EINVAL);
+            let (mut gpa, mut segid, mut segoff, mut prot, mut flags) = (0, 0, 0, 0, 0);
+            assert_eq!(vm_mmap_getnext(ctx, &mut gpa, &mut segid, &mut segoff, &mut len, &mut prot, &mut flags), 0);
+            assert_eq!((gpa, len), (0x10_0000, P), "the map stays");
+            assert_eq!(vm_munmap_memseg(ctx, 0x10_0000, P), 0);
             crate::ffi::lifecycle::vm_destroy(ctx);
         }
     }
