@@ -165,8 +165,20 @@ mod tests {
     use super::*;
     use crate::ffi::layout::{vm_map_gpa, vm_setup_memory};
     use crate::ffi::lifecycle::{vm_destroy, vm_openf, vm_vcpu_open, VMMAPI_OPEN_CREATE};
-    use crate::gla2gpa::{CPU_MODE_64BIT, PAGING_MODE_64};
+    use crate::gla2gpa::{CPU_MODE_64BIT, CPU_MODE_PROTECTED, PAGING_MODE_64, PAGING_MODE_FLAT};
     use crate::mem::VM_MMAP_ALL;
+
+    /// Creates VM `name` with `ram` bytes of guest RAM (vm_setup_memory)
+    /// and opens vCPU 0 (vm_destroy() closes both).
+    fn vm_with_ram(name: &std::ffi::CStr, ram: usize) -> (*mut handle::vmctx, *mut vcpu) {
+        // SAFETY: a C string.
+        let ctx = unsafe { vm_openf(name.as_ptr(), VMMAPI_OPEN_CREATE) };
+        assert!(!ctx.is_null());
+        assert_eq!(vm_setup_memory(ctx, ram, VM_MMAP_ALL), 0);
+        let vcpu = vm_vcpu_open(ctx, 0);
+        assert!(!vcpu.is_null());
+        (ctx, vcpu)
+    }
 
     /// libvmmapi's `vm_copy_setup` (FreeBSD 14) zeroes all `iovcnt`
     /// iovecs first and fills one per page as it goes, so when the page
@@ -175,14 +187,9 @@ mod tests {
     /// iovecs and the rest zero.
     #[test]
     fn a_failed_page_walk_leaves_the_pages_before_it_and_zeroes_the_rest() {
-        let name = c"copy_setup_walk_error";
-        // SAFETY: a C string; the handles are used while the VM lives.
+        // SAFETY: the handles are used while the VM lives.
         unsafe {
-            let ctx = vm_openf(name.as_ptr(), VMMAPI_OPEN_CREATE);
-            assert!(!ctx.is_null());
-            assert_eq!(vm_setup_memory(ctx, 4 << 20, VM_MMAP_ALL), 0);
-            let vcpu = vm_vcpu_open(ctx, 0);
-            assert!(!vcpu.is_null());
+            let (ctx, vcpu) = vm_with_ram(c"copy_setup_walk_error", 4 << 20);
             let put = |gpa: u64, v: u64| vm_map_gpa(ctx, gpa, 8).cast::<u64>().write_unaligned(v);
             // PML4 at 0x1000: slot 0 -> PDPT 0x2000, slot 1 -> a PDPT at
             // 2 GiB (not guest RAM). PDPT[511] -> PD 0x3000, PD[511] a
@@ -215,6 +222,42 @@ mod tests {
             assert_eq!(rc, -1);
             assert_eq!(fault, 7);
             assert!(iov.iter().all(|i| i.iov_base.is_null() && i.iov_len == 0), "all zeroed");
+            vm_destroy(ctx);
+        }
+    }
+
+    /// As libvmmapi: an empty range needs no iovecs (NULL with a count of
+    /// 0 is fine, `*fault` 0), and copies of 0 bytes touch nothing, not
+    /// even errno; a copy shorter than its iovecs takes what it needs from
+    /// the last one and stops there.
+    #[test]
+    fn empty_ranges_need_no_iovecs_and_short_copies_stop_inside_the_last() {
+        // SAFETY: the handles are used while the VM lives.
+        unsafe {
+            let (ctx, vcpu) = vm_with_ram(c"mut10b_copy_short", 1 << 20);
+            let mut paging = vm_guest_paging { cr3: 0, cpl: 0, cpu_mode: CPU_MODE_PROTECTED, paging_mode: PAGING_MODE_FLAT };
+            let mut fault = 7;
+            let rc = vm_copy_setup(vcpu, &mut paging, 0x3000, 0, 1, std::ptr::null_mut(), 0, &mut fault);
+            assert_eq!((rc, fault), (0, 0), "an empty range");
+            set_errno(0);
+            vm_copyin(std::ptr::null_mut(), std::ptr::null_mut(), 0);
+            vm_copyout(std::ptr::null(), std::ptr::null_mut(), 0);
+            assert_eq!(nix::errno::Errno::last_raw(), 0, "copies of nothing");
+            let guest = vm_map_gpa(ctx, 0x3000, 0x20).cast::<u8>();
+            for k in 0..0x20 {
+                guest.add(k).write(k as u8 + 1);
+            }
+            let mut iov = [iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2];
+            let rc = vm_copy_setup(vcpu, &mut paging, 0x3000, 0x20, 3, iov.as_mut_ptr(), 2, &mut fault);
+            assert_eq!((rc, fault, iov[0].iov_len, iov[1].iov_len), (0, 0, 0x20, 0));
+            let mut dst = [0u8; 0x10];
+            vm_copyin(iov.as_mut_ptr(), dst.as_mut_ptr().cast(), 0x10);
+            assert_eq!(nix::errno::Errno::last_raw(), 0, "copyin within the first iovec");
+            assert_eq!(dst, std::array::from_fn(|k| k as u8 + 1));
+            let src = [0xeeu8; 0x10];
+            vm_copyout(src.as_ptr().cast(), iov.as_mut_ptr(), 0x10);
+            assert_eq!(nix::errno::Errno::last_raw(), 0, "copyout within the first iovec");
+            assert_eq!((guest.add(0xf).read(), guest.add(0x10).read()), (0xee, 0x11), "the copy's last byte and the one after");
             vm_destroy(ctx);
         }
     }
