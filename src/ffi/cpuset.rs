@@ -59,3 +59,23 @@ fn cpuset_bytes(set: &CpuSet) -> [u8; CPUSET_MAX_BYTES] {
     }
     bytes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FreeBSD's `vm_get_cpus`: a size below 1 byte or above CPU_MAXSIZE
+    /// bits is ERANGE, even for an empty set that would need no bytes.
+    #[test]
+    fn sizes_outside_1_to_128_bytes_are_erange_even_for_an_empty_set() {
+        let mut buf = [0xffu8; CPUSET_MAX_BYTES + 1];
+        let empty = CpuSet::default();
+        // SAFETY: `buf` holds every size tried.
+        unsafe {
+            assert_eq!(copy_out_cpuset(&empty, buf.as_mut_ptr(), 0usize), Err(Error::Range));
+            assert_eq!(copy_out_cpuset(&empty, buf.as_mut_ptr(), CPUSET_MAX_BYTES + 1), Err(Error::Range));
+            assert_eq!(copy_out_cpuset(&empty, buf.as_mut_ptr(), 1usize), Ok(()));
+        }
+        assert_eq!(buf[..2], [0, 0xff]);
+    }
+}
