@@ -167,10 +167,19 @@ mod imp {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Barrier};
+    use std::sync::{Arc, Barrier, Condvar, Mutex};
+
+    /// Held by the tests that need free slots, and by the one that takes
+    /// them all.
+    static POOL: Mutex<()> = Mutex::new(());
+
+    fn pool() -> std::sync::MutexGuard<'static, ()> {
+        POOL.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     #[test]
     fn live_threads_hold_distinct_slots() {
+        let _pool = pool();
         const THREADS: usize = 8;
         let barrier = Barrier::new(THREADS);
         let slots: Vec<usize> = std::thread::scope(|s| {
@@ -243,6 +252,7 @@ mod tests {
 
     #[test]
     fn adds_made_while_a_thread_exits_are_counted() {
+        let _pool = pool();
         // Adds made as a thread exits: with its slot still held (a Rust
         // thread-local's destructor), after the slot was given back, and
         // as the first add of a thread already exiting (a later POSIX key's
@@ -299,6 +309,7 @@ mod tests {
 
     #[test]
     fn exited_threads_give_their_slots_back() {
+        let _pool = pool();
         // Far more threads than slots, one after another: each finds one
         // only if those before gave theirs back (other tests' threads hold
         // a few meanwhile).
@@ -306,5 +317,60 @@ mod tests {
             let slot = std::thread::spawn(current).join().unwrap();
             assert!(slot.is_some(), "thread {i} found no slot (taken: {:#x})", imp::taken());
         }
+    }
+
+    /// More live threads than slots: those that find the pool full get
+    /// None (not a slot past the last), and keep None once slots are
+    /// given back, counting through the shared cell from then on.
+    #[test]
+    fn a_thread_that_finds_the_pool_full_has_no_slot_for_good() {
+        let _pool = pool();
+        crate::test_util::with_watchdog(60, || {
+            const THREADS: usize = SLOTS + 8;
+            let asked = Arc::new(Barrier::new(THREADS + 1));
+            let freed = Arc::new((Mutex::new(false), Condvar::new()));
+            let (tx, rx) = std::sync::mpsc::channel();
+            let threads: Vec<_> = (0..THREADS)
+                .map(|i| {
+                    let (asked, freed, tx) = (asked.clone(), freed.clone(), tx.clone());
+                    std::thread::spawn(move || {
+                        let first = std::panic::catch_unwind(current).ok();
+                        tx.send((i, first)).unwrap();
+                        asked.wait();
+                        if first != Some(None) {
+                            return None;
+                        }
+                        // Without a slot: ask again once the holders are gone.
+                        let (lock, cv) = &*freed;
+                        drop(cv.wait_while(lock.lock().unwrap(), |f| !*f).unwrap());
+                        Some(current())
+                    })
+                })
+                .collect();
+            let mut first: Vec<_> = (0..THREADS).map(|_| rx.recv().unwrap()).collect();
+            first.sort_unstable();
+            asked.wait();
+            assert!(first.iter().all(|(_, f)| f.is_some()), "current() panicked: {first:?}");
+            let mut held: Vec<usize> = first.iter().filter_map(|(_, f)| f.flatten()).collect();
+            assert!(held.iter().all(|s| *s < SLOTS), "slots {held:?}");
+            held.sort_unstable();
+            held.dedup();
+            let slotless: Vec<usize> = first.iter().filter(|(_, f)| *f == Some(None)).map(|(i, _)| *i).collect();
+            assert_eq!(held.len() + slotless.len(), THREADS, "distinct slots");
+            assert!(slotless.len() >= THREADS - SLOTS, "{} without a slot", slotless.len());
+            let mut threads: Vec<_> = threads.into_iter().map(Some).collect();
+            // The holders exit (a join waits for their exit-time drops),
+            // giving their slots back.
+            for (i, t) in threads.iter_mut().enumerate() {
+                if !slotless.contains(&i) {
+                    assert_eq!(t.take().unwrap().join().unwrap(), None);
+                }
+            }
+            *freed.0.lock().unwrap() = true;
+            freed.1.notify_all();
+            for t in threads.into_iter().flatten() {
+                assert_eq!(t.join().unwrap(), Some(None), "a slot after the pool was full");
+            }
+        });
     }
 }
