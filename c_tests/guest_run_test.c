@@ -8,7 +8,9 @@
  *     another; 4. port OUT payload and RIP advance;
  *  5. a kick (reqidle) of a guest that computes without exits;
  *  6. suspend of a running VM (every vCPU returns SUSPENDED), then REINIT;
- *  7. every vCPU halted with interrupts disabled: VM_SUSPEND_HALT.
+ *  7. every vCPU halted with interrupts disabled: VM_SUSPEND_HALT;
+ *  8. a callback guest's OUT value, IN result and end;
+ *  9. restarted instructions, an NMI by MSI.
  */
 #include <stdatomic.h>
 
@@ -134,6 +136,156 @@ wait_guest_interrupts(struct vcpu *v, uint64_t n)
 		sched_yield();
 		CHECK_OK(vmm_rs_guest_stats(v, &s));
 	} while (s.interrupts < n);
+}
+
+/* --- 8 and 9: a VM of their own, one vCPU opened --- */
+
+static struct vmctx *
+open_vm_with_vcpu(const char *name, int id, struct vcpu **v)
+{
+	CHECK_OK(vm_create(name));
+	struct vmctx *c = vm_open(name);
+	CHECK(c != NULL);
+	*v = c != NULL ? vm_vcpu_open(c, id) : NULL;
+	CHECK(*v != NULL);
+	return *v != NULL ? c : NULL;
+}
+
+/* --- 8: a callback guest's values, results and end --- */
+
+struct end_guest {
+	int state;       /* what next() does: index into end_acts, then the end */
+	int malformed;   /* end with a malformed action, not a -1 return */
+	int calls_after; /* next() calls after the end */
+	int reads;       /* read_result calls */
+	uint64_t read;
+};
+
+static const struct vmm_rs_action end_acts[] = {
+	{ .kind = VMM_RS_ACT_PORT_OUT, .port = 0x62, .size = 4, .value = 0x89abcdef },
+	{ .kind = VMM_RS_ACT_PORT_IN, .port = DEV_PORT, .size = 1 },
+};
+/* What a guest asked after its end does: an exit. */
+static const struct vmm_rs_action after_end = { .kind = VMM_RS_ACT_PORT_OUT, .port = 0x63, .size = 1 };
+
+static int
+end_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
+{
+	struct end_guest *g = cookie;
+	(void)vcpuid;
+	(void)rip;
+	int at = g->state++;
+	if (at < 2) {
+		*a = end_acts[at];
+		return 0;
+	}
+	if (at > 2) {
+		g->calls_after++;
+		*a = after_end;
+		return 0;
+	}
+	memset(a, 0, sizeof(*a));
+	a->kind = 42;
+	return g->malformed ? 0 : -1;
+}
+
+static void
+end_read(void *cookie, int vcpuid, uint64_t value)
+{
+	struct end_guest *g = cookie;
+	(void)vcpuid;
+	g->reads++;
+	g->read = value;
+}
+
+/*
+ * A 4-byte OUT's whole value reaches the exit, an IN's value the
+ * read_result callback; a guest that ends (next() returns -1, or gives a
+ * malformed action) is not asked again: it halts with interrupts
+ * disabled, and with no other vCPU active the VM suspends (HALT).
+ */
+static void
+test_guest_end(void)
+{
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+	struct vmm_rs_guest_ops ops = { .next = end_next, .read_result = end_read };
+
+	struct vcpu *v;
+	struct vmctx *c = open_vm_with_vcpu("guest_end", 0, &v);
+	if (c == NULL)
+		return;
+	for (int malformed = 0; malformed <= 1; malformed++) {
+		struct end_guest g = { .malformed = malformed };
+		CHECK_OK(vm_activate_cpu(v));
+		CHECK_OK(vmm_rs_guest_set_ops(v, &ops, &g));
+		CHECK_OK(vm_run(v, &vmrun));
+		CHECK(vme.exitcode == VM_EXITCODE_INOUT && !vme.u.inout.in && vme.u.inout.port == 0x62);
+		CHECK(vme.u.inout.bytes == 4 && vme.u.inout.eax == 0x89abcdef);
+		CHECK_OK(vm_run(v, &vmrun));
+		CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.in && vme.u.inout.port == DEV_PORT);
+		CHECK_OK(vm_set_register(v, VM_REG_GUEST_RAX, 0x5a));
+		CHECK_OK(vm_run(v, &vmrun));
+		CHECK(vme.exitcode == VM_EXITCODE_SUSPENDED && vme.u.suspended.how == VM_SUSPEND_HALT);
+		CHECK(g.reads == 1 && g.read == 0x5a);
+		CHECK(g.calls_after == 0);
+		CHECK_OK(vm_reinit(c));
+	}
+	vm_vcpu_close(v);
+	vm_destroy(c);
+}
+
+/*
+ * vm_restart_instruction() restarts the exit's instruction of the
+ * handle's vCPU (here vCPU 1): the guest's IN runs again.
+ * vm_inject_fault() faults the instruction that exited (it is
+ * restarted): the IN's read is not made. An MSI's delivery mode counts:
+ * NMI is dropped, as FreeBSD's vlapic_deliver_intr takes only fixed,
+ * lowest-priority and ExtINT.
+ */
+static void
+test_restart(void)
+{
+	struct vm_exit vme;
+	struct vm_run vmrun = { .vm_exit = &vme };
+	struct vmm_rs_guest_stats gs;
+	struct vmm_rs_action prog[] = {
+		{ .kind = VMM_RS_ACT_PORT_IN, .port = DEV_PORT, .size = 1 },
+		{ .kind = VMM_RS_ACT_PORT_OUT, .port = 0xe9, .size = 1 },
+		{ .kind = VMM_RS_ACT_PORT_IN, .port = DEV_PORT, .size = 1 },
+		{ .kind = VMM_RS_ACT_PORT_OUT, .port = 0xea, .size = 1 },
+	};
+
+	struct vcpu *v;
+	struct vmctx *c = open_vm_with_vcpu("guest_restart", 1, &v);
+	if (c == NULL)
+		return;
+	CHECK_OK(vm_activate_cpu(v));
+	CHECK_OK(vmm_rs_guest_set_script(v, prog, 4, 0));
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == DEV_PORT);
+	CHECK_OK(vm_restart_instruction(v));
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == DEV_PORT);
+	lapic_enable(v);
+	CHECK_OK(vm_lapic_msi(c, 0xfee00000 | (1 << 12), 0x400 | 0x40));
+	CHECK(lapic_bit(v, LAPIC_IRR, 0x40) == 0);
+	CHECK_OK(vm_lapic_msi(c, 0xfee00000 | (1 << 12), 0x40));
+	CHECK(lapic_bit(v, LAPIC_IRR, 0x40) == 1);
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RAX, 0x55));
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0xe9);
+	CHECK_OK(vmm_rs_guest_stats(v, &gs));
+	CHECK(gs.last_read == 0x55);
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == DEV_PORT);
+	CHECK_OK(vm_set_register(v, VM_REG_GUEST_RAX, 0x77));
+	vm_inject_fault(v, 13, 1, 0); /* #GP(0) */
+	CHECK_OK(vm_run(v, &vmrun));
+	CHECK_OK(vmm_rs_guest_stats(v, &gs));
+	CHECK(gs.last_vector == 13 && gs.last_read == 0x55);
+	vm_vcpu_close(v);
+	vm_destroy(c);
 }
 
 int
@@ -355,6 +507,11 @@ main(void)
 		CHECK_OK(vm_run(v0, &vmrun));
 		CHECK(vme.exitcode == VM_EXITCODE_MMIO && vme.u.mmio.read == 0);
 	}
+
+	watchdog_phase("guest_run_test 8: a callback guest's values and end");
+	test_guest_end();
+	watchdog_phase("guest_run_test 9: restarts, an NMI by MSI");
+	test_restart();
 
 	/* Guest API errors. */
 	CHECK_ERR(vmm_rs_guest_set_ops(v0, NULL, NULL), EFAULT);
