@@ -757,6 +757,12 @@ check_vcpu_state_calls(struct vmctx *ctx, struct vcpu *v0, struct vcpu *v1, stru
 	CHECK_ERR(vm_set_desc(v0, VM_REG_GUEST_RIP, 0, 0, 0), EINVAL);
 	CHECK_ERR(vm_get_desc(v0, VM_REG_GUEST_CR0, &base, &limit, &access), EINVAL);
 	CHECK_ERR(vm_get_seg_desc(v0, VM_REG_GUEST_EFER, &sd), EINVAL);
+	{
+		/* As libvmmapi's vm_get_desc: nothing is written after a failure. */
+		struct seg_desc keep = { .base = 0x1234, .limit = 0x56, .access = 0x78 };
+		CHECK_ERR(vm_get_seg_desc(v0, VM_REG_GUEST_EFER, &keep), EINVAL);
+		CHECK(keep.base == 0x1234 && keep.limit == 0x56 && keep.access == 0x78);
+	}
 	CHECK_ERR(vm_get_register(v0, VM_REG_GUEST_RAX, NULL), EFAULT);
 	CHECK_ERR(vm_get_desc(v0, VM_REG_GUEST_CS, NULL, &limit, &access), EFAULT);
 	CHECK_ERR(vm_get_desc(v0, VM_REG_GUEST_CS, &base, NULL, &access), EFAULT);

@@ -262,6 +262,22 @@ main(void)
 	CHECK_OK(vmm_rs_guest_set_script(v0, any, 2, -1));
 	run_to_out(v0, 0x80, &vme);
 
+	/*
+	 * The subleaf (bits 63:32) reaches CPUID: leaf 7 subleaf 0 has RDPID
+	 * (always on), subleaf 1 is empty. (A host whose CPUID has no leaf 7,
+	 * as aarch64's empty one, answers its highest leaf for it.)
+	 */
+	struct vmm_rs_action sub[] = { CPUID(0, 0), OUT(0x80), CPUID(7, 0), OUT(0x81), CPUID(7, 1), OUT(0x82) };
+	CHECK_OK(vmm_rs_guest_set_script(v0, sub, 6, -1));
+	run_to_out(v0, 0x80, &vme);
+	uint64_t high = get_reg(v0, VM_REG_GUEST_RAX);
+	run_to_out(v0, 0x81, &vme);
+	uint64_t ecx0 = get_reg(v0, VM_REG_GUEST_RCX);
+	run_to_out(v0, 0x82, &vme);
+	CHECK(get_reg(v0, VM_REG_GUEST_RCX) == 0);
+	if (high >= 7)
+		CHECK(ecx0 & (1u << 22));
+
 	vm_vcpu_close(v0);
 	vm_vcpu_close(v1);
 	vm_destroy(ctx);
