@@ -184,9 +184,12 @@ end_next(void *cookie, int vcpuid, uint64_t rip, struct vmm_rs_action *a)
 		*a = after_end;
 		return 0;
 	}
+	/* The end: -1 with a valid action (COMPUTE), or a malformed one. */
 	memset(a, 0, sizeof(*a));
+	if (!g->malformed)
+		return -1;
 	a->kind = 42;
-	return g->malformed ? 0 : -1;
+	return 0;
 }
 
 static void
