@@ -374,3 +374,61 @@ pub unsafe extern "C" fn vmm_rs_ioapic_stats(ctx: *mut vmctx, stats: *mut vmm_rs
         }
     })
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::vcpu::VcpuState;
+    use crate::vioapic::IOAPIC_BASE;
+
+    /// Writes the low half of RTE `pin` as vCPU `writer`.
+    fn write_rte_low(vm: &Vm, writer: usize, pin: u32, low: u32) {
+        vm.mmio_write(writer, IOAPIC_BASE, 4, u64::from(0x10 + 2 * pin)).unwrap();
+        vm.mmio_write(writer, IOAPIC_BASE + 0x10, 4, u64::from(low)).unwrap();
+    }
+
+    /// vmm_rs_ioapic_stats() gives every counter of the vioapic, here
+    /// with a send held back while its entry is rewritten (the assert
+    /// made while the writer waits for its RUNNING target, as in
+    /// `vm_intr::deadlock_tests`) counted in `deferred_sends`.
+    #[test]
+    fn ioapic_stats_gives_every_counter() {
+        crate::test_util::with_watchdog(20, || {
+            let name = c"mut10b-ioapic-stats";
+            // SAFETY: a C string.
+            let ctx = unsafe {
+                assert_eq!(crate::ffi::lifecycle::vm_create(name.as_ptr()), 0);
+                crate::ffi::lifecycle::vm_open(name.as_ptr())
+            };
+            let vm = handle::ctx_vm(ctx).unwrap();
+            for i in 0..2 {
+                vm.activate_cpu(i).unwrap();
+                // The local APIC software-enabled (SVR).
+                vm.mmio_write(i, 0xfee0_00f0, 4, 0x1ff).unwrap();
+            }
+            write_rte_low(&vm, 0, 6, 0x60); // edge, vector 0x60, to vCPU 0
+            let v0 = vm.vcpu(0).unwrap();
+            v0.set_state(VcpuState::Frozen, true).unwrap();
+            v0.set_state(VcpuState::Running, false).unwrap();
+            let vm2 = vm.clone();
+            let writer = std::thread::spawn(move || write_rte_low(&vm2, 1, 6, 0x8000 | 0x61));
+            while !v0.kicked() {
+                std::thread::yield_now();
+            }
+            vm.ioapic_assert_irq(6).unwrap();
+            v0.set_state(VcpuState::Frozen, false).unwrap();
+            writer.join().unwrap();
+            v0.set_state(VcpuState::Idle, false).unwrap();
+            let mut st = vmm_rs_ioapic_stats::default();
+            // SAFETY: a valid out-pointer.
+            assert_eq!(unsafe { vmm_rs_ioapic_stats(ctx, &mut st) }, 0);
+            let s = vm.ioapic_stats();
+            assert_eq!((st.interrupts, st.deferred_sends, st.rte_writes), (1, 1, 2));
+            assert_eq!(
+                (st.saturate_high, st.saturate_low, st.rte_writes, st.tmr_updates, st.tmr_block_runs, st.tmr_stagings),
+                (s.saturate_high, s.saturate_low, s.rte_writes, s.tmr_updates, s.tmr_block_runs, s.tmr_stagings)
+            );
+            crate::ffi::lifecycle::vm_destroy(ctx);
+        });
+    }
+}
