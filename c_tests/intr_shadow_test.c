@@ -132,6 +132,14 @@ main(void)
 	CHECK(vme.exitcode == VM_EXITCODE_INOUT && vme.u.inout.port == 0x80);
 	CHECK(get_reg(v, VM_REG_GUEST_INTR_SHADOW) == 0);
 
+	/* 4 */
+	watchdog_phase("reset");
+	/* vcpu_reset ends the shadow, as libvmmapi's sets it to 0. */
+	run_to_shadowed_out(v);
+	CHECK(get_reg(v, VM_REG_GUEST_INTR_SHADOW) == 1);
+	CHECK_OK(vcpu_reset(v));
+	CHECK(get_reg(v, VM_REG_GUEST_INTR_SHADOW) == 0);
+
 	vm_destroy(ctx);
 	return test_finish("intr_shadow_test");
 }
