@@ -71,6 +71,13 @@ main(void)
 	CHECK(val == 0x038D7EA480860701ULL); /* period 59604644 fs */
 	CHECK_OK(vm_readwrite_kernemu_device(v, HPET_GPA + HPET_TCNF(5), false, 8, &val));
 	CHECK(val == 0xff00000000008010ULL); /* pins 24-31, periodic, FSB */
+	/* VM_GET_KERNEMU_DEV of 16-128 bytes: as FreeBSD's vhpet, a read of
+	 * other than 4 or 8 bytes reads 0. */
+	for (unsigned w = 4; w <= 7; w++) {
+		struct vm_readwrite_kernemu_device k = { .vcpuid = 0, .access_width = w, .gpa = HPET_GPA, .value = 1 };
+		CHECK_OK(vmm_ioctl(ctx, VM_GET_KERNEMU_DEV, &k));
+		CHECK(k.value == 0);
+	}
 
 	/* 2. A periodic timer (1 ms) on pin 25 wakes the halted guest. */
 	watchdog_phase("hpet_test 2: a periodic timer wakes a halted guest");
