@@ -264,8 +264,9 @@ main(void)
 
 	/*
 	 * The subleaf (bits 63:32) reaches CPUID: leaf 7 subleaf 0 has RDPID
-	 * (always on), subleaf 1 is empty. (A host whose CPUID has no leaf 7,
-	 * as aarch64's empty one, answers its highest leaf for it.)
+	 * (always on), subleaf 1 is empty. (A host whose highest leaf is below
+	 * 7 answers that leaf for it; a host without CPUID, such as aarch64,
+	 * has a bare model's leaves up to 7.)
 	 */
 	struct vmm_rs_action sub[] = { CPUID(0, 0), OUT(0x80), CPUID(7, 0), OUT(0x81), CPUID(7, 1), OUT(0x82) };
 	CHECK_OK(vmm_rs_guest_set_script(v0, sub, 6, -1));
