@@ -43,10 +43,30 @@ names_and_rights(struct vmctx *ctx)
 	CHECK(name != NULL && strcmp(name, "vmmapi") == 0);
 	errno = 0;
 	CHECK(vm_get_name(NULL) == NULL && errno == EFAULT);
-	CHECK(vm_capability_name2type("hlt_exit") == VM_CAP_HALT_EXIT);
-	CHECK(vm_capability_name2type("bpt_exit") == VM_CAP_BPT_EXIT);
-	CHECK(vm_capability_name2type("ipi_exit") == VM_CAP_IPI_EXIT);
-	CHECK(vm_capability_name2type("rflags_tf") == VM_CAP_RFLAGS_TF);
+	/* FreeBSD 14 libvmmapi's names (capstrmap), each: bhyve's -x and
+	 * bhyvectl's --getcap/--setcap spell them so. */
+	static const struct {
+		const char *name;
+		int cap;
+	} caps[] = {
+		{ "hlt_exit", VM_CAP_HALT_EXIT },
+		{ "mtrap_exit", VM_CAP_MTRAP_EXIT },
+		{ "pause_exit", VM_CAP_PAUSE_EXIT },
+		{ "unrestricted_guest", VM_CAP_UNRESTRICTED_GUEST },
+		{ "enable_invpcid", VM_CAP_ENABLE_INVPCID },
+		{ "bpt_exit", VM_CAP_BPT_EXIT },
+		{ "rdpid", VM_CAP_RDPID },
+		{ "rdtscp", VM_CAP_RDTSCP },
+		{ "ipi_exit", VM_CAP_IPI_EXIT },
+		{ "mask_hwintr", VM_CAP_MASK_HWINTR },
+		{ "rflags_tf", VM_CAP_RFLAGS_TF },
+	};
+	CHECK(sizeof(caps) / sizeof(caps[0]) == VM_CAP_MAX);
+	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+		CHECK(vm_capability_name2type(caps[i].name) == caps[i].cap);
+		const char *cname = vm_capability_type2name(caps[i].cap);
+		CHECK(cname != NULL && strcmp(cname, caps[i].name) == 0);
+	}
 	CHECK(vm_capability_name2type("no_such_cap") == -1);
 	CHECK(vm_capability_name2type(NULL) == -1);
 	CHECK(strcmp(vm_capability_type2name(VM_CAP_PAUSE_EXIT), "pause_exit") == 0);
@@ -93,6 +113,8 @@ memory(struct vmctx *ctx)
 	CHECK_OK(vm_get_guestmem_from_ctx(ctx, &base, &low, &high));
 	CHECK(base == vm_map_gpa(ctx, 0, 1) && low == 3 * GB && high == 1 * GB);
 	CHECK_ERR(vm_get_guestmem_from_ctx(ctx, NULL, &low, &high), EFAULT);
+	CHECK_ERR(vm_get_guestmem_from_ctx(ctx, &base, NULL, &high), EFAULT);
+	CHECK_ERR(vm_get_guestmem_from_ctx(ctx, &base, &low, NULL), EFAULT);
 	CHECK(vm_rev_map_gpa(ctx, vm_map_gpa(ctx, 0x1234, 8)) == 0x1234);
 	CHECK(vm_rev_map_gpa(ctx, vm_map_gpa(ctx, 4 * GB + 16, 8)) == 4 * GB + 16);
 	CHECK(vm_rev_map_gpa(ctx, base + 3 * GB + 4096) == (uint64_t)-1); /* the hole */
