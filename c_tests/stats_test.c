@@ -6,6 +6,8 @@
  * the memory statistics vmm.c measures when they are read.
  */
 
+#include <sys/time.h>
+
 #include "apic_util.h"
 #include "wired_util.h"
 
@@ -55,8 +57,13 @@ main(void)
 		CHECK_OK(vm_run(v, &vmrun));
 		CHECK(vme.exitcode == VM_EXITCODE_INOUT);
 	}
+	/* The time read (FreeBSD: getmicrotime), to the microsecond. */
+	struct timeval before, after;
+	gettimeofday(&before, NULL);
 	s = vm_get_stats(v, &tv, &n);
+	gettimeofday(&after, NULL);
 	CHECK(s != NULL && n == nstats && tv.tv_sec > 0);
+	CHECK(!timercmp(&tv, &before, <) && !timercmp(&tv, &after, >));
 	if (s != NULL) {
 		CHECK(s[exits] == 3 && s[pause] == 1 && s[inout] == 1 && s[emul] == 1);
 		CHECK(s[user] == 2);
@@ -88,6 +95,8 @@ main(void)
 		st.cpuid = 16;
 		CHECK_ERR(vmm_ioctl(ctx, VM_STATS, &st), EINVAL);
 		struct vm_stat_desc d = { .index = pause };
+		/* NUL-terminated whatever the buffer held (vmm_stat_desc_copy). */
+		memset(d.desc, 'x', sizeof(d.desc));
 		CHECK_OK(vmm_ioctl(ctx, VM_STAT_DESC, &d));
 		CHECK(strcmp(d.desc, "number of times pause was intercepted") == 0);
 		d.index = nstats;
