@@ -132,14 +132,22 @@ test_cpuid(struct vmctx *ctx, struct vcpu *v1)
 }
 
 static void
-test_tsc(struct vcpu *v)
+test_tsc(struct vcpu *v, uint64_t created)
 {
 	uint64_t before, after, t1, t2, mid1, mid2;
 
 	watchdog_phase("cpuid_tsc_test: TSC");
 	struct vmm_rs_action rdtsc[] = { ACT(VMM_RS_ACT_RDTSC), OUT(0x80) };
 	CHECK_OK(vmm_rs_guest_set_script(v, rdtsc, 2, 0));
+	/*
+	 * The clock runs from before the first VM's first guest entry (on
+	 * FreeBSD, from the host's boot): this process's first RDTSC, 1 ms
+	 * after the VM was created, reads at least 1 ms of ticks.
+	 */
+	while (mono_ns() - created < 1000000)
+		;
 	t1 = run_to_out(v, 0x80, &vme);
+	CHECK(t1 >= ticks(1000000));
 	CHECK(t1 == ((get_reg(v, VM_REG_GUEST_RDX) << 32) | get_reg(v, VM_REG_GUEST_RAX)));
 	CHECK(get_reg(v, VM_REG_GUEST_RDX) >> 32 == 0 && get_reg(v, VM_REG_GUEST_RAX) >> 32 == 0);
 
@@ -234,11 +242,12 @@ main(void)
 
 	watchdog_start(60, "cpuid_tsc_test");
 	ctx = open_vm_with_two_vcpus("cpuid_tsc", &v0, &v1);
+	uint64_t created = mono_ns();
 	if (ctx == NULL)
 		return test_finish("cpuid_tsc_test");
 
 	test_cpuid(ctx, v1);
-	test_tsc(v0);
+	test_tsc(v0, created);
 	test_refused(v0);
 
 	/* VM_REINIT: the offset and TSC_AUX go. */
