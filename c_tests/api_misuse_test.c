@@ -944,6 +944,16 @@ check_memory(struct vmctx *ctx)
 		CHECK_ERR(vm_mmap_memseg(ctx, 0x20000000, 1, 0, MB, PROT_READ), EEXIST);
 		CHECK_OK(vm_munmap_memseg(ctx, 0x20000000, MB));
 	}
+	{
+		/* VM_MAX_MEMMAPS (8) maps at most: then ENOSPC, as FreeBSD. */
+		int maps = 0;
+		while (maps < 8 && vm_mmap_memseg(ctx, 0x20000000 + maps * MB, 1, 0, MB, PROT_READ) == 0)
+			maps++;
+		CHECK(maps > 0 && maps < 8); /* the map at 0 holds one */
+		CHECK_ERR(vm_mmap_memseg(ctx, 0x20000000 + maps * MB, 1, 0, MB, PROT_READ), ENOSPC);
+		for (int i = 0; i < maps; i++)
+			CHECK_OK(vm_munmap_memseg(ctx, 0x20000000 + i * MB, MB));
+	}
 	CHECK_ERR(vm_munmap_memseg(ctx, 0, MB), EINVAL);            /* part of a map */
 	CHECK_ERR(vm_munmap_memseg(ctx, 0, SIZE_MAX), EINVAL);
 	CHECK_ERR(vm_munmap_memseg(ctx, 0x10000000, MB), EINVAL);   /* no map there */
