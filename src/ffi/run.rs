@@ -204,3 +204,17 @@ pub extern "C" fn vmm_rs_set_mmio_exitcode(ctx: *mut handle::vmctx, exitcode: c_
         0
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Bogus exit (the vCPU came out for nothing userland must handle,
+    /// as FreeBSD's VM_EXITCODE_BOGUS) reaches C with that code and its
+    /// RIP. No backend a C VM can use makes one, so no C test sees it.
+    #[test]
+    fn a_bogus_exit_reaches_c_as_vm_exitcode_bogus() {
+        let out = to_vm_exit(&VmExit { kind: ExitKind::Bogus, rip: 0x1234, inst_length: 0 });
+        assert_eq!((out.exitcode, out.rip, out.inst_length), (vm_exitcode::VM_EXITCODE_BOGUS as i32, 0x1234, 0));
+    }
+}
