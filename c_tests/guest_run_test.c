@@ -138,19 +138,6 @@ wait_guest_interrupts(struct vcpu *v, uint64_t n)
 	} while (s.interrupts < n);
 }
 
-/* --- 8 and 9: a VM of their own, one vCPU opened --- */
-
-static struct vmctx *
-open_vm_with_vcpu(const char *name, int id, struct vcpu **v)
-{
-	CHECK_OK(vm_create(name));
-	struct vmctx *c = vm_open(name);
-	CHECK(c != NULL);
-	*v = c != NULL ? vm_vcpu_open(c, id) : NULL;
-	CHECK(*v != NULL);
-	return *v != NULL ? c : NULL;
-}
-
 /* --- 8: a callback guest's values, results and end --- */
 
 struct end_guest {

@@ -84,12 +84,11 @@ main(void)
 
 	/* Masking keeps remote IRR; switching to edge clears it. */
 	CHECK((rte_low(v0, 5) & RTE_REMOTE_IRR) != 0);
-	uint64_t updates = st.tmr_updates, block_runs = st.tmr_block_runs, rte_writes = st.rte_writes;
+	uint64_t updates = st.tmr_updates, block_runs = st.tmr_block_runs;
 	rte_write(v0, 5, RTE_MASKED | RTE_LEVEL | 0x45, 0);
 	CHECK((rte_low(v0, 5) & RTE_REMOTE_IRR) != 0);
 	CHECK_OK(vmm_rs_ioapic_stats(ctx, &st));
 	CHECK(st.tmr_updates == updates && st.tmr_block_runs == block_runs);
-	CHECK(st.rte_writes > rte_writes); /* the write's halves are counted */
 	rte_write(v0, 5, RTE_MASKED | 0x45, 0);
 	CHECK((rte_low(v0, 5) & RTE_REMOTE_IRR) == 0);
 

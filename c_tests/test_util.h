@@ -118,20 +118,30 @@ stat_index(struct vmctx *ctx, const char *desc)
 }
 
 /*
+ * Creates VM `name`, opens it and its vCPU `id` (not activated). Returns
+ * the handle, or NULL (a failed check).
+ */
+static inline struct vmctx *
+open_vm_with_vcpu(const char *name, int id, struct vcpu **v)
+{
+	CHECK_OK(vm_create(name));
+	struct vmctx *ctx = vm_open(name);
+	CHECK(ctx != NULL);
+	*v = ctx != NULL ? vm_vcpu_open(ctx, id) : NULL;
+	CHECK(*v != NULL);
+	return *v != NULL ? ctx : NULL;
+}
+
+/*
  * The usual preamble: creates VM `name`, opens it and its vCPUs 0 and 1,
  * and activates both. Returns the handle, or NULL (a failed check).
  */
 static inline struct vmctx *
 open_vm_with_two_vcpus(const char *name, struct vcpu **v0, struct vcpu **v1)
 {
-	struct vmctx *ctx;
-
-	CHECK_OK(vm_create(name));
-	ctx = vm_open(name);
-	CHECK(ctx != NULL);
+	struct vmctx *ctx = open_vm_with_vcpu(name, 0, v0);
 	if (ctx == NULL)
 		return NULL;
-	*v0 = vm_vcpu_open(ctx, 0);
 	*v1 = vm_vcpu_open(ctx, 1);
 	CHECK_OK(vm_activate_cpu(*v0));
 	CHECK_OK(vm_activate_cpu(*v1));
