@@ -43,6 +43,14 @@ pub fn vm_with_standard_memory(name: &str, memsize: usize) -> crate::vm::Vm {
     vm
 }
 
+/// Writes the low half of RTE `pin` as vCPU `writer` (IOREGSEL, then
+/// IOWIN), as a guest's two MMIO stores.
+pub fn write_rte_low(vm: &crate::vm::Vm, writer: usize, pin: u32, low: u32) {
+    use crate::vioapic::IOAPIC_BASE;
+    vm.mmio_write(writer, IOAPIC_BASE, 4, u64::from(0x10 + 2 * pin)).unwrap();
+    vm.mmio_write(writer, IOAPIC_BASE + 0x10, 4, u64::from(low)).unwrap();
+}
+
 /// xorshift64*: deterministic, no dependency.
 pub struct Rng(pub u64);
 

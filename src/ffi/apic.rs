@@ -379,13 +379,7 @@ pub unsafe extern "C" fn vmm_rs_ioapic_stats(ctx: *mut vmctx, stats: *mut vmm_rs
 mod tests {
     use super::*;
     use crate::vcpu::VcpuState;
-    use crate::vioapic::IOAPIC_BASE;
-
-    /// Writes the low half of RTE `pin` as vCPU `writer`.
-    fn write_rte_low(vm: &Vm, writer: usize, pin: u32, low: u32) {
-        vm.mmio_write(writer, IOAPIC_BASE, 4, u64::from(0x10 + 2 * pin)).unwrap();
-        vm.mmio_write(writer, IOAPIC_BASE + 0x10, 4, u64::from(low)).unwrap();
-    }
+    use crate::test_util::write_rte_low;
 
     /// vmm_rs_ioapic_stats() gives every counter of the vioapic, here
     /// with a send held back while its entry is rewritten (the assert
@@ -394,7 +388,7 @@ mod tests {
     #[test]
     fn ioapic_stats_gives_every_counter() {
         crate::test_util::with_watchdog(20, || {
-            let name = c"mut10b-ioapic-stats";
+            let name = c"ffi-ioapic-stats";
             // SAFETY: a C string.
             let ctx = unsafe {
                 assert_eq!(crate::ffi::lifecycle::vm_create(name.as_ptr()), 0);

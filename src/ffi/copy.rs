@@ -234,7 +234,7 @@ mod tests {
     fn empty_ranges_need_no_iovecs_and_short_copies_stop_inside_the_last() {
         // SAFETY: the handles are used while the VM lives.
         unsafe {
-            let (ctx, vcpu) = vm_with_ram(c"mut10b_copy_short", 1 << 20);
+            let (ctx, vcpu) = vm_with_ram(c"copy_setup_short_copies", 1 << 20);
             let mut paging = vm_guest_paging { cr3: 0, cpl: 0, cpu_mode: CPU_MODE_PROTECTED, paging_mode: PAGING_MODE_FLAT };
             let mut fault = 7;
             let rc = vm_copy_setup(vcpu, &mut paging, 0x3000, 0, 1, std::ptr::null_mut(), 0, &mut fault);

@@ -329,7 +329,7 @@ mod tests {
         const P: usize = 4096;
         // SAFETY: C strings and valid out-pointers; the handle is closed at the end.
         unsafe {
-            let ctx = new_vm(c"mut10b-memseg-edges");
+            let ctx = new_vm(c"memseg-name-and-unmap-edges");
             assert_eq!(vm_alloc_memseg(ctx, 1, P, c"dev".as_ptr()), 0);
             let (mut buf, mut len) = ([b'X' as c_char; 4], 0);
             assert_eq!(vm_get_memseg(ctx, 1, &mut len, buf.as_mut_ptr(), 1), -1);

@@ -8,20 +8,13 @@ use std::sync::Arc;
 use std::thread;
 
 use super::tests::{lapic_write, program_rte, rte_low, vm};
-use super::*;
-use crate::test_util::with_watchdog;
+use crate::test_util::{with_watchdog, write_rte_low};
 use crate::vcpu::VcpuState;
 use crate::vioapic::rte;
 use crate::vlapic::regs::off;
 
 const LEVEL: u32 = 0x8000;
 const LOWPRI: u32 = 0x100;
-
-/// Writes the low half of RTE `pin` as vCPU `writer`.
-fn write_rte_low(vm: &Vm, writer: usize, pin: u32, low: u32) {
-    vm.mmio_write(writer, IOAPIC_BASE, 4, u64::from(0x10 + 2 * pin)).unwrap();
-    vm.mmio_write(writer, IOAPIC_BASE + 0x10, 4, u64::from(low)).unwrap();
-}
 
 fn wait_until(cond: impl Fn() -> bool) {
     while !cond() {
